@@ -1,0 +1,21 @@
+//! rotor: a supervised secret-rotation and secret-volume-watching service.
+//!
+//! # Layout
+//!
+//! - [`domain`]: shared nouns (secret refs, versions, labels, rotation ids, history records).
+//! - [`duration`]: humane durations (`"90d"`, `"24h"`, `"1s"`) for configuration.
+//! - [`config`]: TOML policy files, parsed raw then validated, every error at once.
+//! - [`schedule`]: pure schedule maths (interval, cron, windows, jitter, next-due).
+//! - [`machine`]: the pure rotation state machine, `step(state, event, now)`.
+//! - [`generator`]: CSPRNG secret generators and the zeroizing [`generator::SecretValue`].
+//! - [`store`]: the [`store::Store`] trait and the encrypted embedded (redb) backend.
+//! - [`cli`]: the `rotor` command line.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod duration;
+pub mod generator;
+pub mod machine;
+pub mod schedule;
+pub mod store;

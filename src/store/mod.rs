@@ -1,0 +1,113 @@
+//! Where secret versions, the rotation journal and the history live.
+//!
+//! The [`Store`] trait is what the rest of rotor sees. Backends: [`embedded`] (one redb
+//! file, values sealed with AES-256-GCM). A store knows labels, versions and opaque journal
+//! bytes; it does not know the rotation state machine (the journal is serialised by the
+//! caller) and it never logs or returns a value except through [`Store::read_value`].
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{HistoryRecord, Label, RotationId, SecretRef, VersionMeta, VersionNo};
+use crate::generator::SecretValue;
+
+pub mod crypto;
+pub mod embedded;
+
+/// Errors from a store. Messages name the secret and version, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store file {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("master key file {path}: {reason}")]
+    MasterKey { path: String, reason: String },
+    #[error(
+        "cannot decrypt {secret} version {version}: wrong master key or tampered data"
+    )]
+    Decrypt { secret: SecretRef, version: VersionNo },
+    #[error("{secret} has no version {version}")]
+    NoSuchVersion { secret: SecretRef, version: VersionNo },
+    #[error(
+        "{secret} version {version} already exists for rotation {existing}, not {requested}"
+    )]
+    VersionConflict {
+        secret: SecretRef,
+        version: VersionNo,
+        existing: RotationId,
+        requested: RotationId,
+    },
+    #[error("store I/O: {0}")]
+    Backend(String),
+    /// A write failed on purpose (tests inject these to prove crash safety).
+    #[error("injected write failure")]
+    Injected,
+}
+
+impl StoreError {
+    /// Bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            StoreError::Open { .. } => "open",
+            StoreError::MasterKey { .. } => "master_key",
+            StoreError::Decrypt { .. } => "decrypt",
+            StoreError::NoSuchVersion { .. } => "not_found",
+            StoreError::VersionConflict { .. } => "conflict",
+            StoreError::Backend(_) => "backend",
+            StoreError::Injected => "injected",
+        }
+    }
+}
+
+/// One atomic update of a secret's journal: the persisted state-machine bytes, the labels
+/// that state implies, and optionally a finished rotation to append to the history.
+/// All of it is written in one transaction, or none of it.
+#[derive(Debug, Clone)]
+pub struct Commit<'a> {
+    /// Serialised state-machine state; opaque to the store.
+    pub journal: &'a [u8],
+    /// Every labelled version after this commit. Versions that carried a label before and
+    /// carry none now are stamped `expired_at = now`; a version newly labelled `current`
+    /// is stamped `promoted_at = now` (if not already set).
+    pub labels: &'a [(VersionNo, Label)],
+    pub history: Option<&'a HistoryRecord>,
+    pub now: DateTime<Utc>,
+}
+
+/// A backend holding versions, labels, journals and history for many secrets.
+///
+/// Methods are synchronous and short; async callers run them on a blocking thread.
+pub trait Store: Send + Sync + 'static {
+    /// Stores `value` as `version` of `secret`, created by `rotation`, with no label.
+    /// Idempotent: storing the same version again for the same rotation succeeds without
+    /// changing anything (the first value is kept); for another rotation it is a
+    /// [`StoreError::VersionConflict`].
+    fn put_version(
+        &self,
+        secret: &SecretRef,
+        version: VersionNo,
+        rotation: RotationId,
+        value: &SecretValue,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Atomically writes journal, labels and history (see [`Commit`]).
+    fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError>;
+
+    /// The last committed journal bytes, if any.
+    fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Metadata of every version, oldest first.
+    fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError>;
+
+    /// Decrypts one version's value.
+    fn read_value(&self, secret: &SecretRef, version: VersionNo) -> Result<SecretValue, StoreError>;
+
+    /// The most recent `limit` history records, newest first.
+    fn history(&self, secret: &SecretRef, limit: usize) -> Result<Vec<HistoryRecord>, StoreError>;
+
+    /// Every secret that has a journal.
+    fn secrets(&self) -> Result<Vec<SecretRef>, StoreError>;
+}
