@@ -24,15 +24,17 @@ pub enum StoreError {
     },
     #[error("master key file {path}: {reason}")]
     MasterKey { path: String, reason: String },
-    #[error(
-        "cannot decrypt {secret} version {version}: wrong master key or tampered data"
-    )]
-    Decrypt { secret: SecretRef, version: VersionNo },
+    #[error("cannot decrypt {secret} version {version}: wrong master key or tampered data")]
+    Decrypt {
+        secret: SecretRef,
+        version: VersionNo,
+    },
     #[error("{secret} has no version {version}")]
-    NoSuchVersion { secret: SecretRef, version: VersionNo },
-    #[error(
-        "{secret} version {version} already exists for rotation {existing}, not {requested}"
-    )]
+    NoSuchVersion {
+        secret: SecretRef,
+        version: VersionNo,
+    },
+    #[error("{secret} version {version} already exists for rotation {existing}, not {requested}")]
     VersionConflict {
         secret: SecretRef,
         version: VersionNo,
@@ -103,7 +105,8 @@ pub trait Store: Send + Sync + 'static {
     fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError>;
 
     /// Decrypts one version's value.
-    fn read_value(&self, secret: &SecretRef, version: VersionNo) -> Result<SecretValue, StoreError>;
+    fn read_value(&self, secret: &SecretRef, version: VersionNo)
+    -> Result<SecretValue, StoreError>;
 
     /// The most recent `limit` history records, newest first.
     fn history(&self, secret: &SecretRef, limit: usize) -> Result<Vec<HistoryRecord>, StoreError>;
