@@ -11,6 +11,7 @@
 //! - [`store`]: the [`store::Store`] trait and the encrypted embedded (redb) backend.
 //! - [`cli`]: the `rotor` command line.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod domain;
