@@ -21,10 +21,12 @@ fn bench(c: &mut Criterion) {
         next_due: &due,
     };
     let now = Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap();
-    let mut s = SecretState::default();
-    s.current = Some(1);
-    s.latest_version = 1;
-    s.rotations_started = 1;
+    let s = SecretState {
+        current: Some(1),
+        latest_version: 1,
+        rotations_started: 1,
+        ..SecretState::default()
+    };
     let generating = rules
         .step(
             &s,

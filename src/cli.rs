@@ -1,1 +1,374 @@
-//! (stub, being written)
+//! The `rotor` command line: `run`, `check`, `plan`, `versions`, `history`.
+//!
+//! Offline commands (`check`, `plan`, `versions`, `history`) never start actors or bind a
+//! port. `versions` and `history` print metadata only, never values.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, StoreConfig};
+use crate::domain::{SecretRef, validate_ident};
+use crate::machine::{Phase, SecretState};
+use crate::store::Store;
+use crate::store::embedded::EmbeddedStore;
+
+/// Exit code for a configuration that does not validate (EX_USAGE, as linkerd does).
+pub const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rotor",
+    version,
+    about = "Supervised secret rotation and secret-volume watching",
+    long_about = "rotor rotates tenant secrets on TOML policies (generate, store, apply, test, \
+                  promote, grace, expire, with automatic rollback) and watches Kubernetes \
+                  secret volumes. Run `rotor <command> --help` for each command."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for clusters.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: rotation actors, admin API, metrics. Stops on SIGTERM/SIGINT.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(short, long, env = "ROTOR_CONFIG")]
+        config: PathBuf,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Validate configuration files offline; prints every error with its line and column.
+    Check {
+        /// Configuration file (TOML); also accepted as positional arguments.
+        #[arg(short, long, env = "ROTOR_CONFIG")]
+        config: Option<PathBuf>,
+        /// More configuration files to validate.
+        files: Vec<PathBuf>,
+    },
+    /// Show upcoming rotations and expiries, sorted by time.
+    Plan {
+        /// Configuration file (TOML).
+        #[arg(short, long, env = "ROTOR_CONFIG")]
+        config: PathBuf,
+        /// How many days ahead to look.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Show at most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// List the versions of a secret (metadata only, never values) from the store.
+    Versions {
+        /// Configuration file (TOML).
+        #[arg(short, long, env = "ROTOR_CONFIG")]
+        config: PathBuf,
+        /// Tenant id.
+        tenant: String,
+        /// Secret key.
+        key: String,
+    },
+    /// List the rotation history of a secret, newest first, from the store.
+    History {
+        /// Configuration file (TOML).
+        #[arg(short, long, env = "ROTOR_CONFIG")]
+        config: PathBuf,
+        /// Tenant id.
+        tenant: String,
+        /// Secret key.
+        key: String,
+        /// Show at most this many rotations.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+/// Runs an offline command. (`run` is handled by `main`, which owns the runtime.)
+pub fn run_offline(command: Command) -> ExitCode {
+    match command {
+        Command::Check { config, files } => check(config.into_iter().chain(files).collect()),
+        Command::Plan {
+            config,
+            days,
+            limit,
+        } => with_config(&config, |cfg| plan(cfg, days, limit, Utc::now())),
+        Command::Versions {
+            config,
+            tenant,
+            key,
+        } => with_config(&config, |cfg| versions(cfg, &tenant, &key)),
+        Command::History {
+            config,
+            tenant,
+            key,
+            limit,
+        } => with_config(&config, |cfg| history(cfg, &tenant, &key, limit)),
+        Command::Run { .. } => ExitCode::FAILURE,
+    }
+}
+
+fn with_config(path: &Path, f: impl FnOnce(&Config) -> Result<(), String>) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    match f(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(files: Vec<PathBuf>) -> ExitCode {
+    if files.is_empty() {
+        eprintln!("error: no configuration file given (use -c FILE or list files)");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let mut bad = 0;
+    for file in &files {
+        match Config::load(file) {
+            Ok(cfg) => println!(
+                "{}: ok ({} secrets, {} policies, {} mounts)",
+                file.display(),
+                cfg.secrets.len(),
+                cfg.policies.len(),
+                cfg.mounts.len()
+            ),
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("{bad} of {} files have errors", files.len());
+        ExitCode::from(EXIT_BAD_CONFIG)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Opens the configured store for reading, refusing to create one: an offline command on a
+/// machine without a store must not leave a fresh master key behind.
+fn open_existing_store(cfg: &Config) -> Result<Option<EmbeddedStore>, String> {
+    match &cfg.store {
+        StoreConfig::Embedded {
+            path,
+            master_key_file,
+        } => {
+            if !path.exists() {
+                return Ok(None);
+            }
+            EmbeddedStore::open(path, master_key_file)
+                .map(Some)
+                .map_err(|e| format!("{e} (is `rotor run` using this store? stop it first)"))
+        }
+    }
+}
+
+fn parse_secret(tenant: &str, key: &str) -> Result<SecretRef, String> {
+    validate_ident(tenant).map_err(|e| format!("tenant {tenant:?} {e}"))?;
+    validate_ident(key).map_err(|e| format!("key {key:?} {e}"))?;
+    SecretRef::new(tenant, key).map_err(|e| e.to_string())
+}
+
+fn configured(cfg: &Config, secret: &SecretRef) -> Result<(), String> {
+    if cfg.secrets.iter().any(|s| &s.secret == secret) {
+        Ok(())
+    } else {
+        Err(format!("{secret} is not configured"))
+    }
+}
+
+fn fmt_time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
+    let secret = parse_secret(tenant, key)?;
+    configured(cfg, &secret)?;
+    let Some(store) = open_existing_store(cfg)? else {
+        println!("{secret}: no store yet (nothing has run)");
+        return Ok(());
+    };
+    let versions = store.versions(&secret).map_err(|e| e.to_string())?;
+    println!(
+        "{:>7}  {:<18}  {:<19}  {:<19}  {:<19}  FINGERPRINT",
+        "VERSION", "LABELS", "CREATED", "PROMOTED", "EXPIRED"
+    );
+    for v in &versions {
+        let labels: Vec<_> = v.labels.iter().map(|l| l.as_str()).collect();
+        println!(
+            "{:>7}  {:<18}  {:<19}  {:<19}  {:<19}  {}",
+            v.version,
+            if labels.is_empty() {
+                "-".to_owned()
+            } else {
+                labels.join(",")
+            },
+            fmt_time(Some(v.created_at)),
+            fmt_time(v.promoted_at),
+            fmt_time(v.expired_at),
+            v.fingerprint
+        );
+    }
+    println!("{} versions", versions.len());
+    Ok(())
+}
+
+fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), String> {
+    let secret = parse_secret(tenant, key)?;
+    configured(cfg, &secret)?;
+    let Some(store) = open_existing_store(cfg)? else {
+        println!("{secret}: no store yet (nothing has run)");
+        return Ok(());
+    };
+    let records = store.history(&secret, limit).map_err(|e| e.to_string())?;
+    println!(
+        "{:<8}  {:<9}  {:<9}  {:<12}  {:<8}  {:<19}  {:>9}",
+        "ROTATION", "TRIGGER", "VERSIONS", "OUTCOME", "ERROR", "STARTED", "SECONDS"
+    );
+    for r in &records {
+        let from = r.from_version.map_or("-".into(), |v| v.to_string());
+        println!(
+            "{:<8}  {:<9}  {:<9}  {:<12}  {:<8}  {:<19}  {:>9.1}",
+            r.rotation.to_string(),
+            r.trigger.as_str(),
+            format!("{from}->{}", r.to_version),
+            r.outcome.as_str(),
+            r.error.map_or("-", |e| e.as_str()),
+            fmt_time(Some(r.started_at)),
+            (r.finished_at - r.started_at).num_milliseconds() as f64 / 1000.0
+        );
+    }
+    println!("{} rotations", records.len());
+    Ok(())
+}
+
+/// One row of `rotor plan`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRow {
+    pub at: DateTime<Utc>,
+    pub secret: SecretRef,
+    pub policy: String,
+    pub event: &'static str,
+}
+
+/// Upcoming rotations and expiries within `days`, from the journals in `states` (secrets
+/// without one are new: their first version is due now). Pure, for tests.
+pub fn plan_rows(
+    cfg: &Config,
+    states: &dyn Fn(&SecretRef) -> Option<SecretState>,
+    now: DateTime<Utc>,
+    days: u32,
+    per_secret_cap: usize,
+) -> Vec<PlanRow> {
+    let horizon = now + TimeDelta::days(i64::from(days));
+    let mut rows = Vec::new();
+    for s in &cfg.secrets {
+        let policy = &s.policy;
+        let grace = TimeDelta::from_std(policy.grace).unwrap_or(TimeDelta::MAX);
+        let state = states(&s.secret).unwrap_or_default();
+        let mut push = |at: DateTime<Utc>, event: &'static str| {
+            rows.push(PlanRow {
+                at,
+                secret: s.secret.clone(),
+                policy: policy.name.clone(),
+                event,
+            })
+        };
+        let mut last = state.last_rotated_at;
+        if let Phase::Grace { expires_at, .. } = &state.phase
+            && *expires_at <= horizon
+        {
+            push(*expires_at, "expire previous");
+        }
+        let mut due = match (&state.phase, state.current) {
+            (_, None) => Some(now),
+            (Phase::Stuck { .. }, _) => {
+                push(now, "stuck: needs an operator");
+                None
+            }
+            _ => policy.schedule.next_due(&s.secret, last, now),
+        };
+        let mut n = 0;
+        while let Some(at) = due {
+            if at > horizon || n >= per_secret_cap {
+                break;
+            }
+            push(
+                at,
+                if last.is_none() {
+                    "create v1"
+                } else {
+                    "rotate"
+                },
+            );
+            if last.is_some() && at + grace <= horizon {
+                push(at + grace, "expire previous");
+            }
+            last = Some(at);
+            due = policy.schedule.next_due(&s.secret, last, at);
+            n += 1;
+        }
+    }
+    rows.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.secret.cmp(&b.secret)));
+    rows
+}
+
+fn plan(cfg: &Config, days: u32, limit: usize, now: DateTime<Utc>) -> Result<(), String> {
+    let store = open_existing_store(cfg)?;
+    let states = |secret: &SecretRef| -> Option<SecretState> {
+        let bytes = store.as_ref()?.journal(secret).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let rows = plan_rows(cfg, &states, now, days, limit.max(1));
+    println!(
+        "{:<19}  {:<32}  {:<22}  EVENT",
+        "TIME (UTC)", "SECRET", "POLICY"
+    );
+    for r in rows.iter().take(limit) {
+        println!(
+            "{:<19}  {:<32}  {:<22}  {}",
+            fmt_time(Some(r.at)),
+            r.secret.to_string(),
+            r.policy,
+            r.event
+        );
+    }
+    if rows.len() > limit {
+        println!(
+            "... {} more within {days} days not shown (use --limit)",
+            rows.len() - limit
+        );
+    }
+    println!(
+        "{} secrets, {} events in the next {days} days{}",
+        cfg.secrets.len(),
+        rows.len(),
+        if store.is_none() {
+            " (no store yet: every secret gets its first version at start)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}

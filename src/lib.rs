@@ -9,14 +9,23 @@
 //! - [`machine`]: the pure rotation state machine, `step(state, event, now)`.
 //! - [`generator`]: CSPRNG secret generators and the zeroizing [`generator::SecretValue`].
 //! - [`store`]: the [`store::Store`] trait and the encrypted embedded (redb) backend.
+//! - [`target`]: systems that check a secret (`none`, later postgres, redis, hooks).
+//! - [`metrics`]: the Prometheus registry and metric handles.
+//! - [`clock`]: system or tokio-driven "now" (paused time in tests).
+//! - [`api`]: the admin HTTP API over an [`api::Admin`] backend.
 //! - [`cli`]: the `rotor` command line.
 
+pub mod actors;
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod duration;
 pub mod generator;
 pub mod machine;
+pub mod metrics;
 pub mod schedule;
+pub mod status;
 pub mod store;
+pub mod target;

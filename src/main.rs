@@ -1,1 +1,182 @@
-fn main() {}
+//! `rotor`: the binary. `rotor run` reads like a runbook: load and validate the
+//! configuration without binding anything (exit 64 on bad config), open the store, start
+//! the supervision tree, serve the admin API, wait for a signal or for the tree to give
+//! up, drain within the configured bound, and say so if it did not finish.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use rotor::actors::admin::ActorAdmin;
+use rotor::actors::panic_hook::install_quiet_panic_hook;
+use rotor::actors::root::RootExit;
+use rotor::actors::tree::{self, TreeOptions};
+use rotor::api::server::{self, AdminToken};
+use rotor::cli::{Cli, Command, EXIT_BAD_CONFIG, LogFormat};
+use rotor::config::{Config, StoreConfig};
+use rotor::metrics::Metrics;
+use rotor::store::Store;
+use rotor::store::embedded::EmbeddedStore;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, log_format } => {
+            init_logging(log_format);
+            install_quiet_panic_hook();
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // Actor calls from the block_on thread are ~10x slower than from a worker
+            // (design.md §10), so the service runs in a spawned task.
+            rt.block_on(async move {
+                match tokio::spawn(run(config)).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        tracing::error!(error = %e, "rotor run task failed");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        other => rotor::cli::run_offline(other),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(config_path: std::path::PathBuf) -> ExitCode {
+    // 1. Configuration, validated before anything is opened or bound.
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            tracing::error!(config = %config_path.display(), "invalid configuration; not starting");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+
+    // 2. The store and the admin token.
+    let store: Arc<dyn Store> = match &config.store {
+        StoreConfig::Embedded {
+            path,
+            master_key_file,
+        } => match EmbeddedStore::open(path, master_key_file) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the store");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let token = match AdminToken::load_or_create(&config.server.admin_token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load the admin token");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %config.server.listen, error = %e, "cannot bind the admin API");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
+
+    // 3. The supervision tree.
+    let metrics = Metrics::new();
+    let mut tree = match tree::start(&config, store, metrics, TreeOptions::default()).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the supervision tree");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        listen = %addr,
+        secrets = config.secrets.len(),
+        mounts = config.mounts.len(),
+        config = %config_path.display(),
+        "rotor started"
+    );
+
+    // 4. The admin API, stopped by the same shutdown.
+    let backend = Arc::new(ActorAdmin {
+        shared: tree.shared.clone(),
+        secrets: tree.secrets.clone(),
+        ready: tree.ready_flag(),
+    });
+    let router = server::router(backend, token, std::time::Duration::from_secs(10));
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(server::serve(listener, router, async move {
+        let _ = api_stopped.await;
+    }));
+
+    // 5. Wait for a signal or for the tree to end on its own.
+    let exit = tokio::select! {
+        exit = tree.wait() => {
+            tracing::error!(%exit, "supervision tree ended; exiting");
+            exit
+        }
+        signal = shutdown_signal() => {
+            tracing::info!(signal, timeout = ?config.runtime.shutdown_timeout, "shutting down");
+            // A second signal forces the exit.
+            tokio::spawn(async {
+                let s = shutdown_signal().await;
+                tracing::warn!(signal = s, "second signal: exiting now");
+                std::process::exit(130);
+            });
+            match tokio::time::timeout(config.runtime.shutdown_timeout, tree.shutdown(config.runtime.shutdown_timeout)).await {
+                Ok(exit) => exit,
+                Err(_) => {
+                    tracing::warn!("shutdown did not finish in time; exiting anyway");
+                    RootExit::Failed("shutdown timed out".into())
+                }
+            }
+        }
+    };
+    let _ = stop_api.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api).await;
+    let code = match &exit {
+        RootExit::Stopped(_) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    };
+    tracing::info!(%exit, "rotor stopped");
+    code
+}
+
+/// Resolves on SIGTERM or SIGINT with the signal's name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    let mut int = match signal(SignalKind::interrupt()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

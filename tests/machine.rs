@@ -617,19 +617,17 @@ proptest! {
         let apply = |state: &mut SecretState, ev: Event, now: DateTime<Utc>,
                          timer: &mut Option<DateTime<Utc>>,
                          pending: &mut Option<(RotationId, Step)>| {
-            match r.step(state, ev.clone(), now) {
-                Ok(t) => {
-                    check_invariants(state, &t, &ev, now);
-                    for e in &t.effects {
-                        match e {
-                            Effect::ArmTimer { at, .. } => *timer = Some(*at),
-                            Effect::CancelTimer { .. } => *timer = None,
-                            other => if let Some(p) = step_of(other) { *pending = Some(p) },
-                        }
+            // A rejected request (409) leaves the state as it was.
+            if let Ok(t) = r.step(state, ev.clone(), now) {
+                check_invariants(state, &t, &ev, now);
+                for e in &t.effects {
+                    match e {
+                        Effect::ArmTimer { at, .. } => *timer = Some(*at),
+                        Effect::CancelTimer { .. } => *timer = None,
+                        other => if let Some(p) = step_of(other) { *pending = Some(p) },
                     }
-                    *state = t.state;
                 }
-                Err(_) => {}
+                *state = t.state;
             }
         };
         apply(&mut state, Event::Resume, now, &mut timer, &mut pending);

@@ -3,6 +3,9 @@
 //! The API knows nothing of actors: it talks to an [`Admin`] backend, which the runtime
 //! implements by messaging rotation actors and reading the store. Tests use a fake backend.
 
+pub mod auth;
+pub mod server;
+
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;

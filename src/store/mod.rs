@@ -41,6 +41,10 @@ pub enum StoreError {
         existing: RotationId,
         requested: RotationId,
     },
+    /// A commit that would break a label invariant (a label on two versions, say). A bug
+    /// in the caller, refused so the store never holds two `current` versions.
+    #[error("refused commit for {secret}: {reason}")]
+    InvalidCommit { secret: SecretRef, reason: String },
     #[error("store I/O: {0}")]
     Backend(String),
     /// A write failed on purpose (tests inject these to prove crash safety).
@@ -57,6 +61,7 @@ impl StoreError {
             StoreError::Decrypt { .. } => "decrypt",
             StoreError::NoSuchVersion { .. } => "not_found",
             StoreError::VersionConflict { .. } => "conflict",
+            StoreError::InvalidCommit { .. } => "invalid_commit",
             StoreError::Backend(_) => "backend",
             StoreError::Injected => "injected",
         }

@@ -1,0 +1,163 @@
+//! The [`Admin`] backend of the HTTP API: rotate and roll back by messaging the secret's
+//! rotation actor (looked up by name on every request, never cached), read versions and
+//! history from the store on a blocking thread, and the schedule from the status board.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+
+use super::metrics::{self as metrics_actor, MetricsMsg};
+use super::rotation::{self, RotationMsg, RotationSpec, Shared};
+use crate::api::{Admin, AdminError, ScheduleEntry};
+use crate::domain::{HistoryRecord, RotationId, SecretRef, Trigger, VersionMeta};
+use crate::machine::Rejection;
+
+/// How long an API call waits for an actor before answering 503.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct ActorAdmin {
+    pub shared: Arc<Shared>,
+    pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
+    pub ready: Arc<AtomicBool>,
+}
+
+impl ActorAdmin {
+    fn known(&self, secret: &SecretRef) -> Result<(), AdminError> {
+        if self.secrets.contains_key(secret) {
+            Ok(())
+        } else {
+            Err(AdminError::UnknownSecret(secret.to_string()))
+        }
+    }
+
+    fn actor(&self, secret: &SecretRef) -> Result<ActorRef<RotationMsg>, AdminError> {
+        ractor::registry::where_is(rotation::actor_name(&self.shared.namespace, secret))
+            .map(ActorRef::from)
+            .ok_or_else(|| {
+                AdminError::Unavailable(format!(
+                    "the rotation actor of {secret} is restarting; try again"
+                ))
+            })
+    }
+
+    async fn call(&self, secret: SecretRef, rollback: bool) -> Result<RotationId, AdminError> {
+        self.known(&secret)?;
+        let actor = self.actor(&secret)?;
+        let r = if rollback {
+            actor.call(RotationMsg::Rollback, Some(CALL_TIMEOUT)).await
+        } else {
+            actor
+                .call(
+                    |reply| RotationMsg::Rotate {
+                        trigger: Trigger::Api,
+                        reply,
+                    },
+                    Some(CALL_TIMEOUT),
+                )
+                .await
+        };
+        match r {
+            Ok(CallResult::Success(Ok(id))) => Ok(id),
+            Ok(CallResult::Success(Err(rejection))) => Err(match rejection {
+                Rejection::InProgress { .. } | Rejection::NothingToRollBack => {
+                    AdminError::Conflict(format!("{secret}: {rejection}"))
+                }
+            }),
+            Ok(CallResult::Timeout) => Err(AdminError::Unavailable(format!(
+                "the rotation actor of {secret} did not answer in {CALL_TIMEOUT:?}"
+            ))),
+            Ok(CallResult::SenderError) | Err(_) => Err(AdminError::Unavailable(format!(
+                "the rotation actor of {secret} stopped while answering; try again"
+            ))),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, AdminError> {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(AdminError::Internal(format!("store: {e}"))),
+            Err(_) => Err(AdminError::Internal("store task failed".into())),
+        }
+    }
+}
+
+impl Admin for ActorAdmin {
+    fn rotate(&self, secret: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
+        Box::pin(self.call(secret, false))
+    }
+
+    fn rollback(&self, secret: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
+        Box::pin(self.call(secret, true))
+    }
+
+    fn versions(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<VersionMeta>, AdminError>> {
+        Box::pin(async move {
+            self.known(&secret)?;
+            let store = self.shared.store.clone();
+            self.blocking(move || store.versions(&secret)).await
+        })
+    }
+
+    fn history(
+        &self,
+        secret: SecretRef,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<HistoryRecord>, AdminError>> {
+        Box::pin(async move {
+            self.known(&secret)?;
+            let store = self.shared.store.clone();
+            self.blocking(move || store.history(&secret, limit)).await
+        })
+    }
+
+    fn schedule(&self) -> BoxFuture<'_, Result<Vec<ScheduleEntry>, AdminError>> {
+        Box::pin(async move {
+            Ok(self
+                .shared
+                .board
+                .snapshot()
+                .into_iter()
+                .map(|(secret, s)| ScheduleEntry {
+                    tenant_id: secret.tenant,
+                    secret_key: secret.key,
+                    policy: s.policy,
+                    phase: s.phase.to_owned(),
+                    current_version: s.current,
+                    next_rotation_at: s.next_due,
+                    grace_expires_at: s.grace_expires_at,
+                })
+                .collect())
+        })
+    }
+
+    fn metrics_text(&self) -> BoxFuture<'_, Result<String, AdminError>> {
+        Box::pin(async move {
+            let actor: ActorRef<MetricsMsg> = ractor::registry::where_is(format!(
+                "{}{}",
+                self.shared.namespace,
+                metrics_actor::NAME
+            ))
+            .map(ActorRef::from)
+            .ok_or_else(|| AdminError::Unavailable("metrics actor restarting".into()))?;
+            match actor.call(MetricsMsg::Encode, Some(CALL_TIMEOUT)).await {
+                Ok(CallResult::Success(Ok(text))) => Ok(text),
+                Ok(CallResult::Success(Err(e))) => Err(AdminError::Internal(e)),
+                _ => Err(AdminError::Unavailable(
+                    "metrics actor did not answer".into(),
+                )),
+            }
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,535 @@
+//! One rotation actor per tenant secret: it drives the pure state machine.
+//!
+//! On start it loads the secret's journal from the store and sends the machine
+//! [`Event::Resume`], so an attempt that was in flight when the process died continues or
+//! rolls back where it stopped. For every event it persists the machine's new state (with
+//! the labels and history it implies, in one store transaction) **before** executing the
+//! effects. Step effects (generate, apply, test, promote, revoke) run in a task of their own
+//! so the actor keeps answering status and API calls; the task reports back with
+//! [`RotationMsg::StepResult`]. One timer per secret (next due time, grace expiry or a
+//! retry); no polling.
+//!
+//! A global semaphore bounds rotations in flight: an attempt takes a slot before its first
+//! step and holds it until it is promoted, rolled back or abandoned. A secret waiting for a
+//! slot is already `generating` (persisted), so it is neither lost nor started twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::notifier::{self, NotifierMsg};
+use crate::clock::Clock;
+use crate::domain::{ErrorKind, RotationId, SecretRef, Step, Trigger, VersionNo};
+use crate::generator::{self, GeneratorSpec};
+use crate::machine::{
+    self, Effect, Event, ExpiryGate, Notice, Phase, Rejection, Rules, SecretState,
+};
+use crate::metrics::Metrics;
+use crate::status::{SecretStatus, StatusBoard};
+use crate::store::{Commit, Store};
+use crate::target::Target;
+
+/// The schedule as the actor needs it: next due given the last rotation time and now.
+pub type NextDue =
+    dyn Fn(Option<DateTime<Utc>>, DateTime<Utc>) -> Option<DateTime<Utc>> + Send + Sync;
+
+/// Everything the actor needs to know about its secret's policy.
+pub struct RotationSpec {
+    pub secret: SecretRef,
+    pub policy: String,
+    pub generator: GeneratorSpec,
+    pub grace: TimeDelta,
+    pub max_attempts: u32,
+    pub retry_backoff: TimeDelta,
+    pub retry_backoff_max: TimeDelta,
+    pub expiry_gate: ExpiryGate,
+    pub next_due: Arc<NextDue>,
+    /// Longest a single step may take before it counts as failed.
+    pub step_timeout: Duration,
+    pub target: Arc<dyn Target>,
+}
+
+/// What all rotation actors share.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    pub clock: Clock,
+    /// Rotations in flight, bounded (`runtime.max_concurrent_rotations`).
+    pub slots: Arc<Semaphore>,
+    pub board: Arc<StatusBoard>,
+    /// Prefix of every registry name in this tree.
+    pub namespace: String,
+}
+
+/// The registry name of a secret's rotation actor in the tree `namespace` (empty in
+/// production; tests run several trees in one process). Look it up for every request;
+/// never keep the `ActorRef` (a restarted actor is a new one).
+pub fn actor_name(namespace: &str, secret: &SecretRef) -> String {
+    format!("{namespace}rotation:{secret}")
+}
+
+pub enum RotationMsg {
+    /// Start a rotation now; answers with its id or why not.
+    Rotate {
+        trigger: Trigger,
+        reply: RpcReplyPort<Result<RotationId, Rejection>>,
+    },
+    /// Roll back the rotation in grace.
+    Rollback(RpcReplyPort<Result<RotationId, Rejection>>),
+    /// The current status.
+    Status(RpcReplyPort<SecretStatus>),
+    /// A watched mount shows the value with this fingerprint.
+    ConsumerSaw { fingerprint: String },
+    /// The secret's timer fired.
+    Timer,
+    /// A step task finished.
+    StepResult {
+        rotation: RotationId,
+        step: Step,
+        result: Result<(), ErrorKind>,
+        slot: Option<Slot>,
+    },
+    /// Test-only fault hook: the actor panics while handling it, so supervision can be
+    /// exercised. Nothing outside tests sends it.
+    InjectPanic,
+}
+
+/// A held concurrency slot; keeps the `secret_rotation_jobs_active` gauge right on drop.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Metrics,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.rotation_jobs_active.dec();
+    }
+}
+
+/// Aborts a task when dropped, so neither a timer nor a step outlives a crashed actor.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub struct RotationState {
+    spec: Arc<RotationSpec>,
+    shared: Arc<Shared>,
+    machine: SecretState,
+    timer: Option<AbortOnDrop>,
+    step_task: Option<AbortOnDrop>,
+    slot: Option<Slot>,
+}
+
+pub struct RotationActor;
+
+impl Actor for RotationActor {
+    type Msg = RotationMsg;
+    type State = RotationState;
+    type Arguments = (Arc<RotationSpec>, Arc<Shared>);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        (spec, shared): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // The journal is read in post_start, in this actor's own task: the supervisor awaits
+        // pre_start, and 100,000 store reads in a row there would serialise start-up.
+        Ok(RotationState {
+            spec,
+            shared,
+            machine: SecretState::default(),
+            timer: None,
+            step_task: None,
+            slot: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let store = state.shared.store.clone();
+        let secret = state.spec.secret.clone();
+        let journal = tokio::task::spawn_blocking(move || store.journal(&secret)).await??;
+        if let Some(bytes) = journal {
+            state.machine = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("journal of {} is unreadable: {e}", state.spec.secret))?;
+        }
+        // Resume is never rejected.
+        let _ = state.drive(&myself, Event::Resume).await?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RotationMsg::Rotate { trigger, reply } => {
+                let r = state.drive(&myself, Event::Rotate { trigger }).await?;
+                let r = r.map(|_| {
+                    state
+                        .machine
+                        .phase
+                        .run()
+                        .map_or(RotationId(state.machine.rotations_started), |r| r.rotation)
+                });
+                // The caller may have given up (timeout); that is fine.
+                let _ = reply.send(r);
+            }
+            RotationMsg::Rollback(reply) => {
+                let r = state.drive(&myself, Event::Rollback).await?;
+                let r = r.map(|_| {
+                    state
+                        .machine
+                        .phase
+                        .run()
+                        .map_or(RotationId(state.machine.rotations_started), |r| r.rotation)
+                });
+                let _ = reply.send(r);
+            }
+            RotationMsg::Status(reply) => {
+                let _ = reply.send(state.status());
+            }
+            RotationMsg::ConsumerSaw { fingerprint } => {
+                if let Some(version) = state.version_with_fingerprint(&fingerprint).await? {
+                    let _ = state.drive(&myself, Event::ConsumerSaw { version }).await?;
+                }
+            }
+            RotationMsg::Timer => {
+                state.timer = None;
+                let _ = state.drive(&myself, Event::Timer).await?;
+            }
+            RotationMsg::StepResult {
+                rotation,
+                step,
+                result,
+                slot,
+            } => {
+                state.step_task = None;
+                if slot.is_some() {
+                    state.slot = slot;
+                }
+                let event = match result {
+                    Ok(()) => Event::StepDone { rotation, step },
+                    Err(error) => {
+                        state
+                            .shared
+                            .metrics
+                            .rotation_error(&state.spec.policy, error.as_str());
+                        Event::StepFailed {
+                            rotation,
+                            step,
+                            error,
+                        }
+                    }
+                };
+                let _ = state.drive(&myself, event).await?;
+            }
+            RotationMsg::InjectPanic => panic!("fault injected into {}", state.spec.secret),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.timer = None;
+        state.step_task = None;
+        Ok(())
+    }
+}
+
+impl RotationState {
+    /// Steps the machine, persists, then executes the effects.
+    async fn drive(
+        &mut self,
+        myself: &ActorRef<RotationMsg>,
+        event: Event,
+    ) -> Result<Result<(), Rejection>, ActorProcessingErr> {
+        let now = self.shared.clock.now();
+        let spec = self.spec.clone();
+        let next_due = |last, now| (spec.next_due)(last, now);
+        let rules = Rules {
+            grace: spec.grace,
+            max_attempts: spec.max_attempts,
+            retry_backoff: spec.retry_backoff,
+            retry_backoff_max: spec.retry_backoff_max,
+            expiry_gate: spec.expiry_gate,
+            jitter_seed: seed(&spec.secret),
+            next_due: &next_due,
+        };
+        let t = match rules.step(&self.machine, event, now) {
+            Ok(t) => t,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        if t.state != self.machine || t.history.is_some() {
+            // Durability rule: the new state is on disk before any of its effects run.
+            let journal = serde_json::to_vec(&t.state)?;
+            let labels = machine::labels(&t.state);
+            let store = self.shared.store.clone();
+            let secret = spec.secret.clone();
+            let history = t.history.clone();
+            tokio::task::spawn_blocking(move || {
+                store.commit(
+                    &secret,
+                    Commit {
+                        journal: &journal,
+                        labels: &labels,
+                        history: history.as_ref(),
+                        now,
+                    },
+                )
+            })
+            .await??;
+        }
+        self.machine = t.state;
+        // A slot is held only while an attempt is before its promotion (or rolling back).
+        if !matches!(
+            self.machine.phase,
+            Phase::Generating(_)
+                | Phase::Staged(_)
+                | Phase::Applied(_)
+                | Phase::Tested(_)
+                | Phase::RollingBack { .. }
+        ) {
+            self.slot = None;
+        }
+        for effect in t.effects {
+            self.execute(myself, effect, now);
+        }
+        self.shared.board.set(&self.spec.secret, self.status());
+        Ok(Ok(()))
+    }
+
+    fn execute(&mut self, myself: &ActorRef<RotationMsg>, effect: Effect, now: DateTime<Utc>) {
+        match effect {
+            Effect::ArmTimer { at, .. } => {
+                let delay = self.shared.clock.delay_until(at);
+                let me = myself.clone();
+                self.timer = Some(AbortOnDrop(tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = me.cast(RotationMsg::Timer);
+                })));
+            }
+            Effect::CancelTimer { .. } => self.timer = None,
+            Effect::Notify { rotation, notice } => self.notify(rotation, notice, now),
+            step_effect => self.spawn_step(myself, step_effect),
+        }
+    }
+
+    fn notify(&self, rotation: RotationId, notice: Notice, now: DateTime<Utc>) {
+        let m = &self.shared.metrics;
+        let policy = &self.spec.policy;
+        match &notice {
+            Notice::Succeeded { .. } => {
+                m.rotation(policy, "succeeded");
+                if let Some(run) = self.machine.phase.run() {
+                    let secs = (now - run.started_at).num_milliseconds().max(0) as f64 / 1000.0;
+                    m.rotation_duration_seconds
+                        .get_or_create(&crate::metrics::PolicyLabels {
+                            policy: policy.clone(),
+                        })
+                        .observe(secs);
+                }
+            }
+            // An attempt that used up the budget counts once, as abandoned (Stuck below).
+            Notice::Failed {
+                retry_at: Some(_), ..
+            } => m.rotation(policy, "failed"),
+            Notice::RolledBack { .. } => m.rotation(policy, "rolled_back"),
+            Notice::Stuck { .. } => m.rotation(policy, "abandoned"),
+            _ => {}
+        }
+        notifier::send(
+            &self.shared.namespace,
+            NotifierMsg::Event {
+                secret: self.spec.secret.clone(),
+                rotation,
+                notice,
+                at: now,
+            },
+        );
+    }
+
+    /// Runs one step effect in its own task, which reports back with `StepResult`.
+    fn spawn_step(&mut self, myself: &ActorRef<RotationMsg>, effect: Effect) {
+        let (rotation, step) = match &effect {
+            Effect::Generate { rotation, .. } => (*rotation, Step::Generate),
+            Effect::Apply { rotation, .. } => (*rotation, Step::Apply),
+            Effect::Test { rotation, .. } => (*rotation, Step::Test),
+            Effect::Promote { rotation, .. } => (*rotation, Step::Promote),
+            Effect::Revoke { rotation, step, .. } => (*rotation, *step),
+            Effect::Restore { rotation, .. } => (*rotation, Step::Rollback),
+            _ => return,
+        };
+        let needs_slot = matches!(
+            self.machine.phase,
+            Phase::Generating(_)
+                | Phase::Staged(_)
+                | Phase::Applied(_)
+                | Phase::Tested(_)
+                | Phase::RollingBack { .. }
+        );
+        let held = self.slot.take();
+        let spec = self.spec.clone();
+        let shared = self.shared.clone();
+        let me = myself.clone();
+        self.step_task = Some(AbortOnDrop(tokio::spawn(async move {
+            let slot = match (held, needs_slot) {
+                (Some(s), _) => Some(s),
+                (None, true) => match shared.slots.clone().acquire_owned().await {
+                    Ok(permit) => {
+                        shared.metrics.rotation_jobs_active.inc();
+                        Some(Slot {
+                            _permit: permit,
+                            metrics: shared.metrics.clone(),
+                        })
+                    }
+                    // The semaphore is closed only at shutdown.
+                    Err(_) => return,
+                },
+                (None, false) => None,
+            };
+            let result =
+                match tokio::time::timeout(spec.step_timeout, run_step(&spec, &shared, effect))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(ErrorKind::Timeout),
+                };
+            let _ = me.cast(RotationMsg::StepResult {
+                rotation,
+                step,
+                result,
+                slot,
+            });
+        })));
+    }
+
+    fn status(&self) -> SecretStatus {
+        let (next_due, grace_expires_at) = match &self.machine.phase {
+            Phase::Idle { next_due, .. } => (*next_due, None),
+            Phase::Grace { expires_at, .. } => (None, Some(*expires_at)),
+            _ => (None, None),
+        };
+        SecretStatus {
+            policy: self.spec.policy.clone(),
+            phase: self.machine.phase.name(),
+            current: self.machine.current,
+            rotation: self.machine.phase.run().map(|r| r.rotation),
+            next_due,
+            grace_expires_at,
+            last_rotated_at: self.machine.last_rotated_at,
+            attempts: self.machine.attempts,
+        }
+    }
+
+    async fn version_with_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<VersionNo>, ActorProcessingErr> {
+        let store = self.shared.store.clone();
+        let secret = self.spec.secret.clone();
+        let versions = tokio::task::spawn_blocking(move || store.versions(&secret)).await??;
+        Ok(versions
+            .into_iter()
+            .find(|v| v.fingerprint == fingerprint)
+            .map(|v| v.version))
+    }
+}
+
+/// Executes one step against the store and the target.
+async fn run_step(spec: &RotationSpec, shared: &Shared, effect: Effect) -> Result<(), ErrorKind> {
+    let secret = &spec.secret;
+    let log_err = |step: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(secret = %secret, step, error = %e, "rotation step failed");
+    };
+    match effect {
+        Effect::Generate { rotation, version } => {
+            let store = shared.store.clone();
+            let gen_spec = spec.generator.clone();
+            let s = secret.clone();
+            let now = shared.clock.now();
+            tokio::task::spawn_blocking(move || {
+                let value = generator::generate(&gen_spec);
+                store.put_version(&s, version, rotation, &value, now)
+            })
+            .await
+            .map_err(|_| ErrorKind::Internal)?
+            .map_err(|e| {
+                log_err("generate", &e);
+                ErrorKind::Store
+            })
+        }
+        Effect::Apply { version, .. } | Effect::Test { version, .. } => {
+            let is_apply = matches!(effect, Effect::Apply { .. });
+            let store = shared.store.clone();
+            let s = secret.clone();
+            let value = tokio::task::spawn_blocking(move || store.read_value(&s, version))
+                .await
+                .map_err(|_| ErrorKind::Internal)?
+                .map_err(|e| {
+                    log_err("read", &e);
+                    ErrorKind::Store
+                })?;
+            let r = if is_apply {
+                spec.target.apply(secret, version, &value).await
+            } else {
+                spec.target.test(secret, version, &value).await
+            };
+            r.map_err(|e| {
+                log_err(if is_apply { "apply" } else { "test" }, &e);
+                e.kind
+            })
+        }
+        Effect::Promote {
+            version, previous, ..
+        } => spec
+            .target
+            .promote(secret, version, previous)
+            .await
+            .map_err(|e| {
+                log_err("promote", &e);
+                e.kind
+            }),
+        Effect::Revoke { version, .. } => spec.target.revoke(secret, version).await.map_err(|e| {
+            log_err("revoke", &e);
+            e.kind
+        }),
+        Effect::Restore {
+            restore, revoke, ..
+        } => spec
+            .target
+            .restore(secret, restore, revoke)
+            .await
+            .map_err(|e| {
+                log_err("rollback", &e);
+                e.kind
+            }),
+        Effect::ArmTimer { .. } | Effect::CancelTimer { .. } | Effect::Notify { .. } => Ok(()),
+    }
+}
+
+/// A per-secret seed for retry jitter: stable across restarts (FNV-1a of `tenant/key`).
+fn seed(secret: &SecretRef) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in secret.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}

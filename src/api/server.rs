@@ -1,0 +1,615 @@
+//! The admin HTTP server.
+//!
+//! # Routes
+//!
+//! Probes and metrics (no authentication, so kubelet and Prometheus need no token):
+//!
+//! - `GET /healthz`: always `200 {"status":"ok"}` while the process can answer at all.
+//! - `GET /readyz`: `200 {"status":"ready"}` once [`Admin::ready`] says the store is open and
+//!   the actors run, else `503 {"status":"not_ready","error":...}`.
+//! - `GET /metrics`: Prometheus text exposition, `text/plain; version=0.0.4; charset=utf-8`.
+//!
+//! Admin routes (require `Authorization: Bearer <token>`, see [`super::auth`]):
+//!
+//! - `POST /admin/secrets/rotate` `{"tenantId","secretKey"}`: starts a rotation now;
+//!   `202 {"rotationId","tenantId","secretKey","status":"accepted"}`; 409 while one is in flight.
+//! - `POST /admin/secrets/rollback` `{"tenantId","secretKey"}`: rolls back the rotation in
+//!   grace; `202` as above; 409 when nothing is in grace.
+//! - `GET /admin/secrets/versions/{tenant}/{key}`: version metadata, oldest first. Never values.
+//! - `GET /admin/secrets/history/{tenant}/{key}?limit=N`: finished rotations, newest first;
+//!   `limit` defaults to 50 and must be 1..=1000.
+//! - `GET /admin/secrets/schedule`: every managed secret, sorted by what happens next.
+//!
+//! # Errors
+//!
+//! Every 4xx and 5xx body is `{"error": "<message>"}`, including axum's own rejections
+//! (malformed JSON, wrong content type, body over 16 KiB, unknown route, wrong method): a
+//! last layer rewrites any non-JSON error body into that shape. A malformed request is a 4xx,
+//! never a 5xx. Unknown secrets are 404, invalid identifiers (`../etc`) 400, a busy secret 409,
+//! an unavailable runtime or a request over the time limit 503. Errors never contain the token.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, http::Method, http::Uri};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::bearer_matches;
+pub use super::auth::{AdminToken, TokenError};
+use super::{Admin, AdminError, ScheduleEntry};
+use crate::domain::{
+    ErrorKind, HistoryRecord, Label, Outcome, SecretRef, Step, Trigger, VersionMeta, VersionNo,
+};
+
+/// Largest request body accepted. The biggest legitimate body is two identifiers (under
+/// 200 bytes); 16 KiB leaves room for whitespace without letting a client make us buffer much.
+pub const BODY_LIMIT_BYTES: usize = 16 * 1024;
+
+/// Default time a request may take before the server answers 503 on its behalf.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// History entries returned when `limit` is not given.
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+
+/// Most history entries one request may ask for; keeps a response bounded.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+/// The content type Prometheus 2.x expects for the text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// How much of a non-JSON error body the error layer reads to reuse as the message. Axum's
+/// rejection texts are short; anything longer is cut rather than buffered.
+const MAX_REWRITTEN_ERROR_BYTES: usize = 4096;
+
+/// What `rotor run` needs to start the admin server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: std::net::SocketAddr,
+    /// Already loaded, so a bad token file is reported before any port is bound.
+    pub token: AdminToken,
+    pub request_timeout: Duration,
+}
+
+/// Shared by every handler. Only the token's digest is kept: the handlers never need the
+/// token itself, so it cannot leak from here.
+#[derive(Clone)]
+struct AppState {
+    backend: Arc<dyn Admin>,
+    token_digest: Arc<[u8; 32]>,
+}
+
+/// Builds the admin router: every route in the module doc, the auth check on `/admin/...`,
+/// the 16 KiB body limit, the request timeout and JSON error bodies.
+pub fn router(backend: Arc<dyn Admin>, token: AdminToken, request_timeout: Duration) -> Router {
+    let state = AppState {
+        backend,
+        token_digest: Arc::new(token.digest()),
+    };
+
+    // Every admin handler takes an `Authorized` extractor instead of sitting behind a
+    // `route_layer`: a layered route loses axum's `Allow` header on 405, and the extractor
+    // runs before the body is read, so an unauthenticated client cannot make us buffer one.
+    let routes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin/secrets/rotate", post(rotate))
+        .route("/admin/secrets/rollback", post(rollback))
+        .route("/admin/secrets/versions/{tenant}/{key}", get(versions))
+        .route("/admin/secrets/history/{tenant}/{key}", get(history))
+        .route("/admin/secrets/schedule", get(schedule))
+        .fallback(not_found)
+        .with_state(state);
+
+    // The cross-cutting layers wrap the finished router as one service rather than each
+    // route (`Router::layer` would), again so that the routes keep their `Allow` header.
+    // Layers run outside-in from the last one added: errors are rewritten to JSON last, so
+    // that also covers the timeout's and the body limit's answers.
+    Router::new()
+        .fallback_service(routes)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            enforce_timeout,
+        ))
+        .layer(middleware::map_response(json_errors))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish and returns. The caller reads the bound address from the
+/// listener (`listener.local_addr()`) before calling, so `127.0.0.1:0` works in tests, and
+/// bounds the drain with its own timeout if it must.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// An error answer: a status and a message safe to show (never the token, never a value).
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), error = %self.message, "admin request failed");
+        }
+        let mut resp = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: a 401 names the scheme the client should use.
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        let status = match e {
+            AdminError::UnknownSecret(_) => StatusCode::NOT_FOUND,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = match r {
+            // Axum answers 422 for well-formed JSON of the wrong shape; to a client that is
+            // just a bad request, and the contract says 400.
+            JsonRejection::JsonDataError(_) => StatusCode::BAD_REQUEST,
+            ref other => other.status(),
+        };
+        ApiError::new(status, r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(r.status(), r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::bad_request(r.body_text())
+    }
+}
+
+/// Rewrites any error response whose body is not JSON (axum's plain-text rejections, the
+/// empty 405) into `{"error": ...}`, so clients parse one error shape everywhere.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(resp.headers()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // An unreadable or oversized body only loses the detail; the default message remains.
+    let bytes = to_bytes(body, MAX_REWRITTEN_ERROR_BYTES)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim();
+    let message = if !text.is_empty() {
+        text.to_owned()
+    } else if status == StatusCode::METHOD_NOT_ALLOWED {
+        match parts
+            .headers
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(allow) => format!("method not allowed; this route accepts {allow}"),
+            None => "method not allowed on this route".to_owned(),
+        }
+    } else {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase()
+    };
+    // The old length no longer matches; hyper sets the new one from the body.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::to_vec(&json!({ "error": message })).unwrap_or_default();
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Middleware
+
+/// Proof that the request carried the admin token; the first argument of every admin
+/// handler. Rejects with 401 and `WWW-Authenticate: Bearer`.
+struct Authorized;
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts.headers.get(header::AUTHORIZATION);
+        if bearer_matches(presented.map(HeaderValue::as_bytes), &state.token_digest) {
+            return Ok(Authorized);
+        }
+        // Say which of the two cases it is (helps operators), but never echo what was sent.
+        let message = if presented.is_none() {
+            "missing bearer token: send Authorization: Bearer <admin token>"
+        } else {
+            "invalid bearer token"
+        };
+        tracing::info!(path = %parts.uri.path(), "admin request refused: {message}");
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, message))
+    }
+}
+
+/// Answers 503 when a request takes longer than `limit`. The handler's future is dropped, so
+/// a backend call in progress is abandoned; for rotate/rollback the message says the
+/// operation may still have started.
+async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "request did not complete within {}s; a rotation or rollback may still have started, check the history",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probes and metrics
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.backend.ready() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "not_ready",
+                "error": "not ready: the store is not open or the actors have not started",
+            })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.backend.metrics_text().await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(METRICS_CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin routes
+
+/// Body of rotate and rollback. Fields are optional here so that a missing one gets our own
+/// message naming it, with the same 400 as an invalid one.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SecretBody {
+    tenant_id: Option<String>,
+    secret_key: Option<String>,
+}
+
+impl SecretBody {
+    fn secret(&self) -> Result<SecretRef, ApiError> {
+        let tenant = self
+            .tenant_id
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("missing field tenantId"))?;
+        let key = self
+            .secret_key
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("missing field secretKey"))?;
+        secret_ref(tenant, key)
+    }
+}
+
+/// Validates both identifiers, naming the one that is wrong. Invalid is 400, not 404: the
+/// name could never be configured, and the backend must never see a path fragment.
+fn secret_ref(tenant: &str, key: &str) -> Result<SecretRef, ApiError> {
+    crate::domain::validate_ident(tenant)
+        .map_err(|e| ApiError::bad_request(format!("invalid tenantId: {e}")))?;
+    crate::domain::validate_ident(key)
+        .map_err(|e| ApiError::bad_request(format!("invalid secretKey: {e}")))?;
+    SecretRef::new(tenant, key).map_err(|e| ApiError::bad_request(format!("invalid secret: {e}")))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    rotation_id: String,
+    tenant_id: String,
+    secret_key: String,
+    status: &'static str,
+}
+
+impl Accepted {
+    fn new(id: crate::domain::RotationId, secret: SecretRef) -> (StatusCode, Json<Accepted>) {
+        (
+            StatusCode::ACCEPTED,
+            Json(Accepted {
+                rotation_id: id.to_string(),
+                tenant_id: secret.tenant,
+                secret_key: secret.key,
+                status: "accepted",
+            }),
+        )
+    }
+}
+
+async fn rotate(
+    _: Authorized,
+    State(state): State<AppState>,
+    body: Result<Json<SecretBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let secret = body?.secret()?;
+    let id = state.backend.rotate(secret.clone()).await?;
+    tracing::info!(secret = %secret, rotation = %id, "rotation requested through the admin API");
+    Ok(Accepted::new(id, secret))
+}
+
+async fn rollback(
+    _: Authorized,
+    State(state): State<AppState>,
+    body: Result<Json<SecretBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let secret = body?.secret()?;
+    let id = state.backend.rollback(secret.clone()).await?;
+    tracing::info!(secret = %secret, rotation = %id, "rollback requested through the admin API");
+    Ok(Accepted::new(id, secret))
+}
+
+/// Response shape of one version; the domain type stays free of wire naming.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionView {
+    version: VersionNo,
+    labels: Vec<Label>,
+    created_at: DateTime<Utc>,
+    promoted_at: Option<DateTime<Utc>>,
+    expired_at: Option<DateTime<Utc>>,
+    fingerprint: String,
+}
+
+impl From<VersionMeta> for VersionView {
+    fn from(v: VersionMeta) -> Self {
+        VersionView {
+            version: v.version,
+            labels: v.labels,
+            created_at: v.created_at,
+            promoted_at: v.promoted_at,
+            expired_at: v.expired_at,
+            fingerprint: v.fingerprint,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionsResponse {
+    tenant_id: String,
+    secret_key: String,
+    versions: Vec<VersionView>,
+}
+
+async fn versions(
+    _: Authorized,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<VersionsResponse>, ApiError> {
+    let Path((tenant, key)) = path?;
+    let secret = secret_ref(&tenant, &key)?;
+    let versions = state.backend.versions(secret.clone()).await?;
+    Ok(Json(VersionsResponse {
+        tenant_id: secret.tenant,
+        secret_key: secret.key,
+        versions: versions.into_iter().map(VersionView::from).collect(),
+    }))
+}
+
+/// Query of the history route. `limit` is taken as text so that a bad value gets our own
+/// message with the allowed range.
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    limit: Option<String>,
+}
+
+fn parse_limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_HISTORY_LIMIT);
+    };
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_HISTORY_LIMIT).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "limit must be a whole number from 1 to {MAX_HISTORY_LIMIT} (default {DEFAULT_HISTORY_LIMIT})"
+        ))),
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryView {
+    rotation_id: String,
+    trigger: Trigger,
+    from_version: Option<VersionNo>,
+    to_version: VersionNo,
+    outcome: Outcome,
+    error: Option<ErrorKind>,
+    steps: Vec<Step>,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    duration_seconds: f64,
+}
+
+impl From<HistoryRecord> for HistoryView {
+    fn from(h: HistoryRecord) -> Self {
+        // Milliseconds are precise enough for a human; a clock step backwards reads as 0.
+        let millis = (h.finished_at - h.started_at).num_milliseconds().max(0);
+        HistoryView {
+            rotation_id: h.rotation.to_string(),
+            trigger: h.trigger,
+            from_version: h.from_version,
+            to_version: h.to_version,
+            outcome: h.outcome,
+            error: h.error,
+            steps: h.steps,
+            started_at: h.started_at,
+            finished_at: h.finished_at,
+            duration_seconds: millis as f64 / 1000.0,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryResponse {
+    tenant_id: String,
+    secret_key: String,
+    rotations: Vec<HistoryView>,
+}
+
+async fn history(
+    _: Authorized,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    let Path((tenant, key)) = path?;
+    let secret = secret_ref(&tenant, &key)?;
+    let Query(query) = query?;
+    let limit = parse_limit(query.limit.as_deref())?;
+    let records = state.backend.history(secret.clone(), limit).await?;
+    Ok(Json(HistoryResponse {
+        tenant_id: secret.tenant,
+        secret_key: secret.key,
+        // The backend is asked for `limit`; truncating again keeps the promise if it overshoots.
+        rotations: records
+            .into_iter()
+            .take(limit)
+            .map(HistoryView::from)
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct ScheduleResponse {
+    secrets: Vec<ScheduleEntry>,
+}
+
+async fn schedule(
+    _: Authorized,
+    State(state): State<AppState>,
+) -> Result<Json<ScheduleResponse>, ApiError> {
+    let secrets = state.backend.schedule().await?;
+    Ok(Json(ScheduleResponse { secrets }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_parsing() {
+        assert_eq!(parse_limit(None).ok(), Some(DEFAULT_HISTORY_LIMIT));
+        assert_eq!(parse_limit(Some("7")).ok(), Some(7));
+        assert_eq!(parse_limit(Some("1000")).ok(), Some(1000));
+        for bad in [
+            "0",
+            "1001",
+            "-1",
+            "abc",
+            "",
+            "1e3",
+            "99999999999999999999999",
+        ] {
+            assert!(parse_limit(Some(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn admin_errors_map_to_statuses() {
+        let s = |e| ApiError::from(e).status;
+        assert_eq!(
+            s(AdminError::UnknownSecret("a/b".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(s(AdminError::Conflict("busy".into())), StatusCode::CONFLICT);
+        assert_eq!(
+            s(AdminError::Unavailable("restarting".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            s(AdminError::Internal("oops".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The validated configuration: what the rest of rotor reads. Every value here has been
+//! checked, defaults are filled in and environment overrides applied; nothing in it knows
+//! TOML.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::SecretRef;
+use crate::generator::GeneratorSpec;
+use crate::schedule::Schedule;
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub runtime: RuntimeConfig,
+    pub watch: WatchConfig,
+    pub mounts: Vec<MountConfig>,
+    /// Built-in policies, overridden or extended by the file, by name.
+    pub policies: BTreeMap<String, Arc<Policy>>,
+    /// In file order.
+    pub secrets: Vec<SecretConfig>,
+}
+
+/// The admin HTTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// File holding the bearer token of the admin API (generated on first run).
+    pub admin_token_file: PathBuf,
+}
+
+/// Where secrets are stored. Paths are used as written: relative paths are relative to the
+/// working directory of the process, not to the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The local redb file, values encrypted under the key in `master_key_file`.
+    Embedded {
+        path: PathBuf,
+        master_key_file: PathBuf,
+    },
+}
+
+/// How the process runs its work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Rotations running at the same moment, across all secrets; bounds the load a mass
+    /// rotation puts on targets.
+    pub max_concurrent_rotations: usize,
+    /// How long shutdown waits for in-flight work before giving up.
+    pub shutdown_timeout: Duration,
+    /// First retry delay after a failed rotation; doubles up to `retry_backoff_max`.
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+}
+
+/// Volume watching as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// `false` turns off every mount watcher (`SECRETS_VOLUME_WATCH_ENABLED=false`).
+    pub enabled: bool,
+}
+
+/// A watched secret mount directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountConfig {
+    pub path: PathBuf,
+    /// Changes closer together than this are reported once.
+    pub debounce: Duration,
+    /// Poll instead of inotify, at this period (filesystems without inotify).
+    pub poll_interval: Option<Duration>,
+    pub health_check_interval: Duration,
+    /// File name patterns (`*` matches any run of characters) whose change triggers a
+    /// reload action.
+    pub critical: Vec<String>,
+}
+
+/// A named rotation policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub schedule: Schedule,
+    /// How long the previous version stays valid after a new one is promoted.
+    pub grace: Duration,
+    pub generator: GeneratorSpec,
+    /// Attempts per rotation before the secret is declared stuck.
+    pub max_attempts: u32,
+    pub expire_after: ExpireAfter,
+}
+
+/// When the previous version is expired after a promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireAfter {
+    /// When the grace period ends.
+    Grace,
+    /// When the grace period ends and every watched mount shows the new version, but no
+    /// later than grace + `max_extension` (then with an alert).
+    GraceAndConsumers { max_extension: Duration },
+}
+
+/// One managed secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretConfig {
+    pub secret: SecretRef,
+    pub policy: Arc<Policy>,
+    pub target: TargetConfig,
+}
+
+/// The system that checks a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetConfig {
+    /// Store only: nothing outside rotor checks the value.
+    None,
+}

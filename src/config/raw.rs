@@ -1,0 +1,127 @@
+//! Raw configuration: the TOML file as written, before any meaning is checked.
+//!
+//! Every field is optional and spanned: whether a key is required, and whether its value
+//! makes sense, is decided in stage two ([`super::validate`]), which needs the span to say
+//! where a bad value is. Numbers are `i64` so that a negative count gets a clear message
+//! instead of a serde type error. `deny_unknown_fields` is a second line of defence; the
+//! schema walk ([`super::schema`]) reports unknown keys first, all of them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+type S<T> = Spanned<T>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub server: Option<S<RawServer>>,
+    pub store: Option<S<RawStore>>,
+    pub runtime: Option<S<RawRuntime>>,
+    pub watch: Option<S<RawWatch>>,
+    #[serde(default)]
+    pub mounts: Vec<S<RawMount>>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, S<RawPolicy>>,
+    #[serde(default)]
+    pub secrets: Vec<S<RawSecret>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub listen: Option<S<String>>,
+    pub admin_token_file: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub master_key_file: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRuntime {
+    pub max_concurrent_rotations: Option<S<i64>>,
+    pub shutdown_timeout: Option<S<String>>,
+    pub retry_backoff: Option<S<String>>,
+    pub retry_backoff_max: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWatch {
+    pub enabled: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMount {
+    pub path: Option<S<String>>,
+    pub debounce: Option<S<String>>,
+    pub poll_interval: Option<S<String>>,
+    pub health_check_interval: Option<S<String>>,
+    pub critical: Option<S<Vec<S<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub interval: Option<S<String>>,
+    pub cron: Option<S<String>>,
+    pub timezone: Option<S<String>>,
+    pub manual: Option<S<bool>>,
+    pub grace: Option<S<String>>,
+    pub jitter: Option<S<String>>,
+    pub window: Option<S<RawWindow>>,
+    pub generator: Option<S<RawGenerator>>,
+    pub max_attempts: Option<S<i64>>,
+    pub expire_after: Option<S<String>>,
+    pub max_grace_extension: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindow {
+    pub cron: Option<S<String>>,
+    pub duration: Option<S<String>>,
+    pub timezone: Option<S<String>>,
+}
+
+/// All generator keys of all types in one struct: the schema walk has already checked
+/// that only the keys of the named type are present.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGenerator {
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub length: Option<S<i64>>,
+    pub lower: Option<S<bool>>,
+    pub upper: Option<S<bool>>,
+    pub digits: Option<S<bool>>,
+    pub symbols: Option<S<bool>>,
+    pub bytes: Option<S<i64>>,
+    pub prefix: Option<S<String>>,
+    pub encoding: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecret {
+    pub tenant: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub policy: Option<S<String>>,
+    pub target: Option<S<RawTarget>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+}

@@ -1,0 +1,969 @@
+//! Stage two: turn the raw config into the validated model, checking what each value means
+//! (durations, cron expressions, addresses, identifiers, cross-field rules) and filling in
+//! defaults and built-in policies. Every problem goes to the shared [`Diagnostics`]; a
+//! value that was already reported in stage one (pruned) is not reported again as missing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::builtin::{Builtin, BuiltinSchedule, builtin, builtins};
+use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
+use super::error::Diagnostics;
+use super::model::{
+    Config, ExpireAfter, MountConfig, Policy, RuntimeConfig, SecretConfig, ServerConfig,
+    StoreConfig, TargetConfig, WatchConfig,
+};
+use super::raw::{
+    RawConfig, RawGenerator, RawMount, RawPolicy, RawRuntime, RawSecret, RawServer, RawStore,
+    RawWindow,
+};
+use crate::domain::{SecretRef, validate_ident};
+use crate::duration::{format_duration, parse_duration};
+use crate::generator::{CharClasses, Encoding, GeneratorSpec};
+use crate::schedule::{Schedule, ScheduleKind, Window, shortest_cron_gap, validate_cron};
+
+/// 127.0.0.1:8080: loopback, so the admin API is not exposed until an operator says so.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8080,
+));
+pub(super) const DEFAULT_ADMIN_TOKEN_FILE: &str = "data/admin.token";
+pub(super) const DEFAULT_STORE_PATH: &str = "data/rotor.redb";
+pub(super) const DEFAULT_MASTER_KEY_FILE: &str = "data/master.key";
+const DEFAULT_MAX_CONCURRENT_ROTATIONS: usize = 16;
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
+const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+const DEFAULT_MAX_GRACE_EXTENSION: Duration = Duration::from_secs(24 * 3_600);
+
+const PASSWORD_LENGTH: (i64, i64) = (8, 1024);
+const RANDOM_BYTES: (i64, i64) = (16, 1024);
+const MAX_ATTEMPTS: (i64, i64) = (1, 100);
+const MAX_CONCURRENT_ROTATIONS: (i64, i64) = (1, 100_000);
+const MAX_PREFIX_LEN: usize = 32;
+
+/// The value was bad and has been reported; callers skip checks that depend on it.
+struct Reported;
+
+/// Absent (`Ok(None)`), valid (`Ok(Some)`) or bad and reported (`Err`).
+type Checked<T> = Result<Option<T>, Reported>;
+
+struct Validator<'d, 's> {
+    diag: &'d mut Diagnostics<'s>,
+    pruned: &'d HashSet<String>,
+}
+
+/// Validates `raw`. The returned config is only meaningful if `diag` stayed empty: parts
+/// that failed are replaced by defaults so that the remaining parts can still be checked.
+pub(super) fn validate(
+    raw: RawConfig,
+    diag: &mut Diagnostics<'_>,
+    pruned: &HashSet<String>,
+) -> Config {
+    let mut v = Validator { diag, pruned };
+    let server = v.server(raw.server.as_ref());
+    let store = v.store(raw.store.as_ref());
+    let runtime = v.runtime(raw.runtime.as_ref());
+    let watch = WatchConfig {
+        enabled: raw
+            .watch
+            .as_ref()
+            .and_then(|w| w.get_ref().enabled.as_ref())
+            .is_none_or(|e| *e.get_ref()),
+    };
+    let mounts = v.mounts(&raw.mounts);
+    let (policies, broken) = v.policies(&raw.policies);
+    let secrets = v.secrets(&raw.secrets, &policies, &broken);
+    Config {
+        server,
+        store,
+        runtime,
+        watch,
+        mounts,
+        policies,
+        secrets,
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    format!("{path}.{key}")
+}
+
+impl Validator<'_, '_> {
+    /// Reports a required key that is missing, unless stage one already reported (and
+    /// removed) it.
+    fn missing(&mut self, span: Option<Range<usize>>, path: &str, message: impl Into<String>) {
+        if !self.pruned.contains(path) {
+            self.diag.at(span, path, message);
+        }
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&Spanned<String>>) -> Checked<Duration> {
+        let Some(value) = value else { return Ok(None) };
+        match parse_duration(value.get_ref()) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                self.diag.value(value.span(), path, e.to_string());
+                Err(Reported)
+            }
+        }
+    }
+
+    /// A duration with a default when absent; a bad value yields the default too (and has
+    /// been reported, so the config will be refused anyway).
+    fn duration_or(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
+        self.duration(path, value).ok().flatten().unwrap_or(default)
+    }
+
+    fn int_in(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<i64>>,
+        (lo, hi): (i64, i64),
+        what: &str,
+    ) -> Checked<i64> {
+        let Some(value) = value else { return Ok(None) };
+        let n = *value.get_ref();
+        if (lo..=hi).contains(&n) {
+            Ok(Some(n))
+        } else {
+            self.diag.value(
+                value.span(),
+                path,
+                format!("{what} must be between {lo} and {hi}"),
+            );
+            Err(Reported)
+        }
+    }
+
+    fn non_empty_path(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+        default: &str,
+    ) -> PathBuf {
+        match value {
+            None => PathBuf::from(default),
+            Some(v) if v.get_ref().trim().is_empty() => {
+                self.diag.value(v.span(), path, "must not be empty");
+                PathBuf::from(default)
+            }
+            Some(v) => PathBuf::from(v.get_ref()),
+        }
+    }
+
+    fn timezone(&mut self, path: &str, value: Option<&Spanned<String>>) -> Checked<chrono_tz::Tz> {
+        let Some(value) = value else { return Ok(None) };
+        match value.get_ref().parse::<chrono_tz::Tz>() {
+            Ok(tz) => Ok(Some(tz)),
+            Err(_) => {
+                self.diag.value(
+                    value.span(),
+                    path,
+                    "is not a known time zone; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
+                );
+                Err(Reported)
+            }
+        }
+    }
+
+    fn cron(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+    ) -> Checked<(croner::Cron, String)> {
+        let Some(value) = value else { return Ok(None) };
+        match validate_cron(value.get_ref()) {
+            Ok(cron) => Ok(Some((cron, value.get_ref().trim().to_owned()))),
+            Err(problem) => {
+                self.diag.value(value.span(), path, problem.to_string());
+                Err(Reported)
+            }
+        }
+    }
+
+    fn server(&mut self, raw: Option<&Spanned<RawServer>>) -> ServerConfig {
+        let raw = raw.map(|r| r.get_ref());
+        let listen = match raw.and_then(|r| r.listen.as_ref()) {
+            None => DEFAULT_LISTEN,
+            Some(text) => match text.get_ref().parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    self.diag.value(
+                        text.span(),
+                        "server.listen",
+                        "is not an IP:PORT address such as \"127.0.0.1:8080\" or \"0.0.0.0:8080\" (host names are not resolved)",
+                    );
+                    DEFAULT_LISTEN
+                }
+            },
+        };
+        let admin_token_file = self.non_empty_path(
+            "server.admin_token_file",
+            raw.and_then(|r| r.admin_token_file.as_ref()),
+            DEFAULT_ADMIN_TOKEN_FILE,
+        );
+        ServerConfig {
+            listen,
+            admin_token_file,
+        }
+    }
+
+    fn store(&mut self, raw: Option<&Spanned<RawStore>>) -> StoreConfig {
+        let raw = raw.map(|r| r.get_ref());
+        // The schema walk has checked `type`; "embedded" is the only store so far, and
+        // new ones add arms here.
+        if let Some(kind) = raw.and_then(|r| r.kind.as_ref())
+            && kind.get_ref() != "embedded"
+        {
+            self.diag
+                .value(kind.span(), "store.type", "expected \"embedded\"");
+        }
+        StoreConfig::Embedded {
+            path: self.non_empty_path(
+                "store.path",
+                raw.and_then(|r| r.path.as_ref()),
+                DEFAULT_STORE_PATH,
+            ),
+            master_key_file: self.non_empty_path(
+                "store.master_key_file",
+                raw.and_then(|r| r.master_key_file.as_ref()),
+                DEFAULT_MASTER_KEY_FILE,
+            ),
+        }
+    }
+
+    fn runtime(&mut self, raw: Option<&Spanned<RawRuntime>>) -> RuntimeConfig {
+        let raw = raw.map(|r| r.get_ref());
+        let max_concurrent_rotations = self
+            .int_in(
+                "runtime.max_concurrent_rotations",
+                raw.and_then(|r| r.max_concurrent_rotations.as_ref()),
+                MAX_CONCURRENT_ROTATIONS,
+                "the number of concurrent rotations",
+            )
+            .ok()
+            .flatten()
+            .map_or(DEFAULT_MAX_CONCURRENT_ROTATIONS, |n| n as usize);
+        let shutdown_timeout = self.duration_or(
+            "runtime.shutdown_timeout",
+            raw.and_then(|r| r.shutdown_timeout.as_ref()),
+            DEFAULT_SHUTDOWN_TIMEOUT,
+        );
+        let retry_backoff = self.duration(
+            "runtime.retry_backoff",
+            raw.and_then(|r| r.retry_backoff.as_ref()),
+        );
+        let max_raw = raw.and_then(|r| r.retry_backoff_max.as_ref());
+        let retry_backoff_max = self.duration("runtime.retry_backoff_max", max_raw);
+        let (retry_backoff, retry_backoff_max) = match (retry_backoff, retry_backoff_max) {
+            (Ok(b), Ok(m)) => {
+                let b = b.unwrap_or(DEFAULT_RETRY_BACKOFF);
+                let m = m.unwrap_or(DEFAULT_RETRY_BACKOFF_MAX);
+                if b > m {
+                    let message = format!(
+                        "must not be shorter than retry_backoff ({})",
+                        format_duration(b)
+                    );
+                    match max_raw {
+                        Some(v) => self
+                            .diag
+                            .value(v.span(), "runtime.retry_backoff_max", message),
+                        None => self.diag.value(
+                            raw.and_then(|r| r.retry_backoff.as_ref())
+                                .map_or(0..0, |v| v.span()),
+                            "runtime.retry_backoff",
+                            format!(
+                                "must not be longer than retry_backoff_max ({}, the default)",
+                                format_duration(m)
+                            ),
+                        ),
+                    }
+                }
+                (b, m)
+            }
+            _ => (DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX),
+        };
+        RuntimeConfig {
+            max_concurrent_rotations,
+            shutdown_timeout,
+            retry_backoff,
+            retry_backoff_max,
+        }
+    }
+
+    fn mounts(&mut self, raw: &[Spanned<RawMount>]) -> Vec<MountConfig> {
+        let mut out = Vec::new();
+        let mut seen: HashMap<PathBuf, usize> = HashMap::new();
+        for (i, spanned) in raw.iter().enumerate() {
+            let path = format!("mounts[{i}]");
+            let m = spanned.get_ref();
+            let mount_path = match &m.path {
+                None => {
+                    self.missing(
+                        Some(spanned.span()),
+                        &join(&path, "path"),
+                        "missing key `path`: the directory the secrets are mounted at, e.g. \"/mnt/secrets\"",
+                    );
+                    continue;
+                }
+                Some(p) if p.get_ref().trim().is_empty() => {
+                    self.diag
+                        .value(p.span(), &join(&path, "path"), "must not be empty");
+                    continue;
+                }
+                Some(p) => {
+                    let dir = PathBuf::from(p.get_ref());
+                    if let Some(first) = seen.insert(dir.clone(), i) {
+                        self.diag.value(
+                            p.span(),
+                            &join(&path, "path"),
+                            format!("is already watched by mounts[{first}]"),
+                        );
+                    }
+                    dir
+                }
+            };
+            let debounce = self.duration_or(
+                &join(&path, "debounce"),
+                m.debounce.as_ref(),
+                DEFAULT_DEBOUNCE,
+            );
+            let poll_interval = self
+                .duration(&join(&path, "poll_interval"), m.poll_interval.as_ref())
+                .ok()
+                .flatten();
+            let health_check_interval = self.duration_or(
+                &join(&path, "health_check_interval"),
+                m.health_check_interval.as_ref(),
+                DEFAULT_HEALTH_CHECK_INTERVAL,
+            );
+            let mut critical = Vec::new();
+            for (j, pattern) in m
+                .critical
+                .iter()
+                .flat_map(|c| c.get_ref().iter())
+                .enumerate()
+            {
+                let text = pattern.get_ref();
+                let key = format!("{path}.critical[{j}]");
+                if text.trim().is_empty() {
+                    self.diag.value(pattern.span(), &key, "must not be empty");
+                } else if text.contains('/') {
+                    self.diag.value(
+                        pattern.span(),
+                        &key,
+                        "is matched against file names in the mount, so it cannot contain '/'",
+                    );
+                } else {
+                    critical.push(text.clone());
+                }
+            }
+            out.push(MountConfig {
+                path: mount_path,
+                debounce,
+                poll_interval,
+                health_check_interval,
+                critical,
+            });
+        }
+        out
+    }
+
+    /// Built-in policies merged with the file's. Returns the valid policies and the names
+    /// of policies that were declared but invalid (so secrets using them are not also
+    /// reported as naming an unknown policy).
+    fn policies(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<RawPolicy>>,
+    ) -> (BTreeMap<String, Arc<Policy>>, HashSet<String>) {
+        let mut out = BTreeMap::new();
+        let mut broken = HashSet::new();
+        for b in builtins() {
+            if !raw.contains_key(b.name)
+                && let Some(policy) = self.policy(b.name, None, Some(&b))
+            {
+                out.insert(b.name.to_owned(), Arc::new(policy));
+            }
+        }
+        for (name, spanned) in raw {
+            let b = builtin(name);
+            match self.policy(name, Some(spanned), b.as_ref()) {
+                Some(policy) => {
+                    out.insert(name.clone(), Arc::new(policy));
+                }
+                None => {
+                    broken.insert(name.clone());
+                }
+            }
+        }
+        for name in self
+            .pruned
+            .iter()
+            .filter_map(|p| p.strip_prefix("policies."))
+        {
+            if !name.contains('.') {
+                broken.insert(name.to_owned());
+            }
+        }
+        (out, broken)
+    }
+
+    /// One policy: the file's table (if any) over the built-in (if any). `None` if it had
+    /// errors, all of which have been reported.
+    fn policy(
+        &mut self,
+        name: &str,
+        raw: Option<&Spanned<RawPolicy>>,
+        builtin: Option<&Builtin>,
+    ) -> Option<Policy> {
+        let errors_before = self.diag.len();
+        let path = format!("policies.{name}");
+        let table_span = raw.map(|r| r.span());
+        let empty = RawPolicy::empty();
+        let r = raw.map_or(&empty, |r| r.get_ref());
+        let at = |key: &str| join(&path, key);
+
+        if let Err(e) = validate_ident(name) {
+            self.diag.at(
+                table_span.clone(),
+                &path,
+                format!("policy name {name:?} {e}"),
+            );
+        }
+
+        let interval = self.duration(&at("interval"), r.interval.as_ref());
+        let cron = self.cron(&at("cron"), r.cron.as_ref());
+        let timezone = self.timezone(&at("timezone"), r.timezone.as_ref());
+        let grace = self.duration(&at("grace"), r.grace.as_ref());
+        let jitter = self.duration(&at("jitter"), r.jitter.as_ref());
+        let window = self.window(&at("window"), r.window.as_ref(), &timezone);
+        let generator = self.generator(&at("generator"), r.generator.as_ref());
+        let max_attempts = self.int_in(
+            &at("max_attempts"),
+            r.max_attempts.as_ref(),
+            MAX_ATTEMPTS,
+            "the number of attempts",
+        );
+        let expire_after = self.expire_after(&path, r);
+
+        // The schedule keys form one group: a table that names any of them replaces the
+        // built-in schedule as a whole, so overriding `interval` with `cron` is no conflict.
+        let schedule_keys = ["interval", "cron", "manual"];
+        let names_schedule = r.interval.is_some()
+            || r.cron.is_some()
+            || r.manual.is_some()
+            || schedule_keys.iter().any(|k| self.pruned.contains(&at(k)));
+        let manual_on = r.manual.as_ref().is_some_and(|m| *m.get_ref());
+        let kind: Option<ScheduleKind> = if names_schedule {
+            if let (Some(_), Some(c)) = (&r.interval, &r.cron) {
+                self.diag.value(
+                    c.span(),
+                    &at("cron"),
+                    "a policy has either `interval` or `cron`, not both",
+                );
+                None
+            } else if let (true, Some(m), true) = (
+                manual_on,
+                &r.manual,
+                r.interval.is_some() || r.cron.is_some(),
+            ) {
+                self.diag.value(
+                    m.span(),
+                    &at("manual"),
+                    "`manual = true` cannot be combined with `interval` or `cron`; remove one",
+                );
+                None
+            } else if r.interval.is_some() {
+                interval
+                    .as_ref()
+                    .ok()
+                    .copied()
+                    .flatten()
+                    .map(ScheduleKind::Interval)
+            } else if r.cron.is_some() {
+                cron.as_ref()
+                    .ok()
+                    .cloned()
+                    .flatten()
+                    .map(|(cron, expr)| ScheduleKind::Cron {
+                        cron,
+                        expr,
+                        tz: timezone
+                            .as_ref()
+                            .ok()
+                            .copied()
+                            .flatten()
+                            .unwrap_or(chrono_tz::UTC),
+                    })
+            } else if manual_on {
+                Some(ScheduleKind::Manual)
+            } else {
+                // Only `manual = false` is left, unless stage one removed a bad schedule key.
+                if !schedule_keys.iter().any(|k| self.pruned.contains(&at(k))) {
+                    let span = r.manual.as_ref().map(|m| m.span()).or(table_span.clone());
+                    self.diag.at(span, &path, no_schedule_message());
+                }
+                None
+            }
+        } else {
+            match builtin.map(|b| b.schedule) {
+                Some(BuiltinSchedule::Interval(d)) => Some(ScheduleKind::Interval(d)),
+                Some(BuiltinSchedule::Manual) => Some(ScheduleKind::Manual),
+                None => {
+                    self.diag
+                        .at(table_span.clone(), &path, no_schedule_message());
+                    None
+                }
+            }
+        };
+
+        if let (Some(tz_value), Some(kind)) = (&r.timezone, &kind)
+            && !matches!(kind, ScheduleKind::Cron { .. })
+            && r.window.is_none()
+        {
+            self.diag.value(
+                tz_value.span(),
+                &at("timezone"),
+                "applies only to `cron` and `window`, and this policy has neither",
+            );
+        }
+        if matches!(kind, Some(ScheduleKind::Manual)) {
+            if let Some(j) = &r.jitter {
+                self.diag.value(
+                    j.span(),
+                    &at("jitter"),
+                    "has no effect on a manual policy; remove it",
+                );
+            }
+            if let Some(w) = &r.window {
+                self.diag.at(
+                    Some(w.span()),
+                    &at("window"),
+                    "has no effect on a manual policy; remove it",
+                );
+            }
+        }
+
+        let grace = match grace {
+            Ok(Some(g)) => Some(g),
+            Ok(None) => match builtin {
+                Some(b) => Some(b.grace),
+                None => {
+                    self.missing(
+                        table_span.clone(),
+                        &at("grace"),
+                        "missing key `grace`: how long the previous version stays valid, e.g. \"24h\"",
+                    );
+                    None
+                }
+            },
+            Err(Reported) => None,
+        };
+
+        // Grace must end before the next rotation, or two rotations would overlap and the
+        // version being replaced would be one that is still in its grace period.
+        if let (Some(g), Some(kind)) = (grace, &kind) {
+            let limit = match kind {
+                ScheduleKind::Interval(i) => {
+                    Some((*i, format!("the interval ({})", format_duration(*i))))
+                }
+                ScheduleKind::Cron { cron, expr, tz } => shortest_cron_gap(cron, *tz).map(|gap| {
+                    (
+                        gap,
+                        format!(
+                            "the shortest gap between occurrences of cron {expr:?} ({})",
+                            format_duration(gap)
+                        ),
+                    )
+                }),
+                ScheduleKind::Manual => None,
+            };
+            if let Some((limit, what)) = limit
+                && g >= limit
+            {
+                let message = format!(
+                    "grace {} must be shorter than {what}: otherwise the previous version is still in its grace period when the next rotation starts",
+                    format_duration(g)
+                );
+                match (&r.grace, &r.interval, &r.cron) {
+                    (Some(v), _, _) => self.diag.value(v.span(), &at("grace"), message),
+                    (None, Some(v), _) => self.diag.value(v.span(), &at("interval"), message),
+                    (None, None, Some(v)) => self.diag.value(v.span(), &at("cron"), message),
+                    (None, None, None) => self.diag.at(table_span.clone(), &path, message),
+                }
+            }
+        }
+
+        let generator = match generator {
+            Ok(Some(g)) => Some(g),
+            Ok(None) => match builtin {
+                Some(b) => Some(b.generator.clone()),
+                None => {
+                    self.missing(
+                        table_span.clone(),
+                        &at("generator"),
+                        "missing key `generator`, e.g. generator = { type = \"token\", bytes = 32 }",
+                    );
+                    None
+                }
+            },
+            Err(Reported) => None,
+        };
+
+        if self.diag.len() > errors_before {
+            return None;
+        }
+        let (
+            Some(kind),
+            Some(grace),
+            Some(generator),
+            Ok(jitter),
+            Ok(window),
+            Ok(max_attempts),
+            Some(expire_after),
+        ) = (
+            kind,
+            grace,
+            generator,
+            jitter,
+            window,
+            max_attempts,
+            expire_after,
+        )
+        else {
+            return None;
+        };
+        Some(Policy {
+            name: name.to_owned(),
+            schedule: Schedule {
+                kind,
+                jitter,
+                window,
+            },
+            grace,
+            generator,
+            max_attempts: max_attempts.map_or(DEFAULT_MAX_ATTEMPTS, |n| n as u32),
+            expire_after,
+        })
+    }
+
+    fn window(
+        &mut self,
+        path: &str,
+        raw: Option<&Spanned<RawWindow>>,
+        policy_tz: &Checked<chrono_tz::Tz>,
+    ) -> Checked<Window> {
+        let Some(spanned) = raw else { return Ok(None) };
+        let w = spanned.get_ref();
+        let cron = self.cron(&join(path, "cron"), w.cron.as_ref());
+        let duration = self.duration(&join(path, "duration"), w.duration.as_ref());
+        let tz = self.timezone(&join(path, "timezone"), w.timezone.as_ref());
+        if w.cron.is_none() {
+            self.missing(
+                Some(spanned.span()),
+                &join(path, "cron"),
+                "missing key `cron`: when the window opens, e.g. \"0 1 * * *\"",
+            );
+        }
+        if w.duration.is_none() {
+            self.missing(
+                Some(spanned.span()),
+                &join(path, "duration"),
+                "missing key `duration`: how long the window stays open, e.g. \"3h\"",
+            );
+        }
+        match (cron, duration, tz) {
+            (Ok(Some((cron, expr))), Ok(Some(duration)), Ok(tz)) => {
+                // A window without its own zone follows the policy's.
+                let tz = tz
+                    .or(policy_tz.as_ref().ok().copied().flatten())
+                    .unwrap_or(chrono_tz::UTC);
+                Ok(Some(Window {
+                    cron,
+                    expr,
+                    duration,
+                    tz,
+                }))
+            }
+            _ => Err(Reported),
+        }
+    }
+
+    fn generator(
+        &mut self,
+        path: &str,
+        raw: Option<&Spanned<RawGenerator>>,
+    ) -> Checked<GeneratorSpec> {
+        let Some(spanned) = raw else { return Ok(None) };
+        let g = spanned.get_ref();
+        let errors_before = self.diag.len();
+        let kind = g.kind.as_ref().map_or("", |k| k.get_ref().as_str());
+        let flag =
+            |v: &Option<Spanned<bool>>, default: bool| v.as_ref().map_or(default, |b| *b.get_ref());
+        let spec = match kind {
+            "password" => {
+                let length = self
+                    .int_in(
+                        &join(path, "length"),
+                        g.length.as_ref(),
+                        PASSWORD_LENGTH,
+                        "password length",
+                    )
+                    .ok()
+                    .flatten()
+                    .unwrap_or(32);
+                let classes = CharClasses {
+                    lower: flag(&g.lower, true),
+                    upper: flag(&g.upper, true),
+                    digits: flag(&g.digits, true),
+                    symbols: flag(&g.symbols, false),
+                };
+                if !(classes.lower || classes.upper || classes.digits || classes.symbols) {
+                    self.diag.at(
+                        Some(spanned.span()),
+                        path,
+                        "a password needs at least one character class: set one of lower, upper, digits, symbols to true",
+                    );
+                }
+                GeneratorSpec::Password {
+                    length: length as usize,
+                    classes,
+                }
+            }
+            "token" => {
+                let bytes = self
+                    .int_in(
+                        &join(path, "bytes"),
+                        g.bytes.as_ref(),
+                        RANDOM_BYTES,
+                        "token bytes",
+                    )
+                    .ok()
+                    .flatten()
+                    .unwrap_or(32);
+                let prefix = match &g.prefix {
+                    None => String::new(),
+                    Some(p) => {
+                        let text = p.get_ref();
+                        if text.len() > MAX_PREFIX_LEN
+                            || !text.chars().all(|c| {
+                                c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'
+                            })
+                        {
+                            self.diag.value(
+                                p.span(),
+                                &join(path, "prefix"),
+                                format!("a token prefix has at most {MAX_PREFIX_LEN} characters from a-z, A-Z, 0-9, '_', '-', '.'"),
+                            );
+                        }
+                        text.clone()
+                    }
+                };
+                let encoding = match g.encoding.as_ref().map(|e| (e, e.get_ref().as_str())) {
+                    None | Some((_, "base64url")) => Encoding::Base64Url,
+                    Some((_, "hex")) => Encoding::Hex,
+                    Some((e, _)) => {
+                        self.diag.value(
+                            e.span(),
+                            &join(path, "encoding"),
+                            "unknown encoding; expected \"base64url\" or \"hex\"",
+                        );
+                        Encoding::Base64Url
+                    }
+                };
+                GeneratorSpec::Token {
+                    bytes: bytes as usize,
+                    prefix,
+                    encoding,
+                }
+            }
+            "hmac" => {
+                let bytes = self
+                    .int_in(
+                        &join(path, "bytes"),
+                        g.bytes.as_ref(),
+                        RANDOM_BYTES,
+                        "key bytes",
+                    )
+                    .ok()
+                    .flatten()
+                    .unwrap_or(32);
+                GeneratorSpec::Hmac {
+                    bytes: bytes as usize,
+                }
+            }
+            "ed25519" => GeneratorSpec::Ed25519,
+            // The schema walk removes generators without a known type.
+            _ => return Err(Reported),
+        };
+        if self.diag.len() > errors_before {
+            Err(Reported)
+        } else {
+            Ok(Some(spec))
+        }
+    }
+
+    /// `None` if bad (reported).
+    fn expire_after(&mut self, path: &str, r: &RawPolicy) -> Option<ExpireAfter> {
+        let extension = self.duration(
+            &join(path, "max_grace_extension"),
+            r.max_grace_extension.as_ref(),
+        );
+        let mode = r.expire_after.as_ref();
+        match mode.map(|m| m.get_ref().as_str()) {
+            None | Some("grace") => {
+                if let Some(ext) = &r.max_grace_extension {
+                    self.diag.value(
+                        ext.span(),
+                        &join(path, "max_grace_extension"),
+                        "applies only with expire_after = \"grace_and_consumers\"",
+                    );
+                    return None;
+                }
+                Some(ExpireAfter::Grace)
+            }
+            Some("grace_and_consumers") => Some(ExpireAfter::GraceAndConsumers {
+                max_extension: extension.ok()?.unwrap_or(DEFAULT_MAX_GRACE_EXTENSION),
+            }),
+            Some(_) => {
+                if let Some(m) = mode {
+                    self.diag.value(
+                        m.span(),
+                        &join(path, "expire_after"),
+                        "expected \"grace\" or \"grace_and_consumers\"",
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn secrets(
+        &mut self,
+        raw: &[Spanned<RawSecret>],
+        policies: &BTreeMap<String, Arc<Policy>>,
+        broken: &HashSet<String>,
+    ) -> Vec<SecretConfig> {
+        let mut out = Vec::new();
+        let mut seen: HashMap<SecretRef, usize> = HashMap::new();
+        for (i, spanned) in raw.iter().enumerate() {
+            let path = format!("secrets[{i}]");
+            let s = spanned.get_ref();
+            let ident =
+                |v: &mut Self, key: &str, value: &Option<Spanned<String>>| -> Option<String> {
+                    let key_path = join(&path, key);
+                    match value {
+                        None => {
+                            v.missing(
+                                Some(spanned.span()),
+                                &key_path,
+                                format!("missing key `{key}`"),
+                            );
+                            None
+                        }
+                        Some(text) => match validate_ident(text.get_ref()) {
+                            Ok(()) => Some(text.get_ref().clone()),
+                            Err(e) => {
+                                v.diag.value(text.span(), &key_path, e.to_string());
+                                None
+                            }
+                        },
+                    }
+                };
+            let tenant = ident(self, "tenant", &s.tenant);
+            let key = ident(self, "key", &s.key);
+            let policy = match &s.policy {
+                None => {
+                    self.missing(
+                        Some(spanned.span()),
+                        &join(&path, "policy"),
+                        "missing key `policy`: the name of the policy that rotates this secret",
+                    );
+                    None
+                }
+                Some(name) => match policies.get(name.get_ref()) {
+                    Some(p) => Some(p.clone()),
+                    None if broken.contains(name.get_ref()) => None,
+                    None => {
+                        let known = policies.keys().cloned().collect::<Vec<_>>().join(", ");
+                        self.diag.value(
+                            name.span(),
+                            &join(&path, "policy"),
+                            format!("no policy has this name; known policies: {known}"),
+                        );
+                        None
+                    }
+                },
+            };
+            let target = match s.target.as_ref().and_then(|t| t.get_ref().kind.as_ref()) {
+                // Absent means store-only. Other types are added here as they are built;
+                // the schema walk refuses unknown ones before this point.
+                None => TargetConfig::None,
+                Some(kind) if kind.get_ref() == "none" => TargetConfig::None,
+                Some(kind) => {
+                    self.diag.value(
+                        kind.span(),
+                        &join(&path, "target.type"),
+                        "expected \"none\"",
+                    );
+                    continue;
+                }
+            };
+            let (Some(tenant), Some(key), Some(policy)) = (tenant, key, policy) else {
+                continue;
+            };
+            let secret = SecretRef { tenant, key };
+            if let Some(first) = seen.insert(secret.clone(), i) {
+                let span = s.key.as_ref().map_or(spanned.span(), |k| k.span());
+                self.diag.at(
+                    Some(span),
+                    &path,
+                    format!("duplicate secret {secret}: already declared as secrets[{first}]"),
+                );
+                continue;
+            }
+            out.push(SecretConfig {
+                secret,
+                policy,
+                target,
+            });
+        }
+        out
+    }
+}
+
+fn no_schedule_message() -> &'static str {
+    "has no schedule: set interval = \"30d\", cron = \"0 2 * * 0\" or manual = true"
+}
+
+impl RawPolicy {
+    /// A policy table naming nothing, for built-ins the file does not mention.
+    fn empty() -> Self {
+        RawPolicy {
+            interval: None,
+            cron: None,
+            timezone: None,
+            manual: None,
+            grace: None,
+            jitter: None,
+            window: None,
+            generator: None,
+            max_attempts: None,
+            expire_after: None,
+            max_grace_extension: None,
+        }
+    }
+}

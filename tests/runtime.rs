@@ -1,0 +1,372 @@
+//! The supervision tree and rotation actors in-process, on paused tokio time: scheduled
+//! rotations, API rotations, grace and expiry, rollback, failures and retries, restarts
+//! after injected panics with state intact, and escalation.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use ractor::ActorRef;
+use rotor::actors::admin::ActorAdmin;
+use rotor::actors::rotation::{self, RotationMsg};
+use rotor::actors::supervisor::{Backoff, Intensity};
+use rotor::actors::tree::{self, Tree, TreeOptions};
+use rotor::api::{Admin, AdminError};
+use rotor::clock::Clock;
+use rotor::config::Config;
+use rotor::domain::{Label, Outcome, SecretRef};
+use rotor::metrics::Metrics;
+use rotor::store::Store;
+use rotor::store::embedded::EmbeddedStore;
+use rotor::target::none::NoneTarget;
+
+fn config(dir: &Path, extra: &str) -> Config {
+    let text = format!(
+        r#"
+[store]
+type = "embedded"
+path = "{dir}/rotor.redb"
+master_key_file = "{dir}/master.key"
+
+[runtime]
+retry_backoff = "10s"
+retry_backoff_max = "1m"
+
+[policies.fast]
+interval = "1h"
+grace = "10m"
+generator = {{ type = "token", bytes = 32 }}
+max_attempts = 3
+
+[[secrets]]
+tenant = "tenant1"
+key = "api_keys"
+policy = "fast"
+
+[[secrets]]
+tenant = "tenant2"
+key = "api_keys"
+policy = "fast"
+{extra}
+"#,
+        dir = dir.display()
+    );
+    Config::from_str_with_env(&text, "test.toml", &|_| None).expect("valid config")
+}
+
+struct Harness {
+    tree: Tree,
+    admin: ActorAdmin,
+    store: Arc<EmbeddedStore>,
+    target: Arc<NoneTarget>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_with(
+    dir: tempfile::TempDir,
+    intensity: Intensity,
+    target: Arc<NoneTarget>,
+) -> Harness {
+    let cfg = config(dir.path(), "");
+    let store = Arc::new(
+        EmbeddedStore::open(
+            &dir.path().join("rotor.redb"),
+            &dir.path().join("master.key"),
+        )
+        .unwrap(),
+    );
+    let options = TreeOptions {
+        clock: Clock::tokio(Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap()),
+        rotations_intensity: intensity,
+        backoff: Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            reset_after: Duration::from_secs(5),
+        },
+        target_override: Some(target.clone()),
+        namespace: format!("{}/", dir.path().display()),
+        ..TreeOptions::default()
+    };
+    let tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
+        .await
+        .expect("tree starts");
+    let admin = ActorAdmin {
+        shared: tree.shared.clone(),
+        secrets: tree.secrets.clone(),
+        ready: tree.ready_flag(),
+    };
+    Harness {
+        tree,
+        admin,
+        store,
+        target,
+        _dir: dir,
+    }
+}
+
+async fn start() -> Harness {
+    start_with(
+        tempfile::tempdir().unwrap(),
+        Intensity {
+            max_restarts: 5,
+            within: Duration::from_secs(10),
+        },
+        Arc::new(NoneTarget::new()),
+    )
+    .await
+}
+
+fn t1() -> SecretRef {
+    SecretRef::new("tenant1", "api_keys").unwrap()
+}
+
+/// Waits (in paused time, so cheaply) until `check` holds, or fails after `limit`.
+async fn eventually<F: FnMut() -> bool>(limit: Duration, what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn labels_of(store: &EmbeddedStore, s: &SecretRef) -> Vec<(u64, Vec<Label>)> {
+    store
+        .versions(s)
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.version, v.labels))
+        .collect()
+}
+
+fn phase(h: &Harness, s: &SecretRef) -> &'static str {
+    h.tree.shared.board.get(s).map_or("none", |st| st.phase)
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_versions_then_scheduled_rotation_grace_and_expiry() {
+    let h = start().await;
+    eventually(Duration::from_secs(5), "first versions", || {
+        h.admin.ready()
+            && [t1(), SecretRef::new("tenant2", "api_keys").unwrap()]
+                .iter()
+                .all(|s| labels_of(&h.store, s) == vec![(1, vec![Label::Current])])
+    })
+    .await;
+    // An hour later the schedule rotates: v2 current, v1 previous during grace.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    eventually(Duration::from_secs(5), "v2 in grace", || {
+        phase(&h, &t1()) == "grace"
+    })
+    .await;
+    assert_eq!(
+        labels_of(&h.store, &t1()),
+        vec![(1, vec![Label::Previous]), (2, vec![Label::Current])]
+    );
+    // Ten minutes of grace, then v1 expires.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    eventually(Duration::from_secs(5), "expiry", || {
+        phase(&h, &t1()) == "idle"
+    })
+    .await;
+    let versions = h.store.versions(&t1()).unwrap();
+    assert!(versions[0].labels.is_empty() && versions[0].expired_at.is_some());
+    assert_eq!(versions[1].labels, vec![Label::Current]);
+    let history = h.store.history(&t1(), 10).unwrap();
+    assert_eq!(history[0].outcome, Outcome::Succeeded);
+    assert_eq!(history[0].to_version, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn api_rotation_conflict_and_rollback_during_grace() {
+    let h = start().await;
+    eventually(Duration::from_secs(5), "ready", || h.admin.ready()).await;
+    eventually(Duration::from_secs(5), "v1", || {
+        labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+    })
+    .await;
+    let id = h.admin.rotate(t1()).await.expect("accepted");
+    assert_eq!(id.to_string(), "r2");
+    eventually(Duration::from_secs(5), "grace", || {
+        phase(&h, &t1()) == "grace"
+    })
+    .await;
+    // A second rotation while the first is in grace is a conflict.
+    assert!(matches!(
+        h.admin.rotate(t1()).await,
+        Err(AdminError::Conflict(_))
+    ));
+    // Unknown secrets are 404s.
+    let unknown = SecretRef::new("nobody", "api_keys").unwrap();
+    assert!(matches!(
+        h.admin.rotate(unknown).await,
+        Err(AdminError::UnknownSecret(_))
+    ));
+    // Roll back: v1 current again, v2 revoked.
+    h.admin.rollback(t1()).await.expect("rollback accepted");
+    eventually(Duration::from_secs(5), "rolled back", || {
+        phase(&h, &t1()) == "idle"
+    })
+    .await;
+    let versions = h.store.versions(&t1()).unwrap();
+    assert_eq!(versions[0].labels, vec![Label::Current]);
+    assert!(versions[1].labels.is_empty() && versions[1].expired_at.is_some());
+    assert_eq!(
+        h.store.history(&t1(), 1).unwrap()[0].outcome,
+        Outcome::RolledBack
+    );
+    // Nothing in grace any more.
+    assert!(matches!(
+        h.admin.rollback(t1()).await,
+        Err(AdminError::Conflict(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_retry_with_backoff_then_stick_without_touching_current() {
+    let h = start().await;
+    eventually(Duration::from_secs(5), "v1", || {
+        labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+    })
+    .await;
+    h.target.fail("test");
+    h.admin.rotate(t1()).await.expect("accepted");
+    // 3 attempts (10 s, then 20 s backoff), then stuck.
+    eventually(Duration::from_secs(120), "stuck", || {
+        phase(&h, &t1()) == "stuck"
+    })
+    .await;
+    let versions = h.store.versions(&t1()).unwrap();
+    let current: Vec<_> = versions
+        .iter()
+        .filter(|v| v.labels.contains(&Label::Current))
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(current, vec![1], "a failed rotation changed current");
+    let outcomes: Vec<_> = h
+        .store
+        .history(&t1(), 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.outcome)
+        .collect();
+    // Newest first: three failed attempts after the first version's creation.
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Abandoned,
+            Outcome::Failed,
+            Outcome::Failed,
+            Outcome::Succeeded
+        ]
+    );
+    let text = h.admin.metrics_text().await.unwrap();
+    assert!(
+        text.contains(r#"secret_rotation_total{policy="fast",outcome="failed"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains("rotor_secrets_stuck 1"), "{text}");
+    // An operator fixes the target and rotates: it succeeds.
+    h.target.heal();
+    h.admin.rotate(t1()).await.expect("accepted after stuck");
+    eventually(Duration::from_secs(5), "grace", || {
+        phase(&h, &t1()) == "grace"
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
+    let h = start().await;
+    eventually(Duration::from_secs(5), "v1", || {
+        labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+    })
+    .await;
+    h.admin.rotate(t1()).await.unwrap();
+    eventually(Duration::from_secs(5), "grace", || {
+        phase(&h, &t1()) == "grace"
+    })
+    .await;
+    let before = h.tree.shared.board.get(&t1()).unwrap();
+    let old: ActorRef<RotationMsg> =
+        ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
+            .unwrap()
+            .into();
+    old.cast(RotationMsg::InjectPanic).unwrap();
+    eventually(Duration::from_secs(5), "a new incarnation", || {
+        ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
+            .is_some_and(|c| c.get_id() != old.get_id())
+    })
+    .await;
+    // Same state: still in grace with the same expiry, and it still expires on time.
+    eventually(Duration::from_secs(5), "state reloaded", || {
+        h.tree.shared.board.get(&t1()) == Some(before.clone())
+    })
+    .await;
+    let text = h.admin.metrics_text().await.unwrap();
+    assert!(
+        text.contains(r#"rotor_actor_restarts_total{kind="rotation"} 1"#),
+        "{text}"
+    );
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    eventually(Duration::from_secs(5), "expiry after restart", || {
+        phase(&h, &t1()) == "idle"
+    })
+    .await;
+    // The sibling was never touched.
+    let t2 = SecretRef::new("tenant2", "api_keys").unwrap();
+    assert_eq!(labels_of(&h.store, &t2)[0].0, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
+    let mut h = start_with(
+        tempfile::tempdir().unwrap(),
+        Intensity {
+            max_restarts: 2,
+            within: Duration::from_secs(60),
+        },
+        Arc::new(NoneTarget::new()),
+    )
+    .await;
+    eventually(Duration::from_secs(5), "ready", || h.admin.ready()).await;
+    for _ in 0..3 {
+        let cell = loop {
+            if let Some(c) =
+                ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
+            {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let actor: ActorRef<RotationMsg> = cell.into();
+        let _ = actor.cast(RotationMsg::InjectPanic);
+        eventually(Duration::from_secs(5), "the panicked actor gone", || {
+            ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
+                .is_none_or(|c| c.get_id() != actor.get_id())
+        })
+        .await;
+    }
+    // The rotations supervisor gave up; the root restarts it (a fresh set of actors).
+    let text = loop {
+        let t = h.admin.metrics_text().await;
+        if let Ok(t) = t
+            && t.contains(r#"rotor_actor_restarts_total{kind="supervisor"} 1"#)
+        {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        text.contains(r#"rotor_actor_restarts_total{kind="rotation"} 2"#),
+        "{text}"
+    );
+    eventually(Duration::from_secs(5), "actors back", || {
+        ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1())).is_some()
+    })
+    .await;
+    h.tree.shutdown(Duration::from_secs(5)).await;
+}
