@@ -4,7 +4,8 @@
 //! connection, `Connection: close`, read to EOF): it keeps compile time small and lets tests
 //! send bytes no well-behaved client library would.
 
-use std::collections::HashMap;
+mod common;
+use common::http::{Resp, send_raw};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -256,114 +257,38 @@ impl Server {
     }
 }
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
+trait ExpectError {
+    fn expect_error(&self, status: u16) -> String;
 }
 
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {} body is not JSON ({e}): {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
-    }
-
-    /// Asserts the status and that the body is `{"error": "<non-empty>"}`; returns the message.
+impl ExpectError for Resp {
     fn expect_error(&self, status: u16) -> String {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        let v = self.json();
-        let msg = v["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error field: {v}"));
-        assert!(!msg.is_empty());
-        assert!(!msg.contains(TOKEN));
-        assert!(
-            self.header("content-type")
-                .unwrap_or("")
-                .starts_with("application/json"),
-            "{:?}",
-            self.headers
-        );
-        msg.to_owned()
+        expect_error_impl(self, status)
     }
 }
 
-async fn send_raw(addr: SocketAddr, raw: &[u8]) -> Resp {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(raw).await.expect("write request");
-    let mut buf = Vec::new();
-    // The server may close while unread request bytes remain (413), which can end the read
-    // with a reset after the response arrived; what was read is still the response.
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
-        .await
-        .expect("response within 10s");
-    parse_response(&buf)
-}
-
-fn parse_response(buf: &[u8]) -> Resp {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(buf)));
-    let head = std::str::from_utf8(&buf[..end]).expect("ascii head");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().expect("status line");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let rest = &buf[end + 4..];
-    let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_vec()
-    };
-    Resp {
+/// Asserts the status and that the body is `{"error": "<non-empty>"}`; returns the message.
+fn expect_error_impl(resp: &Resp, status: u16) -> String {
+    assert_eq!(
+        resp.status,
         status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut rest: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size_text = std::str::from_utf8(&rest[..line_end]).expect("ascii");
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .expect("chunk size");
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
+        "body: {}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    let v = resp.json();
+    let msg = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field: {v}"));
+    assert!(!msg.is_empty());
+    assert!(!msg.contains(TOKEN));
+    assert!(
+        resp.header("content-type")
+            .unwrap_or("")
+            .starts_with("application/json"),
+        "{:?}",
+        resp.headers
+    );
+    msg.to_owned()
 }
 
 // -------------------------------------------------------------------------------------------

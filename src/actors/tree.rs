@@ -56,9 +56,11 @@ impl Default for TreeOptions {
         TreeOptions {
             clock: Clock::System,
             step_timeout: Duration::from_secs(60),
+            // Wider than the default backoff's spread of 51 restarts (~443 s), so a
+            // crash-looping rotation actor does escalate.
             rotations_intensity: Intensity {
                 max_restarts: 50,
-                within: Duration::from_secs(60),
+                within: Duration::from_secs(600),
             },
             backoff: Backoff::default(),
             target_override: None,
@@ -105,7 +107,7 @@ pub fn spec_for(cfg: &SecretConfig, config: &Config, options: &TreeOptions) -> A
     let schedule_secret = secret.clone();
     let target: Arc<dyn Target> = match (&options.target_override, &cfg.target) {
         (Some(t), _) => t.clone(),
-        (None, TargetConfig::None) => Arc::new(NoneTarget::new()),
+        (None, TargetConfig::None { delay }) => Arc::new(NoneTarget::with_delay(*delay)),
     };
     let td = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
     Arc::new(RotationSpec {

@@ -113,6 +113,7 @@ pub struct SecretConfig {
 /// The system that checks a secret's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetConfig {
-    /// Store only: nothing outside rotor checks the value.
-    None,
+    /// Store only: nothing outside rotor checks the value. `delay` simulates a slow
+    /// target (every step takes that long), for demos and tests; zero by default.
+    None { delay: Duration },
 }

@@ -124,4 +124,6 @@ pub(super) struct RawSecret {
 pub(super) struct RawTarget {
     #[serde(rename = "type")]
     pub kind: Option<S<String>>,
+    /// `none` only: simulated latency of every step (demos and tests).
+    pub delay: Option<S<String>>,
 }

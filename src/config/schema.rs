@@ -121,7 +121,7 @@ const SECRET: &[Field] = &[
         "target",
         Ty::Tagged {
             what: "target",
-            variants: &[("none", &[])],
+            variants: &[("none", &[f("delay", Ty::Duration)])],
         },
     ),
 ];

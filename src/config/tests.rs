@@ -168,7 +168,12 @@ fn contract_shape_loads() {
     );
     assert_eq!(c.secrets.len(), 2);
     assert_eq!(c.secrets[0].secret.to_string(), "tenant1/api_keys");
-    assert_eq!(c.secrets[0].target, TargetConfig::None);
+    assert_eq!(
+        c.secrets[0].target,
+        TargetConfig::None {
+            delay: Duration::ZERO
+        }
+    );
     assert_eq!(c.secrets[1].policy.name, "nightly");
     // Every policy is validated once and shared.
     assert!(std::sync::Arc::ptr_eq(

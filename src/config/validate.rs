@@ -908,11 +908,19 @@ impl Validator<'_, '_> {
                     }
                 },
             };
+            let delay = match s.target.as_ref() {
+                Some(t) => self
+                    .duration(&join(&path, "target.delay"), t.get_ref().delay.as_ref())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+                None => Duration::ZERO,
+            };
             let target = match s.target.as_ref().and_then(|t| t.get_ref().kind.as_ref()) {
                 // Absent means store-only. Other types are added here as they are built;
                 // the schema walk refuses unknown ones before this point.
-                None => TargetConfig::None,
-                Some(kind) if kind.get_ref() == "none" => TargetConfig::None,
+                None => TargetConfig::None { delay },
+                Some(kind) if kind.get_ref() == "none" => TargetConfig::None { delay },
                 Some(kind) => {
                     self.diag.value(
                         kind.span(),

@@ -16,11 +16,21 @@ use crate::generator::SecretValue;
 pub struct NoneTarget {
     /// Operations that fail on purpose (`"apply"`, `"test"`, `"revoke"`), for tests.
     failing: Mutex<Vec<&'static str>>,
+    /// How long every step takes (a simulated slow target).
+    delay: std::time::Duration,
 }
 
 impl NoneTarget {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A target whose every step takes `delay`.
+    pub fn with_delay(delay: std::time::Duration) -> Self {
+        NoneTarget {
+            delay,
+            ..Self::default()
+        }
     }
 
     /// Makes `operation` fail until [`NoneTarget::heal`] is called.
@@ -33,6 +43,12 @@ impl NoneTarget {
     pub fn heal(&self) {
         if let Ok(mut f) = self.failing.lock() {
             f.clear();
+        }
+    }
+
+    async fn pause(&self) {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
         }
     }
 
@@ -73,7 +89,10 @@ impl Target for NoneTarget {
         version: VersionNo,
         _value: &'a SecretValue,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move { self.check("apply", secret, version, ErrorKind::Apply) })
+        Box::pin(async move {
+            self.pause().await;
+            self.check("apply", secret, version, ErrorKind::Apply)
+        })
     }
 
     fn test<'a>(
@@ -82,7 +101,10 @@ impl Target for NoneTarget {
         version: VersionNo,
         _value: &'a SecretValue,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move { self.check("test", secret, version, ErrorKind::Test) })
+        Box::pin(async move {
+            self.pause().await;
+            self.check("test", secret, version, ErrorKind::Test)
+        })
     }
 
     fn promote<'a>(
@@ -91,7 +113,10 @@ impl Target for NoneTarget {
         version: VersionNo,
         _previous: Option<VersionNo>,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move { self.check("promote", secret, version, ErrorKind::Internal) })
+        Box::pin(async move {
+            self.pause().await;
+            self.check("promote", secret, version, ErrorKind::Internal)
+        })
     }
 
     fn revoke<'a>(
@@ -99,6 +124,9 @@ impl Target for NoneTarget {
         secret: &'a SecretRef,
         version: VersionNo,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move { self.check("revoke", secret, version, ErrorKind::Revoke) })
+        Box::pin(async move {
+            self.pause().await;
+            self.check("revoke", secret, version, ErrorKind::Revoke)
+        })
     }
 }

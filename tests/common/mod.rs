@@ -1,0 +1,3 @@
+//! Helpers shared by integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+pub mod http;

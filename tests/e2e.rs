@@ -1,0 +1,431 @@
+//! End to end against the real `rotor` binary on a random loopback port: rotation through
+//! the API with labels moving pending → current → previous → expired, rollback during
+//! grace, graceful SIGTERM, no secret in the logs; and `kill -9` at random instants in the
+//! middle of rotations, after which every secret still has exactly one current version and
+//! every interrupted rotation finished or rolled back.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::http::request;
+use rand::{Rng, SeedableRng};
+use rotor::domain::{Label, SecretRef};
+use rotor::machine::{Phase, SecretState};
+use rotor::store::Store;
+use rotor::store::embedded::EmbeddedStore;
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    // Bind port 0, read the port, release it: a small race with other processes, fine
+    // for a test machine.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Rotor {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+    token: String,
+}
+
+impl Rotor {
+    /// Starts `rotor run` in `dir` with `config` and waits until /readyz says ready.
+    async fn start(dir: &Path, config: &str, log: &str) -> Rotor {
+        std::fs::write(dir.join("rotor.toml"), config).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(log))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
+            .args(["run", "--config", "rotor.toml"])
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("rotor starts");
+        let port = config
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+            .and_then(|p| p.trim_end_matches('"').parse::<u16>().ok())
+            .expect("listen line in config");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut rotor = Rotor {
+            child,
+            addr,
+            dir: dir.to_owned(),
+            token: String::new(),
+        };
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "rotor not ready in 30 s; log:\n{}",
+                rotor.log(log)
+            );
+            if let Some(status) = rotor.child.try_wait().unwrap() {
+                panic!("rotor exited early ({status}); log:\n{}", rotor.log(log));
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok()
+                && request(addr, "GET", "/readyz", None, None).await.status == 200
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rotor.token = std::fs::read_to_string(dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        rotor
+    }
+
+    fn log(&self, log: &str) -> String {
+        std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = request(self.addr, "GET", path, Some(&self.token), None).await;
+        assert_eq!(
+            r.status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+
+    async fn post(&self, path: &str, tenant: &str, key: &str) -> (u16, Value) {
+        let body = format!(r#"{{"tenantId":"{tenant}","secretKey":"{key}"}}"#);
+        let r = request(self.addr, "POST", path, Some(&self.token), Some(&body)).await;
+        (r.status, r.json())
+    }
+
+    /// The labels of every version, in version order.
+    async fn labels(&self, tenant: &str, key: &str) -> Vec<(u64, Vec<String>, bool)> {
+        let v = self
+            .get(&format!("/admin/secrets/versions/{tenant}/{key}"))
+            .await;
+        v["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["version"].as_u64().unwrap(),
+                    v["labels"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|l| l.as_str().unwrap().to_owned())
+                        .collect(),
+                    !v["expiredAt"].is_null(),
+                )
+            })
+            .collect()
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        // SIGTERM, then wait: graceful shutdown must finish well within 15 s.
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "rotor ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+fn config(dir: &Path, port: u16, policy: &str, secrets: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+admin_token_file = "admin.token"
+
+[store]
+type = "embedded"
+path = "rotor.redb"
+master_key_file = "master.key"
+
+[runtime]
+shutdown_timeout = "10s"
+retry_backoff = "1s"
+retry_backoff_max = "2s"
+
+{policy}
+{secrets}
+"#
+    )
+    .replace("{dir}", &dir.display().to_string())
+}
+
+/// Polls until `f` returns `Some`, for at most `limit`.
+async fn until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_grace_expire_and_rollback_through_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = config(
+        dir,
+        free_port(),
+        r#"[policies.e2e]
+interval = "1h"
+grace = "3s"
+generator = { type = "token", bytes = 32, prefix = "sk_e2e_" }"#,
+        r#"[[secrets]]
+tenant = "tenant1"
+key = "api_keys"
+policy = "e2e"
+target = { type = "none", delay = "300ms" }"#,
+    );
+    let rotor = Rotor::start(dir, &cfg, "rotor.log").await;
+    let l = || rotor.labels("tenant1", "api_keys");
+
+    // The first version is created at start.
+    until(Duration::from_secs(10), "v1 current", || async {
+        (l().await == vec![(1, vec!["current".to_owned()], false)]).then_some(())
+    })
+    .await;
+
+    // Unauthenticated admin calls are refused; probes and metrics are open.
+    let r = request(rotor.addr, "GET", "/admin/secrets/schedule", None, None).await;
+    assert_eq!(r.status, 401);
+    let m = request(rotor.addr, "GET", "/metrics", None, None).await;
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/plain")
+    );
+
+    // Rotate: 202 with the id; unknown secrets are 404; a second rotate is 409.
+    let (status, body) = rotor
+        .post("/admin/secrets/rotate", "tenant1", "api_keys")
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["rotationId"], "r2");
+    let (status, _) = rotor
+        .post("/admin/secrets/rotate", "nobody", "api_keys")
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = rotor
+        .post("/admin/secrets/rotate", "tenant1", "api_keys")
+        .await;
+    assert_eq!(status, 409);
+
+    // pending (apply and test take 300 ms each) → current, with v1 previous during grace.
+    until(Duration::from_secs(10), "v2 pending", || async {
+        l().await
+            .contains(&(2, vec!["pending".to_owned()], false))
+            .then_some(())
+    })
+    .await;
+    until(
+        Duration::from_secs(10),
+        "v2 current, v1 previous",
+        || async {
+            (l().await
+                == vec![
+                    (1, vec!["previous".to_owned()], false),
+                    (2, vec!["current".to_owned()], false),
+                ])
+            .then_some(())
+        },
+    )
+    .await;
+    // After grace (3 s) and the revoke (300 ms), v1 is expired.
+    until(Duration::from_secs(15), "v1 expired", || async {
+        (l().await == vec![(1, vec![], true), (2, vec!["current".to_owned()], false)]).then_some(())
+    })
+    .await;
+
+    // The revoke of v1 finishes (the rotation is in flight until then).
+    until(Duration::from_secs(10), "idle", || async {
+        let s = rotor.get("/admin/secrets/schedule").await;
+        (s["secrets"][0]["phase"] == "idle").then_some(())
+    })
+    .await;
+
+    // Rotate again and roll back during grace: v2 current again, v3 expired.
+    let (status, _) = rotor
+        .post("/admin/secrets/rotate", "tenant1", "api_keys")
+        .await;
+    assert_eq!(status, 202);
+    until(Duration::from_secs(10), "v3 current", || async {
+        l().await
+            .contains(&(3, vec!["current".to_owned()], false))
+            .then_some(())
+    })
+    .await;
+    let (status, body) = rotor
+        .post("/admin/secrets/rollback", "tenant1", "api_keys")
+        .await;
+    assert_eq!(status, 202, "{body}");
+    until(Duration::from_secs(10), "rolled back", || async {
+        let v = l().await;
+        (v[1] == (2, vec!["current".to_owned()], false) && v[2] == (3, vec![], true)).then_some(())
+    })
+    .await;
+    until(
+        Duration::from_secs(10),
+        "idle after the rollback",
+        || async {
+            let s = rotor.get("/admin/secrets/schedule").await;
+            (s["secrets"][0]["phase"] == "idle").then_some(())
+        },
+    )
+    .await;
+    let (status, _) = rotor
+        .post("/admin/secrets/rollback", "tenant1", "api_keys")
+        .await;
+    assert_eq!(status, 409, "nothing left in grace");
+
+    let history = rotor.get("/admin/secrets/history/tenant1/api_keys").await;
+    let outcomes: Vec<_> = history["rotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["rolled_back", "succeeded", "succeeded"]);
+    let schedule = rotor.get("/admin/secrets/schedule").await;
+    assert_eq!(schedule["secrets"][0]["phase"], "idle");
+
+    let status = rotor.terminate();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+
+    // No value ever reached the log.
+    let log = std::fs::read_to_string(dir.join("rotor.log")).unwrap();
+    assert!(log.contains("rotor started"), "{log}");
+    let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
+    let secret = SecretRef::new("tenant1", "api_keys").unwrap();
+    for v in 1..=3 {
+        let value = store.read_value(&secret, v).unwrap();
+        let text = String::from_utf8_lossy(value.expose()).into_owned();
+        assert!(text.starts_with("sk_e2e_"));
+        assert!(!log.contains(&text), "value of v{v} in the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_instants_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut secrets = String::new();
+    let refs: Vec<SecretRef> = (0..20)
+        .map(|i| SecretRef::new(&format!("tenant{}", i % 5), &format!("key{i}")).unwrap())
+        .collect();
+    for s in &refs {
+        secrets.push_str(&format!(
+            "[[secrets]]\ntenant = \"{}\"\nkey = \"{}\"\npolicy = \"churn\"\ntarget = {{ type = \"none\", delay = \"30ms\" }}\n\n",
+            s.tenant, s.key
+        ));
+    }
+    let cfg = config(
+        dir,
+        free_port(),
+        r#"[policies.churn]
+interval = "1s"
+grace = "500ms"
+generator = { type = "token", bytes = 16 }
+max_attempts = 3"#,
+        &secrets,
+    );
+    let kills = 20;
+    for _ in 0..kills {
+        let rotor = Rotor::start(dir, &cfg, "crash.log").await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..1500))).await;
+        rotor.kill9();
+    }
+    // A last run lets every interrupted rotation continue, then a clean stop.
+    let last_start = chrono::Utc::now();
+    let rotor = Rotor::start(dir, &cfg, "crash.log").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(rotor.terminate().success());
+
+    let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
+    let mut total_rotations = 0;
+    for s in &refs {
+        let state: SecretState =
+            serde_json::from_slice(&store.journal(s).unwrap().expect("journal")).unwrap();
+        let versions = store.versions(s).unwrap();
+        // Exactly one current, and it is the journal's.
+        let current: Vec<_> = versions
+            .iter()
+            .filter(|v| v.labels.contains(&Label::Current))
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(current.len(), 1, "{s}: {versions:?}");
+        assert_eq!(Some(current[0]), state.current, "{s}");
+        // Every labelled version still decrypts: no value lost.
+        for v in versions.iter().filter(|v| !v.labels.is_empty()) {
+            store
+                .read_value(s, v.version)
+                .expect("labelled value readable");
+        }
+        // Version numbers are never reused.
+        let numbers: BTreeSet<_> = versions.iter().map(|v| v.version).collect();
+        assert_eq!(numbers.len(), versions.len());
+        // Every rotation ever started is finished in the history exactly once, except the
+        // one in flight (or in grace) now: nothing interrupted was dropped or repeated.
+        let history = store.history(s, 100_000).unwrap();
+        let mut ids: Vec<u64> = history.iter().map(|h| h.rotation.0).collect();
+        ids.sort_unstable();
+        let in_flight = state.phase.run().map(|r| r.rotation.0);
+        let expected: Vec<u64> = (1..=state.rotations_started)
+            .filter(|id| Some(*id) != in_flight)
+            .collect();
+        assert_eq!(ids, expected, "{s}: phase {:?}", state.phase.name());
+        assert!(!matches!(state.phase, Phase::Stuck { .. }), "{s} stuck");
+        // And every secret kept rotating after the last restart (nothing wedged).
+        assert!(
+            state.last_rotated_at.is_some_and(|t| t > last_start),
+            "{s} did not rotate after the last restart: {:?}",
+            state.phase.name()
+        );
+        total_rotations += state.rotations_started;
+    }
+    // The churn really happened: many rotations across the kills.
+    assert!(
+        total_rotations > refs.len() as u64 * 3,
+        "only {total_rotations} rotations"
+    );
+}
