@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Rotation outcome counters: by policy and outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +37,20 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// Notification deliveries: by channel type and outcome (`delivered`, `failed`, `dropped`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: String,
+    pub outcome: String,
+}
+
+/// Reload actions: by action type (`http`, `signal`, `exec`) and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub action: String,
+    pub outcome: String,
+}
+
 /// Every metric rotor exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -56,6 +70,22 @@ pub struct Metrics {
     pub secrets_stuck: Gauge,
     pub actor_restarts_total: Family<KindLabels, Counter>,
     pub notifications_total: Family<KindLabels, Counter>,
+    pub notification_deliveries_total: Family<ChannelLabels, Counter>,
+    pub notifications_dropped_total: Family<KindLabels, Counter>,
+    pub reloads_total: Family<ReloadLabels, Counter>,
+    pub watcher_events_total: Family<KindLabels, Counter>,
+    /// Mounts whose last health check succeeded.
+    pub mounts_healthy: Gauge,
+    pub mounts: Gauge,
+    /// 1 while the store answers, 0 after a failed store operation (until one succeeds).
+    pub store_up: Gauge,
+    // Freshness, refreshed from the status board at scrape time.
+    pub secrets_in_grace: Gauge,
+    pub secrets_overdue: Gauge,
+    pub oldest_current_age_seconds: Gauge,
+    pub next_rotation_timestamp_seconds: Gauge,
+    pub next_grace_expiry_timestamp_seconds: Gauge,
+    pub last_rotation_timestamp_seconds: Gauge,
 }
 
 /// Access latency buckets: 1 ms to 5 s.
@@ -163,6 +193,81 @@ impl Metrics {
             "Lifecycle events received by the notifier, by kind",
             notifications_total.clone(),
         );
+        let notification_deliveries_total = Family::<ChannelLabels, Counter>::default();
+        r.register(
+            "rotor_notification_deliveries",
+            "Notification delivery attempts by channel and outcome",
+            notification_deliveries_total.clone(),
+        );
+        let notifications_dropped_total = Family::<KindLabels, Counter>::default();
+        r.register(
+            "rotor_notifications_dropped",
+            "Notifications dropped because a channel's queue was full, by channel",
+            notifications_dropped_total.clone(),
+        );
+        let reloads_total = Family::<ReloadLabels, Counter>::default();
+        r.register(
+            "rotor_reloads",
+            "Reload actions run for critical secret changes, by action and outcome",
+            reloads_total.clone(),
+        );
+        let watcher_events_total = Family::<KindLabels, Counter>::default();
+        r.register(
+            "rotor_watcher_events",
+            "Watcher events by kind (secret-changed, health-check-failed, ...)",
+            watcher_events_total.clone(),
+        );
+        let mounts_healthy = Gauge::default();
+        r.register(
+            "rotor_mounts_healthy",
+            "Watched mounts whose last health check succeeded",
+            mounts_healthy.clone(),
+        );
+        let mounts = Gauge::default();
+        r.register("rotor_mounts", "Watched mounts", mounts.clone());
+        let store_up = Gauge::default();
+        r.register(
+            "rotor_store_up",
+            "1 while the secret store answers, 0 after a failed operation",
+            store_up.clone(),
+        );
+        let secrets_in_grace = Gauge::default();
+        r.register(
+            "rotor_secrets_in_grace",
+            "Secrets whose previous version is still valid (grace period)",
+            secrets_in_grace.clone(),
+        );
+        let secrets_overdue = Gauge::default();
+        r.register(
+            "rotor_secrets_overdue",
+            "Secrets more than a minute past their due time without a rotation in flight",
+            secrets_overdue.clone(),
+        );
+        let oldest_current_age_seconds = Gauge::default();
+        r.register_with_unit(
+            "rotor_oldest_current_version_age",
+            "Age of the oldest current version across all secrets",
+            Unit::Seconds,
+            oldest_current_age_seconds.clone(),
+        );
+        let next_rotation_timestamp_seconds = Gauge::default();
+        r.register(
+            "rotor_next_rotation_timestamp_seconds",
+            "Unix time of the next scheduled rotation (0 if none)",
+            next_rotation_timestamp_seconds.clone(),
+        );
+        let next_grace_expiry_timestamp_seconds = Gauge::default();
+        r.register(
+            "rotor_next_grace_expiry_timestamp_seconds",
+            "Unix time of the next grace expiry (0 if none)",
+            next_grace_expiry_timestamp_seconds.clone(),
+        );
+        let last_rotation_timestamp_seconds = Gauge::default();
+        r.register(
+            "rotor_last_rotation_timestamp_seconds",
+            "Unix time of the most recent promotion (0 if none)",
+            last_rotation_timestamp_seconds.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             access_total,
@@ -180,6 +285,19 @@ impl Metrics {
             secrets_stuck,
             actor_restarts_total,
             notifications_total,
+            notification_deliveries_total,
+            notifications_dropped_total,
+            reloads_total,
+            watcher_events_total,
+            mounts_healthy,
+            mounts,
+            store_up,
+            secrets_in_grace,
+            secrets_overdue,
+            oldest_current_age_seconds,
+            next_rotation_timestamp_seconds,
+            next_grace_expiry_timestamp_seconds,
+            last_rotation_timestamp_seconds,
         }
     }
 

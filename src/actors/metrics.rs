@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::metrics::Metrics;
-use crate::status::StatusBoard;
+use crate::status::{SecretStatus, StatusBoard};
 
 /// Registry name of the metrics actor.
 pub const NAME: &str = "rotor.metrics";
@@ -55,9 +56,31 @@ impl Actor for MetricsActor {
 
 impl MetricsState {
     fn refresh(&self) {
+        let now = Utc::now();
         let snapshot = self.board.snapshot();
-        let stuck = snapshot.iter().filter(|(_, s)| s.phase == "stuck").count();
-        self.metrics.secrets_managed.set(snapshot.len() as i64);
-        self.metrics.secrets_stuck.set(stuck as i64);
+        let m = &self.metrics;
+        let count = |f: &dyn Fn(&SecretStatus) -> bool| {
+            snapshot.iter().filter(|(_, s)| f(s)).count() as i64
+        };
+        m.secrets_managed.set(snapshot.len() as i64);
+        m.secrets_stuck.set(count(&|s| s.phase == "stuck"));
+        m.secrets_in_grace.set(count(&|s| s.phase == "grace"));
+        let slack = TimeDelta::minutes(1);
+        m.secrets_overdue
+            .set(count(&|s| s.next_due.is_some_and(|d| d + slack < now)));
+        let ts = |t: Option<DateTime<Utc>>| t.map_or(0, |t| t.timestamp());
+        m.next_rotation_timestamp_seconds
+            .set(ts(snapshot.iter().filter_map(|(_, s)| s.next_due).min()));
+        m.next_grace_expiry_timestamp_seconds.set(ts(snapshot
+            .iter()
+            .filter_map(|(_, s)| s.grace_expires_at)
+            .min()));
+        m.last_rotation_timestamp_seconds.set(ts(snapshot
+            .iter()
+            .filter_map(|(_, s)| s.last_rotated_at)
+            .max()));
+        let oldest = snapshot.iter().filter_map(|(_, s)| s.last_rotated_at).min();
+        m.oldest_current_age_seconds
+            .set(oldest.map_or(0, |t| (now - t).num_seconds().max(0)));
     }
 }

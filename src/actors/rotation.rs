@@ -283,7 +283,7 @@ impl RotationState {
             let store = self.shared.store.clone();
             let secret = spec.secret.clone();
             let history = t.history.clone();
-            tokio::task::spawn_blocking(move || {
+            let committed = tokio::task::spawn_blocking(move || {
                 store.commit(
                     &secret,
                     Commit {
@@ -294,7 +294,14 @@ impl RotationState {
                     },
                 )
             })
-            .await??;
+            .await?;
+            // A failed commit fails the actor: its supervisor restarts it, and it resumes
+            // from the last state that did reach the store.
+            self.shared
+                .metrics
+                .store_up
+                .set(i64::from(committed.is_ok()));
+            committed?;
         }
         self.machine = t.state;
         // A slot is held only while an attempt is before its promotion (or rolling back).

@@ -160,6 +160,8 @@ pub async fn start(
         .collect();
     let secrets = Arc::new(secrets);
     metrics.secrets_managed.set(secrets.len() as i64);
+    // The store was opened by the caller.
+    metrics.store_up.set(1);
     for policy in config.policies.keys() {
         metrics.init_policy(policy);
     }
