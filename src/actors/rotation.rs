@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use prometheus_client::metrics::gauge::Gauge;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -101,12 +102,12 @@ pub enum RotationMsg {
 /// A held concurrency slot; keeps the `secret_rotation_jobs_active` gauge right on drop.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
-    metrics: Metrics,
+    jobs_active: Gauge,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.metrics.rotation_jobs_active.dec();
+        self.jobs_active.dec();
     }
 }
 
@@ -403,7 +404,7 @@ impl RotationState {
                         shared.metrics.rotation_jobs_active.inc();
                         Some(Slot {
                             _permit: permit,
-                            metrics: shared.metrics.clone(),
+                            jobs_active: shared.metrics.rotation_jobs_active.clone(),
                         })
                     }
                     // The semaphore is closed only at shutdown.
