@@ -12,6 +12,7 @@
 //!   backtrace.
 //! - [`tree`]: rotor's own tree (metrics, notifier, watchers, rotations) built from config.
 //! - [`rotation`]: one actor per tenant secret, driving the state machine.
+//! - [`scheduler`]: the one timer of all rotation actors (a deadline map and one task).
 //! - [`metrics`]: the metrics actor (encoding, fleet gauges).
 //! - [`notifier`]: the notifier actor (lifecycle events to their channels).
 //! - [`admin`]: the [`crate::api::Admin`] backend, answering the HTTP API through actors.
@@ -22,6 +23,7 @@ pub mod notifier;
 pub mod panic_hook;
 pub mod root;
 pub mod rotation;
+pub mod scheduler;
 pub mod supervisor;
 pub mod timer;
 pub mod tree;

@@ -6,8 +6,8 @@
 //! the labels and history it implies, in one store transaction) **before** executing the
 //! effects. Step effects (generate, apply, test, promote, revoke) run in a task of their own
 //! so the actor keeps answering status and API calls; the task reports back with
-//! [`RotationMsg::StepResult`]. One timer per secret (next due time, grace expiry or a
-//! retry); no polling.
+//! [`RotationMsg::StepResult`]. One deadline per secret (next due time, grace expiry or a
+//! retry), kept by the shared [`Scheduler`]; no polling.
 //!
 //! A global semaphore bounds rotations in flight: an attempt takes a slot before its first
 //! step and holds it until it is promoted, rolled back or abandoned. A secret waiting for a
@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::notifier::{self, NotifierMsg};
+use super::scheduler::Scheduler;
 use crate::clock::Clock;
 use crate::domain::{ErrorKind, RotationId, SecretRef, Step, Trigger, VersionNo};
 use crate::generator::{self, GeneratorSpec};
@@ -62,6 +63,8 @@ pub struct Shared {
     /// Rotations in flight, bounded (`runtime.max_concurrent_rotations`).
     pub slots: Arc<Semaphore>,
     pub board: Arc<StatusBoard>,
+    /// The one timer task of all rotation actors.
+    pub scheduler: Arc<Scheduler>,
     /// Prefix of every registry name in this tree.
     pub namespace: String,
 }
@@ -111,7 +114,7 @@ impl Drop for Slot {
     }
 }
 
-/// Aborts a task when dropped, so neither a timer nor a step outlives a crashed actor.
+/// Aborts a task when dropped, so a step does not outlive a crashed actor.
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -124,7 +127,6 @@ pub struct RotationState {
     spec: Arc<RotationSpec>,
     shared: Arc<Shared>,
     machine: SecretState,
-    timer: Option<AbortOnDrop>,
     step_task: Option<AbortOnDrop>,
     slot: Option<Slot>,
 }
@@ -147,7 +149,6 @@ impl Actor for RotationActor {
             spec,
             shared,
             machine: SecretState::default(),
-            timer: None,
             step_task: None,
             slot: None,
         })
@@ -158,16 +159,8 @@ impl Actor for RotationActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let store = state.shared.store.clone();
-        let secret = state.spec.secret.clone();
-        let journal = tokio::task::spawn_blocking(move || store.journal(&secret)).await??;
-        if let Some(bytes) = journal {
-            state.machine = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("journal of {} is unreadable: {e}", state.spec.secret))?;
-        }
-        // Resume is never rejected.
-        let _ = state.drive(&myself, Event::Resume).await?;
-        Ok(())
+        // Boxed for the same reason as `drive` in `handle`: keep idle actors small.
+        Box::pin(state.load_and_resume(&myself)).await
     }
 
     async fn handle(
@@ -176,9 +169,11 @@ impl Actor for RotationActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // `drive` is boxed: its future is large, and an unboxed one would be part of every
+        // idle actor's task allocation (100,000 of them), not just of busy ones.
         match msg {
             RotationMsg::Rotate { trigger, reply } => {
-                let r = state.drive(&myself, Event::Rotate { trigger }).await?;
+                let r = Box::pin(state.drive(&myself, Event::Rotate { trigger })).await?;
                 let r = r.map(|_| {
                     state
                         .machine
@@ -190,7 +185,7 @@ impl Actor for RotationActor {
                 let _ = reply.send(r);
             }
             RotationMsg::Rollback(reply) => {
-                let r = state.drive(&myself, Event::Rollback).await?;
+                let r = Box::pin(state.drive(&myself, Event::Rollback)).await?;
                 let r = r.map(|_| {
                     state
                         .machine
@@ -204,13 +199,14 @@ impl Actor for RotationActor {
                 let _ = reply.send(state.status());
             }
             RotationMsg::ConsumerSaw { fingerprint } => {
-                if let Some(version) = state.version_with_fingerprint(&fingerprint).await? {
-                    let _ = state.drive(&myself, Event::ConsumerSaw { version }).await?;
+                if let Some(version) =
+                    Box::pin(state.version_with_fingerprint(&fingerprint)).await?
+                {
+                    let _ = Box::pin(state.drive(&myself, Event::ConsumerSaw { version })).await?;
                 }
             }
             RotationMsg::Timer => {
-                state.timer = None;
-                let _ = state.drive(&myself, Event::Timer).await?;
+                let _ = Box::pin(state.drive(&myself, Event::Timer)).await?;
             }
             RotationMsg::StepResult {
                 rotation,
@@ -236,7 +232,7 @@ impl Actor for RotationActor {
                         }
                     }
                 };
-                let _ = state.drive(&myself, event).await?;
+                let _ = Box::pin(state.drive(&myself, event)).await?;
             }
             RotationMsg::InjectPanic => panic!("fault injected into {}", state.spec.secret),
         }
@@ -248,13 +244,30 @@ impl Actor for RotationActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.timer = None;
+        state.shared.scheduler.cancel(&state.spec.secret);
         state.step_task = None;
         Ok(())
     }
 }
 
 impl RotationState {
+    /// Loads the journal and resumes whatever was in flight.
+    async fn load_and_resume(
+        &mut self,
+        myself: &ActorRef<RotationMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let store = self.shared.store.clone();
+        let secret = self.spec.secret.clone();
+        let journal = tokio::task::spawn_blocking(move || store.journal(&secret)).await??;
+        if let Some(bytes) = journal {
+            self.machine = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("journal of {} is unreadable: {e}", self.spec.secret))?;
+        }
+        // Resume is never rejected.
+        let _ = self.drive(myself, Event::Resume).await?;
+        Ok(())
+    }
+
     /// Steps the machine, persists, then executes the effects.
     async fn drive(
         &mut self,
@@ -325,15 +338,8 @@ impl RotationState {
 
     fn execute(&mut self, myself: &ActorRef<RotationMsg>, effect: Effect, now: DateTime<Utc>) {
         match effect {
-            Effect::ArmTimer { at, .. } => {
-                let delay = self.shared.clock.delay_until(at);
-                let me = myself.clone();
-                self.timer = Some(AbortOnDrop(tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = me.cast(RotationMsg::Timer);
-                })));
-            }
-            Effect::CancelTimer { .. } => self.timer = None,
+            Effect::ArmTimer { at, .. } => self.shared.scheduler.arm(&self.spec.secret, at),
+            Effect::CancelTimer { .. } => self.shared.scheduler.cancel(&self.spec.secret),
             Effect::Notify { rotation, notice } => self.notify(rotation, notice, now),
             step_effect => self.spawn_step(myself, step_effect),
         }

@@ -24,6 +24,7 @@ use super::metrics::{self as metrics_actor, MetricsActor};
 use super::notifier::{self, Notifier};
 use super::root::{Root, RootExit, spawn_root};
 use super::rotation::{self, RotationActor, RotationSpec, Shared};
+use super::scheduler::Scheduler;
 use super::supervisor::{Backoff, ChildSpec, Intensity, Restart, SupervisorArgs, SupervisorEvent};
 use crate::clock::Clock;
 use crate::config::{Config, ExpireAfter, SecretConfig, TargetConfig};
@@ -151,6 +152,7 @@ pub async fn start(
             config.runtime.max_concurrent_rotations.max(1),
         )),
         board: board.clone(),
+        scheduler: Scheduler::start(options.clock, options.namespace.clone()),
         namespace: options.namespace.clone(),
     });
     let secrets: BTreeMap<SecretRef, Arc<RotationSpec>> = config
