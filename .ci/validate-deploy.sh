@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Validates deploy/ offline (no cluster here):
+#
+# 1. every built-in Kubernetes object in deploy/ (each file on its own, then the whole
+#    kustomize build) against the API schemas of the oldest and newest Kubernetes versions
+#    below, in strict mode (unknown fields fail), with kubernetes-validate from PyPI;
+# 2. the policy TOML of the ConfigMap with `rotor check`: deploy/config/rotor.toml and the
+#    copy inside the rendered ConfigMap.
+#
+# Custom resources (SecretProviderClass, ServiceMonitor, PrometheusRule) have no schema
+# here; tests/deploy.rs checks their fields and their references to the other objects. An
+# object of any other kind fails this script until someone adds a check for it.
+#
+# Idempotent: installs kubernetes-validate only when it is missing or another version.
+# Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBE_VERSIONS=(1.31.0 1.37.0)
+
+if [[ "$(python3 -m kubernetes_validate --version 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]]; then
+    python3 -m pip install --quiet --disable-pip-version-check \
+        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+# kubernetes-validate depends on PyYAML, which the splitter below uses too.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check PyYAML
+
+cargo build --locked --quiet --bin rotor
+ROTOR=target/debug/rotor
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+checks=0
+
+# Splits YAML streams into one file per built-in object under $2 and prints
+# "<files> <objects> <built-in> <custom>". Fails on a document without apiVersion/kind and on
+# a kind it does not know. With a third argument, also writes each ConfigMap's rotor.toml
+# there.
+split() {
+    python3 - "$@" <<'PY'
+import pathlib, sys, yaml
+
+src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+toml_out = pathlib.Path(sys.argv[3]) if len(sys.argv) > 3 else None
+out.mkdir(parents=True, exist_ok=True)
+BUILT_IN = {"v1", "apps/v1", "policy/v1", "networking.k8s.io/v1", "rbac.authorization.k8s.io/v1",
+            "coordination.k8s.io/v1", "batch/v1", "autoscaling/v2"}
+CUSTOM = {("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass"),
+          ("monitoring.coreos.com/v1", "ServiceMonitor"),
+          ("monitoring.coreos.com/v1", "PrometheusRule")}
+files = [src] if src.is_file() else sorted(
+    p for p in src.rglob("*.y*ml") if p.name != "kustomization.yaml")
+built_in = custom = 0
+errors = []
+for path in files:
+    for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
+        if doc is None:
+            continue
+        api, kind = doc.get("apiVersion"), doc.get("kind")
+        name = (doc.get("metadata") or {}).get("name", "?")
+        if not api or not kind:
+            errors.append(f"{path} document {i}: no apiVersion or kind")
+        elif api in BUILT_IN:
+            built_in += 1
+            target = out / f"{path.stem}.{i}.{kind.lower()}.{name}.yaml"
+            target.write_text(yaml.safe_dump(doc, sort_keys=False))
+            if toml_out is not None and kind == "ConfigMap" and "rotor.toml" in doc.get("data", {}):
+                toml_out.write_text(doc["data"]["rotor.toml"])
+        elif (api, kind) in CUSTOM:
+            custom += 1
+        else:
+            errors.append(f"{path} document {i}: {api} {kind} is neither a known built-in "
+                          "nor a custom resource with a structural test in tests/deploy.rs")
+if errors:
+    sys.exit("\n".join(errors))
+print(len(files), built_in + custom, built_in, custom)
+PY
+}
+
+# Validates every file in $1 against every version; each object must be reported as passed
+# (kubernetes-validate only warns, and exits 0, for a kind it has no schema for).
+validate_dir() {
+    local dir=$1 expected=$2 version log passed
+    for version in "${KUBE_VERSIONS[@]}"; do
+        log="$work/validate-$version.log"
+        if ! python3 -m kubernetes_validate --strict -k "$version" "$dir"/*.yaml >"$log" 2>&1; then
+            grep -v '^INFO' "$log" >&2
+            echo "error: kubernetes-validate failed against $version" >&2
+            exit 1
+        fi
+        passed=$(grep -c ' passed for resource ' "$log" || true)
+        if [[ "$passed" != "$expected" ]]; then
+            grep -v '^INFO' "$log" >&2
+            echo "error: $passed of $expected objects passed against $version" >&2
+            exit 1
+        fi
+        checks=$((checks + passed))
+        echo "   kubernetes $version: $passed objects passed (strict)"
+    done
+}
+
+echo "== deploy: source files"
+read -r files objects built_in custom < <(split deploy "$work/files")
+echo "   $files files, $objects objects: $built_in built-in, $custom custom resources"
+validate_dir "$work/files" "$built_in"
+
+echo "== deploy: rotor check"
+"$ROTOR" check deploy/config/rotor.toml
+checks=$((checks + 1))
+
+echo "== deploy: kustomize build"
+if ! command -v kubectl >/dev/null; then
+    echo "error: kubectl not found; it renders the kustomize base (kubectl kustomize)" >&2
+    exit 1
+fi
+base=deploy
+# The alert rules come from the observability change; until it is merged the file is
+# absent, and the build runs on a copy without it (said here, never skipped silently).
+if [[ ! -f deploy/monitoring/prometheus-alerts.yaml ]]; then
+    echo "   NOTE: deploy/monitoring/prometheus-alerts.yaml is absent: rendering without it"
+    cp -r deploy "$work/base"
+    sed -i '\#^  - monitoring/prometheus-alerts.yaml$#d' "$work/base/kustomization.yaml"
+    base="$work/base"
+fi
+kubectl kustomize "$base" >"$work/rendered.yaml"
+read -r _ r_objects r_built_in r_custom < <(split "$work/rendered.yaml" "$work/rendered" "$work/rendered.toml")
+echo "   rendered $r_objects objects: $r_built_in built-in, $r_custom custom resources"
+validate_dir "$work/rendered" "$r_built_in"
+if [[ ! -s "$work/rendered.toml" ]]; then
+    echo "error: the rendered ConfigMap has no rotor.toml" >&2
+    exit 1
+fi
+"$ROTOR" check "$work/rendered.toml"
+checks=$((checks + 1))
+
+echo "deploy: $files files, $objects objects ($r_objects rendered), $checks checks passed"
