@@ -145,7 +145,7 @@ impl PostgresTarget {
         let config = self.admin_config()?;
         Self::connect(&config)
             .await
-            .map_err(|e| format!("admin connection failed: {e}"))
+            .map_err(|e| format!("admin connection failed: {}", db_message(&e)))
     }
 
     /// Runs admin statements in one transaction.
@@ -169,7 +169,10 @@ impl PostgresTarget {
                 .map(|_| true)
                 .map_err(|e| format!("query as {username} failed: {}", db_message(&e))),
             Err(e) if is_refused(&e) => Ok(false),
-            Err(e) => Err(format!("connection as {username} failed: {e}")),
+            Err(e) => Err(format!(
+                "connection as {username} failed: {}",
+                db_message(&e)
+            )),
         }
     }
 
@@ -382,7 +385,16 @@ fn is_refused(e: &tokio_postgres::Error) -> bool {
 fn db_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // `Display` of the error and its source chain (I/O, timeout); never a password.
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
     }
 }
 
