@@ -130,6 +130,8 @@ pub(super) struct RawTarget {
     pub admin_url_file: Option<S<String>>,
     /// `postgres`: `alternating` or `single`.
     pub strategy: Option<S<String>>,
+    /// `postgres`, `single` only: accept that no grace period is possible.
+    pub acknowledge_no_grace: Option<S<bool>>,
     /// `postgres`: the login roles.
     pub roles: Option<S<Vec<S<String>>>>,
     /// `redis`: the ACL user.

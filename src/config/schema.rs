@@ -117,6 +117,7 @@ const POSTGRES_TARGET: &[Field] = &[
     f("admin_url_file", Ty::Str),
     f("strategy", Ty::Str),
     f("roles", Ty::StrList),
+    f("acknowledge_no_grace", Ty::Bool),
 ];
 const REDIS_TARGET: &[Field] = &[f("admin_url_file", Ty::Str), f("user", Ty::Str)];
 const JWKS_TARGET: &[Field] = &[f("path", Ty::Str), f("algorithm", Ty::Str)];

@@ -987,7 +987,12 @@ impl Validator<'_, '_> {
                     }
                 };
                 let roles = self.roles(&path, spanned, t, strategy);
+                let acknowledged = t
+                    .acknowledge_no_grace
+                    .as_ref()
+                    .is_some_and(|a| *a.get_ref());
                 if strategy == PostgresStrategy::Single
+                    && !acknowledged
                     && let Some(p) = policy.filter(|p| !p.grace.is_zero())
                 {
                     let span = t.strategy.as_ref().map_or(spanned.span(), |s| s.span());
@@ -997,8 +1002,9 @@ impl Validator<'_, '_> {
                         format!(
                             "strategy \"single\" replaces the one role's password, so the previous \
                              one stops working at once and policy `{}`'s grace of {} cannot be \
-                             honoured; use strategy = \"alternating\" with two roles, or a policy \
-                             with grace = \"0s\"",
+                             honoured; use strategy = \"alternating\" with two roles, or set \
+                             acknowledge_no_grace = true to accept that consumers break until \
+                             they read the new value",
                             p.name,
                             format_duration(p.grace)
                         ),
