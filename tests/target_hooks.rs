@@ -88,9 +88,12 @@ async fn exec_failures_and_timeouts_fail_the_step_without_the_value() {
     );
 }
 
+/// One request as the endpoint saw it: timestamp, signature, body.
+type Seen = (String, String, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct Hook {
-    seen: Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     fail_test: bool,
 }
 
