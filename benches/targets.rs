@@ -23,7 +23,15 @@ use rotor::target::Target;
 use rotor::target::postgres::{PostgresTarget, Strategy};
 use rotor::target::redis::RedisTarget;
 
-const CYCLES: u64 = 200;
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+/// and then every figure is taken on a few iterations only (a smoke test).
+fn full() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn scaled(n: u64) -> u64 {
+    if full() { n } else { (n / 100).max(3) }
+}
 
 fn store(dir: &std::path::Path, options: CacheOptions, metrics: Metrics) -> Arc<dyn Store> {
     let inner =
@@ -45,9 +53,10 @@ fn spec() -> GeneratorSpec {
 
 async fn cycles(name: &str, store: &Arc<dyn Store>, t: &dyn Target) {
     let s = SecretRef::new("bench", name).unwrap();
-    let mut durations = Vec::with_capacity(CYCLES as usize);
+    let cycles = scaled(200);
+    let mut durations = Vec::with_capacity(cycles as usize);
     let started = Instant::now();
-    for v in 1..=CYCLES {
+    for v in 1..=cycles {
         let t0 = Instant::now();
         let value: SecretValue = t.shape_value(&s, v, generator::generate(&spec())).unwrap();
         store
@@ -66,8 +75,8 @@ async fn cycles(name: &str, store: &Arc<dyn Store>, t: &dyn Target) {
     durations.sort();
     let pct = |p: f64| durations[((durations.len() as f64 - 1.0) * p).round() as usize];
     println!(
-        "{name}: {CYCLES} full cycles, {:.1} rotations/s, p50 {:.2} ms, p99 {:.2} ms",
-        CYCLES as f64 / total.as_secs_f64(),
+        "{name}: {cycles} full cycles, {:.1} rotations/s, p50 {:.2} ms, p99 {:.2} ms",
+        cycles as f64 / total.as_secs_f64(),
         pct(0.5).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3
     );
@@ -149,26 +158,26 @@ fn cache(dir: &std::path::Path) {
         metrics.clone(),
     );
     let s = SecretRef::new("bench", "cache").unwrap();
-    const N: u64 = 10_000;
+    let n = scaled(10_000);
     let value = SecretValue::from_bytes(vec![b'x'; 32]);
-    for v in 1..=N {
+    for v in 1..=n {
         store
             .put_version(&s, v, RotationId(v), &value, Utc::now())
             .unwrap();
     }
     // Hit latency: one hot version read over and over.
     store.read_value(&s, 1).unwrap();
-    const HITS: u32 = 1_000_000;
+    let hits_n = scaled(1_000_000) as u32;
     let t0 = Instant::now();
-    for _ in 0..HITS {
+    for _ in 0..hits_n {
         std::hint::black_box(store.read_value(&s, 1).unwrap());
     }
-    let hit_ns = t0.elapsed().as_nanos() as f64 / f64::from(HITS);
+    let hit_ns = t0.elapsed().as_nanos() as f64 / f64::from(hits_n);
 
     // Zipf(1.1) over N versions, cache for a tenth of them.
-    let weights: Vec<f64> = (1..=N).map(|k| 1.0 / (k as f64).powf(1.1)).collect();
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(1.1)).collect();
     let total: f64 = weights.iter().sum();
-    let mut cdf = Vec::with_capacity(N as usize);
+    let mut cdf = Vec::with_capacity(n as usize);
     let mut acc = 0.0;
     for w in &weights {
         acc += w / total;
@@ -179,18 +188,18 @@ fn cache(dir: &std::path::Path) {
         metrics.cache_misses_total.get(),
     );
     let mut rng = rand::thread_rng();
-    const READS: u32 = 200_000;
+    let reads = scaled(200_000) as u32;
     let t0 = Instant::now();
-    for _ in 0..READS {
+    for _ in 0..reads {
         let u: f64 = rng.r#gen();
         let k = cdf.partition_point(|c| *c < u) as u64 + 1;
-        std::hint::black_box(store.read_value(&s, k.min(N)).unwrap());
+        std::hint::black_box(store.read_value(&s, k.min(n)).unwrap());
     }
-    let per_read = t0.elapsed().as_nanos() as f64 / f64::from(READS);
+    let per_read = t0.elapsed().as_nanos() as f64 / f64::from(reads);
     let hits = metrics.cache_hits_total.get() - h0;
     let misses = metrics.cache_misses_total.get() - m0;
     println!(
-        "cache: hit read {hit_ns:.0} ns; Zipf(1.1) over {N} versions, capacity 1000: hit rate {:.1}%, mean read {per_read:.0} ns",
+        "cache: hit read {hit_ns:.0} ns; Zipf(1.1) over {n} versions, capacity 1000: hit rate {:.1}%, mean read {per_read:.0} ns",
         100.0 * hits as f64 / (hits + misses) as f64
     );
 }
