@@ -478,15 +478,21 @@ async fn run_step(spec: &RotationSpec, shared: &Shared, effect: Effect) -> Resul
             let gen_spec = spec.generator.clone();
             let s = secret.clone();
             let now = shared.clock.now();
+            let target = spec.target.clone();
             tokio::task::spawn_blocking(move || {
-                let value = generator::generate(&gen_spec);
-                store.put_version(&s, version, rotation, &value, now)
+                // The target shapes what consumers read (e.g. username, password, URL).
+                let value = target
+                    .shape_value(&s, version, generator::generate(&gen_spec))
+                    .map_err(|e| (e.kind, e.to_string()))?;
+                store
+                    .put_version(&s, version, rotation, &value, now)
+                    .map_err(|e| (ErrorKind::Store, e.to_string()))
             })
             .await
             .map_err(|_| ErrorKind::Internal)?
-            .map_err(|e| {
+            .map_err(|(kind, e)| {
                 log_err("generate", &e);
-                ErrorKind::Store
+                kind
             })
         }
         Effect::Apply { version, .. } | Effect::Test { version, .. } => {

@@ -28,13 +28,15 @@ use super::scheduler::Scheduler;
 use super::supervisor::{Backoff, ChildSpec, Intensity, Restart, SupervisorArgs, SupervisorEvent};
 use crate::clock::Clock;
 use crate::config::{Config, ExpireAfter, SecretConfig, TargetConfig};
+use crate::config::{JwksAlgorithm, PostgresStrategy};
 use crate::domain::SecretRef;
 use crate::machine::ExpiryGate;
 use crate::metrics::Metrics;
 use crate::status::StatusBoard;
 use crate::store::Store;
-use crate::target::Target;
+use crate::store::cache::{CacheOptions, CachedStore};
 use crate::target::none::NoneTarget;
+use crate::target::{Target, ValueReader, exec, jwks, postgres, redis, webhook};
 
 /// Knobs that are not in the configuration file (tests set them).
 #[derive(Clone)]
@@ -50,6 +52,8 @@ pub struct TreeOptions {
     /// Prefix of every registry name (ractor's registry is per process; tests run
     /// several trees at once). Empty in production.
     pub namespace: String,
+    /// Bounds of the secret cache every value read goes through.
+    pub cache: CacheOptions,
 }
 
 impl Default for TreeOptions {
@@ -66,6 +70,7 @@ impl Default for TreeOptions {
             backoff: Backoff::default(),
             target_override: None,
             namespace: String::new(),
+            cache: CacheOptions::default(),
         }
     }
 }
@@ -100,15 +105,98 @@ impl Tree {
     }
 }
 
-/// Builds the actor-facing spec of one secret from its configuration.
-pub fn spec_for(cfg: &SecretConfig, config: &Config, options: &TreeOptions) -> Arc<RotationSpec> {
+/// Builds the target of a secret from its configuration. `reader` is how the target reads
+/// older values (through the secret cache).
+pub fn target_for(target: &TargetConfig, reader: &ValueReader) -> Arc<dyn Target> {
+    let reader = reader.clone();
+    match target {
+        TargetConfig::None { delay } => Arc::new(NoneTarget::with_delay(*delay)),
+        TargetConfig::Postgres {
+            admin_url_file,
+            strategy,
+            roles,
+        } => Arc::new(postgres::PostgresTarget::new(
+            admin_url_file.clone(),
+            match strategy {
+                PostgresStrategy::Alternating => postgres::Strategy::Alternating,
+                PostgresStrategy::Single => postgres::Strategy::Single,
+            },
+            roles.clone(),
+            reader,
+        )),
+        TargetConfig::Redis {
+            admin_url_file,
+            user,
+        } => Arc::new(redis::RedisTarget::new(
+            admin_url_file.clone(),
+            user.clone(),
+            reader,
+        )),
+        TargetConfig::Jwks { path, algorithm } => Arc::new(jwks::JwksTarget::new(
+            path.clone(),
+            match algorithm {
+                JwksAlgorithm::Ed25519 => jwks::Algorithm::Ed25519,
+                JwksAlgorithm::Hs256 => jwks::Algorithm::Hs256,
+            },
+            reader,
+        )),
+        TargetConfig::Exec {
+            apply,
+            test,
+            promote,
+            revoke,
+            restore,
+            timeout,
+        } => Arc::new(exec::ExecTarget::new(
+            exec::Commands {
+                apply: apply.clone(),
+                test: test.clone(),
+                promote: promote.clone(),
+                revoke: revoke.clone(),
+                restore: restore.clone(),
+            },
+            *timeout,
+            reader,
+        )),
+        TargetConfig::Webhook {
+            url,
+            hmac_key_file,
+            timeout,
+        } => match webhook::LoopbackUrl::parse(url) {
+            Ok(url) => Arc::new(webhook::WebhookTarget::new(
+                url,
+                hmac_key_file.clone(),
+                *timeout,
+                reader,
+            )),
+            // Validation refuses such URLs; a config built by hand that slips past it gets
+            // a target that fails every step instead of sending a value off the machine.
+            Err(_) => {
+                let t = NoneTarget::new();
+                for op in ["apply", "test", "promote", "revoke"] {
+                    t.fail(op);
+                }
+                Arc::new(t)
+            }
+        },
+    }
+}
+
+/// Builds the actor-facing spec of one secret from its configuration. `reader` is how its
+/// target reads stored values (the cached store).
+pub fn spec_for(
+    cfg: &SecretConfig,
+    config: &Config,
+    options: &TreeOptions,
+    reader: &ValueReader,
+) -> Arc<RotationSpec> {
     let policy = cfg.policy.clone();
     let secret = cfg.secret.clone();
     let schedule_policy = policy.clone();
     let schedule_secret = secret.clone();
-    let target: Arc<dyn Target> = match (&options.target_override, &cfg.target) {
-        (Some(t), _) => t.clone(),
-        (None, TargetConfig::None { delay }) => Arc::new(NoneTarget::with_delay(*delay)),
+    let target: Arc<dyn Target> = match &options.target_override {
+        Some(t) => t.clone(),
+        None => target_for(&cfg.target, reader),
     };
     let td = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
     Arc::new(RotationSpec {
@@ -144,8 +232,11 @@ pub async fn start(
     options: TreeOptions,
 ) -> Result<Tree, ractor::SpawnErr> {
     let board = Arc::new(StatusBoard::default());
+    // Every value read (test steps, targets, the API) goes through the cache, which every
+    // write to a secret invalidates.
+    let store: Arc<dyn Store> = Arc::new(CachedStore::new(store, options.cache, metrics.clone()));
     let shared = Arc::new(Shared {
-        store,
+        store: store.clone(),
         metrics: metrics.clone(),
         clock: options.clock,
         slots: Arc::new(Semaphore::new(
@@ -158,7 +249,7 @@ pub async fn start(
     let secrets: BTreeMap<SecretRef, Arc<RotationSpec>> = config
         .secrets
         .iter()
-        .map(|s| (s.secret.clone(), spec_for(s, config, &options)))
+        .map(|s| (s.secret.clone(), spec_for(s, config, &options, &store)))
         .collect();
     let secrets = Arc::new(secrets);
     metrics.secrets_managed.set(secrets.len() as i64);

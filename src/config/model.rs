@@ -116,4 +116,54 @@ pub enum TargetConfig {
     /// Store only: nothing outside rotor checks the value. `delay` simulates a slow
     /// target (every step takes that long), for demos and tests; zero by default.
     None { delay: Duration },
+    /// PostgreSQL login roles; the admin connection URL is read from `admin_url_file`.
+    Postgres {
+        admin_url_file: PathBuf,
+        strategy: PostgresStrategy,
+        /// Two roles for `alternating`, one for `single`.
+        roles: Vec<String>,
+    },
+    /// A Redis ACL user; the admin connection URL is read from `admin_url_file`.
+    Redis {
+        admin_url_file: PathBuf,
+        user: String,
+    },
+    /// A JWKS file holding the current and, during grace, the previous key.
+    Jwks {
+        path: PathBuf,
+        algorithm: JwksAlgorithm,
+    },
+    /// A user's commands per step (argv lists), the value on stdin.
+    Exec {
+        apply: Option<Vec<String>>,
+        test: Option<Vec<String>>,
+        promote: Option<Vec<String>>,
+        revoke: Option<Vec<String>>,
+        restore: Option<Vec<String>>,
+        timeout: Duration,
+    },
+    /// A user's HTTP endpoint per step, HMAC-signed; loopback `http://` only.
+    Webhook {
+        url: String,
+        hmac_key_file: PathBuf,
+        timeout: Duration,
+    },
+}
+
+/// How a `postgres` target maps versions to roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostgresStrategy {
+    /// Two roles taking turns: both log in during grace.
+    Alternating,
+    /// One role whose password is replaced: no grace is possible.
+    Single,
+}
+
+/// The keys a `jwks` target publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksAlgorithm {
+    /// Ed25519 public keys (policy generator `ed25519`).
+    Ed25519,
+    /// HMAC shared secrets (policy generator `hmac`); the file holds secrets.
+    Hs256,
 }

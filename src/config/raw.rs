@@ -126,4 +126,30 @@ pub(super) struct RawTarget {
     pub kind: Option<S<String>>,
     /// `none` only: simulated latency of every step (demos and tests).
     pub delay: Option<S<String>>,
+    /// `postgres`, `redis`: file holding the admin connection URL.
+    pub admin_url_file: Option<S<String>>,
+    /// `postgres`: `alternating` or `single`.
+    pub strategy: Option<S<String>>,
+    /// `postgres`, `single` only: accept that no grace period is possible.
+    pub acknowledge_no_grace: Option<S<bool>>,
+    /// `postgres`: the login roles.
+    pub roles: Option<S<Vec<S<String>>>>,
+    /// `redis`: the ACL user.
+    pub user: Option<S<String>>,
+    /// `jwks`: the JWKS file.
+    pub path: Option<S<String>>,
+    /// `jwks`: `ed25519` or `hs256`.
+    pub algorithm: Option<S<String>>,
+    /// `exec`: argv of each step.
+    pub apply: Option<S<Vec<S<String>>>>,
+    pub test: Option<S<Vec<S<String>>>>,
+    pub promote: Option<S<Vec<S<String>>>>,
+    pub revoke: Option<S<Vec<S<String>>>>,
+    pub restore: Option<S<Vec<S<String>>>>,
+    /// `exec`, `webhook`: longest a step may take.
+    pub timeout: Option<S<String>>,
+    /// `webhook`: the endpoint.
+    pub url: Option<S<String>>,
+    /// `webhook`: file holding the request-signing key.
+    pub hmac_key_file: Option<S<String>>,
 }

@@ -113,6 +113,37 @@ const POLICY: &[Field] = &[
     f("max_grace_extension", Ty::Duration),
 ];
 
+const POSTGRES_TARGET: &[Field] = &[
+    f("admin_url_file", Ty::Str),
+    f("strategy", Ty::Str),
+    f("roles", Ty::StrList),
+    f("acknowledge_no_grace", Ty::Bool),
+];
+const REDIS_TARGET: &[Field] = &[f("admin_url_file", Ty::Str), f("user", Ty::Str)];
+const JWKS_TARGET: &[Field] = &[f("path", Ty::Str), f("algorithm", Ty::Str)];
+const EXEC_TARGET: &[Field] = &[
+    f("apply", Ty::StrList),
+    f("test", Ty::StrList),
+    f("promote", Ty::StrList),
+    f("revoke", Ty::StrList),
+    f("restore", Ty::StrList),
+    f("timeout", Ty::Duration),
+];
+const WEBHOOK_TARGET: &[Field] = &[
+    f("url", Ty::Str),
+    f("hmac_key_file", Ty::Str),
+    f("timeout", Ty::Duration),
+];
+
+pub(super) const TARGET_TYPES: &[(&str, &[Field])] = &[
+    ("none", &[f("delay", Ty::Duration)]),
+    ("postgres", POSTGRES_TARGET),
+    ("redis", REDIS_TARGET),
+    ("jwks", JWKS_TARGET),
+    ("exec", EXEC_TARGET),
+    ("webhook", WEBHOOK_TARGET),
+];
+
 const SECRET: &[Field] = &[
     f("tenant", Ty::Str),
     f("key", Ty::Str),
@@ -121,7 +152,7 @@ const SECRET: &[Field] = &[
         "target",
         Ty::Tagged {
             what: "target",
-            variants: &[("none", &[f("delay", Ty::Duration)])],
+            variants: TARGET_TYPES,
         },
     ),
 ];

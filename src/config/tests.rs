@@ -340,7 +340,7 @@ fn unknown_types_are_refused() {
         &["unknown generator type", "password, token, hmac, ed25519"],
     );
     one_error(
-        "[[secrets]]\ntenant = \"t\"\nkey = \"k\"\npolicy = \"api_keys\"\ntarget = { type = \"postgres\" }\n",
+        "[[secrets]]\ntenant = \"t\"\nkey = \"k\"\npolicy = \"api_keys\"\ntarget = { type = \"mysql\" }\n",
         "secrets[0].target.type",
         &["unknown target type", "none"],
     );

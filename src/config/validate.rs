@@ -19,9 +19,10 @@ use super::model::{
     Config, ExpireAfter, MountConfig, Policy, RuntimeConfig, SecretConfig, ServerConfig,
     StoreConfig, TargetConfig, WatchConfig,
 };
+use super::model::{JwksAlgorithm, PostgresStrategy};
 use super::raw::{
     RawConfig, RawGenerator, RawMount, RawPolicy, RawRuntime, RawSecret, RawServer, RawStore,
-    RawWindow,
+    RawTarget, RawWindow,
 };
 use crate::domain::{SecretRef, validate_ident};
 use crate::duration::{format_duration, parse_duration};
@@ -908,27 +909,8 @@ impl Validator<'_, '_> {
                     }
                 },
             };
-            let delay = match s.target.as_ref() {
-                Some(t) => self
-                    .duration(&join(&path, "target.delay"), t.get_ref().delay.as_ref())
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-                None => Duration::ZERO,
-            };
-            let target = match s.target.as_ref().and_then(|t| t.get_ref().kind.as_ref()) {
-                // Absent means store-only. Other types are added here as they are built;
-                // the schema walk refuses unknown ones before this point.
-                None => TargetConfig::None { delay },
-                Some(kind) if kind.get_ref() == "none" => TargetConfig::None { delay },
-                Some(kind) => {
-                    self.diag.value(
-                        kind.span(),
-                        &join(&path, "target.type"),
-                        "expected \"none\"",
-                    );
-                    continue;
-                }
+            let Some(target) = self.target(&path, s.target.as_ref(), policy.as_deref()) else {
+                continue;
             };
             let (Some(tenant), Some(key), Some(policy)) = (tenant, key, policy) else {
                 continue;
@@ -950,6 +932,333 @@ impl Validator<'_, '_> {
             });
         }
         out
+    }
+}
+
+const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(30);
+/// PostgreSQL truncates identifiers longer than this.
+const MAX_ROLE_LEN: usize = 63;
+
+/// Target checks (`secrets[i].target`), in their own block: one arm per target type.
+impl Validator<'_, '_> {
+    /// The validated target of a secret, or `None` when something was reported. `policy`
+    /// is the secret's policy when it resolved, for cross-field checks (grace, generator).
+    fn target(
+        &mut self,
+        path: &str,
+        raw: Option<&Spanned<RawTarget>>,
+        policy: Option<&Policy>,
+    ) -> Option<TargetConfig> {
+        let Some(spanned) = raw else {
+            // Absent means store-only.
+            return Some(TargetConfig::None {
+                delay: Duration::ZERO,
+            });
+        };
+        let t = spanned.get_ref();
+        let path = join(path, "target");
+        let kind = t
+            .kind
+            .as_ref()
+            .map(|k| k.get_ref().as_str())
+            .unwrap_or("none");
+        let before = self.diag.len();
+        let target = match kind {
+            "none" => TargetConfig::None {
+                delay: self
+                    .duration(&join(&path, "delay"), t.delay.as_ref())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+            },
+            "postgres" => {
+                let admin_url_file =
+                    self.required_file(&path, "admin_url_file", spanned, &t.admin_url_file);
+                let strategy = match t.strategy.as_ref().map(|s| (s, s.get_ref().as_str())) {
+                    None | Some((_, "alternating")) => PostgresStrategy::Alternating,
+                    Some((_, "single")) => PostgresStrategy::Single,
+                    Some((s, _)) => {
+                        self.diag.value(
+                            s.span(),
+                            &join(&path, "strategy"),
+                            "expected \"alternating\" (two roles, grace works) or \"single\" (one role, no grace)",
+                        );
+                        PostgresStrategy::Alternating
+                    }
+                };
+                let roles = self.roles(&path, spanned, t, strategy);
+                let acknowledged = t
+                    .acknowledge_no_grace
+                    .as_ref()
+                    .is_some_and(|a| *a.get_ref());
+                if strategy == PostgresStrategy::Single
+                    && !acknowledged
+                    && let Some(p) = policy.filter(|p| !p.grace.is_zero())
+                {
+                    let span = t.strategy.as_ref().map_or(spanned.span(), |s| s.span());
+                    self.diag.value(
+                        span,
+                        &join(&path, "strategy"),
+                        format!(
+                            "strategy \"single\" replaces the one role's password, so the previous \
+                             one stops working at once and policy `{}`'s grace of {} cannot be \
+                             honoured; use strategy = \"alternating\" with two roles, or set \
+                             acknowledge_no_grace = true to accept that consumers break until \
+                             they read the new value",
+                            p.name,
+                            format_duration(p.grace)
+                        ),
+                    );
+                }
+                TargetConfig::Postgres {
+                    admin_url_file,
+                    strategy,
+                    roles,
+                }
+            }
+            "redis" => {
+                let admin_url_file =
+                    self.required_file(&path, "admin_url_file", spanned, &t.admin_url_file);
+                let user = match &t.user {
+                    None => {
+                        self.missing(
+                            Some(spanned.span()),
+                            &join(&path, "user"),
+                            "missing key `user`: the Redis ACL user whose passwords rotor rotates",
+                        );
+                        String::new()
+                    }
+                    Some(u) => {
+                        let name = u.get_ref();
+                        if name.is_empty()
+                            || name.len() > 128
+                            || !name.bytes().all(|b| b.is_ascii_graphic())
+                        {
+                            self.diag.value(
+                                u.span(),
+                                &join(&path, "user"),
+                                "must be 1 to 128 printable ASCII characters without spaces",
+                            );
+                        }
+                        name.clone()
+                    }
+                };
+                TargetConfig::Redis {
+                    admin_url_file,
+                    user,
+                }
+            }
+            "jwks" => {
+                let file = self.required_file(&path, "path", spanned, &t.path);
+                let algorithm = match t.algorithm.as_ref().map(|a| (a, a.get_ref().as_str())) {
+                    None | Some((_, "ed25519")) => JwksAlgorithm::Ed25519,
+                    Some((_, "hs256")) => JwksAlgorithm::Hs256,
+                    Some((a, _)) => {
+                        self.diag.value(
+                            a.span(),
+                            &join(&path, "algorithm"),
+                            "expected \"ed25519\" or \"hs256\"",
+                        );
+                        JwksAlgorithm::Ed25519
+                    }
+                };
+                if let Some(p) = policy {
+                    let (fits, want) = match algorithm {
+                        JwksAlgorithm::Ed25519 => {
+                            (matches!(p.generator, GeneratorSpec::Ed25519), "ed25519")
+                        }
+                        JwksAlgorithm::Hs256 => {
+                            (matches!(p.generator, GeneratorSpec::Hmac { .. }), "hmac")
+                        }
+                    };
+                    if !fits {
+                        let span = t.algorithm.as_ref().map_or(spanned.span(), |a| a.span());
+                        self.diag.value(
+                            span,
+                            &join(&path, "algorithm"),
+                            format!("needs a policy whose generator type is \"{want}\"; policy `{}` generates something else", p.name),
+                        );
+                    }
+                }
+                TargetConfig::Jwks {
+                    path: file,
+                    algorithm,
+                }
+            }
+            "exec" => {
+                let argv =
+                    |v: &mut Self, key: &str, raw: &Option<Spanned<Vec<Spanned<String>>>>| {
+                        let list = raw.as_ref()?;
+                        if list.get_ref().is_empty()
+                            || list.get_ref()[0].get_ref().trim().is_empty()
+                        {
+                            v.diag.value(
+                                list.span(),
+                                &join(&path, key),
+                                "must name a program: [\"/path/to/program\", \"arg\", ...]",
+                            );
+                            return None;
+                        }
+                        Some(
+                            list.get_ref()
+                                .iter()
+                                .map(|a| a.get_ref().clone())
+                                .collect::<Vec<_>>(),
+                        )
+                    };
+                let apply = argv(self, "apply", &t.apply);
+                let test = argv(self, "test", &t.test);
+                let promote = argv(self, "promote", &t.promote);
+                let revoke = argv(self, "revoke", &t.revoke);
+                let restore = argv(self, "restore", &t.restore);
+                if apply.is_none() && test.is_none() && t.apply.is_none() && t.test.is_none() {
+                    self.missing(
+                        Some(spanned.span()),
+                        &join(&path, "apply"),
+                        "an exec target needs at least `apply` or `test`",
+                    );
+                }
+                TargetConfig::Exec {
+                    apply,
+                    test,
+                    promote,
+                    revoke,
+                    restore,
+                    timeout: self.duration_or(
+                        &join(&path, "timeout"),
+                        t.timeout.as_ref(),
+                        DEFAULT_TARGET_TIMEOUT,
+                    ),
+                }
+            }
+            "webhook" => {
+                let url = match &t.url {
+                    None => {
+                        self.missing(
+                            Some(spanned.span()),
+                            &join(&path, "url"),
+                            "missing key `url`: the endpoint every step is posted to",
+                        );
+                        String::new()
+                    }
+                    Some(u) => {
+                        if let Err(m) = crate::target::webhook::LoopbackUrl::parse(u.get_ref()) {
+                            self.diag.value(u.span(), &join(&path, "url"), m);
+                        }
+                        u.get_ref().clone()
+                    }
+                };
+                TargetConfig::Webhook {
+                    url,
+                    hmac_key_file: self.required_file(
+                        &path,
+                        "hmac_key_file",
+                        spanned,
+                        &t.hmac_key_file,
+                    ),
+                    timeout: self.duration_or(
+                        &join(&path, "timeout"),
+                        t.timeout.as_ref(),
+                        DEFAULT_TARGET_TIMEOUT,
+                    ),
+                }
+            }
+            // The schema walk refuses unknown types before this point.
+            other => {
+                let span = t.kind.as_ref().map_or(spanned.span(), |k| k.span());
+                self.diag.value(
+                    span,
+                    &join(&path, "type"),
+                    format!("unknown target type {other}"),
+                );
+                return None;
+            }
+        };
+        (self.diag.len() == before).then_some(target)
+    }
+
+    /// A required, non-empty file path key of a target.
+    fn required_file(
+        &mut self,
+        path: &str,
+        key: &str,
+        table: &Spanned<RawTarget>,
+        value: &Option<Spanned<String>>,
+    ) -> PathBuf {
+        let key_path = join(path, key);
+        match value {
+            None => {
+                self.missing(
+                    Some(table.span()),
+                    &key_path,
+                    format!("missing key `{key}`: a file path"),
+                );
+                PathBuf::new()
+            }
+            Some(_) => self.non_empty_path(&key_path, value.as_ref(), ""),
+        }
+    }
+
+    /// `roles` of a postgres target: PostgreSQL identifiers, two for `alternating`, one
+    /// for `single`.
+    fn roles(
+        &mut self,
+        path: &str,
+        table: &Spanned<RawTarget>,
+        t: &RawTarget,
+        strategy: PostgresStrategy,
+    ) -> Vec<String> {
+        let key = join(path, "roles");
+        let want = match strategy {
+            PostgresStrategy::Alternating => 2,
+            PostgresStrategy::Single => 1,
+        };
+        let Some(list) = &t.roles else {
+            self.missing(
+                Some(table.span()),
+                &key,
+                "missing key `roles`: two login roles for strategy \"alternating\" (e.g. [\"app_blue\", \"app_green\"]), one for \"single\"",
+            );
+            return Vec::new();
+        };
+        let roles: Vec<String> = list.get_ref().iter().map(|r| r.get_ref().clone()).collect();
+        if roles.len() != want {
+            self.diag.value(
+                list.span(),
+                &key,
+                format!(
+                    "strategy {} takes exactly {want} role(s)",
+                    match strategy {
+                        PostgresStrategy::Alternating => "\"alternating\"",
+                        PostgresStrategy::Single => "\"single\"",
+                    }
+                ),
+            );
+        }
+        for (j, r) in list.get_ref().iter().enumerate() {
+            let name = r.get_ref();
+            let ok = !name.is_empty()
+                && name.len() <= MAX_ROLE_LEN
+                && name
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                self.diag.value(
+                    r.span(),
+                    &format!("{key}[{j}]"),
+                    format!("a role name is 1 to {MAX_ROLE_LEN} lowercase letters, digits or `_`, not starting with a digit"),
+                );
+            }
+        }
+        if roles.len() == 2 && roles[0] == roles[1] {
+            self.diag
+                .value(list.span(), &key, "the two roles must differ");
+        }
+        roles
     }
 }
 

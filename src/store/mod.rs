@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::{HistoryRecord, Label, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
 
+pub mod cache;
 pub mod crypto;
 pub mod embedded;
 

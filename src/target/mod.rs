@@ -4,13 +4,39 @@
 //! works (`test`), is told when it becomes current (`promote`), and makes an old version
 //! invalid (`revoke`, `restore`). Every operation is idempotent: after a crash the same
 //! call may arrive twice. Targets never log or return secret values.
+//!
+//! One module (or folder) per integration, each built from its `TargetConfig` variant by
+//! `actors::tree::spec_for`:
+//!
+//! - [`none`]: store only.
+//! - [`postgres`]: PostgreSQL roles, `alternating` (two roles) or `single`.
+//! - [`redis`]: a Redis ACL user holding the current and previous passwords.
+//! - [`jwks`]: a JWKS file with the current and, during grace, the previous key.
+//! - [`exec`]: a user's command per step, the value on stdin.
+//! - [`webhook`]: a user's HTTP endpoint per step, HMAC-signed.
+//!
+//! Targets that need the value of an older version (to remove a Redis password, to drop a
+//! JWK, to hand a hook the key to revoke) read it through the [`ValueReader`] they were
+//! built with: the store behind the secret cache ([`crate::store::cache`]).
+
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
 use crate::domain::{ErrorKind, SecretRef, VersionNo};
 use crate::generator::SecretValue;
+use crate::store::Store;
 
+pub mod exec;
+pub mod jwks;
 pub mod none;
+pub mod postgres;
+pub mod redis;
+mod resp;
+pub mod webhook;
+
+/// How targets read stored values of a secret (through the cache in production).
+pub type ValueReader = Arc<dyn Store>;
 
 /// A failed target operation. The message names the target and what failed, never a value.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,6 +54,19 @@ pub struct TargetError {
 pub trait Target: Send + Sync + 'static {
     /// Short name for logs and metrics (`none`, `postgres`, ...).
     fn kind(&self) -> &'static str;
+
+    /// Turns a freshly generated value into what is stored for `version` (what consumers
+    /// read): e.g. `{"username","password","url"}` for PostgreSQL. Called once per version,
+    /// before the value is stored. The default stores the generated value as it is.
+    fn shape_value(
+        &self,
+        secret: &SecretRef,
+        version: VersionNo,
+        generated: SecretValue,
+    ) -> Result<SecretValue, TargetError> {
+        let _ = (secret, version);
+        Ok(generated)
+    }
 
     /// Makes `version` valid on the target while the current version stays valid.
     fn apply<'a>(
@@ -71,4 +110,73 @@ pub trait Target: Send + Sync + 'static {
         let _ = restore;
         self.revoke(secret, revoke)
     }
+}
+
+impl TargetError {
+    /// An error of `target`'s `operation` on `secret` v`version`. `message` must not hold a
+    /// value: callers build it from server error codes and names only.
+    pub fn new(
+        target: &'static str,
+        operation: &'static str,
+        secret: &SecretRef,
+        version: VersionNo,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        TargetError {
+            target,
+            operation,
+            secret: secret.to_string(),
+            version,
+            message: message.into(),
+            kind,
+        }
+    }
+}
+
+/// The error kind a failure of `operation` counts as.
+pub(crate) fn kind_of(operation: &str) -> ErrorKind {
+    match operation {
+        "apply" => ErrorKind::Apply,
+        "test" => ErrorKind::Test,
+        "revoke" | "restore" => ErrorKind::Revoke,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// Replaces every occurrence of `secret` in `text` (a server or hook message) so that an
+/// error that echoes a value reveals nothing. Empty secrets change nothing.
+pub(crate) fn scrub(text: &str, secrets: &[&[u8]]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets {
+        if let Ok(s) = std::str::from_utf8(s)
+            && !s.is_empty()
+        {
+            out = out.replace(s, "<redacted>");
+        }
+    }
+    out
+}
+
+/// Builds a JSON object from string fields into a buffer sized up front, so no partial copy
+/// of a value is left behind by a reallocation.
+pub(crate) fn json_value(fields: &[(&str, &str)]) -> SecretValue {
+    let len: usize = fields
+        .iter()
+        .map(|(k, v)| 6 * (k.len() + v.len()) + 8)
+        .sum();
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(len + 2));
+    out.push(b'{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // `to_writer` on a `&str` escapes into the pre-sized buffer; writes to a Vec
+        // cannot fail.
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+    out.push(b'}');
+    SecretValue::from_bytes(std::mem::take(&mut *out))
 }

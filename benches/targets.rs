@@ -1,0 +1,222 @@
+//! Target and cache figures (a plain `main`, not criterion: the target cycles are
+//! milliseconds against real servers and the interesting numbers are percentiles).
+//!
+//! - Full rotation cycles (generate + store, apply, test, promote, expire the previous)
+//!   against the machine's PostgreSQL (`alternating`) and Redis: rotations/s, p50, p99.
+//! - The secret cache: hit read latency, and the hit rate under a Zipf(1.1) read load
+//!   over 10,000 versions with room for 1,000.
+//!
+//! `cargo bench --bench targets`. A service that is unreachable is reported and skipped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::Rng as _;
+use rotor::domain::{RotationId, SecretRef};
+use rotor::generator::{self, CharClasses, GeneratorSpec, SecretValue};
+use rotor::metrics::Metrics;
+use rotor::store::Store;
+use rotor::store::cache::{CacheOptions, CachedStore};
+use rotor::store::embedded::EmbeddedStore;
+use rotor::target::Target;
+use rotor::target::postgres::{PostgresTarget, Strategy};
+use rotor::target::redis::RedisTarget;
+
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+/// and then every figure is taken on a few iterations only (a smoke test).
+fn full() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn scaled(n: u64) -> u64 {
+    if full() { n } else { (n / 100).max(3) }
+}
+
+fn store(dir: &std::path::Path, options: CacheOptions, metrics: Metrics) -> Arc<dyn Store> {
+    let inner =
+        Arc::new(EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap());
+    Arc::new(CachedStore::new(inner, options, metrics))
+}
+
+fn spec() -> GeneratorSpec {
+    GeneratorSpec::Password {
+        length: 32,
+        classes: CharClasses {
+            lower: true,
+            upper: true,
+            digits: true,
+            symbols: true,
+        },
+    }
+}
+
+async fn cycles(name: &str, store: &Arc<dyn Store>, t: &dyn Target) {
+    let s = SecretRef::new("bench", name).unwrap();
+    let cycles = scaled(200);
+    let mut durations = Vec::with_capacity(cycles as usize);
+    let started = Instant::now();
+    for v in 1..=cycles {
+        let t0 = Instant::now();
+        let value: SecretValue = t.shape_value(&s, v, generator::generate(&spec())).unwrap();
+        store
+            .put_version(&s, v, RotationId(v), &value, Utc::now())
+            .unwrap();
+        let value = store.read_value(&s, v).unwrap();
+        t.apply(&s, v, &value).await.unwrap();
+        t.test(&s, v, &value).await.unwrap();
+        t.promote(&s, v, (v > 1).then(|| v - 1)).await.unwrap();
+        if v > 1 {
+            t.revoke(&s, v - 1).await.unwrap();
+        }
+        durations.push(t0.elapsed());
+    }
+    let total = started.elapsed();
+    durations.sort();
+    let pct = |p: f64| durations[((durations.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "{name}: {cycles} full cycles, {:.1} rotations/s, p50 {:.2} ms, p99 {:.2} ms",
+        cycles as f64 / total.as_secs_f64(),
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
+    );
+}
+
+fn psql(sql: &str) -> bool {
+    std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+            sql,
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+async fn postgres(dir: &std::path::Path) {
+    let setup = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/.ci/setup-postgres.sh"
+        ))
+        .output();
+    if !setup.is_ok_and(|o| o.status.success()) {
+        println!("postgres: skipped (setup-postgres.sh failed or PostgreSQL unreachable)");
+        return;
+    }
+    let base = format!("rotor_bench_{:08x}", rand::thread_rng().r#gen::<u32>());
+    let roles = vec![format!("{base}_a"), format!("{base}_b")];
+    for r in &roles {
+        psql(&format!(
+            "CREATE ROLE \"{r}\" NOLOGIN IN ROLE rotor_managed"
+        ));
+    }
+    let url = dir.join("pg-admin-url");
+    std::fs::write(&url, "postgres://postgres@127.0.0.1:5432/test").unwrap();
+    let store = store(&dir.join("pg"), CacheOptions::default(), Metrics::new());
+    let t = PostgresTarget::new(url, Strategy::Alternating, roles.clone(), store.clone());
+    cycles("postgres", &store, &t).await;
+    for r in &roles {
+        psql(&format!("DROP ROLE IF EXISTS \"{r}\""));
+    }
+}
+
+async fn redis(dir: &std::path::Path) {
+    if tokio::net::TcpStream::connect("127.0.0.1:6379")
+        .await
+        .is_err()
+    {
+        println!("redis: skipped (unreachable)");
+        return;
+    }
+    let user = format!("rotor_bench_{:08x}", rand::thread_rng().r#gen::<u32>());
+    let url = dir.join("redis-admin-url");
+    std::fs::write(&url, "redis://127.0.0.1:6379").unwrap();
+    let store = store(&dir.join("redis"), CacheOptions::default(), Metrics::new());
+    let t = RedisTarget::new(url, user.clone(), store.clone());
+    cycles("redis", &store, &t).await;
+    let _ = std::process::Command::new("redis-cli")
+        .args(["ACL", "DELUSER", &user])
+        .output();
+}
+
+fn cache(dir: &std::path::Path) {
+    let metrics = Metrics::new();
+    let store = store(
+        &dir.join("cache"),
+        CacheOptions {
+            ttl: Duration::from_secs(600),
+            capacity: 1_000,
+        },
+        metrics.clone(),
+    );
+    let s = SecretRef::new("bench", "cache").unwrap();
+    let n = scaled(10_000);
+    let value = SecretValue::from_bytes(vec![b'x'; 32]);
+    for v in 1..=n {
+        store
+            .put_version(&s, v, RotationId(v), &value, Utc::now())
+            .unwrap();
+    }
+    // Hit latency: one hot version read over and over.
+    store.read_value(&s, 1).unwrap();
+    let hits_n = scaled(1_000_000) as u32;
+    let t0 = Instant::now();
+    for _ in 0..hits_n {
+        std::hint::black_box(store.read_value(&s, 1).unwrap());
+    }
+    let hit_ns = t0.elapsed().as_nanos() as f64 / f64::from(hits_n);
+
+    // Zipf(1.1) over N versions, cache for a tenth of them.
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(1.1)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(n as usize);
+    let mut acc = 0.0;
+    for w in &weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    let (h0, m0) = (
+        metrics.cache_hits_total.get(),
+        metrics.cache_misses_total.get(),
+    );
+    let mut rng = rand::thread_rng();
+    let reads = scaled(200_000) as u32;
+    let t0 = Instant::now();
+    for _ in 0..reads {
+        let u: f64 = rng.r#gen();
+        let k = cdf.partition_point(|c| *c < u) as u64 + 1;
+        std::hint::black_box(store.read_value(&s, k.min(n)).unwrap());
+    }
+    let per_read = t0.elapsed().as_nanos() as f64 / f64::from(reads);
+    let hits = metrics.cache_hits_total.get() - h0;
+    let misses = metrics.cache_misses_total.get() - m0;
+    println!(
+        "cache: hit read {hit_ns:.0} ns; Zipf(1.1) over {n} versions, capacity 1000: hit rate {:.1}%, mean read {per_read:.0} ns",
+        100.0 * hits as f64 / (hits + misses) as f64
+    );
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["pg", "redis", "cache"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        postgres(dir.path()).await;
+        redis(dir.path()).await;
+    });
+    cache(dir.path());
+}

@@ -1,0 +1,230 @@
+//! The `exec` target: a user's commands for systems rotor cannot speak to (a provider's
+//! API keys, an appliance).
+//!
+//! Each step runs its configured command (an argv list, no shell) with the version's value
+//! on **stdin**, never in argv or the environment, where `ps` and `/proc` would show it.
+//! The environment names the step: `ROTOR_OPERATION` (`apply`, `test`, `promote`,
+//! `revoke`, `restore`), `ROTOR_TENANT`, `ROTOR_KEY`, `ROTOR_VERSION`. Exit status 0 is
+//! success; anything else, or running past `timeout` (the process is killed), fails the
+//! step. A step without a command succeeds. `revoke` gets the revoked version's value (so
+//! a hook can delete that key at the provider); a rollback runs `restore` with the restored
+//! value if configured, and otherwise `revoke` for the discarded version.
+//!
+//! The error names the exit status and the last line of stderr, unless that line contains
+//! the value, in which case it is withheld.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::io::AsyncWriteExt as _;
+use tokio::process::Command;
+
+use super::{Target, TargetError, ValueReader, kind_of};
+use crate::domain::{SecretRef, VersionNo};
+use crate::generator::SecretValue;
+
+const NAME: &str = "exec";
+/// Longest stderr line quoted in an error.
+const MAX_STDERR: usize = 200;
+
+/// The commands of each step (argv; the first element is the program).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Commands {
+    pub apply: Option<Vec<String>>,
+    pub test: Option<Vec<String>>,
+    pub promote: Option<Vec<String>>,
+    pub revoke: Option<Vec<String>>,
+    pub restore: Option<Vec<String>>,
+}
+
+/// Runs a user's commands.
+pub struct ExecTarget {
+    commands: Commands,
+    timeout: Duration,
+    /// Working directory of the commands (the process's when `None`).
+    dir: Option<PathBuf>,
+    reader: ValueReader,
+}
+
+impl ExecTarget {
+    pub fn new(commands: Commands, timeout: Duration, reader: ValueReader) -> Self {
+        ExecTarget {
+            commands,
+            timeout,
+            dir: None,
+            reader,
+        }
+    }
+
+    fn err(op: &'static str, secret: &SecretRef, v: VersionNo, message: String) -> TargetError {
+        TargetError::new(NAME, op, secret, v, kind_of(op), message)
+    }
+
+    /// Runs `argv` for `operation` with `value` on stdin.
+    async fn run(
+        &self,
+        operation: &'static str,
+        argv: &[String],
+        secret: &SecretRef,
+        version: VersionNo,
+        value: Option<&SecretValue>,
+    ) -> Result<(), TargetError> {
+        let fail = |m: String| Self::err(operation, secret, version, m);
+        let Some((program, args)) = argv.split_first() else {
+            return Ok(());
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env("ROTOR_OPERATION", operation)
+            .env("ROTOR_TENANT", &secret.tenant)
+            .env("ROTOR_KEY", &secret.key)
+            .env("ROTOR_VERSION", version.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // A timed-out step drops the child, which kills it.
+            .kill_on_drop(true);
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| fail(format!("cannot start {program}: {e}")))?;
+        let stdin = child.stdin.take();
+        let work = async {
+            if let Some(mut stdin) = stdin {
+                if let Some(v) = value {
+                    // A command that does not read its stdin closes the pipe early: not an
+                    // error of the step, its exit status decides.
+                    let _ = stdin.write_all(v.expose()).await;
+                }
+                drop(stdin);
+            }
+            child.wait_with_output().await
+        };
+        let output = match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Err(fail(format!("{program} failed to run: {e}"))),
+            Err(_) => {
+                return Err(fail(format!(
+                    "{program} did not finish within {:?} and was killed",
+                    self.timeout
+                )));
+            }
+        };
+        if output.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let leaks = value.is_some_and(|v| {
+            !v.is_empty() && output.stderr.windows(v.len()).any(|w| w == v.expose())
+        });
+        let detail = if leaks {
+            "stderr withheld: it contains the value".to_owned()
+        } else if last.is_empty() {
+            "no stderr".to_owned()
+        } else {
+            last.chars().take(MAX_STDERR).collect()
+        };
+        Err(fail(format!(
+            "{program} exited with {}: {detail}",
+            output.status
+        )))
+    }
+
+    fn read(&self, secret: &SecretRef, version: VersionNo) -> Option<SecretValue> {
+        self.reader.read_value(secret, version).ok()
+    }
+}
+
+impl Target for ExecTarget {
+    fn kind(&self) -> &'static str {
+        NAME
+    }
+
+    fn apply<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+        value: &'a SecretValue,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            match &self.commands.apply {
+                Some(argv) => self.run("apply", argv, secret, version, Some(value)).await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn test<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+        value: &'a SecretValue,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            match &self.commands.test {
+                Some(argv) => self.run("test", argv, secret, version, Some(value)).await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn promote<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+        _previous: Option<VersionNo>,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            match &self.commands.promote {
+                Some(argv) => {
+                    let value = self.read(secret, version);
+                    self.run("promote", argv, secret, version, value.as_ref())
+                        .await
+                }
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            match &self.commands.revoke {
+                Some(argv) => {
+                    let value = self.read(secret, version);
+                    self.run("revoke", argv, secret, version, value.as_ref())
+                        .await
+                }
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        restore: VersionNo,
+        revoke: VersionNo,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            if let Some(argv) = &self.commands.restore {
+                let value = self.read(secret, restore);
+                self.run("restore", argv, secret, restore, value.as_ref())
+                    .await?;
+            }
+            self.revoke(secret, revoke).await
+        })
+    }
+}

@@ -1,0 +1,386 @@
+//! The `redis` target: one Redis ACL user, which can hold several passwords at once.
+//!
+//! `apply` adds the new password (`ACL SETUSER user on #<sha256>`), so during grace the user
+//! logs in with the old and the new one; `test` opens a fresh connection and `AUTH`s with
+//! the new one; `revoke` removes a version's password (`!<sha256>`), read back from the
+//! store, at expiry or when a pending version is discarded; a rollback removes the new
+//! password and keeps the old. Passwords go to the server as SHA-256 hashes in ACL
+//! commands (the form Redis stores them in), so `ACL LOG`, `MONITOR` and error replies
+//! never show one in clear text; only `AUTH` in `test` sends it, as Redis requires.
+//!
+//! The user's permissions are the operator's business: rotor only adds and removes
+//! passwords and turns the user `on`. A user rotor creates has no permissions until granted.
+//! The admin connection comes from a `redis://[user:password@]host:port` URL in a file.
+//! The stored value is `{"username","password"}`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::resp::{Conn, Reply};
+use super::{Target, TargetError, ValueReader, json_value, kind_of, scrub};
+use crate::domain::{SecretRef, VersionNo};
+use crate::generator::SecretValue;
+
+const NAME: &str = "redis";
+
+/// The stored value of a `redis` secret.
+#[derive(serde::Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Credentials {
+    pub fn parse(value: &SecretValue) -> Result<Credentials, &'static str> {
+        serde_json::from_slice(value.expose()).map_err(
+            |_| "the stored value is not the {\"username\",\"password\"} JSON this target writes",
+        )
+    }
+}
+
+/// Where and how to reach the server as an administrator.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct AdminUrl {
+    pub addr: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl AdminUrl {
+    /// Parses `redis://[user[:password]@]host[:port][/db]`. The error quotes nothing.
+    pub fn parse(text: &str) -> Result<AdminUrl, &'static str> {
+        const BAD: &str = "expected redis://[user:password@]host:port";
+        let rest = text.trim().strip_prefix("redis://").ok_or(BAD)?;
+        let rest = rest.split('/').next().unwrap_or_default();
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        if hostport.is_empty() {
+            return Err(BAD);
+        }
+        let addr = if hostport.contains(':') && !hostport.ends_with(']') {
+            hostport.to_owned()
+        } else {
+            format!("{hostport}:6379")
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| BAD)
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => (
+                    Some(decode(user)?).filter(|u| !u.is_empty()),
+                    Some(decode(pass)?),
+                ),
+                None => (Some(decode(u)?), None),
+            },
+        };
+        Ok(AdminUrl {
+            addr,
+            username,
+            password,
+        })
+    }
+}
+
+/// One Redis ACL user.
+pub struct RedisTarget {
+    admin_url_file: PathBuf,
+    user: String,
+    reader: ValueReader,
+    timeout: Duration,
+}
+
+impl RedisTarget {
+    pub fn new(admin_url_file: PathBuf, user: String, reader: ValueReader) -> Self {
+        RedisTarget {
+            admin_url_file,
+            user,
+            reader,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn admin_url(&self) -> Result<AdminUrl, String> {
+        let text = Zeroizing::new(std::fs::read_to_string(&self.admin_url_file).map_err(|e| {
+            format!(
+                "cannot read admin_url_file {}: {e}",
+                self.admin_url_file.display()
+            )
+        })?);
+        AdminUrl::parse(&text)
+            .map_err(|m| format!("admin_url_file {}: {m}", self.admin_url_file.display()))
+    }
+
+    async fn admin(&self) -> Result<Conn, String> {
+        let url = self.admin_url()?;
+        let mut conn = Conn::connect(&url.addr, self.timeout)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", url.addr))?;
+        if let Some(password) = &url.password {
+            let user = url.username.as_deref().unwrap_or("default");
+            match conn
+                .call(&[b"AUTH", user.as_bytes(), password.as_bytes()])
+                .await
+            {
+                Ok(Reply::Simple(_)) => {}
+                Ok(Reply::Error(e)) => {
+                    return Err(format!(
+                        "admin login as {user} refused: {}",
+                        scrub(&e, &[password.as_bytes()])
+                    ));
+                }
+                Ok(_) => return Err("admin login: unexpected reply".into()),
+                Err(e) => return Err(format!("admin login: {e}")),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// The password hashes the user holds now (empty when the user does not exist).
+    async fn hashes(&self, conn: &mut Conn) -> Result<Vec<String>, String> {
+        let reply = conn
+            .call(&[b"ACL", b"GETUSER", self.user.as_bytes()])
+            .await
+            .map_err(|e| format!("ACL GETUSER: {e}"))?;
+        let items = match reply {
+            Reply::Array(Some(items)) => items,
+            Reply::Array(None) | Reply::Bulk(None) => return Ok(Vec::new()),
+            Reply::Error(e) => return Err(format!("ACL GETUSER refused: {e}")),
+            _ => return Err("ACL GETUSER: unexpected reply".into()),
+        };
+        let mut it = items.into_iter();
+        while let Some(key) = it.next() {
+            let value = it.next();
+            if key == Reply::Bulk(Some(b"passwords".to_vec())) {
+                if let Some(Reply::Array(Some(list))) = value {
+                    return Ok(list
+                        .into_iter()
+                        .filter_map(|r| match r {
+                            Reply::Bulk(Some(b)) => String::from_utf8(b).ok(),
+                            _ => None,
+                        })
+                        .collect());
+                }
+                return Ok(Vec::new());
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// `ACL SETUSER user <rules...>`; `hide` are strings scrubbed from a server error.
+    async fn setuser(&self, conn: &mut Conn, rules: &[&str], hide: &[&[u8]]) -> Result<(), String> {
+        let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", self.user.as_bytes()];
+        args.extend(rules.iter().map(|r| r.as_bytes()));
+        match conn.call(&args).await {
+            Ok(Reply::Simple(_)) => Ok(()),
+            Ok(Reply::Error(e)) => Err(format!("ACL SETUSER refused: {}", scrub(&e, hide))),
+            Ok(_) => Err("ACL SETUSER: unexpected reply".into()),
+            Err(e) => Err(format!("ACL SETUSER: {e}")),
+        }
+    }
+
+    fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
+        let value = self
+            .reader
+            .read_value(secret, version)
+            .map_err(|e| format!("cannot read v{version}: {e}"))?;
+        Credentials::parse(&value).map_err(str::to_owned)
+    }
+
+    fn err(op: &'static str, secret: &SecretRef, v: VersionNo, message: String) -> TargetError {
+        TargetError::new(NAME, op, secret, v, kind_of(op), message)
+    }
+
+    /// Removes the password of `version` if the user still holds it.
+    async fn remove(
+        &self,
+        conn: &mut Conn,
+        secret: &SecretRef,
+        version: VersionNo,
+    ) -> Result<(), String> {
+        let creds = match self.read(secret, version) {
+            Ok(c) => c,
+            // Never stored, so never applied.
+            Err(_) => return Ok(()),
+        };
+        let hash = hash(&creds.password);
+        if !self.hashes(conn).await?.contains(&hash) {
+            return Ok(());
+        }
+        let rule = format!("!{hash}");
+        self.setuser(
+            conn,
+            &[&rule],
+            &[creds.password.as_bytes(), hash.as_bytes()],
+        )
+        .await
+    }
+}
+
+/// Lowercase hex SHA-256: how Redis names a stored password.
+fn hash(password: &str) -> String {
+    hex::encode(Sha256::digest(password.as_bytes()))
+}
+
+impl Target for RedisTarget {
+    fn kind(&self) -> &'static str {
+        NAME
+    }
+
+    fn shape_value(
+        &self,
+        secret: &SecretRef,
+        version: VersionNo,
+        generated: SecretValue,
+    ) -> Result<SecretValue, TargetError> {
+        let password = std::str::from_utf8(generated.expose()).map_err(|_| {
+            Self::err(
+                "generate",
+                secret,
+                version,
+                "the generated password is not UTF-8".into(),
+            )
+        })?;
+        Ok(json_value(&[
+            ("username", &self.user),
+            ("password", password),
+        ]))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+        value: &'a SecretValue,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let fail = |m: String| Self::err("apply", secret, version, m);
+            let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
+            if creds.username != self.user {
+                return Err(fail(format!(
+                    "stored username {} is not the configured user {}",
+                    creds.username, self.user
+                )));
+            }
+            let mut conn = self.admin().await.map_err(fail)?;
+            let hash = hash(&creds.password);
+            let rule = format!("#{hash}");
+            self.setuser(
+                &mut conn,
+                &["on", &rule],
+                &[creds.password.as_bytes(), hash.as_bytes()],
+            )
+            .await
+            .map_err(fail)
+        })
+    }
+
+    fn test<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+        value: &'a SecretValue,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let fail = |m: String| Self::err("test", secret, version, m);
+            let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
+            let url = self.admin_url().map_err(fail)?;
+            let mut conn = Conn::connect(&url.addr, self.timeout)
+                .await
+                .map_err(|e| fail(format!("cannot connect to {}: {e}", url.addr)))?;
+            match conn
+                .call(&[
+                    b"AUTH",
+                    creds.username.as_bytes(),
+                    creds.password.as_bytes(),
+                ])
+                .await
+            {
+                Ok(Reply::Simple(_)) => Ok(()),
+                Ok(Reply::Error(e)) => Err(fail(format!(
+                    "AUTH as {} refused: {}",
+                    creds.username,
+                    scrub(&e, &[creds.password.as_bytes()])
+                ))),
+                Ok(_) => Err(fail("AUTH: unexpected reply".into())),
+                Err(e) => Err(fail(format!("AUTH: {e}"))),
+            }
+        })
+    }
+
+    fn promote<'a>(
+        &'a self,
+        _secret: &'a SecretRef,
+        _version: VersionNo,
+        _previous: Option<VersionNo>,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let fail = |m: String| Self::err("revoke", secret, version, m);
+            let mut conn = self.admin().await.map_err(fail)?;
+            self.remove(&mut conn, secret, version).await.map_err(fail)
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        restore: VersionNo,
+        revoke: VersionNo,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let fail = |m: String| Self::err("restore", secret, restore, m);
+            let mut conn = self.admin().await.map_err(fail)?;
+            // The restored password was never removed during grace; adding it again keeps
+            // this idempotent even if an operator removed it by hand.
+            let creds = self.read(secret, restore).map_err(fail)?;
+            let hash = hash(&creds.password);
+            let rule = format!("#{hash}");
+            self.setuser(
+                &mut conn,
+                &["on", &rule],
+                &[creds.password.as_bytes(), hash.as_bytes()],
+            )
+            .await
+            .map_err(fail)?;
+            self.remove(&mut conn, secret, revoke).await.map_err(fail)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_urls_parse() {
+        let u = AdminUrl::parse("redis://127.0.0.1:6379").unwrap();
+        assert_eq!(u.addr, "127.0.0.1:6379");
+        assert!(u.username.is_none() && u.password.is_none());
+        let u = AdminUrl::parse("redis://admin:p%40ss@localhost/0\n").unwrap();
+        assert_eq!(u.addr, "localhost:6379");
+        assert_eq!(u.username.as_deref(), Some("admin"));
+        assert_eq!(u.password.as_deref(), Some("p@ss"));
+        let u = AdminUrl::parse("redis://:only@h:1").unwrap();
+        assert!(u.username.is_none());
+        assert_eq!(u.password.as_deref(), Some("only"));
+        assert!(AdminUrl::parse("http://x").is_err());
+    }
+}

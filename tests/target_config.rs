@@ -1,0 +1,155 @@
+//! Target keys in the configuration: every type parses into its model, and the mistakes
+//! an operator makes are named with their key (`single` with a grace period, the wrong
+//! number of roles, a JWKS algorithm whose generator does not match, a non-loopback
+//! webhook).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rotor::config::{Config, ConfigErrors, JwksAlgorithm, PostgresStrategy, TargetConfig};
+
+fn load(policies: &str, target: &str) -> Result<Config, ConfigErrors> {
+    let text = format!(
+        r#"
+{policies}
+[[secrets]]
+tenant = "tenant1"
+key = "k"
+policy = "p"
+target = {target}
+"#
+    );
+    Config::from_str_with_env(&text, "test.toml", &|_| None)
+}
+
+const DB: &str = r#"[policies.p]
+interval = "90d"
+grace = "24h"
+generator = { type = "password", length = 32 }"#;
+
+fn target(c: Config) -> TargetConfig {
+    c.secrets[0].target.clone()
+}
+
+fn errors(r: Result<Config, ConfigErrors>) -> String {
+    r.expect_err("refused").to_string()
+}
+
+#[test]
+fn every_target_type_parses() {
+    let t = target(
+        load(
+            DB,
+            r#"{ type = "postgres", admin_url_file = "secrets/pg-admin-url", strategy = "alternating", roles = ["app_blue", "app_green"] }"#,
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        t,
+        TargetConfig::Postgres {
+            admin_url_file: PathBuf::from("secrets/pg-admin-url"),
+            strategy: PostgresStrategy::Alternating,
+            roles: vec!["app_blue".into(), "app_green".into()],
+        }
+    );
+    let t = target(
+        load(
+            DB,
+            r#"{ type = "redis", admin_url_file = "secrets/redis-admin-url", user = "app" }"#,
+        )
+        .unwrap(),
+    );
+    assert!(matches!(t, TargetConfig::Redis { ref user, .. } if user == "app"));
+    let jwt = r#"[policies.p]
+interval = "180d"
+grace = "48h"
+generator = { type = "ed25519" }"#;
+    let t = target(
+        load(
+            jwt,
+            r#"{ type = "jwks", path = "out/jwks.json", algorithm = "ed25519" }"#,
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        t,
+        TargetConfig::Jwks {
+            path: PathBuf::from("out/jwks.json"),
+            algorithm: JwksAlgorithm::Ed25519
+        }
+    );
+    let t = target(
+        load(
+            DB,
+            r#"{ type = "exec", apply = ["/bin/apply"], test = ["/bin/test", "-q"], revoke = ["/bin/revoke"], timeout = "30s" }"#,
+        )
+        .unwrap(),
+    );
+    assert!(matches!(t, TargetConfig::Exec { timeout, .. } if timeout == Duration::from_secs(30)));
+    let t = target(
+        load(
+            DB,
+            r#"{ type = "webhook", url = "http://127.0.0.1:9000/rotate", hmac_key_file = "secrets/hook.key" }"#,
+        )
+        .unwrap(),
+    );
+    assert!(matches!(t, TargetConfig::Webhook { .. }));
+}
+
+#[test]
+fn single_with_a_grace_period_is_refused_with_the_reason() {
+    let e = errors(load(
+        DB,
+        r#"{ type = "postgres", admin_url_file = "f", strategy = "single", roles = ["app"] }"#,
+    ));
+    assert!(e.contains("secrets[0].target.strategy"), "{e}");
+    assert!(e.contains("grace"), "{e}");
+    assert!(e.contains("alternating"), "{e}");
+    assert!(
+        load(
+            DB,
+            r#"{ type = "postgres", admin_url_file = "f", strategy = "single", roles = ["app"], acknowledge_no_grace = true }"#
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn mistakes_are_named_with_their_key() {
+    let e = errors(load(
+        DB,
+        r#"{ type = "postgres", admin_url_file = "f", roles = ["app_blue"] }"#,
+    ));
+    assert!(e.contains("target.roles") && e.contains("exactly 2"), "{e}");
+    let e = errors(load(
+        DB,
+        r#"{ type = "postgres", admin_url_file = "f", roles = ["App-Blue", "x"] }"#,
+    ));
+    assert!(e.contains("target.roles[0]"), "{e}");
+    let e = errors(load(DB, r#"{ type = "postgres", roles = ["a", "b"] }"#));
+    assert!(e.contains("target.admin_url_file"), "{e}");
+    let e = errors(load(
+        DB,
+        r#"{ type = "postgres", admin_url = "postgres://x:y@h/db", roles = ["a", "b"] }"#,
+    ));
+    assert!(e.contains("admin_url"), "inline URLs are not a key: {e}");
+    let e = errors(load(DB, r#"{ type = "jwks", path = "out/jwks.json" }"#));
+    assert!(
+        e.contains("target.algorithm") && e.contains("ed25519"),
+        "{e}"
+    );
+    let e = errors(load(
+        DB,
+        r#"{ type = "webhook", url = "http://10.1.2.3/x", hmac_key_file = "k" }"#,
+    ));
+    assert!(e.contains("target.url") && e.contains("loopback"), "{e}");
+    let e = errors(load(
+        DB,
+        r#"{ type = "webhook", url = "https://api.example.com/x", hmac_key_file = "k" }"#,
+    ));
+    assert!(e.contains("https"), "{e}");
+    let e = errors(load(DB, r#"{ type = "exec", apply = [] }"#));
+    assert!(e.contains("target.apply"), "{e}");
+    let e = errors(load(DB, r#"{ type = "redis", admin_url_file = "f" }"#));
+    assert!(e.contains("target.user"), "{e}");
+}

@@ -1,0 +1,201 @@
+//! Hook targets and the secret cache: `exec` runs a command per step with the value on
+//! stdin (never argv or env) and its exit status decides; `webhook` posts signed JSON to a
+//! loopback endpoint and its status decides; the cache serves repeated reads, is
+//! invalidated by every write, and counts hits and misses.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use common::targets::{Env, password_spec, secret};
+use rotor::domain::ErrorKind;
+use rotor::target::Target;
+use rotor::target::exec::{Commands, ExecTarget};
+use rotor::target::webhook::{LoopbackUrl, WebhookTarget, signature};
+
+fn sh(script: &str) -> Option<Vec<String>> {
+    Some(vec!["sh".into(), "-c".into(), script.into()])
+}
+
+#[tokio::test]
+async fn exec_gets_the_value_on_stdin_and_its_exit_status_decides() {
+    let env = Env::new();
+    let out = env.dir.path().join("seen");
+    let commands = Commands {
+        // Records stdin, argv and environment, so the test can see where the value went.
+        apply: sh(&format!(
+            "cat > {o}.stdin; echo \"$@\" > {o}.argv; env > {o}.env; test \"$ROTOR_OPERATION\" = apply",
+            o = out.display()
+        )),
+        test: sh("read v; test -n \"$v\""),
+        revoke: sh(&format!("cat > {o}.revoked", o = out.display())),
+        ..Commands::default()
+    };
+    let t = ExecTarget::new(commands, Duration::from_secs(10), env.store.clone());
+    let s = secret("provider_api_key");
+    let v1 = env.generate(&t, &s, 1, &password_spec());
+    t.apply(&s, 1, &v1).await.expect("apply");
+    t.test(&s, 1, &v1).await.expect("test");
+    let stdin = std::fs::read(format!("{}.stdin", out.display())).unwrap();
+    assert_eq!(stdin, v1.expose(), "value on stdin");
+    let value = std::str::from_utf8(v1.expose()).unwrap();
+    for leak in ["argv", "env"] {
+        let text = std::fs::read_to_string(format!("{}.{leak}", out.display())).unwrap();
+        assert!(!text.contains(value), "value in {leak}");
+    }
+    t.revoke(&s, 1).await.expect("revoke");
+    assert_eq!(
+        std::fs::read(format!("{}.revoked", out.display())).unwrap(),
+        v1.expose(),
+        "revoke gets the revoked version's value"
+    );
+}
+
+#[tokio::test]
+async fn exec_failures_and_timeouts_fail_the_step_without_the_value() {
+    let env = Env::new();
+    let commands = Commands {
+        // Echoes the value to stderr and fails: the error must withhold it.
+        apply: sh("cat >&2; exit 3"),
+        test: sh("echo 'provider said no' >&2; exit 1"),
+        revoke: sh("sleep 5"),
+        ..Commands::default()
+    };
+    let t = ExecTarget::new(commands, Duration::from_millis(300), env.store.clone());
+    let s = secret("provider_api_key");
+    let v1 = env.generate(&t, &s, 1, &password_spec());
+    let value = std::str::from_utf8(v1.expose()).unwrap().to_owned();
+
+    let err = t.apply(&s, 1, &v1).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Apply);
+    let text = err.to_string();
+    assert!(text.contains("exit status: 3"), "{text}");
+    assert!(text.contains("withheld"), "{text}");
+    assert!(!text.contains(&value), "{text}");
+
+    let text = t.test(&s, 1, &v1).await.unwrap_err().to_string();
+    assert!(text.contains("provider said no"), "{text}");
+
+    let started = std::time::Instant::now();
+    let err = t.revoke(&s, 1).await.unwrap_err();
+    assert!(err.to_string().contains("killed"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "killed at the timeout"
+    );
+}
+
+/// One request as the endpoint saw it: timestamp, signature, body.
+type Seen = (String, String, Vec<u8>);
+
+#[derive(Clone, Default)]
+struct Hook {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    fail_test: bool,
+}
+
+async fn hook(State(h): State<Hook>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    let get = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    h.seen.lock().unwrap().push((
+        get("x-rotor-timestamp"),
+        get("x-rotor-signature"),
+        body.to_vec(),
+    ));
+    if h.fail_test && json["operation"] == "test" {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
+
+async fn serve(h: Hook) -> String {
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(h);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hook")
+}
+
+#[tokio::test]
+async fn webhook_posts_signed_steps_and_its_status_decides() {
+    let env = Env::new();
+    let key_file = env.dir.path().join("hook.key");
+    std::fs::write(&key_file, "hook-signing-key\n").unwrap();
+    let h = Hook::default();
+    let url = serve(h.clone()).await;
+    let t = WebhookTarget::new(
+        LoopbackUrl::parse(&url).unwrap(),
+        key_file.clone(),
+        Duration::from_secs(5),
+        env.store.clone(),
+    );
+    let s = secret("provider_api_key");
+    let v1 = env.generate(&t, &s, 1, &password_spec());
+    t.apply(&s, 1, &v1).await.expect("apply");
+    t.test(&s, 1, &v1).await.expect("test");
+    t.promote(&s, 1, None).await.expect("promote");
+    t.revoke(&s, 1).await.expect("revoke");
+    let seen = h.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    for (ts, sig, body) in &seen {
+        assert_eq!(sig, &signature(b"hook-signing-key", ts, body), "signed");
+    }
+    let apply: serde_json::Value = serde_json::from_slice(&seen[0].2).unwrap();
+    assert_eq!(apply["operation"], "apply");
+    assert_eq!(apply["value"].as_str().unwrap().as_bytes(), v1.expose());
+    let promote: serde_json::Value = serde_json::from_slice(&seen[2].2).unwrap();
+    assert!(promote.get("value").is_none(), "promote carries no value");
+
+    let failing = Hook {
+        fail_test: true,
+        ..Hook::default()
+    };
+    let url = serve(failing).await;
+    let t = WebhookTarget::new(
+        LoopbackUrl::parse(&url).unwrap(),
+        key_file,
+        Duration::from_secs(5),
+        env.store.clone(),
+    );
+    let err = t.test(&s, 1, &v1).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Test);
+    assert!(err.to_string().contains("422"), "{err}");
+    assert!(
+        !err.to_string()
+            .contains(std::str::from_utf8(v1.expose()).unwrap())
+    );
+}
+
+#[tokio::test]
+async fn the_cache_serves_repeats_and_every_write_invalidates() {
+    let env = Env::new();
+    let t = rotor::target::none::NoneTarget::new();
+    let s = secret("api_keys");
+    let v1 = env.generate(&t, &s, 1, &password_spec());
+    for _ in 0..10 {
+        assert_eq!(env.store.read_value(&s, 1).unwrap(), v1);
+    }
+    assert_eq!(env.metrics.cache_misses_total.get(), 1);
+    assert_eq!(env.metrics.cache_hits_total.get(), 9);
+    assert_eq!(env.metrics.access_total.get(), 10);
+    // A new version (a rotation) drops the secret's cached values.
+    env.generate(&t, &s, 2, &password_spec());
+    env.store.read_value(&s, 1).unwrap();
+    assert_eq!(env.metrics.cache_misses_total.get(), 2);
+    assert!(env.store.read_value(&s, 9).is_err());
+    assert_eq!(env.metrics.access_errors_total.get(), 1);
+    let text = env.metrics.encode().unwrap();
+    assert!(text.contains("secret_cache_hits_total 9"), "{text}");
+}

@@ -1,0 +1,430 @@
+//! The `postgres` target against the machine's real PostgreSQL (127.0.0.1:5432), with
+//! random role names in the `rotor_managed` group, for which `.ci/setup-postgres.sh` (run
+//! here once) makes the server require scram-sha-256: a wrong password is refused, which
+//! the first test proves before the others rely on it.
+//!
+//! Covered: both logins during grace and the old one refused after expiry; rollback during
+//! grace; `single`; a wrong admin password failing the rotation before promotion through
+//! the whole actor tree, with current untouched; no password in any error text.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use common::targets::{Env, password_spec, random_name, secret, service_or_skip};
+use rotor::actors::admin::ActorAdmin;
+use rotor::actors::tree::{self, TreeOptions};
+use rotor::api::Admin;
+use rotor::config::Config;
+use rotor::domain::Label;
+use rotor::generator::SecretValue;
+use rotor::metrics::Metrics;
+use rotor::store::Store;
+use rotor::store::embedded::EmbeddedStore;
+use rotor::target::Target;
+use rotor::target::postgres::{Credentials, PostgresTarget, Strategy};
+use tokio_postgres::NoTls;
+
+const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5";
+
+/// Runs `.ci/setup-postgres.sh` once per test process; `Err` when PostgreSQL is not there.
+fn setup() -> Result<(), String> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let out = std::process::Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/setup-postgres.sh"))
+            .output()
+            .map_err(|e| format!("cannot run setup-postgres.sh: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "setup-postgres.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    })
+    .clone()
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(ADMIN, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Drops the roles when the test ends, passed or not (synchronously, through psql).
+struct Roles(Vec<String>);
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            let _ = std::process::Command::new("psql")
+                .args([
+                    "-X",
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "test",
+                    "-c",
+                ])
+                .arg(format!("DROP ROLE IF EXISTS \"{r}\""))
+                .output();
+        }
+    }
+}
+
+/// Creates `n` NOLOGIN roles in `rotor_managed`, plus whatever `extra` SQL says; `None`
+/// when the test should be skipped.
+async fn roles(n: usize) -> Option<Roles> {
+    if !service_or_skip("PostgreSQL", setup()) {
+        return None;
+    }
+    let base = random_name("rotor_t");
+    let names: Vec<String> = (0..n).map(|i| format!("{base}_{i}")).collect();
+    let client = admin().await;
+    for r in &names {
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE \"{r}\" NOLOGIN IN ROLE rotor_managed"
+            ))
+            .await
+            .unwrap();
+    }
+    Some(Roles(names))
+}
+
+async fn login(user: &str, password: &str) -> bool {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(5432)
+        .dbname("test")
+        .user(user)
+        .password(password)
+        .connect_timeout(Duration::from_secs(5));
+    match config.connect(NoTls).await {
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            client.simple_query("SELECT 1").await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+fn creds(value: &SecretValue) -> Credentials {
+    Credentials::parse(value).unwrap()
+}
+
+fn admin_url_file(env: &Env, url: &str) -> std::path::PathBuf {
+    let path = env.dir.path().join("pg-admin-url");
+    std::fs::write(&path, url).unwrap();
+    path
+}
+
+fn target(env: &Env, strategy: Strategy, roles: &Roles) -> PostgresTarget {
+    PostgresTarget::new(
+        admin_url_file(env, "postgres://postgres@127.0.0.1:5432/test"),
+        strategy,
+        roles.0.clone(),
+        env.store.clone(),
+    )
+}
+
+/// apply, test and promote `version` on `t`; returns the stored value.
+async fn rotate_to(env: &Env, t: &PostgresTarget, version: u64) -> SecretValue {
+    let s = secret("database_credentials");
+    let value = env.generate(t, &s, version, &password_spec());
+    t.apply(&s, version, &value).await.expect("apply");
+    t.test(&s, version, &value).await.expect("test");
+    t.promote(&s, version, version.checked_sub(1).filter(|v| *v > 0))
+        .await
+        .expect("promote");
+    value
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_and_the_right_one_works() {
+    let Some(roles) = roles(2).await else { return };
+    let env = Env::new();
+    let t = target(&env, Strategy::Alternating, &roles);
+    let v1 = rotate_to(&env, &t, 1).await;
+    let c = creds(&v1);
+    assert_eq!(c.username, roles.0[0]);
+    assert!(login(&c.username, &c.password).await, "right password");
+    assert!(
+        !login(&c.username, "not-the-password").await,
+        "pg_hba must require a password for rotor_managed members"
+    );
+    // The URL in the stored value is what a consumer connects with.
+    let (client, conn) = tokio_postgres::connect(&c.url, NoTls)
+        .await
+        .expect("url works");
+    tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), roles.0[0]);
+}
+
+#[tokio::test]
+async fn alternating_both_work_in_grace_and_the_old_is_refused_after_expiry() {
+    let Some(roles) = roles(2).await else { return };
+    let env = Env::new();
+    let t = target(&env, Strategy::Alternating, &roles);
+    let s = secret("database_credentials");
+    let v1 = creds(&rotate_to(&env, &t, 1).await);
+    let v2 = creds(&rotate_to(&env, &t, 2).await);
+    assert_eq!(
+        v2.username, roles.0[1],
+        "the new password goes to the other role"
+    );
+    assert!(
+        login(&v1.username, &v1.password).await,
+        "old works in grace"
+    );
+    assert!(
+        login(&v2.username, &v2.password).await,
+        "new works in grace"
+    );
+
+    t.revoke(&s, 1).await.expect("expire v1");
+    assert!(
+        !login(&v1.username, &v1.password).await,
+        "old refused after expiry"
+    );
+    assert!(login(&v2.username, &v2.password).await, "new still works");
+    // Idempotent.
+    t.revoke(&s, 1).await.expect("expire v1 again");
+
+    // The next rotation reuses the first role with a new password.
+    let v3 = creds(&rotate_to(&env, &t, 3).await);
+    assert_eq!(v3.username, roles.0[0]);
+    assert!(login(&v3.username, &v3.password).await);
+    assert!(
+        !login(&v1.username, &v1.password).await,
+        "v1's password is gone"
+    );
+    assert!(login(&v2.username, &v2.password).await);
+}
+
+#[tokio::test]
+async fn rollback_in_grace_restores_the_previous_role_and_refuses_the_new() {
+    let Some(roles) = roles(2).await else { return };
+    let env = Env::new();
+    let t = target(&env, Strategy::Alternating, &roles);
+    let s = secret("database_credentials");
+    let v1 = creds(&rotate_to(&env, &t, 1).await);
+    let v2 = creds(&rotate_to(&env, &t, 2).await);
+    t.restore(&s, 1, 2).await.expect("rollback");
+    assert!(login(&v1.username, &v1.password).await, "previous works");
+    assert!(!login(&v2.username, &v2.password).await, "new refused");
+    t.restore(&s, 1, 2).await.expect("rollback is idempotent");
+}
+
+#[tokio::test]
+async fn single_replaces_the_password_and_a_discarded_pending_is_undone() {
+    let Some(roles) = roles(1).await else { return };
+    let env = Env::new();
+    let t = target(&env, Strategy::Single, &roles);
+    let s = secret("database_credentials");
+    let v1 = creds(&rotate_to(&env, &t, 1).await);
+    let v2 = creds(&rotate_to(&env, &t, 2).await);
+    assert_eq!(v1.username, v2.username);
+    assert!(
+        !login(&v1.username, &v1.password).await,
+        "no grace with single"
+    );
+    assert!(login(&v2.username, &v2.password).await);
+    // Expiring v1 changes nothing.
+    t.revoke(&s, 1).await.unwrap();
+    assert!(login(&v2.username, &v2.password).await);
+
+    // v3 applied, then discarded before promotion: v2's password comes back.
+    let v3 = env.generate(&t, &s, 3, &password_spec());
+    t.apply(&s, 3, &v3).await.unwrap();
+    let v3 = creds(&v3);
+    assert!(login(&v3.username, &v3.password).await);
+    t.revoke(&s, 3).await.unwrap();
+    assert!(login(&v2.username, &v2.password).await, "current restored");
+    assert!(
+        !login(&v3.username, &v3.password).await,
+        "discarded refused"
+    );
+}
+
+#[tokio::test]
+async fn errors_name_the_role_never_the_password() {
+    let Some(roles) = roles(2).await else { return };
+    let env = Env::new();
+    let t = target(&env, Strategy::Alternating, &roles);
+    let s = secret("database_credentials");
+    let v1 = env.generate(&t, &s, 1, &password_spec());
+    // Tested before it is applied: the role cannot log in.
+    let err = t.test(&s, 1, &v1).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&roles.0[0]), "{text}");
+    assert!(!text.contains(&creds(&v1).password), "{text}");
+
+    // A wrong admin password: apply fails, the text holds neither password.
+    let admin_role = format!("{}_admin", roles.0[0]);
+    let _admin_guard = Roles(vec![admin_role.clone()]);
+    admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE \"{admin_role}\" LOGIN CREATEROLE PASSWORD 'admin-right-pw-1' IN ROLE rotor_managed"
+        ))
+        .await
+        .unwrap();
+    let bad = PostgresTarget::new(
+        admin_url_file(
+            &env,
+            &format!("postgres://{admin_role}:admin-wrong-pw-2@127.0.0.1:5432/test"),
+        ),
+        Strategy::Alternating,
+        roles.0.clone(),
+        env.store.clone(),
+    );
+    let err = bad.apply(&s, 1, &v1).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains("admin-wrong-pw-2"), "{text}");
+    assert!(!text.contains(&creds(&v1).password), "{text}");
+}
+
+fn tree_config(dir: &Path, roles: &Roles) -> Config {
+    let text = format!(
+        r#"
+[store]
+type = "embedded"
+path = "{dir}/rotor.redb"
+master_key_file = "{dir}/master.key"
+
+[policies.db]
+manual = true
+grace = "1s"
+generator = {{ type = "password", length = 24 }}
+max_attempts = 1
+
+[[secrets]]
+tenant = "tenant1"
+key = "database_credentials"
+policy = "db"
+target = {{ type = "postgres", admin_url_file = "{dir}/pg-admin-url", strategy = "alternating", roles = ["{a}", "{b}"] }}
+"#,
+        dir = dir.display(),
+        a = roles.0[0],
+        b = roles.0[1],
+    );
+    Config::from_str_with_env(&text, "test.toml", &|_| None).expect("valid config")
+}
+
+async fn wait_for<F: FnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The whole actor tree on real time: the first version, a rotation whose grace expires,
+/// then a rotation with a wrong admin password that fails before promotion and leaves the
+/// current version (and its login) as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
+    let Some(roles) = roles(2).await else { return };
+    let admin_role = format!("{}_admin", roles.0[0]);
+    let _admin_guard = Roles(vec![admin_role.clone()]);
+    admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE \"{admin_role}\" LOGIN CREATEROLE PASSWORD 'admin-right-pw-1' IN ROLE rotor_managed"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("pg-admin-url");
+    std::fs::write(
+        &url_file,
+        format!("postgres://{admin_role}:admin-right-pw-1@127.0.0.1:5432/test"),
+    )
+    .unwrap();
+    let cfg = tree_config(dir.path(), &roles);
+    let store = Arc::new(
+        EmbeddedStore::open(
+            &dir.path().join("rotor.redb"),
+            &dir.path().join("master.key"),
+        )
+        .unwrap(),
+    );
+    let options = TreeOptions {
+        namespace: format!("{}/", dir.path().display()),
+        ..TreeOptions::default()
+    };
+    let mut tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
+        .await
+        .unwrap();
+    let admin_api = ActorAdmin {
+        shared: tree.shared.clone(),
+        secrets: tree.secrets.clone(),
+        ready: tree.ready_flag(),
+    };
+    let s = secret("database_credentials");
+    let labels = |store: &EmbeddedStore| {
+        store
+            .versions(&s)
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.version, v.labels))
+            .collect::<Vec<_>>()
+    };
+    wait_for("v1 current", || {
+        labels(&store) == vec![(1, vec![Label::Current])]
+    })
+    .await;
+    let v1 = creds(&store.read_value(&s, 1).unwrap());
+    assert!(login(&v1.username, &v1.password).await);
+
+    // A full rotation: v2 current, v1 refused once the 1 s grace has expired.
+    admin_api.rotate(s.clone()).await.unwrap();
+    wait_for("v1 expired", || {
+        let l = labels(&store);
+        l.len() == 2 && l[0].1.is_empty() && l[1].1 == vec![Label::Current]
+    })
+    .await;
+    let v2 = creds(&store.read_value(&s, 2).unwrap());
+    assert!(login(&v2.username, &v2.password).await);
+    assert!(!login(&v1.username, &v1.password).await);
+
+    // A wrong admin password: the attempt fails before promotion.
+    std::fs::write(
+        &url_file,
+        format!("postgres://{admin_role}:admin-wrong-pw-2@127.0.0.1:5432/test"),
+    )
+    .unwrap();
+    admin_api.rotate(s.clone()).await.unwrap();
+    wait_for("attempt given up", || {
+        tree.shared
+            .board
+            .get(&s)
+            .is_some_and(|st| st.phase == "stuck" || st.phase == "idle" && st.attempts > 0)
+    })
+    .await;
+    let l = labels(&store);
+    assert!(
+        l.iter()
+            .any(|(v, labels)| *v == 2 && labels == &vec![Label::Current]),
+        "v2 still current: {l:?}"
+    );
+    assert!(login(&v2.username, &v2.password).await, "current untouched");
+    tree.shutdown(Duration::from_secs(5)).await;
+}
