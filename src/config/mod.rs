@@ -41,8 +41,8 @@ pub use env::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    Config, ExpireAfter, MountConfig, Policy, RuntimeConfig, SecretConfig, ServerConfig,
-    StoreConfig, TargetConfig, WatchConfig,
+    Config, ExpireAfter, HttpUrl, MountConfig, Policy, PublishConfig, ReloadAction, ReloadConfig,
+    RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, TargetConfig, WatchConfig,
 };
 
 use error::Diagnostics;
