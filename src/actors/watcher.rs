@@ -40,7 +40,7 @@ use std::time::Duration;
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use prometheus_client::metrics::gauge::Gauge;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
 use super::notifier::{self, NotifierMsg};
@@ -105,6 +105,9 @@ pub enum WatcherMsg {
     NotifyError(String),
     /// A reload finished: attempts used, or the last error.
     ReloadDone { result: Result<u32, String> },
+    /// The last snapshot (fingerprints only). Answered once the first scan is done, so
+    /// tests and the admin side can wait for a started watcher.
+    Snapshot(RpcReplyPort<Snapshot>),
 }
 
 /// Aborts a task when dropped, so a reload never outlives the actor that started it.
@@ -288,9 +291,7 @@ impl Actor for WatcherActor {
                     .arm(every, myself.clone(), || WatcherMsg::HealthCheck);
             }
             WatcherMsg::Rearm => {
-                if state.polling.is_none() && state.arm_watch(&myself) {
-                    state.rescan(&myself, false).await?;
-                } else if state.polling.is_some() {
+                if state.polling.is_some() || state.arm_watch(&myself) {
                     state.rescan(&myself, false).await?;
                 }
             }
@@ -303,6 +304,9 @@ impl Actor for WatcherActor {
                 );
                 // Whatever the backend lost, a rescan recovers it.
                 state.rescan(&myself, false).await?;
+            }
+            WatcherMsg::Snapshot(reply) => {
+                let _ = reply.send(state.snapshot.clone());
             }
             WatcherMsg::ReloadDone { result } => {
                 state.reload_task = None;

@@ -842,7 +842,7 @@ fn every_schema_key_deserializes() {
                 t.insert("f".into(), toml::Value::String("x".into()));
                 toml::Value::Table(t)
             }
-            Ty::StrListOrMap if variant % 2 == 0 => value(&Ty::StrList, variant),
+            Ty::StrListOrMap if variant.is_multiple_of(2) => value(&Ty::StrList, variant),
             Ty::StrListOrMap => value(&Ty::StrMap, variant),
             Ty::Table(fields) => toml::Value::Table(table(fields, variant)),
             Ty::Tagged { variants, .. } => {
