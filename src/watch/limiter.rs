@@ -69,17 +69,20 @@ impl ReloadLimiter {
     /// Waits for a token. Returns how long it waited (zero when not limited).
     pub async fn acquire(&self) -> Duration {
         let start = Instant::now();
+        let mut waited = false;
         loop {
             let wait = {
                 // A poisoned lock only means another task panicked mid-arithmetic; the
                 // bucket is still a usable number.
                 let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
                 match bucket.take(Instant::now()) {
-                    Ok(()) => return start.elapsed(),
+                    Ok(()) if waited => return start.elapsed(),
+                    Ok(()) => return Duration::ZERO,
                     Err(wait) => wait,
                 }
             };
             tokio::time::sleep(wait).await;
+            waited = true;
         }
     }
 }
