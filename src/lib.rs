@@ -12,6 +12,8 @@
 //! - [`target`]: systems that check a secret (`none`, later postgres, redis, hooks).
 //! - [`metrics`]: the Prometheus registry and metric handles.
 //! - [`clock`]: system or tokio-driven "now" (paused time in tests).
+//! - [`watch`]: secret volume watching without actors: scans, diffs, reload actions,
+//!   kubelet's atomic writer.
 //! - [`api`]: the admin HTTP API over an [`api::Admin`] backend.
 //! - [`cli`]: the `rotor` command line.
 
@@ -29,3 +31,4 @@ pub mod schedule;
 pub mod status;
 pub mod store;
 pub mod target;
+pub mod watch;

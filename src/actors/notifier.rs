@@ -21,6 +21,15 @@ pub enum NotifierMsg {
         notice: Notice,
         at: DateTime<Utc>,
     },
+    /// A volume watcher event (`secret-changed`, `reload-required`, ...): the mount, the
+    /// visible file name and a detail, never file content.
+    Watcher {
+        mount: String,
+        kind: &'static str,
+        file: Option<String>,
+        detail: Option<String>,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Sends `msg` to the notifier if it is running. While it restarts, the event is logged
@@ -33,10 +42,16 @@ pub fn send(namespace: &str, msg: NotifierMsg) {
                 tracing::warn!(error = %e, "notifier unavailable; event not delivered");
             }
         }
-        None => {
-            let NotifierMsg::Event { secret, notice, .. } = msg;
-            tracing::warn!(secret = %secret, event = notice.kind(), "notifier not running; event logged here only");
-        }
+        None => match msg {
+            NotifierMsg::Event { secret, notice, .. } => {
+                tracing::warn!(secret = %secret, event = notice.kind(), "notifier not running; event logged here only");
+            }
+            NotifierMsg::Watcher {
+                mount, kind, file, ..
+            } => {
+                tracing::warn!(%mount, event = kind, file, "notifier not running; event logged here only");
+            }
+        },
     }
 }
 
@@ -65,12 +80,31 @@ impl Actor for Notifier {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let NotifierMsg::Event {
-            secret,
-            rotation,
-            notice,
-            at,
-        } = msg;
+        let (secret, rotation, notice, at) = match msg {
+            NotifierMsg::Event {
+                secret,
+                rotation,
+                notice,
+                at,
+            } => (secret, rotation, notice, at),
+            NotifierMsg::Watcher {
+                mount,
+                kind,
+                file,
+                detail,
+                at,
+            } => {
+                state
+                    .metrics
+                    .notifications_total
+                    .get_or_create(&KindLabels {
+                        kind: kind.to_owned(),
+                    })
+                    .inc();
+                tracing::info!(%mount, event = kind, file, detail, %at, "watcher event");
+                return Ok(());
+            }
+        };
         state
             .metrics
             .notifications_total

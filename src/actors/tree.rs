@@ -4,7 +4,8 @@
 //! rotor (root supervisor)
 //! ├── metrics            one actor: encodes the registry, refreshes fleet gauges
 //! ├── notifier           one actor: receives and delivers lifecycle events
-//! ├── watchers           supervisor: one watcher actor per mount path (none yet)
+//! ├── watchers           supervisor: one publisher per [[publish]] directory, then one
+//! │                      watcher actor per [[mounts]] path (unless watching is off)
 //! └── rotations          supervisor: one rotation actor per tenant secret
 //! ```
 //!
@@ -22,10 +23,12 @@ use tokio::sync::Semaphore;
 
 use super::metrics::{self as metrics_actor, MetricsActor};
 use super::notifier::{self, Notifier};
+use super::publisher::{self, PublisherActor};
 use super::root::{Root, RootExit, spawn_root};
 use super::rotation::{self, RotationActor, RotationSpec, Shared};
 use super::scheduler::Scheduler;
 use super::supervisor::{Backoff, ChildSpec, Intensity, Restart, SupervisorArgs, SupervisorEvent};
+use super::watcher::{self, WatchContext, WatcherActor};
 use crate::clock::Clock;
 use crate::config::{Config, ExpireAfter, SecretConfig, TargetConfig};
 use crate::config::{JwksAlgorithm, PostgresStrategy};
@@ -37,6 +40,8 @@ use crate::store::Store;
 use crate::store::cache::{CacheOptions, CachedStore};
 use crate::target::none::NoneTarget;
 use crate::target::{Target, ValueReader, exec, jwks, postgres, redis, webhook};
+use crate::watch::event::EventSink;
+use crate::watch::limiter::ReloadLimiter;
 
 /// Knobs that are not in the configuration file (tests set them).
 #[derive(Clone)]
@@ -54,6 +59,10 @@ pub struct TreeOptions {
     pub namespace: String,
     /// Bounds of the secret cache every value read goes through.
     pub cache: CacheOptions,
+    /// Observes every watcher event (tests and benchmarks).
+    pub watch_sink: Option<EventSink>,
+    /// Where the subPath check reads mounts from (`/proc/self/mountinfo`).
+    pub mountinfo: std::path::PathBuf,
 }
 
 impl Default for TreeOptions {
@@ -71,6 +80,8 @@ impl Default for TreeOptions {
             target_override: None,
             namespace: String::new(),
             cache: CacheOptions::default(),
+            watch_sink: None,
+            mountinfo: "/proc/self/mountinfo".into(),
         }
     }
 }
@@ -223,6 +234,34 @@ pub fn spec_for(
     })
 }
 
+/// What every watcher shares: the store's fingerprint, the global reload limit, the
+/// managed secrets (for the file naming convention) and where last-seen fingerprints go
+/// (`watch/` next to the embedded store's file).
+fn watch_context(
+    config: &Config,
+    shared: &Arc<Shared>,
+    options: &TreeOptions,
+) -> Arc<WatchContext> {
+    let store = shared.store.clone();
+    let state_dir = match &config.store {
+        crate::config::StoreConfig::Embedded { path, .. } => path
+            .parent()
+            .map(|p| p.join("watch"))
+            .or_else(|| Some("watch".into())),
+    };
+    Arc::new(WatchContext {
+        namespace: options.namespace.clone(),
+        metrics: shared.metrics.clone(),
+        clock: options.clock,
+        fingerprint: Arc::new(move |bytes| store.fingerprint(bytes)),
+        limiter: Arc::new(ReloadLimiter::new(config.watch.max_reloads_per_minute)),
+        managed: config.secrets.iter().map(|s| s.secret.clone()).collect(),
+        state_dir,
+        sink: options.watch_sink.clone(),
+        mountinfo: options.mountinfo.clone(),
+    })
+}
+
 /// Starts the whole tree. Returns once every actor has started; rotation actors load their
 /// journals right after (see `ready`).
 pub async fn start(
@@ -297,9 +336,56 @@ pub async fn start(
                 .with_observer(observer.clone())
         }
     };
+    let watch_ctx = watch_context(config, &shared, &options);
+    metrics.mounts.set(if config.watch.enabled {
+        config.mounts.len() as i64
+    } else {
+        0
+    });
+    let watcher_children = {
+        let ctx = watch_ctx.clone();
+        let mounts: Vec<_> = if config.watch.enabled {
+            config.mounts.iter().cloned().map(Arc::new).collect()
+        } else {
+            Vec::new()
+        };
+        let publish: Vec<_> = config.publish.iter().cloned().map(Arc::new).collect();
+        let store = shared.store.clone();
+        move || {
+            // Publishers first: on a laptop they create the directories the watchers watch.
+            let publishers = publish.iter().map(|p| {
+                let p = p.clone();
+                let store = store.clone();
+                ChildSpec::actor(
+                    format!("publish:{}", p.path.display()),
+                    "publisher",
+                    Restart::Permanent,
+                    Some(publisher::actor_name(&ctx.namespace, &p.path)),
+                    move || (PublisherActor, (p.clone(), store.clone())),
+                )
+            });
+            let watchers = mounts.iter().map(|m| {
+                let m = m.clone();
+                let ctx = ctx.clone();
+                ChildSpec::actor(
+                    format!("watch:{}", m.path.display()),
+                    "watcher",
+                    Restart::Permanent,
+                    Some(watcher::actor_name(&ctx.namespace, &m.path)),
+                    move || (WatcherActor, (m.clone(), ctx.clone())),
+                )
+            });
+            publishers.chain(watchers).collect::<Vec<_>>()
+        }
+    };
     let watchers_args = {
         let observer = observer.clone();
-        move || SupervisorArgs::new(Vec::new()).with_observer(observer.clone())
+        let backoff = options.backoff;
+        move || {
+            SupervisorArgs::new(watcher_children())
+                .with_backoff(backoff)
+                .with_observer(observer.clone())
+        }
     };
     let ns = options.namespace.clone();
     let m = metrics.clone();

@@ -85,6 +85,8 @@ pub(super) fn apply(config: &mut Config, overrides: EnvOverrides) {
                 poll_interval: None,
                 health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
                 critical: Vec::new(),
+                reload: None,
+                files: Default::default(),
             }),
         }
     }

@@ -41,8 +41,9 @@ pub use env::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    Config, ExpireAfter, JwksAlgorithm, MountConfig, Policy, PostgresStrategy, RuntimeConfig,
-    SecretConfig, ServerConfig, StoreConfig, TargetConfig, WatchConfig,
+    Config, ExpireAfter, HttpUrl, JwksAlgorithm, MountConfig, Policy, PostgresStrategy,
+    PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig, ServerConfig,
+    StoreConfig, TargetConfig, WatchConfig,
 };
 
 use error::Diagnostics;

@@ -20,6 +20,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub watch: WatchConfig,
     pub mounts: Vec<MountConfig>,
+    /// Directories rotor publishes current versions into (`[[publish]]`).
+    pub publish: Vec<PublishConfig>,
     /// Built-in policies, overridden or extended by the file, by name.
     pub policies: BTreeMap<String, Arc<Policy>>,
     /// In file order.
@@ -63,6 +65,8 @@ pub struct RuntimeConfig {
 pub struct WatchConfig {
     /// `false` turns off every mount watcher (`SECRETS_VOLUME_WATCH_ENABLED=false`).
     pub enabled: bool,
+    /// Reload actions started per minute across all mounts (a token bucket); more wait.
+    pub max_reloads_per_minute: u32,
 }
 
 /// A watched secret mount directory.
@@ -77,6 +81,82 @@ pub struct MountConfig {
     /// File name patterns (`*` matches any run of characters) whose change triggers a
     /// reload action.
     pub critical: Vec<String>,
+    /// What to run when a critical file changes.
+    pub reload: Option<ReloadConfig>,
+    /// Visible file name to the secret it holds (`files = { "db" = "tenant1/db" }`).
+    pub files: BTreeMap<String, SecretRef>,
+}
+
+/// A mount's reload action, with its retry budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    pub action: ReloadAction,
+    /// Attempts before a reload is reported as failed (1 = no retry).
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles with each further one.
+    pub backoff: Duration,
+}
+
+/// How a workload is told to reload its secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadAction {
+    /// An HTTP/1.1 request (plain `http://` only: a reload endpoint is local).
+    Http {
+        url: HttpUrl,
+        method: String,
+        timeout: Duration,
+        /// The status that counts as success; any 2xx when `None`.
+        expected_status: Option<u16>,
+    },
+    /// A signal to the process whose pid is in `pid_file` (read at every reload).
+    Signal {
+        /// Canonical name, e.g. `SIGHUP`.
+        name: String,
+        number: i32,
+        pid_file: PathBuf,
+    },
+    /// A command (argv, no shell), killed after `timeout`.
+    Exec {
+        command: Vec<String>,
+        timeout: Duration,
+    },
+}
+
+impl ReloadAction {
+    /// Bounded metric label: `http`, `signal` or `exec`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReloadAction::Http { .. } => "http",
+            ReloadAction::Signal { .. } => "signal",
+            ReloadAction::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// A parsed `http://host:port/path` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+/// A directory rotor writes the current version of some secrets into, the way kubelet
+/// updates a secret volume (a local stand-in for the CSI driver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishConfig {
+    pub path: PathBuf,
+    /// File name to secret, in file name order.
+    pub files: BTreeMap<String, SecretRef>,
+    /// How often the store is checked for a new current version.
+    pub interval: Duration,
 }
 
 /// A named rotation policy.

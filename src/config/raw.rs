@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub mounts: Vec<S<RawMount>>,
     #[serde(default)]
+    pub publish: Vec<S<RawPublish>>,
+    #[serde(default)]
     pub policies: BTreeMap<String, S<RawPolicy>>,
     #[serde(default)]
     pub secrets: Vec<S<RawSecret>>,
@@ -57,6 +59,7 @@ pub(super) struct RawRuntime {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWatch {
     pub enabled: Option<S<bool>>,
+    pub max_reloads_per_minute: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +70,44 @@ pub(super) struct RawMount {
     pub poll_interval: Option<S<String>>,
     pub health_check_interval: Option<S<String>>,
     pub critical: Option<S<Vec<S<String>>>>,
+    pub reload: Option<S<RawReload>>,
+    /// Visible file name to `tenant/key`.
+    pub files: Option<S<BTreeMap<String, S<String>>>>,
+}
+
+/// All reload keys of all types in one struct (the schema walk checked which keys the
+/// named type allows).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReload {
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub method: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub expected_status: Option<S<i64>>,
+    pub signal: Option<S<String>>,
+    pub pid_file: Option<S<String>>,
+    pub command: Option<S<Vec<S<String>>>>,
+    pub max_attempts: Option<S<i64>>,
+    pub backoff: Option<S<String>>,
+}
+
+/// `[[publish]]`: a directory rotor writes the current versions into, kubelet style.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPublish {
+    pub path: Option<S<String>>,
+    /// An array of `tenant/key` (file name = key) or a table file name -> `tenant/key`.
+    pub secrets: Option<S<RawPublishSecrets>>,
+    pub interval: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawPublishSecrets {
+    List(Vec<String>),
+    Map(BTreeMap<String, String>),
 }
 
 #[derive(Debug, Deserialize)]

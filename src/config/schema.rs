@@ -24,6 +24,10 @@ pub(super) enum Ty {
     Int,
     Bool,
     StrList,
+    /// A table of string values under names chosen by the user (`files = { a = "t/k" }`).
+    StrMap,
+    /// Either an array of strings or a table of strings (`[[publish]] secrets`).
+    StrListOrMap,
     Table(&'static [Field]),
     /// A table whose `type` key selects which other keys are allowed.
     Tagged {
@@ -56,7 +60,7 @@ const RUNTIME: &[Field] = &[
     f("retry_backoff_max", Ty::Duration),
 ];
 
-const WATCH: &[Field] = &[f("enabled", Ty::Bool)];
+const WATCH: &[Field] = &[f("enabled", Ty::Bool), f("max_reloads_per_minute", Ty::Int)];
 
 const MOUNT: &[Field] = &[
     f("path", Ty::Str),
@@ -64,6 +68,47 @@ const MOUNT: &[Field] = &[
     f("poll_interval", Ty::Duration),
     f("health_check_interval", Ty::Duration),
     f("critical", Ty::StrList),
+    f(
+        "reload",
+        Ty::Tagged {
+            what: "reload action",
+            variants: RELOAD_TYPES,
+        },
+    ),
+    f("files", Ty::StrMap),
+];
+
+const RELOAD_HTTP: &[Field] = &[
+    f("url", Ty::Str),
+    f("method", Ty::Str),
+    f("timeout", Ty::Duration),
+    f("expected_status", Ty::Int),
+    f("max_attempts", Ty::Int),
+    f("backoff", Ty::Duration),
+];
+const RELOAD_SIGNAL: &[Field] = &[
+    f("signal", Ty::Str),
+    f("pid_file", Ty::Str),
+    f("max_attempts", Ty::Int),
+    f("backoff", Ty::Duration),
+];
+const RELOAD_EXEC: &[Field] = &[
+    f("command", Ty::StrList),
+    f("timeout", Ty::Duration),
+    f("max_attempts", Ty::Int),
+    f("backoff", Ty::Duration),
+];
+
+pub(super) const RELOAD_TYPES: &[(&str, &[Field])] = &[
+    ("http", RELOAD_HTTP),
+    ("signal", RELOAD_SIGNAL),
+    ("exec", RELOAD_EXEC),
+];
+
+const PUBLISH: &[Field] = &[
+    f("path", Ty::Str),
+    f("secrets", Ty::StrListOrMap),
+    f("interval", Ty::Duration),
 ];
 
 const WINDOW: &[Field] = &[
@@ -170,6 +215,7 @@ pub(super) const ROOT: &[Field] = &[
     f("runtime", Ty::Table(RUNTIME)),
     f("watch", Ty::Table(WATCH)),
     f("mounts", Ty::TableList(MOUNT)),
+    f("publish", Ty::TableList(PUBLISH)),
     f("policies", Ty::NamedTables(POLICY)),
     f("secrets", Ty::TableList(SECRET)),
 ];
@@ -240,7 +286,7 @@ impl Walk<'_, '_> {
             | (Ty::Duration, DeValue::String(_))
             | (Ty::Int, DeValue::Integer(_))
             | (Ty::Bool, DeValue::Boolean(_)) => true,
-            (Ty::StrList, DeValue::Array(items)) => {
+            (Ty::StrList | Ty::StrListOrMap, DeValue::Array(items)) => {
                 let mut ok = true;
                 for (i, item) in items.iter().enumerate() {
                     if !item.get_ref().is_str() {
@@ -248,6 +294,21 @@ impl Walk<'_, '_> {
                         self.diag.value(
                             item.span(),
                             &format!("{path}[{i}]"),
+                            format!("expected a string, found {}", article(found)),
+                        );
+                        ok = false;
+                    }
+                }
+                ok
+            }
+            (Ty::StrMap | Ty::StrListOrMap, DeValue::Table(table)) => {
+                let mut ok = true;
+                for (key, item) in table.iter() {
+                    if !item.get_ref().is_str() {
+                        let found = item.get_ref().type_str();
+                        self.diag.value(
+                            item.span(),
+                            &join(path, key.get_ref()),
                             format!("expected a string, found {}", article(found)),
                         );
                         ok = false;
@@ -406,6 +467,8 @@ fn expected(ty: &Ty) -> &'static str {
         Ty::Int => "an integer",
         Ty::Bool => "true or false",
         Ty::StrList => "an array of strings",
+        Ty::StrMap => "a table of strings",
+        Ty::StrListOrMap => "an array of strings or a table of strings",
         Ty::Table(_) | Ty::Tagged { .. } | Ty::NamedTables(_) => "a table",
         Ty::TableList(_) => "an array of tables",
     }

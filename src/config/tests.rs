@@ -120,6 +120,8 @@ fn contract_shape_loads() {
             poll_interval: Some(Duration::from_secs(5)),
             health_check_interval: Duration::from_secs(30),
             critical: vec!["database-*".into(), "jwt-secret".into()],
+            reload: None,
+            files: Default::default(),
         }]
     );
     let api = c.policy("api_keys").expect("api_keys");
@@ -296,8 +298,8 @@ fn unknown_keys_are_refused_everywhere() {
         ("[runtime]\nworkers = 3\n", "runtime.workers"),
         ("[watch]\nrecursive = true\n", "watch.recursive"),
         (
-            "[[mounts]]\npath = \"/m\"\nreload = { type = \"http\" }\n",
-            "mounts[0].reload",
+            "[[mounts]]\npath = \"/m\"\nreload = { type = \"http\", url = \"http://h/\", verb = \"GET\" }\n",
+            "mounts[0].reload.verb",
         ),
         (
             "[policies.api_keys]\ngrase = \"1h\"\n",
@@ -744,6 +746,8 @@ fn env_overrides() {
             poll_interval: None,
             health_check_interval: Duration::from_secs(30),
             critical: vec![],
+            reload: None,
+            files: Default::default(),
         }]
     );
     // With mounts: the first one's path is replaced; poll interval applies to all.
@@ -833,6 +837,13 @@ fn every_schema_key_deserializes() {
             Ty::Int => toml::Value::Integer(1),
             Ty::Bool => toml::Value::Boolean(true),
             Ty::StrList => toml::Value::Array(vec![toml::Value::String("x".into())]),
+            Ty::StrMap => {
+                let mut t = toml::Table::new();
+                t.insert("f".into(), toml::Value::String("x".into()));
+                toml::Value::Table(t)
+            }
+            Ty::StrListOrMap if variant.is_multiple_of(2) => value(&Ty::StrList, variant),
+            Ty::StrListOrMap => value(&Ty::StrMap, variant),
             Ty::Table(fields) => toml::Value::Table(table(fields, variant)),
             Ty::Tagged { variants, .. } => {
                 let (name, fields) = variants[variant % variants.len()];

@@ -16,13 +16,13 @@ use super::builtin::{Builtin, BuiltinSchedule, builtin, builtins};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    Config, ExpireAfter, MountConfig, Policy, RuntimeConfig, SecretConfig, ServerConfig,
-    StoreConfig, TargetConfig, WatchConfig,
+    Config, ExpireAfter, HttpUrl, MountConfig, Policy, PublishConfig, ReloadAction, ReloadConfig,
+    RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, TargetConfig, WatchConfig,
 };
 use super::model::{JwksAlgorithm, PostgresStrategy};
 use super::raw::{
-    RawConfig, RawGenerator, RawMount, RawPolicy, RawRuntime, RawSecret, RawServer, RawStore,
-    RawTarget, RawWindow,
+    RawConfig, RawGenerator, RawMount, RawPolicy, RawPublish, RawPublishSecrets, RawReload,
+    RawRuntime, RawSecret, RawServer, RawStore, RawTarget, RawWindow,
 };
 use crate::domain::{SecretRef, validate_ident};
 use crate::duration::{format_duration, parse_duration};
@@ -49,6 +49,30 @@ const RANDOM_BYTES: (i64, i64) = (16, 1024);
 const MAX_ATTEMPTS: (i64, i64) = (1, 100);
 const MAX_CONCURRENT_ROTATIONS: (i64, i64) = (1, 100_000);
 const MAX_PREFIX_LEN: usize = 32;
+const DEFAULT_MAX_RELOADS_PER_MINUTE: u32 = 60;
+const MAX_RELOADS_PER_MINUTE: (i64, i64) = (1, 100_000);
+const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_RELOAD_ATTEMPTS: u32 = 3;
+const RELOAD_ATTEMPTS: (i64, i64) = (1, 20);
+const DEFAULT_RELOAD_BACKOFF: Duration = Duration::from_secs(1);
+const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// Signals a reload action may send, by canonical name.
+const SIGNALS: &[(&str, i32)] = &[
+    ("SIGHUP", libc::SIGHUP),
+    ("SIGUSR1", libc::SIGUSR1),
+    ("SIGUSR2", libc::SIGUSR2),
+    ("SIGINT", libc::SIGINT),
+    ("SIGQUIT", libc::SIGQUIT),
+    ("SIGTERM", libc::SIGTERM),
+];
+
+/// A `tenant/key` written in a mount's `files` or a `[[publish]]` table, checked against
+/// the managed secrets once those are known.
+struct SecretMention {
+    span: Range<usize>,
+    key: String,
+    secret: SecretRef,
+}
 
 /// The value was bad and has been reported; callers skip checks that depend on it.
 struct Reported;
@@ -78,16 +102,32 @@ pub(super) fn validate(
             .as_ref()
             .and_then(|w| w.get_ref().enabled.as_ref())
             .is_none_or(|e| *e.get_ref()),
+        max_reloads_per_minute: v
+            .int_in(
+                "watch.max_reloads_per_minute",
+                raw.watch
+                    .as_ref()
+                    .and_then(|w| w.get_ref().max_reloads_per_minute.as_ref()),
+                MAX_RELOADS_PER_MINUTE,
+                "max_reloads_per_minute",
+            )
+            .ok()
+            .flatten()
+            .map_or(DEFAULT_MAX_RELOADS_PER_MINUTE, |n| n as u32),
     };
-    let mounts = v.mounts(&raw.mounts);
+    let mut mentions = Vec::new();
+    let mounts = v.mounts(&raw.mounts, &mut mentions);
+    let publish = v.publish(&raw.publish, &mut mentions);
     let (policies, broken) = v.policies(&raw.policies);
     let secrets = v.secrets(&raw.secrets, &policies, &broken);
+    v.managed(&mentions, &secrets);
     Config {
         server,
         store,
         runtime,
         watch,
         mounts,
+        publish,
         policies,
         secrets,
     }
@@ -95,6 +135,40 @@ pub(super) fn validate(
 
 fn join(path: &str, key: &str) -> String {
     format!("{path}.{key}")
+}
+
+fn secret_span(value: Option<&Spanned<String>>, fallback: Range<usize>) -> Range<usize> {
+    value.map_or(fallback, |v| v.span())
+}
+
+/// `http://host[:port]/path`: the only URLs a reload action takes (no TLS client; a
+/// reload endpoint is on the pod's own loopback or a sidecar).
+pub(crate) fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
+    let rest = text.strip_prefix("http://").ok_or_else(|| {
+        "must start with http:// (reload endpoints are local; https is not supported)".to_owned()
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err("must name a host, e.g. http://127.0.0.1:3000/-/reload".to_owned());
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(port) if port > 0 => (h, port),
+            _ => return Err(format!("has a bad port {p:?}")),
+        },
+        _ => (authority, 80),
+    };
+    if host.is_empty() || path.contains(char::is_whitespace) {
+        return Err("is not a valid URL".to_owned());
+    }
+    Ok(HttpUrl {
+        host: host.to_owned(),
+        port,
+        path: path.to_owned(),
+    })
 }
 
 impl Validator<'_, '_> {
@@ -305,7 +379,11 @@ impl Validator<'_, '_> {
         }
     }
 
-    fn mounts(&mut self, raw: &[Spanned<RawMount>]) -> Vec<MountConfig> {
+    fn mounts(
+        &mut self,
+        raw: &[Spanned<RawMount>],
+        mentions: &mut Vec<SecretMention>,
+    ) -> Vec<MountConfig> {
         let mut out = Vec::new();
         let mut seen: HashMap<PathBuf, usize> = HashMap::new();
         for (i, spanned) in raw.iter().enumerate() {
@@ -372,15 +450,346 @@ impl Validator<'_, '_> {
                     critical.push(text.clone());
                 }
             }
+            let reload = m
+                .reload
+                .as_ref()
+                .and_then(|r| self.reload(&join(&path, "reload"), r));
+            let mut files = BTreeMap::new();
+            if let Some(map) = &m.files {
+                for (name, secret) in map.get_ref() {
+                    let key = format!("{path}.files.{name}");
+                    if let Some((name, secret)) =
+                        self.file_mapping(&key, map.span(), name, secret.get_ref(), secret.span())
+                    {
+                        mentions.push(SecretMention {
+                            span: secret_span(map.get_ref().get(&name), map.span()),
+                            key,
+                            secret: secret.clone(),
+                        });
+                        files.insert(name, secret);
+                    }
+                }
+            }
             out.push(MountConfig {
                 path: mount_path,
                 debounce,
                 poll_interval,
                 health_check_interval,
                 critical,
+                reload,
+                files,
             });
         }
         out
+    }
+
+    /// One `file name = "tenant/key"` pair of a mount's `files` or a `[[publish]]` table.
+    fn file_mapping(
+        &mut self,
+        key: &str,
+        name_span: Range<usize>,
+        name: &str,
+        secret: &str,
+        secret_span: Range<usize>,
+    ) -> Option<(String, SecretRef)> {
+        if name.is_empty() || name.contains('/') || name.starts_with("..") {
+            self.diag.value(
+                name_span,
+                key,
+                "is a file name in the mount: not empty, no '/', and not starting with \"..\" (kubelet's own entries)",
+            );
+            return None;
+        }
+        match SecretRef::parse(secret) {
+            Some(s) => Some((name.to_owned(), s)),
+            None => {
+                self.diag.value(
+                    secret_span,
+                    key,
+                    "must name a secret as \"tenant/key\" (lowercase identifiers)",
+                );
+                None
+            }
+        }
+    }
+
+    fn reload(&mut self, path: &str, raw: &Spanned<RawReload>) -> Option<ReloadConfig> {
+        let r = raw.get_ref();
+        let kind = r.kind.as_ref()?.get_ref().as_str();
+        let timeout = self.duration_or(
+            &join(path, "timeout"),
+            r.timeout.as_ref(),
+            DEFAULT_RELOAD_TIMEOUT,
+        );
+        let action = match kind {
+            "http" => {
+                let url = match &r.url {
+                    None => {
+                        self.missing(
+                            Some(raw.span()),
+                            &join(path, "url"),
+                            "missing key `url`, e.g. \"http://127.0.0.1:3000/-/reload\"",
+                        );
+                        None
+                    }
+                    Some(u) => match parse_http_url(u.get_ref()) {
+                        Ok(url) => Some(url),
+                        Err(why) => {
+                            self.diag.value(u.span(), &join(path, "url"), why);
+                            None
+                        }
+                    },
+                };
+                let method = match &r.method {
+                    None => Some("POST".to_owned()),
+                    Some(m) => {
+                        let text = m.get_ref();
+                        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_uppercase()) {
+                            Some(text.clone())
+                        } else {
+                            self.diag.value(
+                                m.span(),
+                                &join(path, "method"),
+                                "must be an HTTP method in capitals, e.g. \"POST\"",
+                            );
+                            None
+                        }
+                    }
+                };
+                let expected_status = self
+                    .int_in(
+                        &join(path, "expected_status"),
+                        r.expected_status.as_ref(),
+                        (100, 599),
+                        "an HTTP status",
+                    )
+                    .ok()?
+                    .map(|n| n as u16);
+                ReloadAction::Http {
+                    url: url?,
+                    method: method?,
+                    timeout,
+                    expected_status,
+                }
+            }
+            "signal" => {
+                let signal = match &r.signal {
+                    None => Some(("SIGHUP".to_owned(), libc::SIGHUP)),
+                    Some(sig) => {
+                        let text = sig.get_ref().trim().to_ascii_uppercase();
+                        let name = if text.starts_with("SIG") {
+                            text
+                        } else {
+                            format!("SIG{text}")
+                        };
+                        match SIGNALS.iter().find(|(n, _)| *n == name) {
+                            Some((n, number)) => Some(((*n).to_owned(), *number)),
+                            None => {
+                                let known: Vec<&str> = SIGNALS.iter().map(|(n, _)| *n).collect();
+                                self.diag.value(
+                                    sig.span(),
+                                    &join(path, "signal"),
+                                    format!(
+                                        "is not a signal a reload may send; one of: {}",
+                                        known.join(", ")
+                                    ),
+                                );
+                                None
+                            }
+                        }
+                    }
+                };
+                let pid_file = match &r.pid_file {
+                    None => {
+                        self.missing(
+                            Some(raw.span()),
+                            &join(path, "pid_file"),
+                            "missing key `pid_file`: the file holding the pid to signal",
+                        );
+                        None
+                    }
+                    Some(p) if p.get_ref().trim().is_empty() => {
+                        self.diag
+                            .value(p.span(), &join(path, "pid_file"), "must not be empty");
+                        None
+                    }
+                    Some(p) => Some(PathBuf::from(p.get_ref())),
+                };
+                let (name, number) = signal?;
+                ReloadAction::Signal {
+                    name,
+                    number,
+                    pid_file: pid_file?,
+                }
+            }
+            "exec" => {
+                let command = match &r.command {
+                    None => {
+                        self.missing(
+                            Some(raw.span()),
+                            &join(path, "command"),
+                            "missing key `command`: the program and its arguments, e.g. [\"/usr/bin/app-reload\"]",
+                        );
+                        None
+                    }
+                    Some(c) if c.get_ref().first().is_none_or(|p| p.get_ref().is_empty()) => {
+                        self.diag.value(
+                            c.span(),
+                            &join(path, "command"),
+                            "must start with the program to run",
+                        );
+                        None
+                    }
+                    Some(c) => Some(c.get_ref().iter().map(|a| a.get_ref().clone()).collect()),
+                };
+                ReloadAction::Exec {
+                    command: command?,
+                    timeout,
+                }
+            }
+            // The schema walk refused other types.
+            _ => return None,
+        };
+        if timeout.is_zero() {
+            return None;
+        }
+        let max_attempts = self
+            .int_in(
+                &join(path, "max_attempts"),
+                r.max_attempts.as_ref(),
+                RELOAD_ATTEMPTS,
+                "max_attempts",
+            )
+            .ok()?
+            .map_or(DEFAULT_RELOAD_ATTEMPTS, |n| n as u32);
+        let backoff = self.duration_or(
+            &join(path, "backoff"),
+            r.backoff.as_ref(),
+            DEFAULT_RELOAD_BACKOFF,
+        );
+        Some(ReloadConfig {
+            action,
+            max_attempts,
+            backoff,
+        })
+    }
+
+    fn publish(
+        &mut self,
+        raw: &[Spanned<RawPublish>],
+        mentions: &mut Vec<SecretMention>,
+    ) -> Vec<PublishConfig> {
+        let mut out = Vec::new();
+        let mut seen: HashMap<PathBuf, usize> = HashMap::new();
+        for (i, spanned) in raw.iter().enumerate() {
+            let path = format!("publish[{i}]");
+            let p = spanned.get_ref();
+            let dir = match &p.path {
+                None => {
+                    self.missing(
+                        Some(spanned.span()),
+                        &join(&path, "path"),
+                        "missing key `path`: the directory to publish into, e.g. \"demo/mnt/secrets\"",
+                    );
+                    None
+                }
+                Some(d) if d.get_ref().trim().is_empty() => {
+                    self.diag
+                        .value(d.span(), &join(&path, "path"), "must not be empty");
+                    None
+                }
+                Some(d) => {
+                    let dir = PathBuf::from(d.get_ref());
+                    if let Some(first) = seen.insert(dir.clone(), i) {
+                        self.diag.value(
+                            d.span(),
+                            &join(&path, "path"),
+                            format!("is already published by publish[{first}]"),
+                        );
+                    }
+                    Some(dir)
+                }
+            };
+            let interval = self.duration_or(
+                &join(&path, "interval"),
+                p.interval.as_ref(),
+                DEFAULT_PUBLISH_INTERVAL,
+            );
+            let mut files = BTreeMap::new();
+            match &p.secrets {
+                None => self.missing(
+                    Some(spanned.span()),
+                    &join(&path, "secrets"),
+                    "missing key `secrets`: [\"tenant/key\", ...] (file name = key) or { \"file\" = \"tenant/key\" }",
+                ),
+                Some(list) => {
+                    let span = list.span();
+                    let pairs: Vec<(String, String, String)> = match list.get_ref() {
+                        RawPublishSecrets::List(items) => items
+                            .iter()
+                            .enumerate()
+                            .map(|(j, s)| {
+                                let name = s.split_once('/').map_or(s.as_str(), |(_, k)| k);
+                                (format!("{path}.secrets[{j}]"), name.to_owned(), s.clone())
+                            })
+                            .collect(),
+                        RawPublishSecrets::Map(map) => map
+                            .iter()
+                            .map(|(name, s)| {
+                                (format!("{path}.secrets.{name}"), name.clone(), s.clone())
+                            })
+                            .collect(),
+                    };
+                    for (key, name, secret) in pairs {
+                        let Some((name, secret)) =
+                            self.file_mapping(&key, span.clone(), &name, &secret, span.clone())
+                        else {
+                            continue;
+                        };
+                        if files.contains_key(&name) {
+                            self.diag.value(
+                                span.clone(),
+                                &key,
+                                format!("file name {name:?} is used twice in this directory; use the table form to name files"),
+                            );
+                            continue;
+                        }
+                        mentions.push(SecretMention {
+                            span: span.clone(),
+                            key,
+                            secret: secret.clone(),
+                        });
+                        files.insert(name, secret);
+                    }
+                }
+            }
+            if let Some(dir) = dir {
+                out.push(PublishConfig {
+                    path: dir,
+                    files,
+                    interval,
+                });
+            }
+        }
+        out
+    }
+
+    /// Every secret a mount maps or a publisher writes must be one rotor manages:
+    /// otherwise no version could ever match it.
+    fn managed(&mut self, mentions: &[SecretMention], secrets: &[SecretConfig]) {
+        let known: HashSet<&SecretRef> = secrets.iter().map(|s| &s.secret).collect();
+        for m in mentions {
+            if !known.contains(&m.secret) {
+                self.diag.value(
+                    m.span.clone(),
+                    &m.key,
+                    format!(
+                        "{} is not a managed secret; add a [[secrets]] entry for it",
+                        m.secret
+                    ),
+                );
+            }
+        }
     }
 
     /// Built-in policies merged with the file's. Returns the valid policies and the names

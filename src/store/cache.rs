@@ -168,6 +168,10 @@ impl Store for CachedStore {
         self.inner.journal(secret)
     }
 
+    fn fingerprint(&self, value: &[u8]) -> String {
+        self.inner.fingerprint(value)
+    }
+
     fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
         self.inner.versions(secret)
     }

@@ -318,6 +318,10 @@ enum Existing {
 }
 
 impl Store for EmbeddedStore {
+    fn fingerprint(&self, value: &[u8]) -> String {
+        self.key.fingerprint(value)
+    }
+
     fn put_version(
         &self,
         secret: &SecretRef,

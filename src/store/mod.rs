@@ -119,4 +119,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every secret that has a journal.
     fn secrets(&self) -> Result<Vec<SecretRef>, StoreError>;
+
+    /// The keyed fingerprint this store records in [`VersionMeta::fingerprint`] for a
+    /// value with these bytes. The volume watcher fingerprints mounted files with it, so a
+    /// file can be matched to the version it holds without either side revealing a value.
+    fn fingerprint(&self, value: &[u8]) -> String;
 }

@@ -1,4 +1,6 @@
 //! Helpers shared by integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 pub mod http;
+pub mod kubelet;
+pub mod receiver;
 pub mod targets;

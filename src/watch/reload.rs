@@ -1,0 +1,213 @@
+//! Running one reload action once. Retries, backoff, coalescing and the global rate
+//! limit are the watcher actor's; this module only knows how to make the call.
+//!
+//! - `http`: one HTTP/1.1 request with an empty body and `Connection: close`; success is
+//!   the expected status, or any 2xx. Plain `http://` only (the endpoint is local).
+//! - `signal`: reads the pid file at every reload (the workload may have restarted),
+//!   refuses pids below 1 (`kill(0)` or `kill(-1)` would signal a whole group), sends it.
+//! - `exec`: runs the argv without a shell, stdin/stdout/stderr closed, killed on
+//!   timeout; success is exit status 0.
+//!
+//! Errors name the action's target (URL, pid file, program), never anything read from a
+//! secret.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::config::{HttpUrl, ReloadAction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("reload request to {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reload request to {url} answered {status}, expected {expected}")]
+    Status {
+        url: String,
+        status: u16,
+        expected: String,
+    },
+    #[error("reload {what} did not finish within {timeout:?}")]
+    Timeout { what: String, timeout: Duration },
+    #[error("pid file {path}: {reason}")]
+    PidFile { path: String, reason: String },
+    #[error("cannot send {signal} to pid {pid}: {source}")]
+    Signal {
+        signal: String,
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run reload command {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reload command {program} failed: {status}")]
+    Exit { program: String, status: String },
+}
+
+impl ReloadError {
+    /// Bounded label for metrics and events.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ReloadError::Http { .. } => "http",
+            ReloadError::Status { .. } => "status",
+            ReloadError::Timeout { .. } => "timeout",
+            ReloadError::PidFile { .. } => "pid_file",
+            ReloadError::Signal { .. } => "signal",
+            ReloadError::Spawn { .. } => "spawn",
+            ReloadError::Exit { .. } => "exit",
+        }
+    }
+}
+
+/// Runs `action` once.
+pub async fn run(action: &ReloadAction) -> Result<(), ReloadError> {
+    match action {
+        ReloadAction::Http {
+            url,
+            method,
+            timeout,
+            expected_status,
+        } => {
+            let status = tokio::time::timeout(*timeout, http_status(url, method))
+                .await
+                .map_err(|_| ReloadError::Timeout {
+                    what: format!("request to {url}"),
+                    timeout: *timeout,
+                })??;
+            let ok = match expected_status {
+                Some(want) => status == *want,
+                None => (200..300).contains(&status),
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(ReloadError::Status {
+                    url: url.to_string(),
+                    status,
+                    expected: expected_status.map_or_else(|| "2xx".to_owned(), |s| s.to_string()),
+                })
+            }
+        }
+        ReloadAction::Signal {
+            name,
+            number,
+            pid_file,
+        } => {
+            let path = pid_file.display().to_string();
+            let text =
+                tokio::fs::read_to_string(pid_file)
+                    .await
+                    .map_err(|e| ReloadError::PidFile {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+            let pid: i32 = text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| *p >= 1)
+                .ok_or_else(|| ReloadError::PidFile {
+                    path: path.clone(),
+                    reason: "does not hold a process id (a whole number of at least 1)".into(),
+                })?;
+            // SAFETY: kill(2) with a positive pid and a valid signal number has no memory
+            // effects; errors come back through errno.
+            let r = unsafe { libc::kill(pid, *number) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(ReloadError::Signal {
+                    signal: name.clone(),
+                    pid,
+                    source: std::io::Error::last_os_error(),
+                })
+            }
+        }
+        ReloadAction::Exec { command, timeout } => {
+            let program = command.first().cloned().unwrap_or_default();
+            let mut child = tokio::process::Command::new(&program)
+                .args(&command[1.min(command.len())..])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|source| ReloadError::Spawn {
+                    program: program.clone(),
+                    source,
+                })?;
+            let status = match tokio::time::timeout(*timeout, child.wait()).await {
+                Ok(r) => r.map_err(|source| ReloadError::Spawn {
+                    program: program.clone(),
+                    source,
+                })?,
+                Err(_) => {
+                    let _ = child.kill().await;
+                    return Err(ReloadError::Timeout {
+                        what: format!("command {program}"),
+                        timeout: *timeout,
+                    });
+                }
+            };
+            if status.success() {
+                Ok(())
+            } else {
+                Err(ReloadError::Exit {
+                    program,
+                    status: status.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// Sends the request and returns the response status; the body is not read.
+async fn http_status(url: &HttpUrl, method: &str) -> Result<u16, ReloadError> {
+    let err = |source| ReloadError::Http {
+        url: url.to_string(),
+        source,
+    };
+    let mut stream = TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(err)?;
+    let host = if url.port == 80 {
+        url.host.clone()
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
+    let request = format!(
+        "{method} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rotor\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        url.path
+    );
+    stream.write_all(request.as_bytes()).await.map_err(err)?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    // The status line is all we need: read until its end (bounded).
+    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 8 * 1024 {
+        let n = stream.read(&mut chunk).await.map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| line.starts_with("HTTP/"))
+        .ok_or_else(|| {
+            err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not an HTTP response",
+            ))
+        })
+}

@@ -1,0 +1,262 @@
+//! Reading a mount directory into a [`Snapshot`] and diffing snapshots.
+//!
+//! Visible files are the directory's entries that are regular files or symlinks to regular
+//! files. Names starting with `..` are kubelet's own (`..data`, `..data_tmp`,
+//! `..<timestamp>`) and are skipped. In a plain directory (no `..data`), names starting
+//! with `.` are skipped too: they are the temporary files of writers that replace a file
+//! by temp-file + rename, and reporting them would announce a file that is about to vanish.
+//!
+//! In a kubelet layout every visible symlink of the form `..data/<name>` is read through
+//! the `..data` target resolved once at the start of the scan, so a snapshot never mixes
+//! two generations. If `..data` moved during the scan, or a file vanished under it (the
+//! old generation was removed), the scan starts again; after [`MAX_ATTEMPTS`] it gives up
+//! with [`ScanError::Unstable`] and the caller tries later.
+//!
+//! Contents are read into zeroizing buffers, fingerprinted and dropped; a snapshot holds
+//! fingerprints and error kinds only.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Attempts before a scan that keeps racing with swaps gives up.
+pub const MAX_ATTEMPTS: usize = 8;
+
+const DATA: &str = "..data";
+
+/// What the watcher knows of one visible file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    /// Readable, with this keyed fingerprint.
+    Fingerprint(String),
+    /// Present but not readable; the I/O error kind (never content).
+    Unreadable(String),
+}
+
+impl FileState {
+    pub fn fingerprint(&self) -> Option<&str> {
+        match self {
+            FileState::Fingerprint(f) => Some(f),
+            FileState::Unreadable(_) => None,
+        }
+    }
+}
+
+/// The visible files of a mount at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub files: BTreeMap<String, FileState>,
+}
+
+impl Snapshot {
+    /// Files that could be read.
+    pub fn readable(&self) -> usize {
+        self.files
+            .values()
+            .filter(|s| matches!(s, FileState::Fingerprint(_)))
+            .count()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The directory is missing or cannot be listed.
+    #[error("cannot list mount directory {path}: {source}")]
+    Unavailable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Every attempt raced with an update.
+    #[error("mount directory {path} kept changing during {MAX_ATTEMPTS} scans")]
+    Unstable { path: PathBuf },
+}
+
+impl ScanError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ScanError::Unavailable { .. } => "unavailable",
+            ScanError::Unstable { .. } => "unstable",
+        }
+    }
+}
+
+/// One attempt ended early because an update landed in the middle of it.
+struct Raced;
+
+/// Reads `dir` into a snapshot, fingerprinting every visible file with `fingerprint`.
+pub fn scan(dir: &Path, fingerprint: &dyn Fn(&[u8]) -> String) -> Result<Snapshot, ScanError> {
+    for _ in 0..MAX_ATTEMPTS {
+        match scan_once(dir, fingerprint) {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(Raced)) => continue,
+            Err(source) => {
+                return Err(ScanError::Unavailable {
+                    path: dir.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(ScanError::Unstable {
+        path: dir.to_owned(),
+    })
+}
+
+fn scan_once(
+    dir: &Path,
+    fingerprint: &dyn Fn(&[u8]) -> String,
+) -> io::Result<Result<Snapshot, Raced>> {
+    let data = fs::read_link(dir.join(DATA)).ok();
+    let mut files = BTreeMap::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            // Kubernetes keys are ASCII; a non-UTF-8 name is nobody's secret.
+            continue;
+        };
+        if name.starts_with("..") || (data.is_none() && name.starts_with('.')) {
+            continue;
+        }
+        let link = entry.path();
+        // Read kubelet's visible symlinks through the `..data` target pinned above.
+        let source = match (&data, fs::read_link(&link)) {
+            (Some(target), Ok(to)) if to == Path::new(DATA).join(&name) => {
+                dir.join(target).join(&name)
+            }
+            _ => link,
+        };
+        match fs::metadata(&source) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if data.is_some() {
+                    return Ok(Err(Raced));
+                }
+                // Deleted between the listing and now, or a dangling link: not a file.
+                continue;
+            }
+            Err(e) => {
+                files.insert(name, FileState::Unreadable(error_kind(&e)));
+                continue;
+            }
+        }
+        match fs::read(&source).map(Zeroizing::new) {
+            Ok(bytes) => {
+                files.insert(name, FileState::Fingerprint(fingerprint(&bytes)));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if data.is_some() {
+                    return Ok(Err(Raced));
+                }
+            }
+            Err(e) => {
+                files.insert(name, FileState::Unreadable(error_kind(&e)));
+            }
+        }
+    }
+    if fs::read_link(dir.join(DATA)).ok() != data {
+        return Ok(Err(Raced));
+    }
+    Ok(Ok(Snapshot { files }))
+}
+
+/// An I/O error as a short, content-free phrase ("permission denied").
+fn error_kind(e: &io::Error) -> String {
+    e.kind().to_string()
+}
+
+/// What happened to one visible file between two snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// New or different content (the new fingerprint).
+    Changed {
+        file: String,
+        fingerprint: String,
+    },
+    Deleted {
+        file: String,
+    },
+    /// Now unreadable (and was not, or for another reason).
+    Unreadable {
+        file: String,
+        reason: String,
+    },
+}
+
+impl Change {
+    pub fn file(&self) -> &str {
+        match self {
+            Change::Changed { file, .. }
+            | Change::Deleted { file }
+            | Change::Unreadable { file, .. } => file,
+        }
+    }
+}
+
+/// The changes from `old` to `new`, in file name order. Equal snapshots give none.
+pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (file, state) in &new.files {
+        if old.files.get(file) == Some(state) {
+            continue;
+        }
+        out.push(match state {
+            FileState::Fingerprint(f) => Change::Changed {
+                file: file.clone(),
+                fingerprint: f.clone(),
+            },
+            FileState::Unreadable(reason) => Change::Unreadable {
+                file: file.clone(),
+                reason: reason.clone(),
+            },
+        });
+    }
+    for file in old.files.keys() {
+        if !new.files.contains_key(file) {
+            out.push(Change::Deleted { file: file.clone() });
+        }
+    }
+    out.sort_by(|a, b| a.file().cmp(b.file()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(files: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            files: files
+                .iter()
+                .map(|(n, f)| ((*n).to_owned(), FileState::Fingerprint((*f).to_owned())))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn diff_reports_only_real_changes() {
+        let a = snap(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        assert!(diff(&a, &a.clone()).is_empty());
+        let b = snap(&[("a", "1"), ("b", "9"), ("d", "4")]);
+        assert_eq!(
+            diff(&a, &b),
+            vec![
+                Change::Changed {
+                    file: "b".into(),
+                    fingerprint: "9".into()
+                },
+                Change::Deleted { file: "c".into() },
+                Change::Changed {
+                    file: "d".into(),
+                    fingerprint: "4".into()
+                },
+            ]
+        );
+    }
+}
