@@ -11,6 +11,8 @@
 //! - [`store`]: the [`store::Store`] trait and the encrypted embedded (redb) backend.
 //! - [`target`]: systems that check a secret (`none`, later postgres, redis, hooks).
 //! - [`metrics`]: the Prometheus registry and metric handles.
+//! - [`notify`]: notifications: the event model, routing, Slack/webhook payloads, signing,
+//!   retry backoff and the delivery loop of one channel.
 //! - [`clock`]: system or tokio-driven "now" (paused time in tests).
 //! - [`api`]: the admin HTTP API over an [`api::Admin`] backend.
 //! - [`cli`]: the `rotor` command line.
@@ -25,6 +27,7 @@ pub mod duration;
 pub mod generator;
 pub mod machine;
 pub mod metrics;
+pub mod notify;
 pub mod schedule;
 pub mod status;
 pub mod store;

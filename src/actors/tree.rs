@@ -107,7 +107,14 @@ pub fn spec_for(cfg: &SecretConfig, config: &Config, options: &TreeOptions) -> A
     let schedule_secret = secret.clone();
     let target: Arc<dyn Target> = match (&options.target_override, &cfg.target) {
         (Some(t), _) => t.clone(),
-        (None, TargetConfig::None { delay }) => Arc::new(NoneTarget::with_delay(*delay)),
+        (
+            None,
+            TargetConfig::None {
+                delay,
+                fail,
+                fail_file,
+            },
+        ) => Arc::new(NoneTarget::with_failures(*delay, fail, fail_file.clone())),
     };
     let td = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
     Arc::new(RotationSpec {
@@ -212,6 +219,7 @@ pub async fn start(
     let m = metrics.clone();
     let b = board.clone();
     let m2 = metrics.clone();
+    let notify = config.notify.clone();
     let children = vec![
         ChildSpec::actor(
             "metrics",
@@ -225,7 +233,7 @@ pub async fn start(
             "notifier",
             Restart::Permanent,
             Some(format!("{ns}{}", notifier::NAME)),
-            move || (Notifier, m2.clone()),
+            move || (Notifier, (m2.clone(), notify.clone())),
         ),
         ChildSpec::supervisor(
             "watchers",

@@ -41,9 +41,10 @@ pub use env::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    Config, ExpireAfter, MountConfig, Policy, RuntimeConfig, SecretConfig, ServerConfig,
-    StoreConfig, TargetConfig, WatchConfig,
+    ChannelConfig, Config, ExpireAfter, MetricsConfig, MountConfig, NotifyConfig, Policy,
+    RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, TargetConfig, UrlSource, WatchConfig,
 };
+pub use validate::check_http_url;
 
 use error::Diagnostics;
 

@@ -32,6 +32,11 @@ pub(super) enum Ty {
     },
     /// `[[name]]`: an array of tables.
     TableList(&'static [Field]),
+    /// `[[name]]`: an array of tables, each with a `type` key ([`Ty::Tagged`]).
+    TaggedList {
+        what: &'static str,
+        variants: &'static [(&'static str, &'static [Field])],
+    },
     /// A table whose keys are names chosen by the user (policies).
     NamedTables(&'static [Field]),
 }
@@ -121,9 +126,55 @@ const SECRET: &[Field] = &[
         "target",
         Ty::Tagged {
             what: "target",
-            variants: &[("none", &[f("delay", Ty::Duration)])],
+            variants: &[(
+                "none",
+                &[
+                    f("delay", Ty::Duration),
+                    f("fail", Ty::StrList),
+                    f("fail_file", Ty::Str),
+                ],
+            )],
         },
     ),
+];
+
+const METRICS: &[Field] = &[f("per_secret", Ty::Bool)];
+
+const NOTIFY_LOG: &[Field] = &[
+    f("name", Ty::Str),
+    f("events", Ty::StrList),
+    f("min_severity", Ty::Str),
+];
+const NOTIFY_SLACK: &[Field] = &[
+    f("name", Ty::Str),
+    f("events", Ty::StrList),
+    f("min_severity", Ty::Str),
+    f("url", Ty::Str),
+    f("url_file", Ty::Str),
+    f("queue_capacity", Ty::Int),
+    f("max_attempts", Ty::Int),
+    f("retry_backoff", Ty::Duration),
+    f("retry_backoff_max", Ty::Duration),
+    f("timeout", Ty::Duration),
+];
+const NOTIFY_WEBHOOK: &[Field] = &[
+    f("name", Ty::Str),
+    f("events", Ty::StrList),
+    f("min_severity", Ty::Str),
+    f("url", Ty::Str),
+    f("url_file", Ty::Str),
+    f("secret_file", Ty::Str),
+    f("queue_capacity", Ty::Int),
+    f("max_attempts", Ty::Int),
+    f("retry_backoff", Ty::Duration),
+    f("retry_backoff_max", Ty::Duration),
+    f("timeout", Ty::Duration),
+];
+
+pub(super) const NOTIFY_TYPES: &[(&str, &[Field])] = &[
+    ("log", NOTIFY_LOG),
+    ("slack", NOTIFY_SLACK),
+    ("webhook", NOTIFY_WEBHOOK),
 ];
 
 /// The whole document.
@@ -141,6 +192,14 @@ pub(super) const ROOT: &[Field] = &[
     f("mounts", Ty::TableList(MOUNT)),
     f("policies", Ty::NamedTables(POLICY)),
     f("secrets", Ty::TableList(SECRET)),
+    f(
+        "notify",
+        Ty::TaggedList {
+            what: "notify channel",
+            variants: NOTIFY_TYPES,
+        },
+    ),
+    f("metrics", Ty::Table(METRICS)),
 ];
 
 /// Checks `root` against [`ROOT`], reporting and removing what does not fit. Returns the
@@ -239,6 +298,28 @@ impl Walk<'_, '_> {
                     let item_found = item.get_ref().type_str();
                     match item.get_mut() {
                         DeValue::Table(table) => self.table(&item_path, table, fields),
+                        _ => {
+                            self.diag.value(
+                                item_span,
+                                &item_path,
+                                format!("expected a table, found {}", article(item_found)),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                ok
+            }
+            (Ty::TaggedList { what, variants }, DeValue::Array(items)) => {
+                let mut ok = true;
+                for (i, item) in items.iter_mut().enumerate() {
+                    let item_path = format!("{path}[{i}]");
+                    let item_span = item.span();
+                    let item_found = item.get_ref().type_str();
+                    match item.get_mut() {
+                        DeValue::Table(table) => {
+                            ok &= self.tagged(&item_path, item_span, table, what, variants)
+                        }
                         _ => {
                             self.diag.value(
                                 item_span,
@@ -376,7 +457,7 @@ fn expected(ty: &Ty) -> &'static str {
         Ty::Bool => "true or false",
         Ty::StrList => "an array of strings",
         Ty::Table(_) | Ty::Tagged { .. } | Ty::NamedTables(_) => "a table",
-        Ty::TableList(_) => "an array of tables",
+        Ty::TableList(_) | Ty::TaggedList { .. } => "an array of tables",
     }
 }
 

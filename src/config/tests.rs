@@ -171,7 +171,9 @@ fn contract_shape_loads() {
     assert_eq!(
         c.secrets[0].target,
         TargetConfig::None {
-            delay: Duration::ZERO
+            delay: Duration::ZERO,
+            fail: vec![],
+            fail_file: None,
         }
     );
     assert_eq!(c.secrets[1].policy.name, "nightly");
@@ -842,6 +844,12 @@ fn every_schema_key_deserializes() {
             }
             Ty::TableList(fields) => {
                 toml::Value::Array(vec![toml::Value::Table(table(fields, variant))])
+            }
+            Ty::TaggedList { variants, .. } => {
+                let (name, fields) = variants[variant % variants.len()];
+                let mut t = table(fields, variant);
+                t.insert("type".into(), toml::Value::String(name.into()));
+                toml::Value::Array(vec![toml::Value::Table(t)])
             }
             Ty::NamedTables(fields) => {
                 let mut t = toml::Table::new();
