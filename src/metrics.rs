@@ -340,7 +340,7 @@ impl Metrics {
             );
             p
         });
-        Metrics {
+        let m = Metrics {
             registry: Arc::new(r),
             access_total,
             access_errors_total,
@@ -372,7 +372,62 @@ impl Metrics {
             last_rotation_timestamp_seconds,
             notification_queue_length,
             per_secret,
+        };
+        m.init_known_series();
+        m
+    }
+
+    /// Creates, at zero, the series whose labels are known in advance, so that every
+    /// family a dashboard or an alert names is in `/metrics` from the first scrape (an
+    /// empty family is not printed at all, and an absent series makes `increase()` and
+    /// ratios silently empty).
+    fn init_known_series(&self) {
+        for kind in ["rotation", "supervisor", "metrics", "notifier", "watcher"] {
+            let _ = self.actor_restarts_total.get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            });
         }
+        for action in ["http", "signal", "exec"] {
+            for outcome in ["succeeded", "failed"] {
+                let _ = self.reloads_total.get_or_create(&ReloadLabels {
+                    action: action.to_owned(),
+                    outcome: outcome.to_owned(),
+                });
+            }
+        }
+        // The watcher event kinds of design.md §1.
+        for kind in [
+            "started",
+            "stopped",
+            "secret-changed",
+            "secret-deleted",
+            "reload-required",
+            "health-check-success",
+            "health-check-failed",
+            "error",
+        ] {
+            let _ = self.watcher_events_total.get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            });
+        }
+    }
+
+    /// Creates the series of notification channel `channel` at zero.
+    pub fn init_channel(&self, channel: &str) {
+        for outcome in ["delivered", "retried", "failed", "dropped"] {
+            let _ = self
+                .notification_deliveries_total
+                .get_or_create(&ChannelLabels {
+                    channel: channel.to_owned(),
+                    outcome: outcome.to_owned(),
+                });
+        }
+        let _ = self.notifications_dropped_total.get_or_create(&KindLabels {
+            kind: channel.to_owned(),
+        });
+        let _ = self.notification_queue_length.get_or_create(&KindLabels {
+            kind: channel.to_owned(),
+        });
     }
 
     /// The Prometheus text exposition format 0.0.4 (`text/plain; version=0.0.4`), which
@@ -434,6 +489,14 @@ impl Metrics {
         let _ = self.rotation_duration_seconds.get_or_create(&PolicyLabels {
             policy: policy.to_owned(),
         });
+        for error in [
+            "store", "apply", "test", "revoke", "timeout", "operator", "internal",
+        ] {
+            let _ = self.rotation_errors_total.get_or_create(&ErrorLabels {
+                policy: policy.to_owned(),
+                error: error.to_owned(),
+            });
+        }
     }
 
     pub fn rotation(&self, policy: &str, outcome: &str) {

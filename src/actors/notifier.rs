@@ -107,6 +107,7 @@ impl Actor for Notifier {
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut channels = Vec::new();
         if configs.is_empty() {
+            metrics.init_channel("log");
             channels.push(Channel {
                 name: "log".into(),
                 route: Route::default(),
@@ -176,7 +177,17 @@ impl Actor for Notifier {
                 continue;
             }
             match &ch.out {
-                Out::Log => channel::log(&ch.name, &n),
+                Out::Log => {
+                    channel::log(&ch.name, &n);
+                    state
+                        .metrics
+                        .notification_deliveries_total
+                        .get_or_create(&ChannelLabels {
+                            channel: ch.name.clone(),
+                            outcome: "delivered".into(),
+                        })
+                        .inc();
+                }
                 Out::Queue { tx, capacity } => match tx.try_send(n.clone()) {
                     Ok(()) => {
                         state

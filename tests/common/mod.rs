@@ -1,3 +1,4 @@
 //! Helpers shared by integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 pub mod http;
+pub mod rotor_bin;
