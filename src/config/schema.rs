@@ -311,14 +311,13 @@ impl Walk<'_, '_> {
                 ok
             }
             (Ty::TaggedList { what, variants }, DeValue::Array(items)) => {
-                let mut ok = true;
                 for (i, item) in items.iter_mut().enumerate() {
                     let item_path = format!("{path}[{i}]");
                     let item_span = item.span();
                     let item_found = item.get_ref().type_str();
-                    match item.get_mut() {
+                    let keep = match item.get_mut() {
                         DeValue::Table(table) => {
-                            ok &= self.tagged(&item_path, item_span, table, what, variants)
+                            self.tagged(&item_path, item_span.clone(), table, what, variants)
                         }
                         _ => {
                             self.diag.value(
@@ -326,11 +325,17 @@ impl Walk<'_, '_> {
                                 &item_path,
                                 format!("expected a table, found {}", article(item_found)),
                             );
-                            ok = false;
+                            false
                         }
+                    };
+                    // A bad entry becomes an empty table (no `type`: stage two skips it)
+                    // rather than being removed, so the other entries keep their indices
+                    // and are still checked.
+                    if !keep {
+                        *item.get_mut() = DeValue::Table(DeTable::new());
                     }
                 }
-                ok
+                true
             }
             (Ty::NamedTables(fields), DeValue::Table(table)) => {
                 let mut remove = Vec::new();
