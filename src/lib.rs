@@ -11,6 +11,8 @@
 //! - [`store`]: the [`store::Store`] trait and the encrypted embedded (redb) backend.
 //! - [`target`]: systems that check a secret (`none`, later postgres, redis, hooks).
 //! - [`metrics`]: the Prometheus registry and metric handles.
+//! - [`notify`]: notifications: the event model, routing, Slack/webhook payloads, signing,
+//!   retry backoff and the delivery loop of one channel.
 //! - [`clock`]: system or tokio-driven "now" (paused time in tests).
 //! - [`watch`]: secret volume watching without actors: scans, diffs, reload actions,
 //!   kubelet's atomic writer.
@@ -27,6 +29,7 @@ pub mod duration;
 pub mod generator;
 pub mod machine;
 pub mod metrics;
+pub mod notify;
 pub mod schedule;
 pub mod status;
 pub mod store;

@@ -103,7 +103,7 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
         .map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
 
     // 3. The supervision tree.
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_options(config.metrics.per_secret);
     let mut tree = match tree::start(&config, store, metrics, TreeOptions::default()).await {
         Ok(t) => t,
         Err(e) => {

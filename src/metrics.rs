@@ -3,6 +3,15 @@
 //! The names are a contract (design.md §6). prometheus-client appends `_total` to counters,
 //! so counters are registered without it. Handles are cheap to clone and update from any
 //! task (atomics); the metrics actor owns encoding.
+//!
+//! Labels are bounded by configuration (policy, channel), by code (outcome, error kind,
+//! actor kind, event kind) or both. Per-secret series (`tenant`, `key`) exist only with
+//! `[metrics] per_secret = true` ([`Metrics::with_options`]): at 100,000 secrets a
+//! per-secret counter plus histogram is about 170 MB of text per scrape.
+//!
+//! [`Metrics::encode`] emits the Prometheus text format 0.0.4 (what `promtool check
+//! metrics` parses and what `/metrics` declares in its content type), converted from
+//! prometheus-client's OpenMetrics output by [`openmetrics_to_text`].
 
 use std::sync::Arc;
 
@@ -51,6 +60,28 @@ pub struct ReloadLabels {
     pub outcome: String,
 }
 
+/// Per-secret series: by tenant and key (opt-in).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabels {
+    pub tenant: String,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretOutcomeLabels {
+    pub tenant: String,
+    pub key: String,
+    pub outcome: String,
+}
+
+/// The opt-in per-secret families (`[metrics] per_secret = true`).
+#[derive(Clone)]
+pub struct PerSecret {
+    pub rotations_total: Family<SecretOutcomeLabels, Counter>,
+    pub rotation_duration_seconds: Family<SecretLabels, Histogram>,
+    pub last_rotation_timestamp_seconds: Family<SecretLabels, Gauge>,
+}
+
 /// Every metric rotor exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -86,6 +117,10 @@ pub struct Metrics {
     pub next_rotation_timestamp_seconds: Gauge,
     pub next_grace_expiry_timestamp_seconds: Gauge,
     pub last_rotation_timestamp_seconds: Gauge,
+    /// Events waiting in each notification channel's queue, by channel.
+    pub notification_queue_length: Family<KindLabels, Gauge>,
+    /// Present only with `[metrics] per_secret = true`.
+    pub per_secret: Option<PerSecret>,
 }
 
 /// Access latency buckets: 1 ms to 5 s.
@@ -102,7 +137,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The default metrics: no per-secret series.
     pub fn new() -> Metrics {
+        Metrics::with_options(false)
+    }
+
+    /// With per-secret series when `per_secret` (`[metrics] per_secret = true`).
+    pub fn with_options(per_secret: bool) -> Metrics {
         let mut r = Registry::default();
         let access_total = Counter::default();
         r.register("secret_access", "Secret value reads", access_total.clone());
@@ -268,7 +309,38 @@ impl Metrics {
             "Unix time of the most recent promotion (0 if none)",
             last_rotation_timestamp_seconds.clone(),
         );
-        Metrics {
+        let notification_queue_length = Family::<KindLabels, Gauge>::default();
+        r.register(
+            "rotor_notification_queue_length",
+            "Notifications waiting for delivery, by channel",
+            notification_queue_length.clone(),
+        );
+        let per_secret = per_secret.then(|| {
+            let p = PerSecret {
+                rotations_total: Family::default(),
+                rotation_duration_seconds: Family::new_with_constructor(|| {
+                    Histogram::new(ROTATION_BUCKETS)
+                }),
+                last_rotation_timestamp_seconds: Family::default(),
+            };
+            r.register(
+                "rotor_secret_rotations",
+                "Finished rotation attempts by secret and outcome (per_secret)",
+                p.rotations_total.clone(),
+            );
+            r.register(
+                "rotor_secret_rotation_duration_seconds",
+                "Time from the start of a rotation to its promotion, by secret (per_secret)",
+                p.rotation_duration_seconds.clone(),
+            );
+            r.register(
+                "rotor_secret_last_rotation_timestamp_seconds",
+                "Unix time of the secret's most recent promotion (per_secret)",
+                p.last_rotation_timestamp_seconds.clone(),
+            );
+            p
+        });
+        let m = Metrics {
             registry: Arc::new(r),
             access_total,
             access_errors_total,
@@ -298,14 +370,111 @@ impl Metrics {
             next_rotation_timestamp_seconds,
             next_grace_expiry_timestamp_seconds,
             last_rotation_timestamp_seconds,
+            notification_queue_length,
+            per_secret,
+        };
+        m.init_known_series();
+        m
+    }
+
+    /// Creates, at zero, the series whose labels are known in advance, so that every
+    /// family a dashboard or an alert names is in `/metrics` from the first scrape (an
+    /// empty family is not printed at all, and an absent series makes `increase()` and
+    /// ratios silently empty).
+    fn init_known_series(&self) {
+        for kind in ["rotation", "supervisor", "metrics", "notifier", "watcher"] {
+            let _ = self.actor_restarts_total.get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            });
+        }
+        for action in ["http", "signal", "exec"] {
+            for outcome in ["succeeded", "failed"] {
+                let _ = self.reloads_total.get_or_create(&ReloadLabels {
+                    action: action.to_owned(),
+                    outcome: outcome.to_owned(),
+                });
+            }
+        }
+        // The watcher event kinds of design.md §1.
+        for kind in [
+            "started",
+            "stopped",
+            "secret-changed",
+            "secret-deleted",
+            "reload-required",
+            "health-check-success",
+            "health-check-failed",
+            "error",
+        ] {
+            let _ = self.watcher_events_total.get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            });
         }
     }
 
-    /// The text exposition format (OpenMetrics text, which Prometheus 2.x scrapes).
+    /// Creates the series of notification channel `channel` at zero.
+    pub fn init_channel(&self, channel: &str) {
+        for outcome in ["delivered", "retried", "failed", "dropped"] {
+            let _ = self
+                .notification_deliveries_total
+                .get_or_create(&ChannelLabels {
+                    channel: channel.to_owned(),
+                    outcome: outcome.to_owned(),
+                });
+        }
+        let _ = self.notifications_dropped_total.get_or_create(&KindLabels {
+            kind: channel.to_owned(),
+        });
+        let _ = self.notification_queue_length.get_or_create(&KindLabels {
+            kind: channel.to_owned(),
+        });
+    }
+
+    /// The Prometheus text exposition format 0.0.4 (`text/plain; version=0.0.4`), which
+    /// Prometheus 2.x scrapes and `promtool check metrics` accepts.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::with_capacity(8 * 1024);
+        Ok(openmetrics_to_text(&self.encode_openmetrics()?))
+    }
+
+    /// The OpenMetrics text format (`application/openmetrics-text; version=1.0.0`).
+    pub fn encode_openmetrics(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// Records a finished attempt of `secret` in the per-secret series (no-op unless
+    /// `per_secret`). `duration_secs` and `promoted_at` only for a success.
+    pub fn secret_rotation(
+        &self,
+        tenant: &str,
+        key: &str,
+        outcome: &str,
+        duration_secs: Option<f64>,
+        promoted_at: Option<i64>,
+    ) {
+        let Some(p) = &self.per_secret else { return };
+        p.rotations_total
+            .get_or_create(&SecretOutcomeLabels {
+                tenant: tenant.to_owned(),
+                key: key.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        let labels = SecretLabels {
+            tenant: tenant.to_owned(),
+            key: key.to_owned(),
+        };
+        if let Some(d) = duration_secs {
+            p.rotation_duration_seconds
+                .get_or_create(&labels)
+                .observe(d);
+        }
+        if let Some(t) = promoted_at {
+            p.last_rotation_timestamp_seconds
+                .get_or_create(&labels)
+                .set(t);
+        }
     }
 
     /// Creates the series of `policy` at zero, so dashboards and alerts see them before the
@@ -320,6 +489,14 @@ impl Metrics {
         let _ = self.rotation_duration_seconds.get_or_create(&PolicyLabels {
             policy: policy.to_owned(),
         });
+        for error in [
+            "store", "apply", "test", "revoke", "timeout", "operator", "internal",
+        ] {
+            let _ = self.rotation_errors_total.get_or_create(&ErrorLabels {
+                policy: policy.to_owned(),
+                error: error.to_owned(),
+            });
+        }
     }
 
     pub fn rotation(&self, policy: &str, outcome: &str) {
@@ -349,9 +526,105 @@ impl Metrics {
     }
 }
 
+/// Converts prometheus-client's OpenMetrics text to the Prometheus text format 0.0.4:
+/// counter families are named with their `_total` suffix in `# HELP`/`# TYPE` (OpenMetrics
+/// names the family without it, which the 0.0.4 parser reads as a family with no
+/// samples plus an untyped one), and `# UNIT` and `# EOF` lines are dropped.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    // prometheus-client writes `# HELP` before `# TYPE`; the HELP line waits for the type.
+    let mut help: Option<&str> = None;
+    let flush = |out: &mut String, help: &mut Option<&str>| {
+        if let Some(h) = help.take() {
+            out.push_str(h);
+            out.push('\n');
+        }
+    };
+    for line in om.lines() {
+        if line.starts_with("# HELP ") {
+            flush(&mut out, &mut help);
+            help = Some(line);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if ty == "counter" && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some(h) = help.take() {
+                let text = h["# HELP ".len()..]
+                    .split_once(' ')
+                    .map_or("", |(_, text)| text);
+                out.push_str("# HELP ");
+                out.push_str(&name);
+                out.push(' ');
+                out.push_str(text);
+                out.push('\n');
+            }
+            out.push_str("# TYPE ");
+            out.push_str(&name);
+            out.push(' ');
+            out.push_str(ty);
+            out.push('\n');
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        } else {
+            flush(&mut out, &mut help);
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    flush(&mut out, &mut help);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_format_names_counters_with_total_and_drops_openmetrics_lines() {
+        let m = Metrics::new();
+        m.rotation("p", "succeeded");
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains("# TYPE secret_rotation_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP secret_rotation_total Finished"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE secret_access_latency_seconds histogram\n"));
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE rotor_oldest_current_version_age_seconds gauge\n"));
+    }
+
+    #[test]
+    fn per_secret_series_only_when_enabled() {
+        let off = Metrics::new();
+        off.secret_rotation("t", "k", "succeeded", Some(1.0), Some(5));
+        assert!(
+            !off.encode()
+                .unwrap()
+                .contains("rotor_secret_rotations_total")
+        );
+        let on = Metrics::with_options(true);
+        on.secret_rotation("t", "k", "succeeded", Some(1.0), Some(5));
+        let text = on.encode().unwrap();
+        assert!(
+            text.contains(
+                r#"rotor_secret_rotations_total{tenant="t",key="k",outcome="succeeded"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"rotor_secret_last_rotation_timestamp_seconds{tenant="t",key="k"} 5"#)
+        );
+    }
 
     #[test]
     fn contract_names_are_exported() {

@@ -66,6 +66,17 @@ impl StatusBoard {
         v
     }
 
+    /// Calls `f` for every secret under the lock, in no order: a pass without the copy and
+    /// sort of [`StatusBoard::snapshot`] (the metrics actor folds 100,000 entries per
+    /// scrape). `f` must be quick; rotation actors wait to publish meanwhile.
+    pub fn for_each(&self, mut f: impl FnMut(&SecretRef, &SecretStatus)) {
+        if let Ok(e) = self.entries.lock() {
+            for (k, s) in e.iter() {
+                f(k, s);
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.lock().map(|e| e.len()).unwrap_or(0)
     }

@@ -56,31 +56,47 @@ impl Actor for MetricsActor {
 
 impl MetricsState {
     fn refresh(&self) {
-        let now = Utc::now();
-        let snapshot = self.board.snapshot();
-        let m = &self.metrics;
-        let count = |f: &dyn Fn(&SecretStatus) -> bool| {
-            snapshot.iter().filter(|(_, s)| f(s)).count() as i64
-        };
-        m.secrets_managed.set(snapshot.len() as i64);
-        m.secrets_stuck.set(count(&|s| s.phase == "stuck"));
-        m.secrets_in_grace.set(count(&|s| s.phase == "grace"));
-        let slack = TimeDelta::minutes(1);
-        m.secrets_overdue
-            .set(count(&|s| s.next_due.is_some_and(|d| d + slack < now)));
-        let ts = |t: Option<DateTime<Utc>>| t.map_or(0, |t| t.timestamp());
-        m.next_rotation_timestamp_seconds
-            .set(ts(snapshot.iter().filter_map(|(_, s)| s.next_due).min()));
-        m.next_grace_expiry_timestamp_seconds.set(ts(snapshot
-            .iter()
-            .filter_map(|(_, s)| s.grace_expires_at)
-            .min()));
-        m.last_rotation_timestamp_seconds.set(ts(snapshot
-            .iter()
-            .filter_map(|(_, s)| s.last_rotated_at)
-            .max()));
-        let oldest = snapshot.iter().filter_map(|(_, s)| s.last_rotated_at).min();
-        m.oldest_current_age_seconds
-            .set(oldest.map_or(0, |t| (now - t).num_seconds().max(0)));
+        refresh(&self.metrics, &self.board, Utc::now());
     }
+}
+
+/// Sets the fleet gauges (managed, stuck, failing, in grace, overdue, freshness) from the
+/// status board in one pass.
+pub fn refresh(m: &Metrics, board: &StatusBoard, now: DateTime<Utc>) {
+    let slack = TimeDelta::minutes(1);
+    let mut managed = 0i64;
+    let mut stuck = 0i64;
+    let mut grace = 0i64;
+    let mut overdue = 0i64;
+    let mut next_due: Option<DateTime<Utc>> = None;
+    let mut next_expiry: Option<DateTime<Utc>> = None;
+    let mut last: Option<DateTime<Utc>> = None;
+    let mut oldest: Option<DateTime<Utc>> = None;
+    let min = |a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>| match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    };
+    board.for_each(|_, s: &SecretStatus| {
+        managed += 1;
+        stuck += i64::from(s.phase == "stuck");
+        grace += i64::from(s.phase == "grace");
+        overdue += i64::from(s.next_due.is_some_and(|d| d + slack < now));
+        next_due = min(next_due, s.next_due);
+        next_expiry = min(next_expiry, s.grace_expires_at);
+        oldest = min(oldest, s.last_rotated_at);
+        last = match (last, s.last_rotated_at) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+    });
+    let ts = |t: Option<DateTime<Utc>>| t.map_or(0, |t| t.timestamp());
+    m.secrets_managed.set(managed);
+    m.secrets_stuck.set(stuck);
+    m.secrets_in_grace.set(grace);
+    m.secrets_overdue.set(overdue);
+    m.next_rotation_timestamp_seconds.set(ts(next_due));
+    m.next_grace_expiry_timestamp_seconds.set(ts(next_expiry));
+    m.last_rotation_timestamp_seconds.set(ts(last));
+    m.oldest_current_age_seconds
+        .set(oldest.map_or(0, |t| (now - t).num_seconds().max(0)));
 }

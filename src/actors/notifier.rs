@@ -1,20 +1,37 @@
-//! The notifier actor: receives every lifecycle event and delivers it. For now its one
-//! channel is the log (structured, one line per event); webhook channels come later.
+//! The notifier actor: receives every lifecycle event and hands it to the channels whose
+//! route takes it (`[[notify]]`: log, Slack-compatible webhook, signed generic webhook).
+//!
+//! It never waits for a receiver. Each HTTP channel has a bounded queue and a delivery task
+//! of its own ([`crate::notify::channel::Delivery`]) that posts and retries with backoff;
+//! the handler only `try_send`s, and an event that does not fit is dropped and counted
+//! (`rotor_notifications_dropped_total{kind=<channel>}`). So a slow or dead receiver
+//! delays nothing but its own channel, and never a rotation: rotation actors `cast` here.
+//! The log channel writes inline (a log line does not block on a receiver).
 //!
 //! Senders look it up by name for each event ([`send`]) instead of keeping its
-//! `ActorRef`, so a restarted notifier is found again.
+//! `ActorRef`, so a restarted notifier is found again. When it stops, its queues close;
+//! each delivery task finishes what is queued and exits.
 
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
 
+use crate::config::{ChannelConfig, NotifyConfig, UrlSource};
 use crate::domain::{RotationId, SecretRef};
 use crate::machine::Notice;
-use crate::metrics::{KindLabels, Metrics};
+use crate::metrics::{ChannelLabels, KindLabels, Metrics};
+use crate::notify::backoff::RetryPolicy;
+use crate::notify::channel::{self, Delivery, Sink};
+use crate::notify::http::Poster;
+use crate::notify::route::Route;
+use crate::notify::{Notification, Severity};
 
 /// Registry name of the notifier (after the tree's namespace).
 pub const NAME: &str = "rotor.notifier";
 
 pub enum NotifierMsg {
+    /// A rotation lifecycle event, from a rotation actor.
     Event {
         secret: SecretRef,
         rotation: RotationId,
@@ -30,6 +47,8 @@ pub enum NotifierMsg {
         detail: Option<String>,
         at: DateTime<Utc>,
     },
+    /// Any other notification (watcher health, reload actions).
+    Notify(Notification),
 }
 
 /// Sends `msg` to the notifier if it is running. While it restarts, the event is logged
@@ -42,36 +61,123 @@ pub fn send(namespace: &str, msg: NotifierMsg) {
                 tracing::warn!(error = %e, "notifier unavailable; event not delivered");
             }
         }
-        None => match msg {
-            NotifierMsg::Event { secret, notice, .. } => {
-                tracing::warn!(secret = %secret, event = notice.kind(), "notifier not running; event logged here only");
-            }
-            NotifierMsg::Watcher {
-                mount, kind, file, ..
-            } => {
-                tracing::warn!(%mount, event = kind, file, "notifier not running; event logged here only");
-            }
+        None => match notification(msg) {
+            Some(n) => channel::log("fallback", &n),
+            None => tracing::warn!("notifier not running; watcher event not delivered"),
+        },
+    }
+}
+
+/// Sends a watcher or reload notification (see [`Notification::watcher_health`] and
+/// [`Notification::reload`]).
+pub fn notify(namespace: &str, n: Notification) {
+    send(namespace, NotifierMsg::Notify(n));
+}
+
+/// What the channels send for a message. Watcher events other than health changes are
+/// logged and counted only (`None`): every secret-changed event of a 10,000-file swap
+/// must not become a webhook call.
+fn notification(msg: NotifierMsg) -> Option<Notification> {
+    match msg {
+        NotifierMsg::Event {
+            secret,
+            rotation,
+            notice,
+            at,
+        } => Some(Notification::from_notice(&secret, rotation, &notice, at)),
+        NotifierMsg::Notify(n) => Some(n),
+        NotifierMsg::Watcher {
+            mount, kind, at, ..
+        } => match kind {
+            "health-check-failed" => Some(Notification::watcher_health(&mount, false, at)),
+            "health-check-success" => Some(Notification::watcher_health(&mount, true, at)),
+            _ => None,
         },
     }
 }
 
 pub struct Notifier;
 
+enum Out {
+    Log,
+    Queue {
+        tx: mpsc::Sender<Notification>,
+        capacity: usize,
+    },
+}
+
+struct Channel {
+    name: String,
+    route: Route,
+    out: Out,
+}
+
 pub struct NotifierState {
     metrics: Metrics,
+    channels: Vec<Channel>,
 }
 
 impl Actor for Notifier {
     type Msg = NotifierMsg;
     type State = NotifierState;
-    type Arguments = Metrics;
+    type Arguments = (Metrics, Vec<NotifyConfig>);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        metrics: Metrics,
+        (metrics, configs): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(NotifierState { metrics })
+        let mut channels = Vec::new();
+        if configs.is_empty() {
+            metrics.init_channel("log");
+            channels.push(Channel {
+                name: "log".into(),
+                route: Route::default(),
+                out: Out::Log,
+            });
+        }
+        for c in configs {
+            let route = Route {
+                events: c.events.clone(),
+                min_severity: c.min_severity,
+            };
+            let out = match &c.channel {
+                ChannelConfig::Log => Out::Log,
+                ChannelConfig::Slack { url } => {
+                    let sink = Sink::Slack {
+                        uri: read_url(&c.name, url)?,
+                    };
+                    start_delivery(&c, sink, &metrics)
+                }
+                ChannelConfig::Webhook { url, secret_file } => {
+                    let key = read_secret(&c.name, secret_file)?;
+                    let sink = Sink::Webhook {
+                        uri: read_url(&c.name, url)?,
+                        key,
+                    };
+                    start_delivery(&c, sink, &metrics)
+                }
+            };
+            for outcome in ["delivered", "retried", "failed", "dropped"] {
+                let _ = metrics
+                    .notification_deliveries_total
+                    .get_or_create(&ChannelLabels {
+                        channel: c.name.clone(),
+                        outcome: outcome.to_owned(),
+                    });
+            }
+            let _ = metrics
+                .notifications_dropped_total
+                .get_or_create(&KindLabels {
+                    kind: c.name.clone(),
+                });
+            channels.push(Channel {
+                name: c.name.clone(),
+                route,
+                out,
+            });
+        }
+        Ok(NotifierState { metrics, channels })
     }
 
     async fn handle(
@@ -80,47 +186,141 @@ impl Actor for Notifier {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (secret, rotation, notice, at) = match msg {
-            NotifierMsg::Event {
-                secret,
-                rotation,
-                notice,
-                at,
-            } => (secret, rotation, notice, at),
-            NotifierMsg::Watcher {
-                mount,
-                kind,
-                file,
-                detail,
-                at,
-            } => {
-                state
-                    .metrics
-                    .notifications_total
-                    .get_or_create(&KindLabels {
-                        kind: kind.to_owned(),
-                    })
-                    .inc();
-                tracing::info!(%mount, event = kind, file, detail, %at, "watcher event");
-                return Ok(());
-            }
+        if let NotifierMsg::Watcher {
+            mount,
+            kind,
+            file,
+            detail,
+            at,
+        } = &msg
+        {
+            tracing::info!(%mount, event = *kind, file, detail, %at, "watcher event");
+        }
+        let Some(n) = notification(msg) else {
+            return Ok(());
         };
         state
             .metrics
             .notifications_total
             .get_or_create(&KindLabels {
-                kind: notice.kind().to_owned(),
+                kind: n.event.to_owned(),
             })
             .inc();
-        let details = serde_json::to_string(&notice).unwrap_or_default();
-        match notice {
-            Notice::Failed { .. } | Notice::Stuck { .. } | Notice::GraceExtended { .. } => {
-                tracing::warn!(tenant = %secret.tenant, key = %secret.key, %rotation, event = notice.kind(), %at, %details, "rotation event")
+        for ch in &state.channels {
+            if !ch.route.takes(&n) {
+                continue;
             }
-            _ => {
-                tracing::info!(tenant = %secret.tenant, key = %secret.key, %rotation, event = notice.kind(), %at, %details, "rotation event")
+            match &ch.out {
+                Out::Log => {
+                    channel::log(&ch.name, &n);
+                    state
+                        .metrics
+                        .notification_deliveries_total
+                        .get_or_create(&ChannelLabels {
+                            channel: ch.name.clone(),
+                            outcome: "delivered".into(),
+                        })
+                        .inc();
+                }
+                Out::Queue { tx, capacity } => match tx.try_send(n.clone()) {
+                    Ok(()) => {
+                        state
+                            .metrics
+                            .notification_queue_length
+                            .get_or_create(&KindLabels {
+                                kind: ch.name.clone(),
+                            })
+                            .set((capacity - tx.capacity()) as i64);
+                    }
+                    Err(_) => {
+                        // Full (or its task ended): drop rather than wait.
+                        let m = &state.metrics;
+                        m.notifications_dropped_total
+                            .get_or_create(&KindLabels {
+                                kind: ch.name.clone(),
+                            })
+                            .inc();
+                        m.notification_deliveries_total
+                            .get_or_create(&ChannelLabels {
+                                channel: ch.name.clone(),
+                                outcome: "dropped".into(),
+                            })
+                            .inc();
+                        let level_warn = n.severity >= Severity::Warning;
+                        if level_warn {
+                            tracing::warn!(channel = %ch.name, event = n.event, summary = %n.summary, "notification queue full; event dropped");
+                        } else {
+                            tracing::debug!(channel = %ch.name, event = n.event, "notification queue full; event dropped");
+                        }
+                    }
+                },
             }
         }
         Ok(())
     }
+}
+
+/// Starts the delivery task of an HTTP channel; returns its queue.
+fn start_delivery(c: &NotifyConfig, sink: Sink, metrics: &Metrics) -> Out {
+    let (tx, rx) = mpsc::channel(c.queue_capacity);
+    let delivery = Delivery {
+        name: c.name.clone(),
+        sink,
+        poster: Poster::new(c.timeout),
+        retry: RetryPolicy {
+            max_attempts: c.max_attempts,
+            initial: c.retry_backoff,
+            max: c.retry_backoff_max,
+        },
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(delivery.run(rx));
+    Out::Queue {
+        tx,
+        capacity: c.queue_capacity,
+    }
+}
+
+/// The channel's URL; a `url_file` is read now. Errors name the channel and the file,
+/// never the URL.
+fn read_url(channel: &str, url: &UrlSource) -> Result<hyper::Uri, ActorProcessingErr> {
+    let text = match url {
+        UrlSource::Inline(u) => u.clone(),
+        UrlSource::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                format!(
+                    "notify channel {channel}: cannot read url_file {}: {e}",
+                    path.display()
+                )
+            })?
+            .trim()
+            .to_owned(),
+    };
+    crate::config::check_http_url(&text)
+        .map_err(|problem| format!("notify channel {channel}: the URL {problem}"))?;
+    Ok(text
+        .parse::<hyper::Uri>()
+        .map_err(|_| format!("notify channel {channel}: the URL does not parse"))?)
+}
+
+/// The signing key of a webhook channel, trimmed of surrounding whitespace.
+fn read_secret(
+    channel: &str,
+    path: &std::path::Path,
+) -> Result<Zeroizing<Vec<u8>>, ActorProcessingErr> {
+    let raw = Zeroizing::new(std::fs::read(path).map_err(|e| {
+        format!(
+            "notify channel {channel}: cannot read secret_file {}: {e}",
+            path.display()
+        )
+    })?);
+    let key = Zeroizing::new(raw.trim_ascii().to_vec());
+    if key.is_empty() {
+        return Err(format!(
+            "notify channel {channel}: secret_file {} is empty",
+            path.display()
+        )
+        .into());
+    }
+    Ok(key)
 }

@@ -348,9 +348,9 @@ impl RotationState {
     fn notify(&self, rotation: RotationId, notice: Notice, now: DateTime<Utc>) {
         let m = &self.shared.metrics;
         let policy = &self.spec.policy;
-        match &notice {
+        let mut duration = None;
+        let outcome = match &notice {
             Notice::Succeeded { .. } => {
-                m.rotation(policy, "succeeded");
                 if let Some(run) = self.machine.phase.run() {
                     let secs = (now - run.started_at).num_milliseconds().max(0) as f64 / 1000.0;
                     m.rotation_duration_seconds
@@ -358,15 +358,23 @@ impl RotationState {
                             policy: policy.clone(),
                         })
                         .observe(secs);
+                    duration = Some(secs);
                 }
+                Some("succeeded")
             }
             // An attempt that used up the budget counts once, as abandoned (Stuck below).
             Notice::Failed {
                 retry_at: Some(_), ..
-            } => m.rotation(policy, "failed"),
-            Notice::RolledBack { .. } => m.rotation(policy, "rolled_back"),
-            Notice::Stuck { .. } => m.rotation(policy, "abandoned"),
-            _ => {}
+            } => Some("failed"),
+            Notice::RolledBack { .. } => Some("rolled_back"),
+            Notice::Stuck { .. } => Some("abandoned"),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            m.rotation(policy, outcome);
+            let secret = &self.spec.secret;
+            let promoted_at = (outcome == "succeeded").then(|| now.timestamp());
+            m.secret_rotation(&secret.tenant, &secret.key, outcome, duration, promoted_at);
         }
         notifier::send(
             &self.shared.namespace,

@@ -121,7 +121,11 @@ impl Tree {
 pub fn target_for(target: &TargetConfig, reader: &ValueReader) -> Arc<dyn Target> {
     let reader = reader.clone();
     match target {
-        TargetConfig::None { delay } => Arc::new(NoneTarget::with_delay(*delay)),
+        TargetConfig::None {
+            delay,
+            fail,
+            fail_file,
+        } => Arc::new(NoneTarget::with_failures(*delay, fail, fail_file.clone())),
         TargetConfig::Postgres {
             admin_url_file,
             strategy,
@@ -391,6 +395,7 @@ pub async fn start(
     let m = metrics.clone();
     let b = board.clone();
     let m2 = metrics.clone();
+    let notify = config.notify.clone();
     let children = vec![
         ChildSpec::actor(
             "metrics",
@@ -404,7 +409,7 @@ pub async fn start(
             "notifier",
             Restart::Permanent,
             Some(format!("{ns}{}", notifier::NAME)),
-            move || (Notifier, m2.clone()),
+            move || (Notifier, (m2.clone(), notify.clone())),
         ),
         ChildSpec::supervisor(
             "watchers",

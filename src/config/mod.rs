@@ -41,10 +41,11 @@ pub use env::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    Config, ExpireAfter, HttpUrl, JwksAlgorithm, MountConfig, Policy, PostgresStrategy,
-    PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig, ServerConfig,
-    StoreConfig, TargetConfig, WatchConfig,
+    ChannelConfig, Config, ExpireAfter, HttpUrl, JwksAlgorithm, MetricsConfig, MountConfig,
+    NotifyConfig, Policy, PostgresStrategy, PublishConfig, ReloadAction, ReloadConfig,
+    RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, TargetConfig, UrlSource, WatchConfig,
 };
+pub use validate::check_http_url;
 
 use error::Diagnostics;
 

@@ -26,6 +26,9 @@ pub struct Config {
     pub policies: BTreeMap<String, Arc<Policy>>,
     /// In file order.
     pub secrets: Vec<SecretConfig>,
+    /// `[[notify]]` channels, in file order. Empty: events go to the log only.
+    pub notify: Vec<NotifyConfig>,
+    pub metrics: MetricsConfig,
 }
 
 /// The admin HTTP server.
@@ -195,7 +198,13 @@ pub struct SecretConfig {
 pub enum TargetConfig {
     /// Store only: nothing outside rotor checks the value. `delay` simulates a slow
     /// target (every step takes that long), for demos and tests; zero by default.
-    None { delay: Duration },
+    /// `fail` and `fail_file` are a test/demo hook: the named steps (`apply`, `test`,
+    /// `promote`, `revoke`) fail, always or only while `fail_file` exists.
+    None {
+        delay: Duration,
+        fail: Vec<String>,
+        fail_file: Option<PathBuf>,
+    },
     /// PostgreSQL login roles; the admin connection URL is read from `admin_url_file`.
     Postgres {
         admin_url_file: PathBuf,
@@ -246,4 +255,69 @@ pub enum JwksAlgorithm {
     Ed25519,
     /// HMAC shared secrets (policy generator `hmac`); the file holds secrets.
     Hs256,
+}
+
+/// `[metrics]`: what `/metrics` exports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Per-secret series (`tenant`, `key` labels). Off by default: at 100,000 secrets a
+    /// per-secret counter plus histogram is about 170 MB of text per scrape.
+    pub per_secret: bool,
+}
+
+/// One `[[notify]]` channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// Unique; the `channel` label of its metrics. Defaults to `<type>` or `<type>-<n>`.
+    pub name: String,
+    pub channel: ChannelConfig,
+    /// Event kinds taken ([`crate::notify::EVENT_KINDS`]); empty means all.
+    pub events: Vec<String>,
+    pub min_severity: crate::notify::Severity,
+    /// Events waiting for delivery; more are dropped (and counted).
+    pub queue_capacity: usize,
+    /// Attempts per event, the first included.
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    /// Per attempt (connect and response).
+    pub timeout: Duration,
+}
+
+/// Where a channel delivers. URLs and keys may be credentials: never log them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelConfig {
+    /// Structured log lines.
+    Log,
+    /// A Slack-compatible incoming webhook; the URL inline or read from a file at start.
+    Slack { url: UrlSource },
+    /// A generic JSON webhook signed with the key in `secret_file`.
+    Webhook {
+        url: UrlSource,
+        secret_file: PathBuf,
+    },
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum UrlSource {
+    Inline(String),
+    /// Read (and trimmed) when the notifier starts.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for UrlSource {
+    // A webhook URL is a credential (Slack's path is its token): Debug shows the host only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UrlSource::Inline(u) => {
+                let host = u
+                    .parse::<hyper::Uri>()
+                    .ok()
+                    .and_then(|u| u.authority().map(|a| a.to_string()))
+                    .unwrap_or_default();
+                write!(f, "Inline(http://{host}/…)")
+            }
+            UrlSource::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
 }

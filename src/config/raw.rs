@@ -28,6 +28,35 @@ pub(super) struct RawConfig {
     pub policies: BTreeMap<String, S<RawPolicy>>,
     #[serde(default)]
     pub secrets: Vec<S<RawSecret>>,
+    #[serde(default)]
+    pub notify: Vec<S<RawNotify>>,
+    pub metrics: Option<S<RawMetrics>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub per_secret: Option<S<bool>>,
+}
+
+/// All channel keys of all types in one struct: the schema walk has already checked that
+/// only the keys of the named type are present.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub name: Option<S<String>>,
+    pub events: Option<S<Vec<S<String>>>>,
+    pub min_severity: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub url_file: Option<S<String>>,
+    pub secret_file: Option<S<String>>,
+    pub queue_capacity: Option<S<i64>>,
+    pub max_attempts: Option<S<i64>>,
+    pub retry_backoff: Option<S<String>>,
+    pub retry_backoff_max: Option<S<String>>,
+    pub timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,4 +222,8 @@ pub(super) struct RawTarget {
     pub url: Option<S<String>>,
     /// `webhook`: file holding the request-signing key.
     pub hmac_key_file: Option<S<String>>,
+    /// `none` only, test/demo hook: steps that fail.
+    pub fail: Option<S<Vec<S<String>>>>,
+    /// `none` only, test/demo hook: `fail` applies only while this file exists.
+    pub fail_file: Option<S<String>>,
 }

@@ -36,6 +36,11 @@ pub(super) enum Ty {
     },
     /// `[[name]]`: an array of tables.
     TableList(&'static [Field]),
+    /// `[[name]]`: an array of tables, each with a `type` key ([`Ty::Tagged`]).
+    TaggedList {
+        what: &'static str,
+        variants: &'static [(&'static str, &'static [Field])],
+    },
     /// A table whose keys are names chosen by the user (policies).
     NamedTables(&'static [Field]),
 }
@@ -181,7 +186,14 @@ const WEBHOOK_TARGET: &[Field] = &[
 ];
 
 pub(super) const TARGET_TYPES: &[(&str, &[Field])] = &[
-    ("none", &[f("delay", Ty::Duration)]),
+    (
+        "none",
+        &[
+            f("delay", Ty::Duration),
+            f("fail", Ty::StrList),
+            f("fail_file", Ty::Str),
+        ],
+    ),
     ("postgres", POSTGRES_TARGET),
     ("redis", REDIS_TARGET),
     ("jwks", JWKS_TARGET),
@@ -202,6 +214,45 @@ const SECRET: &[Field] = &[
     ),
 ];
 
+const METRICS: &[Field] = &[f("per_secret", Ty::Bool)];
+
+const NOTIFY_LOG: &[Field] = &[
+    f("name", Ty::Str),
+    f("events", Ty::StrList),
+    f("min_severity", Ty::Str),
+];
+const NOTIFY_SLACK: &[Field] = &[
+    f("name", Ty::Str),
+    f("events", Ty::StrList),
+    f("min_severity", Ty::Str),
+    f("url", Ty::Str),
+    f("url_file", Ty::Str),
+    f("queue_capacity", Ty::Int),
+    f("max_attempts", Ty::Int),
+    f("retry_backoff", Ty::Duration),
+    f("retry_backoff_max", Ty::Duration),
+    f("timeout", Ty::Duration),
+];
+const NOTIFY_WEBHOOK: &[Field] = &[
+    f("name", Ty::Str),
+    f("events", Ty::StrList),
+    f("min_severity", Ty::Str),
+    f("url", Ty::Str),
+    f("url_file", Ty::Str),
+    f("secret_file", Ty::Str),
+    f("queue_capacity", Ty::Int),
+    f("max_attempts", Ty::Int),
+    f("retry_backoff", Ty::Duration),
+    f("retry_backoff_max", Ty::Duration),
+    f("timeout", Ty::Duration),
+];
+
+pub(super) const NOTIFY_TYPES: &[(&str, &[Field])] = &[
+    ("log", NOTIFY_LOG),
+    ("slack", NOTIFY_SLACK),
+    ("webhook", NOTIFY_WEBHOOK),
+];
+
 /// The whole document.
 pub(super) const ROOT: &[Field] = &[
     f("server", Ty::Table(SERVER)),
@@ -218,6 +269,14 @@ pub(super) const ROOT: &[Field] = &[
     f("publish", Ty::TableList(PUBLISH)),
     f("policies", Ty::NamedTables(POLICY)),
     f("secrets", Ty::TableList(SECRET)),
+    f(
+        "notify",
+        Ty::TaggedList {
+            what: "notify channel",
+            variants: NOTIFY_TYPES,
+        },
+    ),
+    f("metrics", Ty::Table(METRICS)),
 ];
 
 /// Checks `root` against [`ROOT`], reporting and removing what does not fit. Returns the
@@ -342,6 +401,33 @@ impl Walk<'_, '_> {
                     }
                 }
                 ok
+            }
+            (Ty::TaggedList { what, variants }, DeValue::Array(items)) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let item_path = format!("{path}[{i}]");
+                    let item_span = item.span();
+                    let item_found = item.get_ref().type_str();
+                    let keep = match item.get_mut() {
+                        DeValue::Table(table) => {
+                            self.tagged(&item_path, item_span.clone(), table, what, variants)
+                        }
+                        _ => {
+                            self.diag.value(
+                                item_span,
+                                &item_path,
+                                format!("expected a table, found {}", article(item_found)),
+                            );
+                            false
+                        }
+                    };
+                    // A bad entry becomes an empty table (no `type`: stage two skips it)
+                    // rather than being removed, so the other entries keep their indices
+                    // and are still checked.
+                    if !keep {
+                        *item.get_mut() = DeValue::Table(DeTable::new());
+                    }
+                }
+                true
             }
             (Ty::NamedTables(fields), DeValue::Table(table)) => {
                 let mut remove = Vec::new();
@@ -470,7 +556,7 @@ fn expected(ty: &Ty) -> &'static str {
         Ty::StrMap => "a table of strings",
         Ty::StrListOrMap => "an array of strings or a table of strings",
         Ty::Table(_) | Ty::Tagged { .. } | Ty::NamedTables(_) => "a table",
-        Ty::TableList(_) => "an array of tables",
+        Ty::TableList(_) | Ty::TaggedList { .. } => "an array of tables",
     }
 }
 

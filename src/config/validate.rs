@@ -16,13 +16,14 @@ use super::builtin::{Builtin, BuiltinSchedule, builtin, builtins};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    Config, ExpireAfter, HttpUrl, MountConfig, Policy, PublishConfig, ReloadAction, ReloadConfig,
-    RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, TargetConfig, WatchConfig,
+    ChannelConfig, Config, ExpireAfter, HttpUrl, MetricsConfig, MountConfig, NotifyConfig, Policy,
+    PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig, ServerConfig,
+    StoreConfig, TargetConfig, UrlSource, WatchConfig,
 };
 use super::model::{JwksAlgorithm, PostgresStrategy};
 use super::raw::{
-    RawConfig, RawGenerator, RawMount, RawPolicy, RawPublish, RawPublishSecrets, RawReload,
-    RawRuntime, RawSecret, RawServer, RawStore, RawTarget, RawWindow,
+    RawConfig, RawGenerator, RawMount, RawNotify, RawPolicy, RawPublish, RawPublishSecrets,
+    RawReload, RawRuntime, RawSecret, RawServer, RawStore, RawTarget, RawWindow,
 };
 use crate::domain::{SecretRef, validate_ident};
 use crate::duration::{format_duration, parse_duration};
@@ -121,6 +122,14 @@ pub(super) fn validate(
     let (policies, broken) = v.policies(&raw.policies);
     let secrets = v.secrets(&raw.secrets, &policies, &broken);
     v.managed(&mentions, &secrets);
+    let notify = v.notify(&raw.notify);
+    let metrics = MetricsConfig {
+        per_secret: raw
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get_ref().per_secret.as_ref())
+            .is_some_and(|p| *p.get_ref()),
+    };
     Config {
         server,
         store,
@@ -130,6 +139,8 @@ pub(super) fn validate(
         publish,
         policies,
         secrets,
+        notify,
+        metrics,
     }
 }
 
@@ -1362,6 +1373,8 @@ impl Validator<'_, '_> {
             // Absent means store-only.
             return Some(TargetConfig::None {
                 delay: Duration::ZERO,
+                fail: Vec::new(),
+                fail_file: None,
             });
         };
         let t = spanned.get_ref();
@@ -1373,13 +1386,18 @@ impl Validator<'_, '_> {
             .unwrap_or("none");
         let before = self.diag.len();
         let target = match kind {
-            "none" => TargetConfig::None {
-                delay: self
-                    .duration(&join(&path, "delay"), t.delay.as_ref())
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-            },
+            "none" => {
+                let (fail, fail_file) = self.none_failures(&path, t);
+                TargetConfig::None {
+                    delay: self
+                        .duration(&join(&path, "delay"), t.delay.as_ref())
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                    fail,
+                    fail_file,
+                }
+            }
             "postgres" => {
                 let admin_url_file =
                     self.required_file(&path, "admin_url_file", spanned, &t.admin_url_file);
@@ -1668,6 +1686,290 @@ impl Validator<'_, '_> {
                 .value(list.span(), &key, "the two roles must differ");
         }
         roles
+    }
+}
+
+/// Steps of the `none` target that its test/demo hook can make fail.
+const NONE_FAILABLE_STEPS: &[&str] = &["apply", "test", "promote", "revoke"];
+const NOTIFY_QUEUE_CAPACITY: (i64, i64) = (1, 1_000_000);
+const DEFAULT_NOTIFY_QUEUE_CAPACITY: usize = 1_000;
+const NOTIFY_MAX_ATTEMPTS: (i64, i64) = (1, 100);
+const DEFAULT_NOTIFY_MAX_ATTEMPTS: u32 = 5;
+const DEFAULT_NOTIFY_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+const DEFAULT_NOTIFY_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
+const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Validator<'_, '_> {
+    /// `fail` and `fail_file` of a `none` target (test/demo hook).
+    fn none_failures(
+        &mut self,
+        path: &str,
+        t: &super::raw::RawTarget,
+    ) -> (Vec<String>, Option<PathBuf>) {
+        let mut fail = Vec::new();
+        for (j, step) in t.fail.iter().flat_map(|f| f.get_ref().iter()).enumerate() {
+            if NONE_FAILABLE_STEPS.contains(&step.get_ref().as_str()) {
+                fail.push(step.get_ref().clone());
+            } else {
+                self.diag.value(
+                    step.span(),
+                    &format!("{path}.fail[{j}]"),
+                    format!(
+                        "unknown step; expected one of: {}",
+                        NONE_FAILABLE_STEPS.join(", ")
+                    ),
+                );
+            }
+        }
+        let fail_file = t.fail_file.as_ref().map(|f| PathBuf::from(f.get_ref()));
+        // A fail_file alone means "apply fails while the file exists".
+        if fail_file.is_some() && fail.is_empty() && t.fail.is_none() {
+            fail.push("apply".to_owned());
+        }
+        (fail, fail_file)
+    }
+
+    fn notify(&mut self, raw: &[Spanned<RawNotify>]) -> Vec<NotifyConfig> {
+        let mut out = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (i, spanned) in raw.iter().enumerate() {
+            let path = format!("notify[{i}]");
+            let n = spanned.get_ref();
+            let errors_before = self.diag.len();
+            // The schema walk removed entries without a known type.
+            let Some(kind) = n.kind.as_ref().map(|k| k.get_ref().as_str()) else {
+                continue;
+            };
+            let name = match &n.name {
+                Some(v) => {
+                    let text = v.get_ref();
+                    if text.is_empty()
+                        || text.len() > 64
+                        || !text
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    {
+                        self.diag.value(
+                            v.span(),
+                            &join(&path, "name"),
+                            "a channel name has 1 to 64 characters from a-z, A-Z, 0-9, '_', '-'",
+                        );
+                    }
+                    text.clone()
+                }
+                None => match raw
+                    .iter()
+                    .filter(|r| {
+                        r.get_ref().kind.as_ref().map(|k| k.get_ref().as_str()) == Some(kind)
+                    })
+                    .count()
+                {
+                    1 => kind.to_owned(),
+                    _ => format!("{kind}-{i}"),
+                },
+            };
+            if let Some(first) = names.insert(name.clone(), i) {
+                let span = n.name.as_ref().map_or(spanned.span(), |v| v.span());
+                self.diag.at(
+                    Some(span),
+                    &join(&path, "name"),
+                    format!("channel name {name:?} is already used by notify[{first}]; set distinct names"),
+                );
+            }
+            let mut events = Vec::new();
+            for (j, e) in n.events.iter().flat_map(|e| e.get_ref().iter()).enumerate() {
+                if crate::notify::EVENT_KINDS.contains(&e.get_ref().as_str()) {
+                    events.push(e.get_ref().clone());
+                } else {
+                    self.diag.value(
+                        e.span(),
+                        &format!("{path}.events[{j}]"),
+                        format!(
+                            "unknown event kind; expected one of: {}",
+                            crate::notify::EVENT_KINDS.join(", ")
+                        ),
+                    );
+                }
+            }
+            let min_severity = match &n.min_severity {
+                None => crate::notify::Severity::Info,
+                Some(v) => crate::notify::Severity::parse(v.get_ref()).unwrap_or_else(|| {
+                    self.diag.value(
+                        v.span(),
+                        &join(&path, "min_severity"),
+                        "expected \"info\", \"warning\" or \"critical\"",
+                    );
+                    crate::notify::Severity::Info
+                }),
+            };
+            let url = self.notify_url(&path, spanned, n, kind);
+            let channel = match kind {
+                "log" => Some(ChannelConfig::Log),
+                "slack" => url.map(|url| ChannelConfig::Slack { url }),
+                "webhook" => {
+                    let secret_file = match &n.secret_file {
+                        None => {
+                            self.missing(
+                                Some(spanned.span()),
+                                &join(&path, "secret_file"),
+                                "missing key `secret_file`: a file holding the key that signs every request (X-Rotor-Signature)",
+                            );
+                            None
+                        }
+                        Some(v) if v.get_ref().trim().is_empty() => {
+                            self.diag.value(
+                                v.span(),
+                                &join(&path, "secret_file"),
+                                "must not be empty",
+                            );
+                            None
+                        }
+                        Some(v) => Some(PathBuf::from(v.get_ref())),
+                    };
+                    match (url, secret_file) {
+                        (Some(url), Some(secret_file)) => {
+                            Some(ChannelConfig::Webhook { url, secret_file })
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            let queue_capacity = self
+                .int_in(
+                    &join(&path, "queue_capacity"),
+                    n.queue_capacity.as_ref(),
+                    NOTIFY_QUEUE_CAPACITY,
+                    "the queue capacity",
+                )
+                .ok()
+                .flatten()
+                .map_or(DEFAULT_NOTIFY_QUEUE_CAPACITY, |c| c as usize);
+            let max_attempts = self
+                .int_in(
+                    &join(&path, "max_attempts"),
+                    n.max_attempts.as_ref(),
+                    NOTIFY_MAX_ATTEMPTS,
+                    "the number of attempts",
+                )
+                .ok()
+                .flatten()
+                .map_or(DEFAULT_NOTIFY_MAX_ATTEMPTS, |c| c as u32);
+            let retry_backoff = self.duration_or(
+                &join(&path, "retry_backoff"),
+                n.retry_backoff.as_ref(),
+                DEFAULT_NOTIFY_RETRY_BACKOFF,
+            );
+            let retry_backoff_max = self.duration_or(
+                &join(&path, "retry_backoff_max"),
+                n.retry_backoff_max.as_ref(),
+                DEFAULT_NOTIFY_RETRY_BACKOFF_MAX,
+            );
+            if retry_backoff > retry_backoff_max {
+                let span = n
+                    .retry_backoff_max
+                    .as_ref()
+                    .or(n.retry_backoff.as_ref())
+                    .map_or(spanned.span(), |v| v.span());
+                self.diag.value(
+                    span,
+                    &join(&path, "retry_backoff_max"),
+                    format!(
+                        "must not be shorter than retry_backoff ({})",
+                        format_duration(retry_backoff)
+                    ),
+                );
+            }
+            let timeout = self.duration_or(
+                &join(&path, "timeout"),
+                n.timeout.as_ref(),
+                DEFAULT_NOTIFY_TIMEOUT,
+            );
+            if timeout.is_zero()
+                && let Some(v) = &n.timeout
+            {
+                self.diag.value(
+                    v.span(),
+                    &join(&path, "timeout"),
+                    "must be longer than zero",
+                );
+            }
+            let Some(channel) = channel else { continue };
+            if self.diag.len() > errors_before {
+                continue;
+            }
+            out.push(NotifyConfig {
+                name,
+                channel,
+                events,
+                min_severity,
+                queue_capacity,
+                max_attempts,
+                retry_backoff,
+                retry_backoff_max,
+                timeout,
+            });
+        }
+        out
+    }
+
+    /// `url` or `url_file` (exactly one) of an HTTP channel. An inline URL must be
+    /// `http://host[:port]/path`; it is not quoted back in messages (it may hold a token).
+    fn notify_url(
+        &mut self,
+        path: &str,
+        spanned: &Spanned<RawNotify>,
+        n: &RawNotify,
+        kind: &str,
+    ) -> Option<UrlSource> {
+        if kind == "log" {
+            return None;
+        }
+        match (&n.url, &n.url_file) {
+            (Some(_), Some(f)) => {
+                self.diag.at(
+                    Some(f.span()),
+                    &join(path, "url_file"),
+                    "set either `url` or `url_file`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.missing(
+                    Some(spanned.span()),
+                    &join(path, "url"),
+                    "missing key `url` (or `url_file`, a file holding the URL): where the channel posts",
+                );
+                None
+            }
+            (None, Some(f)) if f.get_ref().trim().is_empty() => {
+                self.diag
+                    .value(f.span(), &join(path, "url_file"), "must not be empty");
+                None
+            }
+            (None, Some(f)) => Some(UrlSource::File(PathBuf::from(f.get_ref()))),
+            (Some(u), None) => match check_http_url(u.get_ref()) {
+                Ok(()) => Some(UrlSource::Inline(u.get_ref().clone())),
+                Err(problem) => {
+                    // `at`, not `value`: the URL may carry a token and is not quoted.
+                    self.diag.at(Some(u.span()), &join(path, "url"), problem);
+                    None
+                }
+            },
+        }
+    }
+}
+
+/// Whether `url` is a URL the notifier can post to (`http://host[:port]/...`).
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    let uri = url
+        .trim()
+        .parse::<hyper::Uri>()
+        .map_err(|_| "is not a URL such as \"http://relay.local:8080/hook\"".to_owned())?;
+    match uri.scheme_str() {
+        Some("http") if uri.authority().is_some() => Ok(()),
+        Some("https") => Err("https is not supported yet (rotor has no TLS client): post to an http:// relay or egress proxy on the cluster network".to_owned()),
+        _ => Err("must be an http:// URL with a host, such as \"http://relay.local:8080/hook\"".to_owned()),
     }
 }
 

@@ -1,7 +1,11 @@
 //! The `none` target: store-only secrets. Nothing checks them, so every step succeeds.
 //!
 //! For tests and demos it can be told to fail a step ([`NoneTarget::fail`]): that is how a
-//! rotation failure is produced without a real system behind it.
+//! rotation failure is produced without a real system behind it. The configuration has
+//! the same hook for the real binary (a test/demo hook, not for production):
+//! `target = { type = "none", fail = ["apply"], fail_file = "/tmp/fail" }` fails `apply`
+//! while `/tmp/fail` exists, so a running rotor is broken and healed by creating and
+//! removing a file.
 
 use std::sync::Mutex;
 
@@ -18,6 +22,9 @@ pub struct NoneTarget {
     failing: Mutex<Vec<&'static str>>,
     /// How long every step takes (a simulated slow target).
     delay: std::time::Duration,
+    /// Steps that fail by configuration (test/demo hook), while `fail_file` exists if set.
+    configured: Vec<String>,
+    fail_file: Option<std::path::PathBuf>,
 }
 
 impl NoneTarget {
@@ -29,6 +36,21 @@ impl NoneTarget {
     pub fn with_delay(delay: std::time::Duration) -> Self {
         NoneTarget {
             delay,
+            ..Self::default()
+        }
+    }
+
+    /// The configured target: every step takes `delay`; the steps in `fail` fail, only
+    /// while `fail_file` exists when one is given (checked at every step).
+    pub fn with_failures(
+        delay: std::time::Duration,
+        fail: &[String],
+        fail_file: Option<std::path::PathBuf>,
+    ) -> Self {
+        NoneTarget {
+            delay,
+            configured: fail.to_vec(),
+            fail_file,
             ..Self::default()
         }
     }
@@ -63,7 +85,9 @@ impl NoneTarget {
             .failing
             .lock()
             .map(|f| f.contains(&operation))
-            .unwrap_or(false);
+            .unwrap_or(false)
+            || (self.configured.iter().any(|c| c == operation)
+                && self.fail_file.as_ref().is_none_or(|f| f.exists()));
         if failing {
             return Err(TargetError {
                 target: "none",
@@ -128,5 +152,33 @@ impl Target for NoneTarget {
             self.pause().await;
             self.check("revoke", secret, version, ErrorKind::Revoke)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fails_while_the_fail_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("fail");
+        let t = NoneTarget::with_failures(
+            std::time::Duration::ZERO,
+            &["apply".to_owned()],
+            Some(flag.clone()),
+        );
+        let s = SecretRef {
+            tenant: "t".into(),
+            key: "k".into(),
+        };
+        let v = SecretValue::from_bytes(b"x".to_vec());
+        assert!(t.apply(&s, 1, &v).await.is_ok());
+        std::fs::write(&flag, b"").unwrap();
+        let e = t.apply(&s, 1, &v).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Apply);
+        assert!(t.test(&s, 1, &v).await.is_ok(), "only the named step fails");
+        std::fs::remove_file(&flag).unwrap();
+        assert!(t.apply(&s, 1, &v).await.is_ok());
     }
 }

@@ -3,4 +3,5 @@
 pub mod http;
 pub mod kubelet;
 pub mod receiver;
+pub mod rotor_bin;
 pub mod targets;

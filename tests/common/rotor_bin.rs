@@ -1,0 +1,134 @@
+//! The real `rotor` binary on a random loopback port, for tests that look at it from the
+//! outside (`/metrics`, Prometheus scraping it). Killed when dropped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::http::request;
+
+pub fn free_port() -> u16 {
+    // Bind port 0, read the port, release it: a small race with other processes, fine
+    // for a test machine.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub struct RotorBin {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+/// A config with the server on `port`, the store in the working directory, fast retries,
+/// and `rest` appended (policies, secrets, `[metrics]`, `[[notify]]`).
+pub fn config(port: u16, rest: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+admin_token_file = "admin.token"
+
+[store]
+type = "embedded"
+path = "rotor.redb"
+master_key_file = "master.key"
+
+[runtime]
+shutdown_timeout = "5s"
+retry_backoff = "1s"
+retry_backoff_max = "2s"
+
+{rest}
+"#
+    )
+}
+
+impl RotorBin {
+    /// Starts `rotor run` in `dir` listening on `port` and waits until `/readyz` is 200.
+    pub async fn start(dir: &Path, port: u16, config: &str) -> RotorBin {
+        std::fs::write(dir.join("rotor.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("rotor.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
+            .args(["run", "--config", "rotor.toml"])
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("rotor starts");
+        let mut r = RotorBin {
+            child,
+            addr: ([127, 0, 0, 1], port).into(),
+            dir: dir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = r.child.try_wait().unwrap() {
+                panic!("rotor exited early ({status}); log:\n{}", r.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rotor not ready in 30 s; log:\n{}",
+                r.log()
+            );
+            if tokio::net::TcpStream::connect(r.addr).await.is_ok()
+                && request(r.addr, "GET", "/readyz", None, None).await.status == 200
+            {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rotor.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RotorBin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+pub async fn until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The path of a Prometheus tool (`promtool`, `prometheus`), or `None` outside CI when it
+/// is missing. Under `CI=true` a missing tool fails the test: CI installs it
+/// (`.ci/setup-prometheus.sh`), so its absence there is a broken setup, not a skip.
+pub fn prometheus_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "{name} is not installed but CI=true: run .ci/setup-prometheus.sh (Debian package `prometheus`)"
+        );
+        eprintln!(
+            "SKIPPED: {name} is not installed (apt-get install prometheus); set CI=true to make this a failure"
+        );
+    }
+    found
+}
