@@ -251,16 +251,6 @@ impl Target for JwksTarget {
         })
     }
 
-    fn promote<'a>(
-        &'a self,
-        _secret: &'a SecretRef,
-        _version: VersionNo,
-        _previous: Option<VersionNo>,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        // Published at apply; the previous key stays until expiry.
-        Box::pin(async { Ok(()) })
-    }
-
     fn revoke<'a>(
         &'a self,
         secret: &'a SecretRef,

@@ -84,13 +84,17 @@ pub trait Target: Send + Sync + 'static {
         value: &'a SecretValue,
     ) -> BoxFuture<'a, Result<(), TargetError>>;
 
-    /// `version` is now current (labels already moved); `previous` is still valid.
+    /// `version` is now current (labels already moved); `previous` is still valid. Most
+    /// targets have nothing to do here (both versions already work), hence the default.
     fn promote<'a>(
         &'a self,
         secret: &'a SecretRef,
         version: VersionNo,
         previous: Option<VersionNo>,
-    ) -> BoxFuture<'a, Result<(), TargetError>>;
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        let _ = (secret, version, previous);
+        Box::pin(async { Ok(()) })
+    }
 
     /// Makes `version` invalid. Revoking an unknown or already revoked version succeeds.
     fn revoke<'a>(

@@ -315,16 +315,6 @@ impl Target for PostgresTarget {
         })
     }
 
-    fn promote<'a>(
-        &'a self,
-        _secret: &'a SecretRef,
-        _version: VersionNo,
-        _previous: Option<VersionNo>,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        // Both roles already log in; nothing changes until expiry.
-        Box::pin(async { Ok(()) })
-    }
-
     fn revoke<'a>(
         &'a self,
         secret: &'a SecretRef,

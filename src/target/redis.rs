@@ -318,15 +318,6 @@ impl Target for RedisTarget {
         })
     }
 
-    fn promote<'a>(
-        &'a self,
-        _secret: &'a SecretRef,
-        _version: VersionNo,
-        _previous: Option<VersionNo>,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async { Ok(()) })
-    }
-
     fn revoke<'a>(
         &'a self,
         secret: &'a SecretRef,
