@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
 use crate::schedule::Schedule;
+pub use crate::store::vault::{VaultAuth, VaultSettings};
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +49,8 @@ pub enum StoreConfig {
         path: PathBuf,
         master_key_file: PathBuf,
     },
+    /// HashiCorp Vault KV v2 (see [`crate::store::vault`]).
+    Vault(VaultSettings),
 }
 
 /// How the process runs its work.
