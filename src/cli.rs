@@ -188,7 +188,7 @@ fn open_existing_store(cfg: &Config) -> Result<Option<Box<dyn Store>>, String> {
             if !settings.master_key_file.exists() {
                 return Ok(None);
             }
-            VaultStore::open(settings.clone())
+            VaultStore::open((**settings).clone())
                 .map(|s| Some(Box::new(s) as Box<dyn Store>))
                 .map_err(|e| e.to_string())
         }

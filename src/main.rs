@@ -92,7 +92,7 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
         },
         StoreConfig::Vault(settings) => {
             // Opening logs in over the network; keep it off the async workers.
-            let settings = settings.clone();
+            let settings = (**settings).clone();
             let opened = tokio::task::spawn_blocking(move || VaultStore::open(settings)).await;
             let store = match opened {
                 Ok(Ok(s)) => s,

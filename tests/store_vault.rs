@@ -772,3 +772,106 @@ fn values_never_reach_errors_debug_output_or_logs() {
             .any(|b| b.contains(secret_text))
     );
 }
+
+/// The whole rotation tree over the Vault store against the fake, in real time: the
+/// initial version at start, then an API-triggered rotation promoted to `current`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_tree_rotates_over_the_vault_store() {
+    use rotor::actors::admin::ActorAdmin;
+    use rotor::actors::tree::{self, TreeOptions};
+    use rotor::api::Admin as _;
+    use rotor::clock::Clock;
+    use rotor::config::Config;
+    use rotor::metrics::Metrics;
+    use rotor::target::none::NoneTarget;
+
+    let env = tokio::task::spawn_blocking(fake_env).await.expect("env");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        r#"
+[store]
+type = "embedded"
+path = "{dir}/unused.redb"
+master_key_file = "{dir}/unused.key"
+
+[policies.fast]
+interval = "1h"
+grace = "10m"
+generator = {{ type = "token", bytes = 32 }}
+max_attempts = 3
+
+[[secrets]]
+tenant = "tenant1"
+key = "api_keys"
+policy = "fast"
+"#,
+        dir = dir.path().display()
+    );
+    let cfg = Config::from_str_with_env(&text, "test.toml", &|_| None).expect("config");
+    let store: Arc<dyn Store> = Arc::new(env.replica());
+    let options = TreeOptions {
+        clock: Clock::System,
+        target_override: Some(Arc::new(NoneTarget::new())),
+        namespace: format!("{}/", dir.path().display()),
+        ..TreeOptions::default()
+    };
+    let mut tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
+        .await
+        .expect("tree starts");
+    let admin = ActorAdmin {
+        shared: tree.shared.clone(),
+        secrets: tree.secrets.clone(),
+        ready: tree.ready_flag(),
+    };
+    let s = secret("tenant1", "api_keys");
+    let current = |store: Arc<dyn Store>| {
+        let s = s.clone();
+        async move {
+            tokio::task::spawn_blocking(move || labels_of(&*store, &s))
+                .await
+                .expect("labels")
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !current(store.clone()).await.contains(&(1, Label::Current)) {
+        assert!(tokio::time::Instant::now() < deadline, "no initial version");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin.rotate(s.clone()).await.expect("rotation accepted");
+    while !current(store.clone()).await.contains(&(2, Label::Current)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rotation did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let labels = current(store.clone()).await;
+    assert_eq!(labels, [(1, Label::Previous), (2, Label::Current)]);
+    let fake = env.fake();
+    assert_eq!(
+        fake.current_version("secret", "production/tenants/tenant1/api_keys"),
+        2
+    );
+    let custom = fake.custom_metadata("secret", "production/tenants/tenant1/api_keys");
+    assert_eq!(custom.get("rotor_current").map(String::as_str), Some("2"));
+    let history = {
+        let (store, s) = (store.clone(), s.clone());
+        tokio::task::spawn_blocking(move || store.history(&s, 10))
+            .await
+            .expect("join")
+            .expect("history")
+    };
+    // The second rotation's record lands when its grace ends (10 minutes); the first's is
+    // there.
+    assert!(
+        history
+            .iter()
+            .any(|r| r.to_version == 1 && r.outcome == Outcome::Succeeded),
+        "{history:?}"
+    );
+    let _ = tree.shutdown(Duration::from_secs(5)).await;
+    drop(store);
+    tokio::task::spawn_blocking(move || drop(env))
+        .await
+        .expect("drop");
+}

@@ -50,7 +50,8 @@ pub enum StoreConfig {
         master_key_file: PathBuf,
     },
     /// HashiCorp Vault KV v2 (see [`crate::store::vault`]).
-    Vault(VaultSettings),
+    /// Boxed: the settings are large next to the embedded variant.
+    Vault(Box<VaultSettings>),
 }
 
 /// How the process runs its work.

@@ -424,7 +424,7 @@ impl Validator<'_, '_> {
             Duration::from_millis(200),
         );
         let auth = self.vault_auth(raw.auth.as_ref(), span);
-        StoreConfig::Vault(VaultSettings {
+        StoreConfig::Vault(Box::new(VaultSettings {
             address,
             mount,
             path_prefix,
@@ -435,7 +435,7 @@ impl Validator<'_, '_> {
             max_attempts,
             retry_backoff,
             auth,
-        })
+        }))
     }
 
     fn vault_auth(

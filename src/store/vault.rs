@@ -26,7 +26,8 @@
 //! document is. So [`Store::commit`] is one CAS write of the document (journal, labels,
 //! promoted/expired stamps and the history tail together), and the label mirror on the
 //! value path is written after it, best effort (the document is authoritative). The
-//! document keeps the newest [`HISTORY_KEEP`] history records. `_rotor` cannot collide
+//! document keeps the newest [`HISTORY_KEEP`] history records and the metadata of the
+//! labelled and newest [`VERSIONS_KEEP`] versions. `_rotor` cannot collide
 //! with a key: rotor identifiers never start with `_`.
 //!
 //! # Check-and-set and fencing
@@ -85,6 +86,12 @@ use crate::generator::SecretValue;
 
 /// History records kept in a secret's state document (newest ones).
 pub const HISTORY_KEEP: usize = 200;
+
+/// Version metadata kept in the state document: every labelled version, plus the newest
+/// unlabelled ones up to this many in all. Vault itself keeps only `max_versions` values
+/// (10 by default), so older metadata would describe values that are gone, and the
+/// document (rewritten by every commit) would grow without bound.
+pub const VERSIONS_KEEP: usize = 100;
 
 /// Name of the state document under a secret's path.
 const STATE_DOC: &str = "_rotor";
@@ -682,6 +689,7 @@ impl Store for VaultStore {
             fingerprint,
         });
         doc.versions.sort_by_key(|m| m.version);
+        prune_versions(&mut doc.versions);
         self.write_doc(secret, &doc, index)
     }
 
@@ -806,6 +814,19 @@ impl Store for VaultStore {
         out.sort();
         Ok(out)
     }
+}
+
+/// Drops the oldest unlabelled version metadata beyond [`VERSIONS_KEEP`].
+fn prune_versions(versions: &mut Vec<VersionMeta>) {
+    let mut excess = versions.len().saturating_sub(VERSIONS_KEEP);
+    versions.retain(|m| {
+        if excess > 0 && m.labels.is_empty() {
+            excess -= 1;
+            false
+        } else {
+            true
+        }
+    });
 }
 
 fn label_set(versions: &[VersionMeta]) -> BTreeMap<Label, VersionNo> {
