@@ -14,6 +14,7 @@ use crate::domain::{SecretRef, validate_ident};
 use crate::machine::{Phase, SecretState};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::vault::VaultStore;
 
 /// Exit code for a configuration that does not validate (EX_USAGE, as linkerd does).
 pub const EXIT_BAD_CONFIG: u8 = 64;
@@ -168,7 +169,7 @@ fn check(files: Vec<PathBuf>) -> ExitCode {
 
 /// Opens the configured store for reading, refusing to create one: an offline command on a
 /// machine without a store must not leave a fresh master key behind.
-fn open_existing_store(cfg: &Config) -> Result<Option<EmbeddedStore>, String> {
+fn open_existing_store(cfg: &Config) -> Result<Option<Box<dyn Store>>, String> {
     match &cfg.store {
         StoreConfig::Embedded {
             path,
@@ -178,8 +179,18 @@ fn open_existing_store(cfg: &Config) -> Result<Option<EmbeddedStore>, String> {
                 return Ok(None);
             }
             EmbeddedStore::open(path, master_key_file)
-                .map(Some)
+                .map(|s| Some(Box::new(s) as Box<dyn Store>))
                 .map_err(|e| format!("{e} (is `rotor run` using this store? stop it first)"))
+        }
+        // Vault is shared by design: reading while `rotor run` writes is fine. Without the
+        // fingerprint key file there is nothing to read with, and none is created here.
+        StoreConfig::Vault(settings) => {
+            if !settings.master_key_file.exists() {
+                return Ok(None);
+            }
+            VaultStore::open((**settings).clone())
+                .map(|s| Some(Box::new(s) as Box<dyn Store>))
+                .map_err(|e| e.to_string())
         }
     }
 }

@@ -11,12 +11,14 @@ use rotor::actors::admin::ActorAdmin;
 use rotor::actors::panic_hook::install_quiet_panic_hook;
 use rotor::actors::root::RootExit;
 use rotor::actors::tree::{self, TreeOptions};
+use rotor::actors::vault_token;
 use rotor::api::server::{self, AdminToken};
 use rotor::cli::{Cli, Command, EXIT_BAD_CONFIG, LogFormat};
 use rotor::config::{Config, StoreConfig};
 use rotor::metrics::Metrics;
 use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
+use rotor::store::vault::VaultStore;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -52,7 +54,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // vaultrs and rustify log every non-2xx answer (an expected 404 included) at ERROR;
+    // the Vault store reports failures itself, with the path and a clear reason.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,vaultrs=off,rustify=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),
@@ -72,6 +77,8 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
     };
 
     // 2. The store and the admin token.
+    // A Vault store's token is renewed by its own actor for as long as rotor runs.
+    let mut token_renewer = None;
     let store: Arc<dyn Store> = match &config.store {
         StoreConfig::Embedded {
             path,
@@ -83,6 +90,30 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        StoreConfig::Vault(settings) => {
+            // Opening logs in over the network; keep it off the async workers.
+            let settings = (**settings).clone();
+            let opened = tokio::task::spawn_blocking(move || VaultStore::open(settings)).await;
+            let store = match opened {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot open the Vault store");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the Vault store");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match vault_token::spawn(store.session(), store.lease()).await {
+                Ok(actor) => token_renewer = Some(actor),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the Vault token renewal");
+                    return ExitCode::FAILURE;
+                }
+            }
+            Arc::new(store)
+        }
     };
     let token = match AdminToken::load_or_create(&config.server.admin_token_file) {
         Ok(t) => t,
@@ -155,6 +186,9 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
         }
     };
     let _ = stop_api.send(());
+    if let Some(renewer) = token_renewer {
+        renewer.stop(None);
+    }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api).await;
     let code = match &exit {
         RootExit::Stopped(_) => ExitCode::SUCCESS,

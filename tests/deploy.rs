@@ -442,7 +442,11 @@ fn config_problems(dep: &Value, toml: &Path, claims: &BTreeSet<String>) -> Vec<S
     let StoreConfig::Embedded {
         path,
         master_key_file,
-    } = &config.store;
+    } = &config.store
+    else {
+        p.push("the deployed config uses the embedded store".to_owned());
+        return p;
+    };
     for (what, file) in [
         ("store path", path),
         ("master key file", master_key_file),

@@ -16,6 +16,7 @@
 //! - [`metrics`]: the metrics actor (encoding, fleet gauges).
 //! - [`notifier`]: the notifier actor (lifecycle events to their channels).
 //! - [`admin`]: the [`crate::api::Admin`] backend, answering the HTTP API through actors.
+//! - [`vault_token`]: renews the Vault store's token (re-login on failure).
 
 pub mod admin;
 pub mod metrics;
@@ -28,4 +29,5 @@ pub mod scheduler;
 pub mod supervisor;
 pub mod timer;
 pub mod tree;
+pub mod vault_token;
 pub mod watcher;

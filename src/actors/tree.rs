@@ -252,6 +252,9 @@ fn watch_context(
             .parent()
             .map(|p| p.join("watch"))
             .or_else(|| Some("watch".into())),
+        // No local data directory with a remote store: last-seen fingerprints are kept in
+        // memory only.
+        crate::config::StoreConfig::Vault(_) => None,
     };
     Arc::new(WatchContext {
         namespace: options.namespace.clone(),

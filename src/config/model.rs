@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
 use crate::schedule::Schedule;
+pub use crate::store::vault::{VaultAuth, VaultSettings};
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +49,9 @@ pub enum StoreConfig {
         path: PathBuf,
         master_key_file: PathBuf,
     },
+    /// HashiCorp Vault KV v2 (see [`crate::store::vault`]).
+    /// Boxed: the settings are large next to the embedded variant.
+    Vault(Box<VaultSettings>),
 }
 
 /// How the process runs its work.

@@ -73,6 +73,26 @@ pub(super) struct RawStore {
     pub kind: Option<S<String>>,
     pub path: Option<S<String>>,
     pub master_key_file: Option<S<String>>,
+    // `type = "vault"` (the schema walk checked which keys each type allows).
+    pub address: Option<S<String>>,
+    pub mount: Option<S<String>>,
+    pub path_prefix: Option<S<String>>,
+    pub namespace: Option<S<String>>,
+    pub ca_file: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub max_attempts: Option<S<i64>>,
+    pub retry_backoff: Option<S<String>>,
+    pub auth: Option<S<RawVaultAuth>>,
+}
+
+/// `[store] auth = { method = "kubernetes" | "token", ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVaultAuth {
+    pub method: Option<S<String>>,
+    pub role: Option<S<String>>,
+    pub token_file: Option<S<String>>,
+    pub mount: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

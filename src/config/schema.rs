@@ -58,6 +58,25 @@ const SERVER: &[Field] = &[f("listen", Ty::Str), f("admin_token_file", Ty::Str)]
 
 const EMBEDDED_STORE: &[Field] = &[f("path", Ty::Str), f("master_key_file", Ty::Str)];
 
+const VAULT_AUTH: &[Field] = &[
+    f("method", Ty::Str),
+    f("role", Ty::Str),
+    f("token_file", Ty::Str),
+    f("mount", Ty::Str),
+];
+const VAULT_STORE: &[Field] = &[
+    f("address", Ty::Str),
+    f("mount", Ty::Str),
+    f("path_prefix", Ty::Str),
+    f("namespace", Ty::Str),
+    f("ca_file", Ty::Str),
+    f("master_key_file", Ty::Str),
+    f("timeout", Ty::Duration),
+    f("max_attempts", Ty::Int),
+    f("retry_backoff", Ty::Duration),
+    f("auth", Ty::Table(VAULT_AUTH)),
+];
+
 const RUNTIME: &[Field] = &[
     f("max_concurrent_rotations", Ty::Int),
     f("shutdown_timeout", Ty::Duration),
@@ -260,7 +279,7 @@ pub(super) const ROOT: &[Field] = &[
         "store",
         Ty::Tagged {
             what: "store",
-            variants: &[("embedded", EMBEDDED_STORE)],
+            variants: &[("embedded", EMBEDDED_STORE), ("vault", VAULT_STORE)],
         },
     ),
     f("runtime", Ty::Table(RUNTIME)),

@@ -20,10 +20,10 @@ use super::model::{
     PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig, ServerConfig,
     StoreConfig, TargetConfig, UrlSource, WatchConfig,
 };
-use super::model::{JwksAlgorithm, PostgresStrategy};
+use super::model::{JwksAlgorithm, PostgresStrategy, VaultAuth, VaultSettings};
 use super::raw::{
     RawConfig, RawGenerator, RawMount, RawNotify, RawPolicy, RawPublish, RawPublishSecrets,
-    RawReload, RawRuntime, RawSecret, RawServer, RawStore, RawTarget, RawWindow,
+    RawReload, RawRuntime, RawSecret, RawServer, RawStore, RawTarget, RawVaultAuth, RawWindow,
 };
 use crate::domain::{SecretRef, validate_ident};
 use crate::duration::{format_duration, parse_duration};
@@ -309,13 +309,21 @@ impl Validator<'_, '_> {
 
     fn store(&mut self, raw: Option<&Spanned<RawStore>>) -> StoreConfig {
         let raw = raw.map(|r| r.get_ref());
-        // The schema walk has checked `type`; "embedded" is the only store so far, and
-        // new ones add arms here.
-        if let Some(kind) = raw.and_then(|r| r.kind.as_ref())
-            && kind.get_ref() != "embedded"
-        {
-            self.diag
-                .value(kind.span(), "store.type", "expected \"embedded\"");
+        // The schema walk has checked `type` and which keys each type allows.
+        match raw.and_then(|r| r.kind.as_ref()) {
+            Some(kind) if kind.get_ref() == "vault" => {
+                if let Some(r) = raw {
+                    return self.vault_store(r, kind.span());
+                }
+            }
+            Some(kind) if kind.get_ref() != "embedded" => {
+                self.diag.value(
+                    kind.span(),
+                    "store.type",
+                    "expected \"embedded\" or \"vault\"",
+                );
+            }
+            _ => {}
         }
         StoreConfig::Embedded {
             path: self.non_empty_path(
@@ -328,6 +336,225 @@ impl Validator<'_, '_> {
                 raw.and_then(|r| r.master_key_file.as_ref()),
                 DEFAULT_MASTER_KEY_FILE,
             ),
+        }
+    }
+
+    /// `[store] type = "vault"`: every key checked, every problem reported.
+    fn vault_store(&mut self, raw: &RawStore, span: Range<usize>) -> StoreConfig {
+        let address = match &raw.address {
+            None => {
+                self.missing(
+                    Some(span.clone()),
+                    "store.address",
+                    "missing key `address`: the Vault server, e.g. \"https://vault.vault.svc:8200\"",
+                );
+                String::new()
+            }
+            Some(a) => {
+                let text = a.get_ref().trim().to_owned();
+                match url::Url::parse(&text) {
+                    Ok(u)
+                        if matches!(u.scheme(), "http" | "https")
+                            && u.host_str().is_some_and(|h| !h.is_empty())
+                            && u.query().is_none()
+                            && matches!(u.path(), "" | "/") =>
+                    {
+                        text
+                    }
+                    _ => {
+                        self.diag.value(
+                            a.span(),
+                            "store.address",
+                            "is not a Vault address such as \"https://vault.vault.svc:8200\" (http or https, a host, no path)",
+                        );
+                        String::new()
+                    }
+                }
+            }
+        };
+        let mount = self.vault_path_part("store.mount", raw.mount.as_ref(), "secret", false);
+        let path_prefix =
+            self.vault_path_part("store.path_prefix", raw.path_prefix.as_ref(), "", true);
+        let namespace = raw
+            .namespace
+            .as_ref()
+            .map(|n| self.vault_path_part("store.namespace", Some(n), "", false));
+        let ca_file = raw
+            .ca_file
+            .as_ref()
+            .map(|c| self.non_empty_path("store.ca_file", Some(c), ""));
+        if let (Some(c), Ok(u)) = (&raw.ca_file, url::Url::parse(&address))
+            && u.scheme() == "http"
+        {
+            self.diag.value(
+                c.span(),
+                "store.ca_file",
+                "is set but the address is plain http; use an https address",
+            );
+        }
+        let master_key_file = self.non_empty_path(
+            "store.master_key_file",
+            raw.master_key_file.as_ref(),
+            DEFAULT_MASTER_KEY_FILE,
+        );
+        let timeout = self.duration_or(
+            "store.timeout",
+            raw.timeout.as_ref(),
+            Duration::from_secs(10),
+        );
+        if timeout.is_zero()
+            && let Some(t) = &raw.timeout
+        {
+            self.diag
+                .value(t.span(), "store.timeout", "must be longer than zero");
+        }
+        let max_attempts = self
+            .int_in(
+                "store.max_attempts",
+                raw.max_attempts.as_ref(),
+                (1, 20),
+                "the number of attempts per Vault request",
+            )
+            .ok()
+            .flatten()
+            .map_or(4, |n| n as u32);
+        let retry_backoff = self.duration_or(
+            "store.retry_backoff",
+            raw.retry_backoff.as_ref(),
+            Duration::from_millis(200),
+        );
+        let auth = self.vault_auth(raw.auth.as_ref(), span);
+        StoreConfig::Vault(Box::new(VaultSettings {
+            address,
+            mount,
+            path_prefix,
+            namespace,
+            ca_file,
+            master_key_file,
+            timeout,
+            max_attempts,
+            retry_backoff,
+            auth,
+        }))
+    }
+
+    fn vault_auth(
+        &mut self,
+        raw: Option<&Spanned<RawVaultAuth>>,
+        store_span: Range<usize>,
+    ) -> VaultAuth {
+        let placeholder = VaultAuth::Token {
+            token_file: PathBuf::new(),
+        };
+        let Some(spanned) = raw else {
+            self.missing(
+                Some(store_span),
+                "store.auth",
+                "missing key `auth`: e.g. { method = \"kubernetes\", role = \"rotor\", token_file = \"/var/run/secrets/kubernetes.io/serviceaccount/token\" } or { method = \"token\", token_file = \"...\" }",
+            );
+            return placeholder;
+        };
+        let a = spanned.get_ref();
+        let token_file = match &a.token_file {
+            None => {
+                self.missing(
+                    Some(spanned.span()),
+                    "store.auth.token_file",
+                    "missing key `token_file`: the file holding the service-account JWT (kubernetes) or the Vault token (token)",
+                );
+                PathBuf::new()
+            }
+            Some(f) => self.non_empty_path("store.auth.token_file", Some(f), ""),
+        };
+        match a.method.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            Some(("kubernetes", _)) => {
+                let role = match &a.role {
+                    None => {
+                        self.missing(
+                            Some(spanned.span()),
+                            "store.auth.role",
+                            "missing key `role`: the Vault Kubernetes auth role, e.g. \"rotor\"",
+                        );
+                        String::new()
+                    }
+                    Some(r) if r.get_ref().trim().is_empty() => {
+                        self.diag
+                            .value(r.span(), "store.auth.role", "must not be empty");
+                        String::new()
+                    }
+                    Some(r) => r.get_ref().clone(),
+                };
+                let mount =
+                    self.vault_path_part("store.auth.mount", a.mount.as_ref(), "kubernetes", false);
+                VaultAuth::Kubernetes {
+                    role,
+                    token_file,
+                    mount,
+                }
+            }
+            Some(("token", _)) => {
+                for (key, v) in [("role", &a.role), ("mount", &a.mount)] {
+                    if let Some(v) = v {
+                        self.diag.value(
+                            v.span(),
+                            &format!("store.auth.{key}"),
+                            "only applies to method = \"kubernetes\"",
+                        );
+                    }
+                }
+                VaultAuth::Token { token_file }
+            }
+            Some((_, span)) => {
+                self.diag.value(
+                    span,
+                    "store.auth.method",
+                    "expected \"kubernetes\" or \"token\"",
+                );
+                placeholder
+            }
+            None => {
+                self.missing(
+                    Some(spanned.span()),
+                    "store.auth.method",
+                    "missing key `method`: \"kubernetes\" or \"token\"",
+                );
+                placeholder
+            }
+        }
+    }
+
+    /// A Vault mount, namespace or path prefix: `/`-separated segments of letters, digits,
+    /// `-`, `_` and `.`, none empty, `.` or `..`. Empty is allowed only where `may_be_empty`.
+    fn vault_path_part(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+        default: &str,
+        may_be_empty: bool,
+    ) -> String {
+        let Some(v) = value else {
+            return default.to_owned();
+        };
+        let text = v.get_ref().trim_matches('/');
+        let ok_segment = |seg: &str| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if (text.is_empty() && may_be_empty)
+            || (!text.is_empty() && text.split('/').all(ok_segment))
+        {
+            text.to_owned()
+        } else {
+            self.diag.value(
+                v.span(),
+                path,
+                "must be /-separated names of letters, digits, '-', '_' and '.' (no empty, '.' or '..' parts)",
+            );
+            default.to_owned()
         }
     }
 

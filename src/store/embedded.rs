@@ -533,7 +533,10 @@ impl Store for EmbeddedStore {
 
 /// Refuses a label set that puts one label on two versions: the store must never hold
 /// two `current` (or `pending`, or `previous`) versions of a secret.
-fn check_labels(secret: &SecretRef, labels: &[(VersionNo, Label)]) -> Result<(), StoreError> {
+pub(super) fn check_labels(
+    secret: &SecretRef,
+    labels: &[(VersionNo, Label)],
+) -> Result<(), StoreError> {
     for (i, (v, label)) in labels.iter().enumerate() {
         if let Some((other, _)) = labels[..i]
             .iter()
@@ -554,7 +557,11 @@ fn check_labels(secret: &SecretRef, labels: &[(VersionNo, Label)]) -> Result<(),
 /// `current` stamps `promoted_at` unless it was already set (a rollback to a version keeps
 /// its original promotion time). A version that gains a label again after expiring is
 /// valid again, so its `expired_at` is cleared rather than left contradicting its labels.
-fn relabel(meta: &mut VersionMeta, labels: &[(VersionNo, Label)], now: DateTime<Utc>) -> bool {
+pub(super) fn relabel(
+    meta: &mut VersionMeta,
+    labels: &[(VersionNo, Label)],
+    now: DateTime<Utc>,
+) -> bool {
     let mut new: Vec<Label> = labels
         .iter()
         .filter(|(v, _)| *v == meta.version)

@@ -1,7 +1,8 @@
 //! Where secret versions, the rotation journal and the history live.
 //!
 //! The [`Store`] trait is what the rest of rotor sees. Backends: [`embedded`] (one redb
-//! file, values sealed with AES-256-GCM). A store knows labels, versions and opaque journal
+//! file, values sealed with AES-256-GCM) and [`vault`] (HashiCorp Vault KV v2, tested
+//! against the in-repo [`vault_fake`] because no Vault server can run on these machines). A store knows labels, versions and opaque journal
 //! bytes; it does not know the rotation state machine (the journal is serialised by the
 //! caller) and it never logs or returns a value except through [`Store::read_value`].
 
@@ -13,6 +14,8 @@ use crate::generator::SecretValue;
 pub mod cache;
 pub mod crypto;
 pub mod embedded;
+pub mod vault;
+pub mod vault_fake;
 
 /// Errors from a store. Messages name the secret and version, never a value.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,20 @@ pub enum StoreError {
     /// A write failed on purpose (tests inject these to prove crash safety).
     #[error("injected write failure")]
     Injected,
+    /// A check-and-set write lost: someone else (another replica, or this process before
+    /// it was resumed) changed the record since this process last read it. Nothing was
+    /// overwritten; re-read the journal and decide again.
+    #[error(
+        "check-and-set conflict on {path}: it changed since this process last read it (another replica or a stale writer); nothing was overwritten"
+    )]
+    Conflict { path: String },
+    /// The remote store refused the request under its access policy.
+    #[error("permission denied by Vault policy for {path}")]
+    PermissionDenied { path: String },
+    /// The remote store cannot serve requests now (sealed, down, timing out), after the
+    /// store's own bounded retries.
+    #[error("store unavailable for {path}: {reason}")]
+    Unavailable { path: String, reason: String },
 }
 
 impl StoreError {
@@ -65,6 +82,9 @@ impl StoreError {
             StoreError::InvalidCommit { .. } => "invalid_commit",
             StoreError::Backend(_) => "backend",
             StoreError::Injected => "injected",
+            StoreError::Conflict { .. } => "cas_conflict",
+            StoreError::PermissionDenied { .. } => "permission_denied",
+            StoreError::Unavailable { .. } => "unavailable",
         }
     }
 }

@@ -1,0 +1,106 @@
+//! Vault store benchmark, against the in-repo fake Vault (no Vault server can run on these
+//! machines, so the figure measures rotor's side plus local HTTP, not a real Vault's
+//! storage backend and its fsyncs).
+//!
+//! - `vault/rotation`: rotations per second. One iteration is one rotation's worth of
+//!   store writes, the same as `benches/store.rs`: `put_version`, then five commits
+//!   (stage, applied, tested, promote into grace, expire with a history record). Each is
+//!   a read and a check-and-set write over HTTP, plus the label mirror when labels change:
+//!   about 16 requests per rotation.
+
+use chrono::Utc;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rotor::domain::{
+    HistoryRecord, Label, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo,
+};
+use rotor::generator::SecretValue;
+use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
+use rotor::store::vault_fake::VaultFake;
+use rotor::store::{Commit, Store};
+
+fn rotation(c: &mut Criterion) {
+    let fake = VaultFake::start("secret", "bench-root").expect("fake vault");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "bench-root").expect("token");
+    let store = VaultStore::open(VaultSettings {
+        address: fake.address(),
+        mount: "secret".into(),
+        path_prefix: "bench/tenants".into(),
+        namespace: None,
+        ca_file: None,
+        master_key_file: dir.path().join("master.key"),
+        timeout: std::time::Duration::from_secs(5),
+        max_attempts: 3,
+        retry_backoff: std::time::Duration::from_millis(10),
+        auth: VaultAuth::Token { token_file },
+    })
+    .expect("open store");
+    let secret = SecretRef::new("tenant1", "database_credentials").expect("valid ref");
+    let value = SecretValue::from_bytes(vec![b'x'; 32]);
+    let journal = vec![0u8; 200];
+    let mut current: VersionNo = 0;
+
+    let mut group = c.benchmark_group("vault");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20);
+    group.bench_function("rotation", |b| {
+        b.iter(|| {
+            let next = current + 1;
+            let now = Utc::now();
+            let commit = |labels: &[(VersionNo, Label)], history: Option<&HistoryRecord>| {
+                store
+                    .commit(
+                        &secret,
+                        Commit {
+                            journal: &journal,
+                            labels,
+                            history,
+                            now,
+                        },
+                    )
+                    .expect("commit");
+            };
+            store
+                .put_version(&secret, next, RotationId(next), &value, now)
+                .expect("put_version");
+            let (base, grace): (Vec<_>, Vec<_>) = if current == 0 {
+                (vec![], vec![(next, Label::Current)])
+            } else {
+                (
+                    vec![(current, Label::Current)],
+                    vec![(next, Label::Current), (current, Label::Previous)],
+                )
+            };
+            let mut staged = base.clone();
+            staged.push((next, Label::Pending));
+            commit(&staged, None);
+            commit(&staged, None);
+            commit(&staged, None);
+            commit(&grace, None);
+            let record = HistoryRecord {
+                rotation: RotationId(next),
+                trigger: Trigger::Schedule,
+                from_version: (current > 0).then_some(current),
+                to_version: next,
+                outcome: Outcome::Succeeded,
+                error: None,
+                steps: vec![
+                    Step::Generate,
+                    Step::Apply,
+                    Step::Test,
+                    Step::Promote,
+                    Step::Expire,
+                ],
+                started_at: now,
+                finished_at: now,
+            };
+            commit(&[(next, Label::Current)], Some(&record));
+            current = next;
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, rotation);
+criterion_main!(benches);

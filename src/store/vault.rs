@@ -1,0 +1,1192 @@
+//! The Vault store: HashiCorp Vault's KV v2 engine through `vaultrs`, every write a
+//! check-and-set.
+//!
+//! No Vault server can run on these machines; this store is tested against
+//! [`super::vault_fake`], which speaks the same HTTP API, and against a real Vault when
+//! `VAULT_ADDR` and `VAULT_TOKEN` are set (`tests/store_vault.rs`).
+//!
+//! # Layout in Vault
+//!
+//! For a secret `tenant/key`, with `mount = "secret"` and `path_prefix = "prod/tenants"`:
+//!
+//! | KV path                         | what                                              |
+//! |---------------------------------|---------------------------------------------------|
+//! | `prod/tenants/tenant/key`       | the values: KV version N is rotor version N       |
+//! | `prod/tenants/tenant/key/_rotor`| the state document: journal, version metadata, labels, history tail |
+//!
+//! A value version's data is `{"value": "<the value>", "rotor_rotation": "<id>"}` when the
+//! value is UTF-8 (so the Vault CSI provider and `vault kv get` see the plain value), or
+//! `{"value_base64": ...}` otherwise. The secret's custom metadata mirrors the labels
+//! (`rotor_current = "7"`, `rotor_previous`, `rotor_pending`) for other Vault readers, and
+//! `cas_required = true` makes Vault demand check-and-set from every writer of it.
+//!
+//! The state document is one JSON document in the data of `_rotor`. Vault limits custom
+//! metadata to 64 keys of at most 512-byte values, which the journal and history do not
+//! fit, and two metadata writes would not be atomic; a single check-and-set write of one
+//! document is. So [`Store::commit`] is one CAS write of the document (journal, labels,
+//! promoted/expired stamps and the history tail together), and the label mirror on the
+//! value path is written after it, best effort (the document is authoritative). The
+//! document keeps the newest [`HISTORY_KEEP`] history records and the metadata of the
+//! labelled and newest [`VERSIONS_KEEP`] versions. `_rotor` cannot collide
+//! with a key: rotor identifiers never start with `_`.
+//!
+//! # Check-and-set and fencing
+//!
+//! `put_version(v)` writes the value with `cas = v - 1`, so two writers of version `v`
+//! cannot both win; the loser finds version `v` and succeeds only if it was written for its
+//! own rotation (the idempotent replay), else gets [`StoreError::VersionConflict`].
+//!
+//! The state document's CAS index is remembered per secret from the last [`Store::journal`]
+//! read or own write (the *fence*). A write whose fresh read of the document shows another
+//! index — another replica, or this process resumed after someone else wrote — fails with
+//! [`StoreError::Conflict`] before writing, and the write itself is CAS'd on that index.
+//! Reads of versions and history do not move the fence, so an admin read cannot make a
+//! stale writer current.
+//!
+//! # Blocking
+//!
+//! [`Store`] is synchronous. The store owns a small tokio runtime (one worker thread) and
+//! runs each request there, waiting on a channel: unlike `Handle::block_on`, this never
+//! panics whatever thread calls it (a runtime worker, a `spawn_blocking` thread or a plain
+//! test thread); rotor's callers use `spawn_blocking`, so no worker is ever blocked. The
+//! runtime is shut down in the background on drop, which is allowed inside async code.
+//!
+//! # Errors and retries
+//!
+//! Transport errors, timeouts, 429, 412 and 5xx other than a sealed 503 are retried inside
+//! the call with bounded exponential backoff (`max_attempts`, `retry_backoff`). 403 is
+//! [`StoreError::PermissionDenied`], a sealed Vault or exhausted retries
+//! [`StoreError::Unavailable`], a CAS mismatch [`StoreError::Conflict`]. Messages name the
+//! Vault path and status; values never appear in errors or logs, and [`VaultStore`]'s
+//! `Debug` shows neither token nor values.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Utc};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use vaultrs::api::kv2::requests::{
+    ReadSecretRequest, SetSecretMetadataRequest, SetSecretRequestOptions,
+};
+use vaultrs::client::{VaultClient, VaultClientSettings};
+use vaultrs::error::ClientError;
+
+use super::crypto::MasterKey;
+use super::embedded::{check_labels, relabel};
+use super::{Commit, Store, StoreError};
+use crate::domain::{HistoryRecord, Label, RotationId, SecretRef, VersionMeta, VersionNo};
+use crate::generator::SecretValue;
+
+/// History records kept in a secret's state document (newest ones).
+pub const HISTORY_KEEP: usize = 200;
+
+/// Version metadata kept in the state document: every labelled version, plus the newest
+/// unlabelled ones up to this many in all. Vault itself keeps only `max_versions` values
+/// (10 by default), so older metadata would describe values that are gone, and the
+/// document (rewritten by every commit) would grow without bound.
+pub const VERSIONS_KEEP: usize = 100;
+
+/// Name of the state document under a secret's path.
+const STATE_DOC: &str = "_rotor";
+
+/// Format of the state document; a newer one is refused, not misread.
+const DOC_FORMAT: u32 = 1;
+
+/// Vault's error text for a check-and-set mismatch.
+const CAS_MISMATCH: &str = "check-and-set parameter did not match";
+
+/// Everything the Vault store needs to connect. Built by the config (`[store] type =
+/// "vault"`) or by tests.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VaultSettings {
+    /// `https://vault.vault.svc:8200`.
+    pub address: String,
+    /// The KV v2 mount (`secret`).
+    pub mount: String,
+    /// Secret path = `{path_prefix}/{tenant}/{key}`; may be empty.
+    pub path_prefix: String,
+    /// Vault Enterprise namespace, sent as `X-Vault-Namespace`.
+    pub namespace: Option<String>,
+    /// PEM bundle of CAs to trust for an `https` address.
+    pub ca_file: Option<PathBuf>,
+    /// Key of the value fingerprints (see [`MasterKey::fingerprint`]); created if missing.
+    pub master_key_file: PathBuf,
+    /// Bound of one HTTP request.
+    pub timeout: Duration,
+    /// Attempts per request when Vault fails transiently (at least 1).
+    pub max_attempts: u32,
+    /// First retry delay; doubled per attempt, capped at 2 s.
+    pub retry_backoff: Duration,
+    pub auth: VaultAuth,
+}
+
+impl fmt::Debug for VaultSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultSettings")
+            .field("address", &self.address)
+            .field("mount", &self.mount)
+            .field("path_prefix", &self.path_prefix)
+            .field("namespace", &self.namespace)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the store gets its Vault token. Tokens are read from files, never from config text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultAuth {
+    /// Kubernetes service-account login: `POST /v1/auth/{mount}/login` with the JWT in
+    /// `token_file`; re-login when renewal fails.
+    Kubernetes {
+        role: String,
+        token_file: PathBuf,
+        mount: String,
+    },
+    /// A token in a file (written by Vault Agent, or by hand); re-read when renewal fails.
+    Token { token_file: PathBuf },
+}
+
+/// What Vault said about the token in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLease {
+    /// Remaining lifetime; zero for a token that never expires.
+    pub ttl: Duration,
+    pub renewable: bool,
+}
+
+impl TokenLease {
+    /// When to renew: at two thirds of the lifetime, or never for a non-expiring token.
+    pub fn renew_after(&self) -> Option<Duration> {
+        (!self.ttl.is_zero()).then(|| self.ttl * 2 / 3)
+    }
+}
+
+/// The authenticated connection, shared by the store and the token-renewal actor
+/// (`actors::vault_token`), which swaps in a new client after a re-login.
+pub struct VaultSession {
+    settings: VaultSettings,
+    handle: tokio::runtime::Handle,
+    client: RwLock<Arc<VaultClient>>,
+}
+
+impl fmt::Debug for VaultSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultSession")
+            .field("address", &self.settings.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultSession {
+    fn client(&self) -> Arc<VaultClient> {
+        match self.client.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_client(&self, client: VaultClient) {
+        let client = Arc::new(client);
+        match self.client.write() {
+            Ok(mut c) => *c = client,
+            Err(poisoned) => *poisoned.into_inner() = client,
+        }
+    }
+
+    /// Renews the token (`renew-self`); if that fails, logs in again (Kubernetes) or
+    /// re-reads the token file (token auth). Runs on the store's runtime, so it may be
+    /// awaited from any runtime.
+    pub async fn renew(self: &Arc<Self>) -> Result<TokenLease, StoreError> {
+        let this = self.clone();
+        self.handle
+            .spawn(async move { this.renew_here().await })
+            .await
+            .map_err(|e| StoreError::Backend(format!("vault token renewal task: {e}")))?
+    }
+
+    async fn renew_here(&self) -> Result<TokenLease, StoreError> {
+        let client = self.client();
+        match vaultrs::api::auth(&*client, RenewSelf).await {
+            Ok(info) => Ok(TokenLease {
+                ttl: Duration::from_secs(info.lease_duration),
+                renewable: info.renewable,
+            }),
+            Err(e) => {
+                let failure = classify(e);
+                tracing::warn!(error = %failure.describe(), "vault token renewal failed; authenticating again");
+                let (client, lease) = login(&self.settings).await?;
+                self.set_client(client);
+                Ok(lease)
+            }
+        }
+    }
+}
+
+/// `POST /v1/auth/token/renew-self`. vaultrs 0.8's own `token::renew_self` writes its path
+/// as `"\t/auth/token/renew-self"`, which reaches Vault as `/v1/%09/auth/...` and is not
+/// routed; this endpoint is the same request with the path Vault expects.
+struct RenewSelf;
+
+impl rustify::endpoint::Endpoint for RenewSelf {
+    type Response = ();
+    const REQUEST_BODY_TYPE: rustify::enums::RequestType = rustify::enums::RequestType::JSON;
+    const RESPONSE_BODY_TYPE: rustify::enums::ResponseType = rustify::enums::ResponseType::JSON;
+
+    fn path(&self) -> String {
+        "auth/token/renew-self".to_owned()
+    }
+
+    fn method(&self) -> rustify::enums::RequestMethod {
+        rustify::enums::RequestMethod::POST
+    }
+}
+
+/// A [`Store`] on Vault KV v2. See the module documentation.
+pub struct VaultStore {
+    /// `Some` until drop, which shuts it down in the background.
+    runtime: Option<tokio::runtime::Runtime>,
+    session: Arc<VaultSession>,
+    key: MasterKey,
+    lease: TokenLease,
+    /// CAS index of each secret's state document as this process last saw it (0: absent).
+    fence: Mutex<HashMap<SecretRef, u64>>,
+}
+
+impl fmt::Debug for VaultStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultStore")
+            .field("settings", &self.session.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for VaultStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The state document of one secret (JSON in the data of `{path}/_rotor`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct StateDoc {
+    format: u32,
+    /// Base64 of the opaque journal bytes.
+    #[serde(default)]
+    journal: Option<String>,
+    /// Every version, oldest first; labels and stamps included.
+    #[serde(default)]
+    versions: Vec<VersionMeta>,
+    /// Oldest first, at most [`HISTORY_KEEP`].
+    #[serde(default)]
+    history: Vec<HistoryRecord>,
+}
+
+/// The data of one value version.
+#[derive(Serialize, Deserialize)]
+struct ValueData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+    #[serde(default)]
+    rotor_rotation: Option<String>,
+}
+
+impl fmt::Debug for ValueData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValueData")
+            .field("rotor_rotation", &self.rotor_rotation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultStore {
+    /// Connects: reads (or creates) the fingerprint key, authenticates and looks the token
+    /// up. Fails with a message naming the address and the reason.
+    pub fn open(settings: VaultSettings) -> Result<Self, StoreError> {
+        let key = MasterKey::load_or_create(&settings.master_key_file)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("rotor-vault")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("vault store runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let login_settings = settings.clone();
+        let (client, lease) = wait(&handle, async move { login(&login_settings).await })??;
+        Ok(VaultStore {
+            runtime: Some(runtime),
+            session: Arc::new(VaultSession {
+                settings,
+                handle,
+                client: RwLock::new(Arc::new(client)),
+            }),
+            key,
+            lease,
+            fence: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The connection, for the token-renewal actor.
+    pub fn session(&self) -> Arc<VaultSession> {
+        self.session.clone()
+    }
+
+    /// The token's lease as found at open.
+    pub fn lease(&self) -> TokenLease {
+        self.lease
+    }
+
+    /// KV path of a secret's values (without mount).
+    fn value_path(&self, secret: &SecretRef) -> String {
+        let prefix = self.session.settings.path_prefix.trim_matches('/');
+        if prefix.is_empty() {
+            format!("{}/{}", secret.tenant, secret.key)
+        } else {
+            format!("{prefix}/{}/{}", secret.tenant, secret.key)
+        }
+    }
+
+    fn doc_path(&self, secret: &SecretRef) -> String {
+        format!("{}/{STATE_DOC}", self.value_path(secret))
+    }
+
+    /// `mount/data/path` for messages.
+    fn shown(&self, path: &str) -> String {
+        format!("{}/data/{path}", self.session.settings.mount)
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        wait(&self.session.handle, fut)?
+    }
+
+    fn fence_of(&self, secret: &SecretRef) -> Option<u64> {
+        self.fence.lock().map_or_else(
+            |p| p.into_inner().get(secret).copied(),
+            |f| f.get(secret).copied(),
+        )
+    }
+
+    fn set_fence(&self, secret: &SecretRef, index: u64) {
+        match self.fence.lock() {
+            Ok(mut f) => f.insert(secret.clone(), index),
+            Err(p) => p.into_inner().insert(secret.clone(), index),
+        };
+    }
+
+    /// Reads the state document and its CAS index (0 and an empty document if absent).
+    fn read_doc(&self, secret: &SecretRef) -> Result<(StateDoc, u64), StoreError> {
+        let path = self.doc_path(secret);
+        let session = self.session.clone();
+        let shown = self.shown(&path);
+        let found = self.run(async move {
+            let mount = session.settings.mount.clone();
+            Ok(retry(&session, "read", &shown, || {
+                let client = session.client();
+                let (mount, path) = (mount.clone(), path.clone());
+                async move {
+                    let req = ReadSecretRequest::builder()
+                        .mount(mount)
+                        .path(path)
+                        .build()
+                        .map_err(|e| Failure::Other(e.to_string()))?;
+                    vaultrs::api::exec_with_result(&*client, req)
+                        .await
+                        .map_err(classify)
+                }
+            })
+            .await)
+        })?;
+        let resp = match found {
+            Ok(resp) => resp,
+            Err(Failure::Status(404, _)) => return Ok((StateDoc::default(), 0)),
+            Err(f) => return Err(f.into_store_error(&self.shown(&self.doc_path(secret)))),
+        };
+        let doc: StateDoc = serde_json::from_value(resp.data).map_err(|e| {
+            StoreError::Backend(format!(
+                "state document {} is not rotor's: {e}",
+                self.shown(&self.doc_path(secret))
+            ))
+        })?;
+        if doc.format > DOC_FORMAT {
+            return Err(StoreError::Backend(format!(
+                "state document {} has format {}, newer than this rotor's {DOC_FORMAT}; use a matching rotor release",
+                self.shown(&self.doc_path(secret)),
+                doc.format
+            )));
+        }
+        Ok((doc, resp.metadata.version))
+    }
+
+    /// Reads the document for a write, refusing if it moved past this process's fence.
+    fn read_doc_for_write(&self, secret: &SecretRef) -> Result<(StateDoc, u64), StoreError> {
+        let (doc, index) = self.read_doc(secret)?;
+        if let Some(fence) = self.fence_of(secret)
+            && fence != index
+        {
+            return Err(StoreError::Conflict {
+                path: self.shown(&self.doc_path(secret)),
+            });
+        }
+        Ok((doc, index))
+    }
+
+    /// CAS-writes the document over `index`. A CAS mismatch whose fresh read shows exactly
+    /// this document is our own earlier attempt that landed (a retried timeout): success.
+    fn write_doc(&self, secret: &SecretRef, doc: &StateDoc, index: u64) -> Result<(), StoreError> {
+        let path = self.doc_path(secret);
+        let shown = self.shown(&path);
+        let data = serde_json::to_value(doc)
+            .map_err(|e| StoreError::Backend(format!("encode state document {shown}: {e}")))?;
+        let cas = cas_index(index, &shown)?;
+        let session = self.session.clone();
+        let shown2 = shown.clone();
+        let written = self.run(async move {
+            let mount = session.settings.mount.clone();
+            retry(&session, "write", &shown2, || {
+                let client = session.client();
+                let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
+                async move {
+                    vaultrs::kv2::set_with_options(
+                        &*client,
+                        &mount,
+                        &path,
+                        &data,
+                        SetSecretRequestOptions { cas },
+                    )
+                    .await
+                    .map_err(classify)
+                }
+            })
+            .await
+            .map_err(|f| f.into_store_error(&shown2))
+        });
+        match written {
+            Ok(meta) => {
+                self.set_fence(secret, meta.version);
+                Ok(())
+            }
+            Err(StoreError::Conflict { path }) => match self.read_doc(secret)? {
+                (found, now) if &found == doc => {
+                    self.set_fence(secret, now);
+                    Ok(())
+                }
+                _ => Err(StoreError::Conflict { path }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads one value version's data; `None` if Vault has no such (live) version.
+    fn read_version_data(
+        &self,
+        secret: &SecretRef,
+        version: VersionNo,
+    ) -> Result<Option<ValueData>, StoreError> {
+        let path = self.value_path(secret);
+        let shown = format!("{}?version={version}", self.shown(&path));
+        let session = self.session.clone();
+        let shown2 = shown.clone();
+        let found = self.run(async move {
+            let mount = session.settings.mount.clone();
+            Ok(retry(&session, "read", &shown2, || {
+                let client = session.client();
+                let (mount, path) = (mount.clone(), path.clone());
+                async move {
+                    vaultrs::kv2::read_version::<ValueData>(&*client, &mount, &path, version)
+                        .await
+                        .map_err(classify)
+                }
+            })
+            .await)
+        })?;
+        match found {
+            Ok(data) => Ok(Some(data)),
+            // A deleted or destroyed version reads as 404 with empty data.
+            Err(Failure::Status(404, _)) | Err(Failure::EmptyData) => Ok(None),
+            Err(f) => Err(f.into_store_error(&shown)),
+        }
+    }
+
+    /// Writes the label mirror into the value path's custom metadata (best effort).
+    fn mirror_labels(&self, secret: &SecretRef, versions: &[VersionMeta]) {
+        let mut custom = HashMap::new();
+        for m in versions {
+            for l in &m.labels {
+                custom.insert(format!("rotor_{}", l.as_str()), m.version.to_string());
+            }
+        }
+        let path = self.value_path(secret);
+        let shown = format!("{}/metadata/{path}", self.session.settings.mount);
+        let session = self.session.clone();
+        let shown2 = shown.clone();
+        let result = self.run(async move {
+            let mount = session.settings.mount.clone();
+            retry(&session, "write metadata", &shown2, || {
+                let client = session.client();
+                let (mount, path, custom) = (mount.clone(), path.clone(), custom.clone());
+                async move {
+                    let mut req = SetSecretMetadataRequest::builder();
+                    req.cas_required(true).custom_metadata(custom);
+                    vaultrs::kv2::set_metadata(&*client, &mount, &path, Some(&mut req))
+                        .await
+                        .map_err(classify)
+                }
+            })
+            .await
+            .map_err(|f| f.into_store_error(&shown2))
+        });
+        if let Err(e) = result {
+            tracing::warn!(secret = %secret, path = %shown, error = %e, "could not mirror labels into Vault custom metadata; the state document is authoritative and the next commit tries again");
+        }
+    }
+
+    fn list(&self, path: String) -> Result<Vec<String>, StoreError> {
+        let shown = format!("{}/metadata/{path}", self.session.settings.mount);
+        let session = self.session.clone();
+        let shown2 = shown.clone();
+        let found = self.run(async move {
+            let mount = session.settings.mount.clone();
+            Ok(retry(&session, "list", &shown2, || {
+                let client = session.client();
+                let (mount, path) = (mount.clone(), path.clone());
+                async move {
+                    vaultrs::kv2::list(&*client, &mount, &path)
+                        .await
+                        .map_err(classify)
+                }
+            })
+            .await)
+        })?;
+        match found {
+            Ok(keys) => Ok(keys),
+            Err(Failure::Status(404, _)) => Ok(Vec::new()),
+            Err(f) => Err(f.into_store_error(&shown)),
+        }
+    }
+}
+
+impl Store for VaultStore {
+    fn fingerprint(&self, value: &[u8]) -> String {
+        self.key.fingerprint(value)
+    }
+
+    fn put_version(
+        &self,
+        secret: &SecretRef,
+        version: VersionNo,
+        rotation: RotationId,
+        value: &SecretValue,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (mut doc, index) = self.read_doc_for_write(secret)?;
+        if let Some(meta) = doc.versions.iter().find(|m| m.version == version) {
+            return if meta.rotation == rotation {
+                // A replay after a crash: the first value stays, nothing is written.
+                self.set_fence(secret, index);
+                Ok(())
+            } else {
+                Err(StoreError::VersionConflict {
+                    secret: secret.clone(),
+                    version,
+                    existing: meta.rotation,
+                    requested: rotation,
+                })
+            };
+        }
+
+        let path = self.value_path(secret);
+        let shown = self.shown(&path);
+        let data = match std::str::from_utf8(value.expose()) {
+            Ok(text) => ValueData {
+                value: Some(text.to_owned()),
+                value_base64: None,
+                rotor_rotation: Some(rotation.0.to_string()),
+            },
+            Err(_) => ValueData {
+                value: None,
+                value_base64: Some(B64.encode(value.expose())),
+                rotor_rotation: Some(rotation.0.to_string()),
+            },
+        };
+        let cas = cas_index(version.saturating_sub(1), &shown)?;
+        let session = self.session.clone();
+        let shown2 = shown.clone();
+        let data = Arc::new(data);
+        let written = self.run(async move {
+            let mount = session.settings.mount.clone();
+            retry(&session, "write", &shown2, || {
+                let client = session.client();
+                let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
+                async move {
+                    vaultrs::kv2::set_with_options(
+                        &*client,
+                        &mount,
+                        &path,
+                        &*data,
+                        SetSecretRequestOptions { cas },
+                    )
+                    .await
+                    .map_err(classify)
+                }
+            })
+            .await
+            .map_err(|f| f.into_store_error(&shown2))
+        });
+        let fingerprint = match written {
+            Ok(_) => self.key.fingerprint(value.expose()),
+            Err(StoreError::Conflict { path }) => {
+                // Version `version` may exist already: written by this rotation before a
+                // crash (or by a retried request that landed), which is a replay; by another
+                // rotation, which is a conflict; or not at all (Vault is at another
+                // version: someone else writes this path).
+                match self.read_version_data(secret, version)? {
+                    Some(found) if found.rotor_rotation == Some(rotation.0.to_string()) => {
+                        let stored = decode_value(&found).ok_or_else(|| {
+                            StoreError::Backend(format!(
+                                "{path} version {version} holds no rotor value"
+                            ))
+                        })?;
+                        self.key.fingerprint(&stored)
+                    }
+                    Some(found) => {
+                        return Err(match found.rotor_rotation.and_then(|r| r.parse().ok()) {
+                            Some(existing) => StoreError::VersionConflict {
+                                secret: secret.clone(),
+                                version,
+                                existing: RotationId(existing),
+                                requested: rotation,
+                            },
+                            None => StoreError::Conflict { path },
+                        });
+                    }
+                    None => return Err(StoreError::Conflict { path }),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+
+        doc.format = DOC_FORMAT;
+        doc.versions.push(VersionMeta {
+            version,
+            rotation,
+            labels: Vec::new(),
+            created_at: now,
+            promoted_at: None,
+            expired_at: None,
+            fingerprint,
+        });
+        doc.versions.sort_by_key(|m| m.version);
+        prune_versions(&mut doc.versions);
+        self.write_doc(secret, &doc, index)
+    }
+
+    fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
+        check_labels(secret, commit.labels)?;
+        let (mut doc, index) = self.read_doc_for_write(secret)?;
+        if let Some((missing, _)) = commit
+            .labels
+            .iter()
+            .find(|(v, _)| !doc.versions.iter().any(|m| m.version == *v))
+        {
+            return Err(StoreError::NoSuchVersion {
+                secret: secret.clone(),
+                version: *missing,
+            });
+        }
+        let labels_before = label_set(&doc.versions);
+        for meta in &mut doc.versions {
+            relabel(meta, commit.labels, commit.now);
+        }
+        doc.format = DOC_FORMAT;
+        doc.journal = Some(B64.encode(commit.journal));
+        if let Some(record) = commit.history {
+            // Replaying the commit that appended this record must not append it twice.
+            if doc.history.last() != Some(record) {
+                doc.history.push(record.clone());
+            }
+            let excess = doc.history.len().saturating_sub(HISTORY_KEEP);
+            doc.history.drain(..excess);
+        }
+        self.write_doc(secret, &doc, index)?;
+        if label_set(&doc.versions) != labels_before {
+            self.mirror_labels(secret, &doc.versions);
+        }
+        Ok(())
+    }
+
+    fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
+        let (doc, index) = self.read_doc(secret)?;
+        // Reading the journal is how a writer learns the state it continues from: its
+        // writes are fenced on this index from now on.
+        self.set_fence(secret, index);
+        doc.journal
+            .map(|j| {
+                B64.decode(j).map_err(|e| {
+                    StoreError::Backend(format!(
+                        "journal in {} is not base64: {e}",
+                        self.shown(&self.doc_path(secret))
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
+        Ok(self.read_doc(secret)?.0.versions)
+    }
+
+    fn read_value(
+        &self,
+        secret: &SecretRef,
+        version: VersionNo,
+    ) -> Result<SecretValue, StoreError> {
+        let found = self.read_version_data(secret, version)?;
+        let no_such = || StoreError::NoSuchVersion {
+            secret: secret.clone(),
+            version,
+        };
+        let data = found.ok_or_else(no_such)?;
+        // A version rotor did not write (a human's `vault kv put`) is not a rotor version.
+        if data.rotor_rotation.is_none() {
+            return Err(no_such());
+        }
+        decode_value(&data)
+            .map(SecretValue::from_bytes)
+            .ok_or_else(|| {
+                StoreError::Backend(format!(
+                    "{} version {version} holds no readable value",
+                    self.shown(&self.value_path(secret))
+                ))
+            })
+    }
+
+    fn history(&self, secret: &SecretRef, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+        let (doc, _) = self.read_doc(secret)?;
+        Ok(doc.history.into_iter().rev().take(limit).collect())
+    }
+
+    fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
+        // LIST prefix/ → tenants; LIST prefix/tenant/ → `key` (values) and `key/` (a folder
+        // holding `_rotor`). A secret with a folder may have a journal; the document says.
+        let prefix = self
+            .session
+            .settings
+            .path_prefix
+            .trim_matches('/')
+            .to_owned();
+        let under = |rest: &str| {
+            if prefix.is_empty() {
+                rest.to_owned()
+            } else {
+                format!("{prefix}/{rest}")
+            }
+        };
+        let mut out = Vec::new();
+        for tenant in self.list(under(""))? {
+            let Some(tenant) = tenant.strip_suffix('/') else {
+                continue;
+            };
+            for key in self.list(under(&format!("{tenant}/")))? {
+                let Some(key) = key.strip_suffix('/') else {
+                    continue;
+                };
+                let Ok(secret) = SecretRef::new(tenant, key) else {
+                    continue;
+                };
+                if self.read_doc(&secret)?.0.journal.is_some() {
+                    out.push(secret);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Drops the oldest unlabelled version metadata beyond [`VERSIONS_KEEP`].
+fn prune_versions(versions: &mut Vec<VersionMeta>) {
+    let mut excess = versions.len().saturating_sub(VERSIONS_KEEP);
+    versions.retain(|m| {
+        if excess > 0 && m.labels.is_empty() {
+            excess -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+fn label_set(versions: &[VersionMeta]) -> BTreeMap<Label, VersionNo> {
+    versions
+        .iter()
+        .flat_map(|m| m.labels.iter().map(move |l| (*l, m.version)))
+        .collect()
+}
+
+fn decode_value(data: &ValueData) -> Option<Vec<u8>> {
+    match (&data.value, &data.value_base64) {
+        (Some(text), _) => Some(text.as_bytes().to_vec()),
+        (None, Some(b64)) => B64.decode(b64).ok(),
+        (None, None) => None,
+    }
+}
+
+/// vaultrs takes the CAS index as `u32`.
+fn cas_index(index: u64, shown: &str) -> Result<u32, StoreError> {
+    u32::try_from(index).map_err(|_| {
+        StoreError::Backend(format!(
+            "{shown}: version {index} is beyond what check-and-set can address"
+        ))
+    })
+}
+
+/// Runs `fut` on the store's runtime and waits for it from this (any) thread.
+fn wait<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .map_err(|_| StoreError::Backend("the vault store's runtime has stopped".into()))
+}
+
+/// Authenticates per `settings.auth`; returns the client and the token's lease.
+async fn login(settings: &VaultSettings) -> Result<(VaultClient, TokenLease), StoreError> {
+    let address = settings.address.trim_end_matches('/');
+    let url = url::Url::parse(address).map_err(|e| StoreError::Open {
+        path: address.to_owned(),
+        source: format!("not a URL: {e}").into(),
+    })?;
+    let new_client = |token: String| {
+        VaultClient::new(VaultClientSettings {
+            address: url.clone(),
+            ca_certs: settings
+                .ca_file
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            identity: None,
+            timeout: Some(settings.timeout),
+            token,
+            verify: true,
+            version: 1,
+            wrapping: false,
+            namespace: settings.namespace.clone(),
+            proxy: None,
+        })
+        .map_err(|e| StoreError::Open {
+            path: address.to_owned(),
+            source: format!("cannot build the Vault client: {}", error_text(&e)).into(),
+        })
+    };
+    let read_file = |path: &PathBuf| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                source: format!("cannot read the Vault auth token file: {e}").into(),
+            })
+            .and_then(|s| {
+                if s.is_empty() {
+                    Err(StoreError::Open {
+                        path: path.display().to_string(),
+                        source: "the Vault auth token file is empty".into(),
+                    })
+                } else {
+                    Ok(s)
+                }
+            })
+    };
+    match &settings.auth {
+        VaultAuth::Kubernetes {
+            role,
+            token_file,
+            mount,
+        } => {
+            let jwt = read_file(token_file)?;
+            let mut client = new_client(String::new())?;
+            let shown = format!("auth/{mount}/login (role {role})");
+            let session_less = client_retry(settings, "login", &shown, || {
+                vaultrs::auth::kubernetes::login(&client, mount, role, &jwt)
+            })
+            .await;
+            let info = session_less.map_err(|f| f.into_store_error(&shown))?;
+            vaultrs::client::Client::set_token(&mut client, &info.client_token);
+            Ok((
+                client,
+                TokenLease {
+                    ttl: Duration::from_secs(info.lease_duration),
+                    renewable: info.renewable,
+                },
+            ))
+        }
+        VaultAuth::Token { token_file } => {
+            let token = read_file(token_file)?;
+            let client = new_client(token)?;
+            let shown = "auth/token/lookup-self";
+            let info = client_retry(settings, "token lookup", shown, || {
+                vaultrs::token::lookup_self(&client)
+            })
+            .await
+            .map_err(|f| f.into_store_error(shown))?;
+            Ok((
+                client,
+                TokenLease {
+                    ttl: Duration::from_secs(info.ttl),
+                    renewable: info.renewable.unwrap_or(false),
+                },
+            ))
+        }
+    }
+}
+
+/// Why a Vault request failed, classified for retries and messages.
+#[derive(Debug)]
+enum Failure {
+    /// An HTTP status with Vault's `errors` list.
+    Status(u16, Vec<String>),
+    /// The request never got an answer (connect error, reset, timeout).
+    Transport {
+        message: String,
+        timeout: bool,
+    },
+    /// 200 with an empty `data` (Vault's answer for a deleted version).
+    EmptyData,
+    Other(String),
+}
+
+impl Failure {
+    fn retryable(&self) -> bool {
+        match self {
+            Failure::Status(code, errors) => match code {
+                429 | 412 | 500 | 502 | 504 => true,
+                503 => !is_sealed(errors),
+                _ => false,
+            },
+            Failure::Transport { .. } => true,
+            Failure::EmptyData | Failure::Other(_) => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Failure::Status(code, errors) if errors.is_empty() => format!("HTTP {code}"),
+            Failure::Status(code, errors) => format!("HTTP {code}: {}", errors.join("; ")),
+            Failure::Transport { message, .. } => message.clone(),
+            Failure::EmptyData => "empty response data".to_owned(),
+            Failure::Other(m) => m.clone(),
+        }
+    }
+
+    fn into_store_error(self, path: &str) -> StoreError {
+        let path = path.to_owned();
+        match self {
+            Failure::Status(403, _) => StoreError::PermissionDenied { path },
+            Failure::Status(400, errors) if errors.iter().any(|e| e.contains(CAS_MISMATCH)) => {
+                StoreError::Conflict { path }
+            }
+            Failure::Status(503, errors) if is_sealed(&errors) => StoreError::Unavailable {
+                path,
+                reason: "Vault is sealed (HTTP 503); unseal it".to_owned(),
+            },
+            Failure::Status(404, _) => StoreError::Backend(format!(
+                "{path}: not found (HTTP 404; is the KV v2 mount enabled and the path right?)"
+            )),
+            f @ Failure::Status(..) if f.retryable() => StoreError::Unavailable {
+                path,
+                reason: f.describe(),
+            },
+            Failure::Transport { message, timeout } => StoreError::Unavailable {
+                path,
+                reason: if timeout {
+                    format!("timed out: {message}")
+                } else {
+                    message
+                },
+            },
+            f => StoreError::Backend(format!("vault {path}: {}", f.describe())),
+        }
+    }
+}
+
+fn is_sealed(errors: &[String]) -> bool {
+    errors
+        .iter()
+        .any(|e| e.to_ascii_lowercase().contains("sealed"))
+}
+
+/// Classifies a vaultrs error. Never formats response bodies (a read's body holds a value).
+fn classify(e: ClientError) -> Failure {
+    match e {
+        ClientError::APIError { code, errors } => Failure::Status(code, errors),
+        ClientError::ResponseDataEmptyError => Failure::EmptyData,
+        ClientError::RestClientError { source } => rest_failure(&source),
+        other => Failure::Other(error_text(&other)),
+    }
+}
+
+fn rest_failure(e: &rustify::errors::ClientError) -> Failure {
+    use rustify::errors::ClientError as R;
+    match e {
+        R::ServerResponseError { code, .. } => Failure::Status(*code, Vec::new()),
+        R::RequestError {
+            source,
+            url,
+            method,
+        } => {
+            let chain = format!("{source:#}");
+            let timeout = chain.contains("timed out") || chain.contains("timeout");
+            Failure::Transport {
+                message: format!("{method} {url}: {chain}"),
+                timeout,
+            }
+        }
+        R::ResponseError { source } => Failure::Transport {
+            message: format!("{source:#}"),
+            timeout: format!("{source:#}").contains("timed out"),
+        },
+        // Parse errors may quote the body; say only what kind of error it was.
+        R::ResponseParseError { .. } | R::ResponseConversionError { .. } => {
+            Failure::Other("unexpected response from Vault (not the expected JSON)".to_owned())
+        }
+        other => Failure::Other(other.to_string()),
+    }
+}
+
+/// Top-level message of a vaultrs error plus its source chain, without Debug output.
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+async fn retry<T, F, Fut>(session: &VaultSession, op: &str, path: &str, f: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    retry_with(&session.settings, op, path, f).await
+}
+
+async fn client_retry<T, F, Fut>(
+    settings: &VaultSettings,
+    op: &str,
+    path: &str,
+    mut f: F,
+) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    retry_with(settings, op, path, || {
+        let fut = f();
+        async move { fut.await.map_err(classify) }
+    })
+    .await
+}
+
+/// Runs `f` up to `max_attempts` times while it fails transiently, sleeping
+/// `retry_backoff * 2^n` (capped at 2 s, with up to 25% jitter) between attempts.
+async fn retry_with<T, F, Fut>(
+    settings: &VaultSettings,
+    op: &str,
+    path: &str,
+    mut f: F,
+) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let attempts = settings.max_attempts.max(1);
+    let cap = Duration::from_secs(2);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.retryable() && attempt < attempts => {
+                let base = settings
+                    .retry_backoff
+                    .saturating_mul(1 << (attempt - 1).min(16))
+                    .min(cap);
+                let jitter = base.mul_f64(rand::thread_rng().gen_range(0.0..0.25));
+                tracing::debug!(op, path, attempt, error = %e.describe(), "vault request failed; retrying");
+                tokio::time::sleep(base + jitter).await;
+                attempt += 1;
+            }
+            Err(Failure::Transport { message, timeout }) if attempts > 1 => {
+                return Err(Failure::Transport {
+                    message: format!("{message} (after {attempts} attempts)"),
+                    timeout,
+                });
+            }
+            Err(Failure::Status(code, mut errors)) if attempts > 1 && code >= 500 => {
+                if !is_sealed(&errors) {
+                    errors.push(format!("after {attempts} attempts"));
+                }
+                return Err(Failure::Status(code, errors));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_at_two_thirds_of_the_ttl_and_never_for_eternal_tokens() {
+        let lease = TokenLease {
+            ttl: Duration::from_secs(3600),
+            renewable: true,
+        };
+        assert_eq!(lease.renew_after(), Some(Duration::from_secs(2400)));
+        let eternal = TokenLease {
+            ttl: Duration::ZERO,
+            renewable: false,
+        };
+        assert_eq!(eternal.renew_after(), None);
+    }
+
+    #[test]
+    fn failures_map_to_clear_errors() {
+        let p = "secret/data/t/k";
+        let e = Failure::Status(403, vec!["permission denied".into()]).into_store_error(p);
+        assert_eq!(
+            e.to_string(),
+            "permission denied by Vault policy for secret/data/t/k"
+        );
+        let e = Failure::Status(
+            400,
+            vec!["check-and-set parameter did not match the current version".into()],
+        )
+        .into_store_error(p);
+        assert_eq!(e.metric_label(), "cas_conflict");
+        let e = Failure::Status(503, vec!["Vault is sealed".into()]).into_store_error(p);
+        assert!(e.to_string().contains("sealed"), "{e}");
+        assert!(!Failure::Status(503, vec!["Vault is sealed".into()]).retryable());
+        assert!(Failure::Status(500, vec![]).retryable());
+        assert!(!Failure::Status(400, vec![]).retryable());
+    }
+}

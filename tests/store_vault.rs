@@ -1,0 +1,877 @@
+//! The Vault store against the in-repo fake Vault (`rotor::store::vault_fake`: no Vault
+//! server can run on these machines), and the same core cases against a real Vault when
+//! `VAULT_ADDR` and `VAULT_TOKEN` are set (otherwise the `real_vault_*` tests print SKIPPED
+//! and pass: CI has no Vault).
+//!
+//! Core cases mirror `tests/store.rs`: round trip, idempotent `put_version` and conflicts,
+//! labels and timestamps, rollback, invalid commits, history, listing. Then what only a
+//! remote store has: a stale writer fenced by check-and-set, retried 500s and timeouts, a
+//! sealed Vault, forced CAS conflicts, a policy denial, Kubernetes login and token
+//! renewal, and no value in any error, `Debug` output or log line.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone as _, Utc};
+use rotor::domain::{
+    HistoryRecord, Label, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo,
+};
+use rotor::generator::SecretValue;
+use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
+use rotor::store::vault_fake::{Faults, VaultFake};
+use rotor::store::{Commit, Store, StoreError};
+
+const ROOT: &str = "root-token-for-tests";
+
+/// One store under test plus what keeps it alive.
+struct Env {
+    store: VaultStore,
+    settings: VaultSettings,
+    fake: Option<Arc<VaultFake>>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl Env {
+    /// A second store on the same Vault and prefix (another replica).
+    fn replica(&self) -> VaultStore {
+        VaultStore::open(self.settings.clone()).expect("open replica")
+    }
+    fn fake(&self) -> &VaultFake {
+        self.fake.as_deref().expect("fake")
+    }
+}
+
+fn settings(
+    address: String,
+    token_file: PathBuf,
+    dir: &std::path::Path,
+    prefix: &str,
+) -> VaultSettings {
+    VaultSettings {
+        address,
+        mount: "secret".into(),
+        path_prefix: prefix.into(),
+        namespace: None,
+        ca_file: None,
+        master_key_file: dir.join("master.key"),
+        timeout: Duration::from_millis(300),
+        max_attempts: 4,
+        retry_backoff: Duration::from_millis(10),
+        auth: VaultAuth::Token { token_file },
+    }
+}
+
+fn fake_env() -> Env {
+    let fake = Arc::new(VaultFake::start("secret", ROOT).expect("start fake"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{ROOT}\n")).expect("write token");
+    let settings = settings(fake.address(), token_file, dir.path(), "production/tenants");
+    let store = VaultStore::open(settings.clone()).expect("open");
+    Env {
+        store,
+        settings,
+        fake: Some(fake),
+        _dir: Arc::new(dir),
+    }
+}
+
+/// A store on the real Vault named by `VAULT_ADDR`/`VAULT_TOKEN`, under a fresh prefix.
+fn real_env() -> Option<Env> {
+    let addr = std::env::var("VAULT_ADDR").ok()?;
+    let token = std::env::var("VAULT_TOKEN").ok()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).expect("write token");
+    let prefix = format!("rotor-test/{}", rand_suffix());
+    let mut s = settings(addr, token_file, dir.path(), &prefix);
+    s.mount = std::env::var("VAULT_MOUNT").unwrap_or_else(|_| "secret".into());
+    s.namespace = std::env::var("VAULT_NAMESPACE").ok();
+    s.ca_file = std::env::var("VAULT_CACERT").ok().map(PathBuf::from);
+    s.timeout = Duration::from_secs(10);
+    let store = VaultStore::open(s.clone()).expect("open real Vault");
+    Some(Env {
+        store,
+        settings: s,
+        fake: None,
+        _dir: Arc::new(dir),
+    })
+}
+
+fn rand_suffix() -> String {
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!("{}-{nanos}", std::process::id())
+}
+
+fn secret(t: &str, k: &str) -> SecretRef {
+    SecretRef::new(t, k).expect("valid ref")
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn value(s: &str) -> SecretValue {
+    SecretValue::from_bytes(s.as_bytes().to_vec())
+}
+
+fn record(rotation: u64, from: Option<VersionNo>, to: VersionNo, t: i64) -> HistoryRecord {
+    HistoryRecord {
+        rotation: RotationId(rotation),
+        trigger: Trigger::Schedule,
+        from_version: from,
+        to_version: to,
+        outcome: Outcome::Succeeded,
+        error: None,
+        steps: vec![Step::Generate, Step::Apply, Step::Test, Step::Promote],
+        started_at: at(t),
+        finished_at: at(t + 1),
+    }
+}
+
+fn commit(
+    store: &dyn Store,
+    s: &SecretRef,
+    labels: &[(VersionNo, Label)],
+    history: Option<&HistoryRecord>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let journal = serde_json::to_vec(labels).expect("encode journal");
+    store.commit(
+        s,
+        Commit {
+            journal: &journal,
+            labels,
+            history,
+            now,
+        },
+    )
+}
+
+fn labels_of(store: &dyn Store, s: &SecretRef) -> Vec<(VersionNo, Label)> {
+    let mut out: Vec<_> = store
+        .versions(s)
+        .expect("versions")
+        .into_iter()
+        .flat_map(|m| m.labels.into_iter().map(move |l| (m.version, l)))
+        .collect();
+    out.sort();
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Core cases: one function each, run against the fake and against a real Vault.
+
+fn values_round_trip(env: &Env) {
+    let store = &env.store;
+    let s = secret("tenant1", "database_credentials");
+    store
+        .put_version(&s, 1, RotationId(1), &value("first"), at(0))
+        .expect("put");
+    store
+        .put_version(&s, 2, RotationId(2), &value("second"), at(1))
+        .expect("put");
+    let binary = SecretValue::from_bytes(vec![0xff, 0x00, 0x80]);
+    store
+        .put_version(&s, 3, RotationId(3), &binary, at(2))
+        .expect("put binary");
+    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
+    // Another process reads what this one wrote.
+    let other = env.replica();
+    assert_eq!(other.read_value(&s, 2).expect("read").expose(), b"second");
+    assert_eq!(
+        other.read_value(&s, 3).expect("read").expose(),
+        binary.expose()
+    );
+    let err = store.read_value(&s, 4).expect_err("missing");
+    assert!(
+        matches!(err, StoreError::NoSuchVersion { version: 4, .. }),
+        "{err}"
+    );
+    let err = store
+        .read_value(&secret("tenant2", "database_credentials"), 1)
+        .expect_err("other tenant");
+    assert!(matches!(err, StoreError::NoSuchVersion { .. }), "{err}");
+
+    let versions = store.versions(&s).expect("versions");
+    assert_eq!(
+        versions.iter().map(|m| m.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(versions[0].created_at, at(0));
+    assert_eq!(versions[0].rotation, RotationId(1));
+    assert!(versions[0].labels.is_empty());
+    assert_eq!(versions[0].fingerprint, store.fingerprint(b"first"));
+    assert_eq!(versions[0].fingerprint.len(), 32);
+    assert_ne!(versions[0].fingerprint, versions[1].fingerprint);
+}
+
+fn put_version_idempotent_and_conflicting(env: &Env) {
+    let store = &env.store;
+    let s = secret("t", "k");
+    store
+        .put_version(&s, 1, RotationId(7), &value("first"), at(0))
+        .expect("put");
+    let before = store.versions(&s).expect("versions");
+    store
+        .put_version(&s, 1, RotationId(7), &value("second"), at(5))
+        .expect("replay");
+    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
+    assert_eq!(store.versions(&s).expect("versions"), before);
+    let err = store
+        .put_version(&s, 1, RotationId(8), &value("third"), at(6))
+        .expect_err("conflict");
+    match &err {
+        StoreError::VersionConflict {
+            version,
+            existing,
+            requested,
+            ..
+        } => assert_eq!(
+            (*version, *existing, *requested),
+            (1, RotationId(7), RotationId(8))
+        ),
+        other => panic!("expected a conflict, got {other}"),
+    }
+    assert!(!err.to_string().contains("third"));
+    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
+}
+
+fn labels_and_timestamps(env: &Env) {
+    let store = &env.store;
+    let s = secret("t", "k");
+    store
+        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
+        .expect("put");
+    commit(store, &s, &[(1, Label::Pending)], None, at(1)).expect("commit");
+    commit(store, &s, &[(1, Label::Current)], None, at(2)).expect("commit");
+    store
+        .put_version(&s, 2, RotationId(2), &value("b"), at(10))
+        .expect("put");
+    commit(
+        store,
+        &s,
+        &[(1, Label::Current), (2, Label::Pending)],
+        None,
+        at(11),
+    )
+    .expect("commit");
+    commit(
+        store,
+        &s,
+        &[(2, Label::Current), (1, Label::Previous)],
+        None,
+        at(12),
+    )
+    .expect("commit");
+    let v = store.versions(&s).expect("versions");
+    assert_eq!(v[0].labels, [Label::Previous]);
+    assert_eq!(v[0].promoted_at, Some(at(2)));
+    assert_eq!(v[1].labels, [Label::Current]);
+    assert_eq!(v[1].promoted_at, Some(at(12)));
+
+    commit(store, &s, &[(2, Label::Current)], None, at(20)).expect("expire");
+    let v = store.versions(&s).expect("versions");
+    assert!(v[0].labels.is_empty());
+    assert_eq!(v[0].expired_at, Some(at(20)));
+    assert_eq!(v[1].expired_at, None);
+
+    // Rollback in grace keeps the original promotion time.
+    store
+        .put_version(&s, 3, RotationId(3), &value("c"), at(30))
+        .expect("put");
+    commit(
+        store,
+        &s,
+        &[(3, Label::Current), (2, Label::Previous)],
+        None,
+        at(31),
+    )
+    .expect("promote");
+    commit(store, &s, &[(2, Label::Current)], None, at(32)).expect("rollback");
+    let v = store.versions(&s).expect("versions");
+    assert_eq!(v[1].labels, [Label::Current]);
+    assert_eq!(v[1].promoted_at, Some(at(12)));
+    assert_eq!(v[2].expired_at, Some(at(32)));
+    assert_eq!(labels_of(store, &s), [(2, Label::Current)]);
+    assert_eq!(
+        store.journal(&s).expect("journal"),
+        Some(serde_json::to_vec(&[(2u64, Label::Current)]).expect("json"))
+    );
+}
+
+fn invalid_commits_write_nothing(env: &Env) {
+    let store = &env.store;
+    let s = secret("t", "k");
+    store
+        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
+        .expect("put");
+    commit(store, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
+    let journal = store.journal(&s).expect("journal");
+    let err = commit(
+        store,
+        &s,
+        &[(1, Label::Previous), (9, Label::Current)],
+        None,
+        at(2),
+    )
+    .expect_err("missing version");
+    assert!(
+        matches!(err, StoreError::NoSuchVersion { version: 9, .. }),
+        "{err}"
+    );
+    store
+        .put_version(&s, 2, RotationId(2), &value("b"), at(3))
+        .expect("put");
+    let versions = store.versions(&s).expect("versions");
+    let err = commit(
+        store,
+        &s,
+        &[(1, Label::Current), (2, Label::Current)],
+        None,
+        at(4),
+    )
+    .expect_err("two currents");
+    assert!(matches!(err, StoreError::InvalidCommit { .. }), "{err}");
+    assert_eq!(store.journal(&s).expect("journal"), journal);
+    assert_eq!(store.versions(&s).expect("versions"), versions);
+}
+
+fn history_newest_first(env: &Env) {
+    let store = &env.store;
+    let s = secret("t", "k");
+    let other = secret("t", "other");
+    store
+        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
+        .expect("put");
+    for i in 1..=5u64 {
+        let rec = record(i, Some(i), i + 1, i as i64 * 10);
+        commit(store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64)).expect("commit");
+        commit(store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64)).expect("replay");
+    }
+    let all = store.history(&s, 100).expect("history");
+    assert_eq!(
+        all.iter().map(|r| r.rotation.0).collect::<Vec<_>>(),
+        [5, 4, 3, 2, 1]
+    );
+    assert_eq!(store.history(&s, 2).expect("history"), all[..2]);
+    assert!(store.history(&s, 0).expect("history").is_empty());
+    assert!(store.history(&other, 10).expect("history").is_empty());
+    let replica = env.replica();
+    assert_eq!(replica.history(&s, 100).expect("history"), all);
+}
+
+fn secrets_lists_those_with_a_journal(env: &Env) {
+    let store = &env.store;
+    assert!(store.secrets().expect("secrets").is_empty());
+    let a = secret("tenant1", "api_keys");
+    let b = secret("tenant1", "database_credentials");
+    let c = secret("tenant2", "jwt");
+    let d = secret("tenant2", "no_journal");
+    for s in [&c, &a, &b, &d] {
+        store
+            .put_version(s, 1, RotationId(1), &value("x"), at(0))
+            .expect("put");
+    }
+    for s in [&c, &a, &b] {
+        commit(store, s, &[(1, Label::Current)], None, at(1)).expect("commit");
+    }
+    assert_eq!(store.secrets().expect("secrets"), [a, b, c]);
+    assert!(store.journal(&d).expect("journal").is_none());
+}
+
+fn stale_writer_is_fenced(env: &Env) {
+    let s = secret("t", "fenced");
+    let a = &env.store;
+    a.put_version(&s, 1, RotationId(1), &value("a"), at(0))
+        .expect("put");
+    commit(a, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
+    // Replica B takes over: reads the journal, rotates.
+    let b = env.replica();
+    b.journal(&s).expect("journal");
+    b.put_version(&s, 2, RotationId(2), &value("b"), at(2))
+        .expect("put");
+    commit(
+        &b,
+        &s,
+        &[(2, Label::Current), (1, Label::Previous)],
+        None,
+        at(3),
+    )
+    .expect("commit");
+    let journal_b = b.journal(&s).expect("journal");
+    // A, stale, tries to go on from what it last saw: refused, nothing overwritten.
+    let err = commit(a, &s, &[(1, Label::Pending)], None, at(4)).expect_err("stale commit");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("check-and-set"), "{err}");
+    let err = a
+        .put_version(&s, 3, RotationId(9), &value("stale"), at(5))
+        .expect_err("stale put");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(b.journal(&s).expect("journal"), journal_b);
+    assert_eq!(
+        labels_of(&b, &s),
+        [(1, Label::Previous), (2, Label::Current)]
+    );
+    // Two writers of the same version: the second loses with a version conflict.
+    let c = env.replica();
+    c.journal(&s).expect("journal");
+    b.put_version(&s, 3, RotationId(3), &value("c"), at(6))
+        .expect("put");
+    let err = c
+        .put_version(&s, 3, RotationId(4), &value("d"), at(6))
+        .expect_err("lost race");
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict { .. } | StoreError::VersionConflict { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(b.read_value(&s, 3).expect("read").expose(), b"c");
+    // A re-reads (a resumed process restarts from the store) and may write again.
+    a.journal(&s).expect("journal");
+    commit(a, &s, &[(2, Label::Current)], None, at(7)).expect("after re-read");
+}
+
+macro_rules! core_suite {
+    ($($name:ident),* $(,)?) => {
+        mod fake {
+            $(#[test] fn $name() { super::$name(&super::fake_env()); })*
+        }
+        mod real_vault {
+            $(#[test] fn $name() {
+                match super::real_env() {
+                    Some(env) => super::$name(&env),
+                    None => println!("SKIPPED: set VAULT_ADDR and VAULT_TOKEN to run against a real Vault"),
+                }
+            })*
+        }
+    };
+}
+
+core_suite!(
+    values_round_trip,
+    put_version_idempotent_and_conflicting,
+    labels_and_timestamps,
+    invalid_commits_write_nothing,
+    history_newest_first,
+    secrets_lists_those_with_a_journal,
+    stale_writer_is_fenced,
+);
+
+// ---------------------------------------------------------------------------------------
+// The fake's own behaviour and faults.
+
+#[test]
+fn values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata() {
+    let env = fake_env();
+    let s = secret("tenant1", "db");
+    env.store
+        .put_version(&s, 1, RotationId(1), &value("one"), at(0))
+        .expect("put");
+    env.store
+        .put_version(&s, 2, RotationId(2), &value("two"), at(1))
+        .expect("put");
+    commit(
+        &env.store,
+        &s,
+        &[(2, Label::Current), (1, Label::Previous)],
+        None,
+        at(2),
+    )
+    .expect("commit");
+    let fake = env.fake();
+    assert_eq!(
+        fake.current_version("secret", "production/tenants/tenant1/db"),
+        2
+    );
+    let custom = fake.custom_metadata("secret", "production/tenants/tenant1/db");
+    assert_eq!(custom.get("rotor_current").map(String::as_str), Some("2"));
+    assert_eq!(custom.get("rotor_previous").map(String::as_str), Some("1"));
+    assert_eq!(
+        fake.current_version("secret", "production/tenants/tenant1/db/_rotor"),
+        3
+    );
+}
+
+#[test]
+fn transient_500s_are_retried_and_persistent_ones_reported() {
+    let env = fake_env();
+    let s = secret("t", "k");
+    env.fake().faults(Faults {
+        fail_next: 3,
+        ..Faults::default()
+    });
+    env.store
+        .put_version(&s, 1, RotationId(1), &value("v"), at(0))
+        .expect("retried through three 500s");
+    env.fake().faults(Faults {
+        fail_next: 100,
+        ..Faults::default()
+    });
+    let before = env.fake().requests();
+    let err = env.store.versions(&s).expect_err("persistent 500");
+    assert_eq!(
+        env.fake().requests() - before,
+        4,
+        "max_attempts bounds the retries"
+    );
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("500") && msg.contains("4 attempts"), "{msg}");
+    assert!(
+        msg.contains("secret/data/production/tenants/t/k/_rotor"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn timeouts_are_retried_then_reported() {
+    let env = fake_env();
+    let s = secret("t", "k");
+    env.fake().faults(Faults {
+        delay_next: 1,
+        delay: Duration::from_millis(800),
+        ..Faults::default()
+    });
+    env.store
+        .put_version(&s, 1, RotationId(1), &value("v"), at(0))
+        .expect("one timeout, then success");
+    env.fake().faults(Faults {
+        delay_next: 100,
+        delay: Duration::from_millis(800),
+        ..Faults::default()
+    });
+    let err = env.store.versions(&s).expect_err("always slow");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    env.fake().faults(Faults::default());
+    // The timed-out write of a retried request may have landed; it is not doubled.
+    assert_eq!(env.store.versions(&s).expect("versions").len(), 1);
+}
+
+#[test]
+fn sealed_vault_is_a_clear_error_without_retries() {
+    let env = fake_env();
+    let s = secret("t", "k");
+    env.fake().faults(Faults {
+        sealed: true,
+        ..Faults::default()
+    });
+    let before = env.fake().requests();
+    let err = env
+        .store
+        .put_version(&s, 1, RotationId(1), &value("v"), at(0))
+        .expect_err("sealed");
+    assert_eq!(env.fake().requests() - before, 1);
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("sealed"), "{err}");
+    assert_eq!(err.metric_label(), "unavailable");
+}
+
+#[test]
+fn forced_cas_conflict_overwrites_nothing() {
+    let env = fake_env();
+    let s = secret("t", "k");
+    env.store
+        .put_version(&s, 1, RotationId(1), &value("v"), at(0))
+        .expect("put");
+    commit(&env.store, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
+    let journal = env.store.journal(&s).expect("journal");
+    env.fake().faults(Faults {
+        cas_conflict_next: 1,
+        ..Faults::default()
+    });
+    let err = commit(&env.store, &s, &[(1, Label::Pending)], None, at(2)).expect_err("conflict");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(err.metric_label(), "cas_conflict");
+    assert_eq!(env.store.journal(&s).expect("journal"), journal);
+    assert_eq!(labels_of(&env.store, &s), [(1, Label::Current)]);
+}
+
+#[test]
+fn policy_denial_names_the_path() {
+    let env = fake_env();
+    env.fake().deny_path("secret/data/production/tenants/t/k");
+    let err = env
+        .store
+        .put_version(&secret("t", "k"), 1, RotationId(1), &value("v"), at(0))
+        .expect_err("denied");
+    assert!(matches!(err, StoreError::PermissionDenied { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "permission denied by Vault policy for secret/data/production/tenants/t/k/_rotor"
+    );
+}
+
+#[test]
+fn bad_token_and_bad_address_fail_at_open() {
+    let env = fake_env();
+    let mut s = env.settings.clone();
+    let bad = env._dir.path().join("bad-token");
+    std::fs::write(&bad, "nope").expect("write");
+    s.auth = VaultAuth::Token { token_file: bad };
+    let err = VaultStore::open(s.clone()).expect_err("bad token");
+    assert!(matches!(err, StoreError::PermissionDenied { .. }), "{err}");
+    s.address = "http://127.0.0.1:1".into();
+    s.max_attempts = 2;
+    let err = VaultStore::open(s).expect_err("nothing listens");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+}
+
+#[test]
+fn kubernetes_login_and_token_renewal() {
+    let env = fake_env();
+    let jwt_file = env._dir.path().join("sa-token");
+    std::fs::write(&jwt_file, "eyJhbGciOi.fake.jwt").expect("write");
+    env.fake()
+        .add_kubernetes_role("rotor", "eyJhbGciOi.fake.jwt");
+    env.fake().set_token_ttl(Duration::from_secs(90));
+    let mut s = env.settings.clone();
+    s.namespace = Some("team-a".into());
+    s.auth = VaultAuth::Kubernetes {
+        role: "rotor".into(),
+        token_file: jwt_file.clone(),
+        mount: "kubernetes".into(),
+    };
+    let store = VaultStore::open(s.clone()).expect("login");
+    assert_eq!(env.fake().logins(), 1);
+    assert_eq!(store.lease().ttl, Duration::from_secs(90));
+    assert_eq!(store.lease().renew_after(), Some(Duration::from_secs(60)));
+    assert_eq!(env.fake().last_namespace().as_deref(), Some("team-a"));
+    let sec = secret("t", "k");
+    store
+        .put_version(&sec, 1, RotationId(1), &value("v"), at(0))
+        .expect("put with the login token");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let session = store.session();
+    let lease = rt.block_on(session.renew()).expect("renew-self");
+    assert_eq!(lease.ttl, Duration::from_secs(90));
+    assert_eq!(env.fake().logins(), 1, "renewed, not logged in again");
+    // The token is revoked: renewal falls back to a new login, and the store goes on.
+    env.fake().revoke("hvs.fake-1");
+    rt.block_on(session.renew()).expect("re-login");
+    assert_eq!(env.fake().logins(), 2);
+    assert_eq!(store.read_value(&sec, 1).expect("read").expose(), b"v");
+
+    // A wrong role is refused at open with a clear error.
+    s.auth = VaultAuth::Kubernetes {
+        role: "other".into(),
+        token_file: jwt_file,
+        mount: "kubernetes".into(),
+    };
+    let err = VaultStore::open(s).expect_err("bad role");
+    assert!(err.to_string().contains("invalid role name"), "{err}");
+}
+
+/// Log lines from every thread (the store's requests run on its own runtime).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::ErrorKind::Other)?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn captured_logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
+}
+
+#[test]
+fn values_never_reach_errors_debug_output_or_logs() {
+    let logs = captured_logs();
+    let env = fake_env();
+    let s = secret("t", "k");
+    let secret_text = "hunter2-very-secret-value";
+    env.store
+        .put_version(&s, 1, RotationId(1), &value(secret_text), at(0))
+        .expect("put");
+    let mut errors = Vec::new();
+    for faults in [
+        Faults {
+            fail_next: 100,
+            ..Faults::default()
+        },
+        Faults {
+            sealed: true,
+            ..Faults::default()
+        },
+        Faults {
+            cas_conflict_next: 5,
+            ..Faults::default()
+        },
+        Faults {
+            delay_next: 100,
+            delay: Duration::from_millis(800),
+            ..Faults::default()
+        },
+    ] {
+        env.fake().faults(faults);
+        if let Err(e) = env.store.read_value(&s, 1) {
+            errors.push(e);
+        }
+        if let Err(e) = env
+            .store
+            .put_version(&s, 2, RotationId(2), &value(secret_text), at(1))
+        {
+            errors.push(e);
+        }
+    }
+    env.fake().faults(Faults::default());
+    // A conflict whose loser holds the value.
+    if let Err(e) = env
+        .store
+        .put_version(&s, 1, RotationId(5), &value(secret_text), at(2))
+    {
+        errors.push(e);
+    }
+    assert!(errors.len() >= 5, "{errors:?}");
+    let _ = std::io::stdout().flush();
+    for e in &errors {
+        assert!(!e.to_string().contains(secret_text), "{e}");
+        assert!(!format!("{e:?}").contains(secret_text), "{e:?}");
+    }
+    assert!(!format!("{:?}", env.store).contains(secret_text));
+    assert!(
+        !format!("{:?}", env.store).contains(ROOT),
+        "no token in Debug"
+    );
+    let text = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+    assert!(!text.is_empty(), "the subscriber captured the store's logs");
+    assert!(!text.contains(secret_text), "a value reached the logs");
+    assert!(!text.contains(ROOT), "a token reached the logs");
+    // It did reach Vault, which is where values belong.
+    assert!(
+        env.fake()
+            .seen_bodies()
+            .iter()
+            .any(|b| b.contains(secret_text))
+    );
+}
+
+/// The whole rotation tree over the Vault store against the fake, in real time: the
+/// initial version at start, then an API-triggered rotation promoted to `current`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_tree_rotates_over_the_vault_store() {
+    use rotor::actors::admin::ActorAdmin;
+    use rotor::actors::tree::{self, TreeOptions};
+    use rotor::api::Admin as _;
+    use rotor::clock::Clock;
+    use rotor::config::Config;
+    use rotor::metrics::Metrics;
+    use rotor::target::none::NoneTarget;
+
+    let env = tokio::task::spawn_blocking(fake_env).await.expect("env");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        r#"
+[store]
+type = "embedded"
+path = "{dir}/unused.redb"
+master_key_file = "{dir}/unused.key"
+
+[policies.fast]
+interval = "1h"
+grace = "10m"
+generator = {{ type = "token", bytes = 32 }}
+max_attempts = 3
+
+[[secrets]]
+tenant = "tenant1"
+key = "api_keys"
+policy = "fast"
+"#,
+        dir = dir.path().display()
+    );
+    let cfg = Config::from_str_with_env(&text, "test.toml", &|_| None).expect("config");
+    let store: Arc<dyn Store> = Arc::new(env.replica());
+    let options = TreeOptions {
+        clock: Clock::System,
+        target_override: Some(Arc::new(NoneTarget::new())),
+        namespace: format!("{}/", dir.path().display()),
+        ..TreeOptions::default()
+    };
+    let mut tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
+        .await
+        .expect("tree starts");
+    let admin = ActorAdmin {
+        shared: tree.shared.clone(),
+        secrets: tree.secrets.clone(),
+        ready: tree.ready_flag(),
+    };
+    let s = secret("tenant1", "api_keys");
+    let current = |store: Arc<dyn Store>| {
+        let s = s.clone();
+        async move {
+            tokio::task::spawn_blocking(move || labels_of(&*store, &s))
+                .await
+                .expect("labels")
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !current(store.clone()).await.contains(&(1, Label::Current)) {
+        assert!(tokio::time::Instant::now() < deadline, "no initial version");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin.rotate(s.clone()).await.expect("rotation accepted");
+    while !current(store.clone()).await.contains(&(2, Label::Current)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rotation did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let labels = current(store.clone()).await;
+    assert_eq!(labels, [(1, Label::Previous), (2, Label::Current)]);
+    let fake = env.fake();
+    assert_eq!(
+        fake.current_version("secret", "production/tenants/tenant1/api_keys"),
+        2
+    );
+    let custom = fake.custom_metadata("secret", "production/tenants/tenant1/api_keys");
+    assert_eq!(custom.get("rotor_current").map(String::as_str), Some("2"));
+    let history = {
+        let (store, s) = (store.clone(), s.clone());
+        tokio::task::spawn_blocking(move || store.history(&s, 10))
+            .await
+            .expect("join")
+            .expect("history")
+    };
+    // The second rotation's record lands when its grace ends (10 minutes); the first's is
+    // there.
+    assert!(
+        history
+            .iter()
+            .any(|r| r.to_version == 1 && r.outcome == Outcome::Succeeded),
+        "{history:?}"
+    );
+    let _ = tree.shutdown(Duration::from_secs(5)).await;
+    drop(store);
+    tokio::task::spawn_blocking(move || drop(env))
+        .await
+        .expect("drop");
+}
