@@ -77,8 +77,8 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
     };
 
     // 2. The store and the admin token.
-    // A Vault store's token is renewed by its own actor for as long as rotor runs.
-    let mut token_renewer = None;
+    // A Vault store's token is renewed by its own actor, a child of the root supervisor.
+    let mut extra_children = Vec::new();
     let store: Arc<dyn Store> = match &config.store {
         StoreConfig::Embedded {
             path,
@@ -105,13 +105,7 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match vault_token::spawn(store.session(), store.lease()).await {
-                Ok(actor) => token_renewer = Some(actor),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the Vault token renewal");
-                    return ExitCode::FAILURE;
-                }
-            }
+            extra_children.push(vault_token::child_spec(store.session(), store.lease()));
             Arc::new(store)
         }
     };
@@ -135,7 +129,17 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
 
     // 3. The supervision tree.
     let metrics = Metrics::with_options(config.metrics.per_secret);
-    let mut tree = match tree::start(&config, store, metrics, TreeOptions::default()).await {
+    let mut tree = match tree::start(
+        &config,
+        store,
+        metrics,
+        TreeOptions {
+            extra_children,
+            ..TreeOptions::default()
+        },
+    )
+    .await
+    {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the supervision tree");
@@ -186,9 +190,6 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
         }
     };
     let _ = stop_api.send(());
-    if let Some(renewer) = token_renewer {
-        renewer.stop(None);
-    }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api).await;
     let code = match &exit {
         RootExit::Stopped(_) => ExitCode::SUCCESS,

@@ -875,3 +875,47 @@ policy = "fast"
         .await
         .expect("drop");
 }
+
+/// The token renewer, as `rotor run` starts it (a child of a supervisor): it renews at
+/// once when it starts, so a token revoked meanwhile leads to a new login straight away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervised_renewer_logs_in_again_when_its_token_is_revoked() {
+    use rotor::actors::supervisor::{Supervisor, SupervisorArgs};
+    use rotor::actors::vault_token;
+
+    let env = fake_env();
+    let jwt_file = env._dir.path().join("sa-token");
+    std::fs::write(&jwt_file, "eyJhbGciOi.fake.jwt").expect("write");
+    env.fake()
+        .add_kubernetes_role("rotor", "eyJhbGciOi.fake.jwt");
+    env.fake().set_token_ttl(Duration::from_secs(3600));
+    let mut s = env.settings.clone();
+    s.auth = VaultAuth::Kubernetes {
+        role: "rotor".into(),
+        token_file: jwt_file,
+        mount: "kubernetes".into(),
+    };
+    let store = tokio::task::spawn_blocking(move || VaultStore::open(s))
+        .await
+        .expect("join")
+        .expect("login");
+    assert_eq!(env.fake().logins(), 1);
+    env.fake().revoke("hvs.fake-1");
+    let args = SupervisorArgs::new(vec![vault_token::child_spec(
+        store.session(),
+        store.lease(),
+    )]);
+    let (sup, _join) = ractor::Actor::spawn(None, Supervisor, args)
+        .await
+        .expect("supervisor");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.fake().logins() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewer never logged in again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sup.stop(None);
+    drop(store);
+}

@@ -63,6 +63,9 @@ pub struct TreeOptions {
     pub watch_sink: Option<EventSink>,
     /// Where the subPath check reads mounts from (`/proc/self/mountinfo`).
     pub mountinfo: std::path::PathBuf,
+    /// More children of the root supervisor, started after the four above (the Vault
+    /// token renewer when the store is Vault).
+    pub extra_children: Vec<ChildSpec>,
 }
 
 impl Default for TreeOptions {
@@ -82,6 +85,7 @@ impl Default for TreeOptions {
             cache: CacheOptions::default(),
             watch_sink: None,
             mountinfo: "/proc/self/mountinfo".into(),
+            extra_children: Vec::new(),
         }
     }
 }
@@ -399,7 +403,7 @@ pub async fn start(
     let b = board.clone();
     let m2 = metrics.clone();
     let notify = config.notify.clone();
-    let children = vec![
+    let mut children = vec![
         ChildSpec::actor(
             "metrics",
             "metrics",
@@ -427,6 +431,7 @@ pub async fn start(
             rotations_args,
         ),
     ];
+    children.extend(options.extra_children.iter().cloned());
     let root_args = SupervisorArgs::new(children)
         .with_intensity(Intensity {
             max_restarts: 5,

@@ -4,15 +4,16 @@
 //! session logs in again (Kubernetes auth) or re-reads the token file (token auth, for a
 //! token that Vault Agent rotates), see [`VaultSession::renew`]. A failed attempt is retried
 //! after [`RETRY_AFTER`] (or sooner if the lease would run out first). A token that never
-//! expires (TTL 0) needs no renewal and the actor idles. Started by `main` when the store
-//! is `vault`, stopped with the process; the timer is a [`TimerGuard`], so it dies with
-//! the actor.
+//! expires (TTL 0) needs no renewal and the actor idles. A permanent child of the root
+//! supervisor when the store is `vault` ([`child_spec`]); the timer is a [`TimerGuard`], so
+//! it dies with the actor.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SpawnErr};
 
+use super::supervisor::{ChildSpec, Restart};
 use super::timer::TimerGuard;
 use crate::store::vault::{TokenLease, VaultSession};
 
@@ -60,7 +61,10 @@ impl Actor for TokenRenewer {
             lease,
             timer: TimerGuard::new(),
         };
-        Self::schedule(&myself, &mut state, lease.renew_after());
+        // A restarted renewer's lease is the one found at open, possibly long stale: renew
+        // at once, then follow the fresh lease. (At first start this costs one request.)
+        let first = lease.renew_after().map(|_| Duration::ZERO);
+        Self::schedule(&myself, &mut state, first);
         Ok(state)
     }
 
@@ -90,8 +94,19 @@ impl Actor for TokenRenewer {
     }
 }
 
-/// Starts the renewal actor (unlinked: it supervises nothing, and a failure is logged and
-/// retried inside it). Stop it with `stop(None)` at shutdown.
+/// The renewer as a permanent child of the root supervisor.
+pub fn child_spec(session: Arc<VaultSession>, lease: TokenLease) -> ChildSpec {
+    ChildSpec::actor(
+        "vault-token",
+        "vault_token",
+        Restart::Permanent,
+        None,
+        move || (TokenRenewer, (session.clone(), lease)),
+    )
+}
+
+/// Starts the renewal actor on its own (tests). `rotor run` supervises it instead, see
+/// [`child_spec`].
 pub async fn spawn(
     session: Arc<VaultSession>,
     lease: TokenLease,
