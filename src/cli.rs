@@ -95,6 +95,27 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Ask the running rotor (its admin API, with the token from `admin_token_file`) to
+    /// rotate a secret now.
+    Rotate {
+        /// Configuration file (TOML) of the running rotor.
+        #[arg(short, long, env = "ROTOR_CONFIG")]
+        config: PathBuf,
+        /// Tenant id.
+        tenant: String,
+        /// Secret key.
+        key: String,
+    },
+    /// Ask the running rotor to roll back the rotation of a secret that is in grace.
+    Rollback {
+        /// Configuration file (TOML) of the running rotor.
+        #[arg(short, long, env = "ROTOR_CONFIG")]
+        config: PathBuf,
+        /// Tenant id.
+        tenant: String,
+        /// Secret key.
+        key: String,
+    },
 }
 
 /// Runs an offline command. (`run` is handled by `main`, which owns the runtime.)
@@ -117,7 +138,79 @@ pub fn run_offline(command: Command) -> ExitCode {
             key,
             limit,
         } => with_config(&config, |cfg| history(cfg, &tenant, &key, limit)),
+        Command::Rotate {
+            config,
+            tenant,
+            key,
+        } => with_config(&config, |cfg| admin_call(cfg, "rotate", &tenant, &key)),
+        Command::Rollback {
+            config,
+            tenant,
+            key,
+        } => with_config(&config, |cfg| admin_call(cfg, "rollback", &tenant, &key)),
         Command::Run { .. } => ExitCode::FAILURE,
+    }
+}
+
+/// `POST /admin/secrets/{action}` on the running rotor; prints its answer.
+fn admin_call(cfg: &Config, action: &str, tenant: &str, key: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+
+    let secret = parse_secret(tenant, key)?;
+    let token_file = &cfg.server.admin_token_file;
+    // Never create a token here: one that the running rotor does not know is useless.
+    if !token_file.exists() {
+        return Err(format!(
+            "no admin token at {} (it is created by `rotor run`)",
+            token_file.display()
+        ));
+    }
+    let token =
+        crate::api::server::AdminToken::load_or_create(token_file).map_err(|e| e.to_string())?;
+    // A service listening on every address is reached on loopback.
+    let mut addr = cfg.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(15);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot reach rotor at {addr}: {e} (is `rotor run` running?)"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let body = serde_json::json!({"tenantId": secret.tenant, "secretKey": secret.key}).to_string();
+    let request = format!(
+        "POST /admin/secrets/{action} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        token.expose_secret(),
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("cannot send to rotor at {addr}: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("no answer from rotor at {addr}: {e}"))?;
+    let status: u16 = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let answer = response.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+    let json: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
+    if status == 202 {
+        println!(
+            "{action} of {secret} accepted: rotation {}",
+            json["rotationId"].as_str().unwrap_or("?")
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "{action} of {secret} refused ({status}): {}",
+            json["error"].as_str().unwrap_or(answer)
+        ))
     }
 }
 

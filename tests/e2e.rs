@@ -326,6 +326,43 @@ target = { type = "none", delay = "300ms" }"#,
     let schedule = rotor.get("/admin/secrets/schedule").await;
     assert_eq!(schedule["secrets"][0]["phase"], "idle");
 
+    // The same through the CLI, which calls the running rotor's API.
+    let cli = |action: &str| {
+        Command::new(env!("CARGO_BIN_EXE_rotor"))
+            .args([action, "--config", "rotor.toml", "tenant1", "api_keys"])
+            .current_dir(dir)
+            .output()
+            .expect("rotor cli")
+    };
+    let out = cli("rotate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("accepted: rotation r4"), "{stdout}");
+    until(Duration::from_secs(10), "v4 in grace", || async {
+        let s = rotor.get("/admin/secrets/schedule").await;
+        (s["secrets"][0]["phase"] == "grace").then_some(())
+    })
+    .await;
+    assert!(cli("rollback").status.success());
+    until(
+        Duration::from_secs(10),
+        "idle after the CLI rollback",
+        || async {
+            let s = rotor.get("/admin/secrets/schedule").await;
+            (s["secrets"][0]["phase"] == "idle").then_some(())
+        },
+    )
+    .await;
+    let out = cli("rollback");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused (409)"), "{stderr}");
+    assert!(!stderr.contains(&rotor.token), "token in CLI output");
+
     let status = rotor.terminate();
     assert!(status.success(), "exit after SIGTERM: {status}");
 
