@@ -8,11 +8,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::http::request;
+use common::rotor_bin::{RotorBin, config, free_port, until};
 use rand::{Rng, SeedableRng};
 use rotor::domain::{Label, SecretRef};
 use rotor::machine::{Phase, SecretState};
@@ -20,77 +21,26 @@ use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
 use serde_json::Value;
 
-fn free_port() -> u16 {
-    // Bind port 0, read the port, release it: a small race with other processes, fine
-    // for a test machine.
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
+/// The real binary (killed when dropped) and the admin token it created.
 struct Rotor {
-    child: Child,
+    bin: RotorBin,
     addr: SocketAddr,
-    dir: PathBuf,
     token: String,
 }
 
 impl Rotor {
-    /// Starts `rotor run` in `dir` with `config` and waits until /readyz says ready.
-    async fn start(dir: &Path, config: &str, log: &str) -> Rotor {
-        std::fs::write(dir.join("rotor.toml"), config).unwrap();
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(log))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
-            .args(["run", "--config", "rotor.toml"])
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("rotor starts");
-        let port = config
-            .lines()
-            .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
-            .and_then(|p| p.trim_end_matches('"').parse::<u16>().ok())
-            .expect("listen line in config");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut rotor = Rotor {
-            child,
-            addr,
-            dir: dir.to_owned(),
-            token: String::new(),
-        };
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "rotor not ready in 30 s; log:\n{}",
-                rotor.log(log)
-            );
-            if let Some(status) = rotor.child.try_wait().unwrap() {
-                panic!("rotor exited early ({status}); log:\n{}", rotor.log(log));
-            }
-            if tokio::net::TcpStream::connect(addr).await.is_ok()
-                && request(addr, "GET", "/readyz", None, None).await.status == 200
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        rotor.token = std::fs::read_to_string(dir.join("admin.token"))
+    /// Starts `rotor run` in `dir` with `config` on `port`; waits until /readyz says ready.
+    async fn start(dir: &Path, port: u16, config: &str) -> Rotor {
+        let bin = RotorBin::start(dir, port, config).await;
+        let token = std::fs::read_to_string(dir.join("admin.token"))
             .unwrap()
             .trim()
             .to_owned();
-        rotor
-    }
-
-    fn log(&self, log: &str) -> String {
-        std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
+        Rotor {
+            addr: bin.addr,
+            bin,
+            token,
+        }
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -136,14 +86,14 @@ impl Rotor {
 
     fn terminate(mut self) -> std::process::ExitStatus {
         // SIGTERM, then wait: graceful shutdown must finish well within 15 s.
-        let pid = self.child.id().to_string();
+        let pid = self.bin.child.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM");
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
+            if let Some(s) = self.bin.child.try_wait().unwrap() {
                 return s;
             }
             assert!(Instant::now() < deadline, "rotor ignored SIGTERM");
@@ -151,48 +101,9 @@ impl Rotor {
         }
     }
 
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-fn config(dir: &Path, port: u16, policy: &str, secrets: &str) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-admin_token_file = "admin.token"
-
-[store]
-type = "embedded"
-path = "rotor.redb"
-master_key_file = "master.key"
-
-[runtime]
-shutdown_timeout = "10s"
-retry_backoff = "1s"
-retry_backoff_max = "2s"
-
-{policy}
-{secrets}
-"#
-    )
-    .replace("{dir}", &dir.display().to_string())
-}
-
-/// Polls until `f` returns `Some`, for at most `limit`.
-async fn until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    /// `kill -9`: dropping the binary's handle kills it.
+    fn kill9(self) {
+        drop(self.bin);
     }
 }
 
@@ -200,20 +111,21 @@ where
 async fn rotate_grace_expire_and_rollback_through_the_api() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    let port = free_port();
     let cfg = config(
-        dir,
-        free_port(),
+        port,
         r#"[policies.e2e]
 interval = "1h"
 grace = "3s"
-generator = { type = "token", bytes = 32, prefix = "sk_e2e_" }"#,
-        r#"[[secrets]]
+generator = { type = "token", bytes = 32, prefix = "sk_e2e_" }
+
+[[secrets]]
 tenant = "tenant1"
 key = "api_keys"
 policy = "e2e"
 target = { type = "none", delay = "300ms" }"#,
     );
-    let rotor = Rotor::start(dir, &cfg, "rotor.log").await;
+    let rotor = Rotor::start(dir, port, &cfg).await;
     let l = || rotor.labels("tenant1", "api_keys");
 
     // The first version is created at start.
@@ -396,25 +308,28 @@ async fn kill_9_at_random_instants_loses_nothing() {
             s.tenant, s.key
         ));
     }
+    let port = free_port();
     let cfg = config(
-        dir,
-        free_port(),
-        r#"[policies.churn]
+        port,
+        &format!(
+            r#"[policies.churn]
 interval = "1s"
 grace = "500ms"
-generator = { type = "token", bytes = 16 }
-max_attempts = 3"#,
-        &secrets,
+generator = {{ type = "token", bytes = 16 }}
+max_attempts = 3
+
+{secrets}"#
+        ),
     );
     let kills = 20;
     for _ in 0..kills {
-        let rotor = Rotor::start(dir, &cfg, "crash.log").await;
+        let rotor = Rotor::start(dir, port, &cfg).await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..1500))).await;
         rotor.kill9();
     }
     // A last run lets every interrupted rotation continue, then a clean stop.
     let last_start = chrono::Utc::now();
-    let rotor = Rotor::start(dir, &cfg, "crash.log").await;
+    let rotor = Rotor::start(dir, port, &cfg).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(rotor.terminate().success());
 
