@@ -148,7 +148,7 @@ fn notify(c: &mut Criterion) {
             uri: format!("http://{addr}/hook").parse().unwrap(),
             key: Zeroizing::new(b"bench-key".to_vec()),
         },
-        poster: Poster::new(Duration::from_secs(5)),
+        poster: Poster::new(Duration::from_secs(5), None).expect("client"),
         retry: RetryPolicy {
             max_attempts: 1,
             initial: Duration::from_millis(10),

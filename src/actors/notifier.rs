@@ -147,7 +147,7 @@ impl Actor for Notifier {
                     let sink = Sink::Slack {
                         uri: read_url(&c.name, url)?,
                     };
-                    start_delivery(&c, sink, &metrics)
+                    start_delivery(&c, sink, &metrics)?
                 }
                 ChannelConfig::Webhook { url, secret_file } => {
                     let key = read_secret(&c.name, secret_file)?;
@@ -155,7 +155,7 @@ impl Actor for Notifier {
                         uri: read_url(&c.name, url)?,
                         key,
                     };
-                    start_delivery(&c, sink, &metrics)
+                    start_delivery(&c, sink, &metrics)?
                 }
             };
             for outcome in ["delivered", "retried", "failed", "dropped"] {
@@ -261,12 +261,18 @@ impl Actor for Notifier {
 }
 
 /// Starts the delivery task of an HTTP channel; returns its queue.
-fn start_delivery(c: &NotifyConfig, sink: Sink, metrics: &Metrics) -> Out {
+fn start_delivery(
+    c: &NotifyConfig,
+    sink: Sink,
+    metrics: &Metrics,
+) -> Result<Out, ActorProcessingErr> {
+    let poster = Poster::new(c.timeout, c.ca_file.as_deref())
+        .map_err(|e| format!("notify channel {}: {e}", c.name))?;
     let (tx, rx) = mpsc::channel(c.queue_capacity);
     let delivery = Delivery {
         name: c.name.clone(),
         sink,
-        poster: Poster::new(c.timeout),
+        poster,
         retry: RetryPolicy {
             max_attempts: c.max_attempts,
             initial: c.retry_backoff,
@@ -275,10 +281,10 @@ fn start_delivery(c: &NotifyConfig, sink: Sink, metrics: &Metrics) -> Out {
         metrics: metrics.clone(),
     };
     tokio::spawn(delivery.run(rx));
-    Out::Queue {
+    Ok(Out::Queue {
         tx,
         capacity: c.queue_capacity,
-    }
+    })
 }
 
 /// The channel's URL; a `url_file` is read now. Errors name the channel and the file,

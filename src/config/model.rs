@@ -286,6 +286,8 @@ pub struct NotifyConfig {
     pub retry_backoff_max: Duration,
     /// Per attempt (connect and response).
     pub timeout: Duration,
+    /// A CA (PEM) to trust for an `https://` receiver, besides the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where a channel delivers. URLs and keys may be credentials: never log them.

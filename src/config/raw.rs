@@ -52,6 +52,8 @@ pub(super) struct RawNotify {
     pub url: Option<S<String>>,
     pub url_file: Option<S<String>>,
     pub secret_file: Option<S<String>>,
+    /// PEM file of a CA to trust for an `https://` receiver, besides the system's roots.
+    pub ca_file: Option<S<String>>,
     pub queue_capacity: Option<S<i64>>,
     pub max_attempts: Option<S<i64>>,
     pub retry_backoff: Option<S<String>>,

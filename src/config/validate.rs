@@ -2135,13 +2135,14 @@ impl Validator<'_, '_> {
                 retry_backoff,
                 retry_backoff_max,
                 timeout,
+                ca_file: n.ca_file.as_ref().map(|f| PathBuf::from(f.get_ref())),
             });
         }
         out
     }
 
     /// `url` or `url_file` (exactly one) of an HTTP channel. An inline URL must be
-    /// `http://host[:port]/path`; it is not quoted back in messages (it may hold a token).
+    /// `http(s)://host[:port]/path`; it is not quoted back in messages (it may hold a token).
     fn notify_url(
         &mut self,
         path: &str,
@@ -2187,16 +2188,15 @@ impl Validator<'_, '_> {
     }
 }
 
-/// Whether `url` is a URL the notifier can post to (`http://host[:port]/...`).
+/// Whether `url` is a URL the notifier can post to (`http(s)://host[:port]/...`).
 pub fn check_http_url(url: &str) -> Result<(), String> {
     let uri = url
         .trim()
         .parse::<hyper::Uri>()
         .map_err(|_| "is not a URL such as \"http://relay.local:8080/hook\"".to_owned())?;
     match uri.scheme_str() {
-        Some("http") if uri.authority().is_some() => Ok(()),
-        Some("https") => Err("https is not supported yet (rotor has no TLS client): post to an http:// relay or egress proxy on the cluster network".to_owned()),
-        _ => Err("must be an http:// URL with a host, such as \"http://relay.local:8080/hook\"".to_owned()),
+        Some("http" | "https") if uri.authority().is_some() => Ok(()),
+        _ => Err("must be an http:// or https:// URL with a host, such as \"https://hooks.slack.com/services/...\"".to_owned()),
     }
 }
 

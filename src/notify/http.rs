@@ -1,19 +1,14 @@
 //! One HTTP POST to a notification receiver, with a timeout, classified for the retry
-//! loop. Plain HTTP/1.1 over hyper's client (already in the build through axum); no TLS
-//! yet, so receivers are reached over `http://` (a local relay or an egress proxy for
-//! Slack; see the `[[notify]]` docs).
+//! loop. reqwest with rustls, so a Slack incoming webhook is reached directly over
+//! `https://`; `ca_file` adds a private CA.
 //!
 //! Outcomes carry fixed reasons, never the URL or the response body: a Slack webhook URL
 //! is itself a credential.
 
+use std::path::Path;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::{StatusCode, Uri};
 
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,59 +27,74 @@ pub enum Attempt {
 
 #[derive(Clone)]
 pub struct Poster {
-    client: Client<HttpConnector, Full<Bytes>>,
-    timeout: Duration,
+    // reqwest with rustls (already in the build through vaultrs): http:// and https://.
+    client: reqwest::Client,
 }
 
 impl Poster {
-    pub fn new(timeout: Duration) -> Poster {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+    /// A client with `timeout` per attempt. `ca_file` (PEM) is trusted in addition to the
+    /// system's roots, for receivers behind a private CA.
+    pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Poster, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
-            .build(connector);
-        Poster { client, timeout }
+            .tcp_nodelay(true)
+            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|_| format!("ca_file {} is not a PEM certificate", path.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .map_err(|_| "cannot build the HTTP client".to_owned())?;
+        Ok(Poster { client })
     }
 
     /// POSTs `body` as JSON to `uri` with extra `headers`.
     pub async fn post(&self, uri: &Uri, headers: &[(&str, String)], body: Vec<u8>) -> Attempt {
-        let mut req = Request::post(uri.clone())
+        let mut req = self
+            .client
+            .post(uri.to_string())
             .header("content-type", "application/json")
-            .header("user-agent", concat!("rotor/", env!("CARGO_PKG_VERSION")));
+            .body(body);
         for (name, value) in headers {
             req = req.header(*name, value.as_str());
         }
-        let req = match req.body(Full::new(Bytes::from(body))) {
-            Ok(r) => r,
-            Err(_) => {
-                return Attempt::Reject {
-                    reason: "invalid request header".into(),
-                };
-            }
-        };
-        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => {
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            // Fixed reasons only: reqwest's error text would quote the URL.
+            Err(e) if e.is_timeout() => {
                 return Attempt::Retry {
                     reason: "timeout".into(),
                     after: None,
                 };
             }
-            Ok(Err(e)) => {
-                let reason = if e.is_connect() {
-                    "connection failed"
-                } else {
-                    "request failed"
-                };
+            Err(e) if e.is_connect() => {
                 return Attempt::Retry {
-                    reason: reason.into(),
+                    reason: "connection failed".into(),
                     after: None,
                 };
             }
-            Ok(Ok(resp)) => resp,
+            Err(e) if e.is_builder() || e.is_request() => {
+                return Attempt::Retry {
+                    reason: "request failed".into(),
+                    after: None,
+                };
+            }
+            Err(_) => {
+                return Attempt::Retry {
+                    reason: "request failed".into(),
+                    after: None,
+                };
+            }
         };
-        let status = resp.status();
+        let status = StatusCode::from_u16(resp.status().as_u16())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         classify(
             status,
             resp.headers()
