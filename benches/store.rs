@@ -10,15 +10,14 @@
 
 use std::hint::black_box;
 
-use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rotor::domain::{
-    HistoryRecord, Label, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo,
-};
+use rotor::domain::{SecretRef, VersionNo};
 use rotor::generator::SecretValue;
 use rotor::store::crypto::MasterKey;
 use rotor::store::embedded::EmbeddedStore;
-use rotor::store::{Commit, Store};
+
+#[path = "common/rotation_writes.rs"]
+mod rotation_writes;
 
 fn rotation(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -37,59 +36,7 @@ fn rotation(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     group.throughput(Throughput::Elements(1));
     group.bench_function("rotation", |b| {
-        b.iter(|| {
-            let next = current + 1;
-            let now = Utc::now();
-            let commit = |labels: &[(VersionNo, Label)], history: Option<&HistoryRecord>| {
-                store
-                    .commit(
-                        &secret,
-                        Commit {
-                            journal: &journal,
-                            labels,
-                            history,
-                            now,
-                        },
-                    )
-                    .expect("commit");
-            };
-            store
-                .put_version(&secret, next, RotationId(next), &value, now)
-                .expect("put_version");
-            let (base, grace): (Vec<_>, Vec<_>) = if current == 0 {
-                (vec![], vec![(next, Label::Current)])
-            } else {
-                (
-                    vec![(current, Label::Current)],
-                    vec![(next, Label::Current), (current, Label::Previous)],
-                )
-            };
-            let mut staged = base.clone();
-            staged.push((next, Label::Pending));
-            commit(&staged, None); // staged
-            commit(&staged, None); // applied
-            commit(&staged, None); // tested
-            commit(&grace, None); // promoted, previous in grace
-            let record = HistoryRecord {
-                rotation: RotationId(next),
-                trigger: Trigger::Schedule,
-                from_version: (current > 0).then_some(current),
-                to_version: next,
-                outcome: Outcome::Succeeded,
-                error: None,
-                steps: vec![
-                    Step::Generate,
-                    Step::Apply,
-                    Step::Test,
-                    Step::Promote,
-                    Step::Expire,
-                ],
-                started_at: now,
-                finished_at: now,
-            };
-            commit(&[(next, Label::Current)], Some(&record)); // previous expired
-            current = next;
-        });
+        b.iter(|| current = rotation_writes::rotate(&store, &secret, &value, &journal, current));
     });
     group.finish();
 }

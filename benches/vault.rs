@@ -8,15 +8,14 @@
 //!   a read and a check-and-set write over HTTP, plus the label mirror when labels change:
 //!   about 16 requests per rotation.
 
-use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rotor::domain::{
-    HistoryRecord, Label, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo,
-};
+use rotor::domain::{SecretRef, VersionNo};
 use rotor::generator::SecretValue;
 use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
 use rotor::store::vault_fake::VaultFake;
-use rotor::store::{Commit, Store};
+
+#[path = "common/rotation_writes.rs"]
+mod rotation_writes;
 
 fn rotation(c: &mut Criterion) {
     let fake = VaultFake::start("secret", "bench-root").expect("fake vault");
@@ -45,59 +44,7 @@ fn rotation(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.sample_size(20);
     group.bench_function("rotation", |b| {
-        b.iter(|| {
-            let next = current + 1;
-            let now = Utc::now();
-            let commit = |labels: &[(VersionNo, Label)], history: Option<&HistoryRecord>| {
-                store
-                    .commit(
-                        &secret,
-                        Commit {
-                            journal: &journal,
-                            labels,
-                            history,
-                            now,
-                        },
-                    )
-                    .expect("commit");
-            };
-            store
-                .put_version(&secret, next, RotationId(next), &value, now)
-                .expect("put_version");
-            let (base, grace): (Vec<_>, Vec<_>) = if current == 0 {
-                (vec![], vec![(next, Label::Current)])
-            } else {
-                (
-                    vec![(current, Label::Current)],
-                    vec![(next, Label::Current), (current, Label::Previous)],
-                )
-            };
-            let mut staged = base.clone();
-            staged.push((next, Label::Pending));
-            commit(&staged, None);
-            commit(&staged, None);
-            commit(&staged, None);
-            commit(&grace, None);
-            let record = HistoryRecord {
-                rotation: RotationId(next),
-                trigger: Trigger::Schedule,
-                from_version: (current > 0).then_some(current),
-                to_version: next,
-                outcome: Outcome::Succeeded,
-                error: None,
-                steps: vec![
-                    Step::Generate,
-                    Step::Apply,
-                    Step::Test,
-                    Step::Promote,
-                    Step::Expire,
-                ],
-                started_at: now,
-                finished_at: now,
-            };
-            commit(&[(next, Label::Current)], Some(&record));
-            current = next;
-        });
+        b.iter(|| current = rotation_writes::rotate(&store, &secret, &value, &journal, current));
     });
     group.finish();
 }
