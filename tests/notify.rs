@@ -470,80 +470,18 @@ timeout = "60s"
 async fn https_receivers_are_reached_and_their_certificates_verified() {
     use rotor::notify::http::{Attempt, Poster};
 
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let tools = ["openssl", "python3"].iter().all(|t| {
-        std::process::Command::new(t)
-            .arg("--version")
-            .output()
-            .is_ok()
-    });
-    if !tools {
-        assert!(
-            !ci,
-            "openssl and python3 are needed for the TLS receiver under CI"
-        );
-        println!("SKIPPED: openssl or python3 missing");
+    let Some(receiver) = common::tls::TlsReceiver::start() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        // A self-signed leaf, not a CA: webpki refuses a CA certificate as a server's.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let server = r#"
-import http.server, ssl, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get('content-length', 0)))
-        self.send_response(204); self.end_headers()
-    def log_message(self, *a): pass
-s = http.server.HTTPServer(('127.0.0.1', 0), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-s.socket = ctx.wrap_socket(s.socket, server_side=True)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"#;
-    let mut child = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(server)
-        .arg(&cert)
-        .arg(&key)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-        &mut line,
-    )
-    .expect("port");
-    let uri: hyper::Uri = format!("https://127.0.0.1:{}/hook", line.trim())
-        .parse()
-        .unwrap();
+    };
+    let uri: hyper::Uri = receiver.url("/hook").parse().unwrap();
+    let cert = receiver.cert.clone();
 
     let trusting = Poster::new(Duration::from_secs(5), Some(&cert)).expect("client");
     let delivered = trusting.post(&uri, &[], b"{}".to_vec()).await;
     let untrusting = Poster::new(Duration::from_secs(5), None).expect("client");
     let refused = untrusting.post(&uri, &[], b"{}".to_vec()).await;
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(delivered, Attempt::Delivered);
+    assert_eq!(receiver.wait_for(1)[0].path, "/hook");
     assert!(
         matches!(refused, Attempt::Retry { .. }),
         "an unknown certificate was accepted: {refused:?}"

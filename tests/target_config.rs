@@ -1,7 +1,7 @@
 //! Target keys in the configuration: every type parses into its model, and the mistakes
 //! an operator makes are named with their key (`single` with a grace period, the wrong
-//! number of roles, a JWKS algorithm whose generator does not match, a non-loopback
-//! webhook).
+//! number of roles, a JWKS algorithm whose generator does not match, a plain-http webhook
+//! off loopback).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -93,7 +93,23 @@ generator = { type = "ed25519" }"#;
         )
         .unwrap(),
     );
-    assert!(matches!(t, TargetConfig::Webhook { .. }));
+    assert!(matches!(t, TargetConfig::Webhook { ca_file: None, .. }));
+    let t = target(
+        load(
+            DB,
+            r#"{ type = "webhook", url = "https://api.example.com/v1/rotate", hmac_key_file = "secrets/hook.key", ca_file = "/etc/rotor/ca.pem" }"#,
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        t,
+        TargetConfig::Webhook {
+            url: "https://api.example.com/v1/rotate".into(),
+            hmac_key_file: PathBuf::from("secrets/hook.key"),
+            ca_file: Some(PathBuf::from("/etc/rotor/ca.pem")),
+            timeout: Duration::from_secs(30),
+        }
+    );
 }
 
 #[test]
@@ -143,11 +159,25 @@ fn mistakes_are_named_with_their_key() {
         r#"{ type = "webhook", url = "http://10.1.2.3/x", hmac_key_file = "k" }"#,
     ));
     assert!(e.contains("target.url") && e.contains("loopback"), "{e}");
+    assert!(e.contains("use https://"), "{e}");
     let e = errors(load(
         DB,
-        r#"{ type = "webhook", url = "https://api.example.com/x", hmac_key_file = "k" }"#,
+        r#"{ type = "webhook", url = "http://127.0.0.1:9000/x", hmac_key_file = "k", ca_file = "ca.pem" }"#,
     ));
-    assert!(e.contains("https"), "{e}");
+    assert!(
+        e.contains("target.ca_file") && e.contains("plain http"),
+        "{e}"
+    );
+    let e = errors(load(
+        DB,
+        r#"{ type = "webhook", url = "https://hooks.example.com/x", hmac_key_file = "k", ca_file = "" }"#,
+    ));
+    assert!(e.contains("target.ca_file") && e.contains("empty"), "{e}");
+    let e = errors(load(
+        DB,
+        r#"{ type = "exec", apply = ["/bin/true"], ca_file = "ca.pem" }"#,
+    ));
+    assert!(e.contains("ca_file"), "ca_file is a webhook key only: {e}");
     let e = errors(load(DB, r#"{ type = "exec", apply = [] }"#));
     assert!(e.contains("target.apply"), "{e}");
     let e = errors(load(DB, r#"{ type = "redis", admin_url_file = "f" }"#));

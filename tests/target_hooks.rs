@@ -1,6 +1,7 @@
 //! Hook targets and the secret cache: `exec` runs a command per step with the value on
-//! stdin (never argv or env) and its exit status decides; `webhook` posts signed JSON to a
-//! loopback endpoint and its status decides; the cache serves repeated reads, is
+//! stdin (never argv or env) and its exit status decides; `webhook` posts signed JSON to
+//! an HTTPS endpoint (a real TLS receiver whose certificate must be verified) or a loopback
+//! `http://` one, its status decides, and redirects are not followed; the cache serves repeated reads, is
 //! invalidated by every write, and counts hits and misses.
 
 mod common;
@@ -14,7 +15,7 @@ use common::targets::{Env, password_spec, secret};
 use rotor::domain::ErrorKind;
 use rotor::target::Target;
 use rotor::target::exec::{Commands, ExecTarget};
-use rotor::target::webhook::{LoopbackUrl, WebhookTarget, signature};
+use rotor::target::webhook::{HookUrl, WebhookTarget, signature};
 
 fn sh(script: &str) -> Option<Vec<String>> {
     Some(vec!["sh".into(), "-c".into(), script.into()])
@@ -136,8 +137,9 @@ async fn webhook_posts_signed_steps_and_its_status_decides() {
     let h = Hook::default();
     let url = serve(h.clone()).await;
     let t = WebhookTarget::new(
-        LoopbackUrl::parse(&url).unwrap(),
+        HookUrl::parse(&url).unwrap(),
         key_file.clone(),
+        None,
         Duration::from_secs(5),
         env.store.clone(),
     );
@@ -164,8 +166,9 @@ async fn webhook_posts_signed_steps_and_its_status_decides() {
     };
     let url = serve(failing).await;
     let t = WebhookTarget::new(
-        LoopbackUrl::parse(&url).unwrap(),
-        key_file,
+        HookUrl::parse(&url).unwrap(),
+        key_file.clone(),
+        None,
         Duration::from_secs(5),
         env.store.clone(),
     );
@@ -176,6 +179,130 @@ async fn webhook_posts_signed_steps_and_its_status_decides() {
         !err.to_string()
             .contains(std::str::from_utf8(v1.expose()).unwrap())
     );
+}
+
+/// Answers every request with a `307` to `location` (which it never reads).
+async fn redirector(location: String) -> String {
+    let app = axum::Router::new().fallback(move || {
+        let location = location.clone();
+        async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hook")
+}
+
+#[tokio::test]
+async fn webhook_redirects_are_not_followed() {
+    // A 307 keeps the method and body: following it would hand the value to a URL nobody
+    // configured. The step fails instead, and the redirect's target hears nothing.
+    let env = Env::new();
+    let key_file = env.dir.path().join("hook.key");
+    std::fs::write(&key_file, "k").unwrap();
+    let elsewhere = Hook::default();
+    let elsewhere_url = serve(elsewhere.clone()).await;
+    let url = redirector(elsewhere_url).await;
+    let t = WebhookTarget::new(
+        HookUrl::parse(&url).unwrap(),
+        key_file,
+        None,
+        Duration::from_secs(5),
+        env.store.clone(),
+    );
+    let s = secret("provider_api_key");
+    let v1 = env.generate(&t, &s, 1, &password_spec());
+    let err = t.apply(&s, 1, &v1).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Apply);
+    let text = err.to_string();
+    assert!(
+        text.contains("307") && text.contains("redirects are not followed"),
+        "{text}"
+    );
+    assert!(
+        elsewhere.seen.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
+}
+
+#[tokio::test]
+async fn webhook_over_https_verifies_the_certificate_and_never_quotes_the_url() {
+    let Some(receiver) = common::tls::TlsReceiver::start() else {
+        return;
+    };
+    let env = Env::new();
+    let key_file = env.dir.path().join("hook.key");
+    std::fs::write(&key_file, "hook-signing-key\n").unwrap();
+    // Provider URLs often carry a token in the path or query: errors must not quote it.
+    let url = receiver.url("/v1/rotate/TOKEN-IN-PATH?auth=TOKEN-IN-QUERY");
+    let s = secret("provider_api_key");
+
+    let trusting = WebhookTarget::new(
+        HookUrl::parse(&url).unwrap(),
+        key_file.clone(),
+        Some(receiver.cert.clone()),
+        Duration::from_secs(5),
+        env.store.clone(),
+    );
+    let v1 = env.generate(&trusting, &s, 1, &password_spec());
+    trusting.apply(&s, 1, &v1).await.expect("apply over TLS");
+    trusting.test(&s, 1, &v1).await.expect("test over TLS");
+    trusting
+        .promote(&s, 1, None)
+        .await
+        .expect("promote over TLS");
+    let seen = receiver.wait_for(3);
+    assert_eq!(seen.len(), 3);
+    for hit in &seen {
+        assert_eq!(hit.path, "/v1/rotate/TOKEN-IN-PATH?auth=TOKEN-IN-QUERY");
+        let ts = hit.header("x-rotor-timestamp").expect("timestamp");
+        assert_eq!(
+            hit.header("x-rotor-signature").expect("signature"),
+            signature(b"hook-signing-key", ts, &hit.body),
+            "signed"
+        );
+    }
+    let apply: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(apply["operation"], "apply");
+    assert_eq!(apply["value"].as_str().unwrap().as_bytes(), v1.expose());
+
+    // The same endpoint without its CA: the handshake fails, nothing is sent.
+    let untrusting = WebhookTarget::new(
+        HookUrl::parse(&url).unwrap(),
+        key_file.clone(),
+        None,
+        Duration::from_secs(5),
+        env.store.clone(),
+    );
+    let err = untrusting.apply(&s, 1, &v1).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("not trusted"), "{text}");
+    assert!(
+        !text.contains("TOKEN"),
+        "the URL's path or query leaked: {text}"
+    );
+    assert!(
+        !text.contains(std::str::from_utf8(v1.expose()).unwrap()),
+        "{text}"
+    );
+    assert_eq!(receiver.seen().len(), 3, "nothing reached the endpoint");
+
+    // A ca_file that is missing fails the step, naming the file.
+    let missing = env.dir.path().join("no-such-ca.pem");
+    let broken = WebhookTarget::new(
+        HookUrl::parse(&url).unwrap(),
+        key_file,
+        Some(missing),
+        Duration::from_secs(5),
+        env.store.clone(),
+    );
+    let text = broken.test(&s, 1, &v1).await.unwrap_err().to_string();
+    assert!(text.contains("no-such-ca.pem"), "{text}");
 }
 
 #[tokio::test]
@@ -198,4 +325,96 @@ async fn the_cache_serves_repeats_and_every_write_invalidates() {
     assert_eq!(env.metrics.access_errors_total.get(), 1);
     let text = env.metrics.encode().unwrap();
     assert!(text.contains("secret_cache_hits_total 9"), "{text}");
+}
+
+#[tokio::test]
+async fn a_running_rotor_rotates_through_an_https_webhook() {
+    use common::http::request;
+    use common::rotor_bin::{RotorBin, config, free_port, until};
+
+    let Some(receiver) = common::tls::TlsReceiver::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("hook.key"), "hook-signing-key\n").unwrap();
+    std::fs::copy(&receiver.cert, dir.join("ca.pem")).unwrap();
+    let port = free_port();
+    let cfg = config(
+        port,
+        &format!(
+            r#"[policies.provider]
+interval = "1h"
+grace = "2s"
+generator = {{ type = "token", bytes = 32, prefix = "sk_live_" }}
+
+[[secrets]]
+tenant = "tenant1"
+key = "provider_api_key"
+policy = "provider"
+target = {{ type = "webhook", url = "{url}", hmac_key_file = "hook.key", ca_file = "ca.pem", timeout = "5s" }}
+"#,
+            url = receiver.url("/rotate?token=TOKEN-IN-QUERY")
+        ),
+    );
+    let rotor = RotorBin::start(dir, port, &cfg).await;
+    let ops = |seen: &[common::tls::Seen]| -> Vec<(String, u64)> {
+        seen.iter()
+            .map(|s| {
+                let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+                (
+                    v["operation"].as_str().unwrap().to_owned(),
+                    v["version"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    receiver.wait_for(3);
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    // 409 while the first rotation finishes its bookkeeping after `promote`.
+    until(Duration::from_secs(10), "a rotation accepted", || async {
+        let r = request(
+            rotor.addr,
+            "POST",
+            "/admin/secrets/rotate",
+            Some(token.trim()),
+            Some(r#"{"tenantId":"tenant1","secretKey":"provider_api_key"}"#),
+        )
+        .await;
+        assert!(r.status == 202 || r.status == 409, "{}", r.status);
+        (r.status == 202).then_some(())
+    })
+    .await;
+    // v2 applied, tested, promoted; after the 2 s grace, v1 revoked.
+    let seen = until(Duration::from_secs(30), "v1 revoked", || async {
+        let seen = receiver.seen();
+        ops(&seen)
+            .contains(&("revoke".to_owned(), 1))
+            .then_some(seen)
+    })
+    .await;
+    let log = rotor.log();
+    drop(rotor);
+    let steps = ops(&seen);
+    for step in ["apply", "test", "promote"] {
+        for v in [1, 2] {
+            assert!(
+                steps.contains(&(step.to_owned(), v)),
+                "{step} v{v}: {steps:?}"
+            );
+        }
+    }
+    for s in &seen {
+        let ts = s.header("x-rotor-timestamp").unwrap();
+        assert_eq!(
+            s.header("x-rotor-signature").unwrap(),
+            signature(b"hook-signing-key", ts, &s.body)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+        if let Some(value) = v["value"].as_str() {
+            assert!(value.starts_with("sk_live_"), "a generated token");
+            assert!(!log.contains(value), "a value reached the log");
+        }
+    }
+    assert!(!log.contains("TOKEN-IN-QUERY"), "the URL reached the log");
 }

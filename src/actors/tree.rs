@@ -180,11 +180,13 @@ pub fn target_for(target: &TargetConfig, reader: &ValueReader) -> Arc<dyn Target
         TargetConfig::Webhook {
             url,
             hmac_key_file,
+            ca_file,
             timeout,
-        } => match webhook::LoopbackUrl::parse(url) {
+        } => match webhook::HookUrl::parse(url) {
             Ok(url) => Arc::new(webhook::WebhookTarget::new(
                 url,
                 hmac_key_file.clone(),
+                ca_file.clone(),
                 *timeout,
                 reader,
             )),

@@ -235,10 +235,12 @@ pub enum TargetConfig {
         restore: Option<Vec<String>>,
         timeout: Duration,
     },
-    /// A user's HTTP endpoint per step, HMAC-signed; loopback `http://` only.
+    /// A user's HTTP endpoint per step, HMAC-signed: `https://`, or `http://` on loopback.
     Webhook {
         url: String,
         hmac_key_file: PathBuf,
+        /// PEM CA trusted in addition to the system's roots.
+        ca_file: Option<PathBuf>,
         timeout: Duration,
     },
 }

@@ -244,6 +244,8 @@ pub(super) struct RawTarget {
     pub url: Option<S<String>>,
     /// `webhook`: file holding the request-signing key.
     pub hmac_key_file: Option<S<String>>,
+    /// `webhook`: PEM CA trusted in addition to the system's roots.
+    pub ca_file: Option<S<String>>,
     /// `none` only, test/demo hook: steps that fail.
     pub fail: Option<S<Vec<S<String>>>>,
     /// `none` only, test/demo hook: `fail` applies only while this file exists.

@@ -201,6 +201,7 @@ const EXEC_TARGET: &[Field] = &[
 const WEBHOOK_TARGET: &[Field] = &[
     f("url", Ty::Str),
     f("hmac_key_file", Ty::Str),
+    f("ca_file", Ty::Str),
     f("timeout", Ty::Duration),
 ];
 

@@ -1796,12 +1796,25 @@ impl Validator<'_, '_> {
                         String::new()
                     }
                     Some(u) => {
-                        if let Err(m) = crate::target::webhook::LoopbackUrl::parse(u.get_ref()) {
-                            self.diag.value(u.span(), &join(&path, "url"), m);
+                        match crate::target::webhook::HookUrl::parse(u.get_ref()) {
+                            Err(m) => self.diag.value(u.span(), &join(&path, "url"), m),
+                            Ok(parsed) => {
+                                if let (Some(c), false) = (&t.ca_file, parsed.is_https()) {
+                                    self.diag.value(
+                                        c.span(),
+                                        &join(&path, "ca_file"),
+                                        "is set but the url is plain http; use an https url",
+                                    );
+                                }
+                            }
                         }
                         u.get_ref().clone()
                     }
                 };
+                let ca_file = t
+                    .ca_file
+                    .as_ref()
+                    .map(|c| self.non_empty_path(&join(&path, "ca_file"), Some(c), ""));
                 TargetConfig::Webhook {
                     url,
                     hmac_key_file: self.required_file(
@@ -1810,6 +1823,7 @@ impl Validator<'_, '_> {
                         spanned,
                         &t.hmac_key_file,
                     ),
+                    ca_file,
                     timeout: self.duration_or(
                         &join(&path, "timeout"),
                         t.timeout.as_ref(),

@@ -1,4 +1,4 @@
-//! The `webhook` target: a user's HTTP endpoint decides each step.
+//! The `webhook` target: a user's HTTPS endpoint decides each step.
 //!
 //! Every step is a `POST` of one JSON object to `url`:
 //! `{"operation","tenant","key","version","value"}` (`value` is absent for `promote`;
@@ -9,21 +9,23 @@
 //! or no answer within `timeout`, fails the step. A rollback posts `restore` (with the
 //! restored value), then `revoke` for the discarded version.
 //!
-//! The value travels in the body, so the body may only go where nobody can read it: this
-//! build speaks plain HTTP to loopback addresses only (a local agent or sidecar). HTTPS
-//! endpoints are not supported yet; configuration refuses any other URL.
+//! The value travels in the body, so the body may only go where nobody else can read it:
+//! `https://` to any host (certificates verified against the system's roots plus an
+//! optional `ca_file`), or plain `http://` to a loopback address (a local agent or
+//! sidecar). Redirects are not followed: a `307` could otherwise carry the body to a
+//! URL nobody vetted. Errors name the endpoint's host and port only, never its path or
+//! query (provider URLs often embed a token) and never the response body (an endpoint
+//! might echo the value).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -33,69 +35,76 @@ use crate::generator::SecretValue;
 
 const NAME: &str = "webhook";
 
-/// A parsed `http://host:port/path` URL with a loopback host.
+/// An endpoint URL the value may be posted to: `https://` anywhere, `http://` only on a
+/// loopback address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoopbackUrl {
+pub struct HookUrl {
+    url: url::Url,
+    /// `host:port`, the only part of the URL errors quote.
     pub authority: String,
-    pub path: String,
 }
 
-impl LoopbackUrl {
-    /// Accepts `http://` URLs whose host is a loopback address (`127.0.0.0/8`, `[::1]`,
-    /// `localhost`). The error says why, quoting nothing secret (URLs hold no secrets).
-    pub fn parse(url: &str) -> Result<LoopbackUrl, String> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(if url.starts_with("https://") {
-                "https endpoints are not supported yet: use an http:// URL on a loopback \
-                 address (a local agent or sidecar)"
-                    .into()
-            } else {
-                "expected an http:// URL on a loopback address".into()
-            });
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.contains('@') {
+impl HookUrl {
+    /// Accepts `https://` URLs and `http://` URLs whose host is a loopback address
+    /// (`127.0.0.0/8`, `[::1]`, `localhost`). The error says why; it quotes the host at
+    /// most, never the path or query.
+    pub fn parse(text: &str) -> Result<HookUrl, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
             return Err("credentials in the URL are not allowed: use hmac_key_file".into());
         }
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => authority.split(':').next().unwrap_or_default(),
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+            None => return Err("has no host".into()),
         };
-        let loopback =
-            host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            return Err(format!(
-                "{host} is not a loopback address: the value is sent in the body, which \
-                 only TLS (not supported yet) or loopback keeps private"
-            ));
-        }
-        let authority = if authority.starts_with('[') {
-            if authority.contains("]:") {
-                authority.to_owned()
-            } else {
-                format!("{authority}:80")
+        match url.scheme() {
+            "https" => {}
+            "http" => {
+                let loopback = match url.host() {
+                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                    Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+                    None => false,
+                };
+                if !loopback {
+                    return Err(format!(
+                        "plain http to {host} is refused: the value is sent in the body, so \
+                         use https:// (or http:// on a loopback address for a local agent)"
+                    ));
+                }
             }
-        } else if authority.contains(':') {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        Ok(LoopbackUrl {
-            authority,
-            path: path.to_owned(),
+            other => {
+                return Err(format!(
+                    "scheme {other} is not supported: use https:// (or http:// on a \
+                     loopback address)"
+                ));
+            }
+        }
+        let port = url.port_or_known_default().unwrap_or(443);
+        Ok(HookUrl {
+            authority: format!("{host}:{port}"),
+            url,
         })
+    }
+
+    /// Whether the endpoint is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        self.url.scheme() == "https"
     }
 }
 
 /// A user's HTTP endpoint.
 pub struct WebhookTarget {
-    url: LoopbackUrl,
+    url: HookUrl,
     hmac_key_file: PathBuf,
+    ca_file: Option<PathBuf>,
     timeout: Duration,
     reader: ValueReader,
+    /// Built at the first step that succeeds in building it, so a `ca_file` mounted after
+    /// start is picked up instead of failing every step until a restart.
+    client: Mutex<Option<reqwest::Client>>,
 }
 
 /// The signature header value for `body` sent at `timestamp`.
@@ -109,22 +118,53 @@ pub fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
 }
 
 impl WebhookTarget {
+    /// `ca_file` (PEM) is trusted in addition to the system's roots.
     pub fn new(
-        url: LoopbackUrl,
+        url: HookUrl,
         hmac_key_file: PathBuf,
+        ca_file: Option<PathBuf>,
         timeout: Duration,
         reader: ValueReader,
     ) -> Self {
         WebhookTarget {
             url,
             hmac_key_file,
+            ca_file,
             timeout,
             reader,
+            client: Mutex::new(None),
         }
     }
 
     fn err(op: &'static str, secret: &SecretRef, v: VersionNo, message: String) -> TargetError {
         TargetError::new(NAME, op, secret, v, kind_of(op), message)
+    }
+
+    fn client(&self) -> Result<reqwest::Client, String> {
+        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(2)
+            .tcp_nodelay(true)
+            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|_| format!("ca_file {} is not a PEM certificate", path.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .map_err(|_| "cannot build the HTTP client".to_owned())?;
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     async fn post(
@@ -135,6 +175,7 @@ impl WebhookTarget {
         value: Option<&SecretValue>,
     ) -> Result<(), TargetError> {
         let fail = |m: String| Self::err(operation, secret, version, m);
+        let client = self.client().map_err(fail)?;
         let key = Zeroizing::new(std::fs::read(&self.hmac_key_file).map_err(|e| {
             fail(format!(
                 "cannot read hmac_key_file {}: {e}",
@@ -160,39 +201,51 @@ impl WebhookTarget {
         let body = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| fail(e.to_string()))?);
         let timestamp = chrono::Utc::now().timestamp().to_string();
         let sig = signature(key, &timestamp, &body);
-        let request = hyper::Request::post(&self.url.path)
-            .header(hyper::header::HOST, &self.url.authority)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+        let authority = &self.url.authority;
+        let sent = client
+            .post(self.url.url.clone())
+            .header("content-type", "application/json")
             .header("x-rotor-timestamp", &timestamp)
             .header("x-rotor-signature", sig)
-            .body(Full::new(Bytes::copy_from_slice(&body)))
-            .map_err(|e| fail(format!("cannot build the request: {e}")))?;
-        let authority = self.url.authority.clone();
-        let exchange = async move {
-            let stream = tokio::net::TcpStream::connect(&authority)
-                .await
-                .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("HTTP handshake with {authority}: {e}"))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("request to {authority}: {e}"))?;
-            let status = response.status();
-            // Drain (bounded by the timeout) so the connection closes cleanly; the body is
-            // not quoted: an endpoint might echo the value.
-            let _ = response.into_body().collect().await;
-            Ok::<_, String>(status)
+            // reqwest takes the body by value; this copy is dropped (not zeroized) with
+            // the request, like every buffer the TLS stack keeps.
+            .body(body.to_vec())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            // Fixed wording: reqwest's error text quotes the whole URL.
+            Err(e) if e.is_timeout() => {
+                return Err(fail(format!(
+                    "no answer from {authority} within {:?}",
+                    self.timeout
+                )));
+            }
+            Err(e) if e.is_connect() => {
+                return Err(fail(format!(
+                    "cannot connect to {authority}{}",
+                    if self.url.is_https() {
+                        " (refused, or its TLS certificate is not trusted: see ca_file)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            Err(_) => return Err(fail(format!("request to {authority} failed"))),
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(status)) if status.is_success() => Ok(()),
-            Ok(Ok(status)) => Err(fail(format!("endpoint answered {status}"))),
-            Ok(Err(m)) => Err(fail(m)),
-            Err(_) => Err(fail(format!("no answer within {:?}", self.timeout))),
+        let status = response.status();
+        // The body is not read into the error: an endpoint might echo the value. Dropping
+        // the response closes or returns the connection.
+        drop(response);
+        if status.is_success() {
+            Ok(())
+        } else if status.is_redirection() {
+            Err(fail(format!(
+                "endpoint {authority} answered {status}; redirects are not followed, \
+                 configure the final URL"
+            )))
+        } else {
+            Err(fail(format!("endpoint {authority} answered {status}")))
         }
     }
 }
@@ -260,14 +313,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_http_is_accepted() {
-        let u = LoopbackUrl::parse("http://127.0.0.1:9000/hook").unwrap();
+    fn https_anywhere_and_http_only_on_loopback() {
+        let u = HookUrl::parse("http://127.0.0.1:9000/hook").unwrap();
         assert_eq!(u.authority, "127.0.0.1:9000");
-        assert_eq!(u.path, "/hook");
-        assert_eq!(LoopbackUrl::parse("http://localhost").unwrap().path, "/");
-        assert!(LoopbackUrl::parse("http://[::1]:80/x").is_ok());
-        assert!(LoopbackUrl::parse("http://10.0.0.1/x").is_err());
-        assert!(LoopbackUrl::parse("https://api.example.com/x").is_err());
-        assert!(LoopbackUrl::parse("http://u:p@127.0.0.1/x").is_err());
+        assert!(!u.is_https());
+        assert_eq!(
+            HookUrl::parse("http://localhost").unwrap().authority,
+            "localhost:80"
+        );
+        assert!(HookUrl::parse("http://[::1]:80/x").is_ok());
+        let u = HookUrl::parse("https://api.example.com/v1/keys?token=abc").unwrap();
+        assert_eq!(u.authority, "api.example.com:443");
+        assert!(u.is_https());
+        let refused = HookUrl::parse("http://10.0.0.1/x").unwrap_err();
+        assert!(refused.contains("use https://"), "{refused}");
+        assert!(HookUrl::parse("http://u:p@127.0.0.1/x").is_err());
+        assert!(HookUrl::parse("https://u@api.example.com/x").is_err());
+        assert!(HookUrl::parse("ftp://127.0.0.1/x").is_err());
+        assert!(HookUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn refusals_do_not_quote_path_or_query() {
+        let e = HookUrl::parse("http://hooks.example.com/t/SECRETPATH?k=SECRETQ").unwrap_err();
+        assert!(!e.contains("SECRET"), "{e}");
     }
 }

@@ -5,3 +5,4 @@ pub mod kubelet;
 pub mod receiver;
 pub mod rotor_bin;
 pub mod targets;
+pub mod tls;
