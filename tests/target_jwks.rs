@@ -1,6 +1,8 @@
 //! The `jwks` target: a token signed with the old key verifies against the published set
 //! before and during grace, and not after expiry; the new key verifies from apply on; a
-//! rollback puts the old key back; `hs256` publishes shared keys in a private file.
+//! rollback puts the old key back; `hs256` publishes shared keys in a private file. A
+//! running rotor serves the ed25519 set at `GET /jwks/{tenant}/{key}` (and never an hs256
+//! one), and tokens verify against what it serves exactly as against the file.
 
 mod common;
 
@@ -33,7 +35,12 @@ fn verify(jwks_path: &std::path::Path, token: &str) -> bool {
     let Ok(text) = std::fs::read(jwks_path) else {
         return false;
     };
-    let set: Value = serde_json::from_slice(&text).unwrap();
+    verify_set(&text, token)
+}
+
+/// Verifies `token` against a JWKS document.
+fn verify_set(text: &[u8], token: &str) -> bool {
+    let set: Value = serde_json::from_slice(text).unwrap();
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
@@ -155,4 +162,188 @@ async fn hs256_keys_are_published_to_a_private_file() {
     t.revoke(&s, 1).await.unwrap();
     let set: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(set["keys"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn only_public_members_of_ed25519_keys_are_ever_served() {
+    let env = Env::new();
+    let path = env.dir.path().join("jwks.json");
+    // A hand-edited file that also holds a private member and a shared key.
+    std::fs::write(
+        &path,
+        r#"{"keys":[
+            {"kty":"OKP","crv":"Ed25519","x":"PUB","d":"PRIVATE","kid":"a","alg":"EdDSA","use":"sig","x5c":["c"]},
+            {"kty":"oct","k":"SHARED","kid":"b","alg":"HS256"}
+        ]}"#,
+    )
+    .unwrap();
+    let t = JwksTarget::new(path.clone(), Algorithm::Ed25519, env.store.clone());
+    let served = t
+        .public_key_set()
+        .expect("an ed25519 set is served")
+        .await
+        .unwrap();
+    let served: Value = serde_json::from_slice(&served).unwrap();
+    assert_eq!(
+        served,
+        serde_json::json!({"keys":[
+            {"kty":"OKP","crv":"Ed25519","x":"PUB","kid":"a","alg":"EdDSA","use":"sig"}
+        ]})
+    );
+    let hs = JwksTarget::new(path, Algorithm::Hs256, env.store.clone());
+    assert!(
+        hs.public_key_set().is_none(),
+        "shared keys are never served"
+    );
+}
+
+#[tokio::test]
+async fn a_running_rotor_serves_the_public_set_and_old_tokens_verify_until_expiry() {
+    use common::http::request;
+    use common::rotor_bin::{RotorBin, config, free_port, until};
+    use rotor::domain::SecretRef;
+    use rotor::store::Store as _;
+    use rotor::store::embedded::EmbeddedStore;
+    use std::time::Duration;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let cfg = config(
+        port,
+        r#"[policies.signing]
+interval = "1h"
+grace = "3s"
+generator = { type = "ed25519" }
+
+[policies.shared]
+interval = "1h"
+grace = "3s"
+generator = { type = "hmac", bytes = 32 }
+
+[[secrets]]
+tenant = "tenant1"
+key = "jwt_signing"
+policy = "signing"
+target = { type = "jwks", path = "out/jwks.json", algorithm = "ed25519" }
+
+[[secrets]]
+tenant = "tenant1"
+key = "jwt_secret"
+policy = "shared"
+target = { type = "jwks", path = "out/shared.json", algorithm = "hs256" }
+
+[[secrets]]
+tenant = "tenant1"
+key = "plain"
+policy = "shared"
+"#,
+    );
+    let rotor = RotorBin::start(dir, port, &cfg).await;
+    let addr = rotor.addr;
+    let get = |path: &'static str| async move { request(addr, "GET", path, None, None).await };
+    let kids = |body: &[u8]| -> Vec<String> {
+        let set: Value = serde_json::from_slice(body).unwrap();
+        set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let v1_set = until(Duration::from_secs(10), "v1 published", || async {
+        let r = get("/jwks/tenant1/jwt_signing").await;
+        (r.status == 200 && !kids(&r.body).is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(kids(&v1_set.body), ["tenant1.jwt_signing.v1"]);
+    assert_eq!(
+        v1_set.header("content-type"),
+        Some("application/jwk-set+json")
+    );
+    let etag = v1_set.header("etag").expect("an ETag").to_owned();
+    let r = conditional(addr, "/jwks/tenant1/jwt_signing", &etag).await;
+    assert_eq!(r.status, 304, "an unchanged set is not sent again");
+
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    until(Duration::from_secs(10), "a rotation accepted", || async {
+        let r = request(
+            rotor.addr,
+            "POST",
+            "/admin/secrets/rotate",
+            Some(token.trim()),
+            Some(r#"{"tenantId":"tenant1","secretKey":"jwt_signing"}"#),
+        )
+        .await;
+        (r.status == 202).then_some(())
+    })
+    .await;
+    let grace_set = until(Duration::from_secs(10), "v2 published", || async {
+        let r = get("/jwks/tenant1/jwt_signing").await;
+        (kids(&r.body).len() == 2).then_some(r.body)
+    })
+    .await;
+    assert_eq!(
+        conditional(addr, "/jwks/tenant1/jwt_signing", &etag)
+            .await
+            .status,
+        200,
+        "a changed set has a new ETag"
+    );
+    let after_set = until(Duration::from_secs(20), "v1 expired", || async {
+        let r = get("/jwks/tenant1/jwt_signing").await;
+        (kids(&r.body) == ["tenant1.jwt_signing.v2"]).then_some(r.body)
+    })
+    .await;
+
+    // Shared-secret sets and targets without a set are never served.
+    for path in ["/jwks/tenant1/jwt_secret", "/jwks/tenant1/plain"] {
+        let r = get(path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("no public key set"),
+            "{path}"
+        );
+    }
+    assert_eq!(get("/jwks/tenant1/nope").await.status, 404);
+    assert_eq!(get("/jwks/tenant1/..%2Fetc").await.status, 400);
+    let file = std::fs::read(dir.join("out/jwks.json")).unwrap();
+    let served: Value = serde_json::from_slice(&after_set).unwrap();
+    let published: Value = serde_json::from_slice(&file).unwrap();
+    assert_eq!(
+        served, published,
+        "the route serves what the file publishes"
+    );
+    drop(rotor);
+
+    // A token signed with v1 before the rotation verifies against the set served during
+    // grace, and not against the one served after expiry; v2's verifies against both.
+    let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
+    let s = SecretRef::new("tenant1", "jwt_signing").unwrap();
+    let old = sign(
+        &store.read_value(&s, 1).unwrap(),
+        "tenant1.jwt_signing.v1",
+        r#"{"sub":"before"}"#,
+    );
+    let new = sign(
+        &store.read_value(&s, 2).unwrap(),
+        "tenant1.jwt_signing.v2",
+        r#"{"sub":"after"}"#,
+    );
+    assert!(verify_set(&v1_set.body, &old));
+    assert!(verify_set(&grace_set, &old), "old token during grace");
+    assert!(!verify_set(&after_set, &old), "old token after expiry");
+    assert!(verify_set(&grace_set, &new) && verify_set(&after_set, &new));
+    // The served document holds public members only.
+    for k in served["keys"].as_array().unwrap() {
+        assert!(k.get("d").is_none() && k.get("k").is_none(), "{k}");
+    }
+}
+
+/// `GET path` with `If-None-Match: etag`.
+async fn conditional(addr: std::net::SocketAddr, path: &str, etag: &str) -> common::http::Resp {
+    let raw = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+    );
+    common::http::send_raw(addr, raw.as_bytes()).await
 }

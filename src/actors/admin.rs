@@ -90,6 +90,23 @@ impl ActorAdmin {
 }
 
 impl Admin for ActorAdmin {
+    fn jwks(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<u8>, AdminError>> {
+        Box::pin(async move {
+            let spec = self
+                .secrets
+                .get(&secret)
+                .ok_or_else(|| AdminError::UnknownSecret(secret.to_string()))?;
+            let Some(set) = spec.target.public_key_set() else {
+                return Err(AdminError::NotFound(format!(
+                    "{secret} publishes no public key set (only jwks targets with algorithm \
+                     ed25519 do)"
+                )));
+            };
+            set.await
+                .map_err(|e| AdminError::Internal(format!("{secret}: {e}")))
+        })
+    }
+
     fn rotate(&self, secret: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
         Box::pin(self.call(secret, false))
     }

@@ -25,6 +25,9 @@ pub enum AdminError {
     /// The runtime could not answer (503), e.g. an actor restarting or shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// The secret exists but has no such resource (404), e.g. no public key set.
+    #[error("{0}")]
+    NotFound(String),
     /// Anything else (500). The message is safe to show.
     #[error("{0}")]
     Internal(String),
@@ -66,4 +69,9 @@ pub trait Admin: Send + Sync + 'static {
     fn metrics_text(&self) -> BoxFuture<'_, Result<String, AdminError>>;
     /// Whether the store is open and the actors have started.
     fn ready(&self) -> bool;
+    /// The public JWK set a secret's `jwks` target (`ed25519`) publishes, as JSON bytes.
+    /// The default: no secret publishes one.
+    fn jwks(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<u8>, AdminError>> {
+        Box::pin(async move { Err(AdminError::UnknownSecret(secret.to_string())) })
+    }
 }

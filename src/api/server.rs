@@ -8,6 +8,12 @@
 //! - `GET /readyz`: `200 {"status":"ready"}` once [`Admin::ready`] says the store is open and
 //!   the actors run, else `503 {"status":"not_ready","error":...}`.
 //! - `GET /metrics`: Prometheus text exposition, `text/plain; version=0.0.4; charset=utf-8`.
+//! - `GET /jwks/{tenant}/{key}`: the public key set of a `jwks` target with `ed25519`
+//!   (`application/jwk-set+json`; public members only: `kty crv x kid alg use`). During
+//!   grace it holds the current and the previous key. `Cache-Control: no-cache` with an
+//!   `ETag`, so verifiers revalidate cheaply (`If-None-Match` → 304) and see a new key as
+//!   soon as it is applied. 404 for secrets without one, `hs256` sets included: those are
+//!   shared secrets and are never served.
 //!
 //! Admin routes (require `Authorization: Bearer <token>`, see [`super::auth`]):
 //!
@@ -105,6 +111,7 @@ pub fn router(backend: Arc<dyn Admin>, token: AdminToken, request_timeout: Durat
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/jwks/{tenant}/{key}", get(jwks))
         .route("/admin/secrets/rotate", post(rotate))
         .route("/admin/secrets/rollback", post(rollback))
         .route("/admin/secrets/versions/{tenant}/{key}", get(versions))
@@ -182,7 +189,7 @@ impl IntoResponse for ApiError {
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         let status = match e {
-            AdminError::UnknownSecret(_) => StatusCode::NOT_FOUND,
+            AdminError::UnknownSecret(_) | AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -336,6 +343,41 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
             HeaderValue::from_static(METRICS_CONTENT_TYPE),
         )],
         text,
+    )
+        .into_response())
+}
+
+async fn jwks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    use sha2::Digest as _;
+    let Path((tenant, key)) = path?;
+    let secret = secret_ref(&tenant, &key)?;
+    let body = state.backend.jwks(secret).await?;
+    let digest = sha2::Sha256::digest(&body);
+    let etag = format!("\"{}\"", hex::encode(&digest[..16]));
+    let cached = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let etag = HeaderValue::from_str(&etag)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the ETag"))?;
+    let common = [
+        (header::ETAG, etag),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    if cached {
+        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
+    }
+    Ok((
+        common,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        )],
+        body,
     )
         .into_response())
 }

@@ -145,6 +145,27 @@ impl JwksTarget {
         Ok(())
     }
 
+    /// The published set as served over HTTP: ed25519 only, and only the public members
+    /// of each key, whatever else the file holds. A missing file is an empty set.
+    async fn public_set(&self) -> Result<Vec<u8>, String> {
+        const PUBLIC: [&str; 6] = ["kty", "crv", "x", "kid", "alg", "use"];
+        let keys = {
+            let _guard = self.lock.lock().await;
+            self.load().await?
+        };
+        let keys: Vec<Value> = keys
+            .into_iter()
+            .filter(|k| k.get("kty").and_then(Value::as_str) == Some("OKP"))
+            .map(|k| {
+                let members = PUBLIC
+                    .iter()
+                    .filter_map(|m| k.get(*m).map(|v| ((*m).to_owned(), v.clone())));
+                Value::Object(members.collect())
+            })
+            .collect();
+        serde_json::to_vec(&json!({ "keys": keys })).map_err(|e| format!("cannot encode: {e}"))
+    }
+
     fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<SecretValue, String> {
         self.reader
             .read_value(secret, version)
@@ -284,5 +305,12 @@ impl Target for JwksTarget {
             .await
             .map_err(fail)
         })
+    }
+
+    fn public_key_set(&self) -> Option<BoxFuture<'_, Result<Vec<u8>, String>>> {
+        match self.algorithm {
+            Algorithm::Ed25519 => Some(Box::pin(self.public_set())),
+            Algorithm::Hs256 => None,
+        }
     }
 }

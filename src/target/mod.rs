@@ -114,6 +114,13 @@ pub trait Target: Send + Sync + 'static {
         let _ = restore;
         self.revoke(secret, revoke)
     }
+
+    /// A document safe to serve to anyone: the public key set a `jwks` target with
+    /// `ed25519` publishes. `None` (the default) for every target that holds no such thing,
+    /// including `hs256` key sets, which are shared secrets.
+    fn public_key_set(&self) -> Option<BoxFuture<'_, Result<Vec<u8>, String>>> {
+        None
+    }
 }
 
 impl TargetError {
