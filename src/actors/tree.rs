@@ -57,8 +57,6 @@ pub struct TreeOptions {
     /// Prefix of every registry name (ractor's registry is per process; tests run
     /// several trees at once). Empty in production.
     pub namespace: String,
-    /// Bounds of the secret cache every value read goes through.
-    pub cache: CacheOptions,
     /// Observes every watcher event (tests and benchmarks).
     pub watch_sink: Option<EventSink>,
     /// Where the subPath check reads mounts from (`/proc/self/mountinfo`).
@@ -82,7 +80,6 @@ impl Default for TreeOptions {
             backoff: Backoff::default(),
             target_override: None,
             namespace: String::new(),
-            cache: CacheOptions::default(),
             watch_sink: None,
             mountinfo: "/proc/self/mountinfo".into(),
             extra_children: Vec::new(),
@@ -286,7 +283,11 @@ pub async fn start(
     let board = Arc::new(StatusBoard::default());
     // Every value read (test steps, targets, the API) goes through the cache, which every
     // write to a secret invalidates.
-    let store: Arc<dyn Store> = Arc::new(CachedStore::new(store, options.cache, metrics.clone()));
+    let cache = CacheOptions {
+        ttl: config.cache.ttl,
+        capacity: config.cache.max_entries,
+    };
+    let store: Arc<dyn Store> = Arc::new(CachedStore::new(store, cache, metrics.clone()));
     let shared = Arc::new(Shared {
         store: store.clone(),
         metrics: metrics.clone(),

@@ -41,8 +41,8 @@ pub use env::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    ChannelConfig, Config, ExpireAfter, HttpUrl, JwksAlgorithm, MetricsConfig, MountConfig,
-    NotifyConfig, Policy, PostgresStrategy, PublishConfig, ReloadAction, ReloadConfig,
+    CacheConfig, ChannelConfig, Config, ExpireAfter, HttpUrl, JwksAlgorithm, MetricsConfig,
+    MountConfig, NotifyConfig, Policy, PostgresStrategy, PublishConfig, ReloadAction, ReloadConfig,
     RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, TargetConfig, UrlSource, WatchConfig,
 };
 pub use validate::check_http_url;

@@ -30,6 +30,27 @@ pub struct Config {
     /// `[[notify]]` channels, in file order. Empty: events go to the log only.
     pub notify: Vec<NotifyConfig>,
     pub metrics: MetricsConfig,
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`: the in-memory cache every read of a secret value goes through (test steps,
+/// targets reading older versions, publishers). Every rotation step of a secret drops its
+/// entries whatever the TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// How long a value is served from memory. Default 60 s.
+    pub ttl: Duration,
+    /// Most values held at once; 0 turns the cache off. Default 10,000.
+    pub max_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            ttl: Duration::from_secs(60),
+            max_entries: 10_000,
+        }
+    }
 }
 
 /// The admin HTTP server.

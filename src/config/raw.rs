@@ -31,6 +31,14 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub notify: Vec<S<RawNotify>>,
     pub metrics: Option<S<RawMetrics>>,
+    pub cache: Option<S<RawCache>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub ttl: Option<S<String>>,
+    pub max_entries: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -236,6 +236,8 @@ const SECRET: &[Field] = &[
 
 const METRICS: &[Field] = &[f("per_secret", Ty::Bool)];
 
+const CACHE: &[Field] = &[f("ttl", Ty::Duration), f("max_entries", Ty::Int)];
+
 const NOTIFY_LOG: &[Field] = &[
     f("name", Ty::Str),
     f("events", Ty::StrList),
@@ -299,6 +301,7 @@ pub(super) const ROOT: &[Field] = &[
         },
     ),
     f("metrics", Ty::Table(METRICS)),
+    f("cache", Ty::Table(CACHE)),
 ];
 
 /// Checks `root` against [`ROOT`], reporting and removing what does not fit. Returns the

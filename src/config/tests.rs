@@ -1123,3 +1123,29 @@ fn vault_store_errors_name_the_key() {
     );
     assert!(errs.to_string().contains("store.path"), "{errs}");
 }
+
+#[test]
+fn cache_bounds_have_defaults_and_limits() {
+    let c = load_ok("");
+    assert_eq!(c.cache, CacheConfig::default());
+    assert_eq!(
+        (c.cache.ttl, c.cache.max_entries),
+        (Duration::from_secs(60), 10_000)
+    );
+    let c = load_ok("[cache]\nttl = \"5m\"\nmax_entries = 0\n");
+    assert_eq!(
+        c.cache,
+        CacheConfig {
+            ttl: Duration::from_secs(300),
+            max_entries: 0
+        }
+    );
+    one_error("[cache]\nttl = \"2h\"\n", "cache.ttl", &["at most 1h"]);
+    one_error(
+        "[cache]\nmax_entries = -1\n",
+        "cache.max_entries",
+        &["between 0 and 10000000"],
+    );
+    let e = one_error("[cache]\nsize = 10\n", "cache.size", &["unknown"]);
+    assert_eq!(e.location.map(|l| l.line), Some(2));
+}

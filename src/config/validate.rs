@@ -16,14 +16,15 @@ use super::builtin::{Builtin, BuiltinSchedule, builtin, builtins};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    ChannelConfig, Config, ExpireAfter, HttpUrl, MetricsConfig, MountConfig, NotifyConfig, Policy,
-    PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig, ServerConfig,
-    StoreConfig, TargetConfig, UrlSource, WatchConfig,
+    CacheConfig, ChannelConfig, Config, ExpireAfter, HttpUrl, MetricsConfig, MountConfig,
+    NotifyConfig, Policy, PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig,
+    ServerConfig, StoreConfig, TargetConfig, UrlSource, WatchConfig,
 };
 use super::model::{JwksAlgorithm, PostgresStrategy, VaultAuth, VaultSettings};
 use super::raw::{
-    RawConfig, RawGenerator, RawMount, RawNotify, RawPolicy, RawPublish, RawPublishSecrets,
-    RawReload, RawRuntime, RawSecret, RawServer, RawStore, RawTarget, RawVaultAuth, RawWindow,
+    RawCache, RawConfig, RawGenerator, RawMount, RawNotify, RawPolicy, RawPublish,
+    RawPublishSecrets, RawReload, RawRuntime, RawSecret, RawServer, RawStore, RawTarget,
+    RawVaultAuth, RawWindow,
 };
 use crate::domain::{SecretRef, validate_ident};
 use crate::duration::{format_duration, parse_duration};
@@ -49,6 +50,8 @@ const PASSWORD_LENGTH: (i64, i64) = (8, 1024);
 const RANDOM_BYTES: (i64, i64) = (16, 1024);
 const MAX_ATTEMPTS: (i64, i64) = (1, 100);
 const MAX_CONCURRENT_ROTATIONS: (i64, i64) = (1, 100_000);
+const MAX_CACHE_ENTRIES: (i64, i64) = (0, 10_000_000);
+const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 const MAX_PREFIX_LEN: usize = 32;
 const DEFAULT_MAX_RELOADS_PER_MINUTE: u32 = 60;
 const MAX_RELOADS_PER_MINUTE: (i64, i64) = (1, 100_000);
@@ -130,6 +133,7 @@ pub(super) fn validate(
             .and_then(|m| m.get_ref().per_secret.as_ref())
             .is_some_and(|p| *p.get_ref()),
     };
+    let cache = v.cache(raw.cache.as_ref());
     Config {
         server,
         store,
@@ -141,6 +145,7 @@ pub(super) fn validate(
         secrets,
         notify,
         metrics,
+        cache,
     }
 }
 
@@ -556,6 +561,37 @@ impl Validator<'_, '_> {
             );
             default.to_owned()
         }
+    }
+
+    fn cache(&mut self, raw: Option<&Spanned<RawCache>>) -> CacheConfig {
+        let raw = raw.map(|r| r.get_ref());
+        let default = CacheConfig::default();
+        let ttl_raw = raw.and_then(|r| r.ttl.as_ref());
+        let ttl = self.duration_or("cache.ttl", ttl_raw, default.ttl);
+        if let Some(v) = ttl_raw
+            && ttl > MAX_CACHE_TTL
+        {
+            self.diag.value(
+                v.span(),
+                "cache.ttl",
+                format!(
+                    "must be at most {}: every rotation step drops a secret's entries, but a \
+                     long TTL keeps decrypted values in memory for no gain",
+                    format_duration(MAX_CACHE_TTL)
+                ),
+            );
+        }
+        let max_entries = self
+            .int_in(
+                "cache.max_entries",
+                raw.and_then(|r| r.max_entries.as_ref()),
+                MAX_CACHE_ENTRIES,
+                "the number of cached values (0 turns the cache off)",
+            )
+            .ok()
+            .flatten()
+            .map_or(default.max_entries, |n| n as usize);
+        CacheConfig { ttl, max_entries }
     }
 
     fn runtime(&mut self, raw: Option<&Spanned<RawRuntime>>) -> RuntimeConfig {
