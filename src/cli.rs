@@ -72,7 +72,8 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// List the versions of a secret (metadata only, never values) from the store.
+    /// List the versions of a secret (metadata only, never values) from the store, or
+    /// through the running rotor's admin API while it holds the store.
     Versions {
         /// Configuration file (TOML).
         #[arg(short, long, env = "ROTOR_CONFIG")]
@@ -82,7 +83,8 @@ pub enum Command {
         /// Secret key.
         key: String,
     },
-    /// List the rotation history of a secret, newest first, from the store.
+    /// List the rotation history of a secret, newest first, from the store, or through the
+    /// running rotor's admin API while it holds the store.
     History {
         /// Configuration file (TOML).
         #[arg(short, long, env = "ROTOR_CONFIG")]
@@ -152,11 +154,16 @@ pub fn run_offline(command: Command) -> ExitCode {
     }
 }
 
-/// `POST /admin/secrets/{action}` on the running rotor; prints its answer.
-fn admin_call(cfg: &Config, action: &str, tenant: &str, key: &str) -> Result<(), String> {
+/// One request to the running rotor's admin API with the token from `admin_token_file`;
+/// returns the status and the JSON body (`Null` when the body is not JSON).
+fn admin_request(
+    cfg: &Config,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, serde_json::Value), String> {
     use std::io::{Read, Write};
 
-    let secret = parse_secret(tenant, key)?;
     let token_file = &cfg.server.admin_token_file;
     // Never create a token here: one that the running rotor does not know is useless.
     if !token_file.exists() {
@@ -178,9 +185,9 @@ fn admin_call(cfg: &Config, action: &str, tenant: &str, key: &str) -> Result<(),
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let body = serde_json::json!({"tenantId": secret.tenant, "secretKey": secret.key}).to_string();
+    let body = body.unwrap_or("");
     let request = format!(
-        "POST /admin/secrets/{action} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
          Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         token.expose_secret(),
@@ -189,17 +196,65 @@ fn admin_call(cfg: &Config, action: &str, tenant: &str, key: &str) -> Result<(),
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("cannot send to rotor at {addr}: {e}"))?;
-    let mut response = String::new();
+    let mut response = Vec::new();
     stream
-        .read_to_string(&mut response)
+        .read_to_end(&mut response)
         .map_err(|e| format!("no answer from rotor at {addr}: {e}"))?;
+    let response = String::from_utf8_lossy(&response);
     let status: u16 = response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let answer = response.split("\r\n\r\n").nth(1).unwrap_or("").trim();
-    let json: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
+    let (head, answer) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let answer = if chunked {
+        dechunk(answer)
+    } else {
+        answer.to_owned()
+    };
+    Ok((
+        status,
+        serde_json::from_str(answer.trim()).unwrap_or_default(),
+    ))
+}
+
+/// The body of a `Transfer-Encoding: chunked` response.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size =
+            usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
+    }
+    out
+}
+
+/// The `error` of an API answer, or the status alone.
+fn api_error(status: u16, json: &serde_json::Value) -> String {
+    match json["error"].as_str() {
+        Some(e) => format!("({status}): {e}"),
+        None => format!("({status})"),
+    }
+}
+
+/// `POST /admin/secrets/{action}` on the running rotor; prints its answer.
+fn admin_call(cfg: &Config, action: &str, tenant: &str, key: &str) -> Result<(), String> {
+    let secret = parse_secret(tenant, key)?;
+    let body = serde_json::json!({"tenantId": secret.tenant, "secretKey": secret.key}).to_string();
+    let (status, json) = admin_request(
+        cfg,
+        "POST",
+        &format!("/admin/secrets/{action}"),
+        Some(&body),
+    )?;
     if status == 202 {
         println!(
             "{action} of {secret} accepted: rotation {}",
@@ -208,8 +263,8 @@ fn admin_call(cfg: &Config, action: &str, tenant: &str, key: &str) -> Result<(),
         Ok(())
     } else {
         Err(format!(
-            "{action} of {secret} refused ({status}): {}",
-            json["error"].as_str().unwrap_or(answer)
+            "{action} of {secret} refused {}",
+            api_error(status, &json)
         ))
     }
 }
@@ -306,27 +361,99 @@ fn fmt_time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
+/// One line of `rotor versions`, from the store or from the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionRow {
+    version: u64,
+    labels: Vec<String>,
+    created_at: DateTime<Utc>,
+    promoted_at: Option<DateTime<Utc>>,
+    expired_at: Option<DateTime<Utc>>,
+    fingerprint: String,
+}
+
+/// One line of `rotor history`, from the store or from the admin API.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryRow {
+    rotation_id: String,
+    trigger: String,
+    from_version: Option<u64>,
+    to_version: u64,
+    outcome: String,
+    error: Option<String>,
+    started_at: DateTime<Utc>,
+    duration_seconds: f64,
+}
+
+/// Reads from the store when it can be opened; when `rotor run` holds it (the embedded
+/// store allows one process), asks the running rotor's admin API instead, saying so on
+/// stderr. `None`: no store exists yet.
+fn read_store_or_api<T>(
+    cfg: &Config,
+    offline: impl FnOnce(&dyn Store) -> Result<T, String>,
+    api_path: &str,
+    from_api: impl FnOnce(serde_json::Value) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    match open_existing_store(cfg) {
+        Ok(None) => Ok(None),
+        Ok(Some(store)) => offline(store.as_ref()).map(Some),
+        Err(store_error) => match admin_request(cfg, "GET", api_path, None) {
+            Ok((200, json)) => {
+                eprintln!("note: the store is in use; read through the running rotor's admin API");
+                from_api(json).map(Some)
+            }
+            Ok((status, json)) => Err(format!(
+                "{store_error}; the running rotor's admin API refused too {}",
+                api_error(status, &json)
+            )),
+            Err(api) => Err(format!("{store_error}; {api}")),
+        },
+    }
+}
+
 fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
     let secret = parse_secret(tenant, key)?;
     configured(cfg, &secret)?;
-    let Some(store) = open_existing_store(cfg)? else {
+    let rows = read_store_or_api(
+        cfg,
+        |store| {
+            let versions = store.versions(&secret).map_err(|e| e.to_string())?;
+            Ok(versions
+                .into_iter()
+                .map(|v| VersionRow {
+                    version: v.version,
+                    labels: v.labels.iter().map(|l| l.as_str().to_owned()).collect(),
+                    created_at: v.created_at,
+                    promoted_at: v.promoted_at,
+                    expired_at: v.expired_at,
+                    fingerprint: v.fingerprint,
+                })
+                .collect::<Vec<_>>())
+        },
+        &format!("/admin/secrets/versions/{}/{}", secret.tenant, secret.key),
+        |json| {
+            serde_json::from_value(json["versions"].clone())
+                .map_err(|e| format!("unexpected answer from the admin API: {e}"))
+        },
+    )?;
+    let Some(rows) = rows else {
         println!("{secret}: no store yet (nothing has run)");
         return Ok(());
     };
-    let versions = store.versions(&secret).map_err(|e| e.to_string())?;
     println!(
         "{:>7}  {:<18}  {:<19}  {:<19}  {:<19}  FINGERPRINT",
         "VERSION", "LABELS", "CREATED", "PROMOTED", "EXPIRED"
     );
-    for v in &versions {
-        let labels: Vec<_> = v.labels.iter().map(|l| l.as_str()).collect();
+    for v in &rows {
         println!(
             "{:>7}  {:<18}  {:<19}  {:<19}  {:<19}  {}",
             v.version,
-            if labels.is_empty() {
+            if v.labels.is_empty() {
                 "-".to_owned()
             } else {
-                labels.join(",")
+                v.labels.join(",")
             },
             fmt_time(Some(v.created_at)),
             fmt_time(v.promoted_at),
@@ -334,36 +461,66 @@ fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
             v.fingerprint
         );
     }
-    println!("{} versions", versions.len());
+    println!("{} versions", rows.len());
     Ok(())
 }
 
 fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), String> {
     let secret = parse_secret(tenant, key)?;
     configured(cfg, &secret)?;
-    let Some(store) = open_existing_store(cfg)? else {
+    let rows = read_store_or_api(
+        cfg,
+        |store| {
+            let records = store.history(&secret, limit).map_err(|e| e.to_string())?;
+            Ok(records
+                .into_iter()
+                .map(|r| HistoryRow {
+                    rotation_id: r.rotation.to_string(),
+                    trigger: r.trigger.as_str().to_owned(),
+                    from_version: r.from_version,
+                    to_version: r.to_version,
+                    outcome: r.outcome.as_str().to_owned(),
+                    error: r.error.map(|e| e.as_str().to_owned()),
+                    started_at: r.started_at,
+                    duration_seconds: (r.finished_at - r.started_at).num_milliseconds().max(0)
+                        as f64
+                        / 1000.0,
+                })
+                .collect::<Vec<_>>())
+        },
+        &format!(
+            "/admin/secrets/history/{}/{}?limit={}",
+            secret.tenant,
+            secret.key,
+            limit.clamp(1, crate::api::server::MAX_HISTORY_LIMIT)
+        ),
+        |json| {
+            serde_json::from_value(json["rotations"].clone())
+                .map_err(|e| format!("unexpected answer from the admin API: {e}"))
+        },
+    )?;
+    let Some(rows) = rows else {
         println!("{secret}: no store yet (nothing has run)");
         return Ok(());
     };
-    let records = store.history(&secret, limit).map_err(|e| e.to_string())?;
     println!(
         "{:<8}  {:<9}  {:<9}  {:<12}  {:<8}  {:<19}  {:>9}",
         "ROTATION", "TRIGGER", "VERSIONS", "OUTCOME", "ERROR", "STARTED", "SECONDS"
     );
-    for r in &records {
+    for r in &rows {
         let from = r.from_version.map_or("-".into(), |v| v.to_string());
         println!(
             "{:<8}  {:<9}  {:<9}  {:<12}  {:<8}  {:<19}  {:>9.1}",
-            r.rotation.to_string(),
-            r.trigger.as_str(),
+            r.rotation_id,
+            r.trigger,
             format!("{from}->{}", r.to_version),
-            r.outcome.as_str(),
-            r.error.map_or("-", |e| e.as_str()),
+            r.outcome,
+            r.error.as_deref().unwrap_or("-"),
             fmt_time(Some(r.started_at)),
-            (r.finished_at - r.started_at).num_milliseconds() as f64 / 1000.0
+            r.duration_seconds
         );
     }
-    println!("{} rotations", records.len());
+    println!("{} rotations", rows.len());
     Ok(())
 }
 

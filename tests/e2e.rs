@@ -275,8 +275,37 @@ target = { type = "none", delay = "300ms" }"#,
     assert!(stderr.contains("refused (409)"), "{stderr}");
     assert!(!stderr.contains(&rotor.token), "token in CLI output");
 
+    // `versions` and `history` while rotor holds the store: read through its API, and the
+    // same tables as offline once it has stopped.
+    let running: Vec<_> = ["versions", "history"].map(cli).into_iter().collect();
+    for out in &running {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout} {stderr}");
+        assert!(stderr.contains("admin API"), "{stderr}");
+        assert!(!stdout.contains(&rotor.token) && !stderr.contains(&rotor.token));
+    }
+    let versions = String::from_utf8_lossy(&running[0].stdout).into_owned();
+    assert!(versions.contains("4 versions"), "{versions}");
+    assert!(versions.contains("current"), "{versions}");
+    let history = String::from_utf8_lossy(&running[1].stdout).into_owned();
+    assert!(history.contains("rolled_back"), "{history}");
+
     let status = rotor.terminate();
     assert!(status.success(), "exit after SIGTERM: {status}");
+    for (out, action) in running.iter().zip(["versions", "history"]) {
+        let offline = cli(action);
+        assert!(offline.status.success());
+        assert!(
+            !String::from_utf8_lossy(&offline.stderr).contains("admin API"),
+            "offline reads the store itself"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&offline.stdout),
+            String::from_utf8_lossy(&out.stdout),
+            "{action}: the API and the store print the same table"
+        );
+    }
 
     // No value ever reached the log.
     let log = std::fs::read_to_string(dir.join("rotor.log")).unwrap();
