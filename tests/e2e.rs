@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::http::request;
 use common::rotor_bin::{RotorBin, config, free_port, until};
@@ -85,20 +85,8 @@ impl Rotor {
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
-        // SIGTERM, then wait: graceful shutdown must finish well within 15 s.
-        let pid = self.bin.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(s) = self.bin.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "rotor ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // Graceful shutdown must finish well within 15 s.
+        self.bin.terminate(Duration::from_secs(15))
     }
 
     /// `kill -9`: dropping the binary's handle kills it.

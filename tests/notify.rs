@@ -42,14 +42,21 @@ struct Receiver {
     hits: Arc<Mutex<Vec<Hit>>>,
     plan: Arc<Mutex<VecDeque<u16>>>,
     hang: bool,
+    /// How long each answer takes (a slow receiver).
+    delay: Duration,
 }
 
 impl Receiver {
     async fn start(plan: &[u16], hang: bool) -> (Receiver, SocketAddr) {
+        Self::start_with(plan, hang, Duration::ZERO).await
+    }
+
+    async fn start_with(plan: &[u16], hang: bool, delay: Duration) -> (Receiver, SocketAddr) {
         let r = Receiver {
             hits: Arc::default(),
             plan: Arc::new(Mutex::new(plan.iter().copied().collect())),
             hang,
+            delay,
         };
         let app = Router::new().fallback(handle).with_state(r.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -69,6 +76,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    // A slow receiver records a request once it has taken it in full (after the delay),
+    // so a client that gives up early is not counted.
+    tokio::time::sleep(r.delay).await;
     r.hits.lock().unwrap().push(Hit {
         path: uri.path().to_owned(),
         headers,
@@ -485,5 +495,101 @@ async fn https_receivers_are_reached_and_their_certificates_verified() {
     assert!(
         matches!(refused, Attempt::Retry { .. }),
         "an unknown certificate was accepted: {refused:?}"
+    );
+}
+
+/// `n` secrets of a policy whose first rotations each send `rotation_started` and
+/// `rotation_succeeded`, a webhook channel to `receiver`, and the log channel (which logs
+/// every event the webhook channel is also given).
+fn many_events_config(port: u16, receiver: SocketAddr, n: usize, shutdown: &str) -> String {
+    let secrets: String = (0..n)
+        .map(|i| format!("[[secrets]]\ntenant = \"t{i}\"\nkey = \"k\"\npolicy = \"n\"\n\n"))
+        .collect();
+    config(
+        port,
+        &format!(
+            r#"[policies.n]
+interval = "1h"
+grace = "1m"
+generator = {{ type = "token", bytes = 16 }}
+
+{secrets}
+[[notify]]
+type = "webhook"
+url = "http://{receiver}/hook"
+secret_file = "webhook.key"
+timeout = "30s"
+max_attempts = 1
+
+[[notify]]
+type = "log"
+"#
+        ),
+    )
+    .replace(
+        "shutdown_timeout = \"5s\"",
+        &format!("shutdown_timeout = \"{shutdown}\""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_notifications_are_delivered_before_exit() {
+    // Each answer takes 100 ms, so most of the start-up events are still queued when
+    // SIGTERM arrives; a graceful exit delivers them all.
+    let (recv, raddr) = Receiver::start_with(&[], false, Duration::from_millis(100)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("webhook.key"), "k\n").unwrap();
+    let port = free_port();
+    let cfg = many_events_config(port, raddr, 20, "20s");
+    let mut rotor = RotorBin::start(dir, port, &cfg).await;
+    succeeded(rotor.addr, 20.0).await;
+    let before = recv.hits().len();
+    let status = rotor.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    let log = rotor.log();
+    let events = log
+        .lines()
+        .filter(|l| l.contains("notification") && l.contains("channel=\"log\""))
+        .count();
+    assert!(
+        events >= 40,
+        "20 secrets started and succeeded: {events}\n{log}"
+    );
+    assert!(
+        before < events,
+        "the receiver had everything before SIGTERM; the test proves nothing"
+    );
+    assert_eq!(
+        recv.hits().len(),
+        events,
+        "every queued event delivered\n{log}"
+    );
+    assert!(!log.contains("not delivered at exit"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_receiver_cannot_hold_the_exit_and_the_loss_is_logged() {
+    let (_recv, raddr) = Receiver::start(&[], true).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("webhook.key"), "k\n").unwrap();
+    let port = free_port();
+    let cfg = many_events_config(port, raddr, 3, "2s");
+    let mut rotor = RotorBin::start(dir, port, &cfg).await;
+    succeeded(rotor.addr, 3.0).await;
+    let started = Instant::now();
+    let status = rotor.terminate(Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+    let log = rotor.log();
+    let lost = log
+        .lines()
+        .find(|l| l.contains("notifications not delivered at exit"))
+        .unwrap_or_else(|| panic!("no loss reported:\n{log}"));
+    assert!(
+        lost.contains("channel=webhook") && lost.contains("undelivered=6"),
+        "{lost}"
     );
 }

@@ -9,12 +9,20 @@
 //! The log channel writes inline (a log line does not block on a receiver).
 //!
 //! Senders look it up by name for each event ([`send`]) instead of keeping its
-//! `ActorRef`, so a restarted notifier is found again. When it stops, its queues close;
-//! each delivery task finishes what is queued and exits.
+//! `ActorRef`, so a restarted notifier is found again. At shutdown it is drained (the
+//! events rotation actors sent while stopping are still handled) and its queues close;
+//! each delivery task finishes what is queued and exits, and the tree waits for that
+//! ([`Deliveries::drain`]) within what is left of the shutdown timeout. An event the
+//! notifier can no longer take is written to the log instead.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::config::{ChannelConfig, NotifyConfig, UrlSource};
@@ -57,8 +65,15 @@ pub fn send(namespace: &str, msg: NotifierMsg) {
     match ractor::registry::where_is(format!("{namespace}{NAME}")) {
         Some(cell) => {
             let actor: ActorRef<NotifierMsg> = cell.into();
-            if let Err(e) = actor.cast(msg) {
-                tracing::warn!(error = %e, "notifier unavailable; event not delivered");
+            match actor.cast(msg) {
+                Ok(()) => {}
+                // Stopping (drained) or restarting: the log still gets the event.
+                Err(MessagingErr::SendErr(msg)) => {
+                    if let Some(n) = notification(msg) {
+                        channel::log("fallback", &n);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "notifier unavailable; event not delivered"),
             }
         }
         None => match notification(msg) {
@@ -103,6 +118,8 @@ enum Out {
     Queue {
         tx: mpsc::Sender<Notification>,
         capacity: usize,
+        /// Queued or being delivered; see [`Deliveries::spawn`].
+        pending: Arc<AtomicUsize>,
     },
 }
 
@@ -120,12 +137,12 @@ pub struct NotifierState {
 impl Actor for Notifier {
     type Msg = NotifierMsg;
     type State = NotifierState;
-    type Arguments = (Metrics, Vec<NotifyConfig>);
+    type Arguments = (Metrics, Vec<NotifyConfig>, Deliveries);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (metrics, configs): Self::Arguments,
+        (metrics, configs, deliveries): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut channels = Vec::new();
         if configs.is_empty() {
@@ -147,7 +164,7 @@ impl Actor for Notifier {
                     let sink = Sink::Slack {
                         uri: read_url(&c.name, url)?,
                     };
-                    start_delivery(&c, sink, &metrics)?
+                    start_delivery(&c, sink, &metrics, &deliveries)?
                 }
                 ChannelConfig::Webhook { url, secret_file } => {
                     let key = read_secret(&c.name, secret_file)?;
@@ -155,7 +172,7 @@ impl Actor for Notifier {
                         uri: read_url(&c.name, url)?,
                         key,
                     };
-                    start_delivery(&c, sink, &metrics)?
+                    start_delivery(&c, sink, &metrics, &deliveries)?
                 }
             };
             for outcome in ["delivered", "retried", "failed", "dropped"] {
@@ -222,41 +239,115 @@ impl Actor for Notifier {
                         })
                         .inc();
                 }
-                Out::Queue { tx, capacity } => match tx.try_send(n.clone()) {
-                    Ok(()) => {
-                        state
-                            .metrics
-                            .notification_queue_length
-                            .get_or_create(&KindLabels {
-                                kind: ch.name.clone(),
-                            })
-                            .set((capacity - tx.capacity()) as i64);
-                    }
-                    Err(_) => {
-                        // Full (or its task ended): drop rather than wait.
-                        let m = &state.metrics;
-                        m.notifications_dropped_total
-                            .get_or_create(&KindLabels {
-                                kind: ch.name.clone(),
-                            })
-                            .inc();
-                        m.notification_deliveries_total
-                            .get_or_create(&ChannelLabels {
-                                channel: ch.name.clone(),
-                                outcome: "dropped".into(),
-                            })
-                            .inc();
-                        let level_warn = n.severity >= Severity::Warning;
-                        if level_warn {
-                            tracing::warn!(channel = %ch.name, event = n.event, summary = %n.summary, "notification queue full; event dropped");
-                        } else {
-                            tracing::debug!(channel = %ch.name, event = n.event, "notification queue full; event dropped");
+                Out::Queue {
+                    tx,
+                    capacity,
+                    pending,
+                } => {
+                    // Counted before it is queued: the delivery task may finish it first.
+                    pending.fetch_add(1, Ordering::AcqRel);
+                    let queued = tx.try_send(n.clone());
+                    match queued {
+                        Ok(()) => {
+                            state
+                                .metrics
+                                .notification_queue_length
+                                .get_or_create(&KindLabels {
+                                    kind: ch.name.clone(),
+                                })
+                                .set((capacity - tx.capacity()) as i64);
+                        }
+                        Err(_) => {
+                            // Full (or its task ended): drop rather than wait.
+                            pending.fetch_sub(1, Ordering::AcqRel);
+                            let m = &state.metrics;
+                            m.notifications_dropped_total
+                                .get_or_create(&KindLabels {
+                                    kind: ch.name.clone(),
+                                })
+                                .inc();
+                            m.notification_deliveries_total
+                                .get_or_create(&ChannelLabels {
+                                    channel: ch.name.clone(),
+                                    outcome: "dropped".into(),
+                                })
+                                .inc();
+                            let level_warn = n.severity >= Severity::Warning;
+                            if level_warn {
+                                tracing::warn!(channel = %ch.name, event = n.event, summary = %n.summary, "notification queue full; event dropped");
+                            } else {
+                                tracing::debug!(channel = %ch.name, event = n.event, "notification queue full; event dropped");
+                            }
                         }
                     }
-                },
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// One delivery task and what it still has to do.
+struct Tracked {
+    channel: String,
+    pending: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+/// The delivery tasks of one tree (every incarnation of its notifier), so that shutdown
+/// lets them finish what is queued (within what is left of `runtime.shutdown_timeout`)
+/// instead of losing it when the process exits, and says how many were lost when time
+/// runs out.
+#[derive(Clone, Default)]
+pub struct Deliveries {
+    tasks: Arc<Mutex<Vec<Tracked>>>,
+}
+
+/// What [`Deliveries::drain`] left behind: undelivered events by channel.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Undelivered(pub Vec<(String, usize)>);
+
+impl Deliveries {
+    /// Starts `delivery` on `queue`. Returns the channel's pending count: the sender adds
+    /// one before queueing an event (and takes it back if the event does not fit).
+    pub fn spawn(
+        &self,
+        delivery: Delivery,
+        queue: mpsc::Receiver<Notification>,
+    ) -> Arc<AtomicUsize> {
+        let pending = Arc::new(AtomicUsize::new(0));
+        let channel = delivery.name.clone();
+        let task = tokio::spawn(delivery.run_counted(queue, pending.clone()));
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        // Tasks of a previous notifier incarnation end once their queue is empty.
+        tasks.retain(|t| !t.task.is_finished());
+        tasks.push(Tracked {
+            channel,
+            pending: pending.clone(),
+            task,
+        });
+        pending
+    }
+
+    /// Waits until every task has delivered what is queued (their queues close when the
+    /// notifier stops) or `deadline` passes; then aborts what is left and reports, by
+    /// channel, how many events it still held.
+    pub async fn drain(&self, deadline: Instant) -> Undelivered {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut lost = Vec::new();
+        for mut t in tasks {
+            if tokio::time::timeout_at(deadline, &mut t.task)
+                .await
+                .is_err()
+            {
+                t.task.abort();
+                let n = t.pending.load(Ordering::Acquire);
+                if n > 0 {
+                    lost.push((t.channel, n));
+                }
+            }
+        }
+        Undelivered(lost)
     }
 }
 
@@ -265,6 +356,7 @@ fn start_delivery(
     c: &NotifyConfig,
     sink: Sink,
     metrics: &Metrics,
+    deliveries: &Deliveries,
 ) -> Result<Out, ActorProcessingErr> {
     let poster = Poster::new(c.timeout, c.ca_file.as_deref())
         .map_err(|e| format!("notify channel {}: {e}", c.name))?;
@@ -280,10 +372,11 @@ fn start_delivery(
         },
         metrics: metrics.clone(),
     };
-    tokio::spawn(delivery.run(rx));
+    let pending = deliveries.spawn(delivery, rx);
     Ok(Out::Queue {
         tx,
         capacity: c.queue_capacity,
+        pending,
     })
 }
 

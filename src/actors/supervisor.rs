@@ -120,6 +120,9 @@ pub struct ChildSpec {
     pub restart: Restart,
     /// How long a graceful stop may take before the child is killed.
     pub shutdown: Duration,
+    /// Stop by draining: the child handles what is already in its mailbox, then stops
+    /// (ractor's `drain`), instead of stopping after its current message.
+    pub drain: bool,
     /// Spawns the child linked to the supervisor; see [`StartFn`]. The child must be linked,
     /// otherwise the supervisor never hears that it exited.
     pub start: StartFn,
@@ -160,6 +163,7 @@ impl ChildSpec {
             kind,
             restart,
             shutdown: Self::DEFAULT_SHUTDOWN,
+            drain: false,
             start: Arc::new(move |supervisor| start(supervisor).boxed()),
         }
     }
@@ -215,6 +219,12 @@ impl ChildSpec {
     /// Overrides the graceful-stop bound.
     pub fn with_shutdown(mut self, shutdown: Duration) -> Self {
         self.shutdown = shutdown;
+        self
+    }
+
+    /// Stops this child by draining its mailbox first (see [`ChildSpec::drain`]).
+    pub fn draining(mut self) -> Self {
+        self.drain = true;
         self
     }
 }
@@ -903,7 +913,7 @@ impl SupervisorState {
             });
         };
         if let Some(cell) = &child.cell {
-            stop_child(cell, child.spec.shutdown, "terminated by supervisor").await;
+            stop_child(cell, &child.spec, "terminated by supervisor").await;
         }
         Ok(())
     }
@@ -914,7 +924,7 @@ impl SupervisorState {
             if let Some(child) = self.remove(&child_id)
                 && let Some(cell) = &child.cell
             {
-                stop_child(cell, child.spec.shutdown, reason).await;
+                stop_child(cell, &child.spec, reason).await;
             }
         }
     }
@@ -945,19 +955,40 @@ impl SupervisorState {
     }
 }
 
-/// Stops a child gracefully within `timeout`, then kills it.
-async fn stop_child(cell: &ActorCell, timeout: Duration, reason: &str) {
-    match cell
-        .stop_and_wait(Some(reason.to_owned()), Some(timeout))
-        .await
-    {
-        Ok(()) => {}
-        Err(RactorErr::Timeout) => {
-            tracing::warn!(actor = %cell.get_id(), ?timeout, "child did not stop in time; killing it");
-            let _ = cell.kill_and_wait(Some(KILL_GRACE)).await;
-        }
-        // The child had already stopped (its channels are closed): nothing left to do.
-        Err(_) => {}
+/// Stops a child gracefully (draining it if its spec says so) within its shutdown bound,
+/// then kills it.
+async fn stop_child(cell: &ActorCell, spec: &ChildSpec, reason: &str) {
+    let timed_out = if spec.drain {
+        matches!(
+            cell.drain_and_wait(Some(spec.shutdown)).await,
+            Err(RactorErr::Timeout)
+        )
+    } else {
+        matches!(
+            cell.stop_and_wait(Some(reason.to_owned()), Some(spec.shutdown))
+                .await,
+            Err(RactorErr::Timeout)
+        )
+    };
+    settle(cell, timed_out, spec.shutdown).await;
+}
+
+/// Stops an actor gracefully within `timeout`, then kills it.
+async fn stop_timeout(cell: &ActorCell, timeout: Duration, reason: &str) {
+    let timed_out = matches!(
+        cell.stop_and_wait(Some(reason.to_owned()), Some(timeout))
+            .await,
+        Err(RactorErr::Timeout)
+    );
+    settle(cell, timed_out, timeout).await;
+}
+
+/// Kills an actor whose graceful stop did not finish within `timeout`. Any other error
+/// means it had already stopped (its channels are closed): nothing left to do.
+async fn settle(cell: &ActorCell, timed_out: bool, timeout: Duration) {
+    if timed_out {
+        tracing::warn!(actor = %cell.get_id(), ?timeout, "child did not stop in time; killing it");
+        let _ = cell.kill_and_wait(Some(KILL_GRACE)).await;
     }
 }
 
@@ -1033,5 +1064,5 @@ pub async fn which_children(
 /// Stops a supervisor gracefully (children in reverse start order) and waits up to `timeout`;
 /// kills it if that is not enough. Killing skips the ordered shutdown of what is left.
 pub async fn shutdown(supervisor: &ActorRef<SupervisorMsg>, timeout: Duration) {
-    stop_child(&supervisor.get_cell(), timeout, "shutdown").await;
+    stop_timeout(&supervisor.get_cell(), timeout, "shutdown").await;
 }

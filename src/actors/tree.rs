@@ -22,7 +22,7 @@ use chrono::TimeDelta;
 use tokio::sync::Semaphore;
 
 use super::metrics::{self as metrics_actor, MetricsActor};
-use super::notifier::{self, Notifier};
+use super::notifier::{self, Deliveries, Notifier, Undelivered};
 use super::publisher::{self, PublisherActor};
 use super::root::{Root, RootExit, spawn_root};
 use super::rotation::{self, RotationActor, RotationSpec, Shared};
@@ -87,6 +87,9 @@ impl Default for TreeOptions {
     }
 }
 
+/// Kept free at the end of a shutdown for logging what was lost and returning in time.
+const DRAIN_MARGIN: Duration = Duration::from_millis(250);
+
 /// The running tree and what the API needs to reach it.
 pub struct Tree {
     pub root: Root,
@@ -94,6 +97,8 @@ pub struct Tree {
     /// Every managed secret and its spec, for 404s and the schedule.
     pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
     ready: Arc<AtomicBool>,
+    /// The notification delivery tasks, drained at shutdown.
+    deliveries: Deliveries,
 }
 
 impl Tree {
@@ -110,10 +115,23 @@ impl Tree {
         self.root.wait().await
     }
 
-    /// Stops the tree gracefully (children in reverse order), killing it after `timeout`.
+    /// Stops the tree gracefully (children in reverse order), killing it after `timeout`,
+    /// then lets the notification channels deliver what they still hold until `timeout`
+    /// (counted from the call) is nearly over. Events still undelivered then are lost, and
+    /// logged by channel.
     pub async fn shutdown(&mut self, timeout: Duration) -> RootExit {
+        let deadline = tokio::time::Instant::now() + timeout.saturating_sub(DRAIN_MARGIN);
         self.shared.slots.close();
-        self.root.shutdown(timeout).await
+        let exit = self.root.shutdown(timeout).await;
+        let Undelivered(lost) = self.deliveries.drain(deadline).await;
+        for (channel, n) in lost {
+            tracing::warn!(
+                %channel,
+                undelivered = n,
+                "notifications not delivered at exit: the shutdown timeout ran out"
+            );
+        }
+        exit
     }
 }
 
@@ -406,6 +424,8 @@ pub async fn start(
     let b = board.clone();
     let m2 = metrics.clone();
     let notify = config.notify.clone();
+    let deliveries = Deliveries::default();
+    let d = deliveries.clone();
     let mut children = vec![
         ChildSpec::actor(
             "metrics",
@@ -419,8 +439,11 @@ pub async fn start(
             "notifier",
             Restart::Permanent,
             Some(format!("{ns}{}", notifier::NAME)),
-            move || (Notifier, (m2.clone(), notify.clone())),
-        ),
+            move || (Notifier, (m2.clone(), notify.clone(), d.clone())),
+        )
+        // Drained, not stopped: the last events of the stopping rotation actors still go
+        // out.
+        .draining(),
         ChildSpec::supervisor(
             "watchers",
             "supervisor",
@@ -464,5 +487,6 @@ pub async fn start(
         shared,
         secrets,
         ready,
+        deliveries,
     })
 }

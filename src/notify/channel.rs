@@ -7,6 +7,9 @@
 //! `delivered`, `retried` (one per failed attempt that is retried), `failed` (gave up or
 //! refused) and `dropped` (counted by the actor, with `rotor_notifications_dropped_total`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use hyper::Uri;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
@@ -43,7 +46,17 @@ pub struct Delivery {
 
 impl Delivery {
     /// Delivers every event from `queue` until the queue is closed and empty.
-    pub async fn run(self, mut queue: mpsc::Receiver<Notification>) {
+    pub async fn run(self, queue: mpsc::Receiver<Notification>) {
+        self.run_counted(queue, Arc::default()).await
+    }
+
+    /// [`Self::run`], taking one off `pending` as each event is done with (delivered or
+    /// given up); the sender adds one before it queues an event.
+    pub async fn run_counted(
+        self,
+        mut queue: mpsc::Receiver<Notification>,
+        pending: Arc<AtomicUsize>,
+    ) {
         let queued = self
             .metrics
             .notification_queue_length
@@ -54,6 +67,7 @@ impl Delivery {
         while let Some(n) = queue.recv().await {
             queued.set(queue.len() as i64);
             self.deliver(&n).await;
+            pending.fetch_sub(1, Ordering::AcqRel);
         }
     }
 

@@ -86,6 +86,26 @@ impl RotorBin {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("rotor.log")).unwrap_or_default()
     }
+
+    /// SIGTERM, then waits for the exit; panics if it takes longer than `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rotor did not exit within {limit:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for RotorBin {
