@@ -1,12 +1,14 @@
 //! Target keys in the configuration: every type parses into its model, and the mistakes
 //! an operator makes are named with their key (`single` with a grace period, the wrong
 //! number of roles, a JWKS algorithm whose generator does not match, a plain-http webhook
-//! off loopback).
+//! off loopback, an unknown redis `persist`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rotor::config::{Config, ConfigErrors, JwksAlgorithm, PostgresStrategy, TargetConfig};
+use rotor::config::{
+    Config, ConfigErrors, JwksAlgorithm, PostgresStrategy, RedisPersist, TargetConfig,
+};
 
 fn load(policies: &str, target: &str) -> Result<Config, ConfigErrors> {
     let text = format!(
@@ -59,7 +61,14 @@ fn every_target_type_parses() {
         )
         .unwrap(),
     );
-    assert!(matches!(t, TargetConfig::Redis { ref user, .. } if user == "app"));
+    assert_eq!(
+        t,
+        TargetConfig::Redis {
+            admin_url_file: PathBuf::from("secrets/redis-admin-url"),
+            user: "app".into(),
+            persist: RedisPersist::Auto,
+        }
+    );
     let jwt = r#"[policies.p]
 interval = "180d"
 grace = "48h"
@@ -182,4 +191,45 @@ fn mistakes_are_named_with_their_key() {
     assert!(e.contains("target.apply"), "{e}");
     let e = errors(load(DB, r#"{ type = "redis", admin_url_file = "f" }"#));
     assert!(e.contains("target.user"), "{e}");
+}
+
+#[test]
+fn redis_persist_defaults_to_auto_and_takes_three_values() {
+    let persist = |extra: &str| match target(
+        load(
+            DB,
+            &format!(r#"{{ type = "redis", admin_url_file = "f", user = "app"{extra} }}"#),
+        )
+        .unwrap(),
+    ) {
+        TargetConfig::Redis { persist, .. } => persist,
+        other => panic!("not a redis target: {other:?}"),
+    };
+    assert_eq!(persist(""), RedisPersist::Auto);
+    assert_eq!(persist(r#", persist = "auto""#), RedisPersist::Auto);
+    assert_eq!(persist(r#", persist = "acl_save""#), RedisPersist::AclSave);
+    assert_eq!(persist(r#", persist = "none""#), RedisPersist::None);
+
+    for bad in [r#""always""#, r#""ACL_SAVE""#, r#""""#] {
+        let e = errors(load(
+            DB,
+            &format!(
+                r#"{{ type = "redis", admin_url_file = "f", user = "app", persist = {bad} }}"#
+            ),
+        ));
+        assert!(e.contains("secrets[0].target.persist"), "{e}");
+        for allowed in ["\"auto\"", "\"acl_save\"", "\"none\""] {
+            assert!(e.contains(allowed), "{allowed} is named: {e}");
+        }
+    }
+    let e = errors(load(
+        DB,
+        r#"{ type = "redis", admin_url_file = "f", user = "app", persist = true }"#,
+    ));
+    assert!(e.contains("target.persist"), "a boolean is refused: {e}");
+    let e = errors(load(
+        DB,
+        r#"{ type = "postgres", admin_url_file = "f", roles = ["a", "b"], persist = "auto" }"#,
+    ));
+    assert!(e.contains("persist"), "persist is a redis key only: {e}");
 }

@@ -31,7 +31,7 @@ use super::supervisor::{Backoff, ChildSpec, Intensity, Restart, SupervisorArgs, 
 use super::watcher::{self, WatchContext, WatcherActor};
 use crate::clock::Clock;
 use crate::config::{Config, ExpireAfter, SecretConfig, TargetConfig};
-use crate::config::{JwksAlgorithm, PostgresStrategy};
+use crate::config::{JwksAlgorithm, PostgresStrategy, RedisPersist};
 use crate::domain::SecretRef;
 use crate::machine::ExpiryGate;
 use crate::metrics::Metrics;
@@ -161,11 +161,16 @@ pub fn target_for(target: &TargetConfig, reader: &ValueReader) -> Arc<dyn Target
         TargetConfig::Redis {
             admin_url_file,
             user,
-        } => Arc::new(redis::RedisTarget::new(
-            admin_url_file.clone(),
-            user.clone(),
-            reader,
-        )),
+            persist,
+        } => Arc::new(
+            redis::RedisTarget::new(admin_url_file.clone(), user.clone(), reader).with_persist(
+                match persist {
+                    RedisPersist::Auto => redis::Persist::Auto,
+                    RedisPersist::AclSave => redis::Persist::AclSave,
+                    RedisPersist::None => redis::Persist::None,
+                },
+            ),
+        ),
         TargetConfig::Jwks { path, algorithm } => Arc::new(jwks::JwksTarget::new(
             path.clone(),
             match algorithm {

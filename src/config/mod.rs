@@ -42,8 +42,9 @@ pub use env::{
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
     CacheConfig, ChannelConfig, Config, ExpireAfter, HttpUrl, JwksAlgorithm, MetricsConfig,
-    MountConfig, NotifyConfig, Policy, PostgresStrategy, PublishConfig, ReloadAction, ReloadConfig,
-    RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, TargetConfig, UrlSource, WatchConfig,
+    MountConfig, NotifyConfig, Policy, PostgresStrategy, PublishConfig, RedisPersist, ReloadAction,
+    ReloadConfig, RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, TargetConfig, UrlSource,
+    WatchConfig,
 };
 pub use validate::check_http_url;
 

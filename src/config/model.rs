@@ -241,6 +241,8 @@ pub enum TargetConfig {
     Redis {
         admin_url_file: PathBuf,
         user: String,
+        /// Whether rotor's ACL changes are written to the server's aclfile.
+        persist: RedisPersist,
     },
     /// A JWKS file holding the current and, during grace, the previous key.
     Jwks {
@@ -273,6 +275,20 @@ pub enum PostgresStrategy {
     Alternating,
     /// One role whose password is replaced: no grace is possible.
     Single,
+}
+
+/// Whether a `redis` target saves its ACL changes (`ACL SAVE`) so they survive a Redis
+/// restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RedisPersist {
+    /// `ACL SAVE` after every change; if the server cannot (no aclfile, command refused),
+    /// warn once and carry on.
+    #[default]
+    Auto,
+    /// `ACL SAVE` after every change; the step fails if the server cannot.
+    AclSave,
+    /// Never `ACL SAVE` (the operator persists ACLs some other way, or accepts the loss).
+    None,
 }
 
 /// The keys a `jwks` target publishes.

@@ -236,6 +236,8 @@ pub(super) struct RawTarget {
     pub roles: Option<S<Vec<S<String>>>>,
     /// `redis`: the ACL user.
     pub user: Option<S<String>>,
+    /// `redis`: `auto`, `acl_save` or `none` (whether ACL changes are saved to the aclfile).
+    pub persist: Option<S<String>>,
     /// `jwks`: the JWKS file.
     pub path: Option<S<String>>,
     /// `jwks`: `ed25519` or `hs256`.

@@ -188,7 +188,11 @@ const POSTGRES_TARGET: &[Field] = &[
     f("roles", Ty::StrList),
     f("acknowledge_no_grace", Ty::Bool),
 ];
-const REDIS_TARGET: &[Field] = &[f("admin_url_file", Ty::Str), f("user", Ty::Str)];
+const REDIS_TARGET: &[Field] = &[
+    f("admin_url_file", Ty::Str),
+    f("user", Ty::Str),
+    f("persist", Ty::Str),
+];
 const JWKS_TARGET: &[Field] = &[f("path", Ty::Str), f("algorithm", Ty::Str)];
 const EXEC_TARGET: &[Field] = &[
     f("apply", Ty::StrList),

@@ -20,7 +20,7 @@ use super::model::{
     NotifyConfig, Policy, PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig,
     ServerConfig, StoreConfig, TargetConfig, UrlSource, WatchConfig,
 };
-use super::model::{JwksAlgorithm, PostgresStrategy, VaultAuth, VaultSettings};
+use super::model::{JwksAlgorithm, PostgresStrategy, RedisPersist, VaultAuth, VaultSettings};
 use super::raw::{
     RawCache, RawConfig, RawGenerator, RawMount, RawNotify, RawPolicy, RawPublish,
     RawPublishSecrets, RawReload, RawRuntime, RawSecret, RawServer, RawStore, RawTarget,
@@ -1733,9 +1733,25 @@ impl Validator<'_, '_> {
                         name.clone()
                     }
                 };
+                let persist = match t.persist.as_ref().map(|p| (p, p.get_ref().as_str())) {
+                    None | Some((_, "auto")) => RedisPersist::Auto,
+                    Some((_, "acl_save")) => RedisPersist::AclSave,
+                    Some((_, "none")) => RedisPersist::None,
+                    Some((p, _)) => {
+                        self.diag.value(
+                            p.span(),
+                            &join(&path, "persist"),
+                            "expected \"auto\" (ACL SAVE after each change, warn if Redis has no \
+                             aclfile), \"acl_save\" (ACL SAVE after each change, fail the step if \
+                             it cannot) or \"none\" (never save)",
+                        );
+                        RedisPersist::Auto
+                    }
+                };
                 TargetConfig::Redis {
                     admin_url_file,
                     user,
+                    persist,
                 }
             }
             "jwks" => {

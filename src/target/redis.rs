@@ -12,8 +12,17 @@
 //! passwords and turns the user `on`. A user rotor creates has no permissions until granted.
 //! The admin connection comes from a `redis://[user:password@]host:port` URL in a file.
 //! The stored value is `{"username","password"}`.
+//!
+//! `ACL SETUSER` changes live in the server's memory only: after a Redis restart, users come
+//! back from the aclfile (or redis.conf) with their old passwords. So after every change
+//! (`apply`, `revoke`, `restore`) rotor sends `ACL SAVE`, as `persist` says: `auto` (the
+//! default) saves and, when the server cannot (no aclfile, the command refused or unknown as
+//! on some managed Redis, any other failure), logs one warning per target and carries on;
+//! `acl_save` fails the step instead; `none` never saves. A revoke saves even when the
+//! password was already gone, so a step retried after a failed save still saves.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -92,22 +101,45 @@ impl AdminUrl {
     }
 }
 
+/// Whether rotor's ACL changes are written to the server's aclfile with `ACL SAVE`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Persist {
+    /// Save after every change; if the server cannot, warn once per target and carry on.
+    #[default]
+    Auto,
+    /// Save after every change; the step fails if the server cannot.
+    AclSave,
+    /// Never save.
+    None,
+}
+
 /// One Redis ACL user.
 pub struct RedisTarget {
     admin_url_file: PathBuf,
     user: String,
     reader: ValueReader,
     timeout: Duration,
+    persist: Persist,
+    /// Set when `Persist::Auto` has warned that changes are not saved.
+    warned: AtomicBool,
 }
 
 impl RedisTarget {
+    /// A target with `Persist::Auto`.
     pub fn new(admin_url_file: PathBuf, user: String, reader: ValueReader) -> Self {
         RedisTarget {
             admin_url_file,
             user,
             reader,
             timeout: Duration::from_secs(10),
+            persist: Persist::Auto,
+            warned: AtomicBool::new(false),
         }
+    }
+
+    pub fn with_persist(mut self, persist: Persist) -> Self {
+        self.persist = persist;
+        self
     }
 
     fn admin_url(&self) -> Result<AdminUrl, String> {
@@ -121,7 +153,8 @@ impl RedisTarget {
             .map_err(|m| format!("admin_url_file {}: {m}", self.admin_url_file.display()))
     }
 
-    async fn admin(&self) -> Result<Conn, String> {
+    /// An admin connection and the `host:port` it goes to.
+    async fn admin(&self) -> Result<(Conn, String), String> {
         let url = self.admin_url()?;
         let mut conn = Conn::connect(&url.addr, self.timeout)
             .await
@@ -143,7 +176,7 @@ impl RedisTarget {
                 Err(e) => return Err(format!("admin login: {e}")),
             }
         }
-        Ok(conn)
+        Ok((conn, url.addr.clone()))
     }
 
     /// The password hashes the user holds now (empty when the user does not exist).
@@ -201,18 +234,8 @@ impl RedisTarget {
         TargetError::new(NAME, op, secret, v, kind_of(op), message)
     }
 
-    /// Removes the password of `version` if the user still holds it.
-    async fn remove(
-        &self,
-        conn: &mut Conn,
-        secret: &SecretRef,
-        version: VersionNo,
-    ) -> Result<(), String> {
-        let creds = match self.read(secret, version) {
-            Ok(c) => c,
-            // Never stored, so never applied.
-            Err(_) => return Ok(()),
-        };
+    /// Removes the password `creds` (of some version) if the user still holds it.
+    async fn remove(&self, conn: &mut Conn, creds: &Credentials) -> Result<(), String> {
         let hash = hash(&creds.password);
         if !self.hashes(conn).await?.contains(&hash) {
             return Ok(());
@@ -224,6 +247,56 @@ impl RedisTarget {
             &[creds.password.as_bytes(), hash.as_bytes()],
         )
         .await
+    }
+
+    /// Saves the ACLs to the server's aclfile (`ACL SAVE`) as `persist` says, after a change.
+    /// `hide` are the passwords involved, scrubbed from a server error.
+    async fn save(
+        &self,
+        conn: &mut Conn,
+        addr: &str,
+        secret: &SecretRef,
+        hide: &[&Credentials],
+    ) -> Result<(), String> {
+        if self.persist == Persist::None {
+            return Ok(());
+        }
+        let why = match conn.call(&[b"ACL", b"SAVE"]).await {
+            Ok(Reply::Simple(_)) => return Ok(()),
+            Ok(Reply::Error(e)) if e.contains("not configured to use an ACL file") => {
+                "this Redis has no aclfile".to_owned()
+            }
+            Ok(Reply::Error(e)) => {
+                let hashes: Vec<String> = hide.iter().map(|c| hash(&c.password)).collect();
+                let mut secrets: Vec<&[u8]> = hide.iter().map(|c| c.password.as_bytes()).collect();
+                secrets.extend(hashes.iter().map(|h| h.as_bytes()));
+                format!("Redis answered {}", scrub(&e, &secrets))
+            }
+            Ok(_) => "unexpected reply".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if self.persist == Persist::AclSave {
+            return Err(format!(
+                "ACL SAVE failed: {why}; the change to user {} is in memory only and a Redis \
+                 restart would lose it; configure `aclfile` in redis.conf (and allow ACL SAVE \
+                 for the admin user) or set persist = \"none\"",
+                self.user
+            ));
+        }
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                secret = %secret,
+                user = %self.user,
+                addr = %addr,
+                reason = %why,
+                "ACL changes to user {} on {addr} are not persisted (ACL SAVE failed: {why}): a \
+                 Redis restart would lose rotated passwords; configure `aclfile` in redis.conf \
+                 (and allow ACL SAVE for the admin user), or set persist = \"none\" on this \
+                 target to silence this warning",
+                self.user
+            );
+        }
+        Ok(())
     }
 }
 
@@ -272,7 +345,7 @@ impl Target for RedisTarget {
                     creds.username, self.user
                 )));
             }
-            let mut conn = self.admin().await.map_err(fail)?;
+            let (mut conn, addr) = self.admin().await.map_err(fail)?;
             let hash = hash(&creds.password);
             let rule = format!("#{hash}");
             self.setuser(
@@ -281,7 +354,10 @@ impl Target for RedisTarget {
                 &[creds.password.as_bytes(), hash.as_bytes()],
             )
             .await
-            .map_err(fail)
+            .map_err(fail)?;
+            self.save(&mut conn, &addr, secret, &[&creds])
+                .await
+                .map_err(fail)
         })
     }
 
@@ -325,8 +401,16 @@ impl Target for RedisTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             let fail = |m: String| Self::err("revoke", secret, version, m);
-            let mut conn = self.admin().await.map_err(fail)?;
-            self.remove(&mut conn, secret, version).await.map_err(fail)
+            let (mut conn, addr) = self.admin().await.map_err(fail)?;
+            // Never stored, so never applied: nothing to remove or save.
+            let Ok(creds) = self.read(secret, version) else {
+                return Ok(());
+            };
+            self.remove(&mut conn, &creds).await.map_err(fail)?;
+            // Saved even when the password was already gone: a retry after a failed save.
+            self.save(&mut conn, &addr, secret, &[&creds])
+                .await
+                .map_err(fail)
         })
     }
 
@@ -338,7 +422,7 @@ impl Target for RedisTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             let fail = |m: String| Self::err("restore", secret, restore, m);
-            let mut conn = self.admin().await.map_err(fail)?;
+            let (mut conn, addr) = self.admin().await.map_err(fail)?;
             // The restored password was never removed during grace; adding it again keeps
             // this idempotent even if an operator removed it by hand.
             let creds = self.read(secret, restore).map_err(fail)?;
@@ -351,7 +435,15 @@ impl Target for RedisTarget {
             )
             .await
             .map_err(fail)?;
-            self.remove(&mut conn, secret, revoke).await.map_err(fail)
+            // Never stored, so never applied.
+            let revoked = self.read(secret, revoke).ok();
+            if let Some(revoked) = &revoked {
+                self.remove(&mut conn, revoked).await.map_err(fail)?;
+            }
+            let hide: Vec<&Credentials> = std::iter::once(&creds).chain(revoked.as_ref()).collect();
+            self.save(&mut conn, &addr, secret, &hide)
+                .await
+                .map_err(fail)
         })
     }
 }

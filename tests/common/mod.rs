@@ -3,6 +3,7 @@
 pub mod http;
 pub mod kubelet;
 pub mod receiver;
+pub mod redis_server;
 pub mod rotor_bin;
 pub mod targets;
 pub mod tls;
