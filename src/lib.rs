@@ -27,6 +27,7 @@ pub mod config;
 pub mod domain;
 pub mod duration;
 pub mod generator;
+pub mod http_client;
 pub mod machine;
 pub mod metrics;
 pub mod notify;

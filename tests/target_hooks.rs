@@ -329,7 +329,6 @@ async fn the_cache_serves_repeats_and_every_write_invalidates() {
 
 #[tokio::test]
 async fn a_running_rotor_rotates_through_an_https_webhook() {
-    use common::http::request;
     use common::rotor_bin::{RotorBin, config, free_port, until};
 
     let Some(receiver) = common::tls::TlsReceiver::start() else {
@@ -370,21 +369,7 @@ target = {{ type = "webhook", url = "{url}", hmac_key_file = "hook.key", ca_file
             .collect()
     };
     receiver.wait_for(3);
-    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
-    // 409 while the first rotation finishes its bookkeeping after `promote`.
-    until(Duration::from_secs(10), "a rotation accepted", || async {
-        let r = request(
-            rotor.addr,
-            "POST",
-            "/admin/secrets/rotate",
-            Some(token.trim()),
-            Some(r#"{"tenantId":"tenant1","secretKey":"provider_api_key"}"#),
-        )
-        .await;
-        assert!(r.status == 202 || r.status == 409, "{}", r.status);
-        (r.status == 202).then_some(())
-    })
-    .await;
+    rotor.rotate("tenant1", "provider_api_key").await;
     // v2 applied, tested, promoted; after the 2 s grace, v1 revoked.
     let seen = until(Duration::from_secs(30), "v1 revoked", || async {
         let seen = receiver.seen();

@@ -265,19 +265,7 @@ policy = "shared"
     let r = conditional(addr, "/jwks/tenant1/jwt_signing", &etag).await;
     assert_eq!(r.status, 304, "an unchanged set is not sent again");
 
-    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
-    until(Duration::from_secs(10), "a rotation accepted", || async {
-        let r = request(
-            rotor.addr,
-            "POST",
-            "/admin/secrets/rotate",
-            Some(token.trim()),
-            Some(r#"{"tenantId":"tenant1","secretKey":"jwt_signing"}"#),
-        )
-        .await;
-        (r.status == 202).then_some(())
-    })
-    .await;
+    rotor.rotate("tenant1", "jwt_signing").await;
     let grace_set = until(Duration::from_secs(10), "v2 published", || async {
         let r = get("/jwks/tenant1/jwt_signing").await;
         (kids(&r.body).len() == 2).then_some(r.body)

@@ -35,23 +35,8 @@ impl Poster {
     /// A client with `timeout` per attempt. `ca_file` (PEM) is trusted in addition to the
     /// system's roots, for receivers behind a private CA.
     pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Poster, String> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(2)
-            .tcp_nodelay(true)
-            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|_| format!("ca_file {} is not a PEM certificate", path.display()))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let client = builder
-            .build()
-            .map_err(|_| "cannot build the HTTP client".to_owned())?;
+        // Notifications carry no secret value: a receiver's redirect may be followed.
+        let client = crate::http_client::client(timeout, ca_file, true)?;
         Ok(Poster { client })
     }
 

@@ -145,24 +145,8 @@ impl WebhookTarget {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let mut builder = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(self.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(2)
-            .tcp_nodelay(true)
-            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|_| format!("ca_file {} is not a PEM certificate", path.display()))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let client = builder
-            .build()
-            .map_err(|_| "cannot build the HTTP client".to_owned())?;
+        // The body holds the value: a redirect must not carry it anywhere else.
+        let client = crate::http_client::client(self.timeout, self.ca_file.as_deref(), false)?;
         *slot = Some(client.clone());
         Ok(client)
     }

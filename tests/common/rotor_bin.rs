@@ -87,6 +87,26 @@ impl RotorBin {
         std::fs::read_to_string(self.dir.join("rotor.log")).unwrap_or_default()
     }
 
+    /// `POST /admin/secrets/rotate` with the token rotor wrote, repeated while it answers
+    /// 409 (a rotation still finishing), until it is accepted (202) within 10 s.
+    pub async fn rotate(&self, tenant: &str, key: &str) {
+        let token = std::fs::read_to_string(self.dir.join("admin.token")).unwrap();
+        let body = format!(r#"{{"tenantId":"{tenant}","secretKey":"{key}"}}"#);
+        until(Duration::from_secs(10), "a rotation accepted", || async {
+            let r = request(
+                self.addr,
+                "POST",
+                "/admin/secrets/rotate",
+                Some(token.trim()),
+                Some(&body),
+            )
+            .await;
+            assert!(r.status == 202 || r.status == 409, "{}", r.status);
+            (r.status == 202).then_some(())
+        })
+        .await;
+    }
+
     /// SIGTERM, then waits for the exit; panics if it takes longer than `limit`.
     pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

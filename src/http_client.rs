@@ -1,0 +1,65 @@
+//! The one way rotor builds an outgoing HTTP client (reqwest with rustls): notification
+//! receivers and webhook targets. `https://` is verified against the system's roots plus an
+//! optional private CA (`ca_file`: one PEM certificate or a bundle); plain `http://` works too, and callers decide where
+//! it is allowed.
+//!
+//! Errors name the CA file, never a URL.
+
+use std::path::Path;
+use std::time::Duration;
+
+/// A client whose requests (and connects) give up after `timeout`. `follow_redirects`:
+/// `false` for requests whose body must go nowhere but the configured URL.
+pub fn client(
+    timeout: Duration,
+    ca_file: Option<&Path>,
+    follow_redirects: bool,
+) -> Result<reqwest::Client, String> {
+    let redirect = if follow_redirects {
+        reqwest::redirect::Policy::default()
+    } else {
+        reqwest::redirect::Policy::none()
+    };
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(redirect)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(2)
+        .tcp_nodelay(true)
+        .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+        // Every certificate of a bundle is trusted; a file with none is refused rather than
+        // silently leaving only the system's roots.
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| format!("ca_file {} is not a PEM certificate", path.display()))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|_| "cannot build the HTTP client".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_ca_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = client(Duration::from_secs(1), Some(&missing), false).unwrap_err();
+        assert!(e.contains("missing.pem"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let e = client(Duration::from_secs(1), Some(&junk), true).unwrap_err();
+        assert!(e.contains("junk.pem") && e.contains("not a PEM"), "{e}");
+        assert!(client(Duration::from_secs(1), None, true).is_ok());
+    }
+}
