@@ -52,8 +52,23 @@ fn every_target_type_parses() {
             admin_url_file: PathBuf::from("secrets/pg-admin-url"),
             strategy: PostgresStrategy::Alternating,
             roles: vec!["app_blue".into(), "app_green".into()],
+            terminate_sessions: false,
         }
     );
+    let t = target(
+        load(
+            DB,
+            r#"{ type = "postgres", admin_url_file = "f", roles = ["a", "b"], terminate_sessions = true }"#,
+        )
+        .unwrap(),
+    );
+    assert!(matches!(
+        t,
+        TargetConfig::Postgres {
+            terminate_sessions: true,
+            ..
+        }
+    ));
     let t = target(
         load(
             DB,
@@ -137,6 +152,23 @@ fn single_with_a_grace_period_is_refused_with_the_reason() {
         )
         .is_ok()
     );
+}
+
+#[test]
+fn terminate_sessions_needs_two_roles() {
+    let e = errors(load(
+        DB,
+        r#"{ type = "postgres", admin_url_file = "f", strategy = "single", roles = ["app"], acknowledge_no_grace = true, terminate_sessions = true }"#,
+    ));
+    assert!(
+        e.contains("target.terminate_sessions") && e.contains("alternating"),
+        "{e}"
+    );
+    let e = errors(load(
+        DB,
+        r#"{ type = "postgres", admin_url_file = "f", roles = ["a", "b"], terminate_sessions = "yes" }"#,
+    ));
+    assert!(e.contains("target.terminate_sessions"), "{e}");
 }
 
 #[test]

@@ -214,6 +214,53 @@ async fn alternating_both_work_in_grace_and_the_old_is_refused_after_expiry() {
     assert!(login(&v2.username, &v2.password).await);
 }
 
+/// A session logged in as `user`, kept open.
+async fn session(user: &str, password: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(5432)
+        .dbname("test")
+        .user(user)
+        .password(password)
+        .connect_timeout(Duration::from_secs(5))
+        .connect(NoTls)
+        .await
+        .expect("session");
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test]
+async fn expiry_ends_the_old_roles_open_sessions_only_when_asked() {
+    let Some(roles) = roles(2).await else { return };
+    let env = Env::new();
+    let s = secret("database_credentials");
+    let t = target(&env, Strategy::Alternating, &roles);
+    let v1 = creds(&rotate_to(&env, &t, 1).await);
+    let v2 = creds(&rotate_to(&env, &t, 2).await);
+    // A pool's connections, opened during grace.
+    let old = session(&v1.username, &v1.password).await;
+    let new = session(&v2.username, &v2.password).await;
+
+    // By default, expiry refuses new logins and leaves open sessions alone.
+    t.revoke(&s, 1).await.expect("expire v1");
+    assert!(!login(&v1.username, &v1.password).await);
+    old.simple_query("SELECT 1")
+        .await
+        .expect("an open session survives NOLOGIN");
+
+    // With terminate_sessions, expiry (idempotent, so again) also ends them.
+    let terminating = target(&env, Strategy::Alternating, &roles).terminating_sessions(true);
+    terminating.revoke(&s, 1).await.expect("expire v1 again");
+    assert!(
+        old.simple_query("SELECT 1").await.is_err(),
+        "the old role's session was ended"
+    );
+    new.simple_query("SELECT 1")
+        .await
+        .expect("the current role's session is untouched");
+}
+
 #[tokio::test]
 async fn rollback_in_grace_restores_the_previous_role_and_refuses_the_new() {
     let Some(roles) = roles(2).await else { return };

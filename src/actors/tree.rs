@@ -149,15 +149,19 @@ pub fn target_for(target: &TargetConfig, reader: &ValueReader) -> Arc<dyn Target
             admin_url_file,
             strategy,
             roles,
-        } => Arc::new(postgres::PostgresTarget::new(
-            admin_url_file.clone(),
-            match strategy {
-                PostgresStrategy::Alternating => postgres::Strategy::Alternating,
-                PostgresStrategy::Single => postgres::Strategy::Single,
-            },
-            roles.clone(),
-            reader,
-        )),
+            terminate_sessions,
+        } => Arc::new(
+            postgres::PostgresTarget::new(
+                admin_url_file.clone(),
+                match strategy {
+                    PostgresStrategy::Alternating => postgres::Strategy::Alternating,
+                    PostgresStrategy::Single => postgres::Strategy::Single,
+                },
+                roles.clone(),
+                reader,
+            )
+            .terminating_sessions(*terminate_sessions),
+        ),
         TargetConfig::Redis {
             admin_url_file,
             user,

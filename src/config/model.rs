@@ -236,6 +236,9 @@ pub enum TargetConfig {
         strategy: PostgresStrategy,
         /// Two roles for `alternating`, one for `single`.
         roles: Vec<String>,
+        /// `alternating` only: at expiry, also end the sessions the old role still has
+        /// open (connection pools keep them past `NOLOGIN`). Default off.
+        terminate_sessions: bool,
     },
     /// A Redis ACL user; the admin connection URL is read from `admin_url_file`.
     Redis {

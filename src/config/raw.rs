@@ -232,6 +232,8 @@ pub(super) struct RawTarget {
     pub strategy: Option<S<String>>,
     /// `postgres`, `single` only: accept that no grace period is possible.
     pub acknowledge_no_grace: Option<S<bool>>,
+    /// `postgres`, `alternating` only: end the old role's sessions at expiry.
+    pub terminate_sessions: Option<S<bool>>,
     /// `postgres`: the login roles.
     pub roles: Option<S<Vec<S<String>>>>,
     /// `redis`: the ACL user.

@@ -187,6 +187,7 @@ const POSTGRES_TARGET: &[Field] = &[
     f("strategy", Ty::Str),
     f("roles", Ty::StrList),
     f("acknowledge_no_grace", Ty::Bool),
+    f("terminate_sessions", Ty::Bool),
 ];
 const REDIS_TARGET: &[Field] = &[
     f("admin_url_file", Ty::Str),

@@ -1700,10 +1700,24 @@ impl Validator<'_, '_> {
                         ),
                     );
                 }
+                let terminate_sessions = match &t.terminate_sessions {
+                    Some(v) if *v.get_ref() && strategy == PostgresStrategy::Single => {
+                        self.diag.value(
+                            v.span(),
+                            &join(&path, "terminate_sessions"),
+                            "needs strategy = \"alternating\": with one role, the sessions of \
+                             the old password cannot be told apart from those of the new one",
+                        );
+                        false
+                    }
+                    Some(v) => *v.get_ref(),
+                    None => false,
+                };
                 TargetConfig::Postgres {
                     admin_url_file,
                     strategy,
                     roles,
+                    terminate_sessions,
                 }
             }
             "redis" => {

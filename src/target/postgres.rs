@@ -7,7 +7,9 @@
 //!   inactive role and enables its login, so during grace both roles log in; `revoke` at
 //!   expiry disables the old role's login (`NOLOGIN`); a rollback re-enables the previous
 //!   role and disables the new one. The mapping is derived from the version number, so it
-//!   survives restarts without any state.
+//!   survives restarts without any state. `NOLOGIN` refuses new logins only: sessions a
+//!   pool opened during grace stay up, unless `terminate_sessions = true`, which ends the
+//!   old role's sessions at expiry as well.
 //! - `single` (one role): `apply` replaces the password, so the previous one stops working
 //!   at once and no grace is possible (`rotor check` refuses a grace period with it). A
 //!   rollback sets the previous version's password back.
@@ -84,6 +86,8 @@ pub struct PostgresTarget {
     roles: Vec<String>,
     reader: ValueReader,
     connect_timeout: Duration,
+    /// `alternating`: end the revoked role's open sessions at revoke.
+    terminate_sessions: bool,
 }
 
 impl PostgresTarget {
@@ -99,7 +103,16 @@ impl PostgresTarget {
             roles,
             reader,
             connect_timeout: Duration::from_secs(10),
+            terminate_sessions: false,
         }
+    }
+
+    /// With `alternating`, `revoke` also ends the sessions the revoked role still has
+    /// open (`pg_terminate_backend`); the admin role needs `pg_signal_backend` (or to be a
+    /// superuser) for that. Without it, `NOLOGIN` refuses new logins only.
+    pub fn terminating_sessions(mut self, on: bool) -> Self {
+        self.terminate_sessions = on;
+        self
     }
 
     /// The role that holds `version`.
@@ -323,11 +336,20 @@ impl Target for PostgresTarget {
         Box::pin(async move {
             let r = match self.strategy {
                 Strategy::Alternating => {
-                    self.admin_exec(&format!(
-                        "ALTER ROLE {} WITH NOLOGIN;",
-                        quote_ident(self.role_for(version))
-                    ))
-                    .await
+                    let role = self.role_for(version);
+                    let nologin = format!("ALTER ROLE {} WITH NOLOGIN;", quote_ident(role));
+                    match self.admin_exec(&nologin).await {
+                        // Once NOLOGIN is committed, so no new session slips in after.
+                        Ok(()) if self.terminate_sessions => self
+                            .admin_exec(&format!(
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                                 WHERE usename = {} AND pid <> pg_backend_pid();",
+                                quote_literal(role)
+                            ))
+                            .await
+                            .map_err(|m| format!("ending the sessions of {role}: {m}")),
+                        r => r,
+                    }
                 }
                 Strategy::Single => self.single_revoke(secret, version).await,
             };
