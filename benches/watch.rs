@@ -258,11 +258,13 @@ async fn mass_change() {
     cfg.reload = Some(ReloadConfig {
         action: ReloadAction::Http {
             url: HttpUrl {
+                tls: false,
                 host: "127.0.0.1".into(),
                 port,
                 path: "/-/reload".into(),
             },
             method: "POST".into(),
+            ca_file: None,
             timeout: Duration::from_secs(5),
             expected_status: None,
         },

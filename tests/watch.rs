@@ -46,11 +46,13 @@ fn http_reload(r: &Receiver, max_attempts: u32) -> ReloadConfig {
     ReloadConfig {
         action: ReloadAction::Http {
             url: HttpUrl {
+                tls: false,
                 host: "127.0.0.1".into(),
                 port: r.addr.port(),
                 path: "/-/reload".into(),
             },
             method: "POST".into(),
+            ca_file: None,
             timeout: Duration::from_secs(5),
             expected_status: None,
         },
@@ -595,4 +597,32 @@ async fn content_never_appears_in_events() {
     for s in [secret_a, secret_b, "SUPER-SECRET"] {
         assert!(!text.contains(s), "content in events: {text}");
     }
+}
+
+#[tokio::test]
+async fn https_reload_endpoints_are_verified_against_their_ca() {
+    let Some(receiver) = common::tls::TlsReceiver::start() else {
+        return;
+    };
+    let action = |ca_file: Option<PathBuf>| ReloadAction::Http {
+        url: HttpUrl {
+            tls: true,
+            host: "127.0.0.1".into(),
+            port: receiver.port,
+            path: "/-/reload".into(),
+        },
+        method: "POST".into(),
+        ca_file,
+        timeout: Duration::from_secs(5),
+        expected_status: None,
+    };
+    rotor::watch::reload::run(&action(Some(receiver.cert.clone())))
+        .await
+        .expect("reload over TLS with the CA");
+    assert_eq!(receiver.wait_for(1)[0].path, "/-/reload");
+    let refused = rotor::watch::reload::run(&action(None)).await.unwrap_err();
+    let text = refused.to_string();
+    assert!(text.contains("not trusted"), "{text}");
+    assert_eq!(refused.metric_label(), "http");
+    assert_eq!(receiver.seen().len(), 1, "nothing sent without trust");
 }

@@ -1,7 +1,7 @@
 //! The watcher's configuration contract: `[[mounts]]` with `reload` (http, signal, exec)
 //! and `files`, `[[publish]]` in list and table form, and the errors for bad values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rotor::config::{Config, ReloadAction};
@@ -57,11 +57,13 @@ interval = "250ms"
         ReloadAction::Http {
             url,
             method,
+            ca_file,
             timeout,
             expected_status,
         } => {
             assert_eq!(url.to_string(), "http://127.0.0.1:3000/-/reload");
             assert_eq!(method, "POST");
+            assert_eq!(*ca_file, None);
             assert_eq!(*timeout, Duration::from_secs(5));
             assert_eq!(*expected_status, None);
         }
@@ -107,9 +109,14 @@ interval = "250ms"
 fn bad_values_are_reported_with_their_keys() {
     let cases: &[(&str, &str, &str)] = &[
         (
-            "[[mounts]]\npath = \"/m\"\nreload = { type = \"http\", url = \"https://x/\" }\n",
+            "[[mounts]]\npath = \"/m\"\nreload = { type = \"http\", url = \"ftp://x/\" }\n",
             "mounts[0].reload.url",
-            "http://",
+            "https://",
+        ),
+        (
+            "[[mounts]]\npath = \"/m\"\nreload = { type = \"http\", url = \"http://x/\", ca_file = \"ca.pem\" }\n",
+            "mounts[0].reload.ca_file",
+            "plain http",
         ),
         (
             "[[mounts]]\npath = \"/m\"\nreload = { type = \"http\" }\n",
@@ -168,5 +175,24 @@ fn bad_values_are_reported_with_their_keys() {
             e.contains(key) && e.contains(needle),
             "{key} / {needle}:\n{e}"
         );
+    }
+}
+
+#[test]
+fn https_reload_endpoints_take_a_ca_file() {
+    let c = Config::from_str_with_env(
+        "[[mounts]]\npath = \"/m\"\nreload = { type = \"http\", url = \"https://reloader.sidecar.svc/-/reload\", ca_file = \"/etc/rotor/ca.pem\" }\n",
+        "t.toml",
+        &|_| None,
+    )
+    .expect("valid");
+    match &c.mounts[0].reload.as_ref().unwrap().action {
+        ReloadAction::Http { url, ca_file, .. } => {
+            assert!(url.tls);
+            assert_eq!(url.port, 443);
+            assert_eq!(url.to_string(), "https://reloader.sidecar.svc:443/-/reload");
+            assert_eq!(ca_file.as_deref(), Some(Path::new("/etc/rotor/ca.pem")));
+        }
+        other => panic!("{other:?}"),
     }
 }

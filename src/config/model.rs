@@ -128,10 +128,12 @@ pub struct ReloadConfig {
 /// How a workload is told to reload its secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadAction {
-    /// An HTTP/1.1 request (plain `http://` only: a reload endpoint is local).
+    /// An HTTP/1.1 request to `http://` or `https://`.
     Http {
         url: HttpUrl,
         method: String,
+        /// `https://` only: a PEM CA bundle trusted besides the system's roots.
+        ca_file: Option<PathBuf>,
         timeout: Duration,
         /// The status that counts as success; any 2xx when `None`.
         expected_status: Option<u16>,
@@ -161,9 +163,11 @@ impl ReloadAction {
     }
 }
 
-/// A parsed `http://host:port/path` URL.
+/// A parsed `http[s]://host:port/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://`: the request goes over TLS.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// Path and query, starting with `/`.
@@ -172,7 +176,8 @@ pub struct HttpUrl {
 
 impl std::fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
     }
 }
 

@@ -143,6 +143,8 @@ pub(super) struct RawReload {
     pub kind: Option<S<String>>,
     pub url: Option<S<String>>,
     pub method: Option<S<String>>,
+    /// `http` over `https://`: a PEM CA bundle trusted besides the system's roots.
+    pub ca_file: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub expected_status: Option<S<i64>>,
     pub signal: Option<S<String>>,

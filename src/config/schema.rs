@@ -105,6 +105,7 @@ const MOUNT: &[Field] = &[
 const RELOAD_HTTP: &[Field] = &[
     f("url", Ty::Str),
     f("method", Ty::Str),
+    f("ca_file", Ty::Str),
     f("timeout", Ty::Duration),
     f("expected_status", Ty::Int),
     f("max_attempts", Ty::Int),

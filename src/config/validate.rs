@@ -157,12 +157,13 @@ fn secret_span(value: Option<&Spanned<String>>, fallback: Range<usize>) -> Range
     value.map_or(fallback, |v| v.span())
 }
 
-/// `http://host[:port]/path`: the only URLs a reload action takes (no TLS client; a
-/// reload endpoint is on the pod's own loopback or a sidecar).
+/// `http[s]://host[:port]/path`: the URLs a reload action takes.
 pub(crate) fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
-    let rest = text.strip_prefix("http://").ok_or_else(|| {
-        "must start with http:// (reload endpoints are local; https is not supported)".to_owned()
-    })?;
+    let (tls, rest) = match (text.strip_prefix("http://"), text.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err("must start with http:// or https://".to_owned()),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -175,12 +176,13 @@ pub(crate) fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
             Ok(port) if port > 0 => (h, port),
             _ => return Err(format!("has a bad port {p:?}")),
         },
-        _ => (authority, 80),
+        _ => (authority, if tls { 443 } else { 80 }),
     };
     if host.is_empty() || path.contains(char::is_whitespace) {
         return Err("is not a valid URL".to_owned());
     }
     Ok(HttpUrl {
+        tls,
         host: host.to_owned(),
         port,
         path: path.to_owned(),
@@ -839,9 +841,22 @@ impl Validator<'_, '_> {
                     )
                     .ok()?
                     .map(|n| n as u16);
+                let ca_file = match (&r.ca_file, &url) {
+                    (Some(c), Some(u)) if !u.tls => {
+                        self.diag.value(
+                            c.span(),
+                            &join(path, "ca_file"),
+                            "is set but the url is plain http; use an https url",
+                        );
+                        None
+                    }
+                    (Some(c), _) => Some(self.non_empty_path(&join(path, "ca_file"), Some(c), "")),
+                    (None, _) => None,
+                };
                 ReloadAction::Http {
                     url: url?,
                     method: method?,
+                    ca_file,
                     timeout,
                     expected_status,
                 }

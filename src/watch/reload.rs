@@ -2,7 +2,10 @@
 //! limit are the watcher actor's; this module only knows how to make the call.
 //!
 //! - `http`: one HTTP/1.1 request with an empty body and `Connection: close`; success is
-//!   the expected status, or any 2xx. Plain `http://` only (the endpoint is local).
+//!   the expected status, or any 2xx. `http://` is spoken directly over a socket (the
+//!   usual endpoint is on the pod's loopback); `https://` goes through the shared client
+//!   ([`crate::http_client`]: certificates verified, optional `ca_file`, redirects not
+//!   followed).
 //! - `signal`: reads the pid file at every reload (the workload may have restarted),
 //!   refuses pids below 1 (`kill(0)` or `kill(-1)` would signal a whole group), sends it.
 //! - `exec`: runs the argv without a shell, stdin/stdout/stderr closed, killed on
@@ -74,10 +77,18 @@ pub async fn run(action: &ReloadAction) -> Result<(), ReloadError> {
         ReloadAction::Http {
             url,
             method,
+            ca_file,
             timeout,
             expected_status,
         } => {
-            let status = tokio::time::timeout(*timeout, http_status(url, method))
+            let request = async {
+                if url.tls {
+                    https_status(url, method, ca_file.as_deref(), *timeout).await
+                } else {
+                    http_status(url, method).await
+                }
+            };
+            let status = tokio::time::timeout(*timeout, request)
                 .await
                 .map_err(|_| ReloadError::Timeout {
                     what: format!("request to {url}"),
@@ -167,6 +178,31 @@ pub async fn run(action: &ReloadAction) -> Result<(), ReloadError> {
                 })
             }
         }
+    }
+}
+
+/// [`http_status`] over TLS.
+async fn https_status(
+    url: &HttpUrl,
+    method: &str,
+    ca_file: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<u16, ReloadError> {
+    let err = |reason: String| ReloadError::Http {
+        url: url.to_string(),
+        source: std::io::Error::other(reason),
+    };
+    let client = crate::http_client::client(timeout, ca_file, false).map_err(err)?;
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| err(format!("{method} is not an HTTP method")))?;
+    match client.request(method, url.to_string()).send().await {
+        Ok(response) => Ok(response.status().as_u16()),
+        // Fixed reasons: reqwest's own text repeats the URL, already in the message.
+        Err(e) if e.is_timeout() => Err(err("timed out".into())),
+        Err(e) if e.is_connect() => Err(err(
+            "cannot connect (refused, or its TLS certificate is not trusted: see ca_file)".into(),
+        )),
+        Err(_) => Err(err("request failed".into())),
     }
 }
 
