@@ -1,21 +1,24 @@
-//! The embedded store against a real redb file in a temporary directory: values round-trip
-//! and never reach the file in the clear, the master key is created, checked and never
-//! replaced, labels and history follow the `Commit` rules, and a write that fails at any
-//! point leaves exactly the state after the previous write (injected failures, and a
-//! writer process killed with SIGKILL).
+//! The embedded store against a real redb file in a temporary directory. First the
+//! `Store` contract cases shared with the Vault store (`tests/common/store_contract.rs`:
+//! values round-trip across a reopen, idempotent `put_version` and conflicts, labels,
+//! timestamps and rollback follow the `Commit` rules, invalid commits write nothing,
+//! history, listing). Then what only the embedded store has: values never reach the file
+//! in the clear, the master key is created, checked and never replaced, and a write that
+//! fails at any point leaves exactly the state after the previous write (injected
+//! failures, and a writer process killed with SIGKILL); concurrent writers all land.
+
+mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use chrono::{DateTime, TimeZone as _, Utc};
-use rotor::domain::{
-    HistoryRecord, Label, Outcome, RotationId, SecretRef, Step, Trigger, VersionMeta, VersionNo,
-};
+use common::store_contract::{self as contract, at, commit, labels_of, record, secret, value};
+use rotor::domain::{HistoryRecord, Label, Outcome, RotationId, SecretRef, VersionMeta, VersionNo};
 use rotor::generator::SecretValue;
 use rotor::store::embedded::EmbeddedStore;
-use rotor::store::{Commit, Store, StoreError};
+use rotor::store::{Store, StoreError};
 
 struct Paths {
     _dir: tempfile::TempDir,
@@ -34,123 +37,76 @@ fn open(p: &Paths) -> EmbeddedStore {
     EmbeddedStore::open(&p.db, &p.key).expect("open store")
 }
 
-fn secret(t: &str, k: &str) -> SecretRef {
-    SecretRef::new(t, k).expect("valid ref")
+/// An embedded store in its own temporary directory, for the contract cases.
+struct Fixture {
+    paths: Paths,
+    store: Option<EmbeddedStore>,
 }
 
-fn at(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_800_000_000 + secs, 0)
-        .single()
-        .expect("valid time")
-}
-
-fn value(s: &str) -> SecretValue {
-    SecretValue::from_bytes(s.as_bytes().to_vec())
-}
-
-fn record(rotation: u64, from: Option<VersionNo>, to: VersionNo, t: i64) -> HistoryRecord {
-    HistoryRecord {
-        rotation: RotationId(rotation),
-        trigger: Trigger::Schedule,
-        from_version: from,
-        to_version: to,
-        outcome: Outcome::Succeeded,
-        error: None,
-        steps: vec![Step::Generate, Step::Apply, Step::Test, Step::Promote],
-        started_at: at(t),
-        finished_at: at(t + 1),
+impl Fixture {
+    fn new() -> Fixture {
+        let paths = paths();
+        let store = Some(open(&paths));
+        Fixture { paths, store }
     }
 }
 
-/// Commits `labels` with a journal that encodes the same labels, so a test can check
-/// that journal and labels always agree.
-fn commit(
-    store: &EmbeddedStore,
-    s: &SecretRef,
-    labels: &[(VersionNo, Label)],
-    history: Option<&HistoryRecord>,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let journal = serde_json::to_vec(labels).expect("encode journal");
-    store.commit(
-        s,
-        Commit {
-            journal: &journal,
-            labels,
-            history,
-            now,
-        },
-    )
+impl contract::Reopen for Fixture {
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref().expect("store is open")
+    }
+    fn reopen(&mut self) {
+        // redb allows one open handle per file: close before opening again.
+        self.store = None;
+        self.store = Some(open(&self.paths));
+    }
 }
 
-fn labels_of(store: &EmbeddedStore, s: &SecretRef) -> Vec<(VersionNo, Label)> {
-    let mut out: Vec<_> = store
-        .versions(s)
-        .expect("versions")
-        .into_iter()
-        .flat_map(|m| m.labels.into_iter().map(move |l| (m.version, l)))
-        .collect();
-    out.sort();
-    out
-}
+// ---------------------------------------------------------------------------------------
+// The `Store` contract, shared with tests/store_vault.rs.
 
 #[test]
 fn values_round_trip_across_reopen() {
-    let p = paths();
-    let s = secret("tenant1", "database_credentials");
-    {
-        let store = open(&p);
-        store
-            .put_version(&s, 1, RotationId(1), &value("first"), at(0))
-            .expect("put");
-        store
-            .put_version(&s, 2, RotationId(2), &value("second"), at(1))
-            .expect("put");
-        assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
-    }
-    let store = open(&p);
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
-    assert_eq!(store.read_value(&s, 2).expect("read").expose(), b"second");
-    let err = store.read_value(&s, 3).expect_err("missing");
-    assert!(
-        matches!(err, StoreError::NoSuchVersion { version: 3, .. }),
-        "{err}"
-    );
-    let err = store
-        .read_value(&secret("tenant2", "database_credentials"), 1)
-        .expect_err("other tenant");
-    assert!(matches!(err, StoreError::NoSuchVersion { .. }), "{err}");
-
-    let versions = store.versions(&s).expect("versions");
-    assert_eq!(
-        versions.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2]
-    );
-    assert_eq!(versions[0].created_at, at(0));
-    assert_eq!(versions[0].rotation, RotationId(1));
-    assert!(versions[0].labels.is_empty());
-    assert_eq!(versions[0].fingerprint.len(), 32);
-    assert_ne!(versions[0].fingerprint, versions[1].fingerprint);
+    contract::values_round_trip_across_reopen(&mut Fixture::new());
 }
 
 #[test]
 fn fingerprints_match_for_equal_values_only() {
-    let p = paths();
-    let store = open(&p);
-    let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("same"), at(0))
-        .expect("put");
-    store
-        .put_version(&s, 2, RotationId(2), &value("same"), at(0))
-        .expect("put");
-    store
-        .put_version(&s, 3, RotationId(3), &value("other"), at(0))
-        .expect("put");
-    let v = store.versions(&s).expect("versions");
-    assert_eq!(v[0].fingerprint, v[1].fingerprint);
-    assert_ne!(v[0].fingerprint, v[2].fingerprint);
+    contract::fingerprints_match_for_equal_values_only(&open(&paths()));
 }
+
+#[test]
+fn put_version_is_idempotent_per_rotation_and_conflicts_otherwise() {
+    contract::put_version_is_idempotent_per_rotation_and_conflicts_otherwise(&open(&paths()));
+}
+
+#[test]
+fn labels_and_timestamps_follow_commits() {
+    contract::labels_and_timestamps_follow_commits(&open(&paths()));
+}
+
+#[test]
+fn rollback_in_grace_keeps_the_original_promotion_time() {
+    contract::rollback_in_grace_keeps_the_original_promotion_time(&open(&paths()));
+}
+
+#[test]
+fn invalid_commits_write_nothing() {
+    contract::invalid_commits_write_nothing(&open(&paths()));
+}
+
+#[test]
+fn history_is_newest_first_limited_and_not_duplicated_by_replays() {
+    contract::history_is_newest_first_limited_and_not_duplicated_by_replays(&mut Fixture::new());
+}
+
+#[test]
+fn secrets_lists_those_with_a_journal() {
+    contract::secrets_lists_those_with_a_journal(&open(&paths()));
+}
+
+// ---------------------------------------------------------------------------------------
+// Encryption at rest and the master key.
 
 #[test]
 fn raw_file_never_contains_the_value_in_any_common_encoding() {
@@ -281,237 +237,8 @@ fn missing_key_is_created_0600_and_never_overwritten() {
     assert_eq!(fs::read(&p.key).expect("read key"), first);
 }
 
-#[test]
-fn put_version_is_idempotent_per_rotation_and_conflicts_otherwise() {
-    let p = paths();
-    let store = open(&p);
-    let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(7), &value("first"), at(0))
-        .expect("put");
-    let before = store.versions(&s).expect("versions");
-    // Replay with a different value and time (a regenerated value after a crash): the
-    // first value stays.
-    store
-        .put_version(&s, 1, RotationId(7), &value("second"), at(5))
-        .expect("replay");
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
-    assert_eq!(store.versions(&s).expect("versions"), before);
-
-    let err = store
-        .put_version(&s, 1, RotationId(8), &value("third"), at(6))
-        .expect_err("conflict");
-    match &err {
-        StoreError::VersionConflict {
-            version,
-            existing,
-            requested,
-            ..
-        } => {
-            assert_eq!(
-                (*version, *existing, *requested),
-                (1, RotationId(7), RotationId(8))
-            );
-        }
-        other => panic!("expected a conflict, got {other}"),
-    }
-    assert!(!err.to_string().contains("third"));
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
-}
-
-#[test]
-fn labels_and_timestamps_follow_commits() {
-    let p = paths();
-    let store = open(&p);
-    let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
-    commit(&store, &s, &[(1, Label::Pending)], None, at(1)).expect("commit");
-    commit(&store, &s, &[(1, Label::Current)], None, at(2)).expect("commit");
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(10))
-        .expect("put");
-    commit(
-        &store,
-        &s,
-        &[(1, Label::Current), (2, Label::Pending)],
-        None,
-        at(11),
-    )
-    .expect("commit");
-    commit(
-        &store,
-        &s,
-        &[(2, Label::Current), (1, Label::Previous)],
-        None,
-        at(12),
-    )
-    .expect("commit");
-
-    let v = store.versions(&s).expect("versions");
-    assert_eq!(v[0].labels, [Label::Previous]);
-    assert_eq!(v[0].promoted_at, Some(at(2)));
-    assert_eq!(v[0].expired_at, None);
-    assert_eq!(v[1].labels, [Label::Current]);
-    assert_eq!(v[1].promoted_at, Some(at(12)));
-
-    commit(&store, &s, &[(2, Label::Current)], None, at(20)).expect("expire");
-    let v = store.versions(&s).expect("versions");
-    assert!(v[0].labels.is_empty());
-    assert_eq!(v[0].expired_at, Some(at(20)));
-    assert_eq!(v[1].expired_at, None);
-
-    // A failed attempt: v3 staged, then discarded.
-    store
-        .put_version(&s, 3, RotationId(3), &value("c"), at(30))
-        .expect("put");
-    commit(
-        &store,
-        &s,
-        &[(2, Label::Current), (3, Label::Pending)],
-        None,
-        at(31),
-    )
-    .expect("stage");
-    commit(&store, &s, &[(2, Label::Current)], None, at(32)).expect("discard");
-    let v = store.versions(&s).expect("versions");
-    assert_eq!(v[2].promoted_at, None);
-    assert_eq!(v[2].expired_at, Some(at(32)));
-    // Expiry time is kept by later commits that do not label it.
-    commit(&store, &s, &[(2, Label::Current)], None, at(40)).expect("again");
-    assert_eq!(
-        store.versions(&s).expect("versions")[0].expired_at,
-        Some(at(20))
-    );
-    assert_eq!(labels_of(&store, &s), [(2, Label::Current)]);
-}
-
-#[test]
-fn rollback_in_grace_keeps_the_original_promotion_time() {
-    let p = paths();
-    let store = open(&p);
-    let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
-    commit(&store, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(2))
-        .expect("put");
-    commit(
-        &store,
-        &s,
-        &[(2, Label::Current), (1, Label::Previous)],
-        None,
-        at(3),
-    )
-    .expect("promote");
-    commit(&store, &s, &[(1, Label::Current)], None, at(4)).expect("rollback");
-    let v = store.versions(&s).expect("versions");
-    assert_eq!(v[0].labels, [Label::Current]);
-    assert_eq!(v[0].promoted_at, Some(at(1)));
-    assert_eq!(v[1].labels, Vec::<Label>::new());
-    assert_eq!(v[1].expired_at, Some(at(4)));
-}
-
-#[test]
-fn invalid_commits_write_nothing() {
-    let p = paths();
-    let store = open(&p);
-    let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
-    commit(&store, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
-    let journal = store.journal(&s).expect("journal");
-    let versions = store.versions(&s).expect("versions");
-
-    let err = commit(
-        &store,
-        &s,
-        &[(1, Label::Previous), (9, Label::Current)],
-        None,
-        at(2),
-    )
-    .expect_err("missing version");
-    assert!(
-        matches!(err, StoreError::NoSuchVersion { version: 9, .. }),
-        "{err}"
-    );
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(3))
-        .expect("put");
-    let versions_2 = store.versions(&s).expect("versions");
-    let err = commit(
-        &store,
-        &s,
-        &[(1, Label::Current), (2, Label::Current)],
-        None,
-        at(4),
-    )
-    .expect_err("two currents");
-    assert!(matches!(err, StoreError::InvalidCommit { .. }), "{err}");
-
-    assert_eq!(store.journal(&s).expect("journal"), journal);
-    assert_eq!(store.versions(&s).expect("versions")[..1], versions[..]);
-    assert_eq!(store.versions(&s).expect("versions"), versions_2);
-}
-
-#[test]
-fn history_is_newest_first_limited_and_not_duplicated_by_replays() {
-    let p = paths();
-    let store = open(&p);
-    let s = secret("t", "k");
-    let other = secret("t", "other");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
-    for i in 1..=5u64 {
-        let rec = record(i, Some(i), i + 1, i as i64 * 10);
-        commit(&store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64)).expect("commit");
-        // A replay of the same commit appends nothing.
-        commit(&store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64)).expect("replay");
-    }
-    let all = store.history(&s, 100).expect("history");
-    assert_eq!(
-        all.iter().map(|r| r.rotation.0).collect::<Vec<_>>(),
-        [5, 4, 3, 2, 1]
-    );
-    let two = store.history(&s, 2).expect("history");
-    assert_eq!(two, all[..2]);
-    assert!(store.history(&s, 0).expect("history").is_empty());
-    assert!(store.history(&other, 10).expect("history").is_empty());
-
-    // Survives reopen, and later appends continue the sequence.
-    drop(store);
-    let store = open(&p);
-    let rec = record(6, Some(6), 7, 60);
-    commit(&store, &s, &[(1, Label::Current)], Some(&rec), at(60)).expect("commit");
-    assert_eq!(store.history(&s, 1).expect("history"), [rec]);
-    assert_eq!(store.history(&s, 100).expect("history").len(), 6);
-}
-
-#[test]
-fn secrets_lists_those_with_a_journal() {
-    let p = paths();
-    let store = open(&p);
-    assert!(store.secrets().expect("secrets").is_empty());
-    let a = secret("tenant1", "api_keys");
-    let b = secret("tenant1", "database_credentials");
-    let c = secret("tenant2", "jwt");
-    let d = secret("tenant2", "no_journal");
-    for s in [&c, &a, &b, &d] {
-        store
-            .put_version(s, 1, RotationId(1), &value("x"), at(0))
-            .expect("put");
-    }
-    for s in [&c, &a, &b] {
-        commit(&store, s, &[(1, Label::Current)], None, at(1)).expect("commit");
-    }
-    assert_eq!(store.secrets().expect("secrets"), [a, b, c]);
-    assert!(store.journal(&d).expect("journal").is_none());
-}
+// ---------------------------------------------------------------------------------------
+// Crash safety and concurrency.
 
 /// Every secret's full observable state, values included.
 #[derive(Debug, PartialEq)]
@@ -851,7 +578,8 @@ fn concurrent_writers_on_one_store_all_land() {
                     store
                         .put_version(&s, v, RotationId(v), &value(&format!("{i}-{v}")), at(0))
                         .expect("put");
-                    commit(&store, &s, &[(v, Label::Current)], None, at(v as i64)).expect("commit");
+                    commit(&*store, &s, &[(v, Label::Current)], None, at(v as i64))
+                        .expect("commit");
                 }
             })
         })
@@ -862,7 +590,7 @@ fn concurrent_writers_on_one_store_all_land() {
     assert_eq!(store.secrets().expect("secrets").len(), 8);
     for i in 0..8 {
         let s = secret("t", &format!("k{i}"));
-        assert_eq!(labels_of(&store, &s), [(5, Label::Current)]);
+        assert_eq!(labels_of(&*store, &s), [(5, Label::Current)]);
         assert_eq!(
             store.read_value(&s, 3).expect("read").expose(),
             format!("{i}-3").as_bytes()

@@ -1,27 +1,30 @@
 //! The Vault store against the in-repo fake Vault (`rotor::store::vault_fake`: no Vault
 //! server can run on these machines), and the same core cases against a real Vault when
-//! `VAULT_ADDR` and `VAULT_TOKEN` are set (otherwise the `real_vault_*` tests print SKIPPED
-//! and pass: CI has no Vault).
+//! `VAULT_ADDR` and `VAULT_TOKEN` are set (otherwise the `real_vault::*` tests print
+//! SKIPPED and pass: CI has no Vault).
 //!
-//! Core cases mirror `tests/store.rs`: round trip, idempotent `put_version` and conflicts,
-//! labels and timestamps, rollback, invalid commits, history, listing. Then what only a
-//! remote store has: a stale writer fenced by check-and-set, retried 500s and timeouts, a
-//! sealed Vault, forced CAS conflicts, a policy denial, Kubernetes login and token
-//! renewal, and no value in any error, `Debug` output or log line.
+//! Core cases: the `Store` contract shared with `tests/store.rs`
+//! (`tests/common/store_contract.rs`: round trip across a reopen, fingerprints, idempotent
+//! `put_version` and conflicts, labels and timestamps, rollback, invalid commits, history,
+//! listing), where a reopen is a new client on the same Vault and prefix, plus a stale
+//! writer fenced by check-and-set. Then what only a remote store has, against the fake:
+//! the KV layout, retried 500s and timeouts, a sealed Vault, forced CAS conflicts, a
+//! policy denial, Kubernetes login and token renewal, no value in any error, `Debug`
+//! output or log line, and the rotation tree and token renewer over this store.
+
+mod common;
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone as _, Utc};
-use rotor::domain::{
-    HistoryRecord, Label, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo,
-};
-use rotor::generator::SecretValue;
+use chrono::Utc;
+use common::store_contract::{self as contract, at, commit, labels_of, secret, value};
+use rotor::domain::{Label, Outcome, RotationId};
 use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
 use rotor::store::vault_fake::{Faults, VaultFake};
-use rotor::store::{Commit, Store, StoreError};
+use rotor::store::{Store, StoreError};
 
 const ROOT: &str = "root-token-for-tests";
 
@@ -40,6 +43,15 @@ impl Env {
     }
     fn fake(&self) -> &VaultFake {
         self.fake.as_deref().expect("fake")
+    }
+}
+
+impl contract::Reopen for Env {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+    fn reopen(&mut self) {
+        self.store = self.replica();
     }
 }
 
@@ -105,284 +117,9 @@ fn rand_suffix() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-fn secret(t: &str, k: &str) -> SecretRef {
-    SecretRef::new(t, k).expect("valid ref")
-}
-
-fn at(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_800_000_000 + secs, 0)
-        .single()
-        .expect("valid time")
-}
-
-fn value(s: &str) -> SecretValue {
-    SecretValue::from_bytes(s.as_bytes().to_vec())
-}
-
-fn record(rotation: u64, from: Option<VersionNo>, to: VersionNo, t: i64) -> HistoryRecord {
-    HistoryRecord {
-        rotation: RotationId(rotation),
-        trigger: Trigger::Schedule,
-        from_version: from,
-        to_version: to,
-        outcome: Outcome::Succeeded,
-        error: None,
-        steps: vec![Step::Generate, Step::Apply, Step::Test, Step::Promote],
-        started_at: at(t),
-        finished_at: at(t + 1),
-    }
-}
-
-fn commit(
-    store: &dyn Store,
-    s: &SecretRef,
-    labels: &[(VersionNo, Label)],
-    history: Option<&HistoryRecord>,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let journal = serde_json::to_vec(labels).expect("encode journal");
-    store.commit(
-        s,
-        Commit {
-            journal: &journal,
-            labels,
-            history,
-            now,
-        },
-    )
-}
-
-fn labels_of(store: &dyn Store, s: &SecretRef) -> Vec<(VersionNo, Label)> {
-    let mut out: Vec<_> = store
-        .versions(s)
-        .expect("versions")
-        .into_iter()
-        .flat_map(|m| m.labels.into_iter().map(move |l| (m.version, l)))
-        .collect();
-    out.sort();
-    out
-}
-
 // ---------------------------------------------------------------------------------------
-// Core cases: one function each, run against the fake and against a real Vault.
-
-fn values_round_trip(env: &Env) {
-    let store = &env.store;
-    let s = secret("tenant1", "database_credentials");
-    store
-        .put_version(&s, 1, RotationId(1), &value("first"), at(0))
-        .expect("put");
-    store
-        .put_version(&s, 2, RotationId(2), &value("second"), at(1))
-        .expect("put");
-    let binary = SecretValue::from_bytes(vec![0xff, 0x00, 0x80]);
-    store
-        .put_version(&s, 3, RotationId(3), &binary, at(2))
-        .expect("put binary");
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
-    // Another process reads what this one wrote.
-    let other = env.replica();
-    assert_eq!(other.read_value(&s, 2).expect("read").expose(), b"second");
-    assert_eq!(
-        other.read_value(&s, 3).expect("read").expose(),
-        binary.expose()
-    );
-    let err = store.read_value(&s, 4).expect_err("missing");
-    assert!(
-        matches!(err, StoreError::NoSuchVersion { version: 4, .. }),
-        "{err}"
-    );
-    let err = store
-        .read_value(&secret("tenant2", "database_credentials"), 1)
-        .expect_err("other tenant");
-    assert!(matches!(err, StoreError::NoSuchVersion { .. }), "{err}");
-
-    let versions = store.versions(&s).expect("versions");
-    assert_eq!(
-        versions.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
-    assert_eq!(versions[0].created_at, at(0));
-    assert_eq!(versions[0].rotation, RotationId(1));
-    assert!(versions[0].labels.is_empty());
-    assert_eq!(versions[0].fingerprint, store.fingerprint(b"first"));
-    assert_eq!(versions[0].fingerprint.len(), 32);
-    assert_ne!(versions[0].fingerprint, versions[1].fingerprint);
-}
-
-fn put_version_idempotent_and_conflicting(env: &Env) {
-    let store = &env.store;
-    let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(7), &value("first"), at(0))
-        .expect("put");
-    let before = store.versions(&s).expect("versions");
-    store
-        .put_version(&s, 1, RotationId(7), &value("second"), at(5))
-        .expect("replay");
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
-    assert_eq!(store.versions(&s).expect("versions"), before);
-    let err = store
-        .put_version(&s, 1, RotationId(8), &value("third"), at(6))
-        .expect_err("conflict");
-    match &err {
-        StoreError::VersionConflict {
-            version,
-            existing,
-            requested,
-            ..
-        } => assert_eq!(
-            (*version, *existing, *requested),
-            (1, RotationId(7), RotationId(8))
-        ),
-        other => panic!("expected a conflict, got {other}"),
-    }
-    assert!(!err.to_string().contains("third"));
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
-}
-
-fn labels_and_timestamps(env: &Env) {
-    let store = &env.store;
-    let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
-    commit(store, &s, &[(1, Label::Pending)], None, at(1)).expect("commit");
-    commit(store, &s, &[(1, Label::Current)], None, at(2)).expect("commit");
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(10))
-        .expect("put");
-    commit(
-        store,
-        &s,
-        &[(1, Label::Current), (2, Label::Pending)],
-        None,
-        at(11),
-    )
-    .expect("commit");
-    commit(
-        store,
-        &s,
-        &[(2, Label::Current), (1, Label::Previous)],
-        None,
-        at(12),
-    )
-    .expect("commit");
-    let v = store.versions(&s).expect("versions");
-    assert_eq!(v[0].labels, [Label::Previous]);
-    assert_eq!(v[0].promoted_at, Some(at(2)));
-    assert_eq!(v[1].labels, [Label::Current]);
-    assert_eq!(v[1].promoted_at, Some(at(12)));
-
-    commit(store, &s, &[(2, Label::Current)], None, at(20)).expect("expire");
-    let v = store.versions(&s).expect("versions");
-    assert!(v[0].labels.is_empty());
-    assert_eq!(v[0].expired_at, Some(at(20)));
-    assert_eq!(v[1].expired_at, None);
-
-    // Rollback in grace keeps the original promotion time.
-    store
-        .put_version(&s, 3, RotationId(3), &value("c"), at(30))
-        .expect("put");
-    commit(
-        store,
-        &s,
-        &[(3, Label::Current), (2, Label::Previous)],
-        None,
-        at(31),
-    )
-    .expect("promote");
-    commit(store, &s, &[(2, Label::Current)], None, at(32)).expect("rollback");
-    let v = store.versions(&s).expect("versions");
-    assert_eq!(v[1].labels, [Label::Current]);
-    assert_eq!(v[1].promoted_at, Some(at(12)));
-    assert_eq!(v[2].expired_at, Some(at(32)));
-    assert_eq!(labels_of(store, &s), [(2, Label::Current)]);
-    assert_eq!(
-        store.journal(&s).expect("journal"),
-        Some(serde_json::to_vec(&[(2u64, Label::Current)]).expect("json"))
-    );
-}
-
-fn invalid_commits_write_nothing(env: &Env) {
-    let store = &env.store;
-    let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
-    commit(store, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
-    let journal = store.journal(&s).expect("journal");
-    let err = commit(
-        store,
-        &s,
-        &[(1, Label::Previous), (9, Label::Current)],
-        None,
-        at(2),
-    )
-    .expect_err("missing version");
-    assert!(
-        matches!(err, StoreError::NoSuchVersion { version: 9, .. }),
-        "{err}"
-    );
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(3))
-        .expect("put");
-    let versions = store.versions(&s).expect("versions");
-    let err = commit(
-        store,
-        &s,
-        &[(1, Label::Current), (2, Label::Current)],
-        None,
-        at(4),
-    )
-    .expect_err("two currents");
-    assert!(matches!(err, StoreError::InvalidCommit { .. }), "{err}");
-    assert_eq!(store.journal(&s).expect("journal"), journal);
-    assert_eq!(store.versions(&s).expect("versions"), versions);
-}
-
-fn history_newest_first(env: &Env) {
-    let store = &env.store;
-    let s = secret("t", "k");
-    let other = secret("t", "other");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
-    for i in 1..=5u64 {
-        let rec = record(i, Some(i), i + 1, i as i64 * 10);
-        commit(store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64)).expect("commit");
-        commit(store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64)).expect("replay");
-    }
-    let all = store.history(&s, 100).expect("history");
-    assert_eq!(
-        all.iter().map(|r| r.rotation.0).collect::<Vec<_>>(),
-        [5, 4, 3, 2, 1]
-    );
-    assert_eq!(store.history(&s, 2).expect("history"), all[..2]);
-    assert!(store.history(&s, 0).expect("history").is_empty());
-    assert!(store.history(&other, 10).expect("history").is_empty());
-    let replica = env.replica();
-    assert_eq!(replica.history(&s, 100).expect("history"), all);
-}
-
-fn secrets_lists_those_with_a_journal(env: &Env) {
-    let store = &env.store;
-    assert!(store.secrets().expect("secrets").is_empty());
-    let a = secret("tenant1", "api_keys");
-    let b = secret("tenant1", "database_credentials");
-    let c = secret("tenant2", "jwt");
-    let d = secret("tenant2", "no_journal");
-    for s in [&c, &a, &b, &d] {
-        store
-            .put_version(s, 1, RotationId(1), &value("x"), at(0))
-            .expect("put");
-    }
-    for s in [&c, &a, &b] {
-        commit(store, s, &[(1, Label::Current)], None, at(1)).expect("commit");
-    }
-    assert_eq!(store.secrets().expect("secrets"), [a, b, c]);
-    assert!(store.journal(&d).expect("journal").is_none());
-}
+// Core cases: the shared `Store` contract and fencing, run against the fake and against a
+// real Vault.
 
 fn stale_writer_is_fenced(env: &Env) {
     let s = secret("t", "fenced");
@@ -438,15 +175,22 @@ fn stale_writer_is_fenced(env: &Env) {
     commit(a, &s, &[(2, Label::Current)], None, at(7)).expect("after re-read");
 }
 
+/// Two tests per case, `fake::NAME` and `real_vault::NAME`, each on a fresh store.
 macro_rules! core_suite {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident: $case:expr),* $(,)?) => {
         mod fake {
-            $(#[test] fn $name() { super::$name(&super::fake_env()); })*
+            use super::*;
+            $(#[test] fn $name() {
+                let case: fn(&mut Env) = $case;
+                case(&mut fake_env());
+            })*
         }
         mod real_vault {
+            use super::*;
             $(#[test] fn $name() {
-                match super::real_env() {
-                    Some(env) => super::$name(&env),
+                let case: fn(&mut Env) = $case;
+                match real_env() {
+                    Some(mut env) => case(&mut env),
                     None => println!("SKIPPED: set VAULT_ADDR and VAULT_TOKEN to run against a real Vault"),
                 }
             })*
@@ -455,13 +199,23 @@ macro_rules! core_suite {
 }
 
 core_suite!(
-    values_round_trip,
-    put_version_idempotent_and_conflicting,
-    labels_and_timestamps,
-    invalid_commits_write_nothing,
-    history_newest_first,
-    secrets_lists_those_with_a_journal,
-    stale_writer_is_fenced,
+    values_round_trip_across_reopen: |env| contract::values_round_trip_across_reopen(env),
+    fingerprints_match_for_equal_values_only:
+        |env| contract::fingerprints_match_for_equal_values_only(&env.store),
+    put_version_is_idempotent_per_rotation_and_conflicts_otherwise:
+        |env| contract::put_version_is_idempotent_per_rotation_and_conflicts_otherwise(&env.store),
+    labels_and_timestamps_follow_commits:
+        |env| contract::labels_and_timestamps_follow_commits(&env.store),
+    rollback_in_grace_keeps_the_original_promotion_time:
+        |env| contract::rollback_in_grace_keeps_the_original_promotion_time(&env.store),
+    invalid_commits_write_nothing: |env| contract::invalid_commits_write_nothing(&env.store),
+    history_is_newest_first_limited_and_not_duplicated_by_replays:
+        |env| contract::history_is_newest_first_limited_and_not_duplicated_by_replays(env),
+    secrets_lists_those_with_a_journal:
+        |env| contract::secrets_lists_those_with_a_journal(&env.store),
+    // `super::`: the closure is expanded inside `fake` and `real_vault`, where the test
+    // itself has this name.
+    stale_writer_is_fenced: |env| super::stale_writer_is_fenced(env),
 );
 
 // ---------------------------------------------------------------------------------------

@@ -5,5 +5,6 @@ pub mod kubelet;
 pub mod receiver;
 pub mod redis_server;
 pub mod rotor_bin;
+pub mod store_contract;
 pub mod targets;
 pub mod tls;
