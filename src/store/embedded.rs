@@ -714,8 +714,7 @@ mod tests {
     #[test]
     fn concurrent_writers_share_fsyncs_and_every_commit_is_covered() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            EmbeddedStore::open(&dir.path().join("s.redb"), &dir.path().join("k")).unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.redb"), &dir.path().join("k")).unwrap();
         const WRITERS: u64 = 16;
         const EACH: u64 = 10;
         std::thread::scope(|scope| {
@@ -742,7 +741,10 @@ mod tests {
         });
         let st = store.group.state.lock().unwrap();
         assert_eq!(st.committed, WRITERS * EACH);
-        assert_eq!(st.durable, st.committed, "every commit was covered by an fsync");
+        assert_eq!(
+            st.durable, st.committed,
+            "every commit was covered by an fsync"
+        );
         assert!(
             st.fsyncs < st.committed,
             "{} fsyncs for {} commits: none shared",
