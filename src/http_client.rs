@@ -46,6 +46,21 @@ pub fn client(
         .map_err(|_| "cannot build the HTTP client".to_owned())
 }
 
+/// Why a request got no answer, in fixed words (reqwest's own text quotes the whole URL,
+/// which may hold a token). `tls`: the request went to an `https://` URL, where a failed
+/// connect may be an untrusted certificate.
+pub fn failure(e: &reqwest::Error, tls: bool) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() && tls {
+        "cannot connect (refused, or its TLS certificate is not trusted: see ca_file)"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1149,3 +1149,18 @@ fn cache_bounds_have_defaults_and_limits() {
     let e = one_error("[cache]\nsize = 10\n", "cache.size", &["unknown"]);
     assert_eq!(e.location.map(|l| l.line), Some(2));
 }
+
+#[test]
+fn a_vault_ca_file_needs_an_https_address() {
+    one_error(
+        r#"
+[store]
+type = "vault"
+address = "http://vault:8200"
+ca_file = "/etc/vault/ca.pem"
+auth = { method = "token", token_file = "/vault/token" }
+"#,
+        "store.ca_file",
+        &["plain http", "https"],
+    );
+}

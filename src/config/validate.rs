@@ -241,6 +241,26 @@ impl Validator<'_, '_> {
         }
     }
 
+    /// An optional `ca_file` (PEM CA bundle): a non-empty path, refused when the URL it
+    /// would verify is plain http.
+    fn ca_file(
+        &mut self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        plain_http: bool,
+    ) -> Option<PathBuf> {
+        let v = value?;
+        if plain_http {
+            self.diag.value(
+                v.span(),
+                key,
+                "is set but the URL is plain http; use an https URL",
+            );
+            return None;
+        }
+        Some(self.non_empty_path(key, Some(v), ""))
+    }
+
     fn non_empty_path(
         &mut self,
         path: &str,
@@ -386,19 +406,8 @@ impl Validator<'_, '_> {
             .namespace
             .as_ref()
             .map(|n| self.vault_path_part("store.namespace", Some(n), "", false));
-        let ca_file = raw
-            .ca_file
-            .as_ref()
-            .map(|c| self.non_empty_path("store.ca_file", Some(c), ""));
-        if let (Some(c), Ok(u)) = (&raw.ca_file, url::Url::parse(&address))
-            && u.scheme() == "http"
-        {
-            self.diag.value(
-                c.span(),
-                "store.ca_file",
-                "is set but the address is plain http; use an https address",
-            );
-        }
+        let plain_http = url::Url::parse(&address).is_ok_and(|u| u.scheme() == "http");
+        let ca_file = self.ca_file("store.ca_file", raw.ca_file.as_ref(), plain_http);
         let master_key_file = self.non_empty_path(
             "store.master_key_file",
             raw.master_key_file.as_ref(),
@@ -841,18 +850,8 @@ impl Validator<'_, '_> {
                     )
                     .ok()?
                     .map(|n| n as u16);
-                let ca_file = match (&r.ca_file, &url) {
-                    (Some(c), Some(u)) if !u.tls => {
-                        self.diag.value(
-                            c.span(),
-                            &join(path, "ca_file"),
-                            "is set but the url is plain http; use an https url",
-                        );
-                        None
-                    }
-                    (Some(c), _) => Some(self.non_empty_path(&join(path, "ca_file"), Some(c), "")),
-                    (None, _) => None,
-                };
+                let plain_http = url.as_ref().is_some_and(|u| !u.tls);
+                let ca_file = self.ca_file(&join(path, "ca_file"), r.ca_file.as_ref(), plain_http);
                 ReloadAction::Http {
                     url: url?,
                     method: method?,
@@ -1876,26 +1875,18 @@ impl Validator<'_, '_> {
                         );
                         String::new()
                     }
-                    Some(u) => {
-                        match crate::target::webhook::HookUrl::parse(u.get_ref()) {
-                            Err(m) => self.diag.value(u.span(), &join(&path, "url"), m),
-                            Ok(parsed) => {
-                                if let (Some(c), false) = (&t.ca_file, parsed.is_https()) {
-                                    self.diag.value(
-                                        c.span(),
-                                        &join(&path, "ca_file"),
-                                        "is set but the url is plain http; use an https url",
-                                    );
-                                }
-                            }
+                    Some(u) => u.get_ref().clone(),
+                };
+                let plain_http = match crate::target::webhook::HookUrl::parse(&url) {
+                    Ok(parsed) => !parsed.is_https(),
+                    Err(m) => {
+                        if let Some(u) = &t.url {
+                            self.diag.value(u.span(), &join(&path, "url"), m);
                         }
-                        u.get_ref().clone()
+                        false
                     }
                 };
-                let ca_file = t
-                    .ca_file
-                    .as_ref()
-                    .map(|c| self.non_empty_path(&join(&path, "ca_file"), Some(c), ""));
+                let ca_file = self.ca_file(&join(&path, "ca_file"), t.ca_file.as_ref(), plain_http);
                 TargetConfig::Webhook {
                     url,
                     hmac_key_file: self.required_file(

@@ -52,28 +52,10 @@ impl Poster {
         }
         let resp = match req.send().await {
             Ok(resp) => resp,
-            // Fixed reasons only: reqwest's error text would quote the URL.
-            Err(e) if e.is_timeout() => {
+            Err(e) => {
                 return Attempt::Retry {
-                    reason: "timeout".into(),
-                    after: None,
-                };
-            }
-            Err(e) if e.is_connect() => {
-                return Attempt::Retry {
-                    reason: "connection failed".into(),
-                    after: None,
-                };
-            }
-            Err(e) if e.is_builder() || e.is_request() => {
-                return Attempt::Retry {
-                    reason: "request failed".into(),
-                    after: None,
-                };
-            }
-            Err(_) => {
-                return Attempt::Retry {
-                    reason: "request failed".into(),
+                    reason: crate::http_client::failure(&e, uri.scheme_str() == Some("https"))
+                        .into(),
                     after: None,
                 };
             }

@@ -196,27 +196,10 @@ impl WebhookTarget {
             .body(body.to_vec())
             .send()
             .await;
-        let response = match sent {
-            Ok(r) => r,
-            // Fixed wording: reqwest's error text quotes the whole URL.
-            Err(e) if e.is_timeout() => {
-                return Err(fail(format!(
-                    "no answer from {authority} within {:?}",
-                    self.timeout
-                )));
-            }
-            Err(e) if e.is_connect() => {
-                return Err(fail(format!(
-                    "cannot connect to {authority}{}",
-                    if self.url.is_https() {
-                        " (refused, or its TLS certificate is not trusted: see ca_file)"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-            Err(_) => return Err(fail(format!("request to {authority} failed"))),
-        };
+        let response = sent.map_err(|e| {
+            let why = crate::http_client::failure(&e, self.url.is_https());
+            fail(format!("request to {authority}: {why}"))
+        })?;
         let status = response.status();
         // The body is not read into the error: an endpoint might echo the value. Dropping
         // the response closes or returns the connection.

@@ -197,12 +197,7 @@ async fn https_status(
         .map_err(|_| err(format!("{method} is not an HTTP method")))?;
     match client.request(method, url.to_string()).send().await {
         Ok(response) => Ok(response.status().as_u16()),
-        // Fixed reasons: reqwest's own text repeats the URL, already in the message.
-        Err(e) if e.is_timeout() => Err(err("timed out".into())),
-        Err(e) if e.is_connect() => Err(err(
-            "cannot connect (refused, or its TLS certificate is not trusted: see ca_file)".into(),
-        )),
-        Err(_) => Err(err("request failed".into())),
+        Err(e) => Err(err(crate::http_client::failure(&e, true).into())),
     }
 }
 
