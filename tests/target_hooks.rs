@@ -129,6 +129,22 @@ async fn serve(h: Hook) -> String {
     format!("http://{addr}/hook")
 }
 
+/// A webhook target on `url` signing with `key_file`, trusting `ca_file`, 5 s timeout.
+fn webhook_target(
+    env: &Env,
+    url: &str,
+    key_file: &std::path::Path,
+    ca_file: Option<std::path::PathBuf>,
+) -> WebhookTarget {
+    WebhookTarget::new(
+        HookUrl::parse(url).unwrap(),
+        key_file.to_owned(),
+        ca_file,
+        Duration::from_secs(5),
+        env.store.clone(),
+    )
+}
+
 #[tokio::test]
 async fn webhook_posts_signed_steps_and_its_status_decides() {
     let env = Env::new();
@@ -136,13 +152,7 @@ async fn webhook_posts_signed_steps_and_its_status_decides() {
     std::fs::write(&key_file, "hook-signing-key\n").unwrap();
     let h = Hook::default();
     let url = serve(h.clone()).await;
-    let t = WebhookTarget::new(
-        HookUrl::parse(&url).unwrap(),
-        key_file.clone(),
-        None,
-        Duration::from_secs(5),
-        env.store.clone(),
-    );
+    let t = webhook_target(&env, &url, &key_file, None);
     let s = secret("provider_api_key");
     let v1 = env.generate(&t, &s, 1, &password_spec());
     t.apply(&s, 1, &v1).await.expect("apply");
@@ -165,13 +175,7 @@ async fn webhook_posts_signed_steps_and_its_status_decides() {
         ..Hook::default()
     };
     let url = serve(failing).await;
-    let t = WebhookTarget::new(
-        HookUrl::parse(&url).unwrap(),
-        key_file.clone(),
-        None,
-        Duration::from_secs(5),
-        env.store.clone(),
-    );
+    let t = webhook_target(&env, &url, &key_file, None);
     let err = t.test(&s, 1, &v1).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Test);
     assert!(err.to_string().contains("422"), "{err}");
@@ -208,13 +212,7 @@ async fn webhook_redirects_are_not_followed() {
     let elsewhere = Hook::default();
     let elsewhere_url = serve(elsewhere.clone()).await;
     let url = redirector(elsewhere_url).await;
-    let t = WebhookTarget::new(
-        HookUrl::parse(&url).unwrap(),
-        key_file,
-        None,
-        Duration::from_secs(5),
-        env.store.clone(),
-    );
+    let t = webhook_target(&env, &url, &key_file, None);
     let s = secret("provider_api_key");
     let v1 = env.generate(&t, &s, 1, &password_spec());
     let err = t.apply(&s, 1, &v1).await.unwrap_err();
@@ -242,13 +240,7 @@ async fn webhook_over_https_verifies_the_certificate_and_never_quotes_the_url() 
     let url = receiver.url("/v1/rotate/TOKEN-IN-PATH?auth=TOKEN-IN-QUERY");
     let s = secret("provider_api_key");
 
-    let trusting = WebhookTarget::new(
-        HookUrl::parse(&url).unwrap(),
-        key_file.clone(),
-        Some(receiver.cert.clone()),
-        Duration::from_secs(5),
-        env.store.clone(),
-    );
+    let trusting = webhook_target(&env, &url, &key_file, Some(receiver.cert.clone()));
     let v1 = env.generate(&trusting, &s, 1, &password_spec());
     trusting.apply(&s, 1, &v1).await.expect("apply over TLS");
     trusting.test(&s, 1, &v1).await.expect("test over TLS");
@@ -272,13 +264,7 @@ async fn webhook_over_https_verifies_the_certificate_and_never_quotes_the_url() 
     assert_eq!(apply["value"].as_str().unwrap().as_bytes(), v1.expose());
 
     // The same endpoint without its CA: the handshake fails, nothing is sent.
-    let untrusting = WebhookTarget::new(
-        HookUrl::parse(&url).unwrap(),
-        key_file.clone(),
-        None,
-        Duration::from_secs(5),
-        env.store.clone(),
-    );
+    let untrusting = webhook_target(&env, &url, &key_file, None);
     let err = untrusting.apply(&s, 1, &v1).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("not trusted"), "{text}");
@@ -294,13 +280,7 @@ async fn webhook_over_https_verifies_the_certificate_and_never_quotes_the_url() 
 
     // A ca_file that is missing fails the step, naming the file.
     let missing = env.dir.path().join("no-such-ca.pem");
-    let broken = WebhookTarget::new(
-        HookUrl::parse(&url).unwrap(),
-        key_file,
-        Some(missing),
-        Duration::from_secs(5),
-        env.store.clone(),
-    );
+    let broken = webhook_target(&env, &url, &key_file, Some(missing));
     let text = broken.test(&s, 1, &v1).await.unwrap_err().to_string();
     assert!(text.contains("no-such-ca.pem"), "{text}");
 }

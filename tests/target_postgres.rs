@@ -99,7 +99,22 @@ async fn roles(n: usize) -> Option<Roles> {
     Some(Roles(names))
 }
 
-async fn login(user: &str, password: &str) -> bool {
+/// An admin role (password `admin-right-pw-1`) beside `roles`, dropped with the guard.
+async fn admin_role(roles: &Roles) -> (String, Roles) {
+    let name = format!("{}_admin", roles.0[0]);
+    let guard = Roles(vec![name.clone()]);
+    admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE \"{name}\" LOGIN CREATEROLE PASSWORD 'admin-right-pw-1' IN ROLE rotor_managed"
+        ))
+        .await
+        .unwrap();
+    (name, guard)
+}
+
+/// Connection settings for the test database as `user`.
+fn as_user(user: &str, password: &str) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
@@ -108,7 +123,11 @@ async fn login(user: &str, password: &str) -> bool {
         .user(user)
         .password(password)
         .connect_timeout(Duration::from_secs(5));
-    match config.connect(NoTls).await {
+    config
+}
+
+async fn login(user: &str, password: &str) -> bool {
+    match as_user(user, password).connect(NoTls).await {
         Ok((client, conn)) => {
             tokio::spawn(conn);
             client.simple_query("SELECT 1").await.is_ok()
@@ -216,13 +235,7 @@ async fn alternating_both_work_in_grace_and_the_old_is_refused_after_expiry() {
 
 /// A session logged in as `user`, kept open.
 async fn session(user: &str, password: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(5432)
-        .dbname("test")
-        .user(user)
-        .password(password)
-        .connect_timeout(Duration::from_secs(5))
+    let (client, conn) = as_user(user, password)
         .connect(NoTls)
         .await
         .expect("session");
@@ -320,15 +333,7 @@ async fn errors_name_the_role_never_the_password() {
     assert!(!text.contains(&creds(&v1).password), "{text}");
 
     // A wrong admin password: apply fails, the text holds neither password.
-    let admin_role = format!("{}_admin", roles.0[0]);
-    let _admin_guard = Roles(vec![admin_role.clone()]);
-    admin()
-        .await
-        .batch_execute(&format!(
-            "CREATE ROLE \"{admin_role}\" LOGIN CREATEROLE PASSWORD 'admin-right-pw-1' IN ROLE rotor_managed"
-        ))
-        .await
-        .unwrap();
+    let (admin_role, _admin_guard) = admin_role(&roles).await;
     let bad = PostgresTarget::new(
         admin_url_file(
             &env,
@@ -389,15 +394,7 @@ async fn wait_for<F: FnMut() -> bool>(what: &str, mut check: F) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
     let Some(roles) = roles(2).await else { return };
-    let admin_role = format!("{}_admin", roles.0[0]);
-    let _admin_guard = Roles(vec![admin_role.clone()]);
-    admin()
-        .await
-        .batch_execute(&format!(
-            "CREATE ROLE \"{admin_role}\" LOGIN CREATEROLE PASSWORD 'admin-right-pw-1' IN ROLE rotor_managed"
-        ))
-        .await
-        .unwrap();
+    let (admin_role, _admin_guard) = admin_role(&roles).await;
     let dir = tempfile::tempdir().unwrap();
     let url_file = dir.path().join("pg-admin-url");
     std::fs::write(
