@@ -355,7 +355,18 @@ async fn jwks(
     use sha2::Digest as _;
     let Path((tenant, key)) = path?;
     let secret = secret_ref(&tenant, &key)?;
-    let body = state.backend.jwks(secret).await?;
+    // One answer for an unknown secret and for one without a public set: this route needs
+    // no token, so its 404 must not tell a caller which secrets exist.
+    let body = match state.backend.jwks(secret).await {
+        Ok(body) => body,
+        Err(AdminError::UnknownSecret(_) | AdminError::NotFound(_)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no public key set is served at this path",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let digest = sha2::Sha256::digest(&body);
     let etag = format!("\"{}\"", hex::encode(&digest[..16]));
     let cached = headers
