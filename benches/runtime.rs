@@ -343,7 +343,7 @@ fn restart_latency(rounds: usize) {
                 .await
                 .expect("tree");
             let secret = secrets(1).remove(0);
-            let name = rotation::actor_name(&tree.shared.namespace, &secret);
+            let name = rotation::actor_name(&tree.context.namespace, &secret);
             let lookup = || -> Option<ActorRef<RotationMsg>> {
                 ractor::registry::where_is(name.clone()).map(ActorRef::from)
             };

@@ -12,7 +12,7 @@ use ractor::ActorRef;
 use ractor::rpc::CallResult;
 
 use super::metrics::{self as metrics_actor, MetricsMsg};
-use super::rotation::{self, RotationMsg, RotationSpec, Shared};
+use super::rotation::{self, RotationMsg, RotationSpec, RotationContext};
 use crate::api::{Admin, AdminError, ScheduleEntry};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, Trigger, VersionMeta};
 use crate::machine::Rejection;
@@ -21,7 +21,7 @@ use crate::machine::Rejection;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct ActorAdmin {
-    pub shared: Arc<Shared>,
+    pub context: Arc<RotationContext>,
     pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
     pub ready: Arc<AtomicBool>,
 }
@@ -36,7 +36,7 @@ impl ActorAdmin {
     }
 
     fn actor(&self, secret: &SecretRef) -> Result<ActorRef<RotationMsg>, AdminError> {
-        ractor::registry::where_is(rotation::actor_name(&self.shared.namespace, secret))
+        ractor::registry::where_is(rotation::actor_name(&self.context.namespace, secret))
             .map(ActorRef::from)
             .ok_or_else(|| {
                 AdminError::Unavailable(format!(
@@ -118,7 +118,7 @@ impl Admin for ActorAdmin {
     fn versions(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<VersionMeta>, AdminError>> {
         Box::pin(async move {
             self.known(&secret)?;
-            let store = self.shared.store.clone();
+            let store = self.context.store.clone();
             self.blocking(move || store.versions(&secret)).await
         })
     }
@@ -130,7 +130,7 @@ impl Admin for ActorAdmin {
     ) -> BoxFuture<'_, Result<Vec<HistoryRecord>, AdminError>> {
         Box::pin(async move {
             self.known(&secret)?;
-            let store = self.shared.store.clone();
+            let store = self.context.store.clone();
             self.blocking(move || store.history(&secret, limit)).await
         })
     }
@@ -138,7 +138,7 @@ impl Admin for ActorAdmin {
     fn schedule(&self) -> BoxFuture<'_, Result<Vec<ScheduleEntry>, AdminError>> {
         Box::pin(async move {
             Ok(self
-                .shared
+                .context
                 .board
                 .snapshot()
                 .into_iter()
@@ -159,7 +159,7 @@ impl Admin for ActorAdmin {
         Box::pin(async move {
             let actor: ActorRef<MetricsMsg> = ractor::registry::where_is(format!(
                 "{}{}",
-                self.shared.namespace,
+                self.context.namespace,
                 metrics_actor::NAME
             ))
             .map(ActorRef::from)

@@ -25,7 +25,7 @@ use super::metrics::{self as metrics_actor, MetricsActor};
 use super::notifier::{self, Deliveries, Notifier, Undelivered};
 use super::publisher::{self, PublisherActor};
 use super::root::{Root, RootExit, spawn_root};
-use super::rotation::{self, RotationActor, RotationSpec, Shared};
+use super::rotation::{self, RotationActor, RotationSpec, RotationContext};
 use super::scheduler::Scheduler;
 use super::supervisor::{Backoff, ChildSpec, Intensity, Restart, SupervisorArgs, SupervisorEvent};
 use super::watcher::{self, WatchContext, WatcherActor};
@@ -93,7 +93,7 @@ const DRAIN_MARGIN: Duration = Duration::from_millis(250);
 /// The running tree and what the API needs to reach it.
 pub struct Tree {
     pub root: Root,
-    pub shared: Arc<Shared>,
+    pub context: Arc<RotationContext>,
     /// Every managed secret and its spec, for 404s and the schedule.
     pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
     ready: Arc<AtomicBool>,
@@ -121,7 +121,7 @@ impl Tree {
     /// logged by channel.
     pub async fn shutdown(&mut self, timeout: Duration) -> RootExit {
         let deadline = tokio::time::Instant::now() + timeout.saturating_sub(DRAIN_MARGIN);
-        self.shared.slots.close();
+        self.context.slots.close();
         let exit = self.root.shutdown(timeout).await;
         let Undelivered(lost) = self.deliveries.drain(deadline).await;
         for (channel, n) in lost {
@@ -273,10 +273,10 @@ pub fn spec_for(
 /// (`watch/` next to the embedded store's file).
 fn watch_context(
     config: &Config,
-    shared: &Arc<Shared>,
+    context: &Arc<RotationContext>,
     options: &TreeOptions,
 ) -> Arc<WatchContext> {
-    let store = shared.store.clone();
+    let store = context.store.clone();
     let state_dir = match &config.store {
         crate::config::StoreConfig::Embedded { path, .. } => path
             .parent()
@@ -288,7 +288,7 @@ fn watch_context(
     };
     Arc::new(WatchContext {
         namespace: options.namespace.clone(),
-        metrics: shared.metrics.clone(),
+        metrics: context.metrics.clone(),
         clock: options.clock,
         fingerprint: Arc::new(move |bytes| store.fingerprint(bytes)),
         limiter: Arc::new(ReloadLimiter::new(config.watch.max_reloads_per_minute)),
@@ -315,7 +315,7 @@ pub async fn start(
         capacity: config.cache.max_entries,
     };
     let store: Arc<dyn Store> = Arc::new(CachedStore::new(store, cache, metrics.clone()));
-    let shared = Arc::new(Shared {
+    let context = Arc::new(RotationContext {
         store: store.clone(),
         metrics: metrics.clone(),
         clock: options.clock,
@@ -348,19 +348,19 @@ pub async fn start(
 
     let rotation_children = {
         let secrets = secrets.clone();
-        let shared = shared.clone();
+        let context = context.clone();
         move || {
             secrets
                 .values()
                 .map(|spec| {
                     let spec = spec.clone();
-                    let shared = shared.clone();
+                    let context = context.clone();
                     ChildSpec::actor(
                         spec.secret.to_string(),
                         "rotation",
                         Restart::Permanent,
-                        Some(rotation::actor_name(&shared.namespace, &spec.secret)),
-                        move || (RotationActor, (spec.clone(), shared.clone())),
+                        Some(rotation::actor_name(&context.namespace, &spec.secret)),
+                        move || (RotationActor, (spec.clone(), context.clone())),
                     )
                 })
                 .collect::<Vec<_>>()
@@ -377,7 +377,7 @@ pub async fn start(
                 .with_observer(observer.clone())
         }
     };
-    let watch_ctx = watch_context(config, &shared, &options);
+    let watch_ctx = watch_context(config, &context, &options);
     metrics.mounts.set(if config.watch.enabled {
         config.mounts.len() as i64
     } else {
@@ -391,7 +391,7 @@ pub async fn start(
             Vec::new()
         };
         let publish: Vec<_> = config.publish.iter().cloned().map(Arc::new).collect();
-        let store = shared.store.clone();
+        let store = context.store.clone();
         move || {
             // Publishers first: on a laptop they create the directories the watchers watch.
             let publishers = publish.iter().map(|p| {
@@ -493,7 +493,7 @@ pub async fn start(
     }
     Ok(Tree {
         root,
-        shared,
+        context,
         secrets,
         ready,
         deliveries,
