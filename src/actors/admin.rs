@@ -20,6 +20,15 @@ use crate::machine::Rejection;
 /// How long an API call waits for an actor before answering 503.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What an operator asks a secret's rotation actor to do through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AdminAction {
+    /// Start a rotation now.
+    Rotate,
+    /// Roll back the rotation in grace.
+    Rollback,
+}
+
 pub struct ActorAdmin {
     pub context: Arc<RotationContext>,
     pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
@@ -45,21 +54,22 @@ impl ActorAdmin {
             })
     }
 
-    async fn call(&self, secret: SecretRef, rollback: bool) -> Result<RotationId, AdminError> {
+    async fn call(&self, secret: SecretRef, action: AdminAction) -> Result<RotationId, AdminError> {
         self.known(&secret)?;
         let actor = self.actor(&secret)?;
-        let r = if rollback {
-            actor.call(RotationMsg::Rollback, Some(CALL_TIMEOUT)).await
-        } else {
-            actor
-                .call(
-                    |reply| RotationMsg::Rotate {
-                        trigger: Trigger::Api,
-                        reply,
-                    },
-                    Some(CALL_TIMEOUT),
-                )
-                .await
+        let r = match action {
+            AdminAction::Rollback => actor.call(RotationMsg::Rollback, Some(CALL_TIMEOUT)).await,
+            AdminAction::Rotate => {
+                actor
+                    .call(
+                        |reply| RotationMsg::Rotate {
+                            trigger: Trigger::Api,
+                            reply,
+                        },
+                        Some(CALL_TIMEOUT),
+                    )
+                    .await
+            }
         };
         match r {
             Ok(CallResult::Success(Ok(id))) => Ok(id),
@@ -108,11 +118,11 @@ impl Admin for ActorAdmin {
     }
 
     fn rotate(&self, secret: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
-        Box::pin(self.call(secret, false))
+        Box::pin(self.call(secret, AdminAction::Rotate))
     }
 
     fn rollback(&self, secret: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
-        Box::pin(self.call(secret, true))
+        Box::pin(self.call(secret, AdminAction::Rollback))
     }
 
     fn versions(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<VersionMeta>, AdminError>> {
