@@ -217,11 +217,11 @@ pub fn target_for(target: &TargetConfig, reader: &ValueReader) -> Arc<dyn Target
             // Validation refuses such URLs; a config built by hand that slips past it gets
             // a target that fails every step instead of sending a value off the machine.
             Err(_) => {
-                let t = NoneTarget::new();
+                let refusing = NoneTarget::new();
                 for op in ["apply", "test", "promote", "revoke"] {
-                    t.fail(op);
+                    refusing.fail(op);
                 }
-                Arc::new(t)
+                Arc::new(refusing)
             }
         },
     }
@@ -240,22 +240,22 @@ pub fn spec_for(
     let schedule_policy = policy.clone();
     let schedule_secret = secret.clone();
     let target: Arc<dyn Target> = match &options.target_override {
-        Some(t) => t.clone(),
+        Some(target) => target.clone(),
         None => target_for(&cfg.target, reader),
     };
-    let td = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
+    let to_delta = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
     Arc::new(RotationSpec {
         secret,
         policy: policy.name.clone(),
         generator: policy.generator.clone(),
-        grace: td(policy.grace),
+        grace: to_delta(policy.grace),
         max_attempts: policy.max_attempts,
-        retry_backoff: td(config.runtime.retry_backoff),
-        retry_backoff_max: td(config.runtime.retry_backoff_max),
+        retry_backoff: to_delta(config.runtime.retry_backoff),
+        retry_backoff_max: to_delta(config.runtime.retry_backoff_max),
         expiry_gate: match policy.expire_after {
             ExpireAfter::Grace => ExpiryGate::Grace,
             ExpireAfter::GraceAndConsumers { max_extension } => ExpiryGate::GraceAndConsumers {
-                max_extension: td(max_extension),
+                max_extension: to_delta(max_extension),
             },
         },
         next_due: Arc::new(move |last, now| {
@@ -280,7 +280,7 @@ fn watch_context(
     let state_dir = match &config.store {
         crate::config::StoreConfig::Embedded { path, .. } => path
             .parent()
-            .map(|p| p.join("watch"))
+            .map(|dir| dir.join("watch"))
             .or_else(|| Some("watch".into())),
         // No local data directory with a remote store: last-seen fingerprints are kept in
         // memory only.
@@ -329,7 +329,12 @@ pub async fn start(
     let secrets: BTreeMap<SecretRef, Arc<RotationSpec>> = config
         .secrets
         .iter()
-        .map(|s| (s.secret.clone(), spec_for(s, config, &options, &store)))
+        .map(|secret_cfg| {
+            (
+                secret_cfg.secret.clone(),
+                spec_for(secret_cfg, config, &options, &store),
+            )
+        })
         .collect();
     let secrets = Arc::new(secrets);
     metrics.secrets_managed.set(secrets.len() as i64);
@@ -394,26 +399,26 @@ pub async fn start(
         let store = context.store.clone();
         move || {
             // Publishers first: on a laptop they create the directories the watchers watch.
-            let publishers = publish.iter().map(|p| {
-                let p = p.clone();
+            let publishers = publish.iter().map(|destination| {
+                let destination = destination.clone();
                 let store = store.clone();
                 ChildSpec::actor(
-                    format!("publish:{}", p.path.display()),
+                    format!("publish:{}", destination.path.display()),
                     "publisher",
                     Restart::Permanent,
-                    Some(publisher::actor_name(&ctx.namespace, &p.path)),
-                    move || (PublisherActor, (p.clone(), store.clone())),
+                    Some(publisher::actor_name(&ctx.namespace, &destination.path)),
+                    move || (PublisherActor, (destination.clone(), store.clone())),
                 )
             });
-            let watchers = mounts.iter().map(|m| {
-                let m = m.clone();
+            let watchers = mounts.iter().map(|mount| {
+                let mount = mount.clone();
                 let ctx = ctx.clone();
                 ChildSpec::actor(
-                    format!("watch:{}", m.path.display()),
+                    format!("watch:{}", mount.path.display()),
                     "watcher",
                     Restart::Permanent,
-                    Some(watcher::actor_name(&ctx.namespace, &m.path)),
-                    move || (WatcherActor, (m.clone(), ctx.clone())),
+                    Some(watcher::actor_name(&ctx.namespace, &mount.path)),
+                    move || (WatcherActor, (mount.clone(), ctx.clone())),
                 )
             });
             publishers.chain(watchers).collect::<Vec<_>>()
@@ -429,26 +434,35 @@ pub async fn start(
         }
     };
     let ns = options.namespace.clone();
-    let m = metrics.clone();
-    let b = board.clone();
-    let m2 = metrics.clone();
+    let actor_metrics = metrics.clone();
+    let actor_board = board.clone();
+    let notifier_metrics = metrics.clone();
     let notify = config.notify.clone();
     let deliveries = Deliveries::default();
-    let d = deliveries.clone();
+    let notifier_deliveries = deliveries.clone();
     let mut children = vec![
         ChildSpec::actor(
             "metrics",
             "metrics",
             Restart::Permanent,
             Some(format!("{ns}{}", metrics_actor::NAME)),
-            move || (MetricsActor, (m.clone(), b.clone())),
+            move || (MetricsActor, (actor_metrics.clone(), actor_board.clone())),
         ),
         ChildSpec::actor(
             "notifier",
             "notifier",
             Restart::Permanent,
             Some(format!("{ns}{}", notifier::NAME)),
-            move || (Notifier, (m2.clone(), notify.clone(), d.clone())),
+            move || {
+                (
+                    Notifier,
+                    (
+                        notifier_metrics.clone(),
+                        notify.clone(),
+                        notifier_deliveries.clone(),
+                    ),
+                )
+            },
         )
         // Drained, not stopped: the last events of the stopping rotation actors still go
         // out.
