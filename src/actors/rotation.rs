@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use super::notifier::{self, NotifierMsg};
 use super::scheduler::Scheduler;
 use crate::clock::Clock;
-use crate::domain::{ErrorKind, RotationId, SecretRef, Step, Trigger, VersionNo};
+use crate::domain::{ErrorKind, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo};
 use crate::generator::{self, GeneratorSpec};
 use crate::machine::{
     self, Effect, Event, ExpiryGate, Notice, Phase, Rejection, Rules, SecretState,
@@ -175,25 +175,11 @@ impl Actor for RotationActor {
         match msg {
             RotationMsg::Rotate { trigger, reply } => {
                 let r = Box::pin(state.drive(&myself, Event::Rotate { trigger })).await?;
-                let r = r.map(|_| {
-                    state
-                        .machine
-                        .phase
-                        .run()
-                        .map_or(RotationId(state.machine.rotations_started), |r| r.rotation)
-                });
                 // The caller may have given up (timeout); that is fine.
                 let _ = reply.send(r);
             }
             RotationMsg::Rollback(reply) => {
                 let r = Box::pin(state.drive(&myself, Event::Rollback)).await?;
-                let r = r.map(|_| {
-                    state
-                        .machine
-                        .phase
-                        .run()
-                        .map_or(RotationId(state.machine.rotations_started), |r| r.rotation)
-                });
                 let _ = reply.send(r);
             }
             RotationMsg::Status(reply) => {
@@ -269,12 +255,13 @@ impl RotationState {
         Ok(())
     }
 
-    /// Steps the machine, persists, then executes the effects.
+    /// Steps the machine, persists, then executes the effects. Answers with the id of the
+    /// attempt the step concerned.
     async fn drive(
         &mut self,
         myself: &ActorRef<RotationMsg>,
         event: Event,
-    ) -> Result<Result<(), Rejection>, ActorProcessingErr> {
+    ) -> Result<Result<RotationId, Rejection>, ActorProcessingErr> {
         let now = self.context.clock.now();
         let spec = self.spec.clone();
         let next_due = |last, now| (spec.next_due)(last, now);
@@ -330,11 +317,14 @@ impl RotationState {
         ) {
             self.slot = None;
         }
+        if let Some(outcome) = t.outcome {
+            self.count_outcome(outcome, now);
+        }
         for effect in t.effects {
             self.execute(myself, effect, now);
         }
         self.context.board.set(&self.spec.secret, self.status());
-        Ok(Ok(()))
+        Ok(Ok(t.rotation))
     }
 
     fn execute(&mut self, myself: &ActorRef<RotationMsg>, effect: Effect, now: DateTime<Utc>) {
@@ -346,37 +336,35 @@ impl RotationState {
         }
     }
 
-    fn notify(&self, rotation: RotationId, notice: Notice, now: DateTime<Utc>) {
+    /// Counts the result an attempt reached (the machine says which, once per result).
+    fn count_outcome(&self, outcome: Outcome, now: DateTime<Utc>) {
         let m = &self.context.metrics;
         let policy = &self.spec.policy;
         let mut duration = None;
-        let outcome = match &notice {
-            Notice::Succeeded { .. } => {
-                if let Some(run) = self.machine.phase.run() {
-                    let secs = (now - run.started_at).num_milliseconds().max(0) as f64 / 1000.0;
-                    m.rotation_duration_seconds
-                        .get_or_create(&crate::metrics::PolicyLabels {
-                            policy: policy.clone(),
-                        })
-                        .observe(secs);
-                    duration = Some(secs);
-                }
-                Some("succeeded")
-            }
-            // An attempt that used up the budget counts once, as abandoned (Stuck below).
-            Notice::Failed {
-                retry_at: Some(_), ..
-            } => Some("failed"),
-            Notice::RolledBack { .. } => Some("rolled_back"),
-            Notice::Stuck { .. } => Some("abandoned"),
-            _ => None,
-        };
-        if let Some(outcome) = outcome {
-            m.rotation(policy, outcome);
-            let secret = &self.spec.secret;
-            let promoted_at = (outcome == "succeeded").then(|| now.timestamp());
-            m.secret_rotation(&secret.tenant, &secret.key, outcome, duration, promoted_at);
+        if outcome == Outcome::Succeeded
+            && let Some(run) = self.machine.phase.run()
+        {
+            let secs = (now - run.started_at).num_milliseconds().max(0) as f64 / 1000.0;
+            m.rotation_duration_seconds
+                .get_or_create(&crate::metrics::PolicyLabels {
+                    policy: policy.clone(),
+                })
+                .observe(secs);
+            duration = Some(secs);
         }
+        m.rotation(policy, outcome.as_str());
+        let secret = &self.spec.secret;
+        let promoted_at = (outcome == Outcome::Succeeded).then(|| now.timestamp());
+        m.secret_rotation(
+            &secret.tenant,
+            &secret.key,
+            outcome.as_str(),
+            duration,
+            promoted_at,
+        );
+    }
+
+    fn notify(&self, rotation: RotationId, notice: Notice, now: DateTime<Utc>) {
         notifier::send(
             &self.context.namespace,
             NotifierMsg::Event {
