@@ -153,8 +153,8 @@ impl Admin for ActorAdmin {
                 .snapshot()
                 .into_iter()
                 .map(|(secret, s)| ScheduleEntry {
-                    tenant_id: secret.tenant,
-                    secret_key: secret.key,
+                    tenant_id: secret.tenant().to_owned(),
+                    secret_key: secret.key().to_owned(),
                     policy: s.policy,
                     phase: s.phase.to_owned(),
                     current_version: s.current,

@@ -356,8 +356,8 @@ impl RotationState {
         let secret = &self.spec.secret;
         let promoted_at = (outcome == Outcome::Succeeded).then(|| now.timestamp());
         m.secret_rotation(
-            &secret.tenant,
-            &secret.key,
+            secret.tenant(),
+            secret.key(),
             outcome.as_str(),
             duration,
             promoted_at,

@@ -230,8 +230,8 @@ impl Notification {
             event: notice.kind(),
             severity,
             at,
-            tenant: Some(secret.tenant.clone()),
-            key: Some(secret.key.clone()),
+            tenant: Some(secret.tenant().to_owned()),
+            key: Some(secret.key().to_owned()),
             rotation: Some(rotation.0),
             version,
             previous_version: previous,
@@ -336,10 +336,7 @@ mod tests {
 
     #[test]
     fn every_notice_kind_is_a_subscribable_event() {
-        let s = SecretRef {
-            tenant: "t".into(),
-            key: "k".into(),
-        };
+        let s = SecretRef::new("t", "k").expect("valid");
         let notices = [
             Notice::Started {
                 trigger: Trigger::Api,

@@ -169,8 +169,8 @@ impl WebhookTarget {
         let key: &[u8] = key.trim_ascii();
         let mut body = serde_json::json!({
             "operation": operation,
-            "tenant": secret.tenant,
-            "key": secret.key,
+            "tenant": secret.tenant(),
+            "key": secret.key(),
             "version": version,
         });
         if let Some(v) = value {
