@@ -347,7 +347,8 @@ pub enum Notice {
 }
 
 impl Notice {
-    pub fn kind(&self) -> &'static str {
+    /// The event name channels subscribe to (`[[notify]] events`) and receive.
+    pub fn event_name(&self) -> &'static str {
         match self {
             Notice::Started { .. } => "rotation_started",
             Notice::GraceEntered { .. } => "grace_entered",

@@ -346,8 +346,8 @@ pub async fn start(
 
     let observer_metrics = metrics.clone();
     let observer: Arc<dyn Fn(SupervisorEvent) + Send + Sync> = Arc::new(move |event| {
-        if let SupervisorEvent::Restarting { kind, .. } = &event {
-            observer_metrics.restart(kind);
+        if let SupervisorEvent::Restarting { kind: role, .. } = &event {
+            observer_metrics.restart(role);
         }
     });
 

@@ -57,7 +57,7 @@ impl Severity {
 }
 
 /// Every event kind a channel can subscribe to (`[[notify]] events`). The rotation kinds
-/// are [`Notice::kind`]'s; the others come from watchers and reload actions.
+/// are [`Notice::event_name`]'s; the others come from watchers and reload actions.
 pub const EVENT_KINDS: &[&str] = &[
     "rotation_started",
     "grace_entered",
@@ -227,7 +227,7 @@ impl Notification {
             ),
         };
         Notification {
-            event: notice.kind(),
+            event: notice.event_name(),
             severity,
             at,
             tenant: Some(secret.tenant().to_owned()),

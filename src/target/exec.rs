@@ -145,7 +145,7 @@ impl ExecTarget {
 }
 
 impl Target for ExecTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         NAME
     }
 

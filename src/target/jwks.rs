@@ -241,7 +241,7 @@ fn put(keys: &mut Vec<Value>, jwk: Value) {
 }
 
 impl Target for JwksTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         NAME
     }
 

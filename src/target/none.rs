@@ -103,7 +103,7 @@ impl NoneTarget {
 }
 
 impl Target for NoneTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         "none"
     }
 

@@ -218,7 +218,7 @@ impl WebhookTarget {
 }
 
 impl Target for WebhookTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         NAME
     }
 
