@@ -99,7 +99,8 @@ generator = {{ type = "token", bytes = 32 }}
     for s in secrets(n) {
         text.push_str(&format!(
             "[[secrets]]\ntenant = \"{}\"\nkey = \"{}\"\npolicy = \"bench\"\n",
-            s.tenant(), s.key()
+            s.tenant(),
+            s.key()
         ));
     }
     std::fs::write(dir.join("rotor.toml"), text).expect("write config");
@@ -277,7 +278,11 @@ fn api_rotations(n: usize) {
             std::thread::spawn(move || {
                 let mut lat = Vec::new();
                 for s in all.iter().skip(w).step_by(8) {
-                    let body = format!(r#"{{"tenantId":"{}","secretKey":"{}"}}"#, s.tenant(), s.key());
+                    let body = format!(
+                        r#"{{"tenantId":"{}","secretKey":"{}"}}"#,
+                        s.tenant(),
+                        s.key()
+                    );
                     let t = Instant::now();
                     let (status, _) = http(addr, "POST", "/admin/secrets/rotate", &token, &body);
                     assert_eq!(status, 202, "rotate {s}");

@@ -328,7 +328,10 @@ mod tests {
             r#"{"tenant":"tenant1","key":"a/b"}"#,
             r#"{"tenant":"","key":"k"}"#,
         ] {
-            assert!(serde_json::from_str::<SecretRef>(bad).is_err(), "{bad} accepted");
+            assert!(
+                serde_json::from_str::<SecretRef>(bad).is_err(),
+                "{bad} accepted"
+            );
         }
     }
 

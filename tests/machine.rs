@@ -609,7 +609,10 @@ fn check_invariants(before: &SecretState, t: &Transition, ev: &Event, now: DateT
     // previous version was counted at its promotion already, and a rollback whose revoke
     // was given up on counts as abandoned.
     if let Some(record) = &t.history {
-        assert_eq!(record.rotation, t.rotation, "history of another attempt on {ev:?}");
+        assert_eq!(
+            record.rotation, t.rotation,
+            "history of another attempt on {ev:?}"
+        );
         let expected = match record.outcome {
             Outcome::Succeeded if record.from_version.is_some() => None,
             Outcome::RolledBack if matches!(after.phase, Phase::Stuck { .. }) => {

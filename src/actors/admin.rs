@@ -12,7 +12,7 @@ use ractor::ActorRef;
 use ractor::rpc::CallResult;
 
 use super::metrics::{self as metrics_actor, MetricsMsg};
-use super::rotation::{self, RotationMsg, RotationSpec, RotationContext};
+use super::rotation::{self, RotationContext, RotationMsg, RotationSpec};
 use crate::api::{Admin, AdminError, ScheduleEntry};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, Trigger, VersionMeta};
 use crate::machine::Rejection;

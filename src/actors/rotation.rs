@@ -464,7 +464,11 @@ impl RotationState {
 }
 
 /// Executes one step against the store and the target.
-async fn run_step(spec: &RotationSpec, context: &RotationContext, effect: Effect) -> Result<(), ErrorKind> {
+async fn run_step(
+    spec: &RotationSpec,
+    context: &RotationContext,
+    effect: Effect,
+) -> Result<(), ErrorKind> {
     let secret = &spec.secret;
     let log_err = |step: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(secret = %secret, step, error = %e, "rotation step failed");

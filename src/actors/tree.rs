@@ -25,7 +25,7 @@ use super::metrics::{self as metrics_actor, MetricsActor};
 use super::notifier::{self, Deliveries, Notifier, Undelivered};
 use super::publisher::{self, PublisherActor};
 use super::root::{Root, RootExit, spawn_root};
-use super::rotation::{self, RotationActor, RotationSpec, RotationContext};
+use super::rotation::{self, RotationActor, RotationContext, RotationSpec};
 use super::scheduler::Scheduler;
 use super::supervisor::{Backoff, ChildSpec, Intensity, Restart, SupervisorArgs, SupervisorEvent};
 use super::watcher::{self, WatchContext, WatcherActor};
