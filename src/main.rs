@@ -164,7 +164,7 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
 
     // 4. The admin API, stopped by the same shutdown.
     let backend = Arc::new(ActorAdmin {
-        shared: tree.shared.clone(),
+        context: tree.context.clone(),
         secrets: tree.secrets.clone(),
         ready: tree.ready_flag(),
     });

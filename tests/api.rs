@@ -56,7 +56,7 @@ impl Fake {
     }
 
     fn known(&self, s: &SecretRef) -> Result<(), AdminError> {
-        if s.tenant == "tenant1" && s.key == "db" {
+        if s.tenant() == "tenant1" && s.key() == "db" {
             Ok(())
         } else {
             Err(AdminError::UnknownSecret(s.to_string()))

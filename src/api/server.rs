@@ -451,8 +451,8 @@ impl Accepted {
             StatusCode::ACCEPTED,
             Json(Accepted {
                 rotation_id: id.to_string(),
-                tenant_id: secret.tenant,
-                secret_key: secret.key,
+                tenant_id: secret.tenant().to_owned(),
+                secret_key: secret.key().to_owned(),
                 status: "accepted",
             }),
         )
@@ -523,8 +523,8 @@ async fn versions(
     let secret = secret_ref(&tenant, &key)?;
     let versions = state.backend.versions(secret.clone()).await?;
     Ok(Json(VersionsResponse {
-        tenant_id: secret.tenant,
-        secret_key: secret.key,
+        tenant_id: secret.tenant().to_owned(),
+        secret_key: secret.key().to_owned(),
         versions: versions.into_iter().map(VersionView::from).collect(),
     }))
 }
@@ -602,8 +602,8 @@ async fn history(
     let limit = parse_limit(query.limit.as_deref())?;
     let records = state.backend.history(secret.clone(), limit).await?;
     Ok(Json(HistoryResponse {
-        tenant_id: secret.tenant,
-        secret_key: secret.key,
+        tenant_id: secret.tenant().to_owned(),
+        secret_key: secret.key().to_owned(),
         // The backend is asked for `limit`; truncating again keeps the promise if it overshoots.
         rotations: records
             .into_iter()
