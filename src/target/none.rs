@@ -7,6 +7,8 @@
 //! while `/tmp/fail` exists, so a running rotor is broken and healed by creating and
 //! removing a file.
 
+pub mod config;
+
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;

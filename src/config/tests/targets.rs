@@ -2,15 +2,22 @@
 //! an operator makes are named with their key (`single` with a grace period, the wrong
 //! number of roles, a JWKS algorithm whose generator does not match, a plain-http webhook
 //! off loopback, an unknown redis `persist`).
+//! The `none` target's failure hook is tested when the `test-util` feature gives it.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use super::*;
+use crate::target::TargetConfig;
+use crate::target::exec::config::ExecConfig;
+use crate::target::jwks::Algorithm;
+use crate::target::jwks::config::JwksConfig;
+use crate::target::none::config::NoneConfig;
+use crate::target::postgres::Strategy;
+use crate::target::postgres::config::PostgresConfig;
+use crate::target::redis::Persist;
+use crate::target::redis::config::RedisConfig;
+use crate::target::webhook::HookUrl;
+use crate::target::webhook::config::WebhookConfig;
 
-use rotor::config::{
-    Config, ConfigErrors, JwksAlgorithm, PostgresStrategy, RedisPersist, TargetConfig,
-};
-
-fn load(policies: &str, target: &str) -> Result<Config, ConfigErrors> {
+fn load_target(policies: &str, target: &str) -> Result<Config, ConfigErrors> {
     let text = format!(
         r#"
 {policies}
@@ -33,14 +40,14 @@ fn target(c: Config) -> TargetConfig {
     c.secrets[0].target.clone()
 }
 
-fn errors(r: Result<Config, ConfigErrors>) -> String {
+fn target_errors(r: Result<Config, ConfigErrors>) -> String {
     r.expect_err("refused").to_string()
 }
 
 #[test]
 fn every_target_type_parses() {
     let t = target(
-        load(
+        load_target(
             DB,
             r#"{ type = "postgres", admin_url_file = "secrets/pg-admin-url", strategy = "alternating", roles = ["app_blue", "app_green"] }"#,
         )
@@ -48,15 +55,15 @@ fn every_target_type_parses() {
     );
     assert_eq!(
         t,
-        TargetConfig::Postgres {
+        TargetConfig::Postgres(PostgresConfig {
             admin_url_file: PathBuf::from("secrets/pg-admin-url"),
-            strategy: PostgresStrategy::Alternating,
+            strategy: Strategy::Alternating,
             roles: vec!["app_blue".into(), "app_green".into()],
             terminate_sessions: false,
-        }
+        })
     );
     let t = target(
-        load(
+        load_target(
             DB,
             r#"{ type = "postgres", admin_url_file = "f", roles = ["a", "b"], terminate_sessions = true }"#,
         )
@@ -64,13 +71,13 @@ fn every_target_type_parses() {
     );
     assert!(matches!(
         t,
-        TargetConfig::Postgres {
+        TargetConfig::Postgres(PostgresConfig {
             terminate_sessions: true,
             ..
-        }
+        })
     ));
     let t = target(
-        load(
+        load_target(
             DB,
             r#"{ type = "redis", admin_url_file = "secrets/redis-admin-url", user = "app" }"#,
         )
@@ -78,18 +85,18 @@ fn every_target_type_parses() {
     );
     assert_eq!(
         t,
-        TargetConfig::Redis {
+        TargetConfig::Redis(RedisConfig {
             admin_url_file: PathBuf::from("secrets/redis-admin-url"),
             user: "app".into(),
-            persist: RedisPersist::Auto,
-        }
+            persist: Persist::Auto,
+        })
     );
     let jwt = r#"[policies.p]
 interval = "180d"
 grace = "48h"
 generator = { type = "ed25519" }"#;
     let t = target(
-        load(
+        load_target(
             jwt,
             r#"{ type = "jwks", path = "out/jwks.json", algorithm = "ed25519" }"#,
         )
@@ -97,29 +104,34 @@ generator = { type = "ed25519" }"#;
     );
     assert_eq!(
         t,
-        TargetConfig::Jwks {
+        TargetConfig::Jwks(JwksConfig {
             path: PathBuf::from("out/jwks.json"),
-            algorithm: JwksAlgorithm::Ed25519
-        }
+            algorithm: Algorithm::Ed25519
+        })
     );
     let t = target(
-        load(
+        load_target(
             DB,
             r#"{ type = "exec", apply = ["/bin/apply"], test = ["/bin/test", "-q"], revoke = ["/bin/revoke"], timeout = "30s" }"#,
         )
         .unwrap(),
     );
-    assert!(matches!(t, TargetConfig::Exec { timeout, .. } if timeout == Duration::from_secs(30)));
+    assert!(
+        matches!(t, TargetConfig::Exec(ExecConfig { timeout, .. }) if timeout == Duration::from_secs(30))
+    );
     let t = target(
-        load(
+        load_target(
             DB,
             r#"{ type = "webhook", url = "http://127.0.0.1:9000/rotate", hmac_key_file = "secrets/hook.key" }"#,
         )
         .unwrap(),
     );
-    assert!(matches!(t, TargetConfig::Webhook { ca_file: None, .. }));
+    assert!(matches!(
+        t,
+        TargetConfig::Webhook(WebhookConfig { ca_file: None, .. })
+    ));
     let t = target(
-        load(
+        load_target(
             DB,
             r#"{ type = "webhook", url = "https://api.example.com/v1/rotate", hmac_key_file = "secrets/hook.key", ca_file = "/etc/rotor/ca.pem" }"#,
         )
@@ -127,18 +139,18 @@ generator = { type = "ed25519" }"#;
     );
     assert_eq!(
         t,
-        TargetConfig::Webhook {
-            url: "https://api.example.com/v1/rotate".into(),
+        TargetConfig::Webhook(WebhookConfig {
+            url: HookUrl::parse("https://api.example.com/v1/rotate").unwrap(),
             hmac_key_file: PathBuf::from("secrets/hook.key"),
             ca_file: Some(PathBuf::from("/etc/rotor/ca.pem")),
             timeout: Duration::from_secs(30),
-        }
+        })
     );
 }
 
 #[test]
 fn single_with_a_grace_period_is_refused_with_the_reason() {
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", strategy = "single", roles = ["app"] }"#,
     ));
@@ -146,7 +158,7 @@ fn single_with_a_grace_period_is_refused_with_the_reason() {
     assert!(e.contains("grace"), "{e}");
     assert!(e.contains("alternating"), "{e}");
     assert!(
-        load(
+        load_target(
             DB,
             r#"{ type = "postgres", admin_url_file = "f", strategy = "single", roles = ["app"], acknowledge_no_grace = true }"#
         )
@@ -156,7 +168,7 @@ fn single_with_a_grace_period_is_refused_with_the_reason() {
 
 #[test]
 fn terminate_sessions_needs_two_roles() {
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", strategy = "single", roles = ["app"], acknowledge_no_grace = true, terminate_sessions = true }"#,
     ));
@@ -164,7 +176,7 @@ fn terminate_sessions_needs_two_roles() {
         e.contains("target.terminate_sessions") && e.contains("alternating"),
         "{e}"
     );
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", roles = ["a", "b"], terminate_sessions = "yes" }"#,
     ));
@@ -173,35 +185,41 @@ fn terminate_sessions_needs_two_roles() {
 
 #[test]
 fn mistakes_are_named_with_their_key() {
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", roles = ["app_blue"] }"#,
     ));
     assert!(e.contains("target.roles") && e.contains("exactly 2"), "{e}");
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", roles = ["App-Blue", "x"] }"#,
     ));
     assert!(e.contains("target.roles[0]"), "{e}");
-    let e = errors(load(DB, r#"{ type = "postgres", roles = ["a", "b"] }"#));
+    let e = target_errors(load_target(
+        DB,
+        r#"{ type = "postgres", roles = ["a", "b"] }"#,
+    ));
     assert!(e.contains("target.admin_url_file"), "{e}");
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "postgres", admin_url = "postgres://x:y@h/db", roles = ["a", "b"] }"#,
     ));
     assert!(e.contains("admin_url"), "inline URLs are not a key: {e}");
-    let e = errors(load(DB, r#"{ type = "jwks", path = "out/jwks.json" }"#));
+    let e = target_errors(load_target(
+        DB,
+        r#"{ type = "jwks", path = "out/jwks.json" }"#,
+    ));
     assert!(
         e.contains("target.algorithm") && e.contains("ed25519"),
         "{e}"
     );
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "webhook", url = "http://10.1.2.3/x", hmac_key_file = "k" }"#,
     ));
     assert!(e.contains("target.url") && e.contains("loopback"), "{e}");
     assert!(e.contains("use https://"), "{e}");
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "webhook", url = "http://127.0.0.1:9000/x", hmac_key_file = "k", ca_file = "ca.pem" }"#,
     ));
@@ -209,41 +227,44 @@ fn mistakes_are_named_with_their_key() {
         e.contains("target.ca_file") && e.contains("plain http"),
         "{e}"
     );
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "webhook", url = "https://hooks.example.com/x", hmac_key_file = "k", ca_file = "" }"#,
     ));
     assert!(e.contains("target.ca_file") && e.contains("empty"), "{e}");
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "exec", apply = ["/bin/true"], ca_file = "ca.pem" }"#,
     ));
     assert!(e.contains("ca_file"), "ca_file is a webhook key only: {e}");
-    let e = errors(load(DB, r#"{ type = "exec", apply = [] }"#));
+    let e = target_errors(load_target(DB, r#"{ type = "exec", apply = [] }"#));
     assert!(e.contains("target.apply"), "{e}");
-    let e = errors(load(DB, r#"{ type = "redis", admin_url_file = "f" }"#));
+    let e = target_errors(load_target(
+        DB,
+        r#"{ type = "redis", admin_url_file = "f" }"#,
+    ));
     assert!(e.contains("target.user"), "{e}");
 }
 
 #[test]
 fn redis_persist_defaults_to_auto_and_takes_three_values() {
     let persist = |extra: &str| match target(
-        load(
+        load_target(
             DB,
             &format!(r#"{{ type = "redis", admin_url_file = "f", user = "app"{extra} }}"#),
         )
         .unwrap(),
     ) {
-        TargetConfig::Redis { persist, .. } => persist,
+        TargetConfig::Redis(RedisConfig { persist, .. }) => persist,
         other => panic!("not a redis target: {other:?}"),
     };
-    assert_eq!(persist(""), RedisPersist::Auto);
-    assert_eq!(persist(r#", persist = "auto""#), RedisPersist::Auto);
-    assert_eq!(persist(r#", persist = "acl_save""#), RedisPersist::AclSave);
-    assert_eq!(persist(r#", persist = "none""#), RedisPersist::None);
+    assert_eq!(persist(""), Persist::Auto);
+    assert_eq!(persist(r#", persist = "auto""#), Persist::Auto);
+    assert_eq!(persist(r#", persist = "acl_save""#), Persist::AclSave);
+    assert_eq!(persist(r#", persist = "none""#), Persist::None);
 
     for bad in [r#""always""#, r#""ACL_SAVE""#, r#""""#] {
-        let e = errors(load(
+        let e = target_errors(load_target(
             DB,
             &format!(
                 r#"{{ type = "redis", admin_url_file = "f", user = "app", persist = {bad} }}"#
@@ -254,14 +275,65 @@ fn redis_persist_defaults_to_auto_and_takes_three_values() {
             assert!(e.contains(allowed), "{allowed} is named: {e}");
         }
     }
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "redis", admin_url_file = "f", user = "app", persist = true }"#,
     ));
     assert!(e.contains("target.persist"), "a boolean is refused: {e}");
-    let e = errors(load(
+    let e = target_errors(load_target(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", roles = ["a", "b"], persist = "auto" }"#,
     ));
     assert!(e.contains("persist"), "persist is a redis key only: {e}");
+}
+
+#[cfg(feature = "test-util")]
+#[test]
+fn none_target_failure_hook() {
+    let c = load_ok(
+        r#"
+[[secrets]]
+tenant = "t"
+key = "k"
+policy = "api_keys"
+target = { type = "none", fail_file = "/tmp/broken" }
+"#,
+    );
+    assert_eq!(
+        c.secrets[0].target,
+        TargetConfig::None(NoneConfig {
+            delay: Duration::ZERO,
+            fail: vec!["apply".into()],
+            fail_file: Some(PathBuf::from("/tmp/broken")),
+        })
+    );
+    one_error(
+        r#"
+[[secrets]]
+tenant = "t"
+key = "k"
+policy = "api_keys"
+target = { type = "none", fail = ["explode"] }
+"#,
+        "secrets[0].target.fail[0]",
+        &["apply, test, promote, revoke"],
+    );
+}
+
+/// Without `test-util` the failure hook does not exist: its keys are refused like any
+/// unknown key, so a release build cannot be told to fail on purpose.
+#[cfg(not(feature = "test-util"))]
+#[test]
+fn none_target_failure_hook_is_absent_without_test_util() {
+    one_error(
+        r#"
+[[secrets]]
+tenant = "t"
+key = "k"
+policy = "api_keys"
+target = { type = "none", fail_file = "/tmp/broken" }
+"#,
+        "secrets[0].target.fail_file",
+        &["unknown key for a none target", "`delay`"],
+    );
 }
