@@ -98,9 +98,9 @@ key = "db"
 policy = "nightly"
 "#;
 
-#[test]
-fn contract_shape_loads() {
-    let c = load_ok(CONTRACT);
+/// The contract file and an empty one both use the default listen address, admin token
+/// file and embedded store.
+fn assert_default_server_and_store(c: &Config) {
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.server.admin_token_file, PathBuf::from("data/admin.token"));
     assert_eq!(
@@ -110,6 +110,12 @@ fn contract_shape_loads() {
             master_key_file: "data/master.key".into()
         }
     );
+}
+
+#[test]
+fn contract_shape_loads() {
+    let c = load_ok(CONTRACT);
+    assert_default_server_and_store(&c);
     assert_eq!(
         c.runtime,
         RuntimeConfig {
@@ -190,15 +196,7 @@ fn contract_shape_loads() {
 #[test]
 fn empty_file_gives_defaults_and_builtins() {
     let c = load_ok("");
-    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(c.server.admin_token_file, PathBuf::from("data/admin.token"));
-    assert_eq!(
-        c.store,
-        StoreConfig::Embedded {
-            path: "data/rotor.redb".into(),
-            master_key_file: "data/master.key".into()
-        }
-    );
+    assert_default_server_and_store(&c);
     assert_eq!(
         c.runtime,
         RuntimeConfig {

@@ -17,7 +17,7 @@ use crate::target::redis::config::RedisConfig;
 use crate::target::webhook::HookUrl;
 use crate::target::webhook::config::WebhookConfig;
 
-fn load_target(policies: &str, target: &str) -> Result<Config, ConfigErrors> {
+fn load(policies: &str, target: &str) -> Result<Config, ConfigErrors> {
     let text = format!(
         r#"
 {policies}
@@ -40,14 +40,14 @@ fn target(c: Config) -> TargetConfig {
     c.secrets[0].target.clone()
 }
 
-fn target_errors(r: Result<Config, ConfigErrors>) -> String {
+fn errors(r: Result<Config, ConfigErrors>) -> String {
     r.expect_err("refused").to_string()
 }
 
 #[test]
 fn every_target_type_parses() {
     let t = target(
-        load_target(
+        load(
             DB,
             r#"{ type = "postgres", admin_url_file = "secrets/pg-admin-url", strategy = "alternating", roles = ["app_blue", "app_green"] }"#,
         )
@@ -63,7 +63,7 @@ fn every_target_type_parses() {
         })
     );
     let t = target(
-        load_target(
+        load(
             DB,
             r#"{ type = "postgres", admin_url_file = "f", roles = ["a", "b"], terminate_sessions = true }"#,
         )
@@ -77,7 +77,7 @@ fn every_target_type_parses() {
         })
     ));
     let t = target(
-        load_target(
+        load(
             DB,
             r#"{ type = "redis", admin_url_file = "secrets/redis-admin-url", user = "app" }"#,
         )
@@ -96,7 +96,7 @@ interval = "180d"
 grace = "48h"
 generator = { type = "ed25519" }"#;
     let t = target(
-        load_target(
+        load(
             jwt,
             r#"{ type = "jwks", path = "out/jwks.json", algorithm = "ed25519" }"#,
         )
@@ -110,7 +110,7 @@ generator = { type = "ed25519" }"#;
         })
     );
     let t = target(
-        load_target(
+        load(
             DB,
             r#"{ type = "exec", apply = ["/bin/apply"], test = ["/bin/test", "-q"], revoke = ["/bin/revoke"], timeout = "30s" }"#,
         )
@@ -120,7 +120,7 @@ generator = { type = "ed25519" }"#;
         matches!(t, TargetConfig::Exec(ExecConfig { timeout, .. }) if timeout == Duration::from_secs(30))
     );
     let t = target(
-        load_target(
+        load(
             DB,
             r#"{ type = "webhook", url = "http://127.0.0.1:9000/rotate", hmac_key_file = "secrets/hook.key" }"#,
         )
@@ -131,7 +131,7 @@ generator = { type = "ed25519" }"#;
         TargetConfig::Webhook(WebhookConfig { ca_file: None, .. })
     ));
     let t = target(
-        load_target(
+        load(
             DB,
             r#"{ type = "webhook", url = "https://api.example.com/v1/rotate", hmac_key_file = "secrets/hook.key", ca_file = "/etc/rotor/ca.pem" }"#,
         )
@@ -150,7 +150,7 @@ generator = { type = "ed25519" }"#;
 
 #[test]
 fn single_with_a_grace_period_is_refused_with_the_reason() {
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", strategy = "single", roles = ["app"] }"#,
     ));
@@ -158,7 +158,7 @@ fn single_with_a_grace_period_is_refused_with_the_reason() {
     assert!(e.contains("grace"), "{e}");
     assert!(e.contains("alternating"), "{e}");
     assert!(
-        load_target(
+        load(
             DB,
             r#"{ type = "postgres", admin_url_file = "f", strategy = "single", roles = ["app"], acknowledge_no_grace = true }"#
         )
@@ -168,7 +168,7 @@ fn single_with_a_grace_period_is_refused_with_the_reason() {
 
 #[test]
 fn terminate_sessions_needs_two_roles() {
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", strategy = "single", roles = ["app"], acknowledge_no_grace = true, terminate_sessions = true }"#,
     ));
@@ -176,7 +176,7 @@ fn terminate_sessions_needs_two_roles() {
         e.contains("target.terminate_sessions") && e.contains("alternating"),
         "{e}"
     );
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", roles = ["a", "b"], terminate_sessions = "yes" }"#,
     ));
@@ -185,41 +185,35 @@ fn terminate_sessions_needs_two_roles() {
 
 #[test]
 fn mistakes_are_named_with_their_key() {
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", roles = ["app_blue"] }"#,
     ));
     assert!(e.contains("target.roles") && e.contains("exactly 2"), "{e}");
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", roles = ["App-Blue", "x"] }"#,
     ));
     assert!(e.contains("target.roles[0]"), "{e}");
-    let e = target_errors(load_target(
-        DB,
-        r#"{ type = "postgres", roles = ["a", "b"] }"#,
-    ));
+    let e = errors(load(DB, r#"{ type = "postgres", roles = ["a", "b"] }"#));
     assert!(e.contains("target.admin_url_file"), "{e}");
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "postgres", admin_url = "postgres://x:y@h/db", roles = ["a", "b"] }"#,
     ));
     assert!(e.contains("admin_url"), "inline URLs are not a key: {e}");
-    let e = target_errors(load_target(
-        DB,
-        r#"{ type = "jwks", path = "out/jwks.json" }"#,
-    ));
+    let e = errors(load(DB, r#"{ type = "jwks", path = "out/jwks.json" }"#));
     assert!(
         e.contains("target.algorithm") && e.contains("ed25519"),
         "{e}"
     );
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "webhook", url = "http://10.1.2.3/x", hmac_key_file = "k" }"#,
     ));
     assert!(e.contains("target.url") && e.contains("loopback"), "{e}");
     assert!(e.contains("use https://"), "{e}");
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "webhook", url = "http://127.0.0.1:9000/x", hmac_key_file = "k", ca_file = "ca.pem" }"#,
     ));
@@ -227,29 +221,26 @@ fn mistakes_are_named_with_their_key() {
         e.contains("target.ca_file") && e.contains("plain http"),
         "{e}"
     );
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "webhook", url = "https://hooks.example.com/x", hmac_key_file = "k", ca_file = "" }"#,
     ));
     assert!(e.contains("target.ca_file") && e.contains("empty"), "{e}");
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "exec", apply = ["/bin/true"], ca_file = "ca.pem" }"#,
     ));
     assert!(e.contains("ca_file"), "ca_file is a webhook key only: {e}");
-    let e = target_errors(load_target(DB, r#"{ type = "exec", apply = [] }"#));
+    let e = errors(load(DB, r#"{ type = "exec", apply = [] }"#));
     assert!(e.contains("target.apply"), "{e}");
-    let e = target_errors(load_target(
-        DB,
-        r#"{ type = "redis", admin_url_file = "f" }"#,
-    ));
+    let e = errors(load(DB, r#"{ type = "redis", admin_url_file = "f" }"#));
     assert!(e.contains("target.user"), "{e}");
 }
 
 #[test]
 fn redis_persist_defaults_to_auto_and_takes_three_values() {
     let persist = |extra: &str| match target(
-        load_target(
+        load(
             DB,
             &format!(r#"{{ type = "redis", admin_url_file = "f", user = "app"{extra} }}"#),
         )
@@ -264,7 +255,7 @@ fn redis_persist_defaults_to_auto_and_takes_three_values() {
     assert_eq!(persist(r#", persist = "none""#), Persist::None);
 
     for bad in [r#""always""#, r#""ACL_SAVE""#, r#""""#] {
-        let e = target_errors(load_target(
+        let e = errors(load(
             DB,
             &format!(
                 r#"{{ type = "redis", admin_url_file = "f", user = "app", persist = {bad} }}"#
@@ -275,12 +266,12 @@ fn redis_persist_defaults_to_auto_and_takes_three_values() {
             assert!(e.contains(allowed), "{allowed} is named: {e}");
         }
     }
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "redis", admin_url_file = "f", user = "app", persist = true }"#,
     ));
     assert!(e.contains("target.persist"), "a boolean is refused: {e}");
-    let e = target_errors(load_target(
+    let e = errors(load(
         DB,
         r#"{ type = "postgres", admin_url_file = "f", roles = ["a", "b"], persist = "auto" }"#,
     ));
@@ -317,23 +308,5 @@ target = { type = "none", fail = ["explode"] }
 "#,
         "secrets[0].target.fail[0]",
         &["apply, test, promote, revoke"],
-    );
-}
-
-/// Without `test-util` the failure hook does not exist: its keys are refused like any
-/// unknown key, so a release build cannot be told to fail on purpose.
-#[cfg(not(feature = "test-util"))]
-#[test]
-fn none_target_failure_hook_is_absent_without_test_util() {
-    one_error(
-        r#"
-[[secrets]]
-tenant = "t"
-key = "k"
-policy = "api_keys"
-target = { type = "none", fail_file = "/tmp/broken" }
-"#,
-        "secrets[0].target.fail_file",
-        &["unknown key for a none target", "`delay`"],
     );
 }

@@ -17,14 +17,14 @@ key = "api_keys"
 policy = "api_keys"
 "#;
 
-fn load_watch(extra: &str) -> Result<Config, String> {
+fn load(extra: &str) -> Result<Config, String> {
     Config::from_str_with_env(&format!("{BASE}{extra}"), "t.toml", &|_| None)
         .map_err(|e| e.to_string())
 }
 
 #[test]
 fn contract_shape_loads() {
-    let c = load_watch(
+    let c = load(
         r#"
 [[mounts]]
 path = "/mnt/secrets"
@@ -169,7 +169,7 @@ fn bad_values_are_reported_with_their_keys() {
         ),
     ];
     for (extra, key, needle) in cases {
-        let e = load_watch(extra).expect_err(extra);
+        let e = load(extra).expect_err(extra);
         assert!(
             e.contains(key) && e.contains(needle),
             "{key} / {needle}:\n{e}"
