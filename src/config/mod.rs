@@ -37,7 +37,7 @@ use std::path::Path;
 use toml::de::DeTable;
 
 pub use check::check_http_url;
-pub(crate) use check::{Validator, join};
+pub(crate) use check::{Validator, join, parse_http_url};
 pub use env::{
     MOUNT_PATH as ENV_MOUNT_PATH, POLL_INTERVAL as ENV_POLL_INTERVAL,
     WATCH_ENABLED as ENV_WATCH_ENABLED,

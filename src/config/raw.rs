@@ -15,6 +15,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::store::embedded::config::RawEmbedded;
 use crate::store::vault::config::RawVault;
 use crate::target::config::RawTarget;
+use crate::watch::reload::config::RawReload;
 
 type S<T> = Spanned<T>;
 
@@ -183,26 +184,6 @@ pub(super) struct RawMount {
     pub reload: Option<S<RawReload>>,
     /// Visible file name to `tenant/key`.
     pub files: Option<S<BTreeMap<String, S<String>>>>,
-}
-
-/// All reload keys of all types in one struct (the schema walk checked which keys the
-/// named type allows).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawReload {
-    #[serde(rename = "type")]
-    pub kind: Option<S<String>>,
-    pub url: Option<S<String>>,
-    pub method: Option<S<String>>,
-    /// `http` over `https://`: a PEM CA bundle trusted besides the system's roots.
-    pub ca_file: Option<S<String>>,
-    pub timeout: Option<S<String>>,
-    pub expected_status: Option<S<i64>>,
-    pub signal: Option<S<String>>,
-    pub pid_file: Option<S<String>>,
-    pub command: Option<S<Vec<S<String>>>>,
-    pub max_attempts: Option<S<i64>>,
-    pub backoff: Option<S<String>>,
 }
 
 /// `[[publish]]`: a directory rotor writes the current versions into, kubelet style.

@@ -77,38 +77,10 @@ const MOUNT: &[Field] = &[
         "reload",
         Ty::Tagged {
             what: "reload action",
-            variants: RELOAD_TYPES,
+            variants: crate::watch::reload::config::TYPES,
         },
     ),
     f("files", Ty::StrMap),
-];
-
-const RELOAD_HTTP: &[Field] = &[
-    f("url", Ty::Str),
-    f("method", Ty::Str),
-    f("ca_file", Ty::Str),
-    f("timeout", Ty::Duration),
-    f("expected_status", Ty::Int),
-    f("max_attempts", Ty::Int),
-    f("backoff", Ty::Duration),
-];
-const RELOAD_SIGNAL: &[Field] = &[
-    f("signal", Ty::Str),
-    f("pid_file", Ty::Str),
-    f("max_attempts", Ty::Int),
-    f("backoff", Ty::Duration),
-];
-const RELOAD_EXEC: &[Field] = &[
-    f("command", Ty::StrList),
-    f("timeout", Ty::Duration),
-    f("max_attempts", Ty::Int),
-    f("backoff", Ty::Duration),
-];
-
-pub(super) const RELOAD_TYPES: &[(&str, &[Field])] = &[
-    ("http", RELOAD_HTTP),
-    ("signal", RELOAD_SIGNAL),
-    ("exec", RELOAD_EXEC),
 ];
 
 const PUBLISH: &[Field] = &[

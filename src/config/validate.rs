@@ -12,17 +12,16 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::check::{Validator, join, parse_http_url};
+use super::check::{Validator, join};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
     CacheConfig, ChannelConfig, Config, MetricsConfig, MountConfig, NotifyConfig, Policy,
-    PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig, ServerConfig,
-    StoreConfig, UrlSource, WatchConfig,
+    PublishConfig, RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, UrlSource, WatchConfig,
 };
 use super::raw::{
-    RawCache, RawConfig, RawMount, RawNotify, RawPublish, RawPublishSecrets, RawReload, RawRuntime,
-    RawSecret, RawServer, RawStore,
+    RawCache, RawConfig, RawMount, RawNotify, RawPublish, RawPublishSecrets, RawRuntime, RawSecret,
+    RawServer, RawStore,
 };
 use crate::domain::{SecretRef, validate_ident};
 use crate::duration::format_duration;
@@ -44,20 +43,7 @@ const MAX_CACHE_ENTRIES: (i64, i64) = (0, 10_000_000);
 const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_RELOADS_PER_MINUTE: u32 = 60;
 const MAX_RELOADS_PER_MINUTE: (i64, i64) = (1, 100_000);
-const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_RELOAD_ATTEMPTS: u32 = 3;
-const RELOAD_ATTEMPTS: (i64, i64) = (1, 20);
-const DEFAULT_RELOAD_BACKOFF: Duration = Duration::from_secs(1);
 const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
-/// Signals a reload action may send, by canonical name.
-const SIGNALS: &[(&str, i32)] = &[
-    ("SIGHUP", libc::SIGHUP),
-    ("SIGUSR1", libc::SIGUSR1),
-    ("SIGUSR2", libc::SIGUSR2),
-    ("SIGINT", libc::SIGINT),
-    ("SIGQUIT", libc::SIGQUIT),
-    ("SIGTERM", libc::SIGTERM),
-];
 
 /// A `tenant/key` written in a mount's `files` or a `[[publish]]` table, checked against
 /// the managed secrets once those are known.
@@ -333,10 +319,9 @@ impl Validator<'_, '_> {
                     critical.push(text.clone());
                 }
             }
-            let reload = m
-                .reload
-                .as_ref()
-                .and_then(|r| self.reload(&join(&path, "reload"), r));
+            let reload = m.reload.as_ref().and_then(|r| {
+                crate::watch::reload::config::validate(self, &join(&path, "reload"), r)
+            });
             let mut files = BTreeMap::new();
             if let Some(map) = &m.files {
                 for (name, secret) in map.get_ref() {
@@ -394,170 +379,6 @@ impl Validator<'_, '_> {
                 None
             }
         }
-    }
-
-    fn reload(&mut self, path: &str, raw: &Spanned<RawReload>) -> Option<ReloadConfig> {
-        let r = raw.get_ref();
-        let kind = r.kind.as_ref()?.get_ref().as_str();
-        let timeout = self.duration_or(
-            &join(path, "timeout"),
-            r.timeout.as_ref(),
-            DEFAULT_RELOAD_TIMEOUT,
-        );
-        let action = match kind {
-            "http" => {
-                let url = match &r.url {
-                    None => {
-                        self.missing(
-                            Some(raw.span()),
-                            &join(path, "url"),
-                            "missing key `url`, e.g. \"http://127.0.0.1:3000/-/reload\"",
-                        );
-                        None
-                    }
-                    Some(u) => match parse_http_url(u.get_ref()) {
-                        Ok(url) => Some(url),
-                        Err(why) => {
-                            self.diag.value(u.span(), &join(path, "url"), why);
-                            None
-                        }
-                    },
-                };
-                let method = match &r.method {
-                    None => Some("POST".to_owned()),
-                    Some(m) => {
-                        let text = m.get_ref();
-                        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_uppercase()) {
-                            Some(text.clone())
-                        } else {
-                            self.diag.value(
-                                m.span(),
-                                &join(path, "method"),
-                                "must be an HTTP method in capitals, e.g. \"POST\"",
-                            );
-                            None
-                        }
-                    }
-                };
-                let expected_status = self
-                    .int_in(
-                        &join(path, "expected_status"),
-                        r.expected_status.as_ref(),
-                        (100, 599),
-                        "an HTTP status",
-                    )
-                    .ok()?
-                    .map(|n| n as u16);
-                let plain_http = url.as_ref().is_some_and(|u| !u.tls);
-                let ca_file = self.ca_file(&join(path, "ca_file"), r.ca_file.as_ref(), plain_http);
-                ReloadAction::Http {
-                    url: url?,
-                    method: method?,
-                    ca_file,
-                    timeout,
-                    expected_status,
-                }
-            }
-            "signal" => {
-                let signal = match &r.signal {
-                    None => Some(("SIGHUP".to_owned(), libc::SIGHUP)),
-                    Some(sig) => {
-                        let text = sig.get_ref().trim().to_ascii_uppercase();
-                        let name = if text.starts_with("SIG") {
-                            text
-                        } else {
-                            format!("SIG{text}")
-                        };
-                        match SIGNALS.iter().find(|(n, _)| *n == name) {
-                            Some((n, number)) => Some(((*n).to_owned(), *number)),
-                            None => {
-                                let known: Vec<&str> = SIGNALS.iter().map(|(n, _)| *n).collect();
-                                self.diag.value(
-                                    sig.span(),
-                                    &join(path, "signal"),
-                                    format!(
-                                        "is not a signal a reload may send; one of: {}",
-                                        known.join(", ")
-                                    ),
-                                );
-                                None
-                            }
-                        }
-                    }
-                };
-                let pid_file = match &r.pid_file {
-                    None => {
-                        self.missing(
-                            Some(raw.span()),
-                            &join(path, "pid_file"),
-                            "missing key `pid_file`: the file holding the pid to signal",
-                        );
-                        None
-                    }
-                    Some(p) if p.get_ref().trim().is_empty() => {
-                        self.diag
-                            .value(p.span(), &join(path, "pid_file"), "must not be empty");
-                        None
-                    }
-                    Some(p) => Some(PathBuf::from(p.get_ref())),
-                };
-                let (name, number) = signal?;
-                ReloadAction::Signal {
-                    name,
-                    number,
-                    pid_file: pid_file?,
-                }
-            }
-            "exec" => {
-                let command = match &r.command {
-                    None => {
-                        self.missing(
-                            Some(raw.span()),
-                            &join(path, "command"),
-                            "missing key `command`: the program and its arguments, e.g. [\"/usr/bin/app-reload\"]",
-                        );
-                        None
-                    }
-                    Some(c) if c.get_ref().first().is_none_or(|p| p.get_ref().is_empty()) => {
-                        self.diag.value(
-                            c.span(),
-                            &join(path, "command"),
-                            "must start with the program to run",
-                        );
-                        None
-                    }
-                    Some(c) => Some(c.get_ref().iter().map(|a| a.get_ref().clone()).collect()),
-                };
-                ReloadAction::Exec {
-                    command: command?,
-                    timeout,
-                }
-            }
-            // The schema walk refused other types.
-            _ => return None,
-        };
-        if timeout.is_zero() {
-            return None;
-        }
-        let max_attempts = self
-            .int_in(
-                &join(path, "max_attempts"),
-                r.max_attempts.as_ref(),
-                RELOAD_ATTEMPTS,
-                "max_attempts",
-            )
-            .ok()?
-            .map_or(DEFAULT_RELOAD_ATTEMPTS, |n| n as u32);
-        let backoff = self.duration_or(
-            &join(path, "backoff"),
-            r.backoff.as_ref(),
-            DEFAULT_RELOAD_BACKOFF,
-        );
-        Some(ReloadConfig {
-            action,
-            max_attempts,
-            backoff,
-        })
     }
 
     fn publish(
