@@ -135,11 +135,11 @@ pub(super) struct RawServer {
     pub admin_token_file: Option<S<String>>,
 }
 
-/// `[store]`, split by its `type`.
+/// `[store]`, split by its `type`. Boxed: the Vault keys are many next to the embedded two.
 #[derive(Debug)]
 pub(super) enum RawStore {
     Embedded(RawEmbedded),
-    Vault(RawVault),
+    Vault(Box<RawVault>),
 }
 
 impl RawStore {
