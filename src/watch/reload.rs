@@ -14,6 +14,8 @@
 //! Errors name the action's target (URL, pid file, program), never anything read from a
 //! secret.
 
+pub mod config;
+
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
