@@ -248,7 +248,8 @@ fn api_error(status: u16, json: &serde_json::Value) -> String {
 /// `POST /admin/secrets/{action}` on the running rotor; prints its answer.
 fn admin_call(cfg: &Config, action: &str, tenant: &str, key: &str) -> Result<(), String> {
     let secret = parse_secret(tenant, key)?;
-    let body = serde_json::json!({"tenantId": secret.tenant, "secretKey": secret.key}).to_string();
+    let body =
+        serde_json::json!({"tenantId": secret.tenant(), "secretKey": secret.key()}).to_string();
     let (status, json) = admin_request(
         cfg,
         "POST",
@@ -432,7 +433,11 @@ fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
                 })
                 .collect::<Vec<_>>())
         },
-        &format!("/admin/secrets/versions/{}/{}", secret.tenant, secret.key),
+        &format!(
+            "/admin/secrets/versions/{}/{}",
+            secret.tenant(),
+            secret.key()
+        ),
         |json| {
             serde_json::from_value(json["versions"].clone())
                 .map_err(|e| format!("unexpected answer from the admin API: {e}"))
@@ -490,8 +495,8 @@ fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), St
         },
         &format!(
             "/admin/secrets/history/{}/{}?limit={}",
-            secret.tenant,
-            secret.key,
+            secret.tenant(),
+            secret.key(),
             limit.clamp(1, crate::api::server::MAX_HISTORY_LIMIT)
         ),
         |json| {

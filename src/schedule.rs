@@ -151,10 +151,10 @@ fn add(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
 /// process-seeded hash, so it survives restarts and is the same on every replica.
 pub fn secret_seed(secret: &SecretRef) -> u64 {
     let mut hasher = Sha256::new();
-    hasher.update(secret.tenant.as_bytes());
+    hasher.update(secret.tenant().as_bytes());
     // A separator that identifiers cannot contain keeps ("ab","c") apart from ("a","bc").
     hasher.update([0u8]);
-    hasher.update(secret.key.as_bytes());
+    hasher.update(secret.key().as_bytes());
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);

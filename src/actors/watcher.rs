@@ -303,7 +303,7 @@ impl Actor for WatcherActor {
             }
             WatcherMsg::ReloadDone { result } => {
                 state.reload_task = None;
-                let action = state.reload_kind();
+                let action = state.reload_type();
                 let outcome = if result.is_ok() {
                     "succeeded"
                 } else {
@@ -531,7 +531,7 @@ impl WatcherState {
         let changed = self.healthy != Some(ok);
         self.healthy = Some(ok);
         self.healthy_gauge.set(i64::from(ok));
-        let (kind, detail) = if ok {
+        let (event, detail) = if ok {
             (WatchEventKind::HealthCheckSuccess, None)
         } else if self.missing {
             (
@@ -546,7 +546,7 @@ impl WatcherState {
         };
         // Successes reach the notifier only when the health changes; every check is
         // counted and observed.
-        self.emit_to(kind, None, None, detail, !ok || changed);
+        self.emit_to(event, None, None, detail, !ok || changed);
         for (file, s) in &self.snapshot.files {
             if let FileState::Fingerprint(f) = s {
                 self.consumer_saw(file, f);
@@ -554,11 +554,11 @@ impl WatcherState {
         }
     }
 
-    fn reload_kind(&self) -> &'static str {
+    fn reload_type(&self) -> &'static str {
         self.mount
             .reload
             .as_ref()
-            .map_or("none", |r| r.action.kind())
+            .map_or("none", |r| r.action.type_name())
     }
 
     fn count_reload(&self, action: &str, outcome: &str) {
@@ -581,7 +581,7 @@ impl WatcherState {
             if !self.reload_pending {
                 self.reload_pending = true;
             }
-            self.count_reload(self.reload_kind(), "coalesced");
+            self.count_reload(self.reload_type(), "coalesced");
             return;
         }
         self.start_reload(myself);
@@ -615,7 +615,7 @@ impl WatcherState {
                     Ok(()) => break Ok(attempt),
                     Err(e) if attempt < reload.max_attempts => {
                         let wait = backoff.map_or(MAX_RELOAD_BACKOFF, |b| b.delay(attempt, 0.0));
-                        tracing::warn!(%mount, action = reload.action.kind(), attempt, error = %e, retry_in = ?wait, "reload failed; retrying");
+                        tracing::warn!(%mount, action = reload.action.type_name(), attempt, error = %e, retry_in = ?wait, "reload failed; retrying");
                         tokio::time::sleep(wait).await;
                     }
                     Err(e) => break Err(format!("{e} (after {attempt} attempts)")),
@@ -664,17 +664,17 @@ impl WatcherState {
 
     fn emit(
         &self,
-        kind: WatchEventKind,
+        event: WatchEventKind,
         file: Option<String>,
         fingerprint: Option<String>,
         detail: Option<String>,
     ) {
-        self.emit_to(kind, file, fingerprint, detail, true);
+        self.emit_to(event, file, fingerprint, detail, true);
     }
 
     fn emit_to(
         &self,
-        kind: WatchEventKind,
+        event: WatchEventKind,
         file: Option<String>,
         fingerprint: Option<String>,
         detail: Option<String>,
@@ -685,13 +685,13 @@ impl WatcherState {
             .metrics
             .watcher_events_total
             .get_or_create(&KindLabels {
-                kind: kind.as_str().to_owned(),
+                kind: event.as_str().to_owned(),
             })
             .inc();
         if let Some(sink) = &self.ctx.sink {
             sink(&WatchEvent {
                 mount: self.mount.path.clone(),
-                kind,
+                kind: event,
                 file: file.clone(),
                 fingerprint,
                 detail: detail.clone(),
@@ -703,7 +703,7 @@ impl WatcherState {
                 &self.ctx.namespace,
                 NotifierMsg::Watcher {
                     mount: self.mount.path.display().to_string(),
-                    kind: kind.as_str(),
+                    event,
                     file,
                     detail,
                     at,

@@ -78,8 +78,8 @@ impl ExecTarget {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env("ROTOR_OPERATION", operation)
-            .env("ROTOR_TENANT", &secret.tenant)
-            .env("ROTOR_KEY", &secret.key)
+            .env("ROTOR_TENANT", secret.tenant())
+            .env("ROTOR_KEY", secret.key())
             .env("ROTOR_VERSION", version.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -145,7 +145,7 @@ impl ExecTarget {
 }
 
 impl Target for ExecTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         NAME
     }
 

@@ -306,7 +306,7 @@ fn hash(password: &str) -> String {
 }
 
 impl Target for RedisTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         NAME
     }
 
