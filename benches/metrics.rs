@@ -20,8 +20,7 @@ use rotor::actors::metrics::refresh;
 use rotor::domain::SecretRef;
 use rotor::metrics::{Metrics, PolicyLabels};
 use rotor::notify::Notification;
-use rotor::notify::backoff::RetryPolicy;
-use rotor::notify::channel::{Delivery, Sink};
+use rotor::notify::channel::{Delivery, RetryPolicy, Sink};
 use rotor::notify::http::Poster;
 use rotor::status::{SecretStatus, StatusBoard};
 use zeroize::Zeroizing;
@@ -147,11 +146,8 @@ fn notify(c: &mut Criterion) {
             key: Zeroizing::new(b"bench-key".to_vec()),
         },
         poster: Poster::new(Duration::from_secs(5), None).expect("client"),
-        retry: RetryPolicy {
-            max_attempts: 1,
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(10),
-        },
+        retry: RetryPolicy::new(1, Duration::from_millis(10), Duration::from_millis(10))
+            .expect("valid retry policy"),
         metrics,
     };
     let n = Notification::watcher_health("/mnt/secrets", false, Utc::now());

@@ -337,11 +337,11 @@ fn restart_latency(rounds: usize) {
                     .expect("store"),
             );
             let options = TreeOptions {
-                rotations_intensity: rotor::actors::supervisor::Intensity {
+                rotations_intensity: rotor::supervisor::Intensity {
                     max_restarts: u32::MAX,
                     within: Duration::from_secs(1),
                 },
-                backoff: rotor::actors::supervisor::Backoff::NONE,
+                backoff: rotor::supervisor::Backoff::NONE,
                 ..TreeOptions::default()
             };
             let tree = tree::start(&cfg, store, Metrics::new(), options)

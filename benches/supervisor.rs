@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rotor::actors::panic_hook::install_quiet_panic_hook;
-use rotor::actors::supervisor::{
+use rotor::supervisor::{
     Backoff, ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, SupervisorMsg,
 };
 use tokio::runtime::Runtime;

@@ -20,8 +20,7 @@ use common::rotor_bin::{RotorBin, config, free_port, until};
 use rotor::domain::SecretRef;
 use rotor::metrics::Metrics;
 use rotor::notify::Notification;
-use rotor::notify::backoff::RetryPolicy;
-use rotor::notify::channel::{Delivery, Sink};
+use rotor::notify::channel::{Delivery, RetryPolicy, Sink};
 use rotor::notify::http::Poster;
 use rotor::notify::webhook;
 use rotor::store::Store;
@@ -328,11 +327,12 @@ fn delivery(addr: SocketAddr, metrics: &Metrics, max_attempts: u32) -> Delivery 
             uri: format!("http://{addr}/slack").parse().unwrap(),
         },
         poster: Poster::new(Duration::from_secs(5), None).expect("client"),
-        retry: RetryPolicy {
+        retry: RetryPolicy::new(
             max_attempts,
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-        },
+            Duration::from_millis(10),
+            Duration::from_millis(50),
+        )
+        .unwrap(),
         metrics: metrics.clone(),
     }
 }

@@ -10,7 +10,6 @@ use chrono::{TimeZone, Utc};
 use ractor::ActorRef;
 use rotor::actors::admin::ActorAdmin;
 use rotor::actors::rotation::{self, RotationMsg};
-use rotor::actors::supervisor::{Backoff, Intensity};
 use rotor::actors::tree::{self, Tree, TreeOptions};
 use rotor::api::{Admin, AdminError};
 use rotor::clock::Clock;
@@ -19,6 +18,7 @@ use rotor::domain::{Label, Outcome, SecretRef};
 use rotor::metrics::Metrics;
 use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
+use rotor::supervisor::{Backoff, Intensity};
 use rotor::target::none::NoneTarget;
 
 fn config(dir: &Path, extra: &str) -> Config {
@@ -79,11 +79,12 @@ async fn start_with(
     let options = TreeOptions {
         clock: Clock::tokio(Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap()),
         rotations_intensity: intensity,
-        backoff: Backoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-            reset_after: Duration::from_secs(5),
-        },
+        backoff: Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        )
+        .unwrap(),
         target_override: Some(target.clone()),
         namespace: format!("{}/", dir.path().display()),
         ..TreeOptions::default()

@@ -634,8 +634,8 @@ policy = "fast"
 /// once when it starts, so a token revoked meanwhile leads to a new login straight away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_supervised_renewer_logs_in_again_when_its_token_is_revoked() {
-    use rotor::actors::supervisor::{Supervisor, SupervisorArgs};
     use rotor::actors::vault_token;
+    use rotor::supervisor::{Supervisor, SupervisorArgs};
 
     let env = fake_env();
     let jwt_file = env._dir.path().join("sa-token");
