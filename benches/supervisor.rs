@@ -20,7 +20,10 @@ use rotor::actors::supervisor::{
 };
 use tokio::runtime::Runtime;
 
-/// Restarts measured for the percentile report of each variant.
+#[path = "common/mode.rs"]
+mod mode;
+
+/// Restarts measured for the percentile report of each variant (a hundredth in a smoke run).
 const SAMPLES: usize = 5_000;
 
 enum BenchMsg {
@@ -97,8 +100,8 @@ async fn one_restart(name: &str) -> Duration {
     }
 }
 
-/// Runs `n` restarts on a worker task: calls from the `block_on` thread are ~10x slower
-/// (design.md §10) and would measure the wrong thing.
+/// Runs `n` restarts on a worker task: calls from the `block_on` thread are about ten times
+/// slower than from a worker task and would measure the wrong thing.
 fn restarts(rt: &Runtime, name: &'static str, n: usize) -> Vec<Duration> {
     rt.block_on(async move {
         tokio::spawn(async move {
@@ -129,8 +132,8 @@ fn report(variant: &str, mut samples: Vec<Duration>) {
 fn bench_variant(c: &mut Criterion, rt: &Runtime, variant: &'static str) {
     rt.block_on(start(variant));
     // Warm up allocations and the registry before measuring tails.
-    restarts(rt, variant, 200);
-    report(variant, restarts(rt, variant, SAMPLES));
+    restarts(rt, variant, mode::scaled(200));
+    report(variant, restarts(rt, variant, mode::scaled(SAMPLES)));
     c.bench_function(&format!("restart_latency/{variant}"), |b| {
         b.iter_custom(|iters| restarts(rt, variant, iters as usize).into_iter().sum())
     });
