@@ -1,9 +1,12 @@
 //! For the actor tree in-process: a config whose embedded store lives in the test's
-//! directory, that store opened, and the policy most tree tests rotate under.
+//! directory, that store opened, the policy most tree tests rotate under, and the admin API
+//! over the tree.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use rotor::actors::admin::ActorAdmin;
+use rotor::actors::tree::Tree;
 use rotor::config::Config;
 use rotor::store::embedded::EmbeddedStore;
 
@@ -40,4 +43,13 @@ master_key_file = "{dir}/master.key"
 /// The embedded store that [`tree_config`] names, opened (and created on first use).
 pub fn open_store(dir: &Path) -> Arc<EmbeddedStore> {
     Arc::new(EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap())
+}
+
+/// The admin API over a started tree, as `rotor run` builds it.
+pub fn admin(tree: &Tree) -> ActorAdmin {
+    ActorAdmin {
+        shared: tree.shared.clone(),
+        secrets: tree.secrets.clone(),
+        ready: tree.ready_flag(),
+    }
 }

@@ -90,3 +90,47 @@ pub fn eventually_blocking<R: Ready>(
         std::thread::sleep(POLL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// On paused time a wait for a timer costs no real time.
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_on_paused_time_is_waited_for_in_tokio_time() {
+        let began = Instant::now();
+        let due = tokio::time::Instant::now() + Duration::from_secs(60);
+        eventually(Duration::from_secs(120), "the timer", async || {
+            tokio::time::Instant::now() >= due
+        })
+        .await;
+        assert!(began.elapsed() < Duration::from_secs(5));
+    }
+
+    /// On paused time a wait for another thread still gets real time.
+    #[tokio::test(start_paused = true)]
+    async fn work_on_another_thread_is_waited_for_in_real_time_on_paused_time() {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            flag.store(true, Ordering::SeqCst);
+        });
+        eventually(Duration::from_secs(5), "the thread", async || {
+            done.load(Ordering::SeqCst)
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "timed out waiting for what never comes")]
+    async fn a_check_that_never_holds_fails_at_the_limit() {
+        eventually(Duration::from_millis(50), "what never comes", async || {
+            false
+        })
+        .await;
+    }
+}

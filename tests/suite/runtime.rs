@@ -21,7 +21,7 @@ use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
 use rotor::target::none::NoneTarget;
 
-use crate::common::embedded::{FAST_API_KEYS, open_store, tree_config};
+use crate::common::embedded::{FAST_API_KEYS, admin, open_store, tree_config};
 use crate::common::wait::eventually;
 
 fn config(dir: &Path, extra: &str) -> Config {
@@ -73,11 +73,7 @@ async fn start_with(
     let tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
         .await
         .expect("tree starts");
-    let admin = ActorAdmin {
-        shared: tree.shared.clone(),
-        secrets: tree.secrets.clone(),
-        ready: tree.ready_flag(),
-    };
+    let admin = admin(&tree);
     Harness {
         tree,
         admin,

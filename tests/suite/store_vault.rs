@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::common::embedded::{FAST_API_KEYS, tree_config};
+use crate::common::embedded::{FAST_API_KEYS, admin, tree_config};
 use crate::common::store_contract::{self as contract, at, commit, labels_of, secret, value};
 use crate::common::wait::eventually;
 use chrono::Utc;
@@ -555,7 +555,6 @@ fn values_never_reach_errors_debug_output_or_logs() {
 /// initial version at start, then an API-triggered rotation promoted to `current`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_tree_rotates_over_the_vault_store() {
-    use rotor::actors::admin::ActorAdmin;
     use rotor::actors::tree::{self, TreeOptions};
     use rotor::api::Admin as _;
     use rotor::clock::Clock;
@@ -576,11 +575,7 @@ async fn rotation_tree_rotates_over_the_vault_store() {
     let mut tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
         .await
         .expect("tree starts");
-    let admin = ActorAdmin {
-        shared: tree.shared.clone(),
-        secrets: tree.secrets.clone(),
-        ready: tree.ready_flag(),
-    };
+    let admin = admin(&tree);
     let s = secret("tenant1", "api_keys");
     let current = |store: Arc<dyn Store>| {
         let s = s.clone();

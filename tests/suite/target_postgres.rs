@@ -14,7 +14,6 @@ use crate::common::embedded;
 use crate::common::postgres::{psql, setup};
 use crate::common::targets::{Env, password_spec, random_name, secret, service_or_skip};
 use crate::common::wait::eventually;
-use rotor::actors::admin::ActorAdmin;
 use rotor::actors::tree::{self, TreeOptions};
 use rotor::api::Admin;
 use rotor::config::Config;
@@ -363,11 +362,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
     let mut tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
         .await
         .unwrap();
-    let admin_api = ActorAdmin {
-        shared: tree.shared.clone(),
-        secrets: tree.secrets.clone(),
-        ready: tree.ready_flag(),
-    };
+    let admin_api = embedded::admin(&tree);
     let s = secret("database_credentials");
     let labels = |store: &EmbeddedStore| {
         store

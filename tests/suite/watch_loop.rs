@@ -8,10 +8,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::embedded::{open_store, tree_config};
+use crate::common::embedded::{admin, open_store, tree_config};
 use crate::common::receiver::Receiver;
 use crate::common::wait::eventually;
-use rotor::actors::admin::ActorAdmin;
 use rotor::actors::tree::{self, TreeOptions};
 use rotor::api::Admin;
 use rotor::config::Config;
@@ -82,11 +81,7 @@ async fn rotate_publish_watch_reload_expire() {
     let mut tree = tree::start(&cfg, store.clone(), metrics.clone(), options)
         .await
         .expect("tree starts");
-    let admin = ActorAdmin {
-        shared: tree.shared.clone(),
-        secrets: tree.secrets.clone(),
-        ready: tree.ready_flag(),
-    };
+    let admin = admin(&tree);
     let db = SecretRef::new("tenant1", "database_credentials").unwrap();
     let api = SecretRef::new("tenant1", "api_keys").unwrap();
     let file = d.path().join("mnt/database-password");
