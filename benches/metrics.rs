@@ -25,13 +25,16 @@ use rotor::notify::http::Poster;
 use rotor::status::{SecretStatus, StatusBoard};
 use zeroize::Zeroizing;
 
+#[path = "common/mode.rs"]
+mod mode;
+
 const SECRETS: usize = 100_000;
 const POLICIES: usize = 10;
 
 fn board() -> Arc<StatusBoard> {
     let board = Arc::new(StatusBoard::default());
     let now = Utc::now();
-    for i in 0..SECRETS {
+    for i in 0..mode::scaled(SECRETS) {
         let secret = SecretRef::new(&format!("tenant{}", i / 100), &format!("key{}", i % 100))
             .expect("valid");
         board.set(

@@ -94,10 +94,19 @@ impl ExponentialBackoff {
 
     /// The sum of the delays before the first `attempts` retries, without jitter: how long
     /// something that fails at once every time takes to be retried that many times.
+    /// Constant time in `attempts`: once the doubling reaches `max`, the remaining
+    /// attempts each add `max` (supervisors check this with `u32::MAX` restarts).
     pub fn total_delay(&self, attempts: u32) -> Duration {
-        (1..=attempts).fold(Duration::ZERO, |sum, a| {
-            sum.saturating_add(self.delay(a, 0.0))
-        })
+        let mut sum = Duration::ZERO;
+        for attempt in 1..=attempts {
+            let delay = self.delay(attempt, 0.0);
+            if delay == self.max {
+                let rest = attempts - attempt + 1;
+                return sum.saturating_add(self.max.saturating_mul(rest));
+            }
+            sum = sum.saturating_add(delay);
+        }
+        sum
     }
 }
 
@@ -127,6 +136,15 @@ mod tests {
         assert_eq!(b.delay(u32::MAX, 0.0), ms(1_000));
         assert_eq!(ExponentialBackoff::NONE.delay(7, 0.9), Duration::ZERO);
         assert_eq!(b.total_delay(3), ms(700));
+    }
+
+    #[test]
+    fn total_delay_of_every_possible_attempt_is_immediate_and_saturates() {
+        let b = ExponentialBackoff::new(ms(100), ms(400), 0.0).unwrap();
+        // 100 + 200 + 400 + 400 + 400
+        assert_eq!(b.total_delay(5), ms(1_500));
+        assert_eq!(b.total_delay(u32::MAX), ms(400) * u32::MAX);
+        assert_eq!(ExponentialBackoff::NONE.total_delay(u32::MAX), Duration::ZERO);
     }
 
     #[test]
