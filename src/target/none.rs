@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 
 use super::{Target, TargetError};
-use crate::domain::{ErrorKind, SecretRef, VersionNo};
+use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
 
 /// Store-only target.
@@ -79,7 +79,6 @@ impl NoneTarget {
         operation: &'static str,
         secret: &SecretRef,
         version: VersionNo,
-        kind: ErrorKind,
     ) -> Result<(), TargetError> {
         let failing = self
             .failing
@@ -89,14 +88,13 @@ impl NoneTarget {
             || (self.configured.iter().any(|c| c == operation)
                 && self.fail_file.as_ref().is_none_or(|f| f.exists()));
         if failing {
-            return Err(TargetError {
-                target: "none",
+            return Err(TargetError::new(
+                "none",
                 operation,
-                secret: secret.to_string(),
+                secret,
                 version,
-                message: "failure injected for testing".into(),
-                kind,
-            });
+                "failure injected for testing",
+            ));
         }
         Ok(())
     }
@@ -115,7 +113,7 @@ impl Target for NoneTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             self.pause().await;
-            self.check("apply", secret, version, ErrorKind::Apply)
+            self.check("apply", secret, version)
         })
     }
 
@@ -127,7 +125,7 @@ impl Target for NoneTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             self.pause().await;
-            self.check("test", secret, version, ErrorKind::Test)
+            self.check("test", secret, version)
         })
     }
 
@@ -139,7 +137,7 @@ impl Target for NoneTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             self.pause().await;
-            self.check("promote", secret, version, ErrorKind::Internal)
+            self.check("promote", secret, version)
         })
     }
 
@@ -150,7 +148,7 @@ impl Target for NoneTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             self.pause().await;
-            self.check("revoke", secret, version, ErrorKind::Revoke)
+            self.check("revoke", secret, version)
         })
     }
 }
@@ -158,6 +156,7 @@ impl Target for NoneTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ErrorKind;
 
     #[tokio::test]
     async fn fails_while_the_fail_file_exists() {
