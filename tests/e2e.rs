@@ -419,6 +419,7 @@ fn cli_admin_calls_ignore_a_proxy_from_the_environment() {
         admin.local_addr().unwrap().port(),
         r#"[policies.p]
 interval = "1h"
+grace = "1m"
 generator = { type = "token", bytes = 32 }
 
 [[secrets]]
