@@ -318,9 +318,11 @@ fn parse_secret(tenant: &str, key: &str) -> Result<SecretRef, String> {
     SecretRef::new(tenant, key).map_err(|e| e.to_string())
 }
 
-fn configured(cfg: &Config, secret: &SecretRef) -> Result<(), String> {
-    if cfg.secrets.iter().any(|s| &s.secret == secret) {
-        Ok(())
+/// The secret `tenant`/`key`, which the configuration must name.
+fn configured(cfg: &Config, tenant: &str, key: &str) -> Result<SecretRef, String> {
+    let secret = parse_secret(tenant, key)?;
+    if cfg.secrets.iter().any(|s| s.secret == secret) {
+        Ok(secret)
     } else {
         Err(format!("{secret} is not configured"))
     }
@@ -364,8 +366,7 @@ fn read_rows<T: serde::de::DeserializeOwned>(
 }
 
 fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
-    let secret = parse_secret(tenant, key)?;
-    configured(cfg, &secret)?;
+    let secret = configured(cfg, tenant, key)?;
     let rows = read_rows(
         cfg,
         &secret,
@@ -402,8 +403,7 @@ fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
 }
 
 fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), String> {
-    let secret = parse_secret(tenant, key)?;
-    configured(cfg, &secret)?;
+    let secret = configured(cfg, tenant, key)?;
     let rows = read_rows(
         cfg,
         &secret,

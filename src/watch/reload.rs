@@ -76,10 +76,10 @@ pub async fn run(action: &ReloadAction) -> Result<(), ReloadError> {
             method,
             ca_file,
             timeout,
-            expected_status,
+            expected_status: expected,
         } => {
             let status = http_status(url, method, ca_file.as_deref(), *timeout).await?;
-            let ok = match expected_status {
+            let ok = match expected {
                 Some(want) => status == *want,
                 None => (200..300).contains(&status),
             };
@@ -89,7 +89,7 @@ pub async fn run(action: &ReloadAction) -> Result<(), ReloadError> {
                 Err(ReloadError::Status {
                     url: url.to_string(),
                     status,
-                    expected: expected_status.map_or_else(|| "2xx".to_owned(), |s| s.to_string()),
+                    expected: expected.map_or_else(|| "2xx".to_owned(), |s| s.to_string()),
                 })
             }
         }
