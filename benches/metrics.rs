@@ -33,10 +33,8 @@ fn board() -> Arc<StatusBoard> {
     let board = Arc::new(StatusBoard::default());
     let now = Utc::now();
     for i in 0..SECRETS {
-        let secret = SecretRef {
-            tenant: format!("tenant{}", i / 100),
-            key: format!("key{}", i % 100),
-        };
+        let secret = SecretRef::new(&format!("tenant{}", i / 100), &format!("key{}", i % 100))
+            .expect("valid");
         board.set(
             &secret,
             SecretStatus {
@@ -80,8 +78,8 @@ fn scrape(c: &mut Criterion) {
     }
     board.for_each(|s, _| {
         per.secret_rotation(
-            &s.tenant,
-            &s.key,
+            s.tenant(),
+            s.key(),
             "succeeded",
             Some(3.0),
             Some(1_800_000_000),

@@ -99,7 +99,8 @@ generator = {{ type = "token", bytes = 32 }}
     for s in secrets(n) {
         text.push_str(&format!(
             "[[secrets]]\ntenant = \"{}\"\nkey = \"{}\"\npolicy = \"bench\"\n",
-            s.tenant, s.key
+            s.tenant(),
+            s.key()
         ));
     }
     std::fs::write(dir.join("rotor.toml"), text).expect("write config");
@@ -277,7 +278,11 @@ fn api_rotations(n: usize) {
             std::thread::spawn(move || {
                 let mut lat = Vec::new();
                 for s in all.iter().skip(w).step_by(8) {
-                    let body = format!(r#"{{"tenantId":"{}","secretKey":"{}"}}"#, s.tenant, s.key);
+                    let body = format!(
+                        r#"{{"tenantId":"{}","secretKey":"{}"}}"#,
+                        s.tenant(),
+                        s.key()
+                    );
                     let t = Instant::now();
                     let (status, _) = http(addr, "POST", "/admin/secrets/rotate", &token, &body);
                     assert_eq!(status, 202, "rotate {s}");
@@ -343,7 +348,7 @@ fn restart_latency(rounds: usize) {
                 .await
                 .expect("tree");
             let secret = secrets(1).remove(0);
-            let name = rotation::actor_name(&tree.shared.namespace, &secret);
+            let name = rotation::actor_name(&tree.context.namespace, &secret);
             let lookup = || -> Option<ActorRef<RotationMsg>> {
                 ractor::registry::where_is(name.clone()).map(ActorRef::from)
             };

@@ -17,10 +17,7 @@ const CONFIG_SECRETS: usize = 10_000;
 
 fn secrets() -> Vec<SecretRef> {
     (0..SECRETS)
-        .map(|i| SecretRef {
-            tenant: format!("tenant{}", i / 10),
-            key: format!("key{}", i % 10),
-        })
+        .map(|i| SecretRef::new(&format!("tenant{}", i / 10), &format!("key{}", i % 10)).unwrap())
         .collect()
 }
 

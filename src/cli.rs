@@ -217,7 +217,7 @@ fn api_error(status: u16, json: &serde_json::Value) -> String {
 /// `POST /admin/secrets/{action}` on the running rotor; prints its answer.
 fn admin_call(cfg: &Config, action: &str, tenant: &str, key: &str) -> Result<(), String> {
     let secret = parse_secret(tenant, key)?;
-    let body = serde_json::json!({"tenantId": secret.tenant, "secretKey": secret.key});
+    let body = serde_json::json!({"tenantId": secret.tenant(), "secretKey": secret.key()});
     let (status, json) = admin_request(
         cfg,
         reqwest::Method::POST,
@@ -374,7 +374,11 @@ fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
             let versions = store.versions(&secret).map_err(|e| e.to_string())?;
             Ok(versions.into_iter().map(VersionView::from).collect())
         },
-        &format!("/admin/secrets/versions/{}/{}", secret.tenant, secret.key),
+        &format!(
+            "/admin/secrets/versions/{}/{}",
+            secret.tenant(),
+            secret.key()
+        ),
         "versions",
     )?;
     let Some(rows) = rows else { return Ok(()) };
@@ -413,8 +417,8 @@ fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), St
         },
         &format!(
             "/admin/secrets/history/{}/{}?limit={}",
-            secret.tenant,
-            secret.key,
+            secret.tenant(),
+            secret.key(),
             limit.clamp(1, crate::api::server::MAX_HISTORY_LIMIT)
         ),
         "rotations",

@@ -50,11 +50,28 @@ pub fn validate_ident(s: &str) -> Result<(), IdentError> {
     Ok(())
 }
 
-/// A tenant secret: `(tenant, key)`. Both parts are validated identifiers.
+/// A tenant secret: `(tenant, key)`. Both parts are validated identifiers: the fields are
+/// private, so [`SecretRef::new`] is the only way to build one, deserialising included.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedSecretRef")]
 pub struct SecretRef {
-    pub tenant: String,
-    pub key: String,
+    tenant: String,
+    key: String,
+}
+
+/// The serialised form of a [`SecretRef`], before its parts are validated.
+#[derive(Deserialize)]
+struct UncheckedSecretRef {
+    tenant: String,
+    key: String,
+}
+
+impl TryFrom<UncheckedSecretRef> for SecretRef {
+    type Error = IdentError;
+
+    fn try_from(unchecked: UncheckedSecretRef) -> Result<Self, IdentError> {
+        SecretRef::new(&unchecked.tenant, &unchecked.key)
+    }
 }
 
 impl SecretRef {
@@ -72,6 +89,16 @@ impl SecretRef {
     pub fn parse(s: &str) -> Option<Self> {
         let (t, k) = s.split_once('/')?;
         SecretRef::new(t, k).ok()
+    }
+
+    /// The tenant identifier.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The key identifier, unique within the tenant.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 
@@ -284,6 +311,27 @@ mod tests {
         );
         for good in ["tenant1", "database_credentials", "a-b", "0x"] {
             assert_eq!(validate_ident(good), Ok(()), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn secret_ref_deserialises_only_valid_identifiers() {
+        let r: SecretRef =
+            serde_json::from_str(r#"{"tenant":"tenant1","key":"api_keys"}"#).expect("valid");
+        assert_eq!(r, SecretRef::new("tenant1", "api_keys").expect("valid"));
+        assert_eq!(
+            serde_json::to_string(&r).expect("serialises"),
+            r#"{"tenant":"tenant1","key":"api_keys"}"#
+        );
+        for bad in [
+            r#"{"tenant":"..","key":"api_keys"}"#,
+            r#"{"tenant":"tenant1","key":"a/b"}"#,
+            r#"{"tenant":"","key":"k"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<SecretRef>(bad).is_err(),
+                "{bad} accepted"
+            );
         }
     }
 

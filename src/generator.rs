@@ -177,12 +177,12 @@ pub fn validate(spec: &GeneratorSpec) -> Result<(), String> {
     }
 }
 
-fn check_bytes(kind: &str, bytes: usize) -> Result<(), String> {
+fn check_bytes(generator: &str, bytes: usize) -> Result<(), String> {
     if RANDOM_BYTES.contains(&bytes) {
         Ok(())
     } else {
         Err(format!(
-            "{kind} bytes = {bytes} is out of range; use {} to {}",
+            "{generator} bytes = {bytes} is out of range; use {} to {}",
             RANDOM_BYTES.start(),
             RANDOM_BYTES.end()
         ))

@@ -18,6 +18,7 @@
 //!   kubelet's atomic writer.
 //! - [`api`]: the admin HTTP API over an [`api::Admin`] backend.
 //! - [`cli`]: the `rotor` command line.
+//! - [`process`]: process hardening at start-up (no core dumps).
 
 pub mod actors;
 pub mod api;
@@ -31,6 +32,7 @@ pub mod http_client;
 pub mod machine;
 pub mod metrics;
 pub mod notify;
+pub mod process;
 pub mod schedule;
 pub mod status;
 pub mod store;

@@ -11,8 +11,9 @@
 //! ```
 //!
 //! [`Rules::step`] takes the persisted [`SecretState`], an [`Event`] and `now`, and returns a
-//! [`Transition`]: the next state, the [`Effect`]s to execute, and possibly a finished
-//! [`HistoryRecord`]. The caller persists the new state (with the labels [`labels`] derives
+//! [`Transition`]: the next state, the [`Effect`]s to execute, possibly a finished
+//! [`HistoryRecord`], the id of the attempt the step concerns and the [`Outcome`] it
+//! reached, if any. The caller persists the new state (with the labels [`labels`] derives
 //! from it and the history record, in one transaction) **before** executing the effects.
 //! Every effect carries its rotation id and is idempotent under it, so after a crash the
 //! caller sends [`Event::Resume`] and the machine re-issues whatever was in flight.
@@ -346,7 +347,8 @@ pub enum Notice {
 }
 
 impl Notice {
-    pub fn kind(&self) -> &'static str {
+    /// The event name channels subscribe to (`[[notify]] events`) and receive.
+    pub fn event_name(&self) -> &'static str {
         match self {
             Notice::Started { .. } => "rotation_started",
             Notice::GraceEntered { .. } => "grace_entered",
@@ -367,6 +369,17 @@ pub struct Transition {
     pub effects: Vec<Effect>,
     /// A finished attempt, to append to the history in the same commit as `state`.
     pub history: Option<HistoryRecord>,
+    /// The attempt this step concerns: the one it started, advanced, finished or rolled
+    /// back, which is always the latest one started (`RotationId(0)` before the first).
+    /// A `Rotate` or `Rollback` request answers with it.
+    pub rotation: RotationId,
+    /// The result `rotation` reached in this step, if it reached one: `Succeeded` at its
+    /// promotion, `Failed` when it will be retried, `RolledBack` once an operator's rollback
+    /// is done, `Abandoned` when the retry budget ran out. This is what the rotation metrics
+    /// count. The history record may come later (a success is recorded once the previous
+    /// version has expired) or say more (a rollback whose revoke was given up on is
+    /// recorded as rolled back, and counted here as abandoned).
+    pub outcome: Option<Outcome>,
 }
 
 /// The labels a state implies: exactly one `current` once a version exists, `pending`
@@ -398,6 +411,8 @@ impl Rules<'_> {
             state: state.clone(),
             effects: Vec::new(),
             history: None,
+            rotation: RotationId(state.rotations_started),
+            outcome: None,
         };
         match (&state.phase, event) {
             // ---- requests from operators -------------------------------------------
@@ -611,6 +626,7 @@ impl Rules<'_> {
             step_failures: 0,
             retry_at: None,
         };
+        t.rotation = run.rotation;
         t.effects.push(Effect::CancelTimer {
             rotation: run.rotation,
         });
@@ -758,6 +774,7 @@ impl Rules<'_> {
                 t.state.current = Some(r.pending);
                 t.state.last_rotated_at = Some(now);
                 t.state.attempts = 0;
+                t.outcome = Some(Outcome::Succeeded);
                 t.effects.push(Effect::Notify {
                     rotation: r.rotation,
                     notice: Notice::Succeeded { version: r.pending },
@@ -810,6 +827,7 @@ impl Rules<'_> {
                 self.after_failed_attempt(t, run, reason, now);
             }
             (Phase::RolledBack { run, restored }, Step::Rollback) => {
+                t.outcome = Some(Outcome::RolledBack);
                 t.effects.push(Effect::Notify {
                     rotation: run.rotation,
                     notice: Notice::RolledBack {
@@ -902,6 +920,7 @@ impl Rules<'_> {
         }
         let at = now + self.backoff(run.rotation, t.state.attempts);
         t.history = Some(record(&run, Outcome::Failed, Some(reason), now));
+        t.outcome = Some(Outcome::Failed);
         t.effects.push(Effect::Notify {
             rotation: run.rotation,
             notice: Notice::Failed {
@@ -920,6 +939,7 @@ impl Rules<'_> {
         reason: ErrorKind,
         now: DateTime<Utc>,
     ) {
+        t.outcome = Some(Outcome::Abandoned);
         t.effects.push(Effect::CancelTimer { rotation });
         t.effects.push(Effect::Notify {
             rotation,

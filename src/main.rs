@@ -27,6 +27,10 @@ fn main() -> ExitCode {
         Command::Run { config, log_format } => {
             init_logging(log_format);
             install_quiet_panic_hook();
+            // Before any key or value is in memory: no core file can hold one.
+            if let Err(e) = rotor::process::disable_core_dumps() {
+                tracing::warn!(error = %e, "cannot disable core dumps; continuing");
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -160,7 +164,7 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
 
     // 4. The admin API, stopped by the same shutdown.
     let backend = Arc::new(ActorAdmin {
-        shared: tree.shared.clone(),
+        context: tree.context.clone(),
         secrets: tree.secrets.clone(),
         ready: tree.ready_flag(),
     });

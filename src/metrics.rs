@@ -382,9 +382,9 @@ impl Metrics {
     /// empty family is not printed at all, and an absent series makes `increase()` and
     /// ratios silently empty).
     fn init_known_series(&self) {
-        for kind in ["rotation", "supervisor", "metrics", "notifier", "watcher"] {
+        for role in ["rotation", "supervisor", "metrics", "notifier", "watcher"] {
             let _ = self.actor_restarts_total.get_or_create(&KindLabels {
-                kind: kind.to_owned(),
+                kind: role.to_owned(),
             });
         }
         for action in ["http", "signal", "exec"] {
@@ -517,10 +517,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn restart(&self, kind: &str) {
+    /// Counts a restart of an actor in `role` (`rotation`, `watcher`, ...).
+    pub fn restart(&self, role: &str) {
         self.actor_restarts_total
             .get_or_create(&KindLabels {
-                kind: kind.to_owned(),
+                kind: role.to_owned(),
             })
             .inc();
     }

@@ -155,10 +155,10 @@ pub fn jitter_offset(secret: &SecretRef, jitter: Duration) -> Duration {
         return Duration::ZERO;
     }
     let mut hasher = Sha256::new();
-    hasher.update(secret.tenant.as_bytes());
+    hasher.update(secret.tenant().as_bytes());
     // A separator that identifiers cannot contain keeps ("ab","c") apart from ("a","bc").
     hasher.update([0u8]);
-    hasher.update(secret.key.as_bytes());
+    hasher.update(secret.key().as_bytes());
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);

@@ -56,7 +56,7 @@ impl Fake {
     }
 
     fn known(&self, s: &SecretRef) -> Result<(), AdminError> {
-        if s.tenant == "tenant1" && s.key == "db" {
+        if s.tenant() == "tenant1" && s.key() == "db" {
             Ok(())
         } else {
             Err(AdminError::UnknownSecret(s.to_string()))
@@ -79,6 +79,16 @@ fn at(secs: i64) -> chrono::DateTime<Utc> {
 }
 
 impl Admin for Fake {
+    fn jwks(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<u8>, AdminError>> {
+        async move {
+            self.known(&secret)?;
+            Err(AdminError::NotFound(format!(
+                "{secret} publishes no public key set"
+            )))
+        }
+        .boxed()
+    }
+
     fn rotate(&self, secret: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
         async move { self.start(&secret, "a rotation is in flight") }.boxed()
     }
@@ -834,4 +844,17 @@ fn empty_token_file_is_refused() {
         );
         assert!(err.to_string().contains(&path.display().to_string()));
     }
+}
+
+/// `/jwks` needs no token: its 404 is the same whether the secret exists or not, so it
+/// does not tell an unauthenticated caller which secrets are configured.
+#[tokio::test]
+async fn jwks_404_does_not_tell_whether_a_secret_exists() {
+    let server = Server::start(Fake::new()).await;
+    let known = server.get("/jwks/tenant1/db").await;
+    let unknown = server.get("/jwks/tenant1/nope").await;
+    let message = known.expect_error(404);
+    assert_eq!(unknown.expect_error(404), message);
+    assert!(!message.contains("tenant1"), "{message}");
+    server.shutdown().await;
 }

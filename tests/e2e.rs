@@ -322,7 +322,7 @@ async fn kill_9_at_random_instants_loses_nothing() {
     for s in &refs {
         secrets.push_str(&format!(
             "[[secrets]]\ntenant = \"{}\"\nkey = \"{}\"\npolicy = \"churn\"\ntarget = {{ type = \"none\", delay = \"30ms\" }}\n\n",
-            s.tenant, s.key
+            s.tenant(), s.key()
         ));
     }
     let port = free_port();

@@ -594,6 +594,52 @@ fn check_invariants(before: &SecretState, t: &Transition, ev: &Event, now: DateT
             }
         }
     }
+    // The transition names the attempt it concerns: the one in flight, the one it
+    // finished, and the one its notices are about.
+    assert_eq!(t.rotation, RotationId(after.rotations_started));
+    if let Some(run) = after.phase.run() {
+        assert_eq!(t.rotation, run.rotation, "on {ev:?}");
+    }
+    for e in &t.effects {
+        if let Effect::Notify { rotation, .. } = e {
+            assert_eq!(*rotation, t.rotation, "notice of another attempt on {ev:?}");
+        }
+    }
+    // A finished attempt's outcome is the history record's, except that a success after a
+    // previous version was counted at its promotion already, and a rollback whose revoke
+    // was given up on counts as abandoned.
+    if let Some(record) = &t.history {
+        assert_eq!(
+            record.rotation, t.rotation,
+            "history of another attempt on {ev:?}"
+        );
+        let expected = match record.outcome {
+            Outcome::Succeeded if record.from_version.is_some() => None,
+            Outcome::RolledBack if matches!(after.phase, Phase::Stuck { .. }) => {
+                Some(Outcome::Abandoned)
+            }
+            other => Some(other),
+        };
+        assert_eq!(t.outcome, expected, "on {ev:?}");
+    } else if let Some(outcome) = t.outcome {
+        // The only result reached before the history record: a promotion into grace.
+        assert_eq!(outcome, Outcome::Succeeded, "on {ev:?}");
+        assert!(matches!(after.phase, Phase::Grace { .. }));
+    }
+    // The outcome is the one the notices announce, so metrics and notifications agree.
+    let announced = t.effects.iter().find_map(|e| match e {
+        Effect::Notify { notice, .. } => match notice {
+            Notice::Succeeded { .. } => Some(Outcome::Succeeded),
+            Notice::Failed {
+                retry_at: Some(_), ..
+            } => Some(Outcome::Failed),
+            Notice::RolledBack { .. } => Some(Outcome::RolledBack),
+            Notice::Stuck { .. } => Some(Outcome::Abandoned),
+            _ => None,
+        },
+        _ => None,
+    });
+    assert_eq!(t.outcome, announced, "on {ev:?}");
 }
 
 proptest! {

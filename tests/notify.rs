@@ -276,10 +276,7 @@ type = "log"
 
     // No secret value anywhere: not in bodies, headers or rotor's log.
     let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
-    let secret = SecretRef {
-        tenant: "tenant1".into(),
-        key: "api_keys".into(),
-    };
+    let secret = SecretRef::new("tenant1", "api_keys").unwrap();
     let log = std::fs::read_to_string(dir.join("rotor.log")).unwrap();
     for v in [1, 2] {
         let value = store.read_value(&secret, v).unwrap();

@@ -92,7 +92,7 @@ async fn start_with(
         .await
         .expect("tree starts");
     let admin = ActorAdmin {
-        shared: tree.shared.clone(),
+        context: tree.context.clone(),
         secrets: tree.secrets.clone(),
         ready: tree.ready_flag(),
     };
@@ -143,7 +143,7 @@ fn labels_of(store: &EmbeddedStore, s: &SecretRef) -> Vec<(u64, Vec<Label>)> {
 }
 
 fn phase(h: &Harness, s: &SecretRef) -> &'static str {
-    h.tree.shared.board.get(s).map_or("none", |st| st.phase)
+    h.tree.context.board.get(s).map_or("none", |st| st.phase)
 }
 
 #[tokio::test(start_paused = true)]
@@ -290,20 +290,20 @@ async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
         phase(&h, &t1()) == "grace"
     })
     .await;
-    let before = h.tree.shared.board.get(&t1()).unwrap();
+    let before = h.tree.context.board.get(&t1()).unwrap();
     let old: ActorRef<RotationMsg> =
-        ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
+        ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
             .unwrap()
             .into();
     old.cast(RotationMsg::InjectPanic).unwrap();
     eventually(Duration::from_secs(5), "a new incarnation", || {
-        ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
+        ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
             .is_some_and(|c| c.get_id() != old.get_id())
     })
     .await;
     // Same state: still in grace with the same expiry, and it still expires on time.
     eventually(Duration::from_secs(5), "state reloaded", || {
-        h.tree.shared.board.get(&t1()) == Some(before.clone())
+        h.tree.context.board.get(&t1()) == Some(before.clone())
     })
     .await;
     let text = h.admin.metrics_text().await.unwrap();
@@ -336,7 +336,7 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
     for _ in 0..3 {
         let cell = loop {
             if let Some(c) =
-                ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
+                ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
             {
                 break c;
             }
@@ -345,7 +345,7 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
         let actor: ActorRef<RotationMsg> = cell.into();
         let _ = actor.cast(RotationMsg::InjectPanic);
         eventually(Duration::from_secs(5), "the panicked actor gone", || {
-            ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
+            ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
                 .is_none_or(|c| c.get_id() != actor.get_id())
         })
         .await;
@@ -365,7 +365,7 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
         "{text}"
     );
     eventually(Duration::from_secs(5), "actors back", || {
-        ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1())).is_some()
+        ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1())).is_some()
     })
     .await;
     h.tree.shutdown(Duration::from_secs(5)).await;

@@ -573,7 +573,7 @@ policy = "fast"
         .await
         .expect("tree starts");
     let admin = ActorAdmin {
-        shared: tree.shared.clone(),
+        context: tree.context.clone(),
         secrets: tree.secrets.clone(),
         ready: tree.ready_flag(),
     };

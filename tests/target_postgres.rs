@@ -418,7 +418,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
         .await
         .unwrap();
     let admin_api = ActorAdmin {
-        shared: tree.shared.clone(),
+        context: tree.context.clone(),
         secrets: tree.secrets.clone(),
         ready: tree.ready_flag(),
     };
@@ -457,7 +457,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
     .unwrap();
     admin_api.rotate(s.clone()).await.unwrap();
     wait_for("attempt given up", || {
-        tree.shared
+        tree.context
             .board
             .get(&s)
             .is_some_and(|st| st.phase == "stuck" || st.phase == "idle" && st.attempts > 0)

@@ -101,7 +101,7 @@ async fn rotate_publish_watch_reload_expire() {
         .await
         .expect("tree starts");
     let admin = ActorAdmin {
-        shared: tree.shared.clone(),
+        context: tree.context.clone(),
         secrets: tree.secrets.clone(),
         ready: tree.ready_flag(),
     };

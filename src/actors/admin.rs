@@ -12,7 +12,7 @@ use ractor::ActorRef;
 use ractor::rpc::CallResult;
 
 use super::metrics::{self as metrics_actor, MetricsMsg};
-use super::rotation::{self, RotationMsg, RotationSpec, Shared};
+use super::rotation::{self, RotationContext, RotationMsg, RotationSpec};
 use crate::api::{Admin, AdminError, ScheduleEntry};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, Trigger, VersionMeta};
 use crate::machine::Rejection;
@@ -20,8 +20,17 @@ use crate::machine::Rejection;
 /// How long an API call waits for an actor before answering 503.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What an operator asks a secret's rotation actor to do through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AdminAction {
+    /// Start a rotation now.
+    Rotate,
+    /// Roll back the rotation in grace.
+    Rollback,
+}
+
 pub struct ActorAdmin {
-    pub shared: Arc<Shared>,
+    pub context: Arc<RotationContext>,
     pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
     pub ready: Arc<AtomicBool>,
 }
@@ -36,7 +45,7 @@ impl ActorAdmin {
     }
 
     fn actor(&self, secret: &SecretRef) -> Result<ActorRef<RotationMsg>, AdminError> {
-        ractor::registry::where_is(rotation::actor_name(&self.shared.namespace, secret))
+        ractor::registry::where_is(rotation::actor_name(&self.context.namespace, secret))
             .map(ActorRef::from)
             .ok_or_else(|| {
                 AdminError::Unavailable(format!(
@@ -45,21 +54,22 @@ impl ActorAdmin {
             })
     }
 
-    async fn call(&self, secret: SecretRef, rollback: bool) -> Result<RotationId, AdminError> {
+    async fn call(&self, secret: SecretRef, action: AdminAction) -> Result<RotationId, AdminError> {
         self.known(&secret)?;
         let actor = self.actor(&secret)?;
-        let r = if rollback {
-            actor.call(RotationMsg::Rollback, Some(CALL_TIMEOUT)).await
-        } else {
-            actor
-                .call(
-                    |reply| RotationMsg::Rotate {
-                        trigger: Trigger::Api,
-                        reply,
-                    },
-                    Some(CALL_TIMEOUT),
-                )
-                .await
+        let r = match action {
+            AdminAction::Rollback => actor.call(RotationMsg::Rollback, Some(CALL_TIMEOUT)).await,
+            AdminAction::Rotate => {
+                actor
+                    .call(
+                        |reply| RotationMsg::Rotate {
+                            trigger: Trigger::Api,
+                            reply,
+                        },
+                        Some(CALL_TIMEOUT),
+                    )
+                    .await
+            }
         };
         match r {
             Ok(CallResult::Success(Ok(id))) => Ok(id),
@@ -108,17 +118,17 @@ impl Admin for ActorAdmin {
     }
 
     fn rotate(&self, secret: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
-        Box::pin(self.call(secret, false))
+        Box::pin(self.call(secret, AdminAction::Rotate))
     }
 
     fn rollback(&self, secret: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
-        Box::pin(self.call(secret, true))
+        Box::pin(self.call(secret, AdminAction::Rollback))
     }
 
     fn versions(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<VersionMeta>, AdminError>> {
         Box::pin(async move {
             self.known(&secret)?;
-            let store = self.shared.store.clone();
+            let store = self.context.store.clone();
             self.blocking(move || store.versions(&secret)).await
         })
     }
@@ -130,7 +140,7 @@ impl Admin for ActorAdmin {
     ) -> BoxFuture<'_, Result<Vec<HistoryRecord>, AdminError>> {
         Box::pin(async move {
             self.known(&secret)?;
-            let store = self.shared.store.clone();
+            let store = self.context.store.clone();
             self.blocking(move || store.history(&secret, limit)).await
         })
     }
@@ -138,13 +148,13 @@ impl Admin for ActorAdmin {
     fn schedule(&self) -> BoxFuture<'_, Result<Vec<ScheduleEntry>, AdminError>> {
         Box::pin(async move {
             Ok(self
-                .shared
+                .context
                 .board
                 .snapshot()
                 .into_iter()
                 .map(|(secret, s)| ScheduleEntry {
-                    tenant_id: secret.tenant,
-                    secret_key: secret.key,
+                    tenant_id: secret.tenant().to_owned(),
+                    secret_key: secret.key().to_owned(),
                     policy: s.policy,
                     phase: s.phase.to_owned(),
                     current_version: s.current,
@@ -159,7 +169,7 @@ impl Admin for ActorAdmin {
         Box::pin(async move {
             let actor: ActorRef<MetricsMsg> = ractor::registry::where_is(format!(
                 "{}{}",
-                self.shared.namespace,
+                self.context.namespace,
                 metrics_actor::NAME
             ))
             .map(ActorRef::from)

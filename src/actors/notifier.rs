@@ -34,6 +34,7 @@ use crate::notify::channel::{self, Delivery, Sink};
 use crate::notify::http::Poster;
 use crate::notify::route::Route;
 use crate::notify::{Notification, Severity};
+use crate::watch::event::WatchEventKind;
 
 /// Registry name of the notifier (after the tree's namespace).
 pub const NAME: &str = "rotor.notifier";
@@ -50,7 +51,7 @@ pub enum NotifierMsg {
     /// visible file name and a detail, never file content.
     Watcher {
         mount: String,
-        kind: &'static str,
+        event: WatchEventKind,
         file: Option<String>,
         detail: Option<String>,
         at: DateTime<Utc>,
@@ -102,10 +103,14 @@ fn notification(msg: NotifierMsg) -> Option<Notification> {
         } => Some(Notification::from_notice(&secret, rotation, &notice, at)),
         NotifierMsg::Notify(n) => Some(n),
         NotifierMsg::Watcher {
-            mount, kind, at, ..
-        } => match kind {
-            "health-check-failed" => Some(Notification::watcher_health(&mount, false, at)),
-            "health-check-success" => Some(Notification::watcher_health(&mount, true, at)),
+            mount, event, at, ..
+        } => match event {
+            WatchEventKind::HealthCheckFailed => {
+                Some(Notification::watcher_health(&mount, false, at))
+            }
+            WatchEventKind::HealthCheckSuccess => {
+                Some(Notification::watcher_health(&mount, true, at))
+            }
             _ => None,
         },
     }
@@ -205,13 +210,13 @@ impl Actor for Notifier {
     ) -> Result<(), ActorProcessingErr> {
         if let NotifierMsg::Watcher {
             mount,
-            kind,
+            event,
             file,
             detail,
             at,
         } = &msg
         {
-            tracing::info!(%mount, event = *kind, file, detail, %at, "watcher event");
+            tracing::info!(%mount, event = event.as_str(), file, detail, %at, "watcher event");
         }
         let Some(n) = notification(msg) else {
             return Ok(());

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use super::notifier::{self, NotifierMsg};
 use super::scheduler::Scheduler;
 use crate::clock::Clock;
-use crate::domain::{ErrorKind, RotationId, SecretRef, Step, Trigger, VersionNo};
+use crate::domain::{ErrorKind, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo};
 use crate::generator::{self, GeneratorSpec};
 use crate::machine::{
     self, Effect, Event, ExpiryGate, Notice, Phase, Rejection, Rules, SecretState,
@@ -55,8 +55,9 @@ pub struct RotationSpec {
     pub target: Arc<dyn Target>,
 }
 
-/// What all rotation actors share.
-pub struct Shared {
+/// The tree's runtime context, shared by every rotation actor: the store, metrics, clock,
+/// concurrency slots, status board, timer and registry namespace.
+pub struct RotationContext {
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub clock: Clock,
@@ -125,7 +126,7 @@ impl Drop for AbortOnDrop {
 
 pub struct RotationState {
     spec: Arc<RotationSpec>,
-    shared: Arc<Shared>,
+    context: Arc<RotationContext>,
     machine: SecretState,
     step_task: Option<AbortOnDrop>,
     slot: Option<Slot>,
@@ -136,18 +137,18 @@ pub struct RotationActor;
 impl Actor for RotationActor {
     type Msg = RotationMsg;
     type State = RotationState;
-    type Arguments = (Arc<RotationSpec>, Arc<Shared>);
+    type Arguments = (Arc<RotationSpec>, Arc<RotationContext>);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (spec, shared): Self::Arguments,
+        (spec, context): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         // The journal is read in post_start, in this actor's own task: the supervisor awaits
         // pre_start, and 100,000 store reads in a row there would serialise start-up.
         Ok(RotationState {
             spec,
-            shared,
+            context,
             machine: SecretState::default(),
             step_task: None,
             slot: None,
@@ -174,25 +175,11 @@ impl Actor for RotationActor {
         match msg {
             RotationMsg::Rotate { trigger, reply } => {
                 let r = Box::pin(state.drive(&myself, Event::Rotate { trigger })).await?;
-                let r = r.map(|_| {
-                    state
-                        .machine
-                        .phase
-                        .run()
-                        .map_or(RotationId(state.machine.rotations_started), |r| r.rotation)
-                });
                 // The caller may have given up (timeout); that is fine.
                 let _ = reply.send(r);
             }
             RotationMsg::Rollback(reply) => {
                 let r = Box::pin(state.drive(&myself, Event::Rollback)).await?;
-                let r = r.map(|_| {
-                    state
-                        .machine
-                        .phase
-                        .run()
-                        .map_or(RotationId(state.machine.rotations_started), |r| r.rotation)
-                });
                 let _ = reply.send(r);
             }
             RotationMsg::Status(reply) => {
@@ -222,7 +209,7 @@ impl Actor for RotationActor {
                     Ok(()) => Event::StepDone { rotation, step },
                     Err(error) => {
                         state
-                            .shared
+                            .context
                             .metrics
                             .rotation_error(&state.spec.policy, error.as_str());
                         Event::StepFailed {
@@ -244,7 +231,7 @@ impl Actor for RotationActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.shared.scheduler.cancel(&state.spec.secret);
+        state.context.scheduler.cancel(&state.spec.secret);
         state.step_task = None;
         Ok(())
     }
@@ -256,7 +243,7 @@ impl RotationState {
         &mut self,
         myself: &ActorRef<RotationMsg>,
     ) -> Result<(), ActorProcessingErr> {
-        let store = self.shared.store.clone();
+        let store = self.context.store.clone();
         let secret = self.spec.secret.clone();
         let journal = tokio::task::spawn_blocking(move || store.journal(&secret)).await??;
         if let Some(bytes) = journal {
@@ -268,13 +255,14 @@ impl RotationState {
         Ok(())
     }
 
-    /// Steps the machine, persists, then executes the effects.
+    /// Steps the machine, persists, then executes the effects. Answers with the id of the
+    /// attempt the step concerned.
     async fn drive(
         &mut self,
         myself: &ActorRef<RotationMsg>,
         event: Event,
-    ) -> Result<Result<(), Rejection>, ActorProcessingErr> {
-        let now = self.shared.clock.now();
+    ) -> Result<Result<RotationId, Rejection>, ActorProcessingErr> {
+        let now = self.context.clock.now();
         let spec = self.spec.clone();
         let next_due = |last, now| (spec.next_due)(last, now);
         let rules = Rules {
@@ -294,7 +282,7 @@ impl RotationState {
             // Durability rule: the new state is on disk before any of its effects run.
             let journal = serde_json::to_vec(&t.state)?;
             let labels = machine::labels(&t.state);
-            let store = self.shared.store.clone();
+            let store = self.context.store.clone();
             let secret = spec.secret.clone();
             let history = t.history.clone();
             let committed = tokio::task::spawn_blocking(move || {
@@ -311,7 +299,7 @@ impl RotationState {
             .await?;
             // A failed commit fails the actor: its supervisor restarts it, and it resumes
             // from the last state that did reach the store.
-            self.shared
+            self.context
                 .metrics
                 .store_up
                 .set(i64::from(committed.is_ok()));
@@ -329,55 +317,56 @@ impl RotationState {
         ) {
             self.slot = None;
         }
+        if let Some(outcome) = t.outcome {
+            self.count_outcome(outcome, now);
+        }
         for effect in t.effects {
             self.execute(myself, effect, now);
         }
-        self.shared.board.set(&self.spec.secret, self.status());
-        Ok(Ok(()))
+        self.context.board.set(&self.spec.secret, self.status());
+        Ok(Ok(t.rotation))
     }
 
     fn execute(&mut self, myself: &ActorRef<RotationMsg>, effect: Effect, now: DateTime<Utc>) {
         match effect {
-            Effect::ArmTimer { at, .. } => self.shared.scheduler.arm(&self.spec.secret, at),
-            Effect::CancelTimer { .. } => self.shared.scheduler.cancel(&self.spec.secret),
+            Effect::ArmTimer { at, .. } => self.context.scheduler.arm(&self.spec.secret, at),
+            Effect::CancelTimer { .. } => self.context.scheduler.cancel(&self.spec.secret),
             Effect::Notify { rotation, notice } => self.notify(rotation, notice, now),
             step_effect => self.spawn_step(myself, step_effect),
         }
     }
 
-    fn notify(&self, rotation: RotationId, notice: Notice, now: DateTime<Utc>) {
-        let m = &self.shared.metrics;
+    /// Counts the result an attempt reached (the machine says which, once per result).
+    fn count_outcome(&self, outcome: Outcome, now: DateTime<Utc>) {
+        let m = &self.context.metrics;
         let policy = &self.spec.policy;
         let mut duration = None;
-        let outcome = match &notice {
-            Notice::Succeeded { .. } => {
-                if let Some(run) = self.machine.phase.run() {
-                    let secs = (now - run.started_at).num_milliseconds().max(0) as f64 / 1000.0;
-                    m.rotation_duration_seconds
-                        .get_or_create(&crate::metrics::PolicyLabels {
-                            policy: policy.clone(),
-                        })
-                        .observe(secs);
-                    duration = Some(secs);
-                }
-                Some("succeeded")
-            }
-            // An attempt that used up the budget counts once, as abandoned (Stuck below).
-            Notice::Failed {
-                retry_at: Some(_), ..
-            } => Some("failed"),
-            Notice::RolledBack { .. } => Some("rolled_back"),
-            Notice::Stuck { .. } => Some("abandoned"),
-            _ => None,
-        };
-        if let Some(outcome) = outcome {
-            m.rotation(policy, outcome);
-            let secret = &self.spec.secret;
-            let promoted_at = (outcome == "succeeded").then(|| now.timestamp());
-            m.secret_rotation(&secret.tenant, &secret.key, outcome, duration, promoted_at);
+        if outcome == Outcome::Succeeded
+            && let Some(run) = self.machine.phase.run()
+        {
+            let secs = (now - run.started_at).num_milliseconds().max(0) as f64 / 1000.0;
+            m.rotation_duration_seconds
+                .get_or_create(&crate::metrics::PolicyLabels {
+                    policy: policy.clone(),
+                })
+                .observe(secs);
+            duration = Some(secs);
         }
+        m.rotation(policy, outcome.as_str());
+        let secret = &self.spec.secret;
+        let promoted_at = (outcome == Outcome::Succeeded).then(|| now.timestamp());
+        m.secret_rotation(
+            secret.tenant(),
+            secret.key(),
+            outcome.as_str(),
+            duration,
+            promoted_at,
+        );
+    }
+
+    fn notify(&self, rotation: RotationId, notice: Notice, now: DateTime<Utc>) {
         notifier::send(
-            &self.shared.namespace,
+            &self.context.namespace,
             NotifierMsg::Event {
                 secret: self.spec.secret.clone(),
                 rotation,
@@ -408,17 +397,17 @@ impl RotationState {
         );
         let held = self.slot.take();
         let spec = self.spec.clone();
-        let shared = self.shared.clone();
+        let context = self.context.clone();
         let me = myself.clone();
         self.step_task = Some(AbortOnDrop(tokio::spawn(async move {
             let slot = match (held, needs_slot) {
                 (Some(s), _) => Some(s),
-                (None, true) => match shared.slots.clone().acquire_owned().await {
+                (None, true) => match context.slots.clone().acquire_owned().await {
                     Ok(permit) => {
-                        shared.metrics.rotation_jobs_active.inc();
+                        context.metrics.rotation_jobs_active.inc();
                         Some(Slot {
                             _permit: permit,
-                            jobs_active: shared.metrics.rotation_jobs_active.clone(),
+                            jobs_active: context.metrics.rotation_jobs_active.clone(),
                         })
                     }
                     // The semaphore is closed only at shutdown.
@@ -427,7 +416,7 @@ impl RotationState {
                 (None, false) => None,
             };
             let result =
-                match tokio::time::timeout(spec.step_timeout, run_step(&spec, &shared, effect))
+                match tokio::time::timeout(spec.step_timeout, run_step(&spec, &context, effect))
                     .await
                 {
                     Ok(r) => r,
@@ -464,7 +453,7 @@ impl RotationState {
         &self,
         fingerprint: &str,
     ) -> Result<Option<VersionNo>, ActorProcessingErr> {
-        let store = self.shared.store.clone();
+        let store = self.context.store.clone();
         let secret = self.spec.secret.clone();
         let versions = tokio::task::spawn_blocking(move || store.versions(&secret)).await??;
         Ok(versions
@@ -475,17 +464,21 @@ impl RotationState {
 }
 
 /// Executes one step against the store and the target.
-async fn run_step(spec: &RotationSpec, shared: &Shared, effect: Effect) -> Result<(), ErrorKind> {
+async fn run_step(
+    spec: &RotationSpec,
+    context: &RotationContext,
+    effect: Effect,
+) -> Result<(), ErrorKind> {
     let secret = &spec.secret;
     let log_err = |step: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(secret = %secret, step, error = %e, "rotation step failed");
     };
     match effect {
         Effect::Generate { rotation, version } => {
-            let store = shared.store.clone();
+            let store = context.store.clone();
             let gen_spec = spec.generator.clone();
             let s = secret.clone();
-            let now = shared.clock.now();
+            let now = context.clock.now();
             let target = spec.target.clone();
             tokio::task::spawn_blocking(move || {
                 // The target shapes what consumers read (e.g. username, password, URL).
@@ -505,7 +498,7 @@ async fn run_step(spec: &RotationSpec, shared: &Shared, effect: Effect) -> Resul
         }
         Effect::Apply { version, .. } | Effect::Test { version, .. } => {
             let is_apply = matches!(effect, Effect::Apply { .. });
-            let store = shared.store.clone();
+            let store = context.store.clone();
             let s = secret.clone();
             let value = tokio::task::spawn_blocking(move || store.read_value(&s, version))
                 .await

@@ -25,7 +25,7 @@ use super::metrics::{self as metrics_actor, MetricsActor};
 use super::notifier::{self, Deliveries, Notifier, Undelivered};
 use super::publisher::{self, PublisherActor};
 use super::root::{Root, RootExit, spawn_root};
-use super::rotation::{self, RotationActor, RotationSpec, Shared};
+use super::rotation::{self, RotationActor, RotationContext, RotationSpec};
 use super::scheduler::Scheduler;
 use super::supervisor::{Backoff, ChildSpec, Intensity, Restart, SupervisorArgs, SupervisorEvent};
 use super::watcher::{self, WatchContext, WatcherActor};
@@ -93,7 +93,7 @@ const DRAIN_MARGIN: Duration = Duration::from_millis(250);
 /// The running tree and what the API needs to reach it.
 pub struct Tree {
     pub root: Root,
-    pub shared: Arc<Shared>,
+    pub context: Arc<RotationContext>,
     /// Every managed secret and its spec, for 404s and the schedule.
     pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
     ready: Arc<AtomicBool>,
@@ -121,7 +121,7 @@ impl Tree {
     /// logged by channel.
     pub async fn shutdown(&mut self, timeout: Duration) -> RootExit {
         let deadline = tokio::time::Instant::now() + timeout.saturating_sub(DRAIN_MARGIN);
-        self.shared.slots.close();
+        self.context.slots.close();
         let exit = self.root.shutdown(timeout).await;
         let Undelivered(lost) = self.deliveries.drain(deadline).await;
         for (channel, n) in lost {
@@ -217,11 +217,11 @@ pub fn target_for(target: &TargetConfig, reader: &ValueReader) -> Arc<dyn Target
             // Validation refuses such URLs; a config built by hand that slips past it gets
             // a target that fails every step instead of sending a value off the machine.
             Err(_) => {
-                let t = NoneTarget::new();
+                let refusing = NoneTarget::new();
                 for op in ["apply", "test", "promote", "revoke"] {
-                    t.fail(op);
+                    refusing.fail(op);
                 }
-                Arc::new(t)
+                Arc::new(refusing)
             }
         },
     }
@@ -240,22 +240,22 @@ pub fn spec_for(
     let schedule_policy = policy.clone();
     let schedule_secret = secret.clone();
     let target: Arc<dyn Target> = match &options.target_override {
-        Some(t) => t.clone(),
+        Some(target) => target.clone(),
         None => target_for(&cfg.target, reader),
     };
-    let td = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
+    let to_delta = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
     Arc::new(RotationSpec {
         secret,
         policy: policy.name.clone(),
         generator: policy.generator.clone(),
-        grace: td(policy.grace),
+        grace: to_delta(policy.grace),
         max_attempts: policy.max_attempts,
-        retry_backoff: td(config.runtime.retry_backoff),
-        retry_backoff_max: td(config.runtime.retry_backoff_max),
+        retry_backoff: to_delta(config.runtime.retry_backoff),
+        retry_backoff_max: to_delta(config.runtime.retry_backoff_max),
         expiry_gate: match policy.expire_after {
             ExpireAfter::Grace => ExpiryGate::Grace,
             ExpireAfter::GraceAndConsumers { max_extension } => ExpiryGate::GraceAndConsumers {
-                max_extension: td(max_extension),
+                max_extension: to_delta(max_extension),
             },
         },
         next_due: Arc::new(move |last, now| {
@@ -273,14 +273,14 @@ pub fn spec_for(
 /// (`watch/` next to the embedded store's file).
 fn watch_context(
     config: &Config,
-    shared: &Arc<Shared>,
+    context: &Arc<RotationContext>,
     options: &TreeOptions,
 ) -> Arc<WatchContext> {
-    let store = shared.store.clone();
+    let store = context.store.clone();
     let state_dir = match &config.store {
         crate::config::StoreConfig::Embedded { path, .. } => path
             .parent()
-            .map(|p| p.join("watch"))
+            .map(|dir| dir.join("watch"))
             .or_else(|| Some("watch".into())),
         // No local data directory with a remote store: last-seen fingerprints are kept in
         // memory only.
@@ -288,7 +288,7 @@ fn watch_context(
     };
     Arc::new(WatchContext {
         namespace: options.namespace.clone(),
-        metrics: shared.metrics.clone(),
+        metrics: context.metrics.clone(),
         clock: options.clock,
         fingerprint: Arc::new(move |bytes| store.fingerprint(bytes)),
         limiter: Arc::new(ReloadLimiter::new(config.watch.max_reloads_per_minute)),
@@ -315,7 +315,7 @@ pub async fn start(
         capacity: config.cache.max_entries,
     };
     let store: Arc<dyn Store> = Arc::new(CachedStore::new(store, cache, metrics.clone()));
-    let shared = Arc::new(Shared {
+    let context = Arc::new(RotationContext {
         store: store.clone(),
         metrics: metrics.clone(),
         clock: options.clock,
@@ -329,7 +329,12 @@ pub async fn start(
     let secrets: BTreeMap<SecretRef, Arc<RotationSpec>> = config
         .secrets
         .iter()
-        .map(|s| (s.secret.clone(), spec_for(s, config, &options, &store)))
+        .map(|secret_cfg| {
+            (
+                secret_cfg.secret.clone(),
+                spec_for(secret_cfg, config, &options, &store),
+            )
+        })
         .collect();
     let secrets = Arc::new(secrets);
     metrics.secrets_managed.set(secrets.len() as i64);
@@ -341,26 +346,26 @@ pub async fn start(
 
     let observer_metrics = metrics.clone();
     let observer: Arc<dyn Fn(SupervisorEvent) + Send + Sync> = Arc::new(move |event| {
-        if let SupervisorEvent::Restarting { kind, .. } = &event {
-            observer_metrics.restart(kind);
+        if let SupervisorEvent::Restarting { kind: role, .. } = &event {
+            observer_metrics.restart(role);
         }
     });
 
     let rotation_children = {
         let secrets = secrets.clone();
-        let shared = shared.clone();
+        let context = context.clone();
         move || {
             secrets
                 .values()
                 .map(|spec| {
                     let spec = spec.clone();
-                    let shared = shared.clone();
+                    let context = context.clone();
                     ChildSpec::actor(
                         spec.secret.to_string(),
                         "rotation",
                         Restart::Permanent,
-                        Some(rotation::actor_name(&shared.namespace, &spec.secret)),
-                        move || (RotationActor, (spec.clone(), shared.clone())),
+                        Some(rotation::actor_name(&context.namespace, &spec.secret)),
+                        move || (RotationActor, (spec.clone(), context.clone())),
                     )
                 })
                 .collect::<Vec<_>>()
@@ -377,7 +382,7 @@ pub async fn start(
                 .with_observer(observer.clone())
         }
     };
-    let watch_ctx = watch_context(config, &shared, &options);
+    let watch_ctx = watch_context(config, &context, &options);
     metrics.mounts.set(if config.watch.enabled {
         config.mounts.len() as i64
     } else {
@@ -391,29 +396,29 @@ pub async fn start(
             Vec::new()
         };
         let publish: Vec<_> = config.publish.iter().cloned().map(Arc::new).collect();
-        let store = shared.store.clone();
+        let store = context.store.clone();
         move || {
             // Publishers first: on a laptop they create the directories the watchers watch.
-            let publishers = publish.iter().map(|p| {
-                let p = p.clone();
+            let publishers = publish.iter().map(|destination| {
+                let destination = destination.clone();
                 let store = store.clone();
                 ChildSpec::actor(
-                    format!("publish:{}", p.path.display()),
+                    format!("publish:{}", destination.path.display()),
                     "publisher",
                     Restart::Permanent,
-                    Some(publisher::actor_name(&ctx.namespace, &p.path)),
-                    move || (PublisherActor, (p.clone(), store.clone())),
+                    Some(publisher::actor_name(&ctx.namespace, &destination.path)),
+                    move || (PublisherActor, (destination.clone(), store.clone())),
                 )
             });
-            let watchers = mounts.iter().map(|m| {
-                let m = m.clone();
+            let watchers = mounts.iter().map(|mount| {
+                let mount = mount.clone();
                 let ctx = ctx.clone();
                 ChildSpec::actor(
-                    format!("watch:{}", m.path.display()),
+                    format!("watch:{}", mount.path.display()),
                     "watcher",
                     Restart::Permanent,
-                    Some(watcher::actor_name(&ctx.namespace, &m.path)),
-                    move || (WatcherActor, (m.clone(), ctx.clone())),
+                    Some(watcher::actor_name(&ctx.namespace, &mount.path)),
+                    move || (WatcherActor, (mount.clone(), ctx.clone())),
                 )
             });
             publishers.chain(watchers).collect::<Vec<_>>()
@@ -429,26 +434,35 @@ pub async fn start(
         }
     };
     let ns = options.namespace.clone();
-    let m = metrics.clone();
-    let b = board.clone();
-    let m2 = metrics.clone();
+    let actor_metrics = metrics.clone();
+    let actor_board = board.clone();
+    let notifier_metrics = metrics.clone();
     let notify = config.notify.clone();
     let deliveries = Deliveries::default();
-    let d = deliveries.clone();
+    let notifier_deliveries = deliveries.clone();
     let mut children = vec![
         ChildSpec::actor(
             "metrics",
             "metrics",
             Restart::Permanent,
             Some(format!("{ns}{}", metrics_actor::NAME)),
-            move || (MetricsActor, (m.clone(), b.clone())),
+            move || (MetricsActor, (actor_metrics.clone(), actor_board.clone())),
         ),
         ChildSpec::actor(
             "notifier",
             "notifier",
             Restart::Permanent,
             Some(format!("{ns}{}", notifier::NAME)),
-            move || (Notifier, (m2.clone(), notify.clone(), d.clone())),
+            move || {
+                (
+                    Notifier,
+                    (
+                        notifier_metrics.clone(),
+                        notify.clone(),
+                        notifier_deliveries.clone(),
+                    ),
+                )
+            },
         )
         // Drained, not stopped: the last events of the stopping rotation actors still go
         // out.
@@ -493,7 +507,7 @@ pub async fn start(
     }
     Ok(Tree {
         root,
-        shared,
+        context,
         secrets,
         ready,
         deliveries,

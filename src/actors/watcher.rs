@@ -310,7 +310,7 @@ impl Actor for WatcherActor {
             }
             WatcherMsg::ReloadDone { result } => {
                 state.reload_task = None;
-                let action = state.reload_kind();
+                let action = state.reload_type();
                 let outcome = if result.is_ok() {
                     "succeeded"
                 } else {
@@ -538,7 +538,7 @@ impl WatcherState {
         let changed = self.healthy != Some(ok);
         self.healthy = Some(ok);
         self.healthy_gauge.set(i64::from(ok));
-        let (kind, detail) = if ok {
+        let (event, detail) = if ok {
             (WatchEventKind::HealthCheckSuccess, None)
         } else if self.missing {
             (
@@ -553,7 +553,7 @@ impl WatcherState {
         };
         // Successes reach the notifier only when the health changes; every check is
         // counted and observed.
-        self.emit_to(kind, None, None, detail, !ok || changed);
+        self.emit_to(event, None, None, detail, !ok || changed);
         for (file, s) in &self.snapshot.files {
             if let FileState::Fingerprint(f) = s {
                 self.consumer_saw(file, f);
@@ -561,11 +561,11 @@ impl WatcherState {
         }
     }
 
-    fn reload_kind(&self) -> &'static str {
+    fn reload_type(&self) -> &'static str {
         self.mount
             .reload
             .as_ref()
-            .map_or("none", |r| r.action.kind())
+            .map_or("none", |r| r.action.type_name())
     }
 
     fn count_reload(&self, action: &str, outcome: &str) {
@@ -588,7 +588,7 @@ impl WatcherState {
             if !self.reload_pending {
                 self.reload_pending = true;
             }
-            self.count_reload(self.reload_kind(), "coalesced");
+            self.count_reload(self.reload_type(), "coalesced");
             return;
         }
         self.start_reload(myself);
@@ -616,7 +616,7 @@ impl WatcherState {
                             .backoff
                             .saturating_mul(1 << (attempt - 1).min(16))
                             .min(MAX_RELOAD_BACKOFF);
-                        tracing::warn!(%mount, action = reload.action.kind(), attempt, error = %e, retry_in = ?wait, "reload failed; retrying");
+                        tracing::warn!(%mount, action = reload.action.type_name(), attempt, error = %e, retry_in = ?wait, "reload failed; retrying");
                         tokio::time::sleep(wait).await;
                     }
                     Err(e) => break Err(format!("{e} (after {attempt} attempts)")),
@@ -665,17 +665,17 @@ impl WatcherState {
 
     fn emit(
         &self,
-        kind: WatchEventKind,
+        event: WatchEventKind,
         file: Option<String>,
         fingerprint: Option<String>,
         detail: Option<String>,
     ) {
-        self.emit_to(kind, file, fingerprint, detail, true);
+        self.emit_to(event, file, fingerprint, detail, true);
     }
 
     fn emit_to(
         &self,
-        kind: WatchEventKind,
+        event: WatchEventKind,
         file: Option<String>,
         fingerprint: Option<String>,
         detail: Option<String>,
@@ -686,13 +686,13 @@ impl WatcherState {
             .metrics
             .watcher_events_total
             .get_or_create(&KindLabels {
-                kind: kind.as_str().to_owned(),
+                kind: event.as_str().to_owned(),
             })
             .inc();
         if let Some(sink) = &self.ctx.sink {
             sink(&WatchEvent {
                 mount: self.mount.path.clone(),
-                kind,
+                kind: event,
                 file: file.clone(),
                 fingerprint,
                 detail: detail.clone(),
@@ -704,7 +704,7 @@ impl WatcherState {
                 &self.ctx.namespace,
                 NotifierMsg::Watcher {
                     mount: self.mount.path.display().to_string(),
-                    kind: kind.as_str(),
+                    event,
                     file,
                     detail,
                     at,

@@ -355,7 +355,18 @@ async fn jwks(
     use sha2::Digest as _;
     let Path((tenant, key)) = path?;
     let secret = secret_ref(&tenant, &key)?;
-    let body = state.backend.jwks(secret).await?;
+    // One answer for an unknown secret and for one without a public set: this route needs
+    // no token, so its 404 must not tell a caller which secrets exist.
+    let body = match state.backend.jwks(secret).await {
+        Ok(body) => body,
+        Err(AdminError::UnknownSecret(_) | AdminError::NotFound(_)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no public key set is served at this path",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let digest = sha2::Sha256::digest(&body);
     let etag = format!("\"{}\"", hex::encode(&digest[..16]));
     let cached = headers
@@ -440,8 +451,8 @@ impl Accepted {
             StatusCode::ACCEPTED,
             Json(Accepted {
                 rotation_id: id.to_string(),
-                tenant_id: secret.tenant,
-                secret_key: secret.key,
+                tenant_id: secret.tenant().to_owned(),
+                secret_key: secret.key().to_owned(),
                 status: "accepted",
             }),
         )
@@ -513,8 +524,8 @@ async fn versions(
     let secret = secret_ref(&tenant, &key)?;
     let versions = state.backend.versions(secret.clone()).await?;
     Ok(Json(VersionsResponse {
-        tenant_id: secret.tenant,
-        secret_key: secret.key,
+        tenant_id: secret.tenant().to_owned(),
+        secret_key: secret.key().to_owned(),
         versions: versions.into_iter().map(VersionView::from).collect(),
     }))
 }
@@ -593,8 +604,8 @@ async fn history(
     let limit = parse_limit(query.limit.as_deref())?;
     let records = state.backend.history(secret.clone(), limit).await?;
     Ok(Json(HistoryResponse {
-        tenant_id: secret.tenant,
-        secret_key: secret.key,
+        tenant_id: secret.tenant().to_owned(),
+        secret_key: secret.key().to_owned(),
         // The backend is asked for `limit`; truncating again keeps the promise if it overshoots.
         rotations: records
             .into_iter()

@@ -153,8 +153,8 @@ pub enum ReloadAction {
 }
 
 impl ReloadAction {
-    /// Bounded metric label: `http`, `signal` or `exec`.
-    pub fn kind(&self) -> &'static str {
+    /// The action's `type` (`http`, `signal` or `exec`): a bounded metric label.
+    pub fn type_name(&self) -> &'static str {
         match self {
             ReloadAction::Http { .. } => "http",
             ReloadAction::Signal { .. } => "signal",

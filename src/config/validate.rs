@@ -1612,7 +1612,10 @@ impl Validator<'_, '_> {
             let (Some(tenant), Some(key), Some(policy)) = (tenant, key, policy) else {
                 continue;
             };
-            let secret = SecretRef { tenant, key };
+            // Both parts were validated above, each with its own diagnostic.
+            let Ok(secret) = SecretRef::new(&tenant, &key) else {
+                continue;
+            };
             if let Some(first) = seen.insert(secret.clone(), i) {
                 let span = s.key.as_ref().map_or(spanned.span(), |k| k.span());
                 self.diag.at(

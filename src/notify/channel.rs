@@ -26,7 +26,8 @@ pub enum Sink {
 }
 
 impl Sink {
-    pub fn kind(&self) -> &'static str {
+    /// The channel's `type` (`slack` or `webhook`), for logs.
+    pub fn type_name(&self) -> &'static str {
         match self {
             Sink::Slack { .. } => "slack",
             Sink::Webhook { .. } => "webhook",
@@ -109,13 +110,13 @@ impl Delivery {
                 }
                 Attempt::Reject { reason } => {
                     self.count("failed");
-                    tracing::warn!(channel = %self.name, sink = self.sink.kind(), event = n.event, %reason, "notification refused by its receiver; not retried");
+                    tracing::warn!(channel = %self.name, sink = self.sink.type_name(), event = n.event, %reason, "notification refused by its receiver; not retried");
                     return false;
                 }
                 Attempt::Retry { reason, after } => {
                     if attempt == max {
                         self.count("failed");
-                        tracing::warn!(channel = %self.name, sink = self.sink.kind(), event = n.event, %reason, attempts = max, "notification not delivered; giving up");
+                        tracing::warn!(channel = %self.name, sink = self.sink.type_name(), event = n.event, %reason, attempts = max, "notification not delivered; giving up");
                         return false;
                     }
                     self.count("retried");

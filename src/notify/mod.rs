@@ -57,7 +57,7 @@ impl Severity {
 }
 
 /// Every event kind a channel can subscribe to (`[[notify]] events`). The rotation kinds
-/// are [`Notice::kind`]'s; the others come from watchers and reload actions.
+/// are [`Notice::event_name`]'s; the others come from watchers and reload actions.
 pub const EVENT_KINDS: &[&str] = &[
     "rotation_started",
     "grace_entered",
@@ -227,11 +227,11 @@ impl Notification {
             ),
         };
         Notification {
-            event: notice.kind(),
+            event: notice.event_name(),
             severity,
             at,
-            tenant: Some(secret.tenant.clone()),
-            key: Some(secret.key.clone()),
+            tenant: Some(secret.tenant().to_owned()),
+            key: Some(secret.key().to_owned()),
             rotation: Some(rotation.0),
             version,
             previous_version: previous,
@@ -336,10 +336,7 @@ mod tests {
 
     #[test]
     fn every_notice_kind_is_a_subscribable_event() {
-        let s = SecretRef {
-            tenant: "t".into(),
-            key: "k".into(),
-        };
+        let s = SecretRef::new("t", "k").expect("valid");
         let notices = [
             Notice::Started {
                 trigger: Trigger::Api,

@@ -64,10 +64,7 @@ mod tests {
 
     #[test]
     fn has_text_and_the_fields() {
-        let s = SecretRef {
-            tenant: "tenant1".into(),
-            key: "db".into(),
-        };
+        let s = SecretRef::new("tenant1", "db").expect("valid");
         let n = Notification::from_notice(
             &s,
             RotationId(4),

@@ -289,7 +289,7 @@ impl MasterKey {
 }
 
 fn associated_data(secret: &SecretRef, version: VersionNo) -> String {
-    format!("{}/{}/{}", secret.tenant, secret.key, version)
+    format!("{}/{}/{}", secret.tenant(), secret.key(), version)
 }
 
 fn derive(master: &[u8; KEY_LEN], label: &[u8]) -> [u8; 32] {

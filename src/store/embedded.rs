@@ -451,7 +451,7 @@ impl Store for EmbeddedStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let what = Op("put_version", secret);
-        let k = (secret.tenant.as_str(), secret.key.as_str(), version);
+        let k = (secret.tenant(), secret.key(), version);
         let writer = self.group.enter();
         let txn = self.begin_write(&what)?;
         let existing = {
@@ -507,7 +507,7 @@ impl Store for EmbeddedStore {
     fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
         let what = Op("commit", secret);
         check_labels(secret, commit.labels)?;
-        let (t, k) = (secret.tenant.as_str(), secret.key.as_str());
+        let (t, k) = (secret.tenant(), secret.key());
         let writer = self.group.enter();
         let txn = self.begin_write(&what)?;
         // Any error below drops `txn` without committing, which aborts it: journal, labels
@@ -580,14 +580,14 @@ impl Store for EmbeddedStore {
         let txn = self.db.begin_read().map_err(|e| backend(&what, e))?;
         let journal = txn.open_table(JOURNAL).map_err(|e| backend(&what, e))?;
         let found = journal
-            .get((secret.tenant.as_str(), secret.key.as_str()))
+            .get((secret.tenant(), secret.key()))
             .map_err(|e| backend(&what, e))?;
         Ok(found.map(|g| g.value().to_vec()))
     }
 
     fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
         let what = Op("read versions of", secret);
-        let (t, k) = (secret.tenant.as_str(), secret.key.as_str());
+        let (t, k) = (secret.tenant(), secret.key());
         let txn = self.db.begin_read().map_err(|e| backend(&what, e))?;
         let versions = txn.open_table(VERSIONS).map_err(|e| backend(&what, e))?;
         let mut out = Vec::new();
@@ -610,7 +610,7 @@ impl Store for EmbeddedStore {
         let txn = self.db.begin_read().map_err(|e| backend(&what, e))?;
         let values = txn.open_table(VALUES).map_err(|e| backend(&what, e))?;
         let sealed = values
-            .get((secret.tenant.as_str(), secret.key.as_str(), version))
+            .get((secret.tenant(), secret.key(), version))
             .map_err(|e| backend(&what, e))?
             .ok_or_else(|| StoreError::NoSuchVersion {
                 secret: secret.clone(),
@@ -621,7 +621,7 @@ impl Store for EmbeddedStore {
 
     fn history(&self, secret: &SecretRef, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
         let what = Op("read history of", secret);
-        let (t, k) = (secret.tenant.as_str(), secret.key.as_str());
+        let (t, k) = (secret.tenant(), secret.key());
         let txn = self.db.begin_read().map_err(|e| backend(&what, e))?;
         let history = txn.open_table(HISTORY).map_err(|e| backend(&what, e))?;
         let mut out = Vec::new();

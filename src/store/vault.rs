@@ -350,9 +350,9 @@ impl VaultStore {
     fn value_path(&self, secret: &SecretRef) -> String {
         let prefix = self.session.settings.path_prefix.trim_matches('/');
         if prefix.is_empty() {
-            format!("{}/{}", secret.tenant, secret.key)
+            format!("{}/{}", secret.tenant(), secret.key())
         } else {
-            format!("{prefix}/{}/{}", secret.tenant, secret.key)
+            format!("{prefix}/{}/{}", secret.tenant(), secret.key())
         }
     }
 

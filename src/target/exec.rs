@@ -74,8 +74,8 @@ impl ExecTarget {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env("ROTOR_OPERATION", operation)
-            .env("ROTOR_TENANT", &secret.tenant)
-            .env("ROTOR_KEY", &secret.key)
+            .env("ROTOR_TENANT", secret.tenant())
+            .env("ROTOR_KEY", secret.key())
             .env("ROTOR_VERSION", version.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -141,7 +141,7 @@ impl ExecTarget {
 }
 
 impl Target for ExecTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         NAME
     }
 

@@ -59,7 +59,7 @@ pub struct JwksTarget {
 
 /// The `kid` of `version` of `secret`.
 pub fn kid(secret: &SecretRef, version: VersionNo) -> String {
-    format!("{}.{}.v{version}", secret.tenant, secret.key)
+    format!("{}.{}.v{version}", secret.tenant(), secret.key())
 }
 
 impl JwksTarget {
@@ -237,7 +237,7 @@ fn put(keys: &mut Vec<Value>, jwk: Value) {
 }
 
 impl Target for JwksTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         NAME
     }
 

@@ -53,8 +53,9 @@ pub struct TargetError {
 
 /// A system that checks a secret.
 pub trait Target: Send + Sync + 'static {
-    /// Short name for logs and metrics (`none`, `postgres`, ...).
-    fn kind(&self) -> &'static str;
+    /// The target's `type` in the configuration (`none`, `postgres`, ...), for logs and
+    /// metrics.
+    fn type_name(&self) -> &'static str;
 
     /// Turns a freshly generated value into what is stored for `version` (what consumers
     /// read): e.g. `{"username","password","url"}` for PostgreSQL. Called once per version,

@@ -101,7 +101,7 @@ impl NoneTarget {
 }
 
 impl Target for NoneTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         "none"
     }
 
@@ -167,10 +167,7 @@ mod tests {
             &["apply".to_owned()],
             Some(flag.clone()),
         );
-        let s = SecretRef {
-            tenant: "t".into(),
-            key: "k".into(),
-        };
+        let s = SecretRef::new("t", "k").expect("valid");
         let v = SecretValue::from_bytes(b"x".to_vec());
         assert!(t.apply(&s, 1, &v).await.is_ok());
         std::fs::write(&flag, b"").unwrap();

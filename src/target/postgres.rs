@@ -208,7 +208,7 @@ impl PostgresTarget {
 }
 
 impl Target for PostgresTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         NAME
     }
 

@@ -278,7 +278,7 @@ fn hash(password: &str) -> String {
 }
 
 impl Target for RedisTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         NAME
     }
 

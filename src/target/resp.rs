@@ -87,8 +87,8 @@ fn read_reply(
     r: &mut BufReader<TcpStream>,
 ) -> futures::future::BoxFuture<'_, std::io::Result<Reply>> {
     Box::pin(async move {
-        let mut kind = [0u8; 1];
-        r.read_exact(&mut kind).await?;
+        let mut type_byte = [0u8; 1];
+        r.read_exact(&mut type_byte).await?;
         let line = read_line(r).await?;
         let len = || -> std::io::Result<i64> {
             let n: i64 = line.parse().map_err(|_| bad("length"))?;
@@ -97,7 +97,7 @@ fn read_reply(
             }
             Ok(n)
         };
-        match kind[0] {
+        match type_byte[0] {
             b'+' => Ok(Reply::Simple(line)),
             b'-' => Ok(Reply::Error(line)),
             b':' => Ok(Reply::Int(line.parse().map_err(|_| bad("integer"))?)),

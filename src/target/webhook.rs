@@ -165,8 +165,8 @@ impl WebhookTarget {
         let key: &[u8] = key.trim_ascii();
         let mut body = serde_json::json!({
             "operation": operation,
-            "tenant": secret.tenant,
-            "key": secret.key,
+            "tenant": secret.tenant(),
+            "key": secret.key(),
             "version": version,
         });
         if let Some(v) = value {
@@ -214,7 +214,7 @@ impl WebhookTarget {
 }
 
 impl Target for WebhookTarget {
-    fn kind(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         NAME
     }
 

@@ -21,7 +21,7 @@ pub fn secret_for(
     {
         return Some(s);
     }
-    let mut by_key = managed.iter().filter(|s| s.key == file);
+    let mut by_key = managed.iter().filter(|s| s.key() == file);
     match (by_key.next(), by_key.next()) {
         (Some(s), None) => Some(s.clone()),
         _ => None,
