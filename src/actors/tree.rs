@@ -30,16 +30,14 @@ use super::scheduler::Scheduler;
 use super::supervisor::{Backoff, ChildSpec, Intensity, Restart, SupervisorArgs, SupervisorEvent};
 use super::watcher::{self, WatchContext, WatcherActor};
 use crate::clock::Clock;
-use crate::config::{Config, ExpireAfter, SecretConfig, TargetConfig};
-use crate::config::{JwksAlgorithm, PostgresStrategy, RedisPersist};
+use crate::config::{Config, ExpireAfter, SecretConfig};
 use crate::domain::SecretRef;
 use crate::machine::ExpiryGate;
 use crate::metrics::Metrics;
 use crate::status::StatusBoard;
 use crate::store::Store;
 use crate::store::cache::{CacheOptions, CachedStore};
-use crate::target::none::NoneTarget;
-use crate::target::{Target, ValueReader, exec, jwks, postgres, redis, webhook};
+use crate::target::{Target, ValueReader};
 use crate::watch::event::EventSink;
 use crate::watch::limiter::ReloadLimiter;
 
@@ -135,98 +133,6 @@ impl Tree {
     }
 }
 
-/// Builds the target of a secret from its configuration. `reader` is how the target reads
-/// older values (through the secret cache).
-pub fn target_for(target: &TargetConfig, reader: &ValueReader) -> Arc<dyn Target> {
-    let reader = reader.clone();
-    match target {
-        TargetConfig::None {
-            delay,
-            fail,
-            fail_file,
-        } => Arc::new(NoneTarget::with_failures(*delay, fail, fail_file.clone())),
-        TargetConfig::Postgres {
-            admin_url_file,
-            strategy,
-            roles,
-            terminate_sessions,
-        } => Arc::new(
-            postgres::PostgresTarget::new(
-                admin_url_file.clone(),
-                match strategy {
-                    PostgresStrategy::Alternating => postgres::Strategy::Alternating,
-                    PostgresStrategy::Single => postgres::Strategy::Single,
-                },
-                roles.clone(),
-                reader,
-            )
-            .terminating_sessions(*terminate_sessions),
-        ),
-        TargetConfig::Redis {
-            admin_url_file,
-            user,
-            persist,
-        } => Arc::new(
-            redis::RedisTarget::new(admin_url_file.clone(), user.clone(), reader).with_persist(
-                match persist {
-                    RedisPersist::Auto => redis::Persist::Auto,
-                    RedisPersist::AclSave => redis::Persist::AclSave,
-                    RedisPersist::None => redis::Persist::None,
-                },
-            ),
-        ),
-        TargetConfig::Jwks { path, algorithm } => Arc::new(jwks::JwksTarget::new(
-            path.clone(),
-            match algorithm {
-                JwksAlgorithm::Ed25519 => jwks::Algorithm::Ed25519,
-                JwksAlgorithm::Hs256 => jwks::Algorithm::Hs256,
-            },
-            reader,
-        )),
-        TargetConfig::Exec {
-            apply,
-            test,
-            promote,
-            revoke,
-            restore,
-            timeout,
-        } => Arc::new(exec::ExecTarget::new(
-            exec::Commands {
-                apply: apply.clone(),
-                test: test.clone(),
-                promote: promote.clone(),
-                revoke: revoke.clone(),
-                restore: restore.clone(),
-            },
-            *timeout,
-            reader,
-        )),
-        TargetConfig::Webhook {
-            url,
-            hmac_key_file,
-            ca_file,
-            timeout,
-        } => match webhook::HookUrl::parse(url) {
-            Ok(url) => Arc::new(webhook::WebhookTarget::new(
-                url,
-                hmac_key_file.clone(),
-                ca_file.clone(),
-                *timeout,
-                reader,
-            )),
-            // Validation refuses such URLs; a config built by hand that slips past it gets
-            // a target that fails every step instead of sending a value off the machine.
-            Err(_) => {
-                let refusing = NoneTarget::new();
-                for op in ["apply", "test", "promote", "revoke"] {
-                    refusing.fail(op);
-                }
-                Arc::new(refusing)
-            }
-        },
-    }
-}
-
 /// Builds the actor-facing spec of one secret from its configuration. `reader` is how its
 /// target reads stored values (the cached store).
 pub fn spec_for(
@@ -241,7 +147,7 @@ pub fn spec_for(
     let schedule_secret = secret.clone();
     let target: Arc<dyn Target> = match &options.target_override {
         Some(target) => target.clone(),
-        None => target_for(&cfg.target, reader),
+        None => cfg.target.build(reader),
     };
     let to_delta = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
     Arc::new(RotationSpec {

@@ -77,7 +77,7 @@ const MAX_GOT_CHARS: usize = 60;
 
 /// Gathers errors while the configuration is checked, with the source text to turn byte
 /// spans into line:column and quote values.
-pub(super) struct Diagnostics<'s> {
+pub(crate) struct Diagnostics<'s> {
     source: &'s str,
     /// Byte offset (for sorting) and the error.
     errors: Vec<(usize, ConfigError)>,
@@ -92,13 +92,13 @@ impl<'s> Diagnostics<'s> {
     }
 
     /// An error at `span`, quoting the source text there as the value.
-    pub(super) fn value(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+    pub(crate) fn value(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
         let got = self.quote(span.clone());
         self.push(Some(span), key, message.into(), Some(got));
     }
 
     /// An error at `span` without quoting a value (missing keys, unknown keys).
-    pub(super) fn at(&mut self, span: Option<Range<usize>>, key: &str, message: impl Into<String>) {
+    pub(crate) fn at(&mut self, span: Option<Range<usize>>, key: &str, message: impl Into<String>) {
         self.push(span, key, message.into(), None);
     }
 
@@ -132,7 +132,7 @@ impl<'s> Diagnostics<'s> {
     }
 
     /// How many errors so far; stage two compares counts to know whether a part was clean.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.errors.len()
     }
 

@@ -23,30 +23,32 @@
 //! ```
 
 mod builtin;
+mod check;
 mod env;
 mod error;
 mod model;
+mod policy;
 mod raw;
 mod schema;
 mod validate;
 
 use std::path::Path;
 
-use serde::Deserialize;
 use toml::de::DeTable;
 
+pub use check::check_http_url;
+pub(crate) use check::{Validator, join, parse_http_url};
 pub use env::{
     MOUNT_PATH as ENV_MOUNT_PATH, POLL_INTERVAL as ENV_POLL_INTERVAL,
     WATCH_ENABLED as ENV_WATCH_ENABLED,
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    CacheConfig, ChannelConfig, Config, ExpireAfter, HttpUrl, JwksAlgorithm, MetricsConfig,
-    MountConfig, NotifyConfig, Policy, PostgresStrategy, PublishConfig, RedisPersist, ReloadAction,
-    ReloadConfig, RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, TargetConfig, UrlSource,
-    WatchConfig,
+    CacheConfig, ChannelConfig, Config, ExpireAfter, HttpUrl, MetricsConfig, MountConfig,
+    NotifyConfig, Policy, PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig,
+    ServerConfig, StoreConfig, UrlSource, WatchConfig,
 };
-pub use validate::check_http_url;
+pub(crate) use schema::{Field, Ty, f};
 
 use error::Diagnostics;
 
@@ -93,7 +95,7 @@ impl Config {
         }
 
         let pruned = schema::check_document(&mut diag, doc.get_mut());
-        let raw = match raw::RawConfig::deserialize(toml::Deserializer::from(doc)) {
+        let raw = match raw::parse(doc) {
             Ok(raw) => raw,
             Err(e) => {
                 // Unreachable while the schema and the raw structs agree (a test checks

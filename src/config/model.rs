@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
 use crate::schedule::Schedule;
-pub use crate::store::vault::{VaultAuth, VaultSettings};
+use crate::store::vault::VaultSettings;
+use crate::target::TargetConfig;
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,91 +222,6 @@ pub struct SecretConfig {
     pub secret: SecretRef,
     pub policy: Arc<Policy>,
     pub target: TargetConfig,
-}
-
-/// The system that checks a secret's value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetConfig {
-    /// Store only: nothing outside rotor checks the value. `delay` simulates a slow
-    /// target (every step takes that long), for demos and tests; zero by default.
-    /// `fail` and `fail_file` are a test/demo hook: the named steps (`apply`, `test`,
-    /// `promote`, `revoke`) fail, always or only while `fail_file` exists.
-    None {
-        delay: Duration,
-        fail: Vec<String>,
-        fail_file: Option<PathBuf>,
-    },
-    /// PostgreSQL login roles; the admin connection URL is read from `admin_url_file`.
-    Postgres {
-        admin_url_file: PathBuf,
-        strategy: PostgresStrategy,
-        /// Two roles for `alternating`, one for `single`.
-        roles: Vec<String>,
-        /// `alternating` only: at expiry, also end the sessions the old role still has
-        /// open (connection pools keep them past `NOLOGIN`). Default off.
-        terminate_sessions: bool,
-    },
-    /// A Redis ACL user; the admin connection URL is read from `admin_url_file`.
-    Redis {
-        admin_url_file: PathBuf,
-        user: String,
-        /// Whether rotor's ACL changes are written to the server's aclfile.
-        persist: RedisPersist,
-    },
-    /// A JWKS file holding the current and, during grace, the previous key.
-    Jwks {
-        path: PathBuf,
-        algorithm: JwksAlgorithm,
-    },
-    /// A user's commands per step (argv lists), the value on stdin.
-    Exec {
-        apply: Option<Vec<String>>,
-        test: Option<Vec<String>>,
-        promote: Option<Vec<String>>,
-        revoke: Option<Vec<String>>,
-        restore: Option<Vec<String>>,
-        timeout: Duration,
-    },
-    /// A user's HTTP endpoint per step, HMAC-signed: `https://`, or `http://` on loopback.
-    Webhook {
-        url: String,
-        hmac_key_file: PathBuf,
-        /// PEM CA trusted in addition to the system's roots.
-        ca_file: Option<PathBuf>,
-        timeout: Duration,
-    },
-}
-
-/// How a `postgres` target maps versions to roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PostgresStrategy {
-    /// Two roles taking turns: both log in during grace.
-    Alternating,
-    /// One role whose password is replaced: no grace is possible.
-    Single,
-}
-
-/// Whether a `redis` target saves its ACL changes (`ACL SAVE`) so they survive a Redis
-/// restart.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum RedisPersist {
-    /// `ACL SAVE` after every change; if the server cannot (no aclfile, command refused),
-    /// warn once and carry on.
-    #[default]
-    Auto,
-    /// `ACL SAVE` after every change; the step fails if the server cannot.
-    AclSave,
-    /// Never `ACL SAVE` (the operator persists ACLs some other way, or accepts the loss).
-    None,
-}
-
-/// The keys a `jwks` target publishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JwksAlgorithm {
-    /// Ed25519 public keys (policy generator `ed25519`).
-    Ed25519,
-    /// HMAC shared secrets (policy generator `hmac`); the file holds secrets.
-    Hs256,
 }
 
 /// `[metrics]`: what `/metrics` exports.

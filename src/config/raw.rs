@@ -10,13 +10,72 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::store::embedded::config::RawEmbedded;
+use crate::store::vault::config::RawVault;
+use crate::target::config::RawTarget;
+use crate::watch::reload::config::RawReload;
 
 type S<T> = Spanned<T>;
+
+/// Deserializes the document checked by the schema walk.
+///
+/// A table whose `type` picks its keys (the store, each secret's target) is taken out of
+/// the document first and deserialized on its own into the raw struct of that type, owned
+/// by the integration: serde's own tagged enums buffer their input and lose the spans
+/// every message needs.
+pub(super) fn parse(mut doc: Spanned<DeTable<'_>>) -> Result<RawConfig, toml::de::Error> {
+    let root = doc.get_mut();
+    let store = take_typed(root, "store");
+    let mut targets = Vec::new();
+    if let Some(DeValue::Array(secrets)) = root.get_mut("secrets").map(|s| s.get_mut()) {
+        for (i, secret) in secrets.iter_mut().enumerate() {
+            if let DeValue::Table(secret) = secret.get_mut()
+                && let Some(target) = take_typed(secret, "target")
+            {
+                targets.push((i, target));
+            }
+        }
+    }
+    let mut raw = RawConfig::deserialize(toml::Deserializer::from(doc))?;
+    if let Some((kind, keys)) = store {
+        raw.store = Some(typed(keys, |de| RawStore::deserialize(&kind, de))?);
+    }
+    for (i, (kind, keys)) in targets {
+        if let Some(secret) = raw.secrets.get_mut(i) {
+            secret.get_mut().target = Some(typed(keys, |de| RawTarget::deserialize(&kind, de))?);
+        }
+    }
+    Ok(raw)
+}
+
+/// Removes the table at `key` from `table` and its `type` from it: the type's name and
+/// the remaining keys. `None` when absent (or dropped by the schema walk).
+fn take_typed<'i>(table: &mut DeTable<'i>, key: &str) -> Option<(String, Spanned<DeValue<'i>>)> {
+    let mut value = table.remove(key)?;
+    let DeValue::Table(keys) = value.get_mut() else {
+        return None;
+    };
+    let kind = keys.remove("type")?.get_ref().as_str()?.to_owned();
+    Some((kind, value))
+}
+
+/// Deserializes `keys` with `f`, keeping the table's span.
+fn typed<'i, T>(
+    keys: Spanned<DeValue<'i>>,
+    f: impl FnOnce(ValueDeserializer<'i>) -> Result<T, toml::de::Error>,
+) -> Result<S<T>, toml::de::Error> {
+    let span = keys.span();
+    f(ValueDeserializer::from(keys)).map(|t| Spanned::new(span, t))
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub server: Option<S<RawServer>>,
+    /// Taken out of the document and deserialized by its `type` ([`parse`]).
+    #[serde(skip)]
     pub store: Option<S<RawStore>>,
     pub runtime: Option<S<RawRuntime>>,
     pub watch: Option<S<RawWatch>>,
@@ -76,33 +135,26 @@ pub(super) struct RawServer {
     pub admin_token_file: Option<S<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawStore {
-    #[serde(rename = "type")]
-    pub kind: Option<S<String>>,
-    pub path: Option<S<String>>,
-    pub master_key_file: Option<S<String>>,
-    // `type = "vault"` (the schema walk checked which keys each type allows).
-    pub address: Option<S<String>>,
-    pub mount: Option<S<String>>,
-    pub path_prefix: Option<S<String>>,
-    pub namespace: Option<S<String>>,
-    pub ca_file: Option<S<String>>,
-    pub timeout: Option<S<String>>,
-    pub max_attempts: Option<S<i64>>,
-    pub retry_backoff: Option<S<String>>,
-    pub auth: Option<S<RawVaultAuth>>,
+/// `[store]`, split by its `type`. Boxed: the Vault keys are many next to the embedded two.
+#[derive(Debug)]
+pub(super) enum RawStore {
+    Embedded(RawEmbedded),
+    Vault(Box<RawVault>),
 }
 
-/// `[store] auth = { method = "kubernetes" | "token", ... }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawVaultAuth {
-    pub method: Option<S<String>>,
-    pub role: Option<S<String>>,
-    pub token_file: Option<S<String>>,
-    pub mount: Option<S<String>>,
+impl RawStore {
+    fn deserialize<'de, D: serde::Deserializer<'de>>(
+        kind: &str,
+        keys: D,
+    ) -> Result<Self, D::Error> {
+        match kind {
+            "embedded" => Ok(RawStore::Embedded(Deserialize::deserialize(keys)?)),
+            "vault" => Ok(RawStore::Vault(Deserialize::deserialize(keys)?)),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown store type {other}"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,26 +184,6 @@ pub(super) struct RawMount {
     pub reload: Option<S<RawReload>>,
     /// Visible file name to `tenant/key`.
     pub files: Option<S<BTreeMap<String, S<String>>>>,
-}
-
-/// All reload keys of all types in one struct (the schema walk checked which keys the
-/// named type allows).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawReload {
-    #[serde(rename = "type")]
-    pub kind: Option<S<String>>,
-    pub url: Option<S<String>>,
-    pub method: Option<S<String>>,
-    /// `http` over `https://`: a PEM CA bundle trusted besides the system's roots.
-    pub ca_file: Option<S<String>>,
-    pub timeout: Option<S<String>>,
-    pub expected_status: Option<S<i64>>,
-    pub signal: Option<S<String>>,
-    pub pid_file: Option<S<String>>,
-    pub command: Option<S<Vec<S<String>>>>,
-    pub max_attempts: Option<S<i64>>,
-    pub backoff: Option<S<String>>,
 }
 
 /// `[[publish]]`: a directory rotor writes the current versions into, kubelet style.
@@ -218,50 +250,7 @@ pub(super) struct RawSecret {
     pub tenant: Option<S<String>>,
     pub key: Option<S<String>>,
     pub policy: Option<S<String>>,
+    /// Taken out of the document and deserialized by its `type` ([`parse`]).
+    #[serde(skip)]
     pub target: Option<S<RawTarget>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawTarget {
-    #[serde(rename = "type")]
-    pub kind: Option<S<String>>,
-    /// `none` only: simulated latency of every step (demos and tests).
-    pub delay: Option<S<String>>,
-    /// `postgres`, `redis`: file holding the admin connection URL.
-    pub admin_url_file: Option<S<String>>,
-    /// `postgres`: `alternating` or `single`.
-    pub strategy: Option<S<String>>,
-    /// `postgres`, `single` only: accept that no grace period is possible.
-    pub acknowledge_no_grace: Option<S<bool>>,
-    /// `postgres`, `alternating` only: end the old role's sessions at expiry.
-    pub terminate_sessions: Option<S<bool>>,
-    /// `postgres`: the login roles.
-    pub roles: Option<S<Vec<S<String>>>>,
-    /// `redis`: the ACL user.
-    pub user: Option<S<String>>,
-    /// `redis`: `auto`, `acl_save` or `none` (whether ACL changes are saved to the aclfile).
-    pub persist: Option<S<String>>,
-    /// `jwks`: the JWKS file.
-    pub path: Option<S<String>>,
-    /// `jwks`: `ed25519` or `hs256`.
-    pub algorithm: Option<S<String>>,
-    /// `exec`: argv of each step.
-    pub apply: Option<S<Vec<S<String>>>>,
-    pub test: Option<S<Vec<S<String>>>>,
-    pub promote: Option<S<Vec<S<String>>>>,
-    pub revoke: Option<S<Vec<S<String>>>>,
-    pub restore: Option<S<Vec<S<String>>>>,
-    /// `exec`, `webhook`: longest a step may take.
-    pub timeout: Option<S<String>>,
-    /// `webhook`: the endpoint.
-    pub url: Option<S<String>>,
-    /// `webhook`: file holding the request-signing key.
-    pub hmac_key_file: Option<S<String>>,
-    /// `webhook`: PEM CA trusted in addition to the system's roots.
-    pub ca_file: Option<S<String>>,
-    /// `none` only, test/demo hook: steps that fail.
-    pub fail: Option<S<Vec<S<String>>>>,
-    /// `none` only, test/demo hook: `fail` applies only while this file exists.
-    pub fail_file: Option<S<String>>,
 }

@@ -6,7 +6,9 @@
 //! error, and the pruned key paths are remembered so that stage two does not also report
 //! them as missing.
 //!
-//! The shape here and the raw structs describe the same keys twice; the test
+//! The shape of the keys every integration owns (a target's, a store's) is declared beside
+//! that integration's raw struct (`FIELDS` in its `config` module) and only named here.
+//! The shape and the raw structs describe the same keys twice; the test
 //! `every_schema_key_deserializes` in `super` keeps them in step.
 
 use std::collections::HashSet;
@@ -17,7 +19,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::Diagnostics;
 
 /// The type a key must have.
-pub(super) enum Ty {
+pub(crate) enum Ty {
     Str,
     /// A humane duration string; the type error gives an example.
     Duration,
@@ -45,37 +47,16 @@ pub(super) enum Ty {
     NamedTables(&'static [Field]),
 }
 
-pub(super) struct Field {
+pub(crate) struct Field {
     pub name: &'static str,
     pub ty: Ty,
 }
 
-const fn f(name: &'static str, ty: Ty) -> Field {
+pub(crate) const fn f(name: &'static str, ty: Ty) -> Field {
     Field { name, ty }
 }
 
 const SERVER: &[Field] = &[f("listen", Ty::Str), f("admin_token_file", Ty::Str)];
-
-const EMBEDDED_STORE: &[Field] = &[f("path", Ty::Str), f("master_key_file", Ty::Str)];
-
-const VAULT_AUTH: &[Field] = &[
-    f("method", Ty::Str),
-    f("role", Ty::Str),
-    f("token_file", Ty::Str),
-    f("mount", Ty::Str),
-];
-const VAULT_STORE: &[Field] = &[
-    f("address", Ty::Str),
-    f("mount", Ty::Str),
-    f("path_prefix", Ty::Str),
-    f("namespace", Ty::Str),
-    f("ca_file", Ty::Str),
-    f("master_key_file", Ty::Str),
-    f("timeout", Ty::Duration),
-    f("max_attempts", Ty::Int),
-    f("retry_backoff", Ty::Duration),
-    f("auth", Ty::Table(VAULT_AUTH)),
-];
 
 const RUNTIME: &[Field] = &[
     f("max_concurrent_rotations", Ty::Int),
@@ -96,38 +77,10 @@ const MOUNT: &[Field] = &[
         "reload",
         Ty::Tagged {
             what: "reload action",
-            variants: RELOAD_TYPES,
+            variants: crate::watch::reload::config::TYPES,
         },
     ),
     f("files", Ty::StrMap),
-];
-
-const RELOAD_HTTP: &[Field] = &[
-    f("url", Ty::Str),
-    f("method", Ty::Str),
-    f("ca_file", Ty::Str),
-    f("timeout", Ty::Duration),
-    f("expected_status", Ty::Int),
-    f("max_attempts", Ty::Int),
-    f("backoff", Ty::Duration),
-];
-const RELOAD_SIGNAL: &[Field] = &[
-    f("signal", Ty::Str),
-    f("pid_file", Ty::Str),
-    f("max_attempts", Ty::Int),
-    f("backoff", Ty::Duration),
-];
-const RELOAD_EXEC: &[Field] = &[
-    f("command", Ty::StrList),
-    f("timeout", Ty::Duration),
-    f("max_attempts", Ty::Int),
-    f("backoff", Ty::Duration),
-];
-
-pub(super) const RELOAD_TYPES: &[(&str, &[Field])] = &[
-    ("http", RELOAD_HTTP),
-    ("signal", RELOAD_SIGNAL),
-    ("exec", RELOAD_EXEC),
 ];
 
 const PUBLISH: &[Field] = &[
@@ -183,50 +136,6 @@ const POLICY: &[Field] = &[
     f("max_grace_extension", Ty::Duration),
 ];
 
-const POSTGRES_TARGET: &[Field] = &[
-    f("admin_url_file", Ty::Str),
-    f("strategy", Ty::Str),
-    f("roles", Ty::StrList),
-    f("acknowledge_no_grace", Ty::Bool),
-    f("terminate_sessions", Ty::Bool),
-];
-const REDIS_TARGET: &[Field] = &[
-    f("admin_url_file", Ty::Str),
-    f("user", Ty::Str),
-    f("persist", Ty::Str),
-];
-const JWKS_TARGET: &[Field] = &[f("path", Ty::Str), f("algorithm", Ty::Str)];
-const EXEC_TARGET: &[Field] = &[
-    f("apply", Ty::StrList),
-    f("test", Ty::StrList),
-    f("promote", Ty::StrList),
-    f("revoke", Ty::StrList),
-    f("restore", Ty::StrList),
-    f("timeout", Ty::Duration),
-];
-const WEBHOOK_TARGET: &[Field] = &[
-    f("url", Ty::Str),
-    f("hmac_key_file", Ty::Str),
-    f("ca_file", Ty::Str),
-    f("timeout", Ty::Duration),
-];
-
-pub(super) const TARGET_TYPES: &[(&str, &[Field])] = &[
-    (
-        "none",
-        &[
-            f("delay", Ty::Duration),
-            f("fail", Ty::StrList),
-            f("fail_file", Ty::Str),
-        ],
-    ),
-    ("postgres", POSTGRES_TARGET),
-    ("redis", REDIS_TARGET),
-    ("jwks", JWKS_TARGET),
-    ("exec", EXEC_TARGET),
-    ("webhook", WEBHOOK_TARGET),
-];
-
 const SECRET: &[Field] = &[
     f("tenant", Ty::Str),
     f("key", Ty::Str),
@@ -235,7 +144,7 @@ const SECRET: &[Field] = &[
         "target",
         Ty::Tagged {
             what: "target",
-            variants: TARGET_TYPES,
+            variants: crate::target::config::TYPES,
         },
     ),
 ];
@@ -290,7 +199,10 @@ pub(super) const ROOT: &[Field] = &[
         "store",
         Ty::Tagged {
             what: "store",
-            variants: &[("embedded", EMBEDDED_STORE), ("vault", VAULT_STORE)],
+            variants: &[
+                ("embedded", crate::store::embedded::config::FIELDS),
+                ("vault", crate::store::vault::config::FIELDS),
+            ],
         },
     ),
     f("runtime", Ty::Table(RUNTIME)),

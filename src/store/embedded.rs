@@ -42,6 +42,8 @@
 //! any write leaves the store in the state after the previous one. Unused, it costs one
 //! relaxed atomic load per write.
 
+pub mod config;
+
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};

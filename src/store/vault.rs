@@ -60,6 +60,8 @@
 //! Vault path and status; values never appear in errors or logs, and [`VaultStore`]'s
 //! `Debug` shows neither token nor values.
 
+pub mod config;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;

@@ -13,6 +13,8 @@
 //! The error names the exit status and the last line of stderr, unless that line contains
 //! the value, in which case it is withheld.
 
+pub mod config;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;

@@ -18,6 +18,8 @@
 //!
 //! The file is replaced atomically (written beside it, then renamed).
 
+pub mod config;
+
 use std::path::PathBuf;
 
 use base64::Engine as _;

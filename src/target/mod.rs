@@ -5,8 +5,9 @@
 //! invalid (`revoke`, `restore`). Every operation is idempotent: after a crash the same
 //! call may arrive twice. Targets never log or return secret values.
 //!
-//! One module (or folder) per integration, each built from its `TargetConfig` variant by
-//! `actors::tree::spec_for`:
+//! One module per integration, with its configuration beside it (`postgres.rs` and
+//! `postgres/config.rs`: the keys, their checks, and `build()`). [`TargetConfig`] picks one
+//! by the table's `type`, and `TargetConfig::build` makes the target:
 //!
 //! - [`none`]: store only.
 //! - [`postgres`]: PostgreSQL roles, `alternating` (two roles) or `single`.
@@ -27,6 +28,7 @@ use crate::domain::{ErrorKind, SecretRef, VersionNo};
 use crate::generator::SecretValue;
 use crate::store::Store;
 
+pub mod config;
 mod credentials;
 pub mod exec;
 pub mod jwks;
@@ -35,6 +37,8 @@ pub mod postgres;
 pub mod redis;
 mod resp;
 pub mod webhook;
+
+pub use config::TargetConfig;
 
 /// How targets read stored values of a secret (through the cache in production).
 pub type ValueReader = Arc<dyn Store>;

@@ -1,11 +1,14 @@
 //! The `none` target: store-only secrets. Nothing checks them, so every step succeeds.
 //!
-//! For tests and demos it can be told to fail a step ([`NoneTarget::fail`]): that is how a
-//! rotation failure is produced without a real system behind it. The configuration has
-//! the same hook for the real binary (a test/demo hook, not for production):
+//! For tests it can be told to fail a step ([`NoneTarget::fail`]): that is how a rotation
+//! failure is produced without a real system behind it. With the `test-util` cargo feature
+//! the configuration has the same hook for tests that drive the real binary:
 //! `target = { type = "none", fail = ["apply"], fail_file = "/tmp/fail" }` fails `apply`
 //! while `/tmp/fail` exists, so a running rotor is broken and healed by creating and
-//! removing a file.
+//! removing a file. A release build has no such keys; a demo of a failing rotation uses an
+//! `exec` target whose command fails.
+
+pub mod config;
 
 use std::sync::Mutex;
 
@@ -42,6 +45,7 @@ impl NoneTarget {
 
     /// The configured target: every step takes `delay`; the steps in `fail` fail, only
     /// while `fail_file` exists when one is given (checked at every step).
+    #[cfg(feature = "test-util")]
     pub fn with_failures(
         delay: std::time::Duration,
         fail: &[String],
@@ -158,6 +162,7 @@ mod tests {
     use super::*;
     use crate::domain::ErrorKind;
 
+    #[cfg(feature = "test-util")]
     #[tokio::test]
     async fn fails_while_the_fail_file_exists() {
         let dir = tempfile::tempdir().unwrap();

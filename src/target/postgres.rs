@@ -27,6 +27,8 @@
 //! password, so `test` proves nothing there. Require `scram-sha-256` for the rotated roles
 //! (see `.ci/setup-postgres.sh`: a rule for members of the `rotor_managed` group).
 
+pub mod config;
+
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;

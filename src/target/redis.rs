@@ -21,6 +21,8 @@
 //! `acl_save` fails the step instead; `none` never saves. A revoke saves even when the
 //! password was already gone, so a step retried after a failed save still saves.
 
+pub mod config;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

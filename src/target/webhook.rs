@@ -17,6 +17,8 @@
 //! query (provider URLs often embed a token) and never the response body (an endpoint
 //! might echo the value).
 
+pub mod config;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -13,6 +13,8 @@
 //! Errors name the action's target (URL, pid file, program), never anything read from a
 //! secret.
 
+pub mod config;
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -2,13 +2,20 @@
 //! an operator makes are named with their key (`single` with a grace period, the wrong
 //! number of roles, a JWKS algorithm whose generator does not match, a plain-http webhook
 //! off loopback, an unknown redis `persist`).
+//! The `none` target's failure hook is tested when the `test-util` feature gives it.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use rotor::config::{
-    Config, ConfigErrors, JwksAlgorithm, PostgresStrategy, RedisPersist, TargetConfig,
-};
+use super::*;
+use crate::target::TargetConfig;
+use crate::target::exec::config::ExecConfig;
+use crate::target::jwks::Algorithm;
+use crate::target::jwks::config::JwksConfig;
+use crate::target::none::config::NoneConfig;
+use crate::target::postgres::Strategy;
+use crate::target::postgres::config::PostgresConfig;
+use crate::target::redis::Persist;
+use crate::target::redis::config::RedisConfig;
+use crate::target::webhook::HookUrl;
+use crate::target::webhook::config::WebhookConfig;
 
 fn load(policies: &str, target: &str) -> Result<Config, ConfigErrors> {
     let text = format!(
@@ -48,12 +55,12 @@ fn every_target_type_parses() {
     );
     assert_eq!(
         t,
-        TargetConfig::Postgres {
+        TargetConfig::Postgres(PostgresConfig {
             admin_url_file: PathBuf::from("secrets/pg-admin-url"),
-            strategy: PostgresStrategy::Alternating,
+            strategy: Strategy::Alternating,
             roles: vec!["app_blue".into(), "app_green".into()],
             terminate_sessions: false,
-        }
+        })
     );
     let t = target(
         load(
@@ -64,10 +71,10 @@ fn every_target_type_parses() {
     );
     assert!(matches!(
         t,
-        TargetConfig::Postgres {
+        TargetConfig::Postgres(PostgresConfig {
             terminate_sessions: true,
             ..
-        }
+        })
     ));
     let t = target(
         load(
@@ -78,11 +85,11 @@ fn every_target_type_parses() {
     );
     assert_eq!(
         t,
-        TargetConfig::Redis {
+        TargetConfig::Redis(RedisConfig {
             admin_url_file: PathBuf::from("secrets/redis-admin-url"),
             user: "app".into(),
-            persist: RedisPersist::Auto,
-        }
+            persist: Persist::Auto,
+        })
     );
     let jwt = r#"[policies.p]
 interval = "180d"
@@ -97,10 +104,10 @@ generator = { type = "ed25519" }"#;
     );
     assert_eq!(
         t,
-        TargetConfig::Jwks {
+        TargetConfig::Jwks(JwksConfig {
             path: PathBuf::from("out/jwks.json"),
-            algorithm: JwksAlgorithm::Ed25519
-        }
+            algorithm: Algorithm::Ed25519
+        })
     );
     let t = target(
         load(
@@ -109,7 +116,9 @@ generator = { type = "ed25519" }"#;
         )
         .unwrap(),
     );
-    assert!(matches!(t, TargetConfig::Exec { timeout, .. } if timeout == Duration::from_secs(30)));
+    assert!(
+        matches!(t, TargetConfig::Exec(ExecConfig { timeout, .. }) if timeout == Duration::from_secs(30))
+    );
     let t = target(
         load(
             DB,
@@ -117,7 +126,10 @@ generator = { type = "ed25519" }"#;
         )
         .unwrap(),
     );
-    assert!(matches!(t, TargetConfig::Webhook { ca_file: None, .. }));
+    assert!(matches!(
+        t,
+        TargetConfig::Webhook(WebhookConfig { ca_file: None, .. })
+    ));
     let t = target(
         load(
             DB,
@@ -127,12 +139,12 @@ generator = { type = "ed25519" }"#;
     );
     assert_eq!(
         t,
-        TargetConfig::Webhook {
-            url: "https://api.example.com/v1/rotate".into(),
+        TargetConfig::Webhook(WebhookConfig {
+            url: HookUrl::parse("https://api.example.com/v1/rotate").unwrap(),
             hmac_key_file: PathBuf::from("secrets/hook.key"),
             ca_file: Some(PathBuf::from("/etc/rotor/ca.pem")),
             timeout: Duration::from_secs(30),
-        }
+        })
     );
 }
 
@@ -234,13 +246,13 @@ fn redis_persist_defaults_to_auto_and_takes_three_values() {
         )
         .unwrap(),
     ) {
-        TargetConfig::Redis { persist, .. } => persist,
+        TargetConfig::Redis(RedisConfig { persist, .. }) => persist,
         other => panic!("not a redis target: {other:?}"),
     };
-    assert_eq!(persist(""), RedisPersist::Auto);
-    assert_eq!(persist(r#", persist = "auto""#), RedisPersist::Auto);
-    assert_eq!(persist(r#", persist = "acl_save""#), RedisPersist::AclSave);
-    assert_eq!(persist(r#", persist = "none""#), RedisPersist::None);
+    assert_eq!(persist(""), Persist::Auto);
+    assert_eq!(persist(r#", persist = "auto""#), Persist::Auto);
+    assert_eq!(persist(r#", persist = "acl_save""#), Persist::AclSave);
+    assert_eq!(persist(r#", persist = "none""#), Persist::None);
 
     for bad in [r#""always""#, r#""ACL_SAVE""#, r#""""#] {
         let e = errors(load(
@@ -264,4 +276,37 @@ fn redis_persist_defaults_to_auto_and_takes_three_values() {
         r#"{ type = "postgres", admin_url_file = "f", roles = ["a", "b"], persist = "auto" }"#,
     ));
     assert!(e.contains("persist"), "persist is a redis key only: {e}");
+}
+
+#[cfg(feature = "test-util")]
+#[test]
+fn none_target_failure_hook() {
+    let c = load_ok(
+        r#"
+[[secrets]]
+tenant = "t"
+key = "k"
+policy = "api_keys"
+target = { type = "none", fail_file = "/tmp/broken" }
+"#,
+    );
+    assert_eq!(
+        c.secrets[0].target,
+        TargetConfig::None(NoneConfig {
+            delay: Duration::ZERO,
+            fail: vec!["apply".into()],
+            fail_file: Some(PathBuf::from("/tmp/broken")),
+        })
+    );
+    one_error(
+        r#"
+[[secrets]]
+tenant = "t"
+key = "k"
+policy = "api_keys"
+target = { type = "none", fail = ["explode"] }
+"#,
+        "secrets[0].target.fail[0]",
+        &["apply, test, promote, revoke"],
+    );
 }

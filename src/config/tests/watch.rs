@@ -1,11 +1,10 @@
 //! The watcher's configuration contract: `[[mounts]]` with `reload` (http, signal, exec)
 //! and `files`, `[[publish]]` in list and table form, and the errors for bad values.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use rotor::config::{Config, ReloadAction};
-use rotor::domain::SecretRef;
+use super::*;
+use crate::domain::SecretRef;
 
 const BASE: &str = r#"
 [[secrets]]

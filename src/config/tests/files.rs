@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rotor::config::Config;
+use super::*;
 
 #[test]
 fn every_shipped_config_validates() {

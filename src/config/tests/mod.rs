@@ -1,5 +1,13 @@
 //! Tests of the whole config pipeline: the contract shape, defaults and built-ins, every
 //! refusal rule, all-errors-at-once reporting with line:column, and environment overrides.
+//! The keys of one integration are tested by topic in the files beside this one; every
+//! shipped config file is loaded in [`files`].
+
+mod files;
+mod notify;
+mod stores;
+mod targets;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -90,9 +98,9 @@ key = "db"
 policy = "nightly"
 "#;
 
-#[test]
-fn contract_shape_loads() {
-    let c = load_ok(CONTRACT);
+/// The contract file and an empty one both use the default listen address, admin token
+/// file and embedded store.
+fn assert_default_server_and_store(c: &Config) {
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.server.admin_token_file, PathBuf::from("data/admin.token"));
     assert_eq!(
@@ -102,6 +110,12 @@ fn contract_shape_loads() {
             master_key_file: "data/master.key".into()
         }
     );
+}
+
+#[test]
+fn contract_shape_loads() {
+    let c = load_ok(CONTRACT);
+    assert_default_server_and_store(&c);
     assert_eq!(
         c.runtime,
         RuntimeConfig {
@@ -170,14 +184,7 @@ fn contract_shape_loads() {
     );
     assert_eq!(c.secrets.len(), 2);
     assert_eq!(c.secrets[0].secret.to_string(), "tenant1/api_keys");
-    assert_eq!(
-        c.secrets[0].target,
-        TargetConfig::None {
-            delay: Duration::ZERO,
-            fail: vec![],
-            fail_file: None,
-        }
-    );
+    assert_eq!(c.secrets[0].target, crate::target::TargetConfig::default());
     assert_eq!(c.secrets[1].policy.name, "nightly");
     // Every policy is validated once and shared.
     assert!(std::sync::Arc::ptr_eq(
@@ -189,15 +196,7 @@ fn contract_shape_loads() {
 #[test]
 fn empty_file_gives_defaults_and_builtins() {
     let c = load_ok("");
-    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(c.server.admin_token_file, PathBuf::from("data/admin.token"));
-    assert_eq!(
-        c.store,
-        StoreConfig::Embedded {
-            path: "data/rotor.redb".into(),
-            master_key_file: "data/master.key".into()
-        }
-    );
+    assert_default_server_and_store(&c);
     assert_eq!(
         c.runtime,
         RuntimeConfig {
@@ -876,13 +875,15 @@ fn every_schema_key_deserializes() {
             .collect()
     }
 
-    for variant in 0..4 {
+    for variant in 0..6 {
         let doc = toml::to_string(&table(ROOT, variant)).expect("serializes");
-        let parsed: Result<raw::RawConfig, _> = toml::from_str(&doc);
+        let (parsed, syntax) = DeTable::parse_recoverable(&doc);
+        assert!(syntax.is_empty());
+        let parsed = raw::parse(parsed);
         assert!(parsed.is_ok(), "{doc}\n{parsed:?}");
     }
     // And the walk accepts the same documents without complaint.
-    for variant in 0..4 {
+    for variant in 0..6 {
         let doc = toml::to_string(&table(ROOT, variant)).expect("serializes");
         let mut diag = error::Diagnostics::new(&doc);
         let (mut parsed, syntax) = DeTable::parse_recoverable(&doc);
@@ -890,277 +891,4 @@ fn every_schema_key_deserializes() {
         let pruned = schema::check_document(&mut diag, parsed.get_mut());
         assert!(pruned.is_empty() && diag.is_empty(), "{doc}");
     }
-}
-
-#[test]
-fn notify_channels_and_metrics_are_read_with_defaults() {
-    let c = load_ok(
-        r#"
-[metrics]
-per_secret = true
-[[notify]]
-type = "slack"
-url = "http://relay.local:8080/slack"
-events = ["rotation_failed", "rotation_stuck"]
-min_severity = "warning"
-[[notify]]
-type = "webhook"
-name = "audit"
-url_file = "/etc/rotor/url"
-secret_file = "/etc/rotor/key"
-queue_capacity = 10
-max_attempts = 2
-retry_backoff = "2s"
-retry_backoff_max = "4s"
-timeout = "1s"
-[[notify]]
-type = "log"
-"#,
-    );
-    assert!(c.metrics.per_secret);
-    assert_eq!(c.notify.len(), 3);
-    let slack = &c.notify[0];
-    assert_eq!(slack.name, "slack");
-    assert_eq!(slack.events, ["rotation_failed", "rotation_stuck"]);
-    assert_eq!(slack.min_severity, crate::notify::Severity::Warning);
-    assert_eq!(slack.queue_capacity, 1_000);
-    assert_eq!(slack.max_attempts, 5);
-    let hook = &c.notify[1];
-    assert_eq!(hook.name, "audit");
-    assert_eq!(
-        hook.channel,
-        ChannelConfig::Webhook {
-            url: UrlSource::File(PathBuf::from("/etc/rotor/url")),
-            secret_file: PathBuf::from("/etc/rotor/key"),
-        }
-    );
-    assert_eq!((hook.queue_capacity, hook.max_attempts), (10, 2));
-    assert_eq!(hook.timeout, Duration::from_secs(1));
-    assert_eq!(c.notify[2].channel, ChannelConfig::Log);
-    // Debug never shows a URL's path (Slack's is its token).
-    assert!(!format!("{:?}", c.notify[0]).contains("/slack"));
-    assert!(!load_ok("").metrics.per_secret);
-}
-
-#[test]
-fn notify_errors_are_all_reported_without_quoting_urls() {
-    let errs = errors(
-        r#"
-[[notify]]
-type = "slack"
-url = "ftp://hooks.slack.com/services/T0/B0/SECRETTOKEN"
-events = ["rotation_exploded"]
-min_severity = "loud"
-[[notify]]
-type = "webhook"
-url = "http://relay.local/hook"
-[[notify]]
-type = "pager"
-[[notify]]
-type = "log"
-url = "http://x/"
-"#,
-    );
-    let keys: Vec<&str> = errs.errors.iter().map(|e| e.key.as_str()).collect();
-    for key in [
-        "notify[0].url",
-        "notify[0].events[0]",
-        "notify[0].min_severity",
-        "notify[1].secret_file",
-        "notify[2].type",
-        "notify[3].url",
-    ] {
-        assert!(keys.contains(&key), "{key} not in:\n{errs}");
-    }
-    let text = errs.to_string();
-    assert!(
-        text.contains("must be an http:// or https:// URL"),
-        "{text}"
-    );
-    assert!(!text.contains("SECRETTOKEN"), "a URL was quoted:\n{text}");
-}
-
-#[test]
-fn none_target_failure_hook() {
-    let c = load_ok(
-        r#"
-[[secrets]]
-tenant = "t"
-key = "k"
-policy = "api_keys"
-target = { type = "none", fail_file = "/tmp/broken" }
-"#,
-    );
-    assert_eq!(
-        c.secrets[0].target,
-        TargetConfig::None {
-            delay: Duration::ZERO,
-            fail: vec!["apply".into()],
-            fail_file: Some(PathBuf::from("/tmp/broken")),
-        }
-    );
-    one_error(
-        r#"
-[[secrets]]
-tenant = "t"
-key = "k"
-policy = "api_keys"
-target = { type = "none", fail = ["explode"] }
-"#,
-        "secrets[0].target.fail[0]",
-        &["apply, test, promote, revoke"],
-    );
-}
-
-#[test]
-fn vault_store_contract_shape_loads() {
-    use crate::store::vault::{VaultAuth, VaultSettings};
-    let cfg = load_ok(
-        r#"
-[store]
-type = "vault"
-address = "https://vault.vault.svc:8200"
-mount = "secret"                       # KV v2 mount
-path_prefix = "production/tenants"     # secret path = {prefix}/{tenant}/{key}
-auth = { method = "kubernetes", role = "rotor", token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token" }
-"#,
-    );
-    let StoreConfig::Vault(v) = &cfg.store else {
-        panic!("expected a vault store, got {:?}", cfg.store);
-    };
-    assert_eq!(
-        **v,
-        VaultSettings {
-            address: "https://vault.vault.svc:8200".into(),
-            mount: "secret".into(),
-            path_prefix: "production/tenants".into(),
-            namespace: None,
-            ca_file: None,
-            master_key_file: "data/master.key".into(),
-            timeout: std::time::Duration::from_secs(10),
-            max_attempts: 4,
-            retry_backoff: std::time::Duration::from_millis(200),
-            auth: VaultAuth::Kubernetes {
-                role: "rotor".into(),
-                token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
-                mount: "kubernetes".into(),
-            },
-        }
-    );
-    let cfg = load_ok(
-        r#"
-[store]
-type = "vault"
-address = "https://vault:8200"
-path_prefix = "p"
-namespace = "team-a/prod"
-ca_file = "/etc/vault/ca.pem"
-master_key_file = "/keys/fp.key"
-timeout = "3s"
-max_attempts = 2
-retry_backoff = "50ms"
-auth = { method = "token", token_file = "/vault/token" }
-"#,
-    );
-    let StoreConfig::Vault(v) = &cfg.store else {
-        panic!("expected a vault store");
-    };
-    assert_eq!(v.namespace.as_deref(), Some("team-a/prod"));
-    assert_eq!(
-        v.auth,
-        VaultAuth::Token {
-            token_file: "/vault/token".into()
-        }
-    );
-    assert_eq!(v.max_attempts, 2);
-}
-
-#[test]
-fn vault_store_errors_name_the_key() {
-    one_error(
-        "[store]\ntype = \"vault\"\naddress = \"vault:8200\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
-        "store.address",
-        &["https://"],
-    );
-    one_error(
-        "[store]\ntype = \"vault\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
-        "store.address",
-        &["missing key `address`"],
-    );
-    one_error(
-        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\nauth = { method = \"kubernetes\", token_file = \"/t\" }\n",
-        "store.auth.role",
-        &["missing key `role`"],
-    );
-    one_error(
-        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\nauth = { method = \"kubernetes\", role = \"r\" }\n",
-        "store.auth.token_file",
-        &["missing key `token_file`"],
-    );
-    one_error(
-        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\nauth = { method = \"ldap\", token_file = \"/t\" }\n",
-        "store.auth.method",
-        &["\"kubernetes\" or \"token\""],
-    );
-    one_error(
-        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\npath_prefix = \"a/../b\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
-        "store.path_prefix",
-        &["'..'"],
-    );
-    one_error(
-        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\nmount = \"my secrets\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
-        "store.mount",
-        &["letters, digits"],
-    );
-    one_error(
-        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\n",
-        "store.auth",
-        &["missing key `auth`"],
-    );
-    // Embedded-only keys are not vault keys.
-    let errs = errors(
-        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\npath = \"x\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
-    );
-    assert!(errs.to_string().contains("store.path"), "{errs}");
-}
-
-#[test]
-fn cache_bounds_have_defaults_and_limits() {
-    let c = load_ok("");
-    assert_eq!(c.cache, CacheConfig::default());
-    assert_eq!(
-        (c.cache.ttl, c.cache.max_entries),
-        (Duration::from_secs(60), 10_000)
-    );
-    let c = load_ok("[cache]\nttl = \"5m\"\nmax_entries = 0\n");
-    assert_eq!(
-        c.cache,
-        CacheConfig {
-            ttl: Duration::from_secs(300),
-            max_entries: 0
-        }
-    );
-    one_error("[cache]\nttl = \"2h\"\n", "cache.ttl", &["at most 1h"]);
-    one_error(
-        "[cache]\nmax_entries = -1\n",
-        "cache.max_entries",
-        &["between 0 and 10000000"],
-    );
-    let e = one_error("[cache]\nsize = 10\n", "cache.size", &["unknown"]);
-    assert_eq!(e.location.map(|l| l.line), Some(2));
-}
-
-#[test]
-fn a_vault_ca_file_needs_an_https_address() {
-    one_error(
-        r#"
-[store]
-type = "vault"
-address = "http://vault:8200"
-ca_file = "/etc/vault/ca.pem"
-auth = { method = "token", token_file = "/vault/token" }
-"#,
-        "store.ca_file",
-        &["plain http", "https"],
-    );
 }

@@ -1,0 +1,233 @@
+//! The checking API every part of the configuration is validated with: the document's
+//! [`Diagnostics`], the key paths stage one already reported (pruned), and the shared
+//! checks of values (durations, integers in a range, file paths, CA files, time zones,
+//! cron expressions, URLs). Each integration's own `config` module (targets, stores,
+//! notifier channels, reload actions) validates its keys through a [`Validator`], so every
+//! problem lands in the one list `rotor check` prints.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::Diagnostics;
+use super::model::HttpUrl;
+use crate::duration::parse_duration;
+use crate::schedule::validate_cron;
+
+/// The value was bad and has been reported; callers skip checks that depend on it.
+pub(crate) struct Reported;
+
+/// Absent (`Ok(None)`), valid (`Ok(Some)`) or bad and reported (`Err`).
+pub(crate) type Checked<T> = Result<Option<T>, Reported>;
+
+/// Stage two's view of the document: where problems go, and which keys stage one removed.
+pub(crate) struct Validator<'d, 's> {
+    pub(crate) diag: &'d mut Diagnostics<'s>,
+    pub(super) pruned: &'d HashSet<String>,
+}
+
+/// `path.key`: the key path of `key` inside the table at `path`.
+pub(crate) fn join(path: &str, key: &str) -> String {
+    format!("{path}.{key}")
+}
+
+/// `http[s]://host[:port]/path`: the URLs a reload action takes.
+pub(crate) fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
+    let (tls, rest) = match (text.strip_prefix("http://"), text.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err("must start with http:// or https://".to_owned()),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err("must name a host, e.g. http://127.0.0.1:3000/-/reload".to_owned());
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(port) if port > 0 => (h, port),
+            _ => return Err(format!("has a bad port {p:?}")),
+        },
+        _ => (authority, if tls { 443 } else { 80 }),
+    };
+    if host.is_empty() || path.contains(char::is_whitespace) {
+        return Err("is not a valid URL".to_owned());
+    }
+    Ok(HttpUrl {
+        tls,
+        host: host.to_owned(),
+        port,
+        path: path.to_owned(),
+    })
+}
+
+impl Validator<'_, '_> {
+    /// Reports a required key that is missing, unless stage one already reported (and
+    /// removed) it.
+    pub(crate) fn missing(
+        &mut self,
+        span: Option<Range<usize>>,
+        path: &str,
+        message: impl Into<String>,
+    ) {
+        if !self.pruned.contains(path) {
+            self.diag.at(span, path, message);
+        }
+    }
+
+    pub(crate) fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+    ) -> Checked<Duration> {
+        let Some(value) = value else { return Ok(None) };
+        match parse_duration(value.get_ref()) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                self.diag.value(value.span(), path, e.to_string());
+                Err(Reported)
+            }
+        }
+    }
+
+    /// A duration with a default when absent; a bad value yields the default too (and has
+    /// been reported, so the config will be refused anyway).
+    pub(crate) fn duration_or(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
+        self.duration(path, value).ok().flatten().unwrap_or(default)
+    }
+
+    pub(crate) fn int_in(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<i64>>,
+        (lo, hi): (i64, i64),
+        what: &str,
+    ) -> Checked<i64> {
+        let Some(value) = value else { return Ok(None) };
+        let n = *value.get_ref();
+        if (lo..=hi).contains(&n) {
+            Ok(Some(n))
+        } else {
+            self.diag.value(
+                value.span(),
+                path,
+                format!("{what} must be between {lo} and {hi}"),
+            );
+            Err(Reported)
+        }
+    }
+
+    /// An optional `ca_file` (PEM CA bundle): a non-empty path, refused when the URL it
+    /// would verify is plain http.
+    pub(crate) fn ca_file(
+        &mut self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        plain_http: bool,
+    ) -> Option<PathBuf> {
+        let v = value?;
+        if plain_http {
+            self.diag.value(
+                v.span(),
+                key,
+                "is set but the URL is plain http; use an https URL",
+            );
+            return None;
+        }
+        Some(self.non_empty_path(key, Some(v), ""))
+    }
+
+    pub(crate) fn non_empty_path(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+        default: &str,
+    ) -> PathBuf {
+        match value {
+            None => PathBuf::from(default),
+            Some(v) if v.get_ref().trim().is_empty() => {
+                self.diag.value(v.span(), path, "must not be empty");
+                PathBuf::from(default)
+            }
+            Some(v) => PathBuf::from(v.get_ref()),
+        }
+    }
+
+    pub(crate) fn timezone(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+    ) -> Checked<chrono_tz::Tz> {
+        let Some(value) = value else { return Ok(None) };
+        match value.get_ref().parse::<chrono_tz::Tz>() {
+            Ok(tz) => Ok(Some(tz)),
+            Err(_) => {
+                self.diag.value(
+                    value.span(),
+                    path,
+                    "is not a known time zone; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
+                );
+                Err(Reported)
+            }
+        }
+    }
+
+    pub(crate) fn cron(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+    ) -> Checked<(croner::Cron, String)> {
+        let Some(value) = value else { return Ok(None) };
+        match validate_cron(value.get_ref()) {
+            Ok(cron) => Ok(Some((cron, value.get_ref().trim().to_owned()))),
+            Err(problem) => {
+                self.diag.value(value.span(), path, problem.to_string());
+                Err(Reported)
+            }
+        }
+    }
+
+    /// A required, non-empty file path key of the table at `path` (spanning `table`).
+    pub(crate) fn required_file(
+        &mut self,
+        path: &str,
+        key: &str,
+        table: Range<usize>,
+        value: &Option<Spanned<String>>,
+    ) -> PathBuf {
+        let key_path = join(path, key);
+        match value {
+            None => {
+                self.missing(
+                    Some(table),
+                    &key_path,
+                    format!("missing key `{key}`: a file path"),
+                );
+                PathBuf::new()
+            }
+            Some(_) => self.non_empty_path(&key_path, value.as_ref(), ""),
+        }
+    }
+}
+
+/// Whether `url` is a URL the notifier can post to (`http(s)://host[:port]/...`).
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    let uri = url
+        .trim()
+        .parse::<hyper::Uri>()
+        .map_err(|_| "is not a URL such as \"http://relay.local:8080/hook\"".to_owned())?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.authority().is_some() => Ok(()),
+        _ => Err("must be an http:// or https:// URL with a host, such as \"https://hooks.slack.com/services/...\"".to_owned()),
+    }
+}

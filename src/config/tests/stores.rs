@@ -1,0 +1,156 @@
+//! `[store]`: the Vault store's keys, defaults and errors; `[cache]` bounds.
+
+use super::*;
+
+#[test]
+fn vault_store_contract_shape_loads() {
+    use crate::store::vault::{VaultAuth, VaultSettings};
+    let cfg = load_ok(
+        r#"
+[store]
+type = "vault"
+address = "https://vault.vault.svc:8200"
+mount = "secret"                       # KV v2 mount
+path_prefix = "production/tenants"     # secret path = {prefix}/{tenant}/{key}
+auth = { method = "kubernetes", role = "rotor", token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token" }
+"#,
+    );
+    let StoreConfig::Vault(v) = &cfg.store else {
+        panic!("expected a vault store, got {:?}", cfg.store);
+    };
+    assert_eq!(
+        **v,
+        VaultSettings {
+            address: "https://vault.vault.svc:8200".into(),
+            mount: "secret".into(),
+            path_prefix: "production/tenants".into(),
+            namespace: None,
+            ca_file: None,
+            master_key_file: "data/master.key".into(),
+            timeout: std::time::Duration::from_secs(10),
+            max_attempts: 4,
+            retry_backoff: std::time::Duration::from_millis(200),
+            auth: VaultAuth::Kubernetes {
+                role: "rotor".into(),
+                token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+                mount: "kubernetes".into(),
+            },
+        }
+    );
+    let cfg = load_ok(
+        r#"
+[store]
+type = "vault"
+address = "https://vault:8200"
+path_prefix = "p"
+namespace = "team-a/prod"
+ca_file = "/etc/vault/ca.pem"
+master_key_file = "/keys/fp.key"
+timeout = "3s"
+max_attempts = 2
+retry_backoff = "50ms"
+auth = { method = "token", token_file = "/vault/token" }
+"#,
+    );
+    let StoreConfig::Vault(v) = &cfg.store else {
+        panic!("expected a vault store");
+    };
+    assert_eq!(v.namespace.as_deref(), Some("team-a/prod"));
+    assert_eq!(
+        v.auth,
+        VaultAuth::Token {
+            token_file: "/vault/token".into()
+        }
+    );
+    assert_eq!(v.max_attempts, 2);
+}
+
+#[test]
+fn vault_store_errors_name_the_key() {
+    one_error(
+        "[store]\ntype = \"vault\"\naddress = \"vault:8200\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
+        "store.address",
+        &["https://"],
+    );
+    one_error(
+        "[store]\ntype = \"vault\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
+        "store.address",
+        &["missing key `address`"],
+    );
+    one_error(
+        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\nauth = { method = \"kubernetes\", token_file = \"/t\" }\n",
+        "store.auth.role",
+        &["missing key `role`"],
+    );
+    one_error(
+        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\nauth = { method = \"kubernetes\", role = \"r\" }\n",
+        "store.auth.token_file",
+        &["missing key `token_file`"],
+    );
+    one_error(
+        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\nauth = { method = \"ldap\", token_file = \"/t\" }\n",
+        "store.auth.method",
+        &["\"kubernetes\" or \"token\""],
+    );
+    one_error(
+        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\npath_prefix = \"a/../b\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
+        "store.path_prefix",
+        &["'..'"],
+    );
+    one_error(
+        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\nmount = \"my secrets\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
+        "store.mount",
+        &["letters, digits"],
+    );
+    one_error(
+        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\n",
+        "store.auth",
+        &["missing key `auth`"],
+    );
+    // Embedded-only keys are not vault keys.
+    let errs = errors(
+        "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\npath = \"x\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
+    );
+    assert!(errs.to_string().contains("store.path"), "{errs}");
+}
+
+#[test]
+fn cache_bounds_have_defaults_and_limits() {
+    let c = load_ok("");
+    assert_eq!(c.cache, CacheConfig::default());
+    assert_eq!(
+        (c.cache.ttl, c.cache.max_entries),
+        (Duration::from_secs(60), 10_000)
+    );
+    let c = load_ok("[cache]\nttl = \"5m\"\nmax_entries = 0\n");
+    assert_eq!(
+        c.cache,
+        CacheConfig {
+            ttl: Duration::from_secs(300),
+            max_entries: 0
+        }
+    );
+    one_error("[cache]\nttl = \"2h\"\n", "cache.ttl", &["at most 1h"]);
+    one_error(
+        "[cache]\nmax_entries = -1\n",
+        "cache.max_entries",
+        &["between 0 and 10000000"],
+    );
+    let e = one_error("[cache]\nsize = 10\n", "cache.size", &["unknown"]);
+    assert_eq!(e.location.map(|l| l.line), Some(2));
+}
+
+#[test]
+fn a_vault_ca_file_needs_an_https_address() {
+    one_error(
+        r#"
+[store]
+type = "vault"
+address = "http://vault:8200"
+ca_file = "/etc/vault/ca.pem"
+auth = { method = "token", token_file = "/vault/token" }
+"#,
+        "store.ca_file",
+        &["plain http", "https"],
+    );
+}

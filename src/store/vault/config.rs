@@ -1,0 +1,269 @@
+//! `[store] type = "vault"`: the keys of the Vault store, their checks, and the
+//! [`VaultSettings`] the store is opened with.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{VaultAuth, VaultSettings};
+use crate::config::{Field, StoreConfig, Ty, Validator, f};
+use crate::store::embedded::config::DEFAULT_MASTER_KEY_FILE;
+
+const AUTH_FIELDS: &[Field] = &[
+    f("method", Ty::Str),
+    f("role", Ty::Str),
+    f("token_file", Ty::Str),
+    f("mount", Ty::Str),
+];
+
+/// The keys a Vault store takes besides `type`.
+pub(crate) const FIELDS: &[Field] = &[
+    f("address", Ty::Str),
+    f("mount", Ty::Str),
+    f("path_prefix", Ty::Str),
+    f("namespace", Ty::Str),
+    f("ca_file", Ty::Str),
+    f("master_key_file", Ty::Str),
+    f("timeout", Ty::Duration),
+    f("max_attempts", Ty::Int),
+    f("retry_backoff", Ty::Duration),
+    f("auth", Ty::Table(AUTH_FIELDS)),
+];
+
+/// The keys as written (every one optional and spanned; see [`crate::config`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVault {
+    address: Option<Spanned<String>>,
+    mount: Option<Spanned<String>>,
+    path_prefix: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    master_key_file: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    max_attempts: Option<Spanned<i64>>,
+    retry_backoff: Option<Spanned<String>>,
+    auth: Option<Spanned<RawVaultAuth>>,
+}
+
+/// `auth = { method = "kubernetes" | "token", ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVaultAuth {
+    method: Option<Spanned<String>>,
+    role: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    mount: Option<Spanned<String>>,
+}
+
+/// `[store] type = "vault"`: every key checked, every problem reported.
+pub(crate) fn validate(
+    v: &mut Validator<'_, '_>,
+    span: Range<usize>,
+    raw: &RawVault,
+) -> StoreConfig {
+    let address = match &raw.address {
+        None => {
+            v.missing(
+                Some(span.clone()),
+                "store.address",
+                "missing key `address`: the Vault server, e.g. \"https://vault.vault.svc:8200\"",
+            );
+            String::new()
+        }
+        Some(a) => {
+            let text = a.get_ref().trim().to_owned();
+            match url::Url::parse(&text) {
+                Ok(u)
+                    if matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some_and(|h| !h.is_empty())
+                        && u.query().is_none()
+                        && matches!(u.path(), "" | "/") =>
+                {
+                    text
+                }
+                _ => {
+                    v.diag.value(
+                        a.span(),
+                        "store.address",
+                        "is not a Vault address such as \"https://vault.vault.svc:8200\" (http or https, a host, no path)",
+                    );
+                    String::new()
+                }
+            }
+        }
+    };
+    let mount = vault_path_part(v, "store.mount", raw.mount.as_ref(), "secret", false);
+    let path_prefix = vault_path_part(v, "store.path_prefix", raw.path_prefix.as_ref(), "", true);
+    let namespace = raw
+        .namespace
+        .as_ref()
+        .map(|n| vault_path_part(v, "store.namespace", Some(n), "", false));
+    let plain_http = url::Url::parse(&address).is_ok_and(|u| u.scheme() == "http");
+    let ca_file = v.ca_file("store.ca_file", raw.ca_file.as_ref(), plain_http);
+    let master_key_file = v.non_empty_path(
+        "store.master_key_file",
+        raw.master_key_file.as_ref(),
+        DEFAULT_MASTER_KEY_FILE,
+    );
+    let timeout = v.duration_or(
+        "store.timeout",
+        raw.timeout.as_ref(),
+        Duration::from_secs(10),
+    );
+    if timeout.is_zero()
+        && let Some(t) = &raw.timeout
+    {
+        v.diag
+            .value(t.span(), "store.timeout", "must be longer than zero");
+    }
+    let max_attempts = v
+        .int_in(
+            "store.max_attempts",
+            raw.max_attempts.as_ref(),
+            (1, 20),
+            "the number of attempts per Vault request",
+        )
+        .ok()
+        .flatten()
+        .map_or(4, |n| n as u32);
+    let retry_backoff = v.duration_or(
+        "store.retry_backoff",
+        raw.retry_backoff.as_ref(),
+        Duration::from_millis(200),
+    );
+    let auth = vault_auth(v, raw.auth.as_ref(), span);
+    StoreConfig::Vault(Box::new(VaultSettings {
+        address,
+        mount,
+        path_prefix,
+        namespace,
+        ca_file,
+        master_key_file,
+        timeout,
+        max_attempts,
+        retry_backoff,
+        auth,
+    }))
+}
+
+fn vault_auth(
+    v: &mut Validator<'_, '_>,
+    raw: Option<&Spanned<RawVaultAuth>>,
+    store_span: Range<usize>,
+) -> VaultAuth {
+    let placeholder = VaultAuth::Token {
+        token_file: PathBuf::new(),
+    };
+    let Some(spanned) = raw else {
+        v.missing(
+            Some(store_span),
+            "store.auth",
+            "missing key `auth`: e.g. { method = \"kubernetes\", role = \"rotor\", token_file = \"/var/run/secrets/kubernetes.io/serviceaccount/token\" } or { method = \"token\", token_file = \"...\" }",
+        );
+        return placeholder;
+    };
+    let a = spanned.get_ref();
+    let token_file = match &a.token_file {
+        None => {
+            v.missing(
+                Some(spanned.span()),
+                "store.auth.token_file",
+                "missing key `token_file`: the file holding the service-account JWT (kubernetes) or the Vault token (token)",
+            );
+            PathBuf::new()
+        }
+        Some(f) => v.non_empty_path("store.auth.token_file", Some(f), ""),
+    };
+    match a.method.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        Some(("kubernetes", _)) => {
+            let role = match &a.role {
+                None => {
+                    v.missing(
+                        Some(spanned.span()),
+                        "store.auth.role",
+                        "missing key `role`: the Vault Kubernetes auth role, e.g. \"rotor\"",
+                    );
+                    String::new()
+                }
+                Some(r) if r.get_ref().trim().is_empty() => {
+                    v.diag
+                        .value(r.span(), "store.auth.role", "must not be empty");
+                    String::new()
+                }
+                Some(r) => r.get_ref().clone(),
+            };
+            let mount =
+                vault_path_part(v, "store.auth.mount", a.mount.as_ref(), "kubernetes", false);
+            VaultAuth::Kubernetes {
+                role,
+                token_file,
+                mount,
+            }
+        }
+        Some(("token", _)) => {
+            for (key, value) in [("role", &a.role), ("mount", &a.mount)] {
+                if let Some(value) = value {
+                    v.diag.value(
+                        value.span(),
+                        &format!("store.auth.{key}"),
+                        "only applies to method = \"kubernetes\"",
+                    );
+                }
+            }
+            VaultAuth::Token { token_file }
+        }
+        Some((_, span)) => {
+            v.diag.value(
+                span,
+                "store.auth.method",
+                "expected \"kubernetes\" or \"token\"",
+            );
+            placeholder
+        }
+        None => {
+            v.missing(
+                Some(spanned.span()),
+                "store.auth.method",
+                "missing key `method`: \"kubernetes\" or \"token\"",
+            );
+            placeholder
+        }
+    }
+}
+
+/// A Vault mount, namespace or path prefix: `/`-separated segments of letters, digits,
+/// `-`, `_` and `.`, none empty, `.` or `..`. Empty is allowed only where `may_be_empty`.
+fn vault_path_part(
+    v: &mut Validator<'_, '_>,
+    path: &str,
+    value: Option<&Spanned<String>>,
+    default: &str,
+    may_be_empty: bool,
+) -> String {
+    let Some(value) = value else {
+        return default.to_owned();
+    };
+    let text = value.get_ref().trim_matches('/');
+    let ok_segment = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if (text.is_empty() && may_be_empty) || (!text.is_empty() && text.split('/').all(ok_segment)) {
+        text.to_owned()
+    } else {
+        v.diag.value(
+            value.span(),
+            path,
+            "must be /-separated names of letters, digits, '-', '_' and '.' (no empty, '.' or '..' parts)",
+        );
+        default.to_owned()
+    }
+}

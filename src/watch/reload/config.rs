@@ -1,0 +1,245 @@
+//! `[[mounts]] reload = { type = "http" | "signal" | "exec", ... }`: the keys of a mount's
+//! reload action, their checks, and the [`ReloadConfig`] the watcher runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+type S<T> = Spanned<T>;
+
+use crate::config::{Field, ReloadAction, ReloadConfig, Ty, Validator, f, join, parse_http_url};
+
+const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_RELOAD_ATTEMPTS: u32 = 3;
+const RELOAD_ATTEMPTS: (i64, i64) = (1, 20);
+const DEFAULT_RELOAD_BACKOFF: Duration = Duration::from_secs(1);
+/// Signals a reload action may send, by canonical name.
+const SIGNALS: &[(&str, i32)] = &[
+    ("SIGHUP", libc::SIGHUP),
+    ("SIGUSR1", libc::SIGUSR1),
+    ("SIGUSR2", libc::SIGUSR2),
+    ("SIGINT", libc::SIGINT),
+    ("SIGQUIT", libc::SIGQUIT),
+    ("SIGTERM", libc::SIGTERM),
+];
+
+const RELOAD_HTTP: &[Field] = &[
+    f("url", Ty::Str),
+    f("method", Ty::Str),
+    f("ca_file", Ty::Str),
+    f("timeout", Ty::Duration),
+    f("expected_status", Ty::Int),
+    f("max_attempts", Ty::Int),
+    f("backoff", Ty::Duration),
+];
+const RELOAD_SIGNAL: &[Field] = &[
+    f("signal", Ty::Str),
+    f("pid_file", Ty::Str),
+    f("max_attempts", Ty::Int),
+    f("backoff", Ty::Duration),
+];
+const RELOAD_EXEC: &[Field] = &[
+    f("command", Ty::StrList),
+    f("timeout", Ty::Duration),
+    f("max_attempts", Ty::Int),
+    f("backoff", Ty::Duration),
+];
+
+/// The reload types and the keys each takes besides `type`, for the schema walk.
+pub(crate) const TYPES: &[(&str, &[Field])] = &[
+    ("http", RELOAD_HTTP),
+    ("signal", RELOAD_SIGNAL),
+    ("exec", RELOAD_EXEC),
+];
+
+/// All reload keys of all types in one struct (the schema walk checked which keys the
+/// named type allows).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReload {
+    #[serde(rename = "type")]
+    kind: Option<S<String>>,
+    url: Option<S<String>>,
+    method: Option<S<String>>,
+    /// `http` over `https://`: a PEM CA bundle trusted besides the system's roots.
+    ca_file: Option<S<String>>,
+    timeout: Option<S<String>>,
+    expected_status: Option<S<i64>>,
+    signal: Option<S<String>>,
+    pid_file: Option<S<String>>,
+    command: Option<S<Vec<S<String>>>>,
+    max_attempts: Option<S<i64>>,
+    backoff: Option<S<String>>,
+}
+
+/// Checks the reload action at `path`; `None` when it is refused (reported) or its type
+/// is unknown (refused by the schema walk).
+pub(crate) fn validate(
+    v: &mut Validator<'_, '_>,
+    path: &str,
+    raw: &Spanned<RawReload>,
+) -> Option<ReloadConfig> {
+    let r = raw.get_ref();
+    let kind = r.kind.as_ref()?.get_ref().as_str();
+    let timeout = v.duration_or(
+        &join(path, "timeout"),
+        r.timeout.as_ref(),
+        DEFAULT_RELOAD_TIMEOUT,
+    );
+    let action = match kind {
+        "http" => {
+            let url = match &r.url {
+                None => {
+                    v.missing(
+                        Some(raw.span()),
+                        &join(path, "url"),
+                        "missing key `url`, e.g. \"http://127.0.0.1:3000/-/reload\"",
+                    );
+                    None
+                }
+                Some(u) => match parse_http_url(u.get_ref()) {
+                    Ok(url) => Some(url),
+                    Err(why) => {
+                        v.diag.value(u.span(), &join(path, "url"), why);
+                        None
+                    }
+                },
+            };
+            let method = match &r.method {
+                None => Some("POST".to_owned()),
+                Some(m) => {
+                    let text = m.get_ref();
+                    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_uppercase()) {
+                        Some(text.clone())
+                    } else {
+                        v.diag.value(
+                            m.span(),
+                            &join(path, "method"),
+                            "must be an HTTP method in capitals, e.g. \"POST\"",
+                        );
+                        None
+                    }
+                }
+            };
+            let expected_status = v
+                .int_in(
+                    &join(path, "expected_status"),
+                    r.expected_status.as_ref(),
+                    (100, 599),
+                    "an HTTP status",
+                )
+                .ok()?
+                .map(|n| n as u16);
+            let plain_http = url.as_ref().is_some_and(|u| !u.tls);
+            let ca_file = v.ca_file(&join(path, "ca_file"), r.ca_file.as_ref(), plain_http);
+            ReloadAction::Http {
+                url: url?,
+                method: method?,
+                ca_file,
+                timeout,
+                expected_status,
+            }
+        }
+        "signal" => {
+            let signal = match &r.signal {
+                None => Some(("SIGHUP".to_owned(), libc::SIGHUP)),
+                Some(sig) => {
+                    let text = sig.get_ref().trim().to_ascii_uppercase();
+                    let name = if text.starts_with("SIG") {
+                        text
+                    } else {
+                        format!("SIG{text}")
+                    };
+                    match SIGNALS.iter().find(|(n, _)| *n == name) {
+                        Some((n, number)) => Some(((*n).to_owned(), *number)),
+                        None => {
+                            let known: Vec<&str> = SIGNALS.iter().map(|(n, _)| *n).collect();
+                            v.diag.value(
+                                sig.span(),
+                                &join(path, "signal"),
+                                format!(
+                                    "is not a signal a reload may send; one of: {}",
+                                    known.join(", ")
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+            };
+            let pid_file = match &r.pid_file {
+                None => {
+                    v.missing(
+                        Some(raw.span()),
+                        &join(path, "pid_file"),
+                        "missing key `pid_file`: the file holding the pid to signal",
+                    );
+                    None
+                }
+                Some(p) if p.get_ref().trim().is_empty() => {
+                    v.diag
+                        .value(p.span(), &join(path, "pid_file"), "must not be empty");
+                    None
+                }
+                Some(p) => Some(PathBuf::from(p.get_ref())),
+            };
+            let (name, number) = signal?;
+            ReloadAction::Signal {
+                name,
+                number,
+                pid_file: pid_file?,
+            }
+        }
+        "exec" => {
+            let command = match &r.command {
+                None => {
+                    v.missing(
+                        Some(raw.span()),
+                        &join(path, "command"),
+                        "missing key `command`: the program and its arguments, e.g. [\"/usr/bin/app-reload\"]",
+                    );
+                    None
+                }
+                Some(c) if c.get_ref().first().is_none_or(|p| p.get_ref().is_empty()) => {
+                    v.diag.value(
+                        c.span(),
+                        &join(path, "command"),
+                        "must start with the program to run",
+                    );
+                    None
+                }
+                Some(c) => Some(c.get_ref().iter().map(|a| a.get_ref().clone()).collect()),
+            };
+            ReloadAction::Exec {
+                command: command?,
+                timeout,
+            }
+        }
+        // The schema walk refused other types.
+        _ => return None,
+    };
+    if timeout.is_zero() {
+        return None;
+    }
+    let max_attempts = v
+        .int_in(
+            &join(path, "max_attempts"),
+            r.max_attempts.as_ref(),
+            RELOAD_ATTEMPTS,
+            "max_attempts",
+        )
+        .ok()?
+        .map_or(DEFAULT_RELOAD_ATTEMPTS, |n| n as u32);
+    let backoff = v.duration_or(
+        &join(path, "backoff"),
+        r.backoff.as_ref(),
+        DEFAULT_RELOAD_BACKOFF,
+    );
+    Some(ReloadConfig {
+        action,
+        max_attempts,
+        backoff,
+    })
+}
