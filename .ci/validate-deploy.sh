@@ -8,7 +8,7 @@
 #    copy inside the rendered ConfigMap.
 #
 # Custom resources (SecretProviderClass, ServiceMonitor, PrometheusRule) have no schema
-# here; tests/deploy.rs checks their fields and their references to the other objects. An
+# here; tests/suite/deploy.rs checks their fields and their references to the other objects. An
 # object of any other kind fails this script until someone adds a check for it.
 #
 # Idempotent: installs kubernetes-validate only when it is missing or another version.
@@ -51,7 +51,7 @@ CUSTOM = {("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass"),
           ("monitoring.coreos.com/v1", "ServiceMonitor"),
           ("monitoring.coreos.com/v1", "PrometheusRule")}
 # promtool's plain rules file and its unit tests sit beside the PrometheusRule; they are
-# not Kubernetes objects (tests/monitoring.rs runs promtool on them).
+# not Kubernetes objects (tests/suite/monitoring.rs runs promtool on them).
 PROMTOOL_ONLY = ("monitoring/rules", "monitoring/tests")
 files = [src] if src.is_file() else sorted(
     p for p in src.rglob("*.y*ml")
@@ -77,7 +77,7 @@ for path in files:
             custom += 1
         else:
             errors.append(f"{path} document {i}: {api} {kind} is neither a known built-in "
-                          "nor a custom resource with a structural test in tests/deploy.rs")
+                          "nor a custom resource with a structural test in tests/suite/deploy.rs")
 if errors:
     sys.exit("\n".join(errors))
 print(len(files), built_in + custom, built_in, custom)

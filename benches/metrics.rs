@@ -20,11 +20,13 @@ use rotor::actors::metrics::refresh;
 use rotor::domain::SecretRef;
 use rotor::metrics::{Metrics, PolicyLabels};
 use rotor::notify::Notification;
-use rotor::notify::backoff::RetryPolicy;
-use rotor::notify::channel::{Delivery, Sink};
+use rotor::notify::channel::{Delivery, RetryPolicy, Sink};
 use rotor::notify::http::Poster;
 use rotor::status::{SecretStatus, StatusBoard};
 use zeroize::Zeroizing;
+
+#[path = "common/mode.rs"]
+mod mode;
 
 const SECRETS: usize = 100_000;
 const POLICIES: usize = 10;
@@ -32,7 +34,7 @@ const POLICIES: usize = 10;
 fn board() -> Arc<StatusBoard> {
     let board = Arc::new(StatusBoard::default());
     let now = Utc::now();
-    for i in 0..SECRETS {
+    for i in 0..mode::scaled(SECRETS) {
         let secret = SecretRef::new(&format!("tenant{}", i / 100), &format!("key{}", i % 100))
             .expect("valid");
         board.set(
@@ -147,11 +149,8 @@ fn notify(c: &mut Criterion) {
             key: Zeroizing::new(b"bench-key".to_vec()),
         },
         poster: Poster::new(Duration::from_secs(5), None).expect("client"),
-        retry: RetryPolicy {
-            max_attempts: 1,
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(10),
-        },
+        retry: RetryPolicy::new(1, Duration::from_millis(10), Duration::from_millis(10))
+            .expect("valid retry policy"),
         metrics,
     };
     let n = Notification::watcher_health("/mnt/secrets", false, Utc::now());

@@ -1,6 +1,6 @@
 //! Runtime figures for issue 3, printed as plain text (not criterion: these are whole-process
 //! measurements). Run with `cargo bench --bench runtime`; `-- --quick` shortens the idle
-//! window and skips 100,000 secrets.
+//! window and skips 100,000 secrets. Under `cargo test` it is a smoke run on small counts.
 //!
 //! 1. Start-up time and RSS of the real `rotor run` binary with 10,000 and 100,000 managed
 //!    secrets (store pre-seeded so every secret is idle and scheduled 30 days out), and its
@@ -29,16 +29,25 @@ use rotor::metrics::Metrics;
 use rotor::store::embedded::EmbeddedStore;
 use rotor::store::{Commit, Store};
 
+#[path = "common/mode.rs"]
+mod mode;
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    // `cargo test --all-targets` runs bench binaries without `--bench`: do nothing there.
-    if !args.iter().any(|a| a == "--bench") {
-        println!("runtime figures: run with `cargo bench --bench runtime`");
-        return;
-    }
-    let quick = args.iter().any(|a| a == "--quick");
-    let sizes: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
-    let idle_secs = if quick { 10 } else { 60 };
+    let quick = std::env::args().any(|a| a == "--quick");
+    // A smoke run (`cargo test --all-targets`) starts rotor with a hundred secrets, skips
+    // the idle window and takes a few rotations and restarts.
+    let sizes: &[usize] = if !mode::full() {
+        &[100]
+    } else if quick {
+        &[10_000]
+    } else {
+        &[10_000, 100_000]
+    };
+    let idle_secs = match (mode::full(), quick) {
+        (false, _) => 0,
+        (true, true) => 10,
+        (true, false) => 60,
+    };
     let baseline = startup(1, 0);
     println!(
         "baseline (1 secret): ready in {:.2} s, RSS {:.1} MiB",
@@ -61,8 +70,8 @@ fn main() {
             );
         }
     }
-    api_rotations(if quick { 200 } else { 1000 });
-    restart_latency(if quick { 200 } else { 2000 });
+    api_rotations(mode::scaled(if quick { 200 } else { 1000 }));
+    restart_latency(mode::scaled(if quick { 200 } else { 2000 }));
 }
 
 struct Startup {
@@ -337,11 +346,11 @@ fn restart_latency(rounds: usize) {
                     .expect("store"),
             );
             let options = TreeOptions {
-                rotations_intensity: rotor::actors::supervisor::Intensity {
+                rotations_intensity: rotor::supervisor::Intensity {
                     max_restarts: u32::MAX,
                     within: Duration::from_secs(1),
                 },
-                backoff: rotor::actors::supervisor::Backoff::NONE,
+                backoff: rotor::supervisor::Backoff::NONE,
                 ..TreeOptions::default()
             };
             let tree = tree::start(&cfg, store, Metrics::new(), options)

@@ -12,11 +12,14 @@ use rotor::config::Config;
 use rotor::domain::SecretRef;
 use rotor::schedule::{Schedule, ScheduleKind, Window, validate_cron};
 
+#[path = "common/mode.rs"]
+mod mode;
+
 const SECRETS: usize = 100_000;
 const CONFIG_SECRETS: usize = 10_000;
 
 fn secrets() -> Vec<SecretRef> {
-    (0..SECRETS)
+    (0..mode::scaled(SECRETS))
         .map(|i| SecretRef::new(&format!("tenant{}", i / 10), &format!("key{}", i % 10)).unwrap())
         .collect()
 }
@@ -24,7 +27,7 @@ fn secrets() -> Vec<SecretRef> {
 /// Last rotation times spread over the past 40 days, so that some secrets are overdue and
 /// most are not.
 fn last_rotations(now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-    (0..SECRETS)
+    (0..mode::scaled(SECRETS))
         .map(|i| now - TimeDelta::seconds((i as i64 * 7_919) % (40 * 86_400)))
         .collect()
 }
@@ -65,7 +68,7 @@ fn bench_next_due(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("next_due_100k");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(SECRETS as u64));
+    group.throughput(Throughput::Elements(mode::scaled(SECRETS) as u64));
     for (name, schedule) in [
         ("interval_jitter_window", &interval),
         ("cron_weekly", &weekly),
@@ -106,7 +109,7 @@ generator = { type = "token", bytes = 32, prefix = "whsec_" }
 "#,
     );
     let policies = ["api_keys", "weekly", "database_credentials", "jwt_secrets"];
-    for i in 0..CONFIG_SECRETS {
+    for i in 0..mode::scaled(CONFIG_SECRETS) {
         text.push_str(&format!(
             "[[secrets]]\ntenant = \"tenant{}\"\nkey = \"{}\"\npolicy = \"{}\"\ntarget = {{ type = \"none\" }}\n",
             i / 4,
@@ -121,7 +124,7 @@ fn bench_config(c: &mut Criterion) {
     let text = generated_config();
     let mut group = c.benchmark_group("config_load");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(CONFIG_SECRETS as u64));
+    group.throughput(Throughput::Elements(mode::scaled(CONFIG_SECRETS) as u64));
     group.bench_function("10k_secrets", |b| {
         b.iter(
             || match Config::from_str_with_env(black_box(&text), "bench.toml", &|_| None) {

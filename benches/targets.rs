@@ -23,14 +23,16 @@ use rotor::target::Target;
 use rotor::target::postgres::{PostgresTarget, Strategy};
 use rotor::target::redis::RedisTarget;
 
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
-/// and then every figure is taken on a few iterations only (a smoke test).
-fn full() -> bool {
-    std::env::args().any(|a| a == "--bench")
-}
+#[path = "common/mode.rs"]
+mod mode;
+#[path = "../tests/common/postgres.rs"]
+mod postgres_setup;
 
+use postgres_setup::{psql, setup};
+
+/// [`mode::scaled`] for counts of versions.
 fn scaled(n: u64) -> u64 {
-    if full() { n } else { (n / 100).max(3) }
+    mode::scaled(n as usize) as u64
 }
 
 fn store(dir: &std::path::Path, options: CacheOptions, metrics: Metrics) -> Arc<dyn Store> {
@@ -82,33 +84,9 @@ async fn cycles(name: &str, store: &Arc<dyn Store>, t: &dyn Target) {
     );
 }
 
-fn psql(sql: &str) -> bool {
-    std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-c",
-            sql,
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 async fn postgres(dir: &std::path::Path) {
-    let setup = std::process::Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/.ci/setup-postgres.sh"
-        ))
-        .output();
-    if !setup.is_ok_and(|o| o.status.success()) {
-        println!("postgres: skipped (setup-postgres.sh failed or PostgreSQL unreachable)");
+    if let Err(e) = setup() {
+        println!("postgres: skipped ({e})");
         return;
     }
     let base = format!("rotor_bench_{:08x}", rand::thread_rng().r#gen::<u32>());

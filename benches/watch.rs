@@ -31,6 +31,9 @@ use rotor::watch::limiter::ReloadLimiter;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
+#[path = "common/mode.rs"]
+mod mode;
+
 static GEN: AtomicUsize = AtomicUsize::new(0);
 
 /// kubelet's swap; returns the instant just before the rename.
@@ -187,7 +190,7 @@ fn cpu_time() -> Duration {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-async fn idle_cpu() {
+async fn idle_cpu(window: Duration) {
     let root = tempfile::tempdir().unwrap();
     let ctx = context(Arc::default(), Metrics::new());
     let mut actors = Vec::new();
@@ -207,7 +210,6 @@ async fn idle_cpu() {
         ractor::call!(actor, WatcherMsg::Snapshot).unwrap();
         actors.push(actor);
     }
-    let window = Duration::from_secs(10);
     let (c0, t0) = (cpu_time(), Instant::now());
     tokio::time::sleep(window).await;
     let (c1, t1) = (cpu_time(), Instant::now());
@@ -223,7 +225,7 @@ async fn idle_cpu() {
     }
 }
 
-async fn mass_change() {
+async fn mass_change(files: usize) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -242,8 +244,8 @@ async fn mass_change() {
     });
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("big");
-    let payload = |v: &str| -> Vec<(String, Vec<u8>)> {
-        (0..10_000)
+    let payload = move |v: &str| -> Vec<(String, Vec<u8>)> {
+        (0..files)
             .map(|i| (format!("database-{i:05}"), format!("{i}-{v}").into_bytes()))
             .collect()
     };
@@ -282,7 +284,7 @@ async fn mass_change() {
     let write_took = at - started;
     let mut n = 0;
     let mut last = at;
-    while n < 10_000 {
+    while n < files {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
             Ok(Some((_, t))) => {
                 n += 1;
@@ -300,7 +302,7 @@ async fn mass_change() {
         })
         .get();
     println!(
-        "10,000 files changed in one swap (writing took {:?}): {} secret-changed events, last {:?} after the rename; reloads received {} (succeeded {})",
+        "{files} files changed in one swap (writing took {:?}): {} secret-changed events, last {:?} after the rename; reloads received {} (succeeded {})",
         write_took,
         n,
         last - at,
@@ -318,11 +320,15 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         tokio::spawn(async {
-            latency(Duration::ZERO, 1, 1_000).await;
-            latency(Duration::from_millis(50), 10, 1_000).await;
-            latency(Duration::from_secs(1), 100, 1_000).await;
-            idle_cpu().await;
-            mass_change().await;
+            // A smoke run (`cargo test --all-targets`): ten swaps per debounce, a short idle
+            // window, a hundred files changed at once.
+            let swaps = mode::scaled(1_000);
+            latency(Duration::ZERO, 1, swaps).await;
+            latency(Duration::from_millis(50), 10, swaps).await;
+            latency(Duration::from_secs(1), 100.min(swaps), swaps).await;
+            let idle = if mode::full() { 10_000 } else { 100 };
+            idle_cpu(Duration::from_millis(idle)).await;
+            mass_change(mode::scaled(10_000)).await;
         })
         .await
         .unwrap();

@@ -6,22 +6,26 @@
 //! - [`duration`]: humane durations (`"90d"`, `"24h"`, `"1s"`) for configuration.
 //! - [`config`]: TOML policy files, parsed raw then validated, every error at once.
 //! - [`schedule`]: pure schedule maths (interval, cron, windows, jitter, next-due).
+//! - [`backoff`]: the one exponential backoff (min, max, jitter drawn by the caller).
 //! - [`machine`]: the pure rotation state machine, `step(state, event, now)`.
 //! - [`generator`]: CSPRNG secret generators and the zeroizing [`generator::SecretValue`].
 //! - [`store`]: the [`store::Store`] trait and the encrypted embedded (redb) backend.
 //! - [`target`]: systems that check a secret (`none`, later postgres, redis, hooks).
 //! - [`metrics`]: the Prometheus registry and metric handles.
 //! - [`notify`]: notifications: the event model, routing, Slack/webhook payloads, signing,
-//!   retry backoff and the delivery loop of one channel.
+//!   and the delivery loop of one channel.
 //! - [`clock`]: system or tokio-driven "now" (paused time in tests).
 //! - [`watch`]: secret volume watching without actors: scans, diffs, reload actions,
 //!   kubelet's atomic writer.
+//! - [`supervisor`]: the OTP-style one-for-one supervisor on ractor, and the guards that tie
+//!   timers and tasks to the actor holding them.
 //! - [`api`]: the admin HTTP API over an [`api::Admin`] backend.
 //! - [`cli`]: the `rotor` command line.
 //! - [`process`]: process hardening at start-up (no core dumps).
 
 pub mod actors;
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -36,5 +40,6 @@ pub mod process;
 pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod supervisor;
 pub mod target;
 pub mod watch;

@@ -21,6 +21,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::ExponentialBackoff;
 use crate::domain::{
     ErrorKind, HistoryRecord, Label, Outcome, RotationId, Step, Trigger, VersionNo,
 };
@@ -952,19 +953,21 @@ impl Rules<'_> {
         };
     }
 
-    /// Exponential backoff with deterministic jitter in [backoff/2, backoff].
+    /// The delay before retry `failures` of `rotation`: exponential with equal jitter (drawn
+    /// from `[b/2, b]`, `b = retry_backoff * 2^(failures-1)`, and `retry_backoff_max` once the
+    /// doubling reaches it). The draw comes from the per-secret seed, the rotation id and the
+    /// failure count, so the same inputs always give the same delay.
     pub fn backoff(&self, rotation: RotationId, failures: u32) -> TimeDelta {
-        let exp = failures.saturating_sub(1).min(30);
-        let base = self
-            .retry_backoff
-            .checked_mul(1i32 << exp)
+        let max = self.retry_backoff_max.to_std().unwrap_or_default();
+        let initial = self.retry_backoff.to_std().unwrap_or_default().min(max);
+        let bits = splitmix64(self.jitter_seed ^ rotation.0.wrapping_mul(31) ^ u64::from(failures));
+        // The top 53 bits as a fraction: uniform in [0, 1).
+        let draw = (bits >> 11) as f64 / (1u64 << 53) as f64;
+        // `initial` is clamped to `max`, so the backoff is always valid.
+        ExponentialBackoff::equal_jitter(initial, max)
+            .ok()
+            .and_then(|b| TimeDelta::from_std(b.delay(failures, draw)).ok())
             .unwrap_or(self.retry_backoff_max)
-            .min(self.retry_backoff_max);
-        let ms = base.num_milliseconds().max(0) as u64;
-        let half = ms / 2;
-        let r = splitmix64(self.jitter_seed ^ rotation.0.wrapping_mul(31) ^ u64::from(failures));
-        let jitter = if half == 0 { 0 } else { r % (half + 1) };
-        TimeDelta::milliseconds((half + jitter) as i64)
     }
 }
 

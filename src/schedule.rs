@@ -144,16 +144,12 @@ fn add(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
     t.checked_add_signed(TimeDelta::from_std(d).ok()?)
 }
 
-/// A stable per-secret offset in `[0, jitter)` (zero when `jitter` is zero).
+/// The per-secret seed of everything random-looking about one secret: its schedule jitter
+/// ([`jitter_offset`]) and its retry jitter (the state machine's draws).
 ///
-/// Derived from SHA-256 of the tenant and key, not from a random or process-seeded hash,
-/// so the offset survives restarts and is the same on every replica: a secret's due time
-/// must not move when the process does.
-pub fn jitter_offset(secret: &SecretRef, jitter: Duration) -> Duration {
-    let span = jitter.as_nanos();
-    if span == 0 {
-        return Duration::ZERO;
-    }
+/// The first 8 bytes (big-endian) of SHA-256 of the tenant and key, not a random or
+/// process-seeded hash, so it survives restarts and is the same on every replica.
+pub fn secret_seed(secret: &SecretRef) -> u64 {
     let mut hasher = Sha256::new();
     hasher.update(secret.tenant().as_bytes());
     // A separator that identifiers cannot contain keeps ("ab","c") apart from ("a","bc").
@@ -162,7 +158,19 @@ pub fn jitter_offset(secret: &SecretRef, jitter: Duration) -> Duration {
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
-    let h = u128::from(u64::from_be_bytes(first));
+    u64::from_be_bytes(first)
+}
+
+/// A stable per-secret offset in `[0, jitter)` (zero when `jitter` is zero).
+///
+/// Derived from [`secret_seed`], so the offset survives restarts and is the same on every
+/// replica: a secret's due time must not move when the process does.
+pub fn jitter_offset(secret: &SecretRef, jitter: Duration) -> Duration {
+    let span = jitter.as_nanos();
+    if span == 0 {
+        return Duration::ZERO;
+    }
+    let h = u128::from(secret_seed(secret));
     // Multiply-shift maps a 64-bit hash onto [0, span) without modulo bias worth noting.
     // `span` is below 2^64 for any duration shorter than 584 years; larger spans are
     // clamped rather than overflowing.

@@ -1,13 +1,11 @@
-//! Everything in rotor that spawns a task or an actor lives here (style.md: only `actors/`
-//! spawns anything).
+//! rotor's actors. Everything in rotor that spawns a task or an actor lives here or in
+//! [`crate::supervisor`] (the supervisor, timer and task guards these actors are built on), so
+//! the rest of the crate stays plain functions that tests call directly.
 //!
 //! # Layout
 //!
-//! - [`supervisor`]: the OTP-style one-for-one [`supervisor::Supervisor`] (restart types,
-//!   intensity, backoff, escalation, ordered shutdown) used at every level of the tree.
 //! - [`root`]: [`root::spawn_root`] starts the root supervisor and reports how it ended, so
 //!   `main` can exit non-zero when it gives up.
-//! - [`timer`]: [`timer::TimerGuard`], a delayed message that is cancelled with its owner.
 //! - [`panic_hook`]: [`panic_hook::install_quiet_panic_hook`], one log line per panic, no
 //!   backtrace.
 //! - [`tree`]: rotor's own tree (metrics, notifier, watchers, rotations) built from config.
@@ -26,8 +24,6 @@ pub mod publisher;
 pub mod root;
 pub mod rotation;
 pub mod scheduler;
-pub mod supervisor;
-pub mod timer;
 pub mod tree;
 pub mod vault_token;
 pub mod watcher;

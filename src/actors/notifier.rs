@@ -29,8 +29,7 @@ use crate::config::{ChannelConfig, NotifyConfig, UrlSource};
 use crate::domain::{RotationId, SecretRef};
 use crate::machine::Notice;
 use crate::metrics::{ChannelLabels, KindLabels, Metrics};
-use crate::notify::backoff::RetryPolicy;
-use crate::notify::channel::{self, Delivery, Sink};
+use crate::notify::channel::{self, Delivery, RetryPolicy, Sink};
 use crate::notify::http::Poster;
 use crate::notify::route::Route;
 use crate::notify::{Notification, Severity};
@@ -370,11 +369,8 @@ fn start_delivery(
         name: c.name.clone(),
         sink,
         poster,
-        retry: RetryPolicy {
-            max_attempts: c.max_attempts,
-            initial: c.retry_backoff,
-            max: c.retry_backoff_max,
-        },
+        retry: RetryPolicy::new(c.max_attempts, c.retry_backoff, c.retry_backoff_max)
+            .map_err(|e| format!("notify channel {}: {e}", c.name))?,
         metrics: metrics.clone(),
     };
     let pending = deliveries.spawn(delivery, rx);

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use super::timer::TimerGuard;
 use crate::config::PublishConfig;
 use crate::domain::{Label, SecretRef};
 use crate::store::Store;
+use crate::supervisor::TimerGuard;
 use crate::watch::{atomic, scan};
 
 /// Mode of published files, as a secret volume with `defaultMode: 0400`.

@@ -4,11 +4,12 @@
 //! one: a small watcher actor that spawns the root linked, waits for its exit and reports it once
 //! through a oneshot channel as a [`RootExit`]. `main` waits on [`Root::wait`] (or
 //! [`wait_root`]) next to its shutdown signal and exits non-zero when the root gave up, so
-//! Kubernetes restarts the pod (design.md §3).
+//! the orchestrator (Kubernetes) restarts the process.
 //!
 //! ```no_run
 //! # use std::time::Duration;
-//! # use rotor::actors::{root::spawn_root, supervisor::SupervisorArgs};
+//! # use rotor::actors::root::spawn_root;
+//! # use rotor::supervisor::SupervisorArgs;
 //! # async fn main_body(args: SupervisorArgs) -> Result<std::process::ExitCode, ractor::SpawnErr> {
 //! let mut root = spawn_root(Some("rotor".into()), args).await?;
 //! let exit = tokio::select! {
@@ -27,7 +28,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 use tokio::sync::oneshot;
 
-use super::supervisor::{GiveUp, Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg};
+use crate::supervisor::{
+    self, GiveUp, Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg, is_kill,
+};
 
 /// How the root supervisor ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +100,7 @@ impl Root {
     /// `timeout`, and returns how it ended.
     pub async fn shutdown(&mut self, timeout: Duration) -> RootExit {
         if self.ended.is_none() {
-            super::supervisor::shutdown(&self.supervisor, timeout).await;
+            supervisor::shutdown(&self.supervisor, timeout).await;
         }
         self.wait().await
     }
@@ -162,25 +165,30 @@ impl Actor for RootWatch {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
-        args: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
+        myself: ActorRef<RootWatchMsg>,
+        RootWatchArgs {
+            name,
+            args,
+            exit,
+            ready,
+        }: RootWatchArgs,
+    ) -> Result<RootWatchState, ActorProcessingErr> {
         let (root, _join) =
-            Supervisor::spawn_linked(args.name, Supervisor, args.args, myself.get_cell()).await?;
+            Supervisor::spawn_linked(name, Supervisor, args, myself.get_cell()).await?;
         let id = root.get_id();
         // spawn_root is waiting on this; if it went away there is nobody to hand the root to.
-        let _ = args.ready.send(root);
+        let _ = ready.send(root);
         Ok(RootWatchState {
             root: id,
-            exit: Some(args.exit),
+            exit: Some(exit),
         })
     }
 
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<Self::Msg>,
+        myself: ActorRef<RootWatchMsg>,
         event: SupervisionEvent,
-        state: &mut Self::State,
+        state: &mut RootWatchState,
     ) -> Result<(), ActorProcessingErr> {
         let exit = match event {
             SupervisionEvent::ActorFailed(cell, err) if cell.get_id() == state.root => {
@@ -190,11 +198,10 @@ impl Actor for RootWatch {
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) if cell.get_id() == state.root => {
-                match reason.as_deref() {
-                    Some("killed") | Some("actor_task_cancelled") => {
-                        RootExit::Failed(reason.unwrap_or_default())
-                    }
-                    _ => RootExit::Stopped(reason),
+                if is_kill(reason.as_deref()) {
+                    RootExit::Failed(reason.unwrap_or_default())
+                } else {
+                    RootExit::Stopped(reason)
                 }
             }
             _ => return Ok(()),
@@ -205,5 +212,65 @@ impl Actor for RootWatch {
         }
         myself.stop(None);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::Restart;
+    use crate::supervisor::tests::{
+        ChildMsg, Probe, WAIT, at_most, child, init, inner_of, inner_supervisor, no_backoff,
+        recorder, send,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn root_give_up_reaches_main_through_nested_escalation() {
+        init();
+        let (probe, sibling) = (Probe::default(), Probe::default());
+        let (observer, _) = recorder();
+        let args = no_backoff(vec![
+            child("sibling", Restart::Permanent, &sibling),
+            inner_supervisor(&probe, at_most(0), observer),
+        ])
+        .with_intensity(at_most(0));
+        let mut root = spawn_root(Some("root-give-up-test".into()), args)
+            .await
+            .unwrap();
+
+        let inner = inner_of(&root.supervisor).await;
+        send(&inner, "w", ChildMsg::Panic).await;
+
+        let exit = tokio::time::timeout(WAIT, root.wait()).await.unwrap();
+        match &exit {
+            RootExit::GaveUp(g) => {
+                assert_eq!(g.supervisor, "root-give-up-test");
+                assert_eq!((g.child_id.as_str(), g.kind), ("inner", "rotations"));
+                assert!(g.reason.contains("gave up"), "{}", g.reason);
+            }
+            other => panic!("expected a give-up, got {other:?}"),
+        }
+        assert!(!exit.is_success());
+        assert_eq!(exit.exit_code(), ExitCode::FAILURE);
+        // Waiting again returns the same answer.
+        assert_eq!(root.wait().await, exit);
+        // The root stopped what was still running (gracefully: post_stop ran) on the way out.
+        assert_eq!(sibling.stopped(), ["sibling"]);
+        assert_eq!(sibling.starts(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn root_shutdown_is_a_clean_exit() {
+        init();
+        let probe = Probe::default();
+        let mut root = spawn_root(
+            None,
+            no_backoff(vec![child("a", Restart::Permanent, &probe)]),
+        )
+        .await
+        .unwrap();
+        let exit = root.shutdown(Duration::from_secs(5)).await;
+        assert!(exit.is_success(), "{exit}");
+        assert_eq!(probe.stopped(), ["a"]);
     }
 }

@@ -20,7 +20,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use prometheus_client::metrics::gauge::Gauge;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 
 use super::notifier::{self, NotifierMsg};
 use super::scheduler::Scheduler;
@@ -31,8 +30,10 @@ use crate::machine::{
     self, Effect, Event, ExpiryGate, Notice, Phase, Rejection, Rules, SecretState,
 };
 use crate::metrics::Metrics;
+use crate::schedule::secret_seed;
 use crate::status::{SecretStatus, StatusBoard};
 use crate::store::{Commit, Store};
+use crate::supervisor::AbortOnDrop;
 use crate::target::Target;
 
 /// The schedule as the actor needs it: next due given the last rotation time and now.
@@ -115,19 +116,11 @@ impl Drop for Slot {
     }
 }
 
-/// Aborts a task when dropped, so a step does not outlive a crashed actor.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 pub struct RotationState {
     spec: Arc<RotationSpec>,
     context: Arc<RotationContext>,
     machine: SecretState,
+    /// The step in flight; aborted with the state, so a step does not outlive a crashed actor.
     step_task: Option<AbortOnDrop>,
     slot: Option<Slot>,
 }
@@ -271,7 +264,7 @@ impl RotationState {
             retry_backoff: spec.retry_backoff,
             retry_backoff_max: spec.retry_backoff_max,
             expiry_gate: spec.expiry_gate,
-            jitter_seed: seed(&spec.secret),
+            jitter_seed: secret_seed(&spec.secret),
             next_due: &next_due,
         };
         let t = match rules.step(&self.machine, event, now) {
@@ -399,7 +392,7 @@ impl RotationState {
         let spec = self.spec.clone();
         let context = self.context.clone();
         let me = myself.clone();
-        self.step_task = Some(AbortOnDrop(tokio::spawn(async move {
+        self.step_task = Some(AbortOnDrop::spawn(async move {
             let slot = match (held, needs_slot) {
                 (Some(s), _) => Some(s),
                 (None, true) => match context.slots.clone().acquire_owned().await {
@@ -428,7 +421,7 @@ impl RotationState {
                 result,
                 slot,
             });
-        })));
+        }));
     }
 
     fn status(&self) -> SecretStatus {
@@ -543,14 +536,4 @@ async fn run_step(
             }),
         Effect::ArmTimer { .. } | Effect::CancelTimer { .. } | Effect::Notify { .. } => Ok(()),
     }
-}
-
-/// A per-secret seed for retry jitter: stable across restarts (FNV-1a of `tenant/key`).
-fn seed(secret: &SecretRef) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in secret.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }

@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SpawnErr};
 
-use super::supervisor::{ChildSpec, Restart};
-use super::timer::TimerGuard;
 use crate::store::vault::{TokenLease, VaultSession};
+use crate::supervisor::{ChildSpec, Restart, TimerGuard};
 
 /// Delay before another attempt after a failed renewal and re-login.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);

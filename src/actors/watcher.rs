@@ -41,15 +41,15 @@ use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use prometheus_client::metrics::gauge::Gauge;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::task::JoinHandle;
 
 use super::notifier::{self, NotifierMsg};
 use super::rotation::{self, RotationMsg};
-use super::timer::TimerGuard;
+use crate::backoff::ExponentialBackoff;
 use crate::clock::Clock;
 use crate::config::MountConfig;
 use crate::domain::SecretRef;
 use crate::metrics::{KindLabels, Metrics, ReloadLabels};
+use crate::supervisor::{AbortOnDrop, TimerGuard};
 use crate::watch::event::{EventSink, WatchEvent, WatchEventKind};
 use crate::watch::glob::{self, Pattern};
 use crate::watch::limiter::ReloadLimiter;
@@ -110,15 +110,6 @@ pub enum WatcherMsg {
     Snapshot(RpcReplyPort<Snapshot>),
 }
 
-/// Aborts a task when dropped, so a reload never outlives the actor that started it.
-struct Task(JoinHandle<()>);
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// This actor's share of a gauge, returned when the state is dropped (stop, failure or
 /// panic alike), so restarts never leave the fleet gauges counting a dead incarnation.
 struct GaugeShare {
@@ -168,7 +159,9 @@ pub struct WatcherState {
     healthy: Option<bool>,
     watched: GaugeShare,
     healthy_gauge: GaugeShare,
-    reload_task: Option<Task>,
+    /// The reload in flight with its retries; aborted with the state, so a reload never
+    /// outlives the actor that started it.
+    reload_task: Option<AbortOnDrop>,
     reload_pending: bool,
 }
 
@@ -601,7 +594,16 @@ impl WatcherState {
         let limiter = self.ctx.limiter.clone();
         let me = myself.clone();
         let mount = self.mount.path.display().to_string();
-        self.reload_task = Some(Task(tokio::spawn(async move {
+        // Doubling from the mount's `backoff`, no jitter (one reload per mount at a time, and
+        // the global token bucket spreads mounts). The minimum is clamped to the maximum, so
+        // the constructor cannot refuse it.
+        let backoff = ExponentialBackoff::new(
+            reload.backoff.min(MAX_RELOAD_BACKOFF),
+            MAX_RELOAD_BACKOFF,
+            0.0,
+        )
+        .ok();
+        self.reload_task = Some(AbortOnDrop::spawn(async move {
             let mut attempt = 0u32;
             let result = loop {
                 attempt += 1;
@@ -612,10 +614,7 @@ impl WatcherState {
                 match reload::run(&reload.action).await {
                     Ok(()) => break Ok(attempt),
                     Err(e) if attempt < reload.max_attempts => {
-                        let wait = reload
-                            .backoff
-                            .saturating_mul(1 << (attempt - 1).min(16))
-                            .min(MAX_RELOAD_BACKOFF);
+                        let wait = backoff.map_or(MAX_RELOAD_BACKOFF, |b| b.delay(attempt, 0.0));
                         tracing::warn!(%mount, action = reload.action.type_name(), attempt, error = %e, retry_in = ?wait, "reload failed; retrying");
                         tokio::time::sleep(wait).await;
                     }
@@ -623,7 +622,7 @@ impl WatcherState {
                 }
             };
             let _ = me.cast(WatcherMsg::ReloadDone { result });
-        })));
+        }));
     }
 
     /// Tells the rotation actor of the secret this file holds which value it shows.

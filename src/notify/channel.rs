@@ -9,14 +9,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use hyper::Uri;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-use super::backoff::RetryPolicy;
 use super::http::{Attempt, Poster};
 use super::{Notification, Severity, slack, webhook};
+use crate::backoff::{ExponentialBackoff, InvalidBackoff};
 use crate::metrics::{ChannelLabels, Metrics};
 
 /// Where a channel delivers. The URL and key are credentials: they are never logged.
@@ -32,6 +33,32 @@ impl Sink {
             Sink::Slack { .. } => "slack",
             Sink::Webhook { .. } => "webhook",
         }
+    }
+}
+
+/// How a channel retries a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first one included (at least 1).
+    pub max_attempts: u32,
+    /// The delay before each retry.
+    pub backoff: ExponentialBackoff,
+}
+
+impl RetryPolicy {
+    /// Up to `max_attempts` attempts; the delay before retry `n` is drawn from `[d/2, d]`
+    /// where `d = initial * 2^(n-1)`, and is `max` once the doubling reaches it
+    /// ([`ExponentialBackoff::equal_jitter`]): retries of many channels that failed together
+    /// spread out, and none comes sooner than half the nominal delay.
+    pub fn new(
+        max_attempts: u32,
+        initial: Duration,
+        max: Duration,
+    ) -> Result<Self, InvalidBackoff> {
+        Ok(Self {
+            max_attempts,
+            backoff: ExponentialBackoff::equal_jitter(initial, max)?,
+        })
     }
 }
 
@@ -120,9 +147,10 @@ impl Delivery {
                         return false;
                     }
                     self.count("retried");
-                    let delay = self.retry.delay(attempt, rand::random::<f64>());
+                    let backoff = self.retry.backoff;
+                    let delay = backoff.delay(attempt, rand::random::<f64>());
                     // A receiver's Retry-After is honoured up to the policy's maximum.
-                    let delay = after.map_or(delay, |a| a.min(self.retry.max).max(delay));
+                    let delay = after.map_or(delay, |a| a.min(backoff.max()).max(delay));
                     tracing::debug!(channel = %self.name, event = n.event, %reason, attempt, delay_ms = delay.as_millis() as u64, "notification delivery failed; retrying");
                     tokio::time::sleep(delay).await;
                 }

@@ -11,11 +11,10 @@
 //! - [`route`]: which events a `[[notify]]` channel takes (event kinds, minimum severity).
 //! - [`slack`]: the Slack-compatible incoming-webhook payload (`text` plus blocks).
 //! - [`webhook`]: the generic JSON payload and its `X-Rotor-Signature` (HMAC-SHA256).
-//! - [`backoff`]: retry delays, exponential with jitter (pure maths, randomness passed in).
 //! - [`http`]: one HTTP POST with a timeout, classified as delivered, retryable or not.
-//! - [`channel`]: the delivery loop of one channel: queue in, retries, metrics.
+//! - [`channel`]: the delivery loop of one channel: queue in, retries (with
+//!   [`crate::backoff::ExponentialBackoff`]), metrics.
 
-pub mod backoff;
 pub mod channel;
 pub mod http;
 pub mod route;

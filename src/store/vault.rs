@@ -83,6 +83,7 @@ use vaultrs::error::ClientError;
 use super::crypto::MasterKey;
 use super::embedded::{check_labels, relabel};
 use super::{Commit, Store, StoreError};
+use crate::backoff::ExponentialBackoff;
 use crate::domain::{HistoryRecord, Label, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
 
@@ -1109,7 +1110,7 @@ where
 }
 
 /// Runs `f` up to `max_attempts` times while it fails transiently, sleeping
-/// `retry_backoff * 2^n` (capped at 2 s, with up to 25% jitter) between attempts.
+/// `retry_backoff * 2^n` plus up to 25% jitter, capped at 2 s, between attempts.
 async fn retry_with<T, F, Fut>(
     settings: &VaultSettings,
     op: &str,
@@ -1122,18 +1123,17 @@ where
 {
     let attempts = settings.max_attempts.max(1);
     let cap = Duration::from_secs(2);
+    // The minimum is clamped to the cap, so the constructor cannot refuse it.
+    let backoff = ExponentialBackoff::new(settings.retry_backoff.min(cap), cap, 0.25).ok();
     let mut attempt = 1;
     loop {
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) if e.retryable() && attempt < attempts => {
-                let base = settings
-                    .retry_backoff
-                    .saturating_mul(1 << (attempt - 1).min(16))
-                    .min(cap);
-                let jitter = base.mul_f64(rand::thread_rng().gen_range(0.0..0.25));
+                let draw = rand::thread_rng().gen_range(0.0..1.0);
+                let delay = backoff.map_or(cap, |b| b.delay(attempt, draw));
                 tracing::debug!(op, path, attempt, error = %e.describe(), "vault request failed; retrying");
-                tokio::time::sleep(base + jitter).await;
+                tokio::time::sleep(delay).await;
                 attempt += 1;
             }
             Err(Failure::Transport { message, timeout }) if attempts > 1 => {

@@ -1,10 +1,12 @@
-//! Helpers shared by integration tests.
-#![allow(dead_code)] // each test binary uses a different subset
+//! Helpers shared by the integration tests (declared once, in `tests/tests.rs`).
+pub mod embedded;
 pub mod http;
 pub mod kubelet;
+pub mod postgres;
 pub mod receiver;
 pub mod redis_server;
 pub mod rotor_bin;
 pub mod store_contract;
 pub mod targets;
 pub mod tls;
+pub mod wait;

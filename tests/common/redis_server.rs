@@ -9,7 +9,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,10 +60,6 @@ impl RedisServer {
 
     pub fn aclfile(&self) -> PathBuf {
         self.dir.path().join("users.acl")
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Kills the server and starts a new one on the same directory and aclfile.

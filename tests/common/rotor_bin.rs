@@ -1,12 +1,14 @@
 //! The real `rotor` binary on a random loopback port, for tests that look at it from the
 //! outside (`/metrics`, Prometheus scraping it). Killed when dropped.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::http::request;
+use super::wait::{eventually, eventually_blocking};
 
 pub fn free_port() -> u16 {
     // Bind port 0, read the port, release it: a small race with other processes, fine
@@ -64,23 +66,17 @@ impl RotorBin {
             addr: ([127, 0, 0, 1], port).into(),
             dir: dir.to_owned(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let log = || std::fs::read_to_string(dir.join("rotor.log")).unwrap_or_default();
+        let what = fmt::from_fn(|f| write!(f, "rotor to be ready in 30 s; log:\n{}", log()));
+        eventually(Duration::from_secs(30), what, async || {
             if let Some(status) = r.child.try_wait().unwrap() {
-                panic!("rotor exited early ({status}); log:\n{}", r.log());
+                panic!("rotor exited early ({status}); log:\n{}", log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "rotor not ready in 30 s; log:\n{}",
-                r.log()
-            );
-            if tokio::net::TcpStream::connect(r.addr).await.is_ok()
+            tokio::net::TcpStream::connect(r.addr).await.is_ok()
                 && request(r.addr, "GET", "/readyz", None, None).await.status == 200
-            {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await;
+        r
     }
 
     pub fn log(&self) -> String {
@@ -92,7 +88,7 @@ impl RotorBin {
     pub async fn rotate(&self, tenant: &str, key: &str) {
         let token = std::fs::read_to_string(self.dir.join("admin.token")).unwrap();
         let body = format!(r#"{{"tenantId":"{tenant}","secretKey":"{key}"}}"#);
-        until(Duration::from_secs(10), "a rotation accepted", || async {
+        eventually(Duration::from_secs(10), "a rotation accepted", || async {
             let r = request(
                 self.addr,
                 "POST",
@@ -102,7 +98,7 @@ impl RotorBin {
             )
             .await;
             assert!(r.status == 202 || r.status == 409, "{}", r.status);
-            (r.status == 202).then_some(())
+            r.status == 202
         })
         .await;
     }
@@ -114,17 +110,9 @@ impl RotorBin {
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rotor did not exit within {limit:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually_blocking(limit, "rotor to exit after SIGTERM", || {
+            self.child.try_wait().unwrap()
+        })
     }
 }
 
@@ -132,22 +120,6 @@ impl Drop for RotorBin {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Polls `f` until it returns `Some`, for at most `limit`.
-pub async fn until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,5 +1,5 @@
 //! The [`Store`] contract (see `src/store/mod.rs`), written once and run against every
-//! backend: `tests/store.rs` runs it on the embedded store, `tests/store_vault.rs` on the
+//! backend: `tests/suite/store.rs` runs it on the embedded store, `tests/suite/store_vault.rs` on the
 //! Vault store against the in-repo fake and, when `VAULT_ADDR` and `VAULT_TOKEN` are set,
 //! a real Vault.
 //!

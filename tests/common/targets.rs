@@ -60,6 +60,26 @@ impl Env {
             .unwrap();
         value
     }
+
+    /// One rotation of `secret` to `version` on `target` as far as promotion: generate and
+    /// store the value, apply, test, promote (keeping the previous version valid); returns
+    /// the stored value.
+    pub async fn rotate(
+        &self,
+        target: &dyn Target,
+        secret: &SecretRef,
+        version: VersionNo,
+        spec: &GeneratorSpec,
+    ) -> SecretValue {
+        let value = self.generate(target, secret, version, spec);
+        target.apply(secret, version, &value).await.expect("apply");
+        target.test(secret, version, &value).await.expect("test");
+        target
+            .promote(secret, version, version.checked_sub(1).filter(|v| *v > 0))
+            .await
+            .expect("promote");
+        value
+    }
 }
 
 pub fn password_spec() -> GeneratorSpec {

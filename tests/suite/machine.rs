@@ -71,6 +71,18 @@ fn first_version(r: &Rules) -> SecretState {
     settle(r, s, t, t0())
 }
 
+/// An API rotation of `s` requested at `t0`.
+fn rotate_by_api(r: &Rules, s: &SecretState) -> Transition {
+    r.step(
+        s,
+        Event::Rotate {
+            trigger: Trigger::Api,
+        },
+        t0(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn first_version_is_created_at_once_and_needs_no_grace() {
     let r = rules(ExpiryGate::Grace);
@@ -171,15 +183,7 @@ fn full_rotation_moves_labels_pending_current_previous_then_expires() {
 fn rollback_during_grace_restores_previous_and_revokes_new() {
     let r = rules(ExpiryGate::Grace);
     let s = first_version(&r);
-    let t = r
-        .step(
-            &s,
-            Event::Rotate {
-                trigger: Trigger::Api,
-            },
-            t0(),
-        )
-        .unwrap();
+    let t = rotate_by_api(&r, &s);
     let s = settle(&r, t.state.clone(), t, t0());
     assert!(matches!(s.phase, Phase::Grace { .. }));
     let t = r.step(&s, Event::Rollback, t0()).unwrap();
@@ -213,15 +217,7 @@ fn rollback_during_grace_restores_previous_and_revokes_new() {
 fn rotate_while_in_flight_is_refused() {
     let r = rules(ExpiryGate::Grace);
     let s = first_version(&r);
-    let t = r
-        .step(
-            &s,
-            Event::Rotate {
-                trigger: Trigger::Api,
-            },
-            t0(),
-        )
-        .unwrap();
+    let t = rotate_by_api(&r, &s);
     let err = r
         .step(
             &t.state,
@@ -344,15 +340,7 @@ fn failure_before_promotion_keeps_current_and_retries_then_sticks() {
 fn resume_reissues_the_step_in_flight_and_ignores_stale_results() {
     let r = rules(ExpiryGate::Grace);
     let s = first_version(&r);
-    let t = r
-        .step(
-            &s,
-            Event::Rotate {
-                trigger: Trigger::Api,
-            },
-            t0(),
-        )
-        .unwrap();
+    let t = rotate_by_api(&r, &s);
     let t = r
         .step(
             &t.state,
@@ -399,15 +387,7 @@ fn consumer_gate_extends_grace_until_the_mount_shows_the_new_version() {
         max_extension: TimeDelta::hours(1),
     });
     let s = first_version(&r);
-    let t = r
-        .step(
-            &s,
-            Event::Rotate {
-                trigger: Trigger::Api,
-            },
-            t0(),
-        )
-        .unwrap();
+    let t = rotate_by_api(&r, &s);
     let s = settle(&r, t.state.clone(), t, t0());
     let end = t0() + TimeDelta::minutes(10);
     let t = r.step(&s, Event::Timer, end).unwrap();
@@ -433,15 +413,7 @@ fn consumer_gate_expires_anyway_after_the_maximum_extension() {
         max_extension: TimeDelta::hours(1),
     });
     let s = first_version(&r);
-    let t = r
-        .step(
-            &s,
-            Event::Rotate {
-                trigger: Trigger::Api,
-            },
-            t0(),
-        )
-        .unwrap();
+    let t = rotate_by_api(&r, &s);
     let s = settle(&r, t.state.clone(), t, t0());
     let end = t0() + TimeDelta::minutes(10);
     let s = r.step(&s, Event::Timer, end).unwrap().state;
@@ -460,15 +432,7 @@ fn consumer_gate_expires_anyway_after_the_maximum_extension() {
 fn revoke_failures_retry_in_place_then_stick_without_touching_current() {
     let r = rules(ExpiryGate::Grace);
     let s = first_version(&r);
-    let t = r
-        .step(
-            &s,
-            Event::Rotate {
-                trigger: Trigger::Api,
-            },
-            t0(),
-        )
-        .unwrap();
+    let t = rotate_by_api(&r, &s);
     let s = settle(&r, t.state.clone(), t, t0());
     let mut now = t0() + TimeDelta::minutes(10);
     let mut s = r.step(&s, Event::Timer, now).unwrap().state;

@@ -10,14 +10,14 @@
 //! Needs `prometheus` and `promtool` (`.ci/setup-prometheus.sh`); under `CI=true` their
 //! absence fails the test instead of skipping it.
 
-mod common;
-
+use std::fmt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::http::request;
-use common::rotor_bin::{RotorBin, config, free_port, prometheus_tool, until};
+use crate::common::http::request;
+use crate::common::rotor_bin::{RotorBin, config, free_port, prometheus_tool};
+use crate::common::wait::{eventually, eventually_every};
 use serde_json::Value;
 
 struct Prometheus {
@@ -142,7 +142,7 @@ target = {{ type = "none", fail = ["apply"], fail_file = "{}" }}
     let prom = start_prometheus(&prometheus_bin, dir, rotor_port);
 
     // Prometheus is up and scrapes rotor successfully.
-    until(
+    eventually(
         Duration::from_secs(60),
         "Prometheus scraping rotor",
         || async {
@@ -156,21 +156,20 @@ target = {{ type = "none", fail = ["apply"], fail_file = "{}" }}
     )
     .await;
 
-    let firing = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if prom.alert_state("SecretRotationFailure").await.as_deref() == Some("firing") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
+    eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        fmt::from_fn(|f| {
+            write!(
+                f,
+                "SecretRotationFailure to fire; prometheus log:\n{}\nrotor log:\n{}",
+                prom.log(),
+                rotor.log()
+            )
+        }),
+        || async { prom.alert_state("SecretRotationFailure").await.as_deref() == Some("firing") },
+    )
     .await;
-    assert!(
-        firing.is_ok(),
-        "SecretRotationFailure never fired; prometheus log:\n{}\nrotor log:\n{}",
-        prom.log(),
-        rotor.log()
-    );
     let alerts = prom.api("/api/v1/alerts").await.unwrap();
     let alert = alerts["data"]["alerts"]
         .as_array()
@@ -184,7 +183,7 @@ target = {{ type = "none", fail = ["apply"], fail_file = "{}" }}
 
     // Heal the target: the next retry succeeds, errors stop, and the alert clears.
     std::fs::remove_file(&fail_file).unwrap();
-    until(
+    eventually(
         Duration::from_secs(30),
         "the retried rotation to succeed",
         || async {
@@ -199,18 +198,17 @@ target = {{ type = "none", fail = ["apply"], fail_file = "{}" }}
         },
     )
     .await;
-    let cleared = tokio::time::timeout(Duration::from_secs(90), async {
-        loop {
-            if prom.alert_state("SecretRotationFailure").await.is_none() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
+    eventually_every(
+        Duration::from_secs(90),
+        Duration::from_millis(250),
+        fmt::from_fn(|f| {
+            write!(
+                f,
+                "SecretRotationFailure to clear after the target was healed; prometheus log:\n{}",
+                prom.log()
+            )
+        }),
+        || async { prom.alert_state("SecretRotationFailure").await.is_none() },
+    )
     .await;
-    assert!(
-        cleared.is_ok(),
-        "SecretRotationFailure did not clear after the target was healed; prometheus log:\n{}",
-        prom.log()
-    );
 }

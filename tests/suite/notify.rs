@@ -3,25 +3,23 @@
 //! binary (and no secret value in any of it), retries after 500s, giving up, and drops
 //! when a dead receiver lets a channel's queue overflow, without delaying rotations.
 
-mod common;
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::http::request;
+use crate::common::rotor_bin::{RotorBin, config, free_port};
+use crate::common::wait::eventually;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
-use common::http::request;
-use common::rotor_bin::{RotorBin, config, free_port, until};
 use rotor::domain::SecretRef;
 use rotor::metrics::Metrics;
 use rotor::notify::Notification;
-use rotor::notify::backoff::RetryPolicy;
-use rotor::notify::channel::{Delivery, Sink};
+use rotor::notify::channel::{Delivery, RetryPolicy, Sink};
 use rotor::notify::http::Poster;
 use rotor::notify::webhook;
 use rotor::store::Store;
@@ -144,19 +142,10 @@ type = "log"
         ),
     );
     let rotor = RotorBin::start(dir, port, &cfg).await;
-    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
     succeeded(rotor.addr, 1.0).await;
-    let r = request(
-        rotor.addr,
-        "POST",
-        "/admin/secrets/rotate",
-        Some(token.trim()),
-        Some(r#"{"tenantId":"tenant1","secretKey":"api_keys"}"#),
-    )
-    .await;
-    assert_eq!(r.status, 202);
+    rotor.rotate("tenant1", "api_keys").await;
     // Initial rotation (started, succeeded) and the API one (started, succeeded, grace).
-    until(
+    eventually(
         Duration::from_secs(20),
         "grace_entered on both channels",
         || async {
@@ -303,7 +292,7 @@ type = "log"
 
 /// Waits until `n` rotations of policy `n` have succeeded (the first runs at start).
 async fn succeeded(addr: SocketAddr, n: f64) -> String {
-    until(Duration::from_secs(10), "rotations to succeed", || async {
+    eventually(Duration::from_secs(10), "rotations to succeed", || async {
         let m = request(addr, "GET", "/metrics", None, None).await;
         let text = String::from_utf8(m.body).unwrap();
         (sample(
@@ -328,11 +317,12 @@ fn delivery(addr: SocketAddr, metrics: &Metrics, max_attempts: u32) -> Delivery 
             uri: format!("http://{addr}/slack").parse().unwrap(),
         },
         poster: Poster::new(Duration::from_secs(5), None).expect("client"),
-        retry: RetryPolicy {
+        retry: RetryPolicy::new(
             max_attempts,
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-        },
+            Duration::from_millis(10),
+            Duration::from_millis(50),
+        )
+        .unwrap(),
         metrics: metrics.clone(),
     }
 }
@@ -414,10 +404,9 @@ timeout = "60s"
         ),
     );
     let rotor = RotorBin::start(dir, port, &cfg).await;
-    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
     // The first event is stuck at the receiver; the rotation through the API still runs
     // to grace at once.
-    until(
+    eventually(
         Duration::from_secs(10),
         "the receiver holding a request",
         || async { (!recv.hits().is_empty()).then_some(()) },
@@ -425,16 +414,8 @@ timeout = "60s"
     .await;
     succeeded(rotor.addr, 1.0).await;
     let started = Instant::now();
-    let r = request(
-        rotor.addr,
-        "POST",
-        "/admin/secrets/rotate",
-        Some(token.trim()),
-        Some(r#"{"tenantId":"tenant1","secretKey":"api_keys"}"#),
-    )
-    .await;
-    assert_eq!(r.status, 202);
-    let text = until(
+    rotor.rotate("tenant1", "api_keys").await;
+    let text = eventually(
         Duration::from_secs(10),
         "the API rotation to succeed",
         || async {
@@ -477,7 +458,7 @@ timeout = "60s"
 async fn https_receivers_are_reached_and_their_certificates_verified() {
     use rotor::notify::http::{Attempt, Poster};
 
-    let Some(receiver) = common::tls::TlsReceiver::start() else {
+    let Some(receiver) = crate::common::tls::TlsReceiver::start() else {
         return;
     };
     let uri: hyper::Uri = receiver.url("/hook").parse().unwrap();

@@ -4,16 +4,15 @@
 //! middle of rotations, after which every secret still has exactly one current version and
 //! every interrupted rotation finished or rolled back.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::http::request;
-use common::rotor_bin::{RotorBin, config, free_port, until};
+use crate::common::http::request;
+use crate::common::rotor_bin::{RotorBin, config, free_port};
+use crate::common::wait::eventually;
 use rand::{Rng, SeedableRng};
 use rotor::domain::{Label, SecretRef};
 use rotor::machine::{Phase, SecretState};
@@ -117,7 +116,7 @@ target = { type = "none", delay = "300ms" }"#,
     let l = || rotor.labels("tenant1", "api_keys");
 
     // The first version is created at start.
-    until(Duration::from_secs(10), "v1 current", || async {
+    eventually(Duration::from_secs(10), "v1 current", || async {
         (l().await == vec![(1, vec!["current".to_owned()], false)]).then_some(())
     })
     .await;
@@ -149,13 +148,13 @@ target = { type = "none", delay = "300ms" }"#,
     assert_eq!(status, 409);
 
     // pending (apply and test take 300 ms each) → current, with v1 previous during grace.
-    until(Duration::from_secs(10), "v2 pending", || async {
+    eventually(Duration::from_secs(10), "v2 pending", || async {
         l().await
             .contains(&(2, vec!["pending".to_owned()], false))
             .then_some(())
     })
     .await;
-    until(
+    eventually(
         Duration::from_secs(10),
         "v2 current, v1 previous",
         || async {
@@ -169,13 +168,13 @@ target = { type = "none", delay = "300ms" }"#,
     )
     .await;
     // After grace (3 s) and the revoke (300 ms), v1 is expired.
-    until(Duration::from_secs(15), "v1 expired", || async {
+    eventually(Duration::from_secs(15), "v1 expired", || async {
         (l().await == vec![(1, vec![], true), (2, vec!["current".to_owned()], false)]).then_some(())
     })
     .await;
 
     // The revoke of v1 finishes (the rotation is in flight until then).
-    until(Duration::from_secs(10), "idle", || async {
+    eventually(Duration::from_secs(10), "idle", || async {
         let s = rotor.get("/admin/secrets/schedule").await;
         (s["secrets"][0]["phase"] == "idle").then_some(())
     })
@@ -186,7 +185,7 @@ target = { type = "none", delay = "300ms" }"#,
         .post("/admin/secrets/rotate", "tenant1", "api_keys")
         .await;
     assert_eq!(status, 202);
-    until(Duration::from_secs(10), "v3 current", || async {
+    eventually(Duration::from_secs(10), "v3 current", || async {
         l().await
             .contains(&(3, vec!["current".to_owned()], false))
             .then_some(())
@@ -196,12 +195,12 @@ target = { type = "none", delay = "300ms" }"#,
         .post("/admin/secrets/rollback", "tenant1", "api_keys")
         .await;
     assert_eq!(status, 202, "{body}");
-    until(Duration::from_secs(10), "rolled back", || async {
+    eventually(Duration::from_secs(10), "rolled back", || async {
         let v = l().await;
         (v[1] == (2, vec!["current".to_owned()], false) && v[2] == (3, vec![], true)).then_some(())
     })
     .await;
-    until(
+    eventually(
         Duration::from_secs(10),
         "idle after the rollback",
         || async {
@@ -242,13 +241,13 @@ target = { type = "none", delay = "300ms" }"#,
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("accepted: rotation r4"), "{stdout}");
-    until(Duration::from_secs(10), "v4 in grace", || async {
+    eventually(Duration::from_secs(10), "v4 in grace", || async {
         let s = rotor.get("/admin/secrets/schedule").await;
         (s["secrets"][0]["phase"] == "grace").then_some(())
     })
     .await;
     assert!(cli("rollback").status.success());
-    until(
+    eventually(
         Duration::from_secs(10),
         "idle after the CLI rollback",
         || async {

@@ -3,7 +3,7 @@
 //! `VAULT_ADDR` and `VAULT_TOKEN` are set (otherwise the `real_vault::*` tests print
 //! SKIPPED and pass: CI has no Vault).
 //!
-//! Core cases: the `Store` contract shared with `tests/store.rs`
+//! Core cases: the `Store` contract shared with `tests/suite/store.rs`
 //! (`tests/common/store_contract.rs`: round trip across a reopen, fingerprints, idempotent
 //! `put_version` and conflicts, labels and timestamps, rollback, invalid commits, history,
 //! listing), where a reopen is a new client on the same Vault and prefix, plus a stale
@@ -12,19 +12,22 @@
 //! policy denial, Kubernetes login and token renewal, no value in any error, `Debug`
 //! output or log line, and the rotation tree and token renewer over this store.
 
-mod common;
-
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::common::embedded::{FAST_API_KEYS, admin, tree_config};
+use crate::common::store_contract::{self as contract, at, commit, labels_of, secret, value};
+use crate::common::wait::eventually;
 use chrono::Utc;
-use common::store_contract::{self as contract, at, commit, labels_of, secret, value};
 use rotor::domain::{Label, Outcome, RotationId};
 use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
 use rotor::store::vault_fake::{Faults, VaultFake};
 use rotor::store::{Store, StoreError};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
 
 const ROOT: &str = "root-token-for-tests";
 
@@ -424,9 +427,29 @@ fn kubernetes_login_and_token_renewal() {
     assert!(err.to_string().contains("invalid role name"), "{err}");
 }
 
-/// Log lines from every thread (the store's requests run on its own runtime).
+/// Log lines from every thread (the store's requests run on its own runtime), recorded while
+/// a [`Capturing`] guard lives: the subscriber is process-wide, and the other topics of the
+/// test binary run in this process too.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
+
+static CAPTURING: AtomicBool = AtomicBool::new(false);
+
+/// Records log lines into [`captured_logs`] until dropped.
+struct Capturing;
+
+impl Capturing {
+    fn start() -> Capturing {
+        CAPTURING.store(true, Ordering::SeqCst);
+        Capturing
+    }
+}
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        CAPTURING.store(false, Ordering::SeqCst);
+    }
+}
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -446,11 +469,10 @@ fn captured_logs() -> &'static Captured {
     LOGS.get_or_init(|| {
         let logs = Captured::default();
         let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
+        let layer = tracing_subscriber::fmt::layer()
             .with_writer(move || writer.clone())
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
+            .with_filter(filter_fn(|_| CAPTURING.load(Ordering::SeqCst)));
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
         logs
     })
 }
@@ -458,6 +480,7 @@ fn captured_logs() -> &'static Captured {
 #[test]
 fn values_never_reach_errors_debug_output_or_logs() {
     let logs = captured_logs();
+    let capturing = Capturing::start();
     let env = fake_env();
     let s = secret("t", "k");
     let secret_text = "hunter2-very-secret-value";
@@ -514,6 +537,7 @@ fn values_never_reach_errors_debug_output_or_logs() {
         !format!("{:?}", env.store).contains(ROOT),
         "no token in Debug"
     );
+    drop(capturing);
     let text = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
     assert!(!text.is_empty(), "the subscriber captured the store's logs");
     assert!(!text.contains(secret_text), "a value reached the logs");
@@ -531,37 +555,16 @@ fn values_never_reach_errors_debug_output_or_logs() {
 /// initial version at start, then an API-triggered rotation promoted to `current`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_tree_rotates_over_the_vault_store() {
-    use rotor::actors::admin::ActorAdmin;
     use rotor::actors::tree::{self, TreeOptions};
     use rotor::api::Admin as _;
     use rotor::clock::Clock;
-    use rotor::config::Config;
     use rotor::metrics::Metrics;
     use rotor::target::none::NoneTarget;
 
     let env = tokio::task::spawn_blocking(fake_env).await.expect("env");
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = format!(
-        r#"
-[store]
-type = "embedded"
-path = "{dir}/unused.redb"
-master_key_file = "{dir}/unused.key"
-
-[policies.fast]
-interval = "1h"
-grace = "10m"
-generator = {{ type = "token", bytes = 32 }}
-max_attempts = 3
-
-[[secrets]]
-tenant = "tenant1"
-key = "api_keys"
-policy = "fast"
-"#,
-        dir = dir.path().display()
-    );
-    let cfg = Config::from_str_with_env(&text, "test.toml", &|_| None).expect("config");
+    // The config's embedded store goes unused: the tree gets the Vault store.
+    let cfg = tree_config(dir.path(), FAST_API_KEYS);
     let store: Arc<dyn Store> = Arc::new(env.replica());
     let options = TreeOptions {
         clock: Clock::System,
@@ -572,11 +575,7 @@ policy = "fast"
     let mut tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
         .await
         .expect("tree starts");
-    let admin = ActorAdmin {
-        context: tree.context.clone(),
-        secrets: tree.secrets.clone(),
-        ready: tree.ready_flag(),
-    };
+    let admin = admin(&tree);
     let s = secret("tenant1", "api_keys");
     let current = |store: Arc<dyn Store>| {
         let s = s.clone();
@@ -586,19 +585,17 @@ policy = "fast"
                 .expect("labels")
         }
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !current(store.clone()).await.contains(&(1, Label::Current)) {
-        assert!(tokio::time::Instant::now() < deadline, "no initial version");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(20), "the initial version", async || {
+        current(store.clone()).await.contains(&(1, Label::Current))
+    })
+    .await;
     admin.rotate(s.clone()).await.expect("rotation accepted");
-    while !current(store.clone()).await.contains(&(2, Label::Current)) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rotation did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the rotation to finish",
+        async || current(store.clone()).await.contains(&(2, Label::Current)),
+    )
+    .await;
     let labels = current(store.clone()).await;
     assert_eq!(labels, [(1, Label::Previous), (2, Label::Current)]);
     let fake = env.fake();
@@ -634,8 +631,8 @@ policy = "fast"
 /// once when it starts, so a token revoked meanwhile leads to a new login straight away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_supervised_renewer_logs_in_again_when_its_token_is_revoked() {
-    use rotor::actors::supervisor::{Supervisor, SupervisorArgs};
     use rotor::actors::vault_token;
+    use rotor::supervisor::{Supervisor, SupervisorArgs};
 
     let env = fake_env();
     let jwt_file = env._dir.path().join("sa-token");
@@ -662,14 +659,12 @@ async fn the_supervised_renewer_logs_in_again_when_its_token_is_revoked() {
     let (sup, _join) = ractor::Actor::spawn(None, Supervisor, args)
         .await
         .expect("supervisor");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while env.fake().logins() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the renewer never logged in again"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "a new login by the renewer",
+        async || env.fake().logins() >= 2,
+    )
+    .await;
     sup.stop(None);
     drop(store);
 }

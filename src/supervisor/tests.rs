@@ -1,31 +1,27 @@
-//! Supervision semantics of `rotor::actors`: restart types, backoff, intensity and escalation,
-//! the root's exit, ordered shutdown, and timers that die with their actor.
+//! Supervision semantics: restart types, dynamic children, backoff, intensity and escalation,
+//! the observer, ordered shutdown, and timers that die with their actor.
 //!
 //! One topic per test. Time is paused (`start_paused`): ractor actors are real tokio tasks on the
 //! test's runtime, and paused time only auto-advances when every task is idle, so backoff delays
 //! elapse instantly but in order. Eventually-true facts are polled with [`eventually`] rather than
-//! asserted after a sleep.
+//! asserted after a sleep. The test child and helpers are shared with the root's tests
+//! ([`crate::actors::root`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rotor::actors::panic_hook::install_quiet_panic_hook;
-use rotor::actors::root::{RootExit, spawn_root};
-use rotor::actors::supervisor::{
-    Backoff, ChildSpec, Intensity, Observer, Restart, Supervisor, SupervisorArgs, SupervisorError,
-    SupervisorEvent, SupervisorMsg, lookup_child, lookup_child_as, shutdown, start_child,
-    terminate_child, which_children,
-};
-use rotor::actors::timer::TimerGuard;
+
+use super::*;
+use crate::actors::panic_hook::install_quiet_panic_hook;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
 /// Quiet panics (children panic on purpose) but keep them visible in a failing test's output.
-fn init() {
+pub(crate) fn init() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("rotor=debug")
@@ -34,7 +30,7 @@ fn init() {
 }
 
 /// Polls `check` until it holds or `timeout` (virtual time) passes, then asserts it.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, timeout: Duration, check: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
@@ -49,23 +45,23 @@ where
     assert!(check().await, "not true within {timeout:?}: {what}");
 }
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// Collects observer events.
-fn recorder() -> (Observer, Arc<Mutex<Vec<SupervisorEvent>>>) {
+pub(crate) fn recorder() -> (Observer, Arc<Mutex<Vec<SupervisorEvent>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     let observer: Observer = Arc::new(move |event| sink.lock().unwrap().push(event));
     (observer, events)
 }
 
-fn restart_delays(events: &Mutex<Vec<SupervisorEvent>>) -> Vec<Duration> {
+fn restart_delays(events: &Mutex<Vec<SupervisorEvent>>) -> Vec<u128> {
     events
         .lock()
         .unwrap()
         .iter()
         .filter_map(|e| match e {
-            SupervisorEvent::Restarting { delay, .. } => Some(*delay),
+            SupervisorEvent::Restarting { delay, .. } => Some(delay.as_millis()),
             _ => None,
         })
         .collect()
@@ -75,7 +71,7 @@ fn restart_delays(events: &Mutex<Vec<SupervisorEvent>>) -> Vec<Duration> {
 // A test child
 // ---------------------------------------------------------------------------------------------
 
-enum ChildMsg {
+pub(crate) enum ChildMsg {
     /// Replies with the incarnation number (1 for the first start).
     Ping(RpcReplyPort<u32>),
     Panic,
@@ -89,14 +85,24 @@ enum ChildMsg {
 
 /// Shared between all incarnations of one child, so tests can see across restarts.
 #[derive(Clone, Default)]
-struct Probe {
-    starts: Arc<AtomicU32>,
+pub(crate) struct Probe {
+    pub(crate) starts: Arc<AtomicU32>,
     /// When set, `pre_start` fails: the restart's start function returns `Err`.
-    fail_start: Arc<AtomicBool>,
+    pub(crate) fail_start: Arc<AtomicBool>,
     /// Each incarnation's pending timer holds a clone; its strong count counts live timers.
     timer_token: Arc<()>,
     /// Child ids in the order their `post_stop` ran.
-    stopped: Arc<Mutex<Vec<String>>>,
+    pub(crate) stopped: Arc<Mutex<Vec<String>>>,
+}
+
+impl Probe {
+    pub(crate) fn starts(&self) -> u32 {
+        self.starts.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn stopped(&self) -> Vec<String> {
+        self.stopped.lock().unwrap().clone()
+    }
 }
 
 struct TestChild;
@@ -116,9 +122,9 @@ impl Actor for TestChild {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
-        (id, probe): Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
+        myself: ActorRef<ChildMsg>,
+        (id, probe): (String, Probe),
+    ) -> Result<TestChildState, ActorProcessingErr> {
         if probe.fail_start.load(Ordering::SeqCst) {
             return Err("refusing to start".into());
         }
@@ -137,20 +143,11 @@ impl Actor for TestChild {
         })
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.probe.stopped.lock().unwrap().push(state.id.clone());
-        Ok(())
-    }
-
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
+        myself: ActorRef<ChildMsg>,
+        message: ChildMsg,
+        state: &mut TestChildState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ChildMsg::Ping(reply) => {
@@ -163,9 +160,18 @@ impl Actor for TestChild {
         }
         Ok(())
     }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ChildMsg>,
+        state: &mut TestChildState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.probe.stopped.lock().unwrap().push(state.id.clone());
+        Ok(())
+    }
 }
 
-fn child(id: &str, restart: Restart, probe: &Probe) -> ChildSpec {
+pub(crate) fn child(id: &str, restart: Restart, probe: &Probe) -> ChildSpec {
     let (id_owned, probe) = (id.to_owned(), probe.clone());
     ChildSpec::actor(id, "worker", restart, None, move || {
         (TestChild, (id_owned.clone(), probe.clone()))
@@ -177,11 +183,24 @@ async fn spawn_sup(args: SupervisorArgs) -> ActorRef<SupervisorMsg> {
     sup
 }
 
-async fn lookup(sup: &ActorRef<SupervisorMsg>, id: &str) -> Option<ActorRef<ChildMsg>> {
+/// A supervisor without backoff over one child `id`, and the child's probe.
+async fn supervise_one(id: &str, restart: Restart) -> (ActorRef<SupervisorMsg>, Probe) {
+    let probe = Probe::default();
+    let sup = spawn_sup(no_backoff(vec![child(id, restart, &probe)])).await;
+    (sup, probe)
+}
+
+pub(crate) async fn lookup(sup: &ActorRef<SupervisorMsg>, id: &str) -> Option<ActorRef<ChildMsg>> {
     lookup_child_as::<ChildMsg>(sup, id).await.unwrap()
 }
 
-async fn ping(child: &ActorRef<ChildMsg>) -> u32 {
+/// Sends `msg` to the running incarnation of child `id`.
+pub(crate) async fn send(sup: &ActorRef<SupervisorMsg>, id: &str, msg: ChildMsg) {
+    let child = lookup(sup, id).await.expect("child is running");
+    child.send_message(msg).unwrap();
+}
+
+pub(crate) async fn ping(child: &ActorRef<ChildMsg>) -> u32 {
     ractor::call!(child, ChildMsg::Ping).unwrap()
 }
 
@@ -195,10 +214,9 @@ async fn crash_and_wait_restart(
     let old_incarnation = ping(&old).await;
     old.send_message(msg()).unwrap();
     eventually("child restarted", WAIT, || async {
-        match lookup(sup, id).await {
-            Some(new) => new.get_id() != old.get_id(),
-            None => false,
-        }
+        lookup(sup, id)
+            .await
+            .is_some_and(|new| new.get_id() != old.get_id())
     })
     .await;
     let new = lookup(sup, id).await.unwrap();
@@ -206,8 +224,25 @@ async fn crash_and_wait_restart(
     new
 }
 
-fn no_backoff(children: Vec<ChildSpec>) -> SupervisorArgs {
+/// Waits until child `id` is gone from the table or waits for a restart.
+async fn wait_until_not_running(sup: &ActorRef<SupervisorMsg>, id: &str) {
+    eventually("child is not running", WAIT, || async {
+        lookup_child(sup, id).await.unwrap().is_none()
+    })
+    .await;
+}
+
+pub(crate) fn no_backoff(children: Vec<ChildSpec>) -> SupervisorArgs {
     SupervisorArgs::new(children).with_backoff(Backoff::NONE)
+}
+
+fn backoff(initial_ms: u64, max_ms: u64, reset_after: Duration) -> Backoff {
+    Backoff::new(
+        Duration::from_millis(initial_ms),
+        Duration::from_millis(max_ms),
+        reset_after,
+    )
+    .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -217,8 +252,7 @@ fn no_backoff(children: Vec<ChildSpec>) -> SupervisorArgs {
 #[tokio::test(start_paused = true)]
 async fn permanent_child_is_restarted_after_panic_and_keeps_answering() {
     init();
-    let probe = Probe::default();
-    let sup = spawn_sup(no_backoff(vec![child("a", Restart::Permanent, &probe)])).await;
+    let (sup, _) = supervise_one("a", Restart::Permanent).await;
 
     let first = lookup(&sup, "a").await.unwrap();
     let second = crash_and_wait_restart(&sup, "a", || ChildMsg::Panic).await;
@@ -230,8 +264,7 @@ async fn permanent_child_is_restarted_after_panic_and_keeps_answering() {
 #[tokio::test(start_paused = true)]
 async fn permanent_child_is_restarted_after_normal_stop() {
     init();
-    let probe = Probe::default();
-    let sup = spawn_sup(no_backoff(vec![child("a", Restart::Permanent, &probe)])).await;
+    let (sup, _) = supervise_one("a", Restart::Permanent).await;
     crash_and_wait_restart(&sup, "a", || ChildMsg::Stop).await;
 }
 
@@ -244,16 +277,12 @@ async fn transient_child_is_not_restarted_after_normal_stop() {
         spawn_sup(no_backoff(vec![child("t", Restart::Transient, &probe)]).with_observer(observer))
             .await;
 
-    lookup(&sup, "t")
-        .await
-        .unwrap()
-        .send_message(ChildMsg::Stop)
-        .unwrap();
+    send(&sup, "t", ChildMsg::Stop).await;
     eventually("child removed", WAIT, || async {
         which_children(&sup).await.unwrap().is_empty()
     })
     .await;
-    assert_eq!(probe.starts.load(Ordering::SeqCst), 1);
+    assert_eq!(probe.starts(), 1);
     assert!(matches!(
         events.lock().unwrap().as_slice(),
         [SupervisorEvent::Removed { child_id, reason, .. }] if child_id == "t" && reason == "done"
@@ -263,16 +292,14 @@ async fn transient_child_is_not_restarted_after_normal_stop() {
 #[tokio::test(start_paused = true)]
 async fn transient_child_is_restarted_after_panic() {
     init();
-    let probe = Probe::default();
-    let sup = spawn_sup(no_backoff(vec![child("t", Restart::Transient, &probe)])).await;
+    let (sup, _) = supervise_one("t", Restart::Transient).await;
     crash_and_wait_restart(&sup, "t", || ChildMsg::Panic).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn transient_child_is_restarted_after_kill() {
     init();
-    let probe = Probe::default();
-    let sup = spawn_sup(no_backoff(vec![child("t", Restart::Transient, &probe)])).await;
+    let (sup, _) = supervise_one("t", Restart::Transient).await;
     let old = lookup(&sup, "t").await.unwrap();
     old.kill();
     eventually("killed child restarted", WAIT, || async {
@@ -286,20 +313,12 @@ async fn transient_child_is_restarted_after_kill() {
 #[tokio::test(start_paused = true)]
 async fn temporary_child_is_never_restarted() {
     init();
-    let probe = Probe::default();
-    let sup = spawn_sup(no_backoff(vec![child("tmp", Restart::Temporary, &probe)])).await;
+    let (sup, probe) = supervise_one("tmp", Restart::Temporary).await;
 
-    lookup(&sup, "tmp")
-        .await
-        .unwrap()
-        .send_message(ChildMsg::Panic)
-        .unwrap();
-    eventually("child removed", WAIT, || async {
-        lookup_child(&sup, "tmp").await.unwrap().is_none()
-    })
-    .await;
+    send(&sup, "tmp", ChildMsg::Panic).await;
+    wait_until_not_running(&sup, "tmp").await;
     assert!(which_children(&sup).await.unwrap().is_empty());
-    assert_eq!(probe.starts.load(Ordering::SeqCst), 1);
+    assert_eq!(probe.starts(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -314,7 +333,7 @@ async fn one_for_one_leaves_siblings_running() {
     let b = lookup(&sup, "b").await.unwrap();
     crash_and_wait_restart(&sup, "a", || ChildMsg::Panic).await;
     assert_eq!(lookup(&sup, "b").await.unwrap().get_id(), b.get_id());
-    assert_eq!(pb.starts.load(Ordering::SeqCst), 1);
+    assert_eq!(pb.starts(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,10 +368,10 @@ async fn children_can_be_started_listed_and_terminated() {
 
     terminate_child(&sup, "x").await.unwrap();
     assert!(lookup_child(&sup, "x").await.unwrap().is_none());
-    assert_eq!(probe.stopped.lock().unwrap().as_slice(), ["x"]);
+    assert_eq!(probe.stopped(), ["x"]);
     // Terminated on purpose: the exit event must not bring it back.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(probe.starts.load(Ordering::SeqCst), 1);
+    assert_eq!(probe.starts(), 1);
     assert!(matches!(
         terminate_child(&sup, "x").await,
         Err(SupervisorError::UnknownChild { .. })
@@ -362,8 +381,7 @@ async fn children_can_be_started_listed_and_terminated() {
 #[tokio::test(start_paused = true)]
 async fn lookup_with_the_wrong_message_type_is_an_error() {
     init();
-    let probe = Probe::default();
-    let sup = spawn_sup(no_backoff(vec![child("a", Restart::Permanent, &probe)])).await;
+    let (sup, _) = supervise_one("a", Restart::Permanent).await;
     let wrong = lookup_child_as::<SupervisorMsg>(&sup, "a").await;
     assert!(matches!(wrong, Err(SupervisorError::WrongType { .. })));
 }
@@ -383,7 +401,7 @@ async fn initial_start_failure_fails_the_supervisor_and_stops_started_children()
     )
     .await;
     assert!(spawned.is_err());
-    assert_eq!(good.stopped.lock().unwrap().as_slice(), ["good"]);
+    assert_eq!(good.stopped(), ["good"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -392,23 +410,24 @@ async fn initial_start_failure_fails_the_supervisor_and_stops_started_children()
 
 #[test]
 fn backoff_delay_doubles_up_to_the_cap() {
-    let b = Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(1),
-        reset_after: Duration::from_secs(60),
-    };
+    let b = backoff(100, 1_000, Duration::from_secs(60));
     let delays: Vec<_> = (1..=6).map(|a| b.delay(a).as_millis()).collect();
     assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
     assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
     assert_eq!(Backoff::NONE.delay(7), Duration::ZERO);
+    assert_eq!(b.total_delay(3), Duration::from_millis(700));
+    assert!(
+        Backoff::new(
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+            Duration::ZERO
+        )
+        .is_err()
+    );
 }
 
 fn slow_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(1),
-        reset_after: Duration::from_secs(3600),
-    }
+    backoff(100, 1_000, Duration::from_secs(3600))
 }
 
 #[tokio::test(start_paused = true)]
@@ -418,21 +437,14 @@ async fn successive_restarts_wait_longer() {
     let probe = Probe::default();
     let args = SupervisorArgs::new(vec![child("a", Restart::Permanent, &probe)])
         .with_backoff(slow_backoff())
-        .with_intensity(Intensity {
-            max_restarts: 100,
-            within: Duration::from_secs(60),
-        })
+        .with_intensity(at_most(100))
         .with_observer(observer);
     let sup = spawn_sup(args).await;
 
     for _ in 0..5 {
         crash_and_wait_restart(&sup, "a", || ChildMsg::Panic).await;
     }
-    let millis: Vec<_> = restart_delays(&events)
-        .iter()
-        .map(Duration::as_millis)
-        .collect();
-    assert_eq!(millis, [100, 200, 400, 800, 1000]);
+    assert_eq!(restart_delays(&events), [100, 200, 400, 800, 1000]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -440,12 +452,8 @@ async fn backoff_resets_after_a_healthy_run() {
     init();
     let (observer, events) = recorder();
     let probe = Probe::default();
-    let backoff = Backoff {
-        reset_after: Duration::from_secs(60),
-        ..slow_backoff()
-    };
     let args = SupervisorArgs::new(vec![child("a", Restart::Permanent, &probe)])
-        .with_backoff(backoff)
+        .with_backoff(backoff(100, 1_000, Duration::from_secs(60)))
         .with_observer(observer);
     let sup = spawn_sup(args).await;
 
@@ -453,32 +461,21 @@ async fn backoff_resets_after_a_healthy_run() {
     crash_and_wait_restart(&sup, "a", || ChildMsg::Panic).await;
     tokio::time::sleep(Duration::from_secs(61)).await;
     crash_and_wait_restart(&sup, "a", || ChildMsg::Panic).await;
-    let millis: Vec<_> = restart_delays(&events)
-        .iter()
-        .map(Duration::as_millis)
-        .collect();
-    assert_eq!(millis, [100, 200, 100]);
+    assert_eq!(restart_delays(&events), [100, 200, 100]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn supervisor_keeps_answering_while_a_restart_waits() {
     init();
     let probe = Probe::default();
-    let backoff = Backoff {
-        initial: Duration::from_secs(600),
-        max: Duration::from_secs(600),
-        reset_after: Duration::from_secs(3600),
-    };
-    let sup = spawn_sup(
-        SupervisorArgs::new(vec![child("a", Restart::Permanent, &probe)]).with_backoff(backoff),
-    )
-    .await;
+    let sup =
+        spawn_sup(
+            SupervisorArgs::new(vec![child("a", Restart::Permanent, &probe)])
+                .with_backoff(backoff(600_000, 600_000, Duration::from_secs(3600))),
+        )
+        .await;
 
-    lookup(&sup, "a")
-        .await
-        .unwrap()
-        .send_message(ChildMsg::Panic)
-        .unwrap();
+    send(&sup, "a", ChildMsg::Panic).await;
     eventually("child waits for its restart", WAIT, || async {
         which_children(&sup).await.unwrap()[0].alive.eq(&false)
     })
@@ -490,7 +487,7 @@ async fn supervisor_keeps_answering_while_a_restart_waits() {
         lookup_child(&sup, "a").await.unwrap().is_some()
     })
     .await;
-    assert_eq!(probe.starts.load(Ordering::SeqCst), 2);
+    assert_eq!(probe.starts(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -502,18 +499,11 @@ async fn terminating_a_child_cancels_its_pending_restart() {
             .with_backoff(slow_backoff()),
     )
     .await;
-    lookup(&sup, "a")
-        .await
-        .unwrap()
-        .send_message(ChildMsg::Panic)
-        .unwrap();
-    eventually("child waits for its restart", WAIT, || async {
-        lookup_child(&sup, "a").await.unwrap().is_none()
-    })
-    .await;
+    send(&sup, "a", ChildMsg::Panic).await;
+    wait_until_not_running(&sup, "a").await;
     terminate_child(&sup, "a").await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(probe.starts.load(Ordering::SeqCst), 1);
+    assert_eq!(probe.starts(), 1);
     assert!(which_children(&sup).await.unwrap().is_empty());
 }
 
@@ -521,7 +511,7 @@ async fn terminating_a_child_cancels_its_pending_restart() {
 // Intensity and escalation
 // ---------------------------------------------------------------------------------------------
 
-fn at_most(max_restarts: u32) -> Intensity {
+pub(crate) fn at_most(max_restarts: u32) -> Intensity {
     Intensity {
         max_restarts,
         within: Duration::from_secs(60),
@@ -529,7 +519,11 @@ fn at_most(max_restarts: u32) -> Intensity {
 }
 
 /// A nested supervisor spec ("inner", kind "rotations") with one permanent child "w".
-fn inner_supervisor(probe: &Probe, intensity: Intensity, observer: Observer) -> ChildSpec {
+pub(crate) fn inner_supervisor(
+    probe: &Probe,
+    intensity: Intensity,
+    observer: Observer,
+) -> ChildSpec {
     let probe = probe.clone();
     ChildSpec::supervisor("inner", "rotations", None, move || {
         no_backoff(vec![child("w", Restart::Permanent, &probe)])
@@ -538,7 +532,7 @@ fn inner_supervisor(probe: &Probe, intensity: Intensity, observer: Observer) -> 
     })
 }
 
-async fn inner_of(parent: &ActorRef<SupervisorMsg>) -> ActorRef<SupervisorMsg> {
+pub(crate) async fn inner_of(parent: &ActorRef<SupervisorMsg>) -> ActorRef<SupervisorMsg> {
     lookup_child_as::<SupervisorMsg>(parent, "inner")
         .await
         .unwrap()
@@ -559,11 +553,7 @@ async fn exceeding_intensity_fails_the_supervisor_and_its_parent_restarts_it() {
 
     let inner = inner_of(&parent).await;
     crash_and_wait_restart(&inner, "w", || ChildMsg::Panic).await; // restart 1: allowed
-    lookup(&inner, "w")
-        .await
-        .unwrap()
-        .send_message(ChildMsg::Panic)
-        .unwrap(); // 2 > 1
+    send(&inner, "w", ChildMsg::Panic).await; // 2 > 1
 
     eventually("parent restarted the inner supervisor", WAIT, || async {
         lookup_child(&parent, "inner")
@@ -607,11 +597,7 @@ async fn restart_start_failures_count_towards_intensity() {
     let inner = inner_of(&parent).await;
 
     probe.fail_start.store(true, Ordering::SeqCst);
-    lookup(&inner, "w")
-        .await
-        .unwrap()
-        .send_message(ChildMsg::Panic)
-        .unwrap();
+    send(&inner, "w", ChildMsg::Panic).await;
     eventually("inner supervisor gave up", WAIT, || async {
         events
             .lock()
@@ -627,60 +613,6 @@ async fn restart_start_failures_count_towards_intensity() {
         .filter(|e| matches!(e, SupervisorEvent::RestartFailed { .. }))
         .count();
     assert_eq!(failed, 3);
-}
-
-#[tokio::test(start_paused = true)]
-async fn root_give_up_reaches_main_through_nested_escalation() {
-    init();
-    let (probe, sibling) = (Probe::default(), Probe::default());
-    let (observer, _) = recorder();
-    let args = no_backoff(vec![
-        child("sibling", Restart::Permanent, &sibling),
-        inner_supervisor(&probe, at_most(0), observer),
-    ])
-    .with_intensity(at_most(0));
-    let mut root = spawn_root(Some("root-give-up-test".into()), args)
-        .await
-        .unwrap();
-
-    let inner = inner_of(&root.supervisor).await;
-    lookup(&inner, "w")
-        .await
-        .unwrap()
-        .send_message(ChildMsg::Panic)
-        .unwrap();
-
-    let exit = tokio::time::timeout(WAIT, root.wait()).await.unwrap();
-    match &exit {
-        RootExit::GaveUp(g) => {
-            assert_eq!(g.supervisor, "root-give-up-test");
-            assert_eq!((g.child_id.as_str(), g.kind), ("inner", "rotations"));
-            assert!(g.reason.contains("gave up"), "{}", g.reason);
-        }
-        other => panic!("expected a give-up, got {other:?}"),
-    }
-    assert!(!exit.is_success());
-    assert_eq!(exit.exit_code(), std::process::ExitCode::FAILURE);
-    // Waiting again returns the same answer.
-    assert_eq!(root.wait().await, exit);
-    // The root stopped what was still running (gracefully: post_stop ran) on the way out.
-    assert_eq!(sibling.stopped.lock().unwrap().as_slice(), ["sibling"]);
-    assert_eq!(sibling.starts.load(Ordering::SeqCst), 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn root_shutdown_is_a_clean_exit() {
-    init();
-    let probe = Probe::default();
-    let mut root = spawn_root(
-        None,
-        no_backoff(vec![child("a", Restart::Permanent, &probe)]),
-    )
-    .await
-    .unwrap();
-    let exit = root.shutdown(Duration::from_secs(5)).await;
-    assert!(exit.is_success(), "{exit}");
-    assert_eq!(probe.stopped.lock().unwrap().as_slice(), ["a"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -769,26 +701,26 @@ async fn timers_of_crashed_children_do_not_leak() {
 }
 
 /// Receives `u32`s and counts them.
-struct Sink;
+struct Counter;
 
-impl Actor for Sink {
+impl Actor for Counter {
     type Msg = u32;
     type State = Arc<AtomicU32>;
     type Arguments = Arc<AtomicU32>;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
-        count: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
+        _myself: ActorRef<u32>,
+        count: Arc<AtomicU32>,
+    ) -> Result<Arc<AtomicU32>, ActorProcessingErr> {
         Ok(count)
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        count: &mut Self::State,
+        _myself: ActorRef<u32>,
+        message: u32,
+        count: &mut Arc<AtomicU32>,
     ) -> Result<(), ActorProcessingErr> {
         count.fetch_add(message, Ordering::SeqCst);
         Ok(())
@@ -798,22 +730,22 @@ impl Actor for Sink {
 #[tokio::test(start_paused = true)]
 async fn timer_guard_delivers_when_kept_and_cancels_when_dropped_or_rearmed() {
     let received = Arc::new(AtomicU32::new(0));
-    let (sink, _join) = Actor::spawn(None, Sink, received.clone()).await.unwrap();
+    let (counter, _join) = Actor::spawn(None, Counter, received.clone()).await.unwrap();
 
     let mut kept = TimerGuard::new();
-    kept.arm(Duration::from_secs(10), sink.clone(), || 1);
+    kept.arm(Duration::from_secs(10), counter.clone(), || 1);
     assert!(kept.is_armed());
 
     let mut dropped = TimerGuard::new();
-    dropped.arm(Duration::from_secs(10), sink.clone(), || 100);
+    dropped.arm(Duration::from_secs(10), counter.clone(), || 100);
     drop(dropped); // what a crashing actor does to its state
 
     let mut rearmed = TimerGuard::new();
-    rearmed.arm(Duration::from_secs(10), sink.clone(), || 1000);
-    rearmed.arm(Duration::from_secs(20), sink.clone(), || 10);
+    rearmed.arm(Duration::from_secs(10), counter.clone(), || 1000);
+    rearmed.arm(Duration::from_secs(20), counter.clone(), || 10);
 
     let mut cancelled = TimerGuard::new();
-    cancelled.arm(Duration::from_secs(10), sink.clone(), || 10_000);
+    cancelled.arm(Duration::from_secs(10), counter.clone(), || 10_000);
     cancelled.cancel();
     assert!(!cancelled.is_armed());
 
@@ -827,4 +759,22 @@ async fn timer_guard_delivers_when_kept_and_cancels_when_dropped_or_rearmed() {
     assert!(!kept.is_armed());
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(received.load(Ordering::SeqCst), 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_on_drop_ends_the_task_with_its_holder() {
+    let token = Arc::new(());
+    let held = token.clone();
+    let task = AbortOnDrop::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(held);
+    });
+    tokio::task::yield_now().await;
+    assert!(!task.is_finished());
+    assert_eq!(Arc::strong_count(&token), 2);
+    drop(task);
+    eventually("the aborted task dropped what it held", WAIT, || async {
+        Arc::strong_count(&token) == 1
+    })
+    .await;
 }

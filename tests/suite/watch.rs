@@ -8,15 +8,15 @@
 //! Time is real here (inotify is), so debounces are short and every wait is an
 //! eventually-true poll with a deadline, never a fixed sleep that must be long enough.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::kubelet;
-use common::receiver::Receiver;
+use crate::common::kubelet;
+use crate::common::receiver::Receiver;
+use crate::common::wait::eventually;
 use ractor::{Actor, ActorRef};
 use rotor::actors::watcher::{WatchContext, WatcherActor, WatcherMsg};
 use rotor::clock::Clock;
@@ -159,17 +159,10 @@ impl Watch {
             .get()
     }
 
-    /// Waits until `f` holds (10 s deadline).
+    /// Waits until `f` holds (10 s deadline); a timeout lists the events seen.
     async fn until(&self, what: &str, f: impl Fn(&Watch) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !f(self) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}; events: {:#?}",
-                self.all()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let what = fmt::from_fn(|out| write!(out, "{what}; events: {:#?}", self.all()));
+        eventually(Duration::from_secs(10), what, async || f(self)).await;
     }
 
     /// Lets the watcher go quiet: a marker change in another file is reported, so
@@ -601,7 +594,7 @@ async fn content_never_appears_in_events() {
 
 #[tokio::test]
 async fn https_reload_endpoints_are_verified_against_their_ca() {
-    let Some(receiver) = common::tls::TlsReceiver::start() else {
+    let Some(receiver) = crate::common::tls::TlsReceiver::start() else {
         return;
     };
     let action = |ca_file: Option<PathBuf>| ReloadAction::Http {

@@ -853,7 +853,7 @@ fn kustomization_lists_every_manifest_and_only_existing_ones() {
     let mut files = Vec::new();
     yaml_files(&root, &mut files);
     // promtool's plain rules file and its unit tests are not Kubernetes objects; they
-    // live beside the PrometheusRule and are checked by tests/monitoring.rs.
+    // live beside the PrometheusRule and are checked by tests/suite/monitoring.rs.
     let promtool_only =
         |f: &str| f.starts_with("monitoring/rules/") || f.starts_with("monitoring/tests/");
     for f in files.iter().map(|f| rel(&root, f)) {

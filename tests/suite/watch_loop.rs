@@ -3,32 +3,27 @@
 //! grace (`expire_after = "grace_and_consumers"`); one that no mount shows has its grace
 //! extended. Real time and real inotify; waits are eventually-true polls.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::receiver::Receiver;
-use rotor::actors::admin::ActorAdmin;
+use crate::common::embedded::{admin, open_store, tree_config};
+use crate::common::receiver::Receiver;
+use crate::common::wait::eventually;
 use rotor::actors::tree::{self, TreeOptions};
 use rotor::api::Admin;
 use rotor::config::Config;
 use rotor::domain::{Label, SecretRef, VersionMeta};
 use rotor::metrics::Metrics;
 use rotor::store::Store;
-use rotor::store::embedded::EmbeddedStore;
 use rotor::watch::event::{WatchEvent, WatchEventKind as K};
 
 fn config(dir: &Path, reload_url: &str) -> Config {
-    let text = format!(
-        r#"
-[store]
-type = "embedded"
-path = "{dir}/data/rotor.redb"
-master_key_file = "{dir}/data/master.key"
-
+    tree_config(
+        dir,
+        &format!(
+            r#"
 [policies.gated]
 interval = "1h"
 grace = "1s"
@@ -58,17 +53,9 @@ critical = ["database-*"]
 reload = {{ type = "http", url = "{reload_url}", method = "POST", timeout = "5s" }}
 files = {{ "database-password" = "tenant1/database_credentials" }}
 "#,
-        dir = dir.display()
-    );
-    Config::from_str_with_env(&text, "loop.toml", &|_| None).expect("valid config")
-}
-
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            dir = dir.display()
+        ),
+    )
 }
 
 fn label(versions: &[VersionMeta], v: u64) -> Option<&VersionMeta> {
@@ -80,13 +67,7 @@ async fn rotate_publish_watch_reload_expire() {
     let d = tempfile::tempdir().unwrap();
     let r = Receiver::start(vec![200]).await;
     let cfg = config(d.path(), &r.url());
-    let store = Arc::new(
-        EmbeddedStore::open(
-            &d.path().join("data/rotor.redb"),
-            &d.path().join("data/master.key"),
-        )
-        .unwrap(),
-    );
+    let store = open_store(d.path());
     let events: Arc<Mutex<Vec<WatchEvent>>> = Arc::default();
     let sink = events.clone();
     let options = TreeOptions {
@@ -100,17 +81,13 @@ async fn rotate_publish_watch_reload_expire() {
     let mut tree = tree::start(&cfg, store.clone(), metrics.clone(), options)
         .await
         .expect("tree starts");
-    let admin = ActorAdmin {
-        context: tree.context.clone(),
-        secrets: tree.secrets.clone(),
-        ready: tree.ready_flag(),
-    };
+    let admin = admin(&tree);
     let db = SecretRef::new("tenant1", "database_credentials").unwrap();
     let api = SecretRef::new("tenant1", "api_keys").unwrap();
     let file = d.path().join("mnt/database-password");
 
     // The first version is created at start and published.
-    until("v1 published", || {
+    eventually(Duration::from_secs(15), "v1 published", async || {
         store.versions(&db).is_ok_and(|v| {
             label(&v, 1).is_some_and(|m| m.labels.contains(&Label::Current))
                 && std::fs::read(&file).is_ok_and(|b| store.fingerprint(&b) == m_fp(&v, 1))
@@ -126,7 +103,7 @@ async fn rotate_publish_watch_reload_expire() {
     // Rotate both; only the database secret is published and watched.
     admin.rotate(db.clone()).await.expect("rotate db");
     admin.rotate(api.clone()).await.expect("rotate api");
-    until("v2 in the mount", || {
+    eventually(Duration::from_secs(15), "v2 in the mount", async || {
         std::fs::read(&file).is_ok_and(|b| {
             store
                 .versions(&db)
@@ -134,12 +111,19 @@ async fn rotate_publish_watch_reload_expire() {
         })
     })
     .await;
-    until("reload fired", || r.hits() >= 1).await;
-    until("db v1 expired after grace, consumers caught up", || {
-        store
-            .versions(&db)
-            .is_ok_and(|v| label(&v, 1).is_some_and(|m| m.expired_at.is_some()))
+    eventually(Duration::from_secs(15), "reload fired", async || {
+        r.hits() >= 1
     })
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "db v1 expired after grace, consumers caught up",
+        async || {
+            store
+                .versions(&db)
+                .is_ok_and(|v| label(&v, 1).is_some_and(|m| m.expired_at.is_some()))
+        },
+    )
     .await;
     // api_keys: nobody shows v2, so its grace is extended and v1 stays valid.
     tokio::time::sleep(Duration::from_millis(1_500)).await;

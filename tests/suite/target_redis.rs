@@ -6,13 +6,11 @@
 //! the machine's Redis, `auto` warns once and carries on, `acl_save` fails with a clear
 //! error.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::redis_server::RedisServer;
-use common::targets::{Env, password_spec, random_name, secret, service_or_skip};
+use crate::common::redis_server::RedisServer;
+use crate::common::targets::{Env, password_spec, random_name, secret, service_or_skip};
 use rotor::generator::SecretValue;
 use rotor::target::Target;
 use rotor::target::redis::{Credentials, Persist, RedisTarget};
@@ -86,14 +84,8 @@ fn target(env: &Env, user: &User, url: &str) -> RedisTarget {
 }
 
 async fn rotate_to(env: &Env, t: &RedisTarget, version: u64) -> SecretValue {
-    let s = secret("cache_credentials");
-    let value = env.generate(t, &s, version, &password_spec());
-    t.apply(&s, version, &value).await.expect("apply");
-    t.test(&s, version, &value).await.expect("test");
-    t.promote(&s, version, version.checked_sub(1).filter(|v| *v > 0))
+    env.rotate(t, &secret("cache_credentials"), version, &password_spec())
         .await
-        .expect("promote");
-    value
 }
 
 fn creds(v: &SecretValue) -> Credentials {

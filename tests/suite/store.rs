@@ -7,14 +7,14 @@
 //! fails at any point leaves exactly the state after the previous write (injected
 //! failures, and a writer process killed with SIGKILL); concurrent writers all land.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::common::store_contract::{
+    self as contract, at, commit, labels_of, record, secret, value,
+};
 use base64::Engine as _;
-use common::store_contract::{self as contract, at, commit, labels_of, record, secret, value};
 use rotor::domain::{HistoryRecord, Label, Outcome, RotationId, SecretRef, VersionMeta, VersionNo};
 use rotor::generator::SecretValue;
 use rotor::store::embedded::EmbeddedStore;
@@ -63,7 +63,7 @@ impl contract::Reopen for Fixture {
 }
 
 // ---------------------------------------------------------------------------------------
-// The `Store` contract, shared with tests/store_vault.rs.
+// The `Store` contract, shared with tests/suite/store_vault.rs.
 
 #[test]
 fn values_round_trip_across_reopen() {
@@ -532,7 +532,12 @@ fn killed_writer_leaves_a_consistent_store() {
     let mut last_versions = 0;
     for delay_ms in [30u64, 55, 80, 120, 170] {
         let mut child = std::process::Command::new(&exe)
-            .args(["--exact", "child_writer", "--ignored", "--test-threads=1"])
+            .args([
+                "--exact",
+                "store::child_writer",
+                "--ignored",
+                "--test-threads=1",
+            ])
             .env(CHILD_DB, &p.db)
             .env(CHILD_KEY, &p.key)
             .stdout(std::process::Stdio::null())

@@ -4,11 +4,9 @@
 //! running rotor serves the ed25519 set at `GET /jwks/{tenant}/{key}` (and never an hs256
 //! one), and tokens verify against what it serves exactly as against the file.
 
-mod common;
-
+use crate::common::targets::{Env, secret};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::targets::{Env, secret};
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use rotor::generator::{GeneratorSpec, SecretValue};
 use rotor::target::Target;
@@ -70,14 +68,7 @@ fn verify_set(text: &[u8], token: &str) -> bool {
 }
 
 async fn rotate_to(env: &Env, t: &JwksTarget, version: u64, spec: &GeneratorSpec) -> SecretValue {
-    let s = secret("jwt_signing");
-    let value = env.generate(t, &s, version, spec);
-    t.apply(&s, version, &value).await.expect("apply");
-    t.test(&s, version, &value).await.expect("test");
-    t.promote(&s, version, version.checked_sub(1).filter(|v| *v > 0))
-        .await
-        .expect("promote");
-    value
+    env.rotate(t, &secret("jwt_signing"), version, spec).await
 }
 
 #[tokio::test]
@@ -199,8 +190,9 @@ async fn only_public_members_of_ed25519_keys_are_ever_served() {
 
 #[tokio::test]
 async fn a_running_rotor_serves_the_public_set_and_old_tokens_verify_until_expiry() {
-    use common::http::request;
-    use common::rotor_bin::{RotorBin, config, free_port, until};
+    use crate::common::http::request;
+    use crate::common::rotor_bin::{RotorBin, config, free_port};
+    use crate::common::wait::eventually;
     use rotor::domain::SecretRef;
     use rotor::store::Store as _;
     use rotor::store::embedded::EmbeddedStore;
@@ -251,7 +243,7 @@ policy = "shared"
             .map(|k| k["kid"].as_str().unwrap().to_owned())
             .collect()
     };
-    let v1_set = until(Duration::from_secs(10), "v1 published", || async {
+    let v1_set = eventually(Duration::from_secs(10), "v1 published", || async {
         let r = get("/jwks/tenant1/jwt_signing").await;
         (r.status == 200 && !kids(&r.body).is_empty()).then_some(r)
     })
@@ -266,7 +258,7 @@ policy = "shared"
     assert_eq!(r.status, 304, "an unchanged set is not sent again");
 
     rotor.rotate("tenant1", "jwt_signing").await;
-    let grace_set = until(Duration::from_secs(10), "v2 published", || async {
+    let grace_set = eventually(Duration::from_secs(10), "v2 published", || async {
         let r = get("/jwks/tenant1/jwt_signing").await;
         (kids(&r.body).len() == 2).then_some(r.body)
     })
@@ -278,7 +270,7 @@ policy = "shared"
         200,
         "a changed set has a new ETag"
     );
-    let after_set = until(Duration::from_secs(20), "v1 expired", || async {
+    let after_set = eventually(Duration::from_secs(20), "v1 expired", || async {
         let r = get("/jwks/tenant1/jwt_signing").await;
         (kids(&r.body) == ["tenant1.jwt_signing.v2"]).then_some(r.body)
     })
@@ -329,9 +321,13 @@ policy = "shared"
 }
 
 /// `GET path` with `If-None-Match: etag`.
-async fn conditional(addr: std::net::SocketAddr, path: &str, etag: &str) -> common::http::Resp {
+async fn conditional(
+    addr: std::net::SocketAddr,
+    path: &str,
+    etag: &str,
+) -> crate::common::http::Resp {
     let raw = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
     );
-    common::http::send_raw(addr, raw.as_bytes()).await
+    crate::common::http::send_raw(addr, raw.as_bytes()).await
 }

@@ -4,8 +4,7 @@
 //! connection, `Connection: close`, read to EOF): it keeps compile time small and lets tests
 //! send bytes no well-behaved client library would.
 
-mod common;
-use common::http::{Resp, send_raw};
+use crate::common::http::{Resp, send_raw};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

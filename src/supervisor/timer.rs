@@ -1,24 +1,25 @@
 //! Delayed self-messages whose lifetime is tied to the actor that armed them.
 //!
 //! ractor's `send_after` spawns a detached tokio task and hands back a `JoinHandle` that does
-//! nothing when dropped, so a timer outlives the actor that armed it: on this machine kind 1,020
-//! restarts of a crashing actor left 1,020 live timer tasks (design.md §10), each holding its
-//! message and a clone of the target's `ActorRef`. [`TimerGuard`] keeps the task's handle and
-//! aborts it on drop and on re-arm. An actor keeps its guards in its state, so when the actor
+//! nothing when dropped, so a timer outlives the actor that armed it: 1,020 restarts of a
+//! crashing actor once left 1,020 live timer tasks, each holding its message and a clone of the
+//! target's `ActorRef`. [`TimerGuard`] keeps the task as an [`AbortOnDrop`], so it is aborted on
+//! drop and on re-arm. An actor keeps its guards in its state, so when the actor
 //! stops, fails or panics, ractor drops the state and every pending timer goes with it.
 
 use std::time::Duration;
 
 use ractor::{ActorRef, Message};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use super::task::AbortOnDrop;
 
 /// At most one pending delayed message, cancelled when the guard is dropped or re-armed.
 ///
 /// ```no_run
 /// # use std::time::Duration;
 /// # use ractor::ActorRef;
-/// # use rotor::actors::timer::TimerGuard;
+/// # use rotor::supervisor::TimerGuard;
 /// # enum Msg { Tick }
 /// # fn f(myself: ActorRef<Msg>) {
 /// let mut tick = TimerGuard::new();
@@ -28,9 +29,8 @@ use tokio::time::Instant;
 /// ```
 #[derive(Debug, Default)]
 pub struct TimerGuard {
-    /// The delayed-send task. A `JoinHandle` rather than an `AbortHandle` so that
-    /// [`TimerGuard::is_armed`] can ask whether the send already happened.
-    task: Option<JoinHandle<()>>,
+    /// The delayed-send task, aborted when replaced or dropped.
+    task: Option<AbortOnDrop>,
 }
 
 impl TimerGuard {
@@ -58,8 +58,7 @@ impl TimerGuard {
         M: Message,
         F: FnOnce() -> M + Send + 'static,
     {
-        self.cancel();
-        self.task = Some(tokio::spawn(async move {
+        self.task = Some(AbortOnDrop::spawn(async move {
             tokio::time::sleep_until(deadline).await;
             // The target may have stopped meanwhile; there is nobody left to tell.
             let _ = actor.send_message(msg());
@@ -68,19 +67,11 @@ impl TimerGuard {
 
     /// Cancels the pending send, if any. Cancelling twice, or after the send, is harmless.
     pub fn cancel(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.task = None;
     }
 
     /// Whether a send is still pending (armed, not yet fired, not cancelled).
     pub fn is_armed(&self) -> bool {
         self.task.as_ref().is_some_and(|task| !task.is_finished())
-    }
-}
-
-impl Drop for TimerGuard {
-    fn drop(&mut self) {
-        self.cancel();
     }
 }

@@ -7,14 +7,13 @@
 //! grace; `single`; a wrong admin password failing the rotation before promotion through
 //! the whole actor tree, with current untouched; no password in any error text.
 
-mod common;
-
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::targets::{Env, password_spec, random_name, secret, service_or_skip};
-use rotor::actors::admin::ActorAdmin;
+use crate::common::embedded;
+use crate::common::postgres::{psql, setup};
+use crate::common::targets::{Env, password_spec, random_name, secret, service_or_skip};
+use crate::common::wait::eventually;
 use rotor::actors::tree::{self, TreeOptions};
 use rotor::api::Admin;
 use rotor::config::Config;
@@ -29,26 +28,6 @@ use tokio_postgres::NoTls;
 
 const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5";
 
-/// Runs `.ci/setup-postgres.sh` once per test process; `Err` when PostgreSQL is not there.
-fn setup() -> Result<(), String> {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let out = std::process::Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/setup-postgres.sh"))
-            .output()
-            .map_err(|e| format!("cannot run setup-postgres.sh: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "setup-postgres.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    })
-    .clone()
-}
-
 async fn admin() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(ADMIN, NoTls).await.unwrap();
     tokio::spawn(conn);
@@ -61,20 +40,7 @@ struct Roles(Vec<String>);
 impl Drop for Roles {
     fn drop(&mut self) {
         for r in &self.0 {
-            let _ = std::process::Command::new("psql")
-                .args([
-                    "-X",
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "test",
-                    "-c",
-                ])
-                .arg(format!("DROP ROLE IF EXISTS \"{r}\""))
-                .output();
+            psql(&format!("DROP ROLE IF EXISTS \"{r}\""));
         }
     }
 }
@@ -157,14 +123,13 @@ fn target(env: &Env, strategy: Strategy, roles: &Roles) -> PostgresTarget {
 
 /// apply, test and promote `version` on `t`; returns the stored value.
 async fn rotate_to(env: &Env, t: &PostgresTarget, version: u64) -> SecretValue {
-    let s = secret("database_credentials");
-    let value = env.generate(t, &s, version, &password_spec());
-    t.apply(&s, version, &value).await.expect("apply");
-    t.test(&s, version, &value).await.expect("test");
-    t.promote(&s, version, version.checked_sub(1).filter(|v| *v > 0))
-        .await
-        .expect("promote");
-    value
+    env.rotate(
+        t,
+        &secret("database_credentials"),
+        version,
+        &password_spec(),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -351,13 +316,10 @@ async fn errors_name_the_role_never_the_password() {
 }
 
 fn tree_config(dir: &Path, roles: &Roles) -> Config {
-    let text = format!(
-        r#"
-[store]
-type = "embedded"
-path = "{dir}/rotor.redb"
-master_key_file = "{dir}/master.key"
-
+    embedded::tree_config(
+        dir,
+        &format!(
+            r#"
 [policies.db]
 manual = true
 grace = "1s"
@@ -370,22 +332,11 @@ key = "database_credentials"
 policy = "db"
 target = {{ type = "postgres", admin_url_file = "{dir}/pg-admin-url", strategy = "alternating", roles = ["{a}", "{b}"] }}
 "#,
-        dir = dir.display(),
-        a = roles.0[0],
-        b = roles.0[1],
-    );
-    Config::from_str_with_env(&text, "test.toml", &|_| None).expect("valid config")
-}
-
-async fn wait_for<F: FnMut() -> bool>(what: &str, mut check: F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            dir = dir.display(),
+            a = roles.0[0],
+            b = roles.0[1],
+        ),
+    )
 }
 
 /// The whole actor tree on real time: the first version, a rotation whose grace expires,
@@ -403,13 +354,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
     )
     .unwrap();
     let cfg = tree_config(dir.path(), &roles);
-    let store = Arc::new(
-        EmbeddedStore::open(
-            &dir.path().join("rotor.redb"),
-            &dir.path().join("master.key"),
-        )
-        .unwrap(),
-    );
+    let store = embedded::open_store(dir.path());
     let options = TreeOptions {
         namespace: format!("{}/", dir.path().display()),
         ..TreeOptions::default()
@@ -417,11 +362,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
     let mut tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
         .await
         .unwrap();
-    let admin_api = ActorAdmin {
-        context: tree.context.clone(),
-        secrets: tree.secrets.clone(),
-        ready: tree.ready_flag(),
-    };
+    let admin_api = embedded::admin(&tree);
     let s = secret("database_credentials");
     let labels = |store: &EmbeddedStore| {
         store
@@ -431,7 +372,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
             .map(|v| (v.version, v.labels))
             .collect::<Vec<_>>()
     };
-    wait_for("v1 current", || {
+    eventually(Duration::from_secs(20), "v1 current", async || {
         labels(&store) == vec![(1, vec![Label::Current])]
     })
     .await;
@@ -440,7 +381,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
 
     // A full rotation: v2 current, v1 refused once the 1 s grace has expired.
     admin_api.rotate(s.clone()).await.unwrap();
-    wait_for("v1 expired", || {
+    eventually(Duration::from_secs(20), "v1 expired", async || {
         let l = labels(&store);
         l.len() == 2 && l[0].1.is_empty() && l[1].1 == vec![Label::Current]
     })
@@ -456,7 +397,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
     )
     .unwrap();
     admin_api.rotate(s.clone()).await.unwrap();
-    wait_for("attempt given up", || {
+    eventually(Duration::from_secs(20), "attempt given up", async || {
         tree.context
             .board
             .get(&s)

@@ -4,16 +4,15 @@
 //! every metric a panel or an alert names is exported by a running rotor whose `/metrics`
 //! `promtool check metrics` accepts.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::http::request;
-use common::rotor_bin::{RotorBin, config, free_port, prometheus_tool, until};
+use crate::common::http::request;
+use crate::common::rotor_bin::{RotorBin, config, free_port, prometheus_tool};
+use crate::common::wait::eventually;
 use serde_json::Value;
 
 fn monitoring() -> PathBuf {
@@ -296,7 +295,7 @@ policy = "mon"
     let rotor = RotorBin::start(tmp.path(), port, &cfg).await;
     // The first version is created at start; wait until its rotation is counted so the
     // per-secret series have samples.
-    let text = until(Duration::from_secs(20), "first rotation in /metrics", || async {
+    let text = eventually(Duration::from_secs(20), "first rotation in /metrics", || async {
         let r = request(rotor.addr, "GET", "/metrics", None, None).await;
         assert_eq!(r.status, 200);
         assert_eq!(

@@ -4,14 +4,12 @@
 //! `http://` one, its status decides, and redirects are not followed; the cache serves repeated reads, is
 //! invalidated by every write, and counts hits and misses.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::targets::{Env, password_spec, secret};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use common::targets::{Env, password_spec, secret};
 use rotor::domain::ErrorKind;
 use rotor::target::Target;
 use rotor::target::exec::{Commands, ExecTarget};
@@ -230,7 +228,7 @@ async fn webhook_redirects_are_not_followed() {
 
 #[tokio::test]
 async fn webhook_over_https_verifies_the_certificate_and_never_quotes_the_url() {
-    let Some(receiver) = common::tls::TlsReceiver::start() else {
+    let Some(receiver) = crate::common::tls::TlsReceiver::start() else {
         return;
     };
     let env = Env::new();
@@ -309,9 +307,10 @@ async fn the_cache_serves_repeats_and_every_write_invalidates() {
 
 #[tokio::test]
 async fn a_running_rotor_rotates_through_an_https_webhook() {
-    use common::rotor_bin::{RotorBin, config, free_port, until};
+    use crate::common::rotor_bin::{RotorBin, config, free_port};
+    use crate::common::wait::eventually;
 
-    let Some(receiver) = common::tls::TlsReceiver::start() else {
+    let Some(receiver) = crate::common::tls::TlsReceiver::start() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -337,7 +336,7 @@ target = {{ type = "webhook", url = "{url}", hmac_key_file = "hook.key", ca_file
         ),
     );
     let rotor = RotorBin::start(dir, port, &cfg).await;
-    let ops = |seen: &[common::tls::Seen]| -> Vec<(String, u64)> {
+    let ops = |seen: &[crate::common::tls::Seen]| -> Vec<(String, u64)> {
         seen.iter()
             .map(|s| {
                 let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
@@ -351,7 +350,7 @@ target = {{ type = "webhook", url = "{url}", hmac_key_file = "hook.key", ca_file
     receiver.wait_for(3);
     rotor.rotate("tenant1", "provider_api_key").await;
     // v2 applied, tested, promoted; after the 2 s grace, v1 revoked.
-    let seen = until(Duration::from_secs(30), "v1 revoked", || async {
+    let seen = eventually(Duration::from_secs(30), "v1 revoked", || async {
         let seen = receiver.seen();
         ops(&seen)
             .contains(&("revoke".to_owned(), 1))

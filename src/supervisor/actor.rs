@@ -1,423 +1,26 @@
-//! An OTP-style one-for-one supervisor on ractor, used at every level of rotor's tree.
-//!
-//! ractor links a child to its parent and reports `ActorStarted`, `ActorFailed` and
-//! `ActorTerminated` to the parent's `handle_supervisor_evt`, but restarts nothing: with the
-//! default handler a failed child stays dead (design.md §3, §10). [`Supervisor`] implements the
-//! Erlang/OTP model on top:
-//!
-//! - **Restart types** ([`Restart`]): permanent children are always restarted, transient ones
-//!   only after an abnormal exit (a panic, an `Err` from a handler, or a kill), temporary ones
-//!   never. A child that is not restarted is removed from the table.
-//! - **One-for-one**: only the child that exited is restarted; its siblings keep running.
-//! - **Backoff** ([`Backoff`]): successive restarts of the same child wait exponentially longer;
-//!   the count resets once the child has stayed up for `reset_after`. The wait is a scheduled
-//!   message owned by a [`TimerGuard`], so the supervisor keeps answering while it waits.
-//! - **Intensity** ([`Intensity`]): more than `max_restarts` restarts (of all children together)
-//!   within `within` and the supervisor gives up: it stops its remaining children in reverse start
-//!   order and fails, which ractor reports to its own parent as `ActorFailed`. A parent supervisor
-//!   then restarts it like any other child, or gives up in turn; the root's give-up reaches `main`
-//!   through [`super::root`].
-//! - **Shutdown**: stopping a supervisor (`stop`/`stop_and_wait`, not `kill`) stops its children
-//!   in reverse start order, each within its [`ChildSpec::shutdown`] bound, then kills stragglers.
-//!   Killing a supervisor skips that: ractor then kills the children in no particular order.
-//!
-//! Children are matched to supervision events by actor id, as in ractor's
-//! `examples/supervisor.rs`: an event for an actor id the table does not know (a child that was
-//! terminated on purpose, or an old incarnation) is ignored.
-//!
-//! A child's `ActorCell` changes on every restart. Never keep one across a possible restart:
-//! ask the supervisor ([`lookup_child`]) or the registry (a spec may register a name) each time.
-//!
-//! Starting a child awaits its `pre_start` inside the supervisor's handler, as OTP does, so keep
-//! `pre_start` short and do slow work (store reads) in `post_start`, which runs in the child's
-//! own task.
-//!
-//! # Example
-//!
-//! ```no_run
-//! # use std::sync::Arc;
-//! # use rotor::actors::supervisor::*;
-//! # async fn f<A: ractor::Actor<Arguments = ()> + Default>() -> Result<(), SupervisorError> {
-//! let args = SupervisorArgs::new(vec![ChildSpec::actor(
-//!     "metrics", "metrics", Restart::Permanent, Some("metrics".into()), || (A::default(), ()),
-//! )])
-//! .with_observer(Arc::new(|event: SupervisorEvent| tracing::info!(?event, "supervision")));
-//! let (sup, _join) = ractor::Actor::spawn(Some("rotations".into()), Supervisor, args)
-//!     .await
-//!     .map_err(|e| SupervisorError::Unavailable(e.to_string()))?;
-//! let metrics = lookup_child(&sup, "metrics").await?; // fresh on every use; never cached
-//! # let _ = metrics; Ok(()) }
-//! ```
+//! The supervisor actor: its messages, its child table, and how it starts, restarts and stops
+//! children.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use ractor::rpc::CallResult;
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, RactorErr, RpcReplyPort,
-    SpawnErr, SupervisionEvent,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RactorErr, RpcReplyPort,
+    SupervisionEvent,
 };
 use tokio::time::Instant;
 
+use super::event::{GiveUp, Observer, SupervisorError, SupervisorEvent, is_kill};
+use super::spec::{Backoff, ChildSpec, Intensity, Restart};
 use super::timer::TimerGuard;
-
-/// How long the client helpers ([`start_child`], [`lookup_child`], ...) wait for an answer. A
-/// supervisor that has not answered in this time is wedged (or waiting on a child's shutdown).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After a stop times out and the child is killed, how long to wait for the kill to land.
 const KILL_GRACE: Duration = Duration::from_secs(1);
 
-// ---------------------------------------------------------------------------------------------
-// Child specifications
-// ---------------------------------------------------------------------------------------------
-
-/// When a child that exited is started again (OTP restart types).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restart {
-    /// Always restarted, whatever the exit.
-    Permanent,
-    /// Restarted only after an abnormal exit: a panic, an `Err` from a handler, or a kill. A
-    /// normal `stop` (the child decided it is done) removes it.
-    Transient,
-    /// Never restarted; removed when it exits.
-    Temporary,
-}
-
-impl Restart {
-    fn should_restart(self, exit: &Exit) -> bool {
-        match self {
-            Self::Permanent => true,
-            Self::Transient => exit.is_abnormal(),
-            Self::Temporary => false,
-        }
-    }
-}
-
-/// Starts one incarnation of a child: spawns it linked to the given supervisor cell
-/// (`Actor::spawn_linked`) and returns the new child's cell. Called again on every restart.
-pub type StartFn =
-    Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
-
-/// Receives every [`SupervisorEvent`]. Called inside the supervisor's handler, so it must be
-/// cheap and must not block: count an atomic, `cast` to the metrics actor, log.
-pub type Observer = Arc<dyn Fn(SupervisorEvent) + Send + Sync>;
-
-/// What a supervisor needs to start, restart and stop one child.
-#[derive(Clone)]
-pub struct ChildSpec {
-    /// Unique among the supervisor's children; the key for lookups and termination.
-    pub id: String,
-    /// A bounded label (`"rotation"`, `"metrics"`, `"supervisor"`), safe as a metric label,
-    /// unlike `id` which may name a tenant secret.
-    pub kind: &'static str,
-    /// When the child is restarted.
-    pub restart: Restart,
-    /// How long a graceful stop may take before the child is killed.
-    pub shutdown: Duration,
-    /// Stop by draining: the child handles what is already in its mailbox, then stops
-    /// (ractor's `drain`), instead of stopping after its current message.
-    pub drain: bool,
-    /// Spawns the child linked to the supervisor; see [`StartFn`]. The child must be linked,
-    /// otherwise the supervisor never hears that it exited.
-    pub start: StartFn,
-}
-
-impl fmt::Debug for ChildSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChildSpec")
-            .field("id", &self.id)
-            .field("kind", &self.kind)
-            .field("restart", &self.restart)
-            .field("shutdown", &self.shutdown)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ChildSpec {
-    /// Default bound on a leaf child's graceful stop.
-    pub const DEFAULT_SHUTDOWN: Duration = Duration::from_secs(5);
-    /// Default bound for a child that is itself a supervisor: long enough for its own children
-    /// to stop one after another.
-    pub const SUPERVISOR_SHUTDOWN: Duration = Duration::from_secs(30);
-
-    /// A spec from any async start function. The function receives the supervisor's cell and
-    /// must spawn the child linked to it.
-    pub fn new<F, Fut>(
-        id: impl Into<String>,
-        kind: &'static str,
-        restart: Restart,
-        start: F,
-    ) -> Self
-    where
-        F: Fn(ActorCell) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<ActorCell, SpawnErr>> + Send + 'static,
-    {
-        Self {
-            id: id.into(),
-            kind,
-            restart,
-            shutdown: Self::DEFAULT_SHUTDOWN,
-            drain: false,
-            start: Arc::new(move |supervisor| start(supervisor).boxed()),
-        }
-    }
-
-    /// A spec for an actor of type `A`: each (re)start calls `make` for a fresh handler and
-    /// arguments, then `A::spawn_linked` under the optional registry `name`.
-    ///
-    /// The name is released before the supervisor hears of the exit (ractor unregisters an actor
-    /// as it starts stopping), so the restarted incarnation can take it again.
-    pub fn actor<A, F>(
-        id: impl Into<String>,
-        kind: &'static str,
-        restart: Restart,
-        name: Option<String>,
-        make: F,
-    ) -> Self
-    where
-        A: Actor,
-        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
-    {
-        Self::new(id, kind, restart, move |supervisor| {
-            let (actor, args) = make();
-            let name = name.clone();
-            async move {
-                // The join handle is dropped on purpose: the supervisor learns of the exit from
-                // the link, and dropping a tokio JoinHandle detaches without cancelling.
-                let (child, _join) = A::spawn_linked(name, actor, args, supervisor).await?;
-                Ok(child.get_cell())
-            }
-        })
-    }
-
-    /// A spec for a nested [`Supervisor`], permanent, with [`Self::SUPERVISOR_SHUTDOWN`].
-    ///
-    /// `args` runs on every (re)start, so a restarted supervisor starts the children it returns
-    /// then (for example the current configuration's secrets); children that were added with
-    /// [`start_child`] to the previous incarnation are not carried over, as in OTP.
-    pub fn supervisor<F>(
-        id: impl Into<String>,
-        kind: &'static str,
-        name: Option<String>,
-        args: F,
-    ) -> Self
-    where
-        F: Fn() -> SupervisorArgs + Send + Sync + 'static,
-    {
-        Self::actor(id, kind, Restart::Permanent, name, move || {
-            (Supervisor, args())
-        })
-        .with_shutdown(Self::SUPERVISOR_SHUTDOWN)
-    }
-
-    /// Overrides the graceful-stop bound.
-    pub fn with_shutdown(mut self, shutdown: Duration) -> Self {
-        self.shutdown = shutdown;
-        self
-    }
-
-    /// Stops this child by draining its mailbox first (see [`ChildSpec::drain`]).
-    pub fn draining(mut self) -> Self {
-        self.drain = true;
-        self
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Policies
-// ---------------------------------------------------------------------------------------------
-
-/// Maximum restart intensity: more than `max_restarts` restarts within `within`, counted over
-/// all children of one supervisor, and it gives up. `max_restarts: 0` means "never restart".
-///
-/// With [`Backoff`], pick `within` longer than the sum of the first `max_restarts + 1` backoff
-/// delays, or a single crash-looping child is spread out enough never to trip it (the supervisor
-/// logs a warning at start when that is the case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Intensity {
-    pub max_restarts: u32,
-    pub within: Duration,
-}
-
-impl Default for Intensity {
-    /// 10 restarts in 60 s: with the default backoff a child that crashes on every start
-    /// escalates after about 45 s.
-    fn default() -> Self {
-        Self {
-            max_restarts: 10,
-            within: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Exponential backoff between successive restarts of one child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Delay before the first restart; doubled for each further consecutive restart.
-    /// `Duration::ZERO` restarts immediately every time, as plain OTP does.
-    pub initial: Duration,
-    /// Upper bound on one delay.
-    pub max: Duration,
-    /// A child that stayed up this long is considered healthy: its next restart starts again
-    /// from `initial`.
-    pub reset_after: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(50),
-            max: Duration::from_secs(10),
-            reset_after: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Backoff {
-    /// Immediate restarts (plain OTP).
-    pub const NONE: Self = Self {
-        initial: Duration::ZERO,
-        max: Duration::ZERO,
-        reset_after: Duration::ZERO,
-    };
-
-    /// The delay before consecutive restart number `attempt` (1-based):
-    /// `min(initial * 2^(attempt - 1), max)`.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1));
-        factor
-            .and_then(|f| self.initial.checked_mul(f))
-            .map_or(self.max, |d| d.min(self.max))
-    }
-
-    /// The sum of the first `attempts` delays: how long a child that fails on every start takes
-    /// to be restarted that many times.
-    pub fn total_delay(&self, attempts: u32) -> Duration {
-        (1..=attempts).fold(Duration::ZERO, |sum, a| sum.saturating_add(self.delay(a)))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Observer events and errors
-// ---------------------------------------------------------------------------------------------
-
-/// What a supervisor tells its [`Observer`]. `supervisor` is the supervisor's registry name (or
-/// its actor id); `kind` is the child's bounded label, fit for metrics; `child_id` may name a
-/// tenant secret and belongs in logs, not labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SupervisorEvent {
-    /// A child exited and will be started again after `delay`. `attempt` counts consecutive
-    /// restarts of this child (1 after a healthy run). Count restarts here.
-    Restarting {
-        supervisor: String,
-        child_id: String,
-        kind: &'static str,
-        reason: String,
-        delay: Duration,
-        attempt: u32,
-    },
-    /// The new incarnation started.
-    Restarted {
-        supervisor: String,
-        child_id: String,
-        kind: &'static str,
-        attempt: u32,
-    },
-    /// The start function failed during a restart; another restart is planned (or the
-    /// supervisor gives up).
-    RestartFailed {
-        supervisor: String,
-        child_id: String,
-        kind: &'static str,
-        error: String,
-    },
-    /// A child exited and was removed without restart (temporary, or transient after a normal
-    /// stop).
-    Removed {
-        supervisor: String,
-        child_id: String,
-        kind: &'static str,
-        reason: String,
-    },
-    /// The restart intensity was exceeded; the supervisor stopped its children and failed.
-    GaveUp(GiveUp),
-}
-
-/// Why a supervisor gave up: it exceeded its restart intensity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GiveUp {
-    /// The supervisor's registry name, or its actor id.
-    pub supervisor: String,
-    /// The child whose exit tipped the count.
-    pub child_id: String,
-    pub kind: &'static str,
-    /// That child's exit reason.
-    pub reason: String,
-    pub max_restarts: u32,
-    pub within: Duration,
-}
-
-impl fmt::Display for GiveUp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "supervisor {} gave up: more than {} restarts within {:?}, last child {:?} ({}) exited: {}",
-            self.supervisor, self.max_restarts, self.within, self.child_id, self.kind, self.reason
-        )
-    }
-}
-
-/// Errors from supervisor requests, and the error a supervisor fails with when it gives up.
-#[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
-    #[error("child id {id:?} is already supervised")]
-    DuplicateChild { id: String },
-    #[error("no child with id {id:?}")]
-    UnknownChild { id: String },
-    #[error("child {id:?} ({kind}) failed to start: {source}")]
-    StartFailed {
-        id: String,
-        kind: &'static str,
-        #[source]
-        source: SpawnErr,
-    },
-    #[error("child {id:?} is not an actor of the requested message type")]
-    WrongType { id: String },
-    #[error("{0}")]
-    GaveUp(GiveUp),
-    #[error("supervisor did not answer within {0:?}")]
-    CallTimeout(Duration),
-    #[error("supervisor is not running: {0}")]
-    Unavailable(String),
-}
-
-impl SupervisorError {
-    /// A bounded label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::DuplicateChild { .. } => "duplicate_child",
-            Self::UnknownChild { .. } => "unknown_child",
-            Self::StartFailed { .. } => "start_failed",
-            Self::WrongType { .. } => "wrong_type",
-            Self::GaveUp(_) => "gave_up",
-            Self::CallTimeout(_) => "timeout",
-            Self::Unavailable(_) => "unavailable",
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Messages
-// ---------------------------------------------------------------------------------------------
-
-/// Requests to a [`Supervisor`]. Prefer the helper functions ([`start_child`],
-/// [`terminate_child`], [`lookup_child`], [`which_children`]), which add a timeout.
+/// Requests to a [`Supervisor`]. Prefer the client calls ([`super::start_child`],
+/// [`super::terminate_child`], [`super::lookup_child`], [`super::which_children`]), which add a
+/// timeout.
 pub enum SupervisorMsg {
     /// Starts and supervises a new child (OTP `start_child`).
     StartChild(ChildSpec, RpcReplyPort<Result<ActorCell, SupervisorError>>),
@@ -459,13 +62,13 @@ pub struct ChildInfo {
 
 /// How a child exited, as far as restart types care.
 #[derive(Debug)]
-enum Exit {
+pub(super) enum Exit {
     Normal(Option<String>),
     Abnormal(String),
 }
 
 impl Exit {
-    fn is_abnormal(&self) -> bool {
+    pub(super) fn is_abnormal(&self) -> bool {
         matches!(self, Self::Abnormal(_))
     }
 
@@ -668,13 +271,11 @@ impl Actor for Supervisor {
                 (cell.get_id(), Exit::Abnormal(err.to_string()))
             }
             SupervisionEvent::ActorTerminated(cell, _state, reason) => {
-                // ractor reports a kill (and a cancelled actor task) as a termination with this
-                // reason; OTP counts a kill as abnormal, so transient children come back.
-                let exit = match reason.as_deref() {
-                    Some("killed") | Some("actor_task_cancelled") => {
-                        Exit::Abnormal(reason.unwrap_or_default())
-                    }
-                    _ => Exit::Normal(reason),
+                // OTP counts a kill as abnormal, so transient children come back.
+                let exit = if is_kill(reason.as_deref()) {
+                    Exit::Abnormal(reason.unwrap_or_default())
+                } else {
+                    Exit::Normal(reason)
                 };
                 (cell.get_id(), exit)
             }
@@ -970,99 +571,25 @@ async fn stop_child(cell: &ActorCell, spec: &ChildSpec, reason: &str) {
             Err(RactorErr::Timeout)
         )
     };
-    settle(cell, timed_out, spec.shutdown).await;
+    kill_if_timed_out(cell, timed_out, spec.shutdown).await;
 }
 
 /// Stops an actor gracefully within `timeout`, then kills it.
-async fn stop_timeout(cell: &ActorCell, timeout: Duration, reason: &str) {
+pub(super) async fn stop_timeout(cell: &ActorCell, timeout: Duration, reason: &str) {
     let timed_out = matches!(
         cell.stop_and_wait(Some(reason.to_owned()), Some(timeout))
             .await,
         Err(RactorErr::Timeout)
     );
-    settle(cell, timed_out, timeout).await;
+    kill_if_timed_out(cell, timed_out, timeout).await;
 }
 
-/// Kills an actor whose graceful stop did not finish within `timeout`. Any other error
-/// means it had already stopped (its channels are closed): nothing left to do.
-async fn settle(cell: &ActorCell, timed_out: bool, timeout: Duration) {
+/// Kills an actor whose graceful stop did not finish within `timeout`. A stop that failed for
+/// any other reason means the actor had already stopped (its channels are closed): nothing
+/// left to do.
+async fn kill_if_timed_out(cell: &ActorCell, timed_out: bool, timeout: Duration) {
     if timed_out {
         tracing::warn!(actor = %cell.get_id(), ?timeout, "child did not stop in time; killing it");
         let _ = cell.kill_and_wait(Some(KILL_GRACE)).await;
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Client helpers
-// ---------------------------------------------------------------------------------------------
-
-async fn call<T, F>(supervisor: &ActorRef<SupervisorMsg>, build: F) -> Result<T, SupervisorError>
-where
-    T: Send + 'static,
-    F: FnOnce(RpcReplyPort<T>) -> SupervisorMsg,
-{
-    match supervisor.call(build, Some(CALL_TIMEOUT)).await {
-        Ok(CallResult::Success(value)) => Ok(value),
-        Ok(CallResult::Timeout) => Err(SupervisorError::CallTimeout(CALL_TIMEOUT)),
-        Ok(CallResult::SenderError) => Err(SupervisorError::Unavailable(
-            "supervisor dropped the request".to_owned(),
-        )),
-        Err(err) => Err(SupervisorError::Unavailable(err.to_string())),
-    }
-}
-
-/// Starts and supervises a new child; returns its first incarnation's cell.
-pub async fn start_child(
-    supervisor: &ActorRef<SupervisorMsg>,
-    spec: ChildSpec,
-) -> Result<ActorCell, SupervisorError> {
-    call(supervisor, |reply| SupervisorMsg::StartChild(spec, reply)).await?
-}
-
-/// Stops a child (gracefully, within its shutdown bound) and removes it; it is not restarted.
-pub async fn terminate_child(
-    supervisor: &ActorRef<SupervisorMsg>,
-    id: &str,
-) -> Result<(), SupervisorError> {
-    let id = id.to_owned();
-    call(supervisor, |reply| SupervisorMsg::TerminateChild(id, reply)).await?
-}
-
-/// The child's current cell, `None` if unknown or waiting for a restart.
-///
-/// The answer is only good until the child next exits: ask again for each use, never store it.
-pub async fn lookup_child(
-    supervisor: &ActorRef<SupervisorMsg>,
-    id: &str,
-) -> Result<Option<ActorCell>, SupervisorError> {
-    let id = id.to_owned();
-    call(supervisor, |reply| SupervisorMsg::LookupChild(id, reply)).await
-}
-
-/// [`lookup_child`], typed: `Err(WrongType)` if the child does not take messages of type `M`.
-/// Same caveat: do not keep the reference across a possible restart.
-pub async fn lookup_child_as<M: Message>(
-    supervisor: &ActorRef<SupervisorMsg>,
-    id: &str,
-) -> Result<Option<ActorRef<M>>, SupervisorError> {
-    match lookup_child(supervisor, id).await? {
-        None => Ok(None),
-        Some(cell) if cell.is_message_type_of::<M>() == Some(false) => {
-            Err(SupervisorError::WrongType { id: id.to_owned() })
-        }
-        Some(cell) => Ok(Some(cell.into())),
-    }
-}
-
-/// Every child in start order, with whether it is currently running.
-pub async fn which_children(
-    supervisor: &ActorRef<SupervisorMsg>,
-) -> Result<Vec<ChildInfo>, SupervisorError> {
-    call(supervisor, SupervisorMsg::ListChildren).await
-}
-
-/// Stops a supervisor gracefully (children in reverse start order) and waits up to `timeout`;
-/// kills it if that is not enough. Killing skips the ordered shutdown of what is left.
-pub async fn shutdown(supervisor: &ActorRef<SupervisorMsg>, timeout: Duration) {
-    stop_timeout(&supervisor.get_cell(), timeout, "shutdown").await;
 }

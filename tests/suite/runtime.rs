@@ -10,7 +10,6 @@ use chrono::{TimeZone, Utc};
 use ractor::ActorRef;
 use rotor::actors::admin::ActorAdmin;
 use rotor::actors::rotation::{self, RotationMsg};
-use rotor::actors::supervisor::{Backoff, Intensity};
 use rotor::actors::tree::{self, Tree, TreeOptions};
 use rotor::api::{Admin, AdminError};
 use rotor::clock::Clock;
@@ -19,40 +18,29 @@ use rotor::domain::{Label, Outcome, SecretRef};
 use rotor::metrics::Metrics;
 use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
+use rotor::supervisor::{Backoff, Intensity};
 use rotor::target::none::NoneTarget;
 
-fn config(dir: &Path, extra: &str) -> Config {
-    let text = format!(
-        r#"
-[store]
-type = "embedded"
-path = "{dir}/rotor.redb"
-master_key_file = "{dir}/master.key"
+use crate::common::embedded::{FAST_API_KEYS, admin, open_store, tree_config};
+use crate::common::wait::eventually;
 
+fn config(dir: &Path, extra: &str) -> Config {
+    tree_config(
+        dir,
+        &format!(
+            r#"
 [runtime]
 retry_backoff = "10s"
 retry_backoff_max = "1m"
-
-[policies.fast]
-interval = "1h"
-grace = "10m"
-generator = {{ type = "token", bytes = 32 }}
-max_attempts = 3
-
-[[secrets]]
-tenant = "tenant1"
-key = "api_keys"
-policy = "fast"
-
+{FAST_API_KEYS}
 [[secrets]]
 tenant = "tenant2"
 key = "api_keys"
 policy = "fast"
 {extra}
-"#,
-        dir = dir.display()
-    );
-    Config::from_str_with_env(&text, "test.toml", &|_| None).expect("valid config")
+"#
+        ),
+    )
 }
 
 struct Harness {
@@ -69,21 +57,16 @@ async fn start_with(
     target: Arc<NoneTarget>,
 ) -> Harness {
     let cfg = config(dir.path(), "");
-    let store = Arc::new(
-        EmbeddedStore::open(
-            &dir.path().join("rotor.redb"),
-            &dir.path().join("master.key"),
-        )
-        .unwrap(),
-    );
+    let store = open_store(dir.path());
     let options = TreeOptions {
         clock: Clock::tokio(Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap()),
         rotations_intensity: intensity,
-        backoff: Backoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-            reset_after: Duration::from_secs(5),
-        },
+        backoff: Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        )
+        .unwrap(),
         target_override: Some(target.clone()),
         namespace: format!("{}/", dir.path().display()),
         ..TreeOptions::default()
@@ -91,11 +74,7 @@ async fn start_with(
     let tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
         .await
         .expect("tree starts");
-    let admin = ActorAdmin {
-        context: tree.context.clone(),
-        secrets: tree.secrets.clone(),
-        ready: tree.ready_flag(),
-    };
+    let admin = admin(&tree);
     Harness {
         tree,
         admin,
@@ -121,18 +100,6 @@ fn t1() -> SecretRef {
     SecretRef::new("tenant1", "api_keys").unwrap()
 }
 
-/// Waits (in paused time, so cheaply) until `check` holds, or fails after `limit`.
-async fn eventually<F: FnMut() -> bool>(limit: Duration, what: &str, mut check: F) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn labels_of(store: &EmbeddedStore, s: &SecretRef) -> Vec<(u64, Vec<Label>)> {
     store
         .versions(s)
@@ -149,7 +116,7 @@ fn phase(h: &Harness, s: &SecretRef) -> &'static str {
 #[tokio::test(start_paused = true)]
 async fn first_versions_then_scheduled_rotation_grace_and_expiry() {
     let h = start().await;
-    eventually(Duration::from_secs(5), "first versions", || {
+    eventually(Duration::from_secs(5), "first versions", async || {
         h.admin.ready()
             && [t1(), SecretRef::new("tenant2", "api_keys").unwrap()]
                 .iter()
@@ -158,7 +125,7 @@ async fn first_versions_then_scheduled_rotation_grace_and_expiry() {
     .await;
     // An hour later the schedule rotates: v2 current, v1 previous during grace.
     tokio::time::sleep(Duration::from_secs(3600)).await;
-    eventually(Duration::from_secs(5), "v2 in grace", || {
+    eventually(Duration::from_secs(5), "v2 in grace", async || {
         phase(&h, &t1()) == "grace"
     })
     .await;
@@ -168,7 +135,7 @@ async fn first_versions_then_scheduled_rotation_grace_and_expiry() {
     );
     // Ten minutes of grace, then v1 expires.
     tokio::time::sleep(Duration::from_secs(600)).await;
-    eventually(Duration::from_secs(5), "expiry", || {
+    eventually(Duration::from_secs(5), "expiry", async || {
         phase(&h, &t1()) == "idle"
     })
     .await;
@@ -183,14 +150,14 @@ async fn first_versions_then_scheduled_rotation_grace_and_expiry() {
 #[tokio::test(start_paused = true)]
 async fn api_rotation_conflict_and_rollback_during_grace() {
     let h = start().await;
-    eventually(Duration::from_secs(5), "ready", || h.admin.ready()).await;
-    eventually(Duration::from_secs(5), "v1", || {
+    eventually(Duration::from_secs(5), "ready", async || h.admin.ready()).await;
+    eventually(Duration::from_secs(5), "v1", async || {
         labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
     })
     .await;
     let id = h.admin.rotate(t1()).await.expect("accepted");
     assert_eq!(id.to_string(), "r2");
-    eventually(Duration::from_secs(5), "grace", || {
+    eventually(Duration::from_secs(5), "grace", async || {
         phase(&h, &t1()) == "grace"
     })
     .await;
@@ -207,7 +174,7 @@ async fn api_rotation_conflict_and_rollback_during_grace() {
     ));
     // Roll back: v1 current again, v2 revoked.
     h.admin.rollback(t1()).await.expect("rollback accepted");
-    eventually(Duration::from_secs(5), "rolled back", || {
+    eventually(Duration::from_secs(5), "rolled back", async || {
         phase(&h, &t1()) == "idle"
     })
     .await;
@@ -228,14 +195,14 @@ async fn api_rotation_conflict_and_rollback_during_grace() {
 #[tokio::test(start_paused = true)]
 async fn failures_retry_with_backoff_then_stick_without_touching_current() {
     let h = start().await;
-    eventually(Duration::from_secs(5), "v1", || {
+    eventually(Duration::from_secs(5), "v1", async || {
         labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
     })
     .await;
     h.target.fail("test");
     h.admin.rotate(t1()).await.expect("accepted");
     // 3 attempts (10 s, then 20 s backoff), then stuck.
-    eventually(Duration::from_secs(120), "stuck", || {
+    eventually(Duration::from_secs(120), "stuck", async || {
         phase(&h, &t1()) == "stuck"
     })
     .await;
@@ -272,7 +239,7 @@ async fn failures_retry_with_backoff_then_stick_without_touching_current() {
     // An operator fixes the target and rotates: it succeeds.
     h.target.heal();
     h.admin.rotate(t1()).await.expect("accepted after stuck");
-    eventually(Duration::from_secs(5), "grace", || {
+    eventually(Duration::from_secs(5), "grace", async || {
         phase(&h, &t1()) == "grace"
     })
     .await;
@@ -281,12 +248,12 @@ async fn failures_retry_with_backoff_then_stick_without_touching_current() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
     let h = start().await;
-    eventually(Duration::from_secs(5), "v1", || {
+    eventually(Duration::from_secs(5), "v1", async || {
         labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
     })
     .await;
     h.admin.rotate(t1()).await.unwrap();
-    eventually(Duration::from_secs(5), "grace", || {
+    eventually(Duration::from_secs(5), "grace", async || {
         phase(&h, &t1()) == "grace"
     })
     .await;
@@ -296,13 +263,13 @@ async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
             .unwrap()
             .into();
     old.cast(RotationMsg::InjectPanic).unwrap();
-    eventually(Duration::from_secs(5), "a new incarnation", || {
+    eventually(Duration::from_secs(5), "a new incarnation", async || {
         ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
             .is_some_and(|c| c.get_id() != old.get_id())
     })
     .await;
     // Same state: still in grace with the same expiry, and it still expires on time.
-    eventually(Duration::from_secs(5), "state reloaded", || {
+    eventually(Duration::from_secs(5), "state reloaded", async || {
         h.tree.context.board.get(&t1()) == Some(before.clone())
     })
     .await;
@@ -312,7 +279,7 @@ async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
         "{text}"
     );
     tokio::time::sleep(Duration::from_secs(600)).await;
-    eventually(Duration::from_secs(5), "expiry after restart", || {
+    eventually(Duration::from_secs(5), "expiry after restart", async || {
         phase(&h, &t1()) == "idle"
     })
     .await;
@@ -332,39 +299,40 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
         Arc::new(NoneTarget::new()),
     )
     .await;
-    eventually(Duration::from_secs(5), "ready", || h.admin.ready()).await;
+    eventually(Duration::from_secs(5), "ready", async || h.admin.ready()).await;
     for _ in 0..3 {
-        let cell = loop {
-            if let Some(c) =
-                ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
-            {
-                break c;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let cell = eventually(Duration::from_secs(5), "the rotation actor", async || {
+            ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
+        })
+        .await;
         let actor: ActorRef<RotationMsg> = cell.into();
         let _ = actor.cast(RotationMsg::InjectPanic);
-        eventually(Duration::from_secs(5), "the panicked actor gone", || {
-            ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
-                .is_none_or(|c| c.get_id() != actor.get_id())
-        })
+        eventually(
+            Duration::from_secs(5),
+            "the panicked actor gone",
+            async || {
+                ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
+                    .is_none_or(|c| c.get_id() != actor.get_id())
+            },
+        )
         .await;
     }
     // The rotations supervisor gave up; the root restarts it (a fresh set of actors).
-    let text = loop {
-        let t = h.admin.metrics_text().await;
-        if let Ok(t) = t
-            && t.contains(r#"rotor_actor_restarts_total{kind="supervisor"} 1"#)
-        {
-            break t;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let text = eventually(
+        Duration::from_secs(30),
+        "a supervisor restart",
+        async || {
+            let t = h.admin.metrics_text().await.ok()?;
+            t.contains(r#"rotor_actor_restarts_total{kind="supervisor"} 1"#)
+                .then_some(t)
+        },
+    )
+    .await;
     assert!(
         text.contains(r#"rotor_actor_restarts_total{kind="rotation"} 2"#),
         "{text}"
     );
-    eventually(Duration::from_secs(5), "actors back", || {
+    eventually(Duration::from_secs(5), "actors back", async || {
         ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1())).is_some()
     })
     .await;
@@ -378,35 +346,36 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
     // supervisor restarts it, and it resumes from the last state that reached the store.
     for k in 0..6u64 {
         let h = start().await;
-        eventually(Duration::from_secs(5), "v1", || {
+        eventually(Duration::from_secs(5), "v1", async || {
             h.admin.ready() && labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
         })
         .await;
         h.store.fail_writes_after(k);
         // The API may see the actor die mid-call; the rotation starts either way or not.
         let _ = h.admin.rotate(t1()).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = h.admin.metrics_text().await.unwrap_or_default();
-            if text.contains(r#"rotor_actor_restarts_total{kind="rotation"} 1"#) {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "k={k}: no restart");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(
+            Duration::from_secs(5),
+            &format!("k={k}: a restart"),
+            async || {
+                let text = h.admin.metrics_text().await.unwrap_or_default();
+                text.contains(r#"rotor_actor_restarts_total{kind="rotation"} 1"#)
+            },
+        )
+        .await;
         h.store.clear_faults();
         // Rotate again unless the resumed attempt is already in flight (409); while the
         // actor restarts the API says 503, so ask until it answers.
-        loop {
-            match h.admin.rotate(t1()).await {
-                Ok(_) | Err(AdminError::Conflict(_)) => break,
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
+        eventually(Duration::from_secs(5), "the API to answer", async || {
+            matches!(
+                h.admin.rotate(t1()).await,
+                Ok(_) | Err(AdminError::Conflict(_))
+            )
+        })
+        .await;
         eventually(
             Duration::from_secs(30),
             "a promotion after the restart",
-            || phase(&h, &t1()) == "grace",
+            async || phase(&h, &t1()) == "grace",
         )
         .await;
         let versions = h.store.versions(&t1()).unwrap();

@@ -1,0 +1,62 @@
+//! rotor's integration tests, compiled as one test binary (`cargo test --test tests`): one
+//! link of the dependency tree instead of one per file. This file is the index: each topic
+//! is a module whose file lives in `tests/suite/`, and the helpers they share live in
+//! `tests/common/`. A new topic is a file in `tests/suite/` and a line here; a filter
+//! selects one topic (`cargo test --test tests runtime::`).
+//!
+//! The topics share one process, so none of them may change process-wide state another
+//! could see (environment variables, the current directory, the panic hook, a global
+//! tracing subscriber outside a capture, unnamespaced actor names in ractor's registry):
+//! the actor trees each get a namespace of their own (`TreeOptions::namespace`).
+
+// Helpers shared by the topics: HTTP client, rotor binary, receivers, store contract, TLS.
+mod common;
+
+// The admin HTTP API over real loopback HTTP, against a fake backend.
+#[path = "suite/api.rs"]
+mod api;
+// Structural checks of the Kubernetes manifests in `deploy/`.
+#[path = "suite/deploy.rs"]
+mod deploy;
+// The real `rotor` binary end to end, including `kill -9` in the middle of rotations.
+#[path = "suite/e2e.rs"]
+mod e2e;
+// The rotation state machine without actors or I/O: tables and proptest properties.
+#[path = "suite/machine.rs"]
+mod machine;
+// `deploy/monitoring` (alert rules, dashboard) against a running rotor and promtool.
+#[path = "suite/monitoring.rs"]
+mod monitoring;
+// Notification channels against a real local HTTP receiver.
+#[path = "suite/notify.rs"]
+mod notify;
+// A real Prometheus scraping a real rotor: an alert fires and clears.
+#[path = "suite/prometheus.rs"]
+mod prometheus;
+// The supervision tree and rotation actors in-process, on paused tokio time.
+#[path = "suite/runtime.rs"]
+mod runtime;
+// The embedded store: the shared `Store` contract, encryption at rest, crash safety.
+#[path = "suite/store.rs"]
+mod store;
+// The Vault store against the in-repo fake (and a real Vault when one is configured).
+#[path = "suite/store_vault.rs"]
+mod store_vault;
+// The `exec` and `webhook` targets and the secret cache.
+#[path = "suite/target_hooks.rs"]
+mod target_hooks;
+// The `jwks` target and the JWKS route of a running rotor.
+#[path = "suite/target_jwks.rs"]
+mod target_jwks;
+// The `postgres` target against the machine's PostgreSQL.
+#[path = "suite/target_postgres.rs"]
+mod target_postgres;
+// The `redis` target against the machine's Redis and a private `redis-server`.
+#[path = "suite/target_redis.rs"]
+mod target_redis;
+// The volume watcher on real directories and real inotify.
+#[path = "suite/watch.rs"]
+mod watch;
+// Rotate, publish, watch, reload and expire in one process, in real time.
+#[path = "suite/watch_loop.rs"]
+mod watch_loop;
