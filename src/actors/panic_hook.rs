@@ -8,7 +8,7 @@
 //!
 //! The panic message is logged as is. In principle a message could contain a secret (a
 //! `panic!("{value}")`), but only rotor's own code panics inside rotor's actors and its panic
-//! messages never format secret material; secret values are `SecretValue`/`secrecy` types whose
+//! messages never format secret material; secret values are held in `SecretValue`, whose
 //! `Debug` output is redacted. Keep it that way when adding `expect` or `panic!` calls.
 
 use std::panic::PanicHookInfo;
