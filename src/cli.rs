@@ -315,10 +315,30 @@ fn check(files: Vec<PathBuf>) -> ExitCode {
     }
 }
 
+/// A store an offline command opened, with the runtime its async calls run on: one
+/// current-thread runtime per command, built here, since the command itself is
+/// synchronous (and a Vault client's connections belong to the runtime that opened them).
+struct OfflineStore {
+    // Dropped before the runtime, so its connections close while the runtime still runs.
+    store: Box<dyn Store>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl OfflineStore {
+    /// Runs one store call to completion.
+    fn wait<T>(&self, call: impl Future<Output = T>) -> T {
+        self.runtime.block_on(call)
+    }
+}
+
 /// Opens the configured store for reading, refusing to create one: an offline command on a
 /// machine without a store must not leave a fresh master key behind.
-fn open_existing_store(cfg: &Config) -> Result<Option<Box<dyn Store>>, String> {
-    match &cfg.store {
+fn open_existing_store(cfg: &Config) -> Result<Option<OfflineStore>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let store = match &cfg.store {
         StoreConfig::Embedded {
             path,
             master_key_file,
@@ -327,7 +347,7 @@ fn open_existing_store(cfg: &Config) -> Result<Option<Box<dyn Store>>, String> {
                 return Ok(None);
             }
             EmbeddedStore::open(path, master_key_file)
-                .map(|s| Some(Box::new(s) as Box<dyn Store>))
+                .map(|s| Box::new(s) as Box<dyn Store>)
                 .map_err(|e| format!("{e} (is `rotor run` using this store? stop it first)"))
         }
         // Vault is shared by design: reading while `rotor run` writes is fine. Without the
@@ -336,11 +356,13 @@ fn open_existing_store(cfg: &Config) -> Result<Option<Box<dyn Store>>, String> {
             if !settings.master_key_file.exists() {
                 return Ok(None);
             }
-            VaultStore::open((**settings).clone())
-                .map(|s| Some(Box::new(s) as Box<dyn Store>))
+            runtime
+                .block_on(VaultStore::open((**settings).clone()))
+                .map(|s| Box::new(s) as Box<dyn Store>)
                 .map_err(|e| e.to_string())
         }
-    }
+    }?;
+    Ok(Some(OfflineStore { runtime, store }))
 }
 
 fn parse_secret(tenant: &str, key: &str) -> Result<SecretRef, String> {
@@ -392,13 +414,13 @@ struct HistoryRow {
 /// stderr. `None`: no store exists yet.
 fn read_store_or_api<T>(
     cfg: &Config,
-    offline: impl FnOnce(&dyn Store) -> Result<T, String>,
+    offline: impl FnOnce(&OfflineStore) -> Result<T, String>,
     api_path: &str,
     from_api: impl FnOnce(serde_json::Value) -> Result<T, String>,
 ) -> Result<Option<T>, String> {
     match open_existing_store(cfg) {
         Ok(None) => Ok(None),
-        Ok(Some(store)) => offline(store.as_ref()).map(Some),
+        Ok(Some(store)) => offline(&store).map(Some),
         Err(store_error) => match admin_request(cfg, "GET", api_path, None) {
             Ok((200, json)) => {
                 eprintln!("note: the store is in use; read through the running rotor's admin API");
@@ -419,7 +441,9 @@ fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
     let rows = read_store_or_api(
         cfg,
         |store| {
-            let versions = store.versions(&secret).map_err(|e| e.to_string())?;
+            let versions = store
+                .wait(store.store.versions(&secret))
+                .map_err(|e| e.to_string())?;
             Ok(versions
                 .into_iter()
                 .map(|v| VersionRow {
@@ -471,7 +495,9 @@ fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), St
     let rows = read_store_or_api(
         cfg,
         |store| {
-            let records = store.history(&secret, limit).map_err(|e| e.to_string())?;
+            let records = store
+                .wait(store.store.history(&secret, limit))
+                .map_err(|e| e.to_string())?;
             Ok(records
                 .into_iter()
                 .map(|r| HistoryRow {
@@ -598,7 +624,8 @@ pub fn plan_rows(
 fn plan(cfg: &Config, days: u32, limit: usize, now: DateTime<Utc>) -> Result<(), String> {
     let store = open_existing_store(cfg)?;
     let states = |secret: &SecretRef| -> Option<SecretState> {
-        let bytes = store.as_ref()?.journal(secret).ok()??;
+        let store = store.as_ref()?;
+        let bytes = store.wait(store.store.journal(secret)).ok()??;
         serde_json::from_slice(&bytes).ok()
     };
     // Each secret is followed for at most 1,000 rotations, so a demo interval of seconds over

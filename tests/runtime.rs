@@ -17,8 +17,8 @@ use rotor::clock::Clock;
 use rotor::config::Config;
 use rotor::domain::{Label, Outcome, SecretRef};
 use rotor::metrics::Metrics;
-use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
+use rotor::store::{ReadValue as _, Store};
 use rotor::target::none::NoneTarget;
 
 fn config(dir: &Path, extra: &str) -> Config {
@@ -122,9 +122,13 @@ fn t1() -> SecretRef {
 }
 
 /// Waits (in paused time, so cheaply) until `check` holds, or fails after `limit`.
-async fn eventually<F: FnMut() -> bool>(limit: Duration, what: &str, mut check: F) {
+async fn eventually<F, Fut>(limit: Duration, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = tokio::time::Instant::now() + limit;
-    while !check() {
+    while !check().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
@@ -133,9 +137,10 @@ async fn eventually<F: FnMut() -> bool>(limit: Duration, what: &str, mut check: 
     }
 }
 
-fn labels_of(store: &EmbeddedStore, s: &SecretRef) -> Vec<(u64, Vec<Label>)> {
+async fn labels_of(store: &EmbeddedStore, s: &SecretRef) -> Vec<(u64, Vec<Label>)> {
     store
         .versions(s)
+        .await
         .unwrap()
         .into_iter()
         .map(|v| (v.version, v.labels))
@@ -149,33 +154,38 @@ fn phase(h: &Harness, s: &SecretRef) -> &'static str {
 #[tokio::test(start_paused = true)]
 async fn first_versions_then_scheduled_rotation_grace_and_expiry() {
     let h = start().await;
-    eventually(Duration::from_secs(5), "first versions", || {
-        h.admin.ready()
-            && [t1(), SecretRef::new("tenant2", "api_keys").unwrap()]
-                .iter()
-                .all(|s| labels_of(&h.store, s) == vec![(1, vec![Label::Current])])
+    eventually(Duration::from_secs(5), "first versions", || async {
+        if !h.admin.ready() {
+            return false;
+        }
+        for s in [t1(), SecretRef::new("tenant2", "api_keys").unwrap()] {
+            if labels_of(&h.store, &s).await != vec![(1, vec![Label::Current])] {
+                return false;
+            }
+        }
+        true
     })
     .await;
     // An hour later the schedule rotates: v2 current, v1 previous during grace.
     tokio::time::sleep(Duration::from_secs(3600)).await;
-    eventually(Duration::from_secs(5), "v2 in grace", || {
+    eventually(Duration::from_secs(5), "v2 in grace", || async {
         phase(&h, &t1()) == "grace"
     })
     .await;
     assert_eq!(
-        labels_of(&h.store, &t1()),
+        labels_of(&h.store, &t1()).await,
         vec![(1, vec![Label::Previous]), (2, vec![Label::Current])]
     );
     // Ten minutes of grace, then v1 expires.
     tokio::time::sleep(Duration::from_secs(600)).await;
-    eventually(Duration::from_secs(5), "expiry", || {
+    eventually(Duration::from_secs(5), "expiry", || async {
         phase(&h, &t1()) == "idle"
     })
     .await;
-    let versions = h.store.versions(&t1()).unwrap();
+    let versions = h.store.versions(&t1()).await.unwrap();
     assert!(versions[0].labels.is_empty() && versions[0].expired_at.is_some());
     assert_eq!(versions[1].labels, vec![Label::Current]);
-    let history = h.store.history(&t1(), 10).unwrap();
+    let history = h.store.history(&t1(), 10).await.unwrap();
     assert_eq!(history[0].outcome, Outcome::Succeeded);
     assert_eq!(history[0].to_version, 2);
 }
@@ -183,14 +193,17 @@ async fn first_versions_then_scheduled_rotation_grace_and_expiry() {
 #[tokio::test(start_paused = true)]
 async fn api_rotation_conflict_and_rollback_during_grace() {
     let h = start().await;
-    eventually(Duration::from_secs(5), "ready", || h.admin.ready()).await;
-    eventually(Duration::from_secs(5), "v1", || {
-        labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+    eventually(Duration::from_secs(5), "ready", || async {
+        h.admin.ready()
+    })
+    .await;
+    eventually(Duration::from_secs(5), "v1", || async {
+        labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
     })
     .await;
     let id = h.admin.rotate(t1()).await.expect("accepted");
     assert_eq!(id.to_string(), "r2");
-    eventually(Duration::from_secs(5), "grace", || {
+    eventually(Duration::from_secs(5), "grace", || async {
         phase(&h, &t1()) == "grace"
     })
     .await;
@@ -207,15 +220,15 @@ async fn api_rotation_conflict_and_rollback_during_grace() {
     ));
     // Roll back: v1 current again, v2 revoked.
     h.admin.rollback(t1()).await.expect("rollback accepted");
-    eventually(Duration::from_secs(5), "rolled back", || {
+    eventually(Duration::from_secs(5), "rolled back", || async {
         phase(&h, &t1()) == "idle"
     })
     .await;
-    let versions = h.store.versions(&t1()).unwrap();
+    let versions = h.store.versions(&t1()).await.unwrap();
     assert_eq!(versions[0].labels, vec![Label::Current]);
     assert!(versions[1].labels.is_empty() && versions[1].expired_at.is_some());
     assert_eq!(
-        h.store.history(&t1(), 1).unwrap()[0].outcome,
+        h.store.history(&t1(), 1).await.unwrap()[0].outcome,
         Outcome::RolledBack
     );
     // Nothing in grace any more.
@@ -228,18 +241,18 @@ async fn api_rotation_conflict_and_rollback_during_grace() {
 #[tokio::test(start_paused = true)]
 async fn failures_retry_with_backoff_then_stick_without_touching_current() {
     let h = start().await;
-    eventually(Duration::from_secs(5), "v1", || {
-        labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+    eventually(Duration::from_secs(5), "v1", || async {
+        labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
     })
     .await;
     h.target.fail("test");
     h.admin.rotate(t1()).await.expect("accepted");
     // 3 attempts (10 s, then 20 s backoff), then stuck.
-    eventually(Duration::from_secs(120), "stuck", || {
+    eventually(Duration::from_secs(120), "stuck", || async {
         phase(&h, &t1()) == "stuck"
     })
     .await;
-    let versions = h.store.versions(&t1()).unwrap();
+    let versions = h.store.versions(&t1()).await.unwrap();
     let current: Vec<_> = versions
         .iter()
         .filter(|v| v.labels.contains(&Label::Current))
@@ -249,6 +262,7 @@ async fn failures_retry_with_backoff_then_stick_without_touching_current() {
     let outcomes: Vec<_> = h
         .store
         .history(&t1(), 10)
+        .await
         .unwrap()
         .iter()
         .map(|r| r.outcome)
@@ -272,7 +286,7 @@ async fn failures_retry_with_backoff_then_stick_without_touching_current() {
     // An operator fixes the target and rotates: it succeeds.
     h.target.heal();
     h.admin.rotate(t1()).await.expect("accepted after stuck");
-    eventually(Duration::from_secs(5), "grace", || {
+    eventually(Duration::from_secs(5), "grace", || async {
         phase(&h, &t1()) == "grace"
     })
     .await;
@@ -281,12 +295,12 @@ async fn failures_retry_with_backoff_then_stick_without_touching_current() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
     let h = start().await;
-    eventually(Duration::from_secs(5), "v1", || {
-        labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+    eventually(Duration::from_secs(5), "v1", || async {
+        labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
     })
     .await;
     h.admin.rotate(t1()).await.unwrap();
-    eventually(Duration::from_secs(5), "grace", || {
+    eventually(Duration::from_secs(5), "grace", || async {
         phase(&h, &t1()) == "grace"
     })
     .await;
@@ -296,13 +310,13 @@ async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
             .unwrap()
             .into();
     old.cast(RotationMsg::InjectPanic).unwrap();
-    eventually(Duration::from_secs(5), "a new incarnation", || {
+    eventually(Duration::from_secs(5), "a new incarnation", || async {
         ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
             .is_some_and(|c| c.get_id() != old.get_id())
     })
     .await;
     // Same state: still in grace with the same expiry, and it still expires on time.
-    eventually(Duration::from_secs(5), "state reloaded", || {
+    eventually(Duration::from_secs(5), "state reloaded", || async {
         h.tree.shared.board.get(&t1()) == Some(before.clone())
     })
     .await;
@@ -312,13 +326,13 @@ async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
         "{text}"
     );
     tokio::time::sleep(Duration::from_secs(600)).await;
-    eventually(Duration::from_secs(5), "expiry after restart", || {
+    eventually(Duration::from_secs(5), "expiry after restart", || async {
         phase(&h, &t1()) == "idle"
     })
     .await;
     // The sibling was never touched.
     let t2 = SecretRef::new("tenant2", "api_keys").unwrap();
-    assert_eq!(labels_of(&h.store, &t2)[0].0, 1);
+    assert_eq!(labels_of(&h.store, &t2).await[0].0, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -332,7 +346,10 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
         Arc::new(NoneTarget::new()),
     )
     .await;
-    eventually(Duration::from_secs(5), "ready", || h.admin.ready()).await;
+    eventually(Duration::from_secs(5), "ready", || async {
+        h.admin.ready()
+    })
+    .await;
     for _ in 0..3 {
         let cell = loop {
             if let Some(c) =
@@ -344,10 +361,14 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
         };
         let actor: ActorRef<RotationMsg> = cell.into();
         let _ = actor.cast(RotationMsg::InjectPanic);
-        eventually(Duration::from_secs(5), "the panicked actor gone", || {
-            ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
-                .is_none_or(|c| c.get_id() != actor.get_id())
-        })
+        eventually(
+            Duration::from_secs(5),
+            "the panicked actor gone",
+            || async {
+                ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1()))
+                    .is_none_or(|c| c.get_id() != actor.get_id())
+            },
+        )
         .await;
     }
     // The rotations supervisor gave up; the root restarts it (a fresh set of actors).
@@ -364,7 +385,7 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
         text.contains(r#"rotor_actor_restarts_total{kind="rotation"} 2"#),
         "{text}"
     );
-    eventually(Duration::from_secs(5), "actors back", || {
+    eventually(Duration::from_secs(5), "actors back", || async {
         ractor::registry::where_is(rotation::actor_name(&h.tree.shared.namespace, &t1())).is_some()
     })
     .await;
@@ -378,8 +399,8 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
     // supervisor restarts it, and it resumes from the last state that reached the store.
     for k in 0..6u64 {
         let h = start().await;
-        eventually(Duration::from_secs(5), "v1", || {
-            h.admin.ready() && labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+        eventually(Duration::from_secs(5), "v1", || async {
+            h.admin.ready() && labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
         })
         .await;
         h.store.fail_writes_after(k);
@@ -406,10 +427,10 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
         eventually(
             Duration::from_secs(30),
             "a promotion after the restart",
-            || phase(&h, &t1()) == "grace",
+            || async { phase(&h, &t1()) == "grace" },
         )
         .await;
-        let versions = h.store.versions(&t1()).unwrap();
+        let versions = h.store.versions(&t1()).await.unwrap();
         let current: Vec<_> = versions
             .iter()
             .filter(|v| v.labels.contains(&Label::Current))
@@ -424,6 +445,7 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
         for v in &versions {
             h.store
                 .read_value(&t1(), v.version)
+                .await
                 .expect("value readable");
         }
     }

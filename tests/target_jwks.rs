@@ -71,7 +71,7 @@ fn verify_set(text: &[u8], token: &str) -> bool {
 
 async fn rotate_to(env: &Env, t: &JwksTarget, version: u64, spec: &GeneratorSpec) -> SecretValue {
     let s = secret("jwt_signing");
-    let value = env.generate(t, &s, version, spec);
+    let value = env.generate(t, &s, version, spec).await;
     t.apply(&s, version, &value).await.expect("apply");
     t.test(&s, version, &value).await.expect("test");
     t.promote(&s, version, version.checked_sub(1).filter(|v| *v > 0))
@@ -202,7 +202,7 @@ async fn a_running_rotor_serves_the_public_set_and_old_tokens_verify_until_expir
     use common::http::request;
     use common::rotor_bin::{RotorBin, config, free_port, until};
     use rotor::domain::SecretRef;
-    use rotor::store::Store as _;
+    use rotor::store::ReadValue as _;
     use rotor::store::embedded::EmbeddedStore;
     use std::time::Duration;
 
@@ -309,12 +309,12 @@ policy = "shared"
     let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
     let s = SecretRef::new("tenant1", "jwt_signing").unwrap();
     let old = sign(
-        &store.read_value(&s, 1).unwrap(),
+        &store.read_value(&s, 1).await.unwrap(),
         "tenant1.jwt_signing.v1",
         r#"{"sub":"before"}"#,
     );
     let new = sign(
-        &store.read_value(&s, 2).unwrap(),
+        &store.read_value(&s, 2).await.unwrap(),
         "tenant1.jwt_signing.v2",
         r#"{"sub":"after"}"#,
     );

@@ -21,8 +21,8 @@ use rotor::config::Config;
 use rotor::domain::Label;
 use rotor::generator::SecretValue;
 use rotor::metrics::Metrics;
-use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
+use rotor::store::{ReadValue as _, Store};
 use rotor::target::Target;
 use rotor::target::postgres::{Credentials, PostgresTarget, Strategy};
 use tokio_postgres::NoTls;
@@ -158,7 +158,7 @@ fn target(env: &Env, strategy: Strategy, roles: &Roles) -> PostgresTarget {
 /// apply, test and promote `version` on `t`; returns the stored value.
 async fn rotate_to(env: &Env, t: &PostgresTarget, version: u64) -> SecretValue {
     let s = secret("database_credentials");
-    let value = env.generate(t, &s, version, &password_spec());
+    let value = env.generate(t, &s, version, &password_spec()).await;
     t.apply(&s, version, &value).await.expect("apply");
     t.test(&s, version, &value).await.expect("test");
     t.promote(&s, version, version.checked_sub(1).filter(|v| *v > 0))
@@ -307,7 +307,7 @@ async fn single_replaces_the_password_and_a_discarded_pending_is_undone() {
     assert!(login(&v2.username, &v2.password).await);
 
     // v3 applied, then discarded before promotion: v2's password comes back.
-    let v3 = env.generate(&t, &s, 3, &password_spec());
+    let v3 = env.generate(&t, &s, 3, &password_spec()).await;
     t.apply(&s, 3, &v3).await.unwrap();
     let v3 = creds(&v3);
     assert!(login(&v3.username, &v3.password).await);
@@ -325,7 +325,7 @@ async fn errors_name_the_role_never_the_password() {
     let env = Env::new();
     let t = target(&env, Strategy::Alternating, &roles);
     let s = secret("database_credentials");
-    let v1 = env.generate(&t, &s, 1, &password_spec());
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
     // Tested before it is applied: the role cannot log in.
     let err = t.test(&s, 1, &v1).await.unwrap_err();
     let text = err.to_string();
@@ -377,9 +377,13 @@ target = {{ type = "postgres", admin_url_file = "{dir}/pg-admin-url", strategy =
     Config::from_str_with_env(&text, "test.toml", &|_| None).expect("valid config")
 }
 
-async fn wait_for<F: FnMut() -> bool>(what: &str, mut check: F) {
+async fn wait_for<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check() {
+    while !check().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
@@ -423,29 +427,30 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
         ready: tree.ready_flag(),
     };
     let s = secret("database_credentials");
-    let labels = |store: &EmbeddedStore| {
+    let labels = async |store: &EmbeddedStore| {
         store
             .versions(&s)
+            .await
             .unwrap()
             .into_iter()
             .map(|v| (v.version, v.labels))
             .collect::<Vec<_>>()
     };
-    wait_for("v1 current", || {
-        labels(&store) == vec![(1, vec![Label::Current])]
+    wait_for("v1 current", || async {
+        labels(&store).await == vec![(1, vec![Label::Current])]
     })
     .await;
-    let v1 = creds(&store.read_value(&s, 1).unwrap());
+    let v1 = creds(&store.read_value(&s, 1).await.unwrap());
     assert!(login(&v1.username, &v1.password).await);
 
     // A full rotation: v2 current, v1 refused once the 1 s grace has expired.
     admin_api.rotate(s.clone()).await.unwrap();
-    wait_for("v1 expired", || {
-        let l = labels(&store);
+    wait_for("v1 expired", || async {
+        let l = labels(&store).await;
         l.len() == 2 && l[0].1.is_empty() && l[1].1 == vec![Label::Current]
     })
     .await;
-    let v2 = creds(&store.read_value(&s, 2).unwrap());
+    let v2 = creds(&store.read_value(&s, 2).await.unwrap());
     assert!(login(&v2.username, &v2.password).await);
     assert!(!login(&v1.username, &v1.password).await);
 
@@ -456,14 +461,14 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
     )
     .unwrap();
     admin_api.rotate(s.clone()).await.unwrap();
-    wait_for("attempt given up", || {
+    wait_for("attempt given up", || async {
         tree.shared
             .board
             .get(&s)
             .is_some_and(|st| st.phase == "stuck" || st.phase == "idle" && st.attempts > 0)
     })
     .await;
-    let l = labels(&store);
+    let l = labels(&store).await;
     assert!(
         l.iter()
             .any(|(v, labels)| *v == 2 && labels == &vec![Label::Current]),

@@ -63,9 +63,13 @@ files = {{ "database-password" = "tenant1/database_credentials" }}
     Config::from_str_with_env(&text, "loop.toml", &|_| None).expect("valid config")
 }
 
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
+async fn until<F, Fut>(what: &str, f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !f() {
+    while !f().await {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -110,8 +114,8 @@ async fn rotate_publish_watch_reload_expire() {
     let file = d.path().join("mnt/database-password");
 
     // The first version is created at start and published.
-    until("v1 published", || {
-        store.versions(&db).is_ok_and(|v| {
+    until("v1 published", || async {
+        store.versions(&db).await.is_ok_and(|v| {
             label(&v, 1).is_some_and(|m| m.labels.contains(&Label::Current))
                 && std::fs::read(&file).is_ok_and(|b| store.fingerprint(&b) == m_fp(&v, 1))
         })
@@ -126,24 +130,27 @@ async fn rotate_publish_watch_reload_expire() {
     // Rotate both; only the database secret is published and watched.
     admin.rotate(db.clone()).await.expect("rotate db");
     admin.rotate(api.clone()).await.expect("rotate api");
-    until("v2 in the mount", || {
-        std::fs::read(&file).is_ok_and(|b| {
-            store
-                .versions(&db)
-                .is_ok_and(|v| store.fingerprint(&b) == m_fp(&v, 2))
-        })
-    })
-    .await;
-    until("reload fired", || r.hits() >= 1).await;
-    until("db v1 expired after grace, consumers caught up", || {
+    until("v2 in the mount", || async {
+        let Ok(b) = std::fs::read(&file) else {
+            return false;
+        };
         store
             .versions(&db)
+            .await
+            .is_ok_and(|v| store.fingerprint(&b) == m_fp(&v, 2))
+    })
+    .await;
+    until("reload fired", || async { r.hits() >= 1 }).await;
+    until("db v1 expired after grace, consumers caught up", || async {
+        store
+            .versions(&db)
+            .await
             .is_ok_and(|v| label(&v, 1).is_some_and(|m| m.expired_at.is_some()))
     })
     .await;
     // api_keys: nobody shows v2, so its grace is extended and v1 stays valid.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let v = store.versions(&api).unwrap();
+    let v = store.versions(&api).await.unwrap();
     let v1 = label(&v, 1).unwrap();
     assert!(
         v1.labels.contains(&Label::Previous) && v1.expired_at.is_none(),

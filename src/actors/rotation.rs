@@ -98,7 +98,8 @@ pub enum RotationMsg {
         slot: Option<Slot>,
     },
     /// Test-only fault hook: the actor panics while handling it, so supervision can be
-    /// exercised. Nothing outside tests sends it.
+    /// exercised. Exists only with the `test-util` feature, never in a release build.
+    #[cfg(feature = "test-util")]
     InjectPanic,
 }
 
@@ -234,6 +235,7 @@ impl Actor for RotationActor {
                 };
                 let _ = Box::pin(state.drive(&myself, event)).await?;
             }
+            #[cfg(feature = "test-util")]
             RotationMsg::InjectPanic => panic!("fault injected into {}", state.spec.secret),
         }
         Ok(())
@@ -256,9 +258,7 @@ impl RotationState {
         &mut self,
         myself: &ActorRef<RotationMsg>,
     ) -> Result<(), ActorProcessingErr> {
-        let store = self.shared.store.clone();
-        let secret = self.spec.secret.clone();
-        let journal = tokio::task::spawn_blocking(move || store.journal(&secret)).await??;
+        let journal = self.shared.store.journal(&self.spec.secret).await?;
         if let Some(bytes) = journal {
             self.machine = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("journal of {} is unreadable: {e}", self.spec.secret))?;
@@ -294,21 +294,19 @@ impl RotationState {
             // Durability rule: the new state is on disk before any of its effects run.
             let journal = serde_json::to_vec(&t.state)?;
             let labels = machine::labels(&t.state);
-            let store = self.shared.store.clone();
-            let secret = spec.secret.clone();
-            let history = t.history.clone();
-            let committed = tokio::task::spawn_blocking(move || {
-                store.commit(
-                    &secret,
+            let committed = self
+                .shared
+                .store
+                .commit(
+                    &spec.secret,
                     Commit {
                         journal: &journal,
                         labels: &labels,
-                        history: history.as_ref(),
+                        history: t.history.as_ref(),
                         now,
                     },
                 )
-            })
-            .await?;
+                .await;
             // A failed commit fails the actor: its supervisor restarts it, and it resumes
             // from the last state that did reach the store.
             self.shared
@@ -464,9 +462,7 @@ impl RotationState {
         &self,
         fingerprint: &str,
     ) -> Result<Option<VersionNo>, ActorProcessingErr> {
-        let store = self.shared.store.clone();
-        let secret = self.spec.secret.clone();
-        let versions = tokio::task::spawn_blocking(move || store.versions(&secret)).await??;
+        let versions = self.shared.store.versions(&self.spec.secret).await?;
         Ok(versions
             .into_iter()
             .find(|v| v.fingerprint == fingerprint)
@@ -482,34 +478,30 @@ async fn run_step(spec: &RotationSpec, shared: &Shared, effect: Effect) -> Resul
     };
     match effect {
         Effect::Generate { rotation, version } => {
-            let store = shared.store.clone();
-            let gen_spec = spec.generator.clone();
-            let s = secret.clone();
             let now = shared.clock.now();
-            let target = spec.target.clone();
-            tokio::task::spawn_blocking(move || {
-                // The target shapes what consumers read (e.g. username, password, URL).
-                let value = target
-                    .shape_value(&s, version, generator::generate(&gen_spec))
-                    .map_err(|e| (e.kind, e.to_string()))?;
-                store
-                    .put_version(&s, version, rotation, &value, now)
-                    .map_err(|e| (ErrorKind::Store, e.to_string()))
-            })
-            .await
-            .map_err(|_| ErrorKind::Internal)?
-            .map_err(|(kind, e)| {
-                log_err("generate", &e);
-                kind
-            })
+            // The target shapes what consumers read (e.g. username, password, URL).
+            let value = spec
+                .target
+                .shape_value(secret, version, generator::generate(&spec.generator))
+                .map_err(|e| {
+                    log_err("generate", &e);
+                    e.kind
+                })?;
+            shared
+                .store
+                .put_version(secret, version, rotation, &value, now)
+                .await
+                .map_err(|e| {
+                    log_err("generate", &e);
+                    ErrorKind::Store
+                })
         }
         Effect::Apply { version, .. } | Effect::Test { version, .. } => {
             let is_apply = matches!(effect, Effect::Apply { .. });
-            let store = shared.store.clone();
-            let s = secret.clone();
-            let value = tokio::task::spawn_blocking(move || store.read_value(&s, version))
+            let value = shared
+                .store
+                .read_value(secret, version)
                 .await
-                .map_err(|_| ErrorKind::Internal)?
                 .map_err(|e| {
                     log_err("read", &e);
                     ErrorKind::Store

@@ -189,10 +189,11 @@ impl PostgresTarget {
         }
     }
 
-    fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
+    async fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
         let value = self
             .reader
             .read_value(secret, version)
+            .await
             .map_err(|e| format!("cannot read v{version}: {e}"))?;
         Credentials::parse(&value).map_err(str::to_owned)
     }
@@ -214,7 +215,7 @@ impl PostgresTarget {
     async fn single_revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), String> {
         // Stateless and idempotent: only if `version`'s password is the one the role has
         // now (a pending version being discarded) is anything changed.
-        let creds = match self.read(secret, version) {
+        let creds = match self.read(secret, version).await {
             Ok(c) => c,
             // A version that was never stored was never applied.
             Err(_) => return Ok(()),
@@ -222,10 +223,10 @@ impl PostgresTarget {
         if !self.login(&creds.username, &creds.password).await? {
             return Ok(());
         }
-        let previous = version
-            .checked_sub(1)
-            .filter(|v| *v > 0)
-            .and_then(|v| self.read(secret, v).ok());
+        let previous = match version.checked_sub(1).filter(|v| *v > 0) {
+            Some(v) => self.read(secret, v).await.ok(),
+            None => None,
+        };
         match previous {
             Some(p) => self.set_password(&p.username, &p.password).await,
             None => {
@@ -373,7 +374,7 @@ impl Target for PostgresTarget {
                     ))
                     .await
                 }
-                Strategy::Single => match self.read(secret, restore) {
+                Strategy::Single => match self.read(secret, restore).await {
                     Ok(c) => self.set_password(&c.username, &c.password).await,
                     Err(m) => Err(m),
                 },

@@ -222,10 +222,11 @@ impl RedisTarget {
         }
     }
 
-    fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
+    async fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
         let value = self
             .reader
             .read_value(secret, version)
+            .await
             .map_err(|e| format!("cannot read v{version}: {e}"))?;
         Credentials::parse(&value).map_err(str::to_owned)
     }
@@ -403,7 +404,7 @@ impl Target for RedisTarget {
             let fail = |m: String| Self::err("revoke", secret, version, m);
             let (mut conn, addr) = self.admin().await.map_err(fail)?;
             // Never stored, so never applied: nothing to remove or save.
-            let Ok(creds) = self.read(secret, version) else {
+            let Ok(creds) = self.read(secret, version).await else {
                 return Ok(());
             };
             self.remove(&mut conn, &creds).await.map_err(fail)?;
@@ -425,7 +426,7 @@ impl Target for RedisTarget {
             let (mut conn, addr) = self.admin().await.map_err(fail)?;
             // The restored password was never removed during grace; adding it again keeps
             // this idempotent even if an operator removed it by hand.
-            let creds = self.read(secret, restore).map_err(fail)?;
+            let creds = self.read(secret, restore).await.map_err(fail)?;
             let hash = hash(&creds.password);
             let rule = format!("#{hash}");
             self.setuser(
@@ -436,7 +437,7 @@ impl Target for RedisTarget {
             .await
             .map_err(fail)?;
             // Never stored, so never applied.
-            let revoked = self.read(secret, revoke).ok();
+            let revoked = self.read(secret, revoke).await.ok();
             if let Some(revoked) = &revoked {
                 self.remove(&mut conn, revoked).await.map_err(fail)?;
             }
