@@ -64,7 +64,7 @@ use redb::{
 };
 
 use super::crypto::MasterKey;
-use super::labels::apply_labels;
+use super::labels::{apply_labels, new_version};
 use super::{Commit, ReadValue, Store, StoreError};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
@@ -584,15 +584,8 @@ impl Db {
                 Some(meta) => Existing::Other(meta.rotation),
                 None => {
                     let sealed = self.key.seal(secret, version, value.expose())?;
-                    let meta = VersionMeta {
-                        version,
-                        rotation,
-                        labels: Vec::new(),
-                        created_at: now,
-                        promoted_at: None,
-                        expired_at: None,
-                        fingerprint: self.key.fingerprint(value.expose()),
-                    };
+                    let fingerprint = self.key.fingerprint(value.expose());
+                    let meta = new_version(version, rotation, now, fingerprint);
                     let json = serde_json::to_vec(&meta).map_err(|e| corrupt(&what, e))?;
                     versions
                         .insert(k, json.as_slice())

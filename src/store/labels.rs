@@ -1,12 +1,13 @@
 //! The label rules every store keeps on commit, in one pure function both backends call:
 //! a commit may not put one label on two versions (the store must never hold two `current`
 //! versions of a secret), may label only versions that exist, and moves the
-//! `promoted_at`/`expired_at` stamps as labels come and go.
+//! `promoted_at`/`expired_at` stamps as labels come and go. A stored version starts with
+//! none of them ([`new_version`]).
 
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use crate::domain::{Label, SecretRef, VersionMeta, VersionNo};
+use crate::domain::{Label, RotationId, SecretRef, VersionMeta, VersionNo};
 
 /// Applies a commit's label set to all of a secret's versions, after checking it.
 ///
@@ -48,6 +49,24 @@ pub(super) fn apply_labels(
         .collect())
 }
 
+/// The metadata of a version just stored: no label, so never promoted and not expired.
+pub(super) fn new_version(
+    version: VersionNo,
+    rotation: RotationId,
+    now: DateTime<Utc>,
+    fingerprint: String,
+) -> VersionMeta {
+    VersionMeta {
+        version,
+        rotation,
+        labels: Vec::new(),
+        created_at: now,
+        promoted_at: None,
+        expired_at: None,
+        fingerprint,
+    }
+}
+
 /// Applies a commit's label set to one version; returns whether anything changed.
 ///
 /// Labels are replaced wholesale. Losing the last label stamps `expired_at`; gaining
@@ -80,18 +99,13 @@ fn relabel(meta: &mut VersionMeta, labels: &[(VersionNo, Label)], now: DateTime<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::RotationId;
     use chrono::TimeZone as _;
 
     fn meta(version: VersionNo, labels: Vec<Label>) -> VersionMeta {
+        let created = Utc.timestamp_opt(0, 0).single().expect("time");
         VersionMeta {
-            version,
-            rotation: RotationId(version),
             labels,
-            created_at: Utc.timestamp_opt(0, 0).single().expect("time"),
-            promoted_at: None,
-            expired_at: None,
-            fingerprint: String::new(),
+            ..new_version(version, RotationId(version), created, String::new())
         }
     }
 

@@ -80,7 +80,7 @@ use vaultrs::client::{VaultClient, VaultClientSettings};
 use vaultrs::error::ClientError;
 
 use super::crypto::MasterKey;
-use super::labels::apply_labels;
+use super::labels::{apply_labels, new_version};
 use super::{Commit, ReadValue, Store, StoreError};
 use crate::domain::{HistoryRecord, Label, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
@@ -645,15 +645,8 @@ impl Store for VaultStore {
             };
 
             doc.format = DOC_FORMAT;
-            doc.versions.push(VersionMeta {
-                version,
-                rotation,
-                labels: Vec::new(),
-                created_at: now,
-                promoted_at: None,
-                expired_at: None,
-                fingerprint,
-            });
+            doc.versions
+                .push(new_version(version, rotation, now, fingerprint));
             doc.versions.sort_by_key(|m| m.version);
             prune_versions(&mut doc.versions);
             self.write_doc(secret, &doc, index).await
