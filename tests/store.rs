@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use common::store_contract::{self as contract, at, commit, labels_of, record, secret, value};
+use common::store_contract::{self as contract, at, commit, labels_of, put, record, secret, value};
 use futures::future::BoxFuture;
 use rotor::domain::{HistoryRecord, Label, Outcome, RotationId, SecretRef, VersionMeta, VersionNo};
 use rotor::generator::SecretValue;
@@ -67,46 +67,33 @@ impl contract::Reopen for Fixture {
 // ---------------------------------------------------------------------------------------
 // The `Store` contract, shared with tests/store_vault.rs.
 
-#[tokio::test]
-async fn values_round_trip_across_reopen() {
-    contract::values_round_trip_across_reopen(&mut Fixture::new()).await;
+/// One test per contract case, named after it, each on a fresh store: `store:` cases take
+/// the store, `reopen:` cases a [`Fixture`] they can close and open again.
+macro_rules! contract_cases {
+    (store: $($case:ident),* ; reopen: $($reopen_case:ident),* $(,)?) => {
+        $(#[tokio::test]
+        async fn $case() {
+            contract::$case(&open(&paths())).await;
+        })*
+        $(#[tokio::test]
+        async fn $reopen_case() {
+            contract::$reopen_case(&mut Fixture::new()).await;
+        })*
+    };
 }
 
-#[tokio::test]
-async fn fingerprints_match_for_equal_values_only() {
-    contract::fingerprints_match_for_equal_values_only(&open(&paths())).await;
-}
-
-#[tokio::test]
-async fn put_version_is_idempotent_per_rotation_and_conflicts_otherwise() {
-    contract::put_version_is_idempotent_per_rotation_and_conflicts_otherwise(&open(&paths())).await;
-}
-
-#[tokio::test]
-async fn labels_and_timestamps_follow_commits() {
-    contract::labels_and_timestamps_follow_commits(&open(&paths())).await;
-}
-
-#[tokio::test]
-async fn rollback_in_grace_keeps_the_original_promotion_time() {
-    contract::rollback_in_grace_keeps_the_original_promotion_time(&open(&paths())).await;
-}
-
-#[tokio::test]
-async fn invalid_commits_write_nothing() {
-    contract::invalid_commits_write_nothing(&open(&paths())).await;
-}
-
-#[tokio::test]
-async fn history_is_newest_first_limited_and_not_duplicated_by_replays() {
-    contract::history_is_newest_first_limited_and_not_duplicated_by_replays(&mut Fixture::new())
-        .await;
-}
-
-#[tokio::test]
-async fn secrets_lists_those_with_a_journal() {
-    contract::secrets_lists_those_with_a_journal(&open(&paths())).await;
-}
+contract_cases!(
+    store:
+        fingerprints_match_for_equal_values_only,
+        put_version_is_idempotent_per_rotation_and_conflicts_otherwise,
+        labels_and_timestamps_follow_commits,
+        rollback_in_grace_keeps_the_original_promotion_time,
+        invalid_commits_write_nothing,
+        secrets_lists_those_with_a_journal;
+    reopen:
+        values_round_trip_across_reopen,
+        history_is_newest_first_limited_and_not_duplicated_by_replays,
+);
 
 // ---------------------------------------------------------------------------------------
 // Encryption at rest and the master key.
@@ -165,10 +152,7 @@ async fn wrong_master_key_is_refused_at_open() {
     let s = secret("t", "k");
     {
         let store = open(&p);
-        store
-            .put_version(&s, 1, RotationId(1), &value("v"), at(0))
-            .await
-            .expect("put");
+        put(&store, &s, 1, "v", 0).await;
     }
     let other_key = p.key.with_file_name("other.key");
     rotor::store::crypto::MasterKey::load_or_create(&other_key).expect("second key");
@@ -228,10 +212,7 @@ async fn missing_key_is_created_0600_and_never_overwritten() {
     let s = secret("t", "k");
     {
         let store = open(&p);
-        store
-            .put_version(&s, 1, RotationId(1), &value("v"), at(0))
-            .await
-            .expect("put");
+        put(&store, &s, 1, "v", 0).await;
     }
     let mode = fs::metadata(&p.key).expect("key").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -468,10 +449,7 @@ async fn clear_faults_restores_writes() {
         Err(StoreError::Injected)
     ));
     store.clear_faults();
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .await
-        .expect("put");
+    put(&store, &s, 1, "a", 0).await;
     // Reads are never failed.
     store.fail_writes_after(0);
     assert_eq!(store.read_value(&s, 1).await.expect("read").expose(), b"a");

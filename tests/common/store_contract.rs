@@ -83,6 +83,14 @@ pub async fn commit(
         .await
 }
 
+/// Stores `text` as version `v` of `s`, created by rotation `v`, at `at(t)`; it must succeed.
+pub async fn put(store: &dyn Store, s: &SecretRef, v: VersionNo, text: &str, t: i64) {
+    store
+        .put_version(s, v, RotationId(v), &value(text), at(t))
+        .await
+        .expect("put");
+}
+
 /// Every (version, label) pair of `s`, sorted.
 pub async fn labels_of(store: &dyn Store, s: &SecretRef) -> Vec<(VersionNo, Label)> {
     let mut out: Vec<_> = store
@@ -104,14 +112,8 @@ pub async fn values_round_trip_across_reopen(fixture: &mut dyn Reopen) {
     let binary = SecretValue::from_bytes(vec![0xff, 0x00, 0x80]);
     {
         let store = fixture.store();
-        store
-            .put_version(&s, 1, RotationId(1), &value("first"), at(0))
-            .await
-            .expect("put");
-        store
-            .put_version(&s, 2, RotationId(2), &value("second"), at(1))
-            .await
-            .expect("put");
+        put(store, &s, 1, "first", 0).await;
+        put(store, &s, 2, "second", 1).await;
         store
             .put_version(&s, 3, RotationId(3), &binary, at(2))
             .await
@@ -161,18 +163,9 @@ pub async fn values_round_trip_across_reopen(fixture: &mut dyn Reopen) {
 
 pub async fn fingerprints_match_for_equal_values_only(store: &dyn Store) {
     let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("same"), at(0))
-        .await
-        .expect("put");
-    store
-        .put_version(&s, 2, RotationId(2), &value("same"), at(0))
-        .await
-        .expect("put");
-    store
-        .put_version(&s, 3, RotationId(3), &value("other"), at(0))
-        .await
-        .expect("put");
+    put(store, &s, 1, "same", 0).await;
+    put(store, &s, 2, "same", 0).await;
+    put(store, &s, 3, "other", 0).await;
     let v = store.versions(&s).await.expect("versions");
     assert_eq!(v[0].fingerprint, v[1].fingerprint);
     assert_ne!(v[0].fingerprint, v[2].fingerprint);
@@ -224,20 +217,14 @@ pub async fn put_version_is_idempotent_per_rotation_and_conflicts_otherwise(stor
 
 pub async fn labels_and_timestamps_follow_commits(store: &dyn Store) {
     let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .await
-        .expect("put");
+    put(store, &s, 1, "a", 0).await;
     commit(store, &s, &[(1, Label::Pending)], None, at(1))
         .await
         .expect("commit");
     commit(store, &s, &[(1, Label::Current)], None, at(2))
         .await
         .expect("commit");
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(10))
-        .await
-        .expect("put");
+    put(store, &s, 2, "b", 10).await;
     commit(
         store,
         &s,
@@ -273,10 +260,7 @@ pub async fn labels_and_timestamps_follow_commits(store: &dyn Store) {
     assert_eq!(v[1].expired_at, None);
 
     // A failed attempt: v3 staged, then discarded.
-    store
-        .put_version(&s, 3, RotationId(3), &value("c"), at(30))
-        .await
-        .expect("put");
+    put(store, &s, 3, "c", 30).await;
     commit(
         store,
         &s,
@@ -309,17 +293,11 @@ pub async fn labels_and_timestamps_follow_commits(store: &dyn Store) {
 
 pub async fn rollback_in_grace_keeps_the_original_promotion_time(store: &dyn Store) {
     let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .await
-        .expect("put");
+    put(store, &s, 1, "a", 0).await;
     commit(store, &s, &[(1, Label::Current)], None, at(1))
         .await
         .expect("commit");
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(2))
-        .await
-        .expect("put");
+    put(store, &s, 2, "b", 2).await;
     commit(
         store,
         &s,
@@ -348,10 +326,7 @@ pub async fn rollback_in_grace_keeps_the_original_promotion_time(store: &dyn Sto
 /// is refused and changes nothing: journal, versions, labels and history stay.
 pub async fn invalid_commits_write_nothing(store: &dyn Store) {
     let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .await
-        .expect("put");
+    put(store, &s, 1, "a", 0).await;
     commit(store, &s, &[(1, Label::Current)], None, at(1))
         .await
         .expect("commit");
@@ -372,10 +347,7 @@ pub async fn invalid_commits_write_nothing(store: &dyn Store) {
         matches!(err, StoreError::NoSuchVersion { version: 9, .. }),
         "{err}"
     );
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(3))
-        .await
-        .expect("put");
+    put(store, &s, 2, "b", 3).await;
     let versions_2 = store.versions(&s).await.expect("versions");
     let err = commit(
         store,
@@ -406,10 +378,7 @@ pub async fn history_is_newest_first_limited_and_not_duplicated_by_replays(
     let other = secret("t", "other");
     let all = {
         let store = fixture.store();
-        store
-            .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-            .await
-            .expect("put");
+        put(store, &s, 1, "a", 0).await;
         for i in 1..=5u64 {
             let rec = record(i, Some(i), i + 1, i as i64 * 10);
             commit(store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64))
@@ -449,10 +418,7 @@ pub async fn secrets_lists_those_with_a_journal(store: &dyn Store) {
     let c = secret("tenant2", "jwt");
     let d = secret("tenant2", "no_journal");
     for s in [&c, &a, &b, &d] {
-        store
-            .put_version(s, 1, RotationId(1), &value("x"), at(0))
-            .await
-            .expect("put");
+        put(store, s, 1, "x", 0).await;
     }
     for s in [&c, &a, &b] {
         commit(store, s, &[(1, Label::Current)], None, at(1))
