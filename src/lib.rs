@@ -28,6 +28,7 @@
 //! - [`api`]: the admin HTTP API over an [`api::Admin`] backend.
 //! - [`cli`]: the `rotor` command line.
 //! - [`process`]: process hardening at start-up (no core dumps).
+//! - `testing` (tests and the `test-util` feature only): the one `eventually` wait.
 
 pub mod actors;
 pub mod api;
@@ -48,4 +49,6 @@ pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod target;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod watch;

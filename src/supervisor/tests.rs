@@ -15,6 +15,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::*;
 use crate::actors::panic_hook::install_quiet_panic_hook;
+use crate::testing::eventually;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -27,22 +28,6 @@ pub(crate) fn init() {
         .with_env_filter("rotor=debug")
         .try_init();
     install_quiet_panic_hook();
-}
-
-/// Polls `check` until it holds or `timeout` (virtual time) passes, then asserts it.
-pub(crate) async fn eventually<F, Fut>(what: &str, timeout: Duration, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(check().await, "not true within {timeout:?}: {what}");
 }
 
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
@@ -213,7 +198,7 @@ async fn crash_and_wait_restart(
     let old = lookup(sup, id).await.expect("child is running");
     let old_incarnation = ping(&old).await;
     old.send_message(msg()).unwrap();
-    eventually("child restarted", WAIT, || async {
+    eventually(WAIT, "child restarted", || async {
         lookup(sup, id)
             .await
             .is_some_and(|new| new.get_id() != old.get_id())
@@ -226,7 +211,7 @@ async fn crash_and_wait_restart(
 
 /// Waits until child `id` is gone from the table or waits for a restart.
 async fn wait_until_not_running(sup: &ActorRef<SupervisorMsg>, id: &str) {
-    eventually("child is not running", WAIT, || async {
+    eventually(WAIT, "child is not running", || async {
         lookup_child(sup, id).await.unwrap().is_none()
     })
     .await;
@@ -278,7 +263,7 @@ async fn transient_child_is_not_restarted_after_normal_stop() {
             .await;
 
     send(&sup, "t", ChildMsg::Stop).await;
-    eventually("child removed", WAIT, || async {
+    eventually(WAIT, "child removed", || async {
         which_children(&sup).await.unwrap().is_empty()
     })
     .await;
@@ -302,7 +287,7 @@ async fn transient_child_is_restarted_after_kill() {
     let (sup, _) = supervise_one("t", Restart::Transient).await;
     let old = lookup(&sup, "t").await.unwrap();
     old.kill();
-    eventually("killed child restarted", WAIT, || async {
+    eventually(WAIT, "killed child restarted", || async {
         lookup(&sup, "t")
             .await
             .is_some_and(|new| new.get_id() != old.get_id())
@@ -476,14 +461,14 @@ async fn supervisor_keeps_answering_while_a_restart_waits() {
         .await;
 
     send(&sup, "a", ChildMsg::Panic).await;
-    eventually("child waits for its restart", WAIT, || async {
+    eventually(WAIT, "child waits for its restart", || async {
         which_children(&sup).await.unwrap()[0].alive.eq(&false)
     })
     .await;
     // Still inside the 600 s backoff, and the supervisor answers.
     assert!(lookup_child(&sup, "a").await.unwrap().is_none());
     tokio::time::sleep(Duration::from_secs(601)).await;
-    eventually("child restarted after the backoff", WAIT, || async {
+    eventually(WAIT, "child restarted after the backoff", || async {
         lookup_child(&sup, "a").await.unwrap().is_some()
     })
     .await;
@@ -555,7 +540,7 @@ async fn exceeding_intensity_fails_the_supervisor_and_its_parent_restarts_it() {
     crash_and_wait_restart(&inner, "w", || ChildMsg::Panic).await; // restart 1: allowed
     send(&inner, "w", ChildMsg::Panic).await; // 2 > 1
 
-    eventually("parent restarted the inner supervisor", WAIT, || async {
+    eventually(WAIT, "parent restarted the inner supervisor", || async {
         lookup_child(&parent, "inner")
             .await
             .unwrap()
@@ -598,7 +583,7 @@ async fn restart_start_failures_count_towards_intensity() {
 
     probe.fail_start.store(true, Ordering::SeqCst);
     send(&inner, "w", ChildMsg::Panic).await;
-    eventually("inner supervisor gave up", WAIT, || async {
+    eventually(WAIT, "inner supervisor gave up", || async {
         events
             .lock()
             .unwrap()
@@ -694,7 +679,7 @@ async fn timers_of_crashed_children_do_not_leak() {
         crash_and_wait_restart(&sup, "a", || ChildMsg::Panic).await;
     }
     // Without the guard every crashed incarnation's timer task would still hold a clone.
-    eventually("old timers were aborted", WAIT, || async {
+    eventually(WAIT, "old timers were aborted", || async {
         Arc::strong_count(&probe.timer_token) == baseline
     })
     .await;
@@ -752,7 +737,7 @@ async fn timer_guard_delivers_when_kept_and_cancels_when_dropped_or_rearmed() {
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert_eq!(received.load(Ordering::SeqCst), 0);
     tokio::time::sleep(Duration::from_secs(12)).await;
-    eventually("kept and re-armed timers fired", WAIT, || async {
+    eventually(WAIT, "kept and re-armed timers fired", || async {
         received.load(Ordering::SeqCst) == 11
     })
     .await;
@@ -773,7 +758,7 @@ async fn abort_on_drop_ends_the_task_with_its_holder() {
     assert!(!task.is_finished());
     assert_eq!(Arc::strong_count(&token), 2);
     drop(task);
-    eventually("the aborted task dropped what it held", WAIT, || async {
+    eventually(WAIT, "the aborted task dropped what it held", || async {
         Arc::strong_count(&token) == 1
     })
     .await;
