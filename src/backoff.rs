@@ -144,7 +144,10 @@ mod tests {
         // 100 + 200 + 400 + 400 + 400
         assert_eq!(b.total_delay(5), ms(1_500));
         assert_eq!(b.total_delay(u32::MAX), ms(400) * u32::MAX - ms(500));
-        assert_eq!(ExponentialBackoff::NONE.total_delay(u32::MAX), Duration::ZERO);
+        assert_eq!(
+            ExponentialBackoff::NONE.total_delay(u32::MAX),
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -13,7 +13,6 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::Diagnostics;
-use super::model::HttpUrl;
 use crate::duration::parse_duration;
 use crate::schedule::validate_cron;
 
@@ -32,38 +31,6 @@ pub(crate) struct Validator<'d, 's> {
 /// `path.key`: the key path of `key` inside the table at `path`.
 pub(crate) fn join(path: &str, key: &str) -> String {
     format!("{path}.{key}")
-}
-
-/// `http[s]://host[:port]/path`: the URLs a reload action takes.
-pub(crate) fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
-    let (tls, rest) = match (text.strip_prefix("http://"), text.strip_prefix("https://")) {
-        (Some(rest), _) => (false, rest),
-        (_, Some(rest)) => (true, rest),
-        _ => return Err("must start with http:// or https://".to_owned()),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return Err("must name a host, e.g. http://127.0.0.1:3000/-/reload".to_owned());
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
-            Ok(port) if port > 0 => (h, port),
-            _ => return Err(format!("has a bad port {p:?}")),
-        },
-        _ => (authority, if tls { 443 } else { 80 }),
-    };
-    if host.is_empty() || path.contains(char::is_whitespace) {
-        return Err("is not a valid URL".to_owned());
-    }
-    Ok(HttpUrl {
-        tls,
-        host: host.to_owned(),
-        port,
-        path: path.to_owned(),
-    })
 }
 
 impl Validator<'_, '_> {

@@ -37,16 +37,16 @@ use std::path::Path;
 use toml::de::DeTable;
 
 pub use check::check_http_url;
-pub(crate) use check::{Validator, join, parse_http_url};
+pub(crate) use check::{Validator, join};
 pub use env::{
     MOUNT_PATH as ENV_MOUNT_PATH, POLL_INTERVAL as ENV_POLL_INTERVAL,
     WATCH_ENABLED as ENV_WATCH_ENABLED,
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    CacheConfig, ChannelConfig, Config, ExpireAfter, HttpUrl, MetricsConfig, MountConfig,
-    NotifyConfig, Policy, PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig,
-    ServerConfig, StoreConfig, UrlSource, WatchConfig,
+    CacheConfig, ChannelConfig, Config, ExpireAfter, MetricsConfig, MountConfig, NotifyConfig,
+    Policy, PublishConfig, RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, UrlSource,
+    WatchConfig,
 };
 pub(crate) use schema::{Field, Ty, f};
 

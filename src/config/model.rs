@@ -13,6 +13,7 @@ use crate::generator::GeneratorSpec;
 use crate::schedule::Schedule;
 use crate::store::vault::VaultSettings;
 use crate::target::TargetConfig;
+use crate::watch::reload::config::ReloadConfig;
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,72 +115,6 @@ pub struct MountConfig {
     pub reload: Option<ReloadConfig>,
     /// Visible file name to the secret it holds (`files = { "db" = "tenant1/db" }`).
     pub files: BTreeMap<String, SecretRef>,
-}
-
-/// A mount's reload action, with its retry budget.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadConfig {
-    pub action: ReloadAction,
-    /// Attempts before a reload is reported as failed (1 = no retry).
-    pub max_attempts: u32,
-    /// Wait before the first retry; doubles with each further one.
-    pub backoff: Duration,
-}
-
-/// How a workload is told to reload its secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReloadAction {
-    /// An HTTP/1.1 request to `http://` or `https://`.
-    Http {
-        url: HttpUrl,
-        method: String,
-        /// `https://` only: a PEM CA bundle trusted besides the system's roots.
-        ca_file: Option<PathBuf>,
-        timeout: Duration,
-        /// The status that counts as success; any 2xx when `None`.
-        expected_status: Option<u16>,
-    },
-    /// A signal to the process whose pid is in `pid_file` (read at every reload).
-    Signal {
-        /// Canonical name, e.g. `SIGHUP`.
-        name: String,
-        number: i32,
-        pid_file: PathBuf,
-    },
-    /// A command (argv, no shell), killed after `timeout`.
-    Exec {
-        command: Vec<String>,
-        timeout: Duration,
-    },
-}
-
-impl ReloadAction {
-    /// The action's `type` (`http`, `signal` or `exec`): a bounded metric label.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            ReloadAction::Http { .. } => "http",
-            ReloadAction::Signal { .. } => "signal",
-            ReloadAction::Exec { .. } => "exec",
-        }
-    }
-}
-
-/// A parsed `http[s]://host:port/path` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl {
-    /// `https://`: the request goes over TLS.
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// Path and query, starting with `/`.
-    pub path: String,
-}
-
-impl std::fmt::Display for HttpUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls { "https" } else { "http" };
-        write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
-    }
 }
 
 /// A directory rotor writes the current version of some secrets into, the way kubelet

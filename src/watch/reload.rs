@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::config::{HttpUrl, ReloadAction};
+use self::config::{HttpUrl, ReloadAction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
