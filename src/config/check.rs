@@ -1,7 +1,7 @@
 //! The checking API every part of the configuration is validated with: the document's
 //! [`Diagnostics`], the key paths stage one already reported (pruned), and the shared
 //! checks of values (durations, integers in a range, file paths, CA files, time zones,
-//! cron expressions, URLs). Each integration's own `config` module (targets, stores,
+//! cron expressions). Each integration's own `config` module (targets, stores,
 //! notifier channels, reload actions) validates its keys through a [`Validator`], so every
 //! problem lands in the one list `rotor check` prints.
 
@@ -184,17 +184,5 @@ impl Validator<'_, '_> {
             }
             Some(_) => self.non_empty_path(&key_path, value.as_ref(), ""),
         }
-    }
-}
-
-/// Whether `url` is a URL the notifier can post to (`http(s)://host[:port]/...`).
-pub fn check_http_url(url: &str) -> Result<(), String> {
-    let uri = url
-        .trim()
-        .parse::<hyper::Uri>()
-        .map_err(|_| "is not a URL such as \"http://relay.local:8080/hook\"".to_owned())?;
-    match uri.scheme_str() {
-        Some("http" | "https") if uri.authority().is_some() => Ok(()),
-        _ => Err("must be an http:// or https:// URL with a host, such as \"https://hooks.slack.com/services/...\"".to_owned()),
     }
 }

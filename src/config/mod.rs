@@ -36,7 +36,6 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
-pub use check::check_http_url;
 pub(crate) use check::{Validator, join};
 pub use env::{
     MOUNT_PATH as ENV_MOUNT_PATH, POLL_INTERVAL as ENV_POLL_INTERVAL,
@@ -44,9 +43,8 @@ pub use env::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    CacheConfig, ChannelConfig, Config, ExpireAfter, MetricsConfig, MountConfig, NotifyConfig,
-    Policy, PublishConfig, RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, UrlSource,
-    WatchConfig,
+    CacheConfig, Config, ExpireAfter, MetricsConfig, MountConfig, Policy, PublishConfig,
+    RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, WatchConfig,
 };
 pub(crate) use schema::{Field, Ty, f};
 

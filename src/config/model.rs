@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
+use crate::notify::config::NotifyConfig;
 use crate::schedule::Schedule;
 use crate::store::vault::VaultSettings;
 use crate::target::TargetConfig;
@@ -165,63 +166,4 @@ pub struct MetricsConfig {
     /// Per-secret series (`tenant`, `key` labels). Off by default: at 100,000 secrets a
     /// per-secret counter plus histogram is about 170 MB of text per scrape.
     pub per_secret: bool,
-}
-
-/// One `[[notify]]` channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotifyConfig {
-    /// Unique; the `channel` label of its metrics. Defaults to `<type>` or `<type>-<n>`.
-    pub name: String,
-    pub channel: ChannelConfig,
-    /// Event kinds taken ([`crate::notify::EVENT_KINDS`]); empty means all.
-    pub events: Vec<String>,
-    pub min_severity: crate::notify::Severity,
-    /// Events waiting for delivery; more are dropped (and counted).
-    pub queue_capacity: usize,
-    /// Attempts per event, the first included.
-    pub max_attempts: u32,
-    pub retry_backoff: Duration,
-    pub retry_backoff_max: Duration,
-    /// Per attempt (connect and response).
-    pub timeout: Duration,
-    /// A CA (PEM) to trust for an `https://` receiver, besides the system's roots.
-    pub ca_file: Option<PathBuf>,
-}
-
-/// Where a channel delivers. URLs and keys may be credentials: never log them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChannelConfig {
-    /// Structured log lines.
-    Log,
-    /// A Slack-compatible incoming webhook; the URL inline or read from a file at start.
-    Slack { url: UrlSource },
-    /// A generic JSON webhook signed with the key in `secret_file`.
-    Webhook {
-        url: UrlSource,
-        secret_file: PathBuf,
-    },
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub enum UrlSource {
-    Inline(String),
-    /// Read (and trimmed) when the notifier starts.
-    File(PathBuf),
-}
-
-impl std::fmt::Debug for UrlSource {
-    // A webhook URL is a credential (Slack's path is its token): Debug shows the host only.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UrlSource::Inline(u) => {
-                let host = u
-                    .parse::<hyper::Uri>()
-                    .ok()
-                    .and_then(|u| u.authority().map(|a| a.to_string()))
-                    .unwrap_or_default();
-                write!(f, "Inline(http://{host}/…)")
-            }
-            UrlSource::File(p) => write!(f, "File({})", p.display()),
-        }
-    }
 }

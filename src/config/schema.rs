@@ -153,45 +153,6 @@ const METRICS: &[Field] = &[f("per_secret", Ty::Bool)];
 
 const CACHE: &[Field] = &[f("ttl", Ty::Duration), f("max_entries", Ty::Int)];
 
-const NOTIFY_LOG: &[Field] = &[
-    f("name", Ty::Str),
-    f("events", Ty::StrList),
-    f("min_severity", Ty::Str),
-];
-const NOTIFY_SLACK: &[Field] = &[
-    f("name", Ty::Str),
-    f("events", Ty::StrList),
-    f("min_severity", Ty::Str),
-    f("url", Ty::Str),
-    f("url_file", Ty::Str),
-    f("ca_file", Ty::Str),
-    f("queue_capacity", Ty::Int),
-    f("max_attempts", Ty::Int),
-    f("retry_backoff", Ty::Duration),
-    f("retry_backoff_max", Ty::Duration),
-    f("timeout", Ty::Duration),
-];
-const NOTIFY_WEBHOOK: &[Field] = &[
-    f("name", Ty::Str),
-    f("events", Ty::StrList),
-    f("min_severity", Ty::Str),
-    f("url", Ty::Str),
-    f("url_file", Ty::Str),
-    f("secret_file", Ty::Str),
-    f("ca_file", Ty::Str),
-    f("queue_capacity", Ty::Int),
-    f("max_attempts", Ty::Int),
-    f("retry_backoff", Ty::Duration),
-    f("retry_backoff_max", Ty::Duration),
-    f("timeout", Ty::Duration),
-];
-
-pub(super) const NOTIFY_TYPES: &[(&str, &[Field])] = &[
-    ("log", NOTIFY_LOG),
-    ("slack", NOTIFY_SLACK),
-    ("webhook", NOTIFY_WEBHOOK),
-];
-
 /// The whole document.
 pub(super) const ROOT: &[Field] = &[
     f("server", Ty::Table(SERVER)),
@@ -215,7 +176,7 @@ pub(super) const ROOT: &[Field] = &[
         "notify",
         Ty::TaggedList {
             what: "notify channel",
-            variants: NOTIFY_TYPES,
+            variants: crate::notify::config::TYPES,
         },
     ),
     f("metrics", Ty::Table(METRICS)),
