@@ -1,9 +1,11 @@
 //! The checking API every part of the configuration is validated with: the document's
 //! [`Diagnostics`], the key paths stage one already reported (pruned), and the shared
 //! checks of values (durations, integers in a range, file paths, CA files, time zones,
-//! cron expressions). Each integration's own `config` module (targets, stores,
-//! notifier channels, reload actions) validates its keys through a [`Validator`], so every
-//! problem lands in the one list `rotor check` prints.
+//! cron expressions, `file = "tenant/key"` pairs). Each integration's own `config` module
+//! (targets, stores, notifier channels, reload actions, publish destinations) validates its
+//! keys through a [`Validator`], so every problem lands in the one list `rotor check`
+//! prints; the secrets they name come back as [`SecretMention`]s for the config module's
+//! cross-reference check.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::Diagnostics;
+use crate::domain::SecretRef;
 use crate::duration::parse_duration;
 use crate::schedule::validate_cron;
 
@@ -21,6 +24,14 @@ pub(crate) struct Reported;
 
 /// Absent (`Ok(None)`), valid (`Ok(Some)`) or bad and reported (`Err`).
 pub(crate) type Checked<T> = Result<Option<T>, Reported>;
+
+/// A `tenant/key` written in a mount's `files` or a `[[publish]]` table, checked against
+/// the managed secrets once those are known.
+pub(crate) struct SecretMention {
+    pub(crate) span: Range<usize>,
+    pub(crate) key: String,
+    pub(crate) secret: SecretRef,
+}
 
 /// Stage two's view of the document: where problems go, and which keys stage one removed.
 pub(crate) struct Validator<'d, 's> {
@@ -34,6 +45,36 @@ pub(crate) fn join(path: &str, key: &str) -> String {
 }
 
 impl Validator<'_, '_> {
+    /// One `file name = "tenant/key"` pair of a mount's `files` or a `[[publish]]` table.
+    pub(crate) fn file_mapping(
+        &mut self,
+        key: &str,
+        name_span: Range<usize>,
+        name: &str,
+        secret: &str,
+        secret_span: Range<usize>,
+    ) -> Option<(String, SecretRef)> {
+        if name.is_empty() || name.contains('/') || name.starts_with("..") {
+            self.diag.value(
+                name_span,
+                key,
+                "is a file name in the mount: not empty, no '/', and not starting with \"..\" (kubelet's own entries)",
+            );
+            return None;
+        }
+        match SecretRef::parse(secret) {
+            Some(s) => Some((name.to_owned(), s)),
+            None => {
+                self.diag.value(
+                    secret_span,
+                    key,
+                    "must name a secret as \"tenant/key\" (lowercase identifiers)",
+                );
+                None
+            }
+        }
+    }
+
     /// Reports a required key that is missing, unless stage one already reported (and
     /// removed) it.
     pub(crate) fn missing(

@@ -36,15 +36,15 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
-pub(crate) use check::{Validator, join};
+pub(crate) use check::{SecretMention, Validator, join};
 pub use env::{
     MOUNT_PATH as ENV_MOUNT_PATH, POLL_INTERVAL as ENV_POLL_INTERVAL,
     WATCH_ENABLED as ENV_WATCH_ENABLED,
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    CacheConfig, Config, ExpireAfter, MetricsConfig, MountConfig, Policy, PublishConfig,
-    RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, WatchConfig,
+    CacheConfig, Config, ExpireAfter, MetricsConfig, MountConfig, Policy, RuntimeConfig,
+    SecretConfig, ServerConfig, StoreConfig, WatchConfig,
 };
 pub(crate) use schema::{Field, Ty, f};
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
 use crate::notify::config::NotifyConfig;
+use crate::publish::config::PublishConfig;
 use crate::schedule::Schedule;
 use crate::store::vault::VaultSettings;
 use crate::target::TargetConfig;
@@ -116,17 +117,6 @@ pub struct MountConfig {
     pub reload: Option<ReloadConfig>,
     /// Visible file name to the secret it holds (`files = { "db" = "tenant1/db" }`).
     pub files: BTreeMap<String, SecretRef>,
-}
-
-/// A directory rotor writes the current version of some secrets into, the way kubelet
-/// updates a secret volume (a local stand-in for the CSI driver).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishConfig {
-    pub path: PathBuf,
-    /// File name to secret, in file name order.
-    pub files: BTreeMap<String, SecretRef>,
-    /// How often the store is checked for a new current version.
-    pub interval: Duration,
 }
 
 /// A named rotation policy.

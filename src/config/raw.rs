@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::notify::config::RawNotify;
+use crate::publish::config::RawPublish;
 use crate::store::embedded::config::RawEmbedded;
 use crate::store::vault::config::RawVault;
 use crate::target::config::RawTarget;
@@ -163,23 +164,6 @@ pub(super) struct RawMount {
     pub reload: Option<S<RawReload>>,
     /// Visible file name to `tenant/key`.
     pub files: Option<S<BTreeMap<String, S<String>>>>,
-}
-
-/// `[[publish]]`: a directory rotor writes the current versions into, kubelet style.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawPublish {
-    pub path: Option<S<String>>,
-    /// An array of `tenant/key` (file name = key) or a table file name -> `tenant/key`.
-    pub secrets: Option<S<RawPublishSecrets>>,
-    pub interval: Option<S<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum RawPublishSecrets {
-    List(Vec<String>),
-    Map(BTreeMap<String, String>),
 }
 
 #[derive(Debug, Deserialize)]

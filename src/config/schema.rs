@@ -83,12 +83,6 @@ const MOUNT: &[Field] = &[
     f("files", Ty::StrMap),
 ];
 
-const PUBLISH: &[Field] = &[
-    f("path", Ty::Str),
-    f("secrets", Ty::StrListOrMap),
-    f("interval", Ty::Duration),
-];
-
 const WINDOW: &[Field] = &[
     f("cron", Ty::Str),
     f("duration", Ty::Duration),
@@ -169,7 +163,7 @@ pub(super) const ROOT: &[Field] = &[
     f("runtime", Ty::Table(RUNTIME)),
     f("watch", Ty::Table(WATCH)),
     f("mounts", Ty::TableList(MOUNT)),
-    f("publish", Ty::TableList(PUBLISH)),
+    f("publish", Ty::TableList(crate::publish::config::FIELDS)),
     f("policies", Ty::NamedTables(POLICY)),
     f("secrets", Ty::TableList(SECRET)),
     f(

@@ -12,17 +12,14 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::check::{Validator, join};
+use super::check::{SecretMention, Validator, join};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    CacheConfig, Config, MetricsConfig, MountConfig, Policy, PublishConfig, RuntimeConfig,
-    SecretConfig, ServerConfig, StoreConfig, WatchConfig,
+    CacheConfig, Config, MetricsConfig, MountConfig, Policy, RuntimeConfig, SecretConfig,
+    ServerConfig, StoreConfig, WatchConfig,
 };
-use super::raw::{
-    RawCache, RawConfig, RawMount, RawPublish, RawPublishSecrets, RawRuntime, RawSecret, RawServer,
-    RawStore,
-};
+use super::raw::{RawCache, RawConfig, RawMount, RawRuntime, RawSecret, RawServer, RawStore};
 use crate::domain::{SecretRef, validate_ident};
 use crate::duration::format_duration;
 use crate::target::TargetConfig;
@@ -43,15 +40,6 @@ const MAX_CACHE_ENTRIES: (i64, i64) = (0, 10_000_000);
 const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_RELOADS_PER_MINUTE: u32 = 60;
 const MAX_RELOADS_PER_MINUTE: (i64, i64) = (1, 100_000);
-const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A `tenant/key` written in a mount's `files` or a `[[publish]]` table, checked against
-/// the managed secrets once those are known.
-struct SecretMention {
-    span: Range<usize>,
-    key: String,
-    secret: SecretRef,
-}
 
 /// Validates `raw`. The returned config is only meaningful if `diag` stayed empty: parts
 /// that failed are replaced by defaults so that the remaining parts can still be checked.
@@ -85,7 +73,7 @@ pub(super) fn validate(
     };
     let mut mentions = Vec::new();
     let mounts = v.mounts(&raw.mounts, &mut mentions);
-    let publish = v.publish(&raw.publish, &mut mentions);
+    let publish = crate::publish::config::validate(&mut v, &raw.publish, &mut mentions);
     let (policies, broken) = v.policies(&raw.policies);
     let secrets = v.secrets(&raw.secrets, &policies, &broken);
     v.managed(&mentions, &secrets);
@@ -347,136 +335,6 @@ impl Validator<'_, '_> {
                 reload,
                 files,
             });
-        }
-        out
-    }
-
-    /// One `file name = "tenant/key"` pair of a mount's `files` or a `[[publish]]` table.
-    fn file_mapping(
-        &mut self,
-        key: &str,
-        name_span: Range<usize>,
-        name: &str,
-        secret: &str,
-        secret_span: Range<usize>,
-    ) -> Option<(String, SecretRef)> {
-        if name.is_empty() || name.contains('/') || name.starts_with("..") {
-            self.diag.value(
-                name_span,
-                key,
-                "is a file name in the mount: not empty, no '/', and not starting with \"..\" (kubelet's own entries)",
-            );
-            return None;
-        }
-        match SecretRef::parse(secret) {
-            Some(s) => Some((name.to_owned(), s)),
-            None => {
-                self.diag.value(
-                    secret_span,
-                    key,
-                    "must name a secret as \"tenant/key\" (lowercase identifiers)",
-                );
-                None
-            }
-        }
-    }
-
-    fn publish(
-        &mut self,
-        raw: &[Spanned<RawPublish>],
-        mentions: &mut Vec<SecretMention>,
-    ) -> Vec<PublishConfig> {
-        let mut out = Vec::new();
-        let mut seen: HashMap<PathBuf, usize> = HashMap::new();
-        for (i, spanned) in raw.iter().enumerate() {
-            let path = format!("publish[{i}]");
-            let p = spanned.get_ref();
-            let dir = match &p.path {
-                None => {
-                    self.missing(
-                        Some(spanned.span()),
-                        &join(&path, "path"),
-                        "missing key `path`: the directory to publish into, e.g. \"demo/mnt/secrets\"",
-                    );
-                    None
-                }
-                Some(d) if d.get_ref().trim().is_empty() => {
-                    self.diag
-                        .value(d.span(), &join(&path, "path"), "must not be empty");
-                    None
-                }
-                Some(d) => {
-                    let dir = PathBuf::from(d.get_ref());
-                    if let Some(first) = seen.insert(dir.clone(), i) {
-                        self.diag.value(
-                            d.span(),
-                            &join(&path, "path"),
-                            format!("is already published by publish[{first}]"),
-                        );
-                    }
-                    Some(dir)
-                }
-            };
-            let interval = self.duration_or(
-                &join(&path, "interval"),
-                p.interval.as_ref(),
-                DEFAULT_PUBLISH_INTERVAL,
-            );
-            let mut files = BTreeMap::new();
-            match &p.secrets {
-                None => self.missing(
-                    Some(spanned.span()),
-                    &join(&path, "secrets"),
-                    "missing key `secrets`: [\"tenant/key\", ...] (file name = key) or { \"file\" = \"tenant/key\" }",
-                ),
-                Some(list) => {
-                    let span = list.span();
-                    let pairs: Vec<(String, String, String)> = match list.get_ref() {
-                        RawPublishSecrets::List(items) => items
-                            .iter()
-                            .enumerate()
-                            .map(|(j, s)| {
-                                let name = s.split_once('/').map_or(s.as_str(), |(_, k)| k);
-                                (format!("{path}.secrets[{j}]"), name.to_owned(), s.clone())
-                            })
-                            .collect(),
-                        RawPublishSecrets::Map(map) => map
-                            .iter()
-                            .map(|(name, s)| {
-                                (format!("{path}.secrets.{name}"), name.clone(), s.clone())
-                            })
-                            .collect(),
-                    };
-                    for (key, name, secret) in pairs {
-                        let Some((name, secret)) =
-                            self.file_mapping(&key, span.clone(), &name, &secret, span.clone())
-                        else {
-                            continue;
-                        };
-                        if files.contains_key(&name) {
-                            self.diag.value(
-                                span.clone(),
-                                &key,
-                                format!("file name {name:?} is used twice in this directory; use the table form to name files"),
-                            );
-                            continue;
-                        }
-                        mentions.push(SecretMention {
-                            span: span.clone(),
-                            key,
-                            secret: secret.clone(),
-                        });
-                        files.insert(name, secret);
-                    }
-                }
-            }
-            if let Some(dir) = dir {
-                out.push(PublishConfig {
-                    path: dir,
-                    files,
-                    interval,
-                });
-            }
         }
         out
     }
