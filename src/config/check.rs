@@ -135,6 +135,23 @@ impl Validator<'_, '_> {
         }
     }
 
+    /// An integer in `range` with a default when absent; a bad value yields the default
+    /// too (and has been reported, so the config will be refused anyway). The range is
+    /// within `T`'s, so the conversion does not fail.
+    pub(crate) fn int_or<T: TryFrom<i64>>(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<i64>>,
+        range: (i64, i64),
+        what: &str,
+        default: T,
+    ) -> T {
+        match self.int_in(path, value, range, what) {
+            Ok(Some(n)) => T::try_from(n).unwrap_or(default),
+            Ok(None) | Err(Reported) => default,
+        }
+    }
+
     /// An optional `ca_file` (PEM CA bundle): a non-empty path, refused when the URL it
     /// would verify is plain http.
     pub(crate) fn ca_file(

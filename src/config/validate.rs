@@ -58,18 +58,15 @@ pub(super) fn validate(
             .as_ref()
             .and_then(|w| w.get_ref().enabled.as_ref())
             .is_none_or(|e| *e.get_ref()),
-        max_reloads_per_minute: v
-            .int_in(
-                "watch.max_reloads_per_minute",
-                raw.watch
-                    .as_ref()
-                    .and_then(|w| w.get_ref().max_reloads_per_minute.as_ref()),
-                MAX_RELOADS_PER_MINUTE,
-                "max_reloads_per_minute",
-            )
-            .ok()
-            .flatten()
-            .map_or(DEFAULT_MAX_RELOADS_PER_MINUTE, |n| n as u32),
+        max_reloads_per_minute: v.int_or(
+            "watch.max_reloads_per_minute",
+            raw.watch
+                .as_ref()
+                .and_then(|w| w.get_ref().max_reloads_per_minute.as_ref()),
+            MAX_RELOADS_PER_MINUTE,
+            "max_reloads_per_minute",
+            DEFAULT_MAX_RELOADS_PER_MINUTE,
+        ),
     };
     let mut mentions = Vec::new();
     let mounts = v.mounts(&raw.mounts, &mut mentions);
@@ -164,31 +161,25 @@ impl Validator<'_, '_> {
                 ),
             );
         }
-        let max_entries = self
-            .int_in(
-                "cache.max_entries",
-                raw.and_then(|r| r.max_entries.as_ref()),
-                MAX_CACHE_ENTRIES,
-                "the number of cached values (0 turns the cache off)",
-            )
-            .ok()
-            .flatten()
-            .map_or(default.max_entries, |n| n as usize);
+        let max_entries = self.int_or(
+            "cache.max_entries",
+            raw.and_then(|r| r.max_entries.as_ref()),
+            MAX_CACHE_ENTRIES,
+            "the number of cached values (0 turns the cache off)",
+            default.max_entries,
+        );
         CacheConfig { ttl, max_entries }
     }
 
     fn runtime(&mut self, raw: Option<&Spanned<RawRuntime>>) -> RuntimeConfig {
         let raw = raw.map(|r| r.get_ref());
-        let max_concurrent_rotations = self
-            .int_in(
-                "runtime.max_concurrent_rotations",
-                raw.and_then(|r| r.max_concurrent_rotations.as_ref()),
-                MAX_CONCURRENT_ROTATIONS,
-                "the number of concurrent rotations",
-            )
-            .ok()
-            .flatten()
-            .map_or(DEFAULT_MAX_CONCURRENT_ROTATIONS, |n| n as usize);
+        let max_concurrent_rotations = self.int_or(
+            "runtime.max_concurrent_rotations",
+            raw.and_then(|r| r.max_concurrent_rotations.as_ref()),
+            MAX_CONCURRENT_ROTATIONS,
+            "the number of concurrent rotations",
+            DEFAULT_MAX_CONCURRENT_ROTATIONS,
+        );
         let shutdown_timeout = self.duration_or(
             "runtime.shutdown_timeout",
             raw.and_then(|r| r.shutdown_timeout.as_ref()),

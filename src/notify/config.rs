@@ -22,33 +22,28 @@ const NOTIFY_LOG: &[Field] = &[
     f("events", Ty::StrList),
     f("min_severity", Ty::Str),
 ];
-const NOTIFY_SLACK: &[Field] = &[
-    f("name", Ty::Str),
-    f("events", Ty::StrList),
-    f("min_severity", Ty::Str),
-    f("url", Ty::Str),
-    f("url_file", Ty::Str),
-    f("ca_file", Ty::Str),
-    f("queue_capacity", Ty::Int),
-    f("max_attempts", Ty::Int),
-    f("retry_backoff", Ty::Duration),
-    f("retry_backoff_max", Ty::Duration),
-    f("timeout", Ty::Duration),
-];
-const NOTIFY_WEBHOOK: &[Field] = &[
-    f("name", Ty::Str),
-    f("events", Ty::StrList),
-    f("min_severity", Ty::Str),
-    f("url", Ty::Str),
-    f("url_file", Ty::Str),
-    f("secret_file", Ty::Str),
-    f("ca_file", Ty::Str),
-    f("queue_capacity", Ty::Int),
-    f("max_attempts", Ty::Int),
-    f("retry_backoff", Ty::Duration),
-    f("retry_backoff_max", Ty::Duration),
-    f("timeout", Ty::Duration),
-];
+/// The keys of an HTTP channel, in the order "expected one of" lists them; `$extra` (the
+/// keys of one type only) come after `url_file`.
+macro_rules! http_channel_fields {
+    ($($extra:expr),*) => {
+        &[
+            f("name", Ty::Str),
+            f("events", Ty::StrList),
+            f("min_severity", Ty::Str),
+            f("url", Ty::Str),
+            f("url_file", Ty::Str),
+            $($extra,)*
+            f("ca_file", Ty::Str),
+            f("queue_capacity", Ty::Int),
+            f("max_attempts", Ty::Int),
+            f("retry_backoff", Ty::Duration),
+            f("retry_backoff_max", Ty::Duration),
+            f("timeout", Ty::Duration),
+        ]
+    };
+}
+const NOTIFY_SLACK: &[Field] = http_channel_fields!();
+const NOTIFY_WEBHOOK: &[Field] = http_channel_fields!(f("secret_file", Ty::Str));
 
 /// The channel types and the keys each takes besides `type`, for the schema walk.
 pub(crate) const TYPES: &[(&str, &[Field])] = &[
@@ -197,8 +192,6 @@ fn read_secret(channel: &str, path: &Path) -> Result<Zeroizing<Vec<u8>>, String>
     Ok(key)
 }
 
-const NOTIFY_QUEUE_CAPACITY: (i64, i64) = (1, 1_000_000);
-const DEFAULT_NOTIFY_QUEUE_CAPACITY: usize = 1_000;
 const NOTIFY_MAX_ATTEMPTS: (i64, i64) = (1, 100);
 const DEFAULT_NOTIFY_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_NOTIFY_RETRY_BACKOFF: Duration = Duration::from_secs(1);
@@ -279,6 +272,13 @@ pub(crate) fn validate(v: &mut Validator<'_, '_>, raw: &[Spanned<RawNotify>]) ->
                 Severity::Info
             }),
         };
+        let queue_capacity = v.int_or(
+            &join(&path, "queue_capacity"),
+            n.queue_capacity.as_ref(),
+            (1, 1_000_000),
+            "the queue capacity",
+            1_000,
+        );
         let url = notify_url(v, &path, spanned, n, kind);
         let channel = match kind {
             "log" => Some(ChannelConfig::Log),
@@ -312,26 +312,13 @@ pub(crate) fn validate(v: &mut Validator<'_, '_>, raw: &[Spanned<RawNotify>]) ->
             }
             _ => None,
         };
-        let queue_capacity = v
-            .int_in(
-                &join(&path, "queue_capacity"),
-                n.queue_capacity.as_ref(),
-                NOTIFY_QUEUE_CAPACITY,
-                "the queue capacity",
-            )
-            .ok()
-            .flatten()
-            .map_or(DEFAULT_NOTIFY_QUEUE_CAPACITY, |c| c as usize);
-        let max_attempts = v
-            .int_in(
-                &join(&path, "max_attempts"),
-                n.max_attempts.as_ref(),
-                NOTIFY_MAX_ATTEMPTS,
-                "the number of attempts",
-            )
-            .ok()
-            .flatten()
-            .map_or(DEFAULT_NOTIFY_MAX_ATTEMPTS, |c| c as u32);
+        let max_attempts = v.int_or(
+            &join(&path, "max_attempts"),
+            n.max_attempts.as_ref(),
+            NOTIFY_MAX_ATTEMPTS,
+            "the number of attempts",
+            DEFAULT_NOTIFY_MAX_ATTEMPTS,
+        );
         let retry_backoff = v.duration_or(
             &join(&path, "retry_backoff"),
             n.retry_backoff.as_ref(),

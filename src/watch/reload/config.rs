@@ -223,15 +223,18 @@ pub(crate) fn validate(
     if timeout.is_zero() {
         return None;
     }
-    let max_attempts = v
-        .int_in(
-            &join(path, "max_attempts"),
-            r.max_attempts.as_ref(),
-            RELOAD_ATTEMPTS,
-            "max_attempts",
-        )
-        .ok()?
-        .map_or(DEFAULT_RELOAD_ATTEMPTS, |n| n as u32);
+    let before = v.diag.len();
+    let max_attempts = v.int_or(
+        &join(path, "max_attempts"),
+        r.max_attempts.as_ref(),
+        RELOAD_ATTEMPTS,
+        "max_attempts",
+        DEFAULT_RELOAD_ATTEMPTS,
+    );
+    if v.diag.len() > before {
+        // A bad max_attempts refuses the action before its backoff is checked.
+        return None;
+    }
     let backoff = v.duration_or(
         &join(path, "backoff"),
         r.backoff.as_ref(),
