@@ -8,7 +8,9 @@
 //!    [`model`], merging the [`builtin`] policies;
 //! 3. [`env`] overrides from the environment are checked alongside and applied last.
 //!
-//! Only this module knows TOML: everything else reads [`Config`].
+//! Only this module and the integrations' `config` modules (the keys of a target, store,
+//! notifier channel, reload action or publish destination, beside it) know TOML:
+//! everything else reads [`Config`].
 //!
 //! ```toml
 //! [server]
