@@ -8,7 +8,8 @@
 //!
 //! The shape of the keys every integration owns (a target's, a store's, a notifier
 //! channel's, a reload action's, a publish destination's) is declared beside
-//! that integration's raw struct (`FIELDS` in its `config` module) and only named here.
+//! that integration's raw struct (`FIELDS` or `TYPES` in its `config` module) and only
+//! named here.
 //! The shape and the raw structs describe the same keys twice; the test
 //! `every_schema_key_deserializes` in `super` keeps them in step.
 
