@@ -158,7 +158,7 @@ fn notify(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("webhook_delivery", |b| {
         b.iter(|| {
-            // From a worker task, not the block_on thread (design.md §10).
+            // From a worker task, not the block_on thread (ARCHITECTURE.md, "Measured facts").
             let ok = rt.block_on(async {
                 let d = &delivery;
                 let n = &n;

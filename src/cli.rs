@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::api::server::{HistoryView, VersionView};
 use crate::config::{Config, StoreConfig};
 use crate::domain::{SecretRef, validate_ident};
 use crate::machine::{Phase, SecretState};
@@ -155,15 +156,14 @@ pub fn run_offline(command: Command) -> ExitCode {
 }
 
 /// One request to the running rotor's admin API with the token from `admin_token_file`;
-/// returns the status and the JSON body (`Null` when the body is not JSON).
+/// returns the status and the JSON body (`Null` when the body is not JSON). The offline
+/// commands have no runtime: the request runs on one of its own, on this thread.
 fn admin_request(
     cfg: &Config,
-    method: &str,
+    method: reqwest::Method,
     path: &str,
-    body: Option<&str>,
+    body: Option<serde_json::Value>,
 ) -> Result<(u16, serde_json::Value), String> {
-    use std::io::{Read, Write};
-
     let token_file = &cfg.server.admin_token_file;
     // Never create a token here: one that the running rotor does not know is useless.
     if !token_file.exists() {
@@ -179,62 +179,31 @@ fn admin_request(
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let timeout = std::time::Duration::from_secs(15);
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("cannot reach rotor at {addr}: {e} (is `rotor run` running?)"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        token.expose_secret(),
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("cannot send to rotor at {addr}: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| format!("no answer from rotor at {addr}: {e}"))?;
-    let response = String::from_utf8_lossy(&response);
-    let status: u16 = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, answer) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let answer = if chunked {
-        dechunk(answer)
-    } else {
-        answer.to_owned()
-    };
-    Ok((
-        status,
-        serde_json::from_str(answer.trim()).unwrap_or_default(),
-    ))
-}
-
-/// The body of a `Transfer-Encoding: chunked` response.
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size =
-            usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-        if size == 0 || after.len() < size {
-            break;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = crate::http_client::client(std::time::Duration::from_secs(15), None, false)?;
+        let mut request = client
+            .request(method, format!("http://{addr}{path}"))
+            .bearer_auth(token.expose_secret());
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
         }
-        out.push_str(&after[..size]);
-        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
-    }
-    out
+        let response = request.send().await.map_err(|e| {
+            let why = crate::http_client::failure(&e, false);
+            format!("cannot reach rotor at {addr}: {why} (is `rotor run` running?)")
+        })?;
+        let status = response.status().as_u16();
+        let answer = response.bytes().await.map_err(|e| {
+            let why = crate::http_client::failure(&e, false);
+            format!("no answer from rotor at {addr}: {why}")
+        })?;
+        Ok((status, serde_json::from_slice(&answer).unwrap_or_default()))
+    })
 }
 
 /// The `error` of an API answer, or the status alone.
@@ -248,13 +217,12 @@ fn api_error(status: u16, json: &serde_json::Value) -> String {
 /// `POST /admin/secrets/{action}` on the running rotor; prints its answer.
 fn admin_call(cfg: &Config, action: &str, tenant: &str, key: &str) -> Result<(), String> {
     let secret = parse_secret(tenant, key)?;
-    let body =
-        serde_json::json!({"tenantId": secret.tenant(), "secretKey": secret.key()}).to_string();
+    let body = serde_json::json!({"tenantId": secret.tenant(), "secretKey": secret.key()});
     let (status, json) = admin_request(
         cfg,
-        "POST",
+        reqwest::Method::POST,
         &format!("/admin/secrets/{action}"),
-        Some(&body),
+        Some(body),
     )?;
     if status == 202 {
         println!(
@@ -350,9 +318,11 @@ fn parse_secret(tenant: &str, key: &str) -> Result<SecretRef, String> {
     SecretRef::new(tenant, key).map_err(|e| e.to_string())
 }
 
-fn configured(cfg: &Config, secret: &SecretRef) -> Result<(), String> {
-    if cfg.secrets.iter().any(|s| &s.secret == secret) {
-        Ok(())
+/// The secret `tenant`/`key`, which the configuration must name.
+fn configured(cfg: &Config, tenant: &str, key: &str) -> Result<SecretRef, String> {
+    let secret = parse_secret(tenant, key)?;
+    if cfg.secrets.iter().any(|s| s.secret == secret) {
+        Ok(secret)
     } else {
         Err(format!("{secret} is not configured"))
     }
@@ -362,48 +332,29 @@ fn fmt_time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
-/// One line of `rotor versions`, from the store or from the admin API.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct VersionRow {
-    version: u64,
-    labels: Vec<String>,
-    created_at: DateTime<Utc>,
-    promoted_at: Option<DateTime<Utc>>,
-    expired_at: Option<DateTime<Utc>>,
-    fingerprint: String,
-}
-
-/// One line of `rotor history`, from the store or from the admin API.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HistoryRow {
-    rotation_id: String,
-    trigger: String,
-    from_version: Option<u64>,
-    to_version: u64,
-    outcome: String,
-    error: Option<String>,
-    started_at: DateTime<Utc>,
-    duration_seconds: f64,
-}
-
-/// Reads from the store when it can be opened; when `rotor run` holds it (the embedded
-/// store allows one process), asks the running rotor's admin API instead, saying so on
-/// stderr. `None`: no store exists yet.
-fn read_store_or_api<T>(
+/// Rows about `secret` from the store when it can be opened; when `rotor run` holds it (the
+/// embedded store allows one process), from the running rotor's admin API instead (`GET
+/// api_path`, the rows in the answer's `field`), saying so on stderr. `None`: no store
+/// exists yet, said on stdout.
+fn read_rows<T: serde::de::DeserializeOwned>(
     cfg: &Config,
-    offline: impl FnOnce(&dyn Store) -> Result<T, String>,
+    secret: &SecretRef,
+    offline: impl FnOnce(&dyn Store) -> Result<Vec<T>, String>,
     api_path: &str,
-    from_api: impl FnOnce(serde_json::Value) -> Result<T, String>,
-) -> Result<Option<T>, String> {
+    field: &str,
+) -> Result<Option<Vec<T>>, String> {
     match open_existing_store(cfg) {
-        Ok(None) => Ok(None),
+        Ok(None) => {
+            println!("{secret}: no store yet (nothing has run)");
+            Ok(None)
+        }
         Ok(Some(store)) => offline(store.as_ref()).map(Some),
-        Err(store_error) => match admin_request(cfg, "GET", api_path, None) {
-            Ok((200, json)) => {
+        Err(store_error) => match admin_request(cfg, reqwest::Method::GET, api_path, None) {
+            Ok((200, mut json)) => {
                 eprintln!("note: the store is in use; read through the running rotor's admin API");
-                from_api(json).map(Some)
+                serde_json::from_value(json[field].take())
+                    .map(Some)
+                    .map_err(|e| format!("unexpected answer from the admin API: {e}"))
             }
             Ok((status, json)) => Err(format!(
                 "{store_error}; the running rotor's admin API refused too {}",
@@ -415,50 +366,35 @@ fn read_store_or_api<T>(
 }
 
 fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
-    let secret = parse_secret(tenant, key)?;
-    configured(cfg, &secret)?;
-    let rows = read_store_or_api(
+    let secret = configured(cfg, tenant, key)?;
+    let rows = read_rows(
         cfg,
+        &secret,
         |store| {
             let versions = store.versions(&secret).map_err(|e| e.to_string())?;
-            Ok(versions
-                .into_iter()
-                .map(|v| VersionRow {
-                    version: v.version,
-                    labels: v.labels.iter().map(|l| l.as_str().to_owned()).collect(),
-                    created_at: v.created_at,
-                    promoted_at: v.promoted_at,
-                    expired_at: v.expired_at,
-                    fingerprint: v.fingerprint,
-                })
-                .collect::<Vec<_>>())
+            Ok(versions.into_iter().map(VersionView::from).collect())
         },
         &format!(
             "/admin/secrets/versions/{}/{}",
             secret.tenant(),
             secret.key()
         ),
-        |json| {
-            serde_json::from_value(json["versions"].clone())
-                .map_err(|e| format!("unexpected answer from the admin API: {e}"))
-        },
+        "versions",
     )?;
-    let Some(rows) = rows else {
-        println!("{secret}: no store yet (nothing has run)");
-        return Ok(());
-    };
+    let Some(rows) = rows else { return Ok(()) };
     println!(
         "{:>7}  {:<18}  {:<19}  {:<19}  {:<19}  FINGERPRINT",
         "VERSION", "LABELS", "CREATED", "PROMOTED", "EXPIRED"
     );
     for v in &rows {
+        let labels: Vec<&str> = v.labels.iter().map(|l| l.as_str()).collect();
         println!(
             "{:>7}  {:<18}  {:<19}  {:<19}  {:<19}  {}",
             v.version,
-            if v.labels.is_empty() {
+            if labels.is_empty() {
                 "-".to_owned()
             } else {
-                v.labels.join(",")
+                labels.join(",")
             },
             fmt_time(Some(v.created_at)),
             fmt_time(v.promoted_at),
@@ -471,27 +407,13 @@ fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
 }
 
 fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), String> {
-    let secret = parse_secret(tenant, key)?;
-    configured(cfg, &secret)?;
-    let rows = read_store_or_api(
+    let secret = configured(cfg, tenant, key)?;
+    let rows = read_rows(
         cfg,
+        &secret,
         |store| {
             let records = store.history(&secret, limit).map_err(|e| e.to_string())?;
-            Ok(records
-                .into_iter()
-                .map(|r| HistoryRow {
-                    rotation_id: r.rotation.to_string(),
-                    trigger: r.trigger.as_str().to_owned(),
-                    from_version: r.from_version,
-                    to_version: r.to_version,
-                    outcome: r.outcome.as_str().to_owned(),
-                    error: r.error.map(|e| e.as_str().to_owned()),
-                    started_at: r.started_at,
-                    duration_seconds: (r.finished_at - r.started_at).num_milliseconds().max(0)
-                        as f64
-                        / 1000.0,
-                })
-                .collect::<Vec<_>>())
+            Ok(records.into_iter().map(HistoryView::from).collect())
         },
         &format!(
             "/admin/secrets/history/{}/{}?limit={}",
@@ -499,15 +421,9 @@ fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), St
             secret.key(),
             limit.clamp(1, crate::api::server::MAX_HISTORY_LIMIT)
         ),
-        |json| {
-            serde_json::from_value(json["rotations"].clone())
-                .map_err(|e| format!("unexpected answer from the admin API: {e}"))
-        },
+        "rotations",
     )?;
-    let Some(rows) = rows else {
-        println!("{secret}: no store yet (nothing has run)");
-        return Ok(());
-    };
+    let Some(rows) = rows else { return Ok(()) };
     println!(
         "{:<8}  {:<9}  {:<9}  {:<12}  {:<8}  {:<19}  {:>9}",
         "ROTATION", "TRIGGER", "VERSIONS", "OUTCOME", "ERROR", "STARTED", "SECONDS"
@@ -517,10 +433,10 @@ fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), St
         println!(
             "{:<8}  {:<9}  {:<9}  {:<12}  {:<8}  {:<19}  {:>9.1}",
             r.rotation_id,
-            r.trigger,
+            r.trigger.as_str(),
             format!("{from}->{}", r.to_version),
-            r.outcome,
-            r.error.as_deref().unwrap_or("-"),
+            r.outcome.as_str(),
+            r.error.map_or("-", |e| e.as_str()),
             fmt_time(Some(r.started_at)),
             r.duration_seconds
         );

@@ -1,7 +1,13 @@
 //! The one way rotor builds an outgoing HTTP client (reqwest with rustls): notification
-//! receivers and webhook targets. `https://` is verified against the system's roots plus an
-//! optional private CA (`ca_file`: one PEM certificate or a bundle); plain `http://` works too, and callers decide where
-//! it is allowed.
+//! receivers, webhook targets, `http` reload actions and the CLI's calls to the running
+//! rotor's admin API. `https://` is verified against the system's roots plus an optional
+//! private CA (`ca_file`: one PEM certificate or a bundle); plain `http://` works too, and
+//! callers decide where it is allowed.
+//!
+//! No client reads a proxy from the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`):
+//! many of these calls go to loopback (a reload endpoint in the pod, the admin API, a local
+//! hook), which a proxy cannot reach, and a webhook body holds a value that must go to the
+//! configured URL only.
 //!
 //! Errors name the CA file, never a URL.
 
@@ -24,6 +30,7 @@ pub fn client(
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(redirect)
+        .no_proxy()
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(2)
         .tcp_nodelay(true)

@@ -9,8 +9,10 @@
 //! - [`backoff`]: the one exponential backoff (min, max, jitter drawn by the caller).
 //! - [`machine`]: the pure rotation state machine, `step(state, event, now)`.
 //! - [`generator`]: CSPRNG secret generators and the zeroizing [`generator::SecretValue`].
-//! - [`store`]: the [`store::Store`] trait and the encrypted embedded (redb) backend.
-//! - [`target`]: systems that check a secret (`none`, later postgres, redis, hooks).
+//! - [`store`]: the [`store::Store`] trait, the encrypted embedded (redb) backend, the Vault
+//!   KV v2 backend and the secret read cache.
+//! - [`target`]: systems that check a secret (`none`, `postgres`, `redis`, `jwks`, `exec`,
+//!   `webhook`), each with its configuration beside it.
 //! - [`metrics`]: the Prometheus registry and metric handles.
 //! - [`notify`]: notifications: the event model, routing, Slack/webhook payloads, signing,
 //!   and the delivery loop of one channel.
@@ -20,6 +22,10 @@
 //!   kubelet's atomic writer.
 //! - [`supervisor`]: the OTP-style one-for-one supervisor on ractor, and the guards that tie
 //!   timers and tasks to the actor holding them.
+//! - [`status`]: the status board, the latest state of every secret for the API and gauges.
+//! - [`http_client`]: the one builder of outgoing HTTP clients.
+//! - [`actors`]: everything that spawns: rotor's tree, the rotation, watcher, publisher,
+//!   notifier, metrics and admin actors.
 //! - [`api`]: the admin HTTP API over an [`api::Admin`] backend.
 //! - [`cli`]: the `rotor` command line.
 //! - [`process`]: process hardening at start-up (no core dumps).

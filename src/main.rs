@@ -42,7 +42,7 @@ fn main() -> ExitCode {
                 }
             };
             // Actor calls from the block_on thread are ~10x slower than from a worker
-            // (design.md §10), so the service runs in a spawned task.
+            // (ARCHITECTURE.md, "Measured facts"), so the service runs in a spawned task.
             rt.block_on(async move {
                 match tokio::spawn(run(config)).await {
                     Ok(code) => code,

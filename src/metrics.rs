@@ -1,6 +1,6 @@
 //! rotor's Prometheus metrics: one registry, families with low-cardinality labels.
 //!
-//! The names are a contract (design.md §6). prometheus-client appends `_total` to counters,
+//! The names are a contract: dashboards, alert rules and users' queries name them. prometheus-client appends `_total` to counters,
 //! so counters are registered without it. Handles are cheap to clone and update from any
 //! task (atomics); the metrics actor owns encoding.
 //!
@@ -395,7 +395,7 @@ impl Metrics {
                 });
             }
         }
-        // The watcher event kinds of design.md §1.
+        // The watcher event kinds (`WatchEventKind`): a bounded label set.
         for kind in [
             "started",
             "stopped",

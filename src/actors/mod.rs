@@ -10,6 +10,9 @@
 //!   backtrace.
 //! - [`tree`]: rotor's own tree (metrics, notifier, watchers, rotations) built from config.
 //! - [`rotation`]: one actor per tenant secret, driving the state machine.
+//! - [`watcher`]: one actor per `[[mounts]]` path: inotify or polling, debounce, reloads.
+//! - [`publisher`]: one actor per `[[publish]]` directory, writing current values the way
+//!   kubelet does.
 //! - [`scheduler`]: the one timer of all rotation actors (a deadline map and one task).
 //! - [`metrics`]: the metrics actor (encoding, fleet gauges).
 //! - [`notifier`]: the notifier actor (lifecycle events to their channels).

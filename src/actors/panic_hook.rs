@@ -4,11 +4,11 @@
 //! supervisors restart the actor, so a panic is an event to count and log, not a crash to debug
 //! from a backtrace. The default hook captures a backtrace whenever `RUST_BACKTRACE=1` (set on
 //! these machines), which makes restarting a panicking actor cost about 120 µs instead of about
-//! 10 µs (design.md §10), and prints several lines to stderr outside the structured log.
+//! 10 µs (ARCHITECTURE.md, "Measured facts"), and prints several lines to stderr outside the structured log.
 //!
 //! The panic message is logged as is. In principle a message could contain a secret (a
 //! `panic!("{value}")`), but only rotor's own code panics inside rotor's actors and its panic
-//! messages never format secret material; secret values are `SecretValue`/`secrecy` types whose
+//! messages never format secret material; secret values are held in `SecretValue`, whose
 //! `Debug` output is redacted. Keep it that way when adding `expect` or `panic!` calls.
 
 use std::panic::PanicHookInfo;

@@ -2,7 +2,7 @@
 //!
 //! It watches the directory (inotify through notify, non-recursive), never the visible
 //! files: kubelet's swaps name only `..<ts>`, `..data_tmp` and `..data`, and a watch on a
-//! file dies with the first swap (design.md §10). Access events are ignored (reading the
+//! file dies with the first swap (ARCHITECTURE.md, "Measured facts"). Access events are ignored (reading the
 //! files produces them; reacting would loop), except close-after-write, which ends an
 //! in-place write. Every other event, the queue-overflow rescan flag included, marks the
 //! mount dirty: the notify thread sets an atomic flag and casts [`WatcherMsg::Dirty`] only
@@ -714,7 +714,7 @@ impl WatcherState {
 }
 
 /// Whether a notify event can mean a change. Access events are what reading the files
-/// produces; reacting to them would rescan forever (design.md §10). Close-after-write is
+/// produces; reacting to them would rescan forever (ARCHITECTURE.md, "Measured facts"). Close-after-write is
 /// the end of an in-place write and does count.
 fn relevant(event: &notify::Event) -> bool {
     if event.need_rescan() {

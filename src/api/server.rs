@@ -481,16 +481,17 @@ async fn rollback(
     Ok(Accepted::new(id, secret))
 }
 
-/// Response shape of one version; the domain type stays free of wire naming.
-#[derive(Debug, Serialize)]
+/// Response shape of one version; the domain type stays free of wire naming. `rotor
+/// versions` reads it back and prints the same table whether it read the store or this API.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct VersionView {
-    version: VersionNo,
-    labels: Vec<Label>,
-    created_at: DateTime<Utc>,
-    promoted_at: Option<DateTime<Utc>>,
-    expired_at: Option<DateTime<Utc>>,
-    fingerprint: String,
+pub(crate) struct VersionView {
+    pub(crate) version: VersionNo,
+    pub(crate) labels: Vec<Label>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) promoted_at: Option<DateTime<Utc>>,
+    pub(crate) expired_at: Option<DateTime<Utc>>,
+    pub(crate) fingerprint: String,
 }
 
 impl From<VersionMeta> for VersionView {
@@ -548,19 +549,20 @@ fn parse_limit(raw: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// Response shape of one rotation, read back by `rotor history` as [`VersionView`] is.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct HistoryView {
-    rotation_id: String,
-    trigger: Trigger,
-    from_version: Option<VersionNo>,
-    to_version: VersionNo,
-    outcome: Outcome,
-    error: Option<ErrorKind>,
-    steps: Vec<Step>,
-    started_at: DateTime<Utc>,
-    finished_at: DateTime<Utc>,
-    duration_seconds: f64,
+pub(crate) struct HistoryView {
+    pub(crate) rotation_id: String,
+    pub(crate) trigger: Trigger,
+    pub(crate) from_version: Option<VersionNo>,
+    pub(crate) to_version: VersionNo,
+    pub(crate) outcome: Outcome,
+    pub(crate) error: Option<ErrorKind>,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) finished_at: DateTime<Utc>,
+    pub(crate) duration_seconds: f64,
 }
 
 impl From<HistoryRecord> for HistoryView {

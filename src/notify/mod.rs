@@ -262,21 +262,7 @@ impl Notification {
                 format!("health check of secret mount {mount} failed"),
             )
         };
-        Notification {
-            event,
-            severity,
-            at,
-            tenant: None,
-            key: None,
-            rotation: None,
-            version: None,
-            previous_version: None,
-            outcome,
-            error: None,
-            mount: Some(mount.to_owned()),
-            action: None,
-            summary,
-        }
+        Notification::about_mount(event, severity, at, outcome, mount, summary)
     }
 
     /// A reload action ran for a critical secret change in `mount`.
@@ -301,6 +287,22 @@ impl Notification {
             ),
         };
         Notification {
+            error,
+            action: Some(action.to_owned()),
+            ..Notification::about_mount(event, severity, at, outcome, mount, summary)
+        }
+    }
+
+    /// An event about a mount rather than a secret: every secret field empty.
+    fn about_mount(
+        event: &'static str,
+        severity: Severity,
+        at: DateTime<Utc>,
+        outcome: &'static str,
+        mount: &str,
+        summary: String,
+    ) -> Notification {
+        Notification {
             event,
             severity,
             at,
@@ -310,9 +312,9 @@ impl Notification {
             version: None,
             previous_version: None,
             outcome,
-            error,
+            error: None,
             mount: Some(mount.to_owned()),
-            action: Some(action.to_owned()),
+            action: None,
             summary,
         }
     }

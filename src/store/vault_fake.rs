@@ -1,7 +1,7 @@
 //! A fake HashiCorp Vault, for tests and benchmarks of [`super::vault`].
 //!
 //! It is a fake because no Vault server can be installed on the machines this project is
-//! built and tested on (design.md §9). It speaks the part of Vault's HTTP API that rotor
+//! built and tested on (see ARCHITECTURE.md). It speaks the part of Vault's HTTP API that rotor
 //! uses, with Vault's status codes, JSON shapes and error texts, so `vaultrs` cannot tell
 //! it from a Vault server for these calls; the same tests run against a real Vault when
 //! `VAULT_ADDR` and `VAULT_TOKEN` are set (`tests/store_vault.rs`).

@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
-use super::{Target, TargetError, ValueReader, kind_of};
+use super::{Target, TargetError, ValueReader};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
 
@@ -60,10 +60,6 @@ impl ExecTarget {
         }
     }
 
-    fn err(op: &'static str, secret: &SecretRef, v: VersionNo, message: String) -> TargetError {
-        TargetError::new(NAME, op, secret, v, kind_of(op), message)
-    }
-
     /// Runs `argv` for `operation` with `value` on stdin.
     async fn run(
         &self,
@@ -73,7 +69,7 @@ impl ExecTarget {
         version: VersionNo,
         value: Option<&SecretValue>,
     ) -> Result<(), TargetError> {
-        let fail = |m: String| Self::err(operation, secret, version, m);
+        let fail = |m: String| TargetError::new(NAME, operation, secret, version, m);
         let Some((program, args)) = argv.split_first() else {
             return Ok(());
         };

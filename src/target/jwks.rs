@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use super::{Target, TargetError, ValueReader, kind_of};
+use super::{Target, TargetError, ValueReader};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
 
@@ -174,10 +174,6 @@ impl JwksTarget {
             .map_err(|e| format!("cannot read v{version}: {e}"))
     }
 
-    fn err(op: &'static str, secret: &SecretRef, v: VersionNo, message: String) -> TargetError {
-        TargetError::new(NAME, op, secret, v, kind_of(op), message)
-    }
-
     /// Proves the published key of `kid` matches `value`: for ed25519 by signing a probe
     /// with the private key and verifying it with the published public key.
     fn check(&self, keys: &[Value], kid: &str, value: &SecretValue) -> Result<(), String> {
@@ -254,7 +250,7 @@ impl Target for JwksTarget {
         value: &'a SecretValue,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let fail = |m: String| Self::err("apply", secret, version, m);
+            let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
             let jwk = self.jwk(&kid(secret, version), value).map_err(fail)?;
             self.edit(|keys| put(keys, jwk)).await.map_err(fail)
         })
@@ -267,7 +263,7 @@ impl Target for JwksTarget {
         value: &'a SecretValue,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let fail = |m: String| Self::err("test", secret, version, m);
+            let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
             let keys = self.load().await.map_err(fail)?;
             self.check(&keys, &kid(secret, version), value)
                 .map_err(fail)
@@ -283,7 +279,7 @@ impl Target for JwksTarget {
             let kid = kid(secret, version);
             self.edit(|keys| remove_kid(keys, &kid))
                 .await
-                .map_err(|m| Self::err("revoke", secret, version, m))
+                .map_err(|m| TargetError::new(NAME, "revoke", secret, version, m))
         })
     }
 
@@ -294,7 +290,7 @@ impl Target for JwksTarget {
         revoke: VersionNo,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let fail = |m: String| Self::err("restore", secret, restore, m);
+            let fail = |m: String| TargetError::new(NAME, "restore", secret, restore, m);
             let value = self.read(secret, restore).map_err(fail)?;
             let jwk = self.jwk(&kid(secret, restore), &value).map_err(fail)?;
             let gone = kid(secret, revoke);

@@ -29,6 +29,7 @@ use crate::generator::SecretValue;
 use crate::store::Store;
 
 pub mod config;
+mod credentials;
 pub mod exec;
 pub mod jwks;
 pub mod none;
@@ -129,16 +130,24 @@ pub trait Target: Send + Sync + 'static {
 }
 
 impl TargetError {
-    /// An error of `target`'s `operation` on `secret` v`version`. `message` must not hold a
-    /// value: callers build it from server error codes and names only.
+    /// The one way a target reports a failure: `target`'s `operation` on `secret`
+    /// v`version`. The kind follows from the operation (`apply`, `test`, `revoke` and
+    /// `restore` have their own; `generate`, `promote` and anything else are internal), so
+    /// every target counts the same step the same way. `message` must not hold a value:
+    /// callers build it from server error codes and names only.
     pub fn new(
         target: &'static str,
         operation: &'static str,
         secret: &SecretRef,
         version: VersionNo,
-        kind: ErrorKind,
         message: impl Into<String>,
     ) -> Self {
+        let kind = match operation {
+            "apply" => ErrorKind::Apply,
+            "test" => ErrorKind::Test,
+            "revoke" | "restore" => ErrorKind::Revoke,
+            _ => ErrorKind::Internal,
+        };
         TargetError {
             target,
             operation,
@@ -147,16 +156,6 @@ impl TargetError {
             message: message.into(),
             kind,
         }
-    }
-}
-
-/// The error kind a failure of `operation` counts as.
-pub(crate) fn kind_of(operation: &str) -> ErrorKind {
-    match operation {
-        "apply" => ErrorKind::Apply,
-        "test" => ErrorKind::Test,
-        "revoke" | "restore" => ErrorKind::Revoke,
-        _ => ErrorKind::Internal,
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 
 use super::{Target, TargetError};
-use crate::domain::{ErrorKind, SecretRef, VersionNo};
+use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
 
 /// Store-only target.
@@ -83,7 +83,6 @@ impl NoneTarget {
         operation: &'static str,
         secret: &SecretRef,
         version: VersionNo,
-        kind: ErrorKind,
     ) -> Result<(), TargetError> {
         let failing = self
             .failing
@@ -93,14 +92,13 @@ impl NoneTarget {
             || (self.configured.iter().any(|c| c == operation)
                 && self.fail_file.as_ref().is_none_or(|f| f.exists()));
         if failing {
-            return Err(TargetError {
-                target: "none",
+            return Err(TargetError::new(
+                "none",
                 operation,
-                secret: secret.to_string(),
+                secret,
                 version,
-                message: "failure injected for testing".into(),
-                kind,
-            });
+                "failure injected for testing",
+            ));
         }
         Ok(())
     }
@@ -119,7 +117,7 @@ impl Target for NoneTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             self.pause().await;
-            self.check("apply", secret, version, ErrorKind::Apply)
+            self.check("apply", secret, version)
         })
     }
 
@@ -131,7 +129,7 @@ impl Target for NoneTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             self.pause().await;
-            self.check("test", secret, version, ErrorKind::Test)
+            self.check("test", secret, version)
         })
     }
 
@@ -143,7 +141,7 @@ impl Target for NoneTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             self.pause().await;
-            self.check("promote", secret, version, ErrorKind::Internal)
+            self.check("promote", secret, version)
         })
     }
 
@@ -154,7 +152,7 @@ impl Target for NoneTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             self.pause().await;
-            self.check("revoke", secret, version, ErrorKind::Revoke)
+            self.check("revoke", secret, version)
         })
     }
 }
@@ -162,6 +160,7 @@ impl Target for NoneTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ErrorKind;
 
     #[cfg(feature = "test-util")]
     #[tokio::test]

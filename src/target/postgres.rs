@@ -38,9 +38,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
-use super::{Target, TargetError, ValueReader, json_value, kind_of};
+use super::{Target, TargetError, ValueReader, json_value};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
 
@@ -62,23 +62,7 @@ pub enum Strategy {
     Single,
 }
 
-/// The stored value of a `postgres` secret, as consumers read it.
-#[derive(serde::Deserialize, Zeroize, ZeroizeOnDrop)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-    #[serde(default)]
-    pub url: String,
-}
-
-impl Credentials {
-    /// Parses a stored value; the error names no part of it.
-    pub fn parse(value: &SecretValue) -> Result<Credentials, &'static str> {
-        serde_json::from_slice(value.expose()).map_err(
-            |_| "the stored value is not the {\"username\",\"password\"} JSON this target writes",
-        )
-    }
-}
+pub use super::credentials::Credentials;
 
 /// PostgreSQL login roles.
 pub struct PostgresTarget {
@@ -130,18 +114,10 @@ impl PostgresTarget {
 
     /// The admin connection settings, read from the file now.
     fn admin_config(&self) -> Result<Config, String> {
-        let text = Zeroizing::new(std::fs::read_to_string(&self.admin_url_file).map_err(|e| {
-            format!(
-                "cannot read admin_url_file {}: {e}",
-                self.admin_url_file.display()
-            )
-        })?);
-        let mut config = Config::from_str(text.trim()).map_err(|_| {
+        let mut config = super::credentials::admin_url(&self.admin_url_file, |text| {
             // The parser's message may quote the text, which holds a password.
-            format!(
-                "admin_url_file {} does not hold a valid PostgreSQL URL",
-                self.admin_url_file.display()
-            )
+            Config::from_str(text)
+                .map_err(|_| "expected postgresql://user:password@host:port/dbname")
         })?;
         config.connect_timeout(self.connect_timeout);
         Ok(config)
@@ -192,15 +168,7 @@ impl PostgresTarget {
     }
 
     fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
-        let value = self
-            .reader
-            .read_value(secret, version)
-            .map_err(|e| format!("cannot read v{version}: {e}"))?;
-        Credentials::parse(&value).map_err(str::to_owned)
-    }
-
-    fn err(op: &'static str, secret: &SecretRef, v: VersionNo, message: String) -> TargetError {
-        TargetError::new(NAME, op, secret, v, kind_of(op), message)
+        Credentials::read(&self.reader, secret, version)
     }
 
     async fn set_password(&self, role: &str, password: &str) -> Result<(), String> {
@@ -252,7 +220,7 @@ impl Target for PostgresTarget {
         version: VersionNo,
         generated: SecretValue,
     ) -> Result<SecretValue, TargetError> {
-        let fail = |m: String| Self::err("generate", secret, version, m);
+        let fail = |m: String| TargetError::new(NAME, "generate", secret, version, m);
         let password = std::str::from_utf8(generated.expose())
             .map_err(|_| fail("the generated password is not UTF-8".into()))?;
         let config = self.admin_config().map_err(fail)?;
@@ -288,23 +256,18 @@ impl Target for PostgresTarget {
         value: &'a SecretValue,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let creds = Credentials::parse(value)
-                .map_err(|m| Self::err("apply", secret, version, m.into()))?;
+            let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
+            let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
             if creds.username != self.role_for(version) {
-                return Err(Self::err(
-                    "apply",
-                    secret,
-                    version,
-                    format!(
-                        "stored username {} is not the role {} that holds v{version}",
-                        creds.username,
-                        self.role_for(version)
-                    ),
-                ));
+                return Err(fail(format!(
+                    "stored username {} is not the role {} that holds v{version}",
+                    creds.username,
+                    self.role_for(version)
+                )));
             }
             self.set_password(&creds.username, &creds.password)
                 .await
-                .map_err(|m| Self::err("apply", secret, version, m))
+                .map_err(fail)
         })
     }
 
@@ -315,17 +278,15 @@ impl Target for PostgresTarget {
         value: &'a SecretValue,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let creds = Credentials::parse(value)
-                .map_err(|m| Self::err("test", secret, version, m.into()))?;
+            let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
+            let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
             match self.login(&creds.username, &creds.password).await {
                 Ok(true) => Ok(()),
-                Ok(false) => Err(Self::err(
-                    "test",
-                    secret,
-                    version,
-                    format!("the server refused the new password of {}", creds.username),
-                )),
-                Err(m) => Err(Self::err("test", secret, version, m)),
+                Ok(false) => Err(fail(format!(
+                    "the server refused the new password of {}",
+                    creds.username
+                ))),
+                Err(m) => Err(fail(m)),
             }
         })
     }
@@ -355,7 +316,7 @@ impl Target for PostgresTarget {
                 }
                 Strategy::Single => self.single_revoke(secret, version).await,
             };
-            r.map_err(|m| Self::err("revoke", secret, version, m))
+            r.map_err(|m| TargetError::new(NAME, "revoke", secret, version, m))
         })
     }
 
@@ -380,7 +341,7 @@ impl Target for PostgresTarget {
                     Err(m) => Err(m),
                 },
             };
-            r.map_err(|m| Self::err("restore", secret, restore, m))
+            r.map_err(|m| TargetError::new(NAME, "restore", secret, restore, m))
         })
     }
 }

@@ -29,29 +29,16 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::resp::{Conn, Reply};
-use super::{Target, TargetError, ValueReader, json_value, kind_of, scrub};
+use super::{Target, TargetError, ValueReader, json_value, scrub};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
 
 const NAME: &str = "redis";
 
-/// The stored value of a `redis` secret.
-#[derive(serde::Deserialize, Zeroize, ZeroizeOnDrop)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl Credentials {
-    pub fn parse(value: &SecretValue) -> Result<Credentials, &'static str> {
-        serde_json::from_slice(value.expose()).map_err(
-            |_| "the stored value is not the {\"username\",\"password\"} JSON this target writes",
-        )
-    }
-}
+pub use super::credentials::Credentials;
 
 /// Where and how to reach the server as an administrator.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -145,14 +132,7 @@ impl RedisTarget {
     }
 
     fn admin_url(&self) -> Result<AdminUrl, String> {
-        let text = Zeroizing::new(std::fs::read_to_string(&self.admin_url_file).map_err(|e| {
-            format!(
-                "cannot read admin_url_file {}: {e}",
-                self.admin_url_file.display()
-            )
-        })?);
-        AdminUrl::parse(&text)
-            .map_err(|m| format!("admin_url_file {}: {m}", self.admin_url_file.display()))
+        super::credentials::admin_url(&self.admin_url_file, AdminUrl::parse)
     }
 
     /// An admin connection and the `host:port` it goes to.
@@ -225,15 +205,7 @@ impl RedisTarget {
     }
 
     fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
-        let value = self
-            .reader
-            .read_value(secret, version)
-            .map_err(|e| format!("cannot read v{version}: {e}"))?;
-        Credentials::parse(&value).map_err(str::to_owned)
-    }
-
-    fn err(op: &'static str, secret: &SecretRef, v: VersionNo, message: String) -> TargetError {
-        TargetError::new(NAME, op, secret, v, kind_of(op), message)
+        Credentials::read(&self.reader, secret, version)
     }
 
     /// Removes the password `creds` (of some version) if the user still holds it.
@@ -319,11 +291,12 @@ impl Target for RedisTarget {
         generated: SecretValue,
     ) -> Result<SecretValue, TargetError> {
         let password = std::str::from_utf8(generated.expose()).map_err(|_| {
-            Self::err(
+            TargetError::new(
+                NAME,
                 "generate",
                 secret,
                 version,
-                "the generated password is not UTF-8".into(),
+                "the generated password is not UTF-8",
             )
         })?;
         Ok(json_value(&[
@@ -339,7 +312,7 @@ impl Target for RedisTarget {
         value: &'a SecretValue,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let fail = |m: String| Self::err("apply", secret, version, m);
+            let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
             let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
             if creds.username != self.user {
                 return Err(fail(format!(
@@ -370,7 +343,7 @@ impl Target for RedisTarget {
         value: &'a SecretValue,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let fail = |m: String| Self::err("test", secret, version, m);
+            let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
             let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
             let url = self.admin_url().map_err(fail)?;
             let mut conn = Conn::connect(&url.addr, self.timeout)
@@ -402,7 +375,7 @@ impl Target for RedisTarget {
         version: VersionNo,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let fail = |m: String| Self::err("revoke", secret, version, m);
+            let fail = |m: String| TargetError::new(NAME, "revoke", secret, version, m);
             let (mut conn, addr) = self.admin().await.map_err(fail)?;
             // Never stored, so never applied: nothing to remove or save.
             let Ok(creds) = self.read(secret, version) else {
@@ -423,7 +396,7 @@ impl Target for RedisTarget {
         revoke: VersionNo,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let fail = |m: String| Self::err("restore", secret, restore, m);
+            let fail = |m: String| TargetError::new(NAME, "restore", secret, restore, m);
             let (mut conn, addr) = self.admin().await.map_err(fail)?;
             // The restored password was never removed during grace; adding it again keeps
             // this idempotent even if an operator removed it by hand.

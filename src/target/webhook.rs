@@ -31,7 +31,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::{Target, TargetError, ValueReader, kind_of};
+use super::{Target, TargetError, ValueReader};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
 
@@ -138,10 +138,6 @@ impl WebhookTarget {
         }
     }
 
-    fn err(op: &'static str, secret: &SecretRef, v: VersionNo, message: String) -> TargetError {
-        TargetError::new(NAME, op, secret, v, kind_of(op), message)
-    }
-
     fn client(&self) -> Result<reqwest::Client, String> {
         let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = slot.as_ref() {
@@ -160,7 +156,7 @@ impl WebhookTarget {
         version: VersionNo,
         value: Option<&SecretValue>,
     ) -> Result<(), TargetError> {
-        let fail = |m: String| Self::err(operation, secret, version, m);
+        let fail = |m: String| TargetError::new(NAME, operation, secret, version, m);
         let client = self.client().map_err(fail)?;
         let key = Zeroizing::new(std::fs::read(&self.hmac_key_file).map_err(|e| {
             fail(format!(

@@ -1,11 +1,10 @@
 //! Running one reload action once. Retries, backoff, coalescing and the global rate
 //! limit are the watcher actor's; this module only knows how to make the call.
 //!
-//! - `http`: one HTTP/1.1 request with an empty body and `Connection: close`; success is
-//!   the expected status, or any 2xx. `http://` is spoken directly over a socket (the
-//!   usual endpoint is on the pod's loopback); `https://` goes through the shared client
-//!   ([`crate::http_client`]: certificates verified, optional `ca_file`, redirects not
-//!   followed).
+//! - `http`: one HTTP/1.1 request with an empty body through the shared client
+//!   ([`crate::http_client`]: `https://` certificates verified, optional `ca_file`,
+//!   redirects not followed, no proxy from the environment, as the usual endpoint is on the
+//!   pod's loopback); success is the expected status, or any 2xx.
 //! - `signal`: reads the pid file at every reload (the workload may have restarted),
 //!   refuses pids below 1 (`kill(0)` or `kill(-1)` would signal a whole group), sends it.
 //! - `exec`: runs the argv without a shell, stdin/stdout/stderr closed, killed on
@@ -16,10 +15,8 @@
 
 pub mod config;
 
+use std::path::Path;
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
 use self::config::{HttpUrl, ReloadAction};
 
@@ -81,22 +78,10 @@ pub async fn run(action: &ReloadAction) -> Result<(), ReloadError> {
             method,
             ca_file,
             timeout,
-            expected_status,
+            expected_status: expected,
         } => {
-            let request = async {
-                if url.tls {
-                    https_status(url, method, ca_file.as_deref(), *timeout).await
-                } else {
-                    http_status(url, method).await
-                }
-            };
-            let status = tokio::time::timeout(*timeout, request)
-                .await
-                .map_err(|_| ReloadError::Timeout {
-                    what: format!("request to {url}"),
-                    timeout: *timeout,
-                })??;
-            let ok = match expected_status {
+            let status = http_status(url, method, ca_file.as_deref(), *timeout).await?;
+            let ok = match expected {
                 Some(want) => status == *want,
                 None => (200..300).contains(&status),
             };
@@ -106,7 +91,7 @@ pub async fn run(action: &ReloadAction) -> Result<(), ReloadError> {
                 Err(ReloadError::Status {
                     url: url.to_string(),
                     status,
-                    expected: expected_status.map_or_else(|| "2xx".to_owned(), |s| s.to_string()),
+                    expected: expected.map_or_else(|| "2xx".to_owned(), |s| s.to_string()),
                 })
             }
         }
@@ -183,11 +168,12 @@ pub async fn run(action: &ReloadAction) -> Result<(), ReloadError> {
     }
 }
 
-/// [`http_status`] over TLS.
-async fn https_status(
+/// Sends the request with an empty body and returns the response status; the body is not
+/// read. The client's timeout covers connecting, sending and the response head.
+async fn http_status(
     url: &HttpUrl,
     method: &str,
-    ca_file: Option<&std::path::Path>,
+    ca_file: Option<&Path>,
     timeout: Duration,
 ) -> Result<u16, ReloadError> {
     let err = |reason: String| ReloadError::Http {
@@ -197,50 +183,17 @@ async fn https_status(
     let client = crate::http_client::client(timeout, ca_file, false).map_err(err)?;
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| err(format!("{method} is not an HTTP method")))?;
-    match client.request(method, url.to_string()).send().await {
+    let sent = client
+        .request(method, url.to_string())
+        .header(reqwest::header::CONTENT_LENGTH, 0)
+        .send()
+        .await;
+    match sent {
         Ok(response) => Ok(response.status().as_u16()),
-        Err(e) => Err(err(crate::http_client::failure(&e, true).into())),
+        Err(e) if e.is_timeout() => Err(ReloadError::Timeout {
+            what: format!("request to {url}"),
+            timeout,
+        }),
+        Err(e) => Err(err(crate::http_client::failure(&e, url.tls).into())),
     }
-}
-
-/// Sends the request and returns the response status; the body is not read.
-async fn http_status(url: &HttpUrl, method: &str) -> Result<u16, ReloadError> {
-    let err = |source| ReloadError::Http {
-        url: url.to_string(),
-        source,
-    };
-    let mut stream = TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(err)?;
-    let host = if url.port == 80 {
-        url.host.clone()
-    } else {
-        format!("{}:{}", url.host, url.port)
-    };
-    let request = format!(
-        "{method} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rotor\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        url.path
-    );
-    stream.write_all(request.as_bytes()).await.map_err(err)?;
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 256];
-    // The status line is all we need: read until its end (bounded).
-    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 8 * 1024 {
-        let n = stream.read(&mut chunk).await.map_err(err)?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let line = String::from_utf8_lossy(&buf);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| line.starts_with("HTTP/"))
-        .ok_or_else(|| {
-            err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not an HTTP response",
-            ))
-        })
 }

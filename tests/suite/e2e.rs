@@ -397,3 +397,93 @@ max_attempts = 3
         "only {total_rotations} rotations"
     );
 }
+
+/// The CLI's admin calls go to the rotor on loopback directly, whatever proxy the
+/// environment names: every client rotor builds ignores `HTTP_PROXY` and its kin. A
+/// stand-in admin API answers `rotor rotate`; a stand-in proxy counts the connections it
+/// gets, and must get none.
+#[test]
+fn cli_admin_calls_ignore_a_proxy_from_the_environment() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    // `rotor rotate` asks the API without checking the configuration's secrets: none needed.
+    let cfg = config(admin.local_addr().unwrap().port(), "");
+    std::fs::write(dir.join("rotor.toml"), cfg).unwrap();
+    let token = rotor::api::server::AdminToken::load_or_create(&dir.join("admin.token")).unwrap();
+
+    let proxied = Arc::new(AtomicUsize::new(0));
+    let seen = proxied.clone();
+    // Answers like a proxy that cannot reach anything, so a proxied call fails at once.
+    std::thread::spawn(move || {
+        for conn in proxy.incoming() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut conn) = conn {
+                let _ = conn.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+            }
+        }
+    });
+    let api = std::thread::spawn(move || {
+        let (mut conn, _) = admin.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The head, then the body, which ends with the JSON object's brace.
+        while !request.ends_with(b"}") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = r#"{"rotationId":"r7"}"#;
+        let answer = format!(
+            "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(answer.as_bytes()).unwrap();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_rotor"));
+    cli.args(["rotate", "--config", "rotor.toml", "tenant1", "api_keys"])
+        .current_dir(dir);
+    for name in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cli.env(name, &proxy_url);
+    }
+    // An exemption or a CGI marker in the test's own environment would hide the proxy.
+    for name in ["NO_PROXY", "no_proxy", "REQUEST_METHOD"] {
+        cli.env_remove(name);
+    }
+    let out = cli.output().expect("rotor cli");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        proxied.load(Ordering::SeqCst),
+        0,
+        "went through the proxy: {stderr}"
+    );
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(stdout.contains("accepted: rotation r7"), "{stdout}");
+    let request = api.join().unwrap();
+    assert!(
+        request.starts_with("POST /admin/secrets/rotate HTTP/1.1\r\n"),
+        "{request}"
+    );
+    let bearer = format!("Bearer {}", token.expose_secret());
+    assert!(request.contains(&bearer), "the token is sent");
+    assert!(request.contains(r#""tenantId":"tenant1""#), "{request}");
+}
