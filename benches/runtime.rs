@@ -121,8 +121,18 @@ fn secrets(n: usize) -> Vec<SecretRef> {
         .collect()
 }
 
+/// Runs `f` to completion on a runtime of its own (for the store calls of a synchronous
+/// step; the store is async).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
 /// Gives every secret a current v1, idle and due in 30 days, as after a first run.
-fn seed(dir: &Path, n: usize) -> Duration {
+async fn seed(dir: &Path, n: usize) -> Duration {
     let t = Instant::now();
     let store =
         EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).expect("open store");
@@ -144,6 +154,7 @@ fn seed(dir: &Path, n: usize) -> Duration {
     for s in secrets(n) {
         store
             .put_version(&s, 1, RotationId(1), &value, now)
+            .await
             .expect("put");
         store
             .commit(
@@ -155,6 +166,7 @@ fn seed(dir: &Path, n: usize) -> Duration {
                     now,
                 },
             )
+            .await
             .expect("commit");
     }
     store.sync().expect("sync");
@@ -241,7 +253,7 @@ fn startup(n: usize, idle_secs: u64) -> Startup {
     let dir = tmp.path();
     let port = free_port();
     write_config(dir, port, n, "30d", "1h");
-    let seed = seed(dir, n);
+    let seed = block_on(seed(dir, n));
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let t = Instant::now();
     let mut child = spawn(dir);
@@ -269,7 +281,7 @@ fn api_rotations(n: usize) {
     let dir = tmp.path();
     let port = free_port();
     write_config(dir, port, n, "30d", "1h");
-    seed(dir, n);
+    block_on(seed(dir, n));
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut child = spawn(dir);
     wait_ready(&mut child, addr);
@@ -339,7 +351,7 @@ fn restart_latency(rounds: usize) {
             let tmp = tempfile::tempdir().expect("tempdir");
             let dir = tmp.path();
             write_config(dir, free_port(), 1, "30d", "1h");
-            seed(dir, 1);
+            seed(dir, 1).await;
             let cfg = Config::load(&dir.join("rotor.toml")).expect("config");
             let store = Arc::new(
                 EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key"))

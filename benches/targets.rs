@@ -63,8 +63,9 @@ async fn cycles(name: &str, store: &Arc<dyn Store>, t: &dyn Target) {
         let value: SecretValue = t.shape_value(&s, v, generator::generate(&spec())).unwrap();
         store
             .put_version(&s, v, RotationId(v), &value, Utc::now())
+            .await
             .unwrap();
-        let value = store.read_value(&s, v).unwrap();
+        let value = store.read_value(&s, v).await.unwrap();
         t.apply(&s, v, &value).await.unwrap();
         t.test(&s, v, &value).await.unwrap();
         t.promote(&s, v, (v > 1).then(|| v - 1)).await.unwrap();
@@ -125,7 +126,7 @@ async fn redis(dir: &std::path::Path) {
         .output();
 }
 
-fn cache(dir: &std::path::Path) {
+async fn cache(dir: &std::path::Path) {
     let metrics = Metrics::new();
     let store = store(
         &dir.join("cache"),
@@ -141,14 +142,15 @@ fn cache(dir: &std::path::Path) {
     for v in 1..=n {
         store
             .put_version(&s, v, RotationId(v), &value, Utc::now())
+            .await
             .unwrap();
     }
     // Hit latency: one hot version read over and over.
-    store.read_value(&s, 1).unwrap();
+    store.read_value(&s, 1).await.unwrap();
     let hits_n = scaled(1_000_000) as u32;
     let t0 = Instant::now();
     for _ in 0..hits_n {
-        std::hint::black_box(store.read_value(&s, 1).unwrap());
+        std::hint::black_box(store.read_value(&s, 1).await.unwrap());
     }
     let hit_ns = t0.elapsed().as_nanos() as f64 / f64::from(hits_n);
 
@@ -171,7 +173,7 @@ fn cache(dir: &std::path::Path) {
     for _ in 0..reads {
         let u: f64 = rng.r#gen();
         let k = cdf.partition_point(|c| *c < u) as u64 + 1;
-        std::hint::black_box(store.read_value(&s, k.min(n)).unwrap());
+        std::hint::black_box(store.read_value(&s, k.min(n)).await.unwrap());
     }
     let per_read = t0.elapsed().as_nanos() as f64 / f64::from(reads);
     let hits = metrics.cache_hits_total.get() - h0;
@@ -195,6 +197,6 @@ fn main() {
     rt.block_on(async {
         postgres(dir.path()).await;
         redis(dir.path()).await;
+        cache(dir.path()).await;
     });
-    cache(dir.path());
 }

@@ -22,19 +22,25 @@ fn rotation(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "bench-root").expect("token");
-    let store = VaultStore::open(VaultSettings {
-        address: fake.address(),
-        mount: "secret".into(),
-        path_prefix: "bench/tenants".into(),
-        namespace: None,
-        ca_file: None,
-        master_key_file: dir.path().join("master.key"),
-        timeout: std::time::Duration::from_secs(5),
-        max_attempts: 3,
-        retry_backoff: std::time::Duration::from_millis(10),
-        auth: VaultAuth::Token { token_file },
-    })
-    .expect("open store");
+    // One runtime for the whole run: the store's HTTP connections belong to it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = rt
+        .block_on(VaultStore::open(VaultSettings {
+            address: fake.address(),
+            mount: "secret".into(),
+            path_prefix: "bench/tenants".into(),
+            namespace: None,
+            ca_file: None,
+            master_key_file: dir.path().join("master.key"),
+            timeout: std::time::Duration::from_secs(5),
+            max_attempts: 3,
+            retry_backoff: std::time::Duration::from_millis(10),
+            auth: VaultAuth::Token { token_file },
+        }))
+        .expect("open store");
     let secret = SecretRef::new("tenant1", "database_credentials").expect("valid ref");
     let value = SecretValue::from_bytes(vec![b'x'; 32]);
     let journal = vec![0u8; 200];
@@ -44,7 +50,11 @@ fn rotation(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.sample_size(20);
     group.bench_function("rotation", |b| {
-        b.iter(|| current = rotation_writes::rotate(&store, &secret, &value, &journal, current));
+        b.iter(|| {
+            current = rt.block_on(rotation_writes::rotate(
+                &store, &secret, &value, &journal, current,
+            ))
+        });
     });
     group.finish();
 }

@@ -284,10 +284,30 @@ fn check(files: Vec<PathBuf>) -> ExitCode {
     }
 }
 
+/// A store an offline command opened, with the runtime its async calls run on: one
+/// current-thread runtime per command, built here, since the command itself is
+/// synchronous (and a Vault client's connections belong to the runtime that opened them).
+struct OfflineStore {
+    // Dropped before the runtime, so its connections close while the runtime still runs.
+    store: Box<dyn Store>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl OfflineStore {
+    /// Runs one store call to completion.
+    fn wait<T>(&self, call: impl Future<Output = T>) -> T {
+        self.runtime.block_on(call)
+    }
+}
+
 /// Opens the configured store for reading, refusing to create one: an offline command on a
 /// machine without a store must not leave a fresh master key behind.
-fn open_existing_store(cfg: &Config) -> Result<Option<Box<dyn Store>>, String> {
-    match &cfg.store {
+fn open_existing_store(cfg: &Config) -> Result<Option<OfflineStore>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let store = match &cfg.store {
         StoreConfig::Embedded {
             path,
             master_key_file,
@@ -296,7 +316,7 @@ fn open_existing_store(cfg: &Config) -> Result<Option<Box<dyn Store>>, String> {
                 return Ok(None);
             }
             EmbeddedStore::open(path, master_key_file)
-                .map(|s| Some(Box::new(s) as Box<dyn Store>))
+                .map(|s| Box::new(s) as Box<dyn Store>)
                 .map_err(|e| format!("{e} (is `rotor run` using this store? stop it first)"))
         }
         // Vault is shared by design: reading while `rotor run` writes is fine. Without the
@@ -305,11 +325,13 @@ fn open_existing_store(cfg: &Config) -> Result<Option<Box<dyn Store>>, String> {
             if !settings.master_key_file.exists() {
                 return Ok(None);
             }
-            VaultStore::open((**settings).clone())
-                .map(|s| Some(Box::new(s) as Box<dyn Store>))
+            runtime
+                .block_on(VaultStore::open((**settings).clone()))
+                .map(|s| Box::new(s) as Box<dyn Store>)
                 .map_err(|e| e.to_string())
         }
-    }
+    }?;
+    Ok(Some(OfflineStore { runtime, store }))
 }
 
 fn parse_secret(tenant: &str, key: &str) -> Result<SecretRef, String> {
@@ -339,7 +361,7 @@ fn fmt_time(t: Option<DateTime<Utc>>) -> String {
 fn read_rows<T: serde::de::DeserializeOwned>(
     cfg: &Config,
     secret: &SecretRef,
-    offline: impl FnOnce(&dyn Store) -> Result<Vec<T>, String>,
+    offline: impl FnOnce(&OfflineStore) -> Result<Vec<T>, String>,
     api_path: &str,
     field: &str,
 ) -> Result<Option<Vec<T>>, String> {
@@ -348,7 +370,7 @@ fn read_rows<T: serde::de::DeserializeOwned>(
             println!("{secret}: no store yet (nothing has run)");
             Ok(None)
         }
-        Ok(Some(store)) => offline(store.as_ref()).map(Some),
+        Ok(Some(store)) => offline(&store).map(Some),
         Err(store_error) => match admin_request(cfg, reqwest::Method::GET, api_path, None) {
             Ok((200, mut json)) => {
                 eprintln!("note: the store is in use; read through the running rotor's admin API");
@@ -371,7 +393,9 @@ fn versions(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
         cfg,
         &secret,
         |store| {
-            let versions = store.versions(&secret).map_err(|e| e.to_string())?;
+            let versions = store
+                .wait(store.store.versions(&secret))
+                .map_err(|e| e.to_string())?;
             Ok(versions.into_iter().map(VersionView::from).collect())
         },
         &format!(
@@ -412,7 +436,9 @@ fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), St
         cfg,
         &secret,
         |store| {
-            let records = store.history(&secret, limit).map_err(|e| e.to_string())?;
+            let records = store
+                .wait(store.store.history(&secret, limit))
+                .map_err(|e| e.to_string())?;
             Ok(records.into_iter().map(HistoryView::from).collect())
         },
         &format!(
@@ -519,7 +545,8 @@ pub fn plan_rows(
 fn plan(cfg: &Config, days: u32, limit: usize, now: DateTime<Utc>) -> Result<(), String> {
     let store = open_existing_store(cfg)?;
     let states = |secret: &SecretRef| -> Option<SecretState> {
-        let bytes = store.as_ref()?.journal(secret).ok()??;
+        let store = store.as_ref()?;
+        let bytes = store.wait(store.store.journal(secret)).ok()??;
         serde_json::from_slice(&bytes).ok()
     };
     // Each secret is followed for at most 1,000 rotations, so a demo interval of seconds over

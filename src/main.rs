@@ -99,15 +99,8 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
             }
         },
         StoreConfig::Vault(settings) => {
-            // Opening logs in over the network; keep it off the async workers.
-            let settings = (**settings).clone();
-            let opened = tokio::task::spawn_blocking(move || VaultStore::open(settings)).await;
-            let store = match opened {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot open the Vault store");
-                    return ExitCode::FAILURE;
-                }
+            let store = match VaultStore::open((**settings).clone()).await {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot open the Vault store");
                     return ExitCode::FAILURE;

@@ -10,7 +10,7 @@ use rotor::generator::SecretValue;
 use rotor::store::{Commit, Store};
 
 /// Writes the rotation from `current` (0 for none) to `current + 1`; returns the new current.
-pub fn rotate(
+pub async fn rotate(
     store: &dyn Store,
     secret: &SecretRef,
     value: &SecretValue,
@@ -19,7 +19,7 @@ pub fn rotate(
 ) -> VersionNo {
     let next = current + 1;
     let now = Utc::now();
-    let commit = |labels: &[(VersionNo, Label)], history: Option<&HistoryRecord>| {
+    let commit = async |labels: &[(VersionNo, Label)], history: Option<&HistoryRecord>| {
         store
             .commit(
                 secret,
@@ -30,10 +30,12 @@ pub fn rotate(
                     now,
                 },
             )
+            .await
             .expect("commit");
     };
     store
         .put_version(secret, next, RotationId(next), value, now)
+        .await
         .expect("put_version");
     let (base, grace): (Vec<_>, Vec<_>) = if current == 0 {
         (vec![], vec![(next, Label::Current)])
@@ -45,10 +47,10 @@ pub fn rotate(
     };
     let mut staged = base;
     staged.push((next, Label::Pending));
-    commit(&staged, None); // staged
-    commit(&staged, None); // applied
-    commit(&staged, None); // tested
-    commit(&grace, None); // promoted, previous in grace
+    commit(&staged, None).await; // staged
+    commit(&staged, None).await; // applied
+    commit(&staged, None).await; // tested
+    commit(&grace, None).await; // promoted, previous in grace
     let record = HistoryRecord {
         rotation: RotationId(next),
         trigger: Trigger::Schedule,
@@ -66,6 +68,6 @@ pub fn rotate(
         started_at: now,
         finished_at: now,
     };
-    commit(&[(next, Label::Current)], Some(&record)); // previous expired
+    commit(&[(next, Label::Current)], Some(&record)).await; // previous expired
     next
 }

@@ -1,6 +1,6 @@
 //! The [`Admin`] backend of the HTTP API: rotate and roll back by messaging the secret's
 //! rotation actor (looked up by name on every request, never cached), read versions and
-//! history from the store on a blocking thread, and the schedule from the status board.
+//! history from the store, and the schedule from the status board.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,17 +86,6 @@ impl ActorAdmin {
             ))),
         }
     }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-    ) -> Result<T, AdminError> {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(AdminError::Internal(format!("store: {e}"))),
-            Err(_) => Err(AdminError::Internal("store task failed".into())),
-        }
-    }
 }
 
 impl Admin for ActorAdmin {
@@ -128,8 +117,11 @@ impl Admin for ActorAdmin {
     fn versions(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<VersionMeta>, AdminError>> {
         Box::pin(async move {
             self.known(&secret)?;
-            let store = self.context.store.clone();
-            self.blocking(move || store.versions(&secret)).await
+            self.context
+                .store
+                .versions(&secret)
+                .await
+                .map_err(store_error)
         })
     }
 
@@ -140,8 +132,11 @@ impl Admin for ActorAdmin {
     ) -> BoxFuture<'_, Result<Vec<HistoryRecord>, AdminError>> {
         Box::pin(async move {
             self.known(&secret)?;
-            let store = self.context.store.clone();
-            self.blocking(move || store.history(&secret, limit)).await
+            self.context
+                .store
+                .history(&secret, limit)
+                .await
+                .map_err(store_error)
         })
     }
 
@@ -187,4 +182,9 @@ impl Admin for ActorAdmin {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+}
+
+/// A store read that failed: the API's 500, naming the store's (value-free) reason.
+fn store_error(e: crate::store::StoreError) -> AdminError {
+    AdminError::Internal(format!("store: {e}"))
 }

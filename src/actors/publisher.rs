@@ -106,36 +106,28 @@ impl PublisherState {
     /// Swaps the directory if a current version differs from what it holds. Failures are
     /// logged and retried at the next tick.
     async fn publish(&mut self) {
-        let config = self.config.clone();
-        let store = self.store.clone();
-        let published = self.published.clone();
-        let result =
-            tokio::task::spawn_blocking(move || publish_once(&config, &*store, &published)).await;
-        match result {
-            Ok(Ok(Some(now))) => {
+        match publish_once(&self.config, &*self.store, &self.published).await {
+            Ok(Some(now)) => {
                 tracing::info!(path = %self.config.path.display(), files = now.len(), "published current versions");
                 self.published = now;
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(path = %self.config.path.display(), error = %e, "cannot publish; retrying at the next tick")
-            }
+            Ok(None) => {}
             Err(e) => {
-                tracing::warn!(path = %self.config.path.display(), error = %e, "publish task failed")
+                tracing::warn!(path = %self.config.path.display(), error = %e, "cannot publish; retrying at the next tick")
             }
         }
     }
 }
 
 /// Publishes if needed; returns the new file fingerprints when it swapped.
-fn publish_once(
-    config: &PublishConfig,
+async fn publish_once(
+    config: &Arc<PublishConfig>,
     store: &dyn Store,
     published: &BTreeMap<String, String>,
 ) -> Result<Option<BTreeMap<String, String>>, String> {
     let mut want: BTreeMap<String, (SecretRef, u64, String)> = BTreeMap::new();
     for (file, secret) in &config.files {
-        let versions = store.versions(secret).map_err(|e| e.to_string())?;
+        let versions = store.versions(secret).await.map_err(|e| e.to_string())?;
         if let Some(v) = versions.iter().find(|v| v.labels.contains(&Label::Current)) {
             want.insert(
                 file.clone(),
@@ -154,14 +146,21 @@ fn publish_once(
     for (file, (secret, version, _)) in &want {
         let value = store
             .read_value(secret, *version)
+            .await
             .map_err(|e| e.to_string())?;
         values.push((file.clone(), value));
     }
-    let files: BTreeMap<String, &[u8]> = values
-        .iter()
-        .map(|(f, v)| (f.clone(), v.expose()))
-        .collect();
-    atomic::write(&config.path, &files, FILE_MODE)
-        .map_err(|e| format!("writing {}: {e}", config.path.display()))?;
+    // Writing files blocks: on a blocking thread, like the scan at start.
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let files: BTreeMap<String, &[u8]> = values
+            .iter()
+            .map(|(f, v)| (f.clone(), v.expose()))
+            .collect();
+        atomic::write(&config.path, &files, FILE_MODE)
+            .map_err(|e| format!("writing {}: {e}", config.path.display()))
+    })
+    .await
+    .map_err(|e| format!("publish task failed: {e}"))??;
     Ok(Some(fingerprints))
 }

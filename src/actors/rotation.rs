@@ -100,7 +100,8 @@ pub enum RotationMsg {
         slot: Option<Slot>,
     },
     /// Test-only fault hook: the actor panics while handling it, so supervision can be
-    /// exercised. Nothing outside tests sends it.
+    /// exercised. Exists only with the `test-util` feature, never in a release build.
+    #[cfg(feature = "test-util")]
     InjectPanic,
 }
 
@@ -214,6 +215,7 @@ impl Actor for RotationActor {
                 };
                 let _ = Box::pin(state.drive(&myself, event)).await?;
             }
+            #[cfg(feature = "test-util")]
             RotationMsg::InjectPanic => panic!("fault injected into {}", state.spec.secret),
         }
         Ok(())
@@ -236,9 +238,7 @@ impl RotationState {
         &mut self,
         myself: &ActorRef<RotationMsg>,
     ) -> Result<(), ActorProcessingErr> {
-        let store = self.context.store.clone();
-        let secret = self.spec.secret.clone();
-        let journal = tokio::task::spawn_blocking(move || store.journal(&secret)).await??;
+        let journal = self.context.store.journal(&self.spec.secret).await?;
         if let Some(bytes) = journal {
             self.machine = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("journal of {} is unreadable: {e}", self.spec.secret))?;
@@ -275,21 +275,19 @@ impl RotationState {
             // Durability rule: the new state is on disk before any of its effects run.
             let journal = serde_json::to_vec(&t.state)?;
             let labels = machine::labels(&t.state);
-            let store = self.context.store.clone();
-            let secret = spec.secret.clone();
-            let history = t.history.clone();
-            let committed = tokio::task::spawn_blocking(move || {
-                store.commit(
-                    &secret,
+            let committed = self
+                .context
+                .store
+                .commit(
+                    &spec.secret,
                     Commit {
                         journal: &journal,
                         labels: &labels,
-                        history: history.as_ref(),
+                        history: t.history.as_ref(),
                         now,
                     },
                 )
-            })
-            .await?;
+                .await;
             // A failed commit fails the actor: its supervisor restarts it, and it resumes
             // from the last state that did reach the store.
             self.context
@@ -446,9 +444,7 @@ impl RotationState {
         &self,
         fingerprint: &str,
     ) -> Result<Option<VersionNo>, ActorProcessingErr> {
-        let store = self.context.store.clone();
-        let secret = self.spec.secret.clone();
-        let versions = tokio::task::spawn_blocking(move || store.versions(&secret)).await??;
+        let versions = self.context.store.versions(&self.spec.secret).await?;
         Ok(versions
             .into_iter()
             .find(|v| v.fingerprint == fingerprint)
@@ -468,34 +464,30 @@ async fn run_step(
     };
     match effect {
         Effect::Generate { rotation, version } => {
-            let store = context.store.clone();
-            let gen_spec = spec.generator.clone();
-            let s = secret.clone();
             let now = context.clock.now();
-            let target = spec.target.clone();
-            tokio::task::spawn_blocking(move || {
-                // The target shapes what consumers read (e.g. username, password, URL).
-                let value = target
-                    .shape_value(&s, version, generator::generate(&gen_spec))
-                    .map_err(|e| (e.kind, e.to_string()))?;
-                store
-                    .put_version(&s, version, rotation, &value, now)
-                    .map_err(|e| (ErrorKind::Store, e.to_string()))
-            })
-            .await
-            .map_err(|_| ErrorKind::Internal)?
-            .map_err(|(kind, e)| {
-                log_err("generate", &e);
-                kind
-            })
+            // The target shapes what consumers read (e.g. username, password, URL).
+            let value = spec
+                .target
+                .shape_value(secret, version, generator::generate(&spec.generator))
+                .map_err(|e| {
+                    log_err("generate", &e);
+                    e.kind
+                })?;
+            context
+                .store
+                .put_version(secret, version, rotation, &value, now)
+                .await
+                .map_err(|e| {
+                    log_err("generate", &e);
+                    ErrorKind::Store
+                })
         }
         Effect::Apply { version, .. } | Effect::Test { version, .. } => {
             let is_apply = matches!(effect, Effect::Apply { .. });
-            let store = context.store.clone();
-            let s = secret.clone();
-            let value = tokio::task::spawn_blocking(move || store.read_value(&s, version))
+            let value = context
+                .store
+                .read_value(secret, version)
                 .await
-                .map_err(|_| ErrorKind::Internal)?
                 .map_err(|e| {
                     log_err("read", &e);
                     ErrorKind::Store

@@ -50,7 +50,12 @@ pub struct TreeOptions {
     /// Restart intensity of the rotations supervisor.
     pub rotations_intensity: Intensity,
     pub backoff: Backoff,
-    /// Overrides the target of every secret (tests inject failing targets here).
+    /// Overrides the target of every secret (tests inject failing targets here). A test
+    /// hook, so only with the `test-util` feature. The other fields are not: they are
+    /// settings with production defaults that tests tune (time, timeouts, restart
+    /// intensity, registry prefix, mountinfo path), an observer that changes nothing
+    /// (`watch_sink`), and the Vault token renewer (`extra_children`).
+    #[cfg(feature = "test-util")]
     pub target_override: Option<Arc<dyn Target>>,
     /// Prefix of every registry name (ractor's registry is per process; tests run
     /// several trees at once). Empty in production.
@@ -76,11 +81,27 @@ impl Default for TreeOptions {
                 within: Duration::from_secs(600),
             },
             backoff: Backoff::default(),
+            #[cfg(feature = "test-util")]
             target_override: None,
             namespace: String::new(),
             watch_sink: None,
             mountinfo: "/proc/self/mountinfo".into(),
             extra_children: Vec::new(),
+        }
+    }
+}
+
+impl TreeOptions {
+    /// The target that replaces every secret's own, if a test set one; never in a release
+    /// build.
+    fn overridden_target(&self) -> Option<Arc<dyn Target>> {
+        #[cfg(feature = "test-util")]
+        {
+            self.target_override.clone()
+        }
+        #[cfg(not(feature = "test-util"))]
+        {
+            None
         }
     }
 }
@@ -145,10 +166,9 @@ pub fn spec_for(
     let secret = cfg.secret.clone();
     let schedule_policy = policy.clone();
     let schedule_secret = secret.clone();
-    let target: Arc<dyn Target> = match &options.target_override {
-        Some(target) => target.clone(),
-        None => cfg.target.build(reader),
-    };
+    let target = options
+        .overridden_target()
+        .unwrap_or_else(|| cfg.target.build(reader));
     let to_delta = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
     Arc::new(RotationSpec {
         secret,
@@ -220,7 +240,9 @@ pub async fn start(
         ttl: config.cache.ttl,
         capacity: config.cache.max_entries,
     };
-    let store: Arc<dyn Store> = Arc::new(CachedStore::new(store, cache, metrics.clone()));
+    let cached = Arc::new(CachedStore::new(store, cache, metrics.clone()));
+    let reader: ValueReader = cached.clone();
+    let store: Arc<dyn Store> = cached;
     let context = Arc::new(RotationContext {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -238,7 +260,7 @@ pub async fn start(
         .map(|secret_cfg| {
             (
                 secret_cfg.secret.clone(),
-                spec_for(secret_cfg, config, &options, &store),
+                spec_for(secret_cfg, config, &options, &reader),
             )
         })
         .collect();

@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 
-use super::{Commit, Store, StoreError};
+use super::{Commit, ReadValue, Store, StoreError};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
 use crate::metrics::Metrics;
@@ -146,25 +147,32 @@ impl CachedStore {
 }
 
 impl Store for CachedStore {
-    fn put_version(
-        &self,
-        secret: &SecretRef,
+    fn put_version<'a>(
+        &'a self,
+        secret: &'a SecretRef,
         version: VersionNo,
         rotation: RotationId,
-        value: &SecretValue,
+        value: &'a SecretValue,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.invalidate(secret);
         self.inner
             .put_version(secret, version, rotation, value, now)
     }
 
-    fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
+    fn commit<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        commit: Commit<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.invalidate(secret);
         self.inner.commit(secret, commit)
     }
 
-    fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
+    fn journal<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
         self.inner.journal(secret)
     }
 
@@ -172,46 +180,59 @@ impl Store for CachedStore {
         self.inner.fingerprint(value)
     }
 
-    fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
+    fn versions<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+    ) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {
         self.inner.versions(secret)
     }
 
-    fn read_value(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-    ) -> Result<SecretValue, StoreError> {
-        let started = Instant::now();
-        self.metrics.access_total.inc();
-        let key = (secret.clone(), version);
-        let result = match self.lookup(&key) {
-            Some(value) => {
-                self.metrics.cache_hits_total.inc();
-                Ok(value)
-            }
-            None => {
-                self.metrics.cache_misses_total.inc();
-                let read = self.inner.read_value(secret, version);
-                if let Ok(value) = &read {
-                    self.insert(key, value);
-                }
-                read
-            }
-        };
-        if result.is_err() {
-            self.metrics.access_errors_total.inc();
-        }
-        self.metrics
-            .access_latency_seconds
-            .observe(started.elapsed().as_secs_f64());
-        result
-    }
-
-    fn history(&self, secret: &SecretRef, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+    fn history<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, StoreError>> {
         self.inner.history(secret, limit)
     }
 
-    fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
+    fn secrets(&self) -> BoxFuture<'_, Result<Vec<SecretRef>, StoreError>> {
         self.inner.secrets()
+    }
+}
+
+/// What targets read through: a hit is answered from memory, a miss reads the store
+/// behind and keeps the value.
+impl ReadValue for CachedStore {
+    fn read_value<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+    ) -> BoxFuture<'a, Result<SecretValue, StoreError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            self.metrics.access_total.inc();
+            let key = (secret.clone(), version);
+            let result = match self.lookup(&key) {
+                Some(value) => {
+                    self.metrics.cache_hits_total.inc();
+                    Ok(value)
+                }
+                None => {
+                    self.metrics.cache_misses_total.inc();
+                    let read = self.inner.read_value(secret, version).await;
+                    if let Ok(value) = &read {
+                        self.insert(key, value);
+                    }
+                    read
+                }
+            };
+            if result.is_err() {
+                self.metrics.access_errors_total.inc();
+            }
+            self.metrics
+                .access_latency_seconds
+                .observe(started.elapsed().as_secs_f64());
+            result
+        })
     }
 }

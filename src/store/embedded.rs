@@ -35,6 +35,13 @@
 //! is durable, which the state machine's idempotent steps already tolerate (it is the same
 //! as a crash just after a commit).
 //!
+//! # Threads
+//!
+//! redb blocks, and so does the group commit's wait for an fsync. Each [`Store`] call runs
+//! on one of tokio's blocking threads (`spawn_blocking`), so an async caller never blocks a
+//! runtime worker; concurrent writers are concurrent threads, which is what lets them
+//! share an fsync.
+//!
 //! # Fault injection
 //!
 //! [`EmbeddedStore::fail_writes_after`] makes later write transactions fail with
@@ -49,17 +56,19 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use redb::{
     Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition,
     WriteTransaction,
 };
 
 use super::crypto::MasterKey;
-use super::{Commit, Store, StoreError};
-use crate::domain::{HistoryRecord, Label, RotationId, SecretRef, VersionMeta, VersionNo};
+use super::labels::{apply_labels, new_version};
+use super::{Commit, ReadValue, Store, StoreError};
+use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
 
 /// Bumped when the table layout changes incompatibly; a newer file is refused, not misread.
@@ -81,6 +90,13 @@ const NO_FAULTS: u64 = u64::MAX;
 
 /// A [`Store`] backed by one redb file.
 pub struct EmbeddedStore {
+    /// Shared with the blocking threads each call runs on.
+    db: Arc<Db>,
+}
+
+/// The open file and its key. Its methods block (redb I/O, the group commit's wait for an
+/// fsync); [`EmbeddedStore`] runs each on a blocking thread.
+struct Db {
     db: Database,
     key: MasterKey,
     path: PathBuf,
@@ -145,7 +161,7 @@ impl Drop for Writer<'_> {
 impl fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EmbeddedStore")
-            .field("path", &self.path)
+            .field("path", &self.db.path)
             .finish_non_exhaustive()
     }
 }
@@ -254,18 +270,20 @@ impl EmbeddedStore {
         init().map_err(|e| open_err(Box::new(e)))?;
 
         Ok(EmbeddedStore {
-            db,
-            key,
-            path: db_path.to_owned(),
-            writes_left: AtomicU64::new(NO_FAULTS),
-            fsync: AtomicBool::new(true),
-            group: GroupSync::default(),
+            db: Arc::new(Db {
+                db,
+                key,
+                path: db_path.to_owned(),
+                writes_left: AtomicU64::new(NO_FAULTS),
+                fsync: AtomicBool::new(true),
+                group: GroupSync::default(),
+            }),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.db.path
     }
 
     /// Test hook: lets the next `n` write transactions commit, then fails every later one
@@ -274,15 +292,45 @@ impl EmbeddedStore {
     /// writes nothing and is not counted).
     pub fn fail_writes_after(&self, n: u64) {
         // `NO_FAULTS` is the sentinel; a plan that large is the same as no plan.
-        self.writes_left
+        self.db
+            .writes_left
             .store(n.min(NO_FAULTS - 1), Ordering::SeqCst);
     }
 
     /// Removes any planned write failure.
     pub fn clear_faults(&self) {
-        self.writes_left.store(NO_FAULTS, Ordering::SeqCst);
+        self.db.writes_left.store(NO_FAULTS, Ordering::SeqCst);
     }
 
+    /// Turns fsync on commit off (`false`) or back on. With it off a crash may lose the
+    /// latest commits (never corrupt the file): for bulk seeding only, never for a running
+    /// service. Call [`Self::sync`] afterwards.
+    pub fn set_fsync(&self, on: bool) {
+        self.db.fsync.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes every earlier commit durable (one fsync'd empty transaction). Blocks: for
+    /// the end of a bulk seeding, not for a running service.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.sync()
+    }
+
+    /// Runs `call` on a blocking thread: every redb read and write blocks, and a write
+    /// also waits for the group commit's fsync.
+    fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || call(&db))
+                .await
+                .map_err(|e| StoreError::Backend(format!("store thread: {e}")))?
+        })
+    }
+}
+
+impl Db {
     /// Whether the write about to commit must fail; consumes one allowed write otherwise.
     fn inject_fault(&self) -> bool {
         let mut left = self.writes_left.load(Ordering::Relaxed);
@@ -378,15 +426,8 @@ impl EmbeddedStore {
         Ok(txn)
     }
 
-    /// Turns fsync on commit off (`false`) or back on. With it off a crash may lose the
-    /// latest commits (never corrupt the file): for bulk seeding only, never for a running
-    /// service. Call [`Self::sync`] afterwards.
-    pub fn set_fsync(&self, on: bool) {
-        self.fsync.store(on, Ordering::Relaxed);
-    }
-
     /// Makes every earlier commit durable (one fsync'd empty transaction).
-    pub fn sync(&self) -> Result<(), StoreError> {
+    fn sync(&self) -> Result<(), StoreError> {
         let what = "sync";
         let txn = self.db.begin_write().map_err(|e| backend(&what, e))?;
         txn.commit().map_err(|e| backend(&what, e))
@@ -439,11 +480,87 @@ enum Existing {
     Other(RotationId),
 }
 
+impl ReadValue for EmbeddedStore {
+    fn read_value<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+    ) -> BoxFuture<'a, Result<SecretValue, StoreError>> {
+        let secret = secret.clone();
+        self.blocking(move |db| db.read_value(&secret, version))
+    }
+}
+
 impl Store for EmbeddedStore {
     fn fingerprint(&self, value: &[u8]) -> String {
-        self.key.fingerprint(value)
+        self.db.key.fingerprint(value)
     }
 
+    fn put_version<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+        rotation: RotationId,
+        value: &'a SecretValue,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (secret, value) = (secret.clone(), value.clone());
+        self.blocking(move |db| db.put_version(&secret, version, rotation, &value, now))
+    }
+
+    fn commit<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        commit: Commit<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let secret = secret.clone();
+        let (journal, labels) = (commit.journal.to_vec(), commit.labels.to_vec());
+        let (history, now) = (commit.history.cloned(), commit.now);
+        self.blocking(move |db| {
+            db.commit(
+                &secret,
+                Commit {
+                    journal: &journal,
+                    labels: &labels,
+                    history: history.as_ref(),
+                    now,
+                },
+            )
+        })
+    }
+
+    fn journal<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let secret = secret.clone();
+        self.blocking(move |db| db.journal(&secret))
+    }
+
+    fn versions<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+    ) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {
+        let secret = secret.clone();
+        self.blocking(move |db| db.versions(&secret))
+    }
+
+    fn history<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, StoreError>> {
+        let secret = secret.clone();
+        self.blocking(move |db| db.history(&secret, limit))
+    }
+
+    fn secrets(&self) -> BoxFuture<'_, Result<Vec<SecretRef>, StoreError>> {
+        self.blocking(|db| db.secrets())
+    }
+}
+
+/// The [`Store`] methods, blocking; each one redb transaction.
+impl Db {
     fn put_version(
         &self,
         secret: &SecretRef,
@@ -469,15 +586,8 @@ impl Store for EmbeddedStore {
                 Some(meta) => Existing::Other(meta.rotation),
                 None => {
                     let sealed = self.key.seal(secret, version, value.expose())?;
-                    let meta = VersionMeta {
-                        version,
-                        rotation,
-                        labels: Vec::new(),
-                        created_at: now,
-                        promoted_at: None,
-                        expired_at: None,
-                        fingerprint: self.key.fingerprint(value.expose()),
-                    };
+                    let fingerprint = self.key.fingerprint(value.expose());
+                    let meta = new_version(version, rotation, now, fingerprint);
                     let json = serde_json::to_vec(&meta).map_err(|e| corrupt(&what, e))?;
                     versions
                         .insert(k, json.as_slice())
@@ -508,7 +618,6 @@ impl Store for EmbeddedStore {
 
     fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
         let what = Op("commit", secret);
-        check_labels(secret, commit.labels)?;
         let (t, k) = (secret.tenant(), secret.key());
         let writer = self.group.enter();
         let txn = self.begin_write(&what)?;
@@ -524,23 +633,12 @@ impl Store for EmbeddedStore {
                 let (_, v) = item.map_err(|e| backend(&what, e))?;
                 all.push(serde_json::from_slice(v.value()).map_err(|e| corrupt(&what, e))?);
             }
-            if let Some((missing, _)) = commit
-                .labels
-                .iter()
-                .find(|(v, _)| !all.iter().any(|m| m.version == *v))
-            {
-                return Err(StoreError::NoSuchVersion {
-                    secret: secret.clone(),
-                    version: *missing,
-                });
-            }
-            for mut meta in all {
-                if relabel(&mut meta, commit.labels, commit.now) {
-                    let json = serde_json::to_vec(&meta).map_err(|e| corrupt(&what, e))?;
-                    versions
-                        .insert((t, k, meta.version), json.as_slice())
-                        .map_err(|e| backend(&what, e))?;
-                }
+            for i in apply_labels(secret, &mut all, commit.labels, commit.now)? {
+                let meta = &all[i];
+                let json = serde_json::to_vec(meta).map_err(|e| corrupt(&what, e))?;
+                versions
+                    .insert((t, k, meta.version), json.as_slice())
+                    .map_err(|e| backend(&what, e))?;
             }
 
             let mut journal = txn.open_table(JOURNAL).map_err(|e| backend(&what, e))?;
@@ -655,160 +753,58 @@ impl Store for EmbeddedStore {
     }
 }
 
-/// Refuses a label set that puts one label on two versions: the store must never hold
-/// two `current` (or `pending`, or `previous`) versions of a secret.
-pub(super) fn check_labels(
-    secret: &SecretRef,
-    labels: &[(VersionNo, Label)],
-) -> Result<(), StoreError> {
-    for (i, (v, label)) in labels.iter().enumerate() {
-        if let Some((other, _)) = labels[..i]
-            .iter()
-            .find(|(other, l)| l == label && other != v)
-        {
-            return Err(StoreError::InvalidCommit {
-                secret: secret.clone(),
-                reason: format!("label {label} is given to both version {other} and {v}"),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Applies a commit's label set to one version; returns whether anything changed.
-///
-/// Labels are replaced wholesale. Losing the last label stamps `expired_at`; gaining
-/// `current` stamps `promoted_at` unless it was already set (a rollback to a version keeps
-/// its original promotion time). A version that gains a label again after expiring is
-/// valid again, so its `expired_at` is cleared rather than left contradicting its labels.
-pub(super) fn relabel(
-    meta: &mut VersionMeta,
-    labels: &[(VersionNo, Label)],
-    now: DateTime<Utc>,
-) -> bool {
-    let mut new: Vec<Label> = labels
-        .iter()
-        .filter(|(v, _)| *v == meta.version)
-        .map(|(_, l)| *l)
-        .collect();
-    new.sort();
-    new.dedup();
-    let before = meta.clone();
-    if new.is_empty() {
-        if !meta.labels.is_empty() && meta.expired_at.is_none() {
-            meta.expired_at = Some(now);
-        }
-    } else {
-        meta.expired_at = None;
-        if new.contains(&Label::Current) && meta.promoted_at.is_none() {
-            meta.promoted_at = Some(now);
-        }
-    }
-    meta.labels = new;
-    *meta != before
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone as _;
 
-    #[test]
-    fn concurrent_writers_share_fsyncs_and_every_commit_is_covered() {
+    /// Sixteen writers through the async trait, as sixteen rotation actors would: they
+    /// share fsyncs, and every commit is covered by one before its call returns.
+    #[tokio::test]
+    async fn concurrent_writers_share_fsyncs_and_every_commit_is_covered() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("s.redb"), &dir.path().join("k")).unwrap();
         const WRITERS: u64 = 16;
         const EACH: u64 = 10;
-        std::thread::scope(|scope| {
-            for w in 0..WRITERS {
-                let store = &store;
-                scope.spawn(move || {
-                    let secret = SecretRef::new(&format!("t{w}"), "k").unwrap();
-                    for n in 0..EACH {
-                        let journal = n.to_be_bytes();
-                        store
-                            .commit(
-                                &secret,
-                                Commit {
-                                    journal: &journal,
-                                    labels: &[],
-                                    history: None,
-                                    now: Utc::now(),
-                                },
-                            )
-                            .unwrap();
-                    }
-                });
+        let store = &store;
+        futures::future::join_all((0..WRITERS).map(|w| async move {
+            let secret = SecretRef::new(&format!("t{w}"), "k").unwrap();
+            for n in 0..EACH {
+                let journal = n.to_be_bytes();
+                store
+                    .commit(
+                        &secret,
+                        Commit {
+                            journal: &journal,
+                            labels: &[],
+                            history: None,
+                            now: Utc::now(),
+                        },
+                    )
+                    .await
+                    .unwrap();
             }
-        });
-        let st = store.group.state.lock().unwrap();
-        assert_eq!(st.committed, WRITERS * EACH);
-        assert_eq!(
-            st.durable, st.committed,
-            "every commit was covered by an fsync"
-        );
-        assert!(
-            st.fsyncs < st.committed,
-            "{} fsyncs for {} commits: none shared",
-            st.fsyncs,
-            st.committed
-        );
-        drop(st);
+        }))
+        .await;
+        {
+            let st = store.db.group.state.lock().unwrap();
+            assert_eq!(st.committed, WRITERS * EACH);
+            assert_eq!(
+                st.durable, st.committed,
+                "every commit was covered by an fsync"
+            );
+            assert!(
+                st.fsyncs < st.committed,
+                "{} fsyncs for {} commits: none shared",
+                st.fsyncs,
+                st.committed
+            );
+        }
         for w in 0..WRITERS {
             let secret = SecretRef::new(&format!("t{w}"), "k").unwrap();
             assert_eq!(
-                store.journal(&secret).unwrap(),
+                store.journal(&secret).await.unwrap(),
                 Some((EACH - 1).to_be_bytes().to_vec())
             );
         }
-    }
-
-    fn meta(version: VersionNo, labels: Vec<Label>) -> VersionMeta {
-        VersionMeta {
-            version,
-            rotation: RotationId(version),
-            labels,
-            created_at: Utc.timestamp_opt(0, 0).single().expect("time"),
-            promoted_at: None,
-            expired_at: None,
-            fingerprint: String::new(),
-        }
-    }
-
-    #[test]
-    fn relabel_stamps_promotion_and_expiry() {
-        let t1 = Utc.timestamp_opt(100, 0).single().expect("time");
-        let t2 = Utc.timestamp_opt(200, 0).single().expect("time");
-
-        let mut m = meta(1, vec![]);
-        assert!(relabel(&mut m, &[(1, Label::Pending)], t1));
-        assert_eq!((m.promoted_at, m.expired_at), (None, None));
-        assert!(relabel(&mut m, &[(1, Label::Current)], t1));
-        assert_eq!(m.promoted_at, Some(t1));
-        assert!(!relabel(&mut m, &[(1, Label::Current)], t2), "no-op");
-        assert!(relabel(&mut m, &[(1, Label::Previous)], t2));
-        assert_eq!(m.promoted_at, Some(t1));
-        assert_eq!(m.expired_at, None);
-        assert!(relabel(&mut m, &[(2, Label::Current)], t2));
-        assert_eq!(m.expired_at, Some(t2));
-        assert!(m.labels.is_empty());
-        // Staying unlabelled keeps the first expiry time.
-        let t3 = Utc.timestamp_opt(300, 0).single().expect("time");
-        assert!(!relabel(&mut m, &[], t3));
-        assert_eq!(m.expired_at, Some(t2));
-        // Never labelled: never expires.
-        let mut fresh = meta(5, vec![]);
-        assert!(!relabel(&mut fresh, &[(1, Label::Current)], t3));
-        assert_eq!(fresh.expired_at, None);
-    }
-
-    #[test]
-    fn duplicate_labels_are_refused() {
-        let s = SecretRef::new("t", "k").expect("valid");
-        assert!(check_labels(&s, &[(1, Label::Current), (2, Label::Previous)]).is_ok());
-        assert!(check_labels(&s, &[(1, Label::Current), (1, Label::Current)]).is_ok());
-        let err = check_labels(&s, &[(1, Label::Current), (2, Label::Current)])
-            .expect_err("two currents");
-        assert!(err.to_string().contains("current"), "{err}");
     }
 }

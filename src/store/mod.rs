@@ -2,11 +2,15 @@
 //!
 //! The [`Store`] trait is what the rest of rotor sees. Backends: [`embedded`] (one redb
 //! file, values sealed with AES-256-GCM) and [`vault`] (HashiCorp Vault KV v2, tested
-//! against the in-repo [`vault_fake`] because no Vault server can run on these machines). A store knows labels, versions and opaque journal
-//! bytes; it does not know the rotation state machine (the journal is serialised by the
-//! caller) and it never logs or returns a value except through [`Store::read_value`].
+//! against the in-repo `vault_fake` because no Vault server can run on these machines; the
+//! fake is built only with the `test-util` feature). A store knows labels, versions and
+//! opaque journal bytes; it does not know the rotation state machine (the journal is
+//! serialised by the caller) and it never logs or returns a value except through
+//! [`ReadValue::read_value`]. The label rules every store keeps on commit are one pure
+//! function both backends call (`labels.rs`).
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 
 use crate::domain::{HistoryRecord, Label, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
@@ -14,7 +18,9 @@ use crate::generator::SecretValue;
 pub mod cache;
 pub mod crypto;
 pub mod embedded;
+mod labels;
 pub mod vault;
+#[cfg(feature = "test-util")]
 pub mod vault_fake;
 
 /// Errors from a store. Messages name the secret and version, never a value.
@@ -104,44 +110,68 @@ pub struct Commit<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// Reading one stored value, and nothing else: what a target is built with (the cached
+/// store in production), so it can read an older version's value but never write.
+pub trait ReadValue: Send + Sync + 'static {
+    /// Decrypts one version's value.
+    fn read_value<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+    ) -> BoxFuture<'a, Result<SecretValue, StoreError>>;
+}
+
 /// A backend holding versions, labels, journals and history for many secrets.
 ///
-/// Methods are synchronous and short; async callers run them on a blocking thread.
-pub trait Store: Send + Sync + 'static {
+/// Methods are async and run on the caller's runtime; a backend whose I/O blocks (redb)
+/// moves it onto a blocking thread itself. [`ReadValue::read_value`] is the one way a
+/// value comes back out.
+pub trait Store: ReadValue {
     /// Stores `value` as `version` of `secret`, created by `rotation`, with no label.
     /// Idempotent: storing the same version again for the same rotation succeeds without
     /// changing anything (the first value is kept); for another rotation it is a
     /// [`StoreError::VersionConflict`].
-    fn put_version(
-        &self,
-        secret: &SecretRef,
+    fn put_version<'a>(
+        &'a self,
+        secret: &'a SecretRef,
         version: VersionNo,
         rotation: RotationId,
-        value: &SecretValue,
+        value: &'a SecretValue,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Atomically writes journal, labels and history (see [`Commit`]).
-    fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError>;
+    fn commit<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        commit: Commit<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The last committed journal bytes, if any.
-    fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError>;
+    fn journal<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
 
     /// Metadata of every version, oldest first.
-    fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError>;
-
-    /// Decrypts one version's value.
-    fn read_value(&self, secret: &SecretRef, version: VersionNo)
-    -> Result<SecretValue, StoreError>;
+    fn versions<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+    ) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>>;
 
     /// The most recent `limit` history records, newest first.
-    fn history(&self, secret: &SecretRef, limit: usize) -> Result<Vec<HistoryRecord>, StoreError>;
+    fn history<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, StoreError>>;
 
     /// Every secret that has a journal.
-    fn secrets(&self) -> Result<Vec<SecretRef>, StoreError>;
+    fn secrets(&self) -> BoxFuture<'_, Result<Vec<SecretRef>, StoreError>>;
 
     /// The keyed fingerprint this store records in [`VersionMeta::fingerprint`] for a
     /// value with these bytes. The volume watcher fingerprints mounted files with it, so a
     /// file can be matched to the version it holds without either side revealing a value.
+    /// Pure and cheap, so synchronous.
     fn fingerprint(&self, value: &[u8]) -> String;
 }

@@ -1,9 +1,10 @@
 //! The Vault store: HashiCorp Vault's KV v2 engine through `vaultrs`, every write a
 //! check-and-set.
 //!
-//! No Vault server can run on these machines; this store is tested against
-//! [`super::vault_fake`], which speaks the same HTTP API, and against a real Vault when
-//! `VAULT_ADDR` and `VAULT_TOKEN` are set (`tests/store_vault.rs`).
+//! No Vault server can run on these machines; this store is tested against the in-repo
+//! fake (`vault_fake`, built with the `test-util` feature), which speaks the same HTTP
+//! API, and against a real Vault when `VAULT_ADDR` and `VAULT_TOKEN` are set
+//! (`tests/store_vault.rs`).
 //!
 //! # Layout in Vault
 //!
@@ -43,13 +44,12 @@
 //! Reads of versions and history do not move the fence, so an admin read cannot make a
 //! stale writer current.
 //!
-//! # Blocking
+//! # Runtime
 //!
-//! [`Store`] is synchronous. The store owns a small tokio runtime (one worker thread) and
-//! runs each request there, waiting on a channel: unlike `Handle::block_on`, this never
-//! panics whatever thread calls it (a runtime worker, a `spawn_blocking` thread or a plain
-//! test thread); rotor's callers use `spawn_blocking`, so no worker is ever blocked. The
-//! runtime is shut down in the background on drop, which is allowed inside async code.
+//! [`Store`] is async, and every request runs on the caller's runtime: the store owns no
+//! runtime, thread or task. The HTTP client's pooled connections belong to the runtime
+//! that opened them, so a store is opened and used on one runtime (`rotor run`'s, or the
+//! one an offline command builds).
 //!
 //! # Errors and retries
 //!
@@ -72,6 +72,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use vaultrs::api::kv2::requests::{
@@ -81,8 +82,8 @@ use vaultrs::client::{VaultClient, VaultClientSettings};
 use vaultrs::error::ClientError;
 
 use super::crypto::MasterKey;
-use super::embedded::{check_labels, relabel};
-use super::{Commit, Store, StoreError};
+use super::labels::{apply_labels, new_version};
+use super::{Commit, ReadValue, Store, StoreError};
 use crate::backoff::ExponentialBackoff;
 use crate::domain::{HistoryRecord, Label, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
@@ -175,7 +176,6 @@ impl TokenLease {
 /// (`actors::vault_token`), which swaps in a new client after a re-login.
 pub struct VaultSession {
     settings: VaultSettings,
-    handle: tokio::runtime::Handle,
     client: RwLock<Arc<VaultClient>>,
 }
 
@@ -204,17 +204,8 @@ impl VaultSession {
     }
 
     /// Renews the token (`renew-self`); if that fails, logs in again (Kubernetes) or
-    /// re-reads the token file (token auth). Runs on the store's runtime, so it may be
-    /// awaited from any runtime.
-    pub async fn renew(self: &Arc<Self>) -> Result<TokenLease, StoreError> {
-        let this = self.clone();
-        self.handle
-            .spawn(async move { this.renew_here().await })
-            .await
-            .map_err(|e| StoreError::Backend(format!("vault token renewal task: {e}")))?
-    }
-
-    async fn renew_here(&self) -> Result<TokenLease, StoreError> {
+    /// re-reads the token file (token auth).
+    pub async fn renew(&self) -> Result<TokenLease, StoreError> {
         let client = self.client();
         match vaultrs::api::auth(&*client, RenewSelf).await {
             Ok(info) => Ok(TokenLease {
@@ -253,8 +244,6 @@ impl rustify::endpoint::Endpoint for RenewSelf {
 
 /// A [`Store`] on Vault KV v2. See the module documentation.
 pub struct VaultStore {
-    /// `Some` until drop, which shuts it down in the background.
-    runtime: Option<tokio::runtime::Runtime>,
     session: Arc<VaultSession>,
     key: MasterKey,
     lease: TokenLease,
@@ -267,14 +256,6 @@ impl fmt::Debug for VaultStore {
         f.debug_struct("VaultStore")
             .field("settings", &self.session.settings)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for VaultStore {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
     }
 }
 
@@ -315,22 +296,12 @@ impl fmt::Debug for ValueData {
 impl VaultStore {
     /// Connects: reads (or creates) the fingerprint key, authenticates and looks the token
     /// up. Fails with a message naming the address and the reason.
-    pub fn open(settings: VaultSettings) -> Result<Self, StoreError> {
+    pub async fn open(settings: VaultSettings) -> Result<Self, StoreError> {
         let key = MasterKey::load_or_create(&settings.master_key_file)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("rotor-vault")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Backend(format!("vault store runtime: {e}")))?;
-        let handle = runtime.handle().clone();
-        let login_settings = settings.clone();
-        let (client, lease) = wait(&handle, async move { login(&login_settings).await })??;
+        let (client, lease) = login(&settings).await?;
         Ok(VaultStore {
-            runtime: Some(runtime),
             session: Arc::new(VaultSession {
                 settings,
-                handle,
                 client: RwLock::new(Arc::new(client)),
             }),
             key,
@@ -368,13 +339,6 @@ impl VaultStore {
         format!("{}/data/{path}", self.session.settings.mount)
     }
 
-    fn run<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        wait(&self.session.handle, fut)?
-    }
-
     fn fence_of(&self, secret: &SecretRef) -> Option<u64> {
         self.fence.lock().map_or_else(
             |p| p.into_inner().get(secret).copied(),
@@ -390,28 +354,21 @@ impl VaultStore {
     }
 
     /// Reads the state document and its CAS index (0 and an empty document if absent).
-    fn read_doc(&self, secret: &SecretRef) -> Result<(StateDoc, u64), StoreError> {
+    async fn read_doc(&self, secret: &SecretRef) -> Result<(StateDoc, u64), StoreError> {
         let path = self.doc_path(secret);
-        let session = self.session.clone();
-        let shown = self.shown(&path);
-        let found = self.run(async move {
-            let mount = session.settings.mount.clone();
-            Ok(retry(&session, "read", &shown, || {
-                let client = session.client();
-                let (mount, path) = (mount.clone(), path.clone());
-                async move {
-                    let req = ReadSecretRequest::builder()
-                        .mount(mount)
-                        .path(path)
-                        .build()
-                        .map_err(|e| Failure::Other(e.to_string()))?;
-                    vaultrs::api::exec_with_result(&*client, req)
-                        .await
-                        .map_err(classify)
-                }
+        let path = path.as_str();
+        let found = self
+            .request("read", &self.shown(path), |client, mount| async move {
+                let req = ReadSecretRequest::builder()
+                    .mount(mount)
+                    .path(path)
+                    .build()
+                    .map_err(|e| Failure::Other(e.to_string()))?;
+                vaultrs::api::exec_with_result(&*client, req)
+                    .await
+                    .map_err(classify)
             })
-            .await)
-        })?;
+            .await;
         let resp = match found {
             Ok(resp) => resp,
             Err(Failure::Status(404, _)) => return Ok((StateDoc::default(), 0)),
@@ -434,8 +391,8 @@ impl VaultStore {
     }
 
     /// Reads the document for a write, refusing if it moved past this process's fence.
-    fn read_doc_for_write(&self, secret: &SecretRef) -> Result<(StateDoc, u64), StoreError> {
-        let (doc, index) = self.read_doc(secret)?;
+    async fn read_doc_for_write(&self, secret: &SecretRef) -> Result<(StateDoc, u64), StoreError> {
+        let (doc, index) = self.read_doc(secret).await?;
         if let Some(fence) = self.fence_of(secret)
             && fence != index
         {
@@ -448,40 +405,23 @@ impl VaultStore {
 
     /// CAS-writes the document over `index`. A CAS mismatch whose fresh read shows exactly
     /// this document is our own earlier attempt that landed (a retried timeout): success.
-    fn write_doc(&self, secret: &SecretRef, doc: &StateDoc, index: u64) -> Result<(), StoreError> {
+    async fn write_doc(
+        &self,
+        secret: &SecretRef,
+        doc: &StateDoc,
+        index: u64,
+    ) -> Result<(), StoreError> {
         let path = self.doc_path(secret);
         let shown = self.shown(&path);
         let data = serde_json::to_value(doc)
             .map_err(|e| StoreError::Backend(format!("encode state document {shown}: {e}")))?;
         let cas = cas_index(index, &shown)?;
-        let session = self.session.clone();
-        let shown2 = shown.clone();
-        let written = self.run(async move {
-            let mount = session.settings.mount.clone();
-            retry(&session, "write", &shown2, || {
-                let client = session.client();
-                let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
-                async move {
-                    vaultrs::kv2::set_with_options(
-                        &*client,
-                        &mount,
-                        &path,
-                        &data,
-                        SetSecretRequestOptions { cas },
-                    )
-                    .await
-                    .map_err(classify)
-                }
-            })
-            .await
-            .map_err(|f| f.into_store_error(&shown2))
-        });
-        match written {
-            Ok(meta) => {
-                self.set_fence(secret, meta.version);
+        match self.write_kv(&path, &data, cas, &shown).await {
+            Ok(version) => {
+                self.set_fence(secret, version);
                 Ok(())
             }
-            Err(StoreError::Conflict { path }) => match self.read_doc(secret)? {
+            Err(StoreError::Conflict { path }) => match self.read_doc(secret).await? {
                 (found, now) if &found == doc => {
                     self.set_fence(secret, now);
                     Ok(())
@@ -493,28 +433,21 @@ impl VaultStore {
     }
 
     /// Reads one value version's data; `None` if Vault has no such (live) version.
-    fn read_version_data(
+    async fn read_version_data(
         &self,
         secret: &SecretRef,
         version: VersionNo,
     ) -> Result<Option<ValueData>, StoreError> {
         let path = self.value_path(secret);
         let shown = format!("{}?version={version}", self.shown(&path));
-        let session = self.session.clone();
-        let shown2 = shown.clone();
-        let found = self.run(async move {
-            let mount = session.settings.mount.clone();
-            Ok(retry(&session, "read", &shown2, || {
-                let client = session.client();
-                let (mount, path) = (mount.clone(), path.clone());
-                async move {
-                    vaultrs::kv2::read_version::<ValueData>(&*client, &mount, &path, version)
-                        .await
-                        .map_err(classify)
-                }
+        let path = path.as_str();
+        let found = self
+            .request("read", &shown, |client, mount| async move {
+                vaultrs::kv2::read_version::<ValueData>(&*client, mount, path, version)
+                    .await
+                    .map_err(classify)
             })
-            .await)
-        })?;
+            .await;
         match found {
             Ok(data) => Ok(Some(data)),
             // A deleted or destroyed version reads as 404 with empty data.
@@ -524,7 +457,7 @@ impl VaultStore {
     }
 
     /// Writes the label mirror into the value path's custom metadata (best effort).
-    fn mirror_labels(&self, secret: &SecretRef, versions: &[VersionMeta]) {
+    async fn mirror_labels(&self, secret: &SecretRef, versions: &[VersionMeta]) {
         let mut custom = HashMap::new();
         for m in versions {
             for l in &m.labels {
@@ -533,51 +466,105 @@ impl VaultStore {
         }
         let path = self.value_path(secret);
         let shown = format!("{}/metadata/{path}", self.session.settings.mount);
-        let session = self.session.clone();
-        let shown2 = shown.clone();
-        let result = self.run(async move {
-            let mount = session.settings.mount.clone();
-            retry(&session, "write metadata", &shown2, || {
-                let client = session.client();
-                let (mount, path, custom) = (mount.clone(), path.clone(), custom.clone());
+        let path = path.as_str();
+        let result = self
+            .request("write metadata", &shown, |client, mount| {
+                let mut req = SetSecretMetadataRequest::builder();
+                req.cas_required(true).custom_metadata(custom.clone());
                 async move {
-                    let mut req = SetSecretMetadataRequest::builder();
-                    req.cas_required(true).custom_metadata(custom);
-                    vaultrs::kv2::set_metadata(&*client, &mount, &path, Some(&mut req))
+                    vaultrs::kv2::set_metadata(&*client, mount, path, Some(&mut req))
                         .await
                         .map_err(classify)
                 }
             })
-            .await
-            .map_err(|f| f.into_store_error(&shown2))
-        });
-        if let Err(e) = result {
+            .await;
+        if let Err(e) = result.map_err(|f| f.into_store_error(&shown)) {
             tracing::warn!(secret = %secret, path = %shown, error = %e, "could not mirror labels into Vault custom metadata; the state document is authoritative and the next commit tries again");
         }
     }
 
-    fn list(&self, path: String) -> Result<Vec<String>, StoreError> {
+    async fn list(&self, path: &str) -> Result<Vec<String>, StoreError> {
         let shown = format!("{}/metadata/{path}", self.session.settings.mount);
-        let session = self.session.clone();
-        let shown2 = shown.clone();
-        let found = self.run(async move {
-            let mount = session.settings.mount.clone();
-            Ok(retry(&session, "list", &shown2, || {
-                let client = session.client();
-                let (mount, path) = (mount.clone(), path.clone());
-                async move {
-                    vaultrs::kv2::list(&*client, &mount, &path)
-                        .await
-                        .map_err(classify)
-                }
+        let found = self
+            .request("list", &shown, |client, mount| async move {
+                vaultrs::kv2::list(&*client, mount, path)
+                    .await
+                    .map_err(classify)
             })
-            .await)
-        })?;
+            .await;
         match found {
             Ok(keys) => Ok(keys),
             Err(Failure::Status(404, _)) => Ok(Vec::new()),
             Err(f) => Err(f.into_store_error(&shown)),
         }
+    }
+
+    /// Writes `data` as the next KV version of `path`, check-and-set on `cas`; returns the
+    /// version Vault gave it.
+    async fn write_kv<T: Serialize + Sync>(
+        &self,
+        path: &str,
+        data: &T,
+        cas: u32,
+        shown: &str,
+    ) -> Result<u64, StoreError> {
+        self.request("write", shown, |client, mount| async move {
+            vaultrs::kv2::set_with_options(
+                &*client,
+                mount,
+                path,
+                data,
+                SetSecretRequestOptions { cas },
+            )
+            .await
+            .map_err(classify)
+        })
+        .await
+        .map(|meta| meta.version)
+        .map_err(|f| f.into_store_error(shown))
+    }
+
+    /// One Vault request with the store's retries: `call` gets the current client (a
+    /// renewal may have replaced it since the last attempt) and the KV mount.
+    async fn request<'s, T, F, Fut>(&'s self, op: &str, shown: &str, call: F) -> Result<T, Failure>
+    where
+        F: Fn(Arc<VaultClient>, &'s str) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mount = self.session.settings.mount.as_str();
+        retry(&self.session, op, shown, || {
+            call(self.session.client(), mount)
+        })
+        .await
+    }
+}
+
+impl ReadValue for VaultStore {
+    fn read_value<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        version: VersionNo,
+    ) -> BoxFuture<'a, Result<SecretValue, StoreError>> {
+        Box::pin(async move {
+            let found = self.read_version_data(secret, version).await?;
+            let no_such = || StoreError::NoSuchVersion {
+                secret: secret.clone(),
+                version,
+            };
+            let data = found.ok_or_else(no_such)?;
+            // A version rotor did not write (a human's `vault kv put`) is not a rotor version.
+            if data.rotor_rotation.is_none() {
+                return Err(no_such());
+            }
+            decode_value(&data)
+                .map(SecretValue::from_bytes)
+                .ok_or_else(|| {
+                    StoreError::Backend(format!(
+                        "{} version {version} holds no readable value",
+                        self.shown(&self.value_path(secret))
+                    ))
+                })
+        })
     }
 }
 
@@ -586,236 +573,193 @@ impl Store for VaultStore {
         self.key.fingerprint(value)
     }
 
-    fn put_version(
-        &self,
-        secret: &SecretRef,
+    fn put_version<'a>(
+        &'a self,
+        secret: &'a SecretRef,
         version: VersionNo,
         rotation: RotationId,
-        value: &SecretValue,
+        value: &'a SecretValue,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let (mut doc, index) = self.read_doc_for_write(secret)?;
-        if let Some(meta) = doc.versions.iter().find(|m| m.version == version) {
-            return if meta.rotation == rotation {
-                // A replay after a crash: the first value stays, nothing is written.
-                self.set_fence(secret, index);
-                Ok(())
-            } else {
-                Err(StoreError::VersionConflict {
-                    secret: secret.clone(),
-                    version,
-                    existing: meta.rotation,
-                    requested: rotation,
-                })
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (mut doc, index) = self.read_doc_for_write(secret).await?;
+            if let Some(meta) = doc.versions.iter().find(|m| m.version == version) {
+                return if meta.rotation == rotation {
+                    // A replay after a crash: the first value stays, nothing is written.
+                    self.set_fence(secret, index);
+                    Ok(())
+                } else {
+                    Err(StoreError::VersionConflict {
+                        secret: secret.clone(),
+                        version,
+                        existing: meta.rotation,
+                        requested: rotation,
+                    })
+                };
+            }
+
+            let path = self.value_path(secret);
+            let shown = self.shown(&path);
+            let data = match std::str::from_utf8(value.expose()) {
+                Ok(text) => ValueData {
+                    value: Some(text.to_owned()),
+                    value_base64: None,
+                    rotor_rotation: Some(rotation.0.to_string()),
+                },
+                Err(_) => ValueData {
+                    value: None,
+                    value_base64: Some(B64.encode(value.expose())),
+                    rotor_rotation: Some(rotation.0.to_string()),
+                },
             };
-        }
-
-        let path = self.value_path(secret);
-        let shown = self.shown(&path);
-        let data = match std::str::from_utf8(value.expose()) {
-            Ok(text) => ValueData {
-                value: Some(text.to_owned()),
-                value_base64: None,
-                rotor_rotation: Some(rotation.0.to_string()),
-            },
-            Err(_) => ValueData {
-                value: None,
-                value_base64: Some(B64.encode(value.expose())),
-                rotor_rotation: Some(rotation.0.to_string()),
-            },
-        };
-        let cas = cas_index(version.saturating_sub(1), &shown)?;
-        let session = self.session.clone();
-        let shown2 = shown.clone();
-        let data = Arc::new(data);
-        let written = self.run(async move {
-            let mount = session.settings.mount.clone();
-            retry(&session, "write", &shown2, || {
-                let client = session.client();
-                let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
-                async move {
-                    vaultrs::kv2::set_with_options(
-                        &*client,
-                        &mount,
-                        &path,
-                        &*data,
-                        SetSecretRequestOptions { cas },
-                    )
-                    .await
-                    .map_err(classify)
-                }
-            })
-            .await
-            .map_err(|f| f.into_store_error(&shown2))
-        });
-        let fingerprint = match written {
-            Ok(_) => self.key.fingerprint(value.expose()),
-            Err(StoreError::Conflict { path }) => {
-                // Version `version` may exist already: written by this rotation before a
-                // crash (or by a retried request that landed), which is a replay; by another
-                // rotation, which is a conflict; or not at all (Vault is at another
-                // version: someone else writes this path).
-                match self.read_version_data(secret, version)? {
-                    Some(found) if found.rotor_rotation == Some(rotation.0.to_string()) => {
-                        let stored = decode_value(&found).ok_or_else(|| {
-                            StoreError::Backend(format!(
-                                "{path} version {version} holds no rotor value"
-                            ))
-                        })?;
-                        self.key.fingerprint(&stored)
+            let cas = cas_index(version.saturating_sub(1), &shown)?;
+            let written = self.write_kv(&path, &data, cas, &shown).await;
+            let fingerprint = match written {
+                Ok(_) => self.key.fingerprint(value.expose()),
+                Err(StoreError::Conflict { path }) => {
+                    // Version `version` may exist already: written by this rotation before a
+                    // crash (or by a retried request that landed), which is a replay; by another
+                    // rotation, which is a conflict; or not at all (Vault is at another
+                    // version: someone else writes this path).
+                    match self.read_version_data(secret, version).await? {
+                        Some(found) if found.rotor_rotation == Some(rotation.0.to_string()) => {
+                            let stored = decode_value(&found).ok_or_else(|| {
+                                StoreError::Backend(format!(
+                                    "{path} version {version} holds no rotor value"
+                                ))
+                            })?;
+                            self.key.fingerprint(&stored)
+                        }
+                        Some(found) => {
+                            return Err(match found.rotor_rotation.and_then(|r| r.parse().ok()) {
+                                Some(existing) => StoreError::VersionConflict {
+                                    secret: secret.clone(),
+                                    version,
+                                    existing: RotationId(existing),
+                                    requested: rotation,
+                                },
+                                None => StoreError::Conflict { path },
+                            });
+                        }
+                        None => return Err(StoreError::Conflict { path }),
                     }
-                    Some(found) => {
-                        return Err(match found.rotor_rotation.and_then(|r| r.parse().ok()) {
-                            Some(existing) => StoreError::VersionConflict {
-                                secret: secret.clone(),
-                                version,
-                                existing: RotationId(existing),
-                                requested: rotation,
-                            },
-                            None => StoreError::Conflict { path },
-                        });
-                    }
-                    None => return Err(StoreError::Conflict { path }),
                 }
-            }
-            Err(e) => return Err(e),
-        };
-
-        doc.format = DOC_FORMAT;
-        doc.versions.push(VersionMeta {
-            version,
-            rotation,
-            labels: Vec::new(),
-            created_at: now,
-            promoted_at: None,
-            expired_at: None,
-            fingerprint,
-        });
-        doc.versions.sort_by_key(|m| m.version);
-        prune_versions(&mut doc.versions);
-        self.write_doc(secret, &doc, index)
-    }
-
-    fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
-        check_labels(secret, commit.labels)?;
-        let (mut doc, index) = self.read_doc_for_write(secret)?;
-        if let Some((missing, _)) = commit
-            .labels
-            .iter()
-            .find(|(v, _)| !doc.versions.iter().any(|m| m.version == *v))
-        {
-            return Err(StoreError::NoSuchVersion {
-                secret: secret.clone(),
-                version: *missing,
-            });
-        }
-        let labels_before = label_set(&doc.versions);
-        for meta in &mut doc.versions {
-            relabel(meta, commit.labels, commit.now);
-        }
-        doc.format = DOC_FORMAT;
-        doc.journal = Some(B64.encode(commit.journal));
-        if let Some(record) = commit.history {
-            // Replaying the commit that appended this record must not append it twice.
-            if doc.history.last() != Some(record) {
-                doc.history.push(record.clone());
-            }
-            let excess = doc.history.len().saturating_sub(HISTORY_KEEP);
-            doc.history.drain(..excess);
-        }
-        self.write_doc(secret, &doc, index)?;
-        if label_set(&doc.versions) != labels_before {
-            self.mirror_labels(secret, &doc.versions);
-        }
-        Ok(())
-    }
-
-    fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
-        let (doc, index) = self.read_doc(secret)?;
-        // Reading the journal is how a writer learns the state it continues from: its
-        // writes are fenced on this index from now on.
-        self.set_fence(secret, index);
-        doc.journal
-            .map(|j| {
-                B64.decode(j).map_err(|e| {
-                    StoreError::Backend(format!(
-                        "journal in {} is not base64: {e}",
-                        self.shown(&self.doc_path(secret))
-                    ))
-                })
-            })
-            .transpose()
-    }
-
-    fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
-        Ok(self.read_doc(secret)?.0.versions)
-    }
-
-    fn read_value(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-    ) -> Result<SecretValue, StoreError> {
-        let found = self.read_version_data(secret, version)?;
-        let no_such = || StoreError::NoSuchVersion {
-            secret: secret.clone(),
-            version,
-        };
-        let data = found.ok_or_else(no_such)?;
-        // A version rotor did not write (a human's `vault kv put`) is not a rotor version.
-        if data.rotor_rotation.is_none() {
-            return Err(no_such());
-        }
-        decode_value(&data)
-            .map(SecretValue::from_bytes)
-            .ok_or_else(|| {
-                StoreError::Backend(format!(
-                    "{} version {version} holds no readable value",
-                    self.shown(&self.value_path(secret))
-                ))
-            })
-    }
-
-    fn history(&self, secret: &SecretRef, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
-        let (doc, _) = self.read_doc(secret)?;
-        Ok(doc.history.into_iter().rev().take(limit).collect())
-    }
-
-    fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
-        // LIST prefix/ → tenants; LIST prefix/tenant/ → `key` (values) and `key/` (a folder
-        // holding `_rotor`). A secret with a folder may have a journal; the document says.
-        let prefix = self
-            .session
-            .settings
-            .path_prefix
-            .trim_matches('/')
-            .to_owned();
-        let under = |rest: &str| {
-            if prefix.is_empty() {
-                rest.to_owned()
-            } else {
-                format!("{prefix}/{rest}")
-            }
-        };
-        let mut out = Vec::new();
-        for tenant in self.list(under(""))? {
-            let Some(tenant) = tenant.strip_suffix('/') else {
-                continue;
+                Err(e) => return Err(e),
             };
-            for key in self.list(under(&format!("{tenant}/")))? {
-                let Some(key) = key.strip_suffix('/') else {
+
+            doc.format = DOC_FORMAT;
+            doc.versions
+                .push(new_version(version, rotation, now, fingerprint));
+            doc.versions.sort_by_key(|m| m.version);
+            prune_versions(&mut doc.versions);
+            self.write_doc(secret, &doc, index).await
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        commit: Commit<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (mut doc, index) = self.read_doc_for_write(secret).await?;
+            let labels_before = label_set(&doc.versions);
+            apply_labels(secret, &mut doc.versions, commit.labels, commit.now)?;
+            doc.format = DOC_FORMAT;
+            doc.journal = Some(B64.encode(commit.journal));
+            if let Some(record) = commit.history {
+                // Replaying the commit that appended this record must not append it twice.
+                if doc.history.last() != Some(record) {
+                    doc.history.push(record.clone());
+                }
+                let excess = doc.history.len().saturating_sub(HISTORY_KEEP);
+                doc.history.drain(..excess);
+            }
+            self.write_doc(secret, &doc, index).await?;
+            if label_set(&doc.versions) != labels_before {
+                self.mirror_labels(secret, &doc.versions).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn journal<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            let (doc, index) = self.read_doc(secret).await?;
+            // Reading the journal is how a writer learns the state it continues from: its
+            // writes are fenced on this index from now on.
+            self.set_fence(secret, index);
+            doc.journal
+                .map(|j| {
+                    B64.decode(j).map_err(|e| {
+                        StoreError::Backend(format!(
+                            "journal in {} is not base64: {e}",
+                            self.shown(&self.doc_path(secret))
+                        ))
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    fn versions<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+    ) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {
+        Box::pin(async move { Ok(self.read_doc(secret).await?.0.versions) })
+    }
+
+    fn history<'a>(
+        &'a self,
+        secret: &'a SecretRef,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, StoreError>> {
+        Box::pin(async move {
+            let (doc, _) = self.read_doc(secret).await?;
+            Ok(doc.history.into_iter().rev().take(limit).collect())
+        })
+    }
+
+    fn secrets(&self) -> BoxFuture<'_, Result<Vec<SecretRef>, StoreError>> {
+        Box::pin(async move {
+            // LIST prefix/ → tenants; LIST prefix/tenant/ → `key` (values) and `key/` (a folder
+            // holding `_rotor`). A secret with a folder may have a journal; the document says.
+            let prefix = self
+                .session
+                .settings
+                .path_prefix
+                .trim_matches('/')
+                .to_owned();
+            let under = |rest: &str| {
+                if prefix.is_empty() {
+                    rest.to_owned()
+                } else {
+                    format!("{prefix}/{rest}")
+                }
+            };
+            let mut out = Vec::new();
+            for tenant in self.list(&under("")).await? {
+                let Some(tenant) = tenant.strip_suffix('/') else {
                     continue;
                 };
-                let Ok(secret) = SecretRef::new(tenant, key) else {
-                    continue;
-                };
-                if self.read_doc(&secret)?.0.journal.is_some() {
-                    out.push(secret);
+                for key in self.list(&under(&format!("{tenant}/"))).await? {
+                    let Some(key) = key.strip_suffix('/') else {
+                        continue;
+                    };
+                    let Ok(secret) = SecretRef::new(tenant, key) else {
+                        continue;
+                    };
+                    if self.read_doc(&secret).await?.0.journal.is_some() {
+                        out.push(secret);
+                    }
                 }
             }
-        }
-        out.sort();
-        Ok(out)
+            out.sort();
+            Ok(out)
+        })
     }
 }
 
@@ -854,19 +798,6 @@ fn cas_index(index: u64, shown: &str) -> Result<u32, StoreError> {
             "{shown}: version {index} is beyond what check-and-set can address"
         ))
     })
-}
-
-/// Runs `fut` on the store's runtime and waits for it from this (any) thread.
-fn wait<T: Send + 'static>(
-    handle: &tokio::runtime::Handle,
-    fut: impl Future<Output = T> + Send + 'static,
-) -> Result<T, StoreError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    handle.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    rx.recv()
-        .map_err(|_| StoreError::Backend("the vault store's runtime has stopped".into()))
 }
 
 /// Authenticates per `settings.auth`; returns the client and the token's lease.

@@ -1,4 +1,6 @@
-//! A fake HashiCorp Vault, for tests and benchmarks of [`super::vault`].
+//! A fake HashiCorp Vault, for tests and benchmarks of [`super::vault`]. Built only with
+//! the `test-util` feature (which tests and benchmarks get through the crate's
+//! dev-dependency on itself), so a release build holds no fake Vault.
 //!
 //! It is a fake because no Vault server can be installed on the machines this project is
 //! built and tested on (see ARCHITECTURE.md). It speaks the part of Vault's HTTP API that rotor

@@ -32,13 +32,14 @@ impl Credentials {
     }
 
     /// The stored credentials of `version`, read through the target's reader.
-    pub(crate) fn read(
+    pub(crate) async fn read(
         reader: &ValueReader,
         secret: &SecretRef,
         version: VersionNo,
     ) -> Result<Credentials, String> {
         let value = reader
             .read_value(secret, version)
+            .await
             .map_err(|e| format!("cannot read v{version}: {e}"))?;
         Credentials::parse(&value).map_err(str::to_owned)
     }

@@ -137,8 +137,8 @@ impl ExecTarget {
         )))
     }
 
-    fn read(&self, secret: &SecretRef, version: VersionNo) -> Option<SecretValue> {
-        self.reader.read_value(secret, version).ok()
+    async fn read(&self, secret: &SecretRef, version: VersionNo) -> Option<SecretValue> {
+        self.reader.read_value(secret, version).await.ok()
     }
 }
 
@@ -184,7 +184,7 @@ impl Target for ExecTarget {
         Box::pin(async move {
             match &self.commands.promote {
                 Some(argv) => {
-                    let value = self.read(secret, version);
+                    let value = self.read(secret, version).await;
                     self.run("promote", argv, secret, version, value.as_ref())
                         .await
                 }
@@ -201,7 +201,7 @@ impl Target for ExecTarget {
         Box::pin(async move {
             match &self.commands.revoke {
                 Some(argv) => {
-                    let value = self.read(secret, version);
+                    let value = self.read(secret, version).await;
                     self.run("revoke", argv, secret, version, value.as_ref())
                         .await
                 }
@@ -218,7 +218,7 @@ impl Target for ExecTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             if let Some(argv) = &self.commands.restore {
-                let value = self.read(secret, restore);
+                let value = self.read(secret, restore).await;
                 self.run("restore", argv, secret, restore, value.as_ref())
                     .await?;
             }

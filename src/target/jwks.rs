@@ -168,9 +168,10 @@ impl JwksTarget {
         serde_json::to_vec(&json!({ "keys": keys })).map_err(|e| format!("cannot encode: {e}"))
     }
 
-    fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<SecretValue, String> {
+    async fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<SecretValue, String> {
         self.reader
             .read_value(secret, version)
+            .await
             .map_err(|e| format!("cannot read v{version}: {e}"))
     }
 
@@ -291,7 +292,7 @@ impl Target for JwksTarget {
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
             let fail = |m: String| TargetError::new(NAME, "restore", secret, restore, m);
-            let value = self.read(secret, restore).map_err(fail)?;
+            let value = self.read(secret, restore).await.map_err(fail)?;
             let jwk = self.jwk(&kid(secret, restore), &value).map_err(fail)?;
             let gone = kid(secret, revoke);
             self.edit(|keys| {

@@ -26,7 +26,7 @@ use futures::future::BoxFuture;
 
 use crate::domain::{ErrorKind, SecretRef, VersionNo};
 use crate::generator::SecretValue;
-use crate::store::Store;
+use crate::store::ReadValue;
 
 pub mod config;
 mod credentials;
@@ -40,8 +40,9 @@ pub mod webhook;
 
 pub use config::TargetConfig;
 
-/// How targets read stored values of a secret (through the cache in production).
-pub type ValueReader = Arc<dyn Store>;
+/// How targets read stored values of a secret (through the cache in production): reading
+/// only, so a target cannot write a version, a label or a journal.
+pub type ValueReader = Arc<dyn ReadValue>;
 
 /// A failed target operation. The message names the target and what failed, never a value.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -167,8 +167,8 @@ impl PostgresTarget {
         }
     }
 
-    fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
-        Credentials::read(&self.reader, secret, version)
+    async fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
+        Credentials::read(&self.reader, secret, version).await
     }
 
     async fn set_password(&self, role: &str, password: &str) -> Result<(), String> {
@@ -184,7 +184,7 @@ impl PostgresTarget {
     async fn single_revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), String> {
         // Stateless and idempotent: only if `version`'s password is the one the role has
         // now (a pending version being discarded) is anything changed.
-        let creds = match self.read(secret, version) {
+        let creds = match self.read(secret, version).await {
             Ok(c) => c,
             // A version that was never stored was never applied.
             Err(_) => return Ok(()),
@@ -192,10 +192,10 @@ impl PostgresTarget {
         if !self.login(&creds.username, &creds.password).await? {
             return Ok(());
         }
-        let previous = version
-            .checked_sub(1)
-            .filter(|v| *v > 0)
-            .and_then(|v| self.read(secret, v).ok());
+        let previous = match version.checked_sub(1).filter(|v| *v > 0) {
+            Some(v) => self.read(secret, v).await.ok(),
+            None => None,
+        };
         match previous {
             Some(p) => self.set_password(&p.username, &p.password).await,
             None => {
@@ -336,7 +336,7 @@ impl Target for PostgresTarget {
                     ))
                     .await
                 }
-                Strategy::Single => match self.read(secret, restore) {
+                Strategy::Single => match self.read(secret, restore).await {
                     Ok(c) => self.set_password(&c.username, &c.password).await,
                     Err(m) => Err(m),
                 },

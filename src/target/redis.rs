@@ -204,8 +204,8 @@ impl RedisTarget {
         }
     }
 
-    fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
-        Credentials::read(&self.reader, secret, version)
+    async fn read(&self, secret: &SecretRef, version: VersionNo) -> Result<Credentials, String> {
+        Credentials::read(&self.reader, secret, version).await
     }
 
     /// Removes the password `creds` (of some version) if the user still holds it.
@@ -378,7 +378,7 @@ impl Target for RedisTarget {
             let fail = |m: String| TargetError::new(NAME, "revoke", secret, version, m);
             let (mut conn, addr) = self.admin().await.map_err(fail)?;
             // Never stored, so never applied: nothing to remove or save.
-            let Ok(creds) = self.read(secret, version) else {
+            let Ok(creds) = self.read(secret, version).await else {
                 return Ok(());
             };
             self.remove(&mut conn, &creds).await.map_err(fail)?;
@@ -400,7 +400,7 @@ impl Target for RedisTarget {
             let (mut conn, addr) = self.admin().await.map_err(fail)?;
             // The restored password was never removed during grace; adding it again keeps
             // this idempotent even if an operator removed it by hand.
-            let creds = self.read(secret, restore).map_err(fail)?;
+            let creds = self.read(secret, restore).await.map_err(fail)?;
             let hash = hash(&creds.password);
             let rule = format!("#{hash}");
             self.setuser(
@@ -411,7 +411,7 @@ impl Target for RedisTarget {
             .await
             .map_err(fail)?;
             // Never stored, so never applied.
-            let revoked = self.read(secret, revoke).ok();
+            let revoked = self.read(secret, revoke).await.ok();
             if let Some(revoked) = &revoked {
                 self.remove(&mut conn, revoked).await.map_err(fail)?;
             }

@@ -253,7 +253,7 @@ impl Target for WebhookTarget {
         version: VersionNo,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let value = self.reader.read_value(secret, version).ok();
+            let value = self.reader.read_value(secret, version).await.ok();
             self.post("revoke", secret, version, value.as_ref()).await
         })
     }
@@ -265,7 +265,7 @@ impl Target for WebhookTarget {
         revoke: VersionNo,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(async move {
-            let value = self.reader.read_value(secret, restore).ok();
+            let value = self.reader.read_value(secret, restore).await.ok();
             self.post("restore", secret, restore, value.as_ref())
                 .await?;
             self.revoke(secret, revoke).await

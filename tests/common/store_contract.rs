@@ -10,6 +10,7 @@
 //! can check that journal and labels agree.
 
 use chrono::{DateTime, TimeZone as _, Utc};
+use futures::future::BoxFuture;
 use rotor::domain::{
     HistoryRecord, Label, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo,
 };
@@ -23,7 +24,7 @@ pub trait Reopen {
     /// The store as it is open now; starts empty.
     fn store(&self) -> &dyn Store;
     /// Drops the store and opens a new one on the same data (and master key).
-    fn reopen(&mut self);
+    fn reopen(&mut self) -> BoxFuture<'_, ()>;
 }
 
 pub fn secret(t: &str, k: &str) -> SecretRef {
@@ -61,7 +62,7 @@ pub fn journal_for(labels: &[(VersionNo, Label)]) -> Vec<u8> {
 
 /// Commits `labels` with a journal that encodes the same labels, so a test can check
 /// that journal and labels always agree.
-pub fn commit(
+pub async fn commit(
     store: &dyn Store,
     s: &SecretRef,
     labels: &[(VersionNo, Label)],
@@ -69,21 +70,32 @@ pub fn commit(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let journal = journal_for(labels);
-    store.commit(
-        s,
-        Commit {
-            journal: &journal,
-            labels,
-            history,
-            now,
-        },
-    )
+    store
+        .commit(
+            s,
+            Commit {
+                journal: &journal,
+                labels,
+                history,
+                now,
+            },
+        )
+        .await
+}
+
+/// Stores `text` as version `v` of `s`, created by rotation `v`, at `at(t)`; it must succeed.
+pub async fn put(store: &dyn Store, s: &SecretRef, v: VersionNo, text: &str, t: i64) {
+    store
+        .put_version(s, v, RotationId(v), &value(text), at(t))
+        .await
+        .expect("put");
 }
 
 /// Every (version, label) pair of `s`, sorted.
-pub fn labels_of(store: &dyn Store, s: &SecretRef) -> Vec<(VersionNo, Label)> {
+pub async fn labels_of(store: &dyn Store, s: &SecretRef) -> Vec<(VersionNo, Label)> {
     let mut out: Vec<_> = store
         .versions(s)
+        .await
         .expect("versions")
         .into_iter()
         .flat_map(|m| m.labels.into_iter().map(move |l| (m.version, l)))
@@ -95,41 +107,48 @@ pub fn labels_of(store: &dyn Store, s: &SecretRef) -> Vec<(VersionNo, Label)> {
 /// Values (text and binary) come back as stored, also after a reopen; a missing version
 /// or another tenant's is `NoSuchVersion`; the metadata names version, rotation, creation
 /// time and the store's fingerprint of the value.
-pub fn values_round_trip_across_reopen(fixture: &mut dyn Reopen) {
+pub async fn values_round_trip_across_reopen(fixture: &mut dyn Reopen) {
     let s = secret("tenant1", "database_credentials");
     let binary = SecretValue::from_bytes(vec![0xff, 0x00, 0x80]);
     {
         let store = fixture.store();
-        store
-            .put_version(&s, 1, RotationId(1), &value("first"), at(0))
-            .expect("put");
-        store
-            .put_version(&s, 2, RotationId(2), &value("second"), at(1))
-            .expect("put");
+        put(store, &s, 1, "first", 0).await;
+        put(store, &s, 2, "second", 1).await;
         store
             .put_version(&s, 3, RotationId(3), &binary, at(2))
+            .await
             .expect("put binary");
-        assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
+        assert_eq!(
+            store.read_value(&s, 1).await.expect("read").expose(),
+            b"first"
+        );
     }
-    fixture.reopen();
+    fixture.reopen().await;
     let store = fixture.store();
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
-    assert_eq!(store.read_value(&s, 2).expect("read").expose(), b"second");
     assert_eq!(
-        store.read_value(&s, 3).expect("read").expose(),
+        store.read_value(&s, 1).await.expect("read").expose(),
+        b"first"
+    );
+    assert_eq!(
+        store.read_value(&s, 2).await.expect("read").expose(),
+        b"second"
+    );
+    assert_eq!(
+        store.read_value(&s, 3).await.expect("read").expose(),
         binary.expose()
     );
-    let err = store.read_value(&s, 4).expect_err("missing");
+    let err = store.read_value(&s, 4).await.expect_err("missing");
     assert!(
         matches!(err, StoreError::NoSuchVersion { version: 4, .. }),
         "{err}"
     );
     let err = store
         .read_value(&secret("tenant2", "database_credentials"), 1)
+        .await
         .expect_err("other tenant");
     assert!(matches!(err, StoreError::NoSuchVersion { .. }), "{err}");
 
-    let versions = store.versions(&s).expect("versions");
+    let versions = store.versions(&s).await.expect("versions");
     assert_eq!(
         versions.iter().map(|m| m.version).collect::<Vec<_>>(),
         [1, 2, 3]
@@ -142,38 +161,38 @@ pub fn values_round_trip_across_reopen(fixture: &mut dyn Reopen) {
     assert_ne!(versions[0].fingerprint, versions[1].fingerprint);
 }
 
-pub fn fingerprints_match_for_equal_values_only(store: &dyn Store) {
+pub async fn fingerprints_match_for_equal_values_only(store: &dyn Store) {
     let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("same"), at(0))
-        .expect("put");
-    store
-        .put_version(&s, 2, RotationId(2), &value("same"), at(0))
-        .expect("put");
-    store
-        .put_version(&s, 3, RotationId(3), &value("other"), at(0))
-        .expect("put");
-    let v = store.versions(&s).expect("versions");
+    put(store, &s, 1, "same", 0).await;
+    put(store, &s, 2, "same", 0).await;
+    put(store, &s, 3, "other", 0).await;
+    let v = store.versions(&s).await.expect("versions");
     assert_eq!(v[0].fingerprint, v[1].fingerprint);
     assert_ne!(v[0].fingerprint, v[2].fingerprint);
 }
 
-pub fn put_version_is_idempotent_per_rotation_and_conflicts_otherwise(store: &dyn Store) {
+pub async fn put_version_is_idempotent_per_rotation_and_conflicts_otherwise(store: &dyn Store) {
     let s = secret("t", "k");
     store
         .put_version(&s, 1, RotationId(7), &value("first"), at(0))
+        .await
         .expect("put");
-    let before = store.versions(&s).expect("versions");
+    let before = store.versions(&s).await.expect("versions");
     // Replay with a different value and time (a regenerated value after a crash): the
     // first value stays.
     store
         .put_version(&s, 1, RotationId(7), &value("second"), at(5))
+        .await
         .expect("replay");
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
-    assert_eq!(store.versions(&s).expect("versions"), before);
+    assert_eq!(
+        store.read_value(&s, 1).await.expect("read").expose(),
+        b"first"
+    );
+    assert_eq!(store.versions(&s).await.expect("versions"), before);
 
     let err = store
         .put_version(&s, 1, RotationId(8), &value("third"), at(6))
+        .await
         .expect_err("conflict");
     match &err {
         StoreError::VersionConflict {
@@ -190,19 +209,22 @@ pub fn put_version_is_idempotent_per_rotation_and_conflicts_otherwise(store: &dy
         other => panic!("expected a conflict, got {other}"),
     }
     assert!(!err.to_string().contains("third"));
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"first");
+    assert_eq!(
+        store.read_value(&s, 1).await.expect("read").expose(),
+        b"first"
+    );
 }
 
-pub fn labels_and_timestamps_follow_commits(store: &dyn Store) {
+pub async fn labels_and_timestamps_follow_commits(store: &dyn Store) {
     let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
-    commit(store, &s, &[(1, Label::Pending)], None, at(1)).expect("commit");
-    commit(store, &s, &[(1, Label::Current)], None, at(2)).expect("commit");
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(10))
-        .expect("put");
+    put(store, &s, 1, "a", 0).await;
+    commit(store, &s, &[(1, Label::Pending)], None, at(1))
+        .await
+        .expect("commit");
+    commit(store, &s, &[(1, Label::Current)], None, at(2))
+        .await
+        .expect("commit");
+    put(store, &s, 2, "b", 10).await;
     commit(
         store,
         &s,
@@ -210,6 +232,7 @@ pub fn labels_and_timestamps_follow_commits(store: &dyn Store) {
         None,
         at(11),
     )
+    .await
     .expect("commit");
     commit(
         store,
@@ -218,25 +241,26 @@ pub fn labels_and_timestamps_follow_commits(store: &dyn Store) {
         None,
         at(12),
     )
+    .await
     .expect("commit");
 
-    let v = store.versions(&s).expect("versions");
+    let v = store.versions(&s).await.expect("versions");
     assert_eq!(v[0].labels, [Label::Previous]);
     assert_eq!(v[0].promoted_at, Some(at(2)));
     assert_eq!(v[0].expired_at, None);
     assert_eq!(v[1].labels, [Label::Current]);
     assert_eq!(v[1].promoted_at, Some(at(12)));
 
-    commit(store, &s, &[(2, Label::Current)], None, at(20)).expect("expire");
-    let v = store.versions(&s).expect("versions");
+    commit(store, &s, &[(2, Label::Current)], None, at(20))
+        .await
+        .expect("expire");
+    let v = store.versions(&s).await.expect("versions");
     assert!(v[0].labels.is_empty());
     assert_eq!(v[0].expired_at, Some(at(20)));
     assert_eq!(v[1].expired_at, None);
 
     // A failed attempt: v3 staged, then discarded.
-    store
-        .put_version(&s, 3, RotationId(3), &value("c"), at(30))
-        .expect("put");
+    put(store, &s, 3, "c", 30).await;
     commit(
         store,
         &s,
@@ -244,33 +268,36 @@ pub fn labels_and_timestamps_follow_commits(store: &dyn Store) {
         None,
         at(31),
     )
+    .await
     .expect("stage");
-    commit(store, &s, &[(2, Label::Current)], None, at(32)).expect("discard");
-    let v = store.versions(&s).expect("versions");
+    commit(store, &s, &[(2, Label::Current)], None, at(32))
+        .await
+        .expect("discard");
+    let v = store.versions(&s).await.expect("versions");
     assert_eq!(v[2].promoted_at, None);
     assert_eq!(v[2].expired_at, Some(at(32)));
     // Expiry time is kept by later commits that do not label it.
-    commit(store, &s, &[(2, Label::Current)], None, at(40)).expect("again");
+    commit(store, &s, &[(2, Label::Current)], None, at(40))
+        .await
+        .expect("again");
     assert_eq!(
-        store.versions(&s).expect("versions")[0].expired_at,
+        store.versions(&s).await.expect("versions")[0].expired_at,
         Some(at(20))
     );
-    assert_eq!(labels_of(store, &s), [(2, Label::Current)]);
+    assert_eq!(labels_of(store, &s).await, [(2, Label::Current)]);
     assert_eq!(
-        store.journal(&s).expect("journal"),
+        store.journal(&s).await.expect("journal"),
         Some(journal_for(&[(2, Label::Current)]))
     );
 }
 
-pub fn rollback_in_grace_keeps_the_original_promotion_time(store: &dyn Store) {
+pub async fn rollback_in_grace_keeps_the_original_promotion_time(store: &dyn Store) {
     let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
-    commit(store, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(2))
-        .expect("put");
+    put(store, &s, 1, "a", 0).await;
+    commit(store, &s, &[(1, Label::Current)], None, at(1))
+        .await
+        .expect("commit");
+    put(store, &s, 2, "b", 2).await;
     commit(
         store,
         &s,
@@ -278,30 +305,33 @@ pub fn rollback_in_grace_keeps_the_original_promotion_time(store: &dyn Store) {
         None,
         at(3),
     )
+    .await
     .expect("promote");
-    commit(store, &s, &[(1, Label::Current)], None, at(4)).expect("rollback");
-    let v = store.versions(&s).expect("versions");
+    commit(store, &s, &[(1, Label::Current)], None, at(4))
+        .await
+        .expect("rollback");
+    let v = store.versions(&s).await.expect("versions");
     assert_eq!(v[0].labels, [Label::Current]);
     assert_eq!(v[0].promoted_at, Some(at(1)));
     assert_eq!(v[1].labels, Vec::<Label>::new());
     assert_eq!(v[1].expired_at, Some(at(4)));
-    assert_eq!(labels_of(store, &s), [(1, Label::Current)]);
+    assert_eq!(labels_of(store, &s).await, [(1, Label::Current)]);
     assert_eq!(
-        store.journal(&s).expect("journal"),
+        store.journal(&s).await.expect("journal"),
         Some(journal_for(&[(1, Label::Current)]))
     );
 }
 
 /// A commit naming a version that does not exist, or putting one label on two versions,
 /// is refused and changes nothing: journal, versions, labels and history stay.
-pub fn invalid_commits_write_nothing(store: &dyn Store) {
+pub async fn invalid_commits_write_nothing(store: &dyn Store) {
     let s = secret("t", "k");
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
-    commit(store, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
-    let journal = store.journal(&s).expect("journal");
-    let versions = store.versions(&s).expect("versions");
+    put(store, &s, 1, "a", 0).await;
+    commit(store, &s, &[(1, Label::Current)], None, at(1))
+        .await
+        .expect("commit");
+    let journal = store.journal(&s).await.expect("journal");
+    let versions = store.versions(&s).await.expect("versions");
     let rec = record(2, Some(1), 2, 2);
 
     let err = commit(
@@ -311,15 +341,14 @@ pub fn invalid_commits_write_nothing(store: &dyn Store) {
         Some(&rec),
         at(2),
     )
+    .await
     .expect_err("missing version");
     assert!(
         matches!(err, StoreError::NoSuchVersion { version: 9, .. }),
         "{err}"
     );
-    store
-        .put_version(&s, 2, RotationId(2), &value("b"), at(3))
-        .expect("put");
-    let versions_2 = store.versions(&s).expect("versions");
+    put(store, &s, 2, "b", 3).await;
+    let versions_2 = store.versions(&s).await.expect("versions");
     let err = commit(
         store,
         &s,
@@ -327,65 +356,75 @@ pub fn invalid_commits_write_nothing(store: &dyn Store) {
         Some(&rec),
         at(4),
     )
+    .await
     .expect_err("two currents");
     assert!(matches!(err, StoreError::InvalidCommit { .. }), "{err}");
 
-    assert_eq!(store.journal(&s).expect("journal"), journal);
-    assert_eq!(store.versions(&s).expect("versions")[..1], versions[..]);
-    assert_eq!(store.versions(&s).expect("versions"), versions_2);
-    assert!(store.history(&s, 10).expect("history").is_empty());
+    assert_eq!(store.journal(&s).await.expect("journal"), journal);
+    assert_eq!(
+        store.versions(&s).await.expect("versions")[..1],
+        versions[..]
+    );
+    assert_eq!(store.versions(&s).await.expect("versions"), versions_2);
+    assert!(store.history(&s, 10).await.expect("history").is_empty());
 }
 
 /// History comes newest first, limited, per secret; replaying a commit does not append
 /// its record again; it survives a reopen, and later appends continue the sequence.
-pub fn history_is_newest_first_limited_and_not_duplicated_by_replays(fixture: &mut dyn Reopen) {
+pub async fn history_is_newest_first_limited_and_not_duplicated_by_replays(
+    fixture: &mut dyn Reopen,
+) {
     let s = secret("t", "k");
     let other = secret("t", "other");
     let all = {
         let store = fixture.store();
-        store
-            .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-            .expect("put");
+        put(store, &s, 1, "a", 0).await;
         for i in 1..=5u64 {
             let rec = record(i, Some(i), i + 1, i as i64 * 10);
-            commit(store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64)).expect("commit");
+            commit(store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64))
+                .await
+                .expect("commit");
             // A replay of the same commit appends nothing.
-            commit(store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64)).expect("replay");
+            commit(store, &s, &[(1, Label::Current)], Some(&rec), at(i as i64))
+                .await
+                .expect("replay");
         }
-        let all = store.history(&s, 100).expect("history");
+        let all = store.history(&s, 100).await.expect("history");
         assert_eq!(
             all.iter().map(|r| r.rotation.0).collect::<Vec<_>>(),
             [5, 4, 3, 2, 1]
         );
-        assert_eq!(store.history(&s, 2).expect("history"), all[..2]);
-        assert!(store.history(&s, 0).expect("history").is_empty());
-        assert!(store.history(&other, 10).expect("history").is_empty());
+        assert_eq!(store.history(&s, 2).await.expect("history"), all[..2]);
+        assert!(store.history(&s, 0).await.expect("history").is_empty());
+        assert!(store.history(&other, 10).await.expect("history").is_empty());
         all
     };
 
-    fixture.reopen();
+    fixture.reopen().await;
     let store = fixture.store();
-    assert_eq!(store.history(&s, 100).expect("history"), all);
+    assert_eq!(store.history(&s, 100).await.expect("history"), all);
     let rec = record(6, Some(6), 7, 60);
-    commit(store, &s, &[(1, Label::Current)], Some(&rec), at(60)).expect("commit");
-    assert_eq!(store.history(&s, 1).expect("history"), [rec]);
-    assert_eq!(store.history(&s, 100).expect("history").len(), 6);
+    commit(store, &s, &[(1, Label::Current)], Some(&rec), at(60))
+        .await
+        .expect("commit");
+    assert_eq!(store.history(&s, 1).await.expect("history"), [rec]);
+    assert_eq!(store.history(&s, 100).await.expect("history").len(), 6);
 }
 
-pub fn secrets_lists_those_with_a_journal(store: &dyn Store) {
-    assert!(store.secrets().expect("secrets").is_empty());
+pub async fn secrets_lists_those_with_a_journal(store: &dyn Store) {
+    assert!(store.secrets().await.expect("secrets").is_empty());
     let a = secret("tenant1", "api_keys");
     let b = secret("tenant1", "database_credentials");
     let c = secret("tenant2", "jwt");
     let d = secret("tenant2", "no_journal");
     for s in [&c, &a, &b, &d] {
-        store
-            .put_version(s, 1, RotationId(1), &value("x"), at(0))
-            .expect("put");
+        put(store, s, 1, "x", 0).await;
     }
     for s in [&c, &a, &b] {
-        commit(store, s, &[(1, Label::Current)], None, at(1)).expect("commit");
+        commit(store, s, &[(1, Label::Current)], None, at(1))
+            .await
+            .expect("commit");
     }
-    assert_eq!(store.secrets().expect("secrets"), [a, b, c]);
-    assert!(store.journal(&d).expect("journal").is_none());
+    assert_eq!(store.secrets().await.expect("secrets"), [a, b, c]);
+    assert!(store.journal(&d).await.expect("journal").is_none());
 }

@@ -45,7 +45,7 @@ impl Env {
 
     /// Generates, shapes (through the target) and stores `version`, as the Generate step
     /// does; returns the stored value.
-    pub fn generate(
+    pub async fn generate(
         &self,
         target: &dyn Target,
         secret: &SecretRef,
@@ -57,6 +57,7 @@ impl Env {
             .expect("value shaped");
         self.store
             .put_version(secret, version, RotationId(version), &value, Utc::now())
+            .await
             .unwrap();
         value
     }
@@ -71,7 +72,7 @@ impl Env {
         version: VersionNo,
         spec: &GeneratorSpec,
     ) -> SecretValue {
-        let value = self.generate(target, secret, version, spec);
+        let value = self.generate(target, secret, version, spec).await;
         target.apply(secret, version, &value).await.expect("apply");
         target.test(secret, version, &value).await.expect("test");
         target

@@ -16,8 +16,8 @@ use crate::common::wait::eventually;
 use rand::{Rng, SeedableRng};
 use rotor::domain::{Label, SecretRef};
 use rotor::machine::{Phase, SecretState};
-use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
+use rotor::store::{ReadValue as _, Store};
 use serde_json::Value;
 
 /// The real binary (killed when dropped) and the admin token it created.
@@ -300,7 +300,7 @@ target = { type = "none", delay = "300ms" }"#,
     let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
     let secret = SecretRef::new("tenant1", "api_keys").unwrap();
     for v in 1..=3 {
-        let value = store.read_value(&secret, v).unwrap();
+        let value = store.read_value(&secret, v).await.unwrap();
         let text = String::from_utf8_lossy(value.expose()).into_owned();
         assert!(text.starts_with("sk_e2e_"));
         assert!(!log.contains(&text), "value of v{v} in the log");
@@ -353,8 +353,8 @@ max_attempts = 3
     let mut total_rotations = 0;
     for s in &refs {
         let state: SecretState =
-            serde_json::from_slice(&store.journal(s).unwrap().expect("journal")).unwrap();
-        let versions = store.versions(s).unwrap();
+            serde_json::from_slice(&store.journal(s).await.unwrap().expect("journal")).unwrap();
+        let versions = store.versions(s).await.unwrap();
         // Exactly one current, and it is the journal's.
         let current: Vec<_> = versions
             .iter()
@@ -367,6 +367,7 @@ max_attempts = 3
         for v in versions.iter().filter(|v| !v.labels.is_empty()) {
             store
                 .read_value(s, v.version)
+                .await
                 .expect("labelled value readable");
         }
         // Version numbers are never reused.
@@ -374,7 +375,7 @@ max_attempts = 3
         assert_eq!(numbers.len(), versions.len());
         // Every rotation ever started is finished in the history exactly once, except the
         // one in flight (or in grace) now: nothing interrupted was dropped or repeated.
-        let history = store.history(s, 100_000).unwrap();
+        let history = store.history(s, 100_000).await.unwrap();
         let mut ids: Vec<u64> = history.iter().map(|h| h.rotation.0).collect();
         ids.sort_unstable();
         let in_flight = state.phase.run().map(|r| r.rotation.0);

@@ -22,7 +22,7 @@ use rotor::notify::Notification;
 use rotor::notify::channel::{Delivery, RetryPolicy, Sink};
 use rotor::notify::http::Poster;
 use rotor::notify::webhook;
-use rotor::store::Store;
+use rotor::store::ReadValue as _;
 use rotor::store::embedded::EmbeddedStore;
 use serde_json::Value;
 
@@ -268,7 +268,7 @@ type = "log"
     let secret = SecretRef::new("tenant1", "api_keys").unwrap();
     let log = std::fs::read_to_string(dir.join("rotor.log")).unwrap();
     for v in [1, 2] {
-        let value = store.read_value(&secret, v).unwrap();
+        let value = store.read_value(&secret, v).await.unwrap();
         let value = String::from_utf8(value.expose().to_vec()).unwrap();
         assert!(value.starts_with("sk_n_"));
         for h in &hits {

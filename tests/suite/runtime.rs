@@ -16,8 +16,8 @@ use rotor::clock::Clock;
 use rotor::config::Config;
 use rotor::domain::{Label, Outcome, SecretRef};
 use rotor::metrics::Metrics;
-use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
+use rotor::store::{ReadValue as _, Store};
 use rotor::supervisor::{Backoff, Intensity};
 use rotor::target::none::NoneTarget;
 
@@ -100,9 +100,10 @@ fn t1() -> SecretRef {
     SecretRef::new("tenant1", "api_keys").unwrap()
 }
 
-fn labels_of(store: &EmbeddedStore, s: &SecretRef) -> Vec<(u64, Vec<Label>)> {
+async fn labels_of(store: &EmbeddedStore, s: &SecretRef) -> Vec<(u64, Vec<Label>)> {
     store
         .versions(s)
+        .await
         .unwrap()
         .into_iter()
         .map(|v| (v.version, v.labels))
@@ -117,10 +118,15 @@ fn phase(h: &Harness, s: &SecretRef) -> &'static str {
 async fn first_versions_then_scheduled_rotation_grace_and_expiry() {
     let h = start().await;
     eventually(Duration::from_secs(5), "first versions", async || {
-        h.admin.ready()
-            && [t1(), SecretRef::new("tenant2", "api_keys").unwrap()]
-                .iter()
-                .all(|s| labels_of(&h.store, s) == vec![(1, vec![Label::Current])])
+        if !h.admin.ready() {
+            return false;
+        }
+        for s in [t1(), SecretRef::new("tenant2", "api_keys").unwrap()] {
+            if labels_of(&h.store, &s).await != vec![(1, vec![Label::Current])] {
+                return false;
+            }
+        }
+        true
     })
     .await;
     // An hour later the schedule rotates: v2 current, v1 previous during grace.
@@ -130,7 +136,7 @@ async fn first_versions_then_scheduled_rotation_grace_and_expiry() {
     })
     .await;
     assert_eq!(
-        labels_of(&h.store, &t1()),
+        labels_of(&h.store, &t1()).await,
         vec![(1, vec![Label::Previous]), (2, vec![Label::Current])]
     );
     // Ten minutes of grace, then v1 expires.
@@ -139,10 +145,10 @@ async fn first_versions_then_scheduled_rotation_grace_and_expiry() {
         phase(&h, &t1()) == "idle"
     })
     .await;
-    let versions = h.store.versions(&t1()).unwrap();
+    let versions = h.store.versions(&t1()).await.unwrap();
     assert!(versions[0].labels.is_empty() && versions[0].expired_at.is_some());
     assert_eq!(versions[1].labels, vec![Label::Current]);
-    let history = h.store.history(&t1(), 10).unwrap();
+    let history = h.store.history(&t1(), 10).await.unwrap();
     assert_eq!(history[0].outcome, Outcome::Succeeded);
     assert_eq!(history[0].to_version, 2);
 }
@@ -152,7 +158,7 @@ async fn api_rotation_conflict_and_rollback_during_grace() {
     let h = start().await;
     eventually(Duration::from_secs(5), "ready", async || h.admin.ready()).await;
     eventually(Duration::from_secs(5), "v1", async || {
-        labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+        labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
     })
     .await;
     let id = h.admin.rotate(t1()).await.expect("accepted");
@@ -178,11 +184,11 @@ async fn api_rotation_conflict_and_rollback_during_grace() {
         phase(&h, &t1()) == "idle"
     })
     .await;
-    let versions = h.store.versions(&t1()).unwrap();
+    let versions = h.store.versions(&t1()).await.unwrap();
     assert_eq!(versions[0].labels, vec![Label::Current]);
     assert!(versions[1].labels.is_empty() && versions[1].expired_at.is_some());
     assert_eq!(
-        h.store.history(&t1(), 1).unwrap()[0].outcome,
+        h.store.history(&t1(), 1).await.unwrap()[0].outcome,
         Outcome::RolledBack
     );
     // Nothing in grace any more.
@@ -196,7 +202,7 @@ async fn api_rotation_conflict_and_rollback_during_grace() {
 async fn failures_retry_with_backoff_then_stick_without_touching_current() {
     let h = start().await;
     eventually(Duration::from_secs(5), "v1", async || {
-        labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+        labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
     })
     .await;
     h.target.fail("test");
@@ -206,7 +212,7 @@ async fn failures_retry_with_backoff_then_stick_without_touching_current() {
         phase(&h, &t1()) == "stuck"
     })
     .await;
-    let versions = h.store.versions(&t1()).unwrap();
+    let versions = h.store.versions(&t1()).await.unwrap();
     let current: Vec<_> = versions
         .iter()
         .filter(|v| v.labels.contains(&Label::Current))
@@ -216,6 +222,7 @@ async fn failures_retry_with_backoff_then_stick_without_touching_current() {
     let outcomes: Vec<_> = h
         .store
         .history(&t1(), 10)
+        .await
         .unwrap()
         .iter()
         .map(|r| r.outcome)
@@ -249,7 +256,7 @@ async fn failures_retry_with_backoff_then_stick_without_touching_current() {
 async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
     let h = start().await;
     eventually(Duration::from_secs(5), "v1", async || {
-        labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+        labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
     })
     .await;
     h.admin.rotate(t1()).await.unwrap();
@@ -285,7 +292,7 @@ async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
     .await;
     // The sibling was never touched.
     let t2 = SecretRef::new("tenant2", "api_keys").unwrap();
-    assert_eq!(labels_of(&h.store, &t2)[0].0, 1);
+    assert_eq!(labels_of(&h.store, &t2).await[0].0, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -347,7 +354,7 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
     for k in 0..6u64 {
         let h = start().await;
         eventually(Duration::from_secs(5), "v1", async || {
-            h.admin.ready() && labels_of(&h.store, &t1()) == vec![(1, vec![Label::Current])]
+            h.admin.ready() && labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
         })
         .await;
         h.store.fail_writes_after(k);
@@ -378,7 +385,7 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
             async || phase(&h, &t1()) == "grace",
         )
         .await;
-        let versions = h.store.versions(&t1()).unwrap();
+        let versions = h.store.versions(&t1()).await.unwrap();
         let current: Vec<_> = versions
             .iter()
             .filter(|v| v.labels.contains(&Label::Current))
@@ -393,6 +400,7 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
         for v in &versions {
             h.store
                 .read_value(&t1(), v.version)
+                .await
                 .expect("value readable");
         }
     }

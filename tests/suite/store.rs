@@ -12,13 +12,14 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::common::store_contract::{
-    self as contract, at, commit, labels_of, record, secret, value,
+    self as contract, at, commit, labels_of, put, record, secret, value,
 };
 use base64::Engine as _;
+use futures::future::BoxFuture;
 use rotor::domain::{HistoryRecord, Label, Outcome, RotationId, SecretRef, VersionMeta, VersionNo};
 use rotor::generator::SecretValue;
 use rotor::store::embedded::EmbeddedStore;
-use rotor::store::{Store, StoreError};
+use rotor::store::{ReadValue as _, Store, StoreError};
 
 struct Paths {
     _dir: tempfile::TempDir,
@@ -55,61 +56,50 @@ impl contract::Reopen for Fixture {
     fn store(&self) -> &dyn Store {
         self.store.as_ref().expect("store is open")
     }
-    fn reopen(&mut self) {
+    fn reopen(&mut self) -> BoxFuture<'_, ()> {
         // redb allows one open handle per file: close before opening again.
         self.store = None;
         self.store = Some(open(&self.paths));
+        Box::pin(async {})
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // The `Store` contract, shared with tests/suite/store_vault.rs.
 
-#[test]
-fn values_round_trip_across_reopen() {
-    contract::values_round_trip_across_reopen(&mut Fixture::new());
+/// One test per contract case, named after it, each on a fresh store: `store:` cases take
+/// the store, `reopen:` cases a [`Fixture`] they can close and open again.
+macro_rules! contract_cases {
+    (store: $($case:ident),* ; reopen: $($reopen_case:ident),* $(,)?) => {
+        $(#[tokio::test]
+        async fn $case() {
+            contract::$case(&open(&paths())).await;
+        })*
+        $(#[tokio::test]
+        async fn $reopen_case() {
+            contract::$reopen_case(&mut Fixture::new()).await;
+        })*
+    };
 }
 
-#[test]
-fn fingerprints_match_for_equal_values_only() {
-    contract::fingerprints_match_for_equal_values_only(&open(&paths()));
-}
-
-#[test]
-fn put_version_is_idempotent_per_rotation_and_conflicts_otherwise() {
-    contract::put_version_is_idempotent_per_rotation_and_conflicts_otherwise(&open(&paths()));
-}
-
-#[test]
-fn labels_and_timestamps_follow_commits() {
-    contract::labels_and_timestamps_follow_commits(&open(&paths()));
-}
-
-#[test]
-fn rollback_in_grace_keeps_the_original_promotion_time() {
-    contract::rollback_in_grace_keeps_the_original_promotion_time(&open(&paths()));
-}
-
-#[test]
-fn invalid_commits_write_nothing() {
-    contract::invalid_commits_write_nothing(&open(&paths()));
-}
-
-#[test]
-fn history_is_newest_first_limited_and_not_duplicated_by_replays() {
-    contract::history_is_newest_first_limited_and_not_duplicated_by_replays(&mut Fixture::new());
-}
-
-#[test]
-fn secrets_lists_those_with_a_journal() {
-    contract::secrets_lists_those_with_a_journal(&open(&paths()));
-}
+contract_cases!(
+    store:
+        fingerprints_match_for_equal_values_only,
+        put_version_is_idempotent_per_rotation_and_conflicts_otherwise,
+        labels_and_timestamps_follow_commits,
+        rollback_in_grace_keeps_the_original_promotion_time,
+        invalid_commits_write_nothing,
+        secrets_lists_those_with_a_journal;
+    reopen:
+        values_round_trip_across_reopen,
+        history_is_newest_first_limited_and_not_duplicated_by_replays,
+);
 
 // ---------------------------------------------------------------------------------------
 // Encryption at rest and the master key.
 
-#[test]
-fn raw_file_never_contains_the_value_in_any_common_encoding() {
+#[tokio::test]
+async fn raw_file_never_contains_the_value_in_any_common_encoding() {
     let p = paths();
     let s = secret("tenant1", "api_keys");
     let secret_bytes = b"Zq8-unmistakable-secret-value-4c1e9a".to_vec();
@@ -123,8 +113,11 @@ fn raw_file_never_contains_the_value_in_any_common_encoding() {
                 &SecretValue::from_bytes(secret_bytes.clone()),
                 at(0),
             )
+            .await
             .expect("put");
-        commit(&store, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
+        commit(&store, &s, &[(1, Label::Current)], None, at(1))
+            .await
+            .expect("commit");
     }
     let raw = fs::read(&p.db).expect("read db file");
     let key_hex = fs::read_to_string(&p.key).expect("read key");
@@ -153,15 +146,13 @@ fn raw_file_never_contains_the_value_in_any_common_encoding() {
     assert!(raw.windows(8).any(|w| w == b"api_keys"));
 }
 
-#[test]
-fn wrong_master_key_is_refused_at_open() {
+#[tokio::test]
+async fn wrong_master_key_is_refused_at_open() {
     let p = paths();
     let s = secret("t", "k");
     {
         let store = open(&p);
-        store
-            .put_version(&s, 1, RotationId(1), &value("v"), at(0))
-            .expect("put");
+        put(&store, &s, 1, "v", 0).await;
     }
     let other_key = p.key.with_file_name("other.key");
     rotor::store::crypto::MasterKey::load_or_create(&other_key).expect("second key");
@@ -177,7 +168,7 @@ fn wrong_master_key_is_refused_at_open() {
     );
     // The right key still works afterwards: the refused open wrote nothing.
     let store = open(&p);
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"v");
+    assert_eq!(store.read_value(&s, 1).await.expect("read").expose(), b"v");
 }
 
 #[test]
@@ -214,16 +205,14 @@ fn world_readable_key_file_is_refused() {
     ));
 }
 
-#[test]
-fn missing_key_is_created_0600_and_never_overwritten() {
+#[tokio::test]
+async fn missing_key_is_created_0600_and_never_overwritten() {
     let p = paths();
     assert!(!p.key.exists());
     let s = secret("t", "k");
     {
         let store = open(&p);
-        store
-            .put_version(&s, 1, RotationId(1), &value("v"), at(0))
-            .expect("put");
+        put(&store, &s, 1, "v", 0).await;
     }
     let mode = fs::metadata(&p.key).expect("key").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -232,7 +221,7 @@ fn missing_key_is_created_0600_and_never_overwritten() {
     let first = fs::read(&p.key).expect("read key");
     for _ in 0..3 {
         let store = open(&p);
-        assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"v");
+        assert_eq!(store.read_value(&s, 1).await.expect("read").expose(), b"v");
     }
     assert_eq!(fs::read(&p.key).expect("read key"), first);
 }
@@ -255,38 +244,32 @@ struct SecretState {
     history: Vec<HistoryRecord>,
 }
 
-fn snapshot(store: &EmbeddedStore, all: &[SecretRef]) -> Snapshot {
+async fn snapshot(store: &EmbeddedStore, all: &[SecretRef]) -> Snapshot {
+    let mut per_secret = Vec::new();
+    for s in all {
+        let versions = store.versions(s).await.expect("versions");
+        let mut values = Vec::new();
+        for m in &versions {
+            let value = store.read_value(s, m.version).await.expect("value");
+            values.push(value.expose().to_vec());
+        }
+        per_secret.push(SecretState {
+            journal: store.journal(s).await.expect("journal"),
+            versions,
+            values,
+            history: store.history(s, usize::MAX).await.expect("history"),
+        });
+    }
     Snapshot {
-        secrets: store.secrets().expect("secrets"),
-        per_secret: all
-            .iter()
-            .map(|s| {
-                let versions = store.versions(s).expect("versions");
-                let values = versions
-                    .iter()
-                    .map(|m| {
-                        store
-                            .read_value(s, m.version)
-                            .expect("value")
-                            .expose()
-                            .to_vec()
-                    })
-                    .collect();
-                SecretState {
-                    journal: store.journal(s).expect("journal"),
-                    versions,
-                    values,
-                    history: store.history(s, usize::MAX).expect("history"),
-                }
-            })
-            .collect(),
+        secrets: store.secrets().await.expect("secrets"),
+        per_secret,
     }
 }
 
 /// The journal of every secret names exactly the labels its versions carry.
-fn assert_journal_matches_labels(store: &EmbeddedStore, all: &[SecretRef]) {
+async fn assert_journal_matches_labels(store: &EmbeddedStore, all: &[SecretRef]) {
     for s in all {
-        let from_journal: Vec<(VersionNo, Label)> = match store.journal(s).expect("journal") {
+        let from_journal: Vec<(VersionNo, Label)> = match store.journal(s).await.expect("journal") {
             Some(bytes) => {
                 let mut l: Vec<(VersionNo, Label)> =
                     serde_json::from_slice(&bytes).expect("journal json");
@@ -297,105 +280,97 @@ fn assert_journal_matches_labels(store: &EmbeddedStore, all: &[SecretRef]) {
         };
         assert_eq!(
             from_journal,
-            labels_of(store, s),
+            labels_of(store, s).await,
             "{s}: journal and labels disagree"
         );
     }
 }
 
-type WriteOp = Box<dyn Fn(&EmbeddedStore) -> Result<(), StoreError>>;
+/// One write the rotation actor makes: a version stored (`Put`: secret, version, which is
+/// also the rotation, value, time), or a commit of labels and history.
+enum WriteOp {
+    Put(SecretRef, VersionNo, &'static str, i64),
+    Commit(
+        SecretRef,
+        Vec<(VersionNo, Label)>,
+        Option<HistoryRecord>,
+        i64,
+    ),
+}
+
+impl WriteOp {
+    async fn run(&self, store: &EmbeddedStore) -> Result<(), StoreError> {
+        match self {
+            WriteOp::Put(s, v, text, t) => {
+                store
+                    .put_version(s, *v, RotationId(*v), &value(text), at(*t))
+                    .await
+            }
+            WriteOp::Commit(s, labels, history, t) => {
+                commit(store, s, labels, history.as_ref(), at(*t)).await
+            }
+        }
+    }
+}
 
 /// Two rotations of one secret (the second rolled back) interleaved with a first rotation
 /// of another: every kind of write the rotation actor makes.
 fn rotation_writes() -> (Vec<SecretRef>, Vec<WriteOp>) {
+    use WriteOp::{Commit, Put};
     let s = secret("tenant1", "database_credentials");
     let o = secret("tenant1", "api_keys");
-    let all = vec![s.clone(), o.clone()];
-    let (s1, s2, s3, s4, s5, s6, s7, s8, s9, s10) = (
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s.clone(),
-        s,
-    );
-    let (o1, o2, o3) = (o.clone(), o.clone(), o);
-    let ops: Vec<WriteOp> = vec![
-        Box::new(move |st| st.put_version(&s1, 1, RotationId(1), &value("v1"), at(0))),
-        Box::new(move |st| commit(st, &s2, &[(1, Label::Pending)], None, at(1))),
-        Box::new(move |st| {
-            commit(
-                st,
-                &s3,
-                &[(1, Label::Current)],
-                Some(&record(1, None, 1, 0)),
-                at(2),
-            )
-        }),
-        Box::new(move |st| st.put_version(&o1, 1, RotationId(1), &value("o1"), at(3))),
-        Box::new(move |st| st.put_version(&s4, 2, RotationId(2), &value("v2"), at(4))),
-        Box::new(move |st| commit(st, &o2, &[(1, Label::Current)], None, at(5))),
-        Box::new(move |st| {
-            commit(
-                st,
-                &s5,
-                &[(1, Label::Current), (2, Label::Pending)],
-                None,
-                at(6),
-            )
-        }),
-        Box::new(move |st| {
-            commit(
-                st,
-                &s6,
-                &[(2, Label::Current), (1, Label::Previous)],
-                None,
-                at(7),
-            )
-        }),
-        Box::new(move |st| {
-            commit(
-                st,
-                &s7,
-                &[(2, Label::Current)],
-                Some(&record(2, Some(1), 2, 4)),
-                at(8),
-            )
-        }),
-        Box::new(move |st| st.put_version(&s8, 3, RotationId(3), &value("v3"), at(9))),
-        Box::new(move |st| {
-            commit(
-                st,
-                &s9,
-                &[(3, Label::Current), (2, Label::Previous)],
-                None,
-                at(10),
-            )
-        }),
-        Box::new(move |st| {
-            let mut rec = record(3, Some(2), 3, 9);
-            rec.outcome = Outcome::RolledBack;
-            commit(st, &s10, &[(2, Label::Current)], Some(&rec), at(11))
-        }),
-        Box::new(move |st| {
-            commit(
-                st,
-                &o3,
-                &[(1, Label::Current)],
-                Some(&record(1, None, 1, 3)),
-                at(12),
-            )
-        }),
+    let mut rolled_back = record(3, Some(2), 3, 9);
+    rolled_back.outcome = Outcome::RolledBack;
+    let ops = vec![
+        Put(s.clone(), 1, "v1", 0),
+        Commit(s.clone(), vec![(1, Label::Pending)], None, 1),
+        Commit(
+            s.clone(),
+            vec![(1, Label::Current)],
+            Some(record(1, None, 1, 0)),
+            2,
+        ),
+        Put(o.clone(), 1, "o1", 3),
+        Put(s.clone(), 2, "v2", 4),
+        Commit(o.clone(), vec![(1, Label::Current)], None, 5),
+        Commit(
+            s.clone(),
+            vec![(1, Label::Current), (2, Label::Pending)],
+            None,
+            6,
+        ),
+        Commit(
+            s.clone(),
+            vec![(2, Label::Current), (1, Label::Previous)],
+            None,
+            7,
+        ),
+        Commit(
+            s.clone(),
+            vec![(2, Label::Current)],
+            Some(record(2, Some(1), 2, 4)),
+            8,
+        ),
+        Put(s.clone(), 3, "v3", 9),
+        Commit(
+            s.clone(),
+            vec![(3, Label::Current), (2, Label::Previous)],
+            None,
+            10,
+        ),
+        Commit(s.clone(), vec![(2, Label::Current)], Some(rolled_back), 11),
+        Commit(
+            o.clone(),
+            vec![(1, Label::Current)],
+            Some(record(1, None, 1, 3)),
+            12,
+        ),
     ];
-    (all, ops)
+    (vec![s, o], ops)
 }
 
-#[test]
-fn a_failure_at_any_write_leaves_the_state_after_the_previous_write() {
+#[tokio::test]
+async fn a_failure_at_any_write_leaves_the_state_after_the_previous_write() {
     let (all, ops) = rotation_writes();
 
     // Reference: the state after each prefix of the writes, taken from a clean run.
@@ -403,11 +378,11 @@ fn a_failure_at_any_write_leaves_the_state_after_the_previous_write() {
     let mut expected = Vec::new();
     {
         let store = open(&reference);
-        expected.push(snapshot(&store, &all));
+        expected.push(snapshot(&store, &all).await);
         for op in &ops {
-            op(&store).expect("clean write");
-            assert_journal_matches_labels(&store, &all);
-            expected.push(snapshot(&store, &all));
+            op.run(&store).await.expect("clean write");
+            assert_journal_matches_labels(&store, &all).await;
+            expected.push(snapshot(&store, &all).await);
         }
     }
 
@@ -420,7 +395,7 @@ fn a_failure_at_any_write_leaves_the_state_after_the_previous_write() {
             let store = open(&p);
             store.fail_writes_after(k as u64);
             for (i, op) in ops.iter().enumerate() {
-                let result = op(&store);
+                let result = op.run(&store).await;
                 if i < k {
                     result.unwrap_or_else(|e| panic!("write {i} with k={k}: {e}"));
                 } else if i == k {
@@ -435,40 +410,53 @@ fn a_failure_at_any_write_leaves_the_state_after_the_previous_write() {
                 }
             }
             // What a running process sees, before any restart.
-            assert_eq!(snapshot(&store, &all), expected[k], "k={k} before reopen");
+            assert_eq!(
+                snapshot(&store, &all).await,
+                expected[k],
+                "k={k} before reopen"
+            );
         }
         let store = open(&p);
-        assert_eq!(snapshot(&store, &all), expected[k], "k={k} after reopen");
-        assert_journal_matches_labels(&store, &all);
+        assert_eq!(
+            snapshot(&store, &all).await,
+            expected[k],
+            "k={k} after reopen"
+        );
+        assert_journal_matches_labels(&store, &all).await;
 
         // Resuming after the failure (as a restarted actor would) completes the sequence.
         for op in &ops[k..] {
-            op(&store).expect("resumed write");
+            op.run(&store).await.expect("resumed write");
         }
-        assert_eq!(snapshot(&store, &all), expected[ops.len()], "k={k} resumed");
+        assert_eq!(
+            snapshot(&store, &all).await,
+            expected[ops.len()],
+            "k={k} resumed"
+        );
     }
 }
 
-#[test]
-fn clear_faults_restores_writes() {
+#[tokio::test]
+async fn clear_faults_restores_writes() {
     let p = paths();
     let store = open(&p);
     let s = secret("t", "k");
     store.fail_writes_after(0);
     assert!(matches!(
-        store.put_version(&s, 1, RotationId(1), &value("a"), at(0)),
+        store
+            .put_version(&s, 1, RotationId(1), &value("a"), at(0))
+            .await,
         Err(StoreError::Injected)
     ));
     store.clear_faults();
-    store
-        .put_version(&s, 1, RotationId(1), &value("a"), at(0))
-        .expect("put");
+    put(&store, &s, 1, "a", 0).await;
     // Reads are never failed.
     store.fail_writes_after(0);
-    assert_eq!(store.read_value(&s, 1).expect("read").expose(), b"a");
+    assert_eq!(store.read_value(&s, 1).await.expect("read").expose(), b"a");
     // An idempotent replay writes nothing, so it is not failed either.
     store
         .put_version(&s, 1, RotationId(1), &value("a"), at(0))
+        .await
         .expect("replay");
 }
 
@@ -477,9 +465,9 @@ const CHILD_KEY: &str = "ROTOR_STORE_TEST_CHILD_KEY";
 
 /// Not a test on its own: the writer process that `killed_writer_leaves_a_consistent_store`
 /// starts and kills. It rotates one secret forever, one commit after another.
-#[test]
+#[tokio::test]
 #[ignore = "run as a child process by killed_writer_leaves_a_consistent_store"]
-fn child_writer() {
+async fn child_writer() {
     let (Some(db), Some(key)) = (std::env::var_os(CHILD_DB), std::env::var_os(CHILD_KEY)) else {
         return;
     };
@@ -489,6 +477,7 @@ fn child_writer() {
     // re-put idempotently (same rotation id) and carried on from.
     let mut current = store
         .versions(&s)
+        .await
         .expect("versions")
         .iter()
         .find(|m| m.labels.contains(&Label::Current))
@@ -503,6 +492,7 @@ fn child_writer() {
                 &value(&format!("v{next}")),
                 at(0),
             )
+            .await
             .expect("put");
         let mut keep: Vec<(VersionNo, Label)> = Vec::new();
         if current > 0 {
@@ -510,20 +500,26 @@ fn child_writer() {
         }
         let mut staged = keep.clone();
         staged.push((next, Label::Pending));
-        commit(&store, &s, &staged, None, at(1)).expect("stage");
+        commit(&store, &s, &staged, None, at(1))
+            .await
+            .expect("stage");
         let mut grace = vec![(next, Label::Current)];
         if current > 0 {
             grace.push((current, Label::Previous));
         }
-        commit(&store, &s, &grace, None, at(2)).expect("promote");
+        commit(&store, &s, &grace, None, at(2))
+            .await
+            .expect("promote");
         let rec = record(next, (current > 0).then_some(current), next, 0);
-        commit(&store, &s, &[(next, Label::Current)], Some(&rec), at(3)).expect("expire");
+        commit(&store, &s, &[(next, Label::Current)], Some(&rec), at(3))
+            .await
+            .expect("expire");
         current = next;
     }
 }
 
-#[test]
-fn killed_writer_leaves_a_consistent_store() {
+#[tokio::test]
+async fn killed_writer_leaves_a_consistent_store() {
     let p = paths();
     drop(open(&p));
     let exe = std::env::current_exe().expect("test binary");
@@ -544,23 +540,25 @@ fn killed_writer_leaves_a_consistent_store() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn writer");
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
         child.kill().expect("SIGKILL writer");
         child.wait().expect("reap writer");
 
         let store = open(&p);
-        assert_journal_matches_labels(&store, &all);
-        let versions = store.versions(&s).expect("versions");
+        assert_journal_matches_labels(&store, &all).await;
+        let versions = store.versions(&s).await.expect("versions");
         assert!(versions.len() >= last_versions, "versions lost");
         last_versions = versions.len();
         for m in &versions {
             let v = store
                 .read_value(&s, m.version)
+                .await
                 .expect("every version decrypts");
             assert_eq!(v.expose(), format!("v{}", m.version).as_bytes());
         }
         // Exactly one current once a version has been promoted.
         let currents = labels_of(&store, &s)
+            .await
             .iter()
             .filter(|(_, l)| *l == Label::Current)
             .count();
@@ -570,34 +568,29 @@ fn killed_writer_leaves_a_consistent_store() {
     assert!(last_versions > 0, "the writer never wrote anything");
 }
 
-#[test]
-fn concurrent_writers_on_one_store_all_land() {
+#[tokio::test]
+async fn concurrent_writers_on_one_store_all_land() {
     let p = paths();
-    let store = std::sync::Arc::new(open(&p));
-    let handles: Vec<_> = (0..8)
-        .map(|i| {
-            let store = std::sync::Arc::clone(&store);
-            std::thread::spawn(move || {
-                let s = secret("t", &format!("k{i}"));
-                for v in 1..=5u64 {
-                    store
-                        .put_version(&s, v, RotationId(v), &value(&format!("{i}-{v}")), at(0))
-                        .expect("put");
-                    commit(&*store, &s, &[(v, Label::Current)], None, at(v as i64))
-                        .expect("commit");
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("writer thread");
-    }
-    assert_eq!(store.secrets().expect("secrets").len(), 8);
+    let store = &open(&p);
+    futures::future::join_all((0..8).map(|i| async move {
+        let s = secret("t", &format!("k{i}"));
+        for v in 1..=5u64 {
+            store
+                .put_version(&s, v, RotationId(v), &value(&format!("{i}-{v}")), at(0))
+                .await
+                .expect("put");
+            commit(store, &s, &[(v, Label::Current)], None, at(v as i64))
+                .await
+                .expect("commit");
+        }
+    }))
+    .await;
+    assert_eq!(store.secrets().await.expect("secrets").len(), 8);
     for i in 0..8 {
         let s = secret("t", &format!("k{i}"));
-        assert_eq!(labels_of(&*store, &s), [(5, Label::Current)]);
+        assert_eq!(labels_of(store, &s).await, [(5, Label::Current)]);
         assert_eq!(
-            store.read_value(&s, 3).expect("read").expose(),
+            store.read_value(&s, 3).await.expect("read").expose(),
             format!("{i}-3").as_bytes()
         );
     }

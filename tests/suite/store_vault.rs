@@ -22,10 +22,11 @@ use crate::common::embedded::{FAST_API_KEYS, admin, tree_config};
 use crate::common::store_contract::{self as contract, at, commit, labels_of, secret, value};
 use crate::common::wait::eventually;
 use chrono::Utc;
+use futures::future::BoxFuture;
 use rotor::domain::{Label, Outcome, RotationId};
 use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
 use rotor::store::vault_fake::{Faults, VaultFake};
-use rotor::store::{Store, StoreError};
+use rotor::store::{ReadValue as _, Store, StoreError};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::prelude::*;
 
@@ -41,8 +42,10 @@ struct Env {
 
 impl Env {
     /// A second store on the same Vault and prefix (another replica).
-    fn replica(&self) -> VaultStore {
-        VaultStore::open(self.settings.clone()).expect("open replica")
+    async fn replica(&self) -> VaultStore {
+        VaultStore::open(self.settings.clone())
+            .await
+            .expect("open replica")
     }
     fn fake(&self) -> &VaultFake {
         self.fake.as_deref().expect("fake")
@@ -53,8 +56,8 @@ impl contract::Reopen for Env {
     fn store(&self) -> &dyn Store {
         &self.store
     }
-    fn reopen(&mut self) {
-        self.store = self.replica();
+    fn reopen(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.store = self.replica().await })
     }
 }
 
@@ -78,13 +81,13 @@ fn settings(
     }
 }
 
-fn fake_env() -> Env {
+async fn fake_env() -> Env {
     let fake = Arc::new(VaultFake::start("secret", ROOT).expect("start fake"));
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{ROOT}\n")).expect("write token");
     let settings = settings(fake.address(), token_file, dir.path(), "production/tenants");
-    let store = VaultStore::open(settings.clone()).expect("open");
+    let store = VaultStore::open(settings.clone()).await.expect("open");
     Env {
         store,
         settings,
@@ -94,7 +97,7 @@ fn fake_env() -> Env {
 }
 
 /// A store on the real Vault named by `VAULT_ADDR`/`VAULT_TOKEN`, under a fresh prefix.
-fn real_env() -> Option<Env> {
+async fn real_env() -> Option<Env> {
     let addr = std::env::var("VAULT_ADDR").ok()?;
     let token = std::env::var("VAULT_TOKEN").ok()?;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -106,7 +109,7 @@ fn real_env() -> Option<Env> {
     s.namespace = std::env::var("VAULT_NAMESPACE").ok();
     s.ca_file = std::env::var("VAULT_CACERT").ok().map(PathBuf::from);
     s.timeout = Duration::from_secs(10);
-    let store = VaultStore::open(s.clone()).expect("open real Vault");
+    let store = VaultStore::open(s.clone()).await.expect("open real Vault");
     Some(Env {
         store,
         settings: s,
@@ -124,16 +127,20 @@ fn rand_suffix() -> String {
 // Core cases: the shared `Store` contract and fencing, run against the fake and against a
 // real Vault.
 
-fn stale_writer_is_fenced(env: &Env) {
+async fn stale_writer_is_fenced(env: &Env) {
     let s = secret("t", "fenced");
     let a = &env.store;
     a.put_version(&s, 1, RotationId(1), &value("a"), at(0))
+        .await
         .expect("put");
-    commit(a, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
+    commit(a, &s, &[(1, Label::Current)], None, at(1))
+        .await
+        .expect("commit");
     // Replica B takes over: reads the journal, rotates.
-    let b = env.replica();
-    b.journal(&s).expect("journal");
+    let b = env.replica().await;
+    b.journal(&s).await.expect("journal");
     b.put_version(&s, 2, RotationId(2), &value("b"), at(2))
+        .await
         .expect("put");
     commit(
         &b,
@@ -142,28 +149,34 @@ fn stale_writer_is_fenced(env: &Env) {
         None,
         at(3),
     )
+    .await
     .expect("commit");
-    let journal_b = b.journal(&s).expect("journal");
+    let journal_b = b.journal(&s).await.expect("journal");
     // A, stale, tries to go on from what it last saw: refused, nothing overwritten.
-    let err = commit(a, &s, &[(1, Label::Pending)], None, at(4)).expect_err("stale commit");
+    let err = commit(a, &s, &[(1, Label::Pending)], None, at(4))
+        .await
+        .expect_err("stale commit");
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     assert!(err.to_string().contains("check-and-set"), "{err}");
     let err = a
         .put_version(&s, 3, RotationId(9), &value("stale"), at(5))
+        .await
         .expect_err("stale put");
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
-    assert_eq!(b.journal(&s).expect("journal"), journal_b);
+    assert_eq!(b.journal(&s).await.expect("journal"), journal_b);
     assert_eq!(
-        labels_of(&b, &s),
+        labels_of(&b, &s).await,
         [(1, Label::Previous), (2, Label::Current)]
     );
     // Two writers of the same version: the second loses with a version conflict.
-    let c = env.replica();
-    c.journal(&s).expect("journal");
+    let c = env.replica().await;
+    c.journal(&s).await.expect("journal");
     b.put_version(&s, 3, RotationId(3), &value("c"), at(6))
+        .await
         .expect("put");
     let err = c
         .put_version(&s, 3, RotationId(4), &value("d"), at(6))
+        .await
         .expect_err("lost race");
     assert!(
         matches!(
@@ -172,28 +185,32 @@ fn stale_writer_is_fenced(env: &Env) {
         ),
         "{err}"
     );
-    assert_eq!(b.read_value(&s, 3).expect("read").expose(), b"c");
+    assert_eq!(b.read_value(&s, 3).await.expect("read").expose(), b"c");
     // A re-reads (a resumed process restarts from the store) and may write again.
-    a.journal(&s).expect("journal");
-    commit(a, &s, &[(2, Label::Current)], None, at(7)).expect("after re-read");
+    a.journal(&s).await.expect("journal");
+    commit(a, &s, &[(2, Label::Current)], None, at(7))
+        .await
+        .expect("after re-read");
 }
 
 /// Two tests per case, `fake::NAME` and `real_vault::NAME`, each on a fresh store.
 macro_rules! core_suite {
-    ($($name:ident: $case:expr),* $(,)?) => {
+    ($($name:ident: |$env:ident| $case:expr),* $(,)?) => {
         mod fake {
             use super::*;
-            $(#[test] fn $name() {
-                let case: fn(&mut Env) = $case;
-                case(&mut fake_env());
+            $(#[tokio::test] async fn $name() {
+                let $env = &mut fake_env().await;
+                $case.await;
             })*
         }
         mod real_vault {
             use super::*;
-            $(#[test] fn $name() {
-                let case: fn(&mut Env) = $case;
-                match real_env() {
-                    Some(mut env) => case(&mut env),
+            $(#[tokio::test] async fn $name() {
+                match real_env().await {
+                    Some(mut found) => {
+                        let $env = &mut found;
+                        $case.await
+                    }
                     None => println!("SKIPPED: set VAULT_ADDR and VAULT_TOKEN to run against a real Vault"),
                 }
             })*
@@ -224,15 +241,17 @@ core_suite!(
 // ---------------------------------------------------------------------------------------
 // The fake's own behaviour and faults.
 
-#[test]
-fn values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata() {
-    let env = fake_env();
+#[tokio::test]
+async fn values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata() {
+    let env = fake_env().await;
     let s = secret("tenant1", "db");
     env.store
         .put_version(&s, 1, RotationId(1), &value("one"), at(0))
+        .await
         .expect("put");
     env.store
         .put_version(&s, 2, RotationId(2), &value("two"), at(1))
+        .await
         .expect("put");
     commit(
         &env.store,
@@ -241,6 +260,7 @@ fn values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata() {
         None,
         at(2),
     )
+    .await
     .expect("commit");
     let fake = env.fake();
     assert_eq!(
@@ -256,9 +276,9 @@ fn values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata() {
     );
 }
 
-#[test]
-fn transient_500s_are_retried_and_persistent_ones_reported() {
-    let env = fake_env();
+#[tokio::test]
+async fn transient_500s_are_retried_and_persistent_ones_reported() {
+    let env = fake_env().await;
     let s = secret("t", "k");
     env.fake().faults(Faults {
         fail_next: 3,
@@ -266,13 +286,14 @@ fn transient_500s_are_retried_and_persistent_ones_reported() {
     });
     env.store
         .put_version(&s, 1, RotationId(1), &value("v"), at(0))
+        .await
         .expect("retried through three 500s");
     env.fake().faults(Faults {
         fail_next: 100,
         ..Faults::default()
     });
     let before = env.fake().requests();
-    let err = env.store.versions(&s).expect_err("persistent 500");
+    let err = env.store.versions(&s).await.expect_err("persistent 500");
     assert_eq!(
         env.fake().requests() - before,
         4,
@@ -287,9 +308,9 @@ fn transient_500s_are_retried_and_persistent_ones_reported() {
     );
 }
 
-#[test]
-fn timeouts_are_retried_then_reported() {
-    let env = fake_env();
+#[tokio::test]
+async fn timeouts_are_retried_then_reported() {
+    let env = fake_env().await;
     let s = secret("t", "k");
     env.fake().faults(Faults {
         delay_next: 1,
@@ -298,23 +319,24 @@ fn timeouts_are_retried_then_reported() {
     });
     env.store
         .put_version(&s, 1, RotationId(1), &value("v"), at(0))
+        .await
         .expect("one timeout, then success");
     env.fake().faults(Faults {
         delay_next: 100,
         delay: Duration::from_millis(800),
         ..Faults::default()
     });
-    let err = env.store.versions(&s).expect_err("always slow");
+    let err = env.store.versions(&s).await.expect_err("always slow");
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
     env.fake().faults(Faults::default());
     // The timed-out write of a retried request may have landed; it is not doubled.
-    assert_eq!(env.store.versions(&s).expect("versions").len(), 1);
+    assert_eq!(env.store.versions(&s).await.expect("versions").len(), 1);
 }
 
-#[test]
-fn sealed_vault_is_a_clear_error_without_retries() {
-    let env = fake_env();
+#[tokio::test]
+async fn sealed_vault_is_a_clear_error_without_retries() {
+    let env = fake_env().await;
     let s = secret("t", "k");
     env.fake().faults(Faults {
         sealed: true,
@@ -324,6 +346,7 @@ fn sealed_vault_is_a_clear_error_without_retries() {
     let err = env
         .store
         .put_version(&s, 1, RotationId(1), &value("v"), at(0))
+        .await
         .expect_err("sealed");
     assert_eq!(env.fake().requests() - before, 1);
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
@@ -331,33 +354,39 @@ fn sealed_vault_is_a_clear_error_without_retries() {
     assert_eq!(err.metric_label(), "unavailable");
 }
 
-#[test]
-fn forced_cas_conflict_overwrites_nothing() {
-    let env = fake_env();
+#[tokio::test]
+async fn forced_cas_conflict_overwrites_nothing() {
+    let env = fake_env().await;
     let s = secret("t", "k");
     env.store
         .put_version(&s, 1, RotationId(1), &value("v"), at(0))
+        .await
         .expect("put");
-    commit(&env.store, &s, &[(1, Label::Current)], None, at(1)).expect("commit");
-    let journal = env.store.journal(&s).expect("journal");
+    commit(&env.store, &s, &[(1, Label::Current)], None, at(1))
+        .await
+        .expect("commit");
+    let journal = env.store.journal(&s).await.expect("journal");
     env.fake().faults(Faults {
         cas_conflict_next: 1,
         ..Faults::default()
     });
-    let err = commit(&env.store, &s, &[(1, Label::Pending)], None, at(2)).expect_err("conflict");
+    let err = commit(&env.store, &s, &[(1, Label::Pending)], None, at(2))
+        .await
+        .expect_err("conflict");
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     assert_eq!(err.metric_label(), "cas_conflict");
-    assert_eq!(env.store.journal(&s).expect("journal"), journal);
-    assert_eq!(labels_of(&env.store, &s), [(1, Label::Current)]);
+    assert_eq!(env.store.journal(&s).await.expect("journal"), journal);
+    assert_eq!(labels_of(&env.store, &s).await, [(1, Label::Current)]);
 }
 
-#[test]
-fn policy_denial_names_the_path() {
-    let env = fake_env();
+#[tokio::test]
+async fn policy_denial_names_the_path() {
+    let env = fake_env().await;
     env.fake().deny_path("secret/data/production/tenants/t/k");
     let err = env
         .store
         .put_version(&secret("t", "k"), 1, RotationId(1), &value("v"), at(0))
+        .await
         .expect_err("denied");
     assert!(matches!(err, StoreError::PermissionDenied { .. }), "{err}");
     assert_eq!(
@@ -366,24 +395,24 @@ fn policy_denial_names_the_path() {
     );
 }
 
-#[test]
-fn bad_token_and_bad_address_fail_at_open() {
-    let env = fake_env();
+#[tokio::test]
+async fn bad_token_and_bad_address_fail_at_open() {
+    let env = fake_env().await;
     let mut s = env.settings.clone();
     let bad = env._dir.path().join("bad-token");
     std::fs::write(&bad, "nope").expect("write");
     s.auth = VaultAuth::Token { token_file: bad };
-    let err = VaultStore::open(s.clone()).expect_err("bad token");
+    let err = VaultStore::open(s.clone()).await.expect_err("bad token");
     assert!(matches!(err, StoreError::PermissionDenied { .. }), "{err}");
     s.address = "http://127.0.0.1:1".into();
     s.max_attempts = 2;
-    let err = VaultStore::open(s).expect_err("nothing listens");
+    let err = VaultStore::open(s).await.expect_err("nothing listens");
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
 }
 
-#[test]
-fn kubernetes_login_and_token_renewal() {
-    let env = fake_env();
+#[tokio::test]
+async fn kubernetes_login_and_token_renewal() {
+    let env = fake_env().await;
     let jwt_file = env._dir.path().join("sa-token");
     std::fs::write(&jwt_file, "eyJhbGciOi.fake.jwt").expect("write");
     env.fake()
@@ -396,7 +425,7 @@ fn kubernetes_login_and_token_renewal() {
         token_file: jwt_file.clone(),
         mount: "kubernetes".into(),
     };
-    let store = VaultStore::open(s.clone()).expect("login");
+    let store = VaultStore::open(s.clone()).await.expect("login");
     assert_eq!(env.fake().logins(), 1);
     assert_eq!(store.lease().ttl, Duration::from_secs(90));
     assert_eq!(store.lease().renew_after(), Some(Duration::from_secs(60)));
@@ -404,18 +433,21 @@ fn kubernetes_login_and_token_renewal() {
     let sec = secret("t", "k");
     store
         .put_version(&sec, 1, RotationId(1), &value("v"), at(0))
+        .await
         .expect("put with the login token");
 
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let session = store.session();
-    let lease = rt.block_on(session.renew()).expect("renew-self");
+    let lease = session.renew().await.expect("renew-self");
     assert_eq!(lease.ttl, Duration::from_secs(90));
     assert_eq!(env.fake().logins(), 1, "renewed, not logged in again");
     // The token is revoked: renewal falls back to a new login, and the store goes on.
     env.fake().revoke("hvs.fake-1");
-    rt.block_on(session.renew()).expect("re-login");
+    session.renew().await.expect("re-login");
     assert_eq!(env.fake().logins(), 2);
-    assert_eq!(store.read_value(&sec, 1).expect("read").expose(), b"v");
+    assert_eq!(
+        store.read_value(&sec, 1).await.expect("read").expose(),
+        b"v"
+    );
 
     // A wrong role is refused at open with a clear error.
     s.auth = VaultAuth::Kubernetes {
@@ -423,11 +455,11 @@ fn kubernetes_login_and_token_renewal() {
         token_file: jwt_file,
         mount: "kubernetes".into(),
     };
-    let err = VaultStore::open(s).expect_err("bad role");
+    let err = VaultStore::open(s).await.expect_err("bad role");
     assert!(err.to_string().contains("invalid role name"), "{err}");
 }
 
-/// Log lines from every thread (the store's requests run on its own runtime), recorded while
+/// Log lines from every thread (the fake serves from its own), recorded while
 /// a [`Capturing`] guard lives: the subscriber is process-wide, and the other topics of the
 /// test binary run in this process too.
 #[derive(Clone, Default)]
@@ -477,15 +509,16 @@ fn captured_logs() -> &'static Captured {
     })
 }
 
-#[test]
-fn values_never_reach_errors_debug_output_or_logs() {
+#[tokio::test]
+async fn values_never_reach_errors_debug_output_or_logs() {
     let logs = captured_logs();
     let capturing = Capturing::start();
-    let env = fake_env();
+    let env = fake_env().await;
     let s = secret("t", "k");
     let secret_text = "hunter2-very-secret-value";
     env.store
         .put_version(&s, 1, RotationId(1), &value(secret_text), at(0))
+        .await
         .expect("put");
     let mut errors = Vec::new();
     for faults in [
@@ -508,12 +541,13 @@ fn values_never_reach_errors_debug_output_or_logs() {
         },
     ] {
         env.fake().faults(faults);
-        if let Err(e) = env.store.read_value(&s, 1) {
+        if let Err(e) = env.store.read_value(&s, 1).await {
             errors.push(e);
         }
         if let Err(e) = env
             .store
             .put_version(&s, 2, RotationId(2), &value(secret_text), at(1))
+            .await
         {
             errors.push(e);
         }
@@ -523,6 +557,7 @@ fn values_never_reach_errors_debug_output_or_logs() {
     if let Err(e) = env
         .store
         .put_version(&s, 1, RotationId(5), &value(secret_text), at(2))
+        .await
     {
         errors.push(e);
     }
@@ -561,11 +596,11 @@ async fn rotation_tree_rotates_over_the_vault_store() {
     use rotor::metrics::Metrics;
     use rotor::target::none::NoneTarget;
 
-    let env = tokio::task::spawn_blocking(fake_env).await.expect("env");
+    let env = fake_env().await;
     let dir = tempfile::tempdir().expect("tempdir");
     // The config's embedded store goes unused: the tree gets the Vault store.
     let cfg = tree_config(dir.path(), FAST_API_KEYS);
-    let store: Arc<dyn Store> = Arc::new(env.replica());
+    let store: Arc<dyn Store> = Arc::new(env.replica().await);
     let options = TreeOptions {
         clock: Clock::System,
         target_override: Some(Arc::new(NoneTarget::new())),
@@ -577,26 +612,18 @@ async fn rotation_tree_rotates_over_the_vault_store() {
         .expect("tree starts");
     let admin = admin(&tree);
     let s = secret("tenant1", "api_keys");
-    let current = |store: Arc<dyn Store>| {
-        let s = s.clone();
-        async move {
-            tokio::task::spawn_blocking(move || labels_of(&*store, &s))
-                .await
-                .expect("labels")
-        }
-    };
     eventually(Duration::from_secs(20), "the initial version", async || {
-        current(store.clone()).await.contains(&(1, Label::Current))
+        labels_of(&*store, &s).await.contains(&(1, Label::Current))
     })
     .await;
     admin.rotate(s.clone()).await.expect("rotation accepted");
     eventually(
         Duration::from_secs(20),
         "the rotation to finish",
-        async || current(store.clone()).await.contains(&(2, Label::Current)),
+        async || labels_of(&*store, &s).await.contains(&(2, Label::Current)),
     )
     .await;
-    let labels = current(store.clone()).await;
+    let labels = labels_of(&*store, &s).await;
     assert_eq!(labels, [(1, Label::Previous), (2, Label::Current)]);
     let fake = env.fake();
     assert_eq!(
@@ -605,13 +632,7 @@ async fn rotation_tree_rotates_over_the_vault_store() {
     );
     let custom = fake.custom_metadata("secret", "production/tenants/tenant1/api_keys");
     assert_eq!(custom.get("rotor_current").map(String::as_str), Some("2"));
-    let history = {
-        let (store, s) = (store.clone(), s.clone());
-        tokio::task::spawn_blocking(move || store.history(&s, 10))
-            .await
-            .expect("join")
-            .expect("history")
-    };
+    let history = store.history(&s, 10).await.expect("history");
     // The second rotation's record lands when its grace ends (10 minutes); the first's is
     // there.
     assert!(
@@ -621,10 +642,6 @@ async fn rotation_tree_rotates_over_the_vault_store() {
         "{history:?}"
     );
     let _ = tree.shutdown(Duration::from_secs(5)).await;
-    drop(store);
-    tokio::task::spawn_blocking(move || drop(env))
-        .await
-        .expect("drop");
 }
 
 /// The token renewer, as `rotor run` starts it (a child of a supervisor): it renews at
@@ -634,7 +651,7 @@ async fn the_supervised_renewer_logs_in_again_when_its_token_is_revoked() {
     use rotor::actors::vault_token;
     use rotor::supervisor::{Supervisor, SupervisorArgs};
 
-    let env = fake_env();
+    let env = fake_env().await;
     let jwt_file = env._dir.path().join("sa-token");
     std::fs::write(&jwt_file, "eyJhbGciOi.fake.jwt").expect("write");
     env.fake()
@@ -646,10 +663,7 @@ async fn the_supervised_renewer_logs_in_again_when_its_token_is_revoked() {
         token_file: jwt_file,
         mount: "kubernetes".into(),
     };
-    let store = tokio::task::spawn_blocking(move || VaultStore::open(s))
-        .await
-        .expect("join")
-        .expect("login");
+    let store = VaultStore::open(s).await.expect("login");
     assert_eq!(env.fake().logins(), 1);
     env.fake().revoke("hvs.fake-1");
     let args = SupervisorArgs::new(vec![vault_token::child_spec(

@@ -35,7 +35,7 @@ async fn exec_gets_the_value_on_stdin_and_its_exit_status_decides() {
     };
     let t = ExecTarget::new(commands, Duration::from_secs(10), env.store.clone());
     let s = secret("provider_api_key");
-    let v1 = env.generate(&t, &s, 1, &password_spec());
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
     t.apply(&s, 1, &v1).await.expect("apply");
     t.test(&s, 1, &v1).await.expect("test");
     let stdin = std::fs::read(format!("{}.stdin", out.display())).unwrap();
@@ -65,7 +65,7 @@ async fn exec_failures_and_timeouts_fail_the_step_without_the_value() {
     };
     let t = ExecTarget::new(commands, Duration::from_millis(300), env.store.clone());
     let s = secret("provider_api_key");
-    let v1 = env.generate(&t, &s, 1, &password_spec());
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
     let value = std::str::from_utf8(v1.expose()).unwrap().to_owned();
 
     let err = t.apply(&s, 1, &v1).await.unwrap_err();
@@ -152,7 +152,7 @@ async fn webhook_posts_signed_steps_and_its_status_decides() {
     let url = serve(h.clone()).await;
     let t = webhook_target(&env, &url, &key_file, None);
     let s = secret("provider_api_key");
-    let v1 = env.generate(&t, &s, 1, &password_spec());
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
     t.apply(&s, 1, &v1).await.expect("apply");
     t.test(&s, 1, &v1).await.expect("test");
     t.promote(&s, 1, None).await.expect("promote");
@@ -212,7 +212,7 @@ async fn webhook_redirects_are_not_followed() {
     let url = redirector(elsewhere_url).await;
     let t = webhook_target(&env, &url, &key_file, None);
     let s = secret("provider_api_key");
-    let v1 = env.generate(&t, &s, 1, &password_spec());
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
     let err = t.apply(&s, 1, &v1).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Apply);
     let text = err.to_string();
@@ -239,7 +239,7 @@ async fn webhook_over_https_verifies_the_certificate_and_never_quotes_the_url() 
     let s = secret("provider_api_key");
 
     let trusting = webhook_target(&env, &url, &key_file, Some(receiver.cert.clone()));
-    let v1 = env.generate(&trusting, &s, 1, &password_spec());
+    let v1 = env.generate(&trusting, &s, 1, &password_spec()).await;
     trusting.apply(&s, 1, &v1).await.expect("apply over TLS");
     trusting.test(&s, 1, &v1).await.expect("test over TLS");
     trusting
@@ -288,18 +288,18 @@ async fn the_cache_serves_repeats_and_every_write_invalidates() {
     let env = Env::new();
     let t = rotor::target::none::NoneTarget::new();
     let s = secret("api_keys");
-    let v1 = env.generate(&t, &s, 1, &password_spec());
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
     for _ in 0..10 {
-        assert_eq!(env.store.read_value(&s, 1).unwrap(), v1);
+        assert_eq!(env.store.read_value(&s, 1).await.unwrap(), v1);
     }
     assert_eq!(env.metrics.cache_misses_total.get(), 1);
     assert_eq!(env.metrics.cache_hits_total.get(), 9);
     assert_eq!(env.metrics.access_total.get(), 10);
     // A new version (a rotation) drops the secret's cached values.
-    env.generate(&t, &s, 2, &password_spec());
-    env.store.read_value(&s, 1).unwrap();
+    env.generate(&t, &s, 2, &password_spec()).await;
+    env.store.read_value(&s, 1).await.unwrap();
     assert_eq!(env.metrics.cache_misses_total.get(), 2);
-    assert!(env.store.read_value(&s, 9).is_err());
+    assert!(env.store.read_value(&s, 9).await.is_err());
     assert_eq!(env.metrics.access_errors_total.get(), 1);
     let text = env.metrics.encode().unwrap();
     assert!(text.contains("secret_cache_hits_total 9"), "{text}");

@@ -194,7 +194,7 @@ async fn a_running_rotor_serves_the_public_set_and_old_tokens_verify_until_expir
     use crate::common::rotor_bin::{RotorBin, config, free_port};
     use crate::common::wait::eventually;
     use rotor::domain::SecretRef;
-    use rotor::store::Store as _;
+    use rotor::store::ReadValue as _;
     use rotor::store::embedded::EmbeddedStore;
     use std::time::Duration;
 
@@ -301,12 +301,12 @@ policy = "shared"
     let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
     let s = SecretRef::new("tenant1", "jwt_signing").unwrap();
     let old = sign(
-        &store.read_value(&s, 1).unwrap(),
+        &store.read_value(&s, 1).await.unwrap(),
         "tenant1.jwt_signing.v1",
         r#"{"sub":"before"}"#,
     );
     let new = sign(
-        &store.read_value(&s, 2).unwrap(),
+        &store.read_value(&s, 2).await.unwrap(),
         "tenant1.jwt_signing.v2",
         r#"{"sub":"after"}"#,
     );

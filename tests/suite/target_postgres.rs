@@ -20,8 +20,8 @@ use rotor::config::Config;
 use rotor::domain::Label;
 use rotor::generator::SecretValue;
 use rotor::metrics::Metrics;
-use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
+use rotor::store::{ReadValue as _, Store};
 use rotor::target::Target;
 use rotor::target::postgres::{Credentials, PostgresTarget, Strategy};
 use tokio_postgres::NoTls;
@@ -272,7 +272,7 @@ async fn single_replaces_the_password_and_a_discarded_pending_is_undone() {
     assert!(login(&v2.username, &v2.password).await);
 
     // v3 applied, then discarded before promotion: v2's password comes back.
-    let v3 = env.generate(&t, &s, 3, &password_spec());
+    let v3 = env.generate(&t, &s, 3, &password_spec()).await;
     t.apply(&s, 3, &v3).await.unwrap();
     let v3 = creds(&v3);
     assert!(login(&v3.username, &v3.password).await);
@@ -290,7 +290,7 @@ async fn errors_name_the_role_never_the_password() {
     let env = Env::new();
     let t = target(&env, Strategy::Alternating, &roles);
     let s = secret("database_credentials");
-    let v1 = env.generate(&t, &s, 1, &password_spec());
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
     // Tested before it is applied: the role cannot log in.
     let err = t.test(&s, 1, &v1).await.unwrap_err();
     let text = err.to_string();
@@ -364,29 +364,30 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
         .unwrap();
     let admin_api = embedded::admin(&tree);
     let s = secret("database_credentials");
-    let labels = |store: &EmbeddedStore| {
+    let labels = async |store: &EmbeddedStore| {
         store
             .versions(&s)
+            .await
             .unwrap()
             .into_iter()
             .map(|v| (v.version, v.labels))
             .collect::<Vec<_>>()
     };
     eventually(Duration::from_secs(20), "v1 current", async || {
-        labels(&store) == vec![(1, vec![Label::Current])]
+        labels(&store).await == vec![(1, vec![Label::Current])]
     })
     .await;
-    let v1 = creds(&store.read_value(&s, 1).unwrap());
+    let v1 = creds(&store.read_value(&s, 1).await.unwrap());
     assert!(login(&v1.username, &v1.password).await);
 
     // A full rotation: v2 current, v1 refused once the 1 s grace has expired.
     admin_api.rotate(s.clone()).await.unwrap();
     eventually(Duration::from_secs(20), "v1 expired", async || {
-        let l = labels(&store);
+        let l = labels(&store).await;
         l.len() == 2 && l[0].1.is_empty() && l[1].1 == vec![Label::Current]
     })
     .await;
-    let v2 = creds(&store.read_value(&s, 2).unwrap());
+    let v2 = creds(&store.read_value(&s, 2).await.unwrap());
     assert!(login(&v2.username, &v2.password).await);
     assert!(!login(&v1.username, &v1.password).await);
 
@@ -404,7 +405,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
             .is_some_and(|st| st.phase == "stuck" || st.phase == "idle" && st.attempts > 0)
     })
     .await;
-    let l = labels(&store);
+    let l = labels(&store).await;
     assert!(
         l.iter()
             .any(|(v, labels)| *v == 2 && labels == &vec![Label::Current]),

@@ -144,7 +144,7 @@ async fn errors_never_hold_a_password() {
         &user,
         "redis://nobody_rotor:admin-wrong-pw@127.0.0.1:6379",
     );
-    let v1 = env.generate(&bad, &s, 1, &password_spec());
+    let v1 = env.generate(&bad, &s, 1, &password_spec()).await;
     let err = bad.apply(&s, 1, &v1).await.unwrap_err().to_string();
     assert!(err.contains("refused"), "{err}");
     assert!(!err.contains("admin-wrong-pw"), "{err}");
@@ -385,7 +385,7 @@ async fn acl_save_fails_the_step_clearly_when_redis_has_no_aclfile() {
     let env = Env::new();
     let t = target(&env, &user, "redis://127.0.0.1:6379").with_persist(Persist::AclSave);
     let s = secret("cache_credentials");
-    let value = env.generate(&t, &s, 1, &password_spec());
+    let value = env.generate(&t, &s, 1, &password_spec()).await;
     let v1 = creds(&value);
     let err = t.apply(&s, 1, &value).await.unwrap_err().to_string();
     assert!(err.contains("ACL SAVE failed"), "{err}");

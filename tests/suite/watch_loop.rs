@@ -88,7 +88,7 @@ async fn rotate_publish_watch_reload_expire() {
 
     // The first version is created at start and published.
     eventually(Duration::from_secs(15), "v1 published", async || {
-        store.versions(&db).is_ok_and(|v| {
+        store.versions(&db).await.is_ok_and(|v| {
             label(&v, 1).is_some_and(|m| m.labels.contains(&Label::Current))
                 && std::fs::read(&file).is_ok_and(|b| store.fingerprint(&b) == m_fp(&v, 1))
         })
@@ -104,11 +104,13 @@ async fn rotate_publish_watch_reload_expire() {
     admin.rotate(db.clone()).await.expect("rotate db");
     admin.rotate(api.clone()).await.expect("rotate api");
     eventually(Duration::from_secs(15), "v2 in the mount", async || {
-        std::fs::read(&file).is_ok_and(|b| {
-            store
-                .versions(&db)
-                .is_ok_and(|v| store.fingerprint(&b) == m_fp(&v, 2))
-        })
+        let Ok(bytes) = std::fs::read(&file) else {
+            return false;
+        };
+        store
+            .versions(&db)
+            .await
+            .is_ok_and(|v| store.fingerprint(&bytes) == m_fp(&v, 2))
     })
     .await;
     eventually(Duration::from_secs(15), "reload fired", async || {
@@ -121,13 +123,14 @@ async fn rotate_publish_watch_reload_expire() {
         async || {
             store
                 .versions(&db)
+                .await
                 .is_ok_and(|v| label(&v, 1).is_some_and(|m| m.expired_at.is_some()))
         },
     )
     .await;
     // api_keys: nobody shows v2, so its grace is extended and v1 stays valid.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let v = store.versions(&api).unwrap();
+    let v = store.versions(&api).await.unwrap();
     let v1 = label(&v, 1).unwrap();
     assert!(
         v1.labels.contains(&Label::Previous) && v1.expired_at.is_none(),
