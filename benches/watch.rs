@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 use ractor::Actor;
 use rotor::actors::watcher::{WatchContext, WatcherActor, WatcherMsg};
 use rotor::clock::Clock;
-use rotor::config::{HttpUrl, MountConfig, ReloadAction, ReloadConfig};
+use rotor::config::MountConfig;
 use rotor::metrics::{Metrics, ReloadLabels};
 use rotor::store::crypto::MasterKey;
 use rotor::watch::event::{WatchEvent, WatchEventKind};
 use rotor::watch::limiter::ReloadLimiter;
+use rotor::watch::reload::config::{HttpUrl, ReloadAction, ReloadConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 

@@ -17,6 +17,7 @@
 //! - [`notify`]: notifications: the event model, routing, Slack/webhook payloads, signing,
 //!   and the delivery loop of one channel.
 //! - [`clock`]: system or tokio-driven "now" (paused time in tests).
+//! - [`publish`]: where rotor publishes current versions (`[[publish]]` directories).
 //! - [`watch`]: secret volume watching without actors: scans, diffs, reload actions,
 //!   kubelet's atomic writer.
 //! - [`supervisor`]: the OTP-style one-for-one supervisor on ractor, and the guards that tie
@@ -44,6 +45,7 @@ pub mod machine;
 pub mod metrics;
 pub mod notify;
 pub mod process;
+pub mod publish;
 pub mod schedule;
 pub mod status;
 pub mod store;

@@ -23,13 +23,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
-use crate::config::{ChannelConfig, NotifyConfig, UrlSource};
 use crate::domain::{RotationId, SecretRef};
 use crate::machine::Notice;
 use crate::metrics::{ChannelLabels, KindLabels, Metrics};
 use crate::notify::channel::{self, Delivery, RetryPolicy, Sink};
+use crate::notify::config::NotifyConfig;
 use crate::notify::http::Poster;
 use crate::notify::route::Route;
 use crate::notify::{Notification, Severity};
@@ -162,22 +161,9 @@ impl Actor for Notifier {
                 events: c.events.clone(),
                 min_severity: c.min_severity,
             };
-            let out = match &c.channel {
-                ChannelConfig::Log => Out::Log,
-                ChannelConfig::Slack { url } => {
-                    let sink = Sink::Slack {
-                        uri: read_url(&c.name, url)?,
-                    };
-                    start_delivery(&c, sink, &metrics, &deliveries)?
-                }
-                ChannelConfig::Webhook { url, secret_file } => {
-                    let key = read_secret(&c.name, secret_file)?;
-                    let sink = Sink::Webhook {
-                        uri: read_url(&c.name, url)?,
-                        key,
-                    };
-                    start_delivery(&c, sink, &metrics, &deliveries)?
-                }
+            let out = match c.channel.build(&c.name)? {
+                None => Out::Log,
+                Some(sink) => start_delivery(&c, sink, &metrics, &deliveries)?,
             };
             for outcome in ["delivered", "retried", "failed", "dropped"] {
                 let _ = metrics
@@ -379,48 +365,4 @@ fn start_delivery(
         capacity: c.queue_capacity,
         pending,
     })
-}
-
-/// The channel's URL; a `url_file` is read now. Errors name the channel and the file,
-/// never the URL.
-fn read_url(channel: &str, url: &UrlSource) -> Result<hyper::Uri, ActorProcessingErr> {
-    let text = match url {
-        UrlSource::Inline(u) => u.clone(),
-        UrlSource::File(path) => std::fs::read_to_string(path)
-            .map_err(|e| {
-                format!(
-                    "notify channel {channel}: cannot read url_file {}: {e}",
-                    path.display()
-                )
-            })?
-            .trim()
-            .to_owned(),
-    };
-    crate::config::check_http_url(&text)
-        .map_err(|problem| format!("notify channel {channel}: the URL {problem}"))?;
-    Ok(text
-        .parse::<hyper::Uri>()
-        .map_err(|_| format!("notify channel {channel}: the URL does not parse"))?)
-}
-
-/// The signing key of a webhook channel, trimmed of surrounding whitespace.
-fn read_secret(
-    channel: &str,
-    path: &std::path::Path,
-) -> Result<Zeroizing<Vec<u8>>, ActorProcessingErr> {
-    let raw = Zeroizing::new(std::fs::read(path).map_err(|e| {
-        format!(
-            "notify channel {channel}: cannot read secret_file {}: {e}",
-            path.display()
-        )
-    })?);
-    let key = Zeroizing::new(raw.trim_ascii().to_vec());
-    if key.is_empty() {
-        return Err(format!(
-            "notify channel {channel}: secret_file {} is empty",
-            path.display()
-        )
-        .into());
-    }
-    Ok(key)
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::config::PublishConfig;
 use crate::domain::{Label, SecretRef};
+use crate::publish::config::PublishConfig;
 use crate::store::Store;
 use crate::supervisor::TimerGuard;
 use crate::watch::{atomic, scan};

@@ -1,9 +1,11 @@
 //! The checking API every part of the configuration is validated with: the document's
 //! [`Diagnostics`], the key paths stage one already reported (pruned), and the shared
 //! checks of values (durations, integers in a range, file paths, CA files, time zones,
-//! cron expressions, URLs). Each integration's own `config` module (targets, stores,
-//! notifier channels, reload actions) validates its keys through a [`Validator`], so every
-//! problem lands in the one list `rotor check` prints.
+//! cron expressions, `file = "tenant/key"` pairs). Each integration's own `config` module
+//! (targets, stores, notifier channels, reload actions, publish destinations) validates its
+//! keys through a [`Validator`], so every problem lands in the one list `rotor check`
+//! prints; the secrets they name come back as [`SecretMention`]s for the config module's
+//! cross-reference check.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::Diagnostics;
-use super::model::HttpUrl;
+use crate::domain::SecretRef;
 use crate::duration::parse_duration;
 use crate::schedule::validate_cron;
 
@@ -22,6 +24,14 @@ pub(crate) struct Reported;
 
 /// Absent (`Ok(None)`), valid (`Ok(Some)`) or bad and reported (`Err`).
 pub(crate) type Checked<T> = Result<Option<T>, Reported>;
+
+/// A `tenant/key` written in a mount's `files` or a `[[publish]]` table, checked against
+/// the managed secrets once those are known.
+pub(crate) struct SecretMention {
+    pub(crate) span: Range<usize>,
+    pub(crate) key: String,
+    pub(crate) secret: SecretRef,
+}
 
 /// Stage two's view of the document: where problems go, and which keys stage one removed.
 pub(crate) struct Validator<'d, 's> {
@@ -34,39 +44,37 @@ pub(crate) fn join(path: &str, key: &str) -> String {
     format!("{path}.{key}")
 }
 
-/// `http[s]://host[:port]/path`: the URLs a reload action takes.
-pub(crate) fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
-    let (tls, rest) = match (text.strip_prefix("http://"), text.strip_prefix("https://")) {
-        (Some(rest), _) => (false, rest),
-        (_, Some(rest)) => (true, rest),
-        _ => return Err("must start with http:// or https://".to_owned()),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return Err("must name a host, e.g. http://127.0.0.1:3000/-/reload".to_owned());
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
-            Ok(port) if port > 0 => (h, port),
-            _ => return Err(format!("has a bad port {p:?}")),
-        },
-        _ => (authority, if tls { 443 } else { 80 }),
-    };
-    if host.is_empty() || path.contains(char::is_whitespace) {
-        return Err("is not a valid URL".to_owned());
-    }
-    Ok(HttpUrl {
-        tls,
-        host: host.to_owned(),
-        port,
-        path: path.to_owned(),
-    })
-}
-
 impl Validator<'_, '_> {
+    /// One `file name = "tenant/key"` pair of a mount's `files` or a `[[publish]]` table.
+    pub(crate) fn file_mapping(
+        &mut self,
+        key: &str,
+        name_span: Range<usize>,
+        name: &str,
+        secret: &str,
+        secret_span: Range<usize>,
+    ) -> Option<(String, SecretRef)> {
+        if name.is_empty() || name.contains('/') || name.starts_with("..") {
+            self.diag.value(
+                name_span,
+                key,
+                "is a file name in the mount: not empty, no '/', and not starting with \"..\" (kubelet's own entries)",
+            );
+            return None;
+        }
+        match SecretRef::parse(secret) {
+            Some(s) => Some((name.to_owned(), s)),
+            None => {
+                self.diag.value(
+                    secret_span,
+                    key,
+                    "must name a secret as \"tenant/key\" (lowercase identifiers)",
+                );
+                None
+            }
+        }
+    }
+
     /// Reports a required key that is missing, unless stage one already reported (and
     /// removed) it.
     pub(crate) fn missing(
@@ -124,6 +132,23 @@ impl Validator<'_, '_> {
                 format!("{what} must be between {lo} and {hi}"),
             );
             Err(Reported)
+        }
+    }
+
+    /// An integer in `range` with a default when absent; a bad value yields the default
+    /// too (and has been reported, so the config will be refused anyway). The range is
+    /// within `T`'s, so the conversion does not fail.
+    pub(crate) fn int_or<T: TryFrom<i64>>(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<i64>>,
+        range: (i64, i64),
+        what: &str,
+        default: T,
+    ) -> T {
+        match self.int_in(path, value, range, what) {
+            Ok(Some(n)) => T::try_from(n).unwrap_or(default),
+            Ok(None) | Err(Reported) => default,
         }
     }
 
@@ -217,17 +242,5 @@ impl Validator<'_, '_> {
             }
             Some(_) => self.non_empty_path(&key_path, value.as_ref(), ""),
         }
-    }
-}
-
-/// Whether `url` is a URL the notifier can post to (`http(s)://host[:port]/...`).
-pub fn check_http_url(url: &str) -> Result<(), String> {
-    let uri = url
-        .trim()
-        .parse::<hyper::Uri>()
-        .map_err(|_| "is not a URL such as \"http://relay.local:8080/hook\"".to_owned())?;
-    match uri.scheme_str() {
-        Some("http" | "https") if uri.authority().is_some() => Ok(()),
-        _ => Err("must be an http:// or https:// URL with a host, such as \"https://hooks.slack.com/services/...\"".to_owned()),
     }
 }

@@ -8,7 +8,9 @@
 //!    [`model`], merging the [`builtin`] policies;
 //! 3. [`env`] overrides from the environment are checked alongside and applied last.
 //!
-//! Only this module knows TOML: everything else reads [`Config`].
+//! Only this module and the integrations' `config` modules (the keys of a target, store,
+//! notifier channel, reload action or publish destination, beside it) know TOML:
+//! everything else reads [`Config`].
 //!
 //! ```toml
 //! [server]
@@ -36,17 +38,15 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
-pub use check::check_http_url;
-pub(crate) use check::{Validator, join, parse_http_url};
+pub(crate) use check::{SecretMention, Validator, join};
 pub use env::{
     MOUNT_PATH as ENV_MOUNT_PATH, POLL_INTERVAL as ENV_POLL_INTERVAL,
     WATCH_ENABLED as ENV_WATCH_ENABLED,
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    CacheConfig, ChannelConfig, Config, ExpireAfter, HttpUrl, MetricsConfig, MountConfig,
-    NotifyConfig, Policy, PublishConfig, ReloadAction, ReloadConfig, RuntimeConfig, SecretConfig,
-    ServerConfig, StoreConfig, UrlSource, WatchConfig,
+    CacheConfig, Config, ExpireAfter, MetricsConfig, MountConfig, Policy, RuntimeConfig,
+    SecretConfig, ServerConfig, StoreConfig, WatchConfig,
 };
 pub(crate) use schema::{Field, Ty, f};
 

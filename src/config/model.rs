@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
+use crate::notify::config::NotifyConfig;
+use crate::publish::config::PublishConfig;
 use crate::schedule::Schedule;
 use crate::store::vault::VaultSettings;
 use crate::target::TargetConfig;
+use crate::watch::reload::config::ReloadConfig;
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,83 +119,6 @@ pub struct MountConfig {
     pub files: BTreeMap<String, SecretRef>,
 }
 
-/// A mount's reload action, with its retry budget.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadConfig {
-    pub action: ReloadAction,
-    /// Attempts before a reload is reported as failed (1 = no retry).
-    pub max_attempts: u32,
-    /// Wait before the first retry; doubles with each further one.
-    pub backoff: Duration,
-}
-
-/// How a workload is told to reload its secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReloadAction {
-    /// An HTTP/1.1 request to `http://` or `https://`.
-    Http {
-        url: HttpUrl,
-        method: String,
-        /// `https://` only: a PEM CA bundle trusted besides the system's roots.
-        ca_file: Option<PathBuf>,
-        timeout: Duration,
-        /// The status that counts as success; any 2xx when `None`.
-        expected_status: Option<u16>,
-    },
-    /// A signal to the process whose pid is in `pid_file` (read at every reload).
-    Signal {
-        /// Canonical name, e.g. `SIGHUP`.
-        name: String,
-        number: i32,
-        pid_file: PathBuf,
-    },
-    /// A command (argv, no shell), killed after `timeout`.
-    Exec {
-        command: Vec<String>,
-        timeout: Duration,
-    },
-}
-
-impl ReloadAction {
-    /// The action's `type` (`http`, `signal` or `exec`): a bounded metric label.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            ReloadAction::Http { .. } => "http",
-            ReloadAction::Signal { .. } => "signal",
-            ReloadAction::Exec { .. } => "exec",
-        }
-    }
-}
-
-/// A parsed `http[s]://host:port/path` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl {
-    /// `https://`: the request goes over TLS.
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// Path and query, starting with `/`.
-    pub path: String,
-}
-
-impl std::fmt::Display for HttpUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls { "https" } else { "http" };
-        write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
-    }
-}
-
-/// A directory rotor writes the current version of some secrets into, the way kubelet
-/// updates a secret volume (a local stand-in for the CSI driver).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishConfig {
-    pub path: PathBuf,
-    /// File name to secret, in file name order.
-    pub files: BTreeMap<String, SecretRef>,
-    /// How often the store is checked for a new current version.
-    pub interval: Duration,
-}
-
 /// A named rotation policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -230,63 +156,4 @@ pub struct MetricsConfig {
     /// Per-secret series (`tenant`, `key` labels). Off by default: at 100,000 secrets a
     /// per-secret counter plus histogram is about 170 MB of text per scrape.
     pub per_secret: bool,
-}
-
-/// One `[[notify]]` channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotifyConfig {
-    /// Unique; the `channel` label of its metrics. Defaults to `<type>` or `<type>-<n>`.
-    pub name: String,
-    pub channel: ChannelConfig,
-    /// Event kinds taken ([`crate::notify::EVENT_KINDS`]); empty means all.
-    pub events: Vec<String>,
-    pub min_severity: crate::notify::Severity,
-    /// Events waiting for delivery; more are dropped (and counted).
-    pub queue_capacity: usize,
-    /// Attempts per event, the first included.
-    pub max_attempts: u32,
-    pub retry_backoff: Duration,
-    pub retry_backoff_max: Duration,
-    /// Per attempt (connect and response).
-    pub timeout: Duration,
-    /// A CA (PEM) to trust for an `https://` receiver, besides the system's roots.
-    pub ca_file: Option<PathBuf>,
-}
-
-/// Where a channel delivers. URLs and keys may be credentials: never log them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChannelConfig {
-    /// Structured log lines.
-    Log,
-    /// A Slack-compatible incoming webhook; the URL inline or read from a file at start.
-    Slack { url: UrlSource },
-    /// A generic JSON webhook signed with the key in `secret_file`.
-    Webhook {
-        url: UrlSource,
-        secret_file: PathBuf,
-    },
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub enum UrlSource {
-    Inline(String),
-    /// Read (and trimmed) when the notifier starts.
-    File(PathBuf),
-}
-
-impl std::fmt::Debug for UrlSource {
-    // A webhook URL is a credential (Slack's path is its token): Debug shows the host only.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UrlSource::Inline(u) => {
-                let host = u
-                    .parse::<hyper::Uri>()
-                    .ok()
-                    .and_then(|u| u.authority().map(|a| a.to_string()))
-                    .unwrap_or_default();
-                write!(f, "Inline(http://{host}/…)")
-            }
-            UrlSource::File(p) => write!(f, "File({})", p.display()),
-        }
-    }
 }

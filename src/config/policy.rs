@@ -357,16 +357,13 @@ impl Validator<'_, '_> {
             |v: &Option<Spanned<bool>>, default: bool| v.as_ref().map_or(default, |b| *b.get_ref());
         let spec = match kind {
             "password" => {
-                let length = self
-                    .int_in(
-                        &join(path, "length"),
-                        g.length.as_ref(),
-                        PASSWORD_LENGTH,
-                        "password length",
-                    )
-                    .ok()
-                    .flatten()
-                    .unwrap_or(32);
+                let length = self.int_or(
+                    &join(path, "length"),
+                    g.length.as_ref(),
+                    PASSWORD_LENGTH,
+                    "password length",
+                    32,
+                );
                 let classes = CharClasses {
                     lower: flag(&g.lower, true),
                     upper: flag(&g.upper, true),
@@ -386,16 +383,13 @@ impl Validator<'_, '_> {
                 }
             }
             "token" => {
-                let bytes = self
-                    .int_in(
-                        &join(path, "bytes"),
-                        g.bytes.as_ref(),
-                        RANDOM_BYTES,
-                        "token bytes",
-                    )
-                    .ok()
-                    .flatten()
-                    .unwrap_or(32);
+                let bytes = self.int_or(
+                    &join(path, "bytes"),
+                    g.bytes.as_ref(),
+                    RANDOM_BYTES,
+                    "token bytes",
+                    32,
+                );
                 let prefix = match &g.prefix {
                     None => String::new(),
                     Some(p) => {
@@ -433,16 +427,13 @@ impl Validator<'_, '_> {
                 }
             }
             "hmac" => {
-                let bytes = self
-                    .int_in(
-                        &join(path, "bytes"),
-                        g.bytes.as_ref(),
-                        RANDOM_BYTES,
-                        "key bytes",
-                    )
-                    .ok()
-                    .flatten()
-                    .unwrap_or(32);
+                let bytes = self.int_or(
+                    &join(path, "bytes"),
+                    g.bytes.as_ref(),
+                    RANDOM_BYTES,
+                    "key bytes",
+                    32,
+                );
                 GeneratorSpec::Hmac {
                     bytes: bytes as usize,
                 }

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+use crate::notify::config::RawNotify;
+use crate::publish::config::RawPublish;
 use crate::store::embedded::config::RawEmbedded;
 use crate::store::vault::config::RawVault;
 use crate::target::config::RawTarget;
@@ -106,28 +108,6 @@ pub(super) struct RawMetrics {
     pub per_secret: Option<S<bool>>,
 }
 
-/// All channel keys of all types in one struct: the schema walk has already checked that
-/// only the keys of the named type are present.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawNotify {
-    #[serde(rename = "type")]
-    pub kind: Option<S<String>>,
-    pub name: Option<S<String>>,
-    pub events: Option<S<Vec<S<String>>>>,
-    pub min_severity: Option<S<String>>,
-    pub url: Option<S<String>>,
-    pub url_file: Option<S<String>>,
-    pub secret_file: Option<S<String>>,
-    /// PEM file of a CA to trust for an `https://` receiver, besides the system's roots.
-    pub ca_file: Option<S<String>>,
-    pub queue_capacity: Option<S<i64>>,
-    pub max_attempts: Option<S<i64>>,
-    pub retry_backoff: Option<S<String>>,
-    pub retry_backoff_max: Option<S<String>>,
-    pub timeout: Option<S<String>>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
@@ -184,23 +164,6 @@ pub(super) struct RawMount {
     pub reload: Option<S<RawReload>>,
     /// Visible file name to `tenant/key`.
     pub files: Option<S<BTreeMap<String, S<String>>>>,
-}
-
-/// `[[publish]]`: a directory rotor writes the current versions into, kubelet style.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawPublish {
-    pub path: Option<S<String>>,
-    /// An array of `tenant/key` (file name = key) or a table file name -> `tenant/key`.
-    pub secrets: Option<S<RawPublishSecrets>>,
-    pub interval: Option<S<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum RawPublishSecrets {
-    List(Vec<String>),
-    Map(BTreeMap<String, String>),
 }
 
 #[derive(Debug, Deserialize)]

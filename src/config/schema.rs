@@ -6,8 +6,10 @@
 //! error, and the pruned key paths are remembered so that stage two does not also report
 //! them as missing.
 //!
-//! The shape of the keys every integration owns (a target's, a store's) is declared beside
-//! that integration's raw struct (`FIELDS` in its `config` module) and only named here.
+//! The shape of the keys every integration owns (a target's, a store's, a notifier
+//! channel's, a reload action's, a publish destination's) is declared beside
+//! that integration's raw struct (`FIELDS` or `TYPES` in its `config` module) and only
+//! named here.
 //! The shape and the raw structs describe the same keys twice; the test
 //! `every_schema_key_deserializes` in `super` keeps them in step.
 
@@ -83,12 +85,6 @@ const MOUNT: &[Field] = &[
     f("files", Ty::StrMap),
 ];
 
-const PUBLISH: &[Field] = &[
-    f("path", Ty::Str),
-    f("secrets", Ty::StrListOrMap),
-    f("interval", Ty::Duration),
-];
-
 const WINDOW: &[Field] = &[
     f("cron", Ty::Str),
     f("duration", Ty::Duration),
@@ -153,45 +149,6 @@ const METRICS: &[Field] = &[f("per_secret", Ty::Bool)];
 
 const CACHE: &[Field] = &[f("ttl", Ty::Duration), f("max_entries", Ty::Int)];
 
-const NOTIFY_LOG: &[Field] = &[
-    f("name", Ty::Str),
-    f("events", Ty::StrList),
-    f("min_severity", Ty::Str),
-];
-const NOTIFY_SLACK: &[Field] = &[
-    f("name", Ty::Str),
-    f("events", Ty::StrList),
-    f("min_severity", Ty::Str),
-    f("url", Ty::Str),
-    f("url_file", Ty::Str),
-    f("ca_file", Ty::Str),
-    f("queue_capacity", Ty::Int),
-    f("max_attempts", Ty::Int),
-    f("retry_backoff", Ty::Duration),
-    f("retry_backoff_max", Ty::Duration),
-    f("timeout", Ty::Duration),
-];
-const NOTIFY_WEBHOOK: &[Field] = &[
-    f("name", Ty::Str),
-    f("events", Ty::StrList),
-    f("min_severity", Ty::Str),
-    f("url", Ty::Str),
-    f("url_file", Ty::Str),
-    f("secret_file", Ty::Str),
-    f("ca_file", Ty::Str),
-    f("queue_capacity", Ty::Int),
-    f("max_attempts", Ty::Int),
-    f("retry_backoff", Ty::Duration),
-    f("retry_backoff_max", Ty::Duration),
-    f("timeout", Ty::Duration),
-];
-
-pub(super) const NOTIFY_TYPES: &[(&str, &[Field])] = &[
-    ("log", NOTIFY_LOG),
-    ("slack", NOTIFY_SLACK),
-    ("webhook", NOTIFY_WEBHOOK),
-];
-
 /// The whole document.
 pub(super) const ROOT: &[Field] = &[
     f("server", Ty::Table(SERVER)),
@@ -208,14 +165,14 @@ pub(super) const ROOT: &[Field] = &[
     f("runtime", Ty::Table(RUNTIME)),
     f("watch", Ty::Table(WATCH)),
     f("mounts", Ty::TableList(MOUNT)),
-    f("publish", Ty::TableList(PUBLISH)),
+    f("publish", Ty::TableList(crate::publish::config::FIELDS)),
     f("policies", Ty::NamedTables(POLICY)),
     f("secrets", Ty::TableList(SECRET)),
     f(
         "notify",
         Ty::TaggedList {
             what: "notify channel",
-            variants: NOTIFY_TYPES,
+            variants: crate::notify::config::TYPES,
         },
     ),
     f("metrics", Ty::Table(METRICS)),

@@ -12,17 +12,14 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::check::{Validator, join};
+use super::check::{SecretMention, Validator, join};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    CacheConfig, ChannelConfig, Config, MetricsConfig, MountConfig, NotifyConfig, Policy,
-    PublishConfig, RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, UrlSource, WatchConfig,
+    CacheConfig, Config, MetricsConfig, MountConfig, Policy, RuntimeConfig, SecretConfig,
+    ServerConfig, StoreConfig, WatchConfig,
 };
-use super::raw::{
-    RawCache, RawConfig, RawMount, RawNotify, RawPublish, RawPublishSecrets, RawRuntime, RawSecret,
-    RawServer, RawStore,
-};
+use super::raw::{RawCache, RawConfig, RawMount, RawRuntime, RawSecret, RawServer, RawStore};
 use crate::domain::{SecretRef, validate_ident};
 use crate::duration::format_duration;
 use crate::target::TargetConfig;
@@ -43,15 +40,6 @@ const MAX_CACHE_ENTRIES: (i64, i64) = (0, 10_000_000);
 const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_RELOADS_PER_MINUTE: u32 = 60;
 const MAX_RELOADS_PER_MINUTE: (i64, i64) = (1, 100_000);
-const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A `tenant/key` written in a mount's `files` or a `[[publish]]` table, checked against
-/// the managed secrets once those are known.
-struct SecretMention {
-    span: Range<usize>,
-    key: String,
-    secret: SecretRef,
-}
 
 /// Validates `raw`. The returned config is only meaningful if `diag` stayed empty: parts
 /// that failed are replaced by defaults so that the remaining parts can still be checked.
@@ -70,26 +58,23 @@ pub(super) fn validate(
             .as_ref()
             .and_then(|w| w.get_ref().enabled.as_ref())
             .is_none_or(|e| *e.get_ref()),
-        max_reloads_per_minute: v
-            .int_in(
-                "watch.max_reloads_per_minute",
-                raw.watch
-                    .as_ref()
-                    .and_then(|w| w.get_ref().max_reloads_per_minute.as_ref()),
-                MAX_RELOADS_PER_MINUTE,
-                "max_reloads_per_minute",
-            )
-            .ok()
-            .flatten()
-            .map_or(DEFAULT_MAX_RELOADS_PER_MINUTE, |n| n as u32),
+        max_reloads_per_minute: v.int_or(
+            "watch.max_reloads_per_minute",
+            raw.watch
+                .as_ref()
+                .and_then(|w| w.get_ref().max_reloads_per_minute.as_ref()),
+            MAX_RELOADS_PER_MINUTE,
+            "max_reloads_per_minute",
+            DEFAULT_MAX_RELOADS_PER_MINUTE,
+        ),
     };
     let mut mentions = Vec::new();
     let mounts = v.mounts(&raw.mounts, &mut mentions);
-    let publish = v.publish(&raw.publish, &mut mentions);
+    let publish = crate::publish::config::validate(&mut v, &raw.publish, &mut mentions);
     let (policies, broken) = v.policies(&raw.policies);
     let secrets = v.secrets(&raw.secrets, &policies, &broken);
     v.managed(&mentions, &secrets);
-    let notify = v.notify(&raw.notify);
+    let notify = crate::notify::config::validate(&mut v, &raw.notify);
     let metrics = MetricsConfig {
         per_secret: raw
             .metrics
@@ -176,31 +161,25 @@ impl Validator<'_, '_> {
                 ),
             );
         }
-        let max_entries = self
-            .int_in(
-                "cache.max_entries",
-                raw.and_then(|r| r.max_entries.as_ref()),
-                MAX_CACHE_ENTRIES,
-                "the number of cached values (0 turns the cache off)",
-            )
-            .ok()
-            .flatten()
-            .map_or(default.max_entries, |n| n as usize);
+        let max_entries = self.int_or(
+            "cache.max_entries",
+            raw.and_then(|r| r.max_entries.as_ref()),
+            MAX_CACHE_ENTRIES,
+            "the number of cached values (0 turns the cache off)",
+            default.max_entries,
+        );
         CacheConfig { ttl, max_entries }
     }
 
     fn runtime(&mut self, raw: Option<&Spanned<RawRuntime>>) -> RuntimeConfig {
         let raw = raw.map(|r| r.get_ref());
-        let max_concurrent_rotations = self
-            .int_in(
-                "runtime.max_concurrent_rotations",
-                raw.and_then(|r| r.max_concurrent_rotations.as_ref()),
-                MAX_CONCURRENT_ROTATIONS,
-                "the number of concurrent rotations",
-            )
-            .ok()
-            .flatten()
-            .map_or(DEFAULT_MAX_CONCURRENT_ROTATIONS, |n| n as usize);
+        let max_concurrent_rotations = self.int_or(
+            "runtime.max_concurrent_rotations",
+            raw.and_then(|r| r.max_concurrent_rotations.as_ref()),
+            MAX_CONCURRENT_ROTATIONS,
+            "the number of concurrent rotations",
+            DEFAULT_MAX_CONCURRENT_ROTATIONS,
+        );
         let shutdown_timeout = self.duration_or(
             "runtime.shutdown_timeout",
             raw.and_then(|r| r.shutdown_timeout.as_ref()),
@@ -351,136 +330,6 @@ impl Validator<'_, '_> {
         out
     }
 
-    /// One `file name = "tenant/key"` pair of a mount's `files` or a `[[publish]]` table.
-    fn file_mapping(
-        &mut self,
-        key: &str,
-        name_span: Range<usize>,
-        name: &str,
-        secret: &str,
-        secret_span: Range<usize>,
-    ) -> Option<(String, SecretRef)> {
-        if name.is_empty() || name.contains('/') || name.starts_with("..") {
-            self.diag.value(
-                name_span,
-                key,
-                "is a file name in the mount: not empty, no '/', and not starting with \"..\" (kubelet's own entries)",
-            );
-            return None;
-        }
-        match SecretRef::parse(secret) {
-            Some(s) => Some((name.to_owned(), s)),
-            None => {
-                self.diag.value(
-                    secret_span,
-                    key,
-                    "must name a secret as \"tenant/key\" (lowercase identifiers)",
-                );
-                None
-            }
-        }
-    }
-
-    fn publish(
-        &mut self,
-        raw: &[Spanned<RawPublish>],
-        mentions: &mut Vec<SecretMention>,
-    ) -> Vec<PublishConfig> {
-        let mut out = Vec::new();
-        let mut seen: HashMap<PathBuf, usize> = HashMap::new();
-        for (i, spanned) in raw.iter().enumerate() {
-            let path = format!("publish[{i}]");
-            let p = spanned.get_ref();
-            let dir = match &p.path {
-                None => {
-                    self.missing(
-                        Some(spanned.span()),
-                        &join(&path, "path"),
-                        "missing key `path`: the directory to publish into, e.g. \"demo/mnt/secrets\"",
-                    );
-                    None
-                }
-                Some(d) if d.get_ref().trim().is_empty() => {
-                    self.diag
-                        .value(d.span(), &join(&path, "path"), "must not be empty");
-                    None
-                }
-                Some(d) => {
-                    let dir = PathBuf::from(d.get_ref());
-                    if let Some(first) = seen.insert(dir.clone(), i) {
-                        self.diag.value(
-                            d.span(),
-                            &join(&path, "path"),
-                            format!("is already published by publish[{first}]"),
-                        );
-                    }
-                    Some(dir)
-                }
-            };
-            let interval = self.duration_or(
-                &join(&path, "interval"),
-                p.interval.as_ref(),
-                DEFAULT_PUBLISH_INTERVAL,
-            );
-            let mut files = BTreeMap::new();
-            match &p.secrets {
-                None => self.missing(
-                    Some(spanned.span()),
-                    &join(&path, "secrets"),
-                    "missing key `secrets`: [\"tenant/key\", ...] (file name = key) or { \"file\" = \"tenant/key\" }",
-                ),
-                Some(list) => {
-                    let span = list.span();
-                    let pairs: Vec<(String, String, String)> = match list.get_ref() {
-                        RawPublishSecrets::List(items) => items
-                            .iter()
-                            .enumerate()
-                            .map(|(j, s)| {
-                                let name = s.split_once('/').map_or(s.as_str(), |(_, k)| k);
-                                (format!("{path}.secrets[{j}]"), name.to_owned(), s.clone())
-                            })
-                            .collect(),
-                        RawPublishSecrets::Map(map) => map
-                            .iter()
-                            .map(|(name, s)| {
-                                (format!("{path}.secrets.{name}"), name.clone(), s.clone())
-                            })
-                            .collect(),
-                    };
-                    for (key, name, secret) in pairs {
-                        let Some((name, secret)) =
-                            self.file_mapping(&key, span.clone(), &name, &secret, span.clone())
-                        else {
-                            continue;
-                        };
-                        if files.contains_key(&name) {
-                            self.diag.value(
-                                span.clone(),
-                                &key,
-                                format!("file name {name:?} is used twice in this directory; use the table form to name files"),
-                            );
-                            continue;
-                        }
-                        mentions.push(SecretMention {
-                            span: span.clone(),
-                            key,
-                            secret: secret.clone(),
-                        });
-                        files.insert(name, secret);
-                    }
-                }
-            }
-            if let Some(dir) = dir {
-                out.push(PublishConfig {
-                    path: dir,
-                    files,
-                    interval,
-                });
-            }
-        }
-        out
-    }
-
     /// Every secret a mount maps or a publisher writes must be one rotor manages:
     /// otherwise no version could ever match it.
     fn managed(&mut self, mentions: &[SecretMention], secrets: &[SecretConfig]) {
@@ -584,246 +433,5 @@ impl Validator<'_, '_> {
             });
         }
         out
-    }
-}
-
-const NOTIFY_QUEUE_CAPACITY: (i64, i64) = (1, 1_000_000);
-const DEFAULT_NOTIFY_QUEUE_CAPACITY: usize = 1_000;
-const NOTIFY_MAX_ATTEMPTS: (i64, i64) = (1, 100);
-const DEFAULT_NOTIFY_MAX_ATTEMPTS: u32 = 5;
-const DEFAULT_NOTIFY_RETRY_BACKOFF: Duration = Duration::from_secs(1);
-const DEFAULT_NOTIFY_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
-const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Validator<'_, '_> {
-    fn notify(&mut self, raw: &[Spanned<RawNotify>]) -> Vec<NotifyConfig> {
-        let mut out = Vec::new();
-        let mut names: HashMap<String, usize> = HashMap::new();
-        for (i, spanned) in raw.iter().enumerate() {
-            let path = format!("notify[{i}]");
-            let n = spanned.get_ref();
-            let errors_before = self.diag.len();
-            // The schema walk removed entries without a known type.
-            let Some(kind) = n.kind.as_ref().map(|k| k.get_ref().as_str()) else {
-                continue;
-            };
-            let name = match &n.name {
-                Some(v) => {
-                    let text = v.get_ref();
-                    if text.is_empty()
-                        || text.len() > 64
-                        || !text
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                    {
-                        self.diag.value(
-                            v.span(),
-                            &join(&path, "name"),
-                            "a channel name has 1 to 64 characters from a-z, A-Z, 0-9, '_', '-'",
-                        );
-                    }
-                    text.clone()
-                }
-                None => match raw
-                    .iter()
-                    .filter(|r| {
-                        r.get_ref().kind.as_ref().map(|k| k.get_ref().as_str()) == Some(kind)
-                    })
-                    .count()
-                {
-                    1 => kind.to_owned(),
-                    _ => format!("{kind}-{i}"),
-                },
-            };
-            if let Some(first) = names.insert(name.clone(), i) {
-                let span = n.name.as_ref().map_or(spanned.span(), |v| v.span());
-                self.diag.at(
-                    Some(span),
-                    &join(&path, "name"),
-                    format!("channel name {name:?} is already used by notify[{first}]; set distinct names"),
-                );
-            }
-            let mut events = Vec::new();
-            for (j, e) in n.events.iter().flat_map(|e| e.get_ref().iter()).enumerate() {
-                if crate::notify::EVENT_KINDS.contains(&e.get_ref().as_str()) {
-                    events.push(e.get_ref().clone());
-                } else {
-                    self.diag.value(
-                        e.span(),
-                        &format!("{path}.events[{j}]"),
-                        format!(
-                            "unknown event kind; expected one of: {}",
-                            crate::notify::EVENT_KINDS.join(", ")
-                        ),
-                    );
-                }
-            }
-            let min_severity = match &n.min_severity {
-                None => crate::notify::Severity::Info,
-                Some(v) => crate::notify::Severity::parse(v.get_ref()).unwrap_or_else(|| {
-                    self.diag.value(
-                        v.span(),
-                        &join(&path, "min_severity"),
-                        "expected \"info\", \"warning\" or \"critical\"",
-                    );
-                    crate::notify::Severity::Info
-                }),
-            };
-            let url = self.notify_url(&path, spanned, n, kind);
-            let channel = match kind {
-                "log" => Some(ChannelConfig::Log),
-                "slack" => url.map(|url| ChannelConfig::Slack { url }),
-                "webhook" => {
-                    let secret_file = match &n.secret_file {
-                        None => {
-                            self.missing(
-                                Some(spanned.span()),
-                                &join(&path, "secret_file"),
-                                "missing key `secret_file`: a file holding the key that signs every request (X-Rotor-Signature)",
-                            );
-                            None
-                        }
-                        Some(v) if v.get_ref().trim().is_empty() => {
-                            self.diag.value(
-                                v.span(),
-                                &join(&path, "secret_file"),
-                                "must not be empty",
-                            );
-                            None
-                        }
-                        Some(v) => Some(PathBuf::from(v.get_ref())),
-                    };
-                    match (url, secret_file) {
-                        (Some(url), Some(secret_file)) => {
-                            Some(ChannelConfig::Webhook { url, secret_file })
-                        }
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            let queue_capacity = self
-                .int_in(
-                    &join(&path, "queue_capacity"),
-                    n.queue_capacity.as_ref(),
-                    NOTIFY_QUEUE_CAPACITY,
-                    "the queue capacity",
-                )
-                .ok()
-                .flatten()
-                .map_or(DEFAULT_NOTIFY_QUEUE_CAPACITY, |c| c as usize);
-            let max_attempts = self
-                .int_in(
-                    &join(&path, "max_attempts"),
-                    n.max_attempts.as_ref(),
-                    NOTIFY_MAX_ATTEMPTS,
-                    "the number of attempts",
-                )
-                .ok()
-                .flatten()
-                .map_or(DEFAULT_NOTIFY_MAX_ATTEMPTS, |c| c as u32);
-            let retry_backoff = self.duration_or(
-                &join(&path, "retry_backoff"),
-                n.retry_backoff.as_ref(),
-                DEFAULT_NOTIFY_RETRY_BACKOFF,
-            );
-            let retry_backoff_max = self.duration_or(
-                &join(&path, "retry_backoff_max"),
-                n.retry_backoff_max.as_ref(),
-                DEFAULT_NOTIFY_RETRY_BACKOFF_MAX,
-            );
-            if retry_backoff > retry_backoff_max {
-                let span = n
-                    .retry_backoff_max
-                    .as_ref()
-                    .or(n.retry_backoff.as_ref())
-                    .map_or(spanned.span(), |v| v.span());
-                self.diag.value(
-                    span,
-                    &join(&path, "retry_backoff_max"),
-                    format!(
-                        "must not be shorter than retry_backoff ({})",
-                        format_duration(retry_backoff)
-                    ),
-                );
-            }
-            let timeout = self.duration_or(
-                &join(&path, "timeout"),
-                n.timeout.as_ref(),
-                DEFAULT_NOTIFY_TIMEOUT,
-            );
-            if timeout.is_zero()
-                && let Some(v) = &n.timeout
-            {
-                self.diag.value(
-                    v.span(),
-                    &join(&path, "timeout"),
-                    "must be longer than zero",
-                );
-            }
-            let Some(channel) = channel else { continue };
-            if self.diag.len() > errors_before {
-                continue;
-            }
-            out.push(NotifyConfig {
-                name,
-                channel,
-                events,
-                min_severity,
-                queue_capacity,
-                max_attempts,
-                retry_backoff,
-                retry_backoff_max,
-                timeout,
-                ca_file: n.ca_file.as_ref().map(|f| PathBuf::from(f.get_ref())),
-            });
-        }
-        out
-    }
-
-    /// `url` or `url_file` (exactly one) of an HTTP channel. An inline URL must be
-    /// `http(s)://host[:port]/path`; it is not quoted back in messages (it may hold a token).
-    fn notify_url(
-        &mut self,
-        path: &str,
-        spanned: &Spanned<RawNotify>,
-        n: &RawNotify,
-        kind: &str,
-    ) -> Option<UrlSource> {
-        if kind == "log" {
-            return None;
-        }
-        match (&n.url, &n.url_file) {
-            (Some(_), Some(f)) => {
-                self.diag.at(
-                    Some(f.span()),
-                    &join(path, "url_file"),
-                    "set either `url` or `url_file`, not both",
-                );
-                None
-            }
-            (None, None) => {
-                self.missing(
-                    Some(spanned.span()),
-                    &join(path, "url"),
-                    "missing key `url` (or `url_file`, a file holding the URL): where the channel posts",
-                );
-                None
-            }
-            (None, Some(f)) if f.get_ref().trim().is_empty() => {
-                self.diag
-                    .value(f.span(), &join(path, "url_file"), "must not be empty");
-                None
-            }
-            (None, Some(f)) => Some(UrlSource::File(PathBuf::from(f.get_ref()))),
-            (Some(u), None) => match super::check::check_http_url(u.get_ref()) {
-                Ok(()) => Some(UrlSource::Inline(u.get_ref().clone())),
-                Err(problem) => {
-                    // `at`, not `value`: the URL may carry a token and is not quoted.
-                    self.diag.at(Some(u.span()), &join(path, "url"), problem);
-                    None
-                }
-            },
-        }
     }
 }

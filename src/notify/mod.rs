@@ -12,10 +12,13 @@
 //! - [`slack`]: the Slack-compatible incoming-webhook payload (`text` plus blocks).
 //! - [`webhook`]: the generic JSON payload and its `X-Rotor-Signature` (HMAC-SHA256).
 //! - [`http`]: one HTTP POST with a timeout, classified as delivered, retryable or not.
+//! - [`config`]: `[[notify]]`: each channel type's keys, their checks, the validated
+//!   [`config::NotifyConfig`], and the [`channel::Sink`] it builds.
 //! - [`channel`]: the delivery loop of one channel: queue in, retries (with
 //!   [`crate::backoff::ExponentialBackoff`]), metrics.
 
 pub mod channel;
+pub mod config;
 pub mod http;
 pub mod route;
 pub mod slack;

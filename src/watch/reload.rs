@@ -18,7 +18,7 @@ pub mod config;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{HttpUrl, ReloadAction};
+use self::config::{HttpUrl, ReloadAction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {

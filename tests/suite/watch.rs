@@ -20,11 +20,12 @@ use crate::common::wait::eventually;
 use ractor::{Actor, ActorRef};
 use rotor::actors::watcher::{WatchContext, WatcherActor, WatcherMsg};
 use rotor::clock::Clock;
-use rotor::config::{HttpUrl, MountConfig, ReloadAction, ReloadConfig};
+use rotor::config::MountConfig;
 use rotor::metrics::{Metrics, ReloadLabels};
 use rotor::store::crypto::MasterKey;
 use rotor::watch::event::{WatchEvent, WatchEventKind as K};
 use rotor::watch::limiter::ReloadLimiter;
+use rotor::watch::reload::config::{HttpUrl, ReloadAction, ReloadConfig};
 
 fn fp(bytes: &[u8]) -> String {
     MasterKey::from_bytes(&[7u8; 32]).fingerprint(bytes)

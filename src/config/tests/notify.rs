@@ -1,6 +1,7 @@
 //! `[[notify]]` channels: defaults, and every error reported without quoting a URL.
 
 use super::*;
+use crate::notify::config::{ChannelConfig, UrlSource};
 
 #[test]
 fn notify_channels_and_metrics_are_read_with_defaults() {

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::*;
 use crate::domain::SecretRef;
+use crate::watch::reload::config::ReloadAction;
 
 const BASE: &str = r#"
 [[secrets]]

@@ -120,16 +120,13 @@ pub(crate) fn validate(
         v.diag
             .value(t.span(), "store.timeout", "must be longer than zero");
     }
-    let max_attempts = v
-        .int_in(
-            "store.max_attempts",
-            raw.max_attempts.as_ref(),
-            (1, 20),
-            "the number of attempts per Vault request",
-        )
-        .ok()
-        .flatten()
-        .map_or(4, |n| n as u32);
+    let max_attempts = v.int_or(
+        "store.max_attempts",
+        raw.max_attempts.as_ref(),
+        (1, 20),
+        "the number of attempts per Vault request",
+        4,
+    );
     let retry_backoff = v.duration_or(
         "store.retry_backoff",
         raw.retry_backoff.as_ref(),

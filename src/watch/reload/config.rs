@@ -9,7 +9,7 @@ use toml::Spanned;
 
 type S<T> = Spanned<T>;
 
-use crate::config::{Field, ReloadAction, ReloadConfig, Ty, Validator, f, join, parse_http_url};
+use crate::config::{Field, Ty, Validator, f, join};
 
 const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RELOAD_ATTEMPTS: u32 = 3;
@@ -223,15 +223,18 @@ pub(crate) fn validate(
     if timeout.is_zero() {
         return None;
     }
-    let max_attempts = v
-        .int_in(
-            &join(path, "max_attempts"),
-            r.max_attempts.as_ref(),
-            RELOAD_ATTEMPTS,
-            "max_attempts",
-        )
-        .ok()?
-        .map_or(DEFAULT_RELOAD_ATTEMPTS, |n| n as u32);
+    let before = v.diag.len();
+    let max_attempts = v.int_or(
+        &join(path, "max_attempts"),
+        r.max_attempts.as_ref(),
+        RELOAD_ATTEMPTS,
+        "max_attempts",
+        DEFAULT_RELOAD_ATTEMPTS,
+    );
+    if v.diag.len() > before {
+        // A bad max_attempts refuses the action before its backoff is checked.
+        return None;
+    }
     let backoff = v.duration_or(
         &join(path, "backoff"),
         r.backoff.as_ref(),
@@ -241,5 +244,103 @@ pub(crate) fn validate(
         action,
         max_attempts,
         backoff,
+    })
+}
+
+/// A mount's reload action, with its retry budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    pub action: ReloadAction,
+    /// Attempts before a reload is reported as failed (1 = no retry).
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles with each further one.
+    pub backoff: Duration,
+}
+
+/// How a workload is told to reload its secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadAction {
+    /// An HTTP/1.1 request to `http://` or `https://`.
+    Http {
+        url: HttpUrl,
+        method: String,
+        /// `https://` only: a PEM CA bundle trusted besides the system's roots.
+        ca_file: Option<PathBuf>,
+        timeout: Duration,
+        /// The status that counts as success; any 2xx when `None`.
+        expected_status: Option<u16>,
+    },
+    /// A signal to the process whose pid is in `pid_file` (read at every reload).
+    Signal {
+        /// Canonical name, e.g. `SIGHUP`.
+        name: String,
+        number: i32,
+        pid_file: PathBuf,
+    },
+    /// A command (argv, no shell), killed after `timeout`.
+    Exec {
+        command: Vec<String>,
+        timeout: Duration,
+    },
+}
+
+impl ReloadAction {
+    /// The action's `type` (`http`, `signal` or `exec`): a bounded metric label.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ReloadAction::Http { .. } => "http",
+            ReloadAction::Signal { .. } => "signal",
+            ReloadAction::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// A parsed `http[s]://host:port/path` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// `https://`: the request goes over TLS.
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+/// `http[s]://host[:port]/path`: the URLs a reload action takes.
+pub(crate) fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
+    let (tls, rest) = match (text.strip_prefix("http://"), text.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err("must start with http:// or https://".to_owned()),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err("must name a host, e.g. http://127.0.0.1:3000/-/reload".to_owned());
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(port) if port > 0 => (h, port),
+            _ => return Err(format!("has a bad port {p:?}")),
+        },
+        _ => (authority, if tls { 443 } else { 80 }),
+    };
+    if host.is_empty() || path.contains(char::is_whitespace) {
+        return Err("is not a valid URL".to_owned());
+    }
+    Ok(HttpUrl {
+        tls,
+        host: host.to_owned(),
+        port,
+        path: path.to_owned(),
     })
 }
