@@ -32,9 +32,9 @@ use crate::machine::{
 use crate::metrics::Metrics;
 use crate::schedule::secret_seed;
 use crate::status::{SecretStatus, StatusBoard};
-use crate::store::{Commit, Store};
+use crate::store::{Commit, Store, StoreError};
 use crate::supervisor::AbortOnDrop;
-use crate::target::Target;
+use crate::target::{Target, TargetError};
 
 /// The schedule as the actor needs it: next due given the last rotation time and now.
 pub type NextDue =
@@ -462,6 +462,19 @@ async fn run_step(
     let log_err = |step: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(secret = %secret, step, error = %e, "rotation step failed");
     };
+    // What a failed step reports: logged under the step's name, counted by its kind.
+    let target_failed = |step: &'static str| {
+        move |e: TargetError| {
+            log_err(step, &e);
+            e.kind
+        }
+    };
+    let store_failed = |step: &'static str| {
+        move |e: StoreError| {
+            log_err(step, &e);
+            ErrorKind::Store
+        }
+    };
     match effect {
         Effect::Generate { rotation, version } => {
             let now = context.clock.now();
@@ -469,18 +482,12 @@ async fn run_step(
             let value = spec
                 .target
                 .shape_value(secret, version, generator::generate(&spec.generator))
-                .map_err(|e| {
-                    log_err("generate", &e);
-                    e.kind
-                })?;
+                .map_err(target_failed("generate"))?;
             context
                 .store
                 .put_version(secret, version, rotation, &value, now)
                 .await
-                .map_err(|e| {
-                    log_err("generate", &e);
-                    ErrorKind::Store
-                })
+                .map_err(store_failed("generate"))
         }
         Effect::Apply { version, .. } | Effect::Test { version, .. } => {
             let is_apply = matches!(effect, Effect::Apply { .. });
@@ -488,19 +495,13 @@ async fn run_step(
                 .store
                 .read_value(secret, version)
                 .await
-                .map_err(|e| {
-                    log_err("read", &e);
-                    ErrorKind::Store
-                })?;
+                .map_err(store_failed("read"))?;
             let r = if is_apply {
                 spec.target.apply(secret, version, &value).await
             } else {
                 spec.target.test(secret, version, &value).await
             };
-            r.map_err(|e| {
-                log_err(if is_apply { "apply" } else { "test" }, &e);
-                e.kind
-            })
+            r.map_err(target_failed(if is_apply { "apply" } else { "test" }))
         }
         Effect::Promote {
             version, previous, ..
@@ -508,24 +509,19 @@ async fn run_step(
             .target
             .promote(secret, version, previous)
             .await
-            .map_err(|e| {
-                log_err("promote", &e);
-                e.kind
-            }),
-        Effect::Revoke { version, .. } => spec.target.revoke(secret, version).await.map_err(|e| {
-            log_err("revoke", &e);
-            e.kind
-        }),
+            .map_err(target_failed("promote")),
+        Effect::Revoke { version, .. } => spec
+            .target
+            .revoke(secret, version)
+            .await
+            .map_err(target_failed("revoke")),
         Effect::Restore {
             restore, revoke, ..
         } => spec
             .target
             .restore(secret, restore, revoke)
             .await
-            .map_err(|e| {
-                log_err("rollback", &e);
-                e.kind
-            }),
+            .map_err(target_failed("rollback")),
         Effect::ArmTimer { .. } | Effect::CancelTimer { .. } | Effect::Notify { .. } => Ok(()),
     }
 }
