@@ -298,14 +298,7 @@ impl RotationState {
         }
         self.machine = t.state;
         // A slot is held only while an attempt is before its promotion (or rolling back).
-        if !matches!(
-            self.machine.phase,
-            Phase::Generating(_)
-                | Phase::Staged(_)
-                | Phase::Applied(_)
-                | Phase::Tested(_)
-                | Phase::RollingBack { .. }
-        ) {
+        if !holds_a_slot(&self.machine.phase) {
             self.slot = None;
         }
         if let Some(outcome) = t.outcome {
@@ -378,14 +371,7 @@ impl RotationState {
             Effect::Restore { rotation, .. } => (*rotation, Step::Rollback),
             _ => return,
         };
-        let needs_slot = matches!(
-            self.machine.phase,
-            Phase::Generating(_)
-                | Phase::Staged(_)
-                | Phase::Applied(_)
-                | Phase::Tested(_)
-                | Phase::RollingBack { .. }
-        );
+        let needs_slot = holds_a_slot(&self.machine.phase);
         let held = self.slot.take();
         let spec = self.spec.clone();
         let context = self.context.clone();
@@ -452,6 +438,19 @@ impl RotationState {
     }
 }
 
+/// Whether an attempt in `phase` holds a rotation slot: only while it is before its
+/// promotion, or rolling back.
+fn holds_a_slot(phase: &Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Generating(_)
+            | Phase::Staged(_)
+            | Phase::Applied(_)
+            | Phase::Tested(_)
+            | Phase::RollingBack { .. }
+    )
+}
+
 /// Executes one step against the store and the target.
 async fn run_step(
     spec: &RotationSpec,
@@ -505,23 +504,20 @@ async fn run_step(
         }
         Effect::Promote {
             version, previous, ..
-        } => spec
-            .target
-            .promote(secret, version, previous)
-            .await
-            .map_err(target_failed("promote")),
-        Effect::Revoke { version, .. } => spec
-            .target
-            .revoke(secret, version)
-            .await
-            .map_err(target_failed("revoke")),
+        } => {
+            let promoted = spec.target.promote(secret, version, previous).await;
+            promoted.map_err(target_failed("promote"))
+        }
+        Effect::Revoke { version, .. } => {
+            let revoked = spec.target.revoke(secret, version).await;
+            revoked.map_err(target_failed("revoke"))
+        }
         Effect::Restore {
             restore, revoke, ..
-        } => spec
-            .target
-            .restore(secret, restore, revoke)
-            .await
-            .map_err(target_failed("rollback")),
+        } => {
+            let restored = spec.target.restore(secret, restore, revoke).await;
+            restored.map_err(target_failed("rollback"))
+        }
         Effect::ArmTimer { .. } | Effect::CancelTimer { .. } | Effect::Notify { .. } => Ok(()),
     }
 }
