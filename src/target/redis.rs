@@ -207,6 +207,19 @@ impl RedisTarget {
         Credentials::read(&self.reader, secret, version).await
     }
 
+    /// Adds the password in `creds` to the user (as its SHA-256 hash) and switches the user
+    /// on; the counterpart of [`Self::remove`].
+    async fn add(&self, conn: &mut Conn, creds: &Credentials) -> Result<(), String> {
+        let hash = hash(&creds.password);
+        let rule = format!("#{hash}");
+        self.setuser(
+            conn,
+            &["on", &rule],
+            &[creds.password.as_bytes(), hash.as_bytes()],
+        )
+        .await
+    }
+
     /// Removes the password `creds` (of some version) if the user still holds it.
     async fn remove(&self, conn: &mut Conn, creds: &Credentials) -> Result<(), String> {
         let hash = hash(&creds.password);
@@ -320,15 +333,7 @@ impl Target for RedisTarget {
             )));
         }
         let (mut conn, addr) = self.admin().await.map_err(fail)?;
-        let hash = hash(&creds.password);
-        let rule = format!("#{hash}");
-        self.setuser(
-            &mut conn,
-            &["on", &rule],
-            &[creds.password.as_bytes(), hash.as_bytes()],
-        )
-        .await
-        .map_err(fail)?;
+        self.add(&mut conn, &creds).await.map_err(fail)?;
         self.save(&mut conn, &addr, secret, &[&creds])
             .await
             .map_err(fail)
@@ -390,15 +395,7 @@ impl Target for RedisTarget {
         // The restored password was never removed during grace; adding it again keeps
         // this idempotent even if an operator removed it by hand.
         let creds = self.read(secret, restore).await.map_err(fail)?;
-        let hash = hash(&creds.password);
-        let rule = format!("#{hash}");
-        self.setuser(
-            &mut conn,
-            &["on", &rule],
-            &[creds.password.as_bytes(), hash.as_bytes()],
-        )
-        .await
-        .map_err(fail)?;
+        self.add(&mut conn, &creds).await.map_err(fail)?;
         // Never stored, so never applied.
         let revoked = self.read(secret, revoke).await.ok();
         if let Some(revoked) = &revoked {
