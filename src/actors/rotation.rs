@@ -32,9 +32,9 @@ use crate::machine::{
 use crate::metrics::Metrics;
 use crate::schedule::secret_seed;
 use crate::status::{SecretStatus, StatusBoard};
-use crate::store::{Commit, Store};
+use crate::store::{Commit, Store, StoreError};
 use crate::supervisor::AbortOnDrop;
-use crate::target::Target;
+use crate::target::{Target, TargetError};
 
 /// The schedule as the actor needs it: next due given the last rotation time and now.
 pub type NextDue =
@@ -298,14 +298,7 @@ impl RotationState {
         }
         self.machine = t.state;
         // A slot is held only while an attempt is before its promotion (or rolling back).
-        if !matches!(
-            self.machine.phase,
-            Phase::Generating(_)
-                | Phase::Staged(_)
-                | Phase::Applied(_)
-                | Phase::Tested(_)
-                | Phase::RollingBack { .. }
-        ) {
+        if !holds_a_slot(&self.machine.phase) {
             self.slot = None;
         }
         if let Some(outcome) = t.outcome {
@@ -378,14 +371,7 @@ impl RotationState {
             Effect::Restore { rotation, .. } => (*rotation, Step::Rollback),
             _ => return,
         };
-        let needs_slot = matches!(
-            self.machine.phase,
-            Phase::Generating(_)
-                | Phase::Staged(_)
-                | Phase::Applied(_)
-                | Phase::Tested(_)
-                | Phase::RollingBack { .. }
-        );
+        let needs_slot = holds_a_slot(&self.machine.phase);
         let held = self.slot.take();
         let spec = self.spec.clone();
         let context = self.context.clone();
@@ -452,6 +438,19 @@ impl RotationState {
     }
 }
 
+/// Whether an attempt in `phase` holds a rotation slot: only while it is before its
+/// promotion, or rolling back.
+fn holds_a_slot(phase: &Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Generating(_)
+            | Phase::Staged(_)
+            | Phase::Applied(_)
+            | Phase::Tested(_)
+            | Phase::RollingBack { .. }
+    )
+}
+
 /// Executes one step against the store and the target.
 async fn run_step(
     spec: &RotationSpec,
@@ -462,6 +461,19 @@ async fn run_step(
     let log_err = |step: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(secret = %secret, step, error = %e, "rotation step failed");
     };
+    // What a failed step reports: logged under the step's name, counted by its kind.
+    let target_failed = |step: &'static str| {
+        move |e: TargetError| {
+            log_err(step, &e);
+            e.kind
+        }
+    };
+    let store_failed = |step: &'static str| {
+        move |e: StoreError| {
+            log_err(step, &e);
+            ErrorKind::Store
+        }
+    };
     match effect {
         Effect::Generate { rotation, version } => {
             let now = context.clock.now();
@@ -469,18 +481,12 @@ async fn run_step(
             let value = spec
                 .target
                 .shape_value(secret, version, generator::generate(&spec.generator))
-                .map_err(|e| {
-                    log_err("generate", &e);
-                    e.kind
-                })?;
+                .map_err(target_failed("generate"))?;
             context
                 .store
                 .put_version(secret, version, rotation, &value, now)
                 .await
-                .map_err(|e| {
-                    log_err("generate", &e);
-                    ErrorKind::Store
-                })
+                .map_err(store_failed("generate"))
         }
         Effect::Apply { version, .. } | Effect::Test { version, .. } => {
             let is_apply = matches!(effect, Effect::Apply { .. });
@@ -488,44 +494,30 @@ async fn run_step(
                 .store
                 .read_value(secret, version)
                 .await
-                .map_err(|e| {
-                    log_err("read", &e);
-                    ErrorKind::Store
-                })?;
+                .map_err(store_failed("read"))?;
             let r = if is_apply {
                 spec.target.apply(secret, version, &value).await
             } else {
                 spec.target.test(secret, version, &value).await
             };
-            r.map_err(|e| {
-                log_err(if is_apply { "apply" } else { "test" }, &e);
-                e.kind
-            })
+            r.map_err(target_failed(if is_apply { "apply" } else { "test" }))
         }
         Effect::Promote {
             version, previous, ..
-        } => spec
-            .target
-            .promote(secret, version, previous)
-            .await
-            .map_err(|e| {
-                log_err("promote", &e);
-                e.kind
-            }),
-        Effect::Revoke { version, .. } => spec.target.revoke(secret, version).await.map_err(|e| {
-            log_err("revoke", &e);
-            e.kind
-        }),
+        } => {
+            let promoted = spec.target.promote(secret, version, previous).await;
+            promoted.map_err(target_failed("promote"))
+        }
+        Effect::Revoke { version, .. } => {
+            let revoked = spec.target.revoke(secret, version).await;
+            revoked.map_err(target_failed("revoke"))
+        }
         Effect::Restore {
             restore, revoke, ..
-        } => spec
-            .target
-            .restore(secret, restore, revoke)
-            .await
-            .map_err(|e| {
-                log_err("rollback", &e);
-                e.kind
-            }),
+        } => {
+            let restored = spec.target.restore(secret, restore, revoke).await;
+            restored.map_err(target_failed("rollback"))
+        }
         Effect::ArmTimer { .. } | Effect::CancelTimer { .. } | Effect::Notify { .. } => Ok(()),
     }
 }

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 
 use super::{Commit, ReadValue, Store, StoreError};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
@@ -146,93 +145,84 @@ impl CachedStore {
     }
 }
 
+#[async_trait::async_trait]
 impl Store for CachedStore {
-    fn put_version<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn put_version(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
         rotation: RotationId,
-        value: &'a SecretValue,
+        value: &SecretValue,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    ) -> Result<(), StoreError> {
         self.invalidate(secret);
         self.inner
             .put_version(secret, version, rotation, value, now)
+            .await
     }
 
-    fn commit<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        commit: Commit<'a>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    async fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
         self.invalidate(secret);
-        self.inner.commit(secret, commit)
+        self.inner.commit(secret, commit).await
     }
 
-    fn journal<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
-        self.inner.journal(secret)
+    async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.journal(secret).await
     }
 
     fn fingerprint(&self, value: &[u8]) -> String {
         self.inner.fingerprint(value)
     }
 
-    fn versions<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-    ) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {
-        self.inner.versions(secret)
+    async fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
+        self.inner.versions(secret).await
     }
 
-    fn history<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn history(
+        &self,
+        secret: &SecretRef,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, StoreError>> {
-        self.inner.history(secret, limit)
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        self.inner.history(secret, limit).await
     }
 
-    fn secrets(&self) -> BoxFuture<'_, Result<Vec<SecretRef>, StoreError>> {
-        self.inner.secrets()
+    async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
+        self.inner.secrets().await
     }
 }
 
 /// What targets read through: a hit is answered from memory, a miss reads the store
 /// behind and keeps the value.
+#[async_trait::async_trait]
 impl ReadValue for CachedStore {
-    fn read_value<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn read_value(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-    ) -> BoxFuture<'a, Result<SecretValue, StoreError>> {
-        Box::pin(async move {
-            let started = Instant::now();
-            self.metrics.access_total.inc();
-            let key = (secret.clone(), version);
-            let result = match self.lookup(&key) {
-                Some(value) => {
-                    self.metrics.cache_hits_total.inc();
-                    Ok(value)
-                }
-                None => {
-                    self.metrics.cache_misses_total.inc();
-                    let read = self.inner.read_value(secret, version).await;
-                    if let Ok(value) = &read {
-                        self.insert(key, value);
-                    }
-                    read
-                }
-            };
-            if result.is_err() {
-                self.metrics.access_errors_total.inc();
+    ) -> Result<SecretValue, StoreError> {
+        let started = Instant::now();
+        self.metrics.access_total.inc();
+        let key = (secret.clone(), version);
+        let result = match self.lookup(&key) {
+            Some(value) => {
+                self.metrics.cache_hits_total.inc();
+                Ok(value)
             }
-            self.metrics
-                .access_latency_seconds
-                .observe(started.elapsed().as_secs_f64());
-            result
-        })
+            None => {
+                self.metrics.cache_misses_total.inc();
+                let read = self.inner.read_value(secret, version).await;
+                if let Ok(value) = &read {
+                    self.insert(key, value);
+                }
+                read
+            }
+        };
+        if result.is_err() {
+            self.metrics.access_errors_total.inc();
+        }
+        self.metrics
+            .access_latency_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 }

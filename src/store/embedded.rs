@@ -59,7 +59,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use redb::{
     Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition,
     WriteTransaction,
@@ -317,16 +316,14 @@ impl EmbeddedStore {
 
     /// Runs `call` on a blocking thread: every redb read and write blocks, and a write
     /// also waits for the group commit's fsync.
-    fn blocking<T: Send + 'static>(
+    async fn blocking<T: Send + 'static>(
         &self,
         call: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
-    ) -> BoxFuture<'static, Result<T, StoreError>> {
+    ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || call(&db))
-                .await
-                .map_err(|e| StoreError::Backend(format!("store thread: {e}")))?
-        })
+        tokio::task::spawn_blocking(move || call(&db))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store thread: {e}")))?
     }
 }
 
@@ -480,39 +477,39 @@ enum Existing {
     Other(RotationId),
 }
 
+#[async_trait::async_trait]
 impl ReadValue for EmbeddedStore {
-    fn read_value<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn read_value(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-    ) -> BoxFuture<'a, Result<SecretValue, StoreError>> {
+    ) -> Result<SecretValue, StoreError> {
         let secret = secret.clone();
         self.blocking(move |db| db.read_value(&secret, version))
+            .await
     }
 }
 
+#[async_trait::async_trait]
 impl Store for EmbeddedStore {
     fn fingerprint(&self, value: &[u8]) -> String {
         self.db.key.fingerprint(value)
     }
 
-    fn put_version<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn put_version(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
         rotation: RotationId,
-        value: &'a SecretValue,
+        value: &SecretValue,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    ) -> Result<(), StoreError> {
         let (secret, value) = (secret.clone(), value.clone());
         self.blocking(move |db| db.put_version(&secret, version, rotation, &value, now))
+            .await
     }
 
-    fn commit<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        commit: Commit<'a>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    async fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
         let secret = secret.clone();
         let (journal, labels) = (commit.journal.to_vec(), commit.labels.to_vec());
         let (history, now) = (commit.history.cloned(), commit.now);
@@ -527,35 +524,30 @@ impl Store for EmbeddedStore {
                 },
             )
         })
+        .await
     }
 
-    fn journal<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+    async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
         let secret = secret.clone();
-        self.blocking(move |db| db.journal(&secret))
+        self.blocking(move |db| db.journal(&secret)).await
     }
 
-    fn versions<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-    ) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {
+    async fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
         let secret = secret.clone();
-        self.blocking(move |db| db.versions(&secret))
+        self.blocking(move |db| db.versions(&secret)).await
     }
 
-    fn history<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn history(
+        &self,
+        secret: &SecretRef,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, StoreError>> {
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
         let secret = secret.clone();
-        self.blocking(move |db| db.history(&secret, limit))
+        self.blocking(move |db| db.history(&secret, limit)).await
     }
 
-    fn secrets(&self) -> BoxFuture<'_, Result<Vec<SecretRef>, StoreError>> {
-        self.blocking(|db| db.secrets())
+    async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
+        self.blocking(|db| db.secrets()).await
     }
 }
 

@@ -10,7 +10,6 @@
 //! function both backends call (`labels.rs`).
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 
 use crate::domain::{HistoryRecord, Label, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
@@ -112,13 +111,14 @@ pub struct Commit<'a> {
 
 /// Reading one stored value, and nothing else: what a target is built with (the cached
 /// store in production), so it can read an older version's value but never write.
+#[async_trait::async_trait]
 pub trait ReadValue: Send + Sync + 'static {
     /// Decrypts one version's value.
-    fn read_value<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn read_value(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-    ) -> BoxFuture<'a, Result<SecretValue, StoreError>>;
+    ) -> Result<SecretValue, StoreError>;
 }
 
 /// A backend holding versions, labels, journals and history for many secrets.
@@ -126,48 +126,39 @@ pub trait ReadValue: Send + Sync + 'static {
 /// Methods are async and run on the caller's runtime; a backend whose I/O blocks (redb)
 /// moves it onto a blocking thread itself. [`ReadValue::read_value`] is the one way a
 /// value comes back out.
+#[async_trait::async_trait]
 pub trait Store: ReadValue {
     /// Stores `value` as `version` of `secret`, created by `rotation`, with no label.
     /// Idempotent: storing the same version again for the same rotation succeeds without
     /// changing anything (the first value is kept); for another rotation it is a
     /// [`StoreError::VersionConflict`].
-    fn put_version<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn put_version(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
         rotation: RotationId,
-        value: &'a SecretValue,
+        value: &SecretValue,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    ) -> Result<(), StoreError>;
 
     /// Atomically writes journal, labels and history (see [`Commit`]).
-    fn commit<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        commit: Commit<'a>,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    async fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError>;
 
     /// The last committed journal bytes, if any.
-    fn journal<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+    async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Metadata of every version, oldest first.
-    fn versions<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-    ) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>>;
+    async fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError>;
 
     /// The most recent `limit` history records, newest first.
-    fn history<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn history(
+        &self,
+        secret: &SecretRef,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, StoreError>>;
+    ) -> Result<Vec<HistoryRecord>, StoreError>;
 
     /// Every secret that has a journal.
-    fn secrets(&self) -> BoxFuture<'_, Result<Vec<SecretRef>, StoreError>>;
+    async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError>;
 
     /// The keyed fingerprint this store records in [`VersionMeta::fingerprint`] for a
     /// value with these bytes. The volume watcher fingerprints mounted files with it, so a

@@ -72,7 +72,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use vaultrs::api::kv2::requests::{
@@ -539,227 +538,207 @@ impl VaultStore {
     }
 }
 
+#[async_trait::async_trait]
 impl ReadValue for VaultStore {
-    fn read_value<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn read_value(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-    ) -> BoxFuture<'a, Result<SecretValue, StoreError>> {
-        Box::pin(async move {
-            let found = self.read_version_data(secret, version).await?;
-            let no_such = || StoreError::NoSuchVersion {
-                secret: secret.clone(),
-                version,
-            };
-            let data = found.ok_or_else(no_such)?;
-            // A version rotor did not write (a human's `vault kv put`) is not a rotor version.
-            if data.rotor_rotation.is_none() {
-                return Err(no_such());
-            }
-            decode_value(&data)
-                .map(SecretValue::from_bytes)
-                .ok_or_else(|| {
-                    StoreError::Backend(format!(
-                        "{} version {version} holds no readable value",
-                        self.shown(&self.value_path(secret))
-                    ))
-                })
-        })
+    ) -> Result<SecretValue, StoreError> {
+        let found = self.read_version_data(secret, version).await?;
+        let no_such = || StoreError::NoSuchVersion {
+            secret: secret.clone(),
+            version,
+        };
+        let data = found.ok_or_else(no_such)?;
+        // A version rotor did not write (a human's `vault kv put`) is not a rotor version.
+        if data.rotor_rotation.is_none() {
+            return Err(no_such());
+        }
+        decode_value(&data)
+            .map(SecretValue::from_bytes)
+            .ok_or_else(|| {
+                StoreError::Backend(format!(
+                    "{} version {version} holds no readable value",
+                    self.shown(&self.value_path(secret))
+                ))
+            })
     }
 }
 
+#[async_trait::async_trait]
 impl Store for VaultStore {
     fn fingerprint(&self, value: &[u8]) -> String {
         self.key.fingerprint(value)
     }
 
-    fn put_version<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn put_version(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
         rotation: RotationId,
-        value: &'a SecretValue,
+        value: &SecretValue,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let (mut doc, index) = self.read_doc_for_write(secret).await?;
-            if let Some(meta) = doc.versions.iter().find(|m| m.version == version) {
-                return if meta.rotation == rotation {
-                    // A replay after a crash: the first value stays, nothing is written.
-                    self.set_fence(secret, index);
-                    Ok(())
-                } else {
-                    Err(StoreError::VersionConflict {
-                        secret: secret.clone(),
-                        version,
-                        existing: meta.rotation,
-                        requested: rotation,
-                    })
-                };
-            }
-
-            let path = self.value_path(secret);
-            let shown = self.shown(&path);
-            let data = match std::str::from_utf8(value.expose()) {
-                Ok(text) => ValueData {
-                    value: Some(text.to_owned()),
-                    value_base64: None,
-                    rotor_rotation: Some(rotation.0.to_string()),
-                },
-                Err(_) => ValueData {
-                    value: None,
-                    value_base64: Some(B64.encode(value.expose())),
-                    rotor_rotation: Some(rotation.0.to_string()),
-                },
-            };
-            let cas = cas_index(version.saturating_sub(1), &shown)?;
-            let written = self.write_kv(&path, &data, cas, &shown).await;
-            let fingerprint = match written {
-                Ok(_) => self.key.fingerprint(value.expose()),
-                Err(StoreError::Conflict { path }) => {
-                    // Version `version` may exist already: written by this rotation before a
-                    // crash (or by a retried request that landed), which is a replay; by another
-                    // rotation, which is a conflict; or not at all (Vault is at another
-                    // version: someone else writes this path).
-                    match self.read_version_data(secret, version).await? {
-                        Some(found) if found.rotor_rotation == Some(rotation.0.to_string()) => {
-                            let stored = decode_value(&found).ok_or_else(|| {
-                                StoreError::Backend(format!(
-                                    "{path} version {version} holds no rotor value"
-                                ))
-                            })?;
-                            self.key.fingerprint(&stored)
-                        }
-                        Some(found) => {
-                            return Err(match found.rotor_rotation.and_then(|r| r.parse().ok()) {
-                                Some(existing) => StoreError::VersionConflict {
-                                    secret: secret.clone(),
-                                    version,
-                                    existing: RotationId(existing),
-                                    requested: rotation,
-                                },
-                                None => StoreError::Conflict { path },
-                            });
-                        }
-                        None => return Err(StoreError::Conflict { path }),
-                    }
-                }
-                Err(e) => return Err(e),
-            };
-
-            doc.format = DOC_FORMAT;
-            doc.versions
-                .push(new_version(version, rotation, now, fingerprint));
-            doc.versions.sort_by_key(|m| m.version);
-            prune_versions(&mut doc.versions);
-            self.write_doc(secret, &doc, index).await
-        })
-    }
-
-    fn commit<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        commit: Commit<'a>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let (mut doc, index) = self.read_doc_for_write(secret).await?;
-            let labels_before = label_set(&doc.versions);
-            apply_labels(secret, &mut doc.versions, commit.labels, commit.now)?;
-            doc.format = DOC_FORMAT;
-            doc.journal = Some(B64.encode(commit.journal));
-            if let Some(record) = commit.history {
-                // Replaying the commit that appended this record must not append it twice.
-                if doc.history.last() != Some(record) {
-                    doc.history.push(record.clone());
-                }
-                let excess = doc.history.len().saturating_sub(HISTORY_KEEP);
-                doc.history.drain(..excess);
-            }
-            self.write_doc(secret, &doc, index).await?;
-            if label_set(&doc.versions) != labels_before {
-                self.mirror_labels(secret, &doc.versions).await;
-            }
-            Ok(())
-        })
-    }
-
-    fn journal<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
-        Box::pin(async move {
-            let (doc, index) = self.read_doc(secret).await?;
-            // Reading the journal is how a writer learns the state it continues from: its
-            // writes are fenced on this index from now on.
-            self.set_fence(secret, index);
-            doc.journal
-                .map(|j| {
-                    B64.decode(j).map_err(|e| {
-                        StoreError::Backend(format!(
-                            "journal in {} is not base64: {e}",
-                            self.shown(&self.doc_path(secret))
-                        ))
-                    })
+    ) -> Result<(), StoreError> {
+        let (mut doc, index) = self.read_doc_for_write(secret).await?;
+        if let Some(meta) = doc.versions.iter().find(|m| m.version == version) {
+            return if meta.rotation == rotation {
+                // A replay after a crash: the first value stays, nothing is written.
+                self.set_fence(secret, index);
+                Ok(())
+            } else {
+                Err(StoreError::VersionConflict {
+                    secret: secret.clone(),
+                    version,
+                    existing: meta.rotation,
+                    requested: rotation,
                 })
-                .transpose()
-        })
-    }
-
-    fn versions<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-    ) -> BoxFuture<'a, Result<Vec<VersionMeta>, StoreError>> {
-        Box::pin(async move { Ok(self.read_doc(secret).await?.0.versions) })
-    }
-
-    fn history<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<HistoryRecord>, StoreError>> {
-        Box::pin(async move {
-            let (doc, _) = self.read_doc(secret).await?;
-            Ok(doc.history.into_iter().rev().take(limit).collect())
-        })
-    }
-
-    fn secrets(&self) -> BoxFuture<'_, Result<Vec<SecretRef>, StoreError>> {
-        Box::pin(async move {
-            // LIST prefix/ → tenants; LIST prefix/tenant/ → `key` (values) and `key/` (a folder
-            // holding `_rotor`). A secret with a folder may have a journal; the document says.
-            let prefix = self
-                .session
-                .settings
-                .path_prefix
-                .trim_matches('/')
-                .to_owned();
-            let under = |rest: &str| {
-                if prefix.is_empty() {
-                    rest.to_owned()
-                } else {
-                    format!("{prefix}/{rest}")
-                }
             };
-            let mut out = Vec::new();
-            for tenant in self.list(&under("")).await? {
-                let Some(tenant) = tenant.strip_suffix('/') else {
+        }
+
+        let path = self.value_path(secret);
+        let shown = self.shown(&path);
+        let data = match std::str::from_utf8(value.expose()) {
+            Ok(text) => ValueData {
+                value: Some(text.to_owned()),
+                value_base64: None,
+                rotor_rotation: Some(rotation.0.to_string()),
+            },
+            Err(_) => ValueData {
+                value: None,
+                value_base64: Some(B64.encode(value.expose())),
+                rotor_rotation: Some(rotation.0.to_string()),
+            },
+        };
+        let cas = cas_index(version.saturating_sub(1), &shown)?;
+        let written = self.write_kv(&path, &data, cas, &shown).await;
+        let fingerprint = match written {
+            Ok(_) => self.key.fingerprint(value.expose()),
+            Err(StoreError::Conflict { path }) => {
+                // Version `version` may exist already: written by this rotation before a
+                // crash (or by a retried request that landed), which is a replay; by another
+                // rotation, which is a conflict; or not at all (Vault is at another
+                // version: someone else writes this path).
+                match self.read_version_data(secret, version).await? {
+                    Some(found) if found.rotor_rotation == Some(rotation.0.to_string()) => {
+                        let stored = decode_value(&found).ok_or_else(|| {
+                            StoreError::Backend(format!(
+                                "{path} version {version} holds no rotor value"
+                            ))
+                        })?;
+                        self.key.fingerprint(&stored)
+                    }
+                    Some(found) => {
+                        return Err(match found.rotor_rotation.and_then(|r| r.parse().ok()) {
+                            Some(existing) => StoreError::VersionConflict {
+                                secret: secret.clone(),
+                                version,
+                                existing: RotationId(existing),
+                                requested: rotation,
+                            },
+                            None => StoreError::Conflict { path },
+                        });
+                    }
+                    None => return Err(StoreError::Conflict { path }),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+
+        doc.format = DOC_FORMAT;
+        doc.versions
+            .push(new_version(version, rotation, now, fingerprint));
+        doc.versions.sort_by_key(|m| m.version);
+        prune_versions(&mut doc.versions);
+        self.write_doc(secret, &doc, index).await
+    }
+
+    async fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
+        let (mut doc, index) = self.read_doc_for_write(secret).await?;
+        let labels_before = label_set(&doc.versions);
+        apply_labels(secret, &mut doc.versions, commit.labels, commit.now)?;
+        doc.format = DOC_FORMAT;
+        doc.journal = Some(B64.encode(commit.journal));
+        if let Some(record) = commit.history {
+            // Replaying the commit that appended this record must not append it twice.
+            if doc.history.last() != Some(record) {
+                doc.history.push(record.clone());
+            }
+            let excess = doc.history.len().saturating_sub(HISTORY_KEEP);
+            doc.history.drain(..excess);
+        }
+        self.write_doc(secret, &doc, index).await?;
+        if label_set(&doc.versions) != labels_before {
+            self.mirror_labels(secret, &doc.versions).await;
+        }
+        Ok(())
+    }
+
+    async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
+        let (doc, index) = self.read_doc(secret).await?;
+        // Reading the journal is how a writer learns the state it continues from: its
+        // writes are fenced on this index from now on.
+        self.set_fence(secret, index);
+        doc.journal
+            .map(|j| {
+                B64.decode(j).map_err(|e| {
+                    StoreError::Backend(format!(
+                        "journal in {} is not base64: {e}",
+                        self.shown(&self.doc_path(secret))
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    async fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
+        Ok(self.read_doc(secret).await?.0.versions)
+    }
+
+    async fn history(
+        &self,
+        secret: &SecretRef,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        let (doc, _) = self.read_doc(secret).await?;
+        Ok(doc.history.into_iter().rev().take(limit).collect())
+    }
+
+    async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
+        // LIST prefix/ → tenants; LIST prefix/tenant/ → `key` (values) and `key/` (a folder
+        // holding `_rotor`). A secret with a folder may have a journal; the document says.
+        let prefix = self
+            .session
+            .settings
+            .path_prefix
+            .trim_matches('/')
+            .to_owned();
+        let under = |rest: &str| {
+            if prefix.is_empty() {
+                rest.to_owned()
+            } else {
+                format!("{prefix}/{rest}")
+            }
+        };
+        let mut out = Vec::new();
+        for tenant in self.list(&under("")).await? {
+            let Some(tenant) = tenant.strip_suffix('/') else {
+                continue;
+            };
+            for key in self.list(&under(&format!("{tenant}/"))).await? {
+                let Some(key) = key.strip_suffix('/') else {
                     continue;
                 };
-                for key in self.list(&under(&format!("{tenant}/"))).await? {
-                    let Some(key) = key.strip_suffix('/') else {
-                        continue;
-                    };
-                    let Ok(secret) = SecretRef::new(tenant, key) else {
-                        continue;
-                    };
-                    if self.read_doc(&secret).await?.0.journal.is_some() {
-                        out.push(secret);
-                    }
+                let Ok(secret) = SecretRef::new(tenant, key) else {
+                    continue;
+                };
+                if self.read_doc(&secret).await?.0.journal.is_some() {
+                    out.push(secret);
                 }
             }
-            out.sort();
-            Ok(out)
-        })
+        }
+        out.sort();
+        Ok(out)
     }
 }
 

@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
@@ -142,87 +141,74 @@ impl ExecTarget {
     }
 }
 
+#[async_trait::async_trait]
 impl Target for ExecTarget {
     fn type_name(&self) -> &'static str {
         NAME
     }
 
-    fn apply<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn apply(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            match &self.commands.apply {
-                Some(argv) => self.run("apply", argv, secret, version, Some(value)).await,
-                None => Ok(()),
-            }
-        })
+        value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        match &self.commands.apply {
+            Some(argv) => self.run("apply", argv, secret, version, Some(value)).await,
+            None => Ok(()),
+        }
     }
 
-    fn test<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn test(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            match &self.commands.test {
-                Some(argv) => self.run("test", argv, secret, version, Some(value)).await,
-                None => Ok(()),
-            }
-        })
+        value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        match &self.commands.test {
+            Some(argv) => self.run("test", argv, secret, version, Some(value)).await,
+            None => Ok(()),
+        }
     }
 
-    fn promote<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn promote(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
         _previous: Option<VersionNo>,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            match &self.commands.promote {
-                Some(argv) => {
-                    let value = self.read(secret, version).await;
-                    self.run("promote", argv, secret, version, value.as_ref())
-                        .await
-                }
-                None => Ok(()),
+    ) -> Result<(), TargetError> {
+        match &self.commands.promote {
+            Some(argv) => {
+                let value = self.read(secret, version).await;
+                self.run("promote", argv, secret, version, value.as_ref())
+                    .await
             }
-        })
+            None => Ok(()),
+        }
     }
 
-    fn revoke<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        version: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            match &self.commands.revoke {
-                Some(argv) => {
-                    let value = self.read(secret, version).await;
-                    self.run("revoke", argv, secret, version, value.as_ref())
-                        .await
-                }
-                None => Ok(()),
+    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+        match &self.commands.revoke {
+            Some(argv) => {
+                let value = self.read(secret, version).await;
+                self.run("revoke", argv, secret, version, value.as_ref())
+                    .await
             }
-        })
+            None => Ok(()),
+        }
     }
 
-    fn restore<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn restore(
+        &self,
+        secret: &SecretRef,
         restore: VersionNo,
         revoke: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            if let Some(argv) = &self.commands.restore {
-                let value = self.read(secret, restore).await;
-                self.run("restore", argv, secret, restore, value.as_ref())
-                    .await?;
-            }
-            self.revoke(secret, revoke).await
-        })
+    ) -> Result<(), TargetError> {
+        if let Some(argv) = &self.commands.restore {
+            let value = self.read(secret, restore).await;
+            self.run("restore", argv, secret, restore, value.as_ref())
+                .await?;
+        }
+        self.revoke(secret, revoke).await
     }
 }

@@ -239,71 +239,60 @@ fn put(keys: &mut Vec<Value>, jwk: Value) {
     keys.insert(0, jwk);
 }
 
+#[async_trait::async_trait]
 impl Target for JwksTarget {
     fn type_name(&self) -> &'static str {
         NAME
     }
 
-    fn apply<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn apply(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
-            let jwk = self.jwk(&kid(secret, version), value).map_err(fail)?;
-            self.edit(|keys| put(keys, jwk)).await.map_err(fail)
-        })
+        value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
+        let jwk = self.jwk(&kid(secret, version), value).map_err(fail)?;
+        self.edit(|keys| put(keys, jwk)).await.map_err(fail)
     }
 
-    fn test<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn test(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
-            let keys = self.load().await.map_err(fail)?;
-            self.check(&keys, &kid(secret, version), value)
-                .map_err(fail)
-        })
+        value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
+        let keys = self.load().await.map_err(fail)?;
+        self.check(&keys, &kid(secret, version), value)
+            .map_err(fail)
     }
 
-    fn revoke<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        version: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let kid = kid(secret, version);
-            self.edit(|keys| remove_kid(keys, &kid))
-                .await
-                .map_err(|m| TargetError::new(NAME, "revoke", secret, version, m))
-        })
+    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+        let kid = kid(secret, version);
+        self.edit(|keys| remove_kid(keys, &kid))
+            .await
+            .map_err(|m| TargetError::new(NAME, "revoke", secret, version, m))
     }
 
-    fn restore<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn restore(
+        &self,
+        secret: &SecretRef,
         restore: VersionNo,
         revoke: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let fail = |m: String| TargetError::new(NAME, "restore", secret, restore, m);
-            let value = self.read(secret, restore).await.map_err(fail)?;
-            let jwk = self.jwk(&kid(secret, restore), &value).map_err(fail)?;
-            let gone = kid(secret, revoke);
-            self.edit(|keys| {
-                remove_kid(keys, &gone);
-                if !keys.contains(&jwk) {
-                    put(keys, jwk);
-                }
-            })
-            .await
-            .map_err(fail)
+    ) -> Result<(), TargetError> {
+        let fail = |m: String| TargetError::new(NAME, "restore", secret, restore, m);
+        let value = self.read(secret, restore).await.map_err(fail)?;
+        let jwk = self.jwk(&kid(secret, restore), &value).map_err(fail)?;
+        let gone = kid(secret, revoke);
+        self.edit(|keys| {
+            remove_kid(keys, &gone);
+            if !keys.contains(&jwk) {
+                put(keys, jwk);
+            }
         })
+        .await
+        .map_err(fail)
     }
 
     fn public_key_set(&self) -> Option<BoxFuture<'_, Result<Vec<u8>, String>>> {

@@ -57,6 +57,7 @@ pub struct TargetError {
 }
 
 /// A system that checks a secret.
+#[async_trait::async_trait]
 pub trait Target: Send + Sync + 'static {
     /// The target's `type` in the configuration (`none`, `postgres`, ...), for logs and
     /// metrics.
@@ -76,50 +77,46 @@ pub trait Target: Send + Sync + 'static {
     }
 
     /// Makes `version` valid on the target while the current version stays valid.
-    fn apply<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn apply(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>>;
+        value: &SecretValue,
+    ) -> Result<(), TargetError>;
 
     /// Proves `version` works (e.g. logs in with it).
-    fn test<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn test(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>>;
+        value: &SecretValue,
+    ) -> Result<(), TargetError>;
 
     /// `version` is now current (labels already moved); `previous` is still valid. Most
     /// targets have nothing to do here (both versions already work), hence the default.
-    fn promote<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn promote(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
         previous: Option<VersionNo>,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
+    ) -> Result<(), TargetError> {
         let _ = (secret, version, previous);
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 
     /// Makes `version` invalid. Revoking an unknown or already revoked version succeeds.
-    fn revoke<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        version: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>>;
+    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError>;
 
     /// Rollback during grace: `restore` is the valid, handed-out version again and
     /// `revoke` is made invalid.
-    fn restore<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn restore(
+        &self,
+        secret: &SecretRef,
         restore: VersionNo,
         revoke: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
+    ) -> Result<(), TargetError> {
         let _ = restore;
-        self.revoke(secret, revoke)
+        self.revoke(secret, revoke).await
     }
 
     /// A document safe to serve to anyone: the public key set a `jwks` target with

@@ -12,8 +12,6 @@ pub mod config;
 
 use std::sync::Mutex;
 
-use futures::future::BoxFuture;
-
 use super::{Target, TargetError};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
@@ -104,56 +102,45 @@ impl NoneTarget {
     }
 }
 
+#[async_trait::async_trait]
 impl Target for NoneTarget {
     fn type_name(&self) -> &'static str {
         "none"
     }
 
-    fn apply<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn apply(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        _value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            self.pause().await;
-            self.check("apply", secret, version)
-        })
+        _value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        self.pause().await;
+        self.check("apply", secret, version)
     }
 
-    fn test<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn test(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        _value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            self.pause().await;
-            self.check("test", secret, version)
-        })
+        _value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        self.pause().await;
+        self.check("test", secret, version)
     }
 
-    fn promote<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn promote(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
         _previous: Option<VersionNo>,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            self.pause().await;
-            self.check("promote", secret, version)
-        })
+    ) -> Result<(), TargetError> {
+        self.pause().await;
+        self.check("promote", secret, version)
     }
 
-    fn revoke<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        version: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            self.pause().await;
-            self.check("revoke", secret, version)
-        })
+    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+        self.pause().await;
+        self.check("revoke", secret, version)
     }
 }
 

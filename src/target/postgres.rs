@@ -33,7 +33,6 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
@@ -209,6 +208,7 @@ impl PostgresTarget {
     }
 }
 
+#[async_trait::async_trait]
 impl Target for PostgresTarget {
     fn type_name(&self) -> &'static str {
         NAME
@@ -249,100 +249,88 @@ impl Target for PostgresTarget {
         ]))
     }
 
-    fn apply<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn apply(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
-            let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
-            if creds.username != self.role_for(version) {
-                return Err(fail(format!(
-                    "stored username {} is not the role {} that holds v{version}",
-                    creds.username,
-                    self.role_for(version)
-                )));
-            }
-            self.set_password(&creds.username, &creds.password)
-                .await
-                .map_err(fail)
-        })
+        value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
+        let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
+        if creds.username != self.role_for(version) {
+            return Err(fail(format!(
+                "stored username {} is not the role {} that holds v{version}",
+                creds.username,
+                self.role_for(version)
+            )));
+        }
+        self.set_password(&creds.username, &creds.password)
+            .await
+            .map_err(fail)
     }
 
-    fn test<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn test(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
-            let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
-            match self.login(&creds.username, &creds.password).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(fail(format!(
-                    "the server refused the new password of {}",
-                    creds.username
-                ))),
-                Err(m) => Err(fail(m)),
-            }
-        })
+        value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
+        let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
+        match self.login(&creds.username, &creds.password).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(fail(format!(
+                "the server refused the new password of {}",
+                creds.username
+            ))),
+            Err(m) => Err(fail(m)),
+        }
     }
 
-    fn revoke<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        version: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let r = match self.strategy {
-                Strategy::Alternating => {
-                    let role = self.role_for(version);
-                    let nologin = format!("ALTER ROLE {} WITH NOLOGIN;", quote_ident(role));
-                    match self.admin_exec(&nologin).await {
-                        // Once NOLOGIN is committed, so no new session slips in after.
-                        Ok(()) if self.terminate_sessions => self
-                            .admin_exec(&format!(
-                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                                 WHERE usename = {} AND pid <> pg_backend_pid();",
-                                quote_literal(role)
-                            ))
-                            .await
-                            .map_err(|m| format!("ending the sessions of {role}: {m}")),
-                        r => r,
-                    }
+    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+        let r = match self.strategy {
+            Strategy::Alternating => {
+                let role = self.role_for(version);
+                let nologin = format!("ALTER ROLE {} WITH NOLOGIN;", quote_ident(role));
+                match self.admin_exec(&nologin).await {
+                    // Once NOLOGIN is committed, so no new session slips in after.
+                    Ok(()) if self.terminate_sessions => self
+                        .admin_exec(&format!(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE usename = {} AND pid <> pg_backend_pid();",
+                            quote_literal(role)
+                        ))
+                        .await
+                        .map_err(|m| format!("ending the sessions of {role}: {m}")),
+                    r => r,
                 }
-                Strategy::Single => self.single_revoke(secret, version).await,
-            };
-            r.map_err(|m| TargetError::new(NAME, "revoke", secret, version, m))
-        })
+            }
+            Strategy::Single => self.single_revoke(secret, version).await,
+        };
+        r.map_err(|m| TargetError::new(NAME, "revoke", secret, version, m))
     }
 
-    fn restore<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn restore(
+        &self,
+        secret: &SecretRef,
         restore: VersionNo,
         revoke: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let r = match self.strategy {
-                Strategy::Alternating => {
-                    self.admin_exec(&format!(
-                        "ALTER ROLE {} WITH LOGIN; ALTER ROLE {} WITH NOLOGIN;",
-                        quote_ident(self.role_for(restore)),
-                        quote_ident(self.role_for(revoke))
-                    ))
-                    .await
-                }
-                Strategy::Single => match self.read(secret, restore).await {
-                    Ok(c) => self.set_password(&c.username, &c.password).await,
-                    Err(m) => Err(m),
-                },
-            };
-            r.map_err(|m| TargetError::new(NAME, "restore", secret, restore, m))
-        })
+    ) -> Result<(), TargetError> {
+        let r = match self.strategy {
+            Strategy::Alternating => {
+                self.admin_exec(&format!(
+                    "ALTER ROLE {} WITH LOGIN; ALTER ROLE {} WITH NOLOGIN;",
+                    quote_ident(self.role_for(restore)),
+                    quote_ident(self.role_for(revoke))
+                ))
+                .await
+            }
+            Strategy::Single => match self.read(secret, restore).await {
+                Ok(c) => self.set_password(&c.username, &c.password).await,
+                Err(m) => Err(m),
+            },
+        };
+        r.map_err(|m| TargetError::new(NAME, "restore", secret, restore, m))
     }
 }
 

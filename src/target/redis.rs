@@ -27,7 +27,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -208,6 +207,19 @@ impl RedisTarget {
         Credentials::read(&self.reader, secret, version).await
     }
 
+    /// Adds the password in `creds` to the user (as its SHA-256 hash) and switches the user
+    /// on; the counterpart of [`Self::remove`].
+    async fn add(&self, conn: &mut Conn, creds: &Credentials) -> Result<(), String> {
+        let hash = hash(&creds.password);
+        let rule = format!("#{hash}");
+        self.setuser(
+            conn,
+            &["on", &rule],
+            &[creds.password.as_bytes(), hash.as_bytes()],
+        )
+        .await
+    }
+
     /// Removes the password `creds` (of some version) if the user still holds it.
     async fn remove(&self, conn: &mut Conn, creds: &Credentials) -> Result<(), String> {
         let hash = hash(&creds.password);
@@ -279,6 +291,7 @@ fn hash(password: &str) -> String {
     hex::encode(Sha256::digest(password.as_bytes()))
 }
 
+#[async_trait::async_trait]
 impl Target for RedisTarget {
     fn type_name(&self) -> &'static str {
         NAME
@@ -305,121 +318,93 @@ impl Target for RedisTarget {
         ]))
     }
 
-    fn apply<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn apply(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
-            let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
-            if creds.username != self.user {
-                return Err(fail(format!(
-                    "stored username {} is not the configured user {}",
-                    creds.username, self.user
-                )));
-            }
-            let (mut conn, addr) = self.admin().await.map_err(fail)?;
-            let hash = hash(&creds.password);
-            let rule = format!("#{hash}");
-            self.setuser(
-                &mut conn,
-                &["on", &rule],
-                &[creds.password.as_bytes(), hash.as_bytes()],
-            )
+        value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
+        let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
+        if creds.username != self.user {
+            return Err(fail(format!(
+                "stored username {} is not the configured user {}",
+                creds.username, self.user
+            )));
+        }
+        let (mut conn, addr) = self.admin().await.map_err(fail)?;
+        self.add(&mut conn, &creds).await.map_err(fail)?;
+        self.save(&mut conn, &addr, secret, &[&creds])
             .await
-            .map_err(fail)?;
-            self.save(&mut conn, &addr, secret, &[&creds])
-                .await
-                .map_err(fail)
-        })
+            .map_err(fail)
     }
 
-    fn test<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn test(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
-            let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
-            let url = self.admin_url().map_err(fail)?;
-            let mut conn = Conn::connect(&url.addr, self.timeout)
-                .await
-                .map_err(|e| fail(format!("cannot connect to {}: {e}", url.addr)))?;
-            match conn
-                .call(&[
-                    b"AUTH",
-                    creds.username.as_bytes(),
-                    creds.password.as_bytes(),
-                ])
-                .await
-            {
-                Ok(Reply::Simple(_)) => Ok(()),
-                Ok(Reply::Error(e)) => Err(fail(format!(
-                    "AUTH as {} refused: {}",
-                    creds.username,
-                    scrub(&e, &[creds.password.as_bytes()])
-                ))),
-                Ok(_) => Err(fail("AUTH: unexpected reply".into())),
-                Err(e) => Err(fail(format!("AUTH: {e}"))),
-            }
-        })
+        value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
+        let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
+        let url = self.admin_url().map_err(fail)?;
+        let mut conn = Conn::connect(&url.addr, self.timeout)
+            .await
+            .map_err(|e| fail(format!("cannot connect to {}: {e}", url.addr)))?;
+        match conn
+            .call(&[
+                b"AUTH",
+                creds.username.as_bytes(),
+                creds.password.as_bytes(),
+            ])
+            .await
+        {
+            Ok(Reply::Simple(_)) => Ok(()),
+            Ok(Reply::Error(e)) => Err(fail(format!(
+                "AUTH as {} refused: {}",
+                creds.username,
+                scrub(&e, &[creds.password.as_bytes()])
+            ))),
+            Ok(_) => Err(fail("AUTH: unexpected reply".into())),
+            Err(e) => Err(fail(format!("AUTH: {e}"))),
+        }
     }
 
-    fn revoke<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        version: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let fail = |m: String| TargetError::new(NAME, "revoke", secret, version, m);
-            let (mut conn, addr) = self.admin().await.map_err(fail)?;
-            // Never stored, so never applied: nothing to remove or save.
-            let Ok(creds) = self.read(secret, version).await else {
-                return Ok(());
-            };
-            self.remove(&mut conn, &creds).await.map_err(fail)?;
-            // Saved even when the password was already gone: a retry after a failed save.
-            self.save(&mut conn, &addr, secret, &[&creds])
-                .await
-                .map_err(fail)
-        })
+    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+        let fail = |m: String| TargetError::new(NAME, "revoke", secret, version, m);
+        let (mut conn, addr) = self.admin().await.map_err(fail)?;
+        // Never stored, so never applied: nothing to remove or save.
+        let Ok(creds) = self.read(secret, version).await else {
+            return Ok(());
+        };
+        self.remove(&mut conn, &creds).await.map_err(fail)?;
+        // Saved even when the password was already gone: a retry after a failed save.
+        self.save(&mut conn, &addr, secret, &[&creds])
+            .await
+            .map_err(fail)
     }
 
-    fn restore<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn restore(
+        &self,
+        secret: &SecretRef,
         restore: VersionNo,
         revoke: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let fail = |m: String| TargetError::new(NAME, "restore", secret, restore, m);
-            let (mut conn, addr) = self.admin().await.map_err(fail)?;
-            // The restored password was never removed during grace; adding it again keeps
-            // this idempotent even if an operator removed it by hand.
-            let creds = self.read(secret, restore).await.map_err(fail)?;
-            let hash = hash(&creds.password);
-            let rule = format!("#{hash}");
-            self.setuser(
-                &mut conn,
-                &["on", &rule],
-                &[creds.password.as_bytes(), hash.as_bytes()],
-            )
+    ) -> Result<(), TargetError> {
+        let fail = |m: String| TargetError::new(NAME, "restore", secret, restore, m);
+        let (mut conn, addr) = self.admin().await.map_err(fail)?;
+        // The restored password was never removed during grace; adding it again keeps
+        // this idempotent even if an operator removed it by hand.
+        let creds = self.read(secret, restore).await.map_err(fail)?;
+        self.add(&mut conn, &creds).await.map_err(fail)?;
+        // Never stored, so never applied.
+        let revoked = self.read(secret, revoke).await.ok();
+        if let Some(revoked) = &revoked {
+            self.remove(&mut conn, revoked).await.map_err(fail)?;
+        }
+        let hide: Vec<&Credentials> = std::iter::once(&creds).chain(revoked.as_ref()).collect();
+        self.save(&mut conn, &addr, secret, &hide)
             .await
-            .map_err(fail)?;
-            // Never stored, so never applied.
-            let revoked = self.read(secret, revoke).await.ok();
-            if let Some(revoked) = &revoked {
-                self.remove(&mut conn, revoked).await.map_err(fail)?;
-            }
-            let hide: Vec<&Credentials> = std::iter::once(&creds).chain(revoked.as_ref()).collect();
-            self.save(&mut conn, &addr, secret, &hide)
-                .await
-                .map_err(fail)
-        })
+            .map_err(fail)
     }
 }
 

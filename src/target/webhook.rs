@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -215,61 +214,54 @@ impl WebhookTarget {
     }
 }
 
+#[async_trait::async_trait]
 impl Target for WebhookTarget {
     fn type_name(&self) -> &'static str {
         NAME
     }
 
-    fn apply<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn apply(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(self.post("apply", secret, version, Some(value)))
+        value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        self.post("apply", secret, version, Some(value)).await
     }
 
-    fn test<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn test(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
-        value: &'a SecretValue,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(self.post("test", secret, version, Some(value)))
+        value: &SecretValue,
+    ) -> Result<(), TargetError> {
+        self.post("test", secret, version, Some(value)).await
     }
 
-    fn promote<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn promote(
+        &self,
+        secret: &SecretRef,
         version: VersionNo,
         _previous: Option<VersionNo>,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(self.post("promote", secret, version, None))
+    ) -> Result<(), TargetError> {
+        self.post("promote", secret, version, None).await
     }
 
-    fn revoke<'a>(
-        &'a self,
-        secret: &'a SecretRef,
-        version: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let value = self.reader.read_value(secret, version).await.ok();
-            self.post("revoke", secret, version, value.as_ref()).await
-        })
+    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+        let value = self.reader.read_value(secret, version).await.ok();
+        self.post("revoke", secret, version, value.as_ref()).await
     }
 
-    fn restore<'a>(
-        &'a self,
-        secret: &'a SecretRef,
+    async fn restore(
+        &self,
+        secret: &SecretRef,
         restore: VersionNo,
         revoke: VersionNo,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        Box::pin(async move {
-            let value = self.reader.read_value(secret, restore).await.ok();
-            self.post("restore", secret, restore, value.as_ref())
-                .await?;
-            self.revoke(secret, revoke).await
-        })
+    ) -> Result<(), TargetError> {
+        let value = self.reader.read_value(secret, restore).await.ok();
+        self.post("restore", secret, restore, value.as_ref())
+            .await?;
+        self.revoke(secret, revoke).await
     }
 }
 

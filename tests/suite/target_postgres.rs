@@ -17,7 +17,7 @@ use crate::common::wait::eventually;
 use rotor::actors::tree::{self, TreeOptions};
 use rotor::api::Admin;
 use rotor::config::Config;
-use rotor::domain::Label;
+use rotor::domain::{Label, SecretRef};
 use rotor::generator::SecretValue;
 use rotor::metrics::Metrics;
 use rotor::store::embedded::EmbeddedStore;
@@ -132,6 +132,26 @@ async fn rotate_to(env: &Env, t: &PostgresTarget, version: u64) -> SecretValue {
     .await
 }
 
+/// Two alternating roles with v1 and v2 rotated onto them: v2 is current and v1 is still
+/// valid, as during grace. Returns the roles, the environment, the target, the secret and
+/// both versions' credentials; `None` when the test should be skipped.
+async fn in_grace() -> Option<(
+    Roles,
+    Env,
+    PostgresTarget,
+    SecretRef,
+    Credentials,
+    Credentials,
+)> {
+    let roles = roles(2).await?;
+    let env = Env::new();
+    let t = target(&env, Strategy::Alternating, &roles);
+    let s = secret("database_credentials");
+    let v1 = creds(&rotate_to(&env, &t, 1).await);
+    let v2 = creds(&rotate_to(&env, &t, 2).await);
+    Some((roles, env, t, s, v1, v2))
+}
+
 #[tokio::test]
 async fn a_wrong_password_is_refused_and_the_right_one_works() {
     let Some(roles) = roles(2).await else { return };
@@ -159,12 +179,9 @@ async fn a_wrong_password_is_refused_and_the_right_one_works() {
 
 #[tokio::test]
 async fn alternating_both_work_in_grace_and_the_old_is_refused_after_expiry() {
-    let Some(roles) = roles(2).await else { return };
-    let env = Env::new();
-    let t = target(&env, Strategy::Alternating, &roles);
-    let s = secret("database_credentials");
-    let v1 = creds(&rotate_to(&env, &t, 1).await);
-    let v2 = creds(&rotate_to(&env, &t, 2).await);
+    let Some((roles, env, t, s, v1, v2)) = in_grace().await else {
+        return;
+    };
     assert_eq!(
         v2.username, roles.0[1],
         "the new password goes to the other role"
@@ -210,12 +227,9 @@ async fn session(user: &str, password: &str) -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn expiry_ends_the_old_roles_open_sessions_only_when_asked() {
-    let Some(roles) = roles(2).await else { return };
-    let env = Env::new();
-    let s = secret("database_credentials");
-    let t = target(&env, Strategy::Alternating, &roles);
-    let v1 = creds(&rotate_to(&env, &t, 1).await);
-    let v2 = creds(&rotate_to(&env, &t, 2).await);
+    let Some((roles, env, t, s, v1, v2)) = in_grace().await else {
+        return;
+    };
     // A pool's connections, opened during grace.
     let old = session(&v1.username, &v1.password).await;
     let new = session(&v2.username, &v2.password).await;
@@ -241,12 +255,9 @@ async fn expiry_ends_the_old_roles_open_sessions_only_when_asked() {
 
 #[tokio::test]
 async fn rollback_in_grace_restores_the_previous_role_and_refuses_the_new() {
-    let Some(roles) = roles(2).await else { return };
-    let env = Env::new();
-    let t = target(&env, Strategy::Alternating, &roles);
-    let s = secret("database_credentials");
-    let v1 = creds(&rotate_to(&env, &t, 1).await);
-    let v2 = creds(&rotate_to(&env, &t, 2).await);
+    let Some((_roles, _env, t, s, v1, v2)) = in_grace().await else {
+        return;
+    };
     t.restore(&s, 1, 2).await.expect("rollback");
     assert!(login(&v1.username, &v1.password).await, "previous works");
     assert!(!login(&v2.username, &v2.password).await, "new refused");
