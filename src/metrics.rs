@@ -82,6 +82,22 @@ pub struct PerSecret {
     pub last_rotation_timestamp_seconds: Family<SecretLabels, Gauge>,
 }
 
+/// The metric families whose names are a contract (dashboards, alert rules and users'
+/// queries name them), as they appear in the exposition: counters with `_total`.
+pub const CONTRACT: &[&str] = &[
+    "secret_access_total",
+    "secret_access_errors_total",
+    "secret_rotation_total",
+    "secret_rotation_errors_total",
+    "secret_cache_hits_total",
+    "secret_cache_misses_total",
+    "secret_access_latency_seconds",
+    "secret_rotation_duration_seconds",
+    "secret_cache_size",
+    "secret_rotation_jobs_active",
+    "secrets_watched",
+];
+
 /// Every metric rotor exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -635,20 +651,7 @@ mod tests {
         m.rotation_error("api_keys", "apply");
         m.restart("rotation");
         let text = m.encode().unwrap();
-        for name in [
-            "secret_access_total",
-            "secret_access_errors_total",
-            "secret_rotation_total",
-            "secret_rotation_errors_total",
-            "secret_cache_hits_total",
-            "secret_cache_misses_total",
-            "secret_access_latency_seconds_bucket",
-            "secret_rotation_duration_seconds",
-            "secret_cache_size",
-            "secret_rotation_jobs_active",
-            "secrets_watched",
-            "rotor_actor_restarts_total",
-        ] {
+        for name in CONTRACT.iter().chain(&["rotor_actor_restarts_total"]) {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
         assert!(text.contains(r#"secret_rotation_total{policy="api_keys",outcome="succeeded"} 1"#));

@@ -318,19 +318,7 @@ policy = "mon"
         "used by panels or alerts but not exported: {missing:?}"
     );
     // And the contract names are all there.
-    for name in [
-        "secret_access_total",
-        "secret_access_errors_total",
-        "secret_rotation_total",
-        "secret_rotation_errors_total",
-        "secret_cache_hits_total",
-        "secret_cache_misses_total",
-        "secret_access_latency_seconds",
-        "secret_rotation_duration_seconds",
-        "secret_cache_size",
-        "secret_rotation_jobs_active",
-        "secrets_watched",
-    ] {
+    for &name in rotor::metrics::CONTRACT {
         assert!(exported.contains(name), "{name} not exported");
     }
 
