@@ -53,24 +53,29 @@ fn spec() -> GeneratorSpec {
     }
 }
 
+/// The secret a benchmark named `name` rotates.
+fn bench_secret(name: &str) -> SecretRef {
+    SecretRef::new("bench", name).unwrap()
+}
+
 async fn cycles(name: &str, store: &Arc<dyn Store>, t: &dyn Target) {
-    let s = SecretRef::new("bench", name).unwrap();
+    let s = bench_secret(name);
     let cycles = scaled(200);
     let mut durations = Vec::with_capacity(cycles as usize);
     let started = Instant::now();
     for v in 1..=cycles {
         let t0 = Instant::now();
-        let value: SecretValue = t.shape_value(&s, v, generator::generate(&spec())).unwrap();
+        let value: SecretValue = t.shape_value(v, generator::generate(&spec())).unwrap();
         store
             .put_version(&s, v, RotationId(v), &value, Utc::now())
             .await
             .unwrap();
         let value = store.read_value(&s, v).await.unwrap();
-        t.apply(&s, v, &value).await.unwrap();
-        t.test(&s, v, &value).await.unwrap();
-        t.promote(&s, v, (v > 1).then(|| v - 1)).await.unwrap();
+        t.apply(v, &value).await.unwrap();
+        t.test(v, &value).await.unwrap();
+        t.promote(v, (v > 1).then(|| v - 1)).await.unwrap();
         if v > 1 {
-            t.revoke(&s, v - 1).await.unwrap();
+            t.revoke(v - 1).await.unwrap();
         }
         durations.push(t0.elapsed());
     }
@@ -100,7 +105,13 @@ async fn postgres(dir: &std::path::Path) {
     let url = dir.join("pg-admin-url");
     std::fs::write(&url, "postgres://postgres@127.0.0.1:5432/test").unwrap();
     let store = store(&dir.join("pg"), CacheOptions::default(), Metrics::new());
-    let t = PostgresTarget::new(url, Strategy::Alternating, roles.clone(), store.clone());
+    let t = PostgresTarget::new(
+        bench_secret("postgres"),
+        url,
+        Strategy::Alternating,
+        roles.clone(),
+        store.clone(),
+    );
     cycles("postgres", &store, &t).await;
     for r in &roles {
         psql(&format!("DROP ROLE IF EXISTS \"{r}\""));
@@ -119,7 +130,7 @@ async fn redis(dir: &std::path::Path) {
     let url = dir.join("redis-admin-url");
     std::fs::write(&url, "redis://127.0.0.1:6379").unwrap();
     let store = store(&dir.join("redis"), CacheOptions::default(), Metrics::new());
-    let t = RedisTarget::new(url, user.clone(), store.clone());
+    let t = RedisTarget::new(bench_secret("redis"), url, user.clone(), store.clone());
     cycles("redis", &store, &t).await;
     let _ = std::process::Command::new("redis-cli")
         .args(["ACL", "DELUSER", &user])

@@ -480,7 +480,7 @@ async fn run_step(
             // The target shapes what consumers read (e.g. username, password, URL).
             let value = spec
                 .target
-                .shape_value(secret, version, generator::generate(&spec.generator))
+                .shape_value(version, generator::generate(&spec.generator))
                 .map_err(target_failed("generate"))?;
             context
                 .store
@@ -496,26 +496,26 @@ async fn run_step(
                 .await
                 .map_err(store_failed("read"))?;
             let r = if is_apply {
-                spec.target.apply(secret, version, &value).await
+                spec.target.apply(version, &value).await
             } else {
-                spec.target.test(secret, version, &value).await
+                spec.target.test(version, &value).await
             };
             r.map_err(target_failed(if is_apply { "apply" } else { "test" }))
         }
         Effect::Promote {
             version, previous, ..
         } => {
-            let promoted = spec.target.promote(secret, version, previous).await;
+            let promoted = spec.target.promote(version, previous).await;
             promoted.map_err(target_failed("promote"))
         }
         Effect::Revoke { version, .. } => {
-            let revoked = spec.target.revoke(secret, version).await;
+            let revoked = spec.target.revoke(version).await;
             revoked.map_err(target_failed("revoke"))
         }
         Effect::Restore {
             restore, revoke, ..
         } => {
-            let restored = spec.target.restore(secret, restore, revoke).await;
+            let restored = spec.target.restore(restore, revoke).await;
             restored.map_err(target_failed("rollback"))
         }
         Effect::ArmTimer { .. } | Effect::CancelTimer { .. } | Effect::Notify { .. } => Ok(()),

@@ -50,13 +50,13 @@ pub struct TreeOptions {
     /// Restart intensity of the rotations supervisor.
     pub rotations_intensity: Intensity,
     pub backoff: Backoff,
-    /// Overrides the target of every secret (tests inject failing targets here). A test
-    /// hook, so only with the `test-util` feature. The other fields are not: they are
+    /// Overrides the target of every secret: called once per secret, it builds that
+    /// secret's target (tests inject failing targets here). A test hook, so only with the `test-util` feature. The other fields are not: they are
     /// settings with production defaults that tests tune (time, timeouts, restart
     /// intensity, registry prefix, mountinfo path), an observer that changes nothing
     /// (`watch_sink`), and the Vault token renewer (`extra_children`).
     #[cfg(feature = "test-util")]
-    pub target_override: Option<Arc<dyn Target>>,
+    pub target_override: Option<TargetOverride>,
     /// Prefix of every registry name (ractor's registry is per process; tests run
     /// several trees at once). Empty in production.
     pub namespace: String,
@@ -68,6 +68,10 @@ pub struct TreeOptions {
     /// token renewer when the store is Vault).
     pub extra_children: Vec<ChildSpec>,
 }
+
+/// Builds the target of a secret in place of its configured one (a test hook).
+#[cfg(feature = "test-util")]
+pub type TargetOverride = Arc<dyn Fn(&SecretRef) -> Arc<dyn Target> + Send + Sync>;
 
 impl Default for TreeOptions {
     fn default() -> Self {
@@ -94,13 +98,14 @@ impl Default for TreeOptions {
 impl TreeOptions {
     /// The target that replaces every secret's own, if a test set one; never in a release
     /// build.
-    fn overridden_target(&self) -> Option<Arc<dyn Target>> {
+    fn overridden_target(&self, secret: &SecretRef) -> Option<Arc<dyn Target>> {
         #[cfg(feature = "test-util")]
         {
-            self.target_override.clone()
+            self.target_override.as_ref().map(|build| build(secret))
         }
         #[cfg(not(feature = "test-util"))]
         {
+            let _ = secret;
             None
         }
     }
@@ -167,8 +172,8 @@ pub fn spec_for(
     let schedule_policy = policy.clone();
     let schedule_secret = secret.clone();
     let target = options
-        .overridden_target()
-        .unwrap_or_else(|| cfg.target.build(reader));
+        .overridden_target(&secret)
+        .unwrap_or_else(|| cfg.target.build(&secret, reader));
     let to_delta = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
     Arc::new(RotationSpec {
         secret,

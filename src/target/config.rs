@@ -17,6 +17,7 @@ use super::redis::config::{RawRedis, RedisConfig};
 use super::webhook::config::{RawWebhook, WebhookConfig};
 use super::{Target, ValueReader};
 use crate::config::{Field, Policy, Validator, join};
+use crate::domain::SecretRef;
 
 /// Longest a step of an `exec` or `webhook` target may take unless `timeout` says.
 pub(crate) const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(30);
@@ -122,16 +123,17 @@ impl TargetConfig {
         (v.diag.len() == before).then_some(target)
     }
 
-    /// Builds the target; `reader` is how it reads older values (through the secret
-    /// cache). Everything was checked by validation: nothing here parses or fails.
-    pub fn build(&self, reader: &ValueReader) -> Arc<dyn Target> {
+    /// Builds the target of `secret` (one target per secret); `reader` is how it reads
+    /// older values (through the secret cache). Everything was checked by validation:
+    /// nothing here parses or fails.
+    pub fn build(&self, secret: &SecretRef, reader: &ValueReader) -> Arc<dyn Target> {
         match self {
-            TargetConfig::None(c) => c.build(reader),
-            TargetConfig::Postgres(c) => c.build(reader),
-            TargetConfig::Redis(c) => c.build(reader),
-            TargetConfig::Jwks(c) => c.build(reader),
-            TargetConfig::Exec(c) => c.build(reader),
-            TargetConfig::Webhook(c) => c.build(reader),
+            TargetConfig::None(c) => c.build(secret, reader),
+            TargetConfig::Postgres(c) => c.build(secret, reader),
+            TargetConfig::Redis(c) => c.build(secret, reader),
+            TargetConfig::Jwks(c) => c.build(secret, reader),
+            TargetConfig::Exec(c) => c.build(secret, reader),
+            TargetConfig::Webhook(c) => c.build(secret, reader),
         }
     }
 }

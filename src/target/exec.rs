@@ -42,6 +42,8 @@ pub struct Commands {
 
 /// Runs a user's commands.
 pub struct ExecTarget {
+    /// The secret this target serves.
+    secret: SecretRef,
     commands: Commands,
     timeout: Duration,
     /// Working directory of the commands (the process's when `None`).
@@ -50,8 +52,14 @@ pub struct ExecTarget {
 }
 
 impl ExecTarget {
-    pub fn new(commands: Commands, timeout: Duration, reader: ValueReader) -> Self {
+    pub fn new(
+        secret: SecretRef,
+        commands: Commands,
+        timeout: Duration,
+        reader: ValueReader,
+    ) -> Self {
         ExecTarget {
+            secret,
             commands,
             timeout,
             dir: None,
@@ -64,10 +72,10 @@ impl ExecTarget {
         &self,
         operation: &'static str,
         argv: &[String],
-        secret: &SecretRef,
         version: VersionNo,
         value: Option<&SecretValue>,
     ) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, operation, secret, version, m);
         let Some((program, args)) = argv.split_first() else {
             return Ok(());
@@ -136,8 +144,8 @@ impl ExecTarget {
         )))
     }
 
-    async fn read(&self, secret: &SecretRef, version: VersionNo) -> Option<SecretValue> {
-        self.reader.read_value(secret, version).await.ok()
+    async fn read(&self, version: VersionNo) -> Option<SecretValue> {
+        self.reader.read_value(&self.secret, version).await.ok()
     }
 }
 
@@ -147,68 +155,49 @@ impl Target for ExecTarget {
         NAME
     }
 
-    async fn apply(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError> {
+    async fn apply(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
         match &self.commands.apply {
-            Some(argv) => self.run("apply", argv, secret, version, Some(value)).await,
+            Some(argv) => self.run("apply", argv, version, Some(value)).await,
             None => Ok(()),
         }
     }
 
-    async fn test(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError> {
+    async fn test(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
         match &self.commands.test {
-            Some(argv) => self.run("test", argv, secret, version, Some(value)).await,
+            Some(argv) => self.run("test", argv, version, Some(value)).await,
             None => Ok(()),
         }
     }
 
     async fn promote(
         &self,
-        secret: &SecretRef,
         version: VersionNo,
         _previous: Option<VersionNo>,
     ) -> Result<(), TargetError> {
         match &self.commands.promote {
             Some(argv) => {
-                let value = self.read(secret, version).await;
-                self.run("promote", argv, secret, version, value.as_ref())
-                    .await
+                let value = self.read(version).await;
+                self.run("promote", argv, version, value.as_ref()).await
             }
             None => Ok(()),
         }
     }
 
-    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+    async fn revoke(&self, version: VersionNo) -> Result<(), TargetError> {
         match &self.commands.revoke {
             Some(argv) => {
-                let value = self.read(secret, version).await;
-                self.run("revoke", argv, secret, version, value.as_ref())
-                    .await
+                let value = self.read(version).await;
+                self.run("revoke", argv, version, value.as_ref()).await
             }
             None => Ok(()),
         }
     }
 
-    async fn restore(
-        &self,
-        secret: &SecretRef,
-        restore: VersionNo,
-        revoke: VersionNo,
-    ) -> Result<(), TargetError> {
+    async fn restore(&self, restore: VersionNo, revoke: VersionNo) -> Result<(), TargetError> {
         if let Some(argv) = &self.commands.restore {
-            let value = self.read(secret, restore).await;
-            self.run("restore", argv, secret, restore, value.as_ref())
-                .await?;
+            let value = self.read(restore).await;
+            self.run("restore", argv, restore, value.as_ref()).await?;
         }
-        self.revoke(secret, revoke).await
+        self.revoke(revoke).await
     }
 }

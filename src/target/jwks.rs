@@ -52,6 +52,8 @@ struct Ed25519Value {
 
 /// A JWKS file.
 pub struct JwksTarget {
+    /// The secret this target serves.
+    secret: SecretRef,
     path: PathBuf,
     algorithm: Algorithm,
     reader: ValueReader,
@@ -65,8 +67,14 @@ pub fn kid(secret: &SecretRef, version: VersionNo) -> String {
 }
 
 impl JwksTarget {
-    pub fn new(path: PathBuf, algorithm: Algorithm, reader: ValueReader) -> Self {
+    pub fn new(
+        secret: SecretRef,
+        path: PathBuf,
+        algorithm: Algorithm,
+        reader: ValueReader,
+    ) -> Self {
         JwksTarget {
+            secret,
             path,
             algorithm,
             reader,
@@ -245,42 +253,31 @@ impl Target for JwksTarget {
         NAME
     }
 
-    async fn apply(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError> {
+    async fn apply(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
         let jwk = self.jwk(&kid(secret, version), value).map_err(fail)?;
         self.edit(|keys| put(keys, jwk)).await.map_err(fail)
     }
 
-    async fn test(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError> {
+    async fn test(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
         let keys = self.load().await.map_err(fail)?;
         self.check(&keys, &kid(secret, version), value)
             .map_err(fail)
     }
 
-    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+    async fn revoke(&self, version: VersionNo) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let kid = kid(secret, version);
         self.edit(|keys| remove_kid(keys, &kid))
             .await
             .map_err(|m| TargetError::new(NAME, "revoke", secret, version, m))
     }
 
-    async fn restore(
-        &self,
-        secret: &SecretRef,
-        restore: VersionNo,
-        revoke: VersionNo,
-    ) -> Result<(), TargetError> {
+    async fn restore(&self, restore: VersionNo, revoke: VersionNo) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "restore", secret, restore, m);
         let value = self.read(secret, restore).await.map_err(fail)?;
         let jwk = self.jwk(&kid(secret, restore), &value).map_err(fail)?;

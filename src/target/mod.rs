@@ -56,7 +56,8 @@ pub struct TargetError {
     pub kind: ErrorKind,
 }
 
-/// A system that checks a secret.
+/// A system that checks one secret: a target is built for the secret it serves, so its
+/// steps name only the version.
 #[async_trait::async_trait]
 pub trait Target: Send + Sync + 'static {
     /// The target's `type` in the configuration (`none`, `postgres`, ...), for logs and
@@ -68,55 +69,38 @@ pub trait Target: Send + Sync + 'static {
     /// before the value is stored. The default stores the generated value as it is.
     fn shape_value(
         &self,
-        secret: &SecretRef,
         version: VersionNo,
         generated: SecretValue,
     ) -> Result<SecretValue, TargetError> {
-        let _ = (secret, version);
+        let _ = version;
         Ok(generated)
     }
 
     /// Makes `version` valid on the target while the current version stays valid.
-    async fn apply(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError>;
+    async fn apply(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError>;
 
     /// Proves `version` works (e.g. logs in with it).
-    async fn test(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError>;
+    async fn test(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError>;
 
     /// `version` is now current (labels already moved); `previous` is still valid. Most
     /// targets have nothing to do here (both versions already work), hence the default.
     async fn promote(
         &self,
-        secret: &SecretRef,
         version: VersionNo,
         previous: Option<VersionNo>,
     ) -> Result<(), TargetError> {
-        let _ = (secret, version, previous);
+        let _ = (version, previous);
         Ok(())
     }
 
     /// Makes `version` invalid. Revoking an unknown or already revoked version succeeds.
-    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError>;
+    async fn revoke(&self, version: VersionNo) -> Result<(), TargetError>;
 
     /// Rollback during grace: `restore` is the valid, handed-out version again and
     /// `revoke` is made invalid.
-    async fn restore(
-        &self,
-        secret: &SecretRef,
-        restore: VersionNo,
-        revoke: VersionNo,
-    ) -> Result<(), TargetError> {
+    async fn restore(&self, restore: VersionNo, revoke: VersionNo) -> Result<(), TargetError> {
         let _ = restore;
-        self.revoke(secret, revoke).await
+        self.revoke(revoke).await
     }
 
     /// A document safe to serve to anyone: the public key set a `jwks` target with

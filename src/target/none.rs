@@ -10,17 +10,19 @@
 
 pub mod config;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{Target, TargetError};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
 
 /// Store-only target.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NoneTarget {
+    /// The secret this target serves.
+    secret: SecretRef,
     /// Operations that fail on purpose (`"apply"`, `"test"`, `"revoke"`), for tests.
-    failing: Mutex<Vec<&'static str>>,
+    failing: Arc<Mutex<Vec<&'static str>>>,
     /// How long every step takes (a simulated slow target).
     delay: std::time::Duration,
     /// Steps that fail by configuration (test/demo hook), while `fail_file` exists if set.
@@ -29,15 +31,30 @@ pub struct NoneTarget {
 }
 
 impl NoneTarget {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(secret: SecretRef) -> Self {
+        Self::with_delay(secret, std::time::Duration::ZERO)
     }
 
     /// A target whose every step takes `delay`.
-    pub fn with_delay(delay: std::time::Duration) -> Self {
+    pub fn with_delay(secret: SecretRef, delay: std::time::Duration) -> Self {
         NoneTarget {
+            secret,
+            failing: Arc::default(),
             delay,
-            ..Self::default()
+            configured: Vec::new(),
+            fail_file: None,
+        }
+    }
+
+    /// A target for `secret` that takes as long as this one and fails and heals with it:
+    /// one switch for a test tree whose secrets each get their own target.
+    pub fn sharing_failures(&self, secret: SecretRef) -> Self {
+        NoneTarget {
+            secret,
+            failing: self.failing.clone(),
+            delay: self.delay,
+            configured: self.configured.clone(),
+            fail_file: self.fail_file.clone(),
         }
     }
 
@@ -45,15 +62,15 @@ impl NoneTarget {
     /// while `fail_file` exists when one is given (checked at every step).
     #[cfg(feature = "test-util")]
     pub fn with_failures(
+        secret: SecretRef,
         delay: std::time::Duration,
         fail: &[String],
         fail_file: Option<std::path::PathBuf>,
     ) -> Self {
         NoneTarget {
-            delay,
             configured: fail.to_vec(),
             fail_file,
-            ..Self::default()
+            ..Self::with_delay(secret, delay)
         }
     }
 
@@ -76,12 +93,7 @@ impl NoneTarget {
         }
     }
 
-    fn check(
-        &self,
-        operation: &'static str,
-        secret: &SecretRef,
-        version: VersionNo,
-    ) -> Result<(), TargetError> {
+    fn check(&self, operation: &'static str, version: VersionNo) -> Result<(), TargetError> {
         let failing = self
             .failing
             .lock()
@@ -93,7 +105,7 @@ impl NoneTarget {
             return Err(TargetError::new(
                 "none",
                 operation,
-                secret,
+                &self.secret,
                 version,
                 "failure injected for testing",
             ));
@@ -108,39 +120,28 @@ impl Target for NoneTarget {
         "none"
     }
 
-    async fn apply(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        _value: &SecretValue,
-    ) -> Result<(), TargetError> {
+    async fn apply(&self, version: VersionNo, _value: &SecretValue) -> Result<(), TargetError> {
         self.pause().await;
-        self.check("apply", secret, version)
+        self.check("apply", version)
     }
 
-    async fn test(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        _value: &SecretValue,
-    ) -> Result<(), TargetError> {
+    async fn test(&self, version: VersionNo, _value: &SecretValue) -> Result<(), TargetError> {
         self.pause().await;
-        self.check("test", secret, version)
+        self.check("test", version)
     }
 
     async fn promote(
         &self,
-        secret: &SecretRef,
         version: VersionNo,
         _previous: Option<VersionNo>,
     ) -> Result<(), TargetError> {
         self.pause().await;
-        self.check("promote", secret, version)
+        self.check("promote", version)
     }
 
-    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+    async fn revoke(&self, version: VersionNo) -> Result<(), TargetError> {
         self.pause().await;
-        self.check("revoke", secret, version)
+        self.check("revoke", version)
     }
 }
 
@@ -155,18 +156,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("fail");
         let t = NoneTarget::with_failures(
+            SecretRef::new("t", "k").expect("valid"),
             std::time::Duration::ZERO,
             &["apply".to_owned()],
             Some(flag.clone()),
         );
-        let s = SecretRef::new("t", "k").expect("valid");
         let v = SecretValue::from_bytes(b"x".to_vec());
-        assert!(t.apply(&s, 1, &v).await.is_ok());
+        assert!(t.apply(1, &v).await.is_ok());
         std::fs::write(&flag, b"").unwrap();
-        let e = t.apply(&s, 1, &v).await.unwrap_err();
+        let e = t.apply(1, &v).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Apply);
-        assert!(t.test(&s, 1, &v).await.is_ok(), "only the named step fails");
+        assert!(t.test(1, &v).await.is_ok(), "only the named step fails");
         std::fs::remove_file(&flag).unwrap();
-        assert!(t.apply(&s, 1, &v).await.is_ok());
+        assert!(t.apply(1, &v).await.is_ok());
     }
 }

@@ -65,6 +65,8 @@ pub use super::credentials::Credentials;
 
 /// PostgreSQL login roles.
 pub struct PostgresTarget {
+    /// The secret this target serves.
+    secret: SecretRef,
     admin_url_file: PathBuf,
     strategy: Strategy,
     /// Two roles for `alternating`, one for `single`; validated identifiers.
@@ -77,12 +79,14 @@ pub struct PostgresTarget {
 
 impl PostgresTarget {
     pub fn new(
+        secret: SecretRef,
         admin_url_file: PathBuf,
         strategy: Strategy,
         roles: Vec<String>,
         reader: ValueReader,
     ) -> Self {
         PostgresTarget {
+            secret,
             admin_url_file,
             strategy,
             roles,
@@ -216,10 +220,10 @@ impl Target for PostgresTarget {
 
     fn shape_value(
         &self,
-        secret: &SecretRef,
         version: VersionNo,
         generated: SecretValue,
     ) -> Result<SecretValue, TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "generate", secret, version, m);
         let password = std::str::from_utf8(generated.expose())
             .map_err(|_| fail("the generated password is not UTF-8".into()))?;
@@ -249,12 +253,8 @@ impl Target for PostgresTarget {
         ]))
     }
 
-    async fn apply(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError> {
+    async fn apply(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
         let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
         if creds.username != self.role_for(version) {
@@ -269,12 +269,8 @@ impl Target for PostgresTarget {
             .map_err(fail)
     }
 
-    async fn test(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError> {
+    async fn test(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
         let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
         match self.login(&creds.username, &creds.password).await {
@@ -287,7 +283,8 @@ impl Target for PostgresTarget {
         }
     }
 
-    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+    async fn revoke(&self, version: VersionNo) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let r = match self.strategy {
             Strategy::Alternating => {
                 let role = self.role_for(version);
@@ -310,12 +307,8 @@ impl Target for PostgresTarget {
         r.map_err(|m| TargetError::new(NAME, "revoke", secret, version, m))
     }
 
-    async fn restore(
-        &self,
-        secret: &SecretRef,
-        restore: VersionNo,
-        revoke: VersionNo,
-    ) -> Result<(), TargetError> {
+    async fn restore(&self, restore: VersionNo, revoke: VersionNo) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let r = match self.strategy {
             Strategy::Alternating => {
                 self.admin_exec(&format!(

@@ -103,6 +103,8 @@ pub enum Persist {
 
 /// One Redis ACL user.
 pub struct RedisTarget {
+    /// The secret this target serves.
+    secret: SecretRef,
     admin_url_file: PathBuf,
     user: String,
     reader: ValueReader,
@@ -114,8 +116,14 @@ pub struct RedisTarget {
 
 impl RedisTarget {
     /// A target with `Persist::Auto`.
-    pub fn new(admin_url_file: PathBuf, user: String, reader: ValueReader) -> Self {
+    pub fn new(
+        secret: SecretRef,
+        admin_url_file: PathBuf,
+        user: String,
+        reader: ValueReader,
+    ) -> Self {
         RedisTarget {
+            secret,
             admin_url_file,
             user,
             reader,
@@ -299,10 +307,10 @@ impl Target for RedisTarget {
 
     fn shape_value(
         &self,
-        secret: &SecretRef,
         version: VersionNo,
         generated: SecretValue,
     ) -> Result<SecretValue, TargetError> {
+        let secret = &self.secret;
         let password = std::str::from_utf8(generated.expose()).map_err(|_| {
             TargetError::new(
                 NAME,
@@ -318,12 +326,8 @@ impl Target for RedisTarget {
         ]))
     }
 
-    async fn apply(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError> {
+    async fn apply(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
         let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
         if creds.username != self.user {
@@ -339,12 +343,8 @@ impl Target for RedisTarget {
             .map_err(fail)
     }
 
-    async fn test(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError> {
+    async fn test(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
         let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
         let url = self.admin_url().map_err(fail)?;
@@ -370,7 +370,8 @@ impl Target for RedisTarget {
         }
     }
 
-    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+    async fn revoke(&self, version: VersionNo) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "revoke", secret, version, m);
         let (mut conn, addr) = self.admin().await.map_err(fail)?;
         // Never stored, so never applied: nothing to remove or save.
@@ -384,12 +385,8 @@ impl Target for RedisTarget {
             .map_err(fail)
     }
 
-    async fn restore(
-        &self,
-        secret: &SecretRef,
-        restore: VersionNo,
-        revoke: VersionNo,
-    ) -> Result<(), TargetError> {
+    async fn restore(&self, restore: VersionNo, revoke: VersionNo) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "restore", secret, restore, m);
         let (mut conn, addr) = self.admin().await.map_err(fail)?;
         // The restored password was never removed during grace; adding it again keeps

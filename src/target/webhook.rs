@@ -98,6 +98,8 @@ impl HookUrl {
 
 /// A user's HTTP endpoint.
 pub struct WebhookTarget {
+    /// The secret this target serves.
+    secret: SecretRef,
     url: HookUrl,
     hmac_key_file: PathBuf,
     ca_file: Option<PathBuf>,
@@ -121,6 +123,7 @@ pub fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
 impl WebhookTarget {
     /// `ca_file` (PEM) is trusted in addition to the system's roots.
     pub fn new(
+        secret: SecretRef,
         url: HookUrl,
         hmac_key_file: PathBuf,
         ca_file: Option<PathBuf>,
@@ -128,6 +131,7 @@ impl WebhookTarget {
         reader: ValueReader,
     ) -> Self {
         WebhookTarget {
+            secret,
             url,
             hmac_key_file,
             ca_file,
@@ -220,48 +224,34 @@ impl Target for WebhookTarget {
         NAME
     }
 
-    async fn apply(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError> {
-        self.post("apply", secret, version, Some(value)).await
+    async fn apply(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
+        self.post("apply", &self.secret, version, Some(value)).await
     }
 
-    async fn test(
-        &self,
-        secret: &SecretRef,
-        version: VersionNo,
-        value: &SecretValue,
-    ) -> Result<(), TargetError> {
-        self.post("test", secret, version, Some(value)).await
+    async fn test(&self, version: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
+        self.post("test", &self.secret, version, Some(value)).await
     }
 
     async fn promote(
         &self,
-        secret: &SecretRef,
         version: VersionNo,
         _previous: Option<VersionNo>,
     ) -> Result<(), TargetError> {
-        self.post("promote", secret, version, None).await
+        self.post("promote", &self.secret, version, None).await
     }
 
-    async fn revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), TargetError> {
+    async fn revoke(&self, version: VersionNo) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let value = self.reader.read_value(secret, version).await.ok();
         self.post("revoke", secret, version, value.as_ref()).await
     }
 
-    async fn restore(
-        &self,
-        secret: &SecretRef,
-        restore: VersionNo,
-        revoke: VersionNo,
-    ) -> Result<(), TargetError> {
+    async fn restore(&self, restore: VersionNo, revoke: VersionNo) -> Result<(), TargetError> {
+        let secret = &self.secret;
         let value = self.reader.read_value(secret, restore).await.ok();
         self.post("restore", secret, restore, value.as_ref())
             .await?;
-        self.revoke(secret, revoke).await
+        self.revoke(revoke).await
     }
 }
 

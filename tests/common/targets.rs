@@ -53,7 +53,7 @@ impl Env {
         spec: &GeneratorSpec,
     ) -> SecretValue {
         let value = target
-            .shape_value(secret, version, generator::generate(spec))
+            .shape_value(version, generator::generate(spec))
             .expect("value shaped");
         self.store
             .put_version(secret, version, RotationId(version), &value, Utc::now())
@@ -73,10 +73,10 @@ impl Env {
         spec: &GeneratorSpec,
     ) -> SecretValue {
         let value = self.generate(target, secret, version, spec).await;
-        target.apply(secret, version, &value).await.expect("apply");
-        target.test(secret, version, &value).await.expect("test");
+        target.apply(version, &value).await.expect("apply");
+        target.test(version, &value).await.expect("test");
         target
-            .promote(secret, version, version.checked_sub(1).filter(|v| *v > 0))
+            .promote(version, version.checked_sub(1).filter(|v| *v > 0))
             .await
             .expect("promote");
         value

@@ -19,6 +19,7 @@ use rotor::metrics::Metrics;
 use rotor::store::embedded::EmbeddedStore;
 use rotor::store::{ReadValue as _, Store};
 use rotor::supervisor::{Backoff, Intensity};
+use rotor::target::Target;
 use rotor::target::none::NoneTarget;
 
 use crate::common::embedded::{FAST_API_KEYS, admin, open_store, tree_config};
@@ -67,7 +68,11 @@ async fn start_with(
             Duration::from_secs(5),
         )
         .unwrap(),
-        target_override: Some(target.clone()),
+        // Every secret gets its own target; they fail and heal together with `target`.
+        target_override: Some(Arc::new({
+            let target = target.clone();
+            move |s: &SecretRef| Arc::new(target.sharing_failures(s.clone())) as Arc<dyn Target>
+        })),
         namespace: format!("{}/", dir.path().display()),
         ..TreeOptions::default()
     };
@@ -91,7 +96,7 @@ async fn start() -> Harness {
             max_restarts: 5,
             within: Duration::from_secs(10),
         },
-        Arc::new(NoneTarget::new()),
+        Arc::new(NoneTarget::new(t1())),
     )
     .await
 }
@@ -303,7 +308,7 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
             max_restarts: 2,
             within: Duration::from_secs(60),
         },
-        Arc::new(NoneTarget::new()),
+        Arc::new(NoneTarget::new(t1())),
     )
     .await;
     eventually(Duration::from_secs(5), "ready", async || h.admin.ready()).await;

@@ -593,7 +593,9 @@ async fn rotation_tree_rotates_over_the_vault_store() {
     use rotor::actors::tree::{self, TreeOptions};
     use rotor::api::Admin as _;
     use rotor::clock::Clock;
+    use rotor::domain::SecretRef;
     use rotor::metrics::Metrics;
+    use rotor::target::Target;
     use rotor::target::none::NoneTarget;
 
     let env = fake_env().await;
@@ -603,7 +605,9 @@ async fn rotation_tree_rotates_over_the_vault_store() {
     let store: Arc<dyn Store> = Arc::new(env.replica().await);
     let options = TreeOptions {
         clock: Clock::System,
-        target_override: Some(Arc::new(NoneTarget::new())),
+        target_override: Some(Arc::new(|s: &SecretRef| {
+            Arc::new(NoneTarget::new(s.clone())) as Arc<dyn Target>
+        })),
         namespace: format!("{}/", dir.path().display()),
         ..TreeOptions::default()
     };

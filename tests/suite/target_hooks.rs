@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::common::targets::{Env, password_spec, secret};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use rotor::domain::ErrorKind;
+use rotor::domain::{ErrorKind, SecretRef};
 use rotor::target::Target;
 use rotor::target::exec::{Commands, ExecTarget};
 use rotor::target::webhook::{HookUrl, WebhookTarget, signature};
@@ -33,11 +33,16 @@ async fn exec_gets_the_value_on_stdin_and_its_exit_status_decides() {
         revoke: sh(&format!("cat > {o}.revoked", o = out.display())),
         ..Commands::default()
     };
-    let t = ExecTarget::new(commands, Duration::from_secs(10), env.store.clone());
     let s = secret("provider_api_key");
+    let t = ExecTarget::new(
+        s.clone(),
+        commands,
+        Duration::from_secs(10),
+        env.store.clone(),
+    );
     let v1 = env.generate(&t, &s, 1, &password_spec()).await;
-    t.apply(&s, 1, &v1).await.expect("apply");
-    t.test(&s, 1, &v1).await.expect("test");
+    t.apply(1, &v1).await.expect("apply");
+    t.test(1, &v1).await.expect("test");
     let stdin = std::fs::read(format!("{}.stdin", out.display())).unwrap();
     assert_eq!(stdin, v1.expose(), "value on stdin");
     let value = std::str::from_utf8(v1.expose()).unwrap();
@@ -45,7 +50,7 @@ async fn exec_gets_the_value_on_stdin_and_its_exit_status_decides() {
         let text = std::fs::read_to_string(format!("{}.{leak}", out.display())).unwrap();
         assert!(!text.contains(value), "value in {leak}");
     }
-    t.revoke(&s, 1).await.expect("revoke");
+    t.revoke(1).await.expect("revoke");
     assert_eq!(
         std::fs::read(format!("{}.revoked", out.display())).unwrap(),
         v1.expose(),
@@ -63,23 +68,28 @@ async fn exec_failures_and_timeouts_fail_the_step_without_the_value() {
         revoke: sh("sleep 5"),
         ..Commands::default()
     };
-    let t = ExecTarget::new(commands, Duration::from_millis(300), env.store.clone());
     let s = secret("provider_api_key");
+    let t = ExecTarget::new(
+        s.clone(),
+        commands,
+        Duration::from_millis(300),
+        env.store.clone(),
+    );
     let v1 = env.generate(&t, &s, 1, &password_spec()).await;
     let value = std::str::from_utf8(v1.expose()).unwrap().to_owned();
 
-    let err = t.apply(&s, 1, &v1).await.unwrap_err();
+    let err = t.apply(1, &v1).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Apply);
     let text = err.to_string();
     assert!(text.contains("exit status: 3"), "{text}");
     assert!(text.contains("withheld"), "{text}");
     assert!(!text.contains(&value), "{text}");
 
-    let text = t.test(&s, 1, &v1).await.unwrap_err().to_string();
+    let text = t.test(1, &v1).await.unwrap_err().to_string();
     assert!(text.contains("provider said no"), "{text}");
 
     let started = std::time::Instant::now();
-    let err = t.revoke(&s, 1).await.unwrap_err();
+    let err = t.revoke(1).await.unwrap_err();
     assert!(err.to_string().contains("killed"), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -127,14 +137,17 @@ async fn serve(h: Hook) -> String {
     format!("http://{addr}/hook")
 }
 
-/// A webhook target on `url` signing with `key_file`, trusting `ca_file`, 5 s timeout.
+/// A webhook target of `secret` on `url` signing with `key_file`, trusting `ca_file`, 5 s
+/// timeout.
 fn webhook_target(
     env: &Env,
+    secret: &SecretRef,
     url: &str,
     key_file: &std::path::Path,
     ca_file: Option<std::path::PathBuf>,
 ) -> WebhookTarget {
     WebhookTarget::new(
+        secret.clone(),
         HookUrl::parse(url).unwrap(),
         key_file.to_owned(),
         ca_file,
@@ -150,13 +163,13 @@ async fn webhook_posts_signed_steps_and_its_status_decides() {
     std::fs::write(&key_file, "hook-signing-key\n").unwrap();
     let h = Hook::default();
     let url = serve(h.clone()).await;
-    let t = webhook_target(&env, &url, &key_file, None);
     let s = secret("provider_api_key");
+    let t = webhook_target(&env, &s, &url, &key_file, None);
     let v1 = env.generate(&t, &s, 1, &password_spec()).await;
-    t.apply(&s, 1, &v1).await.expect("apply");
-    t.test(&s, 1, &v1).await.expect("test");
-    t.promote(&s, 1, None).await.expect("promote");
-    t.revoke(&s, 1).await.expect("revoke");
+    t.apply(1, &v1).await.expect("apply");
+    t.test(1, &v1).await.expect("test");
+    t.promote(1, None).await.expect("promote");
+    t.revoke(1).await.expect("revoke");
     let seen = h.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 4);
     for (ts, sig, body) in &seen {
@@ -173,8 +186,8 @@ async fn webhook_posts_signed_steps_and_its_status_decides() {
         ..Hook::default()
     };
     let url = serve(failing).await;
-    let t = webhook_target(&env, &url, &key_file, None);
-    let err = t.test(&s, 1, &v1).await.unwrap_err();
+    let t = webhook_target(&env, &s, &url, &key_file, None);
+    let err = t.test(1, &v1).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Test);
     assert!(err.to_string().contains("422"), "{err}");
     assert!(
@@ -210,10 +223,10 @@ async fn webhook_redirects_are_not_followed() {
     let elsewhere = Hook::default();
     let elsewhere_url = serve(elsewhere.clone()).await;
     let url = redirector(elsewhere_url).await;
-    let t = webhook_target(&env, &url, &key_file, None);
     let s = secret("provider_api_key");
+    let t = webhook_target(&env, &s, &url, &key_file, None);
     let v1 = env.generate(&t, &s, 1, &password_spec()).await;
-    let err = t.apply(&s, 1, &v1).await.unwrap_err();
+    let err = t.apply(1, &v1).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Apply);
     let text = err.to_string();
     assert!(
@@ -238,14 +251,11 @@ async fn webhook_over_https_verifies_the_certificate_and_never_quotes_the_url() 
     let url = receiver.url("/v1/rotate/TOKEN-IN-PATH?auth=TOKEN-IN-QUERY");
     let s = secret("provider_api_key");
 
-    let trusting = webhook_target(&env, &url, &key_file, Some(receiver.cert.clone()));
+    let trusting = webhook_target(&env, &s, &url, &key_file, Some(receiver.cert.clone()));
     let v1 = env.generate(&trusting, &s, 1, &password_spec()).await;
-    trusting.apply(&s, 1, &v1).await.expect("apply over TLS");
-    trusting.test(&s, 1, &v1).await.expect("test over TLS");
-    trusting
-        .promote(&s, 1, None)
-        .await
-        .expect("promote over TLS");
+    trusting.apply(1, &v1).await.expect("apply over TLS");
+    trusting.test(1, &v1).await.expect("test over TLS");
+    trusting.promote(1, None).await.expect("promote over TLS");
     let seen = receiver.wait_for(3);
     assert_eq!(seen.len(), 3);
     for hit in &seen {
@@ -262,8 +272,8 @@ async fn webhook_over_https_verifies_the_certificate_and_never_quotes_the_url() 
     assert_eq!(apply["value"].as_str().unwrap().as_bytes(), v1.expose());
 
     // The same endpoint without its CA: the handshake fails, nothing is sent.
-    let untrusting = webhook_target(&env, &url, &key_file, None);
-    let err = untrusting.apply(&s, 1, &v1).await.unwrap_err();
+    let untrusting = webhook_target(&env, &s, &url, &key_file, None);
+    let err = untrusting.apply(1, &v1).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("not trusted"), "{text}");
     assert!(
@@ -278,16 +288,16 @@ async fn webhook_over_https_verifies_the_certificate_and_never_quotes_the_url() 
 
     // A ca_file that is missing fails the step, naming the file.
     let missing = env.dir.path().join("no-such-ca.pem");
-    let broken = webhook_target(&env, &url, &key_file, Some(missing));
-    let text = broken.test(&s, 1, &v1).await.unwrap_err().to_string();
+    let broken = webhook_target(&env, &s, &url, &key_file, Some(missing));
+    let text = broken.test(1, &v1).await.unwrap_err().to_string();
     assert!(text.contains("no-such-ca.pem"), "{text}");
 }
 
 #[tokio::test]
 async fn the_cache_serves_repeats_and_every_write_invalidates() {
     let env = Env::new();
-    let t = rotor::target::none::NoneTarget::new();
     let s = secret("api_keys");
+    let t = rotor::target::none::NoneTarget::new(s.clone());
     let v1 = env.generate(&t, &s, 1, &password_spec()).await;
     for _ in 0..10 {
         assert_eq!(env.store.read_value(&s, 1).await.unwrap(), v1);

@@ -75,8 +75,13 @@ async fn rotate_to(env: &Env, t: &JwksTarget, version: u64, spec: &GeneratorSpec
 async fn old_tokens_verify_until_expiry() {
     let env = Env::new();
     let path = env.dir.path().join("out/jwks.json");
-    let t = JwksTarget::new(path.clone(), Algorithm::Ed25519, env.store.clone());
     let s = secret("jwt_signing");
+    let t = JwksTarget::new(
+        s.clone(),
+        path.clone(),
+        Algorithm::Ed25519,
+        env.store.clone(),
+    );
     let v1 = rotate_to(&env, &t, 1, &GeneratorSpec::Ed25519).await;
     let old_token = sign(&v1, &kid(&s, 1), r#"{"sub":"alice"}"#);
     assert!(verify(&path, &old_token), "before the rotation");
@@ -92,10 +97,10 @@ async fn old_tokens_verify_until_expiry() {
         "only public keys are published"
     );
 
-    t.revoke(&s, 1).await.expect("expire");
+    t.revoke(1).await.expect("expire");
     assert!(!verify(&path, &old_token), "old token after expiry");
     assert!(verify(&path, &new_token), "new token after expiry");
-    t.revoke(&s, 1).await.expect("idempotent");
+    t.revoke(1).await.expect("idempotent");
 
     // A forged token (signed by a key that was never published) never verifies.
     let forged = SigningKey::from_bytes(&[7u8; 32]);
@@ -115,13 +120,18 @@ async fn old_tokens_verify_until_expiry() {
 async fn rollback_republishes_the_old_key_and_drops_the_new() {
     let env = Env::new();
     let path = env.dir.path().join("jwks.json");
-    let t = JwksTarget::new(path.clone(), Algorithm::Ed25519, env.store.clone());
     let s = secret("jwt_signing");
+    let t = JwksTarget::new(
+        s.clone(),
+        path.clone(),
+        Algorithm::Ed25519,
+        env.store.clone(),
+    );
     let v1 = rotate_to(&env, &t, 1, &GeneratorSpec::Ed25519).await;
     let v2 = rotate_to(&env, &t, 2, &GeneratorSpec::Ed25519).await;
     // Even if v1's key had gone missing, the rollback publishes it again.
-    t.revoke(&s, 1).await.unwrap();
-    t.restore(&s, 1, 2).await.expect("rollback");
+    t.revoke(1).await.unwrap();
+    t.restore(1, 2).await.expect("rollback");
     assert!(verify(&path, &sign(&v1, &kid(&s, 1), "{}")));
     assert!(!verify(&path, &sign(&v2, &kid(&s, 2), "{}")));
 }
@@ -131,8 +141,8 @@ async fn hs256_keys_are_published_to_a_private_file() {
     use std::os::unix::fs::PermissionsExt as _;
     let env = Env::new();
     let path = env.dir.path().join("hs.json");
-    let t = JwksTarget::new(path.clone(), Algorithm::Hs256, env.store.clone());
     let s = secret("jwt_signing");
+    let t = JwksTarget::new(s.clone(), path.clone(), Algorithm::Hs256, env.store.clone());
     let spec = GeneratorSpec::Hmac { bytes: 32 };
     let v1 = rotate_to(&env, &t, 1, &spec).await;
     let _v2 = rotate_to(&env, &t, 2, &spec).await;
@@ -150,7 +160,7 @@ async fn hs256_keys_are_published_to_a_private_file() {
         URL_SAFE_NO_PAD.decode(k1["k"].as_str().unwrap()).unwrap(),
         v1.expose()
     );
-    t.revoke(&s, 1).await.unwrap();
+    t.revoke(1).await.unwrap();
     let set: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(set["keys"].as_array().unwrap().len(), 1);
 }
@@ -168,7 +178,12 @@ async fn only_public_members_of_ed25519_keys_are_ever_served() {
         ]}"#,
     )
     .unwrap();
-    let t = JwksTarget::new(path.clone(), Algorithm::Ed25519, env.store.clone());
+    let t = JwksTarget::new(
+        secret("jwt_signing"),
+        path.clone(),
+        Algorithm::Ed25519,
+        env.store.clone(),
+    );
     let served = t
         .public_key_set()
         .expect("an ed25519 set is served")
@@ -181,7 +196,12 @@ async fn only_public_members_of_ed25519_keys_are_ever_served() {
             {"kty":"OKP","crv":"Ed25519","x":"PUB","kid":"a","alg":"EdDSA","use":"sig"}
         ]})
     );
-    let hs = JwksTarget::new(path, Algorithm::Hs256, env.store.clone());
+    let hs = JwksTarget::new(
+        secret("jwt_signing"),
+        path,
+        Algorithm::Hs256,
+        env.store.clone(),
+    );
     assert!(
         hs.public_key_set().is_none(),
         "shared keys are never served"

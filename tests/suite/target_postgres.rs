@@ -17,7 +17,7 @@ use crate::common::wait::eventually;
 use rotor::actors::tree::{self, TreeOptions};
 use rotor::api::Admin;
 use rotor::config::Config;
-use rotor::domain::{Label, SecretRef};
+use rotor::domain::Label;
 use rotor::generator::SecretValue;
 use rotor::metrics::Metrics;
 use rotor::store::embedded::EmbeddedStore;
@@ -114,6 +114,7 @@ fn admin_url_file(env: &Env, url: &str) -> std::path::PathBuf {
 
 fn target(env: &Env, strategy: Strategy, roles: &Roles) -> PostgresTarget {
     PostgresTarget::new(
+        secret("database_credentials"),
         admin_url_file(env, "postgres://postgres@127.0.0.1:5432/test"),
         strategy,
         roles.0.clone(),
@@ -135,21 +136,13 @@ async fn rotate_to(env: &Env, t: &PostgresTarget, version: u64) -> SecretValue {
 /// Two alternating roles with v1 and v2 rotated onto them: v2 is current and v1 is still
 /// valid, as during grace. Returns the roles, the environment, the target, the secret and
 /// both versions' credentials; `None` when the test should be skipped.
-async fn in_grace() -> Option<(
-    Roles,
-    Env,
-    PostgresTarget,
-    SecretRef,
-    Credentials,
-    Credentials,
-)> {
+async fn in_grace() -> Option<(Roles, Env, PostgresTarget, Credentials, Credentials)> {
     let roles = roles(2).await?;
     let env = Env::new();
     let t = target(&env, Strategy::Alternating, &roles);
-    let s = secret("database_credentials");
     let v1 = creds(&rotate_to(&env, &t, 1).await);
     let v2 = creds(&rotate_to(&env, &t, 2).await);
-    Some((roles, env, t, s, v1, v2))
+    Some((roles, env, t, v1, v2))
 }
 
 #[tokio::test]
@@ -179,7 +172,7 @@ async fn a_wrong_password_is_refused_and_the_right_one_works() {
 
 #[tokio::test]
 async fn alternating_both_work_in_grace_and_the_old_is_refused_after_expiry() {
-    let Some((roles, env, t, s, v1, v2)) = in_grace().await else {
+    let Some((roles, env, t, v1, v2)) = in_grace().await else {
         return;
     };
     assert_eq!(
@@ -195,14 +188,14 @@ async fn alternating_both_work_in_grace_and_the_old_is_refused_after_expiry() {
         "new works in grace"
     );
 
-    t.revoke(&s, 1).await.expect("expire v1");
+    t.revoke(1).await.expect("expire v1");
     assert!(
         !login(&v1.username, &v1.password).await,
         "old refused after expiry"
     );
     assert!(login(&v2.username, &v2.password).await, "new still works");
     // Idempotent.
-    t.revoke(&s, 1).await.expect("expire v1 again");
+    t.revoke(1).await.expect("expire v1 again");
 
     // The next rotation reuses the first role with a new password.
     let v3 = creds(&rotate_to(&env, &t, 3).await);
@@ -227,7 +220,7 @@ async fn session(user: &str, password: &str) -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn expiry_ends_the_old_roles_open_sessions_only_when_asked() {
-    let Some((roles, env, t, s, v1, v2)) = in_grace().await else {
+    let Some((roles, env, t, v1, v2)) = in_grace().await else {
         return;
     };
     // A pool's connections, opened during grace.
@@ -235,7 +228,7 @@ async fn expiry_ends_the_old_roles_open_sessions_only_when_asked() {
     let new = session(&v2.username, &v2.password).await;
 
     // By default, expiry refuses new logins and leaves open sessions alone.
-    t.revoke(&s, 1).await.expect("expire v1");
+    t.revoke(1).await.expect("expire v1");
     assert!(!login(&v1.username, &v1.password).await);
     old.simple_query("SELECT 1")
         .await
@@ -243,7 +236,7 @@ async fn expiry_ends_the_old_roles_open_sessions_only_when_asked() {
 
     // With terminate_sessions, expiry (idempotent, so again) also ends them.
     let terminating = target(&env, Strategy::Alternating, &roles).terminating_sessions(true);
-    terminating.revoke(&s, 1).await.expect("expire v1 again");
+    terminating.revoke(1).await.expect("expire v1 again");
     assert!(
         old.simple_query("SELECT 1").await.is_err(),
         "the old role's session was ended"
@@ -255,13 +248,13 @@ async fn expiry_ends_the_old_roles_open_sessions_only_when_asked() {
 
 #[tokio::test]
 async fn rollback_in_grace_restores_the_previous_role_and_refuses_the_new() {
-    let Some((_roles, _env, t, s, v1, v2)) = in_grace().await else {
+    let Some((_roles, _env, t, v1, v2)) = in_grace().await else {
         return;
     };
-    t.restore(&s, 1, 2).await.expect("rollback");
+    t.restore(1, 2).await.expect("rollback");
     assert!(login(&v1.username, &v1.password).await, "previous works");
     assert!(!login(&v2.username, &v2.password).await, "new refused");
-    t.restore(&s, 1, 2).await.expect("rollback is idempotent");
+    t.restore(1, 2).await.expect("rollback is idempotent");
 }
 
 #[tokio::test]
@@ -279,15 +272,15 @@ async fn single_replaces_the_password_and_a_discarded_pending_is_undone() {
     );
     assert!(login(&v2.username, &v2.password).await);
     // Expiring v1 changes nothing.
-    t.revoke(&s, 1).await.unwrap();
+    t.revoke(1).await.unwrap();
     assert!(login(&v2.username, &v2.password).await);
 
     // v3 applied, then discarded before promotion: v2's password comes back.
     let v3 = env.generate(&t, &s, 3, &password_spec()).await;
-    t.apply(&s, 3, &v3).await.unwrap();
+    t.apply(3, &v3).await.unwrap();
     let v3 = creds(&v3);
     assert!(login(&v3.username, &v3.password).await);
-    t.revoke(&s, 3).await.unwrap();
+    t.revoke(3).await.unwrap();
     assert!(login(&v2.username, &v2.password).await, "current restored");
     assert!(
         !login(&v3.username, &v3.password).await,
@@ -303,7 +296,7 @@ async fn errors_name_the_role_never_the_password() {
     let s = secret("database_credentials");
     let v1 = env.generate(&t, &s, 1, &password_spec()).await;
     // Tested before it is applied: the role cannot log in.
-    let err = t.test(&s, 1, &v1).await.unwrap_err();
+    let err = t.test(1, &v1).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains(&roles.0[0]), "{text}");
     assert!(!text.contains(&creds(&v1).password), "{text}");
@@ -311,6 +304,7 @@ async fn errors_name_the_role_never_the_password() {
     // A wrong admin password: apply fails, the text holds neither password.
     let (admin_role, _admin_guard) = admin_role(&roles).await;
     let bad = PostgresTarget::new(
+        s.clone(),
         admin_url_file(
             &env,
             &format!("postgres://{admin_role}:admin-wrong-pw-2@127.0.0.1:5432/test"),
@@ -319,7 +313,7 @@ async fn errors_name_the_role_never_the_password() {
         roles.0.clone(),
         env.store.clone(),
     );
-    let err = bad.apply(&s, 1, &v1).await.unwrap_err();
+    let err = bad.apply(1, &v1).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("password authentication failed"), "{text}");
     assert!(!text.contains("admin-wrong-pw-2"), "{text}");

@@ -80,7 +80,12 @@ async fn user() -> Option<User> {
 fn target(env: &Env, user: &User, url: &str) -> RedisTarget {
     let file = env.dir.path().join("redis-admin-url");
     std::fs::write(&file, url).unwrap();
-    RedisTarget::new(file, user.0.clone(), env.store.clone())
+    RedisTarget::new(
+        secret("cache_credentials"),
+        file,
+        user.0.clone(),
+        env.store.clone(),
+    )
 }
 
 async fn rotate_to(env: &Env, t: &RedisTarget, version: u64) -> SecretValue {
@@ -97,7 +102,6 @@ async fn old_and_new_work_in_grace_only_new_after_expiry() {
     let Some(user) = user().await else { return };
     let env = Env::new();
     let t = target(&env, &user, "redis://127.0.0.1:6379");
-    let s = secret("cache_credentials");
     let v1 = creds(&rotate_to(&env, &t, 1).await);
     assert_eq!(v1.username, user.0);
     assert!(auth(&user.0, &v1.password).await);
@@ -110,13 +114,13 @@ async fn old_and_new_work_in_grace_only_new_after_expiry() {
     assert!(auth(&user.0, &v1.password).await, "old works in grace");
     assert!(auth(&user.0, &v2.password).await, "new works in grace");
 
-    t.revoke(&s, 1).await.expect("expire");
+    t.revoke(1).await.expect("expire");
     assert!(
         !auth(&user.0, &v1.password).await,
         "old refused after expiry"
     );
     assert!(auth(&user.0, &v2.password).await, "new works");
-    t.revoke(&s, 1).await.expect("expiry is idempotent");
+    t.revoke(1).await.expect("expiry is idempotent");
 }
 
 #[tokio::test]
@@ -124,13 +128,12 @@ async fn rollback_keeps_the_old_and_removes_the_new() {
     let Some(user) = user().await else { return };
     let env = Env::new();
     let t = target(&env, &user, "redis://127.0.0.1:6379/0");
-    let s = secret("cache_credentials");
     let v1 = creds(&rotate_to(&env, &t, 1).await);
     let v2 = creds(&rotate_to(&env, &t, 2).await);
-    t.restore(&s, 1, 2).await.expect("rollback");
+    t.restore(1, 2).await.expect("rollback");
     assert!(auth(&user.0, &v1.password).await);
     assert!(!auth(&user.0, &v2.password).await);
-    t.restore(&s, 1, 2).await.expect("rollback is idempotent");
+    t.restore(1, 2).await.expect("rollback is idempotent");
 }
 
 #[tokio::test]
@@ -145,13 +148,13 @@ async fn errors_never_hold_a_password() {
         "redis://nobody_rotor:admin-wrong-pw@127.0.0.1:6379",
     );
     let v1 = env.generate(&bad, &s, 1, &password_spec()).await;
-    let err = bad.apply(&s, 1, &v1).await.unwrap_err().to_string();
+    let err = bad.apply(1, &v1).await.unwrap_err().to_string();
     assert!(err.contains("refused"), "{err}");
     assert!(!err.contains("admin-wrong-pw"), "{err}");
     assert!(!err.contains(&creds(&v1).password), "{err}");
     // Testing a password the server never got.
     let good = target(&env, &user, "redis://127.0.0.1:6379");
-    let err = good.test(&s, 1, &v1).await.unwrap_err().to_string();
+    let err = good.test(1, &v1).await.unwrap_err().to_string();
     assert!(err.contains(&user.0), "{err}");
     assert!(!err.contains(&creds(&v1).password), "{err}");
 }
@@ -222,7 +225,13 @@ fn private_target(env: &Env, server: &RedisServer, persist: Persist) -> (RedisTa
     let name = random_name("rotor_p");
     let file = env.dir.path().join("redis-admin-url");
     std::fs::write(&file, server.url()).unwrap();
-    let t = RedisTarget::new(file, name.clone(), env.store.clone()).with_persist(persist);
+    let t = RedisTarget::new(
+        secret("cache_credentials"),
+        file,
+        name.clone(),
+        env.store.clone(),
+    )
+    .with_persist(persist);
     (t, name)
 }
 
@@ -244,10 +253,9 @@ async fn rotations_survive_a_redis_restart_with_an_aclfile() {
         let (logs, _guard) = Logs::capture();
         let env = Env::new();
         let (t, user) = private_target(&env, &server, persist);
-        let s = secret("cache_credentials");
         let v1 = creds(&rotate_to(&env, &t, 1).await);
         let v2 = creds(&rotate_to(&env, &t, 2).await);
-        t.revoke(&s, 1).await.expect("expire v1");
+        t.revoke(1).await.expect("expire v1");
 
         let line = acl_line(&server, &user)
             .unwrap_or_else(|| panic!("{persist:?}: the aclfile has no line for {user}"));
@@ -287,10 +295,9 @@ async fn a_rollback_survives_a_redis_restart_with_an_aclfile() {
     };
     let env = Env::new();
     let (t, user) = private_target(&env, &server, Persist::Auto);
-    let s = secret("cache_credentials");
     let v1 = creds(&rotate_to(&env, &t, 1).await);
     let v2 = creds(&rotate_to(&env, &t, 2).await);
-    t.restore(&s, 1, 2).await.expect("rollback");
+    t.restore(1, 2).await.expect("rollback");
     server.restart();
     let addr = server.addr();
     assert!(
@@ -312,10 +319,9 @@ async fn persist_none_loses_rotations_on_a_redis_restart() {
     };
     let env = Env::new();
     let (t, user) = private_target(&env, &server, Persist::None);
-    let s = secret("cache_credentials");
     rotate_to(&env, &t, 1).await;
     let v2 = creds(&rotate_to(&env, &t, 2).await);
-    t.revoke(&s, 1).await.expect("expire v1");
+    t.revoke(1).await.expect("expire v1");
     assert!(
         auth_at(&server.addr(), &user, &v2.password).await,
         "v2 logs in before the restart"
@@ -340,11 +346,10 @@ async fn auto_warns_once_and_rotates_when_redis_has_no_aclfile() {
     let (logs, _guard) = Logs::capture();
     let env = Env::new();
     let t = target(&env, &user, "redis://127.0.0.1:6379");
-    let s = secret("cache_credentials");
     let v1 = creds(&rotate_to(&env, &t, 1).await);
     let v2 = creds(&rotate_to(&env, &t, 2).await);
-    t.revoke(&s, 1).await.expect("expire v1");
-    t.restore(&s, 1, 2).await.expect("rollback");
+    t.revoke(1).await.expect("expire v1");
+    t.restore(1, 2).await.expect("rollback");
     assert!(
         auth(&user.0, &v1.password).await,
         "the rotation took effect"
@@ -387,7 +392,7 @@ async fn acl_save_fails_the_step_clearly_when_redis_has_no_aclfile() {
     let s = secret("cache_credentials");
     let value = env.generate(&t, &s, 1, &password_spec()).await;
     let v1 = creds(&value);
-    let err = t.apply(&s, 1, &value).await.unwrap_err().to_string();
+    let err = t.apply(1, &value).await.unwrap_err().to_string();
     assert!(err.contains("ACL SAVE failed"), "{err}");
     assert!(err.contains("no aclfile"), "{err}");
     assert!(
@@ -396,7 +401,7 @@ async fn acl_save_fails_the_step_clearly_when_redis_has_no_aclfile() {
     );
     holds_no_secret("the apply error", &err, &[&v1]);
     // The password is in memory now; removing it fails the same way, quoting nothing.
-    let err = t.revoke(&s, 1).await.unwrap_err().to_string();
+    let err = t.revoke(1).await.unwrap_err().to_string();
     assert!(err.contains("ACL SAVE failed"), "{err}");
     holds_no_secret("the revoke error", &err, &[&v1]);
 }

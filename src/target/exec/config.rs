@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::{Commands, ExecTarget};
 use crate::config::{Field, Ty, Validator, f, join};
+use crate::domain::SecretRef;
 use crate::target::config::DEFAULT_TARGET_TIMEOUT;
 use crate::target::{Target, ValueReader};
 
@@ -100,8 +101,9 @@ impl ExecConfig {
     }
 
     /// The target this configuration describes; `reader` is how it reads stored values.
-    pub fn build(&self, reader: &ValueReader) -> Arc<dyn Target> {
+    pub fn build(&self, secret: &SecretRef, reader: &ValueReader) -> Arc<dyn Target> {
         Arc::new(ExecTarget::new(
+            secret.clone(),
             self.commands.clone(),
             self.timeout,
             reader.clone(),

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::{Algorithm, JwksTarget};
 use crate::config::{Field, Policy, Ty, Validator, f, join};
+use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
 use crate::target::{Target, ValueReader};
 
@@ -77,8 +78,9 @@ impl JwksConfig {
     }
 
     /// The target this configuration describes; `reader` is how it reads stored values.
-    pub fn build(&self, reader: &ValueReader) -> Arc<dyn Target> {
+    pub fn build(&self, secret: &SecretRef, reader: &ValueReader) -> Arc<dyn Target> {
         Arc::new(JwksTarget::new(
+            secret.clone(),
             self.path.clone(),
             self.algorithm,
             reader.clone(),

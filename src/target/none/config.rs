@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::NoneTarget;
 use crate::config::{Field, Ty, Validator, f, join};
+use crate::domain::SecretRef;
 use crate::target::{Target, ValueReader};
 
 /// The keys a none target takes besides `type`.
@@ -80,15 +81,16 @@ impl NoneConfig {
     }
 
     /// The target this configuration describes.
-    pub fn build(&self, _reader: &ValueReader) -> Arc<dyn Target> {
+    pub fn build(&self, secret: &SecretRef, _reader: &ValueReader) -> Arc<dyn Target> {
         #[cfg(feature = "test-util")]
         return Arc::new(NoneTarget::with_failures(
+            secret.clone(),
             self.delay,
             &self.fail,
             self.fail_file.clone(),
         ));
         #[cfg(not(feature = "test-util"))]
-        Arc::new(NoneTarget::with_delay(self.delay))
+        Arc::new(NoneTarget::with_delay(secret.clone(), self.delay))
     }
 }
 

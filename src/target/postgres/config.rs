@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::{PostgresTarget, Strategy};
 use crate::config::{Field, Policy, Ty, Validator, f, join};
+use crate::domain::SecretRef;
 use crate::duration::format_duration;
 use crate::target::{Target, ValueReader};
 
@@ -123,9 +124,10 @@ impl PostgresConfig {
     }
 
     /// The target this configuration describes; `reader` is how it reads stored values.
-    pub fn build(&self, reader: &ValueReader) -> Arc<dyn Target> {
+    pub fn build(&self, secret: &SecretRef, reader: &ValueReader) -> Arc<dyn Target> {
         Arc::new(
             PostgresTarget::new(
+                secret.clone(),
                 self.admin_url_file.clone(),
                 self.strategy,
                 self.roles.clone(),

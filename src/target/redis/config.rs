@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::{Persist, RedisTarget};
 use crate::config::{Field, Ty, Validator, f, join};
+use crate::domain::SecretRef;
 use crate::target::{Target, ValueReader};
 
 /// The keys a redis target takes besides `type`.
@@ -97,9 +98,10 @@ impl RedisConfig {
     }
 
     /// The target this configuration describes; `reader` is how it reads stored values.
-    pub fn build(&self, reader: &ValueReader) -> Arc<dyn Target> {
+    pub fn build(&self, secret: &SecretRef, reader: &ValueReader) -> Arc<dyn Target> {
         Arc::new(
             RedisTarget::new(
+                secret.clone(),
                 self.admin_url_file.clone(),
                 self.user.clone(),
                 reader.clone(),

@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::{HookUrl, WebhookTarget};
 use crate::config::{Field, Ty, Validator, f, join};
+use crate::domain::SecretRef;
 use crate::target::config::DEFAULT_TARGET_TIMEOUT;
 use crate::target::{Target, ValueReader};
 
@@ -90,8 +91,9 @@ impl WebhookConfig {
     }
 
     /// The target this configuration describes; `reader` is how it reads stored values.
-    pub fn build(&self, reader: &ValueReader) -> Arc<dyn Target> {
+    pub fn build(&self, secret: &SecretRef, reader: &ValueReader) -> Arc<dyn Target> {
         Arc::new(WebhookTarget::new(
+            secret.clone(),
             self.url.clone(),
             self.hmac_key_file.clone(),
             self.ca_file.clone(),
