@@ -8,6 +8,7 @@ use crate::common::targets::{Env, secret};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use rotor::domain::SecretRef;
 use rotor::generator::{GeneratorSpec, SecretValue};
 use rotor::target::Target;
 use rotor::target::jwks::{Algorithm, JwksTarget, kid};
@@ -67,6 +68,18 @@ fn verify_set(text: &[u8], token: &str) -> bool {
         .is_ok()
 }
 
+/// `tenant1/jwt_signing` as an ed25519 JWKS target publishing to `path`.
+fn ed25519_target(env: &Env, path: &std::path::Path) -> (SecretRef, JwksTarget) {
+    let s = secret("jwt_signing");
+    let target = JwksTarget::new(
+        s.clone(),
+        path.to_path_buf(),
+        Algorithm::Ed25519,
+        env.store.clone(),
+    );
+    (s, target)
+}
+
 async fn rotate_to(env: &Env, t: &JwksTarget, version: u64, spec: &GeneratorSpec) -> SecretValue {
     env.rotate(t, &secret("jwt_signing"), version, spec).await
 }
@@ -75,13 +88,7 @@ async fn rotate_to(env: &Env, t: &JwksTarget, version: u64, spec: &GeneratorSpec
 async fn old_tokens_verify_until_expiry() {
     let env = Env::new();
     let path = env.dir.path().join("out/jwks.json");
-    let s = secret("jwt_signing");
-    let t = JwksTarget::new(
-        s.clone(),
-        path.clone(),
-        Algorithm::Ed25519,
-        env.store.clone(),
-    );
+    let (s, t) = ed25519_target(&env, &path);
     let v1 = rotate_to(&env, &t, 1, &GeneratorSpec::Ed25519).await;
     let old_token = sign(&v1, &kid(&s, 1), r#"{"sub":"alice"}"#);
     assert!(verify(&path, &old_token), "before the rotation");
@@ -120,13 +127,7 @@ async fn old_tokens_verify_until_expiry() {
 async fn rollback_republishes_the_old_key_and_drops_the_new() {
     let env = Env::new();
     let path = env.dir.path().join("jwks.json");
-    let s = secret("jwt_signing");
-    let t = JwksTarget::new(
-        s.clone(),
-        path.clone(),
-        Algorithm::Ed25519,
-        env.store.clone(),
-    );
+    let (s, t) = ed25519_target(&env, &path);
     let v1 = rotate_to(&env, &t, 1, &GeneratorSpec::Ed25519).await;
     let v2 = rotate_to(&env, &t, 2, &GeneratorSpec::Ed25519).await;
     // Even if v1's key had gone missing, the rollback publishes it again.
