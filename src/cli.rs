@@ -184,7 +184,7 @@ fn admin_request(
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
-        let client = crate::http_client::client(std::time::Duration::from_secs(15), None, false)?;
+        let client = crate::http_client::client(std::time::Duration::from_secs(15), None)?;
         let mut request = client
             .request(method, format!("http://{addr}{path}"))
             .bearer_auth(token.expose_secret());

@@ -14,22 +14,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-/// A client whose requests (and connects) give up after `timeout`. `follow_redirects`:
-/// `false` for requests whose body must go nowhere but the configured URL.
-pub fn client(
-    timeout: Duration,
-    ca_file: Option<&Path>,
-    follow_redirects: bool,
-) -> Result<reqwest::Client, String> {
-    let redirect = if follow_redirects {
-        reqwest::redirect::Policy::default()
-    } else {
-        reqwest::redirect::Policy::none()
-    };
+/// A client whose requests (and connects) give up after `timeout`. It follows no redirect:
+/// a request goes to the configured URL and nowhere else (a webhook body holds a value, a
+/// notification names secrets, and a redirect could downgrade https to http); a 3xx answer
+/// is the caller's to report.
+pub fn client(timeout: Duration, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
-        .redirect(redirect)
+        .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(2)
@@ -76,12 +69,12 @@ mod tests {
     fn a_bad_ca_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let e = client(Duration::from_secs(1), Some(&missing), false).unwrap_err();
+        let e = client(Duration::from_secs(1), Some(&missing)).unwrap_err();
         assert!(e.contains("missing.pem"), "{e}");
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate").unwrap();
-        let e = client(Duration::from_secs(1), Some(&junk), true).unwrap_err();
+        let e = client(Duration::from_secs(1), Some(&junk)).unwrap_err();
         assert!(e.contains("junk.pem") && e.contains("not a PEM"), "{e}");
-        assert!(client(Duration::from_secs(1), None, true).is_ok());
+        assert!(client(Duration::from_secs(1), None).is_ok());
     }
 }

@@ -35,8 +35,9 @@ impl Poster {
     /// A client with `timeout` per attempt. `ca_file` (PEM) is trusted in addition to the
     /// system's roots, for receivers behind a private CA.
     pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Poster, String> {
-        // Notifications carry no secret value: a receiver's redirect may be followed.
-        let client = crate::http_client::client(timeout, ca_file, true)?;
+        // No redirect is followed (a 3xx is rejected): a notification names secrets and
+        // goes to the configured receiver only, never downgraded from https to http.
+        let client = crate::http_client::client(timeout, ca_file)?;
         Ok(Poster { client })
     }
 
@@ -76,7 +77,11 @@ pub fn classify(status: StatusCode, retry_after: Option<&str>) -> Attempt {
     if status.is_success() {
         return Attempt::Delivered;
     }
-    let reason = format!("HTTP {}", status.as_u16());
+    let reason = if status.is_redirection() {
+        format!("HTTP {} (redirects are not followed)", status.as_u16())
+    } else {
+        format!("HTTP {}", status.as_u16())
+    };
     if status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
@@ -115,5 +120,41 @@ mod tests {
             classify(StatusCode::NOT_FOUND, None),
             Attempt::Reject { .. }
         ));
+    }
+
+    /// A receiver that answers with a redirect: the notification is rejected and the
+    /// redirect's target never hears from rotor.
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::net::TcpListener;
+
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_addr = target.local_addr().unwrap();
+        let redirector = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let redirector_addr = redirector.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = redirector.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{target_addr}/\r\n\
+                 content-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            conn.write_all(answer.as_bytes()).await.unwrap();
+        });
+
+        let poster = Poster::new(Duration::from_secs(5), None).unwrap();
+        let uri: Uri = format!("http://{redirector_addr}/hook").parse().unwrap();
+        let attempt = poster.post(&uri, &[], b"{}".to_vec()).await;
+
+        assert_eq!(
+            attempt,
+            Attempt::Reject {
+                reason: "HTTP 307 (redirects are not followed)".into()
+            }
+        );
+        let heard = tokio::time::timeout(Duration::from_millis(200), target.accept()).await;
+        assert!(heard.is_err(), "the redirect's target was contacted");
     }
 }

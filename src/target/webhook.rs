@@ -147,7 +147,7 @@ impl WebhookTarget {
             return Ok(c.clone());
         }
         // The body holds the value: a redirect must not carry it anywhere else.
-        let client = crate::http_client::client(self.timeout, self.ca_file.as_deref(), false)?;
+        let client = crate::http_client::client(self.timeout, self.ca_file.as_deref())?;
         *slot = Some(client.clone());
         Ok(client)
     }

@@ -180,7 +180,7 @@ async fn http_status(
         url: url.to_string(),
         source: std::io::Error::other(reason),
     };
-    let client = crate::http_client::client(timeout, ca_file, false).map_err(err)?;
+    let client = crate::http_client::client(timeout, ca_file).map_err(err)?;
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| err(format!("{method} is not an HTTP method")))?;
     let sent = client
