@@ -163,13 +163,69 @@ impl<'s> Diagnostics<'s> {
             out.push('…');
         }
         // Multi-line values (arrays, tables) are quoted on one line.
-        out.split_whitespace().collect::<Vec<_>>().join(" ")
+        redact_urls(&out.split_whitespace().collect::<Vec<_>>().join(" "))
     }
+}
+
+/// `text` with the userinfo and the query of every URL in it replaced by `***`: a URL in a
+/// config value often carries a password (`https://user:pass@host`) or a token
+/// (`?token=...`), and an error message is printed, logged and pasted into tickets.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, url) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = url
+            .find(|c: char| c.is_whitespace() || "\"'`,]}>".contains(c))
+            .unwrap_or(url.len());
+        let (url, after) = url.split_at(end);
+        let path_at = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let (authority, path) = url.split_at(path_at);
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str("***");
+                out.push_str(&authority[i..]);
+            }
+            None => out.push_str(authority),
+        }
+        match path.find('?') {
+            Some(q) => {
+                out.push_str(&path[..q]);
+                out.push_str("?***");
+                if let Some(f) = path[q..].find('#') {
+                    out.push_str(&path[q + f..]);
+                }
+            }
+            None => out.push_str(path),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_urls_lose_their_userinfo_and_query() {
+        for (text, want) in [
+            (
+                "\"ftp://alice:s3cret@host:21/p?token=abc#frag\"",
+                "\"ftp://***@host:21/p?***#frag\"",
+            ),
+            (
+                "[\"https://h/x?k=v\", \"http://u@h\"]",
+                "[\"https://h/x?***\", \"http://***@h\"]",
+            ),
+            ("\"https://host/path\"", "\"https://host/path\""),
+            ("\"plain text?\"", "\"plain text?\""),
+        ] {
+            assert_eq!(redact_urls(text), want, "{text}");
+        }
+    }
 
     #[test]
     fn locations_are_one_based_and_count_characters() {

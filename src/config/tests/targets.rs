@@ -213,6 +213,13 @@ fn mistakes_are_named_with_their_key() {
     ));
     assert!(e.contains("target.url") && e.contains("loopback"), "{e}");
     assert!(e.contains("use https://"), "{e}");
+    // A refused URL is quoted without its userinfo and query, which often hold credentials.
+    let e = errors(load(
+        DB,
+        r#"{ type = "webhook", url = "http://hook:pa55word@10.1.2.3/x?token=t0ken", hmac_key_file = "k" }"#,
+    ));
+    assert!(e.contains("target.url") && e.contains("10.1.2.3/x"), "{e}");
+    assert!(!e.contains("pa55word") && !e.contains("t0ken"), "{e}");
     let e = errors(load(
         DB,
         r#"{ type = "webhook", url = "http://127.0.0.1:9000/x", hmac_key_file = "k", ca_file = "ca.pem" }"#,
