@@ -1,8 +1,8 @@
 //! The `none` target: store-only secrets. Nothing checks them, so every step succeeds.
 //!
-//! For tests it can be told to fail a step ([`NoneTarget::fail`]): that is how a rotation
-//! failure is produced without a real system behind it. With the `test-util` cargo feature
-//! the configuration has the same hook for tests that drive the real binary:
+//! With the `test-util` cargo feature, tests can tell it to fail a step (`NoneTarget::fail`):
+//! that is how a rotation failure is produced without a real system behind it. The
+//! configuration then has the same hook for tests that drive the real binary:
 //! `target = { type = "none", fail = ["apply"], fail_file = "/tmp/fail" }` fails `apply`
 //! while `/tmp/fail` exists, so a running rotor is broken and healed by creating and
 //! removing a file. A release build has no such keys; a demo of a failing rotation uses an
@@ -48,6 +48,7 @@ impl NoneTarget {
 
     /// A target for `secret` that takes as long as this one and fails and heals with it:
     /// one switch for a test tree whose secrets each get their own target.
+    #[cfg(feature = "test-util")]
     pub fn sharing_failures(&self, secret: SecretRef) -> Self {
         NoneTarget {
             secret,
@@ -75,12 +76,14 @@ impl NoneTarget {
     }
 
     /// Makes `operation` fail until [`NoneTarget::heal`] is called.
+    #[cfg(feature = "test-util")]
     pub fn fail(&self, operation: &'static str) {
         if let Ok(mut f) = self.failing.lock() {
             f.push(operation);
         }
     }
 
+    #[cfg(feature = "test-util")]
     pub fn heal(&self) {
         if let Ok(mut f) = self.failing.lock() {
             f.clear();
