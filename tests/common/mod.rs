@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests (declared once, in `tests/tests.rs`).
+pub mod ci;
 pub mod embedded;
 pub mod http;
 pub mod kubelet;
