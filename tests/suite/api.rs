@@ -477,12 +477,22 @@ async fn bad_bodies_are_400() {
         (r#"{"tenantId":"tenant1","secretKey":"a/b"}"#, "secretKey"),
         (r#"{"tenantId":"Tenant1","secretKey":"db"}"#, "tenantId"),
         (r#"{"tenantId":"","secretKey":"db"}"#, "tenantId"),
-        (r#"{"tenantId":5,"secretKey":"db"}"#, ""),
-        (r#"[]"#, ""),
-        (r#"null"#, ""),
-        (r#"{"tenantId":"tenant1","#, ""),
-        ("not json", ""),
-        ("", ""),
+        // Wrong shapes and broken JSON: serde's own words, with where it stopped.
+        (
+            r#"{"tenantId":5,"secretKey":"db"}"#,
+            "tenantId: invalid type: integer `5`, expected a string",
+        ),
+        (
+            r#"[]"#,
+            "invalid length 0, expected struct SecretBody with 2 elements",
+        ),
+        (r#"null"#, "invalid type: null, expected struct SecretBody"),
+        (
+            r#"{"tenantId":"tenant1","#,
+            "Failed to parse the request body as JSON: EOF while parsing a value at line 1 column 22",
+        ),
+        ("not json", "expected ident at line 1 column 2"),
+        ("", "EOF while parsing a value at line 1 column 0"),
     ];
     for path in ["/admin/secrets/rotate", "/admin/secrets/rollback"] {
         for (body, names) in cases {
