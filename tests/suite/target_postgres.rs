@@ -25,6 +25,7 @@ use rotor::store::{ReadValue as _, Store};
 use rotor::target::Target;
 use rotor::target::postgres::{Credentials, PostgresTarget, Strategy};
 use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
 
 const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5";
 
@@ -92,13 +93,34 @@ fn as_user(user: &str, password: &str) -> tokio_postgres::Config {
     config
 }
 
-async fn login(user: &str, password: &str) -> bool {
+/// How a login ended. Only PostgreSQL's two refusals count as refused; any other failure
+/// (a timeout, too many clients, the server gone) fails the test with its message, so a
+/// broken connection can never pass for a refused password.
+#[derive(Debug, PartialEq)]
+enum Login {
+    Accepted,
+    /// SQLSTATE 28P01 (`invalid_password`): the password is not the role's.
+    WrongPassword,
+    /// SQLSTATE 28000 (`invalid_authorization_specification`): the password was right but
+    /// the role is `NOLOGIN`.
+    LoginDisabled,
+}
+
+async fn login(user: &str, password: &str) -> Login {
     match as_user(user, password).connect(NoTls).await {
         Ok((client, conn)) => {
             tokio::spawn(conn);
-            client.simple_query("SELECT 1").await.is_ok()
+            client
+                .simple_query("SELECT 1")
+                .await
+                .unwrap_or_else(|e| panic!("logged in as {user} but SELECT 1 failed: {e:?}"));
+            Login::Accepted
         }
-        Err(_) => false,
+        Err(e) => match e.code() {
+            Some(c) if *c == SqlState::INVALID_PASSWORD => Login::WrongPassword,
+            Some(c) if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => Login::LoginDisabled,
+            _ => panic!("login as {user} failed, and not with a refusal: {e:?}"),
+        },
     }
 }
 
@@ -153,9 +175,14 @@ async fn a_wrong_password_is_refused_and_the_right_one_works() {
     let v1 = rotate_to(&env, &t, 1).await;
     let c = creds(&v1);
     assert_eq!(c.username, roles.0[0]);
-    assert!(login(&c.username, &c.password).await, "right password");
-    assert!(
-        !login(&c.username, "not-the-password").await,
+    assert_eq!(
+        login(&c.username, &c.password).await,
+        Login::Accepted,
+        "right password"
+    );
+    assert_eq!(
+        login(&c.username, "not-the-password").await,
+        Login::WrongPassword,
         "pg_hba must require a password for rotor_managed members"
     );
     // The URL in the stored value is what a consumer connects with.
@@ -179,33 +206,41 @@ async fn alternating_both_work_in_grace_and_the_old_is_refused_after_expiry() {
         v2.username, roles.0[1],
         "the new password goes to the other role"
     );
-    assert!(
+    assert_eq!(
         login(&v1.username, &v1.password).await,
+        Login::Accepted,
         "old works in grace"
     );
-    assert!(
+    assert_eq!(
         login(&v2.username, &v2.password).await,
+        Login::Accepted,
         "new works in grace"
     );
 
     t.revoke(1).await.expect("expire v1");
-    assert!(
-        !login(&v1.username, &v1.password).await,
+    assert_eq!(
+        login(&v1.username, &v1.password).await,
+        Login::LoginDisabled,
         "old refused after expiry"
     );
-    assert!(login(&v2.username, &v2.password).await, "new still works");
+    assert_eq!(
+        login(&v2.username, &v2.password).await,
+        Login::Accepted,
+        "new still works"
+    );
     // Idempotent.
     t.revoke(1).await.expect("expire v1 again");
 
     // The next rotation reuses the first role with a new password.
     let v3 = creds(&rotate_to(&env, &t, 3).await);
     assert_eq!(v3.username, roles.0[0]);
-    assert!(login(&v3.username, &v3.password).await);
-    assert!(
-        !login(&v1.username, &v1.password).await,
+    assert_eq!(login(&v3.username, &v3.password).await, Login::Accepted);
+    assert_eq!(
+        login(&v1.username, &v1.password).await,
+        Login::WrongPassword,
         "v1's password is gone"
     );
-    assert!(login(&v2.username, &v2.password).await);
+    assert_eq!(login(&v2.username, &v2.password).await, Login::Accepted);
 }
 
 /// A session logged in as `user`, kept open.
@@ -229,7 +264,10 @@ async fn expiry_ends_the_old_roles_open_sessions_only_when_asked() {
 
     // By default, expiry refuses new logins and leaves open sessions alone.
     t.revoke(1).await.expect("expire v1");
-    assert!(!login(&v1.username, &v1.password).await);
+    assert_eq!(
+        login(&v1.username, &v1.password).await,
+        Login::LoginDisabled
+    );
     old.simple_query("SELECT 1")
         .await
         .expect("an open session survives NOLOGIN");
@@ -252,8 +290,16 @@ async fn rollback_in_grace_restores_the_previous_role_and_refuses_the_new() {
         return;
     };
     t.restore(1, 2).await.expect("rollback");
-    assert!(login(&v1.username, &v1.password).await, "previous works");
-    assert!(!login(&v2.username, &v2.password).await, "new refused");
+    assert_eq!(
+        login(&v1.username, &v1.password).await,
+        Login::Accepted,
+        "previous works"
+    );
+    assert_eq!(
+        login(&v2.username, &v2.password).await,
+        Login::LoginDisabled,
+        "new refused"
+    );
     t.restore(1, 2).await.expect("rollback is idempotent");
 }
 
@@ -266,24 +312,30 @@ async fn single_replaces_the_password_and_a_discarded_pending_is_undone() {
     let v1 = creds(&rotate_to(&env, &t, 1).await);
     let v2 = creds(&rotate_to(&env, &t, 2).await);
     assert_eq!(v1.username, v2.username);
-    assert!(
-        !login(&v1.username, &v1.password).await,
+    assert_eq!(
+        login(&v1.username, &v1.password).await,
+        Login::WrongPassword,
         "no grace with single"
     );
-    assert!(login(&v2.username, &v2.password).await);
+    assert_eq!(login(&v2.username, &v2.password).await, Login::Accepted);
     // Expiring v1 changes nothing.
     t.revoke(1).await.unwrap();
-    assert!(login(&v2.username, &v2.password).await);
+    assert_eq!(login(&v2.username, &v2.password).await, Login::Accepted);
 
     // v3 applied, then discarded before promotion: v2's password comes back.
     let v3 = env.generate(&t, &s, 3, &password_spec()).await;
     t.apply(3, &v3).await.unwrap();
     let v3 = creds(&v3);
-    assert!(login(&v3.username, &v3.password).await);
+    assert_eq!(login(&v3.username, &v3.password).await, Login::Accepted);
     t.revoke(3).await.unwrap();
-    assert!(login(&v2.username, &v2.password).await, "current restored");
-    assert!(
-        !login(&v3.username, &v3.password).await,
+    assert_eq!(
+        login(&v2.username, &v2.password).await,
+        Login::Accepted,
+        "current restored"
+    );
+    assert_eq!(
+        login(&v3.username, &v3.password).await,
+        Login::WrongPassword,
         "discarded refused"
     );
 }
@@ -383,7 +435,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
     })
     .await;
     let v1 = creds(&store.read_value(&s, 1).await.unwrap());
-    assert!(login(&v1.username, &v1.password).await);
+    assert_eq!(login(&v1.username, &v1.password).await, Login::Accepted);
 
     // A full rotation: v2 current, v1 refused once the 1 s grace has expired.
     admin_api.rotate(s.clone()).await.unwrap();
@@ -393,8 +445,11 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
     })
     .await;
     let v2 = creds(&store.read_value(&s, 2).await.unwrap());
-    assert!(login(&v2.username, &v2.password).await);
-    assert!(!login(&v1.username, &v1.password).await);
+    assert_eq!(login(&v2.username, &v2.password).await, Login::Accepted);
+    assert_eq!(
+        login(&v1.username, &v1.password).await,
+        Login::LoginDisabled
+    );
 
     // A wrong admin password: the attempt fails before promotion.
     std::fs::write(
@@ -416,6 +471,10 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
             .any(|(v, labels)| *v == 2 && labels == &vec![Label::Current]),
         "v2 still current: {l:?}"
     );
-    assert!(login(&v2.username, &v2.password).await, "current untouched");
+    assert_eq!(
+        login(&v2.username, &v2.password).await,
+        Login::Accepted,
+        "current untouched"
+    );
     tree.shutdown(Duration::from_secs(5)).await;
 }
