@@ -49,12 +49,26 @@ async fn command_at(addr: &str, args: &[&str]) -> Result<String, String> {
     Ok(line.trim_end().to_owned())
 }
 
-async fn auth(user: &str, password: &str) -> bool {
+/// How an AUTH ended. Only Redis's `WRONGPASS` counts as refused; any other answer or
+/// failure (a timeout, `max number of clients reached`, a dead server) fails the test with
+/// what it was, so a broken connection can never pass for a refused password.
+#[derive(Debug, PartialEq)]
+enum Auth {
+    Accepted,
+    WrongPass,
+}
+
+async fn auth(user: &str, password: &str) -> Auth {
     auth_at(ADDR, user, password).await
 }
 
-async fn auth_at(addr: &str, user: &str, password: &str) -> bool {
-    command_at(addr, &["AUTH", user, password]).await.as_deref() == Ok("+OK")
+async fn auth_at(addr: &str, user: &str, password: &str) -> Auth {
+    match command_at(addr, &["AUTH", user, password]).await {
+        Ok(reply) if reply == "+OK" => Auth::Accepted,
+        Ok(reply) if reply.starts_with("-WRONGPASS ") => Auth::WrongPass,
+        Ok(reply) => panic!("AUTH as {user} at {addr} answered neither OK nor WRONGPASS: {reply}"),
+        Err(e) => panic!("AUTH as {user} at {addr} failed: {e}"),
+    }
 }
 
 /// Deletes the ACL user when the test ends.
@@ -104,22 +118,36 @@ async fn old_and_new_work_in_grace_only_new_after_expiry() {
     let t = target(&env, &user, "redis://127.0.0.1:6379");
     let v1 = creds(&rotate_to(&env, &t, 1).await);
     assert_eq!(v1.username, user.0);
-    assert!(auth(&user.0, &v1.password).await);
-    assert!(
-        !auth(&user.0, "not-the-password").await,
+    assert_eq!(auth(&user.0, &v1.password).await, Auth::Accepted);
+    assert_eq!(
+        auth(&user.0, "not-the-password").await,
+        Auth::WrongPass,
         "a wrong password is refused"
     );
 
     let v2 = creds(&rotate_to(&env, &t, 2).await);
-    assert!(auth(&user.0, &v1.password).await, "old works in grace");
-    assert!(auth(&user.0, &v2.password).await, "new works in grace");
+    assert_eq!(
+        auth(&user.0, &v1.password).await,
+        Auth::Accepted,
+        "old works in grace"
+    );
+    assert_eq!(
+        auth(&user.0, &v2.password).await,
+        Auth::Accepted,
+        "new works in grace"
+    );
 
     t.revoke(1).await.expect("expire");
-    assert!(
-        !auth(&user.0, &v1.password).await,
+    assert_eq!(
+        auth(&user.0, &v1.password).await,
+        Auth::WrongPass,
         "old refused after expiry"
     );
-    assert!(auth(&user.0, &v2.password).await, "new works");
+    assert_eq!(
+        auth(&user.0, &v2.password).await,
+        Auth::Accepted,
+        "new works"
+    );
     t.revoke(1).await.expect("expiry is idempotent");
 }
 
@@ -131,8 +159,8 @@ async fn rollback_keeps_the_old_and_removes_the_new() {
     let v1 = creds(&rotate_to(&env, &t, 1).await);
     let v2 = creds(&rotate_to(&env, &t, 2).await);
     t.restore(1, 2).await.expect("rollback");
-    assert!(auth(&user.0, &v1.password).await);
-    assert!(!auth(&user.0, &v2.password).await);
+    assert_eq!(auth(&user.0, &v1.password).await, Auth::Accepted);
+    assert_eq!(auth(&user.0, &v2.password).await, Auth::WrongPass);
     t.restore(1, 2).await.expect("rollback is idempotent");
 }
 
@@ -271,12 +299,14 @@ async fn rotations_survive_a_redis_restart_with_an_aclfile() {
 
         server.restart();
         let addr = server.addr();
-        assert!(
+        assert_eq!(
             auth_at(&addr, &user, &v2.password).await,
+            Auth::Accepted,
             "{persist:?}: v2 logs in after the restart"
         );
-        assert!(
-            !auth_at(&addr, &user, &v1.password).await,
+        assert_eq!(
+            auth_at(&addr, &user, &v1.password).await,
+            Auth::WrongPass,
             "{persist:?}: v1 stays refused after the restart"
         );
         assert!(
@@ -300,12 +330,14 @@ async fn a_rollback_survives_a_redis_restart_with_an_aclfile() {
     t.restore(1, 2).await.expect("rollback");
     server.restart();
     let addr = server.addr();
-    assert!(
+    assert_eq!(
         auth_at(&addr, &user, &v1.password).await,
+        Auth::Accepted,
         "v1 logs in after the restart"
     );
-    assert!(
-        !auth_at(&addr, &user, &v2.password).await,
+    assert_eq!(
+        auth_at(&addr, &user, &v2.password).await,
+        Auth::WrongPass,
         "v2 stays refused after the restart"
     );
 }
@@ -322,8 +354,9 @@ async fn persist_none_loses_rotations_on_a_redis_restart() {
     rotate_to(&env, &t, 1).await;
     let v2 = creds(&rotate_to(&env, &t, 2).await);
     t.revoke(1).await.expect("expire v1");
-    assert!(
+    assert_eq!(
         auth_at(&server.addr(), &user, &v2.password).await,
+        Auth::Accepted,
         "v2 logs in before the restart"
     );
     assert!(
@@ -331,8 +364,9 @@ async fn persist_none_loses_rotations_on_a_redis_restart() {
         "nothing was saved to the aclfile"
     );
     server.restart();
-    assert!(
-        !auth_at(&server.addr(), &user, &v2.password).await,
+    assert_eq!(
+        auth_at(&server.addr(), &user, &v2.password).await,
+        Auth::WrongPass,
         "the restarted server does not know v2"
     );
 }
@@ -350,8 +384,9 @@ async fn auto_warns_once_and_rotates_when_redis_has_no_aclfile() {
     let v2 = creds(&rotate_to(&env, &t, 2).await);
     t.revoke(1).await.expect("expire v1");
     t.restore(1, 2).await.expect("rollback");
-    assert!(
+    assert_eq!(
         auth(&user.0, &v1.password).await,
+        Auth::Accepted,
         "the rotation took effect"
     );
 
