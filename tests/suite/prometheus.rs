@@ -38,21 +38,35 @@ impl Prometheus {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A GET on Prometheus's API; `None` while it is not listening yet or answers non-200.
-    async fn api(&self, path: &str) -> Option<Value> {
-        tokio::net::TcpStream::connect(self.addr).await.ok()?;
+    /// A GET on Prometheus's API; `Err` saying why while it is not listening, answers
+    /// non-200 or answers something that is not JSON.
+    async fn api(&self, path: &str) -> Result<Value, String> {
+        tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("Prometheus at {} unreachable: {e}", self.addr))?;
         let r = request(self.addr, "GET", path, None, None).await;
-        (r.status == 200).then(|| r.json())
+        if r.status != 200 {
+            return Err(format!(
+                "GET {path} answered {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        serde_json::from_slice(&r.body).map_err(|e| format!("GET {path}: not JSON: {e}"))
     }
 
-    /// The state of alert `name` (`pending`, `firing`), or `None` when it is not active.
-    async fn alert_state(&self, name: &str) -> Option<String> {
+    /// The state of alert `name` (`pending`, `firing`), `Ok(None)` when Prometheus answered
+    /// and the alert is not active, and `Err` when Prometheus could not say: an unreachable
+    /// Prometheus is not one whose alert has cleared.
+    async fn alert_state(&self, name: &str) -> Result<Option<String>, String> {
         let v = self.api("/api/v1/alerts").await?;
-        v["data"]["alerts"]
-            .as_array()?
+        let alerts = v["data"]["alerts"]
+            .as_array()
+            .ok_or_else(|| format!("/api/v1/alerts without data.alerts: {v}"))?;
+        Ok(alerts
             .iter()
             .find(|a| a["labels"]["alertname"] == name)
-            .and_then(|a| a["state"].as_str().map(str::to_owned))
+            .and_then(|a| a["state"].as_str().map(str::to_owned)))
     }
 }
 
@@ -146,7 +160,7 @@ target = {{ type = "none", fail = ["apply"], fail_file = "{}" }}
         Duration::from_secs(60),
         "Prometheus scraping rotor",
         || async {
-            let v = prom.api("/api/v1/targets").await?;
+            let v = prom.api("/api/v1/targets").await.ok()?;
             let up = v["data"]["activeTargets"]
                 .as_array()?
                 .iter()
@@ -167,7 +181,11 @@ target = {{ type = "none", fail = ["apply"], fail_file = "{}" }}
                 rotor.log()
             )
         }),
-        || async { prom.alert_state("SecretRotationFailure").await.as_deref() == Some("firing") },
+        || async {
+            prom.alert_state("SecretRotationFailure")
+                .await
+                .is_ok_and(|state| state.as_deref() == Some("firing"))
+        },
     )
     .await;
     let alerts = prom.api("/api/v1/alerts").await.unwrap();
@@ -198,17 +216,26 @@ target = {{ type = "none", fail = ["apply"], fail_file = "{}" }}
         },
     )
     .await;
+    // Cleared means Prometheus answered and the alert is not among the active ones; while it
+    // cannot answer the wait goes on, and the timeout says what it last answered.
+    let last = std::sync::Mutex::new(String::from("nothing yet"));
     eventually_every(
         Duration::from_secs(90),
         Duration::from_millis(250),
         fmt::from_fn(|f| {
             write!(
                 f,
-                "SecretRotationFailure to clear after the target was healed; prometheus log:\n{}",
+                "SecretRotationFailure to clear after the target was healed; last answer: {}; \
+                 prometheus log:\n{}",
+                last.lock().unwrap(),
                 prom.log()
             )
         }),
-        || async { prom.alert_state("SecretRotationFailure").await.is_none() },
+        || async {
+            let state = prom.alert_state("SecretRotationFailure").await;
+            *last.lock().unwrap() = format!("{state:?}");
+            state == Ok(None)
+        },
     )
     .await;
 }
