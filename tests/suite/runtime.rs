@@ -14,7 +14,8 @@ use rotor::actors::tree::{self, Tree, TreeOptions};
 use rotor::api::{Admin, AdminError};
 use rotor::clock::Clock;
 use rotor::config::Config;
-use rotor::domain::{Label, Outcome, SecretRef};
+use rotor::domain::{Label, Outcome, RotationId, SecretRef};
+use rotor::machine::SecretState;
 use rotor::metrics::Metrics;
 use rotor::store::embedded::EmbeddedStore;
 use rotor::store::{ReadValue as _, Store};
@@ -351,19 +352,32 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
     h.tree.shutdown(Duration::from_secs(5)).await;
 }
 
+/// The state the store holds for `s`: what a restarted actor resumes from.
+async fn saved_state(store: &EmbeddedStore, s: &SecretRef) -> SecretState {
+    let bytes = store
+        .journal(s)
+        .await
+        .unwrap()
+        .expect("a journal for a configured secret");
+    serde_json::from_slice(&bytes).expect("the journal is a SecretState")
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
-    // Writes of one rotation: put_version + 5 commits (generating, staged, applied,
-    // tested, grace). Fail each in turn; the actor crashes on the failed commit, its
-    // supervisor restarts it, and it resumes from the last state that reached the store.
+    // Writes of one rotation: the generating commit, put_version, then 4 commits (staged,
+    // applied, tested, grace). Fail each in turn; the actor crashes on the failed write, its
+    // supervisor restarts it, and it resumes from the last state that reached the store:
+    // that attempt (same rotation id, same pending version) is the one that finishes, and
+    // no other is started.
     for k in 0..6u64 {
-        let h = start().await;
+        let mut h = start().await;
         eventually(Duration::from_secs(5), "v1", async || {
             h.admin.ready() && labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
         })
         .await;
         h.store.fail_writes_after(k);
-        // The API may see the actor die mid-call; the rotation starts either way or not.
+        // The API may see the actor die mid-call: whether it answers with the id or an
+        // error, what counts is what reached the store, read below.
         let _ = h.admin.rotate(t1()).await;
         eventually(
             Duration::from_secs(5),
@@ -374,16 +388,45 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
             },
         )
         .await;
+        // Every write fails until the faults are cleared, so this is the state saved when
+        // the actor died, the one the restarted actor resumes.
+        let saved = saved_state(&h.store, &t1()).await;
         h.store.clear_faults();
-        // Rotate again unless the resumed attempt is already in flight (409); while the
-        // actor restarts the API says 503, so ask until it answers.
-        eventually(Duration::from_secs(5), "the API to answer", async || {
-            matches!(
-                h.admin.rotate(t1()).await,
-                Ok(_) | Err(AdminError::Conflict(_))
-            )
-        })
-        .await;
+        let (rotation, version) = match saved.phase.run() {
+            // The attempt reached the store: it must be resumed, so a rotate is refused
+            // (in flight) until it is done; while the actor restarts the API says 503.
+            Some(run) => {
+                let run = (run.rotation, run.pending);
+                eventually(
+                    Duration::from_secs(5),
+                    &format!("k={k}: the API to refuse a second attempt"),
+                    async || match h.admin.rotate(t1()).await {
+                        Err(AdminError::Conflict(_)) => true,
+                        Err(_) => false,
+                        Ok(id) => panic!(
+                            "k={k}: rotate started {id}: the interrupted {} in phase {} was dropped",
+                            run.0,
+                            saved.phase.name()
+                        ),
+                    },
+                )
+                .await;
+                run
+            }
+            // Nothing of the attempt was saved (the first write failed): there is nothing
+            // to resume, and the next rotate starts the attempt with the id and version
+            // the lost one would have had.
+            None => {
+                let id = eventually(
+                    Duration::from_secs(5),
+                    &format!("k={k}: a rotation accepted"),
+                    async || h.admin.rotate(t1()).await.ok(),
+                )
+                .await;
+                assert_eq!(id.0, saved.rotations_started + 1, "k={k}: saved {saved:?}");
+                (id, saved.latest_version + 1)
+            }
+        };
         eventually(
             Duration::from_secs(30),
             "a promotion after the restart",
@@ -396,10 +439,12 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
             .filter(|v| v.labels.contains(&Label::Current))
             .collect();
         assert_eq!(current.len(), 1, "k={k}: {versions:?}");
-        // The new current is the latest version; a discarded attempt may have used one.
+        assert_eq!(current[0].version, version, "k={k}: {versions:?}");
+        assert_eq!(current[0].rotation, rotation, "k={k}: {versions:?}");
+        // No other version was created: the resumed attempt reused its pending one.
         assert_eq!(
-            Some(current[0].version),
             versions.iter().map(|v| v.version).max(),
+            Some(version),
             "k={k}: {versions:?}"
         );
         for v in &versions {
@@ -408,5 +453,34 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
                 .await
                 .expect("value readable");
         }
+        // After grace the history shows the first version and this one attempt, finished
+        // once, and the journal counts no attempt beyond it.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        eventually(Duration::from_secs(5), "expiry", async || {
+            phase(&h, &t1()) == "idle"
+        })
+        .await;
+        let history: Vec<_> = h
+            .store
+            .history(&t1(), 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.rotation, r.to_version, r.outcome))
+            .collect();
+        assert_eq!(
+            history,
+            vec![
+                (rotation, version, Outcome::Succeeded),
+                (RotationId(1), 1, Outcome::Succeeded)
+            ],
+            "k={k}"
+        );
+        assert_eq!(
+            saved_state(&h.store, &t1()).await.rotations_started,
+            rotation.0,
+            "k={k}"
+        );
+        h.tree.shutdown(Duration::from_secs(5)).await;
     }
 }
