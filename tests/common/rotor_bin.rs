@@ -48,15 +48,35 @@ retry_backoff_max = "2s"
     )
 }
 
+/// The `RUST_LOG` of a test that asserts no secret reaches the log: everything every crate
+/// logs, so a value that only a debug or trace line would carry (ours or a dependency's)
+/// is caught too.
+pub const LEAK_CHECK_LOG: &str = "trace";
+
+/// Asserts that `log` was written at [`LEAK_CHECK_LOG`]: a leak check on a log that holds
+/// only info lines would miss what debug and trace lines carry.
+#[track_caller]
+pub fn assert_logged_at_trace(log: &str) {
+    assert!(
+        log.lines().any(|l| l.contains(" TRACE ")),
+        "the leak check needs a log written at RUST_LOG={LEAK_CHECK_LOG}; it has no TRACE line"
+    );
+}
+
 impl RotorBin {
     /// Starts `rotor run` in `dir` listening on `port` and waits until `/readyz` is 200.
     pub async fn start(dir: &Path, port: u16, config: &str) -> RotorBin {
+        RotorBin::start_logging(dir, port, config, "info").await
+    }
+
+    /// [`RotorBin::start`] with `RUST_LOG=rust_log` ([`LEAK_CHECK_LOG`] for leak tests).
+    pub async fn start_logging(dir: &Path, port: u16, config: &str, rust_log: &str) -> RotorBin {
         std::fs::write(dir.join("rotor.toml"), config).unwrap();
         let log = std::fs::File::create(dir.join("rotor.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
             .args(["run", "--config", "rotor.toml"])
             .current_dir(dir)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

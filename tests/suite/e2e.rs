@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::http::request;
-use crate::common::rotor_bin::{RotorBin, config, free_port};
+use crate::common::rotor_bin::{
+    LEAK_CHECK_LOG, RotorBin, assert_logged_at_trace, config, free_port,
+};
 use crate::common::wait::eventually;
 use rand::{Rng, SeedableRng};
 use rotor::domain::{Label, SecretRef};
@@ -28,9 +30,10 @@ struct Rotor {
 }
 
 impl Rotor {
-    /// Starts `rotor run` in `dir` with `config` on `port`; waits until /readyz says ready.
-    async fn start(dir: &Path, port: u16, config: &str) -> Rotor {
-        let bin = RotorBin::start(dir, port, config).await;
+    /// Starts `rotor run` in `dir` with `config` on `port` and `RUST_LOG=rust_log`; waits
+    /// until /readyz says ready.
+    async fn start(dir: &Path, port: u16, config: &str, rust_log: &str) -> Rotor {
+        let bin = RotorBin::start_logging(dir, port, config, rust_log).await;
         let token = std::fs::read_to_string(dir.join("admin.token"))
             .unwrap()
             .trim()
@@ -112,7 +115,7 @@ key = "api_keys"
 policy = "e2e"
 target = { type = "none", delay = "300ms" }"#,
     );
-    let rotor = Rotor::start(dir, port, &cfg).await;
+    let rotor = Rotor::start(dir, port, &cfg, LEAK_CHECK_LOG).await;
     let l = || rotor.labels("tenant1", "api_keys");
 
     // The first version is created at start.
@@ -297,6 +300,7 @@ target = { type = "none", delay = "300ms" }"#,
     // No value ever reached the log.
     let log = std::fs::read_to_string(dir.join("rotor.log")).unwrap();
     assert!(log.contains("rotor started"), "{log}");
+    assert_logged_at_trace(&log);
     let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
     let secret = SecretRef::new("tenant1", "api_keys").unwrap();
     for v in 1..=3 {
@@ -339,13 +343,13 @@ max_attempts = 3
     );
     let kills = 20;
     for _ in 0..kills {
-        let rotor = Rotor::start(dir, port, &cfg).await;
+        let rotor = Rotor::start(dir, port, &cfg, "info").await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..1500))).await;
         rotor.kill9();
     }
     // A last run lets every interrupted rotation continue, then a clean stop.
     let last_start = chrono::Utc::now();
-    let rotor = Rotor::start(dir, port, &cfg).await;
+    let rotor = Rotor::start(dir, port, &cfg, "info").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(rotor.terminate().success());
 

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::http::request;
-use crate::common::rotor_bin::{RotorBin, config, free_port};
+use crate::common::rotor_bin::{
+    LEAK_CHECK_LOG, RotorBin, assert_logged_at_trace, config, free_port,
+};
 use crate::common::wait::eventually;
 use axum::Router;
 use axum::body::Bytes;
@@ -141,7 +143,7 @@ type = "log"
 "#
         ),
     );
-    let rotor = RotorBin::start(dir, port, &cfg).await;
+    let rotor = RotorBin::start_logging(dir, port, &cfg, LEAK_CHECK_LOG).await;
     succeeded(rotor.addr, 1.0).await;
     rotor.rotate("tenant1", "api_keys").await;
     // Initial rotation (started, succeeded) and the API one (started, succeeded, grace).
@@ -287,6 +289,7 @@ type = "log"
         !log.contains("XXXX"),
         "the Slack URL (a credential) is logged"
     );
+    assert_logged_at_trace(&log);
     assert!(!log.contains(key), "the signing key is logged");
 }
 

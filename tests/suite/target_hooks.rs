@@ -317,7 +317,9 @@ async fn the_cache_serves_repeats_and_every_write_invalidates() {
 
 #[tokio::test]
 async fn a_running_rotor_rotates_through_an_https_webhook() {
-    use crate::common::rotor_bin::{RotorBin, config, free_port};
+    use crate::common::rotor_bin::{
+        LEAK_CHECK_LOG, RotorBin, assert_logged_at_trace, config, free_port,
+    };
     use crate::common::wait::eventually;
 
     let Some(receiver) = crate::common::tls::TlsReceiver::start() else {
@@ -345,7 +347,7 @@ target = {{ type = "webhook", url = "{url}", hmac_key_file = "hook.key", ca_file
             url = receiver.url("/rotate?token=TOKEN-IN-QUERY")
         ),
     );
-    let rotor = RotorBin::start(dir, port, &cfg).await;
+    let rotor = RotorBin::start_logging(dir, port, &cfg, LEAK_CHECK_LOG).await;
     let ops = |seen: &[crate::common::tls::Seen]| -> Vec<(String, u64)> {
         seen.iter()
             .map(|s| {
@@ -390,5 +392,6 @@ target = {{ type = "webhook", url = "{url}", hmac_key_file = "hook.key", ca_file
             assert!(!log.contains(value), "a value reached the log");
         }
     }
+    assert_logged_at_trace(&log);
     assert!(!log.contains("TOKEN-IN-QUERY"), "the URL reached the log");
 }
