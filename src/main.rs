@@ -20,6 +20,8 @@ use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
 use rotor::store::vault::VaultStore;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,9 +70,23 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_ansi(ansi);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.finish().with(no_sql_text()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(no_sql_text())
+            .init(),
     }
+}
+
+/// tokio-postgres logs the text of every statement it runs at debug, and the `postgres`
+/// target's `ALTER ROLE ... PASSWORD` carries the SCRAM verifier a login can be replayed
+/// from: whatever `RUST_LOG` asks for, that crate's lines stop at info.
+fn no_sql_text<S: tracing::Subscriber>() -> impl tracing_subscriber::Layer<S> {
+    tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("tokio_postgres") && *meta.level() > tracing::Level::INFO)
+    })
 }
 
 async fn run(config_path: std::path::PathBuf) -> ExitCode {

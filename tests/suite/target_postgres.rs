@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::embedded;
+use crate::common::http::request;
 use crate::common::postgres::{psql, setup};
+use crate::common::rotor_bin::{self, LEAK_CHECK_LOG, RotorBin, assert_logged_at_trace, free_port};
 use crate::common::targets::{Env, password_spec, random_name, secret, service_or_skip};
 use crate::common::wait::eventually;
 use rotor::actors::tree::{self, TreeOptions};
@@ -477,4 +479,88 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
         "current untouched"
     );
     tree.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The real binary with a `postgres` target, logging at trace: neither a password nor the
+/// SCRAM verifier rotor sends in `ALTER ROLE ... PASSWORD` reaches the log, including what
+/// the PostgreSQL client library logs about the statements it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_or_verifier_in_a_trace_log() {
+    let Some(roles) = roles(2).await else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("pg-admin-url"),
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = rotor_bin::config(
+        port,
+        &format!(
+            r#"[policies.db]
+manual = true
+grace = "1h"
+generator = {{ type = "password", length = 24 }}
+
+[[secrets]]
+tenant = "tenant1"
+key = "database_credentials"
+policy = "db"
+target = {{ type = "postgres", admin_url_file = "pg-admin-url", strategy = "alternating", roles = ["{a}", "{b}"] }}
+"#,
+            a = roles.0[0],
+            b = roles.0[1],
+        ),
+    );
+    let mut rotor = RotorBin::start_logging(dir, port, &cfg, LEAK_CHECK_LOG).await;
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    let current = async |version: u64| {
+        let r = request(
+            rotor.addr,
+            "GET",
+            "/admin/secrets/versions/tenant1/database_credentials",
+            Some(token.trim()),
+            None,
+        )
+        .await;
+        r.status == 200
+            && r.json()["versions"].as_array().is_some_and(|vs| {
+                vs.iter()
+                    .any(|v| v["version"] == version && v["labels"][0] == "current")
+            })
+    };
+    eventually(Duration::from_secs(30), "v1 current", async || {
+        current(1).await
+    })
+    .await;
+    rotor.rotate("tenant1", "database_credentials").await;
+    eventually(Duration::from_secs(30), "v2 current", async || {
+        current(2).await
+    })
+    .await;
+    assert!(rotor.terminate(Duration::from_secs(15)).success());
+
+    let log = rotor.log();
+    assert_logged_at_trace(&log);
+    assert!(
+        !log.contains("SCRAM-SHA-256$"),
+        "a SCRAM verifier reached the log, in: {}",
+        // Up to the verifier, which this message must not repeat.
+        log.lines()
+            .find(|l| l.contains("SCRAM-SHA-256$"))
+            .and_then(|l| l.split("SCRAM-SHA-256$").next())
+            .unwrap_or_default()
+    );
+    let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
+    for v in 1..=2 {
+        let value = store
+            .read_value(&secret("database_credentials"), v)
+            .await
+            .unwrap();
+        assert!(
+            !log.contains(&creds(&value).password),
+            "the password of v{v} reached the log"
+        );
+    }
 }
