@@ -71,6 +71,16 @@ impl RotorBin {
 
     /// [`RotorBin::start`] with `RUST_LOG=rust_log` ([`LEAK_CHECK_LOG`] for leak tests).
     pub async fn start_logging(dir: &Path, port: u16, config: &str, rust_log: &str) -> RotorBin {
+        let mut r = RotorBin::spawn(dir, port, config, rust_log);
+        r.wait_ready().await;
+        r
+    }
+
+    /// Starts `rotor run` without waiting for it, in a process group of its own, so that
+    /// [`RotorBin::kill_group`] ends the hooks it runs as well, as the end of a container
+    /// would.
+    pub fn spawn(dir: &Path, port: u16, config: &str, rust_log: &str) -> RotorBin {
+        use std::os::unix::process::CommandExt as _;
         std::fs::write(dir.join("rotor.toml"), config).unwrap();
         let log = std::fs::File::create(dir.join("rotor.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
@@ -79,24 +89,49 @@ impl RotorBin {
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
+            .process_group(0)
             .spawn()
             .expect("rotor starts");
-        let mut r = RotorBin {
+        RotorBin {
             child,
             addr: ([127, 0, 0, 1], port).into(),
             dir: dir.to_owned(),
-        };
+        }
+    }
+
+    /// Waits (30 s at most) until `/readyz` is 200; panics with the log if rotor exits.
+    pub async fn wait_ready(&mut self) {
+        let dir = self.dir.clone();
         let log = || std::fs::read_to_string(dir.join("rotor.log")).unwrap_or_default();
         let what = fmt::from_fn(|f| write!(f, "rotor to be ready in 30 s; log:\n{}", log()));
         eventually(Duration::from_secs(30), what, async || {
-            if let Some(status) = r.child.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("rotor exited early ({status}); log:\n{}", log());
             }
-            tokio::net::TcpStream::connect(r.addr).await.is_ok()
-                && request(r.addr, "GET", "/readyz", None, None).await.status == 200
+            self.is_ready().await
         })
         .await;
-        r
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        tokio::net::TcpStream::connect(self.addr).await.is_ok()
+            && request(self.addr, "GET", "/readyz", None, None)
+                .await
+                .status
+                == 200
+    }
+
+    /// `kill -9` of rotor and everything in its process group (the hooks it is running),
+    /// then waits for rotor's exit.
+    pub fn kill_group(mut self) {
+        let group = format!("-{}", self.child.id());
+        let status = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status()
+            .expect("kill -KILL");
+        assert!(status.success(), "kill -KILL -- {group}: {status}");
+        self.child.wait().expect("rotor reaped");
     }
 
     pub fn log(&self) -> String {

@@ -1,10 +1,13 @@
 //! End to end against the real `rotor` binary on a random loopback port: rotation through
 //! the API with labels moving pending → current → previous → expired, rollback during
-//! grace, graceful SIGTERM, no secret in the logs; and `kill -9` at random instants in the
-//! middle of rotations, after which every secret still has exactly one current version and
-//! every interrupted rotation finished or rolled back.
+//! grace, graceful SIGTERM, no secret in the logs (written at trace); and `kill -9` of rotor
+//! and its hooks at random instants, after readiness and during start-up, with an exec
+//! target recording every step: after each kill the store (one current, the journal's;
+//! every attempt finished once or in flight) and the recorded steps (nothing used after it
+//! was revoked, versions and promotions increasing, current = last promoted) must agree.
+//! `scripts/kill-campaign.sh` runs the kill test with many more kills.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -16,7 +19,7 @@ use crate::common::rotor_bin::{
 };
 use crate::common::wait::eventually;
 use rand::{Rng, SeedableRng};
-use rotor::domain::{Label, SecretRef};
+use rotor::domain::{Label, Outcome, SecretRef};
 use rotor::machine::{Phase, SecretState};
 use rotor::store::embedded::EmbeddedStore;
 use rotor::store::{ReadValue as _, Store};
@@ -89,11 +92,6 @@ impl Rotor {
     fn terminate(mut self) -> std::process::ExitStatus {
         // Graceful shutdown must finish well within 15 s.
         self.bin.terminate(Duration::from_secs(15))
-    }
-
-    /// `kill -9`: dropping the binary's handle kills it.
-    fn kill9(self) {
-        drop(self.bin);
     }
 }
 
@@ -311,21 +309,213 @@ target = { type = "none", delay = "300ms" }"#,
     }
 }
 
+/// The hook every step of the kill campaign runs: one line per step, `operation
+/// tenant/key version pid-of-rotor`, appended to `effects.log` (one short `O_APPEND` write,
+/// so lines never interleave). It never reads its stdin, where the value is. The test of
+/// every fifth version fails, so attempts are discarded too.
+fn effects_hook(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("hook.sh");
+    std::fs::write(
+        &path,
+        format!(
+            r#"#!/bin/sh
+printf '%s %s/%s %s %s\n' "$ROTOR_OPERATION" "$ROTOR_TENANT" "$ROTOR_KEY" "$ROTOR_VERSION" "$PPID" >> '{}'
+if [ "$ROTOR_OPERATION" = test ] && [ $((ROTOR_VERSION % 5)) -eq 0 ]; then
+    echo "version $ROTOR_VERSION fails its test" >&2
+    exit 1
+fi
+"#,
+            dir.join("effects.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// One line of `effects.log`.
+#[derive(Debug)]
+struct Effect {
+    op: String,
+    secret: String,
+    version: u64,
+    /// The rotor process that ran the step.
+    pid: u32,
+}
+
+fn effects(dir: &Path) -> Vec<Effect> {
+    std::fs::read_to_string(dir.join("effects.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(f.len(), 4, "effects.log line {l:?}");
+            Effect {
+                op: f[0].to_owned(),
+                secret: f[1].to_owned(),
+                version: f[2].parse().expect("a version"),
+                pid: f[3].parse().expect("a pid"),
+            }
+        })
+        .collect()
+}
+
+/// What the target saw of one secret, checked line by line as it is read.
+#[derive(Debug, Default)]
+struct Seen {
+    applied: BTreeSet<u64>,
+    revoked: BTreeSet<u64>,
+    promoted: Vec<(u64, u32)>,
+}
+
+/// The invariants of the side effects, from the hook's log: every version is applied
+/// before it is tested or promoted; no version is applied, tested or promoted once it has
+/// been revoked (discarded or expired); versions are applied in increasing order (a
+/// version is applied again only when a restart re-issues the step); promotions strictly
+/// increase and a version is promoted twice only when a restarted process re-issues the
+/// promotion it was killed in.
+fn check_effects(lines: &[Effect]) -> BTreeMap<String, Seen> {
+    let mut seen: BTreeMap<String, Seen> = Default::default();
+    for (n, e) in lines.iter().enumerate() {
+        let s = seen.entry(e.secret.clone()).or_default();
+        let at = format!("effects.log line {} ({e:?})", n + 1);
+        let v = e.version;
+        if e.op != "revoke" {
+            assert!(
+                !s.revoked.contains(&v),
+                "{at}: v{v} used after it was revoked"
+            );
+        }
+        match e.op.as_str() {
+            "apply" => {
+                let newest = s.applied.last().copied().unwrap_or(0);
+                assert!(v >= newest, "{at}: v{v} applied after v{newest}");
+                s.applied.insert(v);
+            }
+            "test" => assert!(s.applied.contains(&v), "{at}: v{v} tested, never applied"),
+            "promote" => {
+                assert!(s.applied.contains(&v), "{at}: v{v} promoted, never applied");
+                match s.promoted.last() {
+                    Some(&(last, pid)) if last == v => {
+                        assert_ne!(pid, e.pid, "{at}: v{v} promoted twice by one process")
+                    }
+                    Some(&(last, _)) => {
+                        assert!(v > last, "{at}: v{v} promoted after v{last}");
+                    }
+                    None => {}
+                }
+                s.promoted.push((v, e.pid));
+            }
+            "revoke" => {
+                s.revoked.insert(v);
+            }
+            other => panic!("{at}: unexpected operation {other}"),
+        }
+    }
+    seen
+}
+
+/// The store's side, for every secret, against the hook's log: exactly one current version
+/// (the journal's) once one exists, every labelled value readable, every attempt ever
+/// started finished in the history exactly once except the one in flight, and the current
+/// version the last one the log promoted (or the state waits for the commit of that
+/// promotion, which the process was killed before). Returns the rotations started.
+async fn check_store(dir: &Path, refs: &[SecretRef], seen: &BTreeMap<String, Seen>) -> u64 {
+    let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
+    let mut started = 0;
+    for s in refs {
+        let versions = store.versions(s).await.unwrap();
+        let Some(journal) = store.journal(s).await.unwrap() else {
+            assert!(versions.is_empty(), "{s}: versions without a journal");
+            continue;
+        };
+        let state: SecretState = serde_json::from_slice(&journal).unwrap();
+        let current: Vec<_> = versions
+            .iter()
+            .filter(|v| v.labels.contains(&Label::Current))
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(current, Vec::from_iter(state.current), "{s}: {versions:?}");
+        for v in versions.iter().filter(|v| !v.labels.is_empty()) {
+            store
+                .read_value(s, v.version)
+                .await
+                .unwrap_or_else(|e| panic!("{s}: labelled v{} unreadable: {e}", v.version));
+        }
+        let history = store.history(s, 100_000).await.unwrap();
+        let mut ids: Vec<u64> = history.iter().map(|h| h.rotation.0).collect();
+        ids.sort_unstable();
+        let in_flight = state.phase.run().map(|r| r.rotation.0);
+        let expected: Vec<u64> = (1..=state.rotations_started)
+            .filter(|id| Some(*id) != in_flight)
+            .collect();
+        assert_eq!(ids, expected, "{s}: phase {:?}", state.phase.name());
+
+        let log = seen.get(&s.to_string());
+        let last_promoted = log.and_then(|l| l.promoted.last()).map(|&(v, _)| v);
+        let promoting = match &state.phase {
+            Phase::Tested(run) => Some(run.pending),
+            _ => None,
+        };
+        assert!(
+            state.current == last_promoted || (promoting.is_some() && promoting == last_promoted),
+            "{s}: current {:?} in the store, last promoted {last_promoted:?} in the log, phase {}",
+            state.current,
+            state.phase.name()
+        );
+        // What the history says happened, the target saw: a success was promoted there, a
+        // discarded attempt's version revoked.
+        for h in &history {
+            let v = h.to_version;
+            match h.outcome {
+                Outcome::Succeeded | Outcome::RolledBack => assert!(
+                    log.is_some_and(|l| l.promoted.iter().any(|&(p, _)| p == v)),
+                    "{s}: {} succeeded, v{v} never promoted on the target",
+                    h.rotation
+                ),
+                Outcome::Failed | Outcome::Abandoned => assert!(
+                    log.is_some_and(|l| l.revoked.contains(&v)),
+                    "{s}: {} failed, v{v} never revoked on the target",
+                    h.rotation
+                ),
+            }
+        }
+        started += state.rotations_started;
+    }
+    started
+}
+
+/// `kill -9` (of rotor and its hooks) at random instants, after readiness and during start-up
+/// (before readiness, while the actors resume), with every step recorded by an exec hook.
+/// After every kill the store and the hook's log must satisfy the invariants; a last run must
+/// get every secret rotating again. `ROTOR_KILLS` sets the number of kills (20 by default;
+/// `scripts/kill-campaign.sh` runs many more) and the seed is printed for a replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_instants_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let seed: u64 = rand::random();
-    println!("seed {seed}");
+    let kills: u32 = std::env::var("ROTOR_KILLS")
+        .map(|k| k.parse().expect("ROTOR_KILLS is a number of kills"))
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("ROTOR_KILL_SEED")
+        .map(|k| k.parse().expect("ROTOR_KILL_SEED is a u64"))
+        .unwrap_or_else(|_| rand::random());
+    println!("seed {seed} (ROTOR_KILL_SEED replays it), {kills} kills");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut secrets = String::new();
-    let refs: Vec<SecretRef> = (0..20)
+    let hook = effects_hook(dir);
+    let hook = hook.display();
+    let refs: Vec<SecretRef> = (0..10)
         .map(|i| SecretRef::new(&format!("tenant{}", i % 5), &format!("key{i}")).unwrap())
         .collect();
+    let mut secrets = String::new();
     for s in &refs {
         secrets.push_str(&format!(
-            "[[secrets]]\ntenant = \"{}\"\nkey = \"{}\"\npolicy = \"churn\"\ntarget = {{ type = \"none\", delay = \"30ms\" }}\n\n",
-            s.tenant(), s.key()
+            "[[secrets]]\ntenant = \"{}\"\nkey = \"{}\"\npolicy = \"churn\"\n\
+             target = {{ type = \"exec\", apply = [\"{hook}\"], test = [\"{hook}\"], \
+             promote = [\"{hook}\"], revoke = [\"{hook}\"], timeout = \"30s\" }}\n\n",
+            s.tenant(),
+            s.key()
         ));
     }
     let port = free_port();
@@ -341,66 +531,83 @@ max_attempts = 3
 {secrets}"#
         ),
     );
-    let kills = 20;
-    for _ in 0..kills {
-        let rotor = Rotor::start(dir, port, &cfg, "info").await;
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..1500))).await;
-        rotor.kill9();
+    // How long a start took to be ready: the start-up kills land before that.
+    let mut time_to_ready = Duration::from_millis(200);
+    let mut before_ready = 0;
+    for n in 0..kills {
+        let mut rotor = RotorBin::spawn(dir, port, &cfg, "info");
+        let began = std::time::Instant::now();
+        if n % 2 == 1 {
+            // During start-up: a random instant in the first three quarters of the time the
+            // last start took to be ready.
+            let at = rng.gen_range(0..(time_to_ready.as_millis() as u64 * 3 / 4).max(1));
+            tokio::time::sleep(Duration::from_millis(at)).await;
+            if !rotor.is_ready().await {
+                before_ready += 1;
+            }
+        } else {
+            rotor.wait_ready().await;
+            time_to_ready = began.elapsed();
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(20..1500))).await;
+        }
+        rotor.kill_group();
+        let seen = check_effects(&effects(dir));
+        check_store(dir, &refs, &seen).await;
     }
-    // A last run lets every interrupted rotation continue, then a clean stop.
-    let last_start = chrono::Utc::now();
-    let rotor = Rotor::start(dir, port, &cfg, "info").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(rotor.terminate().success());
+    assert!(
+        kills < 10 || before_ready > 0,
+        "no kill landed before readiness: the start-up kills tested nothing"
+    );
 
+    // A last run lets every interrupted rotation continue and every secret rotate again,
+    // then a clean stop.
+    let last_start = chrono::Utc::now();
+    let mut rotor = RotorBin::spawn(dir, port, &cfg, "info");
+    rotor.wait_ready().await;
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    for s in &refs {
+        let path = format!("/admin/secrets/versions/{}/{}", s.tenant(), s.key());
+        eventually(
+            Duration::from_secs(30),
+            format!("{s} to be promoted after the last start"),
+            async || {
+                let r = request(rotor.addr, "GET", &path, Some(token.trim()), None).await;
+                r.status == 200
+                    && r.json()["versions"].as_array().is_some_and(|vs| {
+                        vs.iter().any(|v| {
+                            v["promotedAt"]
+                                .as_str()
+                                .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                                .is_some_and(|t| t > last_start)
+                        })
+                    })
+            },
+        )
+        .await;
+    }
+    assert!(rotor.terminate(Duration::from_secs(15)).success());
+
+    let lines = effects(dir);
+    let seen = check_effects(&lines);
+    let started = check_store(dir, &refs, &seen).await;
     let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
-    let mut total_rotations = 0;
     for s in &refs {
         let state: SecretState =
             serde_json::from_slice(&store.journal(s).await.unwrap().expect("journal")).unwrap();
-        let versions = store.versions(s).await.unwrap();
-        // Exactly one current, and it is the journal's.
-        let current: Vec<_> = versions
-            .iter()
-            .filter(|v| v.labels.contains(&Label::Current))
-            .map(|v| v.version)
-            .collect();
-        assert_eq!(current.len(), 1, "{s}: {versions:?}");
-        assert_eq!(Some(current[0]), state.current, "{s}");
-        // Every labelled version still decrypts: no value lost.
-        for v in versions.iter().filter(|v| !v.labels.is_empty()) {
-            store
-                .read_value(s, v.version)
-                .await
-                .expect("labelled value readable");
-        }
-        // Version numbers are never reused.
-        let numbers: BTreeSet<_> = versions.iter().map(|v| v.version).collect();
-        assert_eq!(numbers.len(), versions.len());
-        // Every rotation ever started is finished in the history exactly once, except the
-        // one in flight (or in grace) now: nothing interrupted was dropped or repeated.
-        let history = store.history(s, 100_000).await.unwrap();
-        let mut ids: Vec<u64> = history.iter().map(|h| h.rotation.0).collect();
-        ids.sort_unstable();
-        let in_flight = state.phase.run().map(|r| r.rotation.0);
-        let expected: Vec<u64> = (1..=state.rotations_started)
-            .filter(|id| Some(*id) != in_flight)
-            .collect();
-        assert_eq!(ids, expected, "{s}: phase {:?}", state.phase.name());
         assert!(!matches!(state.phase, Phase::Stuck { .. }), "{s} stuck");
-        // And every secret kept rotating after the last restart (nothing wedged).
-        assert!(
-            state.last_rotated_at.is_some_and(|t| t > last_start),
-            "{s} did not rotate after the last restart: {:?}",
-            state.phase.name()
-        );
-        total_rotations += state.rotations_started;
     }
-    // The churn really happened: many rotations across the kills.
-    assert!(
-        total_rotations > refs.len() as u64 * 3,
-        "only {total_rotations} rotations"
+    let count = |op: &str| lines.iter().filter(|e| e.op == op).count();
+    println!(
+        "kill campaign: {kills} kills ({before_ready} before readiness), {started} rotations \
+         started, {} applies, {} tests, {} promotions, {} revokes; invariants held after \
+         every kill (seed {seed})",
+        count("apply"),
+        count("test"),
+        count("promote"),
+        count("revoke"),
     );
+    // The churn really happened: rotations across the kills, failed tests discarded.
+    assert!(started > refs.len() as u64 * 3, "only {started} rotations");
 }
 
 /// The CLI's admin calls go to the rotor on loopback directly, whatever proxy the
