@@ -1,9 +1,10 @@
 //! The rotation state machine, without actors or I/O: table tests of each path and
-//! proptest properties over random event sequences.
+//! proptest properties over random event sequences, against a model of the store (the
+//! saved state and history records) with crashes after and before a save.
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
-use rotor::domain::{ErrorKind, Label, Outcome, RotationId, Step, Trigger};
+use rotor::domain::{ErrorKind, HistoryRecord, Label, Outcome, RotationId, Step, Trigger};
 use rotor::machine::{
     Effect, Event, ExpiryGate, Notice, Phase, Rejection, Rules, SecretState, Transition, labels,
 };
@@ -484,6 +485,10 @@ enum Action {
     Answer(bool),
     /// The process dies and restarts: pending effects are lost, Resume is sent.
     Crash,
+    /// The process dies after the machine took its next step (the answer to the pending
+    /// step, else the timer, else a rotate) but before the store saved it: that transition
+    /// and its effects are lost, the last saved state is reloaded and resumed.
+    CrashBeforeSave(bool),
     ConsumerSaw,
     /// A timer message that arrives early (a stale timer from before a re-arm).
     SpuriousTimer,
@@ -497,6 +502,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Rollback),
         6 => proptest::bool::weighted(0.85).prop_map(Action::Answer),
         1 => Just(Action::Crash),
+        1 => proptest::bool::weighted(0.85).prop_map(Action::CrashBeforeSave),
         1 => Just(Action::ConsumerSaw),
         1 => Just(Action::SpuriousTimer),
     ]
@@ -590,6 +596,56 @@ fn check_invariants(before: &SecretState, t: &Transition, ev: &Event, now: DateT
         assert_eq!(outcome, Outcome::Succeeded, "on {ev:?}");
         assert!(matches!(after.phase, Phase::Grace { .. }));
     }
+    // An attempt that ends has its history record in the same transition (the store writes
+    // both in one commit), and a record is written only when an attempt ends; the record
+    // says what the attempt was and what became of it.
+    let ended = before
+        .phase
+        .run()
+        .filter(|b| after.phase.run().map(|a| a.rotation) != Some(b.rotation));
+    match (ended, &t.history) {
+        (Some(run), Some(record)) => {
+            assert_eq!(record.rotation, run.rotation, "on {ev:?}");
+            assert_eq!(record.trigger, run.trigger, "on {ev:?}");
+            assert_eq!(record.from_version, run.from, "on {ev:?}");
+            assert_eq!(record.to_version, run.pending, "on {ev:?}");
+            assert_eq!(record.started_at, run.started_at, "on {ev:?}");
+            assert_eq!(record.finished_at, now, "on {ev:?}");
+            assert!(
+                record.steps.starts_with(&run.steps) && record.steps.len() <= run.steps.len() + 1,
+                "record steps {:?}, attempt's {:?}, on {ev:?}",
+                record.steps,
+                run.steps
+            );
+            match record.outcome {
+                Outcome::Succeeded => {
+                    assert_eq!(after.current, Some(run.pending), "on {ev:?}");
+                    assert_eq!(record.error, None, "on {ev:?}");
+                }
+                Outcome::Failed => {
+                    assert_eq!(after.current, run.from, "a failure changed current");
+                    assert!(record.error.is_some(), "a failure without its error");
+                }
+                Outcome::RolledBack => {
+                    assert_eq!(after.current, run.from, "a rollback kept the new version");
+                }
+                Outcome::Abandoned => {
+                    assert!(record.error.is_some(), "abandoned without its error");
+                    assert!(after.current == run.from || after.current == Some(run.pending));
+                }
+            }
+        }
+        (Some(run), None) => panic!(
+            "{} ended on {ev:?} ({} -> {}) without a history record",
+            run.rotation,
+            before.phase.name(),
+            after.phase.name()
+        ),
+        (None, Some(record)) => {
+            panic!("a history record {record:?} on {ev:?}, but no attempt ended")
+        }
+        (None, None) => {}
+    }
     // The outcome is the one the notices announce, so metrics and notifications agree.
     let announced = t.effects.iter().find_map(|e| match e {
         Effect::Notify { notice, .. } => match notice {
@@ -606,6 +662,102 @@ fn check_invariants(before: &SecretState, t: &Transition, ev: &Event, now: DateT
     assert_eq!(t.outcome, announced, "on {ev:?}");
 }
 
+/// The result of step `step` of `rotation`: done, or failed as a test fails.
+fn answer(rotation: RotationId, step: Step, ok: bool) -> Event {
+    if ok {
+        Event::StepDone { rotation, step }
+    } else {
+        Event::StepFailed {
+            rotation,
+            step,
+            error: ErrorKind::Test,
+        }
+    }
+}
+
+/// What the store holds in the model: the last saved state and every history record saved,
+/// and what the process holds beside it (the armed timer, the step effect in flight).
+struct Model<'a> {
+    r: Rules<'a>,
+    state: SecretState,
+    history: Vec<HistoryRecord>,
+    timer: Option<DateTime<Utc>>,
+    pending: Option<(RotationId, Step)>,
+}
+
+impl Model<'_> {
+    /// One step of the machine, checked, then saved with its history record as one commit
+    /// and its effects carried out. A rejected request (409) leaves the state as it was.
+    fn commit(&mut self, ev: Event, now: DateTime<Utc>) -> Option<Transition> {
+        let t = self.r.step(&self.state, ev.clone(), now).ok()?;
+        check_invariants(&self.state, &t, &ev, now);
+        if let Some(record) = &t.history {
+            assert!(
+                self.history.iter().all(|h| h.rotation != record.rotation),
+                "{} recorded twice, again on {ev:?}",
+                record.rotation
+            );
+            self.history.push(record.clone());
+        }
+        for e in &t.effects {
+            match e {
+                Effect::ArmTimer { at, .. } => self.timer = Some(*at),
+                Effect::CancelTimer { .. } => self.timer = None,
+                other => {
+                    if let Some(p) = step_of(other) {
+                        self.pending = Some(p);
+                    }
+                }
+            }
+        }
+        self.state = t.state.clone();
+        Some(t)
+    }
+
+    /// The process dies: only the saved state (round-tripped through JSON, as the journal
+    /// is) and the history survive, and the machine resumes. An attempt that was saved in
+    /// flight continues (same id, same pending version, its step re-issued or its timer
+    /// re-armed, nothing recorded); none is started or dropped.
+    fn crash(&mut self, now: DateTime<Utc>) {
+        let bytes = serde_json::to_vec(&self.state).unwrap();
+        self.state = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            serde_json::to_vec(&self.state).unwrap(),
+            bytes,
+            "the journal round-trips"
+        );
+        let saved = self.state.clone();
+        self.timer = None;
+        self.pending = None;
+        let t = self
+            .commit(Event::Resume, now)
+            .expect("resume is never rejected");
+        assert!(t.history.is_none(), "resume recorded {:?}", t.history);
+        let before = saved.phase.run().map(|r| (r.rotation, r.pending));
+        let after = t.state.phase.run().map(|r| (r.rotation, r.pending));
+        assert_eq!(after, before, "resume changed the attempt in flight");
+        if let Some(step) = saved.phase.awaited_step() {
+            let run = saved.phase.run().map(|r| r.rotation);
+            assert!(
+                self.pending == run.map(|r| (r, step)) || self.timer.is_some(),
+                "resume in {} neither re-issued {step:?} nor armed a retry",
+                saved.phase.name()
+            );
+        }
+    }
+
+    /// Every attempt started is in the history exactly once, except the one in flight.
+    fn check_history(&self) {
+        let mut ids: Vec<u64> = self.history.iter().map(|h| h.rotation.0).collect();
+        ids.sort_unstable();
+        let in_flight = self.state.phase.run().map(|r| r.rotation.0);
+        let expected: Vec<u64> = (1..=self.state.rotations_started)
+            .filter(|id| Some(*id) != in_flight)
+            .collect();
+        assert_eq!(ids, expected, "history in {}", self.state.phase.name());
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -619,68 +771,62 @@ proptest! {
         } else {
             ExpiryGate::Grace
         };
-        let r = rules(gate);
-        let mut now = t0();
-        let mut state = SecretState::default();
-        let mut timer: Option<DateTime<Utc>> = None;
-        let mut pending: Option<(RotationId, Step)> = None;
-        let apply = |state: &mut SecretState, ev: Event, now: DateTime<Utc>,
-                         timer: &mut Option<DateTime<Utc>>,
-                         pending: &mut Option<(RotationId, Step)>| {
-            // A rejected request (409) leaves the state as it was.
-            if let Ok(t) = r.step(state, ev.clone(), now) {
-                check_invariants(state, &t, &ev, now);
-                for e in &t.effects {
-                    match e {
-                        Effect::ArmTimer { at, .. } => *timer = Some(*at),
-                        Effect::CancelTimer { .. } => *timer = None,
-                        other => if let Some(p) = step_of(other) { *pending = Some(p) },
-                    }
-                }
-                *state = t.state;
-            }
+        let mut m = Model {
+            r: rules(gate),
+            state: SecretState::default(),
+            history: Vec::new(),
+            timer: None,
+            pending: None,
         };
-        apply(&mut state, Event::Resume, now, &mut timer, &mut pending);
+        let mut now = t0();
+        m.commit(Event::Resume, now);
         for a in actions {
             match a {
                 Action::Advance(secs) => {
                     now += TimeDelta::seconds(i64::from(secs));
-                    if timer.is_some_and(|at| at <= now) {
-                        timer = None;
-                        apply(&mut state, Event::Timer, now, &mut timer, &mut pending);
+                    if m.timer.is_some_and(|at| at <= now) {
+                        m.timer = None;
+                        m.commit(Event::Timer, now);
                     }
                 }
-                Action::SpuriousTimer => apply(&mut state, Event::Timer, now, &mut timer, &mut pending),
-                Action::Rotate => apply(&mut state, Event::Rotate { trigger: Trigger::Api }, now, &mut timer, &mut pending),
-                Action::Rollback => apply(&mut state, Event::Rollback, now, &mut timer, &mut pending),
+                Action::SpuriousTimer => {
+                    m.commit(Event::Timer, now);
+                }
+                Action::Rotate => {
+                    m.commit(Event::Rotate { trigger: Trigger::Api }, now);
+                }
+                Action::Rollback => {
+                    m.commit(Event::Rollback, now);
+                }
                 Action::ConsumerSaw => {
-                    if let Some(v) = state.current {
-                        apply(&mut state, Event::ConsumerSaw { version: v }, now, &mut timer, &mut pending);
+                    if let Some(v) = m.state.current {
+                        m.commit(Event::ConsumerSaw { version: v }, now);
                     }
                 }
                 Action::Answer(ok) => {
-                    if let Some((rotation, step)) = pending.take() {
-                        let ev = if ok {
-                            Event::StepDone { rotation, step }
-                        } else {
-                            Event::StepFailed { rotation, step, error: ErrorKind::Test }
-                        };
-                        apply(&mut state, ev, now, &mut timer, &mut pending);
+                    if let Some((rotation, step)) = m.pending.take() {
+                        m.commit(answer(rotation, step, ok), now);
                     }
                 }
-                Action::Crash => {
-                    // Only the persisted state survives; the journal round-trips through JSON.
-                    let bytes = serde_json::to_vec(&state).unwrap();
-                    state = serde_json::from_slice(&bytes).unwrap();
-                    timer = None;
-                    pending = None;
-                    apply(&mut state, Event::Resume, now, &mut timer, &mut pending);
+                Action::Crash => m.crash(now),
+                Action::CrashBeforeSave(ok) => {
+                    let ev = match m.pending {
+                        Some((rotation, step)) => answer(rotation, step, ok),
+                        None if m.timer.is_some_and(|at| at <= now) => Event::Timer,
+                        None => Event::Rotate { trigger: Trigger::Api },
+                    };
+                    // The machine's answer is checked as always; it never reaches the store.
+                    if let Ok(t) = m.r.step(&m.state, ev.clone(), now) {
+                        check_invariants(&m.state, &t, &ev, now);
+                    }
+                    m.crash(now);
                 }
             }
+            m.check_history();
             // Something always drives the machine forward: a step, a timer, or Stuck/manual.
-            let driven = pending.is_some() || timer.is_some()
-                || matches!(state.phase, Phase::Stuck { .. } | Phase::Idle { next_due: None, .. });
-            prop_assert!(driven, "machine wedged in {:?}", state.phase);
+            let driven = m.pending.is_some() || m.timer.is_some()
+                || matches!(m.state.phase, Phase::Stuck { .. } | Phase::Idle { next_due: None, .. });
+            prop_assert!(driven, "machine wedged in {:?}", m.state.phase);
         }
     }
 
