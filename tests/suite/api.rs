@@ -686,7 +686,9 @@ async fn wrong_method_is_405_json() {
 async fn slow_backend_times_out_with_503() {
     let fake = Fake::new();
     fake.hang.store(true, Ordering::SeqCst);
-    let s = Server::start_with_timeout(fake, Duration::from_millis(200)).await;
+    // Short enough to keep the test quick, long enough that a loaded machine answers the
+    // /healthz below within it.
+    let s = Server::start_with_timeout(fake, Duration::from_secs(1)).await;
     let started = std::time::Instant::now();
     let msg = s.get("/admin/secrets/schedule").await.expect_error(503);
     assert!(msg.contains("did not complete"), "{msg}");

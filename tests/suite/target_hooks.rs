@@ -65,14 +65,16 @@ async fn exec_failures_and_timeouts_fail_the_step_without_the_value() {
         // Echoes the value to stderr and fails: the error must withhold it.
         apply: sh("cat >&2; exit 3"),
         test: sh("echo 'provider said no' >&2; exit 1"),
-        revoke: sh("sleep 5"),
+        revoke: sh("sleep 60"),
         ..Commands::default()
     };
     let s = secret("provider_api_key");
     let t = ExecTarget::new(
         s.clone(),
         commands,
-        Duration::from_millis(300),
+        // Long enough for a shell to start and exit on a loaded machine, so apply and
+        // test fail by their exit status; revoke sleeps far longer and is killed.
+        Duration::from_secs(5),
         env.store.clone(),
     );
     let v1 = env.generate(&t, &s, 1, &password_spec()).await;
@@ -92,8 +94,8 @@ async fn exec_failures_and_timeouts_fail_the_step_without_the_value() {
     let err = t.revoke(1).await.unwrap_err();
     assert!(err.to_string().contains("killed"), "{err}");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "killed at the timeout"
+        started.elapsed() < Duration::from_secs(30),
+        "killed at the 5 s timeout, not after the 60 s sleep"
     );
 }
 
