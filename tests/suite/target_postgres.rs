@@ -105,7 +105,7 @@ enum Login {
     WrongPassword,
     /// SQLSTATE 28000 (`invalid_authorization_specification`): the password was right but
     /// the role is `NOLOGIN`.
-    LoginDisabled,
+    Disabled,
 }
 
 async fn login(user: &str, password: &str) -> Login {
@@ -120,7 +120,7 @@ async fn login(user: &str, password: &str) -> Login {
         }
         Err(e) => match e.code() {
             Some(c) if *c == SqlState::INVALID_PASSWORD => Login::WrongPassword,
-            Some(c) if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => Login::LoginDisabled,
+            Some(c) if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => Login::Disabled,
             _ => panic!("login as {user} failed, and not with a refusal: {e:?}"),
         },
     }
@@ -222,7 +222,7 @@ async fn alternating_both_work_in_grace_and_the_old_is_refused_after_expiry() {
     t.revoke(1).await.expect("expire v1");
     assert_eq!(
         login(&v1.username, &v1.password).await,
-        Login::LoginDisabled,
+        Login::Disabled,
         "old refused after expiry"
     );
     assert_eq!(
@@ -266,10 +266,7 @@ async fn expiry_ends_the_old_roles_open_sessions_only_when_asked() {
 
     // By default, expiry refuses new logins and leaves open sessions alone.
     t.revoke(1).await.expect("expire v1");
-    assert_eq!(
-        login(&v1.username, &v1.password).await,
-        Login::LoginDisabled
-    );
+    assert_eq!(login(&v1.username, &v1.password).await, Login::Disabled);
     old.simple_query("SELECT 1")
         .await
         .expect("an open session survives NOLOGIN");
@@ -299,7 +296,7 @@ async fn rollback_in_grace_restores_the_previous_role_and_refuses_the_new() {
     );
     assert_eq!(
         login(&v2.username, &v2.password).await,
-        Login::LoginDisabled,
+        Login::Disabled,
         "new refused"
     );
     t.restore(1, 2).await.expect("rollback is idempotent");
@@ -448,10 +445,7 @@ async fn through_the_tree_a_wrong_admin_password_leaves_current_untouched() {
     .await;
     let v2 = creds(&store.read_value(&s, 2).await.unwrap());
     assert_eq!(login(&v2.username, &v2.password).await, Login::Accepted);
-    assert_eq!(
-        login(&v1.username, &v1.password).await,
-        Login::LoginDisabled
-    );
+    assert_eq!(login(&v1.username, &v1.password).await, Login::Disabled);
 
     // A wrong admin password: the attempt fails before promotion.
     std::fs::write(
