@@ -724,3 +724,189 @@ async fn the_supervised_renewer_logs_in_again_when_its_token_is_revoked() {
     sup.stop(None);
     drop(store);
 }
+
+// ---------------------------------------------------------------------------------------
+// The fake against the real thing.
+
+/// The same requests, sent to the fake and to a private OpenBao, get the same answers: the
+/// KV v2 data and metadata endpoints the store uses, their check-and-set and validation
+/// errors, and listing. Times, request ids and OpenBao's own additions to the metadata
+/// (`current_metadata_version`, `metadata_cas_required`) are left out of the comparison.
+#[tokio::test]
+async fn the_fake_answers_as_openbao_does() {
+    let Some(bao) = OpenBao::start().await else {
+        return;
+    };
+    let fake = VaultFake::start("secret", ROOT).expect("start fake");
+    let long = "x".repeat(513);
+    let many: serde_json::Map<String, serde_json::Value> = (0..65)
+        .map(|i| (format!("k{i}"), serde_json::json!("v")))
+        .collect();
+    let script: Vec<(&str, String, Option<String>)> = vec![
+        ("GET", "secret/data/a/b".into(), None),
+        ("GET", "secret/metadata/a/b".into(), None),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":{"v":"1"},"options":{"cas":1}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":{"v":"1"},"options":{"cas":0}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":{"v":"2"}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"options":{"cas":2}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":"text","options":{"cas":2}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(r#"{"custom_metadata":"text"}"#.into()),
+        ),
+        ("GET", "secret/metadata/a/b".into(), None),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(r#"{"cas_required":true,"custom_metadata":{"rotor_current":"2"}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":{"v":"3"}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(r#"{"custom_metadata":{"k":1}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(r#"{"custom_metadata":{"k":""}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(format!(r#"{{"custom_metadata":{{"k":"{long}"}}}}"#)),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(format!(
+                r#"{{"custom_metadata":{{"{}":"v"}}}}"#,
+                "k".repeat(129)
+            )),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(serde_json::json!({"custom_metadata": many}).to_string()),
+        ),
+        ("GET", "secret/data/a/b?version=1".into(), None),
+        ("GET", "secret/data/a/b?version=9".into(), None),
+        ("GET", "secret/data/a/b?version=abc".into(), None),
+        ("GET", "secret/metadata/a/b".into(), None),
+        ("LIST", "secret/metadata/a/".into(), None),
+        ("LIST", "secret/metadata/a/b/".into(), None),
+        ("GET", "secret/metadata/?list=true".into(), None),
+        ("LIST", "secret/metadata/zz/".into(), None),
+        (
+            "POST",
+            "secret/metadata/new/path".into(),
+            Some(r#"{"max_versions":3}"#.into()),
+        ),
+        ("GET", "secret/metadata/new/path".into(), None),
+        ("GET", "secret/data/new/path".into(), None),
+        ("GET", "nomount/data/x".into(), None),
+    ];
+    // Past `max_versions` (10): the oldest versions are gone from reads and metadata.
+    let mut script = script;
+    for v in 1..=12 {
+        script.push((
+            "POST",
+            "secret/data/c".into(),
+            Some(format!(
+                r#"{{"data":{{"v":"{v}"}},"options":{{"cas":{}}}}}"#,
+                v - 1
+            )),
+        ));
+    }
+    script.push(("GET", "secret/metadata/c".into(), None));
+    script.push(("GET", "secret/data/c?version=2".into(), None));
+    script.push(("GET", "secret/data/c?version=3".into(), None));
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let mut differences = Vec::new();
+    for (method, api, body) in &script {
+        let mut answers = Vec::new();
+        for (address, token) in [
+            (bao.address().to_owned(), bao.token()),
+            (fake.address(), ROOT),
+        ] {
+            let mut req = http
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                    format!("{address}/v1/{api}"),
+                )
+                .header("X-Vault-Token", token);
+            if let Some(b) = body {
+                req = req.body(b.clone());
+            }
+            let resp = req.send().await.expect("request");
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.expect("body");
+            let mut json: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            comparable(&mut json);
+            answers.push((status, json));
+        }
+        if answers[0] != answers[1] {
+            differences.push(format!(
+                "{method} {api}\n  openbao: {} {}\n  fake:    {} {}",
+                answers[0].0, answers[0].1, answers[1].0, answers[1].1
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "the fake answers differently:\n{}",
+        differences.join("\n")
+    );
+}
+
+/// Drops what differs between any two servers (times, ids) and what OpenBao adds to
+/// Vault's metadata.
+fn comparable(json: &mut serde_json::Value) {
+    match json {
+        serde_json::Value::Object(map) => {
+            for key in [
+                "request_id",
+                "created_time",
+                "updated_time",
+                "current_metadata_version",
+                "metadata_cas_required",
+            ] {
+                map.remove(key);
+            }
+            map.values_mut().for_each(comparable);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(comparable),
+        _ => {}
+    }
+}
