@@ -1,6 +1,5 @@
-//! Vault store benchmark, against the in-repo fake Vault (no Vault server can run on these
-//! machines, so the figure measures rotor's side plus local HTTP, not a real Vault's
-//! storage backend and its fsyncs).
+//! Vault store benchmark, against the in-repo fake Vault (so the figure measures rotor's
+//! side plus local HTTP, not a real Vault's storage backend and its fsyncs).
 //!
 //! - `vault/rotation`: rotations per second. One iteration is one rotation's worth of
 //!   store writes, the same as `benches/store.rs`: `put_version`, then five commits

@@ -39,7 +39,10 @@ mod runtime;
 // The embedded store: the shared `Store` contract, encryption at rest, crash safety.
 #[path = "suite/store.rs"]
 mod store;
-// The Vault store against the in-repo fake (and a real Vault when one is configured).
+// AWS Secrets Manager on a private moto server (the helper the AWS store's tests use).
+#[path = "suite/store_aws.rs"]
+mod store_aws;
+// The Vault store against a private OpenBao and against the in-repo fake.
 #[path = "suite/store_vault.rs"]
 mod store_vault;
 // The `exec` and `webhook` targets and the secret cache.

@@ -2,8 +2,8 @@
 //!
 //! The [`Store`] trait is what the rest of rotor sees. Backends: [`embedded`] (one redb
 //! file, values sealed with AES-256-GCM) and [`vault`] (HashiCorp Vault KV v2, tested
-//! against the in-repo `vault_fake` because no Vault server can run on these machines; the
-//! fake is built only with the `test-util` feature). A store knows labels, versions and
+//! against a private OpenBao server and, for injected faults, the in-repo `vault_fake`,
+//! built only with the `test-util` feature). A store knows labels, versions and
 //! opaque journal bytes; it does not know the rotation state machine (the journal is
 //! serialised by the caller) and it never logs or returns a value except through
 //! [`ReadValue::read_value`]. The label rules every store keeps on commit are one pure

@@ -1,10 +1,10 @@
 //! The Vault store: HashiCorp Vault's KV v2 engine through `vaultrs`, every write a
 //! check-and-set.
 //!
-//! No Vault server can run on these machines; this store is tested against the in-repo
-//! fake (`vault_fake`, built with the `test-util` feature), which speaks the same HTTP
-//! API, and against a real Vault when `VAULT_ADDR` and `VAULT_TOKEN` are set
-//! (`tests/store_vault.rs`).
+//! Tested against a real Vault-compatible server, a private OpenBao per test, and, for
+//! faults no real server shows on demand (500s, timeouts, a sealed server, Kubernetes
+//! login), against the in-repo fake (`vault_fake`, built with the `test-util` feature),
+//! which speaks the same HTTP API (`tests/suite/store_vault.rs`).
 //!
 //! # Layout in Vault
 //!

@@ -2,11 +2,15 @@
 //! the `test-util` feature (which tests and benchmarks get through the crate's
 //! dev-dependency on itself), so a release build holds no fake Vault.
 //!
-//! It is a fake because no Vault server can be installed on the machines this project is
-//! built and tested on (see ARCHITECTURE.md). It speaks the part of Vault's HTTP API that rotor
-//! uses, with Vault's status codes, JSON shapes and error texts, so `vaultrs` cannot tell
-//! it from a Vault server for these calls; the same tests run against a real Vault when
-//! `VAULT_ADDR` and `VAULT_TOKEN` are set (`tests/store_vault.rs`).
+//! The store's behaviour is tested against a real Vault-compatible server, a private
+//! OpenBao per test (`tests/suite/store_vault.rs`). The fake exists for what a real server
+//! cannot be made to do on demand: answer HTTP 500s, answer late (to trip client
+//! timeouts), report itself sealed and then serve again, lose a check-and-set race that no
+//! other writer caused, deny one path without a policy set-up, log in with Kubernetes
+//! without a Kubernetes API server, expire a token at a chosen TTL, and show every request
+//! body it got. It speaks the part of Vault's HTTP API that rotor uses, with Vault's status
+//! codes, JSON shapes and error texts (as OpenBao 2.7 answers them: a test sends the same
+//! requests to both and compares the answers), so `vaultrs` cannot tell it from a server.
 //!
 //! # Endpoints
 //!
@@ -19,10 +23,10 @@
 //! | `POST /v1/auth/{mount}/login` | Kubernetes login: body `{"role","jwt"}`; a role registered with [`VaultFake::add_kubernetes_role`] and its JWT get a new token in `auth` (`client_token`, `lease_duration`, `renewable: true`); otherwise 400 `invalid role name` or 403 `permission denied`. No token needed. |
 //! | `GET /v1/auth/token/lookup-self` | `data` with `id`, `ttl` (seconds left; 0 for the root token), `renewable`, `policies`, ... |
 //! | `POST /v1/auth/token/renew-self` | resets the token's TTL to its period; `auth` as for login; 400 for a non-renewable token |
-//! | `GET /v1/{mount}/data/{path}[?version=N]` | the latest (or Nth) live version: `data.data`, `data.metadata` (`version`, `created_time`, `deletion_time`, `destroyed`, `custom_metadata`); 404 `{"errors":[]}` if absent |
+//! | `GET /v1/{mount}/data/{path}[?version=N]` | the latest (or Nth) live version: `data.data`, `data.metadata` (`version`, `created_time`, `deletion_time`, `destroyed`, `custom_metadata`); 404 `{"errors":[]}` if absent; 400 if `version` is not a number |
 //! | `POST /v1/{mount}/data/{path}` | body `{"data":{...},"options":{"cas":N}}`: writes version `current_version + 1`. With `cas`, the write happens only if `cas == current_version` (0: must not exist), else 400 `check-and-set parameter did not match the current version`. Without `cas` on a path with `cas_required`, 400 `check-and-set parameter required for this call`. Returns the new version's metadata. Versions older than `max_versions` (default 10 unless set on the path) are dropped from reads, as Vault does. |
-//! | `GET /v1/{mount}/metadata/{path}` | `current_version`, `oldest_version`, `max_versions`, `cas_required`, `custom_metadata`, `versions` (`"N": {created_time, deletion_time, destroyed}`), times; 404 if absent |
-//! | `POST /v1/{mount}/metadata/{path}` | sets `max_versions`, `cas_required`, `custom_metadata` (replacing the map; Vault's limits enforced: 64 keys, keys ≤ 128 bytes, values ≤ 512 bytes, else 400); creates the metadata if absent; 204 |
+//! | `GET /v1/{mount}/metadata/{path}` | `current_version`, `oldest_version` (0 until versions were dropped past `max_versions`), `max_versions`, `cas_required`, `custom_metadata`, `versions` (`"N": {created_time, deletion_time, destroyed}`), times; 404 if absent |
+//! | `POST /v1/{mount}/metadata/{path}` | sets `max_versions`, `cas_required`, `custom_metadata` (replacing the map; numbers and booleans become strings; Vault's limits enforced with its messages: at most 64 keys, keys of 1 to 128 bytes, values of 1 to 512 bytes, else 400); creates the metadata if absent; 204 |
 //! | `LIST /v1/{mount}/metadata/{path}/` (or `GET ...?list=true`) | `data.keys`: the direct children, folders with a trailing `/`, sorted; 404 if none |
 //!
 //! Every endpoint except health and login needs a known, unexpired `X-Vault-Token` (403
@@ -101,6 +105,9 @@ struct KvEntry {
     custom: BTreeMap<String, String>,
     cas_required: bool,
     max_versions: u64,
+    /// Vault's `oldest_version`: 0 until a write drops versions past `max_versions`, then
+    /// the oldest one kept.
+    oldest: u64,
     created: Option<DateTime<Utc>>,
     updated: Option<DateTime<Utc>>,
 }
@@ -365,7 +372,12 @@ async fn handle(
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
-            Err(_) => return error(StatusCode::BAD_REQUEST, &["failed to parse JSON input"]),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &[&format!("failed to decode JSON input: {e}")],
+                );
+            }
         }
     };
 
@@ -422,6 +434,54 @@ async fn handle(
                 _ => error(StatusCode::METHOD_NOT_ALLOWED, &["unsupported operation"]),
             }
         }
+    }
+}
+
+/// Vault's limits on custom metadata, with its messages: at most 64 keys, each key and
+/// value 1 to 128 and 1 to 512 bytes; every violation is listed, as Vault's multi-error
+/// does.
+fn validate_custom_metadata(custom: &BTreeMap<String, String>) -> Result<(), String> {
+    const PREFIX: &str = "custom_metadata validation failed";
+    let mut errors = Vec::new();
+    if custom.len() > 64 {
+        errors.push(format!(
+            "{PREFIX}: payload must contain at most 64 keys, provided {}",
+            custom.len()
+        ));
+    }
+    for (k, v) in custom {
+        if k.is_empty() || k.len() > 128 {
+            errors.push(format!(
+                "{PREFIX}: length of key {k:?} is {} but must be 0 < len(key) <= 128",
+                k.len()
+            ));
+        }
+        if v.is_empty() || v.len() > 512 {
+            errors.push(format!(
+                "{PREFIX}: length of value for key {k:?} is {} but must be 0 < len(value) <= 512",
+                v.len()
+            ));
+        }
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(format!("1 error occurred:\n\t* {}\n\n", errors[0])),
+        n => Err(format!(
+            "{n} errors occurred:\n\t* {}\n\n",
+            errors.join("\n\t* ")
+        )),
+    }
+}
+
+/// The Go type name Vault's decoder reports for a JSON value it cannot convert.
+fn go_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "<nil>",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "float64",
+        Value::String(_) => "string",
+        Value::Array(_) => "[]interface {}",
+        Value::Object(_) => "map[string]interface {}",
     }
 }
 
@@ -563,12 +623,22 @@ impl FakeState {
         let Some(entry) = self.kv.get(&(mount.to_owned(), path.to_owned())) else {
             return error(StatusCode::NOT_FOUND, &[]);
         };
-        let version = query
+        let version = match query
             .split('&')
             .find_map(|kv| kv.strip_prefix("version="))
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|v| *v != 0)
-            .unwrap_or(entry.current);
+            .map(str::parse::<u64>)
+        {
+            None | Some(Ok(0)) => entry.current,
+            Some(Ok(v)) => v,
+            Some(Err(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &[
+                        "Field validation failed: error converting input for field \"version\": '' cannot parse value as 'int': strconv.ParseInt: invalid syntax",
+                    ],
+                );
+            }
+        };
         if version < Self::oldest_kept(entry) {
             return error(StatusCode::NOT_FOUND, &[]);
         }
@@ -582,8 +652,20 @@ impl FakeState {
     }
 
     fn write(&mut self, mount: &str, path: &str, body: &Value) -> Response {
-        let Some(data) = body.get("data").filter(|d| d.is_object()) else {
-            return error(StatusCode::BAD_REQUEST, &["no data provided"]);
+        let data = match body.get("data") {
+            None | Some(Value::Null) => {
+                return error(StatusCode::BAD_REQUEST, &["no data provided"]);
+            }
+            Some(d @ Value::Object(_)) => d,
+            Some(other) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &[&format!(
+                        "error converting input for field \"data\": '' expected type 'map[string]interface {{}}', got unconvertible type '{}'",
+                        go_type(other)
+                    )],
+                );
+            }
         };
         let cas = body
             .get("options")
@@ -631,6 +713,9 @@ impl FakeState {
         entry.created.get_or_insert(now);
         entry.updated = Some(now);
         let oldest = Self::oldest_kept(entry);
+        if oldest > 1 {
+            entry.oldest = oldest;
+        }
         entry.versions.retain(|v, _| *v >= oldest);
         ok(Self::version_meta(entry, version))
     }
@@ -655,7 +740,7 @@ impl FakeState {
             "current_version": entry.current,
             "delete_version_after": "0s",
             "max_versions": entry.max_versions,
-            "oldest_version": if entry.current == 0 { 0 } else { Self::oldest_kept(entry) },
+            "oldest_version": entry.oldest,
             "updated_time": time(entry.updated),
             "custom_metadata": if entry.custom.is_empty() { Value::Null } else { json!(entry.custom) },
             "versions": versions,
@@ -668,31 +753,37 @@ impl FakeState {
             Some(Value::Object(m)) => {
                 let mut out = BTreeMap::new();
                 for (k, v) in m {
-                    let Some(v) = v.as_str() else {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            &["custom_metadata values must be strings"],
-                        );
+                    // Vault decodes the map weakly: numbers and booleans become strings.
+                    let v = match v {
+                        Value::String(v) => v.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => if *b { "1" } else { "0" }.to_owned(),
+                        _ => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                &[&format!(
+                                    "error converting input for field \"custom_metadata\": '{k}' expected type 'string', got unconvertible type '{}'",
+                                    go_type(v)
+                                )],
+                            );
+                        }
                     };
-                    if k.len() > 128 || v.len() > 512 {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            &[
-                                "custom_metadata key or value too long (keys ≤ 128 bytes, values ≤ 512 bytes)",
-                            ],
-                        );
-                    }
-                    out.insert(k.clone(), v.to_owned());
+                    out.insert(k.clone(), v);
                 }
-                if out.len() > 64 {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        &["custom_metadata has more than 64 keys"],
-                    );
+                if let Err(e) = validate_custom_metadata(&out) {
+                    return error(StatusCode::BAD_REQUEST, &[&e]);
                 }
                 Some(out)
             }
-            Some(_) => return error(StatusCode::BAD_REQUEST, &["custom_metadata must be a map"]),
+            Some(other) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &[&format!(
+                        "error converting input for field \"custom_metadata\": '' expected type 'map[string]interface {{}}', got unconvertible type '{}'",
+                        go_type(other)
+                    )],
+                );
+            }
         };
         let entry = self
             .kv

@@ -3,6 +3,8 @@ pub mod ci;
 pub mod embedded;
 pub mod http;
 pub mod kubelet;
+pub mod moto;
+pub mod openbao;
 pub mod postgres;
 pub mod receiver;
 pub mod redis_server;

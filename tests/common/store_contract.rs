@@ -1,7 +1,6 @@
 //! The [`Store`] contract (see `src/store/mod.rs`), written once and run against every
 //! backend: `tests/suite/store.rs` runs it on the embedded store, `tests/suite/store_vault.rs` on the
-//! Vault store against the in-repo fake and, when `VAULT_ADDR` and `VAULT_TOKEN` are set,
-//! a real Vault.
+//! Vault store against a private OpenBao server and against the in-repo fake.
 //!
 //! One pub fn per case. A case that only needs a store takes `&dyn Store`, which must be
 //! empty (no secret written yet); one that needs to see the data from a restarted process

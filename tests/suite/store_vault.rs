@@ -1,17 +1,22 @@
-//! The Vault store against the in-repo fake Vault (`rotor::store::vault_fake`: no Vault
-//! server can run on these machines), and the same core cases against a real Vault when
-//! `VAULT_ADDR` and `VAULT_TOKEN` are set (otherwise the `real_vault::*` tests print
-//! SKIPPED and pass: CI has no Vault).
+//! The Vault store against a real Vault-compatible server and against the in-repo fake.
 //!
-//! Core cases: the `Store` contract shared with `tests/suite/store.rs`
-//! (`tests/common/store_contract.rs`: round trip across a reopen, fingerprints, idempotent
-//! `put_version` and conflicts, labels and timestamps, rollback, invalid commits, history,
-//! listing), where a reopen is a new client on the same Vault and prefix, plus a stale
-//! writer fenced by check-and-set. Then what only a remote store has, against the fake:
-//! the KV layout, retried 500s and timeouts, a sealed Vault, forced CAS conflicts, a
-//! policy denial, Kubernetes login and token renewal, no value in any error, `Debug`
-//! output or log line, and the rotation tree and token renewer over this store.
+//! The real server is a private OpenBao per test (`tests/common/openbao.rs`: `bao server
+//! -dev` on a free loopback port, a KV v2 mount at a random path enabled through the API),
+//! so the `openbao::*` tests need `bao` (`.ci/setup-openbao.sh` installs it): under
+//! `CI=true` a missing binary fails them, elsewhere they print SKIPPED.
+//!
+//! Core cases, run as `openbao::NAME` and `fake::NAME`: the `Store` contract shared with
+//! `tests/suite/store.rs` (`tests/common/store_contract.rs`: round trip across a reopen,
+//! fingerprints, idempotent `put_version` and conflicts, labels and timestamps, rollback,
+//! invalid commits, history, listing), where a reopen is a new client on the same server
+//! and prefix; a stale writer fenced by check-and-set; the KV layout (values as KV
+//! versions, labels mirrored in custom metadata); and the whole rotation tree over the
+//! store. What the real server cannot be made to do stays on the fake only: retried 500s
+//! and timeouts, a sealed Vault, forced CAS conflicts, a policy denial by path, Kubernetes
+//! login and token renewal, and no value in any error, `Debug` output or log line while
+//! those faults happen.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,9 +24,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::common::embedded::{FAST_API_KEYS, admin, tree_config};
+use crate::common::openbao::{OpenBao, random_name};
 use crate::common::store_contract::{self as contract, at, commit, labels_of, secret, value};
 use crate::common::wait::eventually;
-use chrono::Utc;
 use futures::future::BoxFuture;
 use rotor::domain::{Label, Outcome, RotationId};
 use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
@@ -36,8 +41,14 @@ const ROOT: &str = "root-token-for-tests";
 struct Env {
     store: VaultStore,
     settings: VaultSettings,
-    fake: Option<Arc<VaultFake>>,
+    server: Server,
     _dir: Arc<tempfile::TempDir>,
+}
+
+/// The server behind an [`Env`].
+enum Server {
+    Fake(Arc<VaultFake>),
+    OpenBao(Arc<OpenBao>),
 }
 
 impl Env {
@@ -48,7 +59,44 @@ impl Env {
             .expect("open replica")
     }
     fn fake(&self) -> &VaultFake {
-        self.fake.as_deref().expect("fake")
+        match &self.server {
+            Server::Fake(fake) => fake,
+            Server::OpenBao(_) => panic!("this case needs the fake"),
+        }
+    }
+    /// KV path of a secret's values under the store's prefix (without mount).
+    fn kv_path(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.settings.path_prefix)
+    }
+    /// The KV metadata of `path` in the store's mount, asked of the server itself:
+    /// `current_version` and `custom_metadata`.
+    async fn kv_metadata(&self, path: &str) -> (u64, BTreeMap<String, String>) {
+        let mount = &self.settings.mount;
+        match &self.server {
+            Server::Fake(fake) => (
+                fake.current_version(mount, path),
+                fake.custom_metadata(mount, path),
+            ),
+            Server::OpenBao(bao) => {
+                let (status, body) = bao
+                    .call("GET", &format!("{mount}/metadata/{path}"), None)
+                    .await;
+                assert_eq!(status, 200, "metadata of {mount}/{path}: {body}");
+                let data = &body["data"];
+                let custom = data["custom_metadata"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    data["current_version"].as_u64().expect("current_version"),
+                    custom,
+                )
+            }
+        }
     }
 }
 
@@ -91,41 +139,42 @@ async fn fake_env() -> Env {
     Env {
         store,
         settings,
-        fake: Some(fake),
+        server: Server::Fake(fake),
         _dir: Arc::new(dir),
     }
 }
 
-/// A store on the real Vault named by `VAULT_ADDR`/`VAULT_TOKEN`, under a fresh prefix.
-async fn real_env() -> Option<Env> {
-    let addr = std::env::var("VAULT_ADDR").ok()?;
-    let token = std::env::var("VAULT_TOKEN").ok()?;
+/// A store on a private OpenBao, in a KV v2 mount at a random path; `None` when the test
+/// is skipped (no `bao` outside CI).
+async fn openbao_env() -> Option<Env> {
+    let bao = Arc::new(OpenBao::start().await?);
+    let mount = format!("kv-{}", random_name(8));
+    bao.enable_kv2(&mount).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, token).expect("write token");
-    let prefix = format!("rotor-test/{}", rand_suffix());
-    let mut s = settings(addr, token_file, dir.path(), &prefix);
-    s.mount = std::env::var("VAULT_MOUNT").unwrap_or_else(|_| "secret".into());
-    s.namespace = std::env::var("VAULT_NAMESPACE").ok();
-    s.ca_file = std::env::var("VAULT_CACERT").ok().map(PathBuf::from);
+    std::fs::write(&token_file, format!("{}\n", bao.token())).expect("write token");
+    let mut s = settings(
+        bao.address().to_owned(),
+        token_file,
+        dir.path(),
+        "production/tenants",
+    );
+    s.mount = mount;
+    // A real server on a machine shared by parallel builds: no request should need this
+    // long, and none of these cases is about timeouts.
     s.timeout = Duration::from_secs(10);
-    let store = VaultStore::open(s.clone()).await.expect("open real Vault");
+    let store = VaultStore::open(s.clone()).await.expect("open OpenBao");
     Some(Env {
         store,
         settings: s,
-        fake: None,
+        server: Server::OpenBao(bao),
         _dir: Arc::new(dir),
     })
 }
 
-fn rand_suffix() -> String {
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    format!("{}-{nanos}", std::process::id())
-}
-
 // ---------------------------------------------------------------------------------------
-// Core cases: the shared `Store` contract and fencing, run against the fake and against a
-// real Vault.
+// Core cases: the shared `Store` contract, fencing, the KV layout and the rotation tree,
+// run against a private OpenBao and against the fake.
 
 async fn stale_writer_is_fenced(env: &Env) {
     let s = secret("t", "fenced");
@@ -193,26 +242,23 @@ async fn stale_writer_is_fenced(env: &Env) {
         .expect("after re-read");
 }
 
-/// Two tests per case, `fake::NAME` and `real_vault::NAME`, each on a fresh store.
+/// Two tests per case, `openbao::NAME` and `fake::NAME`, each on a fresh store (and, for
+/// OpenBao, a server of its own). `$flavor` is the tokio test flavour.
 macro_rules! core_suite {
-    ($($name:ident: |$env:ident| $case:expr),* $(,)?) => {
+    ($($name:ident $([$($flavor:tt)*])?: |$env:ident| $case:expr),* $(,)?) => {
         mod fake {
             use super::*;
-            $(#[tokio::test] async fn $name() {
+            $(#[tokio::test$(($($flavor)*))?] async fn $name() {
                 let $env = &mut fake_env().await;
                 $case.await;
             })*
         }
-        mod real_vault {
+        mod openbao {
             use super::*;
-            $(#[tokio::test] async fn $name() {
-                match real_env().await {
-                    Some(mut found) => {
-                        let $env = &mut found;
-                        $case.await
-                    }
-                    None => println!("SKIPPED: set VAULT_ADDR and VAULT_TOKEN to run against a real Vault"),
-                }
+            $(#[tokio::test$(($($flavor)*))?] async fn $name() {
+                let Some(mut found) = openbao_env().await else { return };
+                let $env = &mut found;
+                $case.await;
             })*
         }
     };
@@ -233,17 +279,18 @@ core_suite!(
         |env| contract::history_is_newest_first_limited_and_not_duplicated_by_replays(env),
     secrets_lists_those_with_a_journal:
         |env| contract::secrets_lists_those_with_a_journal(&env.store),
-    // `super::`: the closure is expanded inside `fake` and `real_vault`, where the test
+    // `super::`: the closure is expanded inside `fake` and `openbao`, where the test
     // itself has this name.
     stale_writer_is_fenced: |env| super::stale_writer_is_fenced(env),
+    values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata:
+        |env| super::values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata(env),
+    rotation_tree_rotates_over_the_vault_store [flavor = "multi_thread", worker_threads = 2]:
+        |env| super::rotation_tree_rotates_over_the_vault_store(env),
 );
 
-// ---------------------------------------------------------------------------------------
-// The fake's own behaviour and faults.
-
-#[tokio::test]
-async fn values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata() {
-    let env = fake_env().await;
+/// Values are KV versions of the secret's path, the labels are mirrored into its custom
+/// metadata, and the state document is a KV path of its own.
+async fn values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata(env: &Env) {
     let s = secret("tenant1", "db");
     env.store
         .put_version(&s, 1, RotationId(1), &value("one"), at(0))
@@ -262,19 +309,72 @@ async fn values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata() {
     )
     .await
     .expect("commit");
-    let fake = env.fake();
-    assert_eq!(
-        fake.current_version("secret", "production/tenants/tenant1/db"),
-        2
-    );
-    let custom = fake.custom_metadata("secret", "production/tenants/tenant1/db");
+    let (current, custom) = env.kv_metadata(&env.kv_path("tenant1/db")).await;
+    assert_eq!(current, 2);
     assert_eq!(custom.get("rotor_current").map(String::as_str), Some("2"));
     assert_eq!(custom.get("rotor_previous").map(String::as_str), Some("1"));
-    assert_eq!(
-        fake.current_version("secret", "production/tenants/tenant1/db/_rotor"),
-        3
-    );
+    let (doc_version, _) = env.kv_metadata(&env.kv_path("tenant1/db/_rotor")).await;
+    assert_eq!(doc_version, 3);
 }
+
+/// The whole rotation tree over the Vault store, in real time: the initial version at
+/// start, then an API-triggered rotation promoted to `current`.
+async fn rotation_tree_rotates_over_the_vault_store(env: &Env) {
+    use rotor::actors::tree::{self, TreeOptions};
+    use rotor::api::Admin as _;
+    use rotor::clock::Clock;
+    use rotor::domain::SecretRef;
+    use rotor::metrics::Metrics;
+    use rotor::target::Target;
+    use rotor::target::none::NoneTarget;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The config's embedded store goes unused: the tree gets the Vault store.
+    let cfg = tree_config(dir.path(), FAST_API_KEYS);
+    let store: Arc<dyn Store> = Arc::new(env.replica().await);
+    let options = TreeOptions {
+        clock: Clock::System,
+        target_override: Some(Arc::new(|s: &SecretRef| {
+            Arc::new(NoneTarget::new(s.clone())) as Arc<dyn Target>
+        })),
+        namespace: format!("{}/", dir.path().display()),
+        ..TreeOptions::default()
+    };
+    let mut tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
+        .await
+        .expect("tree starts");
+    let admin = admin(&tree);
+    let s = secret("tenant1", "api_keys");
+    eventually(Duration::from_secs(20), "the initial version", async || {
+        labels_of(&*store, &s).await.contains(&(1, Label::Current))
+    })
+    .await;
+    admin.rotate(s.clone()).await.expect("rotation accepted");
+    eventually(
+        Duration::from_secs(20),
+        "the rotation to finish",
+        async || labels_of(&*store, &s).await.contains(&(2, Label::Current)),
+    )
+    .await;
+    let labels = labels_of(&*store, &s).await;
+    assert_eq!(labels, [(1, Label::Previous), (2, Label::Current)]);
+    let (current, custom) = env.kv_metadata(&env.kv_path("tenant1/api_keys")).await;
+    assert_eq!(current, 2);
+    assert_eq!(custom.get("rotor_current").map(String::as_str), Some("2"));
+    let history = store.history(&s, 10).await.expect("history");
+    // The second rotation's record lands when its grace ends (10 minutes); the first's is
+    // there.
+    assert!(
+        history
+            .iter()
+            .any(|r| r.to_version == 1 && r.outcome == Outcome::Succeeded),
+        "{history:?}"
+    );
+    let _ = tree.shutdown(Duration::from_secs(5)).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// What only the fake can do: faults a real server cannot be made to show on demand.
 
 #[tokio::test]
 async fn transient_500s_are_retried_and_persistent_ones_reported() {
@@ -586,68 +686,6 @@ async fn values_never_reach_errors_debug_output_or_logs() {
     );
 }
 
-/// The whole rotation tree over the Vault store against the fake, in real time: the
-/// initial version at start, then an API-triggered rotation promoted to `current`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_tree_rotates_over_the_vault_store() {
-    use rotor::actors::tree::{self, TreeOptions};
-    use rotor::api::Admin as _;
-    use rotor::clock::Clock;
-    use rotor::domain::SecretRef;
-    use rotor::metrics::Metrics;
-    use rotor::target::Target;
-    use rotor::target::none::NoneTarget;
-
-    let env = fake_env().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    // The config's embedded store goes unused: the tree gets the Vault store.
-    let cfg = tree_config(dir.path(), FAST_API_KEYS);
-    let store: Arc<dyn Store> = Arc::new(env.replica().await);
-    let options = TreeOptions {
-        clock: Clock::System,
-        target_override: Some(Arc::new(|s: &SecretRef| {
-            Arc::new(NoneTarget::new(s.clone())) as Arc<dyn Target>
-        })),
-        namespace: format!("{}/", dir.path().display()),
-        ..TreeOptions::default()
-    };
-    let mut tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
-        .await
-        .expect("tree starts");
-    let admin = admin(&tree);
-    let s = secret("tenant1", "api_keys");
-    eventually(Duration::from_secs(20), "the initial version", async || {
-        labels_of(&*store, &s).await.contains(&(1, Label::Current))
-    })
-    .await;
-    admin.rotate(s.clone()).await.expect("rotation accepted");
-    eventually(
-        Duration::from_secs(20),
-        "the rotation to finish",
-        async || labels_of(&*store, &s).await.contains(&(2, Label::Current)),
-    )
-    .await;
-    let labels = labels_of(&*store, &s).await;
-    assert_eq!(labels, [(1, Label::Previous), (2, Label::Current)]);
-    let fake = env.fake();
-    assert_eq!(
-        fake.current_version("secret", "production/tenants/tenant1/api_keys"),
-        2
-    );
-    let custom = fake.custom_metadata("secret", "production/tenants/tenant1/api_keys");
-    assert_eq!(custom.get("rotor_current").map(String::as_str), Some("2"));
-    let history = store.history(&s, 10).await.expect("history");
-    // The second rotation's record lands when its grace ends (10 minutes); the first's is
-    // there.
-    assert!(
-        history
-            .iter()
-            .any(|r| r.to_version == 1 && r.outcome == Outcome::Succeeded),
-        "{history:?}"
-    );
-    let _ = tree.shutdown(Duration::from_secs(5)).await;
-}
-
 /// The token renewer, as `rotor run` starts it (a child of a supervisor): it renews at
 /// once when it starts, so a token revoked meanwhile leads to a new login straight away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,4 +723,190 @@ async fn the_supervised_renewer_logs_in_again_when_its_token_is_revoked() {
     .await;
     sup.stop(None);
     drop(store);
+}
+
+// ---------------------------------------------------------------------------------------
+// The fake against the real thing.
+
+/// The same requests, sent to the fake and to a private OpenBao, get the same answers: the
+/// KV v2 data and metadata endpoints the store uses, their check-and-set and validation
+/// errors, and listing. Times, request ids and OpenBao's own additions to the metadata
+/// (`current_metadata_version`, `metadata_cas_required`) are left out of the comparison.
+#[tokio::test]
+async fn the_fake_answers_as_openbao_does() {
+    let Some(bao) = OpenBao::start().await else {
+        return;
+    };
+    let fake = VaultFake::start("secret", ROOT).expect("start fake");
+    let long = "x".repeat(513);
+    let many: serde_json::Map<String, serde_json::Value> = (0..65)
+        .map(|i| (format!("k{i}"), serde_json::json!("v")))
+        .collect();
+    let script: Vec<(&str, String, Option<String>)> = vec![
+        ("GET", "secret/data/a/b".into(), None),
+        ("GET", "secret/metadata/a/b".into(), None),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":{"v":"1"},"options":{"cas":1}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":{"v":"1"},"options":{"cas":0}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":{"v":"2"}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"options":{"cas":2}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":"text","options":{"cas":2}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(r#"{"custom_metadata":"text"}"#.into()),
+        ),
+        ("GET", "secret/metadata/a/b".into(), None),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(r#"{"cas_required":true,"custom_metadata":{"rotor_current":"2"}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":{"v":"3"}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(r#"{"custom_metadata":{"k":1}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(r#"{"custom_metadata":{"k":""}}"#.into()),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(format!(r#"{{"custom_metadata":{{"k":"{long}"}}}}"#)),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(format!(
+                r#"{{"custom_metadata":{{"{}":"v"}}}}"#,
+                "k".repeat(129)
+            )),
+        ),
+        (
+            "POST",
+            "secret/metadata/a/b".into(),
+            Some(serde_json::json!({"custom_metadata": many}).to_string()),
+        ),
+        ("GET", "secret/data/a/b?version=1".into(), None),
+        ("GET", "secret/data/a/b?version=9".into(), None),
+        ("GET", "secret/data/a/b?version=abc".into(), None),
+        ("GET", "secret/metadata/a/b".into(), None),
+        ("LIST", "secret/metadata/a/".into(), None),
+        ("LIST", "secret/metadata/a/b/".into(), None),
+        ("GET", "secret/metadata/?list=true".into(), None),
+        ("LIST", "secret/metadata/zz/".into(), None),
+        (
+            "POST",
+            "secret/metadata/new/path".into(),
+            Some(r#"{"max_versions":3}"#.into()),
+        ),
+        ("GET", "secret/metadata/new/path".into(), None),
+        ("GET", "secret/data/new/path".into(), None),
+        ("GET", "nomount/data/x".into(), None),
+    ];
+    // Past `max_versions` (10): the oldest versions are gone from reads and metadata.
+    let mut script = script;
+    for v in 1..=12 {
+        script.push((
+            "POST",
+            "secret/data/c".into(),
+            Some(format!(
+                r#"{{"data":{{"v":"{v}"}},"options":{{"cas":{}}}}}"#,
+                v - 1
+            )),
+        ));
+    }
+    script.push(("GET", "secret/metadata/c".into(), None));
+    script.push(("GET", "secret/data/c?version=2".into(), None));
+    script.push(("GET", "secret/data/c?version=3".into(), None));
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let mut differences = Vec::new();
+    for (method, api, body) in &script {
+        let mut answers = Vec::new();
+        for (address, token) in [
+            (bao.address().to_owned(), bao.token()),
+            (fake.address(), ROOT),
+        ] {
+            let mut req = http
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                    format!("{address}/v1/{api}"),
+                )
+                .header("X-Vault-Token", token);
+            if let Some(b) = body {
+                req = req.body(b.clone());
+            }
+            let resp = req.send().await.expect("request");
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.expect("body");
+            let mut json: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            comparable(&mut json);
+            answers.push((status, json));
+        }
+        if answers[0] != answers[1] {
+            differences.push(format!(
+                "{method} {api}\n  openbao: {} {}\n  fake:    {} {}",
+                answers[0].0, answers[0].1, answers[1].0, answers[1].1
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "the fake answers differently:\n{}",
+        differences.join("\n")
+    );
+}
+
+/// Drops what differs between any two servers (times, ids) and what OpenBao adds to
+/// Vault's metadata.
+fn comparable(json: &mut serde_json::Value) {
+    match json {
+        serde_json::Value::Object(map) => {
+            for key in [
+                "request_id",
+                "created_time",
+                "updated_time",
+                "current_metadata_version",
+                "metadata_cas_required",
+            ] {
+                map.remove(key);
+            }
+            map.values_mut().for_each(comparable);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(comparable),
+        _ => {}
+    }
 }
