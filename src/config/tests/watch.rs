@@ -196,3 +196,28 @@ fn https_reload_endpoints_take_a_ca_file() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn max_file_size_defaults_to_one_mebibyte_and_takes_bytes() {
+    assert_eq!(load("").unwrap().watch.max_file_size, 1024 * 1024);
+    let c = load("[watch]\nmax_file_size = 4096\n").unwrap();
+    assert_eq!(c.watch.max_file_size, 4096);
+}
+
+#[test]
+fn bad_max_file_size_is_refused_with_line_and_column() {
+    // BASE is 9 lines (it starts with a newline); `[watch]` is line 10.
+    let cases: &[(&str, &str)] = &[
+        ("max_file_size = 0", "between 1 and 67108864"),
+        ("max_file_size = -5", "between 1 and 67108864"),
+        ("max_file_size = 100000000000", "between 1 and 67108864"),
+        ("max_file_size = \"1MiB\"", "integer"),
+    ];
+    for (line, needle) in cases {
+        let e = load(&format!("[watch]\n{line}\n")).expect_err(line);
+        assert!(
+            e.contains("t.toml:11:17: watch.max_file_size") && e.contains(needle),
+            "{line}: {e}"
+        );
+    }
+}
