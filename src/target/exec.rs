@@ -10,8 +10,9 @@
 //! a hook can delete that key at the provider); a rollback runs `restore` with the restored
 //! value if configured, and otherwise `revoke` for the discarded version.
 //!
-//! The error names the exit status and the last line of stderr, unless that line contains
-//! the value, in which case it is withheld.
+//! The error names the exit status and the last line of stderr (from its last 4 KiB), with
+//! every run of 8 or more characters of the value masked, raw or base64- or hex-encoded
+//! ([`crate::redact`]): a hook that prints part of the value leaks nothing through it.
 
 pub mod config;
 
@@ -98,18 +99,31 @@ impl ExecTarget {
             .spawn()
             .map_err(|e| fail(format!("cannot start {program}: {e}")))?;
         let stdin = child.stdin.take();
+        let stderr = child.stderr.take();
         let work = async {
-            if let Some(mut stdin) = stdin {
-                if let Some(v) = value {
-                    // A command that does not read its stdin closes the pipe early: not an
-                    // error of the step, its exit status decides.
-                    let _ = stdin.write_all(v.expose()).await;
+            let feed = async {
+                if let Some(mut stdin) = stdin {
+                    if let Some(v) = value {
+                        // A command that does not read its stdin closes the pipe early: not
+                        // an error of the step, its exit status decides.
+                        let _ = stdin.write_all(v.expose()).await;
+                    }
+                    drop(stdin);
                 }
-                drop(stdin);
-            }
-            child.wait_with_output().await
+            };
+            // stderr is drained while the value is written, so a hook that prints before
+            // reading cannot fill the pipe and stall both sides.
+            let tail = async {
+                match stderr {
+                    Some(e) => crate::hook::read_tail(e).await,
+                    None => Ok(Default::default()),
+                }
+            };
+            let ((), tail) = tokio::join!(feed, tail);
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, tail?))
         };
-        let output = match tokio::time::timeout(self.timeout, work).await {
+        let (status, stderr) = match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => return Err(fail(format!("{program} failed to run: {e}"))),
             Err(_) => {
@@ -119,29 +133,13 @@ impl ExecTarget {
                 )));
             }
         };
-        if output.status.success() {
+        if status.success() {
             return Ok(());
         }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        let leaks = value.is_some_and(|v| {
-            !v.is_empty() && output.stderr.windows(v.len()).any(|w| w == v.expose())
-        });
-        let detail = if leaks {
-            "stderr withheld: it contains the value".to_owned()
-        } else if last.is_empty() {
-            "no stderr".to_owned()
-        } else {
-            last.chars().take(MAX_STDERR).collect()
-        };
-        Err(fail(format!(
-            "{program} exited with {}: {detail}",
-            output.status
-        )))
+        let value = value.map(SecretValue::expose);
+        let detail = crate::hook::last_line(&stderr, value, MAX_STDERR)
+            .unwrap_or_else(|| "no stderr".to_owned());
+        Err(fail(format!("{program} exited with {status}: {detail}")))
     }
 
     async fn read(&self, version: VersionNo) -> Option<SecretValue> {

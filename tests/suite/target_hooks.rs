@@ -82,7 +82,7 @@ async fn exec_failures_and_timeouts_fail_the_step_without_the_value() {
     assert_eq!(err.kind, ErrorKind::Apply);
     let text = err.to_string();
     assert!(text.contains("exit status: 3"), "{text}");
-    assert!(text.contains("withheld"), "{text}");
+    assert!(text.contains("<redacted>"), "{text}");
     assert!(!text.contains(&value), "{text}");
 
     let text = t.test(1, &v1).await.unwrap_err().to_string();
@@ -95,6 +95,106 @@ async fn exec_failures_and_timeouts_fail_the_step_without_the_value() {
         started.elapsed() < Duration::from_secs(3),
         "killed at the timeout"
     );
+}
+
+/// Log lines written on this thread while the guard lives (`#[tokio::test]` runs the test
+/// and the target on one thread, so parallel tests' lines are not mixed in).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Captures everything down to TRACE.
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Every encoding a hook might print `value` in, by name.
+fn encodings(value: &[u8]) -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    vec![
+        ("raw", String::from_utf8_lossy(value).into_owned()),
+        ("base64", STANDARD.encode(value)),
+        ("base64url", URL_SAFE.encode(value)),
+        ("hex", hex::encode(value)),
+        ("HEX", hex::encode_upper(value)),
+    ]
+}
+
+/// Asserts that no run of 8 characters of any encoding of `value` is in `text`, without
+/// printing the run.
+fn holds_no_run_of(text: &str, value: &[u8]) {
+    for (name, encoded) in encodings(value) {
+        let chars: Vec<char> = encoded.chars().collect();
+        for (i, w) in chars.windows(8).enumerate() {
+            let run: String = w.iter().collect();
+            assert!(
+                !text.contains(&run),
+                "the log holds the {name} value's characters {i}..{}",
+                i + 8
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn exec_stderr_is_reported_with_every_run_of_the_value_masked() {
+    let env = Env::new();
+    // A hook that prints slices of the value: 30 characters raw, a slice of its base64, the
+    // base64 of a slice at an odd offset, and the hex of a slice in both cases.
+    let script = r#"IFS= read -r v
+b64=$(printf %s "$v" | base64 -w0)
+hex=$(printf %s "${v:2:12}" | od -An -tx1 | tr -d ' \n')
+echo "first line ${v:1:20}" >&2
+echo "bad key ${v:0:30} b64 ${b64:4:28} slice $(printf %s "${v:5:20}" | base64 -w0) hex $hex HEX ${hex^^}" >&2
+exit 7"#;
+    let commands = Commands {
+        apply: Some(vec!["bash".into(), "-c".into(), script.into()]),
+        ..Commands::default()
+    };
+    let s = secret("provider_api_key");
+    let t = ExecTarget::new(
+        s.clone(),
+        commands,
+        Duration::from_secs(30),
+        env.store.clone(),
+    );
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
+    let (logs, guard) = Logs::capture();
+    let err = t.apply(1, &v1).await.unwrap_err();
+    // As the rotation actor logs a failed step.
+    tracing::warn!(secret = %s, step = "apply", error = %err, "rotation step failed");
+    drop(guard);
+    let log = logs.text();
+    assert!(log.contains("exit status: 7"), "{log}");
+    assert!(
+        log.contains("bad key <redacted>"),
+        "the last stderr line, masked: {log}"
+    );
+    holds_no_run_of(&log, v1.expose());
+    holds_no_run_of(&err.to_string(), v1.expose());
 }
 
 /// One request as the endpoint saw it: timestamp, signature, body.
