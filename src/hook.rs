@@ -1,12 +1,38 @@
-//! What rotor gives a child process it starts (an `exec` target's step): a bounded read of
-//! what it prints on stderr.
+//! What rotor gives a child process it starts (an `exec` target's step, an `exec` reload):
+//! a clean environment, and a bounded read of what it prints on stderr.
+//!
+//! A hook does not inherit rotor's environment: that may hold credentials of rotor's own
+//! (a cloud provider's keys, a Vault token) that a hook has no business seeing. It gets
+//! [`INHERITED`] from rotor's environment, the names its configuration allow-lists
+//! (`env = ["NAME", ...]`), and whatever the caller sets after (the `ROTOR_*` variables of
+//! an exec target).
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::process::Command;
 use zeroize::Zeroizing;
+
+/// Variables every hook gets from rotor's environment when rotor has them: enough to find
+/// programs, a home directory and the locale.
+pub const INHERITED: &[&str] = &["PATH", "HOME", "LANG"];
 
 /// Most stderr kept from a hook: its last bytes, where the reason for a failure is. A hook
 /// printing without end costs this much memory, not more.
 pub const STDERR_TAIL: usize = 4 * 1024;
+
+/// Clears `cmd`'s environment, then copies [`INHERITED`] and the names in `allow` from
+/// rotor's own environment (a name rotor does not have is left unset).
+pub fn clean_env(cmd: &mut Command, allow: &[String]) {
+    cmd.env_clear();
+    let names = INHERITED
+        .iter()
+        .copied()
+        .chain(allow.iter().map(String::as_str));
+    for name in names {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+}
 
 /// Reads `from` to its end and returns its last [`STDERR_TAIL`] bytes. The buffers are
 /// zeroed when dropped: a hook's stderr may hold the value it was given.

@@ -24,7 +24,7 @@
 //!   timers and tasks to the actor holding them.
 //! - [`status`]: the status board, the latest state of every secret for the API and gauges.
 //! - [`http_client`]: the one builder of outgoing HTTP clients.
-//! - [`hook`]: a bounded read of the stderr of a child process rotor starts.
+//! - [`hook`]: what a child process rotor starts gets: a clean environment, a bounded stderr.
 //! - [`actors`]: everything that spawns: rotor's tree, the rotation, watcher, publisher,
 //!   notifier, metrics and admin actors.
 //! - [`api`]: the admin HTTP API over an [`api::Admin`] backend.

@@ -13,6 +13,10 @@
 //! The error names the exit status and the last line of stderr (from its last 4 KiB), with
 //! every run of 8 or more characters of the value masked, raw or base64- or hex-encoded
 //! ([`crate::redact`]): a hook that prints part of the value leaks nothing through it.
+//!
+//! A step does not inherit rotor's environment ([`crate::hook::clean_env`]): it gets `PATH`,
+//! `HOME` and `LANG`, the variables its `env = ["NAME", ...]` key allow-lists, and the
+//! `ROTOR_*` variables above.
 
 pub mod config;
 
@@ -49,6 +53,8 @@ pub struct ExecTarget {
     timeout: Duration,
     /// Working directory of the commands (the process's when `None`).
     dir: Option<PathBuf>,
+    /// Names of rotor's environment variables a step gets besides the default ones.
+    env: Vec<String>,
     reader: ValueReader,
 }
 
@@ -64,8 +70,15 @@ impl ExecTarget {
             commands,
             timeout,
             dir: None,
+            env: Vec::new(),
             reader,
         }
+    }
+
+    /// Passes these variables of rotor's environment to every step (the `env` key).
+    pub fn with_env(mut self, names: Vec<String>) -> Self {
+        self.env = names;
+        self
     }
 
     /// Runs `argv` for `operation` with `value` on stdin.
@@ -82,6 +95,7 @@ impl ExecTarget {
             return Ok(());
         };
         let mut cmd = Command::new(program);
+        crate::hook::clean_env(&mut cmd, &self.env);
         cmd.args(args)
             .env("ROTOR_OPERATION", operation)
             .env("ROTOR_TENANT", secret.tenant())

@@ -197,6 +197,112 @@ exit 7"#;
     holds_no_run_of(&err.to_string(), v1.expose());
 }
 
+/// Where [`exec_env_child`] writes the environments its hooks saw; set only by the parent
+/// test, in the child's environment (this process's environment is never changed).
+const ENV_OUT: &str = "ROTOR_TEST_ENV_OUT";
+/// Variables the child test runs with: two rotor must not pass on, one allow-listed.
+const CANARY: (&str, &str) = ("ROTOR_TEST_CANARY_SECRET", "canary-9f2c4e7a");
+const AWS: (&str, &str) = ("AWS_SECRET_ACCESS_KEY", "aws-secret-5d1b3c8e");
+const ALLOWED: (&str, &str) = ("ROTOR_TEST_ALLOWED", "allowed-7e4a2f90");
+
+#[tokio::test]
+async fn exec_hooks_get_a_clean_environment_plus_the_allow_list() {
+    let dir = tempfile::tempdir().unwrap();
+    // The test binary again, running only the child test, with the parent's variables set
+    // on the command: rotor's environment as a deployment would give it.
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "target_hooks::exec_env_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(ENV_OUT, dir.path())
+        .env(CANARY.0, CANARY.1)
+        .env(AWS.0, AWS.1)
+        .env(ALLOWED.0, ALLOWED.1)
+        .output()
+        .expect("child test runs");
+    assert!(
+        out.status.success(),
+        "child test failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for hook in ["target", "reload"] {
+        let path = dir.path().join(format!("{hook}.env"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{hook} hook wrote no environment: {e}"));
+        let vars: Vec<&str> = text.lines().collect();
+        assert!(
+            !text.contains(CANARY.1),
+            "{hook} hook got {}: {vars:?}",
+            CANARY.0
+        );
+        assert!(!text.contains(AWS.1), "{hook} hook got {}: {vars:?}", AWS.0);
+        assert!(
+            vars.iter().any(|l| l.starts_with("PATH=")),
+            "{hook} hook has no PATH: {vars:?}"
+        );
+        let allowed = format!("{}={}", ALLOWED.0, ALLOWED.1);
+        assert!(
+            vars.contains(&allowed.as_str()),
+            "{hook} hook lacks the allow-listed variable: {vars:?}"
+        );
+    }
+    let target = std::fs::read_to_string(dir.path().join("target.env")).unwrap();
+    for name in [
+        "ROTOR_OPERATION=apply",
+        "ROTOR_TENANT=tenant1",
+        "ROTOR_VERSION=1",
+    ] {
+        assert!(
+            target.lines().any(|l| l == name),
+            "{name} missing: {target}"
+        );
+    }
+}
+
+/// Run by [`exec_hooks_get_a_clean_environment_plus_the_allow_list`] in a child process:
+/// an exec target step and an exec reload, each writing its environment to a file.
+#[tokio::test]
+#[ignore = "run by exec_hooks_get_a_clean_environment_plus_the_allow_list"]
+async fn exec_env_child() {
+    let Some(out) = std::env::var_os(ENV_OUT).map(std::path::PathBuf::from) else {
+        return;
+    };
+    let write_env = |file: &str| -> Vec<String> {
+        let path = out.join(file).display().to_string();
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "env > \"$1\"".into(),
+            "sh".into(),
+            path,
+        ]
+    };
+    let env = Env::new();
+    let s = secret("provider_api_key");
+    let t = ExecTarget::new(
+        s.clone(),
+        Commands {
+            apply: Some(write_env("target.env")),
+            ..Commands::default()
+        },
+        Duration::from_secs(30),
+        env.store.clone(),
+    )
+    .with_env(vec![ALLOWED.0.to_owned()]);
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
+    t.apply(1, &v1).await.expect("apply");
+    let reload = rotor::watch::reload::config::ReloadAction::Exec {
+        command: write_env("reload.env"),
+        timeout: Duration::from_secs(30),
+        env: vec![ALLOWED.0.to_owned()],
+    };
+    rotor::watch::reload::run(&reload).await.expect("reload");
+}
+
 /// One request as the endpoint saw it: timestamp, signature, body.
 type Seen = (String, String, Vec<u8>);
 
