@@ -93,6 +93,7 @@ fn context(senders: Senders, metrics: Metrics) -> Arc<WatchContext> {
         limiter: Arc::new(ReloadLimiter::new(60)),
         managed: BTreeSet::new(),
         state_dir: None,
+        max_file_size: rotor::watch::scan::DEFAULT_MAX_FILE_SIZE,
         sink: Some(Arc::new(move |e: &WatchEvent| {
             if e.kind == WatchEventKind::SecretChanged {
                 let at = Instant::now();

@@ -24,11 +24,13 @@
 //!   timers and tasks to the actor holding them.
 //! - [`status`]: the status board, the latest state of every secret for the API and gauges.
 //! - [`http_client`]: the one builder of outgoing HTTP clients.
+//! - [`hook`]: what a child process rotor starts gets: a clean environment, a bounded stderr.
 //! - [`actors`]: everything that spawns: rotor's tree, the rotation, watcher, publisher,
 //!   notifier, metrics and admin actors.
 //! - [`api`]: the admin HTTP API over an [`api::Admin`] backend.
 //! - [`cli`]: the `rotor` command line.
 //! - [`process`]: process hardening at start-up (no core dumps).
+//! - [`redact`]: masking runs of a secret value (raw, base64, hex) out of hook output.
 //! - `testing` (tests and the `test-util` feature only): the one `eventually` wait.
 
 pub mod actors;
@@ -40,12 +42,14 @@ pub mod config;
 pub mod domain;
 pub mod duration;
 pub mod generator;
+pub mod hook;
 pub mod http_client;
 pub mod machine;
 pub mod metrics;
 pub mod notify;
 pub mod process;
 pub mod publish;
+pub mod redact;
 pub mod schedule;
 pub mod status;
 pub mod store;

@@ -67,9 +67,11 @@ impl Actor for PublisherActor {
     ) -> Result<(), ActorProcessingErr> {
         let dir = state.config.path.clone();
         let store = state.store.clone();
-        let existing =
-            tokio::task::spawn_blocking(move || scan::scan(&dir, &|b| store.fingerprint(b)))
-                .await?;
+        let existing = tokio::task::spawn_blocking(move || {
+            // rotor wrote what is there; a file over the default limit is republished.
+            scan::scan(&dir, &|b| store.fingerprint(b), scan::DEFAULT_MAX_FILE_SIZE)
+        })
+        .await?;
         if let Ok(snapshot) = existing {
             state.published = snapshot
                 .files

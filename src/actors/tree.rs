@@ -227,6 +227,7 @@ fn watch_context(
         state_dir,
         sink: options.watch_sink.clone(),
         mountinfo: options.mountinfo.clone(),
+        max_file_size: config.watch.max_file_size,
     })
 }
 

@@ -83,6 +83,8 @@ pub struct WatchContext {
     pub sink: Option<EventSink>,
     /// `/proc/self/mountinfo` in production; tests pass a fixture.
     pub mountinfo: PathBuf,
+    /// `[watch] max_file_size`: larger visible files are skipped, not read.
+    pub max_file_size: u64,
 }
 
 /// The registry name of the watcher of `mount` in the tree `namespace`.
@@ -409,8 +411,10 @@ impl WatcherState {
     ) -> Result<(), ActorProcessingErr> {
         let dir = self.mount.path.clone();
         let fp = self.ctx.fingerprint.clone();
+        let max = self.ctx.max_file_size;
         let (result, id) =
-            tokio::task::spawn_blocking(move || (scan::scan(&dir, &*fp), dir_id(&dir))).await?;
+            tokio::task::spawn_blocking(move || (scan::scan(&dir, &*fp, max), dir_id(&dir)))
+                .await?;
         match result {
             Ok(snap) => {
                 if std::mem::take(&mut self.missing) {
@@ -516,12 +520,16 @@ impl WatcherState {
         self.request_reload(myself);
     }
 
+    /// A visible file the scan did not fingerprint (an I/O error, or skipped: too large,
+    /// not a regular file, a planted link). Reported once per change of the reason.
     fn unreadable(&self, file: &str, reason: &str) {
+        let path = self.mount.path.join(file);
+        tracing::warn!(path = %path.display(), %reason, "cannot read a file in a watched mount");
         self.emit(
             WatchEventKind::Error,
             Some(file.to_owned()),
             None,
-            Some(format!("cannot read file: {reason}")),
+            Some(format!("cannot read {}: {reason}", path.display())),
         );
     }
 

@@ -1,11 +1,11 @@
 //! The checking API every part of the configuration is validated with: the document's
 //! [`Diagnostics`], the key paths stage one already reported (pruned), and the shared
 //! checks of values (durations, integers in a range, file paths, CA files, time zones,
-//! cron expressions, `file = "tenant/key"` pairs). Each integration's own `config` module
-//! (targets, stores, notifier channels, reload actions, publish destinations) validates its
-//! keys through a [`Validator`], so every problem lands in the one list `rotor check`
-//! prints; the secrets they name come back as [`SecretMention`]s for the config module's
-//! cross-reference check.
+//! cron expressions, `file = "tenant/key"` pairs, hook `env` allow-lists). Each
+//! integration's own `config` module (targets, stores, notifier channels, reload actions,
+//! publish destinations) validates its keys through a [`Validator`], so every problem lands
+//! in the one list `rotor check` prints; the secrets they name come back as
+//! [`SecretMention`]s for the config module's cross-reference check.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -220,6 +220,38 @@ impl Validator<'_, '_> {
                 Err(Reported)
             }
         }
+    }
+
+    /// An `env = ["NAME", ...]` allow-list of a hook (an exec target or reload): each name
+    /// must be an environment variable name, `[A-Za-z_][A-Za-z0-9_]*`. Bad names are
+    /// reported one by one and left out.
+    pub(crate) fn env_names(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<Vec<Spanned<String>>>>,
+    ) -> Vec<String> {
+        let Some(list) = value else {
+            return Vec::new();
+        };
+        let mut names = Vec::new();
+        for name in list.get_ref() {
+            let text = name.get_ref();
+            let mut chars = text.chars();
+            let valid = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if valid {
+                names.push(text.clone());
+            } else {
+                self.diag.value(
+                    name.span(),
+                    path,
+                    "is not an environment variable name: letters, digits and '_', not starting with a digit (e.g. \"AWS_REGION\")",
+                );
+            }
+        }
+        names
     }
 
     /// A required, non-empty file path key of the table at `path` (spanning `table`).

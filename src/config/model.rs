@@ -99,6 +99,10 @@ pub struct WatchConfig {
     pub enabled: bool,
     /// Reload actions started per minute across all mounts (a token bucket); more wait.
     pub max_reloads_per_minute: u32,
+    /// Largest visible file a scan reads, in bytes; a larger one is skipped with a
+    /// warning, so a huge file in a mount cannot take rotor's memory. Default 1 MiB (the
+    /// largest Kubernetes Secret).
+    pub max_file_size: u64,
 }
 
 /// A watched secret mount directory.

@@ -151,6 +151,8 @@ pub(super) struct RawRuntime {
 pub(super) struct RawWatch {
     pub enabled: Option<S<bool>>,
     pub max_reloads_per_minute: Option<S<i64>>,
+    /// Bytes; a larger visible file is skipped, not read.
+    pub max_file_size: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

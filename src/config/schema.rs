@@ -67,7 +67,11 @@ const RUNTIME: &[Field] = &[
     f("retry_backoff_max", Ty::Duration),
 ];
 
-const WATCH: &[Field] = &[f("enabled", Ty::Bool), f("max_reloads_per_minute", Ty::Int)];
+const WATCH: &[Field] = &[
+    f("enabled", Ty::Bool),
+    f("max_reloads_per_minute", Ty::Int),
+    f("max_file_size", Ty::Int),
+];
 
 const MOUNT: &[Field] = &[
     f("path", Ty::Str),

@@ -40,6 +40,9 @@ const MAX_CACHE_ENTRIES: (i64, i64) = (0, 10_000_000);
 const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_RELOADS_PER_MINUTE: u32 = 60;
 const MAX_RELOADS_PER_MINUTE: (i64, i64) = (1, 100_000);
+/// A scan holds a whole file in memory to fingerprint it; 64 MiB is far above any secret
+/// and still a bound.
+const MAX_FILE_SIZE: (i64, i64) = (1, 64 * 1024 * 1024);
 
 /// Validates `raw`. The returned config is only meaningful if `diag` stayed empty: parts
 /// that failed are replaced by defaults so that the remaining parts can still be checked.
@@ -66,6 +69,15 @@ pub(super) fn validate(
             MAX_RELOADS_PER_MINUTE,
             "max_reloads_per_minute",
             DEFAULT_MAX_RELOADS_PER_MINUTE,
+        ),
+        max_file_size: v.int_or(
+            "watch.max_file_size",
+            raw.watch
+                .as_ref()
+                .and_then(|w| w.get_ref().max_file_size.as_ref()),
+            MAX_FILE_SIZE,
+            "max_file_size (in bytes)",
+            crate::watch::scan::DEFAULT_MAX_FILE_SIZE,
         ),
     };
     let mut mentions = Vec::new();

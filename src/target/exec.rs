@@ -10,8 +10,13 @@
 //! a hook can delete that key at the provider); a rollback runs `restore` with the restored
 //! value if configured, and otherwise `revoke` for the discarded version.
 //!
-//! The error names the exit status and the last line of stderr, unless that line contains
-//! the value, in which case it is withheld.
+//! The error names the exit status and the last line of stderr (from its last 4 KiB), with
+//! every run of 8 or more characters of the value masked, raw or base64- or hex-encoded
+//! ([`crate::redact`]): a hook that prints part of the value leaks nothing through it.
+//!
+//! A step does not inherit rotor's environment ([`crate::hook::clean_env`]): it gets `PATH`,
+//! `HOME` and `LANG`, the variables its `env = ["NAME", ...]` key allow-lists, and the
+//! `ROTOR_*` variables above.
 
 pub mod config;
 
@@ -48,6 +53,8 @@ pub struct ExecTarget {
     timeout: Duration,
     /// Working directory of the commands (the process's when `None`).
     dir: Option<PathBuf>,
+    /// Names of rotor's environment variables a step gets besides the default ones.
+    env: Vec<String>,
     reader: ValueReader,
 }
 
@@ -63,8 +70,15 @@ impl ExecTarget {
             commands,
             timeout,
             dir: None,
+            env: Vec::new(),
             reader,
         }
+    }
+
+    /// Passes these variables of rotor's environment to every step (the `env` key).
+    pub fn with_env(mut self, names: Vec<String>) -> Self {
+        self.env = names;
+        self
     }
 
     /// Runs `argv` for `operation` with `value` on stdin.
@@ -81,6 +95,7 @@ impl ExecTarget {
             return Ok(());
         };
         let mut cmd = Command::new(program);
+        crate::hook::clean_env(&mut cmd, &self.env);
         cmd.args(args)
             .env("ROTOR_OPERATION", operation)
             .env("ROTOR_TENANT", secret.tenant())
@@ -98,18 +113,31 @@ impl ExecTarget {
             .spawn()
             .map_err(|e| fail(format!("cannot start {program}: {e}")))?;
         let stdin = child.stdin.take();
+        let stderr = child.stderr.take();
         let work = async {
-            if let Some(mut stdin) = stdin {
-                if let Some(v) = value {
-                    // A command that does not read its stdin closes the pipe early: not an
-                    // error of the step, its exit status decides.
-                    let _ = stdin.write_all(v.expose()).await;
+            let feed = async {
+                if let Some(mut stdin) = stdin {
+                    if let Some(v) = value {
+                        // A command that does not read its stdin closes the pipe early: not
+                        // an error of the step, its exit status decides.
+                        let _ = stdin.write_all(v.expose()).await;
+                    }
+                    drop(stdin);
                 }
-                drop(stdin);
-            }
-            child.wait_with_output().await
+            };
+            // stderr is drained while the value is written, so a hook that prints before
+            // reading cannot fill the pipe and stall both sides.
+            let tail = async {
+                match stderr {
+                    Some(e) => crate::hook::read_tail(e).await,
+                    None => Ok(Default::default()),
+                }
+            };
+            let ((), tail) = tokio::join!(feed, tail);
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, tail?))
         };
-        let output = match tokio::time::timeout(self.timeout, work).await {
+        let (status, stderr) = match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => return Err(fail(format!("{program} failed to run: {e}"))),
             Err(_) => {
@@ -119,29 +147,13 @@ impl ExecTarget {
                 )));
             }
         };
-        if output.status.success() {
+        if status.success() {
             return Ok(());
         }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        let leaks = value.is_some_and(|v| {
-            !v.is_empty() && output.stderr.windows(v.len()).any(|w| w == v.expose())
-        });
-        let detail = if leaks {
-            "stderr withheld: it contains the value".to_owned()
-        } else if last.is_empty() {
-            "no stderr".to_owned()
-        } else {
-            last.chars().take(MAX_STDERR).collect()
-        };
-        Err(fail(format!(
-            "{program} exited with {}: {detail}",
-            output.status
-        )))
+        let value = value.map(SecretValue::expose);
+        let detail = crate::hook::last_line(&stderr, value, MAX_STDERR)
+            .unwrap_or_else(|| "no stderr".to_owned());
+        Err(fail(format!("{program} exited with {status}: {detail}")))
     }
 
     async fn read(&self, version: VersionNo) -> Option<SecretValue> {

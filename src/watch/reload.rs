@@ -8,7 +8,11 @@
 //! - `signal`: reads the pid file at every reload (the workload may have restarted),
 //!   refuses pids below 1 (`kill(0)` or `kill(-1)` would signal a whole group), sends it.
 //! - `exec`: runs the argv without a shell, stdin/stdout/stderr closed, killed on
-//!   timeout; success is exit status 0.
+//!   timeout; success is exit status 0. It does not inherit rotor's environment: it gets
+//!   `PATH`, `HOME`, `LANG` and the names its `env` key allow-lists
+//!   ([`crate::hook::clean_env`]). Its stderr is not read: the command may print the
+//!   mounted files, which rotor holds only as fingerprints and so could not mask; the exit
+//!   status is what the error reports.
 //!
 //! Errors name the action's target (URL, pid file, program), never anything read from a
 //! secret.
@@ -130,9 +134,15 @@ pub async fn run(action: &ReloadAction) -> Result<(), ReloadError> {
                 })
             }
         }
-        ReloadAction::Exec { command, timeout } => {
+        ReloadAction::Exec {
+            command,
+            timeout,
+            env,
+        } => {
             let program = command.first().cloned().unwrap_or_default();
-            let mut child = tokio::process::Command::new(&program)
+            let mut cmd = tokio::process::Command::new(&program);
+            crate::hook::clean_env(&mut cmd, env);
+            let mut child = cmd
                 .args(&command[1.min(command.len())..])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())

@@ -13,15 +13,25 @@
 //! with [`ScanError::Unstable`] and the caller tries later.
 //!
 //! Contents are read into zeroizing buffers, fingerprinted and dropped; a snapshot holds
-//! fingerprints and error kinds only.
+//! fingerprints and error kinds only. A file is read only if it is a regular file of at
+//! most `[watch] max_file_size` bytes ([`read_file`]: non-blocking open, `fstat` of the
+//! opened file, a bounded read); anything else (a FIFO, a device, a huge file) is skipped
+//! and recorded as unreadable with the reason. In a kubelet layout no symlink is followed
+//! except the visible `..data/<name>` ones, which are resolved through the pinned target:
+//! the `..<timestamp>/<name>` opened is refused if it is a link (`O_NOFOLLOW`).
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read as _};
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+/// Largest visible file read unless `[watch] max_file_size` says otherwise: 1 MiB, the
+/// largest Kubernetes Secret.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1024 * 1024;
 
 /// Attempts before a scan that keeps racing with swaps gives up.
 pub const MAX_ATTEMPTS: usize = 8;
@@ -89,10 +99,16 @@ impl ScanError {
 /// One attempt ended early because an update landed in the middle of it.
 struct Raced;
 
-/// Reads `dir` into a snapshot, fingerprinting every visible file with `fingerprint`.
-pub fn scan(dir: &Path, fingerprint: &dyn Fn(&[u8]) -> String) -> Result<Snapshot, ScanError> {
+/// Reads `dir` into a snapshot, fingerprinting every visible file with `fingerprint`. A
+/// file larger than `max_file_size` bytes, or one that is not a regular file, is not read:
+/// it is in the snapshot as [`FileState::Unreadable`] with the reason.
+pub fn scan(
+    dir: &Path,
+    fingerprint: &dyn Fn(&[u8]) -> String,
+    max_file_size: u64,
+) -> Result<Snapshot, ScanError> {
     for _ in 0..MAX_ATTEMPTS {
-        match scan_once(dir, fingerprint) {
+        match scan_once(dir, fingerprint, max_file_size) {
             Ok(Ok(s)) => return Ok(s),
             Ok(Err(Raced)) => continue,
             Err(source) => {
@@ -111,6 +127,7 @@ pub fn scan(dir: &Path, fingerprint: &dyn Fn(&[u8]) -> String) -> Result<Snapsho
 fn scan_once(
     dir: &Path,
     fingerprint: &dyn Fn(&[u8]) -> String,
+    max_file_size: u64,
 ) -> io::Result<Result<Snapshot, Raced>> {
     let data = fs::read_link(dir.join(DATA)).ok();
     let mut files = BTreeMap::new();
@@ -131,29 +148,22 @@ fn scan_once(
             }
             _ => link,
         };
-        match fs::metadata(&source) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => continue,
+        // kubelet writes regular files under `..<timestamp>` and links nothing else; a link
+        // found anywhere else in its layout was planted, and is not followed.
+        let follow = data.is_none();
+        match read_file(&source, follow, max_file_size) {
+            Ok(Read::Bytes(bytes)) => {
+                files.insert(name, FileState::Fingerprint(fingerprint(&bytes)));
+            }
+            Ok(Read::Directory) => {}
+            Ok(Read::Skipped(reason)) => {
+                files.insert(name, FileState::Unreadable(reason));
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if data.is_some() {
                     return Ok(Err(Raced));
                 }
                 // Deleted between the listing and now, or a dangling link: not a file.
-                continue;
-            }
-            Err(e) => {
-                files.insert(name, FileState::Unreadable(error_kind(&e)));
-                continue;
-            }
-        }
-        match fs::read(&source).map(Zeroizing::new) {
-            Ok(bytes) => {
-                files.insert(name, FileState::Fingerprint(fingerprint(&bytes)));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if data.is_some() {
-                    return Ok(Err(Raced));
-                }
             }
             Err(e) => {
                 files.insert(name, FileState::Unreadable(error_kind(&e)));
@@ -164,6 +174,87 @@ fn scan_once(
         return Ok(Err(Raced));
     }
     Ok(Ok(Snapshot { files }))
+}
+
+/// What [`read_file`] found.
+enum Read {
+    /// A regular file's whole content.
+    Bytes(Zeroizing<Vec<u8>>),
+    /// A directory: not a file, and not worth a warning (a secret with nested keys).
+    Directory,
+    /// Something that is not read, and why (a content-free phrase).
+    Skipped(String),
+}
+
+/// Reads the regular file at `path`, at most `max` bytes of it.
+///
+/// Nothing here can block or take unbounded memory, whatever is planted in a mount: the type
+/// is looked at before opening (opening a device may itself do something), the open is
+/// non-blocking (a FIFO swapped in after the look still opens at once), the opened file is
+/// checked again with `fstat` and its size compared with `max` before a byte is read, and
+/// the read stops after `max + 1` bytes in case it grew. With `follow = false` a symlink as
+/// the last component is refused (`O_NOFOLLOW`), not followed.
+fn read_file(path: &Path, follow: bool, max: u64) -> io::Result<Read> {
+    let meta = if follow {
+        fs::metadata(path)?
+    } else {
+        fs::symlink_metadata(path)?
+    };
+    if let Some(other) = not_regular(&meta.file_type()) {
+        return Ok(other);
+    }
+    let mut flags = libc::O_NONBLOCK;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if let Some(other) = not_regular(&meta.file_type()) {
+        return Ok(other);
+    }
+    let too_large = || {
+        Read::Skipped(format!(
+            "larger than [watch] max_file_size ({max} bytes); skipped"
+        ))
+    };
+    if meta.len() > max {
+        return Ok(too_large());
+    }
+    // Sized up front so the buffer is not reallocated (leaving a copy behind) unless the
+    // file grew since the fstat.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Ok(too_large());
+    }
+    Ok(Read::Bytes(bytes))
+}
+
+/// `None` for a regular file; otherwise what to do with `t`.
+fn not_regular(t: &fs::FileType) -> Option<Read> {
+    let what = if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        return Some(Read::Directory);
+    } else if t.is_symlink() {
+        return Some(Read::Skipped(
+            "a symbolic link where kubelet writes a file; not followed".to_owned(),
+        ));
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "of an unknown type"
+    };
+    Some(Read::Skipped(format!(
+        "not a regular file ({what}); skipped"
+    )))
 }
 
 /// An I/O error as a short, content-free phrase ("permission denied").

@@ -84,7 +84,7 @@ async fn exec_failures_and_timeouts_fail_the_step_without_the_value() {
     assert_eq!(err.kind, ErrorKind::Apply);
     let text = err.to_string();
     assert!(text.contains("exit status: 3"), "{text}");
-    assert!(text.contains("withheld"), "{text}");
+    assert!(text.contains("<redacted>"), "{text}");
     assert!(!text.contains(&value), "{text}");
 
     let text = t.test(1, &v1).await.unwrap_err().to_string();
@@ -97,6 +97,212 @@ async fn exec_failures_and_timeouts_fail_the_step_without_the_value() {
         started.elapsed() < Duration::from_secs(30),
         "killed at the 5 s timeout, not after the 60 s sleep"
     );
+}
+
+/// Log lines written on this thread while the guard lives (`#[tokio::test]` runs the test
+/// and the target on one thread, so parallel tests' lines are not mixed in).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Captures everything down to TRACE.
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Every encoding a hook might print `value` in, by name.
+fn encodings(value: &[u8]) -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    vec![
+        ("raw", String::from_utf8_lossy(value).into_owned()),
+        ("base64", STANDARD.encode(value)),
+        ("base64url", URL_SAFE.encode(value)),
+        ("hex", hex::encode(value)),
+        ("HEX", hex::encode_upper(value)),
+    ]
+}
+
+/// Asserts that no run of 8 characters of any encoding of `value` is in `text`, without
+/// printing the run.
+fn holds_no_run_of(text: &str, value: &[u8]) {
+    for (name, encoded) in encodings(value) {
+        let chars: Vec<char> = encoded.chars().collect();
+        for (i, w) in chars.windows(8).enumerate() {
+            let run: String = w.iter().collect();
+            assert!(
+                !text.contains(&run),
+                "the log holds the {name} value's characters {i}..{}",
+                i + 8
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn exec_stderr_is_reported_with_every_run_of_the_value_masked() {
+    let env = Env::new();
+    // A hook that prints slices of the value: 30 characters raw, a slice of its base64, the
+    // base64 of a slice at an odd offset, and the hex of a slice in both cases.
+    let script = r#"IFS= read -r v
+b64=$(printf %s "$v" | base64 -w0)
+hex=$(printf %s "${v:2:12}" | od -An -tx1 | tr -d ' \n')
+echo "first line ${v:1:20}" >&2
+echo "bad key ${v:0:30} b64 ${b64:4:28} slice $(printf %s "${v:5:20}" | base64 -w0) hex $hex HEX ${hex^^}" >&2
+exit 7"#;
+    let commands = Commands {
+        apply: Some(vec!["bash".into(), "-c".into(), script.into()]),
+        ..Commands::default()
+    };
+    let s = secret("provider_api_key");
+    let t = ExecTarget::new(
+        s.clone(),
+        commands,
+        Duration::from_secs(30),
+        env.store.clone(),
+    );
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
+    let (logs, guard) = Logs::capture();
+    let err = t.apply(1, &v1).await.unwrap_err();
+    // As the rotation actor logs a failed step.
+    tracing::warn!(secret = %s, step = "apply", error = %err, "rotation step failed");
+    drop(guard);
+    let log = logs.text();
+    assert!(log.contains("exit status: 7"), "{log}");
+    assert!(
+        log.contains("bad key <redacted>"),
+        "the last stderr line, masked: {log}"
+    );
+    holds_no_run_of(&log, v1.expose());
+    holds_no_run_of(&err.to_string(), v1.expose());
+}
+
+/// Where [`exec_env_child`] writes the environments its hooks saw; set only by the parent
+/// test, in the child's environment (this process's environment is never changed).
+const ENV_OUT: &str = "ROTOR_TEST_ENV_OUT";
+/// Variables the child test runs with: two rotor must not pass on, one allow-listed.
+const CANARY: (&str, &str) = ("ROTOR_TEST_CANARY_SECRET", "canary-9f2c4e7a");
+const AWS: (&str, &str) = ("AWS_SECRET_ACCESS_KEY", "aws-secret-5d1b3c8e");
+const ALLOWED: (&str, &str) = ("ROTOR_TEST_ALLOWED", "allowed-7e4a2f90");
+
+#[tokio::test]
+async fn exec_hooks_get_a_clean_environment_plus_the_allow_list() {
+    let dir = tempfile::tempdir().unwrap();
+    // The test binary again, running only the child test, with the parent's variables set
+    // on the command: rotor's environment as a deployment would give it.
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "target_hooks::exec_env_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(ENV_OUT, dir.path())
+        .env(CANARY.0, CANARY.1)
+        .env(AWS.0, AWS.1)
+        .env(ALLOWED.0, ALLOWED.1)
+        .output()
+        .expect("child test runs");
+    assert!(
+        out.status.success(),
+        "child test failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for hook in ["target", "reload"] {
+        let path = dir.path().join(format!("{hook}.env"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{hook} hook wrote no environment: {e}"));
+        let vars: Vec<&str> = text.lines().collect();
+        assert!(
+            !text.contains(CANARY.1),
+            "{hook} hook got {}: {vars:?}",
+            CANARY.0
+        );
+        assert!(!text.contains(AWS.1), "{hook} hook got {}: {vars:?}", AWS.0);
+        assert!(
+            vars.iter().any(|l| l.starts_with("PATH=")),
+            "{hook} hook has no PATH: {vars:?}"
+        );
+        let allowed = format!("{}={}", ALLOWED.0, ALLOWED.1);
+        assert!(
+            vars.contains(&allowed.as_str()),
+            "{hook} hook lacks the allow-listed variable: {vars:?}"
+        );
+    }
+    let target = std::fs::read_to_string(dir.path().join("target.env")).unwrap();
+    for name in [
+        "ROTOR_OPERATION=apply",
+        "ROTOR_TENANT=tenant1",
+        "ROTOR_VERSION=1",
+    ] {
+        assert!(
+            target.lines().any(|l| l == name),
+            "{name} missing: {target}"
+        );
+    }
+}
+
+/// Run by [`exec_hooks_get_a_clean_environment_plus_the_allow_list`] in a child process:
+/// an exec target step and an exec reload, each writing its environment to a file.
+#[tokio::test]
+#[ignore = "run by exec_hooks_get_a_clean_environment_plus_the_allow_list"]
+async fn exec_env_child() {
+    let Some(out) = std::env::var_os(ENV_OUT).map(std::path::PathBuf::from) else {
+        return;
+    };
+    let write_env = |file: &str| -> Vec<String> {
+        let path = out.join(file).display().to_string();
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "env > \"$1\"".into(),
+            "sh".into(),
+            path,
+        ]
+    };
+    let env = Env::new();
+    let s = secret("provider_api_key");
+    let t = ExecTarget::new(
+        s.clone(),
+        Commands {
+            apply: Some(write_env("target.env")),
+            ..Commands::default()
+        },
+        Duration::from_secs(30),
+        env.store.clone(),
+    )
+    .with_env(vec![ALLOWED.0.to_owned()]);
+    let v1 = env.generate(&t, &s, 1, &password_spec()).await;
+    t.apply(1, &v1).await.expect("apply");
+    let reload = rotor::watch::reload::config::ReloadAction::Exec {
+        command: write_env("reload.env"),
+        timeout: Duration::from_secs(30),
+        env: vec![ALLOWED.0.to_owned()],
+    };
+    rotor::watch::reload::run(&reload).await.expect("reload");
 }
 
 /// One request as the endpoint saw it: timestamp, signature, body.

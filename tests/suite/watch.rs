@@ -66,6 +66,7 @@ struct Opts {
     state_dir: Option<PathBuf>,
     per_minute: u32,
     mountinfo: PathBuf,
+    max_file_size: u64,
 }
 
 impl Default for Opts {
@@ -74,6 +75,7 @@ impl Default for Opts {
             state_dir: None,
             per_minute: 10_000,
             mountinfo: "/proc/self/mountinfo".into(),
+            max_file_size: rotor::watch::scan::DEFAULT_MAX_FILE_SIZE,
         }
     }
 }
@@ -109,6 +111,7 @@ impl Watch {
                 sink_events.lock().unwrap().push(e.clone())
             })),
             mountinfo: opts.mountinfo,
+            max_file_size: opts.max_file_size,
         });
         let (actor, handle) = Actor::spawn(None, WatcherActor, (Arc::new(cfg), ctx))
             .await
@@ -619,4 +622,130 @@ async fn https_reload_endpoints_are_verified_against_their_ca() {
     assert!(text.contains("not trusted"), "{text}");
     assert_eq!(refused.metric_label(), "http");
     assert_eq!(receiver.seen().len(), 1, "nothing sent without trust");
+}
+
+/// The `..<timestamp>` directory `..data` points at in the kubelet mount `m`.
+fn generation(m: &Path) -> PathBuf {
+    m.join(std::fs::read_link(m.join("..data")).expect("..data"))
+}
+
+/// The Error events about `file`.
+fn errors_about(w: &Watch, file: &str) -> Vec<WatchEvent> {
+    w.of(K::Error)
+        .into_iter()
+        .filter(|e| e.file.as_deref() == Some(file))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_in_a_mount_is_skipped_with_a_warning_and_the_scan_returns() {
+    let d = tmp();
+    let m = d.path().join("secrets");
+    kubelet::swap(&m, &[("a", b"1"), ("pipe", b"2")]);
+    let w = Watch::start(mount(&m), Opts::default()).await;
+    // A FIFO where kubelet wrote a file, with no writer: opening it for reading blocks
+    // unless the open is non-blocking.
+    let pipe = generation(&m).join("pipe");
+    std::fs::remove_file(&pipe).unwrap();
+    let c = std::ffi::CString::new(pipe.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    // A health check is a full rescan (nothing in the mount directory itself changed).
+    w.actor.cast(WatcherMsg::HealthCheck).unwrap();
+    w.until("a warning about the FIFO", |w| {
+        !errors_about(w, "pipe").is_empty()
+    })
+    .await;
+    let detail = errors_about(&w, "pipe")[0]
+        .detail
+        .clone()
+        .unwrap_or_default();
+    assert!(detail.contains("not a regular file (a FIFO)"), "{detail}");
+    assert!(
+        detail.contains(&m.join("pipe").display().to_string()),
+        "{detail}"
+    );
+    // The watcher is not stuck: a later change is reported.
+    let mut marker = 0;
+    w.settle(&m, &mut marker, &[("a", b"3")]).await;
+    assert_eq!(w.changed("a"), vec![fp(b"3")]);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_planted_in_a_kubelet_generation_is_not_followed() {
+    let d = tmp();
+    let m = d.path().join("secrets");
+    let outside = d.path().join("outside");
+    std::fs::write(&outside, b"not for the watcher").unwrap();
+    kubelet::swap(&m, &[("a", b"1"), ("token", b"t1")]);
+    let w = Watch::start(mount(&m), Opts::default()).await;
+    let token = generation(&m).join("token");
+    std::fs::remove_file(&token).unwrap();
+    std::os::unix::fs::symlink(&outside, &token).unwrap();
+    w.actor.cast(WatcherMsg::HealthCheck).unwrap();
+    w.until("a warning about the link", |w| {
+        !errors_about(w, "token").is_empty()
+    })
+    .await;
+    let detail = errors_about(&w, "token")[0]
+        .detail
+        .clone()
+        .unwrap_or_default();
+    assert!(detail.contains("symbolic link"), "{detail}");
+    assert!(
+        !w.changed("token").contains(&fp(b"not for the watcher")),
+        "the link was followed"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_over_max_file_size_are_skipped_with_a_warning_not_read() {
+    let d = tmp();
+    let m = d.path().join("plain");
+    std::fs::create_dir(&m).unwrap();
+    std::fs::write(m.join("small"), b"1").unwrap();
+    let opts = Opts {
+        max_file_size: 1024,
+        ..Opts::default()
+    };
+    let w = Watch::start(mount(&m), opts).await;
+    // Exactly at the limit: read.
+    std::fs::write(m.join("edge"), vec![b'e'; 1024]).unwrap();
+    w.until("edge read", |w| {
+        w.changed("edge") == vec![fp(&[b'e'; 1024])]
+    })
+    .await;
+    // One byte over: skipped, and the warning names the path and the limit.
+    std::fs::write(m.join("big"), vec![b'b'; 1025]).unwrap();
+    w.until("a warning about big", |w| {
+        !errors_about(w, "big").is_empty()
+    })
+    .await;
+    let detail = errors_about(&w, "big")[0]
+        .detail
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        detail.contains(&m.join("big").display().to_string()),
+        "{detail}"
+    );
+    assert!(detail.contains("max_file_size (1024 bytes)"), "{detail}");
+    assert!(
+        !detail.contains("bbbbbbbb"),
+        "content in the warning: {detail}"
+    );
+    assert!(w.changed("big").is_empty(), "big was fingerprinted");
+    // A sparse 2 GiB file: read whole it would take 2 GiB of memory and seconds; skipped
+    // from its size, it takes neither.
+    let huge = std::fs::File::create(m.join("huge")).unwrap();
+    huge.set_len(2 << 30).unwrap();
+    drop(huge);
+    w.until("a warning about huge", |w| {
+        !errors_about(w, "huge").is_empty()
+    })
+    .await;
+    assert!(w.changed("huge").is_empty(), "huge was fingerprinted");
+    w.stop().await;
 }

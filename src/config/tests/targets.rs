@@ -317,3 +317,40 @@ target = { type = "none", fail = ["explode"] }
         &["apply, test, promote, revoke"],
     );
 }
+
+#[test]
+fn exec_env_allow_list_takes_valid_names_only() {
+    let t = target(
+        load(
+            DB,
+            r#"{ type = "exec", apply = ["/bin/apply"], env = ["AWS_REGION", "http_proxy"] }"#,
+        )
+        .unwrap(),
+    );
+    match t {
+        TargetConfig::Exec(ExecConfig { env, .. }) => {
+            assert_eq!(env, vec!["AWS_REGION".to_owned(), "http_proxy".to_owned()])
+        }
+        other => panic!("{other:?}"),
+    }
+    let t = target(load(DB, r#"{ type = "exec", apply = ["/bin/apply"] }"#).unwrap());
+    assert!(matches!(t, TargetConfig::Exec(ExecConfig { ref env, .. }) if env.is_empty()));
+    let e = errors(load(
+        DB,
+        r#"{ type = "exec", apply = ["/bin/apply"], env = ["GOOD", "BAD-NAME", "9LIVES"] }"#,
+    ));
+    // The target line is line 10 of the document.
+    assert!(
+        e.contains("test.toml:10:")
+            && e.contains("target.env: is not an environment variable name")
+            && e.contains("(got \"BAD-NAME\")")
+            && e.contains("(got \"9LIVES\")"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 2, "{e}");
+    let e = errors(load(
+        DB,
+        r#"{ type = "exec", apply = ["/bin/apply"], env = "PATH" }"#,
+    ));
+    assert!(e.contains("target.env"), "{e}");
+}

@@ -87,9 +87,14 @@ interval = "250ms"
         other => panic!("{other:?}"),
     }
     match &c.mounts[2].reload.as_ref().unwrap().action {
-        ReloadAction::Exec { command, timeout } => {
+        ReloadAction::Exec {
+            command,
+            timeout,
+            env,
+        } => {
             assert_eq!(command, &vec!["/usr/bin/app-reload".to_owned()]);
             assert_eq!(*timeout, Duration::from_secs(10));
+            assert!(env.is_empty(), "no variables beyond the default ones");
         }
         other => panic!("{other:?}"),
     }
@@ -195,4 +200,61 @@ fn https_reload_endpoints_take_a_ca_file() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn max_file_size_defaults_to_one_mebibyte_and_takes_bytes() {
+    assert_eq!(load("").unwrap().watch.max_file_size, 1024 * 1024);
+    let c = load("[watch]\nmax_file_size = 4096\n").unwrap();
+    assert_eq!(c.watch.max_file_size, 4096);
+}
+
+#[test]
+fn bad_max_file_size_is_refused_with_line_and_column() {
+    // BASE is 9 lines (it starts with a newline); `[watch]` is line 10.
+    let cases: &[(&str, &str)] = &[
+        ("max_file_size = 0", "between 1 and 67108864"),
+        ("max_file_size = -5", "between 1 and 67108864"),
+        ("max_file_size = 100000000000", "between 1 and 67108864"),
+        ("max_file_size = \"1MiB\"", "integer"),
+    ];
+    for (line, needle) in cases {
+        let e = load(&format!("[watch]\n{line}\n")).expect_err(line);
+        assert!(
+            e.contains("t.toml:11:17: watch.max_file_size") && e.contains(needle),
+            "{line}: {e}"
+        );
+    }
+}
+
+#[test]
+fn exec_reload_takes_an_env_allow_list_of_valid_names() {
+    let c = load(
+        "[[mounts]]\npath = \"/m\"\nreload = { type = \"exec\", command = [\"/bin/r\"], env = [\"AWS_REGION\", \"_x1\"] }\n",
+    )
+    .unwrap();
+    match &c.mounts[0].reload.as_ref().unwrap().action {
+        ReloadAction::Exec { env, .. } => assert_eq!(env, &["AWS_REGION", "_x1"]),
+        other => panic!("{other:?}"),
+    }
+    let e = load(
+        "[[mounts]]\npath = \"/m\"\nreload = { type = \"exec\", command = [\"/bin/r\"], env = [\"OK\", \"1BAD\", \"A=B\", \"\"] }\n",
+    )
+    .expect_err("bad names");
+    for got in ["\"1BAD\"", "\"A=B\"", "\"\""] {
+        assert!(
+            e.lines().any(|l| l.contains("mounts[0].reload.env")
+                && l.contains("environment variable name")
+                && l.contains(&format!("(got {got})"))
+                && l.starts_with("t.toml:12:")),
+            "{got}:\n{e}"
+        );
+    }
+    assert!(!e.contains("\"OK\""), "{e}");
+    // `env` is an exec key only.
+    let e = load(
+        "[[mounts]]\npath = \"/m\"\nreload = { type = \"signal\", pid_file = \"/p\", env = [\"A\"] }\n",
+    )
+    .expect_err("env on a signal reload");
+    assert!(e.contains("mounts[0].reload.env"), "{e}");
 }

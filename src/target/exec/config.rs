@@ -22,6 +22,7 @@ pub(crate) const FIELDS: &[Field] = &[
     f("revoke", Ty::StrList),
     f("restore", Ty::StrList),
     f("timeout", Ty::Duration),
+    f("env", Ty::StrList),
 ];
 
 type Argv = Option<Spanned<Vec<Spanned<String>>>>;
@@ -38,6 +39,8 @@ pub(crate) struct RawExec {
     restore: Argv,
     /// Longest a step may take.
     timeout: Option<Spanned<String>>,
+    /// Names of rotor's environment variables the steps get.
+    env: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A user's commands per step (argv lists), the value on stdin.
@@ -45,6 +48,9 @@ pub(crate) struct RawExec {
 pub struct ExecConfig {
     pub commands: Commands,
     pub timeout: Duration,
+    /// Variables of rotor's environment passed to every step besides `PATH`, `HOME` and
+    /// `LANG` (see [`crate::hook`]).
+    pub env: Vec<String>,
 }
 
 impl ExecConfig {
@@ -97,16 +103,20 @@ impl ExecConfig {
                 t.timeout.as_ref(),
                 DEFAULT_TARGET_TIMEOUT,
             ),
+            env: v.env_names(&join(path, "env"), t.env.as_ref()),
         }
     }
 
     /// The target this configuration describes; `reader` is how it reads stored values.
     pub fn build(&self, secret: &SecretRef, reader: &ValueReader) -> Arc<dyn Target> {
-        Arc::new(ExecTarget::new(
-            secret.clone(),
-            self.commands.clone(),
-            self.timeout,
-            reader.clone(),
-        ))
+        Arc::new(
+            ExecTarget::new(
+                secret.clone(),
+                self.commands.clone(),
+                self.timeout,
+                reader.clone(),
+            )
+            .with_env(self.env.clone()),
+        )
     }
 }

@@ -42,6 +42,7 @@ const RELOAD_SIGNAL: &[Field] = &[
 ];
 const RELOAD_EXEC: &[Field] = &[
     f("command", Ty::StrList),
+    f("env", Ty::StrList),
     f("timeout", Ty::Duration),
     f("max_attempts", Ty::Int),
     f("backoff", Ty::Duration),
@@ -70,6 +71,8 @@ pub(crate) struct RawReload {
     signal: Option<S<String>>,
     pid_file: Option<S<String>>,
     command: Option<S<Vec<S<String>>>>,
+    /// `exec`: names of rotor's environment variables the command gets.
+    env: Option<S<Vec<S<String>>>>,
     max_attempts: Option<S<i64>>,
     backoff: Option<S<String>>,
 }
@@ -212,9 +215,11 @@ pub(crate) fn validate(
                 }
                 Some(c) => Some(c.get_ref().iter().map(|a| a.get_ref().clone()).collect()),
             };
+            let env = v.env_names(&join(path, "env"), r.env.as_ref());
             ReloadAction::Exec {
                 command: command?,
                 timeout,
+                env,
             }
         }
         // The schema walk refused other types.
@@ -281,6 +286,9 @@ pub enum ReloadAction {
     Exec {
         command: Vec<String>,
         timeout: Duration,
+        /// Variables of rotor's environment the command gets besides `PATH`, `HOME` and
+        /// `LANG` (see [`crate::hook`]).
+        env: Vec<String>,
     },
 }
 
