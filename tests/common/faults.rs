@@ -1,9 +1,11 @@
 //! Switchable loopback services for the fault matrix (`tests/suite/faults.rs`): a TCP
 //! proxy on a fixed port that can refuse connections (the server behind it unreachable)
-//! and come back, an HTTP receiver that can be down or slow, and a private `redis-server`
-//! that can be stopped and started again on the same port and aclfile.
+//! and come back, an HTTP receiver that can be down or slow, a private `redis-server`
+//! that can be stopped and started again on the same port and aclfile, and the `rotor`
+//! binary with its store on a small tmpfs of its own that a test can fill.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,8 +15,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use super::rotor_bin::free_port;
-use super::wait::eventually_blocking;
+use super::http::request;
+use super::rotor_bin::{RotorBin, free_port};
+use super::wait::{eventually, eventually_blocking};
 
 type Handler = Arc<dyn Fn(TcpStream) -> tokio::task::JoinHandle<()> + Send + Sync>;
 
@@ -239,5 +242,106 @@ impl RedisProcess {
 impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// `rotor run` in a mount namespace of its own (`unshare -m`) in which `dir/store` is a
+/// tmpfs of a few MiB: the store's filesystem can be filled up without touching the
+/// machine's. The tmpfs exists only in that namespace (private propagation, gone with the
+/// process), so [`Self::fill`] and [`Self::empty`] work in it through `nsenter`.
+pub struct TmpfsRotor {
+    pub bin: RotorBin,
+    store_dir: PathBuf,
+}
+
+impl TmpfsRotor {
+    /// Starts rotor in `dir` with `config` (whose store lives under `store/`) on `port`,
+    /// with a tmpfs of `size` (`mount -o size=`) at `dir/store`, and waits until `/readyz`
+    /// is 200. `None` outside CI when mount namespaces are not allowed here.
+    pub async fn start(dir: &Path, port: u16, config: &str, size: &str) -> Option<TmpfsRotor> {
+        let allowed = Command::new("unshare")
+            .args(["-m", "true"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !allowed {
+            super::ci::skip_or_fail("unshare -m", "mount namespaces are not allowed here");
+            return None;
+        }
+        let store_dir = dir.join("store");
+        std::fs::create_dir_all(&store_dir).unwrap();
+        std::fs::write(dir.join("rotor.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("rotor.log")).unwrap();
+        // `exec`: unshare and sh become rotor, one pid, so killing it ends the namespace.
+        let script = format!(
+            "mount -t tmpfs -o size={size},mode=0700 tmpfs store && exec {} run --config rotor.toml",
+            env!("CARGO_BIN_EXE_rotor")
+        );
+        let child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("unshare starts");
+        let mut bin = RotorBin {
+            child,
+            addr: ([127, 0, 0, 1], port).into(),
+            dir: dir.to_owned(),
+        };
+        eventually(
+            Duration::from_secs(30),
+            "rotor on tmpfs to be ready",
+            async || {
+                if let Some(status) = bin.child.try_wait().unwrap() {
+                    panic!("rotor exited early ({status}); log:\n{}", bin.log());
+                }
+                tokio::net::TcpStream::connect(bin.addr).await.is_ok()
+                    && request(bin.addr, "GET", "/readyz", None, None).await.status == 200
+            },
+        )
+        .await;
+        Some(TmpfsRotor { bin, store_dir })
+    }
+
+    /// Runs `script` with `sh` inside rotor's mount namespace, where `$STORE` is the tmpfs.
+    fn in_namespace(&self, script: &str) -> std::process::Output {
+        Command::new("nsenter")
+            .args([
+                "-t",
+                &self.bin.child.id().to_string(),
+                "-m",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
+            .env("STORE", &self.store_dir)
+            .output()
+            .expect("nsenter runs")
+    }
+
+    /// Fills the tmpfs with a filler file until the filesystem is full (ENOSPC).
+    pub fn fill(&self) {
+        let out = self.in_namespace(
+            r#"cat /dev/zero > "$STORE/filler" 2>/dev/null; df -k "$STORE" | tail -n 1"#,
+        );
+        let df = String::from_utf8_lossy(&out.stdout);
+        let avail = df
+            .split_whitespace()
+            .nth(3)
+            .and_then(|a| a.parse::<u64>().ok());
+        assert_eq!(avail, Some(0), "the tmpfs is not full: {df}");
+    }
+
+    /// Removes the filler file: the filesystem has room again.
+    pub fn empty(&self) {
+        let out = self.in_namespace(r#"rm "$STORE/filler""#);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -25,8 +25,11 @@ use rotor::target::postgres::Credentials;
 use tokio_postgres::NoTls;
 
 use crate::common::embedded::{admin, open_store, tree_config};
-use crate::common::faults::{HttpReceiver, RedisProcess, TcpProxy};
+use crate::common::faults::{HttpReceiver, RedisProcess, TcpProxy, TmpfsRotor};
+use crate::common::http::request;
+use crate::common::kubelet;
 use crate::common::postgres::{psql, setup};
+use crate::common::rotor_bin::{self, RotorBin, free_port};
 use crate::common::targets::{random_name, service_or_skip};
 use crate::common::wait::{eventually, eventually_every};
 
@@ -609,6 +612,292 @@ impl Drop for Unlock {
     fn drop(&mut self) {
         chattr(&self.0, "-i");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The embedded store's disk full
+
+/// The real binary with its store on a 4 MiB tmpfs in a mount namespace of its own; the
+/// test fills the tmpfs (ENOSPC for every new page the store writes): rotations fail
+/// before promotion, `rotor_store_up` drops to 0, the service stays up and ready; once
+/// the filler is removed the next attempt is promoted without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_disk_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = rotor_bin::config(
+        port,
+        r#"
+[policies.f]
+manual = true
+grace = "1h"
+generator = { type = "password", length = 24 }
+max_attempts = 20
+
+[[secrets]]
+tenant = "tenant1"
+key = "faulty"
+policy = "f"
+"#,
+    )
+    .replace(r#"path = "rotor.redb""#, r#"path = "store/rotor.redb""#);
+    let Some(rotor) = TmpfsRotor::start(dir.path(), port, &config, "4m").await else {
+        return;
+    };
+    let api = BinApi::new(&rotor.bin);
+    eventually(LIMIT, "v1 current", async || api.current().await == vec![1]).await;
+
+    rotor.fill();
+    // A rotation may still fit in pages the store already holds, so keep asking until a
+    // write needs a new page; whatever promoted meanwhile, one version is current.
+    let mut seen = 1;
+    eventually(LIMIT, "the store marked down", async || {
+        api.rotate().await;
+        let current = api.current().await;
+        assert!(current.len() <= 1, "more than one current: {current:?}");
+        seen = current.first().copied().unwrap_or(seen);
+        api.metric("rotor_store_up").await == 0.0
+    })
+    .await;
+    eventually(LIMIT, "the rotation actor restarted", async || {
+        api.metric(r#"rotor_actor_restarts_total{kind="rotation"}"#)
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(api.ready().await, "not ready while the disk is full");
+    // No promotion while full: what is current now (when readable) stays current.
+    let mut held = None;
+    for _ in 0..3 {
+        api.rotate().await;
+        let current = api.current().await;
+        assert!(current.len() <= 1, "more than one current: {current:?}");
+        if let Some(v) = current.first() {
+            assert!(held.is_none_or(|h| h == *v), "v{v} promoted while full");
+            held = Some(*v);
+        }
+    }
+    let held = held.unwrap_or(seen);
+
+    rotor.empty();
+    let cleared = Instant::now();
+    eventually(LIMIT, "a promotion after the disk has room", async || {
+        api.rotate().await;
+        api.current().await.first().is_some_and(|c| *c > held)
+    })
+    .await;
+    let took = cleared.elapsed();
+    assert_eq!(api.current().await.len(), 1, "one current");
+    eventually(LIMIT, "the store marked up", async || {
+        api.metric("rotor_store_up").await == 1.0
+    })
+    .await;
+    assert!(api.ready().await);
+    let log = rotor.bin.log();
+    assert!(
+        log.contains("No space left on device"),
+        "ENOSPC never reached the store: {log}"
+    );
+    report("store_disk_full", took);
+}
+
+/// The admin API of a rotor binary, for the rows that run the binary.
+struct BinApi {
+    addr: std::net::SocketAddr,
+    token: String,
+}
+
+impl BinApi {
+    fn new(bin: &RotorBin) -> BinApi {
+        let token = std::fs::read_to_string(bin.dir.join("admin.token")).unwrap();
+        BinApi {
+            addr: bin.addr,
+            token: token.trim().to_owned(),
+        }
+    }
+
+    /// Asks for a rotation; whatever the answer (409 while one runs, an error while the
+    /// store fails), the test looks at the outcome through the versions.
+    async fn rotate(&self) {
+        let body = r#"{"tenantId":"tenant1","secretKey":"faulty"}"#;
+        request(
+            self.addr,
+            "POST",
+            "/admin/secrets/rotate",
+            Some(&self.token),
+            Some(body),
+        )
+        .await;
+    }
+
+    /// The versions labelled current; empty when the store cannot be read.
+    async fn current(&self) -> Vec<u64> {
+        let r = request(
+            self.addr,
+            "GET",
+            "/admin/secrets/versions/tenant1/faulty",
+            Some(&self.token),
+            None,
+        )
+        .await;
+        if r.status != 200 {
+            return Vec::new();
+        }
+        r.json()["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| {
+                v["labels"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|l| l == "current"))
+            })
+            .filter_map(|v| v["version"].as_u64())
+            .collect()
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        let r = request(self.addr, "GET", "/metrics", None, None).await;
+        value_of(&String::from_utf8_lossy(&r.body), series)
+    }
+
+    async fn ready(&self) -> bool {
+        request(self.addr, "GET", "/readyz", None, None)
+            .await
+            .status
+            == 200
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A mount directory deleted and recreated
+
+/// The mount directory a consumer reads is deleted entirely (as when a volume is torn down
+/// and set up again), then recreated by kubelet's writer with a new generation showing the
+/// new version. While it is gone the watcher reports an error and the previous version
+/// stays valid (no consumer shows the new one); once it is back the watcher reads it
+/// without a restart: the critical file's change triggers the reload, the consumer's new
+/// version lets the previous one expire, and later swaps in the new directory are seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_directory_deleted_and_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let receiver = HttpReceiver::start().await;
+    let cfg = tree_config(
+        dir.path(),
+        &format!(
+            r#"
+[policies.f]
+manual = true
+grace = "1s"
+generator = {{ type = "password", length = 24 }}
+expire_after = "grace_and_consumers"
+max_grace_extension = "1h"
+
+[[secrets]]
+tenant = "tenant1"
+key = "faulty"
+policy = "f"
+
+[[mounts]]
+path = "{mnt}"
+debounce = "20ms"
+critical = ["password"]
+reload = {{ type = "http", url = "{url}", method = "POST", timeout = "5s" }}
+files = {{ "password" = "tenant1/faulty" }}
+"#,
+            mnt = mnt.display(),
+            url = receiver.url()
+        ),
+    );
+    let store = open_store(dir.path());
+    let options = TreeOptions {
+        namespace: format!("{}/", dir.path().display()),
+        ..TreeOptions::default()
+    };
+    let tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
+        .await
+        .expect("tree starts");
+    let rig = Rig {
+        api: admin(&tree),
+        tree,
+        store,
+        secret: SecretRef::new("tenant1", "faulty").unwrap(),
+        dir,
+    };
+    rig.wait_current(1).await;
+    let v1 = rig.store.read_value(&rig.secret, 1).await.unwrap();
+    kubelet::swap(&mnt, &[("password", v1.expose())]);
+    rig.api.rotate(rig.secret.clone()).await.unwrap();
+    rig.wait_current(2).await;
+    let v2 = rig.store.read_value(&rig.secret, 2).await.unwrap();
+    // The watcher has read v1 from the mount (it started before the directory existed,
+    // which counted one error already).
+    eventually(LIMIT, "v1 seen in the mount", async || {
+        rig.series(r#"rotor_watcher_events_total{kind="secret-changed"}"#)
+            .await
+            >= 1.0
+    })
+    .await;
+    let errors = rig
+        .series(r#"rotor_watcher_events_total{kind="error"}"#)
+        .await;
+
+    std::fs::remove_dir_all(&mnt).unwrap();
+    eventually(
+        LIMIT,
+        "the watcher reports the missing directory",
+        async || {
+            rig.series(r#"rotor_watcher_events_total{kind="error"}"#)
+                .await
+                > errors
+        },
+    )
+    .await;
+    assert!(rig.api.ready(), "not ready while the mount is gone");
+    // Past the grace, v1 is still valid: no consumer has shown v2.
+    let promoted = rig.store.versions(&rig.secret).await.unwrap()[1]
+        .promoted_at
+        .expect("v2 promoted");
+    eventually(LIMIT, "v2's grace over", async || {
+        Utc::now() > promoted + TimeDelta::milliseconds(1500)
+    })
+    .await;
+    assert!(!expired(&rig, 1).await, "v1 expired with no consumer on v2");
+    let reloads = receiver.hits();
+
+    kubelet::swap(&mnt, &[("password", v2.expose())]);
+    let cleared = Instant::now();
+    eventually(
+        LIMIT,
+        "the recreated directory read: v1 expired, reloaded",
+        async || expired(&rig, 1).await && receiver.hits() > reloads,
+    )
+    .await;
+    let took = cleared.elapsed();
+    assert_eq!(rig.current().await, vec![2]);
+    // The new directory is watched, not just rescanned once: a later swap is seen too.
+    let changed = rig
+        .series(r#"rotor_watcher_events_total{kind="secret-changed"}"#)
+        .await;
+    kubelet::swap(&mnt, &[("password", v2.expose()), ("other", b"x")]);
+    eventually(LIMIT, "a swap in the recreated directory", async || {
+        rig.series(r#"rotor_watcher_events_total{kind="secret-changed"}"#)
+            .await
+            > changed
+    })
+    .await;
+    assert!(rig.api.ready());
+    report("mount_directory_deleted_and_recreated", took);
+}
+
+async fn expired(rig: &Rig, version: u64) -> bool {
+    rig.store
+        .versions(&rig.secret)
+        .await
+        .unwrap()
+        .iter()
+        .any(|v| v.version == version && v.expired_at.is_some())
 }
 
 // ---------------------------------------------------------------------------------------------
