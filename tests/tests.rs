@@ -21,6 +21,10 @@ mod deploy;
 // The real `rotor` binary end to end, including `kill -9` in the middle of rotations.
 #[path = "suite/e2e.rs"]
 mod e2e;
+// The fault matrix: each fault (PostgreSQL, Redis, store, receivers, mounts, clock) with
+// its retries, metrics and recovery by itself; the table is `tests/suite/FAULTS.md`.
+#[path = "suite/faults.rs"]
+mod faults;
 // The rotation state machine without actors or I/O: tables and proptest properties.
 #[path = "suite/machine.rs"]
 mod machine;

@@ -35,6 +35,25 @@
 //! is durable, which the state machine's idempotent steps already tolerate (it is the same
 //! as a crash just after a commit).
 //!
+//! # Recovery after an I/O error
+//!
+//! redb latches its first I/O error (a full disk, a file made read-only): every later
+//! operation on that handle fails with `PreviousIo` until the database is closed and
+//! opened again. So an I/O error marks the handle broken, and the next operation closes
+//! and reopens the file before it runs (at once the first time, then no more often than
+//! [`REOPEN_BACKOFF`] allows while reopening keeps failing), so the store recovers by
+//! itself once the fault clears, without a restart of rotor.
+//!
+//! Reopening loses no write that returned `Ok` and shows no half-write. Every operation
+//! holds the handle shared for its whole transaction and a reopen holds it exclusively,
+//! so no transaction straddles two handles. redb opens a file that was not closed cleanly
+//! at its last durable commit: every write that returned `Ok` was covered by an fsync'd
+//! commit first (see above), so it is there; a transaction is all in or all out, so none
+//! is there in part. What a reopen can drop is a commit that was visible but not yet
+//! durable; its writer is still waiting for its fsync and gets an error (the group commit
+//! counts the reopens), never `Ok`: its caller resumes from what is on disk, as after a
+//! crash just before that commit.
+//!
 //! # Threads
 //!
 //! redb blocks, and so does the group commit's wait for an fsync. Each [`Store`] call runs
@@ -56,7 +75,8 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use redb::{
@@ -67,6 +87,7 @@ use redb::{
 use super::crypto::MasterKey;
 use super::labels::{apply_labels, new_version};
 use super::{Commit, ReadValue, Store, StoreError};
+use crate::backoff::ExponentialBackoff;
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
 
@@ -87,6 +108,14 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// No fault planned: writes are never failed on purpose.
 const NO_FAULTS: u64 = u64::MAX;
 
+/// How long to wait before reopening again after a reopen failed (the fault has not
+/// cleared yet): operations in between fail at once instead of each retrying the open.
+const REOPEN_BACKOFF: ExponentialBackoff =
+    match ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(5), 0.0) {
+        Ok(b) => b,
+        Err(_) => panic!("invalid reopen backoff"),
+    };
+
 /// A [`Store`] backed by one redb file.
 pub struct EmbeddedStore {
     /// Shared with the blocking threads each call runs on.
@@ -96,7 +125,14 @@ pub struct EmbeddedStore {
 /// The open file and its key. Its methods block (redb I/O, the group commit's wait for an
 /// fsync); [`EmbeddedStore`] runs each on a blocking thread.
 struct Db {
-    db: Database,
+    /// The open file. Every operation holds it shared for its whole transaction; only a
+    /// reopen after an I/O error (see [`Db::recover`]) holds it exclusively. `None` once
+    /// closed by a reopen that then failed to open it again.
+    file: RwLock<Option<Database>>,
+    /// redb reported an I/O error: the handle refuses everything until it is reopened.
+    broken: AtomicBool,
+    /// Failed reopens in a row and when the next may run (serialises reopens too).
+    reopen: Mutex<Reopen>,
     key: MasterKey,
     path: PathBuf,
     /// Write transactions still allowed to commit before injected failures start;
@@ -107,6 +143,12 @@ struct Db {
     fsync: AtomicBool,
     /// The group commit (see the module doc).
     group: GroupSync,
+}
+
+#[derive(Default)]
+struct Reopen {
+    failures: u32,
+    not_before: Option<Instant>,
 }
 
 /// Commits counted in order, and how many of them an fsync has covered.
@@ -132,10 +174,15 @@ struct SyncState {
     /// Write methods between their start and their commit (or failure): the writers an
     /// fsync about to start should wait for, so that one covers them all.
     active: u64,
+    /// Reopens so far: an fsync run on the handle before a reopen covers nothing after it.
+    reopens: u64,
+    /// Commits up to this one that were not durable when the file was reopened: they may
+    /// be gone, so their writers get an error, never `Ok`.
+    lost: u64,
 }
 
 /// Longest an fsync waits for writers still on their way to their commit.
-const GROUP_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+const GROUP_WAIT: Duration = Duration::from_millis(2);
 
 /// One write method on its way to its commit; leaves `active` when dropped.
 struct Writer<'a>(&'a GroupSync);
@@ -270,7 +317,9 @@ impl EmbeddedStore {
 
         Ok(EmbeddedStore {
             db: Arc::new(Db {
-                db,
+                file: RwLock::new(Some(db)),
+                broken: AtomicBool::new(false),
+                reopen: Mutex::default(),
                 key,
                 path: db_path.to_owned(),
                 writes_left: AtomicU64::new(NO_FAULTS),
@@ -348,19 +397,20 @@ impl Db {
         }
     }
 
-    /// Commits `txn` and waits until it is durable (unless fsync is off), or aborts it
-    /// when a fault is planned. `writer` is the method's place in the group commit.
+    /// Commits `txn`, or aborts it when a fault is planned, and returns its place in the
+    /// group commit for [`Self::wait_durable`] (called once the file is released).
+    /// `writer` is the method's place among the writers on their way to a commit.
     fn finish(
         &self,
         txn: WriteTransaction,
         what: &dyn fmt::Display,
         writer: Writer<'_>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         if self.inject_fault() {
-            txn.abort().map_err(|e| backend(what, e))?;
+            txn.abort().map_err(|e| self.backend(what, e))?;
             return Err(StoreError::Injected);
         }
-        txn.commit().map_err(|e| backend(what, e))?;
+        txn.commit().map_err(|e| self.backend(what, e))?;
         // Counted after the commit: an fsync that starts once this number is read covers
         // this transaction.
         let seq = {
@@ -369,19 +419,26 @@ impl Db {
             st.committed
         };
         drop(writer);
-        if !self.fsync.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        self.wait_durable(seq)
+        Ok(seq)
     }
 
     /// Returns once the first `seq` commits are on disk, running the fsync itself when no
     /// other writer is.
+    /// Must not be called with the file held (the fsync takes it).
     fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+        if !self.fsync.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let mut st = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if st.durable >= seq {
                 return Ok(());
+            }
+            if seq <= st.lost {
+                return Err(StoreError::Backend(format!(
+                    "{}: reopened after an I/O error before this write was on disk; it may be lost",
+                    self.path.display()
+                )));
             }
             if st.syncing {
                 st = self
@@ -400,12 +457,13 @@ impl Db {
                 .wait_timeout_while(st, GROUP_WAIT, |s| s.active > 0)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-            let target = st.committed;
+            let (target, reopens) = (st.committed, st.reopens);
             drop(st);
             let synced = self.sync();
             st = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
             st.syncing = false;
-            if synced.is_ok() {
+            // An fsync on a handle opened after these commits covers none of them.
+            if synced.is_ok() && st.reopens == reopens {
                 st.durable = st.durable.max(target);
                 st.fsyncs += 1;
             }
@@ -415,20 +473,123 @@ impl Db {
         }
     }
 
-    /// Every write transaction commits without fsync; [`Self::finish`] makes it durable.
-    fn begin_write(&self, what: &dyn fmt::Display) -> Result<WriteTransaction, StoreError> {
-        let mut txn = self.db.begin_write().map_err(|e| backend(what, e))?;
+    /// Every write transaction commits without fsync; [`Self::wait_durable`] makes it
+    /// durable.
+    fn begin_write(
+        &self,
+        db: &Database,
+        what: &dyn fmt::Display,
+    ) -> Result<WriteTransaction, StoreError> {
+        let mut txn = db.begin_write().map_err(|e| self.backend(what, e))?;
         txn.set_durability(Durability::None)
-            .map_err(|e| backend(what, e))?;
+            .map_err(|e| self.backend(what, e))?;
         Ok(txn)
     }
 
     /// Makes every earlier commit durable (one fsync'd empty transaction).
     fn sync(&self) -> Result<(), StoreError> {
         let what = "sync";
-        let txn = self.db.begin_write().map_err(|e| backend(&what, e))?;
-        txn.commit().map_err(|e| backend(&what, e))
+        self.with_file(|db| {
+            let txn = db.begin_write().map_err(|e| self.backend(&what, e))?;
+            txn.commit().map_err(|e| self.backend(&what, e))
+        })
     }
+
+    /// Runs `op` on the open file, reopening it first if an I/O error broke it.
+    fn with_file<T>(
+        &self,
+        op: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.broken.load(Ordering::Acquire) {
+            self.recover()?;
+        }
+        let file = self.file.read().unwrap_or_else(|p| p.into_inner());
+        match file.as_ref() {
+            Some(db) => op(db),
+            // Closed by a reopen that failed since `recover` returned.
+            None => Err(StoreError::Backend(format!(
+                "{}: not open after an I/O error",
+                self.path.display()
+            ))),
+        }
+    }
+
+    /// A store error for `e`; an I/O error also marks the handle broken, since redb
+    /// refuses every later operation on it (see the module doc).
+    fn backend(&self, what: &dyn fmt::Display, e: impl Into<redb::Error>) -> StoreError {
+        let e = e.into();
+        if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.broken.store(true, Ordering::Release);
+        }
+        backend(what, e)
+    }
+
+    /// Closes the broken handle and opens the file again (see the module doc), unless a
+    /// reopen failed less than its backoff ago.
+    fn recover(&self) -> Result<(), StoreError> {
+        let mut reopen = self.reopen.lock().unwrap_or_else(|p| p.into_inner());
+        // Another operation may have reopened it while this one waited.
+        if !self.broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if let Some(at) = reopen.not_before.filter(|at| now < *at) {
+            return Err(StoreError::Backend(format!(
+                "{}: not reopened yet after an I/O error ({} failed reopens; the next in {} ms)",
+                self.path.display(),
+                reopen.failures,
+                (at - now).as_millis()
+            )));
+        }
+        // Waits for every operation on the old handle to finish: none straddles the reopen.
+        let mut file = self.file.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = file.take() {
+            // After a latched I/O error redb writes nothing at close; it releases the file
+            // and its lock, and the error it returns is the one already reported.
+            let _ = old.close();
+        }
+        {
+            let mut st = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.reopens += 1;
+            st.lost = st.committed;
+            self.group.synced.notify_all();
+        }
+        match reopen_file(&self.path, &self.key) {
+            Ok(db) => {
+                *file = Some(db);
+                self.broken.store(false, Ordering::Release);
+                *reopen = Reopen::default();
+                Ok(())
+            }
+            Err(e) => {
+                reopen.failures += 1;
+                reopen.not_before = Some(now + REOPEN_BACKOFF.delay(reopen.failures, 0.0));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Opens the store file again after an I/O error: redb recovers it to its last durable
+/// commit. `open`, not `create`: a file that is gone is an error, not a new empty store;
+/// and the key check value must still match, so it is the same store.
+fn reopen_file(path: &Path, key: &MasterKey) -> Result<Database, StoreError> {
+    let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .open(path)
+        .map_err(|e| open_err(Box::new(e)))?;
+    let (_, check) = read_meta(&db).map_err(|e| open_err(e.into()))?;
+    if !check.is_some_and(|c| key.matches_check_value(&c)) {
+        return Err(open_err(
+            "reopened after an I/O error, it no longer holds the key check value of the store opened at start"
+                .into(),
+        ));
+    }
+    Ok(db)
 }
 
 /// Schema version and key check value, if the file has been initialised.
@@ -485,7 +646,7 @@ impl ReadValue for EmbeddedStore {
         version: VersionNo,
     ) -> Result<SecretValue, StoreError> {
         let secret = secret.clone();
-        self.blocking(move |db| db.read_value(&secret, version))
+        self.blocking(move |db| db.with_file(|f| db.read_value(f, &secret, version)))
             .await
     }
 }
@@ -505,8 +666,12 @@ impl Store for EmbeddedStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let (secret, value) = (secret.clone(), value.clone());
-        self.blocking(move |db| db.put_version(&secret, version, rotation, &value, now))
-            .await
+        self.blocking(move |db| {
+            let seq =
+                db.with_file(|f| db.put_version(f, &secret, version, rotation, &value, now))?;
+            db.wait_durable(seq)
+        })
+        .await
     }
 
     async fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
@@ -514,27 +679,28 @@ impl Store for EmbeddedStore {
         let (journal, labels) = (commit.journal.to_vec(), commit.labels.to_vec());
         let (history, now) = (commit.history.cloned(), commit.now);
         self.blocking(move |db| {
-            db.commit(
-                &secret,
-                Commit {
-                    journal: &journal,
-                    labels: &labels,
-                    history: history.as_ref(),
-                    now,
-                },
-            )
+            let commit = Commit {
+                journal: &journal,
+                labels: &labels,
+                history: history.as_ref(),
+                now,
+            };
+            let seq = db.with_file(|f| db.commit(f, &secret, commit))?;
+            db.wait_durable(seq)
         })
         .await
     }
 
     async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
         let secret = secret.clone();
-        self.blocking(move |db| db.journal(&secret)).await
+        self.blocking(move |db| db.with_file(|f| db.journal(f, &secret)))
+            .await
     }
 
     async fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
         let secret = secret.clone();
-        self.blocking(move |db| db.versions(&secret)).await
+        self.blocking(move |db| db.with_file(|f| db.versions(f, &secret)))
+            .await
     }
 
     async fn history(
@@ -543,11 +709,12 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<HistoryRecord>, StoreError> {
         let secret = secret.clone();
-        self.blocking(move |db| db.history(&secret, limit)).await
+        self.blocking(move |db| db.with_file(|f| db.history(f, &secret, limit)))
+            .await
     }
 
     async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
-        self.blocking(|db| db.secrets()).await
+        self.blocking(|db| db.with_file(|f| db.secrets(f))).await
     }
 }
 
@@ -555,21 +722,24 @@ impl Store for EmbeddedStore {
 impl Db {
     fn put_version(
         &self,
+        db: &Database,
         secret: &SecretRef,
         version: VersionNo,
         rotation: RotationId,
         value: &SecretValue,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let what = Op("put_version", secret);
         let k = (secret.tenant(), secret.key(), version);
         let writer = self.group.enter();
-        let txn = self.begin_write(&what)?;
+        let txn = self.begin_write(db, &what)?;
         let existing = {
-            let mut versions = txn.open_table(VERSIONS).map_err(|e| backend(&what, e))?;
+            let mut versions = txn
+                .open_table(VERSIONS)
+                .map_err(|e| self.backend(&what, e))?;
             let found = versions
                 .get(k)
-                .map_err(|e| backend(&what, e))?
+                .map_err(|e| self.backend(&what, e))?
                 .map(|g| serde_json::from_slice::<VersionMeta>(g.value()))
                 .transpose()
                 .map_err(|e| corrupt(&what, e))?;
@@ -583,21 +753,26 @@ impl Db {
                     let json = serde_json::to_vec(&meta).map_err(|e| corrupt(&what, e))?;
                     versions
                         .insert(k, json.as_slice())
-                        .map_err(|e| backend(&what, e))?;
-                    let mut values = txn.open_table(VALUES).map_err(|e| backend(&what, e))?;
+                        .map_err(|e| self.backend(&what, e))?;
+                    let mut values = txn.open_table(VALUES).map_err(|e| self.backend(&what, e))?;
                     values
                         .insert(k, sealed.as_slice())
-                        .map_err(|e| backend(&what, e))?;
+                        .map_err(|e| self.backend(&what, e))?;
                     Existing::Absent
                 }
             }
         };
         match existing {
             Existing::Absent => self.finish(txn, &what, writer),
-            // A replay after a crash: the first value stays, nothing is written.
-            Existing::SameRotation => txn.abort().map_err(|e| backend(&what, e)),
+            // A replay after a crash: the first value stays, nothing is written, and the
+            // version was durable before the call that wrote it returned (commit 0, which
+            // every fsync covers).
+            Existing::SameRotation => {
+                txn.abort().map_err(|e| self.backend(&what, e))?;
+                Ok(0)
+            }
             Existing::Other(existing) => {
-                txn.abort().map_err(|e| backend(&what, e))?;
+                txn.abort().map_err(|e| self.backend(&what, e))?;
                 Err(StoreError::VersionConflict {
                     secret: secret.clone(),
                     version,
@@ -608,21 +783,28 @@ impl Db {
         }
     }
 
-    fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
+    fn commit(
+        &self,
+        db: &Database,
+        secret: &SecretRef,
+        commit: Commit<'_>,
+    ) -> Result<u64, StoreError> {
         let what = Op("commit", secret);
         let (t, k) = (secret.tenant(), secret.key());
         let writer = self.group.enter();
-        let txn = self.begin_write(&what)?;
+        let txn = self.begin_write(db, &what)?;
         // Any error below drops `txn` without committing, which aborts it: journal, labels
         // and history land together or not at all.
         {
-            let mut versions = txn.open_table(VERSIONS).map_err(|e| backend(&what, e))?;
+            let mut versions = txn
+                .open_table(VERSIONS)
+                .map_err(|e| self.backend(&what, e))?;
             let mut all: Vec<VersionMeta> = Vec::new();
             for item in versions
                 .range((t, k, 0u64)..=(t, k, u64::MAX))
-                .map_err(|e| backend(&what, e))?
+                .map_err(|e| self.backend(&what, e))?
             {
-                let (_, v) = item.map_err(|e| backend(&what, e))?;
+                let (_, v) = item.map_err(|e| self.backend(&what, e))?;
                 all.push(serde_json::from_slice(v.value()).map_err(|e| corrupt(&what, e))?);
             }
             for i in apply_labels(secret, &mut all, commit.labels, commit.now)? {
@@ -630,22 +812,26 @@ impl Db {
                 let json = serde_json::to_vec(meta).map_err(|e| corrupt(&what, e))?;
                 versions
                     .insert((t, k, meta.version), json.as_slice())
-                    .map_err(|e| backend(&what, e))?;
+                    .map_err(|e| self.backend(&what, e))?;
             }
 
-            let mut journal = txn.open_table(JOURNAL).map_err(|e| backend(&what, e))?;
+            let mut journal = txn
+                .open_table(JOURNAL)
+                .map_err(|e| self.backend(&what, e))?;
             journal
                 .insert((t, k), commit.journal)
-                .map_err(|e| backend(&what, e))?;
+                .map_err(|e| self.backend(&what, e))?;
 
             if let Some(record) = commit.history {
-                let mut history = txn.open_table(HISTORY).map_err(|e| backend(&what, e))?;
+                let mut history = txn
+                    .open_table(HISTORY)
+                    .map_err(|e| self.backend(&what, e))?;
                 let last = history
                     .range((t, k, 0u64)..=(t, k, u64::MAX))
-                    .map_err(|e| backend(&what, e))?
+                    .map_err(|e| self.backend(&what, e))?
                     .next_back()
                     .transpose()
-                    .map_err(|e| backend(&what, e))?
+                    .map_err(|e| self.backend(&what, e))?
                     .map(|(key, v)| {
                         serde_json::from_slice::<HistoryRecord>(v.value())
                             .map(|rec| (key.value().2, rec))
@@ -660,34 +846,38 @@ impl Db {
                     let json = serde_json::to_vec(record).map_err(|e| corrupt(&what, e))?;
                     history
                         .insert((t, k, seq), json.as_slice())
-                        .map_err(|e| backend(&what, e))?;
+                        .map_err(|e| self.backend(&what, e))?;
                 }
             }
         }
         self.finish(txn, &what, writer)
     }
 
-    fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
+    fn journal(&self, db: &Database, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
         let what = Op("read journal of", secret);
-        let txn = self.db.begin_read().map_err(|e| backend(&what, e))?;
-        let journal = txn.open_table(JOURNAL).map_err(|e| backend(&what, e))?;
+        let txn = db.begin_read().map_err(|e| self.backend(&what, e))?;
+        let journal = txn
+            .open_table(JOURNAL)
+            .map_err(|e| self.backend(&what, e))?;
         let found = journal
             .get((secret.tenant(), secret.key()))
-            .map_err(|e| backend(&what, e))?;
+            .map_err(|e| self.backend(&what, e))?;
         Ok(found.map(|g| g.value().to_vec()))
     }
 
-    fn versions(&self, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
+    fn versions(&self, db: &Database, secret: &SecretRef) -> Result<Vec<VersionMeta>, StoreError> {
         let what = Op("read versions of", secret);
         let (t, k) = (secret.tenant(), secret.key());
-        let txn = self.db.begin_read().map_err(|e| backend(&what, e))?;
-        let versions = txn.open_table(VERSIONS).map_err(|e| backend(&what, e))?;
+        let txn = db.begin_read().map_err(|e| self.backend(&what, e))?;
+        let versions = txn
+            .open_table(VERSIONS)
+            .map_err(|e| self.backend(&what, e))?;
         let mut out = Vec::new();
         for item in versions
             .range((t, k, 0u64)..=(t, k, u64::MAX))
-            .map_err(|e| backend(&what, e))?
+            .map_err(|e| self.backend(&what, e))?
         {
-            let (_, v) = item.map_err(|e| backend(&what, e))?;
+            let (_, v) = item.map_err(|e| self.backend(&what, e))?;
             out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt(&what, e))?);
         }
         Ok(out)
@@ -695,15 +885,16 @@ impl Db {
 
     fn read_value(
         &self,
+        db: &Database,
         secret: &SecretRef,
         version: VersionNo,
     ) -> Result<SecretValue, StoreError> {
         let what = Op("read value of", secret);
-        let txn = self.db.begin_read().map_err(|e| backend(&what, e))?;
-        let values = txn.open_table(VALUES).map_err(|e| backend(&what, e))?;
+        let txn = db.begin_read().map_err(|e| self.backend(&what, e))?;
+        let values = txn.open_table(VALUES).map_err(|e| self.backend(&what, e))?;
         let sealed = values
             .get((secret.tenant(), secret.key(), version))
-            .map_err(|e| backend(&what, e))?
+            .map_err(|e| self.backend(&what, e))?
             .ok_or_else(|| StoreError::NoSuchVersion {
                 secret: secret.clone(),
                 version,
@@ -711,31 +902,40 @@ impl Db {
         self.key.open(secret, version, sealed.value())
     }
 
-    fn history(&self, secret: &SecretRef, limit: usize) -> Result<Vec<HistoryRecord>, StoreError> {
+    fn history(
+        &self,
+        db: &Database,
+        secret: &SecretRef,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
         let what = Op("read history of", secret);
         let (t, k) = (secret.tenant(), secret.key());
-        let txn = self.db.begin_read().map_err(|e| backend(&what, e))?;
-        let history = txn.open_table(HISTORY).map_err(|e| backend(&what, e))?;
+        let txn = db.begin_read().map_err(|e| self.backend(&what, e))?;
+        let history = txn
+            .open_table(HISTORY)
+            .map_err(|e| self.backend(&what, e))?;
         let mut out = Vec::new();
         for item in history
             .range((t, k, 0u64)..=(t, k, u64::MAX))
-            .map_err(|e| backend(&what, e))?
+            .map_err(|e| self.backend(&what, e))?
             .rev()
             .take(limit)
         {
-            let (_, v) = item.map_err(|e| backend(&what, e))?;
+            let (_, v) = item.map_err(|e| self.backend(&what, e))?;
             out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt(&what, e))?);
         }
         Ok(out)
     }
 
-    fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
+    fn secrets(&self, db: &Database) -> Result<Vec<SecretRef>, StoreError> {
         let what = "list secrets";
-        let txn = self.db.begin_read().map_err(|e| backend(&what, e))?;
-        let journal = txn.open_table(JOURNAL).map_err(|e| backend(&what, e))?;
+        let txn = db.begin_read().map_err(|e| self.backend(&what, e))?;
+        let journal = txn
+            .open_table(JOURNAL)
+            .map_err(|e| self.backend(&what, e))?;
         let mut out = Vec::new();
-        for item in journal.iter().map_err(|e| backend(&what, e))? {
-            let (key, _) = item.map_err(|e| backend(&what, e))?;
+        for item in journal.iter().map_err(|e| self.backend(&what, e))? {
+            let (key, _) = item.map_err(|e| self.backend(&what, e))?;
             let (t, k) = key.value();
             out.push(SecretRef::new(t, k).map_err(|e| {
                 StoreError::Backend(format!("{what}: corrupt journal key {t:?}/{k:?}: {e}"))

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (declared once, in `tests/tests.rs`).
 pub mod ci;
 pub mod embedded;
+pub mod faults;
 pub mod http;
 pub mod kubelet;
 pub mod moto;
