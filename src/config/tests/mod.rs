@@ -5,6 +5,7 @@
 
 mod files;
 mod notify;
+mod proxies;
 mod stores;
 mod targets;
 mod watch;
