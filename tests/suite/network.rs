@@ -12,6 +12,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use rotor::api::listener::{self, Limits};
+use rotor::api::server::{self, AdminToken};
+use rotor::api::{Admin, AdminError, ScheduleEntry};
+use rotor::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta};
 use rotor::http_client::ProxyUrl;
 use rotor::notify::http::{Attempt, Poster};
 use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
@@ -20,6 +25,7 @@ use rotor::watch::reload::config::{HttpUrl, ReloadAction};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::common::http::parse_response;
 use crate::common::receiver::Receiver;
 use crate::common::rotor_bin::{RotorBin, free_port};
 use crate::common::wait::eventually;
@@ -424,4 +430,304 @@ auth = {{ method = "token", token_file = "vault.token" }}
     assert!(warning.contains("vault.invalid"), "{warning}");
     assert!(!log.contains(ROOT), "{log}");
     assert!(!proxy.seen().is_empty());
+}
+
+// -------------------------------------------------------------------------------------------
+// The admin server's connections
+
+/// A backend that knows no secret: the connection tests only need `/healthz`, a 404, and a
+/// schedule that takes `schedule_delay` to answer (a request in flight at shutdown).
+struct NoSecrets {
+    schedule_delay: Duration,
+    /// A schedule request has reached the backend.
+    scheduling: std::sync::atomic::AtomicBool,
+}
+
+impl Admin for NoSecrets {
+    fn rotate(&self, s: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
+        Box::pin(async move { Err(AdminError::UnknownSecret(s.to_string())) })
+    }
+    fn rollback(&self, s: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
+        Box::pin(async move { Err(AdminError::UnknownSecret(s.to_string())) })
+    }
+    fn versions(&self, s: SecretRef) -> BoxFuture<'_, Result<Vec<VersionMeta>, AdminError>> {
+        Box::pin(async move { Err(AdminError::UnknownSecret(s.to_string())) })
+    }
+    fn history(
+        &self,
+        s: SecretRef,
+        _limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<HistoryRecord>, AdminError>> {
+        Box::pin(async move { Err(AdminError::UnknownSecret(s.to_string())) })
+    }
+    fn schedule(&self) -> BoxFuture<'_, Result<Vec<ScheduleEntry>, AdminError>> {
+        Box::pin(async {
+            self.scheduling
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(self.schedule_delay).await;
+            Ok(Vec::new())
+        })
+    }
+    fn metrics_text(&self) -> BoxFuture<'_, Result<String, AdminError>> {
+        Box::pin(async { Ok(String::new()) })
+    }
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+const ADMIN_TOKEN: &str = "network-test-token-0123456789";
+
+/// The admin server on a loopback port with `limits`; stopped when dropped.
+struct AdminServer {
+    addr: SocketAddr,
+    backend: Arc<NoSecrets>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl AdminServer {
+    async fn start(limits: Limits) -> AdminServer {
+        Self::start_with(limits, Duration::ZERO).await
+    }
+
+    async fn start_with(limits: Limits, schedule_delay: Duration) -> AdminServer {
+        let token = AdminToken::new(ADMIN_TOKEN).unwrap();
+        let backend = Arc::new(NoSecrets {
+            schedule_delay,
+            scheduling: Default::default(),
+        });
+        let router = server::router(backend.clone(), token, Duration::from_secs(10));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(listener::serve(listener, router, limits, async {
+            let _ = stopped.await;
+        }));
+        AdminServer {
+            addr,
+            backend,
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+/// One keep-alive `GET path` on `conn`; returns the status. Reads exactly the response
+/// (head and `content-length` body), so the connection stays usable.
+async fn get(conn: &mut TcpStream, path: &str) -> u16 {
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: rotor\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = parse_response(&got[..end + 4]);
+            let len: usize = r.header("content-length").unwrap_or("0").parse().unwrap();
+            if got.len() >= end + 4 + len {
+                return r.status;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf))
+            .await
+            .expect("a response within 20 s")
+            .unwrap();
+        assert!(n > 0, "closed before the response was complete");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Waits (at most `within`) for the server to close `conn`: a read returns end of file or a
+/// reset. Panics if the connection is still open.
+async fn closed_by_server(conn: &mut TcpStream, within: Duration) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within, conn.read(&mut buf)).await {
+            Err(_) => panic!("the connection was still open after {within:?}"),
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+fn short_header_timeout() -> Limits {
+    Limits {
+        header_read_timeout: Duration::from_secs(1),
+        max_connections: 64,
+    }
+}
+
+/// A client that sends half a request head is disconnected once the header timeout (1 s
+/// here, 10 s in production) runs out.
+#[tokio::test]
+async fn a_half_sent_request_head_is_closed_after_the_header_timeout() {
+    let server = AdminServer::start(short_header_timeout()).await;
+    let mut conn = TcpStream::connect(server.addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: rotor\r\nx-slow: ")
+        .await
+        .unwrap();
+    closed_by_server(&mut conn, Duration::from_secs(20)).await;
+    // A client that says nothing at all is treated the same.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    closed_by_server(&mut silent, Duration::from_secs(20)).await;
+}
+
+/// An idle keep-alive connection (a request answered, no next one) is closed by the same
+/// timeout, which hyper arms whenever it waits for a request head.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let server = AdminServer::start(short_header_timeout()).await;
+    let mut conn = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(get(&mut conn, "/healthz").await, 200);
+    assert_eq!(get(&mut conn, "/healthz").await, 200, "kept alive");
+    closed_by_server(&mut conn, Duration::from_secs(20)).await;
+}
+
+/// Over the connection cap (4 here) a new connection is accepted and closed at once, and a
+/// slot freed by a client that leaves is served again.
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let server = AdminServer::start(Limits {
+        header_read_timeout: Duration::from_secs(300),
+        max_connections: 4,
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut conn = TcpStream::connect(server.addr).await.unwrap();
+        assert_eq!(get(&mut conn, "/healthz").await, 200);
+        held.push(conn);
+    }
+    let mut fifth = TcpStream::connect(server.addr).await.unwrap();
+    // The server may close before or while the request is written: either way no answer.
+    let _ = fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: rotor\r\n\r\n")
+        .await;
+    closed_by_server(&mut fifth, Duration::from_secs(20)).await;
+
+    drop(held.pop());
+    eventually(
+        Duration::from_secs(20),
+        "a freed slot to serve a new connection",
+        || async {
+            let Ok(mut conn) = TcpStream::connect(server.addr).await else {
+                return false;
+            };
+            if conn
+                .write_all(b"GET /healthz HTTP/1.1\r\nhost: rotor\r\nconnection: close\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got)).await;
+            got.starts_with(b"HTTP/1.1 200")
+        },
+    )
+    .await;
+    // The ones still held were served all along.
+    for conn in &mut held {
+        assert_eq!(get(conn, "/healthz").await, 200);
+    }
+}
+
+/// A 1 MB request header is answered 431 with the JSON error body every other 4xx has,
+/// and the answer arrives (the rest of the request is read and dropped, not reset).
+#[tokio::test]
+async fn an_oversized_header_gets_431_with_a_json_error() {
+    let server = AdminServer::start(Limits::default()).await;
+    let mut not_found = TcpStream::connect(server.addr).await.unwrap();
+    conn_write(
+        &mut not_found,
+        b"GET /nowhere HTTP/1.1\r\nhost: rotor\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let mut got = Vec::new();
+    not_found.read_to_end(&mut got).await.unwrap();
+    let other = parse_response(&got);
+    assert_eq!(other.status, 404);
+
+    let conn = TcpStream::connect(server.addr).await.unwrap();
+    let (mut read, mut write) = conn.into_split();
+    let writer = tokio::spawn(async move {
+        let mut request = b"GET /healthz HTTP/1.1\r\nhost: rotor\r\nx-big: ".to_vec();
+        request.extend(std::iter::repeat_n(b'a', 1024 * 1024));
+        request.extend_from_slice(b"\r\n\r\n");
+        // The server stops reading the head early; what it drops afterwards may fail.
+        let _ = write.write_all(&request).await;
+        let _ = write.shutdown().await;
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut got))
+        .await
+        .expect("an answer within 20 s");
+    writer.abort();
+    let r = parse_response(&got);
+    assert_eq!(r.status, 431, "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(r.header("content-type"), other.header("content-type"));
+    let json = r.json();
+    let keys = |v: &serde_json::Value| {
+        v.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<String>>()
+    };
+    assert_eq!(keys(&json), keys(&other.json()));
+    let message = json["error"].as_str().unwrap();
+    assert!(
+        message.contains("request header fields too large"),
+        "{message}"
+    );
+}
+
+async fn conn_write(conn: &mut TcpStream, bytes: &[u8]) {
+    conn.write_all(bytes).await.unwrap();
+}
+
+/// Shutdown closes idle connections, lets the request in flight finish with its answer, and
+/// then `serve` returns.
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight() {
+    let mut server = AdminServer::start_with(Limits::default(), Duration::from_secs(1)).await;
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(get(&mut idle, "/healthz").await, 200);
+    let mut busy = TcpStream::connect(server.addr).await.unwrap();
+    busy.write_all(
+        format!(
+            "GET /admin/secrets/schedule HTTP/1.1\r\nhost: rotor\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // The request is in the handler before shutdown begins.
+    eventually(
+        Duration::from_secs(20),
+        "the schedule request in flight",
+        || async {
+            server
+                .backend
+                .scheduling
+                .load(std::sync::atomic::Ordering::SeqCst)
+        },
+    )
+    .await;
+    let _ = server.stop.take().unwrap().send(());
+    closed_by_server(&mut idle, Duration::from_secs(20)).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), busy.read_to_end(&mut got))
+        .await
+        .expect("the answer within 20 s")
+        .unwrap();
+    let r = parse_response(&got);
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(r.json()["secrets"], serde_json::json!([]));
+    tokio::time::timeout(Duration::from_secs(20), &mut server.task)
+        .await
+        .expect("serve returns after the drain")
+        .unwrap()
+        .unwrap();
 }
