@@ -241,6 +241,16 @@ target = {{ type = "webhook", url = "http://127.0.0.1:{hook}/rotate", hmac_key_f
     )
     .await;
     assert!(fake.requests() > 0);
+    // The CLI's admin call, with the same environment.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .args(["rotate", "--config", "rotor.toml", "acme", "hooked"])
+        .current_dir(dir.path())
+        .envs(env.iter().copied())
+        .output()
+        .expect("rotor rotate runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Accepted, or refused by rotor itself while the first rotation is still in flight.
+    assert!(out.status.success() || stderr.contains("(409)"), "{stderr}");
     assert_eq!(proxy.seen(), Vec::<String>::new(), "log:\n{}", rotor.log());
 }
 
