@@ -148,7 +148,7 @@ fn notify(c: &mut Criterion) {
             uri: format!("http://{addr}/hook").parse().unwrap(),
             key: Zeroizing::new(b"bench-key".to_vec()),
         },
-        poster: Poster::new(Duration::from_secs(5), None).expect("client"),
+        poster: Poster::new(Duration::from_secs(5), None, None).expect("client"),
         retry: RetryPolicy::new(1, Duration::from_millis(10), Duration::from_millis(10))
             .expect("valid retry policy"),
         metrics,

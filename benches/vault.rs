@@ -38,6 +38,8 @@ fn rotation(c: &mut Criterion) {
             max_attempts: 3,
             retry_backoff: std::time::Duration::from_millis(10),
             auth: VaultAuth::Token { token_file },
+            proxy: None,
+            allow_insecure_http: false,
         }))
         .expect("open store");
     let secret = SecretRef::new("tenant1", "database_credentials").expect("valid ref");

@@ -269,6 +269,7 @@ async fn mass_change(files: usize) {
             },
             method: "POST".into(),
             ca_file: None,
+            proxy: None,
             timeout: Duration::from_secs(5),
             expected_status: None,
         },

@@ -184,7 +184,9 @@ fn admin_request(
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
-        let client = crate::http_client::client(std::time::Duration::from_secs(15), None)?;
+        // No proxy: the admin API is this machine's (loopback, or the address rotor
+        // listens on), and the request carries the admin token.
+        let client = crate::http_client::client(std::time::Duration::from_secs(15), None, None)?;
         let mut request = client
             .request(method, format!("http://{addr}{path}"))
             .bearer_auth(token.expose_secret());

@@ -179,9 +179,18 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
     });
     let router = server::router(backend, token, std::time::Duration::from_secs(10));
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(server::serve(listener, router, async move {
-        let _ = api_stopped.await;
-    }));
+    let limits = server::Limits {
+        max_connections: config.server.max_connections,
+        ..server::Limits::default()
+    };
+    let api = tokio::spawn(rotor::api::listener::serve(
+        listener,
+        router,
+        limits,
+        async move {
+            let _ = api_stopped.await;
+        },
+    ));
 
     // 5. Wait for a signal or for the tree to end on its own.
     let exit = tokio::select! {

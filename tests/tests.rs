@@ -31,6 +31,10 @@ mod machine;
 // `deploy/monitoring` (alert rules, dashboard) against a running rotor and promtool.
 #[path = "suite/monitoring.rs"]
 mod monitoring;
+// Network edges: proxies (environment ignored, `proxy` keys, loopback bypass), plain http to
+// Vault, and the admin server's timeouts, connection cap and oversized headers.
+#[path = "suite/network.rs"]
+mod network;
 // Notification channels against a real local HTTP receiver.
 #[path = "suite/notify.rs"]
 mod notify;

@@ -348,7 +348,7 @@ fn start_delivery(
     metrics: &Metrics,
     deliveries: &Deliveries,
 ) -> Result<Out, ActorProcessingErr> {
-    let poster = Poster::new(c.timeout, c.ca_file.as_deref())
+    let poster = Poster::new(c.timeout, c.ca_file.as_deref(), c.proxy.as_ref())
         .map_err(|e| format!("notify channel {}: {e}", c.name))?;
     let (tx, rx) = mpsc::channel(c.queue_capacity);
     let delivery = Delivery {

@@ -1,9 +1,11 @@
-//! The admin HTTP API (axum). See [`server`] for the routes.
+//! The admin HTTP API (axum). See [`server`] for the routes and [`listener`] for the
+//! connections (timeouts, the connection cap).
 //!
 //! The API knows nothing of actors: it talks to an [`Admin`] backend, which the runtime
 //! implements by messaging rotation actors and reading the store. Tests use a fake backend.
 
 pub mod auth;
+pub mod listener;
 pub mod server;
 
 use chrono::{DateTime, Utc};

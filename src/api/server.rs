@@ -30,7 +30,9 @@
 //!
 //! Every 4xx and 5xx body is `{"error": "<message>"}`, including axum's own rejections
 //! (malformed JSON, wrong content type, body over 16 KiB, unknown route, wrong method): a
-//! last layer rewrites any non-JSON error body into that shape. A malformed request is a 4xx,
+//! last layer rewrites any non-JSON error body into that shape. hyper's own answers to a
+//! request it cannot parse (431 for a head over 64 KiB, 400, 414) get the same body on
+//! their way out ([`super::listener`]). A malformed request is a 4xx,
 //! never a 5xx. Unknown secrets are 404, invalid identifiers (`../etc`) 400, a busy secret 409,
 //! an unavailable runtime or a request over the time limit 503. Errors never contain the token.
 
@@ -54,6 +56,7 @@ use serde_json::json;
 
 use super::auth::bearer_matches;
 pub use super::auth::{AdminToken, TokenError};
+pub use super::listener::Limits;
 use super::{Admin, AdminError, ScheduleEntry};
 use crate::domain::{
     ErrorKind, HistoryRecord, Label, Outcome, SecretRef, Step, Trigger, VersionMeta, VersionNo,
@@ -134,18 +137,16 @@ pub fn router(backend: Arc<dyn Admin>, token: AdminToken, request_timeout: Durat
         .layer(middleware::map_response(json_errors))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish and returns. The caller reads the bound address from the
-/// listener (`listener.local_addr()`) before calling, so `127.0.0.1:0` works in tests, and
-/// bounds the drain with its own timeout if it must.
+/// Serves `router` on `listener` with the production [`Limits`] until `shutdown` resolves,
+/// then stops accepting, lets in-flight requests finish and returns. The caller reads the
+/// bound address from the listener (`listener.local_addr()`) before calling, so
+/// `127.0.0.1:0` works in tests, and bounds the drain with its own timeout if it must.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    super::listener::serve(listener, router, Limits::default(), shutdown).await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -172,6 +172,24 @@ impl Validator<'_, '_> {
         Some(self.non_empty_path(key, Some(v), ""))
     }
 
+    /// An optional `proxy` key: the `http://` or `https://` proxy the integration's requests
+    /// go through (loopback destinations excepted). A bad value is quoted with its userinfo
+    /// replaced by `***`, as every quoted URL is.
+    pub(crate) fn proxy(
+        &mut self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+    ) -> Option<crate::http_client::ProxyUrl> {
+        let v = value?;
+        match crate::http_client::ProxyUrl::parse(v.get_ref()) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                self.diag.value(v.span(), key, why);
+                None
+            }
+        }
+    }
+
     pub(crate) fn non_empty_path(
         &mut self,
         path: &str,

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// File holding the bearer token of the admin API (generated on first run).
     pub admin_token_file: PathBuf,
+    /// Connections the admin API serves at once; more are accepted and closed at once.
+    pub max_connections: usize,
 }
 
 /// Where secrets are stored. Paths are used as written: relative paths are relative to the

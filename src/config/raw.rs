@@ -113,6 +113,7 @@ pub(super) struct RawMetrics {
 pub(super) struct RawServer {
     pub listen: Option<S<String>>,
     pub admin_token_file: Option<S<String>>,
+    pub max_connections: Option<S<i64>>,
 }
 
 /// `[store]`, split by its `type`. Boxed: the Vault keys are many next to the embedded two.

@@ -58,7 +58,11 @@ pub(crate) const fn f(name: &'static str, ty: Ty) -> Field {
     Field { name, ty }
 }
 
-const SERVER: &[Field] = &[f("listen", Ty::Str), f("admin_token_file", Ty::Str)];
+const SERVER: &[Field] = &[
+    f("listen", Ty::Str),
+    f("admin_token_file", Ty::Str),
+    f("max_connections", Ty::Int),
+];
 
 const RUNTIME: &[Field] = &[
     f("max_concurrent_rotations", Ty::Int),

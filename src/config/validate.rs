@@ -136,9 +136,17 @@ impl Validator<'_, '_> {
             raw.and_then(|r| r.admin_token_file.as_ref()),
             DEFAULT_ADMIN_TOKEN_FILE,
         );
+        let max_connections = self.int_or(
+            "server.max_connections",
+            raw.and_then(|r| r.max_connections.as_ref()),
+            (1, 1_000_000),
+            "the number of admin API connections served at once",
+            crate::api::listener::DEFAULT_MAX_CONNECTIONS,
+        );
         ServerConfig {
             listen,
             admin_token_file,
+            max_connections,
         }
     }
 

@@ -14,6 +14,7 @@ use super::channel::Sink;
 use super::{EVENT_KINDS, Severity};
 use crate::config::{Field, Ty, Validator, f, join};
 use crate::duration::format_duration;
+use crate::http_client::ProxyUrl;
 
 type S<T> = Spanned<T>;
 
@@ -39,6 +40,7 @@ macro_rules! http_channel_fields {
             f("retry_backoff", Ty::Duration),
             f("retry_backoff_max", Ty::Duration),
             f("timeout", Ty::Duration),
+            f("proxy", Ty::Str),
         ]
     };
 }
@@ -72,6 +74,8 @@ pub(crate) struct RawNotify {
     retry_backoff: Option<S<String>>,
     retry_backoff_max: Option<S<String>>,
     timeout: Option<S<String>>,
+    /// The proxy requests to a receiver that is not loopback go through.
+    proxy: Option<S<String>>,
 }
 
 /// One `[[notify]]` channel.
@@ -93,6 +97,8 @@ pub struct NotifyConfig {
     pub timeout: Duration,
     /// A CA (PEM) to trust for an `https://` receiver, besides the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// The proxy requests go through, unless the receiver is loopback.
+    pub proxy: Option<ProxyUrl>,
 }
 
 /// Where a channel delivers. URLs and keys may be credentials: never log them.
@@ -358,6 +364,7 @@ pub(crate) fn validate(v: &mut Validator<'_, '_>, raw: &[Spanned<RawNotify>]) ->
                 "must be longer than zero",
             );
         }
+        let proxy = v.proxy(&join(&path, "proxy"), n.proxy.as_ref());
         let Some(channel) = channel else { continue };
         if v.diag.len() > errors_before {
             continue;
@@ -373,6 +380,7 @@ pub(crate) fn validate(v: &mut Validator<'_, '_>, raw: &[Spanned<RawNotify>]) ->
             retry_backoff_max,
             timeout,
             ca_file: n.ca_file.as_ref().map(|f| PathBuf::from(f.get_ref())),
+            proxy,
         });
     }
     out

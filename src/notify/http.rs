@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use hyper::{StatusCode, Uri};
 
+use crate::http_client::ProxyUrl;
+
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -34,10 +36,15 @@ pub struct Poster {
 impl Poster {
     /// A client with `timeout` per attempt. `ca_file` (PEM) is trusted in addition to the
     /// system's roots, for receivers behind a private CA.
-    pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Poster, String> {
+    /// `proxy` is used for every receiver that is not loopback.
+    pub fn new(
+        timeout: Duration,
+        ca_file: Option<&Path>,
+        proxy: Option<&ProxyUrl>,
+    ) -> Result<Poster, String> {
         // No redirect is followed (a 3xx is rejected): a notification names secrets and
         // goes to the configured receiver only, never downgraded from https to http.
-        let client = crate::http_client::client(timeout, ca_file)?;
+        let client = crate::http_client::client(timeout, ca_file, proxy)?;
         Ok(Poster { client })
     }
 
@@ -144,7 +151,7 @@ mod tests {
             conn.write_all(answer.as_bytes()).await.unwrap();
         });
 
-        let poster = Poster::new(Duration::from_secs(5), None).unwrap();
+        let poster = Poster::new(Duration::from_secs(5), None, None).unwrap();
         let uri: Uri = format!("http://{redirector_addr}/hook").parse().unwrap();
         let attempt = poster.post(&uri, &[], b"{}".to_vec()).await;
 

@@ -128,6 +128,11 @@ pub struct VaultSettings {
     /// First retry delay; doubled per attempt, capped at 2 s.
     pub retry_backoff: Duration,
     pub auth: VaultAuth,
+    /// The proxy requests go through, unless the address is loopback; none when `None`
+    /// (never one from the environment).
+    pub proxy: Option<crate::http_client::ProxyUrl>,
+    /// `http://` to a host that is not loopback was allowed explicitly; `open` warns.
+    pub allow_insecure_http: bool,
 }
 
 impl fmt::Debug for VaultSettings {
@@ -138,6 +143,7 @@ impl fmt::Debug for VaultSettings {
             .field("path_prefix", &self.path_prefix)
             .field("namespace", &self.namespace)
             .field("auth", &self.auth)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -296,6 +302,18 @@ impl VaultStore {
     /// Connects: reads (or creates) the fingerprint key, authenticates and looks the token
     /// up. Fails with a message naming the address and the reason.
     pub async fn open(settings: VaultSettings) -> Result<Self, StoreError> {
+        if settings.allow_insecure_http
+            && let Ok(url) = url::Url::parse(&settings.address)
+            && url.scheme() == "http"
+            && !crate::http_client::url_is_loopback(&url)
+        {
+            // The host only: an address never holds a secret (the config refuses a path and
+            // query), but the warning needs no more than where the tokens travel.
+            tracing::warn!(
+                host = url.host_str().unwrap_or_default(),
+                "the Vault store uses plain http to a host that is not loopback (allow_insecure_http = true): tokens and secret values travel unencrypted"
+            );
+        }
         let key = MasterKey::load_or_create(&settings.master_key_file)?;
         let (client, lease) = login(&settings).await?;
         Ok(VaultStore {
@@ -786,6 +804,17 @@ async fn login(settings: &VaultSettings) -> Result<(VaultClient, TokenLease), St
         path: address.to_owned(),
         source: format!("not a URL: {e}").into(),
     })?;
+    // vaultrs would build its own reqwest client, which reads HTTP_PROXY and its kin from
+    // the environment; rotor's client reads none and uses only the configured `proxy`.
+    let http = crate::http_client::client(
+        settings.timeout,
+        settings.ca_file.as_deref(),
+        settings.proxy.as_ref(),
+    )
+    .map_err(|e| StoreError::Open {
+        path: address.to_owned(),
+        source: format!("cannot build the Vault client: {e}").into(),
+    })?;
     let new_client = |token: String| {
         VaultClient::new(VaultClientSettings {
             address: url.clone(),
@@ -802,6 +831,10 @@ async fn login(settings: &VaultSettings) -> Result<(VaultClient, TokenLease), St
             wrapping: false,
             namespace: settings.namespace.clone(),
             proxy: None,
+        })
+        .map(|mut client| {
+            client.http = rustify::clients::reqwest::Client::new(url.as_str(), http.clone());
+            client
         })
         .map_err(|e| StoreError::Open {
             path: address.to_owned(),

@@ -19,7 +19,6 @@
 
 pub mod config;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -33,6 +32,7 @@ use zeroize::Zeroizing;
 use super::{Target, TargetError, ValueReader};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
+use crate::http_client::ProxyUrl;
 
 const NAME: &str = "webhook";
 
@@ -63,13 +63,7 @@ impl HookUrl {
         match url.scheme() {
             "https" => {}
             "http" => {
-                let loopback = match url.host() {
-                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-                    Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-                    Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-                    None => false,
-                };
-                if !loopback {
+                if !crate::http_client::url_is_loopback(&url) {
                     return Err(format!(
                         "plain http to {host} is refused: the value is sent in the body, so \
                          use https:// (or http:// on a loopback address for a local agent)"
@@ -104,6 +98,8 @@ pub struct WebhookTarget {
     hmac_key_file: PathBuf,
     ca_file: Option<PathBuf>,
     timeout: Duration,
+    /// Used for every endpoint that is not loopback.
+    proxy: Option<ProxyUrl>,
     reader: ValueReader,
     /// Built at the first step that succeeds in building it, so a `ca_file` mounted after
     /// start is picked up instead of failing every step until a restart.
@@ -128,6 +124,7 @@ impl WebhookTarget {
         hmac_key_file: PathBuf,
         ca_file: Option<PathBuf>,
         timeout: Duration,
+        proxy: Option<ProxyUrl>,
         reader: ValueReader,
     ) -> Self {
         WebhookTarget {
@@ -136,6 +133,7 @@ impl WebhookTarget {
             hmac_key_file,
             ca_file,
             timeout,
+            proxy,
             reader,
             client: Mutex::new(None),
         }
@@ -147,7 +145,8 @@ impl WebhookTarget {
             return Ok(c.clone());
         }
         // The body holds the value: a redirect must not carry it anywhere else.
-        let client = crate::http_client::client(self.timeout, self.ca_file.as_deref())?;
+        let client =
+            crate::http_client::client(self.timeout, self.ca_file.as_deref(), self.proxy.as_ref())?;
         *slot = Some(client.clone());
         Ok(client)
     }

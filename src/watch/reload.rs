@@ -81,10 +81,12 @@ pub async fn run(action: &ReloadAction) -> Result<(), ReloadError> {
             url,
             method,
             ca_file,
+            proxy,
             timeout,
             expected_status: expected,
         } => {
-            let status = http_status(url, method, ca_file.as_deref(), *timeout).await?;
+            let status =
+                http_status(url, method, ca_file.as_deref(), proxy.as_ref(), *timeout).await?;
             let ok = match expected {
                 Some(want) => status == *want,
                 None => (200..300).contains(&status),
@@ -184,13 +186,14 @@ async fn http_status(
     url: &HttpUrl,
     method: &str,
     ca_file: Option<&Path>,
+    proxy: Option<&crate::http_client::ProxyUrl>,
     timeout: Duration,
 ) -> Result<u16, ReloadError> {
     let err = |reason: String| ReloadError::Http {
         url: url.to_string(),
         source: std::io::Error::other(reason),
     };
-    let client = crate::http_client::client(timeout, ca_file).map_err(err)?;
+    let client = crate::http_client::client(timeout, ca_file, proxy).map_err(err)?;
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| err(format!("{method} is not an HTTP method")))?;
     let sent = client

@@ -80,6 +80,30 @@ impl RotorBin {
     /// [`RotorBin::kill_group`] ends the hooks it runs as well, as the end of a container
     /// would.
     pub fn spawn(dir: &Path, port: u16, config: &str, rust_log: &str) -> RotorBin {
+        RotorBin::spawn_with_env(dir, port, config, rust_log, &[])
+    }
+
+    /// [`RotorBin::start`] with `env` added to the child's environment (only the child's:
+    /// the test process's own environment is shared by every test and never changed).
+    pub async fn start_with_env(
+        dir: &Path,
+        port: u16,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> RotorBin {
+        let mut r = RotorBin::spawn_with_env(dir, port, config, "info", env);
+        r.wait_ready().await;
+        r
+    }
+
+    /// [`RotorBin::spawn`] with `env` added to the child's environment.
+    pub fn spawn_with_env(
+        dir: &Path,
+        port: u16,
+        config: &str,
+        rust_log: &str,
+        env: &[(&str, &str)],
+    ) -> RotorBin {
         use std::os::unix::process::CommandExt as _;
         std::fs::write(dir.join("rotor.toml"), config).unwrap();
         let log = std::fs::File::create(dir.join("rotor.log")).unwrap();
@@ -87,6 +111,7 @@ impl RotorBin {
             .args(["run", "--config", "rotor.toml"])
             .current_dir(dir)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .process_group(0)

@@ -319,7 +319,7 @@ fn delivery(addr: SocketAddr, metrics: &Metrics, max_attempts: u32) -> Delivery 
         sink: Sink::Slack {
             uri: format!("http://{addr}/slack").parse().unwrap(),
         },
-        poster: Poster::new(Duration::from_secs(5), None).expect("client"),
+        poster: Poster::new(Duration::from_secs(5), None, None).expect("client"),
         retry: RetryPolicy::new(
             max_attempts,
             Duration::from_millis(10),
@@ -467,9 +467,9 @@ async fn https_receivers_are_reached_and_their_certificates_verified() {
     let uri: hyper::Uri = receiver.url("/hook").parse().unwrap();
     let cert = receiver.cert.clone();
 
-    let trusting = Poster::new(Duration::from_secs(5), Some(&cert)).expect("client");
+    let trusting = Poster::new(Duration::from_secs(5), Some(&cert), None).expect("client");
     let delivered = trusting.post(&uri, &[], b"{}".to_vec()).await;
-    let untrusting = Poster::new(Duration::from_secs(5), None).expect("client");
+    let untrusting = Poster::new(Duration::from_secs(5), None, None).expect("client");
     let refused = untrusting.post(&uri, &[], b"{}".to_vec()).await;
     assert_eq!(delivered, Attempt::Delivered);
     assert_eq!(receiver.wait_for(1)[0].path, "/hook");

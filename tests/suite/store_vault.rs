@@ -126,6 +126,8 @@ fn settings(
         max_attempts: 4,
         retry_backoff: Duration::from_millis(10),
         auth: VaultAuth::Token { token_file },
+        proxy: None,
+        allow_insecure_http: false,
     }
 }
 

@@ -360,6 +360,7 @@ fn webhook_target(
         key_file.to_owned(),
         ca_file,
         Duration::from_secs(5),
+        None,
         env.store.clone(),
     )
 }

@@ -54,6 +54,7 @@ fn http_reload(r: &Receiver, max_attempts: u32) -> ReloadConfig {
             },
             method: "POST".into(),
             ca_file: None,
+            proxy: None,
             timeout: Duration::from_secs(5),
             expected_status: None,
         },
@@ -610,6 +611,7 @@ async fn https_reload_endpoints_are_verified_against_their_ca() {
         },
         method: "POST".into(),
         ca_file,
+        proxy: None,
         timeout: Duration::from_secs(5),
         expected_status: None,
     };

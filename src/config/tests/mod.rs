@@ -5,6 +5,8 @@
 
 mod files;
 mod notify;
+mod proxies;
+mod server;
 mod stores;
 mod targets;
 mod watch;
@@ -103,6 +105,7 @@ policy = "nightly"
 fn assert_default_server_and_store(c: &Config) {
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.server.admin_token_file, PathBuf::from("data/admin.token"));
+    assert_eq!(c.server.max_connections, 4096);
     assert_eq!(
         c.store,
         StoreConfig::Embedded {

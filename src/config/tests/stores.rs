@@ -35,6 +35,8 @@ auth = { method = "kubernetes", role = "rotor", token_file = "/var/run/secrets/k
                 token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
                 mount: "kubernetes".into(),
             },
+            proxy: None,
+            allow_insecure_http: false,
         }
     );
     let cfg = load_ok(
@@ -147,10 +149,72 @@ fn a_vault_ca_file_needs_an_https_address() {
 [store]
 type = "vault"
 address = "http://vault:8200"
+allow_insecure_http = true
 ca_file = "/etc/vault/ca.pem"
 auth = { method = "token", token_file = "/vault/token" }
 "#,
         "store.ca_file",
         &["plain http", "https"],
     );
+}
+
+#[test]
+fn vault_plain_http_off_loopback_needs_allow_insecure_http() {
+    let text = "[store]\ntype = \"vault\"\naddress = \"http://vault.vault.svc:8200\"\nauth = { method = \"token\", token_file = \"/t\" }\n";
+    let e = one_error(
+        text,
+        "store.address",
+        &["plain http", "loopback", "allow_insecure_http = true"],
+    );
+    let at = e.location.expect("a location");
+    assert_eq!((at.line, at.column), (3, 11));
+    let allowed = text.replace("[store]\n", "[store]\nallow_insecure_http = true\n");
+    let cfg = load_ok(&allowed);
+    let StoreConfig::Vault(v) = &cfg.store else {
+        panic!("expected a vault store");
+    };
+    assert!(v.allow_insecure_http);
+    // Loopback needs no opt-in: a Vault agent or dev server on this machine.
+    for address in [
+        "http://127.0.0.1:8200",
+        "http://127.1.2.3:8200",
+        "http://[::1]:8200",
+        "http://localhost:8200",
+    ] {
+        load_ok(&text.replace("http://vault.vault.svc:8200", address));
+    }
+    load_ok(&text.replace("http://", "https://"));
+}
+
+#[test]
+fn vault_proxy_is_an_http_url_and_never_quoted_with_its_password() {
+    let base = "[store]\ntype = \"vault\"\naddress = \"https://vault:8200\"\nauth = { method = \"token\", token_file = \"/t\" }\n";
+    let cfg = load_ok(&format!(
+        "{base}proxy = \"http://u:pw@proxy.internal:3128\"\n"
+    ));
+    let StoreConfig::Vault(v) = &cfg.store else {
+        panic!("expected a vault store");
+    };
+    assert_eq!(
+        v.proxy.as_ref().map(|p| p.to_string()).as_deref(),
+        Some("http://***@proxy.internal:3128")
+    );
+    let errs = errors(&format!(
+        "{base}proxy = \"socks5://alice:s3cret@proxy:1080\"\n"
+    ));
+    let text = errs.to_string();
+    assert!(
+        text.contains("store.proxy") && text.contains("test.toml:5:9"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not supported") && !text.contains("s3cret"),
+        "{text}"
+    );
+    one_error(
+        &format!("{base}proxy = \"http://proxy:3128/x\"\n"),
+        "store.proxy",
+        &["no path"],
+    );
+    one_error(&format!("{base}proxy = 3128\n"), "store.proxy", &[]);
 }

@@ -144,6 +144,7 @@ generator = { type = "ed25519" }"#;
             hmac_key_file: PathBuf::from("secrets/hook.key"),
             ca_file: Some(PathBuf::from("/etc/rotor/ca.pem")),
             timeout: Duration::from_secs(30),
+            proxy: None,
         })
     );
 }

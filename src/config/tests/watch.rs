@@ -58,9 +58,11 @@ interval = "250ms"
             url,
             method,
             ca_file,
+            proxy,
             timeout,
             expected_status,
         } => {
+            assert_eq!(*proxy, None);
             assert_eq!(url.to_string(), "http://127.0.0.1:3000/-/reload");
             assert_eq!(method, "POST");
             assert_eq!(*ca_file, None);

@@ -31,6 +31,8 @@ pub(crate) const FIELDS: &[Field] = &[
     f("max_attempts", Ty::Int),
     f("retry_backoff", Ty::Duration),
     f("auth", Ty::Table(AUTH_FIELDS)),
+    f("proxy", Ty::Str),
+    f("allow_insecure_http", Ty::Bool),
 ];
 
 /// The keys as written (every one optional and spanned; see [`crate::config`]).
@@ -47,6 +49,10 @@ pub(crate) struct RawVault {
     max_attempts: Option<Spanned<i64>>,
     retry_backoff: Option<Spanned<String>>,
     auth: Option<Spanned<RawVaultAuth>>,
+    /// `http(s)://host:port` of a proxy for a Vault that is not on loopback.
+    proxy: Option<Spanned<String>>,
+    /// Allows `http://` to a host that is not loopback.
+    allow_insecure_http: Option<Spanned<bool>>,
 }
 
 /// `auth = { method = "kubernetes" | "token", ... }`.
@@ -103,6 +109,24 @@ pub(crate) fn validate(
         .as_ref()
         .map(|n| vault_path_part(v, "store.namespace", Some(n), "", false));
     let plain_http = url::Url::parse(&address).is_ok_and(|u| u.scheme() == "http");
+    let allow_insecure_http = raw
+        .allow_insecure_http
+        .as_ref()
+        .is_some_and(|a| *a.get_ref());
+    // Plain http is for a Vault agent or dev server on this machine; elsewhere the token and
+    // every value would cross the network unencrypted, so that takes an explicit opt-in.
+    if plain_http
+        && !allow_insecure_http
+        && let Some(a) = &raw.address
+        && url::Url::parse(&address).is_ok_and(|u| !crate::http_client::url_is_loopback(&u))
+    {
+        v.diag.value(
+            a.span(),
+            "store.address",
+            "plain http to a host that is not loopback (127.0.0.0/8, ::1, localhost) sends the Vault token and every value unencrypted: use https://, or set allow_insecure_http = true in [store] to accept that",
+        );
+    }
+    let proxy = v.proxy("store.proxy", raw.proxy.as_ref());
     let ca_file = v.ca_file("store.ca_file", raw.ca_file.as_ref(), plain_http);
     let master_key_file = v.non_empty_path(
         "store.master_key_file",
@@ -144,6 +168,8 @@ pub(crate) fn validate(
         max_attempts,
         retry_backoff,
         auth,
+        proxy,
+        allow_insecure_http,
     }))
 }
 

@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::{HookUrl, WebhookTarget};
 use crate::config::{Field, Ty, Validator, f, join};
 use crate::domain::SecretRef;
+use crate::http_client::ProxyUrl;
 use crate::target::config::DEFAULT_TARGET_TIMEOUT;
 use crate::target::{Target, ValueReader};
 
@@ -21,6 +22,7 @@ pub(crate) const FIELDS: &[Field] = &[
     f("hmac_key_file", Ty::Str),
     f("ca_file", Ty::Str),
     f("timeout", Ty::Duration),
+    f("proxy", Ty::Str),
 ];
 
 /// The keys as written (every one optional and spanned; see [`crate::config`]).
@@ -35,6 +37,8 @@ pub(crate) struct RawWebhook {
     ca_file: Option<Spanned<String>>,
     /// Longest a step may take.
     timeout: Option<Spanned<String>>,
+    /// The proxy an `https://` endpoint is reached through.
+    proxy: Option<Spanned<String>>,
 }
 
 /// A user's HTTP endpoint per step, HMAC-signed: `https://`, or `http://` on loopback.
@@ -46,6 +50,8 @@ pub struct WebhookConfig {
     /// PEM CA trusted in addition to the system's roots.
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// The proxy requests go through, unless the endpoint is loopback.
+    pub proxy: Option<ProxyUrl>,
 }
 
 impl WebhookConfig {
@@ -82,11 +88,13 @@ impl WebhookConfig {
             t.timeout.as_ref(),
             DEFAULT_TARGET_TIMEOUT,
         );
+        let proxy = v.proxy(&join(path, "proxy"), t.proxy.as_ref());
         Some(WebhookConfig {
             url: url?,
             hmac_key_file,
             ca_file,
             timeout,
+            proxy,
         })
     }
 
@@ -98,6 +106,7 @@ impl WebhookConfig {
             self.hmac_key_file.clone(),
             self.ca_file.clone(),
             self.timeout,
+            self.proxy.clone(),
             reader.clone(),
         ))
     }

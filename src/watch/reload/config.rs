@@ -29,6 +29,7 @@ const RELOAD_HTTP: &[Field] = &[
     f("url", Ty::Str),
     f("method", Ty::Str),
     f("ca_file", Ty::Str),
+    f("proxy", Ty::Str),
     f("timeout", Ty::Duration),
     f("expected_status", Ty::Int),
     f("max_attempts", Ty::Int),
@@ -66,6 +67,8 @@ pub(crate) struct RawReload {
     method: Option<S<String>>,
     /// `http` over `https://`: a PEM CA bundle trusted besides the system's roots.
     ca_file: Option<S<String>>,
+    /// `http`: the proxy a URL that is not loopback is reached through.
+    proxy: Option<S<String>>,
     timeout: Option<S<String>>,
     expected_status: Option<S<i64>>,
     signal: Option<S<String>>,
@@ -137,10 +140,12 @@ pub(crate) fn validate(
                 .map(|n| n as u16);
             let plain_http = url.as_ref().is_some_and(|u| !u.tls);
             let ca_file = v.ca_file(&join(path, "ca_file"), r.ca_file.as_ref(), plain_http);
+            let proxy = v.proxy(&join(path, "proxy"), r.proxy.as_ref());
             ReloadAction::Http {
                 url: url?,
                 method: method?,
                 ca_file,
+                proxy,
                 timeout,
                 expected_status,
             }
@@ -271,6 +276,8 @@ pub enum ReloadAction {
         method: String,
         /// `https://` only: a PEM CA bundle trusted besides the system's roots.
         ca_file: Option<PathBuf>,
+        /// The proxy the request goes through, unless the URL is loopback.
+        proxy: Option<crate::http_client::ProxyUrl>,
         timeout: Duration,
         /// The status that counts as success; any 2xx when `None`.
         expected_status: Option<u16>,
