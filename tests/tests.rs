@@ -21,6 +21,10 @@ mod deploy;
 // The real `rotor` binary end to end, including `kill -9` in the middle of rotations.
 #[path = "suite/e2e.rs"]
 mod e2e;
+// Targets that forget their state (Redis without its aclfile, a PostgreSQL restore):
+// verify_interval, verify errors, re-applying the current version.
+#[path = "suite/faults_targets.rs"]
+mod faults_targets;
 // The rotation state machine without actors or I/O: tables and proptest properties.
 #[path = "suite/machine.rs"]
 mod machine;
