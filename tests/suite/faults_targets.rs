@@ -7,9 +7,9 @@
 //! re-apply. Without the key rotor never verifies.
 //!
 //! The real-server tests run the whole tree on real time and print the recovery time: from
-//! the fault to the current credential logging in again. The behaviour without the key, and
-//! the bookkeeping of a re-apply, run in-process on paused time with a target that forgets
-//! on demand.
+//! the fault to the current credential logging in again. The behaviour without the key, the
+//! bookkeeping of a re-apply, and a rotation waiting for a verify in flight run in-process
+//! on paused time with a target that forgets on demand.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -545,20 +545,47 @@ async fn a_step_refused_with_28p01_triggers_a_verify_and_a_reapply() {
 
 // ---- in-process, paused time -------------------------------------------------------------
 
-/// A target that forgets on demand: it holds the versions applied to it until `forget`.
+/// A target that forgets on demand (`holds` set to false): it holds the versions applied
+/// to it until then. It records the versions applied, in order, and whether two of its
+/// operations ever overlapped; a verify can be held at `gate` until a permit is added.
 struct Forgetful {
     holds: AtomicBool,
     applies: AtomicUsize,
+    applied: std::sync::Mutex<Vec<VersionNo>>,
     verifies: AtomicUsize,
+    /// Operations in progress.
+    busy: AtomicUsize,
+    overlapped: AtomicBool,
+    gate: Option<tokio::sync::Semaphore>,
 }
 
 impl Forgetful {
-    fn new() -> Forgetful {
+    fn new(gated: bool) -> Forgetful {
         Forgetful {
             holds: AtomicBool::new(false),
             applies: AtomicUsize::new(0),
+            applied: std::sync::Mutex::new(Vec::new()),
             verifies: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            overlapped: AtomicBool::new(false),
+            gate: gated.then(|| tokio::sync::Semaphore::new(0)),
         }
+    }
+
+    fn enter(&self) -> Busy<'_> {
+        if self.busy.fetch_add(1, Ordering::SeqCst) > 0 {
+            self.overlapped.store(true, Ordering::SeqCst);
+        }
+        Busy(self)
+    }
+}
+
+/// One operation of a [`Forgetful`] in progress.
+struct Busy<'a>(&'a Forgetful);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -567,19 +594,27 @@ impl Target for Forgetful {
     fn type_name(&self) -> &'static str {
         "forgetful"
     }
-    async fn apply(&self, _: VersionNo, _: &SecretValue) -> Result<(), TargetError> {
+    async fn apply(&self, v: VersionNo, _: &SecretValue) -> Result<(), TargetError> {
+        let _busy = self.enter();
         self.applies.fetch_add(1, Ordering::SeqCst);
+        self.applied.lock().unwrap().push(v);
         self.holds.store(true, Ordering::SeqCst);
         Ok(())
     }
     async fn test(&self, _: VersionNo, _: &SecretValue) -> Result<(), TargetError> {
+        let _busy = self.enter();
         Ok(())
     }
     async fn revoke(&self, _: VersionNo) -> Result<(), TargetError> {
+        let _busy = self.enter();
         Ok(())
     }
     async fn verify(&self, _: VersionNo, _: &SecretValue) -> Result<Verified, TargetError> {
+        let _busy = self.enter();
         self.verifies.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
         Ok(if self.holds.load(Ordering::SeqCst) {
             Verified::Holds
         } else {
@@ -588,7 +623,10 @@ impl Target for Forgetful {
     }
 }
 
-async fn forgetful_tree(verify: &str) -> (Tree, Arc<Forgetful>, Metrics, tempfile::TempDir) {
+async fn forgetful_tree(
+    verify: &str,
+    gated: bool,
+) -> (Tree, Arc<Forgetful>, Metrics, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = embedded::tree_config(
         dir.path(),
@@ -607,7 +645,7 @@ policy = "keys"
 "#
         ),
     );
-    let target = Arc::new(Forgetful::new());
+    let target = Arc::new(Forgetful::new(gated));
     let metrics = Metrics::new();
     let options = TreeOptions {
         clock: Clock::tokio(Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap()),
@@ -636,7 +674,7 @@ policy = "keys"
 async fn verify_is_off_without_verify_interval_and_periodic_with_it() {
     let s = secret("api_keys");
     for (verify, on) in [("", false), ("verify_interval = \"10m\"", true)] {
-        let (mut tree, target, metrics, _dir) = forgetful_tree(verify).await;
+        let (mut tree, target, metrics, _dir) = forgetful_tree(verify, false).await;
         eventually(LIMIT, "v1 current", async || {
             tree.context
                 .board
@@ -677,4 +715,56 @@ async fn verify_is_off_without_verify_interval_and_periodic_with_it() {
         );
         tree.shutdown(Duration::from_secs(5)).await;
     }
+}
+
+/// A rotation asked for while a verify holds the target waits for it: the re-apply of v1
+/// comes first, then v2's apply, and no two target operations ever overlap.
+#[tokio::test(start_paused = true)]
+async fn a_rotation_waits_for_a_verify_in_flight() {
+    let s = secret("api_keys");
+    let (mut tree, target, metrics, _dir) = forgetful_tree("verify_interval = \"10m\"", true).await;
+    let admin = embedded::admin(&tree);
+    eventually(LIMIT, "v1 current", async || {
+        tree.context
+            .board
+            .get(&s)
+            .is_some_and(|st| st.current == Some(1) && st.phase == "idle")
+    })
+    .await;
+    target.holds.store(false, Ordering::SeqCst);
+    // To a second past the first verify, which the gate then holds (for less than the
+    // 60 s step timeout it is bounded by).
+    tokio::time::sleep(Duration::from_secs(601)).await;
+    eventually(LIMIT, "a verify in flight", async || {
+        target.verifies.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    admin.rotate(s.clone()).await.unwrap();
+    // Half the step timeout of paused time: the rotation has started but not applied.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        *target.applied.lock().unwrap(),
+        vec![1],
+        "v2 waits for the verify"
+    );
+
+    target.gate.as_ref().unwrap().add_permits(1_000);
+    eventually(LIMIT, "v2 current", async || {
+        tree.context
+            .board
+            .get(&s)
+            .is_some_and(|st| st.current == Some(2))
+    })
+    .await;
+    assert_eq!(
+        *target.applied.lock().unwrap(),
+        vec![1, 1, 2],
+        "the re-apply of v1 before v2's apply"
+    );
+    assert!(
+        !target.overlapped.load(Ordering::SeqCst),
+        "operations overlapped"
+    );
+    assert_eq!(reapplied(&metrics, "keys", "succeeded"), 1);
+    tree.shutdown(Duration::from_secs(5)).await;
 }
