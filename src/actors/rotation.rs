@@ -40,7 +40,7 @@ use crate::machine::{
     self, Effect, Event, ExpiryGate, Notice, Phase, Rejection, Rules, SecretState,
 };
 use crate::metrics::Metrics;
-use crate::schedule::secret_seed;
+use crate::schedule::{jitter_offset, secret_seed};
 use crate::status::{SecretStatus, StatusBoard};
 use crate::store::{Commit, Store, StoreError};
 use crate::supervisor::AbortOnDrop;
@@ -213,7 +213,7 @@ impl Actor for RotationActor {
     ) -> Result<(), ActorProcessingErr> {
         // Boxed for the same reason as `drive` in `handle`: keep idle actors small.
         Box::pin(state.load_and_resume(&myself)).await?;
-        state.arm_verify();
+        state.arm_verify(true);
         Ok(())
     }
 
@@ -281,7 +281,7 @@ impl Actor for RotationActor {
                 let _ = Box::pin(state.drive(&myself, event)).await?;
             }
             RotationMsg::Verify => {
-                state.arm_verify();
+                state.arm_verify(false);
                 if !state.verify_unsupported {
                     state.verify_wanted = true;
                 }
@@ -395,13 +395,20 @@ impl RotationState {
     }
 
     /// Arms the next verify, `verify_interval` from now (if the policy has one and the
-    /// target can verify).
-    fn arm_verify(&self) {
+    /// target can verify). The first one after start-up comes at a stable per-secret offset
+    /// within one interval instead: every actor starts at once, and without it every secret
+    /// of a policy would log in to its target in the same instant, every interval.
+    fn arm_verify(&self, first: bool) {
         if let Some(interval) = self.spec.verify_interval
             && !self.verify_unsupported
         {
+            let delay = if first {
+                jitter_offset(&self.spec.secret, interval)
+            } else {
+                interval
+            };
             let at =
-                self.context.clock.now() + TimeDelta::from_std(interval).unwrap_or(TimeDelta::MAX);
+                self.context.clock.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
             self.context
                 .scheduler
                 .arm_kind(&self.spec.secret, TimerKind::Verify, at);

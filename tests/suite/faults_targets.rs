@@ -480,8 +480,9 @@ impl Target for RestoredMidRotation {
 }
 
 /// A test step refused with 28P01 triggers a verify of the current version at once (the
-/// interval is an hour, so only the refusal can have caused it), which finds it lost and
-/// re-applies it.
+/// interval is an hour and this secret's first periodic verify comes 936 s after start,
+/// beyond every wait here, so only the refusal can have caused it), which finds it lost
+/// and re-applies it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_refused_with_28p01_triggers_a_verify_and_a_reapply() {
     let Some(roles) = pg_roles().await else {
@@ -732,13 +733,20 @@ async fn a_rotation_waits_for_a_verify_in_flight() {
     })
     .await;
     target.holds.store(false, Ordering::SeqCst);
-    // To a second past the first verify, which the gate then holds (for less than the
-    // 60 s step timeout it is bounded by).
-    tokio::time::sleep(Duration::from_secs(601)).await;
-    eventually(LIMIT, "a verify in flight", async || {
-        target.verifies.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    // The first verify comes at a per-secret offset within the interval: step paused time
+    // a second at a time until it has started, so the gate holds it for less than the 60 s
+    // step timeout that bounds it.
+    for _ in 0..=600 {
+        if target.verifies.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        target.verifies.load(Ordering::SeqCst),
+        1,
+        "a verify in flight"
+    );
     admin.rotate(s.clone()).await.unwrap();
     // Half the step timeout of paused time: the rotation has started but not applied.
     tokio::time::sleep(Duration::from_secs(30)).await;
