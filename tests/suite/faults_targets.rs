@@ -736,16 +736,20 @@ async fn a_rotation_waits_for_a_verify_in_flight() {
     // The first verify comes at a per-secret offset within the interval: step paused time
     // a second at a time until it has started, so the gate holds it for less than the 60 s
     // step timeout that bounds it.
-    for _ in 0..=600 {
-        if target.verifies.load(Ordering::SeqCst) > 0 {
-            break;
-        }
+    let mut waited = 0;
+    while waited <= 600 && target.verifies.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += 1;
     }
     assert_eq!(
         target.verifies.load(Ordering::SeqCst),
         1,
         "a verify in flight"
+    );
+    // Spread, not all at start + interval: this secret's offset is about 209 s.
+    assert!(
+        waited < 590,
+        "first verify {waited}s after start, not within the interval"
     );
     admin.rotate(s.clone()).await.unwrap();
     // Half the step timeout of paused time: the rotation has started but not applied.
