@@ -345,6 +345,20 @@ pub enum Notice {
     Stuck {
         error: ErrorKind,
     },
+    /// The target had lost the current version (a verify was refused) and it was applied
+    /// again: same version, no new value. Sent by the rotation actor after a verify, never
+    /// by the machine, whose state a re-apply does not change.
+    TargetReapplied {
+        version: VersionNo,
+    },
+    /// Verifying the current version failed: the target could not be asked (`lost =
+    /// false`; nothing was re-applied), or it had lost the version and re-applying it failed
+    /// (`lost = true`). Sent by the rotation actor, like `TargetReapplied`.
+    TargetVerifyFailed {
+        version: VersionNo,
+        error: ErrorKind,
+        lost: bool,
+    },
 }
 
 impl Notice {
@@ -359,6 +373,8 @@ impl Notice {
             Notice::Failed { .. } => "rotation_failed",
             Notice::RolledBack { .. } => "rotation_rolled_back",
             Notice::Stuck { .. } => "rotation_stuck",
+            Notice::TargetReapplied { .. } => "target_reapplied",
+            Notice::TargetVerifyFailed { .. } => "target_verify_failed",
         }
     }
 }

@@ -60,6 +60,14 @@ pub struct ReloadLabels {
     pub outcome: String,
 }
 
+/// Verifications of a current version against its target: by policy and result (`holds`,
+/// `lost`, `error`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerifyLabels {
+    pub policy: String,
+    pub result: String,
+}
+
 /// Per-secret series: by tenant and key (opt-in).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SecretLabels {
@@ -135,6 +143,11 @@ pub struct Metrics {
     pub last_rotation_timestamp_seconds: Gauge,
     /// Events waiting in each notification channel's queue, by channel.
     pub notification_queue_length: Family<KindLabels, Gauge>,
+    /// Verifications of current versions (`verify_interval`), by policy and result.
+    pub target_verifications_total: Family<VerifyLabels, Counter>,
+    /// Current versions applied again after their target lost them, by policy and outcome
+    /// (`succeeded`, `failed`).
+    pub target_reapplied_total: Family<RotationLabels, Counter>,
     /// Present only with `[metrics] per_secret = true`.
     pub per_secret: Option<PerSecret>,
 }
@@ -331,6 +344,18 @@ impl Metrics {
             "Notifications waiting for delivery, by channel",
             notification_queue_length.clone(),
         );
+        let target_verifications_total = Family::<VerifyLabels, Counter>::default();
+        r.register(
+            "rotor_target_verifications",
+            "Checks of a current version against its target (verify_interval), by policy and result (holds, lost, error)",
+            target_verifications_total.clone(),
+        );
+        let target_reapplied_total = Family::<RotationLabels, Counter>::default();
+        r.register(
+            "rotor_target_reapplied",
+            "Current versions applied again after their target lost them, by policy and outcome",
+            target_reapplied_total.clone(),
+        );
         let per_secret = per_secret.then(|| {
             let p = PerSecret {
                 rotations_total: Family::default(),
@@ -387,6 +412,8 @@ impl Metrics {
             next_grace_expiry_timestamp_seconds,
             last_rotation_timestamp_seconds,
             notification_queue_length,
+            target_verifications_total,
+            target_reapplied_total,
             per_secret,
         };
         m.init_known_series();
@@ -513,6 +540,45 @@ impl Metrics {
                 error: error.to_owned(),
             });
         }
+    }
+
+    /// Creates the verification series of `policy` at zero; only for policies with a
+    /// `verify_interval`, so the others export nothing they never do.
+    pub fn init_verify(&self, policy: &str) {
+        for result in ["holds", "lost", "error"] {
+            let _ = self
+                .target_verifications_total
+                .get_or_create(&VerifyLabels {
+                    policy: policy.to_owned(),
+                    result: result.to_owned(),
+                });
+        }
+        for outcome in ["succeeded", "failed"] {
+            let _ = self.target_reapplied_total.get_or_create(&RotationLabels {
+                policy: policy.to_owned(),
+                outcome: outcome.to_owned(),
+            });
+        }
+    }
+
+    /// Counts one verification of a current version: `holds`, `lost` or `error`.
+    pub fn target_verified(&self, policy: &str, result: &str) {
+        self.target_verifications_total
+            .get_or_create(&VerifyLabels {
+                policy: policy.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one re-apply of a lost current version: `succeeded` or `failed`.
+    pub fn target_reapplied(&self, policy: &str, outcome: &str) {
+        self.target_reapplied_total
+            .get_or_create(&RotationLabels {
+                policy: policy.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn rotation(&self, policy: &str, outcome: &str) {

@@ -25,6 +25,10 @@ mod e2e;
 // its retries, metrics and recovery by itself; the table is `tests/suite/FAULTS.md`.
 #[path = "suite/faults.rs"]
 mod faults;
+// Targets that forget their state (Redis without its aclfile, a PostgreSQL restore):
+// verify_interval, verify errors, re-applying the current version.
+#[path = "suite/faults_targets.rs"]
+mod faults_targets;
 // The rotation state machine without actors or I/O: tables and proptest properties.
 #[path = "suite/machine.rs"]
 mod machine;

@@ -12,6 +12,16 @@
 //! A global semaphore bounds rotations in flight: an attempt takes a slot before its first
 //! step and holds it until it is promoted, rolled back or abandoned. A secret waiting for a
 //! slot is already `generating` (persisted), so it is neither lost nor started twice.
+//!
+//! With a `verify_interval`, the actor also checks the current version against the target
+//! ([`Target::verify`]) on a second deadline of the scheduler, and right after a step the
+//! target refused with an authentication error ([`TargetError::refused`]). It does so only
+//! while no rotation is in flight; when the target has lost the version it applies and tests
+//! it again, without a new version and without touching the machine's state (so no grace or
+//! schedule moves), and says so in a notice and `rotor_target_reapplied_total`. An
+//! unreachable target is a verify error, never a reason to re-apply. Verify tasks and step
+//! tasks share one lock per secret, so a re-apply and a rotation step never run at once: a
+//! rotation that starts during a verify waits for it before its first step.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +29,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use prometheus_client::metrics::gauge::Gauge;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
 
 use super::notifier::{self, NotifierMsg};
-use super::scheduler::Scheduler;
+use super::scheduler::{Scheduler, TimerKind};
 use crate::clock::Clock;
 use crate::domain::{ErrorKind, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo};
 use crate::generator::{self, GeneratorSpec};
@@ -30,11 +40,11 @@ use crate::machine::{
     self, Effect, Event, ExpiryGate, Notice, Phase, Rejection, Rules, SecretState,
 };
 use crate::metrics::Metrics;
-use crate::schedule::secret_seed;
+use crate::schedule::{jitter_offset, secret_seed};
 use crate::status::{SecretStatus, StatusBoard};
 use crate::store::{Commit, Store, StoreError};
 use crate::supervisor::AbortOnDrop;
-use crate::target::{Target, TargetError};
+use crate::target::{Target, TargetError, Verified};
 
 /// The schedule as the actor needs it: next due given the last rotation time and now.
 pub type NextDue =
@@ -54,6 +64,9 @@ pub struct RotationSpec {
     /// Longest a single step may take before it counts as failed.
     pub step_timeout: Duration,
     pub target: Arc<dyn Target>,
+    /// How often the current version is verified against the target (`None`: never, and
+    /// no verify after a refused step either).
+    pub verify_interval: Option<Duration>,
 }
 
 /// The tree's runtime context, shared by every rotation actor: the store, metrics, clock,
@@ -97,12 +110,36 @@ pub enum RotationMsg {
         rotation: RotationId,
         step: Step,
         result: Result<(), ErrorKind>,
+        /// The target refused the secret's credential ([`TargetError::refused`]).
+        refused: bool,
         slot: Option<Slot>,
+    },
+    /// The verify deadline fired: check the current version against the target.
+    Verify,
+    /// A verify task finished.
+    Verified {
+        version: VersionNo,
+        outcome: VerifyOutcome,
     },
     /// Test-only fault hook: the actor panics while handling it, so supervision can be
     /// exercised. Exists only with the `test-util` feature, never in a release build.
     #[cfg(feature = "test-util")]
     InjectPanic,
+}
+
+/// What a verify of the current version came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// The target holds the version.
+    Holds,
+    /// The target had lost it; it was applied and tested again.
+    Reapplied,
+    /// The target had lost it, and applying or testing it again failed.
+    ReapplyFailed(ErrorKind),
+    /// The target could not be asked (unreachable, timed out, the value unreadable).
+    Failed(ErrorKind),
+    /// The target cannot verify (`Verified::Unsupported`).
+    Unsupported,
 }
 
 /// A held concurrency slot; keeps the `secret_rotation_jobs_active` gauge right on drop.
@@ -124,6 +161,20 @@ pub struct RotationState {
     /// The step in flight; aborted with the state, so a step does not outlive a crashed actor.
     step_task: Option<AbortOnDrop>,
     slot: Option<Slot>,
+    /// Held by every step task and every verify task while they use the target, so a
+    /// re-apply never interleaves with a rotation's steps. A tokio mutex: it is held across
+    /// the target's awaits. Only with a `verify_interval`: without verifies there is
+    /// nothing to exclude, and idle actors stay as small as they were.
+    target_lock: Option<Arc<AsyncMutex<()>>>,
+    /// The verify in flight, aborted with the state like `step_task`.
+    verify_task: Option<AbortOnDrop>,
+    /// A verify is due (deadline fired, or a step was refused) and waits until no rotation
+    /// is in flight.
+    verify_wanted: bool,
+    /// The target answered `Unsupported`: stop arming the verify deadline.
+    verify_unsupported: bool,
+    /// The last verify failed; the next failure in a row is counted but not notified again.
+    verify_failing: bool,
 }
 
 pub struct RotationActor;
@@ -140,12 +191,18 @@ impl Actor for RotationActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         // The journal is read in post_start, in this actor's own task: the supervisor awaits
         // pre_start, and 100,000 store reads in a row there would serialise start-up.
+        let target_lock = spec.verify_interval.map(|_| Arc::new(AsyncMutex::new(())));
         Ok(RotationState {
             spec,
             context,
             machine: SecretState::default(),
             step_task: None,
             slot: None,
+            target_lock,
+            verify_task: None,
+            verify_wanted: false,
+            verify_unsupported: false,
+            verify_failing: false,
         })
     }
 
@@ -155,7 +212,9 @@ impl Actor for RotationActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Boxed for the same reason as `drive` in `handle`: keep idle actors small.
-        Box::pin(state.load_and_resume(&myself)).await
+        Box::pin(state.load_and_resume(&myself)).await?;
+        state.arm_verify(true);
+        Ok(())
     }
 
     async fn handle(
@@ -193,9 +252,15 @@ impl Actor for RotationActor {
                 rotation,
                 step,
                 result,
+                refused,
                 slot,
             } => {
                 state.step_task = None;
+                // A refused credential may mean the target forgot the current version too;
+                // the verify runs once the attempt is over (see `maybe_verify`).
+                if refused && state.spec.verify_interval.is_some() {
+                    state.verify_wanted = true;
+                }
                 if slot.is_some() {
                     state.slot = slot;
                 }
@@ -215,6 +280,18 @@ impl Actor for RotationActor {
                 };
                 let _ = Box::pin(state.drive(&myself, event)).await?;
             }
+            RotationMsg::Verify => {
+                state.arm_verify(false);
+                if !state.verify_unsupported {
+                    state.verify_wanted = true;
+                }
+                state.maybe_verify(&myself);
+            }
+            RotationMsg::Verified { version, outcome } => {
+                state.verify_task = None;
+                state.verified(version, outcome);
+                state.maybe_verify(&myself);
+            }
             #[cfg(feature = "test-util")]
             RotationMsg::InjectPanic => panic!("fault injected into {}", state.spec.secret),
         }
@@ -227,7 +304,12 @@ impl Actor for RotationActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.context.scheduler.cancel(&state.spec.secret);
+        state
+            .context
+            .scheduler
+            .cancel_kind(&state.spec.secret, TimerKind::Verify);
         state.step_task = None;
+        state.verify_task = None;
         Ok(())
     }
 }
@@ -308,7 +390,134 @@ impl RotationState {
             self.execute(myself, effect, now);
         }
         self.context.board.set(&self.spec.secret, self.status());
+        self.maybe_verify(myself);
         Ok(Ok(t.rotation))
+    }
+
+    /// Arms the next verify, `verify_interval` from now (if the policy has one and the
+    /// target can verify). The first one after start-up comes at a stable per-secret offset
+    /// within one interval instead: every actor starts at once, and without it every secret
+    /// of a policy would log in to its target in the same instant, every interval.
+    fn arm_verify(&self, first: bool) {
+        if let Some(interval) = self.spec.verify_interval
+            && !self.verify_unsupported
+        {
+            let delay = if first {
+                jitter_offset(&self.spec.secret, interval)
+            } else {
+                interval
+            };
+            let at =
+                self.context.clock.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+            self.context
+                .scheduler
+                .arm_kind(&self.spec.secret, TimerKind::Verify, at);
+        }
+    }
+
+    /// Starts the wanted verify if nothing stands in its way: no verify already running, no
+    /// rotation in flight (a re-apply must not race one; the wish is kept until the attempt
+    /// is over), a current version to verify.
+    fn maybe_verify(&mut self, myself: &ActorRef<RotationMsg>) {
+        if !self.verify_wanted
+            || self.verify_task.is_some()
+            || self.machine.phase.in_flight()
+            || self.spec.verify_interval.is_none()
+        {
+            return;
+        }
+        let Some(version) = self.machine.current else {
+            self.verify_wanted = false;
+            return;
+        };
+        // Free whenever no attempt is in flight, unless an aborted step task has not yet
+        // released it; the next message retries then.
+        let Some(Ok(guard)) = self.target_lock.clone().map(|l| l.try_lock_owned()) else {
+            return;
+        };
+        self.verify_wanted = false;
+        let spec = self.spec.clone();
+        let context = self.context.clone();
+        let me = myself.clone();
+        self.verify_task = Some(AbortOnDrop::spawn(async move {
+            let outcome = verify_and_reapply(&spec, &context, version).await;
+            drop(guard);
+            let _ = me.cast(RotationMsg::Verified { version, outcome });
+        }));
+    }
+
+    /// Counts, logs and notifies what a verify found.
+    fn verified(&mut self, version: VersionNo, outcome: VerifyOutcome) {
+        let m = &self.context.metrics;
+        let policy = &self.spec.policy;
+        let secret = &self.spec.secret;
+        let now = self.context.clock.now();
+        // A re-apply is no attempt of its own; notices name the latest one started.
+        let rotation = RotationId(self.machine.rotations_started);
+        let failing = self.verify_failing;
+        self.verify_failing = false;
+        match outcome {
+            VerifyOutcome::Holds => m.target_verified(policy, "holds"),
+            VerifyOutcome::Unsupported => {
+                self.verify_unsupported = true;
+                self.context
+                    .scheduler
+                    .cancel_kind(secret, TimerKind::Verify);
+                tracing::warn!(
+                    secret = %secret,
+                    target = self.spec.target.type_name(),
+                    "verify_interval has no effect: a {} target cannot verify a version",
+                    self.spec.target.type_name()
+                );
+            }
+            VerifyOutcome::Reapplied => {
+                m.target_verified(policy, "lost");
+                m.target_reapplied(policy, "succeeded");
+                tracing::warn!(
+                    secret = %secret,
+                    version,
+                    "the target had lost the current version; applied it again"
+                );
+                self.notify(rotation, Notice::TargetReapplied { version }, now);
+            }
+            VerifyOutcome::ReapplyFailed(error) => {
+                m.target_verified(policy, "lost");
+                m.target_reapplied(policy, "failed");
+                tracing::error!(
+                    secret = %secret,
+                    version,
+                    error = error.as_str(),
+                    "the target has lost the current version and applying it again failed"
+                );
+                self.verify_failing = true;
+                if !failing {
+                    self.notify(
+                        rotation,
+                        Notice::TargetVerifyFailed {
+                            version,
+                            error,
+                            lost: true,
+                        },
+                        now,
+                    );
+                }
+            }
+            VerifyOutcome::Failed(error) => {
+                m.target_verified(policy, "error");
+                self.verify_failing = true;
+                if !failing {
+                    self.notify(
+                        rotation,
+                        Notice::TargetVerifyFailed {
+                            version,
+                            error,
+                            lost: false,
+                        },
+                        now,
+                    );
+                }
+            }
+        }
     }
 
     fn execute(&mut self, myself: &ActorRef<RotationMsg>, effect: Effect, now: DateTime<Utc>) {
@@ -375,6 +584,7 @@ impl RotationState {
         let held = self.slot.take();
         let spec = self.spec.clone();
         let context = self.context.clone();
+        let target_lock = self.target_lock.clone();
         let me = myself.clone();
         self.step_task = Some(AbortOnDrop::spawn(async move {
             let slot = match (held, needs_slot) {
@@ -392,17 +602,31 @@ impl RotationState {
                 },
                 (None, false) => None,
             };
+            // Waits for a verify in flight; not counted against the step's timeout.
+            let target_guard = match target_lock {
+                Some(lock) => Some(lock.lock_owned().await),
+                None => None,
+            };
             let result =
                 match tokio::time::timeout(spec.step_timeout, run_step(&spec, &context, effect))
                     .await
                 {
                     Ok(r) => r,
-                    Err(_) => Err(ErrorKind::Timeout),
+                    Err(_) => Err(StepError {
+                        kind: ErrorKind::Timeout,
+                        refused: false,
+                    }),
                 };
+            drop(target_guard);
+            let (result, refused) = match result {
+                Ok(()) => (Ok(()), false),
+                Err(e) => (Err(e.kind), e.refused),
+            };
             let _ = me.cast(RotationMsg::StepResult {
                 rotation,
                 step,
                 result,
+                refused,
                 slot,
             });
         }));
@@ -451,12 +675,72 @@ fn holds_a_slot(phase: &Phase) -> bool {
     )
 }
 
+/// A failed step: its bounded kind, and whether the target refused the credential.
+struct StepError {
+    kind: ErrorKind,
+    refused: bool,
+}
+
+/// Verifies `version` (the current one) against the target and, when the target lost it,
+/// applies and tests it again. Each call is bounded by the step timeout. Never creates a
+/// version or touches another one.
+async fn verify_and_reapply(
+    spec: &RotationSpec,
+    context: &RotationContext,
+    version: VersionNo,
+) -> VerifyOutcome {
+    let secret = &spec.secret;
+    let timeout = spec.step_timeout;
+    let failed = |what: &str, e: &dyn std::fmt::Display, kind: ErrorKind| {
+        tracing::warn!(secret = %secret, version, step = what, error = %e, "verify failed");
+        kind
+    };
+    let value = match context.store.read_value(secret, version).await {
+        Ok(v) => v,
+        Err(e) => return VerifyOutcome::Failed(failed("read", &e, ErrorKind::Store)),
+    };
+    let target = &spec.target;
+    match tokio::time::timeout(timeout, target.verify(version, &value)).await {
+        Err(_) => VerifyOutcome::Failed(failed("verify", &"timed out", ErrorKind::Timeout)),
+        Ok(Err(e)) => VerifyOutcome::Failed(failed("verify", &e, e.kind)),
+        Ok(Ok(Verified::Holds)) => VerifyOutcome::Holds,
+        Ok(Ok(Verified::Unsupported)) => VerifyOutcome::Unsupported,
+        Ok(Ok(Verified::Lost)) => {
+            tracing::warn!(
+                secret = %secret,
+                version,
+                "the target refused the current version; applying it again"
+            );
+            match tokio::time::timeout(timeout, target.apply(version, &value)).await {
+                Err(_) => {
+                    return VerifyOutcome::ReapplyFailed(failed(
+                        "reapply",
+                        &"timed out",
+                        ErrorKind::Timeout,
+                    ));
+                }
+                Ok(Err(e)) => return VerifyOutcome::ReapplyFailed(failed("reapply", &e, e.kind)),
+                Ok(Ok(())) => {}
+            }
+            match tokio::time::timeout(timeout, target.test(version, &value)).await {
+                Err(_) => VerifyOutcome::ReapplyFailed(failed(
+                    "reapply",
+                    &"timed out",
+                    ErrorKind::Timeout,
+                )),
+                Ok(Err(e)) => VerifyOutcome::ReapplyFailed(failed("reapply", &e, e.kind)),
+                Ok(Ok(())) => VerifyOutcome::Reapplied,
+            }
+        }
+    }
+}
+
 /// Executes one step against the store and the target.
 async fn run_step(
     spec: &RotationSpec,
     context: &RotationContext,
     effect: Effect,
-) -> Result<(), ErrorKind> {
+) -> Result<(), StepError> {
     let secret = &spec.secret;
     let log_err = |step: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(secret = %secret, step, error = %e, "rotation step failed");
@@ -465,13 +749,19 @@ async fn run_step(
     let target_failed = |step: &'static str| {
         move |e: TargetError| {
             log_err(step, &e);
-            e.kind
+            StepError {
+                kind: e.kind,
+                refused: e.refused,
+            }
         }
     };
     let store_failed = |step: &'static str| {
         move |e: StoreError| {
             log_err(step, &e);
-            ErrorKind::Store
+            StepError {
+                kind: ErrorKind::Store,
+                refused: false,
+            }
         }
     };
     match effect {

@@ -7,6 +7,9 @@
 //! actor up by registry name and casts `Timer`. A deadline armed by an incarnation that
 //! has since crashed therefore reaches the new incarnation, whose state machine ignores
 //! early or stale timers (it re-arms), so nothing is lost and nothing leaks.
+//!
+//! A secret whose policy has a `verify_interval` has a second deadline, of its own kind
+//! ([`TimerKind::Verify`]), so checking the target never moves the rotation deadline.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,12 +22,21 @@ use super::rotation::{self, RotationMsg};
 use crate::clock::Clock;
 use crate::domain::SecretRef;
 
+/// Which of a secret's deadlines: each secret has at most one of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKind {
+    /// The state machine's one timer (next due, grace expiry, retry): fires `Timer`.
+    Rotation,
+    /// The next check of the current version against the target: fires `Verify`.
+    Verify,
+}
+
 #[derive(Default)]
 struct Deadlines {
     /// Ordered by time, then secret, so the first entry is the next to fire.
-    queue: BTreeSet<(DateTime<Utc>, SecretRef)>,
-    /// The one armed deadline of each secret, to remove it when re-armed.
-    by_secret: HashMap<SecretRef, DateTime<Utc>>,
+    queue: BTreeSet<(DateTime<Utc>, SecretRef, TimerKind)>,
+    /// The one armed deadline of each secret and kind, to remove it when re-armed.
+    by_secret: HashMap<(SecretRef, TimerKind), DateTime<Utc>>,
 }
 
 /// The shared timer. Cheap to clone through an `Arc`.
@@ -72,31 +84,41 @@ impl Scheduler {
         s
     }
 
-    /// Arms `secret`'s deadline at `at`, replacing any armed one.
+    /// Arms `secret`'s rotation deadline at `at`, replacing any armed one.
     pub fn arm(&self, secret: &SecretRef, at: DateTime<Utc>) {
+        self.arm_kind(secret, TimerKind::Rotation, at);
+    }
+
+    /// Arms `secret`'s deadline of `kind` at `at`, replacing any armed one of that kind.
+    pub fn arm_kind(&self, secret: &SecretRef, kind: TimerKind, at: DateTime<Utc>) {
         let earliest = {
             let Ok(mut d) = self.deadlines.lock() else {
                 return;
             };
-            if let Some(old) = d.by_secret.insert(secret.clone(), at) {
-                d.queue.remove(&(old, secret.clone()));
+            if let Some(old) = d.by_secret.insert((secret.clone(), kind), at) {
+                d.queue.remove(&(old, secret.clone(), kind));
             }
-            d.queue.insert((at, secret.clone()));
+            d.queue.insert((at, secret.clone(), kind));
             d.queue
                 .first()
-                .is_some_and(|(first, s)| *first == at && s == secret)
+                .is_some_and(|(first, s, k)| *first == at && s == secret && *k == kind)
         };
         if earliest {
             self.wake.notify_one();
         }
     }
 
-    /// Disarms `secret`'s deadline.
+    /// Disarms `secret`'s rotation deadline.
     pub fn cancel(&self, secret: &SecretRef) {
+        self.cancel_kind(secret, TimerKind::Rotation);
+    }
+
+    /// Disarms `secret`'s deadline of `kind`.
+    pub fn cancel_kind(&self, secret: &SecretRef, kind: TimerKind) {
         if let Ok(mut d) = self.deadlines.lock()
-            && let Some(old) = d.by_secret.remove(secret)
+            && let Some(old) = d.by_secret.remove(&(secret.clone(), kind))
         {
-            d.queue.remove(&(old, secret.clone()));
+            d.queue.remove(&(old, secret.clone(), kind));
         }
     }
 
@@ -117,23 +139,26 @@ impl Scheduler {
             let Ok(mut d) = self.deadlines.lock() else {
                 return None;
             };
-            while let Some((at, _)) = d.queue.first() {
+            while let Some((at, _, _)) = d.queue.first() {
                 if *at > now {
                     break;
                 }
-                if let Some((_, secret)) = d.queue.pop_first() {
-                    d.by_secret.remove(&secret);
-                    due.push(secret);
+                if let Some((_, secret, kind)) = d.queue.pop_first() {
+                    d.by_secret.remove(&(secret.clone(), kind));
+                    due.push((secret, kind));
                 }
             }
-            d.queue.first().map(|(at, _)| *at)
+            d.queue.first().map(|(at, _, _)| *at)
         };
-        for secret in due {
+        for (secret, kind) in due {
             let name = rotation::actor_name(&self.namespace, &secret);
             match ractor::registry::where_is(name) {
                 Some(cell) => {
                     let actor: ActorRef<RotationMsg> = cell.into();
-                    let _ = actor.cast(RotationMsg::Timer);
+                    let _ = actor.cast(match kind {
+                        TimerKind::Rotation => RotationMsg::Timer,
+                        TimerKind::Verify => RotationMsg::Verify,
+                    });
                 }
                 // Restarting: the new incarnation re-arms from its journal on resume.
                 None => tracing::debug!(%secret, "timer fired while the actor restarts"),

@@ -196,6 +196,7 @@ pub fn spec_for(
         }),
         step_timeout: options.step_timeout,
         target,
+        verify_interval: policy.verify_interval,
     })
 }
 
@@ -274,8 +275,11 @@ pub async fn start(
     metrics.secrets_managed.set(secrets.len() as i64);
     // The store was opened by the caller.
     metrics.store_up.set(1);
-    for policy in config.policies.keys() {
-        metrics.init_policy(policy);
+    for (name, policy) in &config.policies {
+        metrics.init_policy(name);
+        if policy.verify_interval.is_some() {
+            metrics.init_verify(name);
+        }
     }
 
     let observer_metrics = metrics.clone();

@@ -136,6 +136,10 @@ pub struct Policy {
     /// Attempts per rotation before the secret is declared stuck.
     pub max_attempts: u32,
     pub expire_after: ExpireAfter,
+    /// How often the current version is checked against the target while no rotation is
+    /// in flight, and re-applied when the target lost it (a Redis restarted without its
+    /// aclfile, a database restored from a backup). `None` (the default): never.
+    pub verify_interval: Option<Duration>,
 }
 
 /// When the previous version is expired after a promotion.

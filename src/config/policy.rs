@@ -1,5 +1,6 @@
-//! Policy checks (`[policies.NAME]`): schedules, grace, windows and generators, merged
-//! over the built-in policies.
+//! Policy checks (`[policies.NAME]`): schedules, grace, windows, generators and
+//! `verify_interval`, merged over the built-in policies (`verify_interval` is never
+//! inherited: no built-in sets it).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -100,6 +101,8 @@ impl Validator<'_, '_> {
             "the number of attempts",
         );
         let expire_after = self.expire_after(&path, r);
+        // Not inherited from a built-in: verifying is off unless the file asks for it.
+        let verify_interval = self.duration(&at("verify_interval"), r.verify_interval.as_ref());
 
         // The schedule keys form one group: a table that names any of them replaces the
         // built-in schedule as a whole, so overriding `interval` with `cron` is no conflict.
@@ -276,6 +279,7 @@ impl Validator<'_, '_> {
             Ok(window),
             Ok(max_attempts),
             Some(expire_after),
+            Ok(verify_interval),
         ) = (
             kind,
             grace,
@@ -284,6 +288,7 @@ impl Validator<'_, '_> {
             window,
             max_attempts,
             expire_after,
+            verify_interval,
         )
         else {
             return None;
@@ -299,6 +304,7 @@ impl Validator<'_, '_> {
             generator,
             max_attempts: max_attempts.map_or(DEFAULT_MAX_ATTEMPTS, |n| n as u32),
             expire_after,
+            verify_interval,
         })
     }
 
@@ -504,6 +510,7 @@ impl RawPolicy {
             max_attempts: None,
             expire_after: None,
             max_grace_extension: None,
+            verify_interval: None,
         }
     }
 }

@@ -183,6 +183,7 @@ pub(super) struct RawPolicy {
     pub max_attempts: Option<S<i64>>,
     pub expire_after: Option<S<String>>,
     pub max_grace_extension: Option<S<String>>,
+    pub verify_interval: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -138,6 +138,7 @@ const POLICY: &[Field] = &[
     f("max_attempts", Ty::Int),
     f("expire_after", Ty::Str),
     f("max_grace_extension", Ty::Duration),
+    f("verify_interval", Ty::Duration),
 ];
 
 const SECRET: &[Field] = &[

@@ -69,6 +69,8 @@ pub const EVENT_KINDS: &[&str] = &[
     "rotation_failed",
     "rotation_rolled_back",
     "rotation_stuck",
+    "target_reapplied",
+    "target_verify_failed",
     "watcher_health_failed",
     "watcher_health_recovered",
     "reload_succeeded",
@@ -227,6 +229,45 @@ impl Notification {
                     error.as_str()
                 ),
             ),
+            Notice::TargetReapplied { version } => (
+                Severity::Warning,
+                "reapplied",
+                Some(*version),
+                None,
+                None,
+                format!("{secret}: the target had lost current v{version}; rotor applied it again"),
+            ),
+            Notice::TargetVerifyFailed {
+                version,
+                error,
+                lost,
+            } => (
+                // A lost version that could not be restored leaves consumers locked out.
+                if *lost {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                if *lost {
+                    "reapply_failed"
+                } else {
+                    "verify_failed"
+                },
+                Some(*version),
+                None,
+                Some(error.as_str()),
+                if *lost {
+                    format!(
+                        "{secret}: the target has lost current v{version} and applying it again failed ({} error): consumers cannot log in",
+                        error.as_str()
+                    )
+                } else {
+                    format!(
+                        "{secret}: could not verify current v{version} against the target ({} error); nothing was re-applied",
+                        error.as_str()
+                    )
+                },
+            ),
         };
         Notification {
             event: notice.event_name(),
@@ -372,6 +413,17 @@ mod tests {
             Notice::Stuck {
                 error: ErrorKind::Test,
             },
+            Notice::TargetReapplied { version: 2 },
+            Notice::TargetVerifyFailed {
+                version: 2,
+                error: ErrorKind::Timeout,
+                lost: false,
+            },
+            Notice::TargetVerifyFailed {
+                version: 2,
+                error: ErrorKind::Apply,
+                lost: true,
+            },
         ];
         for n in &notices {
             let note = Notification::from_notice(&s, RotationId(3), n, at());
@@ -381,6 +433,11 @@ mod tests {
         let stuck = Notification::from_notice(&s, RotationId(3), &notices[7], at());
         assert_eq!(stuck.severity, Severity::Critical);
         assert_eq!(stuck.error, Some("test"));
+        let unreachable = Notification::from_notice(&s, RotationId(3), &notices[9], at());
+        assert_eq!(unreachable.severity, Severity::Warning);
+        let locked_out = Notification::from_notice(&s, RotationId(3), &notices[10], at());
+        assert_eq!(locked_out.severity, Severity::Critical);
+        assert_eq!(locked_out.error, Some("apply"));
         for e in [
             Notification::watcher_health("/mnt/secrets", false, at()).event,
             Notification::watcher_health("/mnt/secrets", true, at()).event,

@@ -5,6 +5,11 @@
 //! invalid (`revoke`, `restore`). Every operation is idempotent: after a crash the same
 //! call may arrive twice. Targets never log or return secret values.
 //!
+//! `verify` tells whether the target still holds the current version ([`Verified`]): a
+//! Redis restarted without its aclfile or a database restored from a backup forgets it, and
+//! the rotation actor then re-applies it (`apply`, then `test`). Only a refusal of the
+//! credential itself says "lost"; an unreachable target is an error, never "lost".
+//!
 //! One module per integration, with its configuration beside it (`postgres.rs` and
 //! `postgres/config.rs`: the keys, their checks, and `build()`). [`TargetConfig`] picks one
 //! by the table's `type`, and `TargetConfig::build` makes the target:
@@ -54,6 +59,21 @@ pub struct TargetError {
     pub version: VersionNo,
     pub message: String,
     pub kind: ErrorKind,
+    /// The target refused the secret's own credential (PostgreSQL SQLSTATE 28P01 or 28000
+    /// at login, Redis `WRONGPASS`), as opposed to being unreachable or failing otherwise:
+    /// the sign that the target may have lost a version, so a verify follows.
+    pub refused: bool,
+}
+
+/// What [`Target::verify`] found out about a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// The version works on the target.
+    Holds,
+    /// The target refused the version's credential: it lost it (or an operator changed it).
+    Lost,
+    /// The target has no way to tell (`none`, `jwks`, `exec`, `webhook`).
+    Unsupported,
 }
 
 /// A system that checks one secret: a target is built for the secret it serves, so its
@@ -103,6 +123,20 @@ pub trait Target: Send + Sync + 'static {
         self.revoke(revoke).await
     }
 
+    /// Whether the target still holds `version` (the current one, while no rotation is in
+    /// flight). `Lost` only when the target refused the credential itself; a target that
+    /// cannot be reached is an `Err`, so an outage never leads to a re-apply. The default
+    /// is `Unsupported`: calling a user's hook or endpoint on a timer would be a surprise,
+    /// and a JWKS file rotor writes itself is not "forgotten" by a restart.
+    async fn verify(
+        &self,
+        version: VersionNo,
+        value: &SecretValue,
+    ) -> Result<Verified, TargetError> {
+        let _ = (version, value);
+        Ok(Verified::Unsupported)
+    }
+
     /// A document safe to serve to anyone: the public key set a `jwks` target with
     /// `ed25519` publishes. `None` (the default) for every target that holds no such thing,
     /// including `hs256` key sets, which are shared secrets.
@@ -126,7 +160,8 @@ impl TargetError {
     ) -> Self {
         let kind = match operation {
             "apply" => ErrorKind::Apply,
-            "test" => ErrorKind::Test,
+            // A verify is a test of the current version.
+            "test" | "verify" => ErrorKind::Test,
             "revoke" | "restore" => ErrorKind::Revoke,
             _ => ErrorKind::Internal,
         };
@@ -137,7 +172,15 @@ impl TargetError {
             version,
             message: message.into(),
             kind,
+            refused: false,
         }
+    }
+
+    /// Marks the error as the target refusing the secret's credential (see
+    /// [`TargetError::refused`]).
+    pub fn credential_refused(mut self) -> Self {
+        self.refused = true;
+        self
     }
 }
 

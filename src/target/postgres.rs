@@ -23,6 +23,10 @@
 //! operation so an operator can rotate the admin credentials without a restart. The stored
 //! value is what a consumer needs: `{"username","password","url"}`.
 //!
+//! `verify` logs in with the current version as `test` does; a refused login (SQLSTATE
+//! 28P01 or 28000: a password restored from a backup, `NOLOGIN`, a missing role) is
+//! `Lost`, and re-applying (`apply`) sets the password and `LOGIN` on its role again.
+//!
 //! Beware: a server that trusts local logins (`trust` in `pg_hba.conf`) accepts any
 //! password, so `test` proves nothing there. Require `scram-sha-256` for the rotated roles
 //! (see `.ci/setup-postgres.sh`: a rule for members of the `rotor_managed` group).
@@ -39,7 +43,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 use zeroize::Zeroizing;
 
-use super::{Target, TargetError, ValueReader, json_value};
+use super::{Target, TargetError, ValueReader, Verified, json_value};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
 
@@ -278,7 +282,27 @@ impl Target for PostgresTarget {
             Ok(false) => Err(fail(format!(
                 "the server refused the new password of {}",
                 creds.username
-            ))),
+            ))
+            .credential_refused()),
+            Err(m) => Err(fail(m)),
+        }
+    }
+
+    /// Logs in with `version`'s credentials, as `test` does: a refused login (wrong
+    /// password, `NOLOGIN`, no such role: what a restore from an older backup leaves) is
+    /// `Lost`, and `apply` sets the password and `LOGIN` on the version's role again, for
+    /// `alternating` and `single` alike.
+    async fn verify(
+        &self,
+        version: VersionNo,
+        value: &SecretValue,
+    ) -> Result<Verified, TargetError> {
+        let secret = &self.secret;
+        let fail = |m: String| TargetError::new(NAME, "verify", secret, version, m);
+        let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
+        match self.login(&creds.username, &creds.password).await {
+            Ok(true) => Ok(Verified::Holds),
+            Ok(false) => Ok(Verified::Lost),
             Err(m) => Err(fail(m)),
         }
     }

@@ -6,7 +6,10 @@
 //! store, at expiry or when a pending version is discarded; a rollback removes the new
 //! password and keeps the old. Passwords go to the server as SHA-256 hashes in ACL
 //! commands (the form Redis stores them in), so `ACL LOG`, `MONITOR` and error replies
-//! never show one in clear text; only `AUTH` in `test` sends it, as Redis requires.
+//! never show one in clear text; only `AUTH` in `test` and `verify` sends it, as Redis
+//! requires. `verify` answers `Lost` on `WRONGPASS` only (a restart without the aclfile
+//! forgets the user, an older aclfile brings back old passwords); the re-apply that follows
+//! is `apply`, which re-creates a missing user without permissions, as above.
 //!
 //! The user's permissions are the operator's business: rotor only adds and removes
 //! passwords and turns the user `on`. A user rotor creates has no permissions until granted.
@@ -31,7 +34,7 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::resp::{Conn, Reply};
-use super::{Target, TargetError, ValueReader, json_value, scrub};
+use super::{Target, TargetError, ValueReader, Verified, json_value, scrub};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
 
@@ -215,6 +218,41 @@ impl RedisTarget {
         Credentials::read(&self.reader, secret, version).await
     }
 
+    /// A fresh connection to the server and `AUTH` with `creds`. `Err` when the server
+    /// cannot be reached or answers nonsense: that says nothing about the credentials.
+    async fn login(&self, creds: &Credentials) -> Result<Login, String> {
+        let url = self.admin_url()?;
+        let mut conn = Conn::connect(&url.addr, self.timeout)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", url.addr))?;
+        match conn
+            .call(&[
+                b"AUTH",
+                creds.username.as_bytes(),
+                creds.password.as_bytes(),
+            ])
+            .await
+        {
+            Ok(Reply::Simple(_)) => Ok(Login::Accepted),
+            Ok(Reply::Error(e)) => {
+                let why = format!(
+                    "AUTH as {} refused: {}",
+                    creds.username,
+                    scrub(&e, &[creds.password.as_bytes()])
+                );
+                // Redis 6 and later answer a wrong password, an unknown user and a user
+                // that is off alike, with this code.
+                Ok(if e.starts_with("WRONGPASS") {
+                    Login::Refused(why)
+                } else {
+                    Login::Failed(why)
+                })
+            }
+            Ok(_) => Err("AUTH: unexpected reply".into()),
+            Err(e) => Err(format!("AUTH: {e}")),
+        }
+    }
+
     /// Adds the password in `creds` to the user (as its SHA-256 hash) and switches the user
     /// on; the counterpart of [`Self::remove`].
     async fn add(&self, conn: &mut Conn, creds: &Credentials) -> Result<(), String> {
@@ -294,6 +332,15 @@ impl RedisTarget {
     }
 }
 
+/// How Redis answered an `AUTH` with a secret's credentials.
+enum Login {
+    Accepted,
+    /// `WRONGPASS`: the server does not know this user with this password.
+    Refused(String),
+    /// Any other error reply; the message is scrubbed.
+    Failed(String),
+}
+
 /// Lowercase hex SHA-256: how Redis names a stored password.
 fn hash(password: &str) -> String {
     hex::encode(Sha256::digest(password.as_bytes()))
@@ -347,26 +394,28 @@ impl Target for RedisTarget {
         let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "test", secret, version, m);
         let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
-        let url = self.admin_url().map_err(fail)?;
-        let mut conn = Conn::connect(&url.addr, self.timeout)
-            .await
-            .map_err(|e| fail(format!("cannot connect to {}: {e}", url.addr)))?;
-        match conn
-            .call(&[
-                b"AUTH",
-                creds.username.as_bytes(),
-                creds.password.as_bytes(),
-            ])
-            .await
-        {
-            Ok(Reply::Simple(_)) => Ok(()),
-            Ok(Reply::Error(e)) => Err(fail(format!(
-                "AUTH as {} refused: {}",
-                creds.username,
-                scrub(&e, &[creds.password.as_bytes()])
-            ))),
-            Ok(_) => Err(fail("AUTH: unexpected reply".into())),
-            Err(e) => Err(fail(format!("AUTH: {e}"))),
+        match self.login(&creds).await.map_err(fail)? {
+            Login::Accepted => Ok(()),
+            Login::Refused(why) => Err(fail(why).credential_refused()),
+            Login::Failed(why) => Err(fail(why)),
+        }
+    }
+
+    /// `AUTH` as the user with `version`'s password, as `test` does: `WRONGPASS` (the user
+    /// lacks that password, or is missing or off, as after a restart without its aclfile)
+    /// is `Lost`, and `apply` adds the password and switches the user on again.
+    async fn verify(
+        &self,
+        version: VersionNo,
+        value: &SecretValue,
+    ) -> Result<Verified, TargetError> {
+        let secret = &self.secret;
+        let fail = |m: String| TargetError::new(NAME, "verify", secret, version, m);
+        let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
+        match self.login(&creds).await.map_err(fail)? {
+            Login::Accepted => Ok(Verified::Holds),
+            Login::Refused(_) => Ok(Verified::Lost),
+            Login::Failed(why) => Err(fail(why)),
         }
     }
 

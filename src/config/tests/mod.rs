@@ -512,6 +512,52 @@ fn zero_durations_are_refused() {
 }
 
 #[test]
+fn verify_interval_is_off_by_default_and_a_positive_duration() {
+    // Off unless a policy names it, built-ins included.
+    let c =
+        load_ok("[policies.x]\nmanual = true\ngrace = \"1h\"\ngenerator = { type = \"hmac\" }\n");
+    assert!(c.policies.values().all(|p| p.verify_interval.is_none()));
+    let c = load_ok("[policies.api_keys]\nverify_interval = \"5m\"\n");
+    assert_eq!(
+        c.policy("api_keys").expect("api_keys").verify_interval,
+        Some(Duration::from_secs(300))
+    );
+    assert!(
+        c.policy("jwt_secrets")
+            .expect("jwt_secrets")
+            .verify_interval
+            .is_none()
+    );
+    let e = one_error(
+        "[policies.api_keys]\nverify_interval = \"0s\"\n",
+        "policies.api_keys.verify_interval",
+        &["zero"],
+    );
+    assert_eq!(
+        e.location,
+        Some(Location {
+            line: 2,
+            column: 19
+        })
+    );
+    one_error(
+        "[policies.api_keys]\nverify_interval = \"-5m\"\n",
+        "policies.api_keys.verify_interval",
+        &["negative"],
+    );
+    one_error(
+        "[policies.api_keys]\nverify_interval = \"often\"\n",
+        "policies.api_keys.verify_interval",
+        &["often"],
+    );
+    one_error(
+        "[policies.api_keys]\nverify_interval = 300\n",
+        "policies.api_keys.verify_interval",
+        &["duration"],
+    );
+}
+
+#[test]
 fn schedule_must_be_exactly_one_of_interval_cron_manual() {
     one_error(
         "[policies.x]\ngrace = \"1h\"\ngenerator = { type = \"hmac\" }\n",
