@@ -1,8 +1,9 @@
 //! Target and cache figures (a plain `main`, not criterion: the target cycles are
 //! milliseconds against real servers and the interesting numbers are percentiles).
 //!
-//! - Full rotation cycles (generate + store, apply, test, promote, expire the previous)
-//!   against the machine's PostgreSQL (`alternating`) and Redis: rotations/s, p50, p99.
+//! - Full rotation cycles (generate + store, apply, test, label, promote, expire the
+//!   previous) against the machine's PostgreSQL (`alternating`) and Redis: rotations/s,
+//!   p50, p99.
 //! - The secret cache: hit read latency, and the hit rate under a Zipf(1.1) read load
 //!   over 10,000 versions with room for 1,000.
 //!
@@ -13,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::Rng as _;
-use rotor::domain::{RotationId, SecretRef};
+use rotor::domain::{Label, RotationId, SecretRef};
 use rotor::generator::{self, CharClasses, GeneratorSpec, SecretValue};
 use rotor::metrics::Metrics;
-use rotor::store::Store;
 use rotor::store::cache::{CacheOptions, CachedStore};
 use rotor::store::embedded::EmbeddedStore;
+use rotor::store::{Commit, Store};
 use rotor::target::Target;
 use rotor::target::postgres::{PostgresTarget, Strategy};
 use rotor::target::redis::RedisTarget;
@@ -65,7 +66,10 @@ async fn cycles(name: &str, store: &Arc<dyn Store>, t: &dyn Target) {
     let started = Instant::now();
     for v in 1..=cycles {
         let t0 = Instant::now();
-        let value: SecretValue = t.shape_value(v, generator::generate(&spec())).unwrap();
+        let value: SecretValue = t
+            .shape_value(v, generator::generate(&spec()))
+            .await
+            .unwrap();
         store
             .put_version(&s, v, RotationId(v), &value, Utc::now())
             .await
@@ -73,6 +77,17 @@ async fn cycles(name: &str, store: &Arc<dyn Store>, t: &dyn Target) {
         let value = store.read_value(&s, v).await.unwrap();
         t.apply(v, &value).await.unwrap();
         t.test(v, &value).await.unwrap();
+        // The labels move before the promote step, as the rotation actor commits them:
+        // `alternating` picks each new version's role from the current one.
+        let mut labels = vec![(v, Label::Current)];
+        labels.extend((v > 1).then(|| (v - 1, Label::Previous)));
+        let commit = Commit {
+            journal: b"bench",
+            labels: &labels,
+            history: None,
+            now: Utc::now(),
+        };
+        store.commit(&s, commit).await.unwrap();
         t.promote(v, (v > 1).then(|| v - 1)).await.unwrap();
         if v > 1 {
             t.revoke(v - 1).await.unwrap();

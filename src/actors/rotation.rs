@@ -771,6 +771,7 @@ async fn run_step(
             let value = spec
                 .target
                 .shape_value(version, generator::generate(&spec.generator))
+                .await
                 .map_err(target_failed("generate"))?;
             context
                 .store

@@ -649,6 +649,14 @@ impl ReadValue for EmbeddedStore {
         self.blocking(move |db| db.with_file(|f| db.read_value(f, &secret, version)))
             .await
     }
+
+    async fn current_version(&self, secret: &SecretRef) -> Result<Option<VersionNo>, StoreError> {
+        // The labels live in each version's metadata, which `versions` reads in one
+        // read transaction.
+        Ok(super::labels::current(
+            &Store::versions(self, secret).await?,
+        ))
+    }
 }
 
 #[async_trait::async_trait]

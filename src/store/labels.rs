@@ -2,7 +2,8 @@
 //! a commit may not put one label on two versions (the store must never hold two `current`
 //! versions of a secret), may label only versions that exist, and moves the
 //! `promoted_at`/`expired_at` stamps as labels come and go. A stored version starts with
-//! none of them ([`new_version`]).
+//! none of them ([`new_version`]). Which version is current is read back the same way by
+//! every store ([`current`]).
 
 use chrono::{DateTime, Utc};
 
@@ -65,6 +66,15 @@ pub(super) fn new_version(
         expired_at: None,
         fingerprint,
     }
+}
+
+/// The version labelled `current` among a secret's versions, if any; what every store's
+/// [`super::ReadValue::current_version`] answers. `apply_labels` keeps it to at most one.
+pub(super) fn current(versions: &[VersionMeta]) -> Option<VersionNo> {
+    versions
+        .iter()
+        .find(|m| m.labels.contains(&Label::Current))
+        .map(|m| m.version)
 }
 
 /// Applies a commit's label set to one version; returns whether anything changed.

@@ -7,7 +7,8 @@
 //! opaque journal bytes; it does not know the rotation state machine (the journal is
 //! serialised by the caller) and it never logs or returns a value except through
 //! [`ReadValue::read_value`]. The label rules every store keeps on commit are one pure
-//! function both backends call (`labels.rs`).
+//! function both backends call (`labels.rs`), and so is finding the `current` version
+//! among a secret's versions ([`ReadValue::current_version`]).
 
 use chrono::{DateTime, Utc};
 
@@ -109,8 +110,9 @@ pub struct Commit<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Reading one stored value, and nothing else: what a target is built with (the cached
-/// store in production), so it can read an older version's value but never write.
+/// Reading stored values, and nothing else: what a target is built with (the cached store
+/// in production), so it can read an older version's value, and learn which version is
+/// current, but never write.
 #[async_trait::async_trait]
 pub trait ReadValue: Send + Sync + 'static {
     /// Decrypts one version's value.
@@ -119,6 +121,11 @@ pub trait ReadValue: Send + Sync + 'static {
         secret: &SecretRef,
         version: VersionNo,
     ) -> Result<SecretValue, StoreError>;
+
+    /// The version labelled `current`, if any: what consumers hold now. A target needs it
+    /// because version numbers alone do not say which version is live (a discarded attempt
+    /// keeps its number), and reading a label writes nothing.
+    async fn current_version(&self, secret: &SecretRef) -> Result<Option<VersionNo>, StoreError>;
 }
 
 /// A backend holding versions, labels, journals and history for many secrets.

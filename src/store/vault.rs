@@ -582,6 +582,13 @@ impl ReadValue for VaultStore {
                 ))
             })
     }
+
+    async fn current_version(&self, secret: &SecretRef) -> Result<Option<VersionNo>, StoreError> {
+        // The labels are in the state document; reading it moves no check-and-set fence.
+        Ok(super::labels::current(
+            &self.read_doc(secret).await?.0.versions,
+        ))
+    }
 }
 
 #[async_trait::async_trait]

@@ -22,7 +22,8 @@
 //! - [`webhook`]: a user's HTTP endpoint per step, HMAC-signed.
 //!
 //! Targets that need the value of an older version (to remove a Redis password, to drop a
-//! JWK, to hand a hook the key to revoke) read it through the [`ValueReader`] they were
+//! JWK, to hand a hook the key to revoke), or to know which version is current (the
+//! PostgreSQL role consumers log in as), read it through the [`ValueReader`] they were
 //! built with: the store behind the secret cache ([`crate::store::cache`]).
 
 use std::sync::Arc;
@@ -45,8 +46,9 @@ pub mod webhook;
 
 pub use config::TargetConfig;
 
-/// How targets read stored values of a secret (through the cache in production): reading
-/// only, so a target cannot write a version, a label or a journal.
+/// How targets read stored values of a secret and which version is current (through the
+/// cache in production): reading only, so a target cannot write a version, a label or a
+/// journal.
 pub type ValueReader = Arc<dyn ReadValue>;
 
 /// A failed target operation. The message names the target and what failed, never a value.
@@ -86,8 +88,10 @@ pub trait Target: Send + Sync + 'static {
 
     /// Turns a freshly generated value into what is stored for `version` (what consumers
     /// read): e.g. `{"username","password","url"}` for PostgreSQL. Called once per version,
-    /// before the value is stored. The default stores the generated value as it is.
-    fn shape_value(
+    /// before the value is stored, while the version that was current when the attempt
+    /// started is still labelled `current` (PostgreSQL's `alternating` reads it to pick the
+    /// other role). The default stores the generated value as it is.
+    async fn shape_value(
         &self,
         version: VersionNo,
         generated: SecretValue,

@@ -3,16 +3,26 @@
 //! Two strategies:
 //!
 //! - `alternating` (two roles, e.g. `app_blue` and `app_green`; the AWS alternating-users
-//!   model): version `v` lives on `roles[(v - 1) % 2]`. `apply` sets the new password on the
+//!   model): a new version goes on the role the current version's stored value does not
+//!   name (`roles[0]` when nothing is current yet). `apply` sets the new password on that
 //!   inactive role and enables its login, so during grace both roles log in; `revoke` at
 //!   expiry disables the old role's login (`NOLOGIN`); a rollback re-enables the previous
-//!   role and disables the new one. The mapping is derived from the version number, so it
-//!   survives restarts without any state. `NOLOGIN` refuses new logins only: sessions a
-//!   pool opened during grace stay up, unless `terminate_sessions = true`, which ends the
-//!   old role's sessions at expiry as well.
+//!   role and disables the new one. `NOLOGIN` refuses new logins only: sessions a pool
+//!   opened during grace stay up, unless `terminate_sessions = true`, which ends the old
+//!   role's sessions at expiry as well.
+//!
+//!   Which role holds a version is its stored value's `username`, written once by
+//!   `shape_value` and read back by `apply`, `revoke` and `restore`; the store keeps it
+//!   across restarts, so the target needs no state of its own. It is not derived from the
+//!   version number: a discarded attempt keeps its number, so numbers do not alternate
+//!   with the roles, and a parity rule put the retry after a discarded version on the
+//!   current version's role, replacing the password consumers held. Values stored under
+//!   that parity rule name their role too, so they are read the same way (no migration).
+//!   `revoke` never disables the role the current version uses.
 //! - `single` (one role): `apply` replaces the password, so the previous one stops working
 //!   at once and no grace is possible (`rotor check` refuses a grace period with it). A
-//!   rollback sets the previous version's password back.
+//!   rollback sets the previous version's password back; discarding a pending version sets
+//!   the current version's password back.
 //!
 //! Passwords are sent as client-side SCRAM-SHA-256 verifiers
 //! ([`postgres_protocol::password::scram_sha_256`]): `ALTER ROLE` takes no bind
@@ -46,6 +56,7 @@ use zeroize::Zeroizing;
 use super::{Target, TargetError, ValueReader, Verified, json_value};
 use crate::domain::{SecretRef, VersionNo};
 use crate::generator::SecretValue;
+use crate::store::StoreError;
 
 const NAME: &str = "postgres";
 
@@ -108,17 +119,6 @@ impl PostgresTarget {
         self
     }
 
-    /// The role that holds `version`.
-    pub fn role_for(&self, version: VersionNo) -> &str {
-        match self.strategy {
-            Strategy::Single => &self.roles[0],
-            Strategy::Alternating => {
-                let i = (version.saturating_sub(1) % self.roles.len() as u64) as usize;
-                &self.roles[i]
-            }
-        }
-    }
-
     /// The admin connection settings, read from the file now.
     fn admin_config(&self) -> Result<Config, String> {
         let mut config = super::credentials::admin_url(&self.admin_url_file, |text| {
@@ -178,6 +178,31 @@ impl PostgresTarget {
         Credentials::read(&self.reader, secret, version).await
     }
 
+    /// The stored credentials of `version`, or `None` when it was never stored (and so
+    /// never applied); any other failure to read is an error, not a reason to skip.
+    async fn stored(&self, version: VersionNo) -> Result<Option<Credentials>, String> {
+        match self.reader.read_value(&self.secret, version).await {
+            Ok(value) => Credentials::parse(&value)
+                .map(Some)
+                .map_err(|m| format!("v{version}: {m}")),
+            Err(StoreError::NoSuchVersion { .. }) => Ok(None),
+            Err(e) => Err(format!("cannot read v{version}: {e}")),
+        }
+    }
+
+    /// The version consumers hold now and its stored credentials, if one is current.
+    async fn current(&self) -> Result<Option<(VersionNo, Credentials)>, String> {
+        let current = self
+            .reader
+            .current_version(&self.secret)
+            .await
+            .map_err(|e| format!("cannot read which version is current: {e}"))?;
+        match current {
+            Some(v) => Ok(Some((v, self.read(&self.secret, v).await?))),
+            None => Ok(None),
+        }
+    }
+
     async fn set_password(&self, role: &str, password: &str) -> Result<(), String> {
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         self.admin_exec(&format!(
@@ -188,23 +213,86 @@ impl PostgresTarget {
         .await
     }
 
-    async fn single_revoke(&self, secret: &SecretRef, version: VersionNo) -> Result<(), String> {
+    async fn alternating_revoke(&self, version: VersionNo) -> Result<(), String> {
+        let Some(creds) = self.stored(version).await? else {
+            // A version that was never stored was never applied.
+            return Ok(());
+        };
+        let role = creds.username.as_str();
+        if let Some((current, _)) = self
+            .current()
+            .await?
+            .filter(|(_, c)| c.username == creds.username)
+        {
+            // Consumers log in as this role now: disabling it would cut them off. The role
+            // holds the current version's password, so `version`'s is already gone (the
+            // version is the current one, or an older one whose role was reused), and there
+            // is nothing left to revoke.
+            tracing::debug!(
+                secret = %self.secret,
+                version,
+                current,
+                role,
+                "not revoking: the current version uses this role"
+            );
+            return Ok(());
+        }
+        let nologin = format!("ALTER ROLE {} WITH NOLOGIN;", quote_ident(role));
+        self.admin_exec(&nologin).await?;
+        if self.terminate_sessions {
+            // Once NOLOGIN is committed, so no new session slips in after.
+            self.admin_exec(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE usename = {} AND pid <> pg_backend_pid();",
+                quote_literal(role)
+            ))
+            .await
+            .map_err(|m| format!("ending the sessions of {role}: {m}"))?;
+        }
+        Ok(())
+    }
+
+    /// Rollback: `restore`'s role logs in again and `revoke`'s stops, each role read from
+    /// its version's stored value.
+    async fn alternating_restore(
+        &self,
+        restore: VersionNo,
+        revoke: VersionNo,
+    ) -> Result<(), String> {
+        let back = self.read(&self.secret, restore).await?;
+        let mut sql = format!("ALTER ROLE {} WITH LOGIN;", quote_ident(&back.username));
+        match self.stored(revoke).await? {
+            // Never disable the role being restored, even if both versions name it.
+            Some(gone) if gone.username != back.username => {
+                sql.push_str(&format!(
+                    " ALTER ROLE {} WITH NOLOGIN;",
+                    quote_ident(&gone.username)
+                ));
+            }
+            _ => {}
+        }
+        self.admin_exec(&sql).await
+    }
+
+    async fn single_revoke(&self, version: VersionNo) -> Result<(), String> {
         // Stateless and idempotent: only if `version`'s password is the one the role has
         // now (a pending version being discarded) is anything changed.
-        let creds = match self.read(secret, version).await {
-            Ok(c) => c,
+        let Some(creds) = self.stored(version).await? else {
             // A version that was never stored was never applied.
-            Err(_) => return Ok(()),
+            return Ok(());
         };
+        let current = self.current().await?;
+        if current.as_ref().is_some_and(|(c, _)| *c == version) {
+            // Consumers hold this password: there is nothing pending to undo.
+            return Ok(());
+        }
         if !self.login(&creds.username, &creds.password).await? {
             return Ok(());
         }
-        let previous = match version.checked_sub(1).filter(|v| *v > 0) {
-            Some(v) => self.read(secret, v).await.ok(),
-            None => None,
-        };
-        match previous {
-            Some(p) => self.set_password(&p.username, &p.password).await,
+        // The current version's password goes back, not `version - 1`'s: that may be a
+        // discarded attempt whose password was never handed out.
+        match current {
+            Some((_, c)) => self.set_password(&c.username, &c.password).await,
             None => {
                 self.admin_exec(&format!(
                     "ALTER ROLE {} WITH NOLOGIN PASSWORD NULL;",
@@ -222,7 +310,7 @@ impl Target for PostgresTarget {
         NAME
     }
 
-    fn shape_value(
+    async fn shape_value(
         &self,
         version: VersionNo,
         generated: SecretValue,
@@ -232,7 +320,18 @@ impl Target for PostgresTarget {
         let password = std::str::from_utf8(generated.expose())
             .map_err(|_| fail("the generated password is not UTF-8".into()))?;
         let config = self.admin_config().map_err(fail)?;
-        let username = self.role_for(version);
+        let username = match self.strategy {
+            Strategy::Single => &self.roles[0],
+            // The role the current version does not use; the stored value records it.
+            Strategy::Alternating => match self.current().await.map_err(fail)? {
+                Some((_, current)) => self
+                    .roles
+                    .iter()
+                    .find(|r| **r != current.username)
+                    .unwrap_or(&self.roles[0]),
+                None => &self.roles[0],
+            },
+        };
         let host = match config.get_hosts().first() {
             Some(Host::Tcp(h)) if h.contains(':') => format!("[{h}]"),
             Some(Host::Tcp(h)) => h.clone(),
@@ -261,11 +360,24 @@ impl Target for PostgresTarget {
         let secret = &self.secret;
         let fail = |m: String| TargetError::new(NAME, "apply", secret, version, m);
         let creds = Credentials::parse(value).map_err(|m| fail(m.into()))?;
-        if creds.username != self.role_for(version) {
+        if !self.roles.contains(&creds.username) {
             return Err(fail(format!(
-                "stored username {} is not the role {} that holds v{version}",
+                "stored username {} is none of the configured roles {}",
                 creds.username,
-                self.role_for(version)
+                self.roles.join(", ")
+            )));
+        }
+        if self.strategy == Strategy::Alternating
+            && let Some((current, c)) = self.current().await.map_err(fail)?
+            && current != version
+            && c.username == creds.username
+        {
+            // A value stored under the old parity rule after a discarded attempt can name
+            // the current role; applying it would replace the password consumers hold.
+            return Err(fail(format!(
+                "stored username {} is the role of current v{current}; applying would \
+                 replace the password consumers hold",
+                creds.username
             )));
         }
         self.set_password(&creds.username, &creds.password)
@@ -310,23 +422,8 @@ impl Target for PostgresTarget {
     async fn revoke(&self, version: VersionNo) -> Result<(), TargetError> {
         let secret = &self.secret;
         let r = match self.strategy {
-            Strategy::Alternating => {
-                let role = self.role_for(version);
-                let nologin = format!("ALTER ROLE {} WITH NOLOGIN;", quote_ident(role));
-                match self.admin_exec(&nologin).await {
-                    // Once NOLOGIN is committed, so no new session slips in after.
-                    Ok(()) if self.terminate_sessions => self
-                        .admin_exec(&format!(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                             WHERE usename = {} AND pid <> pg_backend_pid();",
-                            quote_literal(role)
-                        ))
-                        .await
-                        .map_err(|m| format!("ending the sessions of {role}: {m}")),
-                    r => r,
-                }
-            }
-            Strategy::Single => self.single_revoke(secret, version).await,
+            Strategy::Alternating => self.alternating_revoke(version).await,
+            Strategy::Single => self.single_revoke(version).await,
         };
         r.map_err(|m| TargetError::new(NAME, "revoke", secret, version, m))
     }
@@ -334,14 +431,7 @@ impl Target for PostgresTarget {
     async fn restore(&self, restore: VersionNo, revoke: VersionNo) -> Result<(), TargetError> {
         let secret = &self.secret;
         let r = match self.strategy {
-            Strategy::Alternating => {
-                self.admin_exec(&format!(
-                    "ALTER ROLE {} WITH LOGIN; ALTER ROLE {} WITH NOLOGIN;",
-                    quote_ident(self.role_for(restore)),
-                    quote_ident(self.role_for(revoke))
-                ))
-                .await
-            }
+            Strategy::Alternating => self.alternating_restore(restore, revoke).await,
             Strategy::Single => match self.read(secret, restore).await {
                 Ok(c) => self.set_password(&c.username, &c.password).await,
                 Err(m) => Err(m),

@@ -352,7 +352,7 @@ impl Target for RedisTarget {
         NAME
     }
 
-    fn shape_value(
+    async fn shape_value(
         &self,
         version: VersionNo,
         generated: SecretValue,

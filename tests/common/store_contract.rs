@@ -214,15 +214,21 @@ pub async fn put_version_is_idempotent_per_rotation_and_conflicts_otherwise(stor
     );
 }
 
+/// Labels and stamps move with commits, and `current_version` (what targets read) names
+/// the version labelled `current` after each of them.
 pub async fn labels_and_timestamps_follow_commits(store: &dyn Store) {
     let s = secret("t", "k");
+    let current = async || store.current_version(&s).await.expect("current version");
+    assert_eq!(current().await, None, "nothing stored yet");
     put(store, &s, 1, "a", 0).await;
     commit(store, &s, &[(1, Label::Pending)], None, at(1))
         .await
         .expect("commit");
+    assert_eq!(current().await, None, "pending is not current");
     commit(store, &s, &[(1, Label::Current)], None, at(2))
         .await
         .expect("commit");
+    assert_eq!(current().await, Some(1));
     put(store, &s, 2, "b", 10).await;
     commit(
         store,
@@ -233,6 +239,7 @@ pub async fn labels_and_timestamps_follow_commits(store: &dyn Store) {
     )
     .await
     .expect("commit");
+    assert_eq!(current().await, Some(1), "staging v2 leaves v1 current");
     commit(
         store,
         &s,
@@ -242,6 +249,7 @@ pub async fn labels_and_timestamps_follow_commits(store: &dyn Store) {
     )
     .await
     .expect("commit");
+    assert_eq!(current().await, Some(2), "promoted");
 
     let v = store.versions(&s).await.expect("versions");
     assert_eq!(v[0].labels, [Label::Previous]);
@@ -272,6 +280,7 @@ pub async fn labels_and_timestamps_follow_commits(store: &dyn Store) {
     commit(store, &s, &[(2, Label::Current)], None, at(32))
         .await
         .expect("discard");
+    assert_eq!(current().await, Some(2), "a discarded v3 is not current");
     let v = store.versions(&s).await.expect("versions");
     assert_eq!(v[2].promoted_at, None);
     assert_eq!(v[2].expired_at, Some(at(32)));

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use rand::Rng as _;
-use rotor::domain::{RotationId, SecretRef, VersionNo};
+use rotor::domain::{Label, RotationId, SecretRef, VersionNo};
 use rotor::generator::{self, GeneratorSpec, SecretValue};
 use rotor::metrics::Metrics;
-use rotor::store::Store;
 use rotor::store::cache::{CacheOptions, CachedStore};
 use rotor::store::embedded::EmbeddedStore;
+use rotor::store::{Commit, Store};
 use rotor::target::Target;
 
 pub struct Env {
@@ -54,6 +54,7 @@ impl Env {
     ) -> SecretValue {
         let value = target
             .shape_value(version, generator::generate(spec))
+            .await
             .expect("value shaped");
         self.store
             .put_version(secret, version, RotationId(version), &value, Utc::now())
@@ -63,8 +64,9 @@ impl Env {
     }
 
     /// One rotation of `secret` to `version` on `target` as far as promotion: generate and
-    /// store the value, apply, test, promote (keeping the previous version valid); returns
-    /// the stored value.
+    /// store the value, apply, test, label it `current` and the version that was current
+    /// `previous` (as the rotation actor's commit does before the promote step), promote
+    /// (keeping the previous version valid); returns the stored value.
     pub async fn rotate(
         &self,
         target: &dyn Target,
@@ -72,13 +74,30 @@ impl Env {
         version: VersionNo,
         spec: &GeneratorSpec,
     ) -> SecretValue {
+        let previous = self
+            .store
+            .current_version(secret)
+            .await
+            .unwrap()
+            .filter(|v| *v != version);
         let value = self.generate(target, secret, version, spec).await;
         target.apply(version, &value).await.expect("apply");
         target.test(version, &value).await.expect("test");
-        target
-            .promote(version, version.checked_sub(1).filter(|v| *v > 0))
+        let mut labels = vec![(version, Label::Current)];
+        labels.extend(previous.map(|p| (p, Label::Previous)));
+        self.store
+            .commit(
+                secret,
+                Commit {
+                    journal: b"target test",
+                    labels: &labels,
+                    history: None,
+                    now: Utc::now(),
+                },
+            )
             .await
-            .expect("promote");
+            .unwrap();
+        target.promote(version, previous).await.expect("promote");
         value
     }
 }

@@ -318,7 +318,6 @@ async fn pg_agrees(rig: &Rig) {
     }
 }
 
-#[ignore = "finds a bug, unfixed: after a failed attempt the retry's version lands on the role of the version in grace (alternating by version parity), so the previous version stops logging in; see FAULTS.md"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_unreachable() {
     let Some(roles) = pg_roles() else { return };
@@ -344,7 +343,6 @@ async fn postgres_unreachable() {
 /// The backend that would run rotor's `ALTER ROLE` is held up: another session holds the
 /// role's row lock in an open transaction, so rotor's statement waits (a paused backend)
 /// until the step timeout. Only the private roles are locked; the server runs on.
-#[ignore = "finds a bug, unfixed: after a failed attempt the retry's version lands on the role of the version in grace (alternating by version parity), so the previous version stops logging in; see FAULTS.md"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_slow() {
     let Some(roles) = pg_roles() else { return };
@@ -379,7 +377,6 @@ async fn postgres_slow() {
 
 /// The admin role's password is changed underneath rotor; the fault clears when the admin
 /// URL file (a mounted secret in production) gets the new password, without a restart.
-#[ignore = "finds a bug, unfixed: after a failed attempt the retry's version lands on the role of the version in grace (alternating by version parity), so the previous version stops logging in; see FAULTS.md"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_admin_password_changed() {
     let Some(roles) = pg_roles() else { return };

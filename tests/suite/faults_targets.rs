@@ -454,8 +454,12 @@ impl Target for RestoredMidRotation {
     fn type_name(&self) -> &'static str {
         self.inner.type_name()
     }
-    fn shape_value(&self, v: VersionNo, g: SecretValue) -> Result<SecretValue, TargetError> {
-        self.inner.shape_value(v, g)
+    async fn shape_value(
+        &self,
+        v: VersionNo,
+        g: SecretValue,
+    ) -> Result<SecretValue, TargetError> {
+        self.inner.shape_value(v, g).await
     }
     async fn apply(&self, v: VersionNo, value: &SecretValue) -> Result<(), TargetError> {
         self.inner.apply(v, value).await?;

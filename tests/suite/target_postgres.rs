@@ -4,8 +4,10 @@
 //! the first test proves before the others rely on it.
 //!
 //! Covered: both logins during grace and the old one refused after expiry; rollback during
-//! grace; `single`; a wrong admin password failing the rotation before promotion through
-//! the whole actor tree, with current untouched; no password in any error text.
+//! grace; `single`; a discarded attempt followed by a retry (which takes the next number)
+//! leaving the current version's login alone with either strategy; a wrong admin password
+//! failing the rotation before promotion through the whole actor tree, with current
+//! untouched; no password in any error text.
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,10 +18,11 @@ use crate::common::postgres::{psql, setup};
 use crate::common::rotor_bin::{self, LEAK_CHECK_LOG, RotorBin, assert_logged_at_trace, free_port};
 use crate::common::targets::{Env, password_spec, random_name, secret, service_or_skip};
 use crate::common::wait::eventually;
+use chrono::Utc;
 use rotor::actors::tree::{self, TreeOptions};
 use rotor::api::Admin;
 use rotor::config::Config;
-use rotor::domain::Label;
+use rotor::domain::{Label, RotationId};
 use rotor::generator::SecretValue;
 use rotor::metrics::Metrics;
 use rotor::store::embedded::EmbeddedStore;
@@ -337,6 +340,127 @@ async fn single_replaces_the_password_and_a_discarded_pending_is_undone() {
         Login::WrongPassword,
         "discarded refused"
     );
+}
+
+/// A version applied and then discarded before promotion (its test failed), as the
+/// rotation actor does it: generated and stored, applied, revoked. It stays stored and keeps
+/// its number; `current` does not move.
+async fn discard(env: &Env, t: &PostgresTarget, version: u64) -> Credentials {
+    let value = env
+        .generate(
+            t,
+            &secret("database_credentials"),
+            version,
+            &password_spec(),
+        )
+        .await;
+    t.apply(version, &value).await.expect("apply");
+    t.revoke(version).await.expect("discard");
+    creds(&value)
+}
+
+#[tokio::test]
+async fn alternating_after_a_discarded_version_the_retry_takes_the_other_role_than_current() {
+    let Some(roles) = roles(2).await else { return };
+    let env = Env::new();
+    let t = target(&env, Strategy::Alternating, &roles);
+    let v1 = creds(&rotate_to(&env, &t, 1).await);
+    let v2 = discard(&env, &t, 2).await;
+    assert!(
+        login(&v1.username, &v1.password).await,
+        "current v1 survives the discard"
+    );
+    assert!(
+        !login(&v2.username, &v2.password).await,
+        "discarded refused"
+    );
+
+    // The retry takes the next number, 3, and is promoted: v1 is in grace.
+    let v3 = creds(&rotate_to(&env, &t, 3).await);
+    assert!(
+        login(&v1.username, &v1.password).await,
+        "v1 ({}) must still log in during grace, v3 went on {}",
+        v1.username,
+        v3.username
+    );
+    assert!(login(&v3.username, &v3.password).await, "v3 logs in");
+    assert_ne!(v3.username, v1.username, "v3 is on the other role than v1");
+
+    // Revoking the discarded v2 again (a replay after a crash) must not disable v3's role,
+    // which v2's stored value names.
+    t.revoke(2).await.expect("discard again");
+    assert!(
+        login(&v3.username, &v3.password).await,
+        "the current role keeps its login"
+    );
+
+    // Expiry of v1 then works as usual.
+    t.revoke(1).await.expect("expire v1");
+    assert!(!login(&v1.username, &v1.password).await, "v1 expired");
+    assert!(login(&v3.username, &v3.password).await, "v3 still works");
+}
+
+/// A pending version whose stored value names the current version's role (what the old
+/// rule, role by version parity, wrote for a retry after a discarded attempt) is refused
+/// by `apply`, leaving the current password alone, and so is a role not configured.
+#[tokio::test]
+async fn alternating_apply_refuses_a_value_on_the_current_role_or_an_unknown_one() {
+    let Some(roles) = roles(2).await else { return };
+    let env = Env::new();
+    let t = target(&env, Strategy::Alternating, &roles);
+    let s = secret("database_credentials");
+    let v1 = creds(&rotate_to(&env, &t, 1).await);
+    let stored = |username: &str| {
+        SecretValue::from_bytes(
+            serde_json::to_vec(&serde_json::json!({
+                "username": username,
+                "password": "parity-rule-pw-3",
+                "url": "",
+            }))
+            .unwrap(),
+        )
+    };
+    let on_current = stored(&v1.username);
+    env.store
+        .put_version(&s, 3, RotationId(3), &on_current, Utc::now())
+        .await
+        .unwrap();
+    let err = t.apply(3, &on_current).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&v1.username) && err.contains("current v1"),
+        "{err}"
+    );
+    assert!(!err.contains("parity-rule-pw-3"), "{err}");
+    assert!(login(&v1.username, &v1.password).await, "v1 untouched");
+
+    let unknown = stored("rotor_not_a_configured_role");
+    let err = t.apply(3, &unknown).await.unwrap_err().to_string();
+    assert!(
+        err.contains("rotor_not_a_configured_role") && err.contains(&roles.0[1]),
+        "names the role and the configured ones: {err}"
+    );
+}
+
+#[tokio::test]
+async fn single_discarding_pending_versions_restores_the_current_password() {
+    let Some(roles) = roles(1).await else { return };
+    let env = Env::new();
+    let t = target(&env, Strategy::Single, &roles);
+    let v1 = creds(&rotate_to(&env, &t, 1).await);
+    let v2 = discard(&env, &t, 2).await;
+    assert!(
+        login(&v1.username, &v1.password).await,
+        "v1 logs in after v2 was discarded"
+    );
+    assert!(!login(&v2.username, &v2.password).await, "v2 refused");
+    // v3 follows a discarded v2: v1's password comes back, not v2's.
+    let v3 = discard(&env, &t, 3).await;
+    assert!(
+        login(&v1.username, &v1.password).await,
+        "v1 logs in after v3 was discarded"
+    );
+    assert!(!login(&v2.username, &v2.password).await, "v2 refused");
+    assert!(!login(&v3.username, &v3.password).await, "v3 refused");
 }
 
 #[tokio::test]
