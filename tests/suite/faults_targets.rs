@@ -454,11 +454,7 @@ impl Target for RestoredMidRotation {
     fn type_name(&self) -> &'static str {
         self.inner.type_name()
     }
-    async fn shape_value(
-        &self,
-        v: VersionNo,
-        g: SecretValue,
-    ) -> Result<SecretValue, TargetError> {
+    async fn shape_value(&self, v: VersionNo, g: SecretValue) -> Result<SecretValue, TargetError> {
         self.inner.shape_value(v, g).await
     }
     async fn apply(&self, v: VersionNo, value: &SecretValue) -> Result<(), TargetError> {

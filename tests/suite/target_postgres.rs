@@ -366,38 +366,54 @@ async fn alternating_after_a_discarded_version_the_retry_takes_the_other_role_th
     let t = target(&env, Strategy::Alternating, &roles);
     let v1 = creds(&rotate_to(&env, &t, 1).await);
     let v2 = discard(&env, &t, 2).await;
-    assert!(
+    assert_eq!(
         login(&v1.username, &v1.password).await,
+        Login::Accepted,
         "current v1 survives the discard"
     );
-    assert!(
-        !login(&v2.username, &v2.password).await,
+    assert_eq!(
+        login(&v2.username, &v2.password).await,
+        Login::Disabled,
         "discarded refused"
     );
 
     // The retry takes the next number, 3, and is promoted: v1 is in grace.
     let v3 = creds(&rotate_to(&env, &t, 3).await);
-    assert!(
+    assert_eq!(
         login(&v1.username, &v1.password).await,
+        Login::Accepted,
         "v1 ({}) must still log in during grace, v3 went on {}",
         v1.username,
         v3.username
     );
-    assert!(login(&v3.username, &v3.password).await, "v3 logs in");
+    assert_eq!(
+        login(&v3.username, &v3.password).await,
+        Login::Accepted,
+        "v3 logs in"
+    );
     assert_ne!(v3.username, v1.username, "v3 is on the other role than v1");
 
     // Revoking the discarded v2 again (a replay after a crash) must not disable v3's role,
     // which v2's stored value names.
     t.revoke(2).await.expect("discard again");
-    assert!(
+    assert_eq!(
         login(&v3.username, &v3.password).await,
+        Login::Accepted,
         "the current role keeps its login"
     );
 
     // Expiry of v1 then works as usual.
     t.revoke(1).await.expect("expire v1");
-    assert!(!login(&v1.username, &v1.password).await, "v1 expired");
-    assert!(login(&v3.username, &v3.password).await, "v3 still works");
+    assert_eq!(
+        login(&v1.username, &v1.password).await,
+        Login::Disabled,
+        "v1 expired"
+    );
+    assert_eq!(
+        login(&v3.username, &v3.password).await,
+        Login::Accepted,
+        "v3 still works"
+    );
 }
 
 /// A pending version whose stored value names the current version's role (what the old
@@ -431,7 +447,11 @@ async fn alternating_apply_refuses_a_value_on_the_current_role_or_an_unknown_one
         "{err}"
     );
     assert!(!err.contains("parity-rule-pw-3"), "{err}");
-    assert!(login(&v1.username, &v1.password).await, "v1 untouched");
+    assert_eq!(
+        login(&v1.username, &v1.password).await,
+        Login::Accepted,
+        "v1 untouched"
+    );
 
     let unknown = stored("rotor_not_a_configured_role");
     let err = t.apply(3, &unknown).await.unwrap_err().to_string();
@@ -448,19 +468,33 @@ async fn single_discarding_pending_versions_restores_the_current_password() {
     let t = target(&env, Strategy::Single, &roles);
     let v1 = creds(&rotate_to(&env, &t, 1).await);
     let v2 = discard(&env, &t, 2).await;
-    assert!(
+    assert_eq!(
         login(&v1.username, &v1.password).await,
+        Login::Accepted,
         "v1 logs in after v2 was discarded"
     );
-    assert!(!login(&v2.username, &v2.password).await, "v2 refused");
+    assert_eq!(
+        login(&v2.username, &v2.password).await,
+        Login::WrongPassword,
+        "v2 refused"
+    );
     // v3 follows a discarded v2: v1's password comes back, not v2's.
     let v3 = discard(&env, &t, 3).await;
-    assert!(
+    assert_eq!(
         login(&v1.username, &v1.password).await,
+        Login::Accepted,
         "v1 logs in after v3 was discarded"
     );
-    assert!(!login(&v2.username, &v2.password).await, "v2 refused");
-    assert!(!login(&v3.username, &v3.password).await, "v3 refused");
+    assert_eq!(
+        login(&v2.username, &v2.password).await,
+        Login::WrongPassword,
+        "v2 refused"
+    );
+    assert_eq!(
+        login(&v3.username, &v3.password).await,
+        Login::WrongPassword,
+        "v3 refused"
+    );
 }
 
 #[tokio::test]
