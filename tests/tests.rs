@@ -21,6 +21,10 @@ mod deploy;
 // The real `rotor` binary end to end, including `kill -9` in the middle of rotations.
 #[path = "suite/e2e.rs"]
 mod e2e;
+// Property-based fuzzing of the input decoders: config, admin API, mount scanner
+// (`ROTOR_FUZZ_CASES` sets the case count; `scripts/fuzz.sh` runs it long).
+#[path = "suite/fuzz.rs"]
+mod fuzz;
 // The rotation state machine without actors or I/O: tables and proptest properties.
 #[path = "suite/machine.rs"]
 mod machine;
