@@ -985,12 +985,16 @@ mod fuzz {
 
     /// The variant of an error, for the tally of what damage turns into.
     fn kind(e: &StoreError) -> &'static str {
+        let text = e.to_string();
         match e {
-            StoreError::Open { .. } => "Open",
+            StoreError::Open { .. } if text.contains(DAMAGED) => "Open(redb panic contained)",
+            StoreError::Open { .. } => "Open(redb error)",
             StoreError::MasterKey { .. } => "MasterKey",
             StoreError::Decrypt { .. } => "Decrypt",
             StoreError::NoSuchVersion { .. } => "NoSuchVersion",
-            StoreError::Backend(_) => "Backend",
+            StoreError::Backend(_) if text.contains(DAMAGED) => "Backend(redb panic contained)",
+            StoreError::Backend(_) if text.contains("corrupt record") => "Backend(corrupt JSON)",
+            StoreError::Backend(_) => "Backend(redb error)",
             _ => "other",
         }
     }
