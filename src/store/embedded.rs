@@ -53,6 +53,7 @@ pub mod config;
 
 use std::fmt;
 use std::fs;
+use std::mem::ManuallyDrop;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -96,7 +97,7 @@ pub struct EmbeddedStore {
 /// The open file and its key. Its methods block (redb I/O, the group commit's wait for an
 /// fsync); [`EmbeddedStore`] runs each on a blocking thread.
 struct Db {
-    db: Database,
+    db: Redb,
     key: MasterKey,
     path: PathBuf,
     /// Write transactions still allowed to commit before injected failures start;
@@ -202,16 +203,21 @@ impl EmbeddedStore {
         // redb's default page cache is 1 GiB; rotor reads each journal once at start and
         // then touches a few pages per rotation, so a small cache keeps RSS per managed
         // secret low (100,000 secrets must fit in well under 1 GiB).
-        let opened = contain_panic(|| {
-            let db = redb::Builder::new()
+        // Each redb call is contained on its own and the database is owned out here, so a
+        // panic never unwinds through a frame that owns it (dropping it there, after redb
+        // poisoned its locks, would panic again while unwinding: an abort).
+        let damaged = |e: String| open_err(format!("{DAMAGED}: {e}").into());
+        let db = contain_panic(|| {
+            redb::Builder::new()
                 .set_cache_size(CACHE_BYTES)
                 .create(db_path)
-                .map_err(|e| open_err(Box::new(e)))?;
-            let meta = read_meta(&db).map_err(|e| open_err(e.into()))?;
-            Ok((db, meta))
-        });
-        let (db, (schema, stored_check)) =
-            opened.map_err(|e| open_err(format!("{DAMAGED}: {e}").into()))??;
+        })
+        .map_err(damaged)?
+        .map_err(|e| open_err(Box::new(e)))?;
+        let db = Redb::new(db);
+        let (schema, stored_check) = contain_panic(|| read_meta(&db))
+            .map_err(damaged)?
+            .map_err(|e| open_err(e.into()))?;
         if let Some(found) = schema.filter(|v| *v != SCHEMA_VERSION) {
             return Err(open_err(
                 format!(
@@ -271,7 +277,7 @@ impl EmbeddedStore {
             Ok(())
         };
         contain_panic(init)
-            .map_err(|e| open_err(format!("{DAMAGED}: {e}").into()))?
+            .map_err(damaged)?
             .map_err(|e| open_err(Box::new(e)))?;
 
         Ok(EmbeddedStore {
@@ -455,6 +461,34 @@ fn contain_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
         "panicked inside the store; restore the file from a backup or move it aside".to_owned()
     })
+}
+
+/// redb's `Database`, dropped inside [`contain_panic`]: after redb panicked on a damaged
+/// file its locks are poisoned, and its `Drop` (which closes the file) unwraps them, so a
+/// plain drop would panic at shutdown or on the error path of `open`.
+struct Redb(ManuallyDrop<Database>);
+
+impl Redb {
+    fn new(db: Database) -> Self {
+        Redb(ManuallyDrop::new(db))
+    }
+}
+
+impl std::ops::Deref for Redb {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.0
+    }
+}
+
+impl Drop for Redb {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is taken once, here, and `self` is never used again.
+        let db = unsafe { ManuallyDrop::take(&mut self.0) };
+        // Nothing to report to: a failed close of a damaged file was already an error.
+        let _ = contain_panic(move || drop(db));
+    }
 }
 
 /// Schema version and key check value, if the file has been initialised.
@@ -883,7 +917,10 @@ mod fuzz {
         for (tenant, key) in [("tenant1", "db"), ("tenant2", "api-keys")] {
             let secret = SecretRef::new(tenant, key).expect("ident");
             for version in 1..=3u64 {
-                let value = format!("value-{tenant}-{key}-{version}-{}", "x".repeat(version as usize * 7));
+                let value = format!(
+                    "value-{tenant}-{key}-{version}-{}",
+                    "x".repeat(version as usize * 7)
+                );
                 store
                     .db
                     .put_version(
@@ -950,7 +987,10 @@ mod fuzz {
                     .filter(|(_, w)| w == s)
                     .map(|(i, _)| i..i + s.len())
                     .collect();
-                assert!(!found.is_empty(), "a sealed value is not in the file as written");
+                assert!(
+                    !found.is_empty(),
+                    "a sealed value is not in the file as written"
+                );
                 found
             })
             .collect();
@@ -1085,7 +1125,11 @@ mod fuzz {
                     sealed_victim = Some(v);
                 }
             }
-            let done = format!("{} of a {}-byte store file", done.join(", "), base.bytes.len());
+            let done = format!(
+                "{} of a {}-byte store file",
+                done.join(", "),
+                base.bytes.len()
+            );
             fs::write(&path, &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
             // On a thread of its own, so a hang fails the case instead of the whole run.
             let (tx, rx) = std::sync::mpsc::channel();
