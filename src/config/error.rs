@@ -178,11 +178,18 @@ fn names_a_secret(key: &str) -> bool {
     if last.ends_with("_file") || last == "secrets" {
         return false;
     }
-    ["password", "passwd", "secret", "token", "credential", "private"]
-        .iter()
-        .any(|word| last.contains(word))
-        || last.ends_with("_key")
+    SECRET_WORDS.iter().any(|word| last.contains(word)) || last.ends_with("_key")
 }
+
+/// Words that make a config key name a credential (see [`names_a_secret`]).
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "credential",
+    "private",
+];
 
 /// `text` with the userinfo and the query of every URL in it replaced by `***`: a URL in a
 /// config value often carries a password (`https://user:pass@host`) or a token
@@ -248,7 +255,11 @@ mod tests {
     fn values_under_secret_named_keys_are_not_quoted() {
         let text = "[policies]\npassword = \"hunter2hunter2\"\n";
         let mut d = Diagnostics::new(text);
-        d.value(22..38, "policies.password", "expected a table, found a string");
+        d.value(
+            22..38,
+            "policies.password",
+            "expected a table, found a string",
+        );
         d.value(22..38, "notify[0].api_key", "unknown");
         d.value(22..38, "server.admin_token_file", "cannot read");
         let errors = d.finish("c.toml").errors;

@@ -182,38 +182,40 @@ fn config_key() -> impl Strategy<Value = String> {
 
 fn config_string() -> impl Strategy<Value = String> {
     prop_oneof![
-        proptest::sample::select(&[
-            "90d",
-            "1h30m",
-            "0s",
-            "-1s",
-            "99999999999999999999d",
-            "tenant1",
-            "db",
-            "api_keys",
-            "none",
-            "postgres",
-            "redis",
-            "jwks",
-            "exec",
-            "webhook",
-            "embedded",
-            "vault",
-            "log",
-            "slack",
-            "grace_and_consumers",
-            "../etc/passwd",
-            "/tmp/rotor-fuzz",
-            "",
-            "127.0.0.1:8080",
-            "http://user:pw@localhost/x?token=abc",
-            "*/5 * * * *",
-            "0 0 31 2 *",
-            "Europe/Paris",
-            "Mars/Olympus",
-            "tenant1/db",
-            "mon-fri 09:00-17:00",
-        ][..])
+        proptest::sample::select(
+            &[
+                "90d",
+                "1h30m",
+                "0s",
+                "-1s",
+                "99999999999999999999d",
+                "tenant1",
+                "db",
+                "api_keys",
+                "none",
+                "postgres",
+                "redis",
+                "jwks",
+                "exec",
+                "webhook",
+                "embedded",
+                "vault",
+                "log",
+                "slack",
+                "grace_and_consumers",
+                "../etc/passwd",
+                "/tmp/rotor-fuzz",
+                "",
+                "127.0.0.1:8080",
+                "http://user:pw@localhost/x?token=abc",
+                "*/5 * * * *",
+                "0 0 31 2 *",
+                "Europe/Paris",
+                "Mars/Olympus",
+                "tenant1/db",
+                "mon-fri 09:00-17:00",
+            ][..]
+        )
         .prop_map(str::to_owned),
         "\\PC{0,16}",
     ]
@@ -289,7 +291,10 @@ fn toml_document() -> impl Strategy<Value = (toml::Table, Vec<String>)> {
 
 /// The checks every `rotor check` error must pass: it says where (a `line:column` inside
 /// the text) or names a key, says what is wrong, and quotes no secret-marked value.
-fn check_errors(text: &str, result: Result<Config, rotor::config::ConfigErrors>) -> Result<(), TestCaseError> {
+fn check_errors(
+    text: &str,
+    result: Result<Config, rotor::config::ConfigErrors>,
+) -> Result<(), TestCaseError> {
     let Err(errors) = result else {
         return Ok(());
     };
@@ -301,7 +306,10 @@ fn check_errors(text: &str, result: Result<Config, rotor::config::ConfigErrors>)
             !e.key.trim().is_empty() || e.location.is_some(),
             "error names neither a key nor a position: {rendered}"
         );
-        prop_assert!(!e.message.trim().is_empty(), "error says nothing: {rendered}");
+        prop_assert!(
+            !e.message.trim().is_empty(),
+            "error says nothing: {rendered}"
+        );
         if let Some(loc) = e.location {
             prop_assert!(
                 loc.line >= 1 && loc.line <= lines && loc.column >= 1,
@@ -342,7 +350,10 @@ fn config_random_trees_never_panic_and_every_error_locates_itself() {
 fn config_never_quotes_a_value_under_a_secret_named_key() {
     let text = "[policies]\npassword = \"SECRETVALUE0AaA0aaa\"\n";
     let result = Config::from_str_with_env(text, "fuzz.toml", &no_env);
-    assert!(result.is_err(), "a string where a policy table belongs was accepted");
+    assert!(
+        result.is_err(),
+        "a string where a policy table belongs was accepted"
+    );
     check_errors(text, result).unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -385,8 +396,7 @@ const INSERT_TOKENS: &[&[u8]] = &[
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     let token = prop_oneof![
-        proptest::sample::select(INSERT_TOKENS)
-        .prop_map(<[u8]>::to_vec),
+        proptest::sample::select(INSERT_TOKENS).prop_map(<[u8]>::to_vec),
         proptest::collection::vec(any::<u8>(), 1..8),
     ];
     prop_oneof![
@@ -489,7 +499,9 @@ impl Admin for Fake {
     fn rollback(&self, secret: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
         async move {
             known(&secret)?;
-            Err(AdminError::Conflict(format!("{secret}: nothing is in grace")))
+            Err(AdminError::Conflict(format!(
+                "{secret}: nothing is in grace"
+            )))
         }
         .boxed()
     }
@@ -739,7 +751,9 @@ fn presents_token(request: &Request<Body>) -> bool {
         return false;
     };
     let v = v.as_bytes();
-    v.len() >= 7 && v[..7].eq_ignore_ascii_case(b"bearer ") && v[7..].trim_ascii() == TOKEN.as_bytes()
+    v.len() >= 7
+        && v[..7].eq_ignore_ascii_case(b"bearer ")
+        && v[7..].trim_ascii() == TOKEN.as_bytes()
 }
 
 #[test]
@@ -793,7 +807,10 @@ fn api_random_requests_get_no_5xx_json_4xx_and_no_token_accepted_but_the_token()
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            prop_assert!(ct.starts_with("application/json"), "{status} with content type {ct:?}");
+            prop_assert!(
+                ct.starts_with("application/json"),
+                "{status} with content type {ct:?}"
+            );
             let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
                 TestCaseError::fail(format!("{status} body is not JSON ({e}): {bytes:?}"))
             })?;
@@ -838,13 +855,15 @@ fn raw_case() -> impl Strategy<Value = RawCase> {
     let raw_path = prop_oneof![
         // A real route with raw bytes appended: non-UTF-8, NUL, traversal, controls.
         (
-            proptest::sample::select(&[
-                "/admin/secrets/versions/",
-                "/admin/secrets/history/tenant1/",
-                "/jwks/",
-                "/",
-                "/admin/secrets/rotate",
-            ][..]),
+            proptest::sample::select(
+                &[
+                    "/admin/secrets/versions/",
+                    "/admin/secrets/history/tenant1/",
+                    "/jwks/",
+                    "/",
+                    "/admin/secrets/rotate",
+                ][..]
+            ),
             prop_oneof![
                 2 => "[!-~]{0,24}".prop_map(String::into_bytes),
                 1 => proptest::collection::vec(any::<u8>(), 0..24),
@@ -852,7 +871,10 @@ fn raw_case() -> impl Strategy<Value = RawCase> {
         )
             .prop_map(|(p, tail)| {
                 let mut b = p.as_bytes().to_vec();
-                b.extend(tail.into_iter().filter(|c| !matches!(c, b' ' | b'\r' | b'\n')));
+                b.extend(
+                    tail.into_iter()
+                        .filter(|c| !matches!(c, b' ' | b'\r' | b'\n')),
+                );
                 b
             }),
         path_and_query().prop_map(String::into_bytes),
@@ -966,7 +988,11 @@ fn api_raw_wire_requests_get_no_5xx_and_an_answer() {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| TestCaseError::fail(format!("no status in {head:?}")))?;
-        prop_assert!(status < 500, "{status}: {head} {:?}", String::from_utf8_lossy(body));
+        prop_assert!(
+            status < 500,
+            "{status}: {head} {:?}",
+            String::from_utf8_lossy(body)
+        );
         if (400..500).contains(&status) && case.method != b"HEAD" {
             if status == 400 && body.is_empty() && !head.contains("content-type") {
                 hyper_400.fetch_add(1, Ordering::Relaxed);
@@ -1261,4 +1287,3 @@ fn scan_never_reads_outside_the_mount() {
         Ok(())
     });
 }
-
