@@ -1068,7 +1068,8 @@ fn node() -> impl Strategy<Value = Node> {
         4 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Node::File),
         1 => Just(Node::Dir),
         1 => Just(Node::Fifo),
-        // A terabyte (no buffer that size can be had) and a size that is read whole today.
+        // A terabyte (no buffer that size can be had, so the read fails at once) and 8 MiB,
+        // small enough to read whole.
         1 => prop_oneof![Just(1u64 << 40), Just(8u64 << 20)].prop_map(Node::Sparse),
         4 => link.prop_map(Node::Link),
     ]
