@@ -29,6 +29,10 @@ mod faults;
 // verify_interval, verify errors, re-applying the current version.
 #[path = "suite/faults_targets.rs"]
 mod faults_targets;
+// Property-based fuzzing of the input decoders: config, admin API, mount scanner
+// (`ROTOR_FUZZ_CASES` sets the case count; `scripts/fuzz.sh` runs it long).
+#[path = "suite/fuzz.rs"]
+mod fuzz;
 // The rotation state machine without actors or I/O: tables and proptest properties.
 #[path = "suite/machine.rs"]
 mod machine;

@@ -91,10 +91,11 @@ impl<'s> Diagnostics<'s> {
         }
     }
 
-    /// An error at `span`, quoting the source text there as the value.
+    /// An error at `span`, quoting the source text there as the value, unless the key is
+    /// named like a secret (see [`names_a_secret`]): then the position alone points at it.
     pub(crate) fn value(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
-        let got = self.quote(span.clone());
-        self.push(Some(span), key, message.into(), Some(got));
+        let got = (!names_a_secret(key)).then(|| self.quote(span.clone()));
+        self.push(Some(span), key, message.into(), got);
     }
 
     /// An error at `span` without quoting a value (missing keys, unknown keys).
@@ -167,6 +168,29 @@ impl<'s> Diagnostics<'s> {
     }
 }
 
+/// Whether the last segment of `key` (`policies.password`, `notify[0].api_key`) is named
+/// like a credential. rotor reads every credential from a file (`*_file` keys), so a value
+/// under such a name is misplaced, and it is most likely a real password pasted in the wrong
+/// place: an error message (printed, logged, pasted into tickets) must not repeat it.
+fn names_a_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let last = last.split('[').next().unwrap_or(last).to_ascii_lowercase();
+    if last.ends_with("_file") || last == "secrets" {
+        return false;
+    }
+    SECRET_WORDS.iter().any(|word| last.contains(word)) || last.ends_with("_key")
+}
+
+/// Words that make a config key name a credential (see [`names_a_secret`]).
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "credential",
+    "private",
+];
+
 /// `text` with the userinfo and the query of every URL in it replaced by `***`: a URL in a
 /// config value often carries a password (`https://user:pass@host`) or a token
 /// (`?token=...`), and an error message is printed, logged and pasted into tickets.
@@ -224,6 +248,36 @@ mod tests {
             ("\"plain text?\"", "\"plain text?\""),
         ] {
             assert_eq!(redact_urls(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn values_under_secret_named_keys_are_not_quoted() {
+        let text = "[policies]\npassword = \"hunter2hunter2\"\n";
+        let mut d = Diagnostics::new(text);
+        d.value(
+            22..38,
+            "policies.password",
+            "expected a table, found a string",
+        );
+        d.value(22..38, "notify[0].api_key", "unknown");
+        d.value(22..38, "server.admin_token_file", "cannot read");
+        let errors = d.finish("c.toml").errors;
+        assert_eq!(errors[0].got, None);
+        assert_eq!(errors[1].got, None);
+        assert_eq!(errors[2].got.as_deref(), Some("\"hunter2hunter2\""));
+        for (key, secret) in [
+            ("policies.password", true),
+            ("secrets[1].token", true),
+            ("x.client_secret", true),
+            ("x.signing_key", true),
+            ("secrets", false),
+            ("secrets[0].key", false),
+            ("server.admin_token_file", false),
+            ("targets.hmac_key_file", false),
+            ("store.master_key_file", false),
+        ] {
+            assert_eq!(names_a_secret(key), secret, "{key}");
         }
     }
 

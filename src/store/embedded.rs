@@ -72,6 +72,7 @@ pub mod config;
 
 use std::fmt;
 use std::fs;
+use std::mem::ManuallyDrop;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -128,7 +129,7 @@ struct Db {
     /// The open file. Every operation holds it shared for its whole transaction; only a
     /// reopen after an I/O error (see [`Db::recover`]) holds it exclusively. `None` once
     /// closed by a reopen that then failed to open it again.
-    file: RwLock<Option<Database>>,
+    file: RwLock<Option<Redb>>,
     /// redb reported an I/O error: the handle refuses everything until it is reopened.
     broken: AtomicBool,
     /// Failed reopens in a row and when the next may run (serialises reopens too).
@@ -249,12 +250,21 @@ impl EmbeddedStore {
         // redb's default page cache is 1 GiB; rotor reads each journal once at start and
         // then touches a few pages per rotation, so a small cache keeps RSS per managed
         // secret low (100,000 secrets must fit in well under 1 GiB).
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(db_path)
-            .map_err(|e| open_err(Box::new(e)))?;
-
-        let (schema, stored_check) = read_meta(&db).map_err(|e| open_err(e.into()))?;
+        // Each redb call is contained on its own and the database is owned out here, so a
+        // panic never unwinds through a frame that owns it (dropping it there, after redb
+        // poisoned its locks, would panic again while unwinding: an abort).
+        let damaged = |e: String| open_err(format!("{DAMAGED}: {e}").into());
+        let db = contain_panic(|| {
+            redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(db_path)
+        })
+        .map_err(damaged)?
+        .map_err(|e| open_err(Box::new(e)))?;
+        let db = Redb::new(db);
+        let (schema, stored_check) = contain_panic(|| read_meta(&db))
+            .map_err(damaged)?
+            .map_err(|e| open_err(e.into()))?;
         if let Some(found) = schema.filter(|v| *v != SCHEMA_VERSION) {
             return Err(open_err(
                 format!(
@@ -313,7 +323,9 @@ impl EmbeddedStore {
             txn.commit()?;
             Ok(())
         };
-        init().map_err(|e| open_err(Box::new(e)))?;
+        contain_panic(init)
+            .map_err(damaged)?
+            .map_err(|e| open_err(Box::new(e)))?;
 
         Ok(EmbeddedStore {
             db: Arc::new(Db {
@@ -370,9 +382,12 @@ impl EmbeddedStore {
         call: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || call(&db))
-            .await
-            .map_err(|e| StoreError::Backend(format!("store thread: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            contain_panic(|| call(&db))
+                .map_err(|e| StoreError::Backend(format!("{DAMAGED}: {e}")))?
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store thread: {e}")))?
     }
 }
 
@@ -543,11 +558,9 @@ impl Db {
         }
         // Waits for every operation on the old handle to finish: none straddles the reopen.
         let mut file = self.file.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = file.take() {
-            // After a latched I/O error redb writes nothing at close; it releases the file
-            // and its lock, and the error it returns is the one already reported.
-            let _ = old.close();
-        }
+        // After a latched I/O error redb writes nothing at close; it releases the file
+        // and its lock. Dropping a `Redb` closes it inside the panic guard.
+        drop(file.take());
         {
             let mut st = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
             st.reopens += 1;
@@ -573,16 +586,20 @@ impl Db {
 /// Opens the store file again after an I/O error: redb recovers it to its last durable
 /// commit. `open`, not `create`: a file that is gone is an error, not a new empty store;
 /// and the key check value must still match, so it is the same store.
-fn reopen_file(path: &Path, key: &MasterKey) -> Result<Database, StoreError> {
+fn reopen_file(path: &Path, key: &MasterKey) -> Result<Redb, StoreError> {
     let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
         path: path.display().to_string(),
         source,
     };
-    let db = redb::Builder::new()
-        .set_cache_size(CACHE_BYTES)
-        .open(path)
+    // Contained as in `EmbeddedStore::open`: the file may have been damaged meanwhile.
+    let damaged = |e: String| open_err(format!("{DAMAGED}: {e}").into());
+    let db = contain_panic(|| redb::Builder::new().set_cache_size(CACHE_BYTES).open(path))
+        .map_err(damaged)?
         .map_err(|e| open_err(Box::new(e)))?;
-    let (_, check) = read_meta(&db).map_err(|e| open_err(e.into()))?;
+    let db = Redb::new(db);
+    let (_, check) = contain_panic(|| read_meta(&db))
+        .map_err(damaged)?
+        .map_err(|e| open_err(e.into()))?;
     if !check.is_some_and(|c| key.matches_check_value(&c)) {
         return Err(open_err(
             "reopened after an I/O error, it no longer holds the key check value of the store opened at start"
@@ -590,6 +607,51 @@ fn reopen_file(path: &Path, key: &MasterKey) -> Result<Database, StoreError> {
         ));
     }
     Ok(db)
+}
+
+/// What a panic inside redb is reported as: redb panics (`unreachable!`, slice indexing,
+/// "Malformed allocator state") on some damaged files instead of returning an error, and a
+/// damaged file must be an error that names the store, not a crash of `rotor run` or of an
+/// offline command.
+const DAMAGED: &str = "the store file is damaged (the database library failed reading it)";
+
+/// Runs `f`, turning a panic into an error. The panic's own message is kept out of the
+/// error (it is redb's internal wording, about positions and lengths, and says nothing an
+/// operator can act on beyond "damaged"); only where it happened is given. A `Database`
+/// that panicked may be left inconsistent, which is why later calls on it are still
+/// wrapped: they fail the same way rather than crash.
+fn contain_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        "panicked inside the store; restore the file from a backup or move it aside".to_owned()
+    })
+}
+
+/// redb's `Database`, dropped inside [`contain_panic`]: after redb panicked on a damaged
+/// file its locks are poisoned, and its `Drop` (which closes the file) unwraps them, so a
+/// plain drop would panic at shutdown or on the error path of `open`.
+struct Redb(ManuallyDrop<Database>);
+
+impl Redb {
+    fn new(db: Database) -> Self {
+        Redb(ManuallyDrop::new(db))
+    }
+}
+
+impl std::ops::Deref for Redb {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.0
+    }
+}
+
+impl Drop for Redb {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is taken once, here, and `self` is never used again.
+        let db = unsafe { ManuallyDrop::take(&mut self.0) };
+        // Nothing to report to: a failed close of a damaged file was already an error.
+        let _ = contain_panic(move || drop(db));
+    }
 }
 
 /// Schema version and key check value, if the file has been initialised.
@@ -1005,6 +1067,343 @@ mod tests {
                 store.journal(&secret).await.unwrap(),
                 Some((EACH - 1).to_be_bytes().to_vec())
             );
+        }
+    }
+}
+
+/// Property-based fuzzing of what the store decodes from its own file: a real store file,
+/// truncated or bit-flipped, must open and read without a panic or a hang, and never yield
+/// a value other than the one written. Here rather than in `tests/suite/fuzz.rs` because it
+/// reads the private `values` table to find where each sealed value lies in the file.
+/// `ROTOR_FUZZ_CASES` sets the case count (`scripts/fuzz.sh` runs it long).
+#[cfg(test)]
+mod fuzz {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestRunner};
+
+    use super::*;
+    use crate::domain::{Label, Outcome, Step, Trigger};
+
+    /// Cases when `ROTOR_FUZZ_CASES` is unset: each case writes and opens a store file.
+    const DEFAULT_CASES: u32 = 64;
+
+    /// Longest one damaged file may take to open and read before it counts as a hang:
+    /// generous, for a loaded machine.
+    const CASE_DEADLINE: Duration = Duration::from_secs(60);
+
+    fn cases() -> u32 {
+        match std::env::var("ROTOR_FUZZ_CASES") {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("ROTOR_FUZZ_CASES must be a whole number, got {v:?}")),
+            Err(_) => DEFAULT_CASES,
+        }
+    }
+
+    /// A store file written by the real store, and everything written into it.
+    struct Base {
+        dir: tempfile::TempDir,
+        key_file: PathBuf,
+        bytes: Vec<u8>,
+        /// Every value written, by secret and version.
+        values: Vec<(SecretRef, VersionNo, Vec<u8>)>,
+        /// Where each value's sealed bytes lie in the file (every copy: redb writes pages
+        /// copy-on-write, so a freed page may still hold an older copy).
+        sealed_at: Vec<Vec<std::ops::Range<usize>>>,
+    }
+
+    fn base() -> Base {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db_path, key_file) = (dir.path().join("base.redb"), dir.path().join("master.key"));
+        let store = EmbeddedStore::open(&db_path, &key_file).expect("open");
+        let now = Utc::now();
+        let mut values = Vec::new();
+        for (tenant, key) in [("tenant1", "db"), ("tenant2", "api-keys")] {
+            let secret = SecretRef::new(tenant, key).expect("ident");
+            for version in 1..=3u64 {
+                let value = format!(
+                    "value-{tenant}-{key}-{version}-{}",
+                    "x".repeat(version as usize * 7)
+                );
+                store
+                    .db
+                    .with_file(|f| {
+                        store.db.put_version(
+                            f,
+                            &secret,
+                            version,
+                            RotationId(version),
+                            &SecretValue::from_bytes(value.clone().into_bytes()),
+                            now,
+                        )
+                    })
+                    .expect("put");
+                let history = HistoryRecord {
+                    rotation: RotationId(version),
+                    trigger: Trigger::Schedule,
+                    from_version: version.checked_sub(1).filter(|v| *v > 0),
+                    to_version: version,
+                    outcome: Outcome::Succeeded,
+                    error: None,
+                    steps: vec![Step::Generate, Step::Apply, Step::Test, Step::Promote],
+                    started_at: now,
+                    finished_at: now,
+                };
+                let mut labels = vec![(version, Label::Current)];
+                if version > 1 {
+                    labels.push((version - 1, Label::Previous));
+                }
+                store
+                    .db
+                    .with_file(|f| {
+                        store.db.commit(
+                            f,
+                            &secret,
+                            Commit {
+                                journal: format!("journal {version}").as_bytes(),
+                                labels: &labels,
+                                history: Some(&history),
+                                now,
+                            },
+                        )
+                    })
+                    .expect("commit");
+                values.push((secret.clone(), version, value.into_bytes()));
+            }
+        }
+        let sealed: Vec<Vec<u8>> = {
+            store.db.sync().expect("sync");
+            let file = store.db.file.read().expect("file lock");
+            let txn = file.as_ref().expect("open").begin_read().expect("read");
+            let table = txn.open_table(VALUES).expect("values");
+            values
+                .iter()
+                .map(|(s, v, _)| {
+                    table
+                        .get((s.tenant(), s.key(), *v))
+                        .expect("get")
+                        .expect("stored")
+                        .value()
+                        .to_vec()
+                })
+                .collect()
+        };
+        drop(store);
+        let bytes = fs::read(&db_path).expect("read file");
+        let sealed_at = sealed
+            .iter()
+            .map(|s| {
+                let found: Vec<_> = bytes
+                    .windows(s.len())
+                    .enumerate()
+                    .filter(|(_, w)| w == s)
+                    .map(|(i, _)| i..i + s.len())
+                    .collect();
+                assert!(
+                    !found.is_empty(),
+                    "a sealed value is not in the file as written"
+                );
+                found
+            })
+            .collect();
+        Base {
+            dir,
+            key_file,
+            bytes,
+            values,
+            sealed_at,
+        }
+    }
+
+    /// One way to damage the file.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        /// Cut the file at this point.
+        Truncate(Index),
+        /// Flip these bits anywhere in the file.
+        Flip(Vec<(Index, u8)>),
+        /// Flip one bit of one sealed value, in every copy of it the file holds.
+        FlipSealed { value: Index, at: Index, bit: u8 },
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            1 => any::<Index>().prop_map(Damage::Truncate),
+            2 => proptest::collection::vec((any::<Index>(), 0u8..8), 1..5).prop_map(Damage::Flip),
+            2 => (any::<Index>(), any::<Index>(), 0u8..8)
+                .prop_map(|(value, at, bit)| Damage::FlipSealed { value, at, bit }),
+        ]
+    }
+
+    /// The variant of an error, for the tally of what damage turns into.
+    fn kind(e: &StoreError) -> &'static str {
+        let text = e.to_string();
+        match e {
+            StoreError::Open { .. } if text.contains(DAMAGED) => "Open(redb panic contained)",
+            StoreError::Open { .. } => "Open(redb error)",
+            StoreError::MasterKey { .. } => "MasterKey",
+            StoreError::Decrypt { .. } => "Decrypt",
+            StoreError::NoSuchVersion { .. } => "NoSuchVersion",
+            StoreError::Backend(_) if text.contains(DAMAGED) => "Backend(redb panic contained)",
+            StoreError::Backend(_) if text.contains("corrupt record") => "Backend(corrupt JSON)",
+            StoreError::Backend(_) => "Backend(redb error)",
+            _ => "other",
+        }
+    }
+
+    /// Opens `path` and reads everything `base` wrote, through the public API as rotor
+    /// does (each read on a blocking thread of a tokio runtime). Returns each step's
+    /// outcome (`"step:ok"` or `"step:ErrorKind"`) and the value reads' results in
+    /// `values` order.
+    fn open_and_read(
+        path: &Path,
+        key_file: &Path,
+        values: &[(SecretRef, VersionNo, Vec<u8>)],
+    ) -> (Vec<String>, Vec<Result<Vec<u8>, &'static str>>) {
+        let mut outcomes = Vec::new();
+        let mut note = |what: &str, r: Result<(), &'static str>| {
+            outcomes.push(format!("{what}:{}", r.err().unwrap_or("ok")));
+        };
+        let store = match EmbeddedStore::open(path, key_file) {
+            Ok(s) => s,
+            Err(e) => {
+                note("open", Err(kind(&e)));
+                return (outcomes, Vec::new());
+            }
+        };
+        note("open", Ok(()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut reads = Vec::new();
+        runtime.block_on(async {
+            for (secret, version, _) in values {
+                let read = store.read_value(secret, *version).await;
+                reads.push(read.map(|v| v.expose().to_vec()).map_err(|e| kind(&e)));
+                let journal = store.journal(secret).await;
+                note("journal", journal.map(drop).map_err(|e| kind(&e)));
+                let versions = store.versions(secret).await;
+                note("versions", versions.map(drop).map_err(|e| kind(&e)));
+                let history = store.history(secret, 100).await;
+                note("history", history.map(drop).map_err(|e| kind(&e)));
+            }
+            let secrets = store.secrets().await;
+            note("secrets", secrets.map(drop).map_err(|e| kind(&e)));
+        });
+        for r in &reads {
+            note("read_value", r.as_ref().map(drop).map_err(|e| *e));
+        }
+        (outcomes, reads)
+    }
+
+    #[test]
+    fn damaged_store_files_never_panic_and_never_return_another_value() {
+        let base = base();
+        let path = base.dir.path().join("damaged.redb");
+        let tally: Mutex<BTreeMap<String, u64>> = Mutex::default();
+        let mut config = ProptestConfig::with_cases(cases());
+        config.source_file = Some(file!());
+        config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        )));
+        let mut runner = TestRunner::new(config);
+        let ran = AtomicU64::new(0);
+        let result = runner.run(&damage(), |damage| {
+            ran.fetch_add(1, Ordering::Relaxed);
+            let mut bytes = base.bytes.clone();
+            let mut sealed_victim = None;
+            // The damage in file offsets, for the failure message.
+            let mut done = Vec::new();
+            match &damage {
+                Damage::Truncate(at) => {
+                    let i = at.index(bytes.len());
+                    done.push(format!("truncate at {i}"));
+                    bytes.truncate(i);
+                }
+                Damage::Flip(flips) => {
+                    for (at, bit) in flips {
+                        let i = at.index(bytes.len());
+                        done.push(format!("flip bit {bit} of byte {i}"));
+                        bytes[i] ^= 1 << bit;
+                    }
+                }
+                Damage::FlipSealed { value, at, bit } => {
+                    let v = value.index(base.values.len());
+                    for range in &base.sealed_at[v] {
+                        let i = range.start + at.index(range.len());
+                        done.push(format!("flip bit {bit} of byte {i} (sealed value)"));
+                        bytes[i] ^= 1 << bit;
+                    }
+                    sealed_victim = Some(v);
+                }
+            }
+            let done = format!(
+                "{} of a {}-byte store file",
+                done.join(", "),
+                base.bytes.len()
+            );
+            fs::write(&path, &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            // On a thread of its own, so a hang fails the case instead of the whole run.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (p, k, values) = (path.clone(), base.key_file.clone(), base.values.clone());
+            std::thread::spawn(move || {
+                let result = std::panic::catch_unwind(|| open_and_read(&p, &k, &values));
+                let _ = tx.send(result.map_err(|e| {
+                    e.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default()
+                }));
+            });
+            let (outcomes, reads) = match rx.recv_timeout(CASE_DEADLINE) {
+                Ok(Ok(r)) => r,
+                Ok(Err(panic)) => {
+                    return Err(TestCaseError::fail(format!("{done}: panicked: {panic}")));
+                }
+                Err(_) => {
+                    return Err(TestCaseError::fail(format!(
+                        "{done}: open and read took over {CASE_DEADLINE:?}"
+                    )));
+                }
+            };
+            {
+                let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                for o in outcomes {
+                    *t.entry(o).or_default() += 1;
+                }
+            }
+            for (i, read) in reads.iter().enumerate() {
+                let (secret, version, written) = &base.values[i];
+                if let Ok(got) = read {
+                    prop_assert!(
+                        got == written,
+                        "{done}: {secret} v{version} read back as a different value"
+                    );
+                    prop_assert!(
+                        sealed_victim != Some(i),
+                        "{done}: {secret} v{version} opened although its sealed bytes were flipped"
+                    );
+                }
+            }
+            Ok(())
+        });
+        eprintln!(
+            "fuzz target=store_records cases={} failures={}",
+            ran.load(Ordering::Relaxed),
+            u32::from(result.is_err())
+        );
+        eprintln!(
+            "fuzz store_records outcomes: {:?}",
+            tally.lock().unwrap_or_else(|p| p.into_inner())
+        );
+        if let Err(e) = result {
+            panic!("fuzz target store_records: {e}");
         }
     }
 }

@@ -422,7 +422,21 @@ fn check_effects(lines: &[Effect]) -> BTreeMap<String, Seen> {
 /// version the last one the log promoted (or the state waits for the commit of that
 /// promotion, which the process was killed before). Returns the rotations started.
 async fn check_store(dir: &Path, refs: &[SecretRef], seen: &BTreeMap<String, Seen>) -> u64 {
-    let store = EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")).unwrap();
+    // A hook rotor was forking when the group was killed holds the store file's lock until
+    // it is gone too (the descriptor closes at exec, not at fork), which can be a moment
+    // after rotor itself was reaped.
+    let store = eventually(
+        Duration::from_secs(10),
+        "the killed process group to release the store file",
+        || async {
+            match EmbeddedStore::open(&dir.join("rotor.redb"), &dir.join("master.key")) {
+                Ok(store) => Some(store),
+                Err(e) if format!("{e:?}").contains("DatabaseAlreadyOpen") => None,
+                Err(e) => panic!("opening the store after a kill: {e}"),
+            }
+        },
+    )
+    .await;
     let mut started = 0;
     for s in refs {
         let versions = store.versions(s).await.unwrap();
