@@ -18,7 +18,10 @@
 //! opened file, a bounded read); anything else (a FIFO, a device, a huge file) is skipped
 //! and recorded as unreadable with the reason. In a kubelet layout no symlink is followed
 //! except the visible `..data/<name>` ones, which are resolved through the pinned target:
-//! the `..<timestamp>/<name>` opened is refused if it is a link (`O_NOFOLLOW`).
+//! the `..<timestamp>/<name>` opened is refused if it is a link (`O_NOFOLLOW`), and a
+//! `..data` that does not name a generation directory beside it is not followed at all.
+//! In a plain directory a link is followed only to a file inside the mount directory.
+//! Nothing outside the mount is ever read.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -130,6 +133,21 @@ fn scan_once(
     max_file_size: u64,
 ) -> io::Result<Result<Snapshot, Raced>> {
     let data = fs::read_link(dir.join(DATA)).ok();
+    // kubelet's `..data` names a sibling generation directory (`..<timestamp>`, a real
+    // directory); one that names anything else (an absolute path, `../elsewhere`, a nested
+    // path, a link) was planted and is never followed: the files linked through it are
+    // unreadable.
+    let data_inside = data.as_deref().is_some_and(|target| {
+        is_generation_name(target)
+            && fs::symlink_metadata(dir.join(target)).is_ok_and(|m| m.file_type().is_dir())
+    });
+    // In a plain directory links are followed, but only to files inside the mount (the
+    // directory itself resolved, as a mount path may contain links).
+    let root = if data.is_none() {
+        Some(fs::canonicalize(dir)?)
+    } else {
+        None
+    };
     let mut files = BTreeMap::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -143,15 +161,36 @@ fn scan_once(
         let link = entry.path();
         // Read kubelet's visible symlinks through the `..data` target pinned above.
         let source = match (&data, fs::read_link(&link)) {
+            (Some(_), Ok(to)) if !data_inside && to == Path::new(DATA).join(&name) => {
+                files.insert(name, FileState::Unreadable(OUTSIDE.to_owned()));
+                continue;
+            }
             (Some(target), Ok(to)) if to == Path::new(DATA).join(&name) => {
                 dir.join(target).join(&name)
             }
+            // Resolved here, so that the open below follows no link: one swapped in after
+            // this check is refused, not followed out.
+            (None, Ok(_)) => match fs::canonicalize(&link) {
+                Ok(resolved) if root.as_deref().is_some_and(|r| resolved.starts_with(r)) => {
+                    resolved
+                }
+                Ok(_) => {
+                    files.insert(name, FileState::Unreadable(OUTSIDE.to_owned()));
+                    continue;
+                }
+                // A dangling link: not a file.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    files.insert(name, FileState::Unreadable(error_kind(&e)));
+                    continue;
+                }
+            },
             _ => link,
         };
         // kubelet writes regular files under `..<timestamp>` and links nothing else; a link
-        // found anywhere else in its layout was planted, and is not followed.
-        let follow = data.is_none();
-        match read_file(&source, follow, max_file_size) {
+        // found anywhere else in its layout was planted, and is not followed. In a plain
+        // directory a link was resolved above (inside the mount), so none is followed now.
+        match read_file(&source, max_file_size) {
             Ok(Read::Bytes(bytes)) => {
                 files.insert(name, FileState::Fingerprint(fingerprint(&bytes)));
             }
@@ -176,6 +215,20 @@ fn scan_once(
     Ok(Ok(Snapshot { files }))
 }
 
+/// Why a link that leads out of the mount is not read.
+const OUTSIDE: &str = "a link out of the mount directory; not followed";
+
+/// Whether `target` (what `..data` points to) is a generation directory beside it: one
+/// plain component starting with `..`, as kubelet's atomic writer makes.
+fn is_generation_name(target: &Path) -> bool {
+    let mut parts = target.components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(n)), None)
+            if n.to_str().is_some_and(|n| n.starts_with("..") && n.len() > 2)
+    )
+}
+
 /// What [`read_file`] found.
 enum Read {
     /// A regular file's whole content.
@@ -192,21 +245,14 @@ enum Read {
 /// is looked at before opening (opening a device may itself do something), the open is
 /// non-blocking (a FIFO swapped in after the look still opens at once), the opened file is
 /// checked again with `fstat` and its size compared with `max` before a byte is read, and
-/// the read stops after `max + 1` bytes in case it grew. With `follow = false` a symlink as
-/// the last component is refused (`O_NOFOLLOW`), not followed.
-fn read_file(path: &Path, follow: bool, max: u64) -> io::Result<Read> {
-    let meta = if follow {
-        fs::metadata(path)?
-    } else {
-        fs::symlink_metadata(path)?
-    };
+/// the read stops after `max + 1` bytes in case it grew. A symlink as the last component is
+/// refused (`O_NOFOLLOW`), not followed: callers resolve the links they allow first.
+fn read_file(path: &Path, max: u64) -> io::Result<Read> {
+    let meta = fs::symlink_metadata(path)?;
     if let Some(other) = not_regular(&meta.file_type()) {
         return Ok(other);
     }
-    let mut flags = libc::O_NONBLOCK;
-    if !follow {
-        flags |= libc::O_NOFOLLOW;
-    }
+    let flags = libc::O_NONBLOCK | libc::O_NOFOLLOW;
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(flags)
