@@ -8,16 +8,29 @@
 //!
 //! # Layout in Vault
 //!
+//! Everything the store writes is below `{path_prefix}/_rotor`, where no consumer looks.
 //! For a secret `tenant/key`, with `mount = "secret"` and `path_prefix = "prod/tenants"`:
 //!
-//! | KV path                         | what                                              |
-//! |---------------------------------|---------------------------------------------------|
-//! | `prod/tenants/tenant/key`       | the values: KV version N is rotor version N       |
-//! | `prod/tenants/tenant/key/_rotor`| the state document: journal, version metadata, labels, history tail |
+//! | KV path                                | what                                              |
+//! |----------------------------------------|---------------------------------------------------|
+//! | `prod/tenants/_rotor/tenant/key`       | the values: KV version N is rotor version N       |
+//! | `prod/tenants/_rotor/tenant/key/_rotor`| the state document: journal, version metadata, labels, history tail |
+//! | `prod/tenants/_rotor/_layout`          | the layout marker, `{"layout": 2, ...}`           |
+//!
+//! Consumers read views, never store paths. The Vault CSI provider, Vault Agent, External
+//! Secrets and `vault kv get` read the latest KV version of a path, and the store writes a
+//! version when it is generated, before it is applied, tested and promoted: a consumer
+//! pointed at a store path would see pending and failed versions. So the store keeps its
+//! paths apart, and what a consumer reads is a view of the promoted current version.
+//! `prod/tenants/tenant/key` is where layout 1 (rotor before the layout marker) kept the
+//! values; [`VaultStore::open`] copies a store of that layout below `_rotor` once and
+//! never writes those paths again (`migrate.rs` says how, and why the old paths are left
+//! for an operator to delete).
 //!
 //! A value version's data is `{"value": "<the value>", "rotor_rotation": "<id>"}` when the
-//! value is UTF-8 (so the Vault CSI provider and `vault kv get` see the plain value), or
-//! `{"value_base64": ...}` otherwise. The secret's custom metadata mirrors the labels
+//! value is UTF-8, or `{"value_base64": ...}` otherwise; a version without
+//! `rotor_rotation` (a placeholder the migration wrote for a version rotor did not write) is
+//! no rotor version. The secret's custom metadata mirrors the labels
 //! (`rotor_current = "7"`, `rotor_previous`, `rotor_pending`) for other Vault readers, and
 //! `cas_required = true` makes Vault demand check-and-set from every writer of it.
 //!
@@ -28,8 +41,8 @@
 //! promoted/expired stamps and the history tail together), and the label mirror on the
 //! value path is written after it, best effort (the document is authoritative). The
 //! document keeps the newest [`HISTORY_KEEP`] history records and the metadata of the
-//! labelled and newest [`VERSIONS_KEEP`] versions. `_rotor` cannot collide
-//! with a key: rotor identifiers never start with `_`.
+//! labelled and newest [`VERSIONS_KEEP`] versions. Neither `_rotor` nor `_layout` can
+//! collide with a tenant or key: rotor identifiers never start with `_`.
 //!
 //! # Check-and-set and fencing
 //!
@@ -61,6 +74,7 @@
 //! `Debug` shows neither token nor values.
 
 pub mod config;
+mod migrate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -98,6 +112,10 @@ pub const VERSIONS_KEEP: usize = 100;
 
 /// Name of the state document under a secret's path.
 const STATE_DOC: &str = "_rotor";
+
+/// The folder below `path_prefix` that holds all the store writes, where no consumer
+/// looks. It cannot collide with a tenant: rotor identifiers never start with `_`.
+const STORE_DIR: &str = "_rotor";
 
 /// Format of the state document; a newer one is refused, not misread.
 const DOC_FORMAT: u32 = 1;
@@ -314,9 +332,27 @@ impl VaultStore {
                 "the Vault store uses plain http to a host that is not loopback (allow_insecure_http = true): tokens and secret values travel unencrypted"
             );
         }
+        Self::open_with(settings, migrate::Budget::unlimited()).await
+    }
+
+    /// [`VaultStore::open`] whose layout migration stops, as a crash would, before its
+    /// `writes + 1`th write: an error if it had more to do, else the open store. Lets a
+    /// test prove that a migration cut short anywhere completes when opened again.
+    #[cfg(feature = "test-util")]
+    pub async fn open_migrating_at_most(
+        settings: VaultSettings,
+        writes: usize,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(settings, migrate::Budget::at_most(writes)).await
+    }
+
+    async fn open_with(
+        settings: VaultSettings,
+        mut budget: migrate::Budget,
+    ) -> Result<Self, StoreError> {
         let key = MasterKey::load_or_create(&settings.master_key_file)?;
         let (client, lease) = login(&settings).await?;
-        Ok(VaultStore {
+        let store = VaultStore {
             session: Arc::new(VaultSession {
                 settings,
                 client: RwLock::new(Arc::new(client)),
@@ -324,7 +360,9 @@ impl VaultStore {
             key,
             lease,
             fence: Mutex::new(HashMap::new()),
-        })
+        };
+        store.ensure_layout(&mut budget).await?;
+        Ok(store)
     }
 
     /// The connection, for the token-renewal actor.
@@ -337,14 +375,24 @@ impl VaultStore {
         self.lease
     }
 
-    /// KV path of a secret's values (without mount).
-    fn value_path(&self, secret: &SecretRef) -> String {
+    /// `rest` below `path_prefix` (without mount).
+    fn under_prefix(&self, rest: &str) -> String {
         let prefix = self.session.settings.path_prefix.trim_matches('/');
         if prefix.is_empty() {
-            format!("{}/{}", secret.tenant(), secret.key())
+            rest.to_owned()
         } else {
-            format!("{prefix}/{}/{}", secret.tenant(), secret.key())
+            format!("{prefix}/{rest}")
         }
+    }
+
+    /// The folder holding everything the store writes: `{path_prefix}/_rotor`.
+    fn store_dir(&self) -> String {
+        self.under_prefix(STORE_DIR)
+    }
+
+    /// KV path of a secret's values (without mount).
+    fn value_path(&self, secret: &SecretRef) -> String {
+        format!("{}/{}/{}", self.store_dir(), secret.tenant(), secret.key())
     }
 
     fn doc_path(&self, secret: &SecretRef) -> String {
@@ -730,27 +778,16 @@ impl Store for VaultStore {
     }
 
     async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
-        // LIST prefix/ → tenants; LIST prefix/tenant/ → `key` (values) and `key/` (a folder
-        // holding `_rotor`). A secret with a folder may have a journal; the document says.
-        let prefix = self
-            .session
-            .settings
-            .path_prefix
-            .trim_matches('/')
-            .to_owned();
-        let under = |rest: &str| {
-            if prefix.is_empty() {
-                rest.to_owned()
-            } else {
-                format!("{prefix}/{rest}")
-            }
-        };
+        // LIST prefix/_rotor/ → tenants (and the `_layout` marker, not a folder); LIST
+        // prefix/_rotor/tenant/ → `key` (values) and `key/` (a folder holding `_rotor`). A
+        // secret with a folder may have a journal; the document says.
+        let dir = self.store_dir();
         let mut out = Vec::new();
-        for tenant in self.list(&under("")).await? {
+        for tenant in self.list(&format!("{dir}/")).await? {
             let Some(tenant) = tenant.strip_suffix('/') else {
                 continue;
             };
-            for key in self.list(&under(&format!("{tenant}/"))).await? {
+            for key in self.list(&format!("{dir}/{tenant}/")).await? {
                 let Some(key) = key.strip_suffix('/') else {
                     continue;
                 };

@@ -10,8 +10,10 @@
 //! fingerprints, idempotent `put_version` and conflicts, labels and timestamps, rollback,
 //! invalid commits, history, listing), where a reopen is a new client on the same server
 //! and prefix; a stale writer fenced by check-and-set; the KV layout (values as KV
-//! versions, labels mirrored in custom metadata); and the whole rotation tree over the
-//! store. What the real server cannot be made to do stays on the fake only: retried 500s
+//! versions below `_rotor`, labels mirrored in custom metadata, nothing where a consumer
+//! looks); the migration of a store of layout 1, written here with raw KV calls (every
+//! secret reads the same after it, it runs once, and one cut short after any of its writes
+//! finishes on the next open); and the whole rotation tree over the store. What the real server cannot be made to do stays on the fake only: retried 500s
 //! and timeouts, a sealed Vault, forced CAS conflicts, a policy denial by path, Kubernetes
 //! login and token renewal, and no value in any error, `Debug` output or log line while
 //! those faults happen.
@@ -64,9 +66,56 @@ impl Env {
             Server::OpenBao(_) => panic!("this case needs the fake"),
         }
     }
-    /// KV path of a secret's values under the store's prefix (without mount).
+    /// KV path of `rest` under the store's prefix (without mount): `_rotor/tenant/key` is
+    /// where the store keeps a secret's values, `tenant/key` where a consumer would look.
     fn kv_path(&self, rest: &str) -> String {
         format!("{}/{rest}", self.settings.path_prefix)
+    }
+    /// One API call with the root token, to the fake or to OpenBao: `(status, JSON body or
+    /// Null)`.
+    async fn raw(
+        &self,
+        method: &str,
+        api: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        match &self.server {
+            Server::OpenBao(bao) => bao.call(method, api, body).await,
+            Server::Fake(fake) => {
+                let http = reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .expect("client");
+                let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+                let mut req = http
+                    .request(method, format!("{}/v1/{api}", fake.address()))
+                    .header("X-Vault-Token", ROOT);
+                if let Some(b) = body {
+                    req = req
+                        .header("Content-Type", "application/json")
+                        .body(b.to_string());
+                }
+                let resp = req.send().await.expect("fake answers");
+                let status = resp.status().as_u16();
+                let bytes = resp.bytes().await.expect("body");
+                (status, serde_json::from_slice(&bytes).unwrap_or_default())
+            }
+        }
+    }
+    /// Whether the KV path `path` of the store's mount exists.
+    async fn kv_exists(&self, path: &str) -> bool {
+        let (status, body) = self
+            .raw(
+                "GET",
+                &format!("{}/metadata/{path}", self.settings.mount),
+                None,
+            )
+            .await;
+        assert!(
+            status == 200 || status == 404,
+            "metadata of {path}: {status} {body}"
+        );
+        status == 200
     }
     /// The KV metadata of `path` in the store's mount, asked of the server itself:
     /// `current_version` and `custom_metadata`.
@@ -288,9 +337,352 @@ core_suite!(
         |env| super::values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata(env),
     rotation_tree_rotates_over_the_vault_store [flavor = "multi_thread", worker_threads = 2]:
         |env| super::rotation_tree_rotates_over_the_vault_store(env),
+    layout1_is_migrated_on_open_and_new_writes_land_below_rotor:
+        |env| super::layout1_is_migrated_on_open_and_new_writes_land_below_rotor(env),
+    a_migrated_store_is_not_migrated_again:
+        |env| super::a_migrated_store_is_not_migrated_again(env),
+    a_migration_cut_short_after_any_write_completes_on_the_next_open:
+        |env| super::a_migration_cut_short_after_any_write_completes_on_the_next_open(env),
 );
 
-/// Values are KV versions of the secret's path, the labels are mirrored into its custom
+// ---------------------------------------------------------------------------------------
+// Layout 1 (values at `{prefix}/{tenant}/{key}`, where consumers look) migrated below
+// `{prefix}/_rotor` on open. The old layout is written here with raw KV calls, exactly as
+// the store wrote it before.
+
+/// The prefix the migration cases write layout 1 under (the env's own store has already
+/// marked `production/tenants` as a new store).
+const LEGACY: &str = "legacy/tenants";
+
+/// What one layout 1 secret held.
+struct Layout1 {
+    secret: rotor::domain::SecretRef,
+    /// Per KV version, oldest first: the value and its rotation, or `None` for a version
+    /// someone else wrote with `vault kv put` (no `rotor_rotation`).
+    values: Vec<Option<(Vec<u8>, u64)>>,
+    /// The state document's part; `None` for a secret whose first `put_version` crashed
+    /// before its document was written.
+    doc: Option<(
+        Vec<u8>,
+        Vec<rotor::domain::VersionMeta>,
+        Vec<rotor::domain::HistoryRecord>,
+    )>,
+}
+
+fn meta(
+    store: &dyn Store,
+    version: u64,
+    rotation: u64,
+    labels: &[Label],
+    value: &[u8],
+    t: i64,
+) -> rotor::domain::VersionMeta {
+    rotor::domain::VersionMeta {
+        version,
+        rotation: RotationId(rotation),
+        labels: labels.to_vec(),
+        created_at: at(t),
+        promoted_at: labels.contains(&Label::Current).then(|| at(t + 1)),
+        expired_at: None,
+        fingerprint: store.fingerprint(value),
+    }
+}
+
+/// Writes three layout 1 secrets (and a path rotor never wrote) under [`LEGACY`], as the
+/// store of layout 1 did: values as KV versions with the label mirror in custom metadata,
+/// the state document at `{path}/_rotor`.
+async fn write_layout1(env: &Env) -> Vec<Layout1> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let st = &env.store;
+    let binary = vec![0xff, 0x00, 0x80, 0x7f];
+    let fixtures = vec![
+        Layout1 {
+            secret: secret("t1", "db"),
+            values: vec![
+                Some((b"one".to_vec(), 1)),
+                None,
+                Some((b"three".to_vec(), 3)),
+                Some((binary.clone(), 4)),
+            ],
+            doc: Some((
+                b"journal of t1/db".to_vec(),
+                vec![
+                    meta(st, 1, 1, &[], b"one", 0),
+                    meta(st, 3, 3, &[Label::Previous], b"three", 10),
+                    meta(st, 4, 4, &[Label::Current], &binary, 20),
+                ],
+                vec![
+                    contract::record(1, None, 1, 0),
+                    contract::record(3, Some(1), 3, 10),
+                    contract::record(4, Some(3), 4, 20),
+                ],
+            )),
+        },
+        Layout1 {
+            secret: secret("t2", "api"),
+            values: vec![Some((b"alpha".to_vec(), 1))],
+            doc: Some((
+                b"journal of t2/api".to_vec(),
+                vec![meta(st, 1, 1, &[Label::Current], b"alpha", 0)],
+                vec![contract::record(1, None, 1, 0)],
+            )),
+        },
+        Layout1 {
+            secret: secret("t2", "crashed"),
+            values: vec![Some((b"gamma".to_vec(), 7))],
+            doc: None,
+        },
+    ];
+    let mount = &env.settings.mount;
+    for f in &fixtures {
+        let path = format!("{LEGACY}/{}/{}", f.secret.tenant(), f.secret.key());
+        for (i, v) in f.values.iter().enumerate() {
+            let data = match v {
+                Some((bytes, rotation)) => match std::str::from_utf8(bytes) {
+                    Ok(text) => {
+                        serde_json::json!({"value": text, "rotor_rotation": rotation.to_string()})
+                    }
+                    Err(_) => {
+                        serde_json::json!({"value_base64": b64.encode(bytes), "rotor_rotation": rotation.to_string()})
+                    }
+                },
+                None => serde_json::json!({"value": "put by hand"}),
+            };
+            let body = serde_json::json!({"data": data, "options": {"cas": i}});
+            let (status, answer) = env
+                .raw("POST", &format!("{mount}/data/{path}"), Some(body))
+                .await;
+            assert_eq!(status, 200, "layout 1 value {path}: {answer}");
+        }
+        if let Some((journal, versions, history)) = &f.doc {
+            let mut custom = serde_json::Map::new();
+            for m in versions {
+                for l in &m.labels {
+                    custom.insert(
+                        format!("rotor_{}", l.as_str()),
+                        m.version.to_string().into(),
+                    );
+                }
+            }
+            let body = serde_json::json!({"cas_required": true, "custom_metadata": custom});
+            let (status, answer) = env
+                .raw("POST", &format!("{mount}/metadata/{path}"), Some(body))
+                .await;
+            assert!(
+                status == 200 || status == 204,
+                "layout 1 mirror {path}: {answer}"
+            );
+            let doc = serde_json::json!({
+                "format": 1,
+                "journal": b64.encode(journal),
+                "versions": versions,
+                "history": history,
+            });
+            let body = serde_json::json!({"data": doc, "options": {"cas": 0}});
+            let (status, answer) = env
+                .raw("POST", &format!("{mount}/data/{path}/_rotor"), Some(body))
+                .await;
+            assert_eq!(status, 200, "layout 1 document {path}: {answer}");
+        }
+    }
+    let body = serde_json::json!({"data": {"note": "not rotor's"}});
+    let (status, answer) = env
+        .raw(
+            "POST",
+            &format!("{mount}/data/{LEGACY}/t3/notes"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 200, "a path rotor never wrote: {answer}");
+    fixtures
+}
+
+fn legacy_settings(env: &Env) -> VaultSettings {
+    VaultSettings {
+        path_prefix: LEGACY.into(),
+        ..env.settings.clone()
+    }
+}
+
+/// Every secret of `fixtures` reads through `store` as it did in layout 1.
+async fn assert_reads_as_layout1(store: &VaultStore, fixtures: &[Layout1]) {
+    for f in fixtures {
+        let s = &f.secret;
+        for (i, v) in f.values.iter().enumerate() {
+            let version = i as u64 + 1;
+            match v {
+                Some((bytes, _)) => assert_eq!(
+                    store.read_value(s, version).await.expect("read").expose(),
+                    &bytes[..],
+                    "{s} version {version}"
+                ),
+                None => assert!(
+                    matches!(
+                        store.read_value(s, version).await,
+                        Err(StoreError::NoSuchVersion { .. })
+                    ),
+                    "{s} version {version} was not rotor's"
+                ),
+            }
+        }
+        match &f.doc {
+            Some((journal, versions, history)) => {
+                assert_eq!(store.versions(s).await.expect("versions"), *versions, "{s}");
+                let mut newest_first = history.clone();
+                newest_first.reverse();
+                assert_eq!(
+                    store.history(s, 10).await.expect("history"),
+                    newest_first,
+                    "{s}"
+                );
+                assert_eq!(
+                    store.journal(s).await.expect("journal").as_ref(),
+                    Some(journal),
+                    "{s}"
+                );
+                let current = versions
+                    .iter()
+                    .find(|m| m.labels.contains(&Label::Current))
+                    .map(|m| m.version);
+                assert_eq!(
+                    store.current_version(s).await.expect("current"),
+                    current,
+                    "{s}"
+                );
+            }
+            None => assert!(store.versions(s).await.expect("versions").is_empty()),
+        }
+    }
+    let with_journal: Vec<_> = fixtures
+        .iter()
+        .filter(|f| f.doc.is_some())
+        .map(|f| f.secret.clone())
+        .collect();
+    assert_eq!(store.secrets().await.expect("secrets"), with_journal);
+}
+
+/// The layout marker's KV version, or `None` while there is none.
+async fn marker_version(env: &Env) -> Option<u64> {
+    let path = format!("{LEGACY}/_rotor/_layout");
+    env.kv_exists(&path).await.then_some(())?;
+    Some(env.kv_metadata(&path).await.0)
+}
+
+async fn layout1_is_migrated_on_open_and_new_writes_land_below_rotor(env: &Env) {
+    let fixtures = write_layout1(env).await;
+    let store = VaultStore::open(legacy_settings(env))
+        .await
+        .expect("open migrates");
+    assert_reads_as_layout1(&store, &fixtures).await;
+    assert_eq!(marker_version(env).await, Some(1));
+    // A path rotor never wrote is not copied.
+    assert!(!env.kv_exists(&format!("{LEGACY}/_rotor/t3/notes")).await);
+    // The crashed first `put_version` replays against its copy.
+    let crashed = secret("t2", "crashed");
+    store
+        .put_version(&crashed, 1, RotationId(7), &value("gamma"), at(30))
+        .await
+        .expect("the replay of a version written before the crash");
+    // New writes land below `_rotor`; the path a consumer reads is not written again.
+    let s = secret("t1", "db");
+    store.journal(&s).await.expect("journal");
+    store
+        .put_version(&s, 5, RotationId(5), &value("five, pending"), at(40))
+        .await
+        .expect("put");
+    commit(
+        &store,
+        &s,
+        &[
+            (5, Label::Pending),
+            (4, Label::Current),
+            (3, Label::Previous),
+        ],
+        None,
+        at(41),
+    )
+    .await
+    .expect("commit");
+    let (consumer, _) = env.kv_metadata(&format!("{LEGACY}/t1/db")).await;
+    assert_eq!(consumer, 4, "the layout 1 path got no new version");
+    let (doc, _) = env.kv_metadata(&format!("{LEGACY}/t1/db/_rotor")).await;
+    assert_eq!(doc, 1, "the layout 1 document was not written again");
+    let (stored, custom) = env.kv_metadata(&format!("{LEGACY}/_rotor/t1/db")).await;
+    assert_eq!(stored, 5);
+    assert_eq!(custom.get("rotor_pending").map(String::as_str), Some("5"));
+    let (status, body) = env
+        .raw(
+            "GET",
+            &format!("{}/data/{LEGACY}/t1/db", env.settings.mount),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"]["metadata"]["version"], 4,
+        "{}",
+        body["data"]["metadata"]
+    );
+}
+
+async fn a_migrated_store_is_not_migrated_again(env: &Env) {
+    let fixtures = write_layout1(env).await;
+    VaultStore::open(legacy_settings(env))
+        .await
+        .expect("open migrates");
+    // Written to layout 1 after the migration (an old replica still running): not copied,
+    // and the marker is not rewritten.
+    let mount = &env.settings.mount;
+    let body = serde_json::json!({"data": {"value": "late", "rotor_rotation": "9"}, "options": {"cas": 0}});
+    let (status, _) = env
+        .raw(
+            "POST",
+            &format!("{mount}/data/{LEGACY}/t9/late"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let store = VaultStore::open(legacy_settings(env))
+        .await
+        .expect("reopen");
+    assert!(!env.kv_exists(&format!("{LEGACY}/_rotor/t9/late")).await);
+    assert_eq!(marker_version(env).await, Some(1));
+    assert_reads_as_layout1(&store, &fixtures).await;
+}
+
+async fn a_migration_cut_short_after_any_write_completes_on_the_next_open(env: &Env) {
+    let fixtures = write_layout1(env).await;
+    // Each open may make one more write before it stops as a crash would: every write of
+    // the migration is, once, the last one before a crash, and each open resumes.
+    let mut cut_short = 0;
+    let store = loop {
+        match VaultStore::open_migrating_at_most(legacy_settings(env), 1).await {
+            Ok(store) => break store,
+            Err(e) => {
+                assert!(e.to_string().contains("layout migration stopped"), "{e}");
+                assert_eq!(
+                    marker_version(env).await,
+                    None,
+                    "no marker before the copy is complete"
+                );
+                cut_short += 1;
+                assert!(cut_short < 100, "the migration makes no progress: {e}");
+            }
+        }
+    };
+    // Metadata, versions and document of three secrets: many writes, each cut after.
+    assert!(cut_short >= 10, "only {cut_short} opens were cut short");
+    assert_eq!(marker_version(env).await, Some(1));
+    assert_reads_as_layout1(&store, &fixtures).await;
+    let again = VaultStore::open(legacy_settings(env))
+        .await
+        .expect("reopen");
+    assert_reads_as_layout1(&again, &fixtures).await;
+    assert_eq!(marker_version(env).await, Some(1));
+}
+
+/// Values are KV versions of the secret's path below `_rotor`, the labels are mirrored into its custom
 /// metadata, and the state document is a KV path of its own.
 async fn values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata(env: &Env) {
     let s = secret("tenant1", "db");
@@ -311,12 +703,17 @@ async fn values_land_as_kv_versions_with_labels_mirrored_in_custom_metadata(env:
     )
     .await
     .expect("commit");
-    let (current, custom) = env.kv_metadata(&env.kv_path("tenant1/db")).await;
+    let (current, custom) = env.kv_metadata(&env.kv_path("_rotor/tenant1/db")).await;
     assert_eq!(current, 2);
     assert_eq!(custom.get("rotor_current").map(String::as_str), Some("2"));
     assert_eq!(custom.get("rotor_previous").map(String::as_str), Some("1"));
-    let (doc_version, _) = env.kv_metadata(&env.kv_path("tenant1/db/_rotor")).await;
+    let (doc_version, _) = env
+        .kv_metadata(&env.kv_path("_rotor/tenant1/db/_rotor"))
+        .await;
     assert_eq!(doc_version, 3);
+    // Nothing where a consumer would look: pending versions never show there.
+    assert!(!env.kv_exists(&env.kv_path("tenant1/db")).await);
+    assert!(!env.kv_exists(&env.kv_path("tenant1/db/_rotor")).await);
 }
 
 /// The whole rotation tree over the Vault store, in real time: the initial version at
@@ -360,7 +757,9 @@ async fn rotation_tree_rotates_over_the_vault_store(env: &Env) {
     .await;
     let labels = labels_of(&*store, &s).await;
     assert_eq!(labels, [(1, Label::Previous), (2, Label::Current)]);
-    let (current, custom) = env.kv_metadata(&env.kv_path("tenant1/api_keys")).await;
+    let (current, custom) = env
+        .kv_metadata(&env.kv_path("_rotor/tenant1/api_keys"))
+        .await;
     assert_eq!(current, 2);
     assert_eq!(custom.get("rotor_current").map(String::as_str), Some("2"));
     let history = store.history(&s, 10).await.expect("history");
@@ -405,7 +804,7 @@ async fn transient_500s_are_retried_and_persistent_ones_reported() {
     let msg = err.to_string();
     assert!(msg.contains("500") && msg.contains("4 attempts"), "{msg}");
     assert!(
-        msg.contains("secret/data/production/tenants/t/k/_rotor"),
+        msg.contains("secret/data/production/tenants/_rotor/t/k/_rotor"),
         "{msg}"
     );
 }
@@ -484,7 +883,8 @@ async fn forced_cas_conflict_overwrites_nothing() {
 #[tokio::test]
 async fn policy_denial_names_the_path() {
     let env = fake_env().await;
-    env.fake().deny_path("secret/data/production/tenants/t/k");
+    env.fake()
+        .deny_path("secret/data/production/tenants/_rotor/t/k");
     let err = env
         .store
         .put_version(&secret("t", "k"), 1, RotationId(1), &value("v"), at(0))
@@ -493,7 +893,7 @@ async fn policy_denial_names_the_path() {
     assert!(matches!(err, StoreError::PermissionDenied { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "permission denied by Vault policy for secret/data/production/tenants/t/k/_rotor"
+        "permission denied by Vault policy for secret/data/production/tenants/_rotor/t/k/_rotor"
     );
 }
 
