@@ -1,6 +1,7 @@
 //! Switchable loopback services for the fault matrix (`tests/suite/faults.rs`): a TCP
 //! proxy on a fixed port that can refuse connections (the server behind it unreachable)
-//! and come back, an HTTP receiver that can be down or slow, a private `redis-server`
+//! and come back, an HTTP receiver that can be down or slow and records what it was sent,
+//! a private `redis-server`
 //! that can be stopped and started again on the same port and aclfile, and the `rotor`
 //! binary with its store on a small tmpfs of its own that a test can fill.
 
@@ -100,26 +101,61 @@ impl TcpProxy {
     }
 }
 
-/// An HTTP receiver answering `204` to every request, counting them; it can be down
-/// (connections refused) or slow (each answer delayed).
+/// One request an [`HttpReceiver`] read, as a webhook target posts a step: the operation,
+/// the version, and a SHA-256 of the value rather than the value, so that an assertion
+/// comparing them can never print one. A field is `None` when the body has no such member
+/// (a notification's body, or a `promote`, which carries no value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub operation: Option<String>,
+    pub version: Option<u64>,
+    pub value_sha256: Option<String>,
+}
+
+impl Seen {
+    fn parse(body: &[u8]) -> Seen {
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        Seen {
+            operation: json["operation"].as_str().map(str::to_owned),
+            version: json["version"].as_u64(),
+            value_sha256: json["value"].as_str().map(|v| sha256_hex(v.as_bytes())),
+        }
+    }
+
+    /// Whether this is `operation` for `version`.
+    pub fn is(&self, operation: &str, version: u64) -> bool {
+        self.operation.as_deref() == Some(operation) && self.version == Some(version)
+    }
+}
+
+/// Hex SHA-256 of `bytes`: how the tests compare a value the receiver saw with a stored one.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// An HTTP receiver answering `204` to every request, counting them and recording each
+/// one as it arrives; it can be down (connections refused) or slow (each answer delayed).
 pub struct HttpReceiver {
     switch: Switch,
     hits: Arc<AtomicUsize>,
     delay_ms: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl HttpReceiver {
     pub async fn start() -> HttpReceiver {
         let hits = Arc::new(AtomicUsize::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let (h, d) = (hits.clone(), delay_ms.clone());
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (h, d, r) = (hits.clone(), delay_ms.clone(), seen.clone());
         let handler: Handler = Arc::new(move |mut conn: TcpStream| {
-            let (hits, delay_ms) = (h.clone(), d.clone());
+            let (hits, delay_ms, seen) = (h.clone(), d.clone(), r.clone());
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 let mut buf = vec![0u8; 8192];
                 // Headers, then as many body bytes as Content-Length says.
-                loop {
+                let body_at = loop {
                     if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
                         let len = head
@@ -128,14 +164,17 @@ impl HttpReceiver {
                             .and_then(|v| v.trim().parse::<usize>().ok())
                             .unwrap_or(0);
                         if got.len() >= end + 4 + len {
-                            break;
+                            break end + 4..end + 4 + len;
                         }
                     }
                     match conn.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
-                }
+                };
+                // Recorded on arrival: a slow receiver acts on a request and only answers
+                // late, so what it saw includes the requests the sender gave up on.
+                seen.lock().unwrap().push(Seen::parse(&got[body_at]));
                 let delay = delay_ms.load(Ordering::SeqCst);
                 if delay > 0 {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -150,7 +189,13 @@ impl HttpReceiver {
             switch: Switch::start(handler).await,
             hits,
             delay_ms,
+            seen,
         }
+    }
+
+    /// Every request read so far, in order of arrival (answered or not).
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {

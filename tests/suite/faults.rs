@@ -25,7 +25,7 @@ use rotor::target::postgres::Credentials;
 use tokio_postgres::NoTls;
 
 use crate::common::embedded::{admin, open_store, tree_config};
-use crate::common::faults::{HttpReceiver, RedisProcess, TcpProxy, TmpfsRotor};
+use crate::common::faults::{HttpReceiver, RedisProcess, TcpProxy, TmpfsRotor, sha256_hex};
 use crate::common::http::request;
 use crate::common::kubelet;
 use crate::common::postgres::{psql, setup};
@@ -541,6 +541,183 @@ async fn webhook_receiver_slow() {
     })
     .await;
     report("webhook_receiver_slow", cleared.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The webhook target's receiver
+
+fn webhook_target(dir: &Path, url: &str) -> String {
+    std::fs::write(dir.join("hook.key"), "fault-hook-key-0123456789abcdef").unwrap();
+    format!(
+        r#"target = {{ type = "webhook", url = "{url}", hmac_key_file = "{}/hook.key" }}"#,
+        dir.display()
+    )
+}
+
+impl Rig {
+    /// The versions labelled current, as the admin API answers them.
+    async fn api_current(&self) -> Vec<u64> {
+        self.api
+            .versions(self.secret.clone())
+            .await
+            .expect("versions through the admin API")
+            .into_iter()
+            .filter(|v| v.labels.contains(&Label::Current))
+            .map(|v| v.version)
+            .collect()
+    }
+
+    async fn sha256_of(&self, version: u64) -> Option<String> {
+        let value = self.store.read_value(&self.secret, version).await.unwrap();
+        Some(sha256_hex(value.expose()))
+    }
+}
+
+/// No partial promotion, from both sides, once a rotation after the fault is promoted: the
+/// store and the admin API agree on one current version newer than v1; every attempt that
+/// failed left a version that was never promoted in the store (discarded: `expired_at` set)
+/// and never tested or promoted at the receiver, whose revoke reached the receiver with
+/// that version's own value before the next attempt began; the receiver saw a promote
+/// only for v1 and the new current version, whose apply and test carried its stored value.
+async fn receiver_agrees(rig: &Rig, receiver: &HttpReceiver) -> u64 {
+    let current = rig.current().await;
+    assert_eq!(current.len(), 1, "one current: {current:?}");
+    let current = current[0];
+    assert!(current > 1, "nothing promoted after v1");
+    assert_eq!(rig.api_current().await, vec![current], "the admin API");
+    let seen = receiver.seen();
+    let history = rig.store.history(&rig.secret, 100).await.unwrap();
+    let failed: Vec<u64> = history
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
+        .map(|r| r.to_version)
+        .collect();
+    assert!(!failed.is_empty(), "no failed attempt in the history");
+    let versions = rig.store.versions(&rig.secret).await.unwrap();
+    let first_of_current = seen
+        .iter()
+        .position(|s| s.version == Some(current))
+        .expect("the receiver saw the new current version");
+    for f in &failed {
+        let meta = versions.iter().find(|v| v.version == *f).unwrap();
+        assert!(
+            meta.promoted_at.is_none() && meta.expired_at.is_some() && meta.labels.is_empty(),
+            "v{f} of a failed attempt was not discarded: {meta:?}"
+        );
+        for op in ["test", "promote"] {
+            assert!(
+                !seen.iter().any(|s| s.is(op, *f)),
+                "the receiver saw {op} of the failed v{f}: {seen:?}"
+            );
+        }
+        let revoked = seen
+            .iter()
+            .rposition(|s| s.is("revoke", *f))
+            .unwrap_or_else(|| panic!("v{f} never revoked at the receiver: {seen:?}"));
+        assert_eq!(
+            seen[revoked].value_sha256,
+            rig.sha256_of(*f).await,
+            "v{f}'s revoke carried another value"
+        );
+        assert!(
+            revoked < first_of_current,
+            "v{f} revoked after v{current}'s attempt began: {seen:?}"
+        );
+    }
+    let promoted: Vec<u64> = seen
+        .iter()
+        .filter(|s| s.operation.as_deref() == Some("promote"))
+        .filter_map(|s| s.version)
+        .collect();
+    assert_eq!(promoted, vec![1, current], "promotes the receiver saw");
+    for op in ["apply", "test"] {
+        let step = seen
+            .iter()
+            .find(|s| s.is(op, current))
+            .unwrap_or_else(|| panic!("no {op} of v{current}: {seen:?}"));
+        assert_eq!(
+            step.value_sha256,
+            rig.sha256_of(current).await,
+            "{op} value"
+        );
+    }
+    current
+}
+
+/// The webhook target's receiver refuses connections during a rotation: apply fails, the
+/// pending version is discarded and its revoke retried with backoff until the receiver is
+/// back; current is untouched and the service ready throughout; the next attempt after it
+/// is back is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_target_receiver_down() {
+    let receiver = HttpReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = webhook_target(dir.path(), &receiver.url());
+    let rig = Rig::start(dir, &target, "", Duration::from_secs(30)).await;
+    rig.wait_current(1).await;
+
+    receiver.down();
+    let before = receiver.seen().len();
+    rig.api.rotate(rig.secret.clone()).await.unwrap();
+    rig.failing(3, 1, "apply").await;
+    assert!(
+        rig.series(r#"secret_rotation_errors_total{policy="f",error="revoke"}"#)
+            .await
+            >= 2.0,
+        "the discard's revoke was not retried"
+    );
+    assert_eq!(rig.api_current().await, vec![1]);
+    assert_eq!(
+        receiver.seen().len(),
+        before,
+        "a request reached a receiver that is down"
+    );
+
+    receiver.up().await;
+    let took = rig.recovery(1).await;
+    rig.failed_and_announced().await;
+    // The first request the receiver read once back is the failed version's revoke.
+    let seen = receiver.seen();
+    assert!(seen[before].is("revoke", 2), "{seen:?}");
+    receiver_agrees(&rig, &receiver).await;
+    assert!(rig.api.ready());
+    report("webhook_target_receiver_down", took);
+}
+
+/// The webhook target's receiver answers only after longer than the step timeout (it reads
+/// and records each request at once, as a receiver that acts and answers late would): the
+/// step times out (`error="timeout"`) and the discard's revoke too, retried with backoff;
+/// current is untouched; once the receiver answers in time the next attempt is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_target_receiver_slow() {
+    let receiver = HttpReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = webhook_target(dir.path(), &receiver.url());
+    // The step timeout (2 s) is shorter than the target's own request timeout (30 s by
+    // default), so the step's deadline is what gives up.
+    let rig = Rig::start(dir, &target, "", Duration::from_secs(2)).await;
+    rig.wait_current(1).await;
+
+    receiver.slow(Duration::from_secs(30));
+    rig.api.rotate(rig.secret.clone()).await.unwrap();
+    rig.failing(2, 1, "timeout").await;
+    assert_eq!(
+        rig.series(r#"secret_rotation_errors_total{policy="f",error="timeout"}"#)
+            .await,
+        rig.errors().await,
+        "every step error a timeout"
+    );
+    assert_eq!(rig.api_current().await, vec![1]);
+    // The receiver did see v2's apply (it is slow, not gone), and nothing past it.
+    let seen = receiver.seen();
+    assert!(seen.iter().any(|s| s.is("apply", 2)), "{seen:?}");
+
+    receiver.slow(Duration::ZERO);
+    let took = rig.recovery(1).await;
+    rig.failed_and_announced().await;
+    receiver_agrees(&rig, &receiver).await;
+    assert!(rig.api.ready());
+    report("webhook_target_receiver_slow", took);
 }
 
 // ---------------------------------------------------------------------------------------------
