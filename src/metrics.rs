@@ -68,6 +68,21 @@ pub struct VerifyLabels {
     pub result: String,
 }
 
+/// Vault view writes: by view (`mount/path`, one per `[[publish]]` entry) and outcome
+/// (`written`, `unchanged` is not counted, or a `ViewError` label).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViewLabels {
+    pub view: String,
+    pub outcome: String,
+}
+
+/// The rotor version a view's field shows: by view and field name (both from the config).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViewFieldLabels {
+    pub view: String,
+    pub field: String,
+}
+
 /// Per-secret series: by tenant and key (opt-in).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SecretLabels {
@@ -148,6 +163,10 @@ pub struct Metrics {
     /// Current versions applied again after their target lost them, by policy and outcome
     /// (`succeeded`, `failed`).
     pub target_reapplied_total: Family<RotationLabels, Counter>,
+    /// Reconciles of Vault views that wrote or failed, by view and outcome.
+    pub view_writes_total: Family<ViewLabels, Counter>,
+    /// The rotor version each field of a Vault view shows, as last written or checked.
+    pub view_version: Family<ViewFieldLabels, Gauge>,
     /// Present only with `[metrics] per_secret = true`.
     pub per_secret: Option<PerSecret>,
 }
@@ -356,6 +375,18 @@ impl Metrics {
             "Current versions applied again after their target lost them, by policy and outcome",
             target_reapplied_total.clone(),
         );
+        let view_writes_total = Family::<ViewLabels, Counter>::default();
+        r.register(
+            "rotor_view_writes",
+            "Vault view reconciles that wrote the document or failed, by view and outcome (written, conflict, denied, vault_error, store_error, value_error)",
+            view_writes_total.clone(),
+        );
+        let view_version = Family::<ViewFieldLabels, Gauge>::default();
+        r.register(
+            "rotor_view_version",
+            "The rotor version each field of a Vault view shows, by view and field",
+            view_version.clone(),
+        );
         let per_secret = per_secret.then(|| {
             let p = PerSecret {
                 rotations_total: Family::default(),
@@ -414,6 +445,8 @@ impl Metrics {
             notification_queue_length,
             target_verifications_total,
             target_reapplied_total,
+            view_writes_total,
+            view_version,
             per_secret,
         };
         m.init_known_series();

@@ -73,6 +73,9 @@ mod target_postgres;
 // The `redis` target against the machine's Redis and a private `redis-server`.
 #[path = "suite/target_redis.rs"]
 mod target_redis;
+// Vault KV views (`[[publish]] type = "vault"`) over the Vault store, on a private OpenBao.
+#[path = "suite/views.rs"]
+mod views;
 // The volume watcher on real directories and real inotify.
 #[path = "suite/watch.rs"]
 mod watch;

@@ -8,6 +8,10 @@
 //! current versions' fingerprints with what it last published; only a difference reads
 //! the values (the store's bytes, as `read_value` returns them) and swaps. At start it
 //! fingerprints what the directory already holds, so a restart does not swap again.
+//!
+//! [`view`] is the publisher of a Vault view (`[[publish]] type = "vault"`).
+
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

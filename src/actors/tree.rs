@@ -4,7 +4,7 @@
 //! rotor (root supervisor)
 //! ├── metrics            one actor: encodes the registry, refreshes fleet gauges
 //! ├── notifier           one actor: receives and delivers lifecycle events
-//! ├── watchers           supervisor: one publisher per [[publish]] directory, then one
+//! ├── watchers           supervisor: one publisher per [[publish]] directory or Vault view, then one
 //! │                      watcher actor per [[mounts]] path (unless watching is off)
 //! └── rotations          supervisor: one rotation actor per tenant secret
 //! ```
@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use super::metrics::{self as metrics_actor, MetricsActor};
 use super::notifier::{self, Deliveries, Notifier, Undelivered};
+use super::publisher::view::ViewPublisherActor;
 use super::publisher::{self, PublisherActor};
 use super::root::{Root, RootExit, spawn_root};
 use super::rotation::{self, RotationActor, RotationContext, RotationSpec};
@@ -334,6 +335,8 @@ pub async fn start(
             Vec::new()
         };
         let publish: Vec<_> = config.publish.iter().cloned().map(Arc::new).collect();
+        let views: Vec<_> = config.views.iter().cloned().map(Arc::new).collect();
+        let metrics = metrics.clone();
         let store = context.store.clone();
         move || {
             // Publishers first: on a laptop they create the directories the watchers watch.
@@ -359,7 +362,24 @@ pub async fn start(
                     move || (WatcherActor, (mount.clone(), ctx.clone())),
                 )
             });
-            publishers.chain(watchers).collect::<Vec<_>>()
+            let views = views.iter().map(|view| {
+                let view = view.clone();
+                let store = store.clone();
+                let metrics = metrics.clone();
+                ChildSpec::actor(
+                    format!("view:{}", view.name()),
+                    "view_publisher",
+                    Restart::Permanent,
+                    Some(publisher::view::actor_name(&ctx.namespace, &view)),
+                    move || {
+                        (
+                            ViewPublisherActor,
+                            (view.clone(), store.clone(), metrics.clone()),
+                        )
+                    },
+                )
+            });
+            publishers.chain(views).chain(watchers).collect::<Vec<_>>()
         }
     };
     let watchers_args = {

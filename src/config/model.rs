@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
 use crate::notify::config::NotifyConfig;
-use crate::publish::config::PublishConfig;
+use crate::publish::config::{PublishConfig, VaultViewConfig};
 use crate::schedule::Schedule;
 use crate::store::vault::VaultSettings;
 use crate::target::TargetConfig;
@@ -27,6 +27,9 @@ pub struct Config {
     pub mounts: Vec<MountConfig>,
     /// Directories rotor publishes current versions into (`[[publish]]`).
     pub publish: Vec<PublishConfig>,
+    /// Vault KV documents rotor keeps showing the promoted current versions
+    /// (`[[publish]] type = "vault"`), in file order.
+    pub views: Vec<VaultViewConfig>,
     /// Built-in policies, overridden or extended by the file, by name.
     pub policies: BTreeMap<String, Arc<Policy>>,
     /// In file order.

@@ -82,10 +82,11 @@ pub(super) fn validate(
     };
     let mut mentions = Vec::new();
     let mounts = v.mounts(&raw.mounts, &mut mentions);
-    let publish = crate::publish::config::validate(&mut v, &raw.publish, &mut mentions);
+    let publish = crate::publish::config::validate(&mut v, &raw.publish, &mut mentions, &store);
     let (policies, broken) = v.policies(&raw.policies);
     let secrets = v.secrets(&raw.secrets, &policies, &broken);
     v.managed(&mentions, &secrets);
+    crate::publish::config::check_view_fields(&mut v, &publish.json_fields, &secrets);
     let notify = crate::notify::config::validate(&mut v, &raw.notify);
     let metrics = MetricsConfig {
         per_secret: raw
@@ -101,7 +102,8 @@ pub(super) fn validate(
         runtime,
         watch,
         mounts,
-        publish,
+        publish: publish.directories,
+        views: publish.views,
         policies,
         secrets,
         notify,

@@ -1,6 +1,9 @@
 //! `[[publish]]`: the keys of a publish destination, their checks, and the validated
-//! [`PublishConfig`] a publisher runs with. Whether each named secret is managed is a
-//! cross-reference, checked by the config module with the rest of the document.
+//! [`PublishConfig`] (`type = "directory"`, the default) or [`VaultViewConfig`]
+//! (`type = "vault"`) a publisher runs with. Whether each named secret is managed is a
+//! cross-reference, checked by the config module with the rest of the document; whether a
+//! view's `#json_field` exists in the secret's value is checked by [`check_view_fields`]
+//! once the secrets are known.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -9,28 +12,73 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Field, SecretMention, Ty, Validator, f, join};
+use crate::config::{Field, SecretConfig, SecretMention, StoreConfig, Ty, Validator, f, join};
 use crate::domain::SecretRef;
+use crate::generator::GeneratorSpec;
+use crate::http_client::ProxyUrl;
+use crate::store::vault::VaultAuth;
+use crate::target::TargetConfig;
 
 type S<T> = Spanned<T>;
 
 const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The keys of a `[[publish]]` entry, for the schema walk.
+/// Timeout of one view request when the store is not Vault (else the store's).
+const DEFAULT_VIEW_TIMEOUT: Duration = Duration::from_secs(10);
+
+const AUTH_FIELDS: &[Field] = &[
+    f("method", Ty::Str),
+    f("role", Ty::Str),
+    f("token_file", Ty::Str),
+    f("mount", Ty::Str),
+];
+
+/// The keys of a `[[publish]]` entry, for the schema walk: those of both types, since
+/// `type` may be left out (a directory). Which keys belong to which type is checked in
+/// [`validate`], with a message saying so.
 pub(crate) const FIELDS: &[Field] = &[
+    f("type", Ty::Str),
     f("path", Ty::Str),
     f("secrets", Ty::StrListOrMap),
     f("interval", Ty::Duration),
+    f("mount", Ty::Str),
+    f("fields", Ty::StrMap),
+    f("address", Ty::Str),
+    f("auth", Ty::Table(AUTH_FIELDS)),
+    f("proxy", Ty::Str),
+    f("allow_insecure_http", Ty::Bool),
 ];
 
 /// `[[publish]]`: a directory rotor writes the current versions into, kubelet style.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPublish {
+    /// `"directory"` (the default) or `"vault"`.
+    #[serde(rename = "type")]
+    kind: Option<S<String>>,
     path: Option<S<String>>,
     /// An array of `tenant/key` (file name = key) or a table file name -> `tenant/key`.
     secrets: Option<S<RawPublishSecrets>>,
     interval: Option<S<String>>,
+    /// Vault: the KV v2 mount (default: the Vault store's).
+    mount: Option<S<String>>,
+    /// Vault: field name -> `tenant/key` or `tenant/key#json_field`.
+    fields: Option<S<BTreeMap<String, S<String>>>>,
+    /// Vault: the server (default: the Vault store's, with its auth).
+    address: Option<S<String>>,
+    auth: Option<S<RawViewAuth>>,
+    proxy: Option<S<String>>,
+    allow_insecure_http: Option<S<bool>>,
+}
+
+/// `auth = { method = "kubernetes" | "token", ... }`, as the Vault store takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawViewAuth {
+    method: Option<S<String>>,
+    role: Option<S<String>>,
+    token_file: Option<S<String>>,
+    mount: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,18 +99,139 @@ pub struct PublishConfig {
     pub interval: Duration,
 }
 
+/// `[[publish]] type = "vault"`: one KV v2 document that holds only promoted values.
+/// Consumers (the Vault CSI provider, Vault Agent, External Secrets, `vault kv get`) read
+/// the latest KV version of a path; the store's own paths also hold pending versions, so
+/// consumers read a view, never a store path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultViewConfig {
+    /// `https://vault.vault.svc:8200`, without a trailing `/`.
+    pub address: String,
+    /// The KV v2 mount (`secret`).
+    pub mount: String,
+    /// The document's path below the mount (`rotor/database`: a CSI object reads
+    /// `secret/data/rotor/database`).
+    pub path: String,
+    /// Vault Enterprise namespace: the store's, when the view uses the store's Vault.
+    pub namespace: Option<String>,
+    /// The store's `ca_file`, when the view uses the store's Vault.
+    pub ca_file: Option<PathBuf>,
+    /// Bound of one request: the store's, when the store is Vault.
+    pub timeout: Duration,
+    pub auth: VaultAuth,
+    pub proxy: Option<ProxyUrl>,
+    pub allow_insecure_http: bool,
+    /// Field name in the document to what it holds, in name order.
+    pub fields: BTreeMap<String, ViewField>,
+    /// How often the store and the document are compared.
+    pub interval: Duration,
+}
+
+impl VaultViewConfig {
+    /// `mount/path`: names the view in logs and in metric labels (one per `[[publish]]`
+    /// entry, so bounded by the config).
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.mount, self.path)
+    }
+}
+
+/// What one field of a view holds: a secret's current value, or one string field of it
+/// when the value is JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewField {
+    pub secret: SecretRef,
+    pub json_field: Option<String>,
+}
+
+/// A `#json_field` a view names, checked against the secret's value shape once the
+/// secrets are validated.
+pub(crate) struct JsonFieldMention {
+    span: std::ops::Range<usize>,
+    key: String,
+    secret: SecretRef,
+    field: String,
+}
+
+/// What `[[publish]]` validates into.
+#[derive(Default)]
+pub(crate) struct Publish {
+    pub(crate) directories: Vec<PublishConfig>,
+    pub(crate) views: Vec<VaultViewConfig>,
+    pub(crate) json_fields: Vec<JsonFieldMention>,
+}
+
 /// Checks every `[[publish]]` entry; each secret it names is added to `mentions`, which
-/// the config module checks against the managed secrets.
+/// the config module checks against the managed secrets. `store` gives a Vault view its
+/// defaults (address, mount, auth) and the `path_prefix` it must stay out of.
 pub(crate) fn validate(
     v: &mut Validator<'_, '_>,
     raw: &[Spanned<RawPublish>],
     mentions: &mut Vec<SecretMention>,
-) -> Vec<PublishConfig> {
+    store: &StoreConfig,
+) -> Publish {
     let mut out = Vec::new();
+    let mut views = Publish::default();
     let mut seen: HashMap<PathBuf, usize> = HashMap::new();
+    let mut seen_views: HashMap<(String, String, String), usize> = HashMap::new();
     for (i, spanned) in raw.iter().enumerate() {
         let path = format!("publish[{i}]");
         let p = spanned.get_ref();
+        match p.kind.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
+            None | Some(("directory", _)) => {}
+            Some(("vault", _)) => {
+                if let Some(view) =
+                    validate_view(v, &path, spanned, store, mentions, &mut views.json_fields)
+                {
+                    let doc = (view.address.clone(), view.mount.clone(), view.path.clone());
+                    match seen_views.get(&doc) {
+                        Some(first) => {
+                            let span = p.path.as_ref().map_or(spanned.span(), |s| s.span());
+                            v.diag.value(
+                                span,
+                                &join(&path, "path"),
+                                format!(
+                                    "{} on {} is already written by publish[{first}]: two views of one document would overwrite each other",
+                                    view.name(),
+                                    view.address
+                                ),
+                            );
+                        }
+                        None => {
+                            seen_views.insert(doc, i);
+                            views.views.push(view);
+                        }
+                    }
+                }
+                continue;
+            }
+            Some((_, span)) => {
+                v.diag.value(
+                    span,
+                    &join(&path, "type"),
+                    "expected \"directory\" (the default) or \"vault\"",
+                );
+                continue;
+            }
+        }
+        for (key, present) in [
+            ("mount", p.mount.as_ref().map(|s| s.span())),
+            ("fields", p.fields.as_ref().map(|s| s.span())),
+            ("address", p.address.as_ref().map(|s| s.span())),
+            ("auth", p.auth.as_ref().map(|s| s.span())),
+            ("proxy", p.proxy.as_ref().map(|s| s.span())),
+            (
+                "allow_insecure_http",
+                p.allow_insecure_http.as_ref().map(|s| s.span()),
+            ),
+        ] {
+            if let Some(span) = present {
+                v.diag.value(
+                    span,
+                    &join(&path, key),
+                    "only applies to type = \"vault\" (this entry publishes into a directory)",
+                );
+            }
+        }
         let dir = match &p.path {
             None => {
                 v.missing(
@@ -150,5 +319,417 @@ pub(crate) fn validate(
             });
         }
     }
-    out
+    views.directories = out;
+    views
+}
+
+/// One `[[publish]] type = "vault"` entry. `None` when a key was bad (reported).
+fn validate_view(
+    v: &mut Validator<'_, '_>,
+    path: &str,
+    spanned: &Spanned<RawPublish>,
+    store: &StoreConfig,
+    mentions: &mut Vec<SecretMention>,
+    json_fields: &mut Vec<JsonFieldMention>,
+) -> Option<VaultViewConfig> {
+    let p = spanned.get_ref();
+    let errors_before = v.diag.len();
+    if let Some(s) = &p.secrets {
+        v.diag.value(
+            s.span(),
+            &join(path, "secrets"),
+            "only applies to type = \"directory\"; a vault view names its secrets in `fields`, e.g. { password = \"tenant/key#password\" }",
+        );
+    }
+    let store = match store {
+        StoreConfig::Vault(s) => Some(&**s),
+        StoreConfig::Embedded { .. } => None,
+    };
+    let address = match (&p.address, store) {
+        (Some(a), _) => vault_address(v, &join(path, "address"), a),
+        (None, Some(s)) => Some(s.address.trim_end_matches('/').to_owned()),
+        (None, None) => {
+            v.missing(
+                Some(spanned.span()),
+                &join(path, "address"),
+                "missing key `address`: the Vault server, e.g. \"https://vault.vault.svc:8200\" (it defaults to the store's only when [store] type = \"vault\")",
+            );
+            None
+        }
+    };
+    // The store's connection settings carry over only to the store's own Vault.
+    let same_vault = store.filter(|s| {
+        address
+            .as_deref()
+            .is_some_and(|a| a == s.address.trim_end_matches('/'))
+    });
+    let mount = match &p.mount {
+        Some(m) => kv_path(v, &join(path, "mount"), m),
+        None => Some(store.map_or_else(|| "secret".to_owned(), |s| s.mount.clone())),
+    };
+    let doc_path = match &p.path {
+        Some(d) => kv_path(v, &join(path, "path"), d),
+        None => {
+            v.missing(
+                Some(spanned.span()),
+                &join(path, "path"),
+                "missing key `path`: the KV path below `mount` consumers read, e.g. \"rotor/database\"",
+            );
+            None
+        }
+    };
+    if let (Some(s), Some(mount), Some(doc), Some(d)) = (same_vault, &mount, &doc_path, &p.path)
+        && *mount == s.mount
+        && inside_store(doc, &s.path_prefix)
+    {
+        v.diag.value(
+            d.span(),
+            &join(path, "path"),
+            format!(
+                "{doc:?} is inside the store's path_prefix {:?} on the same mount: the store writes pending versions there and a view must stay apart from it (choose a path outside the prefix)",
+                s.path_prefix
+            ),
+        );
+    }
+    let auth = match (&p.auth, store) {
+        (Some(a), _) => view_auth(v, &join(path, "auth"), a),
+        (None, Some(s)) => Some(s.auth.clone()),
+        (None, None) => {
+            v.missing(
+                Some(spanned.span()),
+                &join(path, "auth"),
+                "missing key `auth`: { method = \"token\", token_file = \"...\" } or { method = \"kubernetes\", role = \"...\", token_file = \"...\" } (it defaults to the store's only when [store] type = \"vault\")",
+            );
+            None
+        }
+    };
+    let proxy = match &p.proxy {
+        Some(_) => v.proxy(&join(path, "proxy"), p.proxy.as_ref()),
+        None => same_vault.and_then(|s| s.proxy.clone()),
+    };
+    let allow_insecure_http = match &p.allow_insecure_http {
+        Some(a) => *a.get_ref(),
+        None => same_vault.is_some_and(|s| s.allow_insecure_http),
+    };
+    // The store's rule: plain http only to loopback unless allowed explicitly, since the
+    // token and every value would cross the network unencrypted.
+    if let Some(a) = &address
+        && !allow_insecure_http
+        && url::Url::parse(a)
+            .is_ok_and(|u| u.scheme() == "http" && !crate::http_client::url_is_loopback(&u))
+    {
+        let span = p.address.as_ref().map_or(spanned.span(), |s| s.span());
+        v.diag.value(
+            span,
+            &join(path, "address"),
+            "plain http to a host that is not loopback (127.0.0.0/8, ::1, localhost) sends the Vault token and every value unencrypted: use https://, or set allow_insecure_http = true in this [[publish]] entry to accept that",
+        );
+    }
+    let interval = v.duration_or(
+        &join(path, "interval"),
+        p.interval.as_ref(),
+        DEFAULT_PUBLISH_INTERVAL,
+    );
+    if interval.is_zero()
+        && let Some(i) = &p.interval
+    {
+        v.diag.value(
+            i.span(),
+            &join(path, "interval"),
+            "must be longer than zero",
+        );
+    }
+    let mut fields = BTreeMap::new();
+    match &p.fields {
+        None => v.missing(
+            Some(spanned.span()),
+            &join(path, "fields"),
+            "missing key `fields`: field name to \"tenant/key\" or \"tenant/key#json_field\", e.g. { password = \"team/db#password\" }",
+        ),
+        Some(table) if table.get_ref().is_empty() => {
+            v.diag.value(
+                table.span(),
+                &join(path, "fields"),
+                "must name at least one field",
+            );
+        }
+        Some(table) => {
+            for (name, target) in table.get_ref() {
+                let key = format!("{path}.fields.{name}");
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                {
+                    v.diag.value(
+                        target.span(),
+                        &key,
+                        format!("{name:?} is not a field name: letters, digits, '_', '-' and '.'"),
+                    );
+                    continue;
+                }
+                if let Some(base) = name.strip_suffix("_version")
+                    && table.get_ref().contains_key(base)
+                {
+                    v.diag.value(
+                        target.span(),
+                        &key,
+                        format!("collides with the version field rotor writes beside {base:?}"),
+                    );
+                    continue;
+                }
+                let text = target.get_ref();
+                let (secret_text, json_field) = match text.split_once('#') {
+                    Some((s, f)) => (s, Some(f)),
+                    None => (text.as_str(), None),
+                };
+                let Some(secret) = SecretRef::parse(secret_text) else {
+                    v.diag.value(
+                        target.span(),
+                        &key,
+                        format!("{text:?} must name a secret as \"tenant/key\" or \"tenant/key#json_field\" (lowercase identifiers)"),
+                    );
+                    continue;
+                };
+                if json_field.is_some_and(str::is_empty) {
+                    v.diag.value(
+                        target.span(),
+                        &key,
+                        format!("{text:?} names no field after '#'"),
+                    );
+                    continue;
+                }
+                mentions.push(SecretMention {
+                    span: target.span(),
+                    key: key.clone(),
+                    secret: secret.clone(),
+                });
+                if let Some(field) = json_field {
+                    json_fields.push(JsonFieldMention {
+                        span: target.span(),
+                        key,
+                        secret: secret.clone(),
+                        field: field.to_owned(),
+                    });
+                }
+                fields.insert(
+                    name.clone(),
+                    ViewField {
+                        secret,
+                        json_field: json_field.map(str::to_owned),
+                    },
+                );
+            }
+        }
+    }
+    if v.diag.len() != errors_before {
+        return None;
+    }
+    Some(VaultViewConfig {
+        address: address?,
+        mount: mount?,
+        path: doc_path?,
+        namespace: same_vault.and_then(|s| s.namespace.clone()),
+        ca_file: same_vault.and_then(|s| s.ca_file.clone()),
+        timeout: store.map_or(DEFAULT_VIEW_TIMEOUT, |s| s.timeout),
+        auth: auth?,
+        proxy,
+        allow_insecure_http,
+        fields,
+        interval,
+    })
+}
+
+/// Whether a view at `doc` would be among the store's own paths: anything below a
+/// non-empty `path_prefix`; with an empty prefix, the store's `_rotor` folder.
+fn inside_store(doc: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_matches('/');
+    let within = |base: &str| doc == base || doc.starts_with(&format!("{base}/"));
+    if prefix.is_empty() {
+        within("_rotor")
+    } else {
+        within(prefix)
+    }
+}
+
+/// An `http(s)://host[:port]` address, as the store takes it.
+fn vault_address(v: &mut Validator<'_, '_>, key: &str, a: &Spanned<String>) -> Option<String> {
+    let text = a.get_ref().trim();
+    match url::Url::parse(text) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.query().is_none()
+                && matches!(u.path(), "" | "/") =>
+        {
+            Some(text.trim_end_matches('/').to_owned())
+        }
+        _ => {
+            v.diag.value(
+                a.span(),
+                key,
+                "is not a Vault address such as \"https://vault.vault.svc:8200\" (http or https, a host, no path)",
+            );
+            None
+        }
+    }
+}
+
+/// A mount or KV path: `/`-separated names of letters, digits, `-`, `_` and `.`.
+fn kv_path(v: &mut Validator<'_, '_>, key: &str, value: &Spanned<String>) -> Option<String> {
+    let text = value.get_ref().trim_matches('/');
+    let ok_segment = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !text.is_empty() && text.split('/').all(ok_segment) {
+        Some(text.to_owned())
+    } else {
+        v.diag.value(
+            value.span(),
+            key,
+            "must be /-separated names of letters, digits, '-', '_' and '.' (not empty, no '.' or '..' parts)",
+        );
+        None
+    }
+}
+
+fn view_auth(
+    v: &mut Validator<'_, '_>,
+    key: &str,
+    spanned: &Spanned<RawViewAuth>,
+) -> Option<VaultAuth> {
+    let a = spanned.get_ref();
+    let token_file = match &a.token_file {
+        None => {
+            v.missing(
+                Some(spanned.span()),
+                &join(key, "token_file"),
+                "missing key `token_file`: the file holding the service-account JWT (kubernetes) or the Vault token (token)",
+            );
+            None
+        }
+        Some(f) if f.get_ref().trim().is_empty() => {
+            v.diag
+                .value(f.span(), &join(key, "token_file"), "must not be empty");
+            None
+        }
+        Some(f) => Some(PathBuf::from(f.get_ref())),
+    };
+    match a.method.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        Some(("kubernetes", _)) => {
+            let role = match &a.role {
+                Some(r) if !r.get_ref().trim().is_empty() => Some(r.get_ref().clone()),
+                Some(r) => {
+                    v.diag
+                        .value(r.span(), &join(key, "role"), "must not be empty");
+                    None
+                }
+                None => {
+                    v.missing(
+                        Some(spanned.span()),
+                        &join(key, "role"),
+                        "missing key `role`: the Vault Kubernetes auth role, e.g. \"rotor\"",
+                    );
+                    None
+                }
+            };
+            let mount = match &a.mount {
+                Some(m) => kv_path(v, &join(key, "mount"), m),
+                None => Some("kubernetes".to_owned()),
+            };
+            Some(VaultAuth::Kubernetes {
+                role: role?,
+                token_file: token_file?,
+                mount: mount?,
+            })
+        }
+        Some(("token", _)) => {
+            for (name, value) in [("role", &a.role), ("mount", &a.mount)] {
+                if let Some(value) = value {
+                    v.diag.value(
+                        value.span(),
+                        &join(key, name),
+                        "only applies to method = \"kubernetes\"",
+                    );
+                }
+            }
+            Some(VaultAuth::Token {
+                token_file: token_file?,
+            })
+        }
+        Some((_, span)) => {
+            v.diag.value(
+                span,
+                &join(key, "method"),
+                "expected \"kubernetes\" or \"token\"",
+            );
+            None
+        }
+        None => {
+            v.missing(
+                Some(spanned.span()),
+                &join(key, "method"),
+                "missing key `method`: \"kubernetes\" or \"token\"",
+            );
+            None
+        }
+    }
+}
+
+/// The JSON fields of the values a secret stores, known from its target and generator
+/// alone: every target's `shape_value` is fixed by its config. PostgreSQL stores
+/// `username`, `password`, `url`; Redis `username`, `password`; the others store the
+/// generated value, which is JSON only for `ed25519` (`alg`, `private_key`,
+/// `public_key`). An empty list: the value is not JSON.
+pub(crate) fn value_fields(
+    target: &TargetConfig,
+    generator: &GeneratorSpec,
+) -> &'static [&'static str] {
+    match target {
+        TargetConfig::Postgres(_) => &["username", "password", "url"],
+        TargetConfig::Redis(_) => &["username", "password"],
+        TargetConfig::None(_)
+        | TargetConfig::Jwks(_)
+        | TargetConfig::Exec(_)
+        | TargetConfig::Webhook(_) => match generator {
+            GeneratorSpec::Ed25519 => &["alg", "private_key", "public_key"],
+            _ => &[],
+        },
+    }
+}
+
+/// Checks every `#json_field` a view names against the fields its secret's value has.
+/// A secret that is not managed was reported by the managed-secrets check already.
+pub(crate) fn check_view_fields(
+    v: &mut Validator<'_, '_>,
+    json_fields: &[JsonFieldMention],
+    secrets: &[SecretConfig],
+) {
+    for m in json_fields {
+        let Some(s) = secrets.iter().find(|s| s.secret == m.secret) else {
+            continue;
+        };
+        let known = value_fields(&s.target, &s.policy.generator);
+        if known.contains(&m.field.as_str()) {
+            continue;
+        }
+        let has = if known.is_empty() {
+            "a plain value, not JSON: name the secret without '#'".to_owned()
+        } else {
+            format!("the fields {}", known.join(", "))
+        };
+        v.diag.value(
+            m.span.clone(),
+            &m.key,
+            format!(
+                "{}'s value has no field {:?}: its target and generator store {has}",
+                m.secret, m.field
+            ),
+        );
+    }
 }

@@ -9,6 +9,7 @@ mod proxies;
 mod server;
 mod stores;
 mod targets;
+mod views;
 mod watch;
 
 use std::path::PathBuf;
