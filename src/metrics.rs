@@ -83,6 +83,12 @@ pub struct ViewFieldLabels {
     pub field: String,
 }
 
+/// A view alone: by view (`mount/path`, one per `[[publish]]` entry).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViewNameLabels {
+    pub view: String,
+}
+
 /// Per-secret series: by tenant and key (opt-in).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SecretLabels {
@@ -167,6 +173,9 @@ pub struct Metrics {
     pub view_writes_total: Family<ViewLabels, Counter>,
     /// The rotor version each field of a Vault view shows, as last written or checked.
     pub view_version: Family<ViewFieldLabels, Gauge>,
+    /// Previous versions expired at the end of `max_grace_extension` while this view still
+    /// did not show the new one.
+    pub view_lag_expiries_total: Family<ViewNameLabels, Counter>,
     /// Present only with `[metrics] per_secret = true`.
     pub per_secret: Option<PerSecret>,
 }
@@ -387,6 +396,12 @@ impl Metrics {
             "The rotor version each field of a Vault view shows, by view and field",
             view_version.clone(),
         );
+        let view_lag_expiries_total = Family::<ViewNameLabels, Counter>::default();
+        r.register(
+            "rotor_view_lag_expiries",
+            "Previous versions expired at the end of max_grace_extension while a Vault view still did not show the new version, by view",
+            view_lag_expiries_total.clone(),
+        );
         let per_secret = per_secret.then(|| {
             let p = PerSecret {
                 rotations_total: Family::default(),
@@ -447,6 +462,7 @@ impl Metrics {
             target_reapplied_total,
             view_writes_total,
             view_version,
+            view_lag_expiries_total,
             per_secret,
         };
         m.init_known_series();

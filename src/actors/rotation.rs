@@ -67,6 +67,22 @@ pub struct RotationSpec {
     /// How often the current version is verified against the target (`None`: never, and
     /// no verify after a refused step either).
     pub verify_interval: Option<Duration>,
+    /// The Vault views that show this secret. With any, `expiry_gate` is
+    /// `GraceAndConsumers` and the machine hears `ConsumerSaw` only once every one of them
+    /// shows the current version.
+    pub views: Vec<ViewLink>,
+    /// Whether a watched mount must show the current version too (the policy says
+    /// `expire_after = "grace_and_consumers"`); without views this is what `expiry_gate`
+    /// says already.
+    pub gate_on_mounts: bool,
+}
+
+/// A view of the secret: its name (`mount/path`, as in metrics and logs) and the registry
+/// name of its publisher, which the actor nudges after a promotion or rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewLink {
+    pub name: String,
+    pub actor: String,
 }
 
 /// The tree's runtime context, shared by every rotation actor: the store, metrics, clock,
@@ -103,6 +119,8 @@ pub enum RotationMsg {
     Status(RpcReplyPort<SecretStatus>),
     /// A watched mount shows the value with this fingerprint.
     ConsumerSaw { fingerprint: String },
+    /// The Vault view `view` (`mount/path`) shows `version` of this secret.
+    ViewShows { view: String, version: VersionNo },
     /// The secret's timer fired.
     Timer,
     /// A step task finished.
@@ -175,6 +193,12 @@ pub struct RotationState {
     verify_unsupported: bool,
     /// The last verify failed; the next failure in a row is counted but not notified again.
     verify_failing: bool,
+    /// The version each view of the secret last said it shows. Kept in memory only: views
+    /// report at every tick, so a restarted actor learns again within one interval.
+    views_show: std::collections::BTreeMap<String, VersionNo>,
+    /// The version a watched mount last showed (only kept when the secret has views; see
+    /// `consumers_saw`).
+    mount_saw: Option<VersionNo>,
 }
 
 pub struct RotationActor;
@@ -203,6 +227,8 @@ impl Actor for RotationActor {
             verify_wanted: false,
             verify_unsupported: false,
             verify_failing: false,
+            views_show: std::collections::BTreeMap::new(),
+            mount_saw: None,
         })
     }
 
@@ -242,7 +268,18 @@ impl Actor for RotationActor {
                 if let Some(version) =
                     Box::pin(state.version_with_fingerprint(&fingerprint)).await?
                 {
-                    let _ = Box::pin(state.drive(&myself, Event::ConsumerSaw { version })).await?;
+                    if state.spec.views.is_empty() {
+                        let _ =
+                            Box::pin(state.drive(&myself, Event::ConsumerSaw { version })).await?;
+                    } else if state.mount_saw != Some(version) {
+                        state.mount_saw = Some(version);
+                        Box::pin(state.consumers_saw(&myself)).await?;
+                    }
+                }
+            }
+            RotationMsg::ViewShows { view, version } => {
+                if state.views_show.insert(view, version) != Some(version) {
+                    Box::pin(state.consumers_saw(&myself)).await?;
                 }
             }
             RotationMsg::Timer => {
@@ -378,7 +415,9 @@ impl RotationState {
                 .set(i64::from(committed.is_ok()));
             committed?;
         }
+        let was_current = self.machine.current;
         self.machine = t.state;
+        self.after_commit(was_current, &t.effects);
         // A slot is held only while an attempt is before its promotion (or rolling back).
         if !holds_a_slot(&self.machine.phase) {
             self.slot = None;
@@ -392,6 +431,81 @@ impl RotationState {
         self.context.board.set(&self.spec.secret, self.status());
         self.maybe_verify(myself);
         Ok(Ok(t.rotation))
+    }
+
+    /// With views: drives `ConsumerSaw` for the current version once every view shows it
+    /// and, when the policy gates on consumers, a watched mount does too. The machine
+    /// ignores it outside grace, and a repeat changes nothing.
+    async fn consumers_saw(
+        &mut self,
+        myself: &ActorRef<RotationMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(current) = self.machine.current else {
+            return Ok(());
+        };
+        let views = self
+            .spec
+            .views
+            .iter()
+            .all(|v| self.views_show.get(&v.name) == Some(&current));
+        let mounts = !self.spec.gate_on_mounts || self.mount_saw == Some(current);
+        if views && mounts {
+            let _ = self
+                .drive(myself, Event::ConsumerSaw { version: current })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs once the machine's new state is committed. A promotion or a rollback moved the
+    /// `current` label: nudge every view of the secret to show it now rather than at its
+    /// next tick. A forced expiry while a view lags is counted per lagging view and logged
+    /// (the machine's `version_expired` notice with `forced` is the event).
+    fn after_commit(&self, was_current: Option<VersionNo>, effects: &[Effect]) {
+        if self.spec.views.is_empty() {
+            return;
+        }
+        if self.machine.current != was_current {
+            for view in &self.spec.views {
+                if let Some(cell) = ractor::registry::where_is(view.actor.clone()) {
+                    let actor: ActorRef<super::publisher::view::ViewMsg> = cell.into();
+                    let _ = actor.cast(super::publisher::view::ViewMsg::Nudge);
+                }
+            }
+        }
+        let forced = effects.iter().find_map(|e| match e {
+            Effect::Notify {
+                notice:
+                    Notice::Expired {
+                        version,
+                        forced: true,
+                    },
+                ..
+            } => Some(*version),
+            _ => None,
+        });
+        if let (Some(previous), Some(current)) = (forced, self.machine.current) {
+            for view in &self.spec.views {
+                let shows = self.views_show.get(&view.name).copied();
+                if shows != Some(current) {
+                    self.context
+                        .metrics
+                        .view_lag_expiries_total
+                        .get_or_create(&crate::metrics::ViewNameLabels {
+                            view: view.name.clone(),
+                        })
+                        .inc();
+                    tracing::warn!(
+                        secret = %self.spec.secret,
+                        view = %view.name,
+                        previous,
+                        current,
+                        shows = ?shows,
+                        "max_grace_extension reached: expiring the previous version while the view does not show the current one"
+                    );
+                }
+            }
+        }
     }
 
     /// Arms the next verify, `verify_interval` from now (if the policy has one and the

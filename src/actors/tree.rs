@@ -26,7 +26,7 @@ use super::notifier::{self, Deliveries, Notifier, Undelivered};
 use super::publisher::view::ViewPublisherActor;
 use super::publisher::{self, PublisherActor};
 use super::root::{Root, RootExit, spawn_root};
-use super::rotation::{self, RotationActor, RotationContext, RotationSpec};
+use super::rotation::{self, RotationActor, RotationContext, RotationSpec, ViewLink};
 use super::scheduler::Scheduler;
 use super::watcher::{self, WatchContext, WatcherActor};
 use crate::clock::Clock;
@@ -160,6 +160,11 @@ impl Tree {
     }
 }
 
+/// How long the previous version of a secret that has Vault views may outlive its grace
+/// while a view lags, when its policy has no `max_grace_extension` (`expire_after =
+/// "grace"`): the same day as that key's own default.
+const DEFAULT_VIEW_GRACE_EXTENSION: Duration = Duration::from_secs(24 * 3_600);
+
 /// Builds the actor-facing spec of one secret from its configuration. `reader` is how its
 /// target reads stored values (the cached store).
 pub fn spec_for(
@@ -176,6 +181,15 @@ pub fn spec_for(
         .overridden_target(&secret)
         .unwrap_or_else(|| cfg.target.build(&secret, reader));
     let to_delta = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
+    let views: Vec<ViewLink> = config
+        .views
+        .iter()
+        .filter(|v| v.fields.values().any(|f| f.secret == secret))
+        .map(|v| ViewLink {
+            name: v.name(),
+            actor: publisher::view::actor_name(&options.namespace, v),
+        })
+        .collect();
     Arc::new(RotationSpec {
         secret,
         policy: policy.name.clone(),
@@ -185,11 +199,18 @@ pub fn spec_for(
         retry_backoff: to_delta(config.runtime.retry_backoff),
         retry_backoff_max: to_delta(config.runtime.retry_backoff_max),
         expiry_gate: match policy.expire_after {
-            ExpireAfter::Grace => ExpiryGate::Grace,
+            ExpireAfter::Grace if views.is_empty() => ExpiryGate::Grace,
+            // A secret with views is gated on them whatever its policy says; a policy that
+            // does not gate on consumers has no `max_grace_extension` of its own.
+            ExpireAfter::Grace => ExpiryGate::GraceAndConsumers {
+                max_extension: to_delta(DEFAULT_VIEW_GRACE_EXTENSION),
+            },
             ExpireAfter::GraceAndConsumers { max_extension } => ExpiryGate::GraceAndConsumers {
                 max_extension: to_delta(max_extension),
             },
         },
+        gate_on_mounts: matches!(policy.expire_after, ExpireAfter::GraceAndConsumers { .. }),
+        views,
         next_due: Arc::new(move |last, now| {
             schedule_policy
                 .schedule
@@ -366,6 +387,7 @@ pub async fn start(
                 let view = view.clone();
                 let store = store.clone();
                 let metrics = metrics.clone();
+                let namespace = ctx.namespace.clone();
                 ChildSpec::actor(
                     format!("view:{}", view.name()),
                     "view_publisher",
@@ -374,7 +396,12 @@ pub async fn start(
                     move || {
                         (
                             ViewPublisherActor,
-                            (view.clone(), store.clone(), metrics.clone()),
+                            (
+                                view.clone(),
+                                store.clone(),
+                                metrics.clone(),
+                                namespace.clone(),
+                            ),
                         )
                     },
                 )

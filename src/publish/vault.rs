@@ -69,8 +69,10 @@ impl ViewError {
 /// What a reconcile did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Synced {
-    /// The document already showed the current versions.
-    Unchanged,
+    /// The document already showed the current versions: each field's version.
+    Unchanged {
+        versions: BTreeMap<String, VersionNo>,
+    },
     /// The document was written; its new KV version and each secret's version in it.
     Written {
         kv_version: u64,
@@ -398,12 +400,12 @@ impl ViewWriter {
             .as_ref()
             .is_some_and(|(kv, v)| *kv == read.version && *v == versions)
         {
-            return Ok(Synced::Unchanged);
+            return Ok(Synced::Unchanged { versions });
         }
         let want = self.document(store, &current).await?;
         if read.data.as_ref() == Some(&want) {
-            *self.verified.lock().await = Some((read.version, versions));
-            return Ok(Synced::Unchanged);
+            *self.verified.lock().await = Some((read.version, versions.clone()));
+            return Ok(Synced::Unchanged { versions });
         }
         let kv_version = self.write(read.version, &want).await?;
         *self.verified.lock().await = Some((kv_version, versions.clone()));

@@ -24,8 +24,8 @@ use rotor::clock::Clock;
 use rotor::config::Config;
 use rotor::domain::SecretRef;
 use rotor::metrics::Metrics;
-use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
 use rotor::store::Store;
+use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
 use rotor::target::Target;
 use rotor::target::none::NoneTarget;
 
@@ -117,6 +117,72 @@ fields = {{ private = "tenant1/signing#private_key", public = "tenant1/signing#p
             token = self.token_file.display(),
         );
         Config::from_str_with_env(&text, "views.toml", &|_| None).expect("valid config")
+    }
+
+    /// A config like [`Env::config`] with the policy's grace lines `policy` and one view
+    /// of the key pair per `(mount, path, interval)`.
+    fn config_views(&self, policy: &str, views: &[(&str, &str, &str)]) -> Config {
+        let mut text = format!(
+            r#"
+[store]
+type = "vault"
+address = "{address}"
+mount = "{mount}"
+path_prefix = "prod"
+master_key_file = "{dir}/master.key"
+auth = {{ method = "token", token_file = "{token}" }}
+
+[runtime]
+retry_backoff = "1s"
+retry_backoff_max = "2s"
+
+[policies.keys]
+interval = "1h"
+{policy}
+generator = {{ type = "ed25519" }}
+max_attempts = 1
+
+[[secrets]]
+tenant = "tenant1"
+key = "signing"
+policy = "keys"
+"#,
+            address = self.address,
+            mount = self.mount,
+            dir = self.dir.path().display(),
+            token = self.token_file.display(),
+        );
+        for (mount, path, interval) in views {
+            text.push_str(&format!(
+                r#"
+[[publish]]
+type = "vault"
+mount = "{mount}"
+path = "{path}"
+interval = "{interval}"
+fields = {{ private = "tenant1/signing#private_key", public = "tenant1/signing#public_key" }}
+"#
+            ));
+        }
+        Config::from_str_with_env(&text, "views.toml", &|_| None).expect("valid config")
+    }
+
+    /// The version the view at `mount/path` shows, `None` when it does not exist (or its
+    /// mount does not).
+    async fn shows(&self, mount: &str, path: &str) -> Option<(u64, String, String)> {
+        let (status, body) = self
+            .bao
+            .call("GET", &format!("{mount}/data/{path}"), None)
+            .await;
+        if status != 200 {
+            return None;
+        }
+        let data = body.pointer("/data/data").and_then(Value::as_object)?;
+        let doc: BTreeMap<String, String> = data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        consistent(&doc).ok().flatten()
     }
 
     async fn start_tree(&self, cfg: &Config, switch: &NoneTarget) -> (Tree, Arc<dyn Store>) {
@@ -567,7 +633,7 @@ async fn promotion_to_view_latency_and_requests_per_rotation() {
     let proxy = CountingProxy::start(env.bao.address().to_owned()).await;
     let mut env = env;
     env.address = proxy.address.clone();
-    let interval = "100ms";
+    let interval = "1s";
     let cfg = env.config("1s", interval);
     let switch = NoneTarget::new(secret());
     let (mut tree, store) = env.start_tree(&cfg, &switch).await;
@@ -624,4 +690,159 @@ async fn promotion_to_view_latency_and_requests_per_rotation() {
         per.get("POST view").is_some_and(|n| *n >= 1.0),
         "every rotation writes the view once: {per:?}"
     );
+}
+
+/// The first version, once it is promoted and the secret idle.
+async fn wait_first(tree: &Tree) -> u64 {
+    eventually(LIMIT, "the first version", async || {
+        match phase(tree).await? {
+            (p, Some(current)) if p == "idle" => Some(current),
+            _ => None,
+        }
+    })
+    .await
+}
+
+/// The line of `rotor_view_lag_expiries_total` for `view`, once the tree exports it.
+async fn lag_expiries(tree: &Tree, view: &str) -> Option<String> {
+    let text = admin(tree).metrics_text().await.expect("metrics");
+    let prefix = format!("rotor_view_lag_expiries_total{{view=\"{view}\"}} ");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .map(|l| l[prefix.len()..].to_owned())
+}
+
+/// A view that cannot be written (its KV mount does not exist) holds the previous version
+/// past its grace until `max_grace_extension`; then it expires anyway, counted in
+/// `rotor_view_lag_expiries_total{view}` (exported at zero until then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_that_cannot_be_written_holds_expiry_until_max_grace_extension() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let missing = format!("kv-missing-{}", random_name(6));
+    let view = format!("{missing}/apps/lag");
+    let cfg = env.config_views(
+        "grace = \"2s\"\nexpire_after = \"grace_and_consumers\"\nmax_grace_extension = \"8s\"",
+        &[(&missing, "apps/lag", "1s")],
+    );
+    let switch = NoneTarget::new(secret());
+    let (mut tree, _) = env.start_tree(&cfg, &switch).await;
+    wait_first(&tree).await;
+    assert_eq!(lag_expiries(&tree, &view).await.as_deref(), Some("0"));
+    admin(&tree).rotate(secret()).await.expect("rotate");
+    let promoted = Instant::now();
+    wait_phase(&tree, "grace").await;
+    // Past the grace of 2 s, well before its end plus the extension of 8 s.
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(promoted.elapsed())).await;
+    let (p, _) = phase(&tree).await.expect("phase");
+    assert_eq!(
+        p, "grace",
+        "the previous version expired while the view lagged"
+    );
+    wait_phase(&tree, "idle").await;
+    assert!(
+        promoted.elapsed() >= Duration::from_secs(8),
+        "expired {:?} after promotion, before grace plus max_grace_extension",
+        promoted.elapsed()
+    );
+    assert_eq!(lag_expiries(&tree, &view).await.as_deref(), Some("1"));
+    let _ = tree.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Two views of one secret, the second unwritable until its mount appears: past grace the
+/// previous version stays valid while the second view lags, and expires once both show
+/// the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_version_expires_only_once_every_view_shows_the_new_one() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let late = format!("kv-late-{}", random_name(6));
+    let cfg = env.config_views(
+        "grace = \"2s\"",
+        &[(&env.mount, "apps/a", "1s"), (&late, "apps/b", "1s")],
+    );
+    let switch = NoneTarget::new(secret());
+    let (mut tree, _) = env.start_tree(&cfg, &switch).await;
+    wait_first(&tree).await;
+    admin(&tree).rotate(secret()).await.expect("rotate");
+    let promoted = Instant::now();
+    let v = wait_phase(&tree, "grace").await.expect("current");
+    eventually(
+        LIMIT,
+        "the first view to show the new version",
+        async || {
+            env.shows(&env.mount, "apps/a")
+                .await
+                .is_some_and(|(shown, _, _)| shown == v)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(promoted.elapsed())).await;
+    let (p, _) = phase(&tree).await.expect("phase");
+    assert_eq!(
+        p, "grace",
+        "the previous version expired while the second view did not show version {v}"
+    );
+    env.bao.enable_kv2(&late).await;
+    wait_phase(&tree, "idle").await;
+    assert_eq!(
+        env.shows(&late, "apps/b").await.map(|(shown, _, _)| shown),
+        Some(v),
+        "expired before the second view showed the new version"
+    );
+    let _ = tree.shutdown(Duration::from_secs(5)).await;
+}
+
+/// With views ticking only once an hour, a promotion and a rollback in grace still reach
+/// every view at once (the rotation actor nudges them after its commit): after the
+/// rollback each shows the restored version's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_in_grace_reaches_every_view_at_once() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let cfg = env.config_views(
+        "grace = \"30m\"",
+        &[(&env.mount, "apps/a", "1h"), (&env.mount, "apps/b", "1h")],
+    );
+    let switch = NoneTarget::new(secret());
+    let (mut tree, store) = env.start_tree(&cfg, &switch).await;
+    let first = wait_first(&tree).await;
+    let mut values = BTreeMap::new();
+    remember(&*store, first, &mut values).await;
+    let every_view_shows = async |v: u64| {
+        eventually(LIMIT, format_args!("every view to show {v}"), async || {
+            for path in ["apps/a", "apps/b"] {
+                let (shown, private, public) = env.shows(&env.mount, path).await?;
+                if shown != v {
+                    return None;
+                }
+                if let Some(json) = values.get(&v) {
+                    assert!(
+                        json["private_key"] == private.as_str()
+                            && json["public_key"] == public.as_str(),
+                        "{path} shows other values than version {v}"
+                    );
+                }
+            }
+            Some(())
+        })
+        .await
+    };
+    every_view_shows(first).await;
+    admin(&tree).rotate(secret()).await.expect("rotate");
+    let second = wait_phase(&tree, "grace").await.expect("current");
+    assert_ne!(second, first);
+    every_view_shows(second).await;
+    admin(&tree).rollback(secret()).await.expect("rollback");
+    eventually(
+        LIMIT,
+        "the rollback to restore the first version",
+        async || phase(&tree).await.is_some_and(|(_, c)| c == Some(first)),
+    )
+    .await;
+    every_view_shows(first).await;
+    let _ = tree.shutdown(Duration::from_secs(5)).await;
 }

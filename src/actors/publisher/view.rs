@@ -5,12 +5,23 @@
 //! while rotor was down. A failed reconcile is logged at WARN (view and error, never a
 //! value) and counted, and the next tick tries again; a lost check-and-set is retried at
 //! once, a few times, since it only means someone else wrote in between.
+//!
+//! After every reconcile that leaves the document showing the current versions (written, or
+//! read and found unchanged) it tells the rotation actor of each secret it shows
+//! ([`RotationMsg::ViewShows`]): the previous version of a secret expires only once every
+//! view of it shows the new one. It reports at every tick, not only on a write, so a
+//! restarted rotation actor learns again within one interval. A rotation actor casts
+//! [`ViewMsg::Nudge`] right after it commits a promotion or rollback, so the view follows at
+//! once instead of at the next tick.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::metrics::{Metrics, ViewFieldLabels, ViewLabels};
+use super::super::rotation::{self, RotationMsg};
+use crate::domain::{SecretRef, VersionNo};
+use crate::metrics::{Metrics, ViewFieldLabels, ViewLabels, ViewNameLabels};
 use crate::publish::config::VaultViewConfig;
 use crate::publish::vault::{Synced, ViewError, ViewWriter};
 use crate::store::Store;
@@ -25,7 +36,11 @@ pub fn actor_name(namespace: &str, config: &VaultViewConfig) -> String {
 }
 
 pub enum ViewMsg {
+    /// The interval elapsed: reconcile, and arm the next tick.
     Tick,
+    /// A secret of the view was promoted or rolled back: reconcile now. The tick stays armed
+    /// as it was, so a nudge that fails is retried at the next tick.
+    Nudge,
 }
 
 pub struct ViewState {
@@ -33,6 +48,8 @@ pub struct ViewState {
     store: Arc<dyn Store>,
     metrics: Metrics,
     tick: TimerGuard,
+    /// The tree's registry prefix, to find the rotation actors of the view's secrets.
+    namespace: String,
 }
 
 pub struct ViewPublisherActor;
@@ -40,18 +57,26 @@ pub struct ViewPublisherActor;
 impl Actor for ViewPublisherActor {
     type Msg = ViewMsg;
     type State = ViewState;
-    type Arguments = (Arc<VaultViewConfig>, Arc<dyn Store>, Metrics);
+    /// The view, the store, metrics, and the tree's registry namespace.
+    type Arguments = (Arc<VaultViewConfig>, Arc<dyn Store>, Metrics, String);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (config, store, metrics): Self::Arguments,
+        (config, store, metrics, namespace): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Exported at zero, so the alert on it has a series before the first forced expiry.
+        let _ = metrics
+            .view_lag_expiries_total
+            .get_or_create(&ViewNameLabels {
+                view: config.name(),
+            });
         Ok(ViewState {
             writer: ViewWriter::new(config)?,
             store,
             metrics,
             tick: TimerGuard::new(),
+            namespace,
         })
     }
 
@@ -78,6 +103,7 @@ impl Actor for ViewPublisherActor {
                 let interval = state.writer.config().interval;
                 state.tick.arm(interval, myself, || ViewMsg::Tick);
             }
+            ViewMsg::Nudge => state.reconcile().await,
         }
         Ok(())
     }
@@ -95,9 +121,13 @@ impl ViewState {
                     self.count(&view, "written");
                     self.show(&view, &versions);
                     tracing::info!(view = %view, kv_version, versions = ?versions, "view updated to the current versions");
+                    self.report(&view, &versions);
                     return;
                 }
-                Ok(Synced::Unchanged) => return,
+                Ok(Synced::Unchanged { versions }) => {
+                    self.report(&view, &versions);
+                    return;
+                }
                 Ok(Synced::NotYetPromoted) => {
                     tracing::debug!(view = %view, "a secret of the view has no current version yet");
                     return;
@@ -115,6 +145,27 @@ impl ViewState {
         }
     }
 
+    /// Tells the rotation actor of each secret of the view which version the document
+    /// shows (looked up by registry name every time: a restarted actor is a new one).
+    fn report(&self, view: &str, versions: &BTreeMap<String, VersionNo>) {
+        let fields = &self.writer.config().fields;
+        let shown: BTreeMap<&SecretRef, VersionNo> = versions
+            .iter()
+            .filter_map(|(name, v)| fields.get(name).map(|f| (&f.secret, *v)))
+            .collect();
+        for (secret, version) in shown {
+            if let Some(cell) =
+                ractor::registry::where_is(rotation::actor_name(&self.namespace, secret))
+            {
+                let actor: ActorRef<RotationMsg> = cell.into();
+                let _ = actor.cast(RotationMsg::ViewShows {
+                    view: view.to_owned(),
+                    version,
+                });
+            }
+        }
+    }
+
     fn count(&self, view: &str, outcome: &str) {
         self.metrics
             .view_writes_total
@@ -125,7 +176,7 @@ impl ViewState {
             .inc();
     }
 
-    fn show(&self, view: &str, versions: &std::collections::BTreeMap<String, u64>) {
+    fn show(&self, view: &str, versions: &BTreeMap<String, VersionNo>) {
         for (field, version) in versions {
             self.metrics
                 .view_version
