@@ -148,6 +148,10 @@ pub struct Metrics {
     /// Current versions applied again after their target lost them, by policy and outcome
     /// (`succeeded`, `failed`).
     pub target_reapplied_total: Family<RotationLabels, Counter>,
+    /// Old versions revoked again by a verify (a restore can bring them back), by policy
+    /// and outcome (`succeeded`, `failed`). Revoke is idempotent, so most succeed without
+    /// changing anything: the count says rotor made sure, not that something was found.
+    pub target_revoked_again_total: Family<RotationLabels, Counter>,
     /// Present only with `[metrics] per_secret = true`.
     pub per_secret: Option<PerSecret>,
 }
@@ -356,6 +360,12 @@ impl Metrics {
             "Current versions applied again after their target lost them, by policy and outcome",
             target_reapplied_total.clone(),
         );
+        let target_revoked_again_total = Family::<RotationLabels, Counter>::default();
+        r.register(
+            "rotor_target_revoked_again",
+            "Old versions revoked again by a verify of the current version, by policy and outcome",
+            target_revoked_again_total.clone(),
+        );
         let per_secret = per_secret.then(|| {
             let p = PerSecret {
                 rotations_total: Family::default(),
@@ -414,6 +424,7 @@ impl Metrics {
             notification_queue_length,
             target_verifications_total,
             target_reapplied_total,
+            target_revoked_again_total,
             per_secret,
         };
         m.init_known_series();
@@ -554,10 +565,12 @@ impl Metrics {
                 });
         }
         for outcome in ["succeeded", "failed"] {
-            let _ = self.target_reapplied_total.get_or_create(&RotationLabels {
+            let labels = RotationLabels {
                 policy: policy.to_owned(),
                 outcome: outcome.to_owned(),
-            });
+            };
+            let _ = self.target_reapplied_total.get_or_create(&labels);
+            let _ = self.target_revoked_again_total.get_or_create(&labels);
         }
     }
 
@@ -579,6 +592,18 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `n` old versions revoked again by a verify: `succeeded` or `failed`.
+    pub fn target_revoked_again(&self, policy: &str, outcome: &str, n: u32) {
+        if n > 0 {
+            self.target_revoked_again_total
+                .get_or_create(&RotationLabels {
+                    policy: policy.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(u64::from(n));
+        }
     }
 
     pub fn rotation(&self, policy: &str, outcome: &str) {
