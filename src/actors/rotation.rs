@@ -837,7 +837,7 @@ async fn revoke_again(
         .filter(|v| v.labels.is_empty() && !keep.contains(&v.version))
         .collect();
     let versions: Vec<VersionNo> = if all {
-        old.sort_by(|a, b| b.version.cmp(&a.version));
+        old.sort_by_key(|v| std::cmp::Reverse(v.version));
         if old.len() > REVOKE_AGAIN_MAX {
             tracing::info!(
                 secret = %secret,
