@@ -238,8 +238,7 @@ async fn redis_restarted_without_its_aclfile_gets_the_current_version_back() {
     // The fault: the server comes back without the user (and on another port, which the
     // operator's admin URL then names).
     let fault = Instant::now();
-    std::fs::write(server.aclfile(), "").unwrap();
-    server.restart();
+    server.restart_with_aclfile("");
     let addr = server.addr();
     std::fs::write(&url_file, server.url()).unwrap();
     assert!(
@@ -315,16 +314,11 @@ async fn redis_restarted_with_an_old_aclfile_gets_old_passwords_revoked_again() 
 
     // The fault: the old aclfile comes back with the restart.
     let fault = Instant::now();
-    std::fs::write(
-        server.aclfile(),
-        format!(
-            "user {user} on #{} #{}\n",
-            acl_hash(&v1.password),
-            acl_hash(&v2.password)
-        ),
-    )
-    .unwrap();
-    server.restart();
+    server.restart_with_aclfile(&format!(
+        "user {user} on #{} #{}\n",
+        acl_hash(&v1.password),
+        acl_hash(&v2.password)
+    ));
     let addr = server.addr();
     // Before rotor is told the new port, so no verify can have undone it yet.
     assert!(redis_auth(&addr, &user, &v1.password).await, "v1 is back");
