@@ -24,8 +24,8 @@ use rotor::clock::Clock;
 use rotor::config::Config;
 use rotor::domain::SecretRef;
 use rotor::metrics::Metrics;
-use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
 use rotor::store::Store;
+use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
 use rotor::target::Target;
 use rotor::target::none::NoneTarget;
 
