@@ -176,6 +176,10 @@ pub struct Metrics {
     /// Previous versions expired at the end of `max_grace_extension` while this view still
     /// did not show the new one.
     pub view_lag_expiries_total: Family<ViewNameLabels, Counter>,
+    /// Old versions revoked again by a verify (a restore can bring them back), by policy
+    /// and outcome (`succeeded`, `failed`). Revoke is idempotent, so most succeed without
+    /// changing anything: the count says rotor made sure, not that something was found.
+    pub target_revoked_again_total: Family<RotationLabels, Counter>,
     /// Present only with `[metrics] per_secret = true`.
     pub per_secret: Option<PerSecret>,
 }
@@ -402,6 +406,12 @@ impl Metrics {
             "Previous versions expired at the end of max_grace_extension while a Vault view still did not show the new version, by view",
             view_lag_expiries_total.clone(),
         );
+        let target_revoked_again_total = Family::<RotationLabels, Counter>::default();
+        r.register(
+            "rotor_target_revoked_again",
+            "Old versions revoked again by a verify of the current version, by policy and outcome",
+            target_revoked_again_total.clone(),
+        );
         let per_secret = per_secret.then(|| {
             let p = PerSecret {
                 rotations_total: Family::default(),
@@ -463,6 +473,7 @@ impl Metrics {
             view_writes_total,
             view_version,
             view_lag_expiries_total,
+            target_revoked_again_total,
             per_secret,
         };
         m.init_known_series();
@@ -603,10 +614,12 @@ impl Metrics {
                 });
         }
         for outcome in ["succeeded", "failed"] {
-            let _ = self.target_reapplied_total.get_or_create(&RotationLabels {
+            let labels = RotationLabels {
                 policy: policy.to_owned(),
                 outcome: outcome.to_owned(),
-            });
+            };
+            let _ = self.target_reapplied_total.get_or_create(&labels);
+            let _ = self.target_revoked_again_total.get_or_create(&labels);
         }
     }
 
@@ -628,6 +641,18 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `n` old versions revoked again by a verify: `succeeded` or `failed`.
+    pub fn target_revoked_again(&self, policy: &str, outcome: &str, n: u32) {
+        if n > 0 {
+            self.target_revoked_again_total
+                .get_or_create(&RotationLabels {
+                    policy: policy.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(u64::from(n));
+        }
     }
 
     pub fn rotation(&self, policy: &str, outcome: &str) {

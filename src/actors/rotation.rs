@@ -22,6 +22,14 @@
 //! unreachable target is a verify error, never a reason to re-apply. Verify tasks and step
 //! tasks share one lock per secret, so a re-apply and a rotation step never run at once: a
 //! rotation that starts during a verify waits for it before its first step.
+//!
+//! A restore that takes the target back in time can also bring back versions rotor
+//! revoked (an older Redis aclfile holds old password hashes; a PostgreSQL backup can have
+//! the other `alternating` role able to log in). So a verify also revokes old versions
+//! again ([`revoke_again`]): after a re-apply, every stored version that is neither
+//! current, previous in grace nor pending (the newest [`REVOKE_AGAIN_MAX`]); when the
+//! current version holds, only the one that expired last, the one a backup taken during
+//! the last grace still has. Counted in `rotor_target_revoked_again_total`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,6 +146,7 @@ pub enum RotationMsg {
     Verified {
         version: VersionNo,
         outcome: VerifyOutcome,
+        revoked: RevokedAgain,
     },
     /// Test-only fault hook: the actor panics while handling it, so supervision can be
     /// exercised. Exists only with the `test-util` feature, never in a release build.
@@ -159,6 +168,25 @@ pub enum VerifyOutcome {
     /// The target cannot verify (`Verified::Unsupported`).
     Unsupported,
 }
+
+/// What revoking old versions again after a verify came to ([`revoke_again`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevokedAgain {
+    /// Revokes that succeeded (most change nothing: revoke is idempotent).
+    pub succeeded: u32,
+    /// Revokes that failed, or 1 when the list of versions could not be read.
+    pub failed: u32,
+    /// It did not get through every version it meant to revoke.
+    pub incomplete: bool,
+}
+
+/// The most old versions one verify revokes again after a re-apply, newest first. A restore
+/// brings back what a backup held, and a backup holds the versions valid when it was
+/// taken: the latest few. Each revoke is a round trip to the target (a PostgreSQL admin
+/// login, a Redis `ACL GETUSER` and `ACL SAVE`) made while holding the secret's target
+/// lock, which a rotation of this secret waits for; a bound keeps a secret with years of
+/// history from holding it for hundreds of them.
+pub const REVOKE_AGAIN_MAX: usize = 16;
 
 /// A held concurrency slot; keeps the `secret_rotation_jobs_active` gauge right on drop.
 pub struct Slot {
@@ -199,6 +227,10 @@ pub struct RotationState {
     /// The version a watched mount last showed (only kept when the secret has views; see
     /// `consumers_saw`).
     mount_saw: Option<VersionNo>,
+    /// Every old version is owed a revoke again (the target lost the current version, and
+    /// the revokes after it did not all happen): the next verify that finds the current
+    /// version working does them all, not only the last expired one.
+    revoke_all_wanted: bool,
 }
 
 pub struct RotationActor;
@@ -229,6 +261,7 @@ impl Actor for RotationActor {
             verify_failing: false,
             views_show: std::collections::BTreeMap::new(),
             mount_saw: None,
+            revoke_all_wanted: false,
         })
     }
 
@@ -324,9 +357,13 @@ impl Actor for RotationActor {
                 }
                 state.maybe_verify(&myself);
             }
-            RotationMsg::Verified { version, outcome } => {
+            RotationMsg::Verified {
+                version,
+                outcome,
+                revoked,
+            } => {
                 state.verify_task = None;
-                state.verified(version, outcome);
+                state.verified(version, outcome, revoked);
                 state.maybe_verify(&myself);
             }
             #[cfg(feature = "test-util")]
@@ -553,17 +590,49 @@ impl RotationState {
         let spec = self.spec.clone();
         let context = self.context.clone();
         let me = myself.clone();
+        // Never revoked again: what the machine says is valid now. No attempt is in flight
+        // here, so that is the current version, but the labels say it whatever the phase.
+        let keep: Vec<VersionNo> = machine::labels(&self.machine)
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        let revoke_all = self.revoke_all_wanted;
         self.verify_task = Some(AbortOnDrop::spawn(async move {
             let outcome = verify_and_reapply(&spec, &context, version).await;
+            let revoked = match outcome {
+                VerifyOutcome::Holds => revoke_again(&spec, &context, &keep, revoke_all).await,
+                VerifyOutcome::Reapplied => revoke_again(&spec, &context, &keep, true).await,
+                // The current version does not work (or nobody can tell): the target is
+                // in a state nothing can be said about, and the next verify comes soon.
+                _ => RevokedAgain::default(),
+            };
             drop(guard);
-            let _ = me.cast(RotationMsg::Verified { version, outcome });
+            let _ = me.cast(RotationMsg::Verified {
+                version,
+                outcome,
+                revoked,
+            });
         }));
     }
 
     /// Counts, logs and notifies what a verify found.
-    fn verified(&mut self, version: VersionNo, outcome: VerifyOutcome) {
+    fn verified(&mut self, version: VersionNo, outcome: VerifyOutcome, revoked: RevokedAgain) {
         let m = &self.context.metrics;
         let policy = &self.spec.policy;
+        m.target_revoked_again(policy, "succeeded", revoked.succeeded);
+        m.target_revoked_again(policy, "failed", revoked.failed);
+        match outcome {
+            VerifyOutcome::Holds | VerifyOutcome::Reapplied => {
+                // A revoke-all that did not finish is owed again; a single revoke that
+                // failed is simply tried at the next verify.
+                self.revoke_all_wanted = revoked.incomplete
+                    && (outcome == VerifyOutcome::Reapplied || self.revoke_all_wanted);
+            }
+            // The target lost the current version: once it works again, every old version
+            // is owed its revoke.
+            VerifyOutcome::ReapplyFailed(_) => self.revoke_all_wanted = true,
+            VerifyOutcome::Failed(_) | VerifyOutcome::Unsupported => {}
+        }
         let secret = &self.spec.secret;
         let now = self.context.clock.now();
         // A re-apply is no attempt of its own; notices name the latest one started.
@@ -847,6 +916,91 @@ async fn verify_and_reapply(
             }
         }
     }
+}
+
+/// Revokes old versions again, after a verify found the current one working (`Holds`, or
+/// `Reapplied`): a restore may have brought them back, and once rotor expired them they
+/// must stay invalid. `all`: every stored version without a label and not in `keep`,
+/// newest first, at most [`REVOKE_AGAIN_MAX`]. Otherwise only the version that expired
+/// last among those consumers once held: that is what a backup taken during the last
+/// grace brings back while the current version still works, and one revoke per verify is
+/// cheap, where revoking every old version at every verify would not be. The target's
+/// `revoke` is idempotent and never disables what the current version uses (PostgreSQL's
+/// `alternating` skips an old version on the current role). Stops at the first failure: a
+/// target that fails one revoke (unreachable, slow) would fail the rest one step timeout
+/// each, holding the target lock all along.
+async fn revoke_again(
+    spec: &RotationSpec,
+    context: &RotationContext,
+    keep: &[VersionNo],
+    all: bool,
+) -> RevokedAgain {
+    let secret = &spec.secret;
+    let mut done = RevokedAgain::default();
+    let stored = match context.store.versions(secret).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(secret = %secret, error = %e, "cannot list versions to revoke again");
+            done.failed = 1;
+            done.incomplete = true;
+            return done;
+        }
+    };
+    let mut old: Vec<_> = stored
+        .into_iter()
+        .filter(|v| v.labels.is_empty() && !keep.contains(&v.version))
+        .collect();
+    let versions: Vec<VersionNo> = if all {
+        old.sort_by_key(|v| std::cmp::Reverse(v.version));
+        if old.len() > REVOKE_AGAIN_MAX {
+            tracing::info!(
+                secret = %secret,
+                revoking = REVOKE_AGAIN_MAX,
+                older = old.len() - REVOKE_AGAIN_MAX,
+                "revoking the newest old versions again, not the oldest"
+            );
+        }
+        old.iter()
+            .take(REVOKE_AGAIN_MAX)
+            .map(|v| v.version)
+            .collect()
+    } else {
+        old.iter()
+            .filter(|v| v.promoted_at.is_some())
+            .max_by_key(|v| (v.expired_at, v.version))
+            .map(|v| v.version)
+            .into_iter()
+            .collect()
+    };
+    for version in versions {
+        match tokio::time::timeout(spec.step_timeout, spec.target.revoke(version)).await {
+            Ok(Ok(())) => {
+                done.succeeded += 1;
+                tracing::debug!(secret = %secret, version, "old version revoked again");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(secret = %secret, version, error = %e, "revoking an old version again failed");
+                done.failed += 1;
+                done.incomplete = true;
+                break;
+            }
+            Err(_) => {
+                tracing::warn!(secret = %secret, version, error = "timed out", "revoking an old version again failed");
+                done.failed += 1;
+                done.incomplete = true;
+                break;
+            }
+        }
+    }
+    if all && done.succeeded > 0 {
+        tracing::info!(
+            secret = %secret,
+            revoked = done.succeeded,
+            failed = done.failed,
+            "old versions revoked again after the target lost its state"
+        );
+    }
+    done
 }
 
 /// Executes one step against the store and the target.

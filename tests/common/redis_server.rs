@@ -65,6 +65,16 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Kills the server, replaces its aclfile with `acl` and starts it again: a restore
+    /// made while the server is down. Writing the file while it runs would race rotor,
+    /// whose every revoke (a verify revokes old versions again) rewrites it with
+    /// `ACL SAVE`.
+    pub fn restart_with_aclfile(&mut self, acl: &str) {
+        self.stop();
+        std::fs::write(self.aclfile(), acl).expect("aclfile written");
+        self.spawn();
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
