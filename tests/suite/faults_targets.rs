@@ -347,7 +347,9 @@ async fn redis_restarted_with_an_old_aclfile_gets_old_passwords_revoked_again() 
         revoked_again(&metrics, "cache", "succeeded") >= 2
     })
     .await;
-    assert_eq!(revoked_again(&metrics, "cache", "failed"), 0);
+    // No count of failed revokes is asserted: a verify that held just before the server
+    // was stopped for the restart may revoke into the stopped server, which rotor rightly
+    // counts as failed and makes up for at the next verify (what the checks above prove).
     assert_eq!(
         labels(&store, &s).await,
         vec![(1, vec![]), (2, vec![]), (3, vec![Label::Current])],
