@@ -17,6 +17,7 @@ use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
 use crate::http_client::ProxyUrl;
 use crate::store::vault::VaultAuth;
+use crate::store::vault::config as vault_config;
 use crate::target::TargetConfig;
 
 type S<T> = Spanned<T>;
@@ -25,13 +26,6 @@ const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Timeout of one view request when the store is not Vault (else the store's).
 const DEFAULT_VIEW_TIMEOUT: Duration = Duration::from_secs(10);
-
-const AUTH_FIELDS: &[Field] = &[
-    f("method", Ty::Str),
-    f("role", Ty::Str),
-    f("token_file", Ty::Str),
-    f("mount", Ty::Str),
-];
 
 /// The keys of a `[[publish]]` entry, for the schema walk: those of both types, since
 /// `type` may be left out (a directory). Which keys belong to which type is checked in
@@ -44,7 +38,7 @@ pub(crate) const FIELDS: &[Field] = &[
     f("mount", Ty::Str),
     f("fields", Ty::StrMap),
     f("address", Ty::Str),
-    f("auth", Ty::Table(AUTH_FIELDS)),
+    f("auth", Ty::Table(vault_config::AUTH_FIELDS)),
     f("proxy", Ty::Str),
     f("allow_insecure_http", Ty::Bool),
 ];
@@ -66,19 +60,9 @@ pub(crate) struct RawPublish {
     fields: Option<S<BTreeMap<String, S<String>>>>,
     /// Vault: the server (default: the Vault store's, with its auth).
     address: Option<S<String>>,
-    auth: Option<S<RawViewAuth>>,
+    auth: Option<S<vault_config::RawVaultAuth>>,
     proxy: Option<S<String>>,
     allow_insecure_http: Option<S<bool>>,
-}
-
-/// `auth = { method = "kubernetes" | "token", ... }`, as the Vault store takes it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawViewAuth {
-    method: Option<S<String>>,
-    role: Option<S<String>>,
-    token_file: Option<S<String>>,
-    mount: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -392,7 +376,7 @@ fn validate_view(
         );
     }
     let auth = match (&p.auth, store) {
-        (Some(a), _) => view_auth(v, &join(path, "auth"), a),
+        (Some(a), _) => Some(vault_config::auth(v, &join(path, "auth"), a)),
         (None, Some(s)) => Some(s.auth.clone()),
         (None, None) => {
             v.missing(
@@ -595,89 +579,6 @@ fn kv_path(v: &mut Validator<'_, '_>, key: &str, value: &Spanned<String>) -> Opt
             "must be /-separated names of letters, digits, '-', '_' and '.' (not empty, no '.' or '..' parts)",
         );
         None
-    }
-}
-
-fn view_auth(
-    v: &mut Validator<'_, '_>,
-    key: &str,
-    spanned: &Spanned<RawViewAuth>,
-) -> Option<VaultAuth> {
-    let a = spanned.get_ref();
-    let token_file = match &a.token_file {
-        None => {
-            v.missing(
-                Some(spanned.span()),
-                &join(key, "token_file"),
-                "missing key `token_file`: the file holding the service-account JWT (kubernetes) or the Vault token (token)",
-            );
-            None
-        }
-        Some(f) if f.get_ref().trim().is_empty() => {
-            v.diag
-                .value(f.span(), &join(key, "token_file"), "must not be empty");
-            None
-        }
-        Some(f) => Some(PathBuf::from(f.get_ref())),
-    };
-    match a.method.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
-        Some(("kubernetes", _)) => {
-            let role = match &a.role {
-                Some(r) if !r.get_ref().trim().is_empty() => Some(r.get_ref().clone()),
-                Some(r) => {
-                    v.diag
-                        .value(r.span(), &join(key, "role"), "must not be empty");
-                    None
-                }
-                None => {
-                    v.missing(
-                        Some(spanned.span()),
-                        &join(key, "role"),
-                        "missing key `role`: the Vault Kubernetes auth role, e.g. \"rotor\"",
-                    );
-                    None
-                }
-            };
-            let mount = match &a.mount {
-                Some(m) => kv_path(v, &join(key, "mount"), m),
-                None => Some("kubernetes".to_owned()),
-            };
-            Some(VaultAuth::Kubernetes {
-                role: role?,
-                token_file: token_file?,
-                mount: mount?,
-            })
-        }
-        Some(("token", _)) => {
-            for (name, value) in [("role", &a.role), ("mount", &a.mount)] {
-                if let Some(value) = value {
-                    v.diag.value(
-                        value.span(),
-                        &join(key, name),
-                        "only applies to method = \"kubernetes\"",
-                    );
-                }
-            }
-            Some(VaultAuth::Token {
-                token_file: token_file?,
-            })
-        }
-        Some((_, span)) => {
-            v.diag.value(
-                span,
-                &join(key, "method"),
-                "expected \"kubernetes\" or \"token\"",
-            );
-            None
-        }
-        None => {
-            v.missing(
-                Some(spanned.span()),
-                &join(key, "method"),
-                "missing key `method`: \"kubernetes\" or \"token\"",
-            );
-            None
-        }
     }
 }
 

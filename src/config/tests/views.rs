@@ -202,3 +202,34 @@ fn a_view_without_a_vault_store_needs_address_and_auth() {
     let keys: Vec<&str> = errs.errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["publish[0].address", "publish[0].auth"], "{errs}");
 }
+
+/// A view's `auth` is checked by the store's own rules, each problem named under the view.
+#[test]
+fn a_views_auth_is_checked_as_the_stores_is() {
+    let errs = errors(&format!(
+        "{SECRETS}[[publish]]\ntype = \"vault\"\naddress = \"https://vault.internal:8200\"\n\
+         auth = {{ method = \"kubernetes\", token_file = \" \", mount = \"a//b\" }}\n\
+         path = \"v\"\nfields = {{ a = \"team/api\" }}\n"
+    ));
+    let keys: Vec<&str> = errs.errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "publish[0].auth.role",
+            "publish[0].auth.token_file",
+            "publish[0].auth.mount"
+        ],
+        "{errs}"
+    );
+    let errs = errors(&format!(
+        "{SECRETS}[[publish]]\ntype = \"vault\"\naddress = \"https://vault.internal:8200\"\n\
+         auth = {{ method = \"ldap\", token_file = \"/t\" }}\npath = \"v\"\nfields = {{ a = \"team/api\" }}\n"
+    ));
+    assert!(
+        errs.to_string().contains("publish[0].auth.method")
+            && errs
+                .to_string()
+                .contains("expected \"kubernetes\" or \"token\""),
+        "{errs}"
+    );
+}

@@ -12,7 +12,8 @@ use super::{VaultAuth, VaultSettings};
 use crate::config::{Field, StoreConfig, Ty, Validator, f};
 use crate::store::embedded::config::DEFAULT_MASTER_KEY_FILE;
 
-const AUTH_FIELDS: &[Field] = &[
+/// The keys of a Vault `auth` table, for the store and for Vault views alike.
+pub(crate) const AUTH_FIELDS: &[Field] = &[
     f("method", Ty::Str),
     f("role", Ty::Str),
     f("token_file", Ty::Str),
@@ -55,10 +56,10 @@ pub(crate) struct RawVault {
     allow_insecure_http: Option<Spanned<bool>>,
 }
 
-/// `auth = { method = "kubernetes" | "token", ... }`.
+/// `auth = { method = "kubernetes" | "token", ... }`, as the store and Vault views take it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawVaultAuth {
+pub(crate) struct RawVaultAuth {
     method: Option<Spanned<String>>,
     role: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
@@ -178,28 +179,41 @@ fn vault_auth(
     raw: Option<&Spanned<RawVaultAuth>>,
     store_span: Range<usize>,
 ) -> VaultAuth {
-    let placeholder = VaultAuth::Token {
-        token_file: PathBuf::new(),
-    };
     let Some(spanned) = raw else {
         v.missing(
             Some(store_span),
             "store.auth",
             "missing key `auth`: e.g. { method = \"kubernetes\", role = \"rotor\", token_file = \"/var/run/secrets/kubernetes.io/serviceaccount/token\" } or { method = \"token\", token_file = \"...\" }",
         );
-        return placeholder;
+        return AUTH_PLACEHOLDER;
     };
+    auth(v, "store.auth", spanned)
+}
+
+/// What a rejected `auth` table stands for: the config is refused anyway.
+const AUTH_PLACEHOLDER: VaultAuth = VaultAuth::Token {
+    token_file: PathBuf::new(),
+};
+
+/// An `auth` table at `key` (`store.auth`, `publish[N].auth`): every problem reported;
+/// a refused table comes back as a placeholder (the config is refused as a whole).
+pub(crate) fn auth(
+    v: &mut Validator<'_, '_>,
+    key: &str,
+    spanned: &Spanned<RawVaultAuth>,
+) -> VaultAuth {
+    let at = |name: &str| format!("{key}.{name}");
     let a = spanned.get_ref();
     let token_file = match &a.token_file {
         None => {
             v.missing(
                 Some(spanned.span()),
-                "store.auth.token_file",
+                &at("token_file"),
                 "missing key `token_file`: the file holding the service-account JWT (kubernetes) or the Vault token (token)",
             );
             PathBuf::new()
         }
-        Some(f) => v.non_empty_path("store.auth.token_file", Some(f), ""),
+        Some(f) => v.non_empty_path(&at("token_file"), Some(f), ""),
     };
     match a.method.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
         Some(("kubernetes", _)) => {
@@ -207,20 +221,18 @@ fn vault_auth(
                 None => {
                     v.missing(
                         Some(spanned.span()),
-                        "store.auth.role",
+                        &at("role"),
                         "missing key `role`: the Vault Kubernetes auth role, e.g. \"rotor\"",
                     );
                     String::new()
                 }
                 Some(r) if r.get_ref().trim().is_empty() => {
-                    v.diag
-                        .value(r.span(), "store.auth.role", "must not be empty");
+                    v.diag.value(r.span(), &at("role"), "must not be empty");
                     String::new()
                 }
                 Some(r) => r.get_ref().clone(),
             };
-            let mount =
-                vault_path_part(v, "store.auth.mount", a.mount.as_ref(), "kubernetes", false);
+            let mount = vault_path_part(v, &at("mount"), a.mount.as_ref(), "kubernetes", false);
             VaultAuth::Kubernetes {
                 role,
                 token_file,
@@ -228,11 +240,11 @@ fn vault_auth(
             }
         }
         Some(("token", _)) => {
-            for (key, value) in [("role", &a.role), ("mount", &a.mount)] {
+            for (name, value) in [("role", &a.role), ("mount", &a.mount)] {
                 if let Some(value) = value {
                     v.diag.value(
                         value.span(),
-                        &format!("store.auth.{key}"),
+                        &at(name),
                         "only applies to method = \"kubernetes\"",
                     );
                 }
@@ -240,20 +252,17 @@ fn vault_auth(
             VaultAuth::Token { token_file }
         }
         Some((_, span)) => {
-            v.diag.value(
-                span,
-                "store.auth.method",
-                "expected \"kubernetes\" or \"token\"",
-            );
-            placeholder
+            v.diag
+                .value(span, &at("method"), "expected \"kubernetes\" or \"token\"");
+            AUTH_PLACEHOLDER
         }
         None => {
             v.missing(
                 Some(spanned.span()),
-                "store.auth.method",
+                &at("method"),
                 "missing key `method`: \"kubernetes\" or \"token\"",
             );
-            placeholder
+            AUTH_PLACEHOLDER
         }
     }
 }
