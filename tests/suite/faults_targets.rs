@@ -178,6 +178,41 @@ fn acl_hash(password: &str) -> String {
     hex::encode(sha2::Sha256::digest(password.as_bytes()))
 }
 
+/// A private `redis-server` (its admin URL in a file rotor reads at every operation) and a
+/// tree rotating one user on it with `verify_interval = "1s"`, notifying `notify_url`.
+/// `None` when the test is skipped (no `redis-server` outside CI).
+struct RedisTree {
+    server: RedisServer,
+    dir: tempfile::TempDir,
+    url_file: std::path::PathBuf,
+    user: String,
+    metrics: Metrics,
+    tree: Tree,
+    store: Arc<EmbeddedStore>,
+}
+
+impl RedisTree {
+    async fn start(notify_url: &str) -> Option<RedisTree> {
+        let server = RedisServer::start()?;
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("redis-admin-url");
+        std::fs::write(&url_file, server.url()).unwrap();
+        let user = random_name("rotor_f");
+        let cfg = redis_config(dir.path(), &user, notify_url, "verify_interval = \"1s\"");
+        let metrics = Metrics::new();
+        let (tree, store) = start_tree(dir.path(), &cfg, &metrics).await;
+        Some(RedisTree {
+            server,
+            dir,
+            url_file,
+            user,
+            metrics,
+            tree,
+            store,
+        })
+    }
+}
+
 fn redis_config(dir: &Path, user: &str, notify_url: &str, verify: &str) -> Config {
     embedded::tree_config(
         dir,
@@ -211,22 +246,20 @@ events = ["target_reapplied"]
 /// rotor re-applies it within a verify interval; the version number stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_without_its_aclfile_gets_the_current_version_back() {
-    let Some(mut server) = RedisServer::start() else {
+    let receiver = Receiver::start(vec![200]).await;
+    let Some(RedisTree {
+        mut server,
+        // Kept alive: the store and the admin URL file live in it.
+        dir: _dir,
+        url_file,
+        user,
+        metrics,
+        mut tree,
+        store,
+    }) = RedisTree::start(&format!("http://{}/slack", receiver.addr)).await
+    else {
         return;
     };
-    let receiver = Receiver::start(vec![200]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let url_file = dir.path().join("redis-admin-url");
-    std::fs::write(&url_file, server.url()).unwrap();
-    let user = random_name("rotor_f");
-    let cfg = redis_config(
-        dir.path(),
-        &user,
-        &format!("http://{}/slack", receiver.addr),
-        "verify_interval = \"1s\"",
-    );
-    let metrics = Metrics::new();
-    let (mut tree, store) = start_tree(dir.path(), &cfg, &metrics).await;
     let admin = embedded::admin(&tree);
     let s = secret("cache_credentials");
     settled_at(&tree, &store, &s, 1).await;
@@ -274,22 +307,20 @@ async fn redis_restarted_without_its_aclfile_gets_the_current_version_back() {
 /// and revokes v2 and v1 again, so what rotor expired stays invalid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_with_an_old_aclfile_gets_old_passwords_revoked_again() {
-    let Some(mut server) = RedisServer::start() else {
+    let receiver = Receiver::start(vec![200]).await;
+    let Some(RedisTree {
+        mut server,
+        // Kept alive: the store and the admin URL file live in it.
+        dir: _dir,
+        url_file,
+        user,
+        metrics,
+        mut tree,
+        store,
+    }) = RedisTree::start(&format!("http://{}/slack", receiver.addr)).await
+    else {
         return;
     };
-    let receiver = Receiver::start(vec![200]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let url_file = dir.path().join("redis-admin-url");
-    std::fs::write(&url_file, server.url()).unwrap();
-    let user = random_name("rotor_f");
-    let cfg = redis_config(
-        dir.path(),
-        &user,
-        &format!("http://{}/slack", receiver.addr),
-        "verify_interval = \"1s\"",
-    );
-    let metrics = Metrics::new();
-    let (mut tree, store) = start_tree(dir.path(), &cfg, &metrics).await;
     let admin = embedded::admin(&tree);
     let s = secret("cache_credentials");
     settled_at(&tree, &store, &s, 1).await;
@@ -371,22 +402,20 @@ async fn redis_restarted_with_an_old_aclfile_gets_old_passwords_revoked_again() 
 /// nothing is re-applied, the actor keeps running and verifies again once it can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_target_is_a_verify_error_and_nothing_is_reapplied() {
-    let Some(server) = RedisServer::start() else {
+    // Nothing listens at the notification URL; only a re-apply would be sent anyway.
+    let Some(RedisTree {
+        server,
+        // Kept alive: the store and the admin URL file live in it.
+        dir: _dir,
+        url_file,
+        user: _,
+        metrics,
+        mut tree,
+        store,
+    }) = RedisTree::start(&format!("http://127.0.0.1:{}/slack", free_port())).await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let url_file = dir.path().join("redis-admin-url");
-    std::fs::write(&url_file, server.url()).unwrap();
-    let user = random_name("rotor_f");
-    let cfg = redis_config(
-        dir.path(),
-        &user,
-        // Nothing listens there; only a re-apply would be sent anyway.
-        &format!("http://127.0.0.1:{}/slack", free_port()),
-        "verify_interval = \"1s\"",
-    );
-    let metrics = Metrics::new();
-    let (mut tree, store) = start_tree(dir.path(), &cfg, &metrics).await;
     let s = secret("cache_credentials");
     settled_at(&tree, &store, &s, 1).await;
     eventually(LIMIT, "a first verify holds", async || {
