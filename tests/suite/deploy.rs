@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::common::openbao::OpenBao;
 use rotor::config::{Config, StoreConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -249,7 +250,7 @@ fn deployment_problems(dep: &Value, spc_names: &BTreeSet<String>) -> Vec<String>
 
     let pod = pod_spec(dep);
     if pod["automountServiceAccountToken"] != json!(false) {
-        p.push("automountServiceAccountToken must be false: nothing in the pod needs it".into());
+        p.push("automountServiceAccountToken must be false: rotor's Vault login uses a projected, audience-bound token".into());
     }
     let psc = &pod["securityContext"];
     if psc["runAsNonRoot"] != json!(true) {
@@ -439,19 +440,21 @@ fn config_problems(dep: &Value, toml: &Path, claims: &BTreeSet<String>) -> Vec<S
         ));
     }
 
-    let StoreConfig::Embedded {
-        path,
-        master_key_file,
-    } = &config.store
-    else {
-        p.push("the deployed config uses the embedded store".to_owned());
-        return p;
-    };
-    for (what, file) in [
-        ("store path", path),
-        ("master key file", master_key_file),
-        ("admin token file", &config.server.admin_token_file),
-    ] {
+    // What must survive a restart: the embedded store itself, or with Vault the master key
+    // that encrypts every value before it reaches Vault; and the admin token.
+    let mut durable: Vec<(&str, &PathBuf)> = Vec::new();
+    match &config.store {
+        StoreConfig::Embedded {
+            path,
+            master_key_file,
+        } => {
+            durable.push(("store path", path));
+            durable.push(("master key file", master_key_file));
+        }
+        StoreConfig::Vault(s) => durable.push(("master key file", &s.master_key_file)),
+    }
+    durable.push(("admin token file", &config.server.admin_token_file));
+    for (what, file) in durable {
         // The deepest mount holding the file decides where it lives.
         let mount = items(&c["volumeMounts"])
             .iter()
@@ -505,6 +508,572 @@ fn config_problems(dep: &Value, toml: &Path, claims: &BTreeSet<String>) -> Vec<S
         ));
     }
     p
+}
+
+/// The config the Deployment runs, loaded with the Deployment's environment.
+fn deployed_config(dep: &Value, toml: &Path) -> Config {
+    let env = literal_env(dep);
+    Config::load_with_env(toml, &|name| env.get(name).cloned())
+        .unwrap_or_else(|e| panic!("{}: {e}", toml.display()))
+}
+
+/// The deepest volume mount of rotor's container holding `file`, with the file's path
+/// inside it.
+fn mount_of<'a>(dep: &'a Value, file: &Path) -> Option<(&'a Value, PathBuf)> {
+    items(&main_container(dep)["volumeMounts"])
+        .iter()
+        .filter_map(|m| {
+            let dir = m["mountPath"].as_str()?;
+            let rest = file.strip_prefix(dir).ok()?;
+            Some((m, rest.to_path_buf(), dir.len()))
+        })
+        .max_by_key(|(_, _, len)| *len)
+        .map(|(m, rest, _)| (m, rest))
+}
+
+fn volume<'a>(dep: &'a Value, name: &Value) -> Option<&'a Value> {
+    items(&pod_spec(dep)["volumes"])
+        .iter()
+        .find(|v| &v["name"] == name)
+}
+
+/// The Vault logins of the config (the store's and each view's own) against the pod: a
+/// Kubernetes login's `token_file` must be a projected ServiceAccount token (the pod mounts
+/// no default one) with an explicit audience and expiry, on a read-only mount; a
+/// `ca_file` must be on a mount too.
+fn vault_login_problems(dep: &Value, config: &Config) -> Vec<String> {
+    let mut p = Vec::new();
+    let mut logins: Vec<(String, &rotor::store::vault::VaultAuth)> = Vec::new();
+    let mut ca_files: Vec<(String, &PathBuf)> = Vec::new();
+    if let StoreConfig::Vault(s) = &config.store {
+        logins.push(("store.auth".into(), &s.auth));
+        if let Some(ca) = &s.ca_file {
+            ca_files.push(("store.ca_file".into(), ca));
+        }
+    }
+    for (i, view) in config.views.iter().enumerate() {
+        logins.push((format!("publish[{i}].auth"), &view.auth));
+        if let Some(ca) = &view.ca_file {
+            ca_files.push((format!("publish[{i}].ca_file"), ca));
+        }
+    }
+    for (key, auth) in logins {
+        let rotor::store::vault::VaultAuth::Kubernetes { token_file, .. } = auth else {
+            continue;
+        };
+        let shown = token_file.display();
+        let Some((mount, rest)) = mount_of(dep, token_file) else {
+            p.push(format!(
+                "{key}.token_file {shown} is on no volume mount of rotor's container"
+            ));
+            continue;
+        };
+        if mount["readOnly"] != json!(true) {
+            p.push(format!(
+                "{key}.token_file {shown}: its mount {} must be readOnly",
+                mount["mountPath"]
+            ));
+        }
+        let sources =
+            volume(dep, &mount["name"]).map_or(&[][..], |v| items(&v["projected"]["sources"]));
+        let token = sources.iter().find(|s| {
+            s["serviceAccountToken"]["path"].as_str().map(Path::new) == Some(rest.as_path())
+        });
+        let Some(token) = token.map(|s| &s["serviceAccountToken"]) else {
+            p.push(format!(
+                "{key}.token_file {shown} is not a projected serviceAccountToken of volume {}",
+                mount["name"]
+            ));
+            continue;
+        };
+        if token["audience"].as_str().is_none_or(str::is_empty) {
+            p.push(format!(
+                "{key}.token_file {shown}: the projected token needs an explicit audience (the Vault role checks it)"
+            ));
+        }
+        match token["expirationSeconds"].as_u64() {
+            Some(s) if (600..=86_400).contains(&s) => {}
+            other => p.push(format!(
+                "{key}.token_file {shown}: expirationSeconds must be set, 600 to 86400, found {other:?}"
+            )),
+        }
+    }
+    for (key, ca) in ca_files {
+        let shown = ca.display();
+        let Some((mount, rest)) = mount_of(dep, ca) else {
+            p.push(format!(
+                "{key} {shown} is on no volume mount of rotor's container"
+            ));
+            continue;
+        };
+        let Some(v) = volume(dep, &mount["name"]) else {
+            p.push(format!(
+                "{key} {shown}: volume {} does not exist",
+                mount["name"]
+            ));
+            continue;
+        };
+        let from_config_map = |cm: &Value| {
+            items(&cm["items"])
+                .iter()
+                .any(|i| i["path"].as_str().map(Path::new) == Some(rest.as_path()))
+        };
+        let found = from_config_map(&v["configMap"])
+            || items(&v["projected"]["sources"])
+                .iter()
+                .any(|s| from_config_map(&s["configMap"]));
+        if !found {
+            p.push(format!(
+                "{key} {shown} is no item of a configMap in volume {}",
+                mount["name"]
+            ));
+        }
+    }
+    p
+}
+
+/// Whether one NetworkPolicy egress rule allows TCP to `port`, and, when `namespace` is
+/// given, names that namespace (or any destination).
+fn egress_allows(np: &Value, port: u64, namespace: Option<&str>) -> bool {
+    items(&np["spec"]["egress"]).iter().any(|rule| {
+        let port_ok = items(&rule["ports"]).iter().any(|p| {
+            p["port"].as_u64() == Some(port) && p["protocol"].as_str().unwrap_or("TCP") == "TCP"
+        });
+        let to = items(&rule["to"]);
+        let dest_ok = to.is_empty()
+            || namespace.is_none_or(|ns| {
+                to.iter().any(|t| {
+                    t["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str()
+                        == Some(ns)
+                })
+            });
+        port_ok && dest_ok
+    })
+}
+
+/// rotor's egress: the Vault it logs into (the port of the store's and every view's
+/// address; for an in-cluster `NAME.NAMESPACE.svc` host, that namespace) and the
+/// PostgreSQL targets (5432: their address is in a file, not in the config).
+fn network_problems(np: &Value, config: &Config) -> Vec<String> {
+    let mut p = Vec::new();
+    let mut addresses: Vec<&str> = config.views.iter().map(|v| v.address.as_str()).collect();
+    if let StoreConfig::Vault(s) = &config.store {
+        addresses.push(&s.address);
+    }
+    for address in addresses {
+        let Ok(url) = url::Url::parse(address) else {
+            p.push(format!("Vault address {address:?} does not parse"));
+            continue;
+        };
+        let port = u64::from(url.port_or_known_default().unwrap_or(8200));
+        let host = url.host_str().unwrap_or("");
+        let labels: Vec<&str> = host.split('.').collect();
+        let namespace = (labels.len() >= 3 && labels[2] == "svc").then(|| labels[1]);
+        if !egress_allows(np, port, namespace) {
+            p.push(format!(
+                "NetworkPolicy: no egress rule lets rotor reach Vault at {address} (TCP {port}{})",
+                namespace.map_or(String::new(), |ns| format!(" in namespace {ns}"))
+            ));
+        }
+    }
+    let postgres = config
+        .secrets
+        .iter()
+        .any(|s| matches!(s.target, rotor::target::TargetConfig::Postgres(_)));
+    if postgres && !egress_allows(np, 5432, None) {
+        p.push("NetworkPolicy: a postgres target needs egress to TCP 5432".into());
+    }
+    p
+}
+
+/// Whether rotor manages what an object of a SecretProviderClass mounts, as the comment
+/// line above its group inside `objects` says (`# rotor-managed: ...` or
+/// `# operator-managed: ...`); one per object, in order. An object under no such comment
+/// counts as rotor-managed: then it must have a view, so nothing is left unsaid.
+fn object_management(objects: &str) -> Vec<bool> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let top = objects
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- "))
+        .map(indent)
+        .min()
+        .unwrap_or(0);
+    let mut rotor_managed = true;
+    let mut out = Vec::new();
+    for line in objects.lines() {
+        let trimmed = line.trim_start();
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            let comment = comment.trim_start();
+            if comment.starts_with("operator-managed") {
+                rotor_managed = false;
+            } else if comment.starts_with("rotor-managed") {
+                rotor_managed = true;
+            }
+        } else if trimmed.starts_with("- ") && indent(line) == top {
+            out.push(rotor_managed);
+        }
+    }
+    out
+}
+
+/// The fields a view document holds: each field and its `NAME_version`.
+fn view_fields(view: &rotor::publish::config::VaultViewConfig) -> BTreeSet<String> {
+    view.fields
+        .keys()
+        .flat_map(|f| [f.clone(), format!("{f}_version")])
+        .collect()
+}
+
+/// Every object of a SecretProviderClass against the views of the config: a rotor-managed
+/// object reads a field of a view (Vault: `secretPath` `{mount}/data/{path}` and a
+/// `secretKey` the view writes; AWS: the secret named like the view's path, split with
+/// `jmesPath` into fields the view writes, until the `aws` view type exists); an
+/// operator-managed one reads neither a view (rotor would overwrite it) nor the store's
+/// own paths (which hold versions before they are promoted).
+fn spc_view_problems(spc: &Value, config: &Config) -> Vec<String> {
+    let mut p = Vec::new();
+    let id = format!("SecretProviderClass {}", name(spc));
+    let provider = text(spc, "/spec/provider").unwrap_or("");
+    let Some(raw) = text(spc, "/spec/parameters/objects") else {
+        return vec![format!("{id}: parameters.objects is missing")];
+    };
+    let objects = match yaml_docs(raw) {
+        Ok(docs) if docs.len() == 1 => docs[0].clone(),
+        _ => return vec![format!("{id}: parameters.objects does not parse")],
+    };
+    let managed = object_management(raw);
+    let objects = items(&objects);
+    if managed.len() != objects.len() {
+        p.push(format!(
+            "{id}: found {} list items in objects' text but {} objects",
+            managed.len(),
+            objects.len()
+        ));
+    }
+    let store_dir = match &config.store {
+        StoreConfig::Vault(s) => Some(match s.path_prefix.trim_matches('/') {
+            "" => format!("{}/data/_rotor/", s.mount),
+            prefix => format!("{}/data/{prefix}/", s.mount),
+        }),
+        StoreConfig::Embedded { .. } => None,
+    };
+    for (i, object) in objects.iter().enumerate() {
+        let rotor_managed = managed.get(i).copied().unwrap_or(true);
+        let oname = object["objectName"].as_str().unwrap_or("?");
+        match provider {
+            "vault" => {
+                let path = object["secretPath"].as_str().unwrap_or("");
+                let key = object["secretKey"].as_str().unwrap_or("");
+                let view = config
+                    .views
+                    .iter()
+                    .find(|v| format!("{}/data/{}", v.mount, v.path) == path);
+                if let Some(dir) = &store_dir
+                    && path.starts_with(dir.as_str())
+                {
+                    p.push(format!("{id}: object {oname} reads {path}, a path of rotor's store, which holds versions before they are promoted: read a view"));
+                }
+                match (rotor_managed, view) {
+                    (true, None) => p.push(format!(
+                        "{id}: object {oname} (rotor-managed) reads {path}, which no [[publish]] type = \"vault\" view writes"
+                    )),
+                    (true, Some(v)) if !view_fields(v).contains(key) => p.push(format!(
+                        "{id}: object {oname} reads field {key:?} of view {}, which writes {:?}",
+                        v.name(),
+                        view_fields(v)
+                    )),
+                    (false, Some(v)) => p.push(format!(
+                        "{id}: object {oname} is marked operator-managed but reads view {}, which rotor writes",
+                        v.name()
+                    )),
+                    _ => {}
+                }
+            }
+            "aws" => {
+                let view = config.views.iter().find(|v| v.path == oname);
+                let splits = items(&object["jmesPath"]);
+                match (rotor_managed, view) {
+                    (true, None) => p.push(format!(
+                        "{id}: object {oname} (rotor-managed) has no view of that name in rotor.toml"
+                    )),
+                    (true, Some(v)) => {
+                        if splits.is_empty() {
+                            p.push(format!("{id}: object {oname} (rotor-managed) must split the view's JSON with jmesPath: separate secrets could be read on either side of a rotation"));
+                        }
+                        let fields = view_fields(v);
+                        for s in splits {
+                            let path = s["path"].as_str().unwrap_or("");
+                            if !fields.contains(path) {
+                                p.push(format!(
+                                    "{id}: object {oname}: jmesPath {path:?} is no field of view {}, which writes {fields:?}",
+                                    v.name()
+                                ));
+                            }
+                        }
+                    }
+                    (false, Some(v)) => p.push(format!(
+                        "{id}: object {oname} is marked operator-managed but is named like view {}, which rotor writes",
+                        v.name()
+                    )),
+                    (false, None) => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    p
+}
+
+/// One `path "..." { capabilities = [...] }` rule of a Vault policy.
+#[derive(Debug, Clone)]
+struct PolicyRule {
+    path: String,
+    capabilities: BTreeSet<String>,
+}
+
+/// The rules of an HCL policy file, in order. Only the shape deploy/vault uses: `path`
+/// blocks with a `capabilities` list, and `#` comments.
+fn parse_policy(hcl: &str) -> Result<Vec<PolicyRule>, String> {
+    let text: String = hcl
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut rules = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("path") {
+        rest = &rest[at + 4..];
+        let open = rest.find('"').ok_or("path without a quoted name")?;
+        let close = rest[open + 1..].find('"').ok_or("unterminated path name")? + open + 1;
+        let path = rest[open + 1..close].to_owned();
+        let body_start = rest[close..].find('{').ok_or("path without a block")? + close;
+        let body_end = rest[body_start..].find('}').ok_or("unterminated block")? + body_start;
+        let body = &rest[body_start + 1..body_end];
+        let caps = body
+            .split_once("capabilities")
+            .and_then(|(_, c)| {
+                let l = c.find('[')?;
+                let r = c.find(']')?;
+                Some(&c[l + 1..r])
+            })
+            .ok_or_else(|| format!("path {path:?} has no capabilities list"))?;
+        let capabilities = caps
+            .split(',')
+            .map(|c| c.trim().trim_matches('"').to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
+        rules.push(PolicyRule { path, capabilities });
+        rest = &rest[body_end + 1..];
+    }
+    Ok(rules)
+}
+
+/// Whether a policy path (with Vault's `+` segment and trailing `*` globs) matches a
+/// request path.
+fn policy_matches(pattern: &str, path: &str) -> bool {
+    let (pattern, glob) = match pattern.strip_suffix('*') {
+        Some(p) => (p, true),
+        None => (pattern, false),
+    };
+    let mut pat = pattern.split('/').peekable();
+    let mut req = path.split('/').peekable();
+    loop {
+        match (pat.next(), req.next()) {
+            (None, None) => return true,
+            (Some(last), Some(seg)) if pat.peek().is_none() => {
+                // The last pattern segment may be a prefix under a glob.
+                let seg_ok = if glob {
+                    seg.starts_with(last)
+                } else {
+                    last == "+" || last == seg
+                };
+                return seg_ok && (glob || req.peek().is_none());
+            }
+            (Some(p), Some(seg)) if p == "+" || p == seg => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// The capabilities a policy grants on `path`: those of the matching rule Vault picks,
+/// the most specific one (a later first wildcard, no trailing glob, fewer `+`, longer).
+fn granted(rules: &[PolicyRule], path: &str) -> BTreeSet<String> {
+    rules
+        .iter()
+        .filter(|r| policy_matches(&r.path, path))
+        .max_by_key(|r| {
+            let first_wild = r.path.find(['+', '*']).unwrap_or(r.path.len());
+            (
+                first_wild,
+                !r.path.ends_with('*'),
+                usize::MAX - r.path.matches('+').count(),
+                r.path.len(),
+            )
+        })
+        .map(|r| r.capabilities.clone())
+        .unwrap_or_default()
+}
+
+/// What rotor asks of Vault with this config, as `(request path, capability, why)`: the
+/// store's paths (values, state documents, the layout marker, the label mirror, the
+/// listings, and the reads of the layout 1 migration) for every configured secret, each
+/// view's document, and the token's own lookup and renewal.
+fn vault_requests(config: &Config) -> Vec<(String, &'static str, String)> {
+    let mut out = Vec::new();
+    let mut add = |path: String, caps: &[&'static str], why: &str| {
+        for cap in caps {
+            out.push((path.clone(), *cap, why.to_owned()));
+        }
+    };
+    if let StoreConfig::Vault(s) = &config.store {
+        let m = &s.mount;
+        let prefix = s.path_prefix.trim_matches('/');
+        let under = |rest: &str| {
+            if prefix.is_empty() {
+                rest.to_owned()
+            } else {
+                format!("{prefix}/{rest}")
+            }
+        };
+        let dir = under("_rotor");
+        let write = ["create", "read", "update"];
+        add(
+            format!("{m}/data/{dir}/_layout"),
+            &write,
+            "the layout marker",
+        );
+        add(format!("{m}/metadata/{dir}/"), &["list"], "listing tenants");
+        add(
+            format!("{m}/metadata/{}", under("")),
+            &["list"],
+            "the layout 1 migration lists the prefix",
+        );
+        for secret in &config.secrets {
+            let (t, k) = (secret.secret.tenant(), secret.secret.key());
+            add(
+                format!("{m}/data/{dir}/{t}/{k}"),
+                &write,
+                "a secret's values",
+            );
+            add(
+                format!("{m}/data/{dir}/{t}/{k}/_rotor"),
+                &write,
+                "a secret's state document",
+            );
+            add(
+                format!("{m}/metadata/{dir}/{t}/{k}"),
+                &write,
+                "the label mirror",
+            );
+            add(
+                format!("{m}/metadata/{dir}/{t}/"),
+                &["list"],
+                "listing keys",
+            );
+            let old = under(&format!("{t}/{k}"));
+            add(
+                format!("{m}/metadata/{}", under(&format!("{t}/"))),
+                &["list"],
+                "the layout 1 migration lists a tenant",
+            );
+            add(
+                format!("{m}/metadata/{old}"),
+                &["read"],
+                "the layout 1 migration",
+            );
+            add(
+                format!("{m}/data/{old}"),
+                &["read"],
+                "the layout 1 migration",
+            );
+            add(
+                format!("{m}/data/{old}/_rotor"),
+                &["read"],
+                "the layout 1 migration",
+            );
+        }
+        add(
+            "auth/token/lookup-self".into(),
+            &["read"],
+            "the token's lookup",
+        );
+        add(
+            "auth/token/renew-self".into(),
+            &["update"],
+            "the token's renewal",
+        );
+    }
+    for view in &config.views {
+        add(
+            format!("{}/data/{}", view.mount, view.path),
+            &["create", "read", "update"],
+            &format!("view {}", view.name()),
+        );
+    }
+    out
+}
+
+/// The policy grants everything rotor asks for and no more than it needs: no delete,
+/// destroy, sudo or patch anywhere, and no write outside the store's `_rotor` folder and
+/// the views (the paths of the layout 1 migration are read only; operator-managed
+/// documents, `forbidden`, are not writable at all).
+fn policy_problems(rules: &[PolicyRule], config: &Config, forbidden: &[String]) -> Vec<String> {
+    let mut p = Vec::new();
+    for (path, cap, why) in vault_requests(config) {
+        if !granted(rules, &path).contains(cap) {
+            p.push(format!(
+                "the Vault policy does not grant {cap} on {path} ({why})"
+            ));
+        }
+    }
+    for rule in rules {
+        for cap in ["delete", "destroy", "sudo", "patch"] {
+            if rule.capabilities.contains(cap) {
+                p.push(format!(
+                    "the Vault policy grants {cap} on {}: rotor never needs it",
+                    rule.path
+                ));
+            }
+        }
+    }
+    let mut writes: Vec<String> = forbidden.to_vec();
+    if let StoreConfig::Vault(s) = &config.store {
+        let prefix = s.path_prefix.trim_matches('/');
+        for secret in &config.secrets {
+            let old = if prefix.is_empty() {
+                secret.secret.to_string()
+            } else {
+                format!("{prefix}/{}", secret.secret)
+            };
+            writes.push(format!("{}/data/{old}", s.mount));
+        }
+    }
+    for path in writes {
+        let caps = granted(rules, &path);
+        if caps.contains("create") || caps.contains("update") {
+            p.push(format!(
+                "the Vault policy lets rotor write {path}, which rotor never writes"
+            ));
+        }
+    }
+    p
+}
+
+/// The secretPaths of the Vault class's operator-managed objects.
+fn operator_managed_paths(spc: &Value) -> Vec<String> {
+    let raw = text(spc, "/spec/parameters/objects").unwrap_or("");
+    let Ok(docs) = yaml_docs(raw) else {
+        return Vec::new();
+    };
+    let managed = object_management(raw);
+    docs.first()
+        .map(items)
+        .unwrap_or_default()
+        .iter()
+        .zip(managed)
+        .filter(|(_, rotor)| !rotor)
+        .filter_map(|(o, _)| o["secretPath"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The file names a SecretProviderClass writes into the volume, and its problems.
@@ -954,8 +1523,11 @@ fn secret_provider_classes_are_complete_and_agree() {
     );
     let mut mounted = Vec::new();
     for spc in &spcs {
-        let (files, problems) = spc_problems(spc);
+        let (mut files, problems) = spc_problems(spc);
         assert_none(problems);
+        for parent in split_parents(spc) {
+            files.remove(&parent);
+        }
         let missing: Vec<&&str> = SEED_FILES.iter().filter(|f| !files.contains(**f)).collect();
         assert!(
             missing.is_empty(),
@@ -1282,4 +1854,629 @@ fn catches_a_root_image_that_ships_more_than_the_binary() {
     ] {
         assert_found(&problems, needle);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The deployment is coherent: what the SecretProviderClasses mount is what rotor's views
+// write, the Vault policy grants what rotor does, rotor can log in and reach Vault.
+
+fn policy_rules(file: &str) -> Vec<PolicyRule> {
+    let hcl = std::fs::read_to_string(deploy_dir().join("vault").join(file))
+        .unwrap_or_else(|e| panic!("deploy/vault/{file}: {e}"));
+    parse_policy(&hcl).unwrap_or_else(|e| panic!("deploy/vault/{file}: {e}"))
+}
+
+fn provider_class<'a>(ms: &'a [Manifest], provider: &str) -> &'a Value {
+    all_of(ms, "SecretProviderClass")
+        .into_iter()
+        .find(|s| text(s, "/spec/provider") == Some(provider))
+        .unwrap_or_else(|| panic!("a {provider} SecretProviderClass"))
+}
+
+/// The files of an AWS class that are whole JSON secrets split with jmesPath: the
+/// provider writes them besides the split files, and the Vault class has no counterpart.
+fn split_parents(spc: &Value) -> BTreeSet<String> {
+    let objects = text(spc, "/spec/parameters/objects")
+        .and_then(|o| yaml_docs(o).ok())
+        .and_then(|d| d.into_iter().next())
+        .unwrap_or(Value::Null);
+    items(&objects)
+        .iter()
+        .filter(|o| !items(&o["jmesPath"]).is_empty())
+        .filter_map(|o| o["objectAlias"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_deployed_config_uses_the_vault_store_and_views() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    assert!(
+        matches!(config.store, StoreConfig::Vault(_)),
+        "deploy/config/rotor.toml must use [store] type = \"vault\""
+    );
+    assert!(
+        !config.views.is_empty(),
+        "deploy/config/rotor.toml publishes no Vault view"
+    );
+}
+
+#[test]
+fn every_rotor_managed_object_reads_a_view_field() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    for spc in all_of(&ms, "SecretProviderClass") {
+        assert_none(spc_view_problems(spc, &config));
+    }
+}
+
+#[test]
+fn the_vault_policy_grants_what_rotor_does_and_no_more() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    let forbidden = operator_managed_paths(provider_class(&ms, "vault"));
+    assert!(
+        !forbidden.is_empty(),
+        "the Vault class marks no operator-managed object"
+    );
+    assert_none(policy_problems(
+        &policy_rules("rotor.hcl"),
+        &config,
+        &forbidden,
+    ));
+}
+
+/// The CSI provider's policy reads every object of the Vault class, and nothing of the
+/// store (whose paths hold versions before they are promoted) nor anything writable.
+#[test]
+fn the_csi_policy_reads_the_mounted_documents_only() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    let rules = policy_rules("rotor-csi.hcl");
+    let spc = provider_class(&ms, "vault");
+    let objects = yaml_docs(text(spc, "/spec/parameters/objects").expect("objects"))
+        .expect("objects parse")
+        .remove(0);
+    let mut problems = Vec::new();
+    for o in items(&objects) {
+        let path = o["secretPath"].as_str().unwrap_or("");
+        if !granted(&rules, path).contains("read") {
+            problems.push(format!("rotor-csi.hcl does not grant read on {path}"));
+        }
+    }
+    if let StoreConfig::Vault(s) = &config.store {
+        let sample = format!("{}/data/{}/_rotor/tenant1/key", s.mount, s.path_prefix);
+        if !granted(&rules, &sample).is_empty() {
+            problems.push(format!(
+                "rotor-csi.hcl grants access to the store path {sample}"
+            ));
+        }
+    }
+    for r in &rules {
+        if r.capabilities.iter().any(|c| c != "read") {
+            problems.push(format!(
+                "rotor-csi.hcl grants {:?} on {}",
+                r.capabilities, r.path
+            ));
+        }
+    }
+    assert_none(problems);
+}
+
+#[test]
+fn rotor_logs_into_vault_with_a_projected_token() {
+    let ms = manifests();
+    let dep = only(&ms, "Deployment");
+    let config = deployed_config(dep, &rotor_toml());
+    assert_none(vault_login_problems(dep, &config));
+}
+
+#[test]
+fn the_network_policy_lets_rotor_reach_vault_and_postgres() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    assert_none(network_problems(only(&ms, "NetworkPolicy"), &config));
+}
+
+#[test]
+fn catches_spc_objects_that_no_view_writes() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+
+    // The deployment before views: the same objects, no markers, and no view in the config.
+    let mut unmarked = provider_class(&ms, "vault").clone();
+    let objects: String = text(&unmarked, "/spec/parameters/objects")
+        .expect("objects")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    set(&mut unmarked, "/spec/parameters/objects", json!(objects));
+    let mut no_views = config.clone();
+    no_views.views.clear();
+    let problems = spc_view_problems(&unmarked, &no_views);
+    assert_found(
+        &problems,
+        "object database-password (rotor-managed) reads secret/data/rotor/database, which no [[publish]]",
+    );
+    assert_found(&problems, "object together-api-key (rotor-managed)");
+
+    // A field the view does not write, a path no view writes, a store path, and an
+    // operator-managed object that reads a view.
+    let mut vault = provider_class(&ms, "vault").clone();
+    let objects = text(&vault, "/spec/parameters/objects")
+        .expect("objects")
+        .replace("secretKey: password\n", "secretKey: passwd\n")
+        .replace("secret/data/rotor/jwt\n", "secret/data/rotor/jwt-old\n")
+        .replace(
+            "secret/data/rotor/redis\n",
+            "secret/data/rotor-store/_rotor/tenant1/redis\n",
+        )
+        .replace("secret/data/rotor/slack\n", "secret/data/rotor/database\n");
+    set(&mut vault, "/spec/parameters/objects", json!(objects));
+    let problems = spc_view_problems(&vault, &config);
+    assert_found(
+        &problems,
+        "reads field \"passwd\" of view secret/rotor/database",
+    );
+    assert_found(&problems, "reads secret/data/rotor/jwt-old, which no");
+    assert_found(&problems, "object redis-url reads secret/data/rotor-store/");
+    assert_found(
+        &problems,
+        "object slack-webhook-url is marked operator-managed but reads view secret/rotor/database",
+    );
+
+    // AWS: a rotor-managed secret not split with jmesPath, or split into unknown fields.
+    let mut aws = provider_class(&ms, "aws").clone();
+    let objects = text(&aws, "/spec/parameters/objects")
+        .expect("objects")
+        .replace("path: password\n", "path: pass\n")
+        .replace("- objectName: rotor/jwt\n", "- objectName: rotor/jwt-old\n");
+    set(&mut aws, "/spec/parameters/objects", json!(objects));
+    let problems = spc_view_problems(&aws, &config);
+    assert_found(
+        &problems,
+        "jmesPath \"pass\" is no field of view secret/rotor/database",
+    );
+    assert_found(
+        &problems,
+        "object rotor/jwt-old (rotor-managed) has no view",
+    );
+    let mut unsplit = provider_class(&ms, "aws").clone();
+    let objects = yaml_docs(text(&unsplit, "/spec/parameters/objects").expect("objects"))
+        .expect("objects parse")
+        .remove(0);
+    let bare: Vec<Value> = items(&objects)
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            if let Some(m) = o.as_object_mut() {
+                m.remove("jmesPath");
+            }
+            o
+        })
+        .collect();
+    let mut text_objects = String::from("# rotor-managed: all\n");
+    text_objects.push_str(&serde_norway::to_string(&bare).expect("yaml"));
+    set(
+        &mut unsplit,
+        "/spec/parameters/objects",
+        json!(text_objects),
+    );
+    assert_found(
+        &spc_view_problems(&unsplit, &config),
+        "object rotor/database (rotor-managed) must split the view's JSON with jmesPath",
+    );
+}
+
+#[test]
+fn catches_a_policy_that_misses_a_path_or_grants_too_much() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    let forbidden = operator_managed_paths(provider_class(&ms, "vault"));
+    let rules = policy_rules("rotor.hcl");
+
+    let without = |pattern: &str| -> Vec<PolicyRule> {
+        rules
+            .iter()
+            .filter(|r| r.path != pattern)
+            .cloned()
+            .collect()
+    };
+    let problems = policy_problems(
+        &without("secret/metadata/rotor-store/_rotor/*"),
+        &config,
+        &forbidden,
+    );
+    assert_found(
+        &problems,
+        "does not grant update on secret/metadata/rotor-store/_rotor/tenant1/database_credentials (the label mirror)",
+    );
+    let problems = policy_problems(&without("secret/data/rotor/jwt"), &config, &forbidden);
+    assert_found(
+        &problems,
+        "does not grant create on secret/data/rotor/jwt (view secret/rotor/jwt)",
+    );
+    let problems = policy_problems(
+        &without("secret/metadata/rotor-store/*"),
+        &config,
+        &forbidden,
+    );
+    assert_found(
+        &problems,
+        "list on secret/metadata/rotor-store/ (the layout 1 migration",
+    );
+    let problems = policy_problems(&without("auth/token/renew-self"), &config, &forbidden);
+    assert_found(&problems, "auth/token/renew-self");
+
+    let mut loose = rules.clone();
+    loose.push(PolicyRule {
+        path: "secret/data/rotor/*".into(),
+        capabilities: ["create", "update", "delete"].map(String::from).into(),
+    });
+    loose.push(PolicyRule {
+        path: "secret/data/rotor-store/*".into(),
+        capabilities: ["read", "update"].map(String::from).into(),
+    });
+    let problems = policy_problems(&loose, &config, &forbidden);
+    assert_found(&problems, "grants delete on secret/data/rotor/*");
+    assert_found(&problems, "lets rotor write secret/data/rotor/api-keys");
+    assert_found(
+        &problems,
+        "lets rotor write secret/data/rotor-store/tenant1/database_credentials",
+    );
+
+    // The glob rules as Vault applies them: the most specific match wins.
+    let rules = parse_policy(
+        "path \"a/*\" { capabilities = [\"read\"] }\npath \"a/b/*\" { capabilities = [\"list\"] }\npath \"a/+/c\" { capabilities = [\"update\"] }\npath \"a/x/c\" { capabilities = [\"create\"] }",
+    )
+    .expect("parses");
+    assert_eq!(
+        granted(&rules, "a/b/c"),
+        BTreeSet::from(["list".to_owned()])
+    );
+    assert_eq!(
+        granted(&rules, "a/y/c"),
+        BTreeSet::from(["update".to_owned()])
+    );
+    assert_eq!(
+        granted(&rules, "a/x/c"),
+        BTreeSet::from(["create".to_owned()])
+    );
+    assert_eq!(granted(&rules, "a/z"), BTreeSet::from(["read".to_owned()]));
+    assert!(granted(&rules, "a").is_empty());
+    assert!(granted(&rules, "ab/c").is_empty());
+}
+
+#[test]
+fn catches_a_token_volume_that_does_not_match_the_config() {
+    let (dep, _) = deployment();
+    let config = deployed_config(&dep, &rotor_toml());
+    let vault_volume = items(&pod_spec(&dep)["volumes"])
+        .iter()
+        .position(|v| !v["projected"].is_null())
+        .expect("a projected volume");
+    let token_source = items(&pod_spec(&dep)["volumes"][vault_volume]["projected"]["sources"])
+        .iter()
+        .position(|s| !s["serviceAccountToken"].is_null())
+        .expect("a token source");
+    let token = format!(
+        "/spec/template/spec/volumes/{vault_volume}/projected/sources/{token_source}/serviceAccountToken"
+    );
+
+    let mut moved = dep.clone();
+    set(&mut moved, &format!("{token}/path"), json!("jwt"));
+    assert_found(
+        &vault_login_problems(&moved, &config),
+        "is not a projected serviceAccountToken",
+    );
+
+    let mut loose = dep.clone();
+    let t = loose
+        .pointer_mut(&token)
+        .and_then(Value::as_object_mut)
+        .expect("token");
+    t.remove("audience");
+    t.remove("expirationSeconds");
+    let mounts = loose
+        .pointer_mut("/spec/template/spec/containers/0/volumeMounts")
+        .and_then(Value::as_array_mut)
+        .expect("volumeMounts");
+    for m in mounts.iter_mut().filter(|m| !m["readOnly"].is_null()) {
+        m["readOnly"] = json!(false);
+    }
+    let problems = vault_login_problems(&loose, &config);
+    assert_found(&problems, "needs an explicit audience");
+    assert_found(&problems, "expirationSeconds must be set");
+    assert_found(&problems, "must be readOnly");
+
+    let mut gone = dep.clone();
+    let volumes = gone
+        .pointer_mut("/spec/template/spec/volumes")
+        .and_then(Value::as_array_mut)
+        .expect("volumes");
+    volumes.remove(vault_volume);
+    let problems = vault_login_problems(&gone, &config);
+    assert_found(
+        &problems,
+        "store.auth.token_file /var/run/secrets/rotor/vault/token",
+    );
+    assert_found(&problems, "store.ca_file");
+}
+
+#[test]
+fn catches_a_network_policy_that_allows_dns_only() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    let mut np = only(&ms, "NetworkPolicy").clone();
+    let egress = np
+        .pointer_mut("/spec/egress")
+        .and_then(Value::as_array_mut)
+        .expect("egress");
+    egress.truncate(1);
+    let problems = network_problems(&np, &config);
+    assert_found(
+        &problems,
+        "no egress rule lets rotor reach Vault at https://vault.vault.svc:8200 (TCP 8200 in namespace vault)",
+    );
+    assert_found(&problems, "TCP 5432");
+}
+
+// ---------------------------------------------------------------------------------------
+// The shipped policy on a real server
+
+/// A request with a token other than the root one: `(status, body)`.
+async fn bao_as(
+    bao: &OpenBao,
+    token: &str,
+    method: &str,
+    api: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = http
+        .request(method, format!("{}/v1/{api}", bao.address()))
+        .header("X-Vault-Token", token);
+    if let Some(b) = body {
+        req = req
+            .header("Content-Type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("OpenBao {api}: {e}"));
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// deploy/vault/rotor.hcl on a private OpenBao, with a token that holds that policy alone
+/// (no `default`): the deployed store opens (login lookup, layout marker, the migration's
+/// listing), stores and promotes two versions of every secret a view names (values, state
+/// documents, the label mirror), both views are written and then rewritten, the token
+/// renews itself; and writing an operator-managed document, a layout 1 path or deleting
+/// is refused (403). Only the address, the token and the CA differ from the shipped
+/// config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_policy_runs_the_store_and_the_views_on_openbao() {
+    use rotor::domain::{Label, RotationId};
+    use rotor::generator::SecretValue;
+    use rotor::publish::vault::{Synced, ViewWriter};
+    use rotor::store::vault::{VaultAuth, VaultStore};
+    use rotor::store::{Commit, Store as _};
+    use std::sync::Arc;
+
+    let Some(bao) = OpenBao::start().await else {
+        return;
+    };
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    let StoreConfig::Vault(shipped) = &config.store else {
+        panic!("the deployed store is not Vault");
+    };
+    // The dev server has KV v2 at secret/; another mount is enabled here.
+    let (status, mount) = bao
+        .call("GET", &format!("sys/mounts/{}", shipped.mount), None)
+        .await;
+    if status != 200 || mount.pointer("/options/version").and_then(Value::as_str) != Some("2") {
+        bao.enable_kv2(&shipped.mount).await;
+    }
+    let policy = std::fs::read_to_string(deploy_dir().join("vault/rotor.hcl")).expect("policy");
+    let (status, body) = bao
+        .call(
+            "PUT",
+            "sys/policies/acl/rotor",
+            Some(json!({ "policy": policy })),
+        )
+        .await;
+    assert!(
+        status == 200 || status == 204,
+        "writing the policy: {status} {body}"
+    );
+    let (status, body) = bao
+        .call(
+            "POST",
+            "auth/token/create",
+            Some(json!({ "policies": ["rotor"], "no_default_policy": true, "ttl": "1h" })),
+        )
+        .await;
+    assert_eq!(status, 200, "creating the token: {body}");
+    let token = body
+        .pointer("/auth/client_token")
+        .and_then(Value::as_str)
+        .expect("a client token")
+        .to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).expect("token file");
+
+    let mut settings = (**shipped).clone();
+    settings.address = bao.address().to_owned();
+    settings.ca_file = None;
+    settings.master_key_file = dir.path().join("master.key");
+    settings.auth = VaultAuth::Token {
+        token_file: token_file.clone(),
+    };
+    let store = VaultStore::open(settings)
+        .await
+        .expect("the store opens with the shipped policy alone");
+
+    // Two versions of each secret a view names, the second promoted over the first.
+    let value_of = |secret: &rotor::domain::SecretRef, v: u64| -> String {
+        match config
+            .secrets
+            .iter()
+            .find(|s| &s.secret == secret)
+            .map(|s| &s.target)
+        {
+            Some(rotor::target::TargetConfig::Postgres(_)) => json!({
+                "username": format!("app_{v}"),
+                "password": format!("pw-{v}"),
+                "url": format!("postgresql://app_{v}:pw-{v}@db:5432/app"),
+            })
+            .to_string(),
+            _ => format!("{v:064x}"),
+        }
+    };
+    let named: BTreeSet<rotor::domain::SecretRef> = config
+        .views
+        .iter()
+        .flat_map(|v| v.fields.values().map(|f| f.secret.clone()))
+        .collect();
+    let views: Vec<ViewWriter> = config
+        .views
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v.address = bao.address().to_owned();
+            v.ca_file = None;
+            v.auth = VaultAuth::Token {
+                token_file: token_file.clone(),
+            };
+            ViewWriter::new(Arc::new(v)).expect("a view writer")
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    for version in [1u64, 2] {
+        for secret in &named {
+            let value = SecretValue::from_bytes(value_of(secret, version).into_bytes());
+            store
+                .put_version(secret, version, RotationId(version), &value, now)
+                .await
+                .unwrap_or_else(|e| panic!("put {secret} v{version}: {e}"));
+            let labels: Vec<(u64, Label)> = if version == 1 {
+                vec![(1, Label::Current)]
+            } else {
+                vec![(1, Label::Previous), (2, Label::Current)]
+            };
+            let journal = serde_json::to_vec(&labels).expect("journal");
+            store
+                .commit(
+                    secret,
+                    Commit {
+                        journal: &journal,
+                        labels: &labels,
+                        history: None,
+                        now,
+                    },
+                )
+                .await
+                .unwrap_or_else(|e| panic!("commit {secret} v{version}: {e}"));
+        }
+        for view in &views {
+            match view.sync(&store).await {
+                Ok(Synced::Written { versions, .. }) => assert!(
+                    versions.values().all(|v| *v == version),
+                    "view {} wrote {versions:?}, not version {version}",
+                    view.config().name()
+                ),
+                other => panic!("view {}: {other:?}", view.config().name()),
+            }
+        }
+    }
+
+    // What the CSI provider reads: the promoted values, each with its version.
+    for view in &views {
+        let c = view.config();
+        let (status, body) = bao
+            .call("GET", &format!("{}/data/{}", c.mount, c.path), None)
+            .await;
+        assert_eq!(status, 200, "reading view {}: {body}", c.name());
+        for (field, source) in &c.fields {
+            let whole = value_of(&source.secret, 2);
+            let want = match &source.json_field {
+                Some(f) => serde_json::from_str::<Value>(&whole).expect("json")[f]
+                    .as_str()
+                    .expect("text")
+                    .to_owned(),
+                None => whole,
+            };
+            assert_eq!(
+                body.pointer(&format!("/data/data/{field}")),
+                Some(&json!(want)),
+                "{}: {field}",
+                c.name()
+            );
+            assert_eq!(
+                body.pointer(&format!("/data/data/{field}_version")),
+                Some(&json!("2")),
+                "{}: {field}_version",
+                c.name()
+            );
+        }
+    }
+    // The label mirror is best effort in the store (a refused write is only logged), so
+    // its landing is checked here.
+    let prefix = shipped.path_prefix.trim_matches('/');
+    for secret in &named {
+        let path = format!("{}/metadata/{prefix}/_rotor/{secret}", shipped.mount);
+        let (status, body) = bao.call("GET", &path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(
+            body.pointer("/data/custom_metadata/rotor_current"),
+            Some(&json!("2")),
+            "{path}: the label mirror"
+        );
+    }
+    let (status, body) = bao_as(
+        &bao,
+        &token,
+        "POST",
+        "auth/token/renew-self",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "renew-self with the policy alone: {body}");
+
+    // Least privilege, on the server: operator-managed documents, layout 1 paths and
+    // deletes are refused.
+    let mut refused = operator_managed_paths(provider_class(&ms, "vault"));
+    refused.push(format!(
+        "{}/data/{prefix}/tenant1/database_credentials",
+        shipped.mount
+    ));
+    for path in refused {
+        let (status, body) = bao_as(
+            &bao,
+            &token,
+            "POST",
+            &path,
+            Some(json!({ "data": { "x": "y" } })),
+        )
+        .await;
+        assert_eq!(status, 403, "writing {path} must be refused: {body}");
+    }
+    let first = named.iter().next().expect("a secret");
+    let path = format!("{}/metadata/{prefix}/_rotor/{first}", shipped.mount);
+    let (status, body) = bao_as(&bao, &token, "DELETE", &path, None).await;
+    assert_eq!(status, 403, "deleting {path} must be refused: {body}");
 }
