@@ -8,6 +8,13 @@
 //! objects: Deployment to SecretProviderClass, claim, ConfigMap TOML and image; Service,
 //! PodDisruptionBudget and NetworkPolicy to the pod; ServiceMonitor to the Service.
 //!
+//! And that the deployment is coherent with rotor's config: every SecretProviderClass
+//! object marked rotor-managed reads a field of a view rotor writes (none reads a store
+//! path); `deploy/vault/rotor.hcl` grants every request rotor makes for this config and no
+//! write it never makes, which one test also proves on a real OpenBao; the Vault login's
+//! token file is the Deployment's projected, audience-bound ServiceAccount token; and the
+//! NetworkPolicy lets rotor reach Vault and PostgreSQL.
+//!
 //! Each check is a function that returns the problems it found, so that the `catches_*`
 //! tests can show that it fails on a broken copy of the manifests.
 
@@ -440,8 +447,8 @@ fn config_problems(dep: &Value, toml: &Path, claims: &BTreeSet<String>) -> Vec<S
         ));
     }
 
-    // What must survive a restart: the embedded store itself, or with Vault the master key
-    // that encrypts every value before it reaches Vault; and the admin token.
+    // What must survive a restart: the embedded store and its master key, or with Vault
+    // the key of the fingerprints the store recorded; and the admin token.
     let mut durable: Vec<(&str, &PathBuf)> = Vec::new();
     match &config.store {
         StoreConfig::Embedded {
@@ -2260,19 +2267,19 @@ async fn bao_as(
 }
 
 /// deploy/vault/rotor.hcl on a private OpenBao, with a token that holds that policy alone
-/// (no `default`): the deployed store opens (login lookup, layout marker, the migration's
-/// listing), stores and promotes two versions of every secret a view names (values, state
-/// documents, the label mirror), both views are written and then rewritten, the token
-/// renews itself; and writing an operator-managed document, a layout 1 path or deleting
-/// is refused (403). Only the address, the token and the CA differ from the shipped
-/// config.
+/// (no `default`): the deployed store opens (token lookup, layout marker, and the
+/// migration of a layout 1 secret, read from the old paths), stores and promotes two
+/// versions of every secret a view names (values, state documents, the label mirror), both
+/// views are written and then rewritten, the token renews itself; and writing an
+/// operator-managed document or a layout 1 path, or deleting, is refused (403). Only the
+/// address, the token and the CA differ from the shipped config.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_policy_runs_the_store_and_the_views_on_openbao() {
     use rotor::domain::{Label, RotationId};
     use rotor::generator::SecretValue;
     use rotor::publish::vault::{Synced, ViewWriter};
     use rotor::store::vault::{VaultAuth, VaultStore};
-    use rotor::store::{Commit, Store as _};
+    use rotor::store::{Commit, ReadValue as _, Store as _};
     use std::sync::Arc;
 
     let Some(bao) = OpenBao::start().await else {
@@ -2319,6 +2326,43 @@ async fn the_shipped_policy_runs_the_store_and_the_views_on_openbao() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, &token).expect("token file");
 
+    // A secret an older rotor kept directly below the prefix (layout 1): the open must
+    // copy it below `_rotor` with the policy's read-only access to the old paths.
+    let legacy = rotor::domain::SecretRef::new("tenant3", "encryption_key").expect("secret");
+    let prefix = shipped.path_prefix.trim_matches('/');
+    let old = format!("{}/data/{prefix}/{legacy}", shipped.mount);
+    let (status, body) = bao
+        .call(
+            "POST",
+            &old,
+            Some(json!({ "data": { "value": "legacy-value", "rotor_rotation": "1" }, "options": { "cas": 0 } })),
+        )
+        .await;
+    assert_eq!(status, 200, "layout 1 value: {body}");
+    let legacy_meta = rotor::domain::VersionMeta {
+        version: 1,
+        rotation: RotationId(1),
+        labels: vec![Label::Current],
+        created_at: chrono::Utc::now(),
+        promoted_at: Some(chrono::Utc::now()),
+        expired_at: None,
+        fingerprint: "layout-1".into(),
+    };
+    let doc = json!({
+        "format": 1,
+        "journal": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"legacy journal"),
+        "versions": [legacy_meta],
+        "history": [],
+    });
+    let (status, body) = bao
+        .call(
+            "POST",
+            &format!("{old}/_rotor"),
+            Some(json!({ "data": doc, "options": { "cas": 0 } })),
+        )
+        .await;
+    assert_eq!(status, 200, "layout 1 state document: {body}");
+
     let mut settings = (**shipped).clone();
     settings.address = bao.address().to_owned();
     settings.ca_file = None;
@@ -2329,6 +2373,17 @@ async fn the_shipped_policy_runs_the_store_and_the_views_on_openbao() {
     let store = VaultStore::open(settings)
         .await
         .expect("the store opens with the shipped policy alone");
+
+    let migrated = store
+        .read_value(&legacy, 1)
+        .await
+        .expect("the layout 1 value, migrated");
+    assert_eq!(migrated.expose(), b"legacy-value");
+    assert_eq!(
+        store.journal(&legacy).await.expect("journal").as_deref(),
+        Some(&b"legacy journal"[..]),
+        "the layout 1 state document, migrated"
+    );
 
     // Two versions of each secret a view names, the second promoted over the first.
     let value_of = |secret: &rotor::domain::SecretRef, v: u64| -> String {
@@ -2436,7 +2491,6 @@ async fn the_shipped_policy_runs_the_store_and_the_views_on_openbao() {
     }
     // The label mirror is best effort in the store (a refused write is only logged), so
     // its landing is checked here.
-    let prefix = shipped.path_prefix.trim_matches('/');
     for secret in &named {
         let path = format!("{}/metadata/{prefix}/_rotor/{secret}", shipped.mount);
         let (status, body) = bao.call("GET", &path, None).await;
