@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::common::embedded::admin;
 use crate::common::openbao::{OpenBao, random_name};
+use crate::common::rotor_bin::{RotorBin, free_port};
 use crate::common::wait::{eventually, eventually_every};
 use rotor::actors::tree::{self, Tree, TreeOptions};
 use rotor::api::Admin as _;
@@ -34,8 +35,8 @@ use rotor::clock::Clock;
 use rotor::config::Config;
 use rotor::domain::{Label, SecretRef, VersionMeta};
 use rotor::metrics::Metrics;
-use rotor::store::Store;
 use rotor::store::vault::{VaultAuth, VaultSettings, VaultStore};
+use rotor::store::{ReadValue as _, Store};
 use rotor::target::Target;
 use rotor::target::none::NoneTarget;
 
@@ -714,4 +715,189 @@ async fn vault_second_writer_on_the_view_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_restarted_mid_rotation() {
     fault_mid_rotation(Fault::Restarted).await;
+}
+
+/// The exec hook of the kill test: every step appends `operation version` to `steps.log`
+/// (one short `O_APPEND` write) and takes 300 ms, so a kill can land inside a step; the test
+/// of every fourth version fails, so attempts are discarded too. It never reads its stdin,
+/// where the value is.
+fn slow_hook(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("hook.sh");
+    std::fs::write(
+        &path,
+        format!(
+            r#"#!/bin/sh
+printf '%s %s\n' "$ROTOR_OPERATION" "$ROTOR_VERSION" >> '{}'
+sleep 0.3
+if [ "$ROTOR_OPERATION" = test ] && [ $((ROTOR_VERSION % 4)) -eq 0 ]; then
+    echo "version $ROTOR_VERSION fails its test" >&2
+    exit 1
+fi
+"#,
+            dir.join("steps.log").display()
+        ),
+    )
+    .expect("hook");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// The number of lines of `steps.log`.
+fn steps(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("steps.log"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// `kill -9` of the real `rotor` binary mid-rotation, with the Vault store on a private
+/// OpenBao and a Vault view of a two-field secret rotating every second (a step takes 300
+/// ms, every fourth test fails), while a reader polls the view every 50 ms across the
+/// kills. Each kill lands right after a step began (a new line in the hook's log), so it
+/// is mid-rotation. After the kills and a last run that must promote again, the store's
+/// version metadata says when each version was promoted: every version the reader saw was
+/// promoted at or before it saw it, with that version's values, and no document mixed
+/// versions. `ROTOR_VAULT_KILLS` sets the number of kills (5 by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_rotation_never_shows_an_unpromoted_value() {
+    use rand::{Rng as _, SeedableRng as _};
+    let kills: u32 = std::env::var("ROTOR_VAULT_KILLS")
+        .map(|k| k.parse().expect("ROTOR_VAULT_KILLS is a number of kills"))
+        .unwrap_or(5);
+    let seed: u64 = rand::random();
+    println!("faults_vault: kill seed {seed}, {kills} kills");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let Some(rig) = Rig::start(Fault::Sealed).await else {
+        return;
+    };
+    let dir = rig.dir.path();
+    let hook = slow_hook(dir);
+    let hook = hook.display();
+    let port = free_port();
+    let cfg = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+admin_token_file = "admin.token"
+
+[store]
+type = "vault"
+address = "{address}"
+mount = "{mount}"
+path_prefix = "{PREFIX}"
+master_key_file = "{dir}/master.key"
+auth = {{ method = "token", token_file = "{token}" }}
+
+[runtime]
+shutdown_timeout = "5s"
+retry_backoff = "500ms"
+retry_backoff_max = "1s"
+
+[policies.churn]
+interval = "1s"
+grace = "500ms"
+generator = {{ type = "ed25519" }}
+max_attempts = 3
+
+[[secrets]]
+tenant = "tenant1"
+key = "signing"
+policy = "churn"
+target = {{ type = "exec", apply = ["{hook}"], test = ["{hook}"], promote = ["{hook}"], revoke = ["{hook}"], timeout = "30s" }}
+
+[[publish]]
+type = "vault"
+path = "{VIEW_PATH}"
+interval = "200ms"
+fields = {{ private = "tenant1/signing#private_key", public = "tenant1/signing#public_key" }}
+"#,
+        address = rig.bao.address(),
+        mount = rig.mount,
+        dir = dir.display(),
+        token = rig.token_file.display(),
+    );
+    let reader = spawn_reader(
+        rig.bao.address().to_owned(),
+        rig.bao.token().to_owned(),
+        rig.mount.clone(),
+    );
+    for n in 0..kills {
+        let mut rotor = RotorBin::spawn(dir, port, &cfg, "info");
+        rotor.wait_ready().await;
+        // Mid-rotation: a step has just begun (it takes 300 ms), after a random wait.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..3000))).await;
+        let before = steps(dir);
+        eventually(
+            LIMIT,
+            format_args!("kill {n}: a step to begin"),
+            async || steps(dir) > before,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..250))).await;
+        rotor.kill_group();
+    }
+    // A last run: the interrupted rotation finishes and the secret rotates again.
+    let last_start = Utc::now();
+    let mut rotor = RotorBin::spawn(dir, port, &cfg, "info");
+    rotor.wait_ready().await;
+    let store = VaultStore::open(rig.settings())
+        .await
+        .expect("open the Vault store");
+    let s = secret();
+    let promoted = eventually(LIMIT, "a promotion after the last start", async || {
+        let versions = store.versions(&s).await.ok()?;
+        versions
+            .iter()
+            .find(|v| v.promoted_at.is_some_and(|p| p > last_start))
+            .map(|v| v.version)
+    })
+    .await;
+    eventually(
+        LIMIT,
+        format_args!("the reader to see version {promoted} or later"),
+        async || {
+            reader
+                .reading
+                .lock()
+                .expect("reading")
+                .seen
+                .last()
+                .is_some_and(|x| x.version >= promoted)
+        },
+    )
+    .await;
+    assert!(rotor.terminate(Duration::from_secs(15)).success());
+    let reading = reader.finish().await;
+    let versions = store.versions(&s).await.expect("versions");
+    // Values of the versions still readable (an expired version's value is deleted).
+    let mut values = BTreeMap::new();
+    for v in &versions {
+        if let Ok(value) = store.read_value(&s, v.version).await {
+            values.insert(
+                v.version,
+                serde_json::from_slice::<Value>(value.expose()).expect("a JSON key pair"),
+            );
+        }
+    }
+    assert!(
+        reading.bad.is_empty(),
+        "partial or mixed documents: {:?}",
+        reading.bad
+    );
+    check_seen(&versions, &reading.seen, &values);
+    let never: Vec<u64> = versions
+        .iter()
+        .filter(|v| v.promoted_at.is_none())
+        .map(|v| v.version)
+        .collect();
+    let shown: Vec<u64> = reading.seen.iter().map(|x| x.version).collect();
+    println!(
+        "faults_vault: kill -9 x{kills}: {} versions, never promoted {never:?}, the reader ({} polls) saw {shown:?}",
+        versions.len(),
+        reading.polls
+    );
+    assert!(
+        shown.len() >= 3,
+        "the reader saw too few rotations to mean anything: {shown:?}"
+    );
 }
