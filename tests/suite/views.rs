@@ -610,9 +610,11 @@ async fn promoted_only(writer: Writer) {
         check_seen(&*store, &seen, values).await;
     };
     wait_phase(&tree, "idle").await;
+    // The phase is `idle` before the first version exists too; the view showing it is what
+    // says that it does.
+    wait_view(&env, 1).await;
     remember(&*store, 1, &mut values).await;
     checkpoint(&values).await;
-    wait_view(&env, 1).await;
     let mut failed = 0;
     for round in 0..3 {
         // Succeeds; grace ends.
