@@ -682,10 +682,16 @@ async fn fault_mid_rotation(fault: Fault) {
     // The fault's metric, and store_up back to 1 once a commit went through.
     assert_eq!(metric(&tree, "rotor_store_up", "").await, 1.0, "{fault:?}");
     let after = fault_lines(&tree).await;
+    let timing = if fault == Fault::ViewCas {
+        format!("the view showed v{promoted} {view_after_writer:?} after the second writer stopped")
+    } else {
+        format!(
+            "first commit {store_back:?} after the fault cleared, the view showing v{promoted} \
+             {recovery:?} after (the test target's steps take 1.5 s each)"
+        )
+    };
     println!(
-        "faults_vault: {fault:?}: first commit {store_back:?} after the fault cleared, view showing v{promoted} \
-         {recovery:?} after (the test target's steps take 1.5 s each; {view_after_writer:?} after the second \
-         writer stopped); reader polls {}, versions seen {:?}\n  during: {during:?}\n  after: {after:?}",
+        "faults_vault: {fault:?}: {timing}; reader polls {}, versions seen {:?}\n  during: {during:?}\n  after: {after:?}",
         reading.polls,
         reading.seen.iter().map(|x| x.version).collect::<Vec<_>>()
     );
