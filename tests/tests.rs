@@ -29,6 +29,10 @@ mod faults;
 // verify_interval, verify errors, re-applying the current version.
 #[path = "suite/faults_targets.rs"]
 mod faults_targets;
+// Vault faults on a real OpenBao (sealed, 403, CAS conflicts, restart) and `kill -9` of rotor
+// with a Vault store and view, against a reader polling the view.
+#[path = "suite/faults_vault.rs"]
+mod faults_vault;
 // Property-based fuzzing of the input decoders: config, admin API, mount scanner
 // (`ROTOR_FUZZ_CASES` sets the case count; `scripts/fuzz.sh` runs it long).
 #[path = "suite/fuzz.rs"]

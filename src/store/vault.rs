@@ -1,10 +1,11 @@
 //! The Vault store: HashiCorp Vault's KV v2 engine through `vaultrs`, every write a
 //! check-and-set.
 //!
-//! Tested against a real Vault-compatible server, a private OpenBao per test, and, for
-//! faults no real server shows on demand (500s, timeouts, a sealed server, Kubernetes
-//! login), against the in-repo fake (`vault_fake`, built with the `test-util` feature),
-//! which speaks the same HTTP API (`tests/suite/store_vault.rs`).
+//! Tested against a real Vault-compatible server, a private OpenBao per test, its faults
+//! included (sealed, a policy's 403, a second writer, a restart:
+//! `tests/suite/faults_vault.rs`), and, for faults no real server shows on demand (500s,
+//! timeouts, Kubernetes login), against the in-repo fake (`vault_fake`, built with the
+//! `test-util` feature), which speaks the same HTTP API (`tests/suite/store_vault.rs`).
 //!
 //! # Layout in Vault
 //!
