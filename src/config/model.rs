@@ -32,7 +32,8 @@ pub struct Config {
     pub views: Vec<VaultViewConfig>,
     /// Built-in policies, overridden or extended by the file, by name.
     pub policies: BTreeMap<String, Arc<Policy>>,
-    /// In file order.
+    /// `[[secrets]]` in file order, then each `[[secret_sets]]` expanded (tenants in
+    /// their order, each with every key in its order).
     pub secrets: Vec<SecretConfig>,
     /// `[[notify]]` channels, in file order. Empty: events go to the log only.
     pub notify: Vec<NotifyConfig>,
@@ -160,7 +161,10 @@ pub enum ExpireAfter {
 pub struct SecretConfig {
     pub secret: SecretRef,
     pub policy: Arc<Policy>,
-    pub target: TargetConfig,
+    /// Shared by every secret of a `[[secret_sets]]` entry (and by consecutive
+    /// `[[secrets]]` with equal targets): a target is built per secret from it, so one
+    /// copy serves them all.
+    pub target: Arc<TargetConfig>,
 }
 
 /// `[metrics]`: what `/metrics` exports.

@@ -177,6 +177,7 @@ pub(super) const ROOT: &[Field] = &[
     f("publish", Ty::TableList(crate::publish::config::FIELDS)),
     f("policies", Ty::NamedTables(POLICY)),
     f("secrets", Ty::TableList(SECRET)),
+    f("secret_sets", Ty::TableList(super::sets::FIELDS)),
     f(
         "notify",
         Ty::TaggedList {

@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -16,13 +15,12 @@ use super::check::{SecretMention, Validator, join};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    CacheConfig, Config, MetricsConfig, MountConfig, Policy, RuntimeConfig, SecretConfig,
-    ServerConfig, StoreConfig, WatchConfig,
+    CacheConfig, Config, MetricsConfig, MountConfig, RuntimeConfig, SecretConfig, ServerConfig,
+    StoreConfig, WatchConfig,
 };
-use super::raw::{RawCache, RawConfig, RawMount, RawRuntime, RawSecret, RawServer, RawStore};
-use crate::domain::{SecretRef, validate_ident};
+use super::raw::{RawCache, RawConfig, RawMount, RawRuntime, RawServer, RawStore};
+use crate::domain::SecretRef;
 use crate::duration::format_duration;
-use crate::target::TargetConfig;
 
 /// 127.0.0.1:8080: loopback, so the admin API is not exposed until an operator says so.
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -50,6 +48,7 @@ pub(super) fn validate(
     raw: RawConfig,
     diag: &mut Diagnostics<'_>,
     pruned: &HashSet<String>,
+    base_dir: &Path,
 ) -> Config {
     let mut v = Validator { diag, pruned };
     let server = v.server(raw.server.as_ref());
@@ -84,7 +83,14 @@ pub(super) fn validate(
     let mounts = v.mounts(&raw.mounts, &mut mentions);
     let publish = crate::publish::config::validate(&mut v, &raw.publish, &mut mentions, &store);
     let (policies, broken) = v.policies(&raw.policies);
-    let secrets = v.secrets(&raw.secrets, &policies, &broken);
+    let secrets = super::sets::validate(
+        &mut v,
+        &raw.secrets,
+        &raw.secret_sets,
+        &policies,
+        &broken,
+        base_dir,
+    );
     v.managed(&mentions, &secrets);
     crate::publish::config::check_view_fields(&mut v, &publish.json_fields, &secrets);
     let notify = crate::notify::config::validate(&mut v, &raw.notify);
@@ -355,6 +361,10 @@ impl Validator<'_, '_> {
     /// Every secret a mount maps or a publisher writes must be one rotor manages:
     /// otherwise no version could ever match it.
     fn managed(&mut self, mentions: &[SecretMention], secrets: &[SecretConfig]) {
+        // Most large fleets name no secret in a mount or publisher: skip the set of all.
+        if mentions.is_empty() {
+            return;
+        }
         let known: HashSet<&SecretRef> = secrets.iter().map(|s| &s.secret).collect();
         for m in mentions {
             if !known.contains(&m.secret) {
@@ -368,92 +378,5 @@ impl Validator<'_, '_> {
                 );
             }
         }
-    }
-
-    fn secrets(
-        &mut self,
-        raw: &[Spanned<RawSecret>],
-        policies: &BTreeMap<String, Arc<Policy>>,
-        broken: &HashSet<String>,
-    ) -> Vec<SecretConfig> {
-        let mut out = Vec::new();
-        let mut seen: HashMap<SecretRef, usize> = HashMap::new();
-        for (i, spanned) in raw.iter().enumerate() {
-            let path = format!("secrets[{i}]");
-            let s = spanned.get_ref();
-            let ident =
-                |v: &mut Self, key: &str, value: &Option<Spanned<String>>| -> Option<String> {
-                    let key_path = join(&path, key);
-                    match value {
-                        None => {
-                            v.missing(
-                                Some(spanned.span()),
-                                &key_path,
-                                format!("missing key `{key}`"),
-                            );
-                            None
-                        }
-                        Some(text) => match validate_ident(text.get_ref()) {
-                            Ok(()) => Some(text.get_ref().clone()),
-                            Err(e) => {
-                                v.diag.value(text.span(), &key_path, e.to_string());
-                                None
-                            }
-                        },
-                    }
-                };
-            let tenant = ident(self, "tenant", &s.tenant);
-            let key = ident(self, "key", &s.key);
-            let policy = match &s.policy {
-                None => {
-                    self.missing(
-                        Some(spanned.span()),
-                        &join(&path, "policy"),
-                        "missing key `policy`: the name of the policy that rotates this secret",
-                    );
-                    None
-                }
-                Some(name) => match policies.get(name.get_ref()) {
-                    Some(p) => Some(p.clone()),
-                    None if broken.contains(name.get_ref()) => None,
-                    None => {
-                        let known = policies.keys().cloned().collect::<Vec<_>>().join(", ");
-                        self.diag.value(
-                            name.span(),
-                            &join(&path, "policy"),
-                            format!("no policy has this name; known policies: {known}"),
-                        );
-                        None
-                    }
-                },
-            };
-            let Some(target) =
-                TargetConfig::validate(self, &path, s.target.as_ref(), policy.as_deref())
-            else {
-                continue;
-            };
-            let (Some(tenant), Some(key), Some(policy)) = (tenant, key, policy) else {
-                continue;
-            };
-            // Both parts were validated above, each with its own diagnostic.
-            let Ok(secret) = SecretRef::new(&tenant, &key) else {
-                continue;
-            };
-            if let Some(first) = seen.insert(secret.clone(), i) {
-                let span = s.key.as_ref().map_or(spanned.span(), |k| k.span());
-                self.diag.at(
-                    Some(span),
-                    &path,
-                    format!("duplicate secret {secret}: already declared as secrets[{first}]"),
-                );
-                continue;
-            }
-            out.push(SecretConfig {
-                secret,
-                policy,
-                target,
-            });
-        }
-        out
     }
 }
