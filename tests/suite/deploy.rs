@@ -686,7 +686,7 @@ fn network_problems(np: &Value, config: &Config) -> Vec<String> {
     let postgres = config
         .secrets
         .iter()
-        .any(|s| matches!(s.target, rotor::target::TargetConfig::Postgres(_)));
+        .any(|s| matches!(*s.target, rotor::target::TargetConfig::Postgres(_)));
     if postgres && !egress_allows(np, 5432, None) {
         p.push("NetworkPolicy: a postgres target needs egress to TCP 5432".into());
     }
@@ -2391,7 +2391,7 @@ async fn the_shipped_policy_runs_the_store_and_the_views_on_openbao() {
             .secrets
             .iter()
             .find(|s| &s.secret == secret)
-            .map(|s| &s.target)
+            .map(|s| &*s.target)
         {
             Some(rotor::target::TargetConfig::Postgres(_)) => json!({
                 "username": format!("app_{v}"),
