@@ -15,6 +15,9 @@ mod common;
 // The admin HTTP API over real loopback HTTP, against a fake backend.
 #[path = "suite/api.rs"]
 mod api;
+// Consumers (agents' reports) gating expiry, reload permits, and their routes over HTTP.
+#[path = "suite/consumers.rs"]
+mod consumers;
 // Structural checks of the Kubernetes manifests in `deploy/`.
 #[path = "suite/deploy.rs"]
 mod deploy;

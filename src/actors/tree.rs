@@ -4,6 +4,8 @@
 //! rotor (root supervisor)
 //! ├── metrics            one actor: encodes the registry, refreshes fleet gauges
 //! ├── notifier           one actor: receives and delivers lifecycle events
+//! ├── consumers          one actor: agents' reports and reload permits (only with
+//! │                      `[server] consumer_token_file`)
 //! ├── watchers           supervisor: one publisher per [[publish]] directory or Vault view, then one
 //! │                      watcher actor per [[mounts]] path (unless watching is off)
 //! └── rotations          supervisor: one rotation actor per tenant secret
@@ -21,6 +23,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use tokio::sync::Semaphore;
 
+use super::consumers::{self as consumers_actor, ConsumerBoard, ConsumersActor, ConsumersArgs};
 use super::metrics::{self as metrics_actor, MetricsActor};
 use super::notifier::{self, Deliveries, Notifier, Undelivered};
 use super::publisher::view::ViewPublisherActor;
@@ -160,9 +163,9 @@ impl Tree {
     }
 }
 
-/// How long the previous version of a secret that has Vault views may outlive its grace
-/// while a view lags, when its policy has no `max_grace_extension` (`expire_after =
-/// "grace"`): the same day as that key's own default.
+/// How long the previous version of a secret that has Vault views (or agent consumers) may
+/// outlive its grace while one lags, when its policy has no `max_grace_extension`
+/// (`expire_after = "grace"`): the same day as that key's own default.
 const DEFAULT_VIEW_GRACE_EXTENSION: Duration = Duration::from_secs(24 * 3_600);
 
 /// Builds the actor-facing spec of one secret from its configuration. `reader` is how its
@@ -190,6 +193,7 @@ pub fn spec_for(
             actor: publisher::view::actor_name(&options.namespace, v),
         })
         .collect();
+    let gate_on_consumers = config.server.consumer_token_file.is_some();
     Arc::new(RotationSpec {
         secret,
         policy: policy.name.clone(),
@@ -199,9 +203,11 @@ pub fn spec_for(
         retry_backoff: to_delta(config.runtime.retry_backoff),
         retry_backoff_max: to_delta(config.runtime.retry_backoff_max),
         expiry_gate: match policy.expire_after {
-            ExpireAfter::Grace if views.is_empty() => ExpiryGate::Grace,
-            // A secret with views is gated on them whatever its policy says; a policy that
-            // does not gate on consumers has no `max_grace_extension` of its own.
+            ExpireAfter::Grace if views.is_empty() && !gate_on_consumers => ExpiryGate::Grace,
+            // A secret with views (or agent consumers) is gated on them whatever its policy
+            // says; a policy that does not gate on consumers has no `max_grace_extension`
+            // of its own. A secret that never has agent consumers passes that gate as soon
+            // as it is promoted (see `RotationState::consumers_saw`).
             ExpireAfter::Grace => ExpiryGate::GraceAndConsumers {
                 max_extension: to_delta(DEFAULT_VIEW_GRACE_EXTENSION),
             },
@@ -210,6 +216,7 @@ pub fn spec_for(
             },
         },
         gate_on_mounts: matches!(policy.expire_after, ExpireAfter::GraceAndConsumers { .. }),
+        gate_on_consumers,
         views,
         next_due: Arc::new(move |last, now| {
             schedule_policy
@@ -282,6 +289,7 @@ pub async fn start(
         board: board.clone(),
         scheduler: Scheduler::start(options.clock, options.namespace.clone()),
         namespace: options.namespace.clone(),
+        consumers: Arc::new(ConsumerBoard::default()),
     });
     let secrets: BTreeMap<SecretRef, Arc<RotationSpec>> = config
         .secrets
@@ -452,6 +460,29 @@ pub async fn start(
         // Drained, not stopped: the last events of the stopping rotation actors still go
         // out.
         .draining(),
+    ];
+    // Before the rotations: it loads the consumers in `pre_start`, so no rotation actor
+    // checks its gate against an empty board.
+    if config.server.consumer_token_file.is_some() {
+        let args = ConsumersArgs {
+            config: config.consumers,
+            store: context.store.clone(),
+            board: context.consumers.clone(),
+            status: board.clone(),
+            metrics: metrics.clone(),
+            clock: options.clock,
+            namespace: ns.clone(),
+            managed: Arc::new(secrets.keys().cloned().collect()),
+        };
+        children.push(ChildSpec::actor(
+            "consumers",
+            "consumers",
+            Restart::Permanent,
+            Some(consumers_actor::actor_name(&ns)),
+            move || (ConsumersActor, args.clone()),
+        ));
+    }
+    children.extend([
         ChildSpec::supervisor(
             "watchers",
             "supervisor",
@@ -464,7 +495,7 @@ pub async fn start(
             Some(format!("{ns}rotor.rotations")),
             rotations_args,
         ),
-    ];
+    ]);
     children.extend(options.extra_children.iter().cloned());
     let root_args = SupervisorArgs::new(children)
         .with_intensity(Intensity {

@@ -46,8 +46,8 @@ pub use env::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    CacheConfig, Config, ExpireAfter, MetricsConfig, MountConfig, Policy, RuntimeConfig,
-    SecretConfig, ServerConfig, StoreConfig, WatchConfig,
+    CacheConfig, Config, ConsumersConfig, ExpireAfter, MetricsConfig, MountConfig, Policy,
+    RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, WatchConfig,
 };
 pub(crate) use schema::{Field, Ty, f};
 

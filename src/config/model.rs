@@ -39,6 +39,31 @@ pub struct Config {
     pub notify: Vec<NotifyConfig>,
     pub metrics: MetricsConfig,
     pub cache: CacheConfig,
+    pub consumers: ConsumersConfig,
+}
+
+/// `[consumers]`: the workloads' agents that report which version each pod holds (see
+/// `actors/consumers.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumersConfig {
+    /// A consumer that has not reported for this long is `gone`: listed, no longer gating
+    /// expiry. Default 1 minute (agents report every few seconds).
+    pub ttl: Duration,
+    /// Reload permits one workload holds at once. Default 1: a workload's pods reload one
+    /// after another, as a rolling update with `maxUnavailable: 1` would replace them.
+    pub max_concurrent_reloads: u32,
+    /// A permit not returned within this is released (its agent died). Default 2 minutes.
+    pub permit_timeout: Duration,
+}
+
+impl Default for ConsumersConfig {
+    fn default() -> Self {
+        ConsumersConfig {
+            ttl: Duration::from_secs(60),
+            max_concurrent_reloads: 1,
+            permit_timeout: Duration::from_secs(120),
+        }
+    }
 }
 
 /// `[cache]`: the in-memory cache every read of a secret value goes through (test steps,
@@ -67,6 +92,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// File holding the bearer token of the admin API (generated on first run).
     pub admin_token_file: PathBuf,
+    /// File holding the bearer token agents report with (`POST /consumers/...`), which can
+    /// do nothing else. Created like the admin token when missing. `None`: the consumer
+    /// routes are off. One token shared by every agent lets a pod report under another
+    /// pod's id; see `actors/consumers.rs`.
+    pub consumer_token_file: Option<PathBuf>,
     /// Connections the admin API serves at once; more are accepted and closed at once.
     pub max_connections: usize,
 }

@@ -112,6 +112,15 @@ pub(super) struct RawConfig {
     pub notify: Vec<S<RawNotify>>,
     pub metrics: Option<S<RawMetrics>>,
     pub cache: Option<S<RawCache>>,
+    pub consumers: Option<S<RawConsumers>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsumers {
+    pub ttl: Option<S<String>>,
+    pub max_concurrent_reloads: Option<S<i64>>,
+    pub permit_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +141,7 @@ pub(super) struct RawMetrics {
 pub(super) struct RawServer {
     pub listen: Option<S<String>>,
     pub admin_token_file: Option<S<String>>,
+    pub consumer_token_file: Option<S<String>>,
     pub max_connections: Option<S<i64>>,
 }
 

@@ -15,10 +15,10 @@ use super::check::{SecretMention, Validator, join};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    CacheConfig, Config, MetricsConfig, MountConfig, RuntimeConfig, SecretConfig, ServerConfig,
-    StoreConfig, WatchConfig,
+    CacheConfig, Config, ConsumersConfig, MetricsConfig, MountConfig, RuntimeConfig,
+    SecretConfig, ServerConfig, StoreConfig, WatchConfig,
 };
-use super::raw::{RawCache, RawConfig, RawMount, RawRuntime, RawServer, RawStore};
+use super::raw::{RawCache, RawConfig, RawConsumers, RawMount, RawRuntime, RawServer, RawStore};
 use crate::domain::SecretRef;
 use crate::duration::format_duration;
 
@@ -34,6 +34,12 @@ const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
 
 const MAX_CONCURRENT_ROTATIONS: (i64, i64) = (1, 100_000);
+/// `[consumers] ttl`: at least a second (an agent cannot report faster in earnest), at
+/// most a day (a consumer silent longer than that is gone by any measure).
+const CONSUMER_TTL: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(86_400));
+/// `[consumers] permit_timeout`: a reload takes seconds to minutes.
+const PERMIT_TIMEOUT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3_600));
+const MAX_CONCURRENT_RELOADS: (i64, i64) = (1, 100_000);
 const MAX_CACHE_ENTRIES: (i64, i64) = (0, 10_000_000);
 const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_RELOADS_PER_MINUTE: u32 = 60;
@@ -102,6 +108,7 @@ pub(super) fn validate(
             .is_some_and(|p| *p.get_ref()),
     };
     let cache = v.cache(raw.cache.as_ref());
+    let consumers = v.consumers(raw.consumers.as_ref());
     Config {
         server,
         store,
@@ -115,6 +122,7 @@ pub(super) fn validate(
         notify,
         metrics,
         cache,
+        consumers,
     }
 }
 
@@ -144,6 +152,21 @@ impl Validator<'_, '_> {
             raw.and_then(|r| r.admin_token_file.as_ref()),
             DEFAULT_ADMIN_TOKEN_FILE,
         );
+        let consumer_token_file = raw
+            .and_then(|r| r.consumer_token_file.as_ref())
+            .map(|v| self.non_empty_path("server.consumer_token_file", Some(v), ""))
+            .filter(|p| !p.as_os_str().is_empty());
+        if let (Some(consumer), Some(v)) = (
+            &consumer_token_file,
+            raw.and_then(|r| r.consumer_token_file.as_ref()),
+        ) && *consumer == admin_token_file
+        {
+            self.diag.value(
+                v.span(),
+                "server.consumer_token_file",
+                "is the admin token file; agents need a token of their own, which can only report",
+            );
+        }
         let max_connections = self.int_or(
             "server.max_connections",
             raw.and_then(|r| r.max_connections.as_ref()),
@@ -154,6 +177,7 @@ impl Validator<'_, '_> {
         ServerConfig {
             listen,
             admin_token_file,
+            consumer_token_file,
             max_connections,
         }
     }
@@ -197,6 +221,66 @@ impl Validator<'_, '_> {
             default.max_entries,
         );
         CacheConfig { ttl, max_entries }
+    }
+
+    fn consumers(&mut self, raw: Option<&Spanned<RawConsumers>>) -> ConsumersConfig {
+        let raw = raw.map(|r| r.get_ref());
+        let default = ConsumersConfig::default();
+        let ttl = self.duration_between(
+            "consumers.ttl",
+            raw.and_then(|r| r.ttl.as_ref()),
+            CONSUMER_TTL,
+            default.ttl,
+        );
+        let permit_timeout = self.duration_between(
+            "consumers.permit_timeout",
+            raw.and_then(|r| r.permit_timeout.as_ref()),
+            PERMIT_TIMEOUT,
+            default.permit_timeout,
+        );
+        let max_concurrent_reloads = self.int_or(
+            "consumers.max_concurrent_reloads",
+            raw.and_then(|r| r.max_concurrent_reloads.as_ref()),
+            MAX_CONCURRENT_RELOADS,
+            "the number of reloads one workload runs at once",
+            default.max_concurrent_reloads,
+        );
+        ConsumersConfig {
+            ttl,
+            max_concurrent_reloads,
+            permit_timeout,
+        }
+    }
+
+    /// A duration within `(lo, hi)` with a default when absent; out of range is reported
+    /// with the range and the value as written.
+    fn duration_between(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+        (lo, hi): (Duration, Duration),
+        default: Duration,
+    ) -> Duration {
+        let Ok(Some(d)) = self.duration(path, value) else {
+            // Absent, or reported already.
+            return default;
+        };
+        if !(lo..=hi).contains(&d)
+            && let Some(v) = value
+        {
+            self.diag.value(
+                v.span(),
+                path,
+                format!(
+                    "must be between {} and {}, not {:?}",
+                    format_duration(lo),
+                    format_duration(hi),
+                    v.get_ref()
+                ),
+            );
+            return default;
+        }
+        d
     }
 
     fn runtime(&mut self, raw: Option<&Spanned<RawRuntime>>) -> RuntimeConfig {
