@@ -104,6 +104,7 @@ pub(super) fn validate(
         mounts,
         publish: publish.directories,
         views: publish.views,
+        aws_views: publish.aws_views,
         policies,
         secrets,
         notify,

@@ -10,6 +10,7 @@ mod server;
 mod stores;
 mod targets;
 mod views;
+mod views_aws;
 mod watch;
 
 use std::path::PathBuf;
