@@ -83,6 +83,9 @@ mod target_redis;
 // Vault KV views (`[[publish]] type = "vault"`) over the Vault store, on a private OpenBao.
 #[path = "suite/views.rs"]
 mod views;
+// AWS Secrets Manager views (`[[publish]] type = "aws"`) on a private moto server.
+#[path = "suite/views_aws.rs"]
+mod views_aws;
 // The volume watcher on real directories and real inotify.
 #[path = "suite/watch.rs"]
 mod watch;

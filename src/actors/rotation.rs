@@ -85,7 +85,7 @@ pub struct RotationSpec {
     /// How often the current version is verified against the target (`None`: never, and
     /// no verify after a refused step either).
     pub verify_interval: Option<Duration>,
-    /// The Vault views that show this secret. With any, `expiry_gate` is
+    /// The views (Vault or AWS) that show this secret. With any, `expiry_gate` is
     /// `GraceAndConsumers` and the machine hears `ConsumerSaw` only once every one of them
     /// shows the current version.
     pub views: Vec<ViewLink>,
@@ -489,9 +489,9 @@ impl RotationState {
                 .set(i64::from(committed.is_ok()));
             committed?;
         }
-        let was_current = self.machine.current;
+        let was = crate::machine::labels(&self.machine);
         self.machine = t.state;
-        self.after_commit(was_current, &t.effects);
+        self.after_commit(&was, &t.effects);
         // A slot is held only while an attempt is before its promotion (or rolling back).
         if !holds_a_slot(&self.machine.phase) {
             self.slot = None;
@@ -598,15 +598,23 @@ impl RotationState {
         }
     }
 
-    /// Runs once the machine's new state is committed. A promotion or a rollback moved the
-    /// `current` label: nudge every view of the secret to show it now rather than at its
-    /// next tick. A forced expiry while a view lags is counted per lagging view and logged
+    /// Runs once the machine's new state is committed. A promotion, a rollback or an
+    /// expiry moved the `current` or `previous` label (`was`: the labels before): nudge
+    /// every view of the secret to show it now rather than at its next tick (an AWS view
+    /// moves or removes `AWSPREVIOUS` at an expiry). A forced expiry while a view lags is counted per lagging view and logged
     /// (the machine's `version_expired` notice with `forced` is the event).
-    fn after_commit(&self, was_current: Option<VersionNo>, effects: &[Effect]) {
+    fn after_commit(&self, was: &[(VersionNo, crate::domain::Label)], effects: &[Effect]) {
         if self.spec.views.is_empty() {
             return;
         }
-        if self.machine.current != was_current {
+        let shown = |labels: &[(VersionNo, crate::domain::Label)]| -> Vec<(VersionNo, crate::domain::Label)> {
+            labels
+                .iter()
+                .filter(|(_, l)| !matches!(l, crate::domain::Label::Pending))
+                .cloned()
+                .collect()
+        };
+        if shown(&crate::machine::labels(&self.machine)) != shown(was) {
             for view in &self.spec.views {
                 if let Some(cell) = ractor::registry::where_is(view.actor.clone()) {
                     let actor: ActorRef<super::publisher::view::ViewMsg> = cell.into();

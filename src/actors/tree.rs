@@ -6,7 +6,7 @@
 //! ├── notifier           one actor: receives and delivers lifecycle events
 //! ├── consumers          one actor: agents' reports and reload permits (only with
 //! │                      `[server] consumer_token_file`)
-//! ├── watchers           supervisor: one publisher per [[publish]] directory or Vault view, then one
+//! ├── watchers           supervisor: one publisher per [[publish]] directory or view, then one
 //! │                      watcher actor per [[mounts]] path (unless watching is off)
 //! └── rotations          supervisor: one rotation actor per tenant secret
 //! ```
@@ -37,6 +37,7 @@ use crate::config::{Config, ExpireAfter, SecretConfig};
 use crate::domain::SecretRef;
 use crate::machine::ExpiryGate;
 use crate::metrics::Metrics;
+use crate::publish::aws::AwsEnv;
 use crate::status::StatusBoard;
 use crate::store::Store;
 use crate::store::cache::{CacheOptions, CachedStore};
@@ -71,6 +72,10 @@ pub struct TreeOptions {
     /// More children of the root supervisor, started after the four above (the Vault
     /// token renewer when the store is Vault).
     pub extra_children: Vec<ChildSpec>,
+    /// Where AWS views' credential chain reads environment variables: the process's in
+    /// production; tests hand over their own (`AwsEnv::vars`, `test-util` only) instead of
+    /// changing a shared process environment.
+    pub aws_env: AwsEnv,
 }
 
 /// Builds the target of a secret in place of its configured one (a test hook).
@@ -95,6 +100,7 @@ impl Default for TreeOptions {
             watch_sink: None,
             mountinfo: "/proc/self/mountinfo".into(),
             extra_children: Vec::new(),
+            aws_env: AwsEnv::process(),
         }
     }
 }
@@ -163,7 +169,7 @@ impl Tree {
     }
 }
 
-/// How long the previous version of a secret that has Vault views (or agent consumers) may
+/// How long the previous version of a secret that has views (or agent consumers) may
 /// outlive its grace while one lags, when its policy has no `max_grace_extension`
 /// (`expire_after = "grace"`): the same day as that key's own default.
 const DEFAULT_VIEW_GRACE_EXTENSION: Duration = Duration::from_secs(24 * 3_600);
@@ -185,9 +191,9 @@ pub fn spec_for(
         .unwrap_or_else(|| cfg.target.build(&secret, reader));
     let to_delta = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
     let views: Vec<ViewLink> = config
-        .views
+        .all_views()
         .iter()
-        .filter(|v| v.fields.values().any(|f| f.secret == secret))
+        .filter(|v| v.shows(&secret))
         .map(|v| ViewLink {
             name: v.name(),
             actor: publisher::view::actor_name(&options.namespace, v),
@@ -364,7 +370,8 @@ pub async fn start(
             Vec::new()
         };
         let publish: Vec<_> = config.publish.iter().cloned().map(Arc::new).collect();
-        let views: Vec<_> = config.views.iter().cloned().map(Arc::new).collect();
+        let views = config.all_views();
+        let aws_env = options.aws_env.clone();
         let metrics = metrics.clone();
         let store = context.store.clone();
         move || {
@@ -396,6 +403,7 @@ pub async fn start(
                 let store = store.clone();
                 let metrics = metrics.clone();
                 let namespace = ctx.namespace.clone();
+                let aws_env = aws_env.clone();
                 ChildSpec::actor(
                     format!("view:{}", view.name()),
                     "view_publisher",
@@ -409,6 +417,7 @@ pub async fn start(
                                 store.clone(),
                                 metrics.clone(),
                                 namespace.clone(),
+                                aws_env.clone(),
                             ),
                         )
                     },

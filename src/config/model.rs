@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
 use crate::notify::config::NotifyConfig;
-use crate::publish::config::{PublishConfig, VaultViewConfig};
+use crate::publish::config::{AwsViewConfig, PublishConfig, VaultViewConfig, ViewConfig};
 use crate::schedule::Schedule;
 use crate::store::vault::VaultSettings;
 use crate::target::TargetConfig;
@@ -30,6 +30,9 @@ pub struct Config {
     /// Vault KV documents rotor keeps showing the promoted current versions
     /// (`[[publish]] type = "vault"`), in file order.
     pub views: Vec<VaultViewConfig>,
+    /// AWS Secrets Manager secrets rotor keeps showing the promoted current versions
+    /// (`[[publish]] type = "aws"`), in file order.
+    pub aws_views: Vec<AwsViewConfig>,
     /// Built-in policies, overridden or extended by the file, by name.
     pub policies: BTreeMap<String, Arc<Policy>>,
     /// `[[secrets]]` in file order, then each `[[secret_sets]]` expanded (tenants in
@@ -63,6 +66,22 @@ impl Default for ConsumersConfig {
             max_concurrent_reloads: 1,
             permit_timeout: Duration::from_secs(120),
         }
+    }
+}
+
+impl Config {
+    /// Every view, Vault then AWS, each in file order: what the view publishers run and
+    /// what gates a secret's expiry.
+    pub fn all_views(&self) -> Vec<ViewConfig> {
+        let vault = self
+            .views
+            .iter()
+            .map(|v| ViewConfig::Vault(std::sync::Arc::new(v.clone())));
+        let aws = self
+            .aws_views
+            .iter()
+            .map(|a| ViewConfig::Aws(std::sync::Arc::new(a.clone())));
+        vault.chain(aws).collect()
     }
 }
 

@@ -117,6 +117,7 @@ pub(super) fn validate(
         mounts,
         publish: publish.directories,
         views: publish.views,
+        aws_views: publish.aws_views,
         policies,
         secrets,
         notify,

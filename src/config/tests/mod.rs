@@ -11,6 +11,7 @@ mod sets;
 mod stores;
 mod targets;
 mod views;
+mod views_aws;
 mod watch;
 
 use std::path::PathBuf;
