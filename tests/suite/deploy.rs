@@ -10,10 +10,18 @@
 //!
 //! And that the deployment is coherent with rotor's config: every SecretProviderClass
 //! object marked rotor-managed reads a field of a view rotor writes (none reads a store
-//! path); `deploy/vault/rotor.hcl` grants every request rotor makes for this config and no
+//! path); rotor's own classes mount only operator-managed files it reads, never a view it
+//! writes (a pod mounting its own output could not start before its first promotion);
+//! `deploy/vault/rotor.hcl` grants every request rotor makes for this config and no
 //! write it never makes, which one test also proves on a real OpenBao; the Vault login's
 //! token file is the Deployment's projected, audience-bound ServiceAccount token; and the
 //! NetworkPolicy lets rotor reach Vault and PostgreSQL.
+//!
+//! And the example workload of `deploy/examples/` (a kustomize base of its own): its
+//! `rotor agent` is a native sidecar with agent.toml from a generated ConfigMap and its
+//! consumer token from a Secret file; every file the agent maps is a view field of that
+//! very secret with its `NAME_version` beside it, in both example classes; and the
+//! NetworkPolicies on both sides let the agent reach rotor's port.
 //!
 //! Each check is a function that returns the problems it found, so that the `catches_*`
 //! tests can show that it fails on a broken copy of the manifests.
@@ -120,8 +128,22 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Every object in every YAML file under `deploy/` except kustomization.yaml.
+/// The example workload's kustomize base, inside `deploy/` but applied on its own.
+const EXAMPLES: &str = "examples/";
+
+/// Every object of rotor's own kustomize base: every YAML file under `deploy/` except the
+/// kustomization files and the examples.
 fn manifests() -> Vec<Manifest> {
+    load_manifests(|file| !file.starts_with(EXAMPLES))
+}
+
+/// Every object of the example workload (`deploy/examples/`), the consumer token Secret
+/// included.
+fn example_manifests() -> Vec<Manifest> {
+    load_manifests(|file| file.starts_with(EXAMPLES))
+}
+
+fn load_manifests(wanted: impl Fn(&str) -> bool) -> Vec<Manifest> {
     let root = deploy_dir();
     let mut files = Vec::new();
     yaml_files(&root, &mut files);
@@ -129,7 +151,7 @@ fn manifests() -> Vec<Manifest> {
     let mut out = Vec::new();
     for path in files {
         let file = rel(&root, &path);
-        if file == "kustomization.yaml" {
+        if file.ends_with("kustomization.yaml") || !wanted(&file) {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -271,49 +293,7 @@ fn deployment_problems(dep: &Value, spc_names: &BTreeSet<String>) -> Vec<String>
     }
 
     for c in containers(dep) {
-        let cname = c["name"].as_str().unwrap_or("?");
-        let sc = &c["securityContext"];
-        for (field, want) in [
-            ("readOnlyRootFilesystem", true),
-            ("allowPrivilegeEscalation", false),
-            ("runAsNonRoot", true),
-        ] {
-            if sc[field] != json!(want) {
-                p.push(format!(
-                    "container {cname}: securityContext.{field} must be {want}"
-                ));
-            }
-        }
-        if sc["privileged"] == json!(true) {
-            p.push(format!("container {cname}: must not be privileged"));
-        }
-        if !items(&sc["capabilities"]["drop"]).contains(&json!("ALL")) {
-            p.push(format!(
-                "container {cname}: capabilities.drop must contain ALL"
-            ));
-        }
-        if !items(&sc["capabilities"]["add"]).is_empty() {
-            p.push(format!("container {cname}: must add no capability"));
-        }
-        let seccomp = text(sc, "/seccompProfile/type").or(text(psc, "/seccompProfile/type"));
-        if seccomp != Some("RuntimeDefault") {
-            p.push(format!(
-                "container {cname}: seccompProfile must be RuntimeDefault"
-            ));
-        }
-        for (what, res) in [
-            ("requests", "cpu"),
-            ("requests", "memory"),
-            ("limits", "cpu"),
-            ("limits", "memory"),
-        ] {
-            if c["resources"][what][res].is_null() {
-                p.push(format!(
-                    "container {cname}: resources.{what}.{res} is not set"
-                ));
-            }
-        }
-        p.extend(env_problems(c));
+        p.extend(container_problems(c, psc, Some(ROTOR_ENV)));
     }
 
     let c = main_container(dep);
@@ -383,8 +363,60 @@ fn deployment_problems(dep: &Value, spc_names: &BTreeSet<String>) -> Vec<String>
     p
 }
 
+/// The securityContext, resources and environment of one container; `psc` is the pod's
+/// securityContext, `allowed_env` the variables the container may set (`None`: any name
+/// that does not look like a secret).
+fn container_problems(c: &Value, psc: &Value, allowed_env: Option<&[&str]>) -> Vec<String> {
+    let mut p = Vec::new();
+    let cname = c["name"].as_str().unwrap_or("?");
+    let sc = &c["securityContext"];
+
+    for (field, want) in [
+        ("readOnlyRootFilesystem", true),
+        ("allowPrivilegeEscalation", false),
+        ("runAsNonRoot", true),
+    ] {
+        if sc[field] != json!(want) {
+            p.push(format!(
+                "container {cname}: securityContext.{field} must be {want}"
+            ));
+        }
+    }
+    if sc["privileged"] == json!(true) {
+        p.push(format!("container {cname}: must not be privileged"));
+    }
+    if !items(&sc["capabilities"]["drop"]).contains(&json!("ALL")) {
+        p.push(format!(
+            "container {cname}: capabilities.drop must contain ALL"
+        ));
+    }
+    if !items(&sc["capabilities"]["add"]).is_empty() {
+        p.push(format!("container {cname}: must add no capability"));
+    }
+    let seccomp = text(sc, "/seccompProfile/type").or(text(psc, "/seccompProfile/type"));
+    if seccomp != Some("RuntimeDefault") {
+        p.push(format!(
+            "container {cname}: seccompProfile must be RuntimeDefault"
+        ));
+    }
+    for (what, res) in [
+        ("requests", "cpu"),
+        ("requests", "memory"),
+        ("limits", "cpu"),
+        ("limits", "memory"),
+    ] {
+        if c["resources"][what][res].is_null() {
+            p.push(format!(
+                "container {cname}: resources.{what}.{res} is not set"
+            ));
+        }
+    }
+    p.extend(env_problems(c, allowed_env));
+    p
+}
+
 /// No secret reaches the container through its environment.
-fn env_problems(container: &Value) -> Vec<String> {
+fn env_problems(container: &Value, allowed: Option<&[&str]>) -> Vec<String> {
     let mut p = Vec::new();
     let cname = container["name"].as_str().unwrap_or("?");
     for from in items(&container["envFrom"]) {
@@ -407,9 +439,11 @@ fn env_problems(container: &Value) -> Vec<String> {
                 "container {cname}: env {name} looks like a secret ({word}); mount it as a file"
             ));
         }
-        if !ROTOR_ENV.contains(&name) {
+        if let Some(allowed) = allowed
+            && !allowed.contains(&name)
+        {
             p.push(format!(
-                "container {cname}: env {name} is not a variable rotor reads ({ROTOR_ENV:?})"
+                "container {cname}: env {name} is not a variable rotor reads ({allowed:?})"
             ));
         }
     }
@@ -1433,7 +1467,11 @@ fn kustomization_lists_every_manifest_and_only_existing_ones() {
     let promtool_only =
         |f: &str| f.starts_with("monitoring/rules/") || f.starts_with("monitoring/tests/");
     for f in files.iter().map(|f| rel(&root, f)) {
-        if f != "kustomization.yaml" && !promtool_only(&f) && !listed.contains(&f) {
+        if f != "kustomization.yaml"
+            && !promtool_only(&f)
+            && !f.starts_with(EXAMPLES)
+            && !listed.contains(&f)
+        {
             problems.push(format!(
                 "{f} is not a resource of kustomization.yaml; apply -k would skip it"
             ));
@@ -1512,41 +1550,6 @@ fn deployment_mounts_the_configmap_where_the_image_reads_it() {
     assert_eq!(
         literal_env(dep).get("ROTOR_CONFIG").map(PathBuf::from),
         Some(config_path)
-    );
-}
-
-#[test]
-fn secret_provider_classes_are_complete_and_agree() {
-    let ms = manifests();
-    let spcs = all_of(&ms, "SecretProviderClass");
-    let providers: BTreeSet<&str> = spcs
-        .iter()
-        .filter_map(|s| text(s, "/spec/provider"))
-        .collect();
-    assert_eq!(
-        providers,
-        BTreeSet::from(["aws", "vault"]),
-        "one class per provider"
-    );
-    let mut mounted = Vec::new();
-    for spc in &spcs {
-        let (mut files, problems) = spc_problems(spc);
-        assert_none(problems);
-        for parent in split_parents(spc) {
-            files.remove(&parent);
-        }
-        let missing: Vec<&&str> = SEED_FILES.iter().filter(|f| !files.contains(**f)).collect();
-        assert!(
-            missing.is_empty(),
-            "SecretProviderClass {} mounts none of {missing:?}",
-            name(spc)
-        );
-        mounted.push(files);
-    }
-    // Switching provider must not change what rotor sees under /mnt/secrets.
-    assert_eq!(
-        mounted[0], mounted[1],
-        "the two classes mount different files"
     );
 }
 
@@ -1730,7 +1733,7 @@ fn catches_the_master_key_on_an_empty_dir_and_a_bad_env_value() {
 
 #[test]
 fn catches_broken_secret_provider_classes() {
-    let ms = manifests();
+    let ms = example_manifests();
     let mut vault = (*all_of(&ms, "SecretProviderClass")
         .into_iter()
         .find(|s| text(s, "/spec/provider") == Some("vault"))
@@ -1908,23 +1911,53 @@ fn the_deployed_config_uses_the_vault_store_and_views() {
     );
 }
 
+/// rotor's own classes and the workloads' (deploy/examples/): rotor's have no
+/// rotor-managed object (rotor_mounts_only_operator_managed_files_it_reads), the
+/// workloads' read the views, so there must be some to check.
 #[test]
 fn every_rotor_managed_object_reads_a_view_field() {
-    let ms = manifests();
+    let (ms, ex) = (manifests(), example_manifests());
     let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
-    for spc in all_of(&ms, "SecretProviderClass") {
+    let mut rotor_managed = 0;
+    for spc in all_of(&ms, "SecretProviderClass")
+        .into_iter()
+        .chain(all_of(&ex, "SecretProviderClass"))
+    {
         assert_none(spc_view_problems(spc, &config));
+        rotor_managed += object_management(text(spc, "/spec/parameters/objects").unwrap_or(""))
+            .into_iter()
+            .filter(|m| *m)
+            .count();
     }
+    assert!(
+        rotor_managed > 0,
+        "no SecretProviderClass in deploy/ mounts a view field: nothing to check"
+    );
+}
+
+/// The Vault documents no rotor policy may write: the operator-managed objects of every
+/// Vault class, rotor's own and the workloads'.
+fn all_operator_managed_paths() -> Vec<String> {
+    let (ms, ex) = (manifests(), example_manifests());
+    let mut out: Vec<String> = all_of(&ms, "SecretProviderClass")
+        .into_iter()
+        .chain(all_of(&ex, "SecretProviderClass"))
+        .filter(|s| text(s, "/spec/provider") == Some("vault"))
+        .flat_map(operator_managed_paths)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[test]
 fn the_vault_policy_grants_what_rotor_does_and_no_more() {
     let ms = manifests();
     let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
-    let forbidden = operator_managed_paths(provider_class(&ms, "vault"));
+    let forbidden = all_operator_managed_paths();
     assert!(
-        !forbidden.is_empty(),
-        "the Vault class marks no operator-managed object"
+        forbidden.len() > 1,
+        "the Vault classes mark too few operator-managed objects: {forbidden:?}"
     );
     assert_none(policy_problems(
         &policy_rules("rotor.hcl"),
@@ -1933,41 +1966,115 @@ fn the_vault_policy_grants_what_rotor_does_and_no_more() {
     ));
 }
 
-/// The CSI provider's policy reads every object of the Vault class, and nothing of the
-/// store (whose paths hold versions before they are promoted) nor anything writable.
-#[test]
-fn the_csi_policy_reads_the_mounted_documents_only() {
-    let ms = manifests();
-    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
-    let rules = policy_rules("rotor-csi.hcl");
-    let spc = provider_class(&ms, "vault");
-    let objects = yaml_docs(text(spc, "/spec/parameters/objects").expect("objects"))
-        .expect("objects parse")
-        .remove(0);
+/// A CSI provider's policy against the Vault class it serves: read on every object's
+/// document, nothing on the store's paths (which hold versions before they are promoted)
+/// nor on `unreadable`, and no capability but read.
+fn csi_policy_problems(
+    file: &str,
+    rules: &[PolicyRule],
+    spc: &Value,
+    config: &Config,
+    unreadable: &[String],
+) -> Vec<String> {
     let mut problems = Vec::new();
+    let objects = yaml_docs(text(spc, "/spec/parameters/objects").unwrap_or(""))
+        .ok()
+        .and_then(|d| d.into_iter().next())
+        .unwrap_or(Value::Null);
     for o in items(&objects) {
         let path = o["secretPath"].as_str().unwrap_or("");
-        if !granted(&rules, path).contains("read") {
-            problems.push(format!("rotor-csi.hcl does not grant read on {path}"));
+        if !granted(rules, path).contains("read") {
+            problems.push(format!("{file} does not grant read on {path}"));
         }
     }
+    let mut closed = unreadable.to_vec();
     if let StoreConfig::Vault(s) = &config.store {
-        let sample = format!("{}/data/{}/_rotor/tenant1/key", s.mount, s.path_prefix);
-        if !granted(&rules, &sample).is_empty() {
-            problems.push(format!(
-                "rotor-csi.hcl grants access to the store path {sample}"
-            ));
+        closed.push(format!(
+            "{}/data/{}/_rotor/tenant1/key",
+            s.mount, s.path_prefix
+        ));
+    }
+    for path in closed {
+        if !granted(rules, &path).is_empty() {
+            problems.push(format!("{file} grants access to {path}"));
         }
     }
-    for r in &rules {
+    for r in rules {
         if r.capabilities.iter().any(|c| c != "read") {
-            problems.push(format!(
-                "rotor-csi.hcl grants {:?} on {}",
-                r.capabilities, r.path
-            ));
+            problems.push(format!("{file} grants {:?} on {}", r.capabilities, r.path));
         }
     }
-    assert_none(problems);
+    problems
+}
+
+/// The Vault documents of the views rotor writes.
+fn view_documents(config: &Config) -> Vec<String> {
+    config
+        .views
+        .iter()
+        .map(|v| format!("{}/data/{}", v.mount, v.path))
+        .collect()
+}
+
+/// rotor's CSI policy reads its own operator-managed documents only (no view, so rotor's
+/// pod could not mount one even by mistake); the workload's reads its class's documents
+/// and not rotor's own admin URL.
+#[test]
+fn the_csi_policies_read_the_mounted_documents_only() {
+    let (ms, ex) = (manifests(), example_manifests());
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    let own = provider_class(&ms, "vault");
+    assert_none(csi_policy_problems(
+        "rotor-csi.hcl",
+        &policy_rules("rotor-csi.hcl"),
+        own,
+        &config,
+        &view_documents(&config),
+    ));
+    let hcl = std::fs::read_to_string(examples_dir().join("vault/app-csi.hcl"))
+        .expect("examples/vault/app-csi.hcl");
+    assert_none(csi_policy_problems(
+        "app-csi.hcl",
+        &parse_policy(&hcl).expect("app-csi.hcl parses"),
+        provider_class(&ex, "vault"),
+        &config,
+        &operator_managed_paths(own),
+    ));
+}
+
+#[test]
+fn catches_a_csi_policy_that_reads_too_much() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    let wide = parse_policy("path \"secret/data/rotor/*\" { capabilities = [\"read\", \"list\"] }")
+        .expect("parses");
+    let problems = csi_policy_problems(
+        "rotor-csi.hcl",
+        &wide,
+        provider_class(&ms, "vault"),
+        &config,
+        &view_documents(&config),
+    );
+    assert_found(
+        &problems,
+        "rotor-csi.hcl grants access to secret/data/rotor/database",
+    );
+    assert_found(
+        &problems,
+        "grants {\"list\", \"read\"} on secret/data/rotor/*",
+    );
+    let none =
+        parse_policy("path \"secret/data/other\" { capabilities = [\"read\"] }").expect("parses");
+    assert_found(
+        &csi_policy_problems(
+            "rotor-csi.hcl",
+            &none,
+            provider_class(&ms, "vault"),
+            &config,
+            &[],
+        ),
+        "does not grant read on secret/data/rotor/postgres-admin",
+    );
 }
 
 #[test]
@@ -1987,8 +2094,9 @@ fn the_network_policy_lets_rotor_reach_vault_and_postgres() {
 
 #[test]
 fn catches_spc_objects_that_no_view_writes() {
-    let ms = manifests();
-    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    let config = deployed_config(only(&manifests(), "Deployment"), &rotor_toml());
+    // The workloads' classes, which mount the views.
+    let ms = example_manifests();
 
     // The deployment before views: the same objects, no markers, and no view in the config.
     let mut unmarked = provider_class(&ms, "vault").clone();
@@ -2080,7 +2188,7 @@ fn catches_spc_objects_that_no_view_writes() {
 fn catches_a_policy_that_misses_a_path_or_grants_too_much() {
     let ms = manifests();
     let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
-    let forbidden = operator_managed_paths(provider_class(&ms, "vault"));
+    let forbidden = all_operator_managed_paths();
     let rules = policy_rules("rotor.hcl");
 
     let without = |pattern: &str| -> Vec<PolicyRule> {
@@ -2227,6 +2335,1197 @@ fn catches_a_network_policy_that_allows_dns_only() {
         "no egress rule lets rotor reach Vault at https://vault.vault.svc:8200 (TCP 8200 in namespace vault)",
     );
     assert_found(&problems, "TCP 5432");
+}
+
+// ---------------------------------------------------------------------------------------
+// rotor's own pod mounts only what it needs and never a view it writes
+
+/// Every path below the CSI mount that rotor's config names (a target's `admin_url_file`,
+/// ...), as file names in the mount: rotor's own classes must mount each of them. Read
+/// from the TOML text, so a key added later is covered without a change here.
+fn files_rotor_reads(toml_path: &Path) -> BTreeSet<String> {
+    fn walk(v: &toml::Value, out: &mut BTreeSet<String>) {
+        match v {
+            toml::Value::String(s) => {
+                if let Some(file) = s
+                    .strip_prefix(SECRETS_MOUNT)
+                    .and_then(|r| r.strip_prefix('/'))
+                {
+                    out.insert(file.to_owned());
+                }
+            }
+            toml::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            toml::Value::Table(t) => t.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let text = std::fs::read_to_string(toml_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", toml_path.display()));
+    let doc: toml::Value =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", toml_path.display()));
+    let mut out = BTreeSet::new();
+    walk(&doc, &mut out);
+    out
+}
+
+/// One of rotor's own classes: every object is operator-managed and reads no view (the
+/// CSI driver fails a mount until every object exists, and a view exists only after
+/// rotor's first promotion, so a pod mounting its own output could not start), and every
+/// file rotor's config reads below the mount is there.
+fn own_class_problems(spc: &Value, config: &Config, needed: &BTreeSet<String>) -> Vec<String> {
+    let id = format!("SecretProviderClass {}", name(spc));
+    let mut p = spc_view_problems(spc, config);
+    let raw = text(spc, "/spec/parameters/objects").unwrap_or("");
+    let objects = yaml_docs(raw)
+        .ok()
+        .and_then(|d| d.into_iter().next())
+        .unwrap_or(Value::Null);
+    for (object, rotor_managed) in items(&objects).iter().zip(object_management(raw)) {
+        if rotor_managed {
+            p.push(format!(
+                "{id}: object {} is rotor-managed, but rotor's own pod must mount no view it writes: the mount would fail until rotor's first promotion, so the pod could never start",
+                object["objectName"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    let (files, problems) = spc_problems(spc);
+    p.extend(problems);
+    for file in needed {
+        if !files.contains(file) {
+            p.push(format!(
+                "{id}: rotor.toml reads {SECRETS_MOUNT}/{file}, which this class does not mount"
+            ));
+        }
+    }
+    p
+}
+
+/// A policy that waits for a watched mount (`expire_after = "grace_and_consumers"`) must
+/// have a mount that can show its secrets: otherwise every previous version waits the
+/// whole `max_grace_extension`.
+fn mount_gate_problems(config: &Config) -> Vec<String> {
+    let mapped: BTreeSet<&rotor::domain::SecretRef> = config
+        .mounts
+        .iter()
+        .flat_map(|m| m.files.values())
+        .collect();
+    config
+        .secrets
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.policy.expire_after,
+                rotor::config::ExpireAfter::GraceAndConsumers { .. }
+            )
+        })
+        .filter(|s| !mapped.contains(&s.secret))
+        .map(|s| {
+            format!(
+                "policy {} of {} says expire_after = \"grace_and_consumers\", but no [[mounts]] maps {}: its previous version would always wait max_grace_extension (a secret with views is gated on them under \"grace\" already)",
+                s.policy.name, s.secret, s.secret
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rotor_mounts_only_operator_managed_files_it_reads() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    let needed = files_rotor_reads(&rotor_toml());
+    assert!(
+        needed.contains("postgres-admin-url"),
+        "the deployed config reads no file below {SECRETS_MOUNT}: {needed:?}"
+    );
+    let spcs = all_of(&ms, "SecretProviderClass");
+    let providers: BTreeSet<&str> = spcs
+        .iter()
+        .filter_map(|s| text(s, "/spec/provider"))
+        .collect();
+    assert_eq!(
+        providers,
+        BTreeSet::from(["aws", "vault"]),
+        "one class per provider"
+    );
+    let mut mounted = Vec::new();
+    for spc in &spcs {
+        assert_none(own_class_problems(spc, &config, &needed));
+        mounted.push(spc_problems(spc).0);
+    }
+    assert_eq!(
+        mounted[0], mounted[1],
+        "rotor's two classes mount different files"
+    );
+    assert_none(mount_gate_problems(&config));
+}
+
+#[test]
+fn catches_rotor_mounting_a_view_or_missing_its_admin_url() {
+    let ms = manifests();
+    let config = deployed_config(only(&ms, "Deployment"), &rotor_toml());
+    let needed = files_rotor_reads(&rotor_toml());
+    let mut vault = provider_class(&ms, "vault").clone();
+    let objects = "# rotor-managed: the view rotor/database\n- objectName: database-password\n  secretPath: secret/data/rotor/database\n  secretKey: password\n";
+    set(&mut vault, "/spec/parameters/objects", json!(objects));
+    let problems = own_class_problems(&vault, &config, &needed);
+    assert_found(
+        &problems,
+        "object database-password is rotor-managed, but rotor's own pod must mount no view",
+    );
+    assert_found(
+        &problems,
+        "rotor.toml reads /mnt/secrets/postgres-admin-url, which this class does not mount",
+    );
+
+    // The shipped policy back on expire_after = "grace_and_consumers", with no mount that
+    // maps the database credentials any more.
+    let text = std::fs::read_to_string(rotor_toml())
+        .expect("rotor.toml")
+        .replace(
+            "[policies.database_credentials]\n",
+            "[policies.database_credentials]\nexpire_after = \"grace_and_consumers\"\n",
+        );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rotor.toml");
+    std::fs::write(&path, text).expect("write");
+    let waiting = deployed_config(only(&ms, "Deployment"), &path);
+    assert_found(
+        &mount_gate_problems(&waiting),
+        "policy database_credentials of tenant1/database_credentials says expire_after = \"grace_and_consumers\", but no [[mounts]] maps",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The example workload: its agent sidecar, what it watches, how it reaches rotor
+
+/// The variables the agent sidecar reads.
+const AGENT_ENV: &[&str] = &["POD_NAME", "RUST_LOG"];
+
+/// The most a sidecar that runs in every pod may request.
+const AGENT_MAX_CPU_MILLIS: u64 = 20;
+const AGENT_MAX_MEMORY: u64 = 32 << 20;
+
+fn examples_dir() -> PathBuf {
+    deploy_dir().join(EXAMPLES)
+}
+
+fn example_kustomization() -> Value {
+    let text = std::fs::read_to_string(examples_dir().join("kustomization.yaml"))
+        .expect("deploy/examples/kustomization.yaml");
+    yaml_docs(&text).expect("parses").remove(0)
+}
+
+/// The agent config, parsed as TOML (the `[agent]` model is the agent's own; this reads
+/// the keys deploy/ depends on).
+fn agent_toml() -> Value {
+    let text =
+        std::fs::read_to_string(examples_dir().join("agent.toml")).expect("examples/agent.toml");
+    toml::from_str(&text).expect("agent.toml parses")
+}
+
+/// `configMapGenerator` of a kustomization: ConfigMap name to `(key, source file)`.
+fn generated_config_maps(k: &Value) -> BTreeMap<String, Vec<(String, String)>> {
+    items(&k["configMapGenerator"])
+        .iter()
+        .filter_map(|g| {
+            let files = items(&g["files"])
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|f| match f.split_once('=') {
+                    Some((key, source)) => (key.to_owned(), source.to_owned()),
+                    None => (
+                        Path::new(f)
+                            .file_name()
+                            .map_or(f.to_owned(), |n| n.to_string_lossy().into_owned()),
+                        f.to_owned(),
+                    ),
+                })
+                .collect();
+            Some((g["name"].as_str()?.to_owned(), files))
+        })
+        .collect()
+}
+
+/// The deepest volume mount of `container` holding `file`, with the file's path inside it.
+fn mount_in<'a>(container: &'a Value, file: &Path) -> Option<(&'a Value, PathBuf)> {
+    items(&container["volumeMounts"])
+        .iter()
+        .filter_map(|m| {
+            let dir = m["mountPath"].as_str()?;
+            let rest = file.strip_prefix(dir).ok()?;
+            Some((m, rest.to_path_buf(), dir.len()))
+        })
+        .max_by_key(|(_, _, len)| *len)
+        .map(|(m, rest, _)| (m, rest))
+}
+
+/// The command line a container runs: `command` then `args`.
+fn argv(c: &Value) -> Vec<&str> {
+    items(&c["command"])
+        .iter()
+        .chain(items(&c["args"]))
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// The config file of a `rotor agent` command line.
+fn agent_config_path(c: &Value) -> Option<PathBuf> {
+    let argv = argv(c);
+    let (bin, rest) = argv.split_first()?;
+    if Path::new(bin).file_name()? != "rotor" || rest.first() != Some(&"agent") {
+        return None;
+    }
+    rest.windows(2)
+        .find(|w| w[0] == "-c" || w[0] == "--config")
+        .map(|w| PathBuf::from(w[1]))
+}
+
+/// `10m`, `0.5`, `1` as millicores.
+fn cpu_millis(q: &Value) -> Option<u64> {
+    let s = match q {
+        Value::Number(n) => return n.as_f64().map(|f| (f * 1000.0) as u64),
+        Value::String(s) => s.as_str(),
+        _ => return None,
+    };
+    match s.strip_suffix('m') {
+        Some(m) => m.parse().ok(),
+        None => s.parse::<f64>().ok().map(|f| (f * 1000.0) as u64),
+    }
+}
+
+/// `16Mi`, `1Gi`, `64M`, plain bytes.
+fn memory_bytes(q: &Value) -> Option<u64> {
+    let s = match q {
+        Value::Number(n) => return n.as_u64(),
+        Value::String(s) => s.as_str(),
+        _ => return None,
+    };
+    for (suffix, factor) in [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ] {
+        if let Some(n) = s.strip_suffix(suffix) {
+            return n.parse::<u64>().ok().map(|n| n * factor);
+        }
+    }
+    s.parse().ok()
+}
+
+/// The pod's agent sidecar: a native sidecar (an init container with `restartPolicy:
+/// Always`) running the rotor image as `rotor agent -c FILE`, with FILE from the ConfigMap
+/// that the kustomization generates from agent.toml; its consumer token a file of the
+/// token Secret, read-only, not readable by others, mounted by the sidecar alone; POD_NAME
+/// from the downward API when the config names no consumer_id; locked down and small. No
+/// container of the pod takes a Secret through its environment.
+fn sidecar_problems(
+    dep: &Value,
+    agent: &Value,
+    generators: &BTreeMap<String, Vec<(String, String)>>,
+    token_secret: &Value,
+    rotor_image: &str,
+) -> Vec<String> {
+    let mut p = Vec::new();
+    let pod = pod_spec(dep);
+    let psc = &pod["securityContext"];
+    let id = format!("Deployment {}", name(dep));
+    if let Some(c) = items(&pod["containers"])
+        .iter()
+        .find(|c| agent_config_path(c).is_some())
+    {
+        p.push(format!(
+            "{id}: container {} runs rotor agent as a regular container: make it an initContainer with restartPolicy: Always (a native sidecar, started before the app)",
+            c["name"].as_str().unwrap_or("?")
+        ));
+    }
+    let sidecars: Vec<&Value> = items(&pod["initContainers"])
+        .iter()
+        .filter(|c| agent_config_path(c).is_some())
+        .collect();
+    let [sidecar] = sidecars.as_slice() else {
+        p.push(format!(
+            "{id}: expected one initContainer running `rotor agent -c FILE`, found {}",
+            sidecars.len()
+        ));
+        return p;
+    };
+    let sname = sidecar["name"].as_str().unwrap_or("?");
+    if sidecar["restartPolicy"].as_str() != Some("Always") {
+        p.push(format!(
+            "{id}: initContainer {sname} needs restartPolicy: Always, or it must exit before the app starts"
+        ));
+    }
+    let repo = |image: &str| -> String {
+        match image.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => repo.to_owned(),
+            _ => image.to_owned(),
+        }
+    };
+    let image = sidecar["image"].as_str().unwrap_or("");
+    if repo(image) != repo(rotor_image) {
+        p.push(format!(
+            "{id}: initContainer {sname} runs image {image:?}, not rotor's ({rotor_image:?})"
+        ));
+    }
+
+    // The config file: from the ConfigMap generated from agent.toml.
+    let config_path = agent_config_path(sidecar).unwrap_or_default();
+    match mount_in(sidecar, &config_path) {
+        None => p.push(format!(
+            "{id}: {sname}'s config {} is on no volume mount",
+            config_path.display()
+        )),
+        Some((mount, rest)) => {
+            let cm = volume(dep, &mount["name"]).and_then(|v| v["configMap"]["name"].as_str());
+            let from_agent_toml = cm.and_then(|cm| generators.get(cm)).is_some_and(|files| {
+                files
+                    .iter()
+                    .any(|(key, source)| Path::new(key) == rest && source == "agent.toml")
+            });
+            if !from_agent_toml {
+                p.push(format!(
+                    "{id}: {sname}'s config {} is not agent.toml: its volume's ConfigMap {cm:?} is not generated with {}=agent.toml",
+                    config_path.display(),
+                    rest.display()
+                ));
+            }
+        }
+    }
+
+    // The token: a file of the Secret, never the environment.
+    let token_file = PathBuf::from(agent["agent"]["token_file"].as_str().unwrap_or(""));
+    let token_volume = match mount_in(sidecar, &token_file) {
+        None => {
+            p.push(format!(
+                "{id}: [agent] token_file {} is on no volume mount of {sname}",
+                token_file.display()
+            ));
+            None
+        }
+        Some((mount, rest)) => {
+            if mount["readOnly"] != json!(true) {
+                p.push(format!(
+                    "{id}: the mount of token_file {} must be readOnly",
+                    token_file.display()
+                ));
+            }
+            let v = volume(dep, &mount["name"]).cloned().unwrap_or(Value::Null);
+            let secret = &v["secret"];
+            if secret["secretName"].as_str() != Some(name(token_secret)) {
+                p.push(format!(
+                    "{id}: token_file {} is not from Secret {} (volume {})",
+                    token_file.display(),
+                    name(token_secret),
+                    mount["name"]
+                ));
+            }
+            let item = items(&secret["items"])
+                .iter()
+                .find(|i| i["path"].as_str().map(Path::new) == Some(rest.as_path()));
+            let key = item.and_then(|i| i["key"].as_str());
+            let in_secret = key.is_some_and(|k| {
+                !token_secret["stringData"][k].is_null() || !token_secret["data"][k].is_null()
+            });
+            if !in_secret {
+                p.push(format!(
+                    "{id}: token_file {} is no item of a key of Secret {}",
+                    token_file.display(),
+                    name(token_secret)
+                ));
+            }
+            let mode = item
+                .and_then(|i| i["mode"].as_u64())
+                .or(secret["defaultMode"].as_u64())
+                .unwrap_or(0o644);
+            if mode & 0o007 != 0 {
+                p.push(format!(
+                    "{id}: the token file's mode {mode:#o} lets others read it: 0400 or 0440"
+                ));
+            }
+            Some(mount["name"].clone())
+        }
+    };
+    for c in items(&pod["containers"]) {
+        if let Some(v) = &token_volume
+            && items(&c["volumeMounts"]).iter().any(|m| &m["name"] == v)
+        {
+            p.push(format!(
+                "{id}: container {} mounts the consumer token; only the agent may",
+                c["name"].as_str().unwrap_or("?")
+            ));
+        }
+        p.extend(container_problems(c, psc, None));
+    }
+
+    if agent["agent"]["consumer_id"].is_null() {
+        let pod_name = items(&sidecar["env"])
+            .iter()
+            .find(|e| e["name"] == json!("POD_NAME"));
+        if pod_name.and_then(|e| text(e, "/valueFrom/fieldRef/fieldPath")) != Some("metadata.name")
+        {
+            p.push(format!(
+                "{id}: {sname} needs POD_NAME from the downward API (fieldRef metadata.name): agent.toml names no consumer_id, so every pod would report under its hostname"
+            ));
+        }
+    }
+    p.extend(container_problems(sidecar, psc, Some(AGENT_ENV)));
+    let requests = &sidecar["resources"]["requests"];
+    if cpu_millis(&requests["cpu"]).is_none_or(|m| m > AGENT_MAX_CPU_MILLIS) {
+        p.push(format!(
+            "{id}: {sname} requests cpu {}: a sidecar in every pod requests at most {AGENT_MAX_CPU_MILLIS}m",
+            requests["cpu"]
+        ));
+    }
+    if memory_bytes(&requests["memory"]).is_none_or(|b| b > AGENT_MAX_MEMORY) {
+        p.push(format!(
+            "{id}: {sname} requests memory {}: a sidecar in every pod requests at most 32Mi",
+            requests["memory"]
+        ));
+    }
+    p
+}
+
+/// What each file of a SecretProviderClass holds: `(document, field, rotor-managed)`. The
+/// document is a Vault `secretPath` or an AWS secret's name; the field a `secretKey` or a
+/// `jmesPath` (none for a whole AWS secret).
+fn spc_file_sources(spc: &Value) -> BTreeMap<String, (String, Option<String>, bool)> {
+    let raw = text(spc, "/spec/parameters/objects").unwrap_or("");
+    let objects = yaml_docs(raw)
+        .ok()
+        .and_then(|d| d.into_iter().next())
+        .unwrap_or(Value::Null);
+    let mut out = BTreeMap::new();
+    for (o, managed) in items(&objects).iter().zip(object_management(raw)) {
+        let oname = o["objectName"].as_str().unwrap_or("").to_owned();
+        match text(spc, "/spec/provider") {
+            Some("vault") => {
+                let path = o["secretPath"].as_str().unwrap_or("").to_owned();
+                let key = o["secretKey"].as_str().map(str::to_owned);
+                out.insert(oname, (path, key, managed));
+            }
+            _ => {
+                for j in items(&o["jmesPath"]) {
+                    if let (Some(alias), Some(path)) =
+                        (j["objectAlias"].as_str(), j["path"].as_str())
+                    {
+                        out.insert(
+                            alias.to_owned(),
+                            (oname.clone(), Some(path.to_owned()), managed),
+                        );
+                    }
+                }
+                let file = o["objectAlias"]
+                    .as_str()
+                    .map_or(oname.replace('/', "_"), str::to_owned);
+                out.insert(file, (oname, None, managed));
+            }
+        }
+    }
+    out
+}
+
+/// The view a document of a class is: Vault by `{mount}/data/{path}`, AWS by the secret's
+/// name (the view's path until the `aws` view type exists).
+fn view_of<'a>(
+    config: &'a Config,
+    spc: &Value,
+    document: &str,
+) -> Option<&'a rotor::publish::config::VaultViewConfig> {
+    let vault = text(spc, "/spec/provider") == Some("vault");
+    config.views.iter().find(|v| {
+        if vault {
+            format!("{}/data/{}", v.mount, v.path) == document
+        } else {
+            v.path == document
+        }
+    })
+}
+
+/// `*` matches any run of characters, as the watcher's `critical` patterns do.
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            let Some(rest) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=rest.len())
+                .filter(|i| rest.is_char_boundary(*i))
+                .any(|i| glob_matches(tail, &rest[i..]))
+        }
+    }
+}
+
+/// The agent's mounts against the pod and a class it may mount: each `[[mounts]] path` is
+/// where the sidecar mounts the CSI volume that the app mounts too; each `files` entry is
+/// a rotor-managed file that reads a field of a view holding that very secret, with its
+/// `NAME_version` beside it reading the field's `_version`, and a critical pattern that
+/// makes a change reload; the reload is HTTP to loopback on a port the app declares.
+fn agent_mount_problems(dep: &Value, agent: &Value, spc: &Value, config: &Config) -> Vec<String> {
+    let mut p = Vec::new();
+    let id = format!("SecretProviderClass {}", name(spc));
+    let pod = pod_spec(dep);
+    let csi: Vec<&Value> = items(&pod["volumes"])
+        .iter()
+        .filter(|v| v["csi"]["driver"].as_str() == Some(CSI_DRIVER))
+        .collect();
+    let sidecar = items(&pod["initContainers"])
+        .iter()
+        .find(|c| agent_config_path(c).is_some());
+    let apps: Vec<&Value> = items(&pod["containers"]).iter().collect();
+    let mounted_at = |c: &Value, dir: &str| -> Option<String> {
+        items(&c["volumeMounts"])
+            .iter()
+            .find(|m| m["mountPath"].as_str() == Some(dir))
+            .and_then(|m| m["name"].as_str().map(str::to_owned))
+    };
+    let sources = spc_file_sources(spc);
+    let mounts = items(&agent["mounts"]);
+    if mounts.is_empty() {
+        p.push("agent.toml has no [[mounts]]".into());
+    }
+    for (i, m) in mounts.iter().enumerate() {
+        let dir = m["path"].as_str().unwrap_or("");
+        let volume = sidecar.and_then(|s| mounted_at(s, dir));
+        match &volume {
+            Some(v) if csi.iter().any(|c| c["name"].as_str() == Some(v)) => {
+                if !apps.iter().any(|a| mounted_at(a, dir).as_ref() == Some(v)) {
+                    p.push(format!(
+                        "mounts[{i}].path {dir}: no app container mounts volume {v} there, so the agent would report files the app does not read"
+                    ));
+                }
+            }
+            _ => p.push(format!(
+                "mounts[{i}].path {dir} is not where the agent sidecar mounts the CSI volume"
+            )),
+        }
+        let critical: Vec<&str> = items(&m["critical"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let files = m["files"].as_object().cloned().unwrap_or_default();
+        if files.is_empty() {
+            p.push(format!(
+                "mounts[{i}] maps no files: the agent would report no version"
+            ));
+        }
+        for (file, secret) in &files {
+            let secret = secret.as_str().unwrap_or("");
+            if !critical.iter().any(|c| glob_matches(c, file)) {
+                p.push(format!(
+                    "mounts[{i}].files.{file} matches no critical pattern: a rotation would not reload the app"
+                ));
+            }
+            let Some((document, field, managed)) = sources.get(file) else {
+                p.push(format!(
+                    "{id}: mounts no file {file} (mounts[{i}].files.{file})"
+                ));
+                continue;
+            };
+            if !managed {
+                p.push(format!(
+                    "{id}: file {file} is operator-managed: rotor publishes no version of it"
+                ));
+                continue;
+            }
+            let Some(view) = view_of(config, spc, document) else {
+                p.push(format!(
+                    "{id}: file {file} reads {document}, which no view of rotor.toml writes"
+                ));
+                continue;
+            };
+            let Some(field) = field else {
+                p.push(format!(
+                    "{id}: file {file} is the whole document {document}: map a field of it"
+                ));
+                continue;
+            };
+            match view.fields.get(field) {
+                None => p.push(format!(
+                    "{id}: file {file} reads {field:?}, no field of view {}",
+                    view.name()
+                )),
+                Some(source) if source.secret.to_string() != secret => p.push(format!(
+                    "{id}: file {file} holds {} (view {} field {field}), but agent.toml maps it to {secret}",
+                    source.secret,
+                    view.name()
+                )),
+                Some(_) => {}
+            }
+            let marker = format!("{file}_version");
+            let want = format!("{field}_version");
+            match sources.get(&marker) {
+                None => p.push(format!(
+                    "{id}: mounts no {marker} beside {file}: the agent could not tell which version the pod holds"
+                )),
+                Some((d, f, _)) if d != document || f.as_deref() != Some(want.as_str()) => {
+                    p.push(format!(
+                        "{id}: {marker} reads {d} field {f:?}, not {document} field {want:?}"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        match m["reload"]["type"].as_str() {
+            Some("http") => {
+                let url = m["reload"]["url"].as_str().unwrap_or("");
+                match url::Url::parse(url) {
+                    Ok(u)
+                        if matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) =>
+                    {
+                        let port = u64::from(u.port_or_known_default().unwrap_or(80));
+                        if !apps
+                            .iter()
+                            .any(|a| container_port(a, &json!(port)).is_some())
+                        {
+                            p.push(format!(
+                                "mounts[{i}].reload.url {url}: port {port} is no port of an app container"
+                            ));
+                        }
+                    }
+                    _ => p.push(format!(
+                        "mounts[{i}].reload.url {url:?} must be http to 127.0.0.1 (the app in the same pod)"
+                    )),
+                }
+            }
+            Some("signal") if pod["shareProcessNamespace"] != json!(true) => p.push(format!(
+                "mounts[{i}]: a signal reload needs shareProcessNamespace: true"
+            )),
+            Some(_) => {}
+            None => p.push(format!(
+                "mounts[{i}] has no reload: the app would keep its old credential"
+            )),
+        }
+    }
+    p
+}
+
+/// Whether a NetworkPolicy peer (`from`/`to` entry) covers pods labelled `labels` in
+/// namespace `ns`, seen from a policy in namespace `own_ns`.
+fn peer_covers(peer: &Value, labels: &Value, ns: &str, own_ns: &str) -> bool {
+    if !peer["ipBlock"].is_null() {
+        return false;
+    }
+    let ns_ok = match peer.get("namespaceSelector") {
+        None => ns == own_ns,
+        Some(sel) => match sel["matchLabels"].as_object() {
+            None => sel["matchExpressions"].is_null(),
+            Some(m) if m.is_empty() => true,
+            Some(m) => m.len() == 1 && m.get("kubernetes.io/metadata.name") == Some(&json!(ns)),
+        },
+    };
+    let pods_ok = match peer.get("podSelector") {
+        None => true,
+        Some(sel) => selects(&sel["matchLabels"], labels),
+    };
+    ns_ok && pods_ok
+}
+
+/// Whether a rule's ports admit TCP `port` of a container (by number or by its name).
+fn rule_ports_admit(rule: &Value, container: Option<&Value>, port: u64) -> bool {
+    let ports = items(&rule["ports"]);
+    ports.is_empty()
+        || ports.iter().any(|p| {
+            p["protocol"].as_str().unwrap_or("TCP") == "TCP"
+                && (p["port"].as_u64() == Some(port)
+                    || container.is_some_and(|c| container_port(c, &p["port"]) == Some(port)))
+        })
+}
+
+/// The agent reaches rotor: `[agent] rotor_url` names rotor's Service in rotor's namespace
+/// on a port that leads to rotor's container; rotor's NetworkPolicy admits the workload's
+/// pods on that container port; and, if a policy of the workload restricts its egress,
+/// one lets it reach rotor's pods on that port and DNS.
+fn agent_network_problems(
+    agent: &Value,
+    workload: &Value,
+    workload_ns: &str,
+    workload_policies: &[&Value],
+    rotor: &[Manifest],
+    rotor_ns: &str,
+) -> Vec<String> {
+    let mut p = Vec::new();
+    let url_text = agent["agent"]["rotor_url"].as_str().unwrap_or("");
+    let Ok(url) = url::Url::parse(url_text) else {
+        return vec![format!("[agent] rotor_url {url_text:?} does not parse")];
+    };
+    let host: Vec<&str> = url.host_str().unwrap_or("").split('.').collect();
+    if host.len() < 3 || host[2] != "svc" {
+        return vec![format!(
+            "[agent] rotor_url {url_text}: the host must be rotor's Service, SERVICE.NAMESPACE.svc"
+        )];
+    }
+    if host[1] != rotor_ns {
+        p.push(format!(
+            "[agent] rotor_url {url_text} names namespace {}, but rotor runs in {rotor_ns}",
+            host[1]
+        ));
+    }
+    let dep = only(rotor, "Deployment");
+    let rotor_container = main_container(dep);
+    let rotor_labels = &dep["spec"]["template"]["metadata"]["labels"];
+    let Some(svc) = all_of(rotor, "Service")
+        .into_iter()
+        .find(|s| name(s) == host[0])
+    else {
+        p.push(format!(
+            "[agent] rotor_url {url_text}: rotor has no Service {}",
+            host[0]
+        ));
+        return p;
+    };
+    let port = u64::from(url.port_or_known_default().unwrap_or(80));
+    let target = items(&svc["spec"]["ports"])
+        .iter()
+        .find(|sp| sp["port"].as_u64() == Some(port))
+        .and_then(|sp| container_port(rotor_container, &sp["targetPort"]));
+    let Some(target) = target else {
+        p.push(format!(
+            "[agent] rotor_url {url_text}: Service {} has no port {port} leading to rotor's container",
+            host[0]
+        ));
+        return p;
+    };
+
+    let labels = &workload["spec"]["template"]["metadata"]["labels"];
+    let np = only(rotor, "NetworkPolicy");
+    let admitted = items(&np["spec"]["ingress"]).iter().any(|rule| {
+        let from = items(&rule["from"]);
+        (from.is_empty()
+            || from
+                .iter()
+                .any(|peer| peer_covers(peer, labels, workload_ns, rotor_ns)))
+            && rule_ports_admit(rule, Some(rotor_container), target)
+    });
+    if !admitted {
+        p.push(format!(
+            "NetworkPolicy {}: no ingress rule admits the pods of Deployment {} (namespace {workload_ns}) on rotor's port {target}",
+            name(np),
+            name(workload)
+        ));
+    }
+
+    let restricting: Vec<&&Value> = workload_policies
+        .iter()
+        .filter(|np| selects(&np["spec"]["podSelector"]["matchLabels"], labels))
+        .filter(|np| items(&np["spec"]["policyTypes"]).contains(&json!("Egress")))
+        .collect();
+    if !restricting.is_empty() {
+        let rules: Vec<&Value> = restricting
+            .iter()
+            .flat_map(|np| items(&np["spec"]["egress"]))
+            .collect();
+        let to_rotor = rules.iter().any(|rule| {
+            let to = items(&rule["to"]);
+            (to.is_empty()
+                || to
+                    .iter()
+                    .any(|peer| peer_covers(peer, rotor_labels, rotor_ns, workload_ns)))
+                && rule_ports_admit(rule, None, target)
+        });
+        if !to_rotor {
+            p.push(format!(
+                "the workload's NetworkPolicies restrict its egress but none lets it reach rotor's pods in namespace {rotor_ns} on TCP {target}"
+            ));
+        }
+        let dns = rules.iter().any(|rule| {
+            items(&rule["ports"])
+                .iter()
+                .any(|p| p["port"].as_u64() == Some(53) && p["protocol"] == json!("UDP"))
+        });
+        if !dns {
+            p.push(format!(
+                "the workload's NetworkPolicies restrict its egress but allow no DNS (UDP 53): {} would not resolve",
+                url.host_str().unwrap_or("")
+            ));
+        }
+    }
+    p
+}
+
+fn rotor_namespace() -> String {
+    let text = std::fs::read_to_string(deploy_dir().join("kustomization.yaml"))
+        .expect("kustomization.yaml");
+    yaml_docs(&text).expect("parses")[0]["namespace"]
+        .as_str()
+        .expect("a namespace")
+        .to_owned()
+}
+
+fn example_namespace() -> String {
+    example_kustomization()["namespace"]
+        .as_str()
+        .expect("deploy/examples sets a namespace")
+        .to_owned()
+}
+
+fn rotor_image(rotor: &[Manifest]) -> String {
+    main_container(only(rotor, "Deployment"))["image"]
+        .as_str()
+        .expect("rotor's image")
+        .to_owned()
+}
+
+#[test]
+fn examples_kustomization_lists_every_manifest_but_the_token_secret() {
+    let k = example_kustomization();
+    let listed: BTreeSet<String> = items(&k["resources"])
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    let mut problems = Vec::new();
+    let ms = example_manifests();
+    let files: BTreeSet<&str> = ms
+        .iter()
+        .map(|m| m.file.strip_prefix(EXAMPLES).unwrap_or(&m.file))
+        .collect();
+    for r in &listed {
+        if !files.contains(r.as_str()) {
+            problems.push(format!(
+                "examples/kustomization.yaml lists {r}, which holds no object"
+            ));
+        }
+    }
+    for m in &ms {
+        let f = m.file.strip_prefix(EXAMPLES).unwrap_or(&m.file);
+        let secret = kind(&m.doc) == "Secret";
+        if secret && listed.contains(f) {
+            problems.push(format!(
+                "{f}: the consumer token placeholder must not be a resource: applying it would overwrite the real token"
+            ));
+        }
+        if !secret && !listed.contains(f) {
+            problems.push(format!(
+                "{f} is not a resource of examples/kustomization.yaml"
+            ));
+        }
+    }
+    if !generated_config_maps(&k)
+        .values()
+        .flatten()
+        .any(|(_, source)| source == "agent.toml")
+    {
+        problems.push("examples/kustomization.yaml generates no ConfigMap from agent.toml".into());
+    }
+    assert_none(problems);
+}
+
+#[test]
+fn the_agent_runs_as_a_native_sidecar_with_its_token_from_a_secret() {
+    let ex = example_manifests();
+    let generators = generated_config_maps(&example_kustomization());
+    assert_none(sidecar_problems(
+        only(&ex, "Deployment"),
+        &agent_toml(),
+        &generators,
+        only(&ex, "Secret"),
+        &rotor_image(&manifests()),
+    ));
+}
+
+#[test]
+fn the_agent_watches_the_mount_and_every_file_has_its_version() {
+    let ex = example_manifests();
+    let dep = only(&ex, "Deployment");
+    let config = deployed_config(only(&manifests(), "Deployment"), &rotor_toml());
+    let agent = agent_toml();
+    // The class the Deployment names, and the other one an overlay may switch to.
+    let spcs = all_of(&ex, "SecretProviderClass");
+    let class = text(
+        items(&pod_spec(dep)["volumes"])
+            .iter()
+            .find(|v| !v["csi"].is_null())
+            .expect("a CSI volume"),
+        "/csi/volumeAttributes/secretProviderClass",
+    )
+    .expect("a class");
+    assert!(
+        spcs.iter().any(|s| name(s) == class),
+        "the workload's CSI volume names {class}, which deploy/examples does not define"
+    );
+    for spc in spcs {
+        assert_none(agent_mount_problems(dep, &agent, spc, &config));
+    }
+}
+
+#[test]
+fn the_example_classes_mount_the_seed_files_from_views() {
+    let ex = example_manifests();
+    let config = deployed_config(only(&manifests(), "Deployment"), &rotor_toml());
+    let spcs = all_of(&ex, "SecretProviderClass");
+    let providers: BTreeSet<&str> = spcs
+        .iter()
+        .filter_map(|s| text(s, "/spec/provider"))
+        .collect();
+    assert_eq!(
+        providers,
+        BTreeSet::from(["aws", "vault"]),
+        "one class per provider"
+    );
+    let mut mounted = Vec::new();
+    for spc in &spcs {
+        let (mut files, problems) = spc_problems(spc);
+        assert_none(problems);
+        assert_none(spc_view_problems(spc, &config));
+        for parent in split_parents(spc) {
+            files.remove(&parent);
+        }
+        let missing: Vec<&&str> = SEED_FILES.iter().filter(|f| !files.contains(**f)).collect();
+        assert!(
+            missing.is_empty(),
+            "SecretProviderClass {} mounts none of {missing:?}",
+            name(spc)
+        );
+        mounted.push(files);
+    }
+    assert_eq!(
+        mounted[0], mounted[1],
+        "the two example classes mount different files"
+    );
+}
+
+#[test]
+fn agents_reach_rotor_through_both_network_policies() {
+    let ex = example_manifests();
+    let policies = all_of(&ex, "NetworkPolicy");
+    assert_none(agent_network_problems(
+        &agent_toml(),
+        only(&ex, "Deployment"),
+        &example_namespace(),
+        &policies,
+        &manifests(),
+        &rotor_namespace(),
+    ));
+}
+
+#[test]
+fn catches_a_sidecar_that_is_no_native_sidecar_or_takes_its_token_loosely() {
+    let ex = example_manifests();
+    let generators = generated_config_maps(&example_kustomization());
+    let agent = agent_toml();
+    let secret = only(&ex, "Secret");
+    let image = rotor_image(&manifests());
+    let dep = only(&ex, "Deployment").clone();
+    let check = |d: &Value, a: &Value| sidecar_problems(d, a, &generators, secret, &image);
+
+    // A regular container instead of a native sidecar.
+    let mut regular = dep.clone();
+    let mut sidecar = regular["spec"]["template"]["spec"]["initContainers"][0].clone();
+    sidecar
+        .as_object_mut()
+        .expect("container")
+        .remove("restartPolicy");
+    regular["spec"]["template"]["spec"]["initContainers"] = json!([]);
+    regular["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .push(sidecar.clone());
+    let problems = check(&regular, &agent);
+    assert_found(&problems, "runs rotor agent as a regular container");
+    assert_found(
+        &problems,
+        "expected one initContainer running `rotor agent -c FILE`, found 0",
+    );
+
+    // An init container that is not restarted, another image, a hand-written ConfigMap.
+    let mut plain = dep.clone();
+    let s = "/spec/template/spec/initContainers/0";
+    plain
+        .pointer_mut(s)
+        .and_then(Value::as_object_mut)
+        .expect("sidecar")
+        .remove("restartPolicy");
+    set(&mut plain, &format!("{s}/image"), json!("busybox:1.36"));
+    for v in plain
+        .pointer_mut("/spec/template/spec/volumes")
+        .and_then(Value::as_array_mut)
+        .expect("volumes")
+        .iter_mut()
+        .filter(|v| !v["configMap"].is_null())
+    {
+        v["configMap"]["name"] = json!("agent-by-hand");
+    }
+    let problems = check(&plain, &agent);
+    assert_found(&problems, "needs restartPolicy: Always");
+    assert_found(&problems, "runs image \"busybox:1.36\"");
+    assert_found(&problems, "is not agent.toml");
+
+    // The token in the environment, a world-readable token file, the app mounting it,
+    // no POD_NAME, and a sidecar that asks for as much as the app.
+    let mut loose = dep.clone();
+    let env = loose
+        .pointer_mut(&format!("{s}/env"))
+        .and_then(Value::as_array_mut)
+        .expect("env");
+    env.retain(|e| e["name"] != json!("POD_NAME"));
+    env.push(json!({"name": "ROTOR_TOKEN", "valueFrom": {"secretKeyRef": {"name": "rotor-consumer-token", "key": "token"}}}));
+    set(
+        &mut loose,
+        &format!("{s}/resources/requests/memory"),
+        json!("128Mi"),
+    );
+    let token_volume = items(&pod_spec(&loose)["volumes"])
+        .iter()
+        .position(|v| !v["secret"].is_null())
+        .expect("a secret volume");
+    set(
+        &mut loose,
+        &format!("/spec/template/spec/volumes/{token_volume}/secret/defaultMode"),
+        json!(0o644),
+    );
+    let token_name = loose["spec"]["template"]["spec"]["volumes"][token_volume]["name"].clone();
+    loose["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({"name": token_name, "mountPath": "/token", "readOnly": true}));
+    let problems = check(&loose, &agent);
+    assert_found(&problems, "env ROTOR_TOKEN reads a Secret");
+    assert_found(&problems, "mode 0o644 lets others read it");
+    assert_found(&problems, "container app mounts the consumer token");
+    assert_found(&problems, "needs POD_NAME from the downward API");
+    assert_found(&problems, "requests memory \"128Mi\"");
+
+    // The token file somewhere else than the Secret.
+    let mut moved = agent.clone();
+    moved["agent"]["token_file"] = json!("/etc/rotor-agent/token");
+    assert_found(
+        &check(&dep, &moved),
+        "is not from Secret rotor-consumer-token",
+    );
+}
+
+#[test]
+fn catches_agent_files_without_a_version_or_view() {
+    let ex = example_manifests();
+    let dep = only(&ex, "Deployment").clone();
+    let config = deployed_config(only(&manifests(), "Deployment"), &rotor_toml());
+    let agent = agent_toml();
+    let vault = provider_class(&ex, "vault").clone();
+    let aws = provider_class(&ex, "aws").clone();
+
+    // The version marker missing from both classes.
+    let mut no_marker = vault.clone();
+    let objects = text(&no_marker, "/spec/parameters/objects")
+        .expect("objects")
+        .replace(
+            "- objectName: database-password_version\n",
+            "- objectName: database-password-version\n",
+        );
+    set(&mut no_marker, "/spec/parameters/objects", json!(objects));
+    assert_found(
+        &agent_mount_problems(&dep, &agent, &no_marker, &config),
+        "mounts no database-password_version beside database-password",
+    );
+    let mut aws_marker = aws.clone();
+    let objects = text(&aws_marker, "/spec/parameters/objects")
+        .expect("objects")
+        .replace("- path: password_version\n", "- path: url_version\n");
+    set(&mut aws_marker, "/spec/parameters/objects", json!(objects));
+    assert_found(
+        &agent_mount_problems(&dep, &agent, &aws_marker, &config),
+        "database-password_version reads rotor/database field Some(\"url_version\"), not rotor/database field \"password_version\"",
+    );
+
+    // Files mapped to the wrong secret, to an operator-managed file, to nothing, and
+    // outside the critical patterns; the mount elsewhere; a reload to another host.
+    let mut wrong = agent.clone();
+    let files = wrong["mounts"][0]["files"].as_object_mut().expect("files");
+    files.insert("database-password".into(), json!("tenant1/jwt_secret"));
+    files.insert("together-api-key".into(), json!("tenant1/api_keys"));
+    files.insert("cache-password".into(), json!("tenant1/api_keys"));
+    wrong["mounts"][0]["critical"] = json!(["database-*"]);
+    let problems = agent_mount_problems(&dep, &wrong, &vault, &config);
+    assert_found(
+        &problems,
+        "file database-password holds tenant1/database_credentials (view secret/rotor/database field password), but agent.toml maps it to tenant1/jwt_secret",
+    );
+    assert_found(&problems, "file together-api-key is operator-managed");
+    assert_found(&problems, "mounts no file cache-password");
+    assert_found(&problems, "files.jwt-secret matches no critical pattern");
+
+    let mut elsewhere = agent.clone();
+    elsewhere["mounts"][0]["path"] = json!("/mnt/other");
+    elsewhere["mounts"][0]["reload"]["url"] = json!("http://app.app.svc:8081/-/reload");
+    let problems = agent_mount_problems(&dep, &elsewhere, &vault, &config);
+    assert_found(
+        &problems,
+        "mounts[0].path /mnt/other is not where the agent sidecar mounts the CSI volume",
+    );
+    assert_found(&problems, "must be http to 127.0.0.1");
+
+    let mut other_port = agent.clone();
+    other_port["mounts"][0]["reload"]["url"] = json!("http://127.0.0.1:9999/-/reload");
+    assert_found(
+        &agent_mount_problems(&dep, &other_port, &vault, &config),
+        "port 9999 is no port of an app container",
+    );
+}
+
+#[test]
+fn catches_network_policies_that_keep_agents_from_rotor() {
+    let ex = example_manifests();
+    let rotor = manifests();
+    let dep = only(&ex, "Deployment");
+    let agent = agent_toml();
+    let (ns, rotor_ns) = (example_namespace(), rotor_namespace());
+    let policies: Vec<Value> = all_of(&ex, "NetworkPolicy").into_iter().cloned().collect();
+
+    // rotor's ingress without the agents' rule.
+    let mut closed = manifests();
+    for m in closed
+        .iter_mut()
+        .filter(|m| kind(&m.doc) == "NetworkPolicy")
+    {
+        let ingress = m
+            .doc
+            .pointer_mut("/spec/ingress")
+            .and_then(Value::as_array_mut)
+            .expect("ingress");
+        ingress.retain(|r| !r.to_string().contains("rotor.io/agent"));
+    }
+    let refs: Vec<&Value> = policies.iter().collect();
+    assert_found(
+        &agent_network_problems(&agent, dep, &ns, &refs, &closed, &rotor_ns),
+        "no ingress rule admits the pods of Deployment app (namespace app) on rotor's port 8080",
+    );
+
+    // The workload's egress without rotor and without DNS.
+    let mut cut: Vec<Value> = policies.clone();
+    for np in &mut cut {
+        if let Some(egress) = np.pointer_mut("/spec/egress").and_then(Value::as_array_mut) {
+            egress
+                .retain(|r| !r.to_string().contains("\"rotor\"") && !r.to_string().contains("53"));
+        }
+    }
+    let refs: Vec<&Value> = cut.iter().collect();
+    let problems = agent_network_problems(&agent, dep, &ns, &refs, &rotor, &rotor_ns);
+    assert_found(
+        &problems,
+        "none lets it reach rotor's pods in namespace rotor on TCP 8080",
+    );
+    assert_found(&problems, "allow no DNS");
+
+    // A rotor_url on another port, in another namespace, or not a Service.
+    let refs: Vec<&Value> = policies.iter().collect();
+    let mut url = agent.clone();
+    url["agent"]["rotor_url"] = json!("http://rotor.rotor.svc:9090");
+    assert_found(
+        &agent_network_problems(&url, dep, &ns, &refs, &rotor, &rotor_ns),
+        "Service rotor has no port 9090",
+    );
+    url["agent"]["rotor_url"] = json!("http://rotor.default.svc:8080");
+    assert_found(
+        &agent_network_problems(&url, dep, &ns, &refs, &rotor, &rotor_ns),
+        "names namespace default, but rotor runs in rotor",
+    );
+    url["agent"]["rotor_url"] = json!("http://10.0.0.7:8080");
+    assert_found(
+        &agent_network_problems(&url, dep, &ns, &refs, &rotor, &rotor_ns),
+        "the host must be rotor's Service",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2513,7 +3812,7 @@ async fn the_shipped_policy_runs_the_store_and_the_views_on_openbao() {
 
     // Least privilege, on the server: operator-managed documents, layout 1 paths and
     // deletes are refused.
-    let mut refused = operator_managed_paths(provider_class(&ms, "vault"));
+    let mut refused = all_operator_managed_paths();
     refused.push(format!(
         "{}/data/{prefix}/tenant1/database_credentials",
         shipped.mount
