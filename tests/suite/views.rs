@@ -548,6 +548,36 @@ impl Store for NaiveStore {
     async fn secrets(&self) -> Result<Vec<SecretRef>, rotor::store::StoreError> {
         self.inner.secrets().await
     }
+    async fn record_get(
+        &self,
+        ns: &str,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, rotor::store::Rev)>, rotor::store::StoreError> {
+        self.inner.record_get(ns, id).await
+    }
+    async fn record_put(
+        &self,
+        ns: &str,
+        id: &str,
+        bytes: &[u8],
+        expected: Option<rotor::store::Rev>,
+    ) -> Result<rotor::store::Rev, rotor::store::StoreError> {
+        self.inner.record_put(ns, id, bytes, expected).await
+    }
+    async fn record_delete(
+        &self,
+        ns: &str,
+        id: &str,
+        expected: rotor::store::Rev,
+    ) -> Result<(), rotor::store::StoreError> {
+        self.inner.record_delete(ns, id, expected).await
+    }
+    async fn record_list(
+        &self,
+        ns: &str,
+    ) -> Result<Vec<rotor::store::Record>, rotor::store::StoreError> {
+        self.inner.record_list(ns).await
+    }
     fn fingerprint(&self, value: &[u8]) -> String {
         self.inner.fingerprint(value)
     }
