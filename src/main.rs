@@ -1,7 +1,9 @@
 //! `rotor`: the binary. `rotor run` reads like a runbook: load and validate the
 //! configuration without binding anything (exit 64 on bad config), open the store, start
 //! the supervision tree, serve the admin API, wait for a signal or for the tree to give
-//! up, drain within the configured bound, and say so if it did not finish.
+//! up, drain within the configured bound, and say so if it did not finish. `rotor agent`
+//! (the sidecar) loads its own kind of configuration (exit 64 on a bad one) and runs
+//! [`rotor::agent::run`] on a current-thread runtime until a signal.
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -24,6 +24,11 @@
 //! inotify is unavailable) the actor rescans on a timer instead, comparing content
 //! fingerprints rather than modification times.
 //!
+//! A view's version markers (`NAME_version` beside `NAME`) are left out of every snapshot
+//! ([`mapping::is_version_marker`]): they change with their value in the same swap and are
+//! metadata. When the context carries a [`reload::ReloadGate`] (`rotor agent`'s reload
+//! permits), every reload attempt waits for it and the gate hears how each reload ended.
+//!
 //! Last-seen fingerprints are persisted per mount ([`crate::watch::state`]), so a restarted
 //! watcher reports only what changed while it was down. Mapped files (the mount's `files`
 //! or the naming convention) are reported to their rotation actor as
