@@ -4,6 +4,7 @@
 use super::*;
 use crate::config::agent::{DEFAULT_HEARTBEAT, DEFAULT_PERMIT_WAIT};
 use crate::domain::SecretRef;
+use std::path::Path;
 
 fn agent(text: &str) -> Result<AgentConfig, String> {
     AgentConfig::from_str(text, "a.toml").map_err(|e| e.to_string())
@@ -98,10 +99,18 @@ fn plain_http_elsewhere_than_loopback_needs_an_opt_in() {
     let e = agent(&text("")).unwrap_err();
     assert!(e.contains("agent.rotor_url: plain http"), "{e}");
     agent(&text("allow_insecure_http = true\n")).expect("accepted explicitly");
-    agent(&format!(
-        "[agent]\nrotor_url = \"https://rotor.example\"\ntoken_file = \"t\"\n{MOUNT}"
+    let c = agent(&format!(
+        "[agent]\nrotor_url = \"https://rotor.example\"\ntoken_file = \"t\"\nca_file = \"ca.pem\"\ntimeout = \"3s\"\n{MOUNT}"
     ))
     .expect("https anywhere");
+    assert_eq!(c.agent.ca_file.as_deref(), Some(Path::new("ca.pem")));
+    assert_eq!(c.agent.timeout, std::time::Duration::from_secs(3));
+    // A CA file cannot verify plain http.
+    let e = agent(&text("allow_insecure_http = true\nca_file = \"ca.pem\"\n")).unwrap_err();
+    assert!(
+        e.contains("agent.ca_file: is set but the URL is plain http"),
+        "{e}"
+    );
 }
 
 #[test]
