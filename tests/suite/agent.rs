@@ -392,11 +392,17 @@ async fn a_429_makes_the_reload_wait_for_its_permit() {
     fake.state.deny.store(2, Ordering::SeqCst);
     fake.state.retry_after_ms.store(400, Ordering::SeqCst);
     swap(d.path(), VALUE_1, 1);
+    // Proxies from the environment are ignored (they lead nowhere here): the consumer
+    // token goes to rotor_url only.
     let mut agent = AgentBin::start(
         d.path(),
         &config(d.path(), &fake, "workload = \"web\""),
-        &[],
-        &[],
+        &[
+            ("HTTP_PROXY", "http://127.0.0.1:9"),
+            ("http_proxy", "http://127.0.0.1:9"),
+            ("ALL_PROXY", "http://127.0.0.1:9"),
+        ],
+        &["NO_PROXY", "no_proxy"],
     );
     eventually(Duration::from_secs(20), "the first report", async || {
         agent.assert_running();
