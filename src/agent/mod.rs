@@ -47,6 +47,7 @@ use crate::backoff::ExponentialBackoff;
 use crate::clock::Clock;
 use crate::config::agent::check_consumer_name;
 use crate::config::{AgentConfig, MountConfig};
+use crate::domain::SecretRef;
 use crate::metrics::Metrics;
 use crate::watch::event::{WatchEvent, WatchEventKind};
 use crate::watch::glob::{self, Pattern};
@@ -172,26 +173,21 @@ impl Agent {
             .lock()
             .map(|s| s.reloaded.clone())
             .unwrap_or_default();
-        let mut secrets = Vec::new();
+        let mut files = Vec::new();
         for (mount, critical) in &self.mounts {
             for (file, secret) in &mount.files {
                 let reload_applies = mount.reload.is_some() && glob::any_matches(critical, file);
-                secrets.push(ReportedSecret {
-                    tenant_id: secret.tenant().to_owned(),
-                    secret_key: secret.key().to_owned(),
+                files.push(FileReport {
+                    secret: secret.clone(),
                     version: read_marker(&mount.path, file, self.max_file_size),
-                    reloaded: if reload_applies {
-                        reloaded.get(&mount.path).copied().flatten()
-                    } else {
-                        None
-                    },
+                    reloaded: reload_applies.then(|| reloaded.get(&mount.path).copied().flatten()),
                 });
             }
         }
         Report {
             consumer_id: self.consumer_id.clone(),
             workload: self.workload.clone(),
-            secrets,
+            secrets: merge(files),
         }
     }
 
@@ -231,6 +227,48 @@ impl Agent {
             _ => {}
         }
     }
+}
+
+/// What one mapped file says about its secret.
+struct FileReport {
+    secret: SecretRef,
+    version: Option<u64>,
+    /// `None`: no reload applies to this file; `Some(None)`: one applies and has not
+    /// finished since the last change; `Some(Some(ok))`: how it ended.
+    reloaded: Option<Option<bool>>,
+}
+
+/// One entry per secret, however many files map it (a username, a password and a URL of
+/// one credential): the oldest version any of them holds (`null` if one has no marker: the
+/// pod's version is then unknown), and a reload that applies to any of them reported as
+/// pending while one is, failed if one failed, succeeded only if all did.
+fn merge(files: Vec<FileReport>) -> Vec<ReportedSecret> {
+    let mut merged: BTreeMap<SecretRef, (Option<u64>, Option<Option<bool>>)> = BTreeMap::new();
+    for f in files {
+        match merged.entry(f.secret) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert((f.version, f.reloaded));
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let (version, reloaded) = e.get_mut();
+                *version = version.zip(f.version).map(|(a, b)| a.min(b));
+                *reloaded = match (*reloaded, f.reloaded) {
+                    (None, r) | (r, None) => r,
+                    (Some(None), _) | (_, Some(None)) => Some(None),
+                    (Some(Some(a)), Some(Some(b))) => Some(Some(a && b)),
+                };
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(secret, (version, reloaded))| ReportedSecret {
+            tenant_id: secret.tenant().to_owned(),
+            secret_key: secret.key().to_owned(),
+            version,
+            reloaded: reloaded.flatten(),
+        })
+        .collect()
 }
 
 /// The version number in the marker of `file` in the mount `dir`, if there is a readable
@@ -493,6 +531,37 @@ mod tests {
         let bad = |_: &str| Some("has space".to_owned());
         let e = consumer_id(None, &bad, &host).unwrap_err().to_string();
         assert!(e.contains("POD_NAME") && e.contains("has space"), "{e}");
+    }
+
+    #[test]
+    fn files_of_one_secret_make_one_entry() {
+        let db = SecretRef::new("t1", "db").unwrap();
+        let api = SecretRef::new("t1", "api").unwrap();
+        let f = |secret: &SecretRef, version, reloaded| FileReport {
+            secret: secret.clone(),
+            version,
+            reloaded,
+        };
+        let merged = merge(vec![
+            f(&db, Some(3), Some(Some(true))),
+            f(&db, Some(2), None),
+            f(&api, Some(5), Some(Some(true))),
+            f(&api, None, Some(None)),
+        ]);
+        assert_eq!(merged.len(), 2, "{merged:?}");
+        let api_entry = &merged[0];
+        assert_eq!(
+            (api_entry.secret_key.as_str(), api_entry.version),
+            ("api", None)
+        );
+        assert_eq!(api_entry.reloaded, None, "one file's reload still pending");
+        let db_entry = &merged[1];
+        assert_eq!((db_entry.version, db_entry.reloaded), (Some(2), Some(true)));
+        let failed = merge(vec![
+            f(&db, Some(3), Some(Some(true))),
+            f(&db, Some(3), Some(Some(false))),
+        ]);
+        assert_eq!(failed[0].reloaded, Some(false));
     }
 
     #[test]
