@@ -5,7 +5,11 @@
 #    kustomize build) against the API schemas of the oldest and newest Kubernetes versions
 #    below, in strict mode (unknown fields fail), with kubernetes-validate from PyPI;
 # 2. the policy TOML of the ConfigMap with `rotor check`: deploy/config/rotor.toml and the
-#    copy inside the rendered ConfigMap.
+#    copy inside the rendered ConfigMap;
+# 3. the example workload with its agent sidecar (deploy/examples/, a kustomize base of its
+#    own): its files are among the source files of step 1, then its kustomize build is
+#    validated the same way, and its agent config is checked with `rotor check` once the
+#    binary has the `agent` command (said, never skipped silently, until then).
 #
 # Custom resources (SecretProviderClass, ServiceMonitor, PrometheusRule) have no schema
 # here; tests/suite/deploy.rs checks their fields and their references to the other objects. An
@@ -140,4 +144,18 @@ fi
 "$ROTOR" check "$work/rendered.toml"
 checks=$((checks + 1))
 
-echo "deploy: $files files, $objects objects ($r_objects rendered), $checks checks passed"
+echo "== deploy/examples: kustomize build"
+kubectl kustomize deploy/examples >"$work/examples.yaml"
+read -r _ e_objects e_built_in e_custom < <(split "$work/examples.yaml" "$work/examples")
+echo "   rendered $e_objects objects: $e_built_in built-in, $e_custom custom resources"
+validate_dir "$work/examples" "$e_built_in"
+
+echo "== deploy/examples: rotor check agent.toml"
+if "$ROTOR" agent --help >/dev/null 2>&1; then
+    "$ROTOR" check deploy/examples/agent.toml
+    checks=$((checks + 1))
+else
+    echo "   NOTE: this rotor has no \`agent\` command yet: agent.toml is checked by tests/suite/deploy.rs only"
+fi
+
+echo "deploy: $files files, $objects objects ($r_objects rendered, $e_objects in examples), $checks checks passed"

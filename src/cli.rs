@@ -1,5 +1,5 @@
 //! The `rotor` command line: `run`, `agent`, `check`, `plan`, `versions`, `history`,
-//! `rotate`, `rollback`.
+//! `rotate`, `rollback`, `consumers`.
 //!
 //! Offline commands (`check`, `plan`, `versions`, `history`) never start actors or bind a
 //! port. `versions` and `history` print metadata only, never values. `check` validates
@@ -133,6 +133,17 @@ pub enum Command {
         /// Secret key.
         key: String,
     },
+    /// List the consumers (agents in workload pods) of a secret, as the running rotor
+    /// knows them: the version each holds and whether it is current, lagging or gone.
+    Consumers {
+        /// Configuration file (TOML) of the running rotor.
+        #[arg(short, long, env = "ROTOR_CONFIG")]
+        config: PathBuf,
+        /// Tenant id.
+        tenant: String,
+        /// Secret key.
+        key: String,
+    },
 }
 
 /// Runs an offline command. (`run` is handled by `main`, which owns the runtime.)
@@ -165,6 +176,11 @@ pub fn run_offline(command: Command) -> ExitCode {
             tenant,
             key,
         } => with_config(&config, |cfg| admin_call(cfg, "rollback", &tenant, &key)),
+        Command::Consumers {
+            config,
+            tenant,
+            key,
+        } => with_config(&config, |cfg| consumers(cfg, &tenant, &key)),
         Command::Run { .. } | Command::Agent { .. } => ExitCode::FAILURE,
     }
 }
@@ -491,6 +507,43 @@ fn history(cfg: &Config, tenant: &str, key: &str, limit: usize) -> Result<(), St
         );
     }
     println!("{} rotations", rows.len());
+    Ok(())
+}
+
+/// `GET /admin/secrets/consumers/{tenant}/{key}` on the running rotor, as a table. Only
+/// the running rotor knows heartbeats, so there is no offline reading.
+fn consumers(cfg: &Config, tenant: &str, key: &str) -> Result<(), String> {
+    let secret = configured(cfg, tenant, key)?;
+    let path = format!(
+        "/admin/secrets/consumers/{}/{}",
+        secret.tenant(),
+        secret.key()
+    );
+    let (status, mut json) = admin_request(cfg, reqwest::Method::GET, &path, None)?;
+    if status != 200 {
+        return Err(format!(
+            "consumers of {secret} refused {}",
+            api_error(status, &json)
+        ));
+    }
+    let rows: Vec<crate::api::ConsumerView> = serde_json::from_value(json["consumers"].take())
+        .map_err(|e| format!("unexpected answer from the admin API: {e}"))?;
+    println!(
+        "{:<32}  {:<20}  {:>7}  {:<8}  {:<8}  LAST REPORT",
+        "CONSUMER", "WORKLOAD", "VERSION", "STATE", "RELOADED"
+    );
+    for c in &rows {
+        println!(
+            "{:<32}  {:<20}  {:>7}  {:<8}  {:<8}  {}",
+            c.consumer_id,
+            c.workload.as_deref().unwrap_or("-"),
+            c.version.map_or("-".into(), |v| v.to_string()),
+            c.state,
+            c.reloaded.map_or("-", |r| if r { "yes" } else { "no" }),
+            fmt_time(Some(c.last_report_at))
+        );
+    }
+    println!("{} consumers of {secret}", rows.len());
     Ok(())
 }
 

@@ -274,6 +274,14 @@ pub struct HistoryRecord {
     pub steps: Vec<Step>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    /// Consumers (agents, by id) still reporting an older version when the previous one
+    /// expired at the end of `max_grace_extension`. Empty for secrets without consumers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late_consumers: Vec<String>,
+    /// Consumers that stopped reporting during the grace without showing the new version
+    /// (they stopped holding expiry back when their `ttl` ran out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone_consumers: Vec<String>,
 }
 
 /// Metadata of one stored version. Never holds the value.

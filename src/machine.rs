@@ -351,6 +351,16 @@ pub enum Notice {
     TargetReapplied {
         version: VersionNo,
     },
+    /// The previous version expired while consumers (agents) did not show `version`: `late`
+    /// still reported an older one when `max_grace_extension` ran out, `gone` stopped
+    /// reporting during the grace. Sent by the rotation actor, which alone knows the
+    /// consumers, never by the machine.
+    ConsumersLate {
+        version: VersionNo,
+        previous: VersionNo,
+        late: Vec<String>,
+        gone: Vec<String>,
+    },
     /// Verifying the current version failed: the target could not be asked (`lost =
     /// false`; nothing was re-applied), or it had lost the version and re-applying it failed
     /// (`lost = true`). Sent by the rotation actor, like `TargetReapplied`.
@@ -375,6 +385,7 @@ impl Notice {
             Notice::Stuck { .. } => "rotation_stuck",
             Notice::TargetReapplied { .. } => "target_reapplied",
             Notice::TargetVerifyFailed { .. } => "target_verify_failed",
+            Notice::ConsumersLate { .. } => "consumers_late",
         }
     }
 }
@@ -1014,6 +1025,8 @@ fn record(
         steps: run.steps.clone(),
         started_at: run.started_at,
         finished_at: now,
+        late_consumers: Vec::new(),
+        gone_consumers: Vec::new(),
     }
 }
 

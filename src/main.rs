@@ -140,6 +140,18 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The consumer token is created like the admin token when missing: an operator copies
+    // it into the Secret the agents mount, and no default token exists.
+    let consumer_token = match &config.server.consumer_token_file {
+        None => None,
+        Some(path) => match AdminToken::load_or_create(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the consumer token");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -184,7 +196,12 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
         secrets: tree.secrets.clone(),
         ready: tree.ready_flag(),
     });
-    let router = server::router(backend, token, std::time::Duration::from_secs(10));
+    let router = server::router_with_consumers(
+        backend,
+        token,
+        consumer_token,
+        std::time::Duration::from_secs(10),
+    );
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = server::Limits {
         max_connections: config.server.max_connections,

@@ -89,6 +89,21 @@ pub struct ViewNameLabels {
     pub view: String,
 }
 
+/// Consumers (agents' reports) by state: `current`, `lagging`, `gone`. Never a consumer id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerStateLabels {
+    pub state: String,
+}
+
+/// A bounded outcome alone (consumer reports, reload permits).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// The states of [`ConsumerStateLabels`].
+pub const CONSUMER_STATES: [&str; 3] = ["current", "lagging", "gone"];
+
 /// Per-secret series: by tenant and key (opt-in).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SecretLabels {
@@ -180,6 +195,16 @@ pub struct Metrics {
     /// and outcome (`succeeded`, `failed`). Revoke is idempotent, so most succeed without
     /// changing anything: the count says rotor made sure, not that something was found.
     pub target_revoked_again_total: Family<RotationLabels, Counter>,
+    /// Consumer-secret pairs by state (a consumer reporting two secrets counts twice).
+    pub consumers: Family<ConsumerStateLabels, Gauge>,
+    /// Consumer reports by outcome (`accepted`, `rejected`).
+    pub consumer_reports_total: Family<OutcomeLabels, Counter>,
+    /// Reload permits by outcome (`granted`, `refused`, `released`, `expired`).
+    pub consumer_permits_total: Family<OutcomeLabels, Counter>,
+    /// Consumers named at an expiry because they did not show the new version: `late`
+    /// (still reporting an older one when `max_grace_extension` ran out) or `gone` (stopped
+    /// reporting during the grace).
+    pub consumer_late_expiries_total: Family<KindLabels, Counter>,
     /// Present only with `[metrics] per_secret = true`.
     pub per_secret: Option<PerSecret>,
 }
@@ -412,6 +437,30 @@ impl Metrics {
             "Old versions revoked again by a verify of the current version, by policy and outcome",
             target_revoked_again_total.clone(),
         );
+        let consumers = Family::<ConsumerStateLabels, Gauge>::default();
+        r.register(
+            "rotor_consumers",
+            "Consumer-secret pairs reported by agents, by state (current, lagging, gone)",
+            consumers.clone(),
+        );
+        let consumer_reports_total = Family::<OutcomeLabels, Counter>::default();
+        r.register(
+            "rotor_consumer_reports",
+            "Consumer reports received, by outcome (accepted, rejected)",
+            consumer_reports_total.clone(),
+        );
+        let consumer_permits_total = Family::<OutcomeLabels, Counter>::default();
+        r.register(
+            "rotor_consumer_permits",
+            "Reload permits by outcome (granted, refused, released, expired)",
+            consumer_permits_total.clone(),
+        );
+        let consumer_late_expiries_total = Family::<KindLabels, Counter>::default();
+        r.register(
+            "rotor_consumer_late_expiries",
+            "Consumers that did not show the new version when the previous one expired, by kind (late, gone)",
+            consumer_late_expiries_total.clone(),
+        );
         let per_secret = per_secret.then(|| {
             let p = PerSecret {
                 rotations_total: Family::default(),
@@ -474,6 +523,10 @@ impl Metrics {
             view_version,
             view_lag_expiries_total,
             target_revoked_again_total,
+            consumers,
+            consumer_reports_total,
+            consumer_permits_total,
+            consumer_late_expiries_total,
             per_secret,
         };
         m.init_known_series();
@@ -485,7 +538,14 @@ impl Metrics {
     /// empty family is not printed at all, and an absent series makes `increase()` and
     /// ratios silently empty).
     fn init_known_series(&self) {
-        for role in ["rotation", "supervisor", "metrics", "notifier", "watcher"] {
+        for role in [
+            "rotation",
+            "supervisor",
+            "metrics",
+            "notifier",
+            "watcher",
+            "consumers",
+        ] {
             let _ = self.actor_restarts_total.get_or_create(&KindLabels {
                 kind: role.to_owned(),
             });
@@ -512,6 +572,28 @@ impl Metrics {
             let _ = self.watcher_events_total.get_or_create(&KindLabels {
                 kind: kind.to_owned(),
             });
+        }
+        for state in CONSUMER_STATES {
+            let _ = self.consumers.get_or_create(&ConsumerStateLabels {
+                state: state.to_owned(),
+            });
+        }
+        for outcome in ["accepted", "rejected"] {
+            let _ = self.consumer_reports_total.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
+        for outcome in ["granted", "refused", "released", "expired"] {
+            let _ = self.consumer_permits_total.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
+        for kind in ["late", "gone"] {
+            let _ = self
+                .consumer_late_expiries_total
+                .get_or_create(&KindLabels {
+                    kind: kind.to_owned(),
+                });
         }
     }
 

@@ -13,7 +13,16 @@
 //!    after `last_rotated`, in the schedule's time zone, `+ jitter_offset`;
 //! 4. overdue (the process was down): due now;
 //! 5. window: moved to the first instant at or after that which lies inside a window.
+//!
+//! Looking up a cron occurrence in croner costs tens of microseconds, which a million
+//! secrets would pay at every start. Each cron expression (of a schedule or a window)
+//! therefore carries an [`Occurrences`] cache of the spans between consecutive occurrences
+//! it has looked up: every secret whose last rotation falls into a known span gets the
+//! answer from memory, so a cron secret costs about what an interval secret costs. The
+//! cache only remembers what croner answered; it never reads a clock, and its answers are
+//! the uncached ones (a property test compares them).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -40,6 +49,8 @@ pub enum ScheduleKind {
         /// The expression as written, for messages and `rotor plan`.
         expr: String,
         tz: chrono_tz::Tz,
+        /// Occurrences already looked up (start with `Occurrences::default()`).
+        occurrences: Occurrences,
     },
     /// Only on request (CLI or API).
     Manual,
@@ -54,6 +65,8 @@ pub struct Window {
     pub expr: String,
     pub duration: Duration,
     pub tz: chrono_tz::Tz,
+    /// Openings already looked up (start with `Occurrences::default()`).
+    pub occurrences: Occurrences,
 }
 
 /// A policy's schedule. See the module doc for the rules.
@@ -95,7 +108,12 @@ impl Schedule {
         let due = match &self.kind {
             ScheduleKind::Manual => return None,
             ScheduleKind::Interval(every) => add(last, every.checked_add(jitter)?)?,
-            ScheduleKind::Cron { cron, tz, .. } => add(next_occurrence(cron, *tz, last)?, jitter)?,
+            ScheduleKind::Cron {
+                cron,
+                tz,
+                occurrences,
+                ..
+            } => add(occurrences.span(cron, *tz, last)?.next, jitter)?,
         };
         let due = due.max(now);
         match &self.window {
@@ -108,6 +126,21 @@ impl Schedule {
 impl Window {
     /// The first instant `>= t` at which this window is open.
     pub fn first_open_at_or_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let span = self.occurrences.span(&self.cron, self.tz, t)?;
+        if !span.from_is_occurrence {
+            return self.first_open_uncached(t);
+        }
+        // `span.from` is the latest opening at or before `t`, and `span.next` the first
+        // after it.
+        if add(span.from, self.duration).is_some_and(|closes| t < closes) {
+            Some(t)
+        } else {
+            Some(span.next)
+        }
+    }
+
+    /// [`Window::first_open_at_or_after`] straight from croner.
+    fn first_open_uncached(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = t.with_timezone(&self.tz);
         // Only the latest opening at or before `t` matters: an earlier opening's window
         // ends no later than the latest one's, because all windows last equally long.
@@ -123,6 +156,105 @@ impl Window {
     /// Whether the window is open at `t`.
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         self.first_open_at_or_after(t) == Some(t)
+    }
+}
+
+/// Most spans one [`Occurrences`] keeps; when full it starts again empty. Far more than
+/// a fleet needs (one span per cron period its last rotations fall into), and a bound for
+/// expressions that fire every second.
+const MAX_SPANS: usize = 256;
+
+/// The spans between consecutive occurrences of one cron expression in one time zone
+/// that have been looked up, shared by every secret of the policy (it sits in the
+/// policy's [`Schedule`]). A clone starts empty and all caches compare equal: it holds
+/// nothing but answers croner already gave.
+#[derive(Default)]
+pub struct Occurrences {
+    /// Sorted by `from`; spans never disagree (two that overlap end at the same
+    /// occurrence).
+    spans: Mutex<Vec<Span>>,
+}
+
+/// No occurrence lies in `(from, next)`, and `next` is one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Span {
+    from: DateTime<Utc>,
+    /// `from` is itself an occurrence (the latest at or before any instant of the span);
+    /// else only an instant the span was looked up for.
+    from_is_occurrence: bool,
+    next: DateTime<Utc>,
+}
+
+impl Occurrences {
+    /// The span holding `t`, from memory or looked up (and then remembered). `None` when
+    /// the expression never fires after `t`.
+    fn span(&self, cron: &Cron, tz: chrono_tz::Tz, t: DateTime<Utc>) -> Option<Span> {
+        // A poisoned lock only means a panic elsewhere while holding it; the spans are
+        // still valid, but the lookup below works without them too.
+        if let Ok(spans) = self.spans.lock() {
+            let after = spans.partition_point(|s| s.from <= t);
+            if let Some(s) = after.checked_sub(1).map(|i| spans[i])
+                && t < s.next
+            {
+                return Some(s);
+            }
+        }
+        let next = next_occurrence(cron, tz, t)?;
+        // Widen the span back to the latest occurrence at or before `t`, checked through
+        // the same "next after" lookup, so that every later instant of the span gets the
+        // answer `t` got.
+        let previous = cron
+            .find_previous_occurrence(&t.with_timezone(&tz), true)
+            .ok()
+            .map(|p| p.with_timezone(&Utc))
+            .filter(|p| *p <= t && next_occurrence(cron, tz, *p) == Some(next));
+        let span = match previous {
+            Some(p) => Span {
+                from: p,
+                from_is_occurrence: true,
+                next,
+            },
+            None => Span {
+                from: t,
+                from_is_occurrence: false,
+                next,
+            },
+        };
+        if let Ok(mut spans) = self.spans.lock() {
+            if spans.len() >= MAX_SPANS {
+                spans.clear();
+            }
+            let at = spans.partition_point(|s| s.from <= span.from);
+            spans.insert(at, span);
+        }
+        Some(span)
+    }
+
+    /// How many spans are remembered.
+    pub fn len(&self) -> usize {
+        self.spans.lock().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Clone for Occurrences {
+    fn clone(&self) -> Self {
+        Occurrences::default()
+    }
+}
+
+impl PartialEq for Occurrences {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Occurrences {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Occurrences({} spans)", self.len())
     }
 }
 
@@ -441,6 +573,7 @@ mod tests {
             cron: validate_cron(expr).expect("valid cron"),
             expr: expr.to_owned(),
             tz,
+            occurrences: Occurrences::default(),
         }
     }
 
@@ -450,6 +583,7 @@ mod tests {
             expr: expr.to_owned(),
             duration,
             tz,
+            occurrences: Occurrences::default(),
         }
     }
 
@@ -816,6 +950,36 @@ mod tests {
             if let (Some(w), Some(_)) = (&schedule.window, last) {
                 prop_assert!(in_window(w, due), "{due} not in window {:?}", w.expr);
                 prop_assert!(w.contains(due));
+            }
+        }
+
+        /// The occurrence cache answers what croner answers: one schedule (whose caches
+        /// fill up as it is asked) against a fresh copy per question (empty caches, so
+        /// each answer comes from croner), for many secrets and instants, including
+        /// instants a little before and after each answer and zones with DST changes.
+        #[test]
+        fn cached_answers_equal_uncached_ones(
+            kind in kind_strategy(),
+            jitter in proptest::option::of(1u64..7_200),
+            window in window_strategy(),
+            lasts in proptest::collection::vec(time_strategy(), 1..40),
+            now in time_strategy(),
+        ) {
+            let cached = Schedule { kind, jitter: jitter.map(Duration::from_secs), window };
+            for (i, last) in lasts.iter().enumerate() {
+                let s = secret(&format!("t{i}"), "k");
+                let fresh = cached.clone();
+                let due = cached.next_due(&s, Some(*last), now);
+                prop_assert_eq!(due, fresh.next_due(&s, Some(*last), now), "last {}", last);
+                if let (Some(w), Some(due)) = (&cached.window, due) {
+                    for t in [due - TimeDelta::seconds(1), due, due + TimeDelta::milliseconds(1500)] {
+                        prop_assert_eq!(
+                            w.first_open_at_or_after(t),
+                            w.first_open_uncached(t),
+                            "window {:?} at {}", w.expr, t
+                        );
+                    }
+                }
             }
         }
 

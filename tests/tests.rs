@@ -12,13 +12,17 @@
 // Helpers shared by the topics: HTTP client, rotor binary, receivers, store contract, TLS.
 mod common;
 
-// `rotor agent`, the real binary, against a stand-in for rotor's consumer routes: reports,
-// reload permits, rotor down and back, bad configs, the consumer id's defaults.
+// `rotor agent`, the real binary, against a stand-in for rotor's consumer routes (reports,
+// reload permits, rotor down and back, bad configs, the consumer id's defaults) and once
+// against the real rotor following a rotation.
 #[path = "suite/agent.rs"]
 mod agent;
 // The admin HTTP API over real loopback HTTP, against a fake backend.
 #[path = "suite/api.rs"]
 mod api;
+// Consumers (agents' reports) gating expiry, reload permits, and their routes over HTTP.
+#[path = "suite/consumers.rs"]
+mod consumers;
 // Structural checks of the Kubernetes manifests in `deploy/`.
 #[path = "suite/deploy.rs"]
 mod deploy;
@@ -33,6 +37,10 @@ mod faults;
 // verify_interval, verify errors, re-applying the current version.
 #[path = "suite/faults_targets.rs"]
 mod faults_targets;
+// Vault faults on a real OpenBao (sealed, 403, CAS conflicts, restart) and `kill -9` of rotor
+// with a Vault store and view, against a reader polling the view.
+#[path = "suite/faults_vault.rs"]
+mod faults_vault;
 // Property-based fuzzing of the input decoders: config, admin API, mount scanner
 // (`ROTOR_FUZZ_CASES` sets the case count; `scripts/fuzz.sh` runs it long).
 #[path = "suite/fuzz.rs"]
@@ -80,6 +88,9 @@ mod target_redis;
 // Vault KV views (`[[publish]] type = "vault"`) over the Vault store, on a private OpenBao.
 #[path = "suite/views.rs"]
 mod views;
+// AWS Secrets Manager views (`[[publish]] type = "aws"`) on a private moto server.
+#[path = "suite/views_aws.rs"]
+mod views_aws;
 // The volume watcher on real directories and real inotify.
 #[path = "suite/watch.rs"]
 mod watch;

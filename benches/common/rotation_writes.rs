@@ -67,6 +67,8 @@ pub async fn rotate(
         ],
         started_at: now,
         finished_at: now,
+        late_consumers: Vec::new(),
+        gone_consumers: Vec::new(),
     };
     commit(&[(next, Label::Current)], Some(&record)).await; // previous expired
     next

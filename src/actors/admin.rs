@@ -11,9 +11,10 @@ use futures::future::BoxFuture;
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 
+use super::consumers::{self, ConsumersMsg};
 use super::metrics::{self as metrics_actor, MetricsMsg};
 use super::rotation::{self, RotationContext, RotationMsg, RotationSpec};
-use crate::api::{Admin, AdminError, ScheduleEntry};
+use crate::api::{Admin, AdminError, ConsumerView, PermitGrant, Report, ScheduleEntry};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, Trigger, VersionMeta};
 use crate::machine::Rejection;
 
@@ -181,6 +182,61 @@ impl Admin for ActorAdmin {
 
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    fn consumer_report(&self, report: Report) -> BoxFuture<'_, Result<(), AdminError>> {
+        Box::pin(self.consumers_call(|reply| ConsumersMsg::Report { report, reply }))
+    }
+
+    fn permit_acquire(
+        &self,
+        consumer_id: String,
+        workload: String,
+    ) -> BoxFuture<'_, Result<PermitGrant, AdminError>> {
+        Box::pin(self.consumers_call(|reply| ConsumersMsg::Acquire {
+            consumer_id,
+            workload,
+            reply,
+        }))
+    }
+
+    fn permit_release(&self, permit_id: String) -> BoxFuture<'_, Result<(), AdminError>> {
+        Box::pin(self.consumers_call(|reply| ConsumersMsg::Release { permit_id, reply }))
+    }
+
+    fn consumers(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<ConsumerView>, AdminError>> {
+        Box::pin(async move {
+            self.known(&secret)?;
+            // The board and the status board are memory: no actor call, no store read.
+            let current = self.context.board.get(&secret).and_then(|s| s.current);
+            Ok(consumers::views(&self.context.consumers, &secret, current))
+        })
+    }
+}
+
+impl ActorAdmin {
+    /// One call to the consumers actor, which answers for reports and permits.
+    async fn consumers_call<T: Send + 'static>(
+        &self,
+        msg: impl FnOnce(ractor::RpcReplyPort<Result<T, AdminError>>) -> ConsumersMsg,
+    ) -> Result<T, AdminError> {
+        let actor: ActorRef<ConsumersMsg> =
+            ractor::registry::where_is(consumers::actor_name(&self.context.namespace))
+                .map(ActorRef::from)
+                .ok_or_else(|| {
+                    AdminError::Unavailable(
+                        "the consumers actor is not running (restarting, or [server] consumer_token_file is not set)".into(),
+                    )
+                })?;
+        match actor.call(msg, Some(CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(r)) => r,
+            Ok(CallResult::Timeout) => Err(AdminError::Unavailable(format!(
+                "the consumers actor did not answer in {CALL_TIMEOUT:?}"
+            ))),
+            Ok(CallResult::SenderError) | Err(_) => Err(AdminError::Unavailable(
+                "the consumers actor stopped while answering; try again".into(),
+            )),
+        }
     }
 }
 

@@ -16,10 +16,13 @@
 //! - [`scheduler`]: the one timer of all rotation actors (a deadline map and one task).
 //! - [`metrics`]: the metrics actor (encoding, fleet gauges).
 //! - [`notifier`]: the notifier actor (lifecycle events to their channels).
+//! - [`consumers`]: agents' reports (which version each workload pod holds) and the fleet's
+//!   reload permits, kept in the store as records.
 //! - [`admin`]: the [`crate::api::Admin`] backend, answering the HTTP API through actors.
 //! - [`vault_token`]: renews the Vault store's token (re-login on failure).
 
 pub mod admin;
+pub mod consumers;
 pub mod metrics;
 pub mod notifier;
 pub mod panic_hook;

@@ -23,6 +23,15 @@
 //! tasks share one lock per secret, so a re-apply and a rotation step never run at once: a
 //! rotation that starts during a verify waits for it before its first step.
 //!
+//! Expiry can wait for consumers: Vault views ([`RotationMsg::ViewShows`]), a watched mount
+//! ([`RotationMsg::ConsumerSaw`]) and agents in workload pods (the [`ConsumerBoard`], which
+//! the consumers actor fills and announces with [`RotationMsg::ConsumersChanged`]). The
+//! machine hears `ConsumerSaw` for the current version once each of those the secret has
+//! shows it ([`RotationState::consumers_saw`]). A secret with agent consumers is gated on
+//! every live one; one that stops reporting stops gating when it is found gone (`[consumers]
+//! ttl`), and `max_grace_extension` bounds the wait. At expiry the consumers that did not
+//! show the new version are named in a `consumers_late` notice and in the history record.
+//!
 //! A restore that takes the target back in time can also bring back versions rotor
 //! revoked (an older Redis aclfile holds old password hashes; a PostgreSQL backup can have
 //! the other `alternating` role able to log in). So a verify also revokes old versions
@@ -39,6 +48,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
 
+use super::consumers::{self as consumers_actor, ConsumerBoard, Lagging};
 use super::notifier::{self, NotifierMsg};
 use super::scheduler::{Scheduler, TimerKind};
 use crate::clock::Clock;
@@ -75,7 +85,7 @@ pub struct RotationSpec {
     /// How often the current version is verified against the target (`None`: never, and
     /// no verify after a refused step either).
     pub verify_interval: Option<Duration>,
-    /// The Vault views that show this secret. With any, `expiry_gate` is
+    /// The views (Vault or AWS) that show this secret. With any, `expiry_gate` is
     /// `GraceAndConsumers` and the machine hears `ConsumerSaw` only once every one of them
     /// shows the current version.
     pub views: Vec<ViewLink>,
@@ -83,6 +93,10 @@ pub struct RotationSpec {
     /// `expire_after = "grace_and_consumers"`); without views this is what `expiry_gate`
     /// says already.
     pub gate_on_mounts: bool,
+    /// Whether agents' reports gate expiry (rotor takes consumer reports: `[server]
+    /// consumer_token_file` is set). Only a secret that has or had consumers on the
+    /// [`ConsumerBoard`] waits for them; `expiry_gate` is then `GraceAndConsumers`.
+    pub gate_on_consumers: bool,
 }
 
 /// A view of the secret: its name (`mount/path`, as in metrics and logs) and the registry
@@ -106,6 +120,8 @@ pub struct RotationContext {
     pub scheduler: Arc<Scheduler>,
     /// Prefix of every registry name in this tree.
     pub namespace: String,
+    /// What agents reported, by secret (filled by the consumers actor).
+    pub consumers: Arc<ConsumerBoard>,
 }
 
 /// The registry name of a secret's rotation actor in the tree `namespace` (empty in
@@ -129,6 +145,9 @@ pub enum RotationMsg {
     ConsumerSaw { fingerprint: String },
     /// The Vault view `view` (`mount/path`) shows `version` of this secret.
     ViewShows { view: String, version: VersionNo },
+    /// The secret's consumers on the [`ConsumerBoard`] changed (a version, one gone or
+    /// back, one added or dropped): check the gate again.
+    ConsumersChanged,
     /// The secret's timer fired.
     Timer,
     /// A step task finished.
@@ -224,9 +243,13 @@ pub struct RotationState {
     /// The version each view of the secret last said it shows. Kept in memory only: views
     /// report at every tick, so a restarted actor learns again within one interval.
     views_show: std::collections::BTreeMap<String, VersionNo>,
-    /// The version a watched mount last showed (only kept when the secret has views; see
-    /// `consumers_saw`).
+    /// The version a watched mount last showed (only kept when the secret has views or
+    /// agent consumers; see `consumers_saw`).
     mount_saw: Option<VersionNo>,
+    /// The consumers that lagged when the previous version expired, kept for the history
+    /// record of the same attempt (written once its revoke is done). In memory only: after
+    /// a restart in between, the record is written without them (the notice went out).
+    lagging_at_expiry: Option<Lagging>,
     /// Every old version is owed a revoke again (the target lost the current version, and
     /// the revokes after it did not all happen): the next verify that finds the current
     /// version working does them all, not only the last expired one.
@@ -261,6 +284,7 @@ impl Actor for RotationActor {
             verify_failing: false,
             views_show: std::collections::BTreeMap::new(),
             mount_saw: None,
+            lagging_at_expiry: None,
             revoke_all_wanted: false,
         })
     }
@@ -301,7 +325,7 @@ impl Actor for RotationActor {
                 if let Some(version) =
                     Box::pin(state.version_with_fingerprint(&fingerprint)).await?
                 {
-                    if state.spec.views.is_empty() {
+                    if state.spec.views.is_empty() && !state.spec.gate_on_consumers {
                         let _ =
                             Box::pin(state.drive(&myself, Event::ConsumerSaw { version })).await?;
                     } else if state.mount_saw != Some(version) {
@@ -314,6 +338,9 @@ impl Actor for RotationActor {
                 if state.views_show.insert(view, version) != Some(version) {
                     Box::pin(state.consumers_saw(&myself)).await?;
                 }
+            }
+            RotationMsg::ConsumersChanged => {
+                Box::pin(state.consumers_saw(&myself)).await?;
             }
             RotationMsg::Timer => {
                 let _ = Box::pin(state.drive(&myself, Event::Timer)).await?;
@@ -369,6 +396,12 @@ impl Actor for RotationActor {
             #[cfg(feature = "test-util")]
             RotationMsg::InjectPanic => panic!("fault injected into {}", state.spec.secret),
         }
+        // A promotion (or a resume in grace) may find every gate open already: a secret
+        // whose consumers all show the new version, or one with no consumers at all,
+        // must not wait for `max_grace_extension`.
+        if state.waits_for_consumers() {
+            Box::pin(state.consumers_saw(&myself)).await?;
+        }
         Ok(())
     }
 
@@ -401,6 +434,9 @@ impl RotationState {
         }
         // Resume is never rejected.
         let _ = self.drive(myself, Event::Resume).await?;
+        if self.waits_for_consumers() {
+            self.consumers_saw(myself).await?;
+        }
         Ok(())
     }
 
@@ -423,10 +459,11 @@ impl RotationState {
             jitter_seed: secret_seed(&spec.secret),
             next_due: &next_due,
         };
-        let t = match rules.step(&self.machine, event, now) {
+        let mut t = match rules.step(&self.machine, event, now) {
             Ok(t) => t,
             Err(rejection) => return Ok(Err(rejection)),
         };
+        self.name_lagging_consumers(&mut t);
         if t.state != self.machine || t.history.is_some() {
             // Durability rule: the new state is on disk before any of its effects run.
             let journal = serde_json::to_vec(&t.state)?;
@@ -452,9 +489,9 @@ impl RotationState {
                 .set(i64::from(committed.is_ok()));
             committed?;
         }
-        let was_current = self.machine.current;
+        let was = crate::machine::labels(&self.machine);
         self.machine = t.state;
-        self.after_commit(was_current, &t.effects);
+        self.after_commit(&was, &t.effects);
         // A slot is held only while an attempt is before its promotion (or rolling back).
         if !holds_a_slot(&self.machine.phase) {
             self.slot = None;
@@ -470,9 +507,23 @@ impl RotationState {
         Ok(Ok(t.rotation))
     }
 
-    /// With views: drives `ConsumerSaw` for the current version once every view shows it
-    /// and, when the policy gates on consumers, a watched mount does too. The machine
-    /// ignores it outside grace, and a repeat changes nothing.
+    /// Whether the secret is in grace, waiting for consumers the actor tracks itself
+    /// (views, agents), and has not heard they all caught up.
+    fn waits_for_consumers(&self) -> bool {
+        (!self.spec.views.is_empty() || self.spec.gate_on_consumers)
+            && matches!(
+                self.machine.phase,
+                Phase::Grace {
+                    consumers_caught_up: false,
+                    ..
+                }
+            )
+    }
+
+    /// With views or agent consumers: drives `ConsumerSaw` for the current version once
+    /// every view shows it, every live agent consumer reports it and, when the policy
+    /// gates on consumers, a watched mount shows it too. The machine ignores it outside
+    /// grace, and a repeat changes nothing.
     async fn consumers_saw(
         &mut self,
         myself: &ActorRef<RotationMsg>,
@@ -480,13 +531,18 @@ impl RotationState {
         let Some(current) = self.machine.current else {
             return Ok(());
         };
+        if !self.waits_for_consumers() {
+            return Ok(());
+        }
         let views = self
             .spec
             .views
             .iter()
             .all(|v| self.views_show.get(&v.name) == Some(&current));
         let mounts = !self.spec.gate_on_mounts || self.mount_saw == Some(current);
-        if views && mounts {
+        let agents = !self.spec.gate_on_consumers
+            || self.context.consumers.all_show(&self.spec.secret, current);
+        if views && mounts && agents {
             let _ = self
                 .drive(myself, Event::ConsumerSaw { version: current })
                 .await?;
@@ -494,15 +550,71 @@ impl RotationState {
         Ok(())
     }
 
-    /// Runs once the machine's new state is committed. A promotion or a rollback moved the
-    /// `current` label: nudge every view of the secret to show it now rather than at its
-    /// next tick. A forced expiry while a view lags is counted per lagging view and logged
+    /// At the step that expires the previous version: names the agent consumers that did
+    /// not show the current one (live ones still behind, ones gone during the grace),
+    /// counts and logs them, and sends a `consumers_late` notice; at the step that writes
+    /// the attempt's history record, puts them in it.
+    fn name_lagging_consumers(&mut self, t: &mut machine::Transition) {
+        if !self.spec.gate_on_consumers {
+            return;
+        }
+        if let (Phase::Grace { run, previous, .. }, Phase::Expired { .. }, Some(current)) =
+            (&self.machine.phase, &t.state.phase, self.machine.current)
+        {
+            let lagging = self.context.consumers.lagging(
+                &self.spec.secret,
+                current,
+                self.machine.last_rotated_at,
+            );
+            if !lagging.late.is_empty() || !lagging.gone.is_empty() {
+                consumers_actor::count_late(&self.context.metrics, &lagging);
+                tracing::warn!(
+                    secret = %self.spec.secret,
+                    previous,
+                    current,
+                    late = ?lagging.late,
+                    gone = ?lagging.gone,
+                    "expiring the previous version while consumers do not show the current one"
+                );
+                t.effects.push(Effect::Notify {
+                    rotation: run.rotation,
+                    notice: Notice::ConsumersLate {
+                        version: current,
+                        previous: *previous,
+                        late: lagging.late.clone(),
+                        gone: lagging.gone.clone(),
+                    },
+                });
+                self.lagging_at_expiry = Some(lagging);
+            } else {
+                self.lagging_at_expiry = None;
+            }
+        }
+        if let Some(record) = t.history.as_mut()
+            && let Some(lagging) = self.lagging_at_expiry.take()
+        {
+            record.late_consumers = lagging.late;
+            record.gone_consumers = lagging.gone;
+        }
+    }
+
+    /// Runs once the machine's new state is committed. A promotion, a rollback or an
+    /// expiry moved the `current` or `previous` label (`was`: the labels before): nudge
+    /// every view of the secret to show it now rather than at its next tick (an AWS view
+    /// moves or removes `AWSPREVIOUS` at an expiry). A forced expiry while a view lags is counted per lagging view and logged
     /// (the machine's `version_expired` notice with `forced` is the event).
-    fn after_commit(&self, was_current: Option<VersionNo>, effects: &[Effect]) {
+    fn after_commit(&self, was: &[(VersionNo, crate::domain::Label)], effects: &[Effect]) {
         if self.spec.views.is_empty() {
             return;
         }
-        if self.machine.current != was_current {
+        let shown = |labels: &[(VersionNo, crate::domain::Label)]| -> Vec<(VersionNo, crate::domain::Label)> {
+            labels
+                .iter()
+                .filter(|(_, l)| !matches!(l, crate::domain::Label::Pending))
+                .cloned()
+                .collect()
+        };
+        if shown(&crate::machine::labels(&self.machine)) != shown(was) {
             for view in &self.spec.views {
                 if let Some(cell) = ractor::registry::where_is(view.actor.clone()) {
                     let actor: ActorRef<super::publisher::view::ViewMsg> = cell.into();

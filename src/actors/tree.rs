@@ -4,7 +4,9 @@
 //! rotor (root supervisor)
 //! ├── metrics            one actor: encodes the registry, refreshes fleet gauges
 //! ├── notifier           one actor: receives and delivers lifecycle events
-//! ├── watchers           supervisor: one publisher per [[publish]] directory or Vault view, then one
+//! ├── consumers          one actor: agents' reports and reload permits (only with
+//! │                      `[server] consumer_token_file`)
+//! ├── watchers           supervisor: one publisher per [[publish]] directory or view, then one
 //! │                      watcher actor per [[mounts]] path (unless watching is off)
 //! └── rotations          supervisor: one rotation actor per tenant secret
 //! ```
@@ -21,6 +23,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use tokio::sync::Semaphore;
 
+use super::consumers::{self as consumers_actor, ConsumerBoard, ConsumersActor, ConsumersArgs};
 use super::metrics::{self as metrics_actor, MetricsActor};
 use super::notifier::{self, Deliveries, Notifier, Undelivered};
 use super::publisher::view::ViewPublisherActor;
@@ -34,6 +37,7 @@ use crate::config::{Config, ExpireAfter, SecretConfig};
 use crate::domain::SecretRef;
 use crate::machine::ExpiryGate;
 use crate::metrics::Metrics;
+use crate::publish::aws::AwsEnv;
 use crate::status::StatusBoard;
 use crate::store::Store;
 use crate::store::cache::{CacheOptions, CachedStore};
@@ -68,6 +72,10 @@ pub struct TreeOptions {
     /// More children of the root supervisor, started after the four above (the Vault
     /// token renewer when the store is Vault).
     pub extra_children: Vec<ChildSpec>,
+    /// Where AWS views' credential chain reads environment variables: the process's in
+    /// production; tests hand over their own (`AwsEnv::vars`, `test-util` only) instead of
+    /// changing a shared process environment.
+    pub aws_env: AwsEnv,
 }
 
 /// Builds the target of a secret in place of its configured one (a test hook).
@@ -92,6 +100,7 @@ impl Default for TreeOptions {
             watch_sink: None,
             mountinfo: "/proc/self/mountinfo".into(),
             extra_children: Vec::new(),
+            aws_env: AwsEnv::process(),
         }
     }
 }
@@ -160,9 +169,9 @@ impl Tree {
     }
 }
 
-/// How long the previous version of a secret that has Vault views may outlive its grace
-/// while a view lags, when its policy has no `max_grace_extension` (`expire_after =
-/// "grace"`): the same day as that key's own default.
+/// How long the previous version of a secret that has views (or agent consumers) may
+/// outlive its grace while one lags, when its policy has no `max_grace_extension`
+/// (`expire_after = "grace"`): the same day as that key's own default.
 const DEFAULT_VIEW_GRACE_EXTENSION: Duration = Duration::from_secs(24 * 3_600);
 
 /// Builds the actor-facing spec of one secret from its configuration. `reader` is how its
@@ -182,14 +191,15 @@ pub fn spec_for(
         .unwrap_or_else(|| cfg.target.build(&secret, reader));
     let to_delta = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
     let views: Vec<ViewLink> = config
-        .views
+        .all_views()
         .iter()
-        .filter(|v| v.fields.values().any(|f| f.secret == secret))
+        .filter(|v| v.shows(&secret))
         .map(|v| ViewLink {
             name: v.name(),
             actor: publisher::view::actor_name(&options.namespace, v),
         })
         .collect();
+    let gate_on_consumers = config.server.consumer_token_file.is_some();
     Arc::new(RotationSpec {
         secret,
         policy: policy.name.clone(),
@@ -199,9 +209,11 @@ pub fn spec_for(
         retry_backoff: to_delta(config.runtime.retry_backoff),
         retry_backoff_max: to_delta(config.runtime.retry_backoff_max),
         expiry_gate: match policy.expire_after {
-            ExpireAfter::Grace if views.is_empty() => ExpiryGate::Grace,
-            // A secret with views is gated on them whatever its policy says; a policy that
-            // does not gate on consumers has no `max_grace_extension` of its own.
+            ExpireAfter::Grace if views.is_empty() && !gate_on_consumers => ExpiryGate::Grace,
+            // A secret with views (or agent consumers) is gated on them whatever its policy
+            // says; a policy that does not gate on consumers has no `max_grace_extension`
+            // of its own. A secret that never has agent consumers passes that gate as soon
+            // as it is promoted (see `RotationState::consumers_saw`).
             ExpireAfter::Grace => ExpiryGate::GraceAndConsumers {
                 max_extension: to_delta(DEFAULT_VIEW_GRACE_EXTENSION),
             },
@@ -210,6 +222,7 @@ pub fn spec_for(
             },
         },
         gate_on_mounts: matches!(policy.expire_after, ExpireAfter::GraceAndConsumers { .. }),
+        gate_on_consumers,
         views,
         next_due: Arc::new(move |last, now| {
             schedule_policy
@@ -284,6 +297,7 @@ pub async fn start(
         board: board.clone(),
         scheduler: Scheduler::start(options.clock, options.namespace.clone()),
         namespace: options.namespace.clone(),
+        consumers: Arc::new(ConsumerBoard::default()),
     });
     let secrets: BTreeMap<SecretRef, Arc<RotationSpec>> = config
         .secrets
@@ -358,7 +372,8 @@ pub async fn start(
             Vec::new()
         };
         let publish: Vec<_> = config.publish.iter().cloned().map(Arc::new).collect();
-        let views: Vec<_> = config.views.iter().cloned().map(Arc::new).collect();
+        let views = config.all_views();
+        let aws_env = options.aws_env.clone();
         let metrics = metrics.clone();
         let store = context.store.clone();
         move || {
@@ -390,6 +405,7 @@ pub async fn start(
                 let store = store.clone();
                 let metrics = metrics.clone();
                 let namespace = ctx.namespace.clone();
+                let aws_env = aws_env.clone();
                 ChildSpec::actor(
                     format!("view:{}", view.name()),
                     "view_publisher",
@@ -403,6 +419,7 @@ pub async fn start(
                                 store.clone(),
                                 metrics.clone(),
                                 namespace.clone(),
+                                aws_env.clone(),
                             ),
                         )
                     },
@@ -454,6 +471,29 @@ pub async fn start(
         // Drained, not stopped: the last events of the stopping rotation actors still go
         // out.
         .draining(),
+    ];
+    // Before the rotations: it loads the consumers in `pre_start`, so no rotation actor
+    // checks its gate against an empty board.
+    if config.server.consumer_token_file.is_some() {
+        let args = ConsumersArgs {
+            config: config.consumers,
+            store: context.store.clone(),
+            board: context.consumers.clone(),
+            status: board.clone(),
+            metrics: metrics.clone(),
+            clock: options.clock,
+            namespace: ns.clone(),
+            managed: Arc::new(secrets.keys().cloned().collect()),
+        };
+        children.push(ChildSpec::actor(
+            "consumers",
+            "consumers",
+            Restart::Permanent,
+            Some(consumers_actor::actor_name(&ns)),
+            move || (ConsumersActor, args.clone()),
+        ));
+    }
+    children.extend([
         ChildSpec::supervisor(
             "watchers",
             "supervisor",
@@ -466,7 +506,7 @@ pub async fn start(
             Some(format!("{ns}rotor.rotations")),
             rotations_args,
         ),
-    ];
+    ]);
     children.extend(options.extra_children.iter().cloned());
     let root_args = SupervisorArgs::new(children)
         .with_intensity(Intensity {

@@ -10,9 +10,9 @@ pub mod server;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta};
+use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 
 /// Why an admin operation did not happen. Messages never contain a secret value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +33,91 @@ pub enum AdminError {
     /// Anything else (500). The message is safe to show.
     #[error("{0}")]
     Internal(String),
+    /// Not now, ask again in `retry_after_ms` (429 with `Retry-After`): a workload already
+    /// holds every reload permit it may.
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after_ms: u64,
+    },
+    /// The request is well-formed but a value in it is not acceptable (400).
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// `POST /consumers/report`: which version of each secret one consumer (an agent in a
+/// workload's pod) holds. Also its heartbeat. Never a value or an unkeyed hash of one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerReport {
+    pub consumer_id: String,
+    #[serde(default)]
+    pub workload: Option<String>,
+    pub secrets: Vec<ReportedSecret>,
+}
+
+/// One secret of a [`ConsumerReport`]. Identifiers are validated by the route (400).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedSecret {
+    pub tenant_id: String,
+    pub secret_key: String,
+    /// What the pod's mount holds (its `NAME_version` marker); `None` when unknown.
+    #[serde(default)]
+    pub version: Option<VersionNo>,
+    /// Whether the reload after the last change succeeded; `None`: no reload configured,
+    /// or none yet.
+    #[serde(default)]
+    pub reloaded: Option<bool>,
+}
+
+/// A checked consumer report: the route has validated every identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub consumer_id: String,
+    pub workload: Option<String>,
+    pub secrets: Vec<(SecretRef, Option<VersionNo>, Option<bool>)>,
+}
+
+/// A granted reload permit (`POST /consumers/permits`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermitGrant {
+    pub permit_id: String,
+    pub expires_in_ms: u64,
+}
+
+/// One consumer of a secret, as `GET /admin/secrets/consumers/{tenant}/{key}` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerView {
+    pub consumer_id: String,
+    pub workload: Option<String>,
+    pub version: Option<VersionNo>,
+    /// `current`, `lagging` or `gone`.
+    pub state: String,
+    pub last_report_at: DateTime<Utc>,
+    pub reloaded: Option<bool>,
+}
+
+/// Checks a consumer id or workload name: 1 to 253 characters of `[A-Za-z0-9._-]`,
+/// starting with a letter or digit (a pod name, a hostname or a Deployment's name fits).
+/// The message names the field and the value: neither is a secret.
+pub fn validate_consumer_name(field: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= crate::store::MAX_RECORD_NAME
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = value.chars().take(64).collect();
+        Err(format!(
+            "invalid {field} {shown:?}: use 1 to 253 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+        ))
+    }
 }
 
 /// One line of `GET /admin/secrets/schedule`.
@@ -76,4 +161,32 @@ pub trait Admin: Send + Sync + 'static {
     fn jwks(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<u8>, AdminError>> {
         Box::pin(async move { Err(AdminError::UnknownSecret(secret.to_string())) })
     }
+    /// Records a consumer's report (and heartbeat). The default: consumers are not tracked.
+    fn consumer_report(&self, report: Report) -> BoxFuture<'_, Result<(), AdminError>> {
+        let _ = report;
+        Box::pin(async { Err(no_consumers()) })
+    }
+    /// Grants a reload permit to `consumer_id` of `workload`, or says when to ask again.
+    fn permit_acquire(
+        &self,
+        consumer_id: String,
+        workload: String,
+    ) -> BoxFuture<'_, Result<PermitGrant, AdminError>> {
+        let _ = (consumer_id, workload);
+        Box::pin(async { Err(no_consumers()) })
+    }
+    /// Returns a permit; returning one that is unknown (released, expired) is no error.
+    fn permit_release(&self, permit_id: String) -> BoxFuture<'_, Result<(), AdminError>> {
+        let _ = permit_id;
+        Box::pin(async { Err(no_consumers()) })
+    }
+    /// The consumers of a secret, sorted by id.
+    fn consumers(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<ConsumerView>, AdminError>> {
+        let _ = secret;
+        Box::pin(async { Err(no_consumers()) })
+    }
+}
+
+fn no_consumers() -> AdminError {
+    AdminError::NotFound("this rotor does not track consumers".into())
 }

@@ -25,6 +25,23 @@
 //! - `GET /admin/secrets/history/{tenant}/{key}?limit=N`: finished rotations, newest first;
 //!   `limit` defaults to 50 and must be 1..=1000.
 //! - `GET /admin/secrets/schedule`: every managed secret, sorted by what happens next.
+//! - `GET /admin/secrets/consumers/{tenant}/{key}`: the secret's consumers (agents),
+//!   `{"tenantId","secretKey","consumers":[{"consumerId","workload","version","state",
+//!   "lastReportAt","reloaded"}]}`, `state` one of `current`, `lagging`, `gone`.
+//!
+//! Consumer routes (require `Authorization: Bearer <consumer token>`, the file named by
+//! `[server] consumer_token_file`; 404 when that is not set). The consumer token opens
+//! these three and nothing else: on every `/admin/...` route it gets 403 (no or an unknown
+//! token stays 401), and the admin token gets 403 here, so each token does one job.
+//!
+//! - `POST /consumers/report` `{"consumerId","workload"|null,"secrets":[{"tenantId",
+//!   "secretKey","version"|null,"reloaded"|null}]}`: an agent's state, also its heartbeat;
+//!   `200 {"status":"ok"}`. A secret rotor does not manage is 404 naming it; a bad id 400.
+//! - `POST /consumers/permits` `{"consumerId","workload"}`: a reload permit,
+//!   `200 {"permitId","expiresInMs"}`, or `429 {"error","retryAfterMs"}` with `Retry-After`
+//!   (seconds, at least 1) while the workload holds `[consumers] max_concurrent_reloads`.
+//! - `DELETE /consumers/permits/{permitId}`: returns a permit; `204`, also when it was
+//!   already returned or expired.
 //!
 //! # Errors
 //!
@@ -48,7 +65,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, http::Method, http::Uri};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -57,7 +74,7 @@ use serde_json::json;
 use super::auth::bearer_matches;
 pub use super::auth::{AdminToken, TokenError};
 pub use super::listener::Limits;
-use super::{Admin, AdminError, ScheduleEntry};
+use super::{Admin, AdminError, ConsumerView, PermitGrant, Report, ScheduleEntry};
 use crate::domain::{
     ErrorKind, HistoryRecord, Label, Outcome, SecretRef, Step, Trigger, VersionMeta, VersionNo,
 };
@@ -97,14 +114,27 @@ pub struct ServerConfig {
 struct AppState {
     backend: Arc<dyn Admin>,
     token_digest: Arc<[u8; 32]>,
+    /// The consumer token's digest; `None`: the consumer routes are off.
+    consumer_digest: Option<Arc<[u8; 32]>>,
 }
 
 /// Builds the admin router: every route in the module doc, the auth check on `/admin/...`,
 /// the 16 KiB body limit, the request timeout and JSON error bodies.
 pub fn router(backend: Arc<dyn Admin>, token: AdminToken, request_timeout: Duration) -> Router {
+    router_with_consumers(backend, token, None, request_timeout)
+}
+
+/// [`router`] with the consumer routes open to `consumer_token` (when given).
+pub fn router_with_consumers(
+    backend: Arc<dyn Admin>,
+    token: AdminToken,
+    consumer_token: Option<AdminToken>,
+    request_timeout: Duration,
+) -> Router {
     let state = AppState {
         backend,
         token_digest: Arc::new(token.digest()),
+        consumer_digest: consumer_token.map(|t| Arc::new(t.digest())),
     };
 
     // Every admin handler takes an `Authorized` extractor instead of sitting behind a
@@ -120,6 +150,10 @@ pub fn router(backend: Arc<dyn Admin>, token: AdminToken, request_timeout: Durat
         .route("/admin/secrets/versions/{tenant}/{key}", get(versions))
         .route("/admin/secrets/history/{tenant}/{key}", get(history))
         .route("/admin/secrets/schedule", get(schedule))
+        .route("/admin/secrets/consumers/{tenant}/{key}", get(consumers))
+        .route("/consumers/report", post(consumer_report))
+        .route("/consumers/permits", post(permit_acquire))
+        .route("/consumers/permits/{permit}", delete(permit_release))
         .fallback(not_found)
         .with_state(state);
 
@@ -172,6 +206,18 @@ impl ApiError {
     }
 }
 
+/// A 429 for [`AdminError::Busy`]: the message, `retryAfterMs` in the body and `Retry-After`
+/// in whole seconds (rounded up, at least 1, as RFC 9110 takes only seconds).
+fn busy(message: String, retry_after_ms: u64) -> Response {
+    let secs = retry_after_ms.div_ceil(1000).max(1);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, HeaderValue::from(secs))],
+        Json(json!({ "error": message, "retryAfterMs": retry_after_ms })),
+    )
+        .into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
@@ -194,6 +240,8 @@ impl From<AdminError> for ApiError {
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, e.to_string())
     }
@@ -286,6 +334,15 @@ impl FromRequestParts<AppState> for Authorized {
         if bearer_matches(presented.map(HeaderValue::as_bytes), &state.token_digest) {
             return Ok(Authorized);
         }
+        if let Some(consumer) = &state.consumer_digest
+            && bearer_matches(presented.map(HeaderValue::as_bytes), consumer)
+        {
+            tracing::info!(path = %parts.uri.path(), "admin request refused: the consumer token can only report");
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the consumer token may only call /consumers/...; admin routes take the admin token",
+            ));
+        }
         // Say which of the two cases it is (helps operators), but never echo what was sent.
         let message = if presented.is_none() {
             "missing bearer token: send Authorization: Bearer <admin token>"
@@ -293,6 +350,44 @@ impl FromRequestParts<AppState> for Authorized {
             "invalid bearer token"
         };
         tracing::info!(path = %parts.uri.path(), "admin request refused: {message}");
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, message))
+    }
+}
+
+/// Proof that the request carried the consumer token; the first argument of every
+/// consumer handler. 404 when consumer routes are off, 403 for the admin token (each token
+/// does one job), 401 otherwise.
+struct ConsumerAuthorized;
+
+impl FromRequestParts<AppState> for ConsumerAuthorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = &state.consumer_digest else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "consumer routes are off: rotor has no [server] consumer_token_file",
+            ));
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        if bearer_matches(presented, expected) {
+            return Ok(ConsumerAuthorized);
+        }
+        if bearer_matches(presented, &state.token_digest) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "consumer routes take the consumer token, not the admin token",
+            ));
+        }
+        let message = if presented.is_none() {
+            "missing bearer token: send Authorization: Bearer <consumer token>"
+        } else {
+            "invalid bearer token"
+        };
+        tracing::info!(path = %parts.uri.path(), "consumer request refused: {message}");
         Err(ApiError::new(StatusCode::UNAUTHORIZED, message))
     }
 }
@@ -564,6 +659,12 @@ pub(crate) struct HistoryView {
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) finished_at: DateTime<Utc>,
     pub(crate) duration_seconds: f64,
+    /// Consumers still behind when the previous version expired (see [`HistoryRecord`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) late_consumers: Vec<String>,
+    /// Consumers that stopped reporting during the grace without catching up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) gone_consumers: Vec<String>,
 }
 
 impl From<HistoryRecord> for HistoryView {
@@ -581,6 +682,8 @@ impl From<HistoryRecord> for HistoryView {
             started_at: h.started_at,
             finished_at: h.finished_at,
             duration_seconds: millis as f64 / 1000.0,
+            late_consumers: h.late_consumers,
+            gone_consumers: h.gone_consumers,
         }
     }
 }
@@ -627,6 +730,148 @@ async fn schedule(
 ) -> Result<Json<ScheduleResponse>, ApiError> {
     let secrets = state.backend.schedule().await?;
     Ok(Json(ScheduleResponse { secrets }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer routes
+
+/// Body of `POST /consumers/report`, with every field optional so that a missing one gets
+/// our own message naming it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReportBody {
+    consumer_id: Option<String>,
+    #[serde(default)]
+    workload: Option<String>,
+    secrets: Option<Vec<ReportedBody>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReportedBody {
+    tenant_id: Option<String>,
+    secret_key: Option<String>,
+    #[serde(default)]
+    version: Option<VersionNo>,
+    #[serde(default)]
+    reloaded: Option<bool>,
+}
+
+/// Most secrets one report may name: a pod mounts a handful; the bound keeps one report
+/// from making rotor hold thousands of entries per consumer.
+pub const MAX_REPORTED_SECRETS: usize = 256;
+
+fn consumer_name(field: &str, value: Option<&str>) -> Result<String, ApiError> {
+    let value = value.ok_or_else(|| ApiError::bad_request(format!("missing field {field}")))?;
+    super::validate_consumer_name(field, value).map_err(ApiError::bad_request)?;
+    Ok(value.to_owned())
+}
+
+async fn consumer_report(
+    _: ConsumerAuthorized,
+    State(state): State<AppState>,
+    body: Result<Json<ReportBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body?;
+    let consumer_id = consumer_name("consumerId", body.consumer_id.as_deref())?;
+    let workload = match body.workload.as_deref() {
+        None => None,
+        Some(w) => Some(consumer_name("workload", Some(w))?),
+    };
+    let reported = body
+        .secrets
+        .ok_or_else(|| ApiError::bad_request("missing field secrets"))?;
+    if reported.len() > MAX_REPORTED_SECRETS {
+        return Err(ApiError::bad_request(format!(
+            "secrets names {} secrets; at most {MAX_REPORTED_SECRETS} per report",
+            reported.len()
+        )));
+    }
+    let mut secrets = Vec::with_capacity(reported.len());
+    for (i, r) in reported.iter().enumerate() {
+        let tenant = r
+            .tenant_id
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request(format!("missing field secrets[{i}].tenantId")))?;
+        let key = r.secret_key.as_deref().ok_or_else(|| {
+            ApiError::bad_request(format!("missing field secrets[{i}].secretKey"))
+        })?;
+        secrets.push((secret_ref(tenant, key)?, r.version, r.reloaded));
+    }
+    state
+        .backend
+        .consumer_report(Report {
+            consumer_id,
+            workload,
+            secrets,
+        })
+        .await?;
+    Ok(Json(json!({ "status": "ok" })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PermitBody {
+    consumer_id: Option<String>,
+    workload: Option<String>,
+}
+
+async fn permit_acquire(
+    _: ConsumerAuthorized,
+    State(state): State<AppState>,
+    body: Result<Json<PermitBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body?;
+    let consumer_id = consumer_name("consumerId", body.consumer_id.as_deref())?;
+    let workload = consumer_name("workload", body.workload.as_deref())?;
+    match state.backend.permit_acquire(consumer_id, workload).await {
+        Ok(grant) => Ok(Json::<PermitGrant>(grant).into_response()),
+        Err(AdminError::Busy {
+            message,
+            retry_after_ms,
+        }) => Ok(busy(message, retry_after_ms)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn permit_release(
+    _: ConsumerAuthorized,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(permit) = path?;
+    // Permit ids are rotor's own (hex); anything else was never granted, and must never
+    // reach the store as a record name.
+    if permit.is_empty() || permit.len() > 64 || !permit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "invalid permitId: not one rotor granted (hex, at most 64 characters)",
+        ));
+    }
+    state.backend.permit_release(permit).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConsumersResponse {
+    tenant_id: String,
+    secret_key: String,
+    consumers: Vec<ConsumerView>,
+}
+
+async fn consumers(
+    _: Authorized,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<ConsumersResponse>, ApiError> {
+    let Path((tenant, key)) = path?;
+    let secret = secret_ref(&tenant, &key)?;
+    let consumers = state.backend.consumers(secret.clone()).await?;
+    Ok(Json(ConsumersResponse {
+        tenant_id: secret.tenant().to_owned(),
+        secret_key: secret.key().to_owned(),
+        consumers,
+    }))
 }
 
 #[cfg(test)]

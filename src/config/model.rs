@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::domain::SecretRef;
 use crate::generator::GeneratorSpec;
 use crate::notify::config::NotifyConfig;
-use crate::publish::config::{PublishConfig, VaultViewConfig};
+use crate::publish::config::{AwsViewConfig, PublishConfig, VaultViewConfig, ViewConfig};
 use crate::schedule::Schedule;
 use crate::store::vault::VaultSettings;
 use crate::target::TargetConfig;
@@ -30,14 +30,59 @@ pub struct Config {
     /// Vault KV documents rotor keeps showing the promoted current versions
     /// (`[[publish]] type = "vault"`), in file order.
     pub views: Vec<VaultViewConfig>,
+    /// AWS Secrets Manager secrets rotor keeps showing the promoted current versions
+    /// (`[[publish]] type = "aws"`), in file order.
+    pub aws_views: Vec<AwsViewConfig>,
     /// Built-in policies, overridden or extended by the file, by name.
     pub policies: BTreeMap<String, Arc<Policy>>,
-    /// In file order.
+    /// `[[secrets]]` in file order, then each `[[secret_sets]]` expanded (tenants in
+    /// their order, each with every key in its order).
     pub secrets: Vec<SecretConfig>,
     /// `[[notify]]` channels, in file order. Empty: events go to the log only.
     pub notify: Vec<NotifyConfig>,
     pub metrics: MetricsConfig,
     pub cache: CacheConfig,
+    pub consumers: ConsumersConfig,
+}
+
+/// `[consumers]`: the workloads' agents that report which version each pod holds (see
+/// `actors/consumers.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumersConfig {
+    /// A consumer that has not reported for this long is `gone`: listed, no longer gating
+    /// expiry. Default 1 minute (agents report every few seconds).
+    pub ttl: Duration,
+    /// Reload permits one workload holds at once. Default 1: a workload's pods reload one
+    /// after another, as a rolling update with `maxUnavailable: 1` would replace them.
+    pub max_concurrent_reloads: u32,
+    /// A permit not returned within this is released (its agent died). Default 2 minutes.
+    pub permit_timeout: Duration,
+}
+
+impl Default for ConsumersConfig {
+    fn default() -> Self {
+        ConsumersConfig {
+            ttl: Duration::from_secs(60),
+            max_concurrent_reloads: 1,
+            permit_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Config {
+    /// Every view, Vault then AWS, each in file order: what the view publishers run and
+    /// what gates a secret's expiry.
+    pub fn all_views(&self) -> Vec<ViewConfig> {
+        let vault = self
+            .views
+            .iter()
+            .map(|v| ViewConfig::Vault(std::sync::Arc::new(v.clone())));
+        let aws = self
+            .aws_views
+            .iter()
+            .map(|a| ViewConfig::Aws(std::sync::Arc::new(a.clone())));
+        vault.chain(aws).collect()
+    }
 }
 
 /// `[cache]`: the in-memory cache every read of a secret value goes through (test steps,
@@ -66,6 +111,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// File holding the bearer token of the admin API (generated on first run).
     pub admin_token_file: PathBuf,
+    /// File holding the bearer token agents report with (`POST /consumers/...`), which can
+    /// do nothing else. Created like the admin token when missing. `None`: the consumer
+    /// routes are off. One token shared by every agent lets a pod report under another
+    /// pod's id; see `actors/consumers.rs`.
+    pub consumer_token_file: Option<PathBuf>,
     /// Connections the admin API serves at once; more are accepted and closed at once.
     pub max_connections: usize,
 }
@@ -160,7 +210,10 @@ pub enum ExpireAfter {
 pub struct SecretConfig {
     pub secret: SecretRef,
     pub policy: Arc<Policy>,
-    pub target: TargetConfig,
+    /// Shared by every secret of a `[[secret_sets]]` entry (and by consecutive
+    /// `[[secrets]]` with equal targets): a target is built per secret from it, so one
+    /// copy serves them all.
+    pub target: Arc<TargetConfig>,
 }
 
 /// `[metrics]`: what `/metrics` exports.

@@ -146,6 +146,7 @@ impl Validator<'_, '_> {
                     .map(|(cron, expr)| ScheduleKind::Cron {
                         cron,
                         expr,
+                        occurrences: Default::default(),
                         tz: timezone
                             .as_ref()
                             .ok()
@@ -225,15 +226,17 @@ impl Validator<'_, '_> {
                 ScheduleKind::Interval(i) => {
                     Some((*i, format!("the interval ({})", format_duration(*i))))
                 }
-                ScheduleKind::Cron { cron, expr, tz } => shortest_cron_gap(cron, *tz).map(|gap| {
-                    (
-                        gap,
-                        format!(
-                            "the shortest gap between occurrences of cron {expr:?} ({})",
-                            format_duration(gap)
-                        ),
-                    )
-                }),
+                ScheduleKind::Cron { cron, expr, tz, .. } => {
+                    shortest_cron_gap(cron, *tz).map(|gap| {
+                        (
+                            gap,
+                            format!(
+                                "the shortest gap between occurrences of cron {expr:?} ({})",
+                                format_duration(gap)
+                            ),
+                        )
+                    })
+                }
                 ScheduleKind::Manual => None,
             };
             if let Some((limit, what)) = limit
@@ -344,6 +347,7 @@ impl Validator<'_, '_> {
                     expr,
                     duration,
                     tz,
+                    occurrences: Default::default(),
                 }))
             }
             _ => Err(Reported),

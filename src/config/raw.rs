@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+use super::sets::RawSecretSet;
 use crate::notify::config::RawNotify;
 use crate::publish::config::RawPublish;
 use crate::store::embedded::config::RawEmbedded;
@@ -30,16 +31,8 @@ type S<T> = Spanned<T>;
 pub(super) fn parse(mut doc: Spanned<DeTable<'_>>) -> Result<RawConfig, toml::de::Error> {
     let root = doc.get_mut();
     let store = take_typed(root, "store");
-    let mut targets = Vec::new();
-    if let Some(DeValue::Array(secrets)) = root.get_mut("secrets").map(|s| s.get_mut()) {
-        for (i, secret) in secrets.iter_mut().enumerate() {
-            if let DeValue::Table(secret) = secret.get_mut()
-                && let Some(target) = take_typed(secret, "target")
-            {
-                targets.push((i, target));
-            }
-        }
-    }
+    let targets = take_targets(root, "secrets");
+    let set_targets = take_targets(root, "secret_sets");
     let mut raw = RawConfig::deserialize(toml::Deserializer::from(doc))?;
     if let Some((kind, keys)) = store {
         raw.store = Some(typed(keys, |de| RawStore::deserialize(&kind, de))?);
@@ -49,7 +42,31 @@ pub(super) fn parse(mut doc: Spanned<DeTable<'_>>) -> Result<RawConfig, toml::de
             secret.get_mut().target = Some(typed(keys, |de| RawTarget::deserialize(&kind, de))?);
         }
     }
+    for (i, (kind, keys)) in set_targets {
+        if let Some(set) = raw.secret_sets.get_mut(i) {
+            set.get_mut().target = Some(typed(keys, |de| RawTarget::deserialize(&kind, de))?);
+        }
+    }
     Ok(raw)
+}
+
+/// Takes the typed `target` table out of every entry of the array of tables at `list`
+/// (`secrets`, `secret_sets`), with the entry's index.
+fn take_targets<'i>(
+    root: &mut DeTable<'i>,
+    list: &str,
+) -> Vec<(usize, (String, Spanned<DeValue<'i>>))> {
+    let mut targets = Vec::new();
+    if let Some(DeValue::Array(entries)) = root.get_mut(list).map(|s| s.get_mut()) {
+        for (i, entry) in entries.iter_mut().enumerate() {
+            if let DeValue::Table(entry) = entry.get_mut()
+                && let Some(target) = take_typed(entry, "target")
+            {
+                targets.push((i, target));
+            }
+        }
+    }
+    targets
 }
 
 /// Removes the table at `key` from `table` and its `type` from it: the type's name and
@@ -90,9 +107,20 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub secrets: Vec<S<RawSecret>>,
     #[serde(default)]
+    pub secret_sets: Vec<S<RawSecretSet>>,
+    #[serde(default)]
     pub notify: Vec<S<RawNotify>>,
     pub metrics: Option<S<RawMetrics>>,
     pub cache: Option<S<RawCache>>,
+    pub consumers: Option<S<RawConsumers>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsumers {
+    pub ttl: Option<S<String>>,
+    pub max_concurrent_reloads: Option<S<i64>>,
+    pub permit_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +141,7 @@ pub(super) struct RawMetrics {
 pub(super) struct RawServer {
     pub listen: Option<S<String>>,
     pub admin_token_file: Option<S<String>>,
+    pub consumer_token_file: Option<S<String>>,
     pub max_connections: Option<S<i64>>,
 }
 

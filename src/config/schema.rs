@@ -61,7 +61,14 @@ pub(crate) const fn f(name: &'static str, ty: Ty) -> Field {
 const SERVER: &[Field] = &[
     f("listen", Ty::Str),
     f("admin_token_file", Ty::Str),
+    f("consumer_token_file", Ty::Str),
     f("max_connections", Ty::Int),
+];
+
+const CONSUMERS: &[Field] = &[
+    f("ttl", Ty::Duration),
+    f("max_concurrent_reloads", Ty::Int),
+    f("permit_timeout", Ty::Duration),
 ];
 
 const RUNTIME: &[Field] = &[
@@ -177,6 +184,7 @@ pub(super) const ROOT: &[Field] = &[
     f("publish", Ty::TableList(crate::publish::config::FIELDS)),
     f("policies", Ty::NamedTables(POLICY)),
     f("secrets", Ty::TableList(SECRET)),
+    f("secret_sets", Ty::TableList(super::sets::FIELDS)),
     f(
         "notify",
         Ty::TaggedList {
@@ -186,6 +194,7 @@ pub(super) const ROOT: &[Field] = &[
     ),
     f("metrics", Ty::Table(METRICS)),
     f("cache", Ty::Table(CACHE)),
+    f("consumers", Ty::Table(CONSUMERS)),
 ];
 
 /// Checks `root` against [`ROOT`], reporting and removing what does not fit. Returns the

@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -16,15 +15,14 @@ use super::check::{SecretMention, Validator, join};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    CacheConfig, Config, MetricsConfig, MountConfig, Policy, RuntimeConfig, SecretConfig,
+    CacheConfig, Config, ConsumersConfig, MetricsConfig, MountConfig, RuntimeConfig, SecretConfig,
     ServerConfig, StoreConfig, WatchConfig,
 };
 use super::raw::{
-    RawCache, RawConfig, RawMount, RawRuntime, RawSecret, RawServer, RawStore, RawWatch,
+    RawCache, RawConfig, RawConsumers, RawMount, RawRuntime, RawServer, RawStore, RawWatch,
 };
-use crate::domain::{SecretRef, validate_ident};
+use crate::domain::SecretRef;
 use crate::duration::format_duration;
-use crate::target::TargetConfig;
 
 /// 127.0.0.1:8080: loopback, so the admin API is not exposed until an operator says so.
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -38,6 +36,12 @@ const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
 
 const MAX_CONCURRENT_ROTATIONS: (i64, i64) = (1, 100_000);
+/// `[consumers] ttl`: at least a second (an agent cannot report faster in earnest), at
+/// most a day (a consumer silent longer than that is gone by any measure).
+const CONSUMER_TTL: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(86_400));
+/// `[consumers] permit_timeout`: a reload takes seconds to minutes.
+const PERMIT_TIMEOUT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3_600));
+const MAX_CONCURRENT_RELOADS: (i64, i64) = (1, 100_000);
 const MAX_CACHE_ENTRIES: (i64, i64) = (0, 10_000_000);
 const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_RELOADS_PER_MINUTE: u32 = 60;
@@ -52,6 +56,7 @@ pub(super) fn validate(
     raw: RawConfig,
     diag: &mut Diagnostics<'_>,
     pruned: &HashSet<String>,
+    base_dir: &Path,
 ) -> Config {
     let mut v = Validator { diag, pruned };
     let server = v.server(raw.server.as_ref());
@@ -62,7 +67,14 @@ pub(super) fn validate(
     let mounts = v.mounts(&raw.mounts, &mut mentions);
     let publish = crate::publish::config::validate(&mut v, &raw.publish, &mut mentions, &store);
     let (policies, broken) = v.policies(&raw.policies);
-    let secrets = v.secrets(&raw.secrets, &policies, &broken);
+    let secrets = super::sets::validate(
+        &mut v,
+        &raw.secrets,
+        &raw.secret_sets,
+        &policies,
+        &broken,
+        base_dir,
+    );
     v.managed(&mentions, &secrets);
     crate::publish::config::check_view_fields(&mut v, &publish.json_fields, &secrets);
     let notify = crate::notify::config::validate(&mut v, &raw.notify);
@@ -74,6 +86,7 @@ pub(super) fn validate(
             .is_some_and(|p| *p.get_ref()),
     };
     let cache = v.cache(raw.cache.as_ref());
+    let consumers = v.consumers(raw.consumers.as_ref());
     Config {
         server,
         store,
@@ -82,11 +95,13 @@ pub(super) fn validate(
         mounts,
         publish: publish.directories,
         views: publish.views,
+        aws_views: publish.aws_views,
         policies,
         secrets,
         notify,
         metrics,
         cache,
+        consumers,
     }
 }
 
@@ -140,6 +155,21 @@ impl Validator<'_, '_> {
             raw.and_then(|r| r.admin_token_file.as_ref()),
             DEFAULT_ADMIN_TOKEN_FILE,
         );
+        let consumer_token_file = raw
+            .and_then(|r| r.consumer_token_file.as_ref())
+            .map(|v| self.non_empty_path("server.consumer_token_file", Some(v), ""))
+            .filter(|p| !p.as_os_str().is_empty());
+        if let (Some(consumer), Some(v)) = (
+            &consumer_token_file,
+            raw.and_then(|r| r.consumer_token_file.as_ref()),
+        ) && *consumer == admin_token_file
+        {
+            self.diag.value(
+                v.span(),
+                "server.consumer_token_file",
+                "is the admin token file; agents need a token of their own, which can only report",
+            );
+        }
         let max_connections = self.int_or(
             "server.max_connections",
             raw.and_then(|r| r.max_connections.as_ref()),
@@ -150,6 +180,7 @@ impl Validator<'_, '_> {
         ServerConfig {
             listen,
             admin_token_file,
+            consumer_token_file,
             max_connections,
         }
     }
@@ -193,6 +224,66 @@ impl Validator<'_, '_> {
             default.max_entries,
         );
         CacheConfig { ttl, max_entries }
+    }
+
+    fn consumers(&mut self, raw: Option<&Spanned<RawConsumers>>) -> ConsumersConfig {
+        let raw = raw.map(|r| r.get_ref());
+        let default = ConsumersConfig::default();
+        let ttl = self.duration_between(
+            "consumers.ttl",
+            raw.and_then(|r| r.ttl.as_ref()),
+            CONSUMER_TTL,
+            default.ttl,
+        );
+        let permit_timeout = self.duration_between(
+            "consumers.permit_timeout",
+            raw.and_then(|r| r.permit_timeout.as_ref()),
+            PERMIT_TIMEOUT,
+            default.permit_timeout,
+        );
+        let max_concurrent_reloads = self.int_or(
+            "consumers.max_concurrent_reloads",
+            raw.and_then(|r| r.max_concurrent_reloads.as_ref()),
+            MAX_CONCURRENT_RELOADS,
+            "the number of reloads one workload runs at once",
+            default.max_concurrent_reloads,
+        );
+        ConsumersConfig {
+            ttl,
+            max_concurrent_reloads,
+            permit_timeout,
+        }
+    }
+
+    /// A duration within `(lo, hi)` with a default when absent; out of range is reported
+    /// with the range and the value as written.
+    fn duration_between(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+        (lo, hi): (Duration, Duration),
+        default: Duration,
+    ) -> Duration {
+        let Ok(Some(d)) = self.duration(path, value) else {
+            // Absent, or reported already.
+            return default;
+        };
+        if !(lo..=hi).contains(&d)
+            && let Some(v) = value
+        {
+            self.diag.value(
+                v.span(),
+                path,
+                format!(
+                    "must be between {} and {}, not {:?}",
+                    format_duration(lo),
+                    format_duration(hi),
+                    v.get_ref()
+                ),
+            );
+            return default;
+        }
+        d
     }
 
     fn runtime(&mut self, raw: Option<&Spanned<RawRuntime>>) -> RuntimeConfig {
@@ -359,6 +450,10 @@ impl Validator<'_, '_> {
     /// Every secret a mount maps or a publisher writes must be one rotor manages:
     /// otherwise no version could ever match it.
     fn managed(&mut self, mentions: &[SecretMention], secrets: &[SecretConfig]) {
+        // Most large fleets name no secret in a mount or publisher: skip the set of all.
+        if mentions.is_empty() {
+            return;
+        }
         let known: HashSet<&SecretRef> = secrets.iter().map(|s| &s.secret).collect();
         for m in mentions {
             if !known.contains(&m.secret) {
@@ -372,92 +467,5 @@ impl Validator<'_, '_> {
                 );
             }
         }
-    }
-
-    fn secrets(
-        &mut self,
-        raw: &[Spanned<RawSecret>],
-        policies: &BTreeMap<String, Arc<Policy>>,
-        broken: &HashSet<String>,
-    ) -> Vec<SecretConfig> {
-        let mut out = Vec::new();
-        let mut seen: HashMap<SecretRef, usize> = HashMap::new();
-        for (i, spanned) in raw.iter().enumerate() {
-            let path = format!("secrets[{i}]");
-            let s = spanned.get_ref();
-            let ident =
-                |v: &mut Self, key: &str, value: &Option<Spanned<String>>| -> Option<String> {
-                    let key_path = join(&path, key);
-                    match value {
-                        None => {
-                            v.missing(
-                                Some(spanned.span()),
-                                &key_path,
-                                format!("missing key `{key}`"),
-                            );
-                            None
-                        }
-                        Some(text) => match validate_ident(text.get_ref()) {
-                            Ok(()) => Some(text.get_ref().clone()),
-                            Err(e) => {
-                                v.diag.value(text.span(), &key_path, e.to_string());
-                                None
-                            }
-                        },
-                    }
-                };
-            let tenant = ident(self, "tenant", &s.tenant);
-            let key = ident(self, "key", &s.key);
-            let policy = match &s.policy {
-                None => {
-                    self.missing(
-                        Some(spanned.span()),
-                        &join(&path, "policy"),
-                        "missing key `policy`: the name of the policy that rotates this secret",
-                    );
-                    None
-                }
-                Some(name) => match policies.get(name.get_ref()) {
-                    Some(p) => Some(p.clone()),
-                    None if broken.contains(name.get_ref()) => None,
-                    None => {
-                        let known = policies.keys().cloned().collect::<Vec<_>>().join(", ");
-                        self.diag.value(
-                            name.span(),
-                            &join(&path, "policy"),
-                            format!("no policy has this name; known policies: {known}"),
-                        );
-                        None
-                    }
-                },
-            };
-            let Some(target) =
-                TargetConfig::validate(self, &path, s.target.as_ref(), policy.as_deref())
-            else {
-                continue;
-            };
-            let (Some(tenant), Some(key), Some(policy)) = (tenant, key, policy) else {
-                continue;
-            };
-            // Both parts were validated above, each with its own diagnostic.
-            let Ok(secret) = SecretRef::new(&tenant, &key) else {
-                continue;
-            };
-            if let Some(first) = seen.insert(secret.clone(), i) {
-                let span = s.key.as_ref().map_or(spanned.span(), |k| k.span());
-                self.diag.at(
-                    Some(span),
-                    &path,
-                    format!("duplicate secret {secret}: already declared as secrets[{first}]"),
-                );
-                continue;
-            }
-            out.push(SecretConfig {
-                secret,
-                policy,
-                target,
-            });
-        }
-        out
     }
 }

@@ -71,6 +71,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "rotation_stuck",
     "target_reapplied",
     "target_verify_failed",
+    "consumers_late",
     "watcher_health_failed",
     "watcher_health_recovered",
     "reload_succeeded",
@@ -109,6 +110,9 @@ pub struct Notification {
     /// The reload action type (`http`, `signal`, `exec`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// Consumers (agents' ids) the event names: those late or gone at an expiry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<String>,
     /// One human sentence summarising the event.
     pub summary: String,
 }
@@ -229,6 +233,37 @@ impl Notification {
                     error.as_str()
                 ),
             ),
+            Notice::ConsumersLate {
+                version,
+                previous,
+                late,
+                gone,
+            } => (
+                Severity::Warning,
+                "consumers_late",
+                Some(*version),
+                Some(*previous),
+                None,
+                {
+                    let mut parts = Vec::new();
+                    if !late.is_empty() {
+                        parts.push(format!(
+                            "still on an older version at the end of max_grace_extension: {}",
+                            late.join(", ")
+                        ));
+                    }
+                    if !gone.is_empty() {
+                        parts.push(format!(
+                            "stopped reporting before showing v{version}: {}",
+                            gone.join(", ")
+                        ));
+                    }
+                    format!(
+                        "{secret}: v{previous} expired while consumers did not show v{version}; {}",
+                        parts.join("; ")
+                    )
+                },
+            ),
             Notice::TargetReapplied { version } => (
                 Severity::Warning,
                 "reapplied",
@@ -282,6 +317,12 @@ impl Notification {
             error,
             mount: None,
             action: None,
+            consumers: match notice {
+                Notice::ConsumersLate { late, gone, .. } => {
+                    late.iter().chain(gone.iter()).cloned().collect()
+                }
+                _ => Vec::new(),
+            },
             summary,
         }
     }
@@ -356,6 +397,7 @@ impl Notification {
             error: None,
             mount: Some(mount.to_owned()),
             action: None,
+            consumers: Vec::new(),
             summary,
         }
     }
@@ -414,6 +456,12 @@ mod tests {
                 error: ErrorKind::Test,
             },
             Notice::TargetReapplied { version: 2 },
+            Notice::ConsumersLate {
+                version: 2,
+                previous: 1,
+                late: vec!["web-1".into()],
+                gone: vec!["web-2".into()],
+            },
             Notice::TargetVerifyFailed {
                 version: 2,
                 error: ErrorKind::Timeout,
@@ -433,9 +481,12 @@ mod tests {
         let stuck = Notification::from_notice(&s, RotationId(3), &notices[7], at());
         assert_eq!(stuck.severity, Severity::Critical);
         assert_eq!(stuck.error, Some("test"));
-        let unreachable = Notification::from_notice(&s, RotationId(3), &notices[9], at());
+        let late = Notification::from_notice(&s, RotationId(3), &notices[9], at());
+        assert_eq!(late.consumers, vec!["web-1", "web-2"]);
+        assert!(late.summary.contains("web-1") && late.summary.contains("web-2"));
+        let unreachable = Notification::from_notice(&s, RotationId(3), &notices[10], at());
         assert_eq!(unreachable.severity, Severity::Warning);
-        let locked_out = Notification::from_notice(&s, RotationId(3), &notices[10], at());
+        let locked_out = Notification::from_notice(&s, RotationId(3), &notices[11], at());
         assert_eq!(locked_out.severity, Severity::Critical);
         assert_eq!(locked_out.error, Some("apply"));
         for e in [

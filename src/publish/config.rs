@@ -1,6 +1,7 @@
 //! `[[publish]]`: the keys of a publish destination, their checks, and the validated
-//! [`PublishConfig`] (`type = "directory"`, the default) or [`VaultViewConfig`]
-//! (`type = "vault"`) a publisher runs with. Whether each named secret is managed is a
+//! [`PublishConfig`] (`type = "directory"`, the default), [`VaultViewConfig`]
+//! (`type = "vault"`) or [`AwsViewConfig`] (`type = "aws"`) a publisher runs with. The two
+//! view types share their `fields` table, `interval` and checks; [`ViewConfig`] is either. Whether each named secret is managed is a
 //! cross-reference, checked by the config module with the rest of the document; whether a
 //! view's `#json_field` exists in the secret's value is checked by [`check_view_fields`]
 //! once the secrets are known.
@@ -41,13 +42,17 @@ pub(crate) const FIELDS: &[Field] = &[
     f("auth", Ty::Table(vault_config::AUTH_FIELDS)),
     f("proxy", Ty::Str),
     f("allow_insecure_http", Ty::Bool),
+    f("name", Ty::Str),
+    f("region", Ty::Str),
+    f("endpoint_url", Ty::Str),
+    f("secret", Ty::Str),
 ];
 
 /// `[[publish]]`: a directory rotor writes the current versions into, kubelet style.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPublish {
-    /// `"directory"` (the default) or `"vault"`.
+    /// `"directory"` (the default), `"vault"` or `"aws"`.
     #[serde(rename = "type")]
     kind: Option<S<String>>,
     path: Option<S<String>>,
@@ -63,6 +68,14 @@ pub(crate) struct RawPublish {
     auth: Option<S<vault_config::RawVaultAuth>>,
     proxy: Option<S<String>>,
     allow_insecure_http: Option<S<bool>>,
+    /// AWS: the Secrets Manager secret's name.
+    name: Option<S<String>>,
+    /// AWS: its region.
+    region: Option<S<String>>,
+    /// AWS: the service endpoint instead of the region's (tests, VPC endpoints).
+    endpoint_url: Option<S<String>>,
+    /// AWS: `tenant/key`, whose value is the secret's `SecretString` (instead of `fields`).
+    secret: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +140,107 @@ pub struct ViewField {
     pub json_field: Option<String>,
 }
 
+/// `[[publish]] type = "aws"`: one AWS Secrets Manager secret that holds only promoted
+/// values, staged the way AWS's own rotation does it (`AWSCURRENT`, `AWSPREVIOUS`), so the
+/// CSI AWS provider and the SDKs' caching clients read it unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsViewConfig {
+    /// The secret's name (`rotor/database`).
+    pub name: String,
+    pub region: String,
+    /// `https://secretsmanager.REGION.amazonaws.com` is used when absent.
+    pub endpoint_url: Option<String>,
+    pub proxy: Option<ProxyUrl>,
+    /// What the secret's `SecretString` holds.
+    pub value: AwsValue,
+    /// How often the store and the secret are compared.
+    pub interval: Duration,
+    /// Bound of one request.
+    pub timeout: Duration,
+}
+
+/// What an AWS view's `SecretString` holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsValue {
+    /// `secret = "tenant/key"`: the value itself.
+    Secret(SecretRef),
+    /// `fields = {...}`: a JSON object with every field and its `NAME_version`, the same
+    /// document a Vault view holds.
+    Fields(BTreeMap<String, ViewField>),
+}
+
+/// The field name a `secret = ...` view reports its version under (in
+/// `rotor_view_version{field}` and the logs): what AWS calls the value.
+pub const SECRET_STRING_FIELD: &str = "SecretString";
+
+impl AwsViewConfig {
+    /// `aws:REGION/NAME`: names the view in logs and in metric labels.
+    pub fn label(&self) -> String {
+        format!("aws:{}/{}", self.region, self.name)
+    }
+
+    /// The secrets the view shows, by field name; a `secret = ...` view has the one field
+    /// [`SECRET_STRING_FIELD`].
+    pub fn fields(&self) -> BTreeMap<String, ViewField> {
+        match &self.value {
+            AwsValue::Fields(fields) => fields.clone(),
+            AwsValue::Secret(secret) => BTreeMap::from([(
+                SECRET_STRING_FIELD.to_owned(),
+                ViewField {
+                    secret: secret.clone(),
+                    json_field: None,
+                },
+            )]),
+        }
+    }
+}
+
+/// A view of either type, as the view publisher and the tree take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewConfig {
+    Vault(std::sync::Arc<VaultViewConfig>),
+    Aws(std::sync::Arc<AwsViewConfig>),
+}
+
+impl ViewConfig {
+    /// The view's name in logs, metric labels and `ViewShows` reports.
+    pub fn name(&self) -> String {
+        match self {
+            ViewConfig::Vault(v) => v.name(),
+            ViewConfig::Aws(a) => a.label(),
+        }
+    }
+
+    /// Where the view lives beyond its name (the Vault address, the AWS endpoint), so two
+    /// views of the same name elsewhere get distinct registry names.
+    pub fn location(&self) -> String {
+        match self {
+            ViewConfig::Vault(v) => v.address.clone(),
+            ViewConfig::Aws(a) => a.endpoint_url.clone().unwrap_or_default(),
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        match self {
+            ViewConfig::Vault(v) => v.interval,
+            ViewConfig::Aws(a) => a.interval,
+        }
+    }
+
+    /// Field name to what it shows.
+    pub fn fields(&self) -> BTreeMap<String, ViewField> {
+        match self {
+            ViewConfig::Vault(v) => v.fields.clone(),
+            ViewConfig::Aws(a) => a.fields(),
+        }
+    }
+
+    /// Whether the view shows `secret`.
+    pub fn shows(&self, secret: &SecretRef) -> bool {
+        self.fields().values().any(|f| f.secret == *secret)
+    }
+}
+
 /// A `#json_field` a view names, checked against the secret's value shape once the
 /// secrets are validated.
 pub(crate) struct JsonFieldMention {
@@ -141,6 +255,7 @@ pub(crate) struct JsonFieldMention {
 pub(crate) struct Publish {
     pub(crate) directories: Vec<PublishConfig>,
     pub(crate) views: Vec<VaultViewConfig>,
+    pub(crate) aws_views: Vec<AwsViewConfig>,
     pub(crate) json_fields: Vec<JsonFieldMention>,
 }
 
@@ -157,12 +272,26 @@ pub(crate) fn validate(
     let mut views = Publish::default();
     let mut seen: HashMap<PathBuf, usize> = HashMap::new();
     let mut seen_views: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut seen_aws: HashMap<(String, String, String), usize> = HashMap::new();
     for (i, spanned) in raw.iter().enumerate() {
         let path = format!("publish[{i}]");
         let p = spanned.get_ref();
-        match p.kind.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
-            None | Some(("directory", _)) => {}
-            Some(("vault", _)) => {
+        let kind = match p.kind.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
+            None | Some(("directory", _)) => "directory",
+            Some(("vault", _)) => "vault",
+            Some(("aws", _)) => "aws",
+            Some((_, span)) => {
+                v.diag.value(
+                    span,
+                    &join(&path, "type"),
+                    "expected \"directory\" (the default), \"vault\" or \"aws\"",
+                );
+                continue;
+            }
+        };
+        foreign_keys(v, &path, p, kind);
+        match kind {
+            "vault" => {
                 if let Some(view) =
                     validate_view(v, &path, spanned, store, mentions, &mut views.json_fields)
                 {
@@ -188,33 +317,36 @@ pub(crate) fn validate(
                 }
                 continue;
             }
-            Some((_, span)) => {
-                v.diag.value(
-                    span,
-                    &join(&path, "type"),
-                    "expected \"directory\" (the default) or \"vault\"",
-                );
+            "aws" => {
+                if let Some(view) =
+                    validate_aws_view(v, &path, spanned, mentions, &mut views.json_fields)
+                {
+                    let secret = (
+                        view.name.clone(),
+                        view.region.clone(),
+                        view.endpoint_url.clone().unwrap_or_default(),
+                    );
+                    match seen_aws.get(&secret) {
+                        Some(first) => {
+                            let span = p.name.as_ref().map_or(spanned.span(), |s| s.span());
+                            v.diag.value(
+                                span,
+                                &join(&path, "name"),
+                                format!(
+                                    "{} is already written by publish[{first}]: two views of one AWS secret would overwrite each other",
+                                    view.label(),
+                                ),
+                            );
+                        }
+                        None => {
+                            seen_aws.insert(secret, i);
+                            views.aws_views.push(view);
+                        }
+                    }
+                }
                 continue;
             }
-        }
-        for (key, present) in [
-            ("mount", p.mount.as_ref().map(|s| s.span())),
-            ("fields", p.fields.as_ref().map(|s| s.span())),
-            ("address", p.address.as_ref().map(|s| s.span())),
-            ("auth", p.auth.as_ref().map(|s| s.span())),
-            ("proxy", p.proxy.as_ref().map(|s| s.span())),
-            (
-                "allow_insecure_http",
-                p.allow_insecure_http.as_ref().map(|s| s.span()),
-            ),
-        ] {
-            if let Some(span) = present {
-                v.diag.value(
-                    span,
-                    &join(&path, key),
-                    "only applies to type = \"vault\" (this entry publishes into a directory)",
-                );
-            }
+            _ => {}
         }
         let dir = match &p.path {
             None => {
@@ -318,13 +450,6 @@ fn validate_view(
 ) -> Option<VaultViewConfig> {
     let p = spanned.get_ref();
     let errors_before = v.diag.len();
-    if let Some(s) = &p.secrets {
-        v.diag.value(
-            s.span(),
-            &join(path, "secrets"),
-            "only applies to type = \"directory\"; a vault view names its secrets in `fields`, e.g. { password = \"tenant/key#password\" }",
-        );
-    }
     let store = match store {
         StoreConfig::Vault(s) => Some(&**s),
         StoreConfig::Embedded { .. } => None,
@@ -409,103 +534,18 @@ fn validate_view(
             "plain http to a host that is not loopback (127.0.0.0/8, ::1, localhost) sends the Vault token and every value unencrypted: use https://, or set allow_insecure_http = true in this [[publish]] entry to accept that",
         );
     }
-    let interval = v.duration_or(
-        &join(path, "interval"),
-        p.interval.as_ref(),
-        DEFAULT_PUBLISH_INTERVAL,
-    );
-    if interval.is_zero()
-        && let Some(i) = &p.interval
-    {
-        v.diag.value(
-            i.span(),
-            &join(path, "interval"),
-            "must be longer than zero",
-        );
-    }
-    let mut fields = BTreeMap::new();
-    match &p.fields {
-        None => v.missing(
-            Some(spanned.span()),
-            &join(path, "fields"),
-            "missing key `fields`: field name to \"tenant/key\" or \"tenant/key#json_field\", e.g. { password = \"team/db#password\" }",
-        ),
-        Some(table) if table.get_ref().is_empty() => {
-            v.diag.value(
-                table.span(),
+    let interval = view_interval(v, path, p);
+    let fields = match &p.fields {
+        None => {
+            v.missing(
+                Some(spanned.span()),
                 &join(path, "fields"),
-                "must name at least one field",
+                "missing key `fields`: field name to \"tenant/key\" or \"tenant/key#json_field\", e.g. { password = \"team/db#password\" }",
             );
+            BTreeMap::new()
         }
-        Some(table) => {
-            for (name, target) in table.get_ref() {
-                let key = format!("{path}.fields.{name}");
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-                {
-                    v.diag.value(
-                        target.span(),
-                        &key,
-                        format!("{name:?} is not a field name: letters, digits, '_', '-' and '.'"),
-                    );
-                    continue;
-                }
-                if let Some(base) = name.strip_suffix("_version")
-                    && table.get_ref().contains_key(base)
-                {
-                    v.diag.value(
-                        target.span(),
-                        &key,
-                        format!("collides with the version field rotor writes beside {base:?}"),
-                    );
-                    continue;
-                }
-                let text = target.get_ref();
-                let (secret_text, json_field) = match text.split_once('#') {
-                    Some((s, f)) => (s, Some(f)),
-                    None => (text.as_str(), None),
-                };
-                let Some(secret) = SecretRef::parse(secret_text) else {
-                    v.diag.value(
-                        target.span(),
-                        &key,
-                        format!("{text:?} must name a secret as \"tenant/key\" or \"tenant/key#json_field\" (lowercase identifiers)"),
-                    );
-                    continue;
-                };
-                if json_field.is_some_and(str::is_empty) {
-                    v.diag.value(
-                        target.span(),
-                        &key,
-                        format!("{text:?} names no field after '#'"),
-                    );
-                    continue;
-                }
-                mentions.push(SecretMention {
-                    span: target.span(),
-                    key: key.clone(),
-                    secret: secret.clone(),
-                });
-                if let Some(field) = json_field {
-                    json_fields.push(JsonFieldMention {
-                        span: target.span(),
-                        key,
-                        secret: secret.clone(),
-                        field: field.to_owned(),
-                    });
-                }
-                fields.insert(
-                    name.clone(),
-                    ViewField {
-                        secret,
-                        json_field: json_field.map(str::to_owned),
-                    },
-                );
-            }
-        }
-    }
+        Some(table) => view_fields(v, path, table, mentions, json_fields),
+    };
     if v.diag.len() != errors_before {
         return None;
     }
@@ -521,6 +561,335 @@ fn validate_view(
         allow_insecure_http,
         fields,
         interval,
+    })
+}
+
+/// Refuses every key of `p` that belongs to another `type` than `kind`, naming the types it
+/// applies to.
+fn foreign_keys(v: &mut Validator<'_, '_>, path: &str, p: &RawPublish, kind: &str) {
+    type Key<'a> = (&'a str, Option<std::ops::Range<usize>>, &'a [&'a str]);
+    let keys: [Key<'_>; 12] = [
+        (
+            "path",
+            p.path.as_ref().map(|s| s.span()),
+            &["directory", "vault"],
+        ),
+        (
+            "secrets",
+            p.secrets.as_ref().map(|s| s.span()),
+            &["directory"],
+        ),
+        ("mount", p.mount.as_ref().map(|s| s.span()), &["vault"]),
+        (
+            "fields",
+            p.fields.as_ref().map(|s| s.span()),
+            &["vault", "aws"],
+        ),
+        ("address", p.address.as_ref().map(|s| s.span()), &["vault"]),
+        ("auth", p.auth.as_ref().map(|s| s.span()), &["vault"]),
+        (
+            "proxy",
+            p.proxy.as_ref().map(|s| s.span()),
+            &["vault", "aws"],
+        ),
+        (
+            "allow_insecure_http",
+            p.allow_insecure_http.as_ref().map(|s| s.span()),
+            &["vault"],
+        ),
+        ("name", p.name.as_ref().map(|s| s.span()), &["aws"]),
+        ("region", p.region.as_ref().map(|s| s.span()), &["aws"]),
+        (
+            "endpoint_url",
+            p.endpoint_url.as_ref().map(|s| s.span()),
+            &["aws"],
+        ),
+        ("secret", p.secret.as_ref().map(|s| s.span()), &["aws"]),
+    ];
+    for (key, present, kinds) in keys {
+        if let Some(span) = present
+            && !kinds.contains(&kind)
+        {
+            let applies = kinds
+                .iter()
+                .map(|k| format!("type = \"{k}\""))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            v.diag.value(
+                span,
+                &join(path, key),
+                format!("only applies to {applies} (this entry is type = \"{kind}\")"),
+            );
+        }
+    }
+}
+
+/// A view's `interval`: the default of one second, never zero.
+fn view_interval(v: &mut Validator<'_, '_>, path: &str, p: &RawPublish) -> Duration {
+    let interval = v.duration_or(
+        &join(path, "interval"),
+        p.interval.as_ref(),
+        DEFAULT_PUBLISH_INTERVAL,
+    );
+    if interval.is_zero()
+        && let Some(i) = &p.interval
+    {
+        v.diag.value(
+            i.span(),
+            &join(path, "interval"),
+            "must be longer than zero",
+        );
+    }
+    interval
+}
+
+/// A view's `fields` table: field name to `tenant/key` or `tenant/key#json_field`. Each
+/// secret goes into `mentions` and each `#json_field` into `json_fields`, checked once the
+/// secrets are known.
+fn view_fields(
+    v: &mut Validator<'_, '_>,
+    path: &str,
+    table: &Spanned<BTreeMap<String, Spanned<String>>>,
+    mentions: &mut Vec<SecretMention>,
+    json_fields: &mut Vec<JsonFieldMention>,
+) -> BTreeMap<String, ViewField> {
+    let mut fields = BTreeMap::new();
+    if table.get_ref().is_empty() {
+        v.diag.value(
+            table.span(),
+            &join(path, "fields"),
+            "must name at least one field",
+        );
+        return fields;
+    }
+    for (name, target) in table.get_ref() {
+        let key = format!("{path}.fields.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            v.diag.value(
+                target.span(),
+                &key,
+                format!("{name:?} is not a field name: letters, digits, '_', '-' and '.'"),
+            );
+            continue;
+        }
+        if let Some(base) = name.strip_suffix("_version")
+            && table.get_ref().contains_key(base)
+        {
+            v.diag.value(
+                target.span(),
+                &key,
+                format!("collides with the version field rotor writes beside {base:?}"),
+            );
+            continue;
+        }
+        let text = target.get_ref();
+        let (secret_text, json_field) = match text.split_once('#') {
+            Some((s, f)) => (s, Some(f)),
+            None => (text.as_str(), None),
+        };
+        let Some(secret) = SecretRef::parse(secret_text) else {
+            v.diag.value(
+                target.span(),
+                &key,
+                format!("{text:?} must name a secret as \"tenant/key\" or \"tenant/key#json_field\" (lowercase identifiers)"),
+            );
+            continue;
+        };
+        if json_field.is_some_and(str::is_empty) {
+            v.diag.value(
+                target.span(),
+                &key,
+                format!("{text:?} names no field after '#'"),
+            );
+            continue;
+        }
+        mentions.push(SecretMention {
+            span: target.span(),
+            key: key.clone(),
+            secret: secret.clone(),
+        });
+        if let Some(field) = json_field {
+            json_fields.push(JsonFieldMention {
+                span: target.span(),
+                key,
+                secret: secret.clone(),
+                field: field.to_owned(),
+            });
+        }
+        fields.insert(
+            name.clone(),
+            ViewField {
+                secret,
+                json_field: json_field.map(str::to_owned),
+            },
+        );
+    }
+    fields
+}
+
+/// A required string key of an AWS view, accepted when `ok` holds; `what` says what it
+/// must be.
+fn aws_key(
+    v: &mut Validator<'_, '_>,
+    spanned: &Spanned<RawPublish>,
+    key: String,
+    value: Option<&Spanned<String>>,
+    ok: impl Fn(&str) -> bool,
+    what: &str,
+) -> Option<String> {
+    match value {
+        None => {
+            v.missing(
+                Some(spanned.span()),
+                &key,
+                format!(
+                    "missing key `{}`: {what}",
+                    key.rsplit('.').next().unwrap_or_default()
+                ),
+            );
+            None
+        }
+        Some(s) if ok(s.get_ref()) => Some(s.get_ref().clone()),
+        Some(s) => {
+            v.diag.value(s.span(), &key, format!("is not {what}"));
+            None
+        }
+    }
+}
+
+/// One `[[publish]] type = "aws"` entry. `None` when a key was bad (reported).
+fn validate_aws_view(
+    v: &mut Validator<'_, '_>,
+    path: &str,
+    spanned: &Spanned<RawPublish>,
+    mentions: &mut Vec<SecretMention>,
+    json_fields: &mut Vec<JsonFieldMention>,
+) -> Option<AwsViewConfig> {
+    let p = spanned.get_ref();
+    let errors_before = v.diag.len();
+    // AWS's own rule for secret names.
+    let name = aws_key(
+        v,
+        spanned,
+        join(path, "name"),
+        p.name.as_ref(),
+        |t| {
+            (1..=512).contains(&t.len())
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
+        },
+        "a Secrets Manager secret name such as \"rotor/database\" (1 to 512 of letters, digits and /_+=.@-)",
+    );
+    let region = aws_key(
+        v,
+        spanned,
+        join(path, "region"),
+        p.region.as_ref(),
+        |t| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        },
+        "an AWS region such as \"eu-west-1\" (lowercase letters, digits and '-')",
+    );
+    let endpoint_url = p.endpoint_url.as_ref().and_then(|e| {
+        let key = join(path, "endpoint_url");
+        let text = e.get_ref().trim();
+        match url::Url::parse(text) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+                    && u.query().is_none() =>
+            {
+                // The Vault rule: plain http only to loopback (a local moto or LocalStack),
+                // since every value would cross the network unencrypted.
+                if u.scheme() == "http" && !crate::http_client::url_is_loopback(&u) {
+                    v.diag.value(
+                        e.span(),
+                        &key,
+                        "plain http to a host that is not loopback (127.0.0.0/8, ::1, localhost) sends every value unencrypted: use https://",
+                    );
+                    None
+                } else {
+                    Some(text.trim_end_matches('/').to_owned())
+                }
+            }
+            _ => {
+                v.diag.value(
+                    e.span(),
+                    &key,
+                    "is not an endpoint URL such as \"https://secretsmanager.eu-west-1.amazonaws.com\" (http or https, a host)",
+                );
+                None
+            }
+        }
+    });
+    let proxy = v.proxy(&join(path, "proxy"), p.proxy.as_ref());
+    let interval = view_interval(v, path, p);
+    let value = match (&p.secret, &p.fields) {
+        (Some(_), Some(f)) => {
+            v.diag.value(
+                f.span(),
+                &join(path, "fields"),
+                "an AWS view holds either `secret` (the value as SecretString) or `fields` (a JSON object), not both",
+            );
+            None
+        }
+        (None, None) => {
+            v.missing(
+                Some(spanned.span()),
+                &join(path, "secret"),
+                "missing key `secret` or `fields`: secret = \"tenant/key\" (the value as SecretString) or fields = { password = \"tenant/key#password\" } (a JSON object)",
+            );
+            None
+        }
+        (None, Some(table)) => Some(AwsValue::Fields(view_fields(
+            v,
+            path,
+            table,
+            mentions,
+            json_fields,
+        ))),
+        (Some(s), None) => {
+            let key = join(path, "secret");
+            match SecretRef::parse(s.get_ref()) {
+                Some(secret) => {
+                    mentions.push(SecretMention {
+                        span: s.span(),
+                        key,
+                        secret: secret.clone(),
+                    });
+                    Some(AwsValue::Secret(secret))
+                }
+                None => {
+                    v.diag.value(
+                        s.span(),
+                        &key,
+                        format!(
+                            "{:?} must name a secret as \"tenant/key\" (lowercase identifiers)",
+                            s.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    if v.diag.len() != errors_before {
+        return None;
+    }
+    Some(AwsViewConfig {
+        name: name?,
+        region: region?,
+        endpoint_url,
+        proxy,
+        value: value?,
+        interval,
+        timeout: DEFAULT_VIEW_TIMEOUT,
     })
 }
 

@@ -25,63 +25,14 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
 use super::config::VaultViewConfig;
-use crate::domain::{Label, SecretRef, VersionNo};
+pub use super::view::{Synced, ViewError};
+use super::view::{document, field_versions, labelled};
+use crate::domain::{SecretRef, VersionNo};
 use crate::store::Store;
 use crate::store::vault::VaultAuth;
 
 /// Vault's error text for a check-and-set mismatch.
 const CAS_MISMATCH: &str = "check-and-set parameter did not match";
-
-/// Why a reconcile did not land. The text names the view and what failed, never a value.
-#[derive(Debug, thiserror::Error)]
-pub enum ViewError {
-    #[error(
-        "view {view}: another writer changed the document since it was read (check-and-set); nothing was overwritten"
-    )]
-    Conflict { view: String },
-    #[error("view {view}: Vault refused the request (403): check the token's policy for {path}")]
-    Denied { view: String, path: String },
-    #[error("view {view}: {what}")]
-    Vault { view: String, what: String },
-    #[error("view {view}: reading the store: {what}")]
-    Store { view: String, what: String },
-    #[error("view {view}: field {field}: {what}")]
-    Value {
-        view: String,
-        field: String,
-        what: String,
-    },
-}
-
-impl ViewError {
-    /// A bounded label for `rotor_view_writes_total{outcome}`.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            ViewError::Conflict { .. } => "conflict",
-            ViewError::Denied { .. } => "denied",
-            ViewError::Vault { .. } => "vault_error",
-            ViewError::Store { .. } => "store_error",
-            ViewError::Value { .. } => "value_error",
-        }
-    }
-}
-
-/// What a reconcile did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Synced {
-    /// The document already showed the current versions: each field's version.
-    Unchanged {
-        versions: BTreeMap<String, VersionNo>,
-    },
-    /// The document was written; its new KV version and each secret's version in it.
-    Written {
-        kv_version: u64,
-        versions: BTreeMap<String, VersionNo>,
-    },
-    /// A named secret has no current version yet: nothing written (never a partial
-    /// document).
-    NotYetPromoted,
-}
 
 /// A connection to the view's Vault: the HTTP client and the token, cached until Vault
 /// refuses it.
@@ -295,101 +246,21 @@ impl ViewWriter {
             .unwrap_or(cas + 1))
     }
 
-    /// The current version of every secret the view names; `None` if one has none yet.
-    async fn current_versions(
-        &self,
-        store: &dyn Store,
-    ) -> Result<Option<BTreeMap<SecretRef, VersionNo>>, ViewError> {
-        let mut out = BTreeMap::new();
-        for field in self.config.fields.values() {
-            if out.contains_key(&field.secret) {
-                continue;
-            }
-            let versions = store
-                .versions(&field.secret)
-                .await
-                .map_err(|e| ViewError::Store {
-                    view: self.config.name(),
-                    what: e.to_string(),
-                })?;
-            // Only `current`: the store moves it at promotion and rollback, never to a
-            // pending, failed or expired version.
-            match versions.iter().find(|v| v.labels.contains(&Label::Current)) {
-                Some(v) => out.insert(field.secret.clone(), v.version),
-                None => return Ok(None),
-            };
-        }
-        Ok(Some(out))
-    }
-
-    /// The document the current versions produce.
-    async fn document(
-        &self,
-        store: &dyn Store,
-        current: &BTreeMap<SecretRef, VersionNo>,
-    ) -> Result<Map<String, Value>, ViewError> {
-        let mut doc = Map::new();
-        for (name, field) in &self.config.fields {
-            let fail = |what: String| ViewError::Value {
-                view: self.config.name(),
-                field: name.clone(),
-                what,
-            };
-            let Some(&version) = current.get(&field.secret) else {
-                return Err(fail(format!("{} has no current version", field.secret)));
-            };
-            let value = store
-                .read_value(&field.secret, version)
-                .await
-                .map_err(|e| ViewError::Store {
-                    view: self.config.name(),
-                    what: e.to_string(),
-                })?;
-            let text = match &field.json_field {
-                None => std::str::from_utf8(value.expose())
-                    .map(str::to_owned)
-                    .map_err(|_| {
-                        fail(format!(
-                            "{} version {version} is not UTF-8 text, which a KV field cannot hold",
-                            field.secret
-                        ))
-                    })?,
-                Some(key) => {
-                    let json: Value = serde_json::from_slice(value.expose()).map_err(|_| {
-                        fail(format!("{} version {version} is not JSON", field.secret))
-                    })?;
-                    match json.get(key) {
-                        Some(Value::String(s)) => s.clone(),
-                        Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-                        _ => {
-                            return Err(fail(format!(
-                                "{} version {version} has no text field {key:?}",
-                                field.secret
-                            )));
-                        }
-                    }
-                }
-            };
-            doc.insert(name.clone(), Value::String(text));
-            doc.insert(
-                format!("{name}_version"),
-                Value::String(version.to_string()),
-            );
-        }
-        Ok(doc)
-    }
-
     /// One reconcile (see the module documentation).
     pub async fn sync(&self, store: &dyn Store) -> Result<Synced, ViewError> {
-        let Some(current) = self.current_versions(store).await? else {
-            return Ok(Synced::NotYetPromoted);
-        };
-        let versions: BTreeMap<String, VersionNo> = self
+        let view = self.config.name();
+        let secrets: Vec<SecretRef> = self
             .config
             .fields
-            .iter()
-            .filter_map(|(name, f)| current.get(&f.secret).map(|v| (name.clone(), *v)))
+            .values()
+            .map(|f| f.secret.clone())
             .collect();
+        let Some(labels) = labelled(store, &view, &secrets).await? else {
+            return Ok(Synced::NotYetPromoted);
+        };
+        let current: BTreeMap<SecretRef, VersionNo> =
+            labels.iter().map(|(s, l)| (s.clone(), l.current)).collect();
+        let versions = field_versions(&self.config.fields, &current);
         let read = self.read().await?;
         // Unchanged since this process wrote or checked it, and still the same versions:
         // no value needs reading.
@@ -402,7 +273,7 @@ impl ViewWriter {
         {
             return Ok(Synced::Unchanged { versions });
         }
-        let want = self.document(store, &current).await?;
+        let want = document(store, &view, &self.config.fields, &current).await?;
         if read.data.as_ref() == Some(&want) {
             *self.verified.lock().await = Some((read.version, versions.clone()));
             return Ok(Synced::Unchanged { versions });
@@ -410,7 +281,7 @@ impl ViewWriter {
         let kv_version = self.write(read.version, &want).await?;
         *self.verified.lock().await = Some((kv_version, versions.clone()));
         Ok(Synced::Written {
-            kv_version,
+            revision: format!("KV version {kv_version}"),
             versions,
         })
     }

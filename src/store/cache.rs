@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{Commit, ReadValue, Store, StoreError};
+use super::{Commit, ReadValue, Record, Rev, Store, StoreError};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
 use crate::metrics::Metrics;
@@ -188,6 +188,29 @@ impl Store for CachedStore {
 
     async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
         self.inner.secrets().await
+    }
+
+    // Records hold no value: they pass straight through, uncached.
+    async fn record_get(&self, ns: &str, id: &str) -> Result<Option<(Vec<u8>, Rev)>, StoreError> {
+        self.inner.record_get(ns, id).await
+    }
+
+    async fn record_put(
+        &self,
+        ns: &str,
+        id: &str,
+        bytes: &[u8],
+        expected: Option<Rev>,
+    ) -> Result<Rev, StoreError> {
+        self.inner.record_put(ns, id, bytes, expected).await
+    }
+
+    async fn record_delete(&self, ns: &str, id: &str, expected: Rev) -> Result<(), StoreError> {
+        self.inner.record_delete(ns, id, expected).await
+    }
+
+    async fn record_list(&self, ns: &str) -> Result<Vec<Record>, StoreError> {
+        self.inner.record_list(ns).await
     }
 }
 

@@ -87,7 +87,7 @@ use redb::{
 
 use super::crypto::MasterKey;
 use super::labels::{apply_labels, new_version};
-use super::{Commit, ReadValue, Store, StoreError};
+use super::{Commit, ReadValue, Record, Rev, Store, StoreError, check_record_name};
 use crate::backoff::ExponentialBackoff;
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
@@ -102,6 +102,12 @@ const VERSIONS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new
 const VALUES: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("values");
 const JOURNAL: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("journal");
 const HISTORY: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("history");
+/// Records (`Store::record_*`): `(namespace, id)` to the revision (8 bytes, big-endian)
+/// followed by the record's bytes. Not sealed: records hold no secret value.
+const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+/// The last record revision handed out, in `META`. One counter for every record, so a
+/// revision is never reused, not even for a record deleted and written again.
+const META_RECORD_REV: &str = "record_rev";
 
 /// redb page cache size.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
@@ -319,6 +325,7 @@ impl EmbeddedStore {
                 txn.open_table(VALUES)?;
                 txn.open_table(JOURNAL)?;
                 txn.open_table(HISTORY)?;
+                txn.open_table(RECORDS)?;
             }
             txn.commit()?;
             Ok(())
@@ -786,6 +793,178 @@ impl Store for EmbeddedStore {
     async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
         self.blocking(|db| db.with_file(|f| db.secrets(f))).await
     }
+
+    async fn record_get(&self, ns: &str, id: &str) -> Result<Option<(Vec<u8>, Rev)>, StoreError> {
+        check_record_name("namespace", ns)?;
+        check_record_name("id", id)?;
+        let (ns, id) = (ns.to_owned(), id.to_owned());
+        self.blocking(move |db| db.with_file(|f| db.record_get(f, &ns, &id)))
+            .await
+    }
+
+    async fn record_put(
+        &self,
+        ns: &str,
+        id: &str,
+        bytes: &[u8],
+        expected: Option<Rev>,
+    ) -> Result<Rev, StoreError> {
+        check_record_name("namespace", ns)?;
+        check_record_name("id", id)?;
+        let (ns, id, bytes) = (ns.to_owned(), id.to_owned(), bytes.to_vec());
+        self.blocking(move |db| {
+            let (seq, rev) =
+                db.with_file(|f| db.record_write(f, &ns, &id, Some(&bytes), expected))?;
+            db.wait_durable(seq)?;
+            Ok(rev)
+        })
+        .await
+    }
+
+    async fn record_delete(&self, ns: &str, id: &str, expected: Rev) -> Result<(), StoreError> {
+        check_record_name("namespace", ns)?;
+        check_record_name("id", id)?;
+        let (ns, id) = (ns.to_owned(), id.to_owned());
+        self.blocking(move |db| {
+            let (seq, _) = db.with_file(|f| db.record_write(f, &ns, &id, None, Some(expected)))?;
+            db.wait_durable(seq)
+        })
+        .await
+    }
+
+    async fn record_list(&self, ns: &str) -> Result<Vec<Record>, StoreError> {
+        check_record_name("namespace", ns)?;
+        let ns = ns.to_owned();
+        self.blocking(move |db| db.with_file(|f| db.record_list(f, &ns)))
+            .await
+    }
+}
+
+/// A record's stored form: its revision, then its bytes.
+fn split_record(what: &dyn fmt::Display, raw: &[u8]) -> Result<(Vec<u8>, Rev), StoreError> {
+    if raw.len() < 8 {
+        return Err(StoreError::Backend(format!(
+            "{what}: corrupt record: shorter than its revision"
+        )));
+    }
+    let (rev, bytes) = raw.split_at(8);
+    let rev = u64::from_be_bytes(rev.try_into().unwrap_or_default());
+    Ok((bytes.to_vec(), rev))
+}
+
+/// The record methods, blocking; each one redb transaction.
+impl Db {
+    fn record_get(
+        &self,
+        db: &Database,
+        ns: &str,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, Rev)>, StoreError> {
+        let what = format!("read record {ns}/{id}");
+        let txn = db.begin_read().map_err(|e| self.backend(&what, e))?;
+        let records = txn
+            .open_table(RECORDS)
+            .map_err(|e| self.backend(&what, e))?;
+        let found = records.get((ns, id)).map_err(|e| self.backend(&what, e))?;
+        found.map(|g| split_record(&what, g.value())).transpose()
+    }
+
+    /// Writes (`bytes` given) or deletes (`None`) `ns/id` if its revision is `expected`
+    /// (`None`: absent). Returns the group-commit sequence and the new revision (0 for a
+    /// delete). A delete of an absent record commits nothing.
+    fn record_write(
+        &self,
+        db: &Database,
+        ns: &str,
+        id: &str,
+        bytes: Option<&[u8]>,
+        expected: Option<Rev>,
+    ) -> Result<(u64, Rev), StoreError> {
+        let what = format!("write record {ns}/{id}");
+        let conflict = || StoreError::Conflict {
+            path: format!("record {ns}/{id}"),
+        };
+        let writer = self.group.enter();
+        let txn = self.begin_write(db, &what)?;
+        let rev = {
+            let mut records = txn
+                .open_table(RECORDS)
+                .map_err(|e| self.backend(&what, e))?;
+            let found = records
+                .get((ns, id))
+                .map_err(|e| self.backend(&what, e))?
+                .map(|g| split_record(&what, g.value()).map(|(_, rev)| rev))
+                .transpose()?;
+            match bytes {
+                None => {
+                    match found {
+                        None => {
+                            drop(records);
+                            txn.abort().map_err(|e| self.backend(&what, e))?;
+                            drop(writer);
+                            return Ok((0, 0));
+                        }
+                        Some(rev) if Some(rev) != expected => return Err(conflict()),
+                        Some(_) => {}
+                    }
+                    records
+                        .remove((ns, id))
+                        .map_err(|e| self.backend(&what, e))?;
+                    0
+                }
+                Some(bytes) => {
+                    if found != expected {
+                        return Err(conflict());
+                    }
+                    let mut meta = txn.open_table(META).map_err(|e| self.backend(&what, e))?;
+                    let last = meta
+                        .get(META_RECORD_REV)
+                        .map_err(|e| self.backend(&what, e))?
+                        .and_then(|g| <[u8; 8]>::try_from(g.value()).ok())
+                        .map_or(0, u64::from_be_bytes);
+                    let rev = last + 1;
+                    meta.insert(META_RECORD_REV, rev.to_be_bytes().as_slice())
+                        .map_err(|e| self.backend(&what, e))?;
+                    let mut raw = Vec::with_capacity(8 + bytes.len());
+                    raw.extend_from_slice(&rev.to_be_bytes());
+                    raw.extend_from_slice(bytes);
+                    records
+                        .insert((ns, id), raw.as_slice())
+                        .map_err(|e| self.backend(&what, e))?;
+                    rev
+                }
+            }
+        };
+        let seq = self.finish(txn, &what, writer)?;
+        Ok((seq, rev))
+    }
+
+    fn record_list(&self, db: &Database, ns: &str) -> Result<Vec<Record>, StoreError> {
+        let what = format!("list records {ns}");
+        let txn = db.begin_read().map_err(|e| self.backend(&what, e))?;
+        let records = txn
+            .open_table(RECORDS)
+            .map_err(|e| self.backend(&what, e))?;
+        let mut out = Vec::new();
+        // Every id sorts at or after "" and before any string that starts past `ns`.
+        for item in records
+            .range((ns, "")..)
+            .map_err(|e| self.backend(&what, e))?
+        {
+            let (key, v) = item.map_err(|e| self.backend(&what, e))?;
+            let (found_ns, id) = key.value();
+            if found_ns != ns {
+                break;
+            }
+            let (bytes, rev) = split_record(&what, v.value())?;
+            out.push(Record {
+                id: id.to_owned(),
+                bytes,
+                rev,
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// The [`Store`] methods, blocking; each one redb transaction.
@@ -1154,6 +1333,8 @@ mod fuzz {
                     steps: vec![Step::Generate, Step::Apply, Step::Test, Step::Promote],
                     started_at: now,
                     finished_at: now,
+                    late_consumers: Vec::new(),
+                    gone_consumers: Vec::new(),
                 };
                 let mut labels = vec![(version, Label::Current)];
                 if version > 1 {

@@ -9,6 +9,12 @@
 //! [`ReadValue::read_value`]. The label rules every store keeps on commit are one pure
 //! function both backends call (`labels.rs`), and so is finding the `current` version
 //! among a secret's versions ([`ReadValue::current_version`]).
+//!
+//! Besides secrets, a store keeps small *records*: opaque bytes under a namespace and an
+//! id, each with a revision that every write moves forward, written check-and-set
+//! ([`Store::record_put`]). They hold what rotor must keep across restarts and share with a
+//! later leader that is not a secret's journal (consumer state and reload permits today).
+//! The store knows nothing of what a record means and never puts a secret value in one.
 
 use chrono::{DateTime, Utc};
 
@@ -95,6 +101,42 @@ impl StoreError {
     }
 }
 
+/// The revision of a record: moved forward by every write of it and never reused for the
+/// same namespace and id, so a writer holding an old revision cannot overwrite a newer
+/// record (no A-B-A after a delete either).
+pub type Rev = u64;
+
+/// One record as [`Store::record_list`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub id: String,
+    pub bytes: Vec<u8>,
+    pub rev: Rev,
+}
+
+/// Longest record namespace or id: a DNS subdomain name (a pod name) fits.
+pub const MAX_RECORD_NAME: usize = 253;
+
+/// Checks a record namespace or id: 1 to [`MAX_RECORD_NAME`] characters of `[A-Za-z0-9._-]`,
+/// not starting with `.` or `_` (so never `..`, and never one of the Vault store's own
+/// `_rotor` names). Both stores refuse anything else before touching storage, because a
+/// name becomes part of a Vault path.
+pub fn check_record_name(what: &str, name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_RECORD_NAME
+        && !name.starts_with(['.', '_'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(format!(
+            "invalid record {what} {name:?}: use 1 to {MAX_RECORD_NAME} characters of A-Z a-z 0-9 . _ -, not starting with . or _"
+        )))
+    }
+}
+
 /// One atomic update of a secret's journal: the persisted state-machine bytes, the labels
 /// that state implies, and optionally a finished rotation to append to the history.
 /// All of it is written in one transaction, or none of it.
@@ -166,6 +208,28 @@ pub trait Store: ReadValue {
 
     /// Every secret that has a journal.
     async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError>;
+
+    /// The record `ns/id` and its revision, if it exists.
+    async fn record_get(&self, ns: &str, id: &str) -> Result<Option<(Vec<u8>, Rev)>, StoreError>;
+
+    /// Writes the record `ns/id`, check-and-set: `expected` `None` means it must not exist,
+    /// `Some(rev)` that it must be at `rev`. Returns the new revision; a mismatch is
+    /// [`StoreError::Conflict`] and writes nothing.
+    async fn record_put(
+        &self,
+        ns: &str,
+        id: &str,
+        bytes: &[u8],
+        expected: Option<Rev>,
+    ) -> Result<Rev, StoreError>;
+
+    /// Deletes the record `ns/id` if it is at `expected` ([`StoreError::Conflict`] if it
+    /// moved on). Deleting a record that does not exist succeeds: a retried delete that
+    /// already landed is no error.
+    async fn record_delete(&self, ns: &str, id: &str, expected: Rev) -> Result<(), StoreError>;
+
+    /// Every record of namespace `ns`, sorted by id.
+    async fn record_list(&self, ns: &str) -> Result<Vec<Record>, StoreError>;
 
     /// The keyed fingerprint this store records in [`VersionMeta::fingerprint`] for a
     /// value with these bytes. The volume watcher fingerprints mounted files with it, so a

@@ -1,10 +1,11 @@
 //! The Vault store: HashiCorp Vault's KV v2 engine through `vaultrs`, every write a
 //! check-and-set.
 //!
-//! Tested against a real Vault-compatible server, a private OpenBao per test, and, for
-//! faults no real server shows on demand (500s, timeouts, a sealed server, Kubernetes
-//! login), against the in-repo fake (`vault_fake`, built with the `test-util` feature),
-//! which speaks the same HTTP API (`tests/suite/store_vault.rs`).
+//! Tested against a real Vault-compatible server, a private OpenBao per test, its faults
+//! included (sealed, a policy's 403, a second writer, a restart:
+//! `tests/suite/faults_vault.rs`), and, for faults no real server shows on demand (500s,
+//! timeouts, Kubernetes login), against the in-repo fake (`vault_fake`, built with the
+//! `test-util` feature), which speaks the same HTTP API (`tests/suite/store_vault.rs`).
 //!
 //! # Layout in Vault
 //!
@@ -96,7 +97,7 @@ use vaultrs::error::ClientError;
 
 use super::crypto::MasterKey;
 use super::labels::{apply_labels, new_version};
-use super::{Commit, ReadValue, Store, StoreError};
+use super::{Commit, ReadValue, Record, Rev, Store, StoreError, check_record_name};
 use crate::backoff::ExponentialBackoff;
 use crate::domain::{HistoryRecord, Label, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
@@ -116,6 +117,22 @@ const STATE_DOC: &str = "_rotor";
 /// The folder below `path_prefix` that holds all the store writes, where no consumer
 /// looks. It cannot collide with a tenant: rotor identifiers never start with `_`.
 const STORE_DIR: &str = "_rotor";
+
+/// The folder below the store's folder that holds records (`Store::record_*`):
+/// `{path_prefix}/_rotor/_records/{namespace}/{id}`, the KV version being the revision.
+const RECORDS_DIR: &str = "_records";
+
+/// The data of one record's KV version: its bytes, or a tombstone. A delete writes a
+/// tombstone (check-and-set, like every write) instead of deleting the path's metadata:
+/// Vault has no check-and-set delete, and keeping the path keeps its version numbers, so a
+/// revision is never handed out twice.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RecordData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rotor_record: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    rotor_record_deleted: bool,
+}
 
 /// Format of the state document; a newer one is refused, not misread.
 const DOC_FORMAT: u32 = 1;
@@ -564,6 +581,47 @@ impl VaultStore {
         }
     }
 
+    /// KV path (without mount) of the record `ns/id`.
+    fn record_path(&self, ns: &str, id: &str) -> String {
+        format!("{}/{RECORDS_DIR}/{ns}/{id}", self.store_dir())
+    }
+
+    /// The latest KV version of a record path: its data and version, `None` if the path
+    /// has no version at all.
+    async fn read_record(&self, path: &str) -> Result<Option<(RecordData, u64)>, StoreError> {
+        let shown = self.shown(path);
+        let found = self
+            .request("read", &shown, |client, mount| async move {
+                let req = ReadSecretRequest::builder()
+                    .mount(mount)
+                    .path(path)
+                    .build()
+                    .map_err(|e| Failure::Other(e.to_string()))?;
+                vaultrs::api::exec_with_result(&*client, req)
+                    .await
+                    .map_err(classify)
+            })
+            .await;
+        let resp = match found {
+            Ok(resp) => resp,
+            Err(Failure::Status(404, _)) | Err(Failure::EmptyData) => return Ok(None),
+            Err(f) => return Err(f.into_store_error(&shown)),
+        };
+        let data: RecordData = serde_json::from_value(resp.data)
+            .map_err(|e| StoreError::Backend(format!("record {shown} is not rotor's: {e}")))?;
+        Ok(Some((data, resp.metadata.version)))
+    }
+
+    /// A record's bytes, `None` for a tombstone.
+    fn record_bytes(&self, path: &str, data: &RecordData) -> Result<Option<Vec<u8>>, StoreError> {
+        match (&data.rotor_record, data.rotor_record_deleted) {
+            (_, true) | (None, false) => Ok(None),
+            (Some(b64), false) => B64.decode(b64).map(Some).map_err(|e| {
+                StoreError::Backend(format!("record {} is not base64: {e}", self.shown(path)))
+            }),
+        }
+    }
+
     /// Writes `data` as the next KV version of `path`, check-and-set on `cas`; returns the
     /// version Vault gave it.
     async fn write_kv<T: Serialize + Sync>(
@@ -784,7 +842,8 @@ impl Store for VaultStore {
         let dir = self.store_dir();
         let mut out = Vec::new();
         for tenant in self.list(&format!("{dir}/")).await? {
-            let Some(tenant) = tenant.strip_suffix('/') else {
+            // `_records/` (and any other `_` folder) is the store's own, never a tenant.
+            let Some(tenant) = tenant.strip_suffix('/').filter(|t| !t.starts_with('_')) else {
                 continue;
             };
             for key in self.list(&format!("{dir}/{tenant}/")).await? {
@@ -800,6 +859,94 @@ impl Store for VaultStore {
             }
         }
         out.sort();
+        Ok(out)
+    }
+
+    async fn record_get(&self, ns: &str, id: &str) -> Result<Option<(Vec<u8>, Rev)>, StoreError> {
+        check_record_name("namespace", ns)?;
+        check_record_name("id", id)?;
+        let path = self.record_path(ns, id);
+        let Some((data, version)) = self.read_record(&path).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .record_bytes(&path, &data)?
+            .map(|bytes| (bytes, version)))
+    }
+
+    async fn record_put(
+        &self,
+        ns: &str,
+        id: &str,
+        bytes: &[u8],
+        expected: Option<Rev>,
+    ) -> Result<Rev, StoreError> {
+        check_record_name("namespace", ns)?;
+        check_record_name("id", id)?;
+        let path = self.record_path(ns, id);
+        let shown = self.shown(&path);
+        let cas = match expected {
+            Some(rev) => rev,
+            // Absent: no version at all (check-and-set 0), or a tombstone, whose version the
+            // write must follow; a write that lands in between makes the CAS fail.
+            None => match self.read_record(&path).await? {
+                None => 0,
+                Some((data, version)) => match self.record_bytes(&path, &data)? {
+                    None => version,
+                    Some(_) => return Err(StoreError::Conflict { path: shown }),
+                },
+            },
+        };
+        let data = RecordData {
+            rotor_record: Some(B64.encode(bytes)),
+            rotor_record_deleted: false,
+        };
+        // A revision from the caller is always a live record's: a tombstone's version is
+        // handed to no one, so a CAS on `rev` cannot land on a deleted record.
+        self.write_kv(&path, &data, cas_index(cas, &shown)?, &shown)
+            .await
+    }
+
+    async fn record_delete(&self, ns: &str, id: &str, expected: Rev) -> Result<(), StoreError> {
+        check_record_name("namespace", ns)?;
+        check_record_name("id", id)?;
+        let path = self.record_path(ns, id);
+        let shown = self.shown(&path);
+        let Some((data, version)) = self.read_record(&path).await? else {
+            return Ok(());
+        };
+        if self.record_bytes(&path, &data)?.is_none() {
+            return Ok(());
+        }
+        if version != expected {
+            return Err(StoreError::Conflict { path: shown });
+        }
+        let tombstone = RecordData {
+            rotor_record: None,
+            rotor_record_deleted: true,
+        };
+        self.write_kv(&path, &tombstone, cas_index(expected, &shown)?, &shown)
+            .await
+            .map(|_| ())
+    }
+
+    async fn record_list(&self, ns: &str) -> Result<Vec<Record>, StoreError> {
+        check_record_name("namespace", ns)?;
+        let dir = format!("{}/{RECORDS_DIR}/{ns}/", self.store_dir());
+        let mut out = Vec::new();
+        for id in self.list(&dir).await? {
+            // A folder is no record, and a name rotor would not write is not rotor's.
+            if id.ends_with('/') || check_record_name("id", &id).is_err() {
+                continue;
+            }
+            let path = self.record_path(ns, &id);
+            if let Some((data, rev)) = self.read_record(&path).await?
+                && let Some(bytes) = self.record_bytes(&path, &data)?
+            {
+                out.push(Record { id, bytes, rev });
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 }

@@ -19,7 +19,7 @@
 //!
 //! | method and path | semantics |
 //! |---|---|
-//! | `GET /v1/sys/health` | 200 `{"initialized":true,"sealed":false,...}`; 503 with `"sealed":true` when sealed. No token needed. |
+//! | `GET /v1/sys/health` | 200 `{"initialized":true,"sealed":false,"standby":false,...}`; 503 with `"sealed":true,"standby":true` when sealed. No token needed. |
 //! | `POST /v1/auth/{mount}/login` | Kubernetes login: body `{"role","jwt"}`; a role registered with [`VaultFake::add_kubernetes_role`] and its JWT get a new token in `auth` (`client_token`, `lease_duration`, `renewable: true`); otherwise 400 `invalid role name` or 403 `permission denied`. No token needed. |
 //! | `GET /v1/auth/token/lookup-self` | `data` with `id`, `ttl` (seconds left; 0 for the root token), `renewable`, `policies`, ... |
 //! | `POST /v1/auth/token/renew-self` | resets the token's TTL to its period; `auth` as for login; 400 for a non-renewable token |
@@ -33,7 +33,9 @@
 //! `permission denied` otherwise, as Vault answers a bad token). `X-Vault-Namespace` is
 //! accepted and recorded ([`VaultFake::last_namespace`]), not enforced. Only the mounts
 //! given at start are KV v2 mounts; other paths get 404 `no handler for route`. A path
-//! denied with [`VaultFake::deny_path`] answers 403 `permission denied` (a policy).
+//! denied with [`VaultFake::deny_path`] answers 403 with OpenBao's text for a policy's
+//! denial, `1 error occurred:\n\t* permission denied\n\n` (an unknown token gets the
+//! plain `permission denied`).
 //!
 //! Not implemented: KV v1, delete/undelete/destroy, `delete_version_after`, leases,
 //! response wrapping, other auth methods, real policies, replication headers.
@@ -350,7 +352,14 @@ async fn handle(
         if api == "sys/health" {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"initialized": true, "sealed": true, "standby": false})),
+                // A sealed server is no active node, so it reports itself standby, and
+                // its replication modes are unknown.
+                axum::Json(json!({
+                    "initialized": true, "sealed": true, "standby": true,
+                    "replication_performance_mode": "unknown",
+                    "replication_dr_mode": "unknown",
+                    "server_time_utc": Utc::now().timestamp(), "version": "fake"
+                })),
             )
                 .into_response();
         }
@@ -361,7 +370,8 @@ async fn handle(
             StatusCode::OK,
             axum::Json(json!({
                 "initialized": true, "sealed": false, "standby": false,
-                "performance_standby": false, "server_time_utc": Utc::now().timestamp(),
+                "replication_performance_mode": "disabled", "replication_dr_mode": "disabled",
+                "server_time_utc": Utc::now().timestamp(),
                 "version": "fake", "cluster_name": "vault-fake", "cluster_id": "fake"
             })),
         )
@@ -408,7 +418,12 @@ async fn handle(
         );
     }
     if s.denied.iter().any(|d| api.starts_with(d.as_str())) {
-        return error(StatusCode::FORBIDDEN, &["permission denied"]);
+        // A policy's denial comes wrapped in Go's multierror text; an unknown token's
+        // (above) does not.
+        return error(
+            StatusCode::FORBIDDEN,
+            &["1 error occurred:\n\t* permission denied\n\n"],
+        );
     }
     let token = token.unwrap_or_default();
 

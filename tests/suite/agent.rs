@@ -3,7 +3,8 @@
 //! reload runs once inside a permit, a 429 makes it wait, reports resume after rotor was
 //! down, a rotor that stays down cannot block the reload, bad configurations exit 64 naming
 //! the key, the consumer id defaults to `POD_NAME` then the hostname, and neither the token
-//! nor a value reaches the log or a report.
+//! nor a value reaches the log or a report. One test runs the agent against the real
+//! `rotor run` instead, following a rotation through rotor's own consumer routes.
 //!
 //! The stand-in ([`FakeRotor`]) is a fake because rotor's side of these routes is built
 //! beside the agent, not yet in this tree; it implements the wire contract (bearer token,
@@ -593,5 +594,134 @@ fn bad_agent_configs_exit_64_naming_the_key() {
     assert!(
         stdout.contains("ok (agent: 1 mounts, 1 mapped files, workload web)"),
         "{stdout}"
+    );
+}
+
+/// The agent against the real rotor: rotor publishes a directory (values and their
+/// `NAME_version` markers, kubelet-style), the agent watches it as its pod's mount, and
+/// rotor's own consumers route lists the agent at the version it holds, then at the next
+/// one after a rotation, reloaded inside a permit of rotor's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_rotor_sees_the_agent_follow_a_rotation() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let port = crate::common::rotor_bin::free_port();
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join("consumer.token"))
+            .unwrap();
+        writeln!(f, "{TOKEN}").unwrap();
+    }
+    let reload = crate::common::receiver::Receiver::start(vec![200]).await;
+    let rotor_config = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+admin_token_file = "admin.token"
+consumer_token_file = "consumer.token"
+
+[store]
+type = "embedded"
+path = "rotor.redb"
+master_key_file = "master.key"
+
+[runtime]
+shutdown_timeout = "5s"
+
+[consumers]
+max_concurrent_reloads = 1
+
+[policies.fast]
+interval = "1h"
+grace = "10m"
+generator = {{ type = "token", bytes = 32 }}
+
+[[secrets]]
+tenant = "tenant1"
+key = "db"
+policy = "fast"
+
+[[publish]]
+path = "mnt"
+secrets = {{ "password" = "tenant1/db" }}
+interval = "100ms"
+"#
+    );
+    let rotor = crate::common::rotor_bin::RotorBin::start(dir, port, &rotor_config).await;
+    // In a pod the volume is mounted before the containers start: wait for v1 in it.
+    eventually(Duration::from_secs(30), "v1 published", async || {
+        std::fs::read_to_string(dir.join("mnt/password_version")).is_ok_and(|v| v == "1")
+    })
+    .await;
+    let mut agent = AgentBin::start(
+        dir,
+        &format!(
+            r#"[agent]
+rotor_url = "http://127.0.0.1:{port}"
+token_file = "consumer.token"
+consumer_id = "web-1"
+workload = "web"
+heartbeat = "300ms"
+
+[[mounts]]
+path = "mnt"
+debounce = "50ms"
+critical = ["password"]
+reload = {{ type = "http", url = "{reload}", timeout = "5s" }}
+files = {{ "password" = "tenant1/db" }}
+"#,
+            reload = reload.url()
+        ),
+        &[],
+        &[],
+    );
+    let admin_token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    let consumer = async || {
+        let r = crate::common::http::request(
+            rotor.addr,
+            "GET",
+            "/admin/secrets/consumers/tenant1/db",
+            Some(admin_token.trim()),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.json());
+        r.json()["consumers"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["consumerId"] == "web-1").cloned())
+            .unwrap_or_default()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "rotor lists the agent at v1",
+        async || {
+            agent.assert_running();
+            let c = consumer().await;
+            c["version"] == 1 && c["state"] == "current" && c["workload"] == "web"
+        },
+    )
+    .await;
+    rotor.rotate("tenant1", "db").await;
+    eventually(
+        Duration::from_secs(30),
+        "rotor lists the agent at v2, reloaded",
+        async || {
+            agent.assert_running();
+            let c = consumer().await;
+            c["version"] == 2 && c["reloaded"] == true && c["state"] == "current"
+        },
+    )
+    .await;
+    assert_eq!(reload.hits(), 1, "one rotation, one reload");
+    let log = agent.log();
+    assert!(log.contains("reload permit granted"), "{log}");
+    assert_no_secret("the agent's log", &log);
+    assert!(
+        !rotor.log().contains(TOKEN),
+        "the consumer token in rotor's log"
     );
 }

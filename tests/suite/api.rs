@@ -141,6 +141,8 @@ impl Admin for Fake {
                 steps: vec![Step::Generate, Step::Apply, Step::Test, Step::Promote],
                 started_at: at(100 * id as i64),
                 finished_at: at(100 * id as i64) + chrono::Duration::milliseconds(2500),
+                late_consumers: Vec::new(),
+                gone_consumers: Vec::new(),
             };
             let all = vec![
                 record(3, Outcome::Failed, Some(ErrorKind::Test)),

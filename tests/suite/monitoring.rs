@@ -142,6 +142,7 @@ fn alerts_are_the_contracted_ones() {
         ("ReloadStorm", "warning"),
         ("SecretWatcherHealthFailing", "warning"),
         ("ViewLagExpiry", "warning"),
+        ("ConsumersLaggingPastGrace", "warning"),
     ] {
         assert_eq!(
             severity.get(name).map(String::as_str),

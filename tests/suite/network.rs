@@ -322,7 +322,7 @@ target = {{ type = "webhook", url = "https://hooks.invalid:8443/rotate", hmac_ke
     );
     std::fs::write(env.dir.path().join("hook.key"), "k").unwrap();
     let config = Config::from_str_with_env(&text, "test.toml", &|_| None).unwrap();
-    let rotor::target::config::TargetConfig::Webhook(webhook) = &config.secrets[0].target else {
+    let rotor::target::config::TargetConfig::Webhook(webhook) = &*config.secrets[0].target else {
         panic!("a webhook target");
     };
     let reader: rotor::target::ValueReader = env.store.clone();

@@ -89,7 +89,9 @@ contract_cases!(
         labels_and_timestamps_follow_commits,
         rollback_in_grace_keeps_the_original_promotion_time,
         invalid_commits_write_nothing,
-        secrets_lists_those_with_a_journal;
+        secrets_lists_those_with_a_journal,
+        records_are_check_and_set,
+        records_list_by_namespace;
     reopen:
         values_round_trip_across_reopen,
         history_is_newest_first_limited_and_not_duplicated_by_replays,

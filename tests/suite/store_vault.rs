@@ -14,9 +14,11 @@
 //! looks); the migration of a store of layout 1, written here with raw KV calls (every
 //! secret reads the same after it, it runs once, and one cut short after any of its writes
 //! finishes on the next open); and the whole rotation tree over the store. What the real server cannot be made to do stays on the fake only: retried 500s
-//! and timeouts, a sealed Vault, forced CAS conflicts, a policy denial by path, Kubernetes
-//! login and token renewal, and no value in any error, `Debug` output or log line while
-//! those faults happen.
+//! and timeouts, Kubernetes login and token renewal, and no value in any error, `Debug`
+//! output or log line while those faults happen. A sealed Vault, a forced CAS conflict and
+//! a policy denial by path are here on the fake too, where a case counts requests or needs
+//! the fault on one exact request; the same faults on a real OpenBao, mid-rotation, are in
+//! `tests/suite/faults_vault.rs`.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -330,6 +332,8 @@ core_suite!(
         |env| contract::history_is_newest_first_limited_and_not_duplicated_by_replays(env),
     secrets_lists_those_with_a_journal:
         |env| contract::secrets_lists_those_with_a_journal(&env.store),
+    records_are_check_and_set: |env| contract::records_are_check_and_set(&env.store),
+    records_list_by_namespace: |env| contract::records_list_by_namespace(&env.store),
     // `super::`: the closure is expanded inside `fake` and `openbao`, where the test
     // itself has this name.
     stale_writer_is_fenced: |env| super::stale_writer_is_fenced(env),
@@ -1255,36 +1259,90 @@ async fn the_fake_answers_as_openbao_does() {
         .build()
         .expect("client");
     let mut differences = Vec::new();
-    for (method, api, body) in &script {
-        let mut answers = Vec::new();
-        for (address, token) in [
-            (bao.address().to_owned(), bao.token()),
-            (fake.address(), ROOT),
-        ] {
-            let mut req = http
-                .request(
-                    reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-                    format!("{address}/v1/{api}"),
-                )
-                .header("X-Vault-Token", token);
-            if let Some(b) = body {
-                req = req.body(b.clone());
+    let compare = async |script: &[(&str, String, Option<String>)],
+                         bao_token: &str,
+                         fake_token: &str,
+                         differences: &mut Vec<String>| {
+        for (method, api, body) in script {
+            let mut answers = Vec::new();
+            for (address, token) in [
+                (bao.address().to_owned(), bao_token),
+                (fake.address(), fake_token),
+            ] {
+                let mut req = http
+                    .request(
+                        reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                        format!("{address}/v1/{api}"),
+                    )
+                    .header("X-Vault-Token", token);
+                if let Some(b) = body {
+                    req = req.body(b.clone());
+                }
+                let resp = req.send().await.expect("request");
+                let status = resp.status().as_u16();
+                let bytes = resp.bytes().await.expect("body");
+                let mut json: serde_json::Value =
+                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                comparable(&mut json);
+                answers.push((status, json));
             }
-            let resp = req.send().await.expect("request");
-            let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.expect("body");
-            let mut json: serde_json::Value =
-                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-            comparable(&mut json);
-            answers.push((status, json));
+            if answers[0] != answers[1] {
+                differences.push(format!(
+                    "{method} {api}\n  openbao: {} {}\n  fake:    {} {}",
+                    answers[0].0, answers[0].1, answers[1].0, answers[1].1
+                ));
+            }
         }
-        if answers[0] != answers[1] {
-            differences.push(format!(
-                "{method} {api}\n  openbao: {} {}\n  fake:    {} {}",
-                answers[0].0, answers[0].1, answers[1].0, answers[1].1
-            ));
-        }
-    }
+    };
+    compare(&script, bao.token(), ROOT, &mut differences).await;
+
+    // A policy that denies a path (a token of its own on OpenBao, `deny_path` on the fake),
+    // and a token the server does not know.
+    bao.write_policy(
+        "compare",
+        "path \"secret/*\" { capabilities = [\"create\", \"read\", \"update\", \"list\"] }\n\
+         path \"secret/data/denied/*\" { capabilities = [\"deny\"] }\n",
+    )
+    .await;
+    let limited = bao.policy_token("compare").await;
+    fake.deny_path("secret/data/denied/");
+    let denied: Vec<(&str, String, Option<String>)> = vec![
+        ("GET", "secret/data/denied/x".into(), None),
+        (
+            "POST",
+            "secret/data/denied/x".into(),
+            Some(r#"{"data":{"v":"1"},"options":{"cas":0}}"#.into()),
+        ),
+        ("GET", "secret/data/a/b".into(), None),
+    ];
+    compare(&denied, &limited, ROOT, &mut differences).await;
+    let unknown: Vec<(&str, String, Option<String>)> = vec![
+        ("GET", "secret/data/a/b".into(), None),
+        ("GET", "auth/token/lookup-self".into(), None),
+        ("GET", "sys/health".into(), None),
+    ];
+    compare(&unknown, "not-a-token", "not-a-token", &mut differences).await;
+
+    // Sealed (`sys/seal` on OpenBao, the `sealed` fault on the fake): every request, health
+    // included, whatever the token.
+    bao.seal().await;
+    fake.faults(Faults {
+        sealed: true,
+        ..Faults::default()
+    });
+    let sealed: Vec<(&str, String, Option<String>)> = vec![
+        ("GET", "secret/data/a/b".into(), None),
+        (
+            "POST",
+            "secret/data/a/b".into(),
+            Some(r#"{"data":{"v":"9"},"options":{"cas":3}}"#.into()),
+        ),
+        ("GET", "secret/metadata/a/b".into(), None),
+        ("GET", "auth/token/lookup-self".into(), None),
+        ("GET", "sys/health".into(), None),
+    ];
+    compare(&sealed, bao.token(), ROOT, &mut differences).await;
+    compare(&sealed[..1], "not-a-token", "not-a-token", &mut differences).await;
     assert!(
         differences.is_empty(),
         "the fake answers differently:\n{}",
@@ -1303,6 +1361,11 @@ fn comparable(json: &mut serde_json::Value) {
                 "updated_time",
                 "current_metadata_version",
                 "metadata_cas_required",
+                // Health: the server's clock, build and cluster identity.
+                "server_time_utc",
+                "version",
+                "cluster_name",
+                "cluster_id",
             ] {
                 map.remove(key);
             }

@@ -191,6 +191,16 @@ fields = {{ private = "tenant1/signing#private_key", public = "tenant1/signing#p
                 .await
                 .expect("open the Vault store"),
         );
+        self.start_tree_over(cfg, switch, store).await
+    }
+
+    /// [`Env::start_tree`] over the store `store`.
+    async fn start_tree_over(
+        &self,
+        cfg: &Config,
+        switch: &NoneTarget,
+        store: Arc<dyn Store>,
+    ) -> (Tree, Arc<dyn Store>) {
         let switch = switch.sharing_failures(secret());
         let options = TreeOptions {
             clock: Clock::System,
@@ -276,6 +286,15 @@ fn consistent(doc: &BTreeMap<String, String>) -> Result<Option<(u64, String, Str
     )))
 }
 
+/// What a reader has recorded so far: every distinct document, every inconsistency, and
+/// how many polls it made.
+#[derive(Debug, Default)]
+struct Reading {
+    seen: Vec<Seen>,
+    bad: Vec<String>,
+    polls: u64,
+}
+
 /// Polls the view every `every` until stopped; records every distinct document and every
 /// inconsistency.
 fn spawn_reader(
@@ -283,32 +302,48 @@ fn spawn_reader(
     every: Duration,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<(Vec<Seen>, Vec<String>)> {
+    spawn_shared_reader(env, every, stop, Arc::default())
+}
+
+/// [`spawn_reader`] that also keeps what it read in `shared`, so a test can check the
+/// documents seen so far while the reader goes on.
+fn spawn_shared_reader(
+    env: Arc<Env>,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Mutex<Reading>>,
+) -> tokio::task::JoinHandle<(Vec<Seen>, Vec<String>)> {
     tokio::spawn(async move {
-        let mut seen: Vec<Seen> = Vec::new();
-        let mut bad = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            if let Some(doc) = env.view().await {
-                let at = Utc::now();
-                match consistent(&doc) {
-                    Ok(Some((version, private, public))) => {
-                        if seen.last().is_none_or(|s| {
-                            s.version != version || s.private != private || s.public != public
-                        }) {
-                            seen.push(Seen {
-                                at,
-                                version,
-                                private,
-                                public,
-                            });
+            let doc = env.view().await;
+            let at = Utc::now();
+            {
+                let mut r = shared.lock().expect("reading");
+                r.polls += 1;
+                let Reading { seen, bad, .. } = &mut *r;
+                if let Some(doc) = doc {
+                    match consistent(&doc) {
+                        Ok(Some((version, private, public))) => {
+                            if seen.last().is_none_or(|s| {
+                                s.version != version || s.private != private || s.public != public
+                            }) {
+                                seen.push(Seen {
+                                    at,
+                                    version,
+                                    private,
+                                    public,
+                                });
+                            }
                         }
+                        Ok(None) => {}
+                        Err(e) => bad.push(e),
                     }
-                    Ok(None) => {}
-                    Err(e) => bad.push(e),
                 }
             }
             tokio::time::sleep(every).await;
         }
-        (seen, bad)
+        let mut r = shared.lock().expect("reading");
+        (std::mem::take(&mut r.seen), std::mem::take(&mut r.bad))
     })
 }
 
@@ -396,27 +431,227 @@ async fn wait_view(env: &Env, version: u64) {
 /// reader polling the view every 50 ms: it only ever sees promoted versions, whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_only_ever_shows_promoted_versions_whole() {
+    promoted_only(Writer::View).await;
+}
+
+/// The same rotations and checks with a naive writer instead of the view: a document
+/// written when each version is generated (before apply, test and promotion), as consumers
+/// saw rotor's values before views. It must fail, and by the promotion check ("the view
+/// showed version N ..., which was never promoted" or "... before its promotion"), which
+/// proves the checks above can fail. Ignored because it fails on purpose; run it with
+/// `cargo test --test tests views::a_naive_writer -- --ignored`.
+///
+/// A first version of this demonstration failed by a timeout instead: its checks ran only
+/// once all rotations were done, and the scenario waits for the document to show each
+/// current version; after the rollback a naive writer never writes the restored version
+/// again (it writes only what is generated), so that wait timed out before any check ran.
+/// The scenario now checks what the reader has seen at every step, after the reader has
+/// polled at least twice since the step, so the first unpromoted document fails the test
+/// where it appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails on purpose: shows the reader checks catch a writer of unpromoted values"]
+async fn a_naive_writer_fails_the_promoted_only_checks() {
+    promoted_only(Writer::NaiveAtGenerate).await;
+}
+
+/// Who writes the document the reader polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// rotor's view (`[[publish]] type = "vault"`).
+    View,
+    /// No view; [`NaiveStore`] writes the document when a version is generated.
+    NaiveAtGenerate,
+}
+
+/// A store that, besides storing a version, writes it to the view's document at once: the
+/// writer the promoted-only checks must catch. A test stand-in on purpose (rotor has no such
+/// writer any more; this is how a consumer of a store path saw values before views).
+struct NaiveStore {
+    inner: Arc<dyn Store>,
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+#[async_trait::async_trait]
+impl rotor::store::ReadValue for NaiveStore {
+    async fn read_value(
+        &self,
+        secret: &SecretRef,
+        version: u64,
+    ) -> Result<rotor::generator::SecretValue, rotor::store::StoreError> {
+        self.inner.read_value(secret, version).await
+    }
+    async fn current_version(
+        &self,
+        secret: &SecretRef,
+    ) -> Result<Option<u64>, rotor::store::StoreError> {
+        self.inner.current_version(secret).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for NaiveStore {
+    async fn put_version(
+        &self,
+        secret: &SecretRef,
+        version: u64,
+        rotation: rotor::domain::RotationId,
+        value: &rotor::generator::SecretValue,
+        now: DateTime<Utc>,
+    ) -> Result<(), rotor::store::StoreError> {
+        self.inner
+            .put_version(secret, version, rotation, value, now)
+            .await?;
+        let pair: Value = serde_json::from_slice(value.expose()).expect("a JSON key pair");
+        let doc = json!({"data": {
+            "private": pair["private_key"], "private_version": version.to_string(),
+            "public": pair["public_key"], "public_version": version.to_string(),
+        }});
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("X-Vault-Token", &self.token)
+            .body(doc.to_string())
+            .send()
+            .await
+            .expect("the naive write");
+        assert_eq!(resp.status(), 200, "the naive write");
+        Ok(())
+    }
+    async fn commit(
+        &self,
+        secret: &SecretRef,
+        commit: rotor::store::Commit<'_>,
+    ) -> Result<(), rotor::store::StoreError> {
+        self.inner.commit(secret, commit).await
+    }
+    async fn journal(
+        &self,
+        secret: &SecretRef,
+    ) -> Result<Option<Vec<u8>>, rotor::store::StoreError> {
+        self.inner.journal(secret).await
+    }
+    async fn versions(
+        &self,
+        secret: &SecretRef,
+    ) -> Result<Vec<rotor::domain::VersionMeta>, rotor::store::StoreError> {
+        self.inner.versions(secret).await
+    }
+    async fn history(
+        &self,
+        secret: &SecretRef,
+        limit: usize,
+    ) -> Result<Vec<rotor::domain::HistoryRecord>, rotor::store::StoreError> {
+        self.inner.history(secret, limit).await
+    }
+    async fn secrets(&self) -> Result<Vec<SecretRef>, rotor::store::StoreError> {
+        self.inner.secrets().await
+    }
+    async fn record_get(
+        &self,
+        ns: &str,
+        id: &str,
+    ) -> Result<Option<(Vec<u8>, rotor::store::Rev)>, rotor::store::StoreError> {
+        self.inner.record_get(ns, id).await
+    }
+    async fn record_put(
+        &self,
+        ns: &str,
+        id: &str,
+        bytes: &[u8],
+        expected: Option<rotor::store::Rev>,
+    ) -> Result<rotor::store::Rev, rotor::store::StoreError> {
+        self.inner.record_put(ns, id, bytes, expected).await
+    }
+    async fn record_delete(
+        &self,
+        ns: &str,
+        id: &str,
+        expected: rotor::store::Rev,
+    ) -> Result<(), rotor::store::StoreError> {
+        self.inner.record_delete(ns, id, expected).await
+    }
+    async fn record_list(
+        &self,
+        ns: &str,
+    ) -> Result<Vec<rotor::store::Record>, rotor::store::StoreError> {
+        self.inner.record_list(ns).await
+    }
+    fn fingerprint(&self, value: &[u8]) -> String {
+        self.inner.fingerprint(value)
+    }
+}
+
+/// The promoted-only scenario with `writer` writing the document the reader polls.
+async fn promoted_only(writer: Writer) {
     let Some(env) = Env::start().await else {
         return;
     };
     let env = Arc::new(env);
     let cfg = env.config("3s", "50ms");
     let switch = NoneTarget::new(secret());
-    let (mut tree, store) = env.start_tree(&cfg, &switch).await;
+    let vault: Arc<dyn Store> = Arc::new(
+        VaultStore::open(env.settings())
+            .await
+            .expect("open the Vault store"),
+    );
+    let (mut tree, store) = match writer {
+        Writer::View => env.start_tree_over(&cfg, &switch, vault).await,
+        Writer::NaiveAtGenerate => {
+            // The same config without its `[[publish]]`: only the naive writer writes.
+            let text = cfg_without_views(&env);
+            let naive = Arc::new(NaiveStore {
+                inner: vault.clone(),
+                http: reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .expect("client"),
+                url: format!("{}/v1/{}/data/{VIEW_PATH}", env.bao.address(), env.mount),
+                token: env.bao.token().to_owned(),
+            });
+            let (tree, _) = env.start_tree_over(&text, &switch, naive).await;
+            (tree, vault)
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = spawn_reader(env.clone(), Duration::from_millis(50), stop.clone());
+    let shared = Arc::new(Mutex::new(Reading::default()));
+    let reader = spawn_shared_reader(
+        env.clone(),
+        Duration::from_millis(50),
+        stop.clone(),
+        shared.clone(),
+    );
     let admin = admin(&tree);
     let s = secret();
-    wait_phase(&tree, "idle").await;
-    wait_view(&env, 1).await;
     let mut values = BTreeMap::new();
+    // Checks every document seen so far, once the reader has polled twice more.
+    let checkpoint = async |values: &BTreeMap<u64, Value>| {
+        let polls = shared.lock().expect("reading").polls;
+        eventually(LIMIT, "the reader to poll twice more", async || {
+            shared.lock().expect("reading").polls >= polls + 2
+        })
+        .await;
+        let (seen, bad) = {
+            let r = shared.lock().expect("reading");
+            (r.seen.clone(), r.bad.clone())
+        };
+        assert!(bad.is_empty(), "inconsistent documents: {bad:?}");
+        check_seen(&*store, &seen, values).await;
+    };
+    wait_phase(&tree, "idle").await;
+    // The phase is `idle` before the first version exists too; the view showing it is what
+    // says that it does.
+    wait_view(&env, 1).await;
     remember(&*store, 1, &mut values).await;
+    checkpoint(&values).await;
     let mut failed = 0;
     for round in 0..3 {
         // Succeeds; grace ends.
         admin.rotate(s.clone()).await.expect("rotate");
         let v = wait_phase(&tree, "grace").await.expect("a current version");
         remember(&*store, v, &mut values).await;
+        checkpoint(&values).await;
         wait_view(&env, v).await;
         wait_phase(&tree, "idle").await;
         // Fails at apply, then at test: the view keeps the current version.
@@ -429,6 +664,7 @@ async fn a_view_only_ever_shows_promoted_versions_whole() {
                 Some(current),
                 "round {round}: a failed {step} keeps the current"
             );
+            checkpoint(&values).await;
             switch.heal();
             failed += 1;
         }
@@ -437,9 +673,11 @@ async fn a_view_only_ever_shows_promoted_versions_whole() {
         let w = wait_phase(&tree, "grace").await.expect("a current version");
         assert!(w > v);
         remember(&*store, w, &mut values).await;
+        checkpoint(&values).await;
         wait_view(&env, w).await;
         admin.rollback(s.clone()).await.expect("rollback");
         wait_phase(&tree, "idle").await;
+        checkpoint(&values).await;
         wait_view(&env, v).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -451,6 +689,11 @@ async fn a_view_only_ever_shows_promoted_versions_whole() {
         "views: versions the reader saw, in order: {shown:?} ({failed} failed attempts never shown)"
     );
     let _ = tree.shutdown(Duration::from_secs(5)).await;
+}
+
+/// [`Env::config`]`("3s", _)` without its `[[publish]]` table.
+fn cfg_without_views(env: &Env) -> Config {
+    env.config_views("grace = \"3s\"", &[])
 }
 
 /// A view left stale while rotor was down (another version's number, a value that is not

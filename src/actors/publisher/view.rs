@@ -1,7 +1,9 @@
-//! The Vault view publisher: one actor per `[[publish]] type = "vault"` entry. Every
-//! `interval` it reconciles the view with the store's current versions
-//! ([`ViewWriter::sync`]: read the current labels, read the document, one check-and-set
-//! write when they differ), first right after it starts, which repairs a view left stale
+//! The view publisher: one actor per `[[publish]] type = "vault"` or `type = "aws"` entry,
+//! the same actor for both ([`Writer`] is the one thing that differs). Every `interval` it
+//! reconciles the view with the store's labelled versions (a Vault view,
+//! [`ViewWriter::sync`]: read the current labels, read the document, one check-and-set
+//! write when they differ; an AWS view, [`AwsViewWriter::sync`]: move the AWS stages to
+//! rotor's current and previous), first right after it starts, which repairs a view left stale
 //! while rotor was down. A failed reconcile is logged at WARN (view and error, never a
 //! value) and counted, and the next tick tries again; a lost check-and-set is retried at
 //! once, a few times, since it only means someone else wrote in between.
@@ -11,8 +13,8 @@
 //! ([`RotationMsg::ViewShows`]): the previous version of a secret expires only once every
 //! view of it shows the new one. It reports at every tick, not only on a write, so a
 //! restarted rotation actor learns again within one interval. A rotation actor casts
-//! [`ViewMsg::Nudge`] right after it commits a promotion or rollback, so the view follows at
-//! once instead of at the next tick.
+//! [`ViewMsg::Nudge`] right after it commits a promotion, rollback or expiry, so the view
+//! follows at once instead of at the next tick.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,8 +24,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::super::rotation::{self, RotationMsg};
 use crate::domain::{SecretRef, VersionNo};
 use crate::metrics::{Metrics, ViewFieldLabels, ViewLabels, ViewNameLabels};
-use crate::publish::config::VaultViewConfig;
-use crate::publish::vault::{Synced, ViewError, ViewWriter};
+use crate::publish::aws::{AwsEnv, AwsViewWriter};
+use crate::publish::config::{ViewConfig, ViewField};
+use crate::publish::vault::ViewWriter;
+use crate::publish::view::{Synced, ViewError};
 use crate::store::Store;
 use crate::supervisor::TimerGuard;
 
@@ -31,8 +35,34 @@ use crate::supervisor::TimerGuard;
 const CONFLICT_ATTEMPTS: u32 = 3;
 
 /// The registry name of the publisher of a view in the tree `namespace`.
-pub fn actor_name(namespace: &str, config: &VaultViewConfig) -> String {
-    format!("{namespace}view:{}/{}", config.address, config.name())
+pub fn actor_name(namespace: &str, config: &ViewConfig) -> String {
+    format!("{namespace}view:{}/{}", config.location(), config.name())
+}
+
+/// What writes one view: a Vault KV document or an AWS Secrets Manager secret.
+#[derive(Debug)]
+pub enum Writer {
+    Vault(ViewWriter),
+    Aws(AwsViewWriter),
+}
+
+impl Writer {
+    /// The writer of `config`; `aws_env` is where an AWS view's credential chain reads the
+    /// environment.
+    pub fn new(config: &ViewConfig, aws_env: &AwsEnv) -> Result<Writer, ViewError> {
+        Ok(match config {
+            ViewConfig::Vault(v) => Writer::Vault(ViewWriter::new(v.clone())?),
+            ViewConfig::Aws(a) => Writer::Aws(AwsViewWriter::new(a.clone(), aws_env.clone())),
+        })
+    }
+
+    /// One reconcile with the store's labelled versions.
+    pub async fn sync(&self, store: &dyn Store) -> Result<Synced, ViewError> {
+        match self {
+            Writer::Vault(w) => w.sync(store).await,
+            Writer::Aws(w) => w.sync(store).await,
+        }
+    }
 }
 
 pub enum ViewMsg {
@@ -44,7 +74,10 @@ pub enum ViewMsg {
 }
 
 pub struct ViewState {
-    writer: ViewWriter,
+    writer: Writer,
+    config: ViewConfig,
+    /// The view's fields (what each shows), for the reports to rotation actors.
+    fields: BTreeMap<String, ViewField>,
     store: Arc<dyn Store>,
     metrics: Metrics,
     tick: TimerGuard,
@@ -57,13 +90,14 @@ pub struct ViewPublisherActor;
 impl Actor for ViewPublisherActor {
     type Msg = ViewMsg;
     type State = ViewState;
-    /// The view, the store, metrics, and the tree's registry namespace.
-    type Arguments = (Arc<VaultViewConfig>, Arc<dyn Store>, Metrics, String);
+    /// The view, the store, metrics, the tree's registry namespace, and where an AWS
+    /// view's credential chain reads the environment.
+    type Arguments = (ViewConfig, Arc<dyn Store>, Metrics, String, AwsEnv);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (config, store, metrics, namespace): Self::Arguments,
+        (config, store, metrics, namespace, aws_env): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         // Exported at zero, so the alert on it has a series before the first forced expiry.
         let _ = metrics
@@ -72,7 +106,9 @@ impl Actor for ViewPublisherActor {
                 view: config.name(),
             });
         Ok(ViewState {
-            writer: ViewWriter::new(config)?,
+            writer: Writer::new(&config, &aws_env)?,
+            fields: config.fields(),
+            config,
             store,
             metrics,
             tick: TimerGuard::new(),
@@ -100,7 +136,7 @@ impl Actor for ViewPublisherActor {
         match msg {
             ViewMsg::Tick => {
                 state.reconcile().await;
-                let interval = state.writer.config().interval;
+                let interval = state.config.interval();
                 state.tick.arm(interval, myself, || ViewMsg::Tick);
             }
             ViewMsg::Nudge => state.reconcile().await,
@@ -111,16 +147,13 @@ impl Actor for ViewPublisherActor {
 
 impl ViewState {
     async fn reconcile(&mut self) {
-        let view = self.writer.config().name();
+        let view = self.config.name();
         for attempt in 1..=CONFLICT_ATTEMPTS {
             match self.writer.sync(&*self.store).await {
-                Ok(Synced::Written {
-                    kv_version,
-                    versions,
-                }) => {
+                Ok(Synced::Written { revision, versions }) => {
                     self.count(&view, "written");
                     self.show(&view, &versions);
-                    tracing::info!(view = %view, kv_version, versions = ?versions, "view updated to the current versions");
+                    tracing::info!(view = %view, revision = %revision, versions = ?versions, "view updated to the current versions");
                     self.report(&view, &versions);
                     return;
                 }
@@ -148,7 +181,7 @@ impl ViewState {
     /// Tells the rotation actor of each secret of the view which version the document
     /// shows (looked up by registry name every time: a restarted actor is a new one).
     fn report(&self, view: &str, versions: &BTreeMap<String, VersionNo>) {
-        let fields = &self.writer.config().fields;
+        let fields = &self.fields;
         let shown: BTreeMap<&SecretRef, VersionNo> = versions
             .iter()
             .filter_map(|(name, v)| fields.get(name).map(|f| (&f.secret, *v)))

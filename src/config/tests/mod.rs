@@ -8,9 +8,11 @@ mod files;
 mod notify;
 mod proxies;
 mod server;
+mod sets;
 mod stores;
 mod targets;
 mod views;
+mod views_aws;
 mod watch;
 
 use std::path::PathBuf;
@@ -189,7 +191,7 @@ fn contract_shape_loads() {
     );
     assert_eq!(c.secrets.len(), 2);
     assert_eq!(c.secrets[0].secret.to_string(), "tenant1/api_keys");
-    assert_eq!(c.secrets[0].target, crate::target::TargetConfig::default());
+    assert_eq!(*c.secrets[0].target, crate::target::TargetConfig::default());
     assert_eq!(c.secrets[1].policy.name, "nightly");
     // Every policy is validated once and shared.
     assert!(std::sync::Arc::ptr_eq(

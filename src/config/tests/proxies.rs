@@ -46,7 +46,7 @@ fn every_http_integration_takes_a_proxy() {
     };
     assert_eq!(v.proxy, want);
     assert!(c.notify.iter().all(|n: &NotifyConfig| n.proxy == want));
-    let TargetConfig::Webhook(w) = &c.secrets[0].target else {
+    let TargetConfig::Webhook(w) = &*c.secrets[0].target else {
         panic!("a webhook target");
     };
     assert_eq!(w.proxy, want);

@@ -37,7 +37,7 @@ grace = "24h"
 generator = { type = "password", length = 32 }"#;
 
 fn target(c: Config) -> TargetConfig {
-    c.secrets[0].target.clone()
+    (*c.secrets[0].target).clone()
 }
 
 fn errors(r: Result<Config, ConfigErrors>) -> String {
@@ -299,7 +299,7 @@ target = { type = "none", fail_file = "/tmp/broken" }
 "#,
     );
     assert_eq!(
-        c.secrets[0].target,
+        *c.secrets[0].target,
         TargetConfig::None(NoneConfig {
             delay: Duration::ZERO,
             fail: vec!["apply".into()],
