@@ -94,6 +94,8 @@ fn context(senders: Senders, metrics: Metrics) -> Arc<WatchContext> {
         managed: BTreeSet::new(),
         state_dir: None,
         max_file_size: rotor::watch::scan::DEFAULT_MAX_FILE_SIZE,
+        reload_gate: None,
+        notify: true,
         sink: Some(Arc::new(move |e: &WatchEvent| {
             if e.kind == WatchEventKind::SecretChanged {
                 let at = Instant::now();

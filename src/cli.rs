@@ -1,8 +1,10 @@
-//! The `rotor` command line: `run`, `check`, `plan`, `versions`, `history`, `rotate`,
-//! `rollback`, `consumers`.
+//! The `rotor` command line: `run`, `agent`, `check`, `plan`, `versions`, `history`,
+//! `rotate`, `rollback`, `consumers`.
 //!
 //! Offline commands (`check`, `plan`, `versions`, `history`) never start actors or bind a
-//! port. `versions` and `history` print metadata only, never values.
+//! port. `versions` and `history` print metadata only, never values. `check` validates
+//! both kinds of configuration: `rotor run`'s, and `rotor agent`'s (a file with an
+//! `[agent]` table).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::server::{HistoryView, VersionView};
-use crate::config::{Config, StoreConfig};
+use crate::config::{AnyConfig, Config, StoreConfig};
 use crate::domain::{SecretRef, validate_ident};
 use crate::machine::{Phase, SecretState};
 use crate::store::Store;
@@ -54,7 +56,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
-    /// Validate configuration files offline; prints every error with its line and column.
+    /// Run the sidecar agent: watch the pod's mounts, reload, and report the versions it
+    /// holds to rotor (the configuration has an `[agent]` table). Stops on SIGTERM/SIGINT.
+    Agent {
+        /// Agent configuration file (TOML).
+        #[arg(short, long, env = "ROTOR_CONFIG")]
+        config: PathBuf,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Validate configuration files offline (`rotor run`'s, or `rotor agent`'s when the
+    /// file has an `[agent]` table); prints every error with its line and column.
     Check {
         /// Configuration file (TOML); also accepted as positional arguments.
         #[arg(short, long, env = "ROTOR_CONFIG")]
@@ -168,7 +181,7 @@ pub fn run_offline(command: Command) -> ExitCode {
             tenant,
             key,
         } => with_config(&config, |cfg| consumers(cfg, &tenant, &key)),
-        Command::Run { .. } => ExitCode::FAILURE,
+        Command::Run { .. } | Command::Agent { .. } => ExitCode::FAILURE,
     }
 }
 
@@ -281,13 +294,20 @@ fn check(files: Vec<PathBuf>) -> ExitCode {
     }
     let mut bad = 0;
     for file in &files {
-        match Config::load(file) {
-            Ok(cfg) => println!(
+        match crate::config::load_any(file) {
+            Ok(AnyConfig::Service(cfg)) => println!(
                 "{}: ok ({} secrets, {} policies, {} mounts)",
                 file.display(),
                 cfg.secrets.len(),
                 cfg.policies.len(),
                 cfg.mounts.len()
+            ),
+            Ok(AnyConfig::Agent(cfg)) => println!(
+                "{}: ok (agent: {} mounts, {} mapped files, workload {})",
+                file.display(),
+                cfg.mounts.len(),
+                cfg.mounts.iter().map(|m| m.files.len()).sum::<usize>(),
+                cfg.agent.workload.as_deref().unwrap_or("-"),
             ),
             Err(e) => {
                 bad += 1;

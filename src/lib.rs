@@ -28,12 +28,15 @@
 //! - [`actors`]: everything that spawns: rotor's tree, the rotation, watcher, publisher,
 //!   notifier, metrics and admin actors.
 //! - [`api`]: the admin HTTP API over an [`api::Admin`] backend.
+//! - [`agent`]: `rotor agent`, the sidecar: watches a pod's mounts with the same watcher,
+//!   reloads, and reports versions to rotor (with reload permits).
 //! - [`cli`]: the `rotor` command line.
 //! - [`process`]: process hardening at start-up (no core dumps).
 //! - [`redact`]: masking runs of a secret value (raw, base64, hex) out of hook output.
 //! - `testing` (tests and the `test-util` feature only): the one `eventually` wait.
 
 pub mod actors;
+pub mod agent;
 pub mod api;
 pub mod backoff;
 pub mod cli;

@@ -1,7 +1,9 @@
 //! `rotor`: the binary. `rotor run` reads like a runbook: load and validate the
 //! configuration without binding anything (exit 64 on bad config), open the store, start
 //! the supervision tree, serve the admin API, wait for a signal or for the tree to give
-//! up, drain within the configured bound, and say so if it did not finish.
+//! up, drain within the configured bound, and say so if it did not finish. `rotor agent`
+//! (the sidecar) loads its own kind of configuration (exit 64 on a bad one) and runs
+//! [`rotor::agent::run`] on a current-thread runtime until a signal.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -54,6 +56,11 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+        Command::Agent { config, log_format } => {
+            init_logging(log_format);
+            install_quiet_panic_hook();
+            run_agent(&config)
         }
         other => rotor::cli::run_offline(other),
     }
@@ -240,6 +247,55 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
     };
     tracing::info!(%exit, "rotor stopped");
     code
+}
+
+/// `rotor agent`: the configuration (exit 64 when bad), the consumer id, then the agent on
+/// one current-thread runtime (a sidecar in every pod: small matters more than parallel).
+fn run_agent(config_path: &std::path::Path) -> ExitCode {
+    let config = match rotor::config::AgentConfig::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            tracing::error!(config = %config_path.display(), "invalid agent configuration; not starting");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let consumer_id = match rotor::agent::consumer_id(
+        config.agent.consumer_id.as_deref(),
+        &|name| std::env::var(name).ok(),
+        &rotor::agent::system_hostname,
+    ) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(rotor::agent::run(config, consumer_id, async {
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, "rotor agent stopping");
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, kind = e.metric_label(), "rotor agent stopped");
+            if e.is_config() {
+                ExitCode::from(EXIT_BAD_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT with the signal's name.

@@ -12,6 +12,11 @@
 // Helpers shared by the topics: HTTP client, rotor binary, receivers, store contract, TLS.
 mod common;
 
+// `rotor agent`, the real binary, against a stand-in for rotor's consumer routes (reports,
+// reload permits, rotor down and back, bad configs, the consumer id's defaults) and once
+// against the real rotor following a rotation.
+#[path = "suite/agent.rs"]
+mod agent;
 // The admin HTTP API over real loopback HTTP, against a fake backend.
 #[path = "suite/api.rs"]
 mod api;

@@ -9,6 +9,11 @@
 //! the values (the store's bytes, as `read_value` returns them) and swaps. At start it
 //! fingerprints what the directory already holds, so a restart does not swap again.
 //!
+//! Beside every file `NAME` the same swap writes its version marker `NAME_version`
+//! ([`crate::watch::mapping::version_marker`]): the rotor version number, in decimal, no
+//! newline. A consumer (`rotor agent`) reads it to report which version its mount holds; it
+//! is in the same generation directory as the value, so the two never disagree.
+//!
 //! [`view`] is the publisher of a Vault view (`[[publish]] type = "vault"`).
 
 pub mod view;
@@ -22,7 +27,7 @@ use crate::domain::{Label, SecretRef};
 use crate::publish::config::PublishConfig;
 use crate::store::Store;
 use crate::supervisor::TimerGuard;
-use crate::watch::{atomic, scan};
+use crate::watch::{atomic, mapping, scan};
 
 /// Mode of published files, as a secret volume with `defaultMode: 0400`.
 pub const FILE_MODE: u32 = 0o400;
@@ -77,9 +82,11 @@ impl Actor for PublisherActor {
         })
         .await?;
         if let Ok(snapshot) = existing {
+            // The value files only: markers are rewritten with their values.
             state.published = snapshot
                 .files
                 .into_iter()
+                .filter(|(n, _)| state.config.files.contains_key(n))
                 .filter_map(|(n, s)| s.fingerprint().map(|f| (n, f.to_owned())))
                 .collect();
         }
@@ -149,12 +156,20 @@ async fn publish_once(
         return Ok(None);
     }
     let mut values = Vec::with_capacity(want.len());
+    let mut markers = Vec::with_capacity(want.len());
     for (file, (secret, version, _)) in &want {
         let value = store
             .read_value(secret, *version)
             .await
             .map_err(|e| e.to_string())?;
         values.push((file.clone(), value));
+        let marker = mapping::version_marker(file);
+        if config.files.contains_key(&marker) {
+            return Err(format!(
+                "file {marker} is published and is also the version marker of {file}; rename one"
+            ));
+        }
+        markers.push((marker, version.to_string()));
     }
     // Writing files blocks: on a blocking thread, like the scan at start.
     let config = config.clone();
@@ -162,6 +177,7 @@ async fn publish_once(
         let files: BTreeMap<String, &[u8]> = values
             .iter()
             .map(|(f, v)| (f.clone(), v.expose()))
+            .chain(markers.iter().map(|(f, v)| (f.clone(), v.as_bytes())))
             .collect();
         atomic::write(&config.path, &files, FILE_MODE)
             .map_err(|e| format!("writing {}: {e}", config.path.display()))

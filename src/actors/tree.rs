@@ -264,6 +264,8 @@ fn watch_context(
         sink: options.watch_sink.clone(),
         mountinfo: options.mountinfo.clone(),
         max_file_size: config.watch.max_file_size,
+        reload_gate: None,
+        notify: true,
     })
 }
 

@@ -24,6 +24,11 @@
 //! inotify is unavailable) the actor rescans on a timer instead, comparing content
 //! fingerprints rather than modification times.
 //!
+//! A view's version markers (`NAME_version` beside `NAME`) are left out of every snapshot
+//! ([`mapping::is_version_marker`]): they change with their value in the same swap and are
+//! metadata. When the context carries a [`reload::ReloadGate`] (`rotor agent`'s reload
+//! permits), every reload attempt waits for it and the gate hears how each reload ended.
+//!
 //! Last-seen fingerprints are persisted per mount ([`crate::watch::state`]), so a restarted
 //! watcher reports only what changed while it was down. Mapped files (the mount's `files`
 //! or the naming convention) are reported to their rotation actor as
@@ -85,6 +90,12 @@ pub struct WatchContext {
     pub mountinfo: PathBuf,
     /// `[watch] max_file_size`: larger visible files are skipped, not read.
     pub max_file_size: u64,
+    /// Asked before every reload attempt and told how each reload ended (`rotor agent`'s
+    /// reload permits); `None` in `rotor run`.
+    pub reload_gate: Option<Arc<dyn reload::ReloadGate>>,
+    /// Whether events go to the notifier actor. `rotor agent` has none: its events go to
+    /// the sink, which logs what matters.
+    pub notify: bool,
 }
 
 /// The registry name of the watcher of `mount` in the tree `namespace`.
@@ -312,6 +323,9 @@ impl Actor for WatcherActor {
                     "failed"
                 };
                 state.count_reload(action, outcome);
+                if let Some(gate) = &state.ctx.reload_gate {
+                    gate.finished(&state.mount.path, result.is_ok());
+                }
                 match result {
                     Ok(attempts) => tracing::info!(
                         mount = %state.mount.path.display(),
@@ -416,7 +430,24 @@ impl WatcherState {
             tokio::task::spawn_blocking(move || (scan::scan(&dir, &*fp, max), dir_id(&dir)))
                 .await?;
         match result {
-            Ok(snap) => {
+            Ok(mut snap) => {
+                // Version markers change with their value file in the same swap; they are
+                // metadata, reported by nobody and never critical.
+                let markers: Vec<String> = snap
+                    .files
+                    .keys()
+                    .filter(|f| {
+                        mapping::is_version_marker(
+                            f,
+                            |v| snap.files.contains_key(v),
+                            &self.mount.files,
+                        )
+                    })
+                    .cloned()
+                    .collect();
+                for m in markers {
+                    snap.files.remove(&m);
+                }
                 if std::mem::take(&mut self.missing) {
                     tracing::info!(mount = %self.path().display(), "mount directory is back");
                 }
@@ -600,6 +631,8 @@ impl WatcherState {
             return;
         };
         let limiter = self.ctx.limiter.clone();
+        let gate = self.ctx.reload_gate.clone();
+        let mount_path = self.mount.path.clone();
         let me = myself.clone();
         let mount = self.mount.path.display().to_string();
         // Doubling from the mount's `backoff`, no jitter (one reload per mount at a time, and
@@ -619,7 +652,17 @@ impl WatcherState {
                 if !waited.is_zero() {
                     tracing::info!(%mount, waited = ?waited, "reload delayed by the global rate limit");
                 }
-                match reload::run(&reload.action).await {
+                // The gate (a reload permit) is held only while the attempt runs, not
+                // through the backoff before the next one.
+                let permit = match &gate {
+                    Some(g) => g.acquire(&mount_path).await,
+                    None => None,
+                };
+                let ran = reload::run(&reload.action).await;
+                if let Some(g) = &gate {
+                    g.release(&mount_path, permit).await;
+                }
+                match ran {
                     Ok(()) => break Ok(attempt),
                     Err(e) if attempt < reload.max_attempts => {
                         let wait = backoff.map_or(MAX_RELOAD_BACKOFF, |b| b.delay(attempt, 0.0));
@@ -706,7 +749,7 @@ impl WatcherState {
                 at,
             });
         }
-        if notify {
+        if notify && self.ctx.notify {
             notifier::send(
                 &self.ctx.namespace,
                 NotifierMsg::Watcher {

@@ -8,6 +8,10 @@
 //!    [`model`], merging the [`builtin`] policies;
 //! 3. [`env`] overrides from the environment are checked alongside and applied last.
 //!
+//! A document with an `[agent]` table is the other kind, the configuration of `rotor
+//! agent` ([`agent`]): it shares the `[[mounts]]` and `[watch]` checks and has none of the
+//! rest. [`load_any`] tells the two apart (what `rotor check` uses).
+//!
 //! Only this module and the integrations' `config` modules (the keys of a target, store,
 //! notifier channel, reload action or publish destination, beside it) know TOML:
 //! everything else reads [`Config`].
@@ -24,6 +28,7 @@
 //! policy = "api_keys"
 //! ```
 
+pub mod agent;
 mod builtin;
 mod check;
 mod env;
@@ -39,6 +44,7 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
+pub use agent::{AgentConfig, AgentSettings};
 pub(crate) use check::{SecretMention, Validator, join};
 pub use env::{
     MOUNT_PATH as ENV_MOUNT_PATH, POLL_INTERVAL as ENV_POLL_INTERVAL,
@@ -53,6 +59,61 @@ pub(crate) use schema::{Field, Ty, f};
 
 use error::Diagnostics;
 
+/// A configuration file of either kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyConfig {
+    /// `rotor run`'s. Boxed, as is the agent's: both are large next to the tag.
+    Service(Box<Config>),
+    /// `rotor agent`'s (the file has an `[agent]` table).
+    Agent(Box<AgentConfig>),
+}
+
+/// Loads and validates `path` as whichever kind it is: an agent configuration when it has
+/// an `[agent]` table, `rotor run`'s otherwise (with overrides from the environment).
+pub fn load_any(path: &Path) -> Result<AnyConfig, ConfigErrors> {
+    let origin = path.display().to_string();
+    let text = read_text(path)?;
+    if agent::is_agent_document(&text) {
+        AgentConfig::from_str(&text, &origin).map(|c| AnyConfig::Agent(Box::new(c)))
+    } else {
+        drop(text);
+        Config::load(path).map(|c| AnyConfig::Service(Box::new(c)))
+    }
+}
+
+/// The text of a configuration file, or the one error saying why it cannot be read.
+fn read_text(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        origin: path.display().to_string(),
+        errors: vec![ConfigError {
+            location: None,
+            key: "file".to_owned(),
+            message: format!("cannot read the configuration file: {e}"),
+            got: None,
+        }],
+    })
+}
+
+impl AgentConfig {
+    /// Loads and validates the agent configuration at `path`. A file without an `[agent]`
+    /// table is refused with a message saying so.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigErrors> {
+        let origin = path.display().to_string();
+        let text = read_text(path)?;
+        if !agent::is_agent_document(&text) {
+            let mut diag = Diagnostics::new(&text);
+            diag.at(
+                None,
+                agent::AGENT_TABLE,
+                "missing table [agent]: this is not a `rotor agent` configuration (a `rotor \
+                 run` file is started with `rotor run`)",
+            );
+            return Err(diag.finish(&origin));
+        }
+        AgentConfig::from_str(&text, &origin)
+    }
+}
+
 impl Config {
     /// Loads and validates `path`, with overrides from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -65,15 +126,7 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            origin: origin.clone(),
-            errors: vec![ConfigError {
-                location: None,
-                key: "file".to_owned(),
-                message: format!("cannot read the configuration file: {e}"),
-                got: None,
-            }],
-        })?;
+        let text = read_text(path)?;
         // A relative `tenants_file` is read beside the configuration file.
         let base_dir = path.parent().unwrap_or(Path::new(""));
         let config = Config::from_str_in(&text, &origin, base_dir, env);
@@ -113,6 +166,21 @@ impl Config {
             return Err(diag.finish(origin));
         }
 
+        // An `[agent]` table makes the file the sidecar's: say so instead of calling every
+        // table unknown.
+        if let Some((key, _)) = doc
+            .get_ref()
+            .iter()
+            .find(|(k, _)| k.get_ref() == agent::AGENT_TABLE)
+        {
+            diag.at(
+                Some(key.span()),
+                agent::AGENT_TABLE,
+                "an [agent] table makes this a `rotor agent` configuration: start it with \
+                 `rotor agent -c FILE` (`rotor check` validates both kinds)",
+            );
+            return Err(diag.finish(origin));
+        }
         let pruned = schema::check_document(&mut diag, doc.get_mut());
         let raw = match raw::parse(doc) {
             Ok(raw) => raw,

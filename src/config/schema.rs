@@ -78,13 +78,13 @@ const RUNTIME: &[Field] = &[
     f("retry_backoff_max", Ty::Duration),
 ];
 
-const WATCH: &[Field] = &[
+pub(super) const WATCH: &[Field] = &[
     f("enabled", Ty::Bool),
     f("max_reloads_per_minute", Ty::Int),
     f("max_file_size", Ty::Int),
 ];
 
-const MOUNT: &[Field] = &[
+pub(super) const MOUNT: &[Field] = &[
     f("path", Ty::Str),
     f("debounce", Ty::Duration),
     f("poll_interval", Ty::Duration),
@@ -203,11 +203,21 @@ pub(super) fn check_document(
     diag: &mut Diagnostics<'_>,
     root: &mut DeTable<'_>,
 ) -> HashSet<String> {
+    check_document_with(diag, root, ROOT)
+}
+
+/// Checks `root` against `fields` (another kind of document: the agent's), reporting and
+/// removing what does not fit. Returns the key paths that were removed.
+pub(super) fn check_document_with(
+    diag: &mut Diagnostics<'_>,
+    root: &mut DeTable<'_>,
+    fields: &[Field],
+) -> HashSet<String> {
     let mut walk = Walk {
         diag,
         pruned: HashSet::new(),
     };
-    walk.table("", root, ROOT);
+    walk.table("", root, fields);
     walk.pruned
 }
 

@@ -15,10 +15,12 @@ use super::check::{SecretMention, Validator, join};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    CacheConfig, Config, ConsumersConfig, MetricsConfig, MountConfig, RuntimeConfig,
-    SecretConfig, ServerConfig, StoreConfig, WatchConfig,
+    CacheConfig, Config, ConsumersConfig, MetricsConfig, MountConfig, RuntimeConfig, SecretConfig,
+    ServerConfig, StoreConfig, WatchConfig,
 };
-use super::raw::{RawCache, RawConfig, RawConsumers, RawMount, RawRuntime, RawServer, RawStore};
+use super::raw::{
+    RawCache, RawConfig, RawConsumers, RawMount, RawRuntime, RawServer, RawStore, RawWatch,
+};
 use crate::domain::SecretRef;
 use crate::duration::format_duration;
 
@@ -60,31 +62,7 @@ pub(super) fn validate(
     let server = v.server(raw.server.as_ref());
     let store = v.store(raw.store.as_ref());
     let runtime = v.runtime(raw.runtime.as_ref());
-    let watch = WatchConfig {
-        enabled: raw
-            .watch
-            .as_ref()
-            .and_then(|w| w.get_ref().enabled.as_ref())
-            .is_none_or(|e| *e.get_ref()),
-        max_reloads_per_minute: v.int_or(
-            "watch.max_reloads_per_minute",
-            raw.watch
-                .as_ref()
-                .and_then(|w| w.get_ref().max_reloads_per_minute.as_ref()),
-            MAX_RELOADS_PER_MINUTE,
-            "max_reloads_per_minute",
-            DEFAULT_MAX_RELOADS_PER_MINUTE,
-        ),
-        max_file_size: v.int_or(
-            "watch.max_file_size",
-            raw.watch
-                .as_ref()
-                .and_then(|w| w.get_ref().max_file_size.as_ref()),
-            MAX_FILE_SIZE,
-            "max_file_size (in bytes)",
-            crate::watch::scan::DEFAULT_MAX_FILE_SIZE,
-        ),
-    };
+    let watch = v.watch(raw.watch.as_ref());
     let mut mentions = Vec::new();
     let mounts = v.mounts(&raw.mounts, &mut mentions);
     let publish = crate::publish::config::validate(&mut v, &raw.publish, &mut mentions, &store);
@@ -132,6 +110,30 @@ fn secret_span(value: Option<&Spanned<String>>, fallback: Range<usize>) -> Range
 }
 
 impl Validator<'_, '_> {
+    /// `[watch]`, shared by `rotor run` and `rotor agent` configurations.
+    pub(super) fn watch(&mut self, raw: Option<&Spanned<RawWatch>>) -> WatchConfig {
+        let raw = raw.map(|w| w.get_ref());
+        WatchConfig {
+            enabled: raw
+                .and_then(|w| w.enabled.as_ref())
+                .is_none_or(|e| *e.get_ref()),
+            max_reloads_per_minute: self.int_or(
+                "watch.max_reloads_per_minute",
+                raw.and_then(|w| w.max_reloads_per_minute.as_ref()),
+                MAX_RELOADS_PER_MINUTE,
+                "max_reloads_per_minute",
+                DEFAULT_MAX_RELOADS_PER_MINUTE,
+            ),
+            max_file_size: self.int_or(
+                "watch.max_file_size",
+                raw.and_then(|w| w.max_file_size.as_ref()),
+                MAX_FILE_SIZE,
+                "max_file_size (in bytes)",
+                crate::watch::scan::DEFAULT_MAX_FILE_SIZE,
+            ),
+        }
+    }
+
     fn server(&mut self, raw: Option<&Spanned<RawServer>>) -> ServerConfig {
         let raw = raw.map(|r| r.get_ref());
         let listen = match raw.and_then(|r| r.listen.as_ref()) {
@@ -340,7 +342,9 @@ impl Validator<'_, '_> {
         }
     }
 
-    fn mounts(
+    /// `[[mounts]]`, shared by `rotor run` and `rotor agent` configurations; the secrets the
+    /// mounts map go to `mentions`.
+    pub(super) fn mounts(
         &mut self,
         raw: &[Spanned<RawMount>],
         mentions: &mut Vec<SecretMention>,

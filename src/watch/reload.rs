@@ -16,6 +16,10 @@
 //!
 //! Errors name the action's target (URL, pid file, program), never anything read from a
 //! secret.
+//!
+//! A [`ReloadGate`] lets whoever runs the watcher decide when each attempt may start and
+//! hear how the reload ended: `rotor agent` asks rotor for a reload permit there, so a
+//! fleet of pods never reloads all at once. `rotor run` has none.
 
 pub mod config;
 
@@ -23,6 +27,24 @@ use std::path::Path;
 use std::time::Duration;
 
 use self::config::{HttpUrl, ReloadAction};
+
+/// Wrapped around every reload attempt of a mount (see the module doc). The futures are
+/// `'static` so the watcher's reload task can hold them; implementations clone what they
+/// need.
+pub trait ReloadGate: Send + Sync {
+    /// Waits until an attempt to reload `mount` may start. What it returns (a permit, or
+    /// `None` when the attempt runs without one) is handed to [`ReloadGate::release`] once
+    /// the attempt has ended, whatever its outcome.
+    fn acquire(&self, mount: &Path) -> futures::future::BoxFuture<'static, Option<String>>;
+    /// The attempt that `acquire` let start has ended.
+    fn release(
+        &self,
+        mount: &Path,
+        permit: Option<String>,
+    ) -> futures::future::BoxFuture<'static, ()>;
+    /// The reload (all its attempts) ended: succeeded or gave up.
+    fn finished(&self, mount: &Path, succeeded: bool);
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {

@@ -158,34 +158,13 @@ fn scan_once(
         if name.starts_with("..") || (data.is_none() && name.starts_with('.')) {
             continue;
         }
-        let link = entry.path();
-        // Read kubelet's visible symlinks through the `..data` target pinned above.
-        let source = match (&data, fs::read_link(&link)) {
-            (Some(_), Ok(to)) if !data_inside && to == Path::new(DATA).join(&name) => {
-                files.insert(name, FileState::Unreadable(OUTSIDE.to_owned()));
+        let source = match resolve(dir, &name, data.as_deref(), data_inside, root.as_deref()) {
+            Source::Path(p) => p,
+            Source::Unreadable(reason) => {
+                files.insert(name, FileState::Unreadable(reason));
                 continue;
             }
-            (Some(target), Ok(to)) if to == Path::new(DATA).join(&name) => {
-                dir.join(target).join(&name)
-            }
-            // Resolved here, so that the open below follows no link: one swapped in after
-            // this check is refused, not followed out.
-            (None, Ok(_)) => match fs::canonicalize(&link) {
-                Ok(resolved) if root.as_deref().is_some_and(|r| resolved.starts_with(r)) => {
-                    resolved
-                }
-                Ok(_) => {
-                    files.insert(name, FileState::Unreadable(OUTSIDE.to_owned()));
-                    continue;
-                }
-                // A dangling link: not a file.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    files.insert(name, FileState::Unreadable(error_kind(&e)));
-                    continue;
-                }
-            },
-            _ => link,
+            Source::Gone => continue,
         };
         // kubelet writes regular files under `..<timestamp>` and links nothing else; a link
         // found anywhere else in its layout was planted, and is not followed. In a plain
@@ -213,6 +192,92 @@ fn scan_once(
         return Ok(Err(Raced));
     }
     Ok(Ok(Snapshot { files }))
+}
+
+/// Where the content of a visible file is read from.
+enum Source {
+    Path(PathBuf),
+    /// Not read, and why (a content-free phrase).
+    Unreadable(String),
+    /// Not a file (a dangling link in a plain directory).
+    Gone,
+}
+
+/// The path to read the visible file `name` of `dir` from: in a kubelet layout its
+/// `..data/<name>` link through the pinned `data` target (`data_inside`: that target is a
+/// generation directory beside it), in a plain directory (`root`: `dir` resolved) a link
+/// resolved to a file inside the mount.
+fn resolve(
+    dir: &Path,
+    name: &str,
+    data: Option<&Path>,
+    data_inside: bool,
+    root: Option<&Path>,
+) -> Source {
+    let link = dir.join(name);
+    match (data, fs::read_link(&link)) {
+        (Some(_), Ok(to)) if !data_inside && to == Path::new(DATA).join(name) => {
+            Source::Unreadable(OUTSIDE.to_owned())
+        }
+        (Some(target), Ok(to)) if to == Path::new(DATA).join(name) => {
+            Source::Path(dir.join(target).join(name))
+        }
+        // Resolved here, so that the open below follows no link: one swapped in after
+        // this check is refused, not followed out.
+        (None, Ok(_)) => match fs::canonicalize(&link) {
+            Ok(resolved) if root.is_some_and(|r| resolved.starts_with(r)) => Source::Path(resolved),
+            Ok(_) => Source::Unreadable(OUTSIDE.to_owned()),
+            // A dangling link: not a file.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Source::Gone,
+            Err(e) => Source::Unreadable(error_kind(&e)),
+        },
+        _ => Source::Path(link),
+    }
+}
+
+/// Reads the one visible file `name` of `dir` with every rule of a scan (the `..data`
+/// target pinned, no link followed out of the mount, regular files of at most
+/// `max_file_size` bytes only). `Ok(None)`: no such file, or one that is not read.
+/// `rotor agent` reads a view's `NAME_version` markers with it; the bytes are the caller's
+/// to keep out of logs.
+pub fn read_visible(
+    dir: &Path,
+    name: &str,
+    max_file_size: u64,
+) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
+    if name.is_empty() || name.contains('/') || name.starts_with("..") {
+        return Ok(None);
+    }
+    for _ in 0..MAX_ATTEMPTS {
+        let data = fs::read_link(dir.join(DATA)).ok();
+        let data_inside = data.as_deref().is_some_and(|target| {
+            is_generation_name(target)
+                && fs::symlink_metadata(dir.join(target)).is_ok_and(|m| m.file_type().is_dir())
+        });
+        let root = if data.is_none() {
+            Some(fs::canonicalize(dir)?)
+        } else {
+            None
+        };
+        let found = match resolve(dir, name, data.as_deref(), data_inside, root.as_deref()) {
+            Source::Path(p) => match read_file(&p, max_file_size) {
+                Ok(Read::Bytes(bytes)) => Some(bytes),
+                Ok(_) => None,
+                // The generation was removed under us: a swap landed; read again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && data.is_some() => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            },
+            Source::Unreadable(_) | Source::Gone => None,
+        };
+        if fs::read_link(dir.join(DATA)).ok() == data {
+            return Ok(found);
+        }
+    }
+    Err(io::Error::other(format!(
+        "{} kept changing during {MAX_ATTEMPTS} reads",
+        dir.display()
+    )))
 }
 
 /// Why a link that leads out of the mount is not read.

@@ -113,6 +113,8 @@ impl Watch {
             })),
             mountinfo: opts.mountinfo,
             max_file_size: opts.max_file_size,
+            reload_gate: None,
+            notify: true,
         });
         let (actor, handle) = Actor::spawn(None, WatcherActor, (Arc::new(cfg), ctx))
             .await

@@ -99,6 +99,13 @@ async fn rotate_publish_watch_reload_expire() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o400);
     assert!(d.path().join("mnt/..data").is_symlink());
+    // The version marker beside the value, in the same generation (one `..data` swap).
+    let marker = d.path().join("mnt/database-password_version");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "1");
+    assert_eq!(
+        std::fs::read_link(&marker).unwrap(),
+        Path::new("..data/database-password_version")
+    );
 
     // Rotate both; only the database secret is published and watched.
     admin.rotate(db.clone()).await.expect("rotate db");
@@ -113,6 +120,11 @@ async fn rotate_publish_watch_reload_expire() {
             .is_ok_and(|v| store.fingerprint(&bytes) == m_fp(&v, 2))
     })
     .await;
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "2",
+        "the marker follows its value"
+    );
     eventually(Duration::from_secs(15), "reload fired", async || {
         r.hits() >= 1
     })
@@ -143,6 +155,14 @@ async fn rotate_publish_watch_reload_expire() {
             .any(|e| e.kind == K::SecretChanged && e.file.as_deref() == Some("database-password"))
     );
     assert!(seen.iter().any(|e| e.kind == K::ReloadRequired));
+    // Markers are metadata: no event names one, and `secrets_watched` below counts the
+    // value file alone.
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.file.as_deref() == Some("database-password_version")),
+        "{seen:?}"
+    );
     let text = metrics.encode().unwrap();
     assert!(
         text.contains(r#"rotor_watcher_events_total{kind="secret-changed"}"#),

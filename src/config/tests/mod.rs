@@ -3,6 +3,7 @@
 //! The keys of one integration are tested by topic in the files beside this one; every
 //! shipped config file is loaded in [`files`].
 
+mod agent;
 mod files;
 mod notify;
 mod proxies;
