@@ -3,7 +3,8 @@
 //! a second writer winning the check-and-set on the store's state document and on a view
 //! document, and the server restarted mid-rotation (a persistent server with raft storage:
 //! a dev server would come back empty). Then `kill -9` of the real `rotor` binary
-//! mid-rotation, several times, with the Vault store and a Vault view.
+//! mid-rotation, several times, with the Vault store, a Vault view and an AWS Secrets
+//! Manager view of the same secret on a private moto, each polled by a reader.
 //!
 //! Each fault test runs the whole tree in-process over the Vault store, one secret whose
 //! value has two fields (an ed25519 key pair) and a Vault view of both, with a reader
