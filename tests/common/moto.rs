@@ -104,6 +104,28 @@ impl Moto {
         &self.endpoint
     }
 
+    /// A client of this server that can be moved into a task (a reader polling it).
+    pub fn client(&self) -> MotoClient {
+        MotoClient {
+            endpoint: self.endpoint.clone(),
+            http: self.http.clone(),
+        }
+    }
+
+    /// One Secrets Manager JSON API call: see [`MotoClient::secrets_manager`].
+    pub async fn secrets_manager(&self, action: &str, body: &Value) -> (u16, Value) {
+        self.client().secrets_manager(action, body).await
+    }
+}
+
+/// Requests to one moto server, cheap to clone; it does not keep the server running.
+#[derive(Clone)]
+pub struct MotoClient {
+    endpoint: String,
+    http: reqwest::Client,
+}
+
+impl MotoClient {
     /// One Secrets Manager JSON API call (`X-Amz-Target: secretsmanager.{action}`):
     /// `(status, JSON body)`.
     pub async fn secrets_manager(&self, action: &str, body: &Value) -> (u16, Value) {

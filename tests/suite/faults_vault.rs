@@ -3,7 +3,8 @@
 //! a second writer winning the check-and-set on the store's state document and on a view
 //! document, and the server restarted mid-rotation (a persistent server with raft storage:
 //! a dev server would come back empty). Then `kill -9` of the real `rotor` binary
-//! mid-rotation, several times, with the Vault store and a Vault view.
+//! mid-rotation, several times, with the Vault store, a Vault view and an AWS Secrets
+//! Manager view of the same secret on a private moto, each polled by a reader.
 //!
 //! Each fault test runs the whole tree in-process over the Vault store, one secret whose
 //! value has two fields (an ed25519 key pair) and a Vault view of both, with a reader
@@ -17,7 +18,7 @@
 //! view showing the new version and printed for FAULTS.md.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +26,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use crate::common::aws_reader::{AWSCURRENT, AWSPREVIOUS, AwsView, check_polls};
 use crate::common::embedded::admin;
+use crate::common::moto::{Moto, REGION};
 use crate::common::openbao::{OpenBao, random_name};
 use crate::common::rotor_bin::{RotorBin, free_port};
 use crate::common::wait::{eventually, eventually_every};
@@ -757,31 +760,24 @@ fn steps(dir: &std::path::Path) -> usize {
         .count()
 }
 
-/// `kill -9` of the real `rotor` binary mid-rotation, with the Vault store on a private
-/// OpenBao and a Vault view of a two-field secret rotating every second (a step takes 300
-/// ms, every fourth test fails), while a reader polls the view every 50 ms across the
-/// kills. Each kill lands right after a step began (a new line in the hook's log), so it
-/// is mid-rotation. After the kills and a last run that must promote again, the store's
-/// version metadata says when each version was promoted: every version the reader saw was
-/// promoted at or before it saw it, with that version's values, and no document mixed
-/// versions. `ROTOR_VAULT_KILLS` sets the number of kills (5 by default).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_rotation_never_shows_an_unpromoted_value() {
-    use rand::{Rng as _, SeedableRng as _};
-    let kills: u32 = std::env::var("ROTOR_VAULT_KILLS")
-        .map(|k| k.parse().expect("ROTOR_VAULT_KILLS is a number of kills"))
-        .unwrap_or(5);
-    let seed: u64 = rand::random();
-    println!("faults_vault: kill seed {seed}, {kills} kills");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let Some(rig) = Rig::start(Fault::Sealed).await else {
-        return;
-    };
-    let dir = rig.dir.path();
-    let hook = slow_hook(dir);
-    let hook = hook.display();
-    let port = free_port();
-    let cfg = format!(
+/// The kill test's configuration: the Vault store, one two-field secret rotating every
+/// second through the exec hook at `hook`, a Vault view of both fields and, with `aws`
+/// (`(endpoint_url, name)` of a moto server and a secret), an AWS view of the same fields.
+fn kill_config(rig: &Rig, port: u16, hook: &Path, aws: Option<(&str, &str)>) -> String {
+    let aws_view = aws.map_or_else(String::new, |(endpoint, name)| {
+        format!(
+            r#"
+[[publish]]
+type = "aws"
+name = "{name}"
+region = "{REGION}"
+endpoint_url = "{endpoint}"
+interval = "200ms"
+fields = {{ private = "tenant1/signing#private_key", public = "tenant1/signing#public_key" }}
+"#
+        )
+    });
+    format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
 admin_token_file = "admin.token"
@@ -816,19 +812,130 @@ type = "vault"
 path = "{VIEW_PATH}"
 interval = "200ms"
 fields = {{ private = "tenant1/signing#private_key", public = "tenant1/signing#public_key" }}
-"#,
+{aws_view}"#,
         address = rig.bao.address(),
         mount = rig.mount,
-        dir = dir.display(),
+        dir = rig.dir.path().display(),
         token = rig.token_file.display(),
+        hook = hook.display(),
+    )
+}
+
+/// The `current` and `previous` labels of the store, as found (no check).
+fn current_and_previous(versions: &[VersionMeta]) -> (Vec<u64>, Vec<u64>) {
+    let with = |l: Label| -> Vec<u64> {
+        versions
+            .iter()
+            .filter(|v| v.labels.contains(&l))
+            .map(|v| v.version)
+            .collect()
+    };
+    (with(Label::Current), with(Label::Previous))
+}
+
+/// Waits until the AWS view's stages are the store's labels while rotor runs on: the
+/// store is read before and after AWS, and only an unchanged store counts (a rotation
+/// in between is waited out). Settled: `AWSCURRENT` on rotor's current alone,
+/// `AWSPREVIOUS` on nothing or on rotor's previous, no other stage on any version.
+/// Returns rotor's current and the staged versions, once settled.
+async fn aws_settled(
+    aws: &AwsView,
+    store: &VaultStore,
+    s: &SecretRef,
+) -> (u64, BTreeMap<u64, Vec<String>>) {
+    // The last state seen, for the message if it never settles.
+    let last = std::cell::RefCell::new(None);
+    let what = std::fmt::from_fn(|f| {
+        write!(
+            f,
+            "the AWS view to settle on rotor's labels; last (current, previous, staged): {:?}",
+            last.borrow()
+        )
+    });
+    eventually(LIMIT, what, async || {
+        let before = current_and_previous(&store.versions(s).await.ok()?);
+        let listed = aws.versions().await?;
+        let after = current_and_previous(&store.versions(s).await.ok()?);
+        if before != after || after.0.len() != 1 || after.1.len() > 1 {
+            return None;
+        }
+        let (current, previous) = (after.0[0], after.1.first().copied());
+        let staged: BTreeMap<u64, Vec<String>> = listed
+            .iter()
+            .filter(|(_, stages)| !stages.is_empty())
+            .map(|(id, stages)| (aws.version_of(s, id).unwrap_or(0), stages.clone()))
+            .collect();
+        let ok = staged.get(&current).is_some_and(|x| x == &[AWSCURRENT])
+            && staged.iter().all(|(v, stages)| {
+                *v == current || (Some(*v) == previous && stages == &[AWSPREVIOUS])
+            });
+        *last.borrow_mut() = Some((current, previous, staged.clone()));
+        ok.then_some((current, staged))
+    })
+    .await
+}
+
+/// `kill -9` of the real `rotor` binary mid-rotation, with the Vault store on a private
+/// OpenBao, a Vault view and an AWS Secrets Manager view (on a private moto) of a
+/// two-field secret rotating every second (a step takes 300 ms, every fourth test fails),
+/// while a reader polls each view every 50 ms across the kills: the Vault document, and
+/// AWS's stages (`DescribeSecret`, `ListSecretVersionIds`) and `AWSCURRENT` read by stage.
+/// Each kill lands right after a step began (a new line in the hook's log), so it is
+/// mid-rotation. After the kills and a last run that must promote again, the store's
+/// version metadata says when each version was promoted: every version either reader saw
+/// (in AWS: under any stage or none) was promoted at or before it saw it, with that
+/// version's values, and no document mixed versions; every AWS poll showed exactly one
+/// `AWSCURRENT` and `AWSPREVIOUS` only on an older version (nothing is rolled back here);
+/// once the last run settles, `AWSCURRENT` is rotor's current and `AWSPREVIOUS` at most on
+/// rotor's previous. rotor's AWS credentials are in its own environment only, and neither
+/// they nor a value reach its log. Without moto outside CI the AWS half is skipped (with a
+/// printed reason) and the Vault half runs. `ROTOR_VAULT_KILLS` sets the number of kills
+/// (5 by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_rotation_never_shows_an_unpromoted_value() {
+    use rand::{Rng as _, SeedableRng as _};
+    let kills: u32 = std::env::var("ROTOR_VAULT_KILLS")
+        .map(|k| k.parse().expect("ROTOR_VAULT_KILLS is a number of kills"))
+        .unwrap_or(5);
+    let seed: u64 = rand::random();
+    println!("faults_vault: kill seed {seed}, {kills} kills");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let Some(rig) = Rig::start(Fault::Sealed).await else {
+        return;
+    };
+    let moto = Moto::start().await;
+    let aws = moto
+        .as_ref()
+        .map(|m| AwsView::new(m, &format!("rotor-test/{}", random_name(8))));
+    let dir = rig.dir.path();
+    let hook = slow_hook(dir);
+    let port = free_port();
+    let cfg = kill_config(
+        &rig,
+        port,
+        &hook,
+        moto.as_ref()
+            .zip(aws.as_ref())
+            .map(|(m, a)| (m.endpoint(), a.name())),
     );
+    // Dummy credentials moto accepts, for the child only; the secret key is distinctive
+    // so that the log check below would find it.
+    let secret_key = format!("rotor-kill-test-{}", random_name(16));
+    let child_env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", secret_key.as_str()),
+        ("AWS_REGION", REGION),
+    ];
+    let s = secret();
     let reader = spawn_reader(
         rig.bao.address().to_owned(),
         rig.bao.token().to_owned(),
         rig.mount.clone(),
     );
+    let aws_reader = aws.as_ref().map(|a| a.spawn_reader(s.clone()));
+    let mut logs = Vec::new();
     for n in 0..kills {
-        let mut rotor = RotorBin::spawn(dir, port, &cfg, "info");
+        let mut rotor = RotorBin::spawn_with_env(dir, port, &cfg, "info", &child_env);
         rotor.wait_ready().await;
         // Mid-rotation: a step has just begun (it takes 300 ms), after a random wait.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(500..3000))).await;
@@ -841,15 +948,15 @@ fields = {{ private = "tenant1/signing#private_key", public = "tenant1/signing#p
         .await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..250))).await;
         rotor.kill_group();
+        logs.push(std::fs::read_to_string(dir.join("rotor.log")).unwrap_or_default());
     }
     // A last run: the interrupted rotation finishes and the secret rotates again.
     let last_start = Utc::now();
-    let mut rotor = RotorBin::spawn(dir, port, &cfg, "info");
+    let mut rotor = RotorBin::spawn_with_env(dir, port, &cfg, "info", &child_env);
     rotor.wait_ready().await;
     let store = VaultStore::open(rig.settings())
         .await
         .expect("open the Vault store");
-    let s = secret();
     let promoted = eventually(LIMIT, "a promotion after the last start", async || {
         let versions = store.versions(&s).await.ok()?;
         versions
@@ -860,19 +967,29 @@ fields = {{ private = "tenant1/signing#private_key", public = "tenant1/signing#p
     .await;
     eventually(
         LIMIT,
-        format_args!("the reader to see version {promoted} or later"),
+        format_args!("the readers to see version {promoted} or later"),
         async || {
-            reader
+            let vault = reader
                 .reading
                 .lock()
                 .expect("reading")
                 .seen
                 .last()
-                .is_some_and(|x| x.version >= promoted)
+                .is_some_and(|x| x.version >= promoted);
+            let in_aws = aws_reader
+                .as_ref()
+                .is_none_or(|r| r.last_current().is_some_and(|v| v >= promoted));
+            vault && in_aws
         },
     )
     .await;
+    // Settled while rotor still runs: a view's stages are only final for a moment.
+    let settled = match &aws {
+        Some(a) => Some(aws_settled(a, &store, &s).await),
+        None => None,
+    };
     assert!(rotor.terminate(Duration::from_secs(15)).success());
+    logs.push(rotor.log());
     let reading = reader.finish().await;
     let versions = store.versions(&s).await.expect("versions");
     // Values of the versions still readable (an expired version's value is deleted).
@@ -897,8 +1014,20 @@ fields = {{ private = "tenant1/signing#private_key", public = "tenant1/signing#p
         .map(|v| v.version)
         .collect();
     let shown: Vec<u64> = reading.seen.iter().map(|x| x.version).collect();
+    let promoted_at = |v: u64| {
+        versions
+            .iter()
+            .find(|m| m.version == v)
+            .and_then(|m| m.promoted_at)
+    };
+    let vault_lag = lags(
+        reading
+            .seen
+            .iter()
+            .filter_map(|x| (x.at - promoted_at(x.version)?).to_std().ok()),
+    );
     println!(
-        "faults_vault: kill -9 x{kills}: {} versions, never promoted {never:?}, the reader ({} polls) saw {shown:?}",
+        "faults_vault: kill -9 x{kills}: {} versions, never promoted {never:?}, the Vault reader ({} polls) saw {shown:?}; promotion to the Vault view (50 ms polls): {vault_lag}",
         versions.len(),
         reading.polls
     );
@@ -906,4 +1035,82 @@ fields = {{ private = "tenant1/signing#private_key", public = "tenant1/signing#p
         shown.len() >= 3,
         "the reader saw too few rotations to mean anything: {shown:?}"
     );
+    for log in &logs {
+        assert!(
+            !log.contains(&secret_key),
+            "the AWS secret key reached rotor's log"
+        );
+        for pair in values.values() {
+            for field in ["private_key", "public_key"] {
+                let value = pair[field].as_str().unwrap_or_default();
+                assert!(
+                    value.is_empty() || !log.contains(value),
+                    "a {field} reached rotor's log"
+                );
+            }
+        }
+    }
+    if let (Some(aws_reader), Some((current, staged))) = (aws_reader, settled) {
+        let aws_reading = aws_reader.finish().await;
+        let polls = &aws_reading.polls;
+        assert!(
+            aws_reading.bad.is_empty(),
+            "AWS polls: {:?}",
+            aws_reading.bad
+        );
+        check_polls(&versions, polls, |v, text| {
+            let doc: serde_json::Map<String, Value> =
+                serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+            let (version, private, public) =
+                consistent(&doc)?.ok_or_else(|| "a foreign document".to_owned())?;
+            if version != v {
+                return Err(format!("the document claims version {version}"));
+            }
+            match values.get(&v) {
+                Some(pair) if pair["private_key"] != private || pair["public_key"] != public => {
+                    Err("other values than the version holds".to_owned())
+                }
+                _ => Ok(()),
+            }
+        });
+        for p in polls {
+            let (current, previous) = (p.holding(AWSCURRENT), p.holding(AWSPREVIOUS));
+            assert!(
+                previous.iter().all(|x| current.iter().all(|c| x < c)),
+                "AWSPREVIOUS on {previous:?} with AWSCURRENT on {current:?} at {}",
+                p.at
+            );
+        }
+        // The settled stages name promoted versions only (a never-promoted one would
+        // have failed `aws_settled`'s match with rotor's labels too).
+        assert!(
+            staged.keys().all(|v| promoted_at(*v).is_some()),
+            "{staged:?}"
+        );
+        let aws_shown = aws_reading.currents();
+        let first = aws_reading.first_current();
+        let aws_lag = lags(
+            first
+                .iter()
+                .filter_map(|(v, at)| (*at - promoted_at(*v)?).to_std().ok()),
+        );
+        println!(
+            "faults_vault: kill -9 x{kills}: the AWS reader ({} polls) saw AWSCURRENT {aws_shown:?}, settled on v{current} with stages {staged:?}; promotion to AWSCURRENT (50 ms polls): {aws_lag}",
+            polls.len()
+        );
+        assert!(
+            aws_shown.len() >= 3,
+            "the AWS reader saw too few rotations to mean anything: {aws_shown:?}"
+        );
+    }
+}
+
+/// The median and the largest of `lags`, for the printed figures.
+fn lags(lags: impl Iterator<Item = Duration>) -> String {
+    let mut all: Vec<Duration> = lags.collect();
+    all.sort();
+    match (all.get(all.len() / 2), all.last()) {
+        (Some(p50), Some(max)) => format!("p50 {p50:?} max {max:?} over {}", all.len()),
+        _ => "none".to_owned(),
+    }
 }

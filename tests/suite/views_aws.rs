@@ -38,9 +38,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::{Value, json};
 
+use crate::common::aws_reader::{AwsView, check_polls};
 use crate::common::embedded::{admin, open_store, tree_config};
 use crate::common::moto::{Moto, REGION};
 use crate::common::openbao::random_name;
@@ -51,7 +52,7 @@ use rotor::clock::Clock;
 use rotor::config::Config;
 use rotor::domain::SecretRef;
 use rotor::metrics::Metrics;
-use rotor::publish::aws::{AwsEnv, AwsViewWriter, request_token};
+use rotor::publish::aws::{AwsEnv, AwsViewWriter};
 use rotor::store::Store;
 use rotor::target::Target;
 use rotor::target::none::NoneTarget;
@@ -71,15 +72,20 @@ struct Env {
     dir: tempfile::TempDir,
     /// The AWS secret's name, new per test.
     name: String,
+    /// A consumer's reads of that secret.
+    view: AwsView,
 }
 
 impl Env {
     async fn start() -> Option<Env> {
         let moto = Moto::start().await?;
+        let name = format!("rotor-test/{}", random_name(8));
+        let view = AwsView::new(&moto, &name);
         Some(Env {
             moto,
             dir: tempfile::tempdir().expect("tempdir"),
-            name: format!("rotor-test/{}", random_name(8)),
+            name,
+            view,
         })
     }
 
@@ -149,68 +155,6 @@ interval = "{interval}"
             .expect("tree starts");
         (tree, store)
     }
-
-    /// Every version of the secret (deprecated ones too) with its stages; `None` when
-    /// the secret does not exist.
-    async fn versions(&self) -> Option<BTreeMap<String, Vec<String>>> {
-        // moto answers ListSecretVersionIds of a missing secret with a 500, not
-        // ResourceNotFoundException: ask DescribeSecret first.
-        let (_, described) = self
-            .moto
-            .secrets_manager("DescribeSecret", &json!({"SecretId": self.name}))
-            .await;
-        if described["__type"] == "ResourceNotFoundException" {
-            return None;
-        }
-        let (status, body) = self
-            .moto
-            .secrets_manager(
-                "ListSecretVersionIds",
-                &json!({"SecretId": self.name, "IncludeDeprecated": true}),
-            )
-            .await;
-        assert_eq!(status, 200, "ListSecretVersionIds: {body}");
-        Some(
-            body["Versions"]
-                .as_array()
-                .expect("Versions")
-                .iter()
-                .map(|v| {
-                    let stages = v["VersionStages"]
-                        .as_array()
-                        .map(|s| {
-                            s.iter()
-                                .filter_map(|x| x.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    (
-                        v["VersionId"].as_str().unwrap_or_default().to_owned(),
-                        stages,
-                    )
-                })
-                .collect(),
-        )
-    }
-
-    /// `(VersionId, SecretString)` of the version `stage` names, read with that stage
-    /// explicitly (see the module documentation).
-    async fn staged(&self, stage: &str) -> Option<(String, String)> {
-        let (status, body) = self
-            .moto
-            .secrets_manager(
-                "GetSecretValue",
-                &json!({"SecretId": self.name, "VersionStage": stage}),
-            )
-            .await;
-        if status != 200 {
-            return None;
-        }
-        Some((
-            body["VersionId"].as_str()?.to_owned(),
-            body["SecretString"].as_str()?.to_owned(),
-        ))
-    }
 }
 
 fn api() -> SecretRef {
@@ -221,74 +165,9 @@ fn signing() -> SecretRef {
     SecretRef::new("tenant1", "signing").expect("valid")
 }
 
-fn label(env: &Env) -> String {
-    format!("aws:{REGION}/{}", env.name)
-}
-
 /// The AWS version id rotor gives `version` of `secret` in `env`'s view.
 fn token(env: &Env, secret: &SecretRef, version: u64) -> String {
-    request_token(&label(env), &BTreeMap::from([(secret.clone(), version)]))
-}
-
-/// The rotor version an AWS version id stands for (versions 1 to 200 are tried).
-fn version_of(env: &Env, secret: &SecretRef, id: &str) -> Option<u64> {
-    (1..=200).find(|v| token(env, secret, *v) == id)
-}
-
-/// One poll: when, each AWS version as a rotor version with its stages, and the value
-/// `AWSCURRENT` holds as read by stage.
-#[derive(Debug, Clone)]
-struct Poll {
-    at: DateTime<Utc>,
-    versions: BTreeMap<u64, Vec<String>>,
-    current_value: Option<(u64, String)>,
-}
-
-/// Polls every 50 ms until stopped; a version id that is no rotor version's token, or a
-/// count of `AWSCURRENT` other than one, is recorded as bad.
-fn spawn_reader(
-    env: Arc<Env>,
-    secret: SecretRef,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(Vec<Poll>, Vec<String>)> {
-    tokio::spawn(async move {
-        let mut polls = Vec::new();
-        let mut bad = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            if let Some(listed) = env.versions().await {
-                let at = Utc::now();
-                let mut versions = BTreeMap::new();
-                for (id, stages) in &listed {
-                    match version_of(&env, &secret, id) {
-                        Some(v) => {
-                            versions.insert(v, stages.clone());
-                        }
-                        None => bad.push(format!("a version id that is no rotor version: {id}")),
-                    }
-                }
-                let currents = listed
-                    .values()
-                    .filter(|s| s.iter().any(|x| x == "AWSCURRENT"))
-                    .count();
-                if currents != 1 {
-                    bad.push(format!(
-                        "{currents} versions labelled AWSCURRENT: {listed:?}"
-                    ));
-                }
-                let current_value = env
-                    .staged("AWSCURRENT")
-                    .await
-                    .and_then(|(id, value)| version_of(&env, &secret, &id).map(|v| (v, value)));
-                polls.push(Poll {
-                    at,
-                    versions,
-                    current_value,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        (polls, bad)
-    })
+    env.view.token(secret, version)
 }
 
 /// The secret's phase and current version, once its actor has reported them.
@@ -329,7 +208,7 @@ async fn wait_settled(env: &Env, secret: &SecretRef, current: u64, previous: Opt
         Duration::from_secs(20),
         format_args!("AWS to show current {current} and previous {previous:?}"),
         async || {
-            let mut staged = env.versions().await?;
+            let mut staged = env.view.versions().await?;
             staged.retain(|_, s| !s.is_empty());
             for s in staged.values_mut() {
                 s.sort();
@@ -349,42 +228,6 @@ async fn value(store: &dyn Store, secret: &SecretRef, version: u64) -> String {
     String::from_utf8(v.expose().to_vec()).expect("text")
 }
 
-/// Every version AWS ever held was promoted by the time it was seen, and every
-/// `AWSCURRENT` value read was that version's.
-async fn check_polls(
-    store: &dyn Store,
-    secret: &SecretRef,
-    polls: &[Poll],
-    values: &BTreeMap<u64, String>,
-) {
-    let metas = store.versions(secret).await.expect("versions");
-    for p in polls {
-        for v in p.versions.keys() {
-            let meta = metas
-                .iter()
-                .find(|m| m.version == *v)
-                .unwrap_or_else(|| panic!("AWS held version {v}, which the store lacks"));
-            let promoted = meta.promoted_at.unwrap_or_else(|| {
-                panic!("AWS held version {v}, which was never promoted ({meta:?})")
-            });
-            assert!(
-                promoted <= p.at,
-                "AWS held version {v} at {} before its promotion at {promoted}",
-                p.at
-            );
-        }
-        if let Some((v, shown)) = &p.current_value {
-            let want = values
-                .get(v)
-                .unwrap_or_else(|| panic!("AWSCURRENT was version {v}, never current"));
-            assert!(
-                shown == want,
-                "AWSCURRENT held another value than version {v}"
-            );
-        }
-    }
-}
-
 /// Rotations that succeed, fail at apply, fail at test and roll back during grace, with a
 /// reader polling every 50 ms: AWS only ever holds promoted versions, exactly one
 /// `AWSCURRENT`, and once settled the stages are rotor's labels.
@@ -402,8 +245,7 @@ async fn an_aws_view_follows_rotor_labels_and_never_holds_an_unpromoted_version(
     let mut values = BTreeMap::new();
     values.insert(first, value(&*store, &s, first).await);
     wait_settled(&env, &s, first, None).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = spawn_reader(env.clone(), s.clone(), stop.clone());
+    let reader = env.view.spawn_reader(s.clone());
     let admin = admin(&tree);
     let mut v = first;
     let mut failed = Vec::new();
@@ -451,7 +293,7 @@ async fn an_aws_view_follows_rotor_labels_and_never_holds_an_unpromoted_version(
         })
         .await;
         wait_settled(&env, &s, v, None).await;
-        let (id, restored) = env.staged("AWSCURRENT").await.expect("AWSCURRENT");
+        let (id, restored) = env.view.staged("AWSCURRENT").await.expect("AWSCURRENT");
         assert_eq!(id, token(&env, &s, v));
         assert!(
             restored == values[&v],
@@ -459,28 +301,23 @@ async fn an_aws_view_follows_rotor_labels_and_never_holds_an_unpromoted_version(
         );
         wait_phase(&tree, "idle").await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let (polls, bad) = reader.await.expect("reader");
-    assert!(bad.is_empty(), "{bad:?}");
+    let reading = reader.finish().await;
+    let polls = &reading.polls;
+    assert!(reading.bad.is_empty(), "{:?}", reading.bad);
     assert!(polls.len() > 20, "the reader polled {} times", polls.len());
-    check_polls(&*store, &s, &polls, &values).await;
+    let metas = store.versions(&s).await.expect("versions");
+    check_polls(&metas, polls, |v, shown| match values.get(&v) {
+        None => Err(format!("version {v} was never current")),
+        Some(want) if shown != want => Err(format!("another value than version {v}'s")),
+        Some(_) => Ok(()),
+    });
     for f in &failed {
         assert!(
             polls.iter().all(|p| !p.versions.contains_key(f)),
             "the discarded version {f} reached AWS"
         );
     }
-    let shown: Vec<u64> = {
-        let mut out: Vec<u64> = Vec::new();
-        for p in &polls {
-            if let Some((v, _)) = p.current_value
-                && out.last() != Some(&v)
-            {
-                out.push(v);
-            }
-        }
-        out
-    };
+    let shown = reading.currents();
     println!(
         "views_aws: AWSCURRENT versions the reader saw, in order: {shown:?} over {} polls; discarded versions never in AWS: {failed:?}",
         polls.len()
@@ -519,7 +356,7 @@ async fn a_fields_view_never_mixes_versions_and_a_rollback_restores_it() {
             let mut bad = Vec::new();
             let mut seen = 0;
             while !stop.load(Ordering::Relaxed) {
-                if let Some((_, text)) = env.staged("AWSCURRENT").await {
+                if let Some((_, text)) = env.view.staged("AWSCURRENT").await {
                     seen += 1;
                     let doc: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                     if doc["private_version"] != doc["public_version"]
@@ -541,7 +378,7 @@ async fn a_fields_view_never_mixes_versions_and_a_rollback_restores_it() {
         admin.rotate(s.clone()).await.expect("rotate");
         let w = wait_phase(&tree, "grace").await.expect("current");
         wait_settled(&env, &s, w, Some(first)).await;
-        let (_, text) = env.staged("AWSCURRENT").await.expect("AWSCURRENT");
+        let (_, text) = env.view.staged("AWSCURRENT").await.expect("AWSCURRENT");
         let shown: Value = serde_json::from_str(&text).expect("a JSON document");
         assert!(
             shown == doc_of(w).await,
@@ -553,7 +390,7 @@ async fn a_fields_view_never_mixes_versions_and_a_rollback_restores_it() {
         })
         .await;
         wait_settled(&env, &s, first, None).await;
-        let (_, text) = env.staged("AWSCURRENT").await.expect("AWSCURRENT");
+        let (_, text) = env.view.staged("AWSCURRENT").await.expect("AWSCURRENT");
         let shown: Value = serde_json::from_str(&text).expect("a JSON document");
         assert!(
             shown == first_doc,
@@ -611,7 +448,7 @@ async fn retries_are_idempotent_and_stale_stages_are_repaired() {
         a.sync(&*store2).await.expect("a retry settles");
     }
     wait_settled(&env, &s, second, Some(first)).await;
-    let all = env.versions().await.expect("the secret");
+    let all = env.view.versions().await.expect("the secret");
     assert_eq!(all.len(), 2, "one AWS version per rotor version: {all:?}");
     assert!(matches!(
         a.sync(&*store2).await.expect("sync"),
@@ -639,7 +476,7 @@ async fn retries_are_idempotent_and_stale_stages_are_repaired() {
     let repaired = a.sync(&*store2).await;
     assert!(repaired.is_ok(), "{repaired:?}");
     wait_settled(&env, &s, second, Some(first)).await;
-    let (_, shown) = env.staged("AWSCURRENT").await.expect("AWSCURRENT");
+    let (_, shown) = env.view.staged("AWSCURRENT").await.expect("AWSCURRENT");
     assert!(shown == value(&*store2, &s, second).await);
 }
 
@@ -732,7 +569,7 @@ async fn promotion_to_awscurrent_latency_and_requests_per_rotation() {
         let v = wait_phase(&tree, "grace").await.expect("current");
         let want = token(&env, &s, v);
         let shown = eventually(LIMIT, format_args!("AWSCURRENT to be {v}"), async || {
-            let (id, _) = env.staged("AWSCURRENT").await?;
+            let (id, _) = env.view.staged("AWSCURRENT").await?;
             (id == want).then(Utc::now)
         })
         .await;
