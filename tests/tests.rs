@@ -26,6 +26,11 @@ mod consumers;
 // Structural checks of the Kubernetes manifests in `deploy/`.
 #[path = "suite/deploy.rs"]
 mod deploy;
+// A fleet of pods on the real parts (OpenBao store and view, a CSI stand-in, PostgreSQL
+// consumers behind `rotor agent` processes): no failed login over rotations, frozen and
+// killed agents, the per-workload reload budget, promotion-to-acknowledgement figures.
+#[path = "suite/fleet.rs"]
+mod fleet;
 // The real `rotor` binary end to end, including `kill -9` in the middle of rotations.
 #[path = "suite/e2e.rs"]
 mod e2e;

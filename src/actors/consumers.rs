@@ -60,6 +60,8 @@ use crate::status::StatusBoard;
 use crate::store::{Rev, Store, StoreError};
 use crate::supervisor::TimerGuard;
 
+/// How long a consumer refused a reload permit is told to wait before asking again.
+const PERMIT_RETRY_HINT_MS: u64 = 1_000;
 /// Registry name of the consumers actor (after the tree's namespace).
 pub const NAME: &str = "rotor.consumers";
 
@@ -567,13 +569,16 @@ impl ConsumersState {
             .collect();
         let max = self.args.config.max_concurrent_reloads as usize;
         if held.len() >= max {
-            // The earliest a held permit is released, at the latest: when it expires.
+            // A held permit is usually returned as soon as its reload ends (seconds), long
+            // before it would expire: ask again after about a second, or at the earliest
+            // expiry if that comes sooner. (Waiting for the expiry would hold a rollout of
+            // a whole workload for `permit_timeout` per wave.)
             let retry_after_ms = held
                 .iter()
                 .map(|p| expires_in(p.record.expires_at))
                 .min()
-                .unwrap_or(1_000)
-                .clamp(1_000, timeout.as_millis() as u64);
+                .unwrap_or(PERMIT_RETRY_HINT_MS)
+                .clamp(1, PERMIT_RETRY_HINT_MS);
             self.count(&self.args.metrics.consumer_permits_total, "refused");
             return Err(AdminError::Busy {
                 message: format!(

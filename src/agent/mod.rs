@@ -8,7 +8,13 @@
 //!   once after a change or a finished reload. A file's version is the number in its
 //!   `NAME_version` marker beside it ([`crate::watch::mapping::version_marker`]), read with
 //!   the scanner's rules ([`crate::watch::scan::read_visible`]); `null` when the marker is
-//!   missing or not a number. While rotor cannot be reached the agent keeps running and
+//!   missing or not a number. A file the pod's reload applies to (a `critical` file of a
+//!   mount with a `reload`) reports the version the workload *uses*, not the one on disk:
+//!   the marker as it was when the agent started (the workload read its files at its own
+//!   start), then as it was when the last reload that succeeded began. A new file on disk
+//!   whose reload is pending or failed is not held yet, so rotor keeps the previous
+//!   version alive for this pod: rotor expires a credential only once every live pod
+//!   *uses* the new one. While rotor cannot be reached the agent keeps running and
 //!   tries again with a bounded backoff (never longer apart than `heartbeat`).
 //! - **Reload permits**: with a `workload`, every reload attempt first asks rotor for a
 //!   permit ([`Permits`], the watcher's [`ReloadGate`]), waits on 429 as long as rotor says
@@ -144,6 +150,11 @@ struct Shared {
     /// Mount path to the outcome of the reload after the last change there: `None` while
     /// none has finished since (or none is configured).
     reloaded: BTreeMap<PathBuf, Option<bool>>,
+    /// Per mount, the markers of the files its reload applies to as the workload holds
+    /// them: taken at start, replaced by `attempt` when a reload succeeds.
+    held: BTreeMap<PathBuf, BTreeMap<String, Option<u64>>>,
+    /// Per mount, the markers when the latest reload attempt began.
+    attempt: BTreeMap<PathBuf, BTreeMap<String, Option<u64>>>,
 }
 
 /// Everything the agent's tasks share.
@@ -166,20 +177,54 @@ impl Agent {
         }
     }
 
+    /// The markers, read now, of the files of `mount` its reload applies to.
+    fn reloaded_markers(&self, mount: &Path) -> BTreeMap<String, Option<u64>> {
+        self.mounts
+            .iter()
+            .filter(|(m, _)| m.path == mount && m.reload.is_some())
+            .flat_map(|(m, critical)| {
+                m.files
+                    .keys()
+                    .filter(|file| glob::any_matches(critical, file))
+                    .map(|file| (file.clone(), read_marker(&m.path, file, self.max_file_size)))
+            })
+            .collect()
+    }
+
+    /// Takes the markers the workload holds at start.
+    fn hold_initial(&self) {
+        let held: BTreeMap<_, _> = self
+            .mounts
+            .iter()
+            .map(|(m, _)| (m.path.clone(), self.reloaded_markers(&m.path)))
+            .collect();
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.held = held;
+        }
+    }
+
     /// The full report as the mounts are now (reads the markers: blocking, small files).
     fn build_report(&self) -> Report {
-        let reloaded = self
+        let (reloaded, held) = self
             .shared
             .lock()
-            .map(|s| s.reloaded.clone())
+            .map(|s| (s.reloaded.clone(), s.held.clone()))
             .unwrap_or_default();
         let mut files = Vec::new();
         for (mount, critical) in &self.mounts {
             for (file, secret) in &mount.files {
                 let reload_applies = mount.reload.is_some() && glob::any_matches(critical, file);
+                let version = if reload_applies {
+                    held.get(&mount.path)
+                        .and_then(|h| h.get(file))
+                        .copied()
+                        .flatten()
+                } else {
+                    read_marker(&mount.path, file, self.max_file_size)
+                };
                 files.push(FileReport {
                     secret: secret.clone(),
-                    version: read_marker(&mount.path, file, self.max_file_size),
+                    version,
                     reloaded: reload_applies.then(|| reloaded.get(&mount.path).copied().flatten()),
                 });
             }
@@ -289,6 +334,12 @@ impl ReloadGate for Permits {
         let agent = self.0.clone();
         let mount = mount.to_owned();
         Box::pin(async move {
+            // What this attempt will make the workload read, at the latest: the files as
+            // they are before it starts (a later swap starts another reload).
+            let markers = agent.reloaded_markers(&mount);
+            if let Ok(mut shared) = agent.shared.lock() {
+                shared.attempt.insert(mount.clone(), markers);
+            }
             let workload = agent.workload.clone()?;
             acquire_permit(&agent, &workload, &mount).await
         })
@@ -318,6 +369,12 @@ impl ReloadGate for Permits {
     }
 
     fn finished(&self, mount: &Path, succeeded: bool) {
+        if succeeded
+            && let Ok(mut shared) = self.0.shared.lock()
+            && let Some(markers) = shared.attempt.get(mount).cloned()
+        {
+            shared.held.insert(mount.to_owned(), markers);
+        }
         self.0.set_reloaded(mount, Some(succeeded));
         self.0.report_now.notify_one();
     }
@@ -457,6 +514,7 @@ pub async fn run(
         shared: Mutex::new(Shared::default()),
         report_now: Notify::new(),
     });
+    agent.hold_initial();
     let sink_agent = agent.clone();
     let ctx = Arc::new(WatchContext {
         namespace: NAMESPACE.to_owned(),

@@ -11,8 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -21,8 +19,6 @@ use tokio::task::JoinHandle;
 /// One CSI-refreshed pod mount per directory, all fed from one KV v2 document.
 pub struct CsiDriver {
     tasks: Vec<JoinHandle<()>>,
-    /// Swaps done over all pods (a test can wait for the first one).
-    pub swaps: Arc<AtomicU64>,
 }
 
 impl CsiDriver {
@@ -42,14 +38,12 @@ impl CsiDriver {
             .build()
             .expect("an HTTP client");
         let url = format!("{address}/v1/{mount}/data/{path}");
-        let swaps = Arc::new(AtomicU64::new(0));
         let n = pods.len().max(1) as u32;
         let tasks = pods
             .into_iter()
             .enumerate()
             .map(|(i, dir)| {
-                let (http, url, token, swaps) =
-                    (http.clone(), url.clone(), token.to_owned(), swaps.clone());
+                let (http, url, token) = (http.clone(), url.clone(), token.to_owned());
                 // Spread the pods' polls over the interval, as independent kubelets do.
                 let phase = interval * i as u32 / n;
                 tokio::spawn(async move {
@@ -77,7 +71,6 @@ impl CsiDriver {
                             })
                             .await
                             .expect("the swap");
-                            swaps.fetch_add(1, Ordering::Relaxed);
                             shown = Some(doc);
                         }
                         tokio::time::sleep(interval).await;
@@ -85,7 +78,7 @@ impl CsiDriver {
                 })
             })
             .collect();
-        CsiDriver { tasks, swaps }
+        CsiDriver { tasks }
     }
 }
 

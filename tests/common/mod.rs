@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests (declared once, in `tests/tests.rs`).
+pub mod agent_bin;
 pub mod aws_reader;
 pub mod ci;
 pub mod csi;

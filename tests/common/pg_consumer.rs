@@ -21,6 +21,28 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
+/// Reloads in progress across a set of consumers, and the most seen at once.
+#[derive(Default)]
+pub struct Concurrency {
+    now: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Concurrency {
+    pub fn max(&self) -> u64 {
+        self.max.load(Ordering::SeqCst)
+    }
+
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What the consumer has seen so far.
 #[derive(Default)]
 pub struct Counts {
@@ -38,26 +60,38 @@ pub struct PgConsumer {
     tasks: Vec<JoinHandle<()>>,
 }
 
-type Creds = Arc<Mutex<Option<(String, String)>>>;
+/// The credential in use. A login holds a read guard for as long as it runs, and a reload
+/// swaps the credential under the write guard, which waits for those logins: a reload
+/// answers only once no attempt with the old credential is left, as a connection pool that
+/// drains before it acknowledges a reload does. (Without that, a login begun just before
+/// the swap could meet the old credential's revocation and count as the workload's
+/// failure, though the workload had already said it moved on.)
+type Creds = Arc<tokio::sync::RwLock<Option<(String, String)>>>;
 
 impl PgConsumer {
     /// Starts the consumer on `mount` (files `username` and `password`); it starts logging
-    /// in once the mount holds both.
-    pub async fn start(mount: PathBuf, every: Duration) -> PgConsumer {
+    /// in once the mount holds both. A reload takes at least `reload_takes` (a workload's
+    /// restart is not instant) and is counted in `concurrency`, if given.
+    pub async fn start(
+        mount: PathBuf,
+        every: Duration,
+        reload_takes: Duration,
+        concurrency: Option<Arc<Concurrency>>,
+    ) -> PgConsumer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let counts = Arc::new(Counts::default());
         let last_error = Arc::new(Mutex::new(None));
-        let creds: Creds = Arc::new(Mutex::new(read_creds(&mount)));
+        let creds: Creds = Arc::new(tokio::sync::RwLock::new(read_creds(&mount)));
 
         let logins = {
             let (counts, creds, last_error) = (counts.clone(), creds.clone(), last_error.clone());
             let mount = mount.clone();
             tokio::spawn(async move {
                 loop {
-                    let held = creds.lock().expect("creds").clone();
-                    match held {
-                        Some((user, password)) => match login(&user, &password).await {
+                    let held = creds.read().await;
+                    match held.as_ref() {
+                        Some((user, password)) => match login(user, password).await {
                             Ok(()) => {
                                 counts.ok.fetch_add(1, Ordering::Relaxed);
                             }
@@ -66,7 +100,10 @@ impl PgConsumer {
                                 *last_error.lock().expect("error") = Some(e);
                             }
                         },
-                        None => *creds.lock().expect("creds") = read_creds(&mount),
+                        None => {
+                            drop(held);
+                            *creds.write().await = read_creds(&mount);
+                        }
                     }
                     tokio::time::sleep(every).await;
                 }
@@ -80,6 +117,7 @@ impl PgConsumer {
                         return;
                     };
                     let (counts, creds, mount) = (counts.clone(), creds.clone(), mount.clone());
+                    let concurrency = concurrency.clone();
                     tokio::spawn(async move {
                         let mut buf = vec![0u8; 4096];
                         let mut got = Vec::new();
@@ -89,10 +127,14 @@ impl PgConsumer {
                                 Ok(n) => got.extend_from_slice(&buf[..n]),
                             }
                         }
+                        if let Some(c) = &concurrency {
+                            c.enter();
+                        }
+                        tokio::time::sleep(reload_takes).await;
                         let status = match read_creds(&mount) {
                             Some((user, password)) => match login(&user, &password).await {
                                 Ok(()) => {
-                                    *creds.lock().expect("creds") = Some((user, password));
+                                    *creds.write().await = Some((user, password));
                                     counts.reloads.fetch_add(1, Ordering::Relaxed);
                                     200
                                 }
@@ -100,6 +142,9 @@ impl PgConsumer {
                             },
                             None => 503,
                         };
+                        if let Some(c) = &concurrency {
+                            c.leave();
+                        }
                         let reply = format!(
                             "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                         );
@@ -158,13 +203,27 @@ async fn login(user: &str, password: &str) -> Result<(), String> {
         .user(user)
         .password(password)
         .connect_timeout(Duration::from_secs(5));
-    let (client, conn) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    // `db error` alone says nothing: keep PostgreSQL's own code and message (they name the
+    // role, never the password), and when it happened.
+    let describe = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => format!(
+            "{} as {user}: {} {}",
+            chrono::Utc::now().format("%H:%M:%S%.3f"),
+            db.code().code(),
+            db.message()
+        ),
+        None => format!(
+            "{} as {user}: {e}",
+            chrono::Utc::now().format("%H:%M:%S%.3f")
+        ),
+    };
+    let (client, conn) = config.connect(NoTls).await.map_err(describe)?;
     let task = tokio::spawn(conn);
     let result = client
         .simple_query("SELECT 1")
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string());
+        .map_err(describe);
     drop(client);
     let _ = task.await;
     result

@@ -12,8 +12,8 @@
 //! request, with the reload endpoint, in one ordered log.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,9 +26,10 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::common::agent_bin::AgentBin;
 use crate::common::faults::TcpProxy;
 use crate::common::kubelet;
-use crate::common::rotor_bin::{LEAK_CHECK_LOG, assert_logged_at_trace};
+use crate::common::rotor_bin::assert_logged_at_trace;
 use crate::common::wait::eventually;
 
 const TOKEN: &str = "consumer-token-Zq8sV3nK1pW7";
@@ -222,51 +223,6 @@ impl FakeRotor {
 impl Drop for FakeRotor {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// `rotor agent` in `dir`, logging to `agent.log`; killed when dropped.
-struct AgentBin {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl AgentBin {
-    fn start(dir: &Path, config: &str, env: &[(&str, &str)], remove: &[&str]) -> AgentBin {
-        std::fs::write(dir.join("agent.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rotor"));
-        cmd.args(["agent", "--config", "agent.toml"])
-            .current_dir(dir)
-            .env("RUST_LOG", LEAK_CHECK_LOG)
-            .envs(env.iter().copied())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log));
-        for name in remove {
-            cmd.env_remove(name);
-        }
-        AgentBin {
-            child: cmd.spawn().expect("rotor agent starts"),
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
-    }
-
-    #[track_caller]
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("rotor agent exited ({status}); log:\n{}", self.log());
-        }
-    }
-}
-
-impl Drop for AgentBin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

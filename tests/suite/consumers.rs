@@ -317,10 +317,7 @@ async fn consumers_and_permits_survive_a_restart_and_reports_of_unknown_secrets_
         .expect("second permit");
     match h.admin.permit_acquire("web-3".into(), "web".into()).await {
         Err(AdminError::Busy { retry_after_ms, .. }) => {
-            assert!(
-                (1_000..=120_000).contains(&retry_after_ms),
-                "{retry_after_ms}"
-            )
+            assert!((1..=1_000).contains(&retry_after_ms), "{retry_after_ms}")
         }
         other => panic!("third permit: {other:?}"),
     }
