@@ -151,11 +151,7 @@ echo "   rendered $e_objects objects: $e_built_in built-in, $e_custom custom res
 validate_dir "$work/examples" "$e_built_in"
 
 echo "== deploy/examples: rotor check agent.toml"
-if "$ROTOR" agent --help >/dev/null 2>&1; then
-    "$ROTOR" check deploy/examples/agent.toml
-    checks=$((checks + 1))
-else
-    echo "   NOTE: this rotor has no \`agent\` command yet: agent.toml is checked by tests/suite/deploy.rs only"
-fi
+"$ROTOR" check deploy/examples/agent.toml
+checks=$((checks + 1))
 
 echo "deploy: $files files, $objects objects ($r_objects rendered, $e_objects in examples), $checks checks passed"

@@ -495,6 +495,11 @@ fn config_problems(dep: &Value, toml: &Path, claims: &BTreeSet<String>) -> Vec<S
         StoreConfig::Vault(s) => durable.push(("master key file", &s.master_key_file)),
     }
     durable.push(("admin token file", &config.server.admin_token_file));
+    // The agents hold a copy of the consumer token: one that changed with every pod
+    // restart would lock them all out.
+    if let Some(file) = &config.server.consumer_token_file {
+        durable.push(("consumer token file", file));
+    }
     for (what, file) in durable {
         // The deepest mount holding the file decides where it lives.
         let mount = items(&c["volumeMounts"])
@@ -1714,6 +1719,10 @@ fn catches_the_master_key_on_an_empty_dir_and_a_bad_env_value() {
     assert_found(
         &problems,
         "master key file /var/lib/rotor/master.key is not on a PersistentVolumeClaim",
+    );
+    assert_found(
+        &problems,
+        "consumer token file /var/lib/rotor/consumer.token is not on a PersistentVolumeClaim",
     );
 
     let (mut dep, _) = deployment();
