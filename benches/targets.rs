@@ -127,10 +127,8 @@ async fn postgres(dir: &std::path::Path) {
         roles.clone(),
         store.clone(),
     );
+    let _drop_roles = postgres_setup::Roles(roles.clone());
     cycles("postgres", &store, &t).await;
-    for r in &roles {
-        psql(&format!("DROP ROLE IF EXISTS \"{r}\""));
-    }
 }
 
 async fn redis(dir: &std::path::Path) {

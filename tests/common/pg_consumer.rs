@@ -195,14 +195,7 @@ fn read_creds(mount: &Path) -> Option<(String, String)> {
 
 /// One login and `SELECT 1`; the error text when it fails.
 async fn login(user: &str, password: &str) -> Result<(), String> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(5432)
-        .dbname("test")
-        .user(user)
-        .password(password)
-        .connect_timeout(Duration::from_secs(5));
+    let config = as_user(user, password);
     // `db error` alone says nothing: keep PostgreSQL's own code and message (they name the
     // role, never the password), and when it happened.
     let describe = |e: tokio_postgres::Error| match e.as_db_error() {
@@ -227,4 +220,18 @@ async fn login(user: &str, password: &str) -> Result<(), String> {
     drop(client);
     let _ = task.await;
     result
+}
+
+/// Connection settings for the test database over TCP on loopback as `user`: where
+/// `.ci/setup-postgres.sh` makes members of `rotor_managed` prove their password.
+pub fn as_user(user: &str, password: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(5432)
+        .dbname("test")
+        .user(user)
+        .password(password)
+        .connect_timeout(std::time::Duration::from_secs(5));
+    config
 }

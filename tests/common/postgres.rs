@@ -1,5 +1,6 @@
 //! The machine's PostgreSQL (127.0.0.1:5432, database `test`) for the tests and the target
-//! benches: its one-time setup and `psql` as the superuser. `benches/targets.rs` includes
+//! benches: its one-time setup, `psql` as the superuser, and a guard dropping test roles.
+//! `benches/targets.rs` includes
 //! this file too, so it uses nothing else from `tests/common`.
 
 use std::path::Path;
@@ -42,4 +43,16 @@ pub fn psql(sql: &str) -> bool {
         ])
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// Drops the roles a test created when it ends, passed or not (synchronously, through
+/// `psql`).
+pub struct Roles(pub Vec<String>);
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            psql(&format!("DROP ROLE IF EXISTS \"{r}\""));
+        }
+    }
 }

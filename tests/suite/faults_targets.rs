@@ -36,7 +36,8 @@ use tokio::net::TcpStream;
 use tokio_postgres::NoTls;
 
 use crate::common::embedded;
-use crate::common::postgres::{psql, setup};
+use crate::common::pg_consumer::as_user;
+use crate::common::postgres::{Roles, setup};
 use crate::common::receiver::Receiver;
 use crate::common::redis_server::RedisServer;
 use crate::common::targets::{random_name, service_or_skip};
@@ -458,17 +459,6 @@ async fn an_unreachable_target_is_a_verify_error_and_nothing_is_reapplied() {
 
 const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5";
 
-/// Drops the roles when the test ends, passed or not.
-struct Roles(Vec<String>);
-
-impl Drop for Roles {
-    fn drop(&mut self) {
-        for r in &self.0 {
-            psql(&format!("DROP ROLE IF EXISTS \"{r}\""));
-        }
-    }
-}
-
 /// Two NOLOGIN roles in `rotor_managed` (scram-sha-256 required); `None` to skip.
 async fn pg_roles() -> Option<Roles> {
     if !service_or_skip("PostgreSQL", setup()) {
@@ -492,14 +482,7 @@ async fn pg_exec(sql: &str) {
 }
 
 async fn pg_login(user: &str, password: &str) -> bool {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(5432)
-        .dbname("test")
-        .user(user)
-        .password(password)
-        .connect_timeout(Duration::from_secs(5));
+    let config = as_user(user, password);
     match config.connect(NoTls).await {
         Ok((client, conn)) => {
             tokio::spawn(conn);
@@ -511,14 +494,7 @@ async fn pg_login(user: &str, password: &str) -> bool {
 
 /// Logs in as `user`: `Ok` when it works, else the SQLSTATE of the refusal (or the error).
 async fn pg_login_code(user: &str, password: &str) -> Result<(), String> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(5432)
-        .dbname("test")
-        .user(user)
-        .password(password)
-        .connect_timeout(Duration::from_secs(5));
+    let config = as_user(user, password);
     match config.connect(NoTls).await {
         Ok((client, conn)) => {
             tokio::spawn(conn);

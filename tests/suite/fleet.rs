@@ -28,24 +28,13 @@ use crate::common::csi::CsiDriver;
 use crate::common::http::request;
 use crate::common::openbao::OpenBao;
 use crate::common::pg_consumer::{Concurrency, PgConsumer};
-use crate::common::postgres::{psql, setup};
+use crate::common::postgres::{Roles, psql, setup};
 use crate::common::rotor_bin::{RotorBin, free_port};
 use crate::common::targets::{random_name, service_or_skip};
 use crate::common::wait::eventually;
 
 const CONSUMER_TOKEN: &str = "fleet-consumer-token-0123456789abcdef";
 const VIEW_PATH: &str = "rotor/database";
-
-/// Drops the test's PostgreSQL roles when it ends, passed or not.
-struct Roles(Vec<String>);
-
-impl Drop for Roles {
-    fn drop(&mut self) {
-        for r in &self.0 {
-            psql(&format!("DROP ROLE IF EXISTS \"{r}\""));
-        }
-    }
-}
 
 struct Pod {
     id: String,

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use crate::common::embedded;
 use crate::common::http::request;
-use crate::common::postgres::{psql, setup};
+use crate::common::pg_consumer::as_user;
+use crate::common::postgres::{Roles, setup};
 use crate::common::rotor_bin::{self, LEAK_CHECK_LOG, RotorBin, assert_logged_at_trace, free_port};
 use crate::common::targets::{Env, password_spec, random_name, secret, service_or_skip};
 use crate::common::wait::eventually;
@@ -38,17 +39,6 @@ async fn admin() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(ADMIN, NoTls).await.unwrap();
     tokio::spawn(conn);
     client
-}
-
-/// Drops the roles when the test ends, passed or not (synchronously, through psql).
-struct Roles(Vec<String>);
-
-impl Drop for Roles {
-    fn drop(&mut self) {
-        for r in &self.0 {
-            psql(&format!("DROP ROLE IF EXISTS \"{r}\""));
-        }
-    }
 }
 
 /// Creates `n` NOLOGIN roles in `rotor_managed`, plus whatever `extra` SQL says; `None`
@@ -83,19 +73,6 @@ async fn admin_role(roles: &Roles) -> (String, Roles) {
         .await
         .unwrap();
     (name, guard)
-}
-
-/// Connection settings for the test database as `user`.
-fn as_user(user: &str, password: &str) -> tokio_postgres::Config {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(5432)
-        .dbname("test")
-        .user(user)
-        .password(password)
-        .connect_timeout(Duration::from_secs(5));
-    config
 }
 
 /// How a login ended. Only PostgreSQL's two refusals count as refused; any other failure
