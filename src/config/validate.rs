@@ -15,8 +15,8 @@ use super::check::{SecretMention, Validator, join};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    CacheConfig, Config, ConsumersConfig, MetricsConfig, MountConfig, RuntimeConfig,
-    SecretConfig, ServerConfig, StoreConfig, WatchConfig,
+    CacheConfig, Config, ConsumersConfig, MetricsConfig, MountConfig, RuntimeConfig, SecretConfig,
+    ServerConfig, StoreConfig, WatchConfig,
 };
 use super::raw::{RawCache, RawConfig, RawConsumers, RawMount, RawRuntime, RawServer, RawStore};
 use crate::domain::SecretRef;
