@@ -21,6 +21,9 @@ mod consumers;
 // Structural checks of the Kubernetes manifests in `deploy/`.
 #[path = "suite/deploy.rs"]
 mod deploy;
+// Emergency rotation jobs (rotate-all): rate, concurrency, cancel, resume, grace, routes, CLI.
+#[path = "suite/jobs.rs"]
+mod jobs;
 // The real `rotor` binary end to end, including `kill -9` in the middle of rotations.
 #[path = "suite/e2e.rs"]
 mod e2e;

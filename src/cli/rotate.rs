@@ -213,7 +213,7 @@ where
         bar
     });
     let mut printed: Option<(u64, u64, u64)> = None;
-    let mut last_line = Instant::now() - LINE_EVERY;
+    let mut last_line: Option<Instant> = None;
     loop {
         let counts = (view.done, view.failed, view.in_flight);
         match &bar {
@@ -224,13 +224,15 @@ where
                     view.failed, view.in_flight
                 ));
             }
-            None if printed != Some(counts) && last_line.elapsed() >= LINE_EVERY => {
+            None if printed != Some(counts)
+                && last_line.is_none_or(|t| t.elapsed() >= LINE_EVERY) =>
+            {
                 println!(
                     "job {id}: {} done, {} failed, {} in flight, {} pending of {}",
                     view.done, view.failed, view.in_flight, view.pending, view.total
                 );
                 printed = Some(counts);
-                last_line = Instant::now();
+                last_line = Some(Instant::now());
             }
             None => {}
         }
