@@ -10,7 +10,7 @@
 #
 # Usage: scripts/rotate-all-bench.sh [N]      (ROTOR_BIN=path skips the build)
 # Also: RATE (default 10000), CONCURRENCY (default 256), WRK_SECONDS (default 10),
-# KEEP=1 to keep the working directory.
+# WRK=0 to run without wrk (the rate alone), KEEP=1 to keep the working directory.
 set -euo pipefail
 
 n="${1:-100000}"
@@ -79,6 +79,10 @@ done
 t_ready=$(date +%s.%N)
 echo "first start: $n first versions written in $(echo "$t_ready - $t_start" | bc) s"
 
+# rotor's CPU time (user + system, in clock ticks) before and after the job: with the wall
+# time it says whether the job waits on the disk (fsyncs) or on the CPU.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+cpu0="$(cpu_ticks)"
 answer="$(curl -sf -H "$auth" -H 'Content-Type: application/json' \
     -d "{\"tenantId\":\"t1\",\"ratePerSecond\":$rate,\"maxConcurrent\":$concurrency}" \
     "$url/admin/secrets/rotate-all")"
@@ -86,7 +90,7 @@ job="$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)[
 echo "job $job: $n secrets at up to $rate/s, $concurrency at once"
 
 wrk_out=""
-if command -v wrk >/dev/null; then
+if [[ "${WRK:-1}" != 0 ]] && command -v wrk >/dev/null; then
     wrk_out="$(wrk -t1 -c4 -d"${wrk_seconds}s" --latency -H "$auth" "$url/admin/jobs/$job" 2>&1 || true)"
 fi
 peak=0
@@ -94,11 +98,15 @@ while :; do
     view="$(curl -sf -H "$auth" "$url/admin/jobs/$job")"
     rss="$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")"
     [[ "$rss" -gt "$peak" ]] && peak="$rss"
-    if echo "$view" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["finishedAt"] else 1)'; then
+    if cpu1="$(cpu_ticks)"
+tck="$(getconf CLK_TCK)"
+echo "$view" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["finishedAt"] else 1)'; then
         break
     fi
     sleep 0.5
 done
+cpu1="$(cpu_ticks)"
+tck="$(getconf CLK_TCK)"
 echo "$view" | python3 -c '
 import json, sys
 from datetime import datetime
@@ -106,8 +114,10 @@ v = json.load(sys.stdin)
 s = datetime.fromisoformat(v["startedAt"].replace("Z", "+00:00"))
 f = datetime.fromisoformat(v["finishedAt"].replace("Z", "+00:00"))
 secs = (f - s).total_seconds()
-print(f"job {v[\"state\"]}: total {v[\"total\"]} done {v[\"done\"]} failed {v[\"failed\"]} in {secs:.1f} s = {(v[\"done\"] + v[\"failed\"]) / secs:.0f} rotations/s")
+rate = (v["done"] + v["failed"]) / secs
+print("job %s: total %d done %d failed %d in %.1f s = %.0f rotations/s" % (v["state"], v["total"], v["done"], v["failed"], secs, rate))
 '
+echo "rotor CPU during the job: $(echo "scale=1; ($cpu1 - $cpu0) / $tck" | bc) s (user + system, all threads)"
 # Exactly once: a sample of secrets, each with one job rotation in its history or journal.
 twice=0
 for k in $(awk -v n="$n" 'BEGIN { srand(7); for (i = 0; i < 50; i++) printf "k%06d\n", int(rand() * n) }'); do
@@ -120,6 +130,6 @@ if [[ -n "$wrk_out" ]]; then
     echo "$wrk_out" | awk '/Latency Distribution/ { d = 1 } d && /(50|99)%/ { print "GET /admin/jobs/{id} under the job: p" $1 " " $2 }
         /Requests\/sec/ { print "wrk requests/s: " $2 }'
 else
-    echo "wrk not installed: no API latency figure (apt-get install -y wrk)"
+    echo "no API latency figure (WRK=0, or wrk not installed: apt-get install -y wrk)"
 fi
 echo "rotor peak RSS: $((peak / 1024)) MiB"
