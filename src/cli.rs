@@ -20,6 +20,8 @@ use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::vault::VaultStore;
 
+mod rotate;
+
 /// Exit code for a configuration that does not validate (EX_USAGE, as linkerd does).
 pub const EXIT_BAD_CONFIG: u8 = 64;
 
@@ -113,15 +115,18 @@ pub enum Command {
         limit: usize,
     },
     /// Ask the running rotor (its admin API, with the token from `admin_token_file`) to
-    /// rotate a secret now.
+    /// rotate a secret now (`rotor rotate TENANT KEY`), or to run an emergency rotation job
+    /// over many (`--tenant`, `--policy`, `--key-glob`, `--all`) and follow its progress.
     Rotate {
         /// Configuration file (TOML) of the running rotor.
         #[arg(short, long, env = "ROTOR_CONFIG")]
         config: PathBuf,
-        /// Tenant id.
-        tenant: String,
+        /// Tenant id (with KEY: rotate that one secret).
+        tenant: Option<String>,
         /// Secret key.
-        key: String,
+        key: Option<String>,
+        #[command(flatten)]
+        job: rotate::JobArgs,
     },
     /// Ask the running rotor to roll back the rotation of a secret that is in grace.
     Rollback {
@@ -170,7 +175,22 @@ pub fn run_offline(command: Command) -> ExitCode {
             config,
             tenant,
             key,
-        } => with_config(&config, |cfg| admin_call(cfg, "rotate", &tenant, &key)),
+            job,
+        } => match (tenant, key, job.is_empty()) {
+            (Some(tenant), Some(key), true) => {
+                with_config(&config, |cfg| admin_call(cfg, "rotate", &tenant, &key))
+            }
+            (None, None, false) => with_config(&config, |cfg| rotate::run(cfg, &job)),
+            (Some(_), None, _) => rotate::usage_error(
+                "give TENANT KEY for one secret, or --tenant TENANT for every secret of a tenant",
+            ),
+            (Some(_), Some(_), false) => rotate::usage_error(
+                "TENANT KEY rotates one secret and takes no job options; select keys with --tenant and --key-glob",
+            ),
+            (None, _, _) => {
+                rotate::usage_error("say what to rotate: TENANT KEY, --tenant TENANT, or --all")
+            }
+        },
         Command::Rollback {
             config,
             tenant,
@@ -185,15 +205,11 @@ pub fn run_offline(command: Command) -> ExitCode {
     }
 }
 
-/// One request to the running rotor's admin API with the token from `admin_token_file`;
-/// returns the status and the JSON body (`Null` when the body is not JSON). The offline
-/// commands have no runtime: the request runs on one of its own, on this thread.
-fn admin_request(
+/// Where the running rotor's admin API answers (loopback when it listens on every
+/// address) and its admin token, read from `admin_token_file`.
+fn admin_endpoint(
     cfg: &Config,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<(u16, serde_json::Value), String> {
+) -> Result<(std::net::SocketAddr, crate::api::server::AdminToken), String> {
     let token_file = &cfg.server.admin_token_file;
     // Never create a token here: one that the running rotor does not know is useless.
     if !token_file.exists() {
@@ -209,6 +225,19 @@ fn admin_request(
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    Ok((addr, token))
+}
+
+/// One request to the running rotor's admin API with the token from `admin_token_file`;
+/// returns the status and the JSON body (`Null` when the body is not JSON). The offline
+/// commands have no runtime: the request runs on one of its own, on this thread.
+fn admin_request(
+    cfg: &Config,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value), String> {
+    let (addr, token) = admin_endpoint(cfg)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -161,6 +161,9 @@ pub enum Trigger {
     Api,
     /// A retry after a failed attempt.
     Retry,
+    /// An emergency rotation job (`POST /admin/secrets/rotate-all`); the attempt's run
+    /// names the job.
+    Job,
 }
 
 impl Trigger {
@@ -171,6 +174,7 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Api => "api",
             Trigger::Retry => "retry",
+            Trigger::Job => "job",
         }
     }
 }

@@ -8,6 +8,8 @@
 //! a step before promotion fails -> RollingBack -> Idle(current=v) + retry with backoff,
 //!   budget exhausted -> Stuck (alert, manual action)
 //! Grace + Rollback -> RolledBack: current=v again, v+1 revoked -> Idle
+//! Grace + ExpireNow -> Expired at once (an emergency job ends the grace)
+//! Tested + promoted with expire_previous_at_promotion -> Expired (no grace)
 //! ```
 //!
 //! [`Rules::step`] takes the persisted [`SecretState`], an [`Event`] and `now`, and returns a
@@ -108,6 +110,14 @@ pub struct Run {
     pub step_failures: u32,
     /// When the step being retried in place runs again.
     pub retry_at: Option<DateTime<Utc>>,
+    /// The emergency rotation job that started this attempt, if one did. A job that
+    /// resumes after a restart reads it from the journal to know the attempt is its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Expire the previous version at promotion instead of keeping it valid for the grace
+    /// period (a job's `expirePrevious`: the old credential leaked and must stop working).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expire_previous_at_promotion: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +224,15 @@ pub enum Event {
     Timer,
     /// An operator or the API asks for a rotation now.
     Rotate { trigger: Trigger },
+    /// An emergency rotation job asks for a rotation now (trigger [`Trigger::Job`]); the
+    /// run remembers `job`, and with `expire_previous` the previous version is expired at
+    /// promotion instead of after the grace period. Refused like `Rotate` while an
+    /// attempt is in flight.
+    JobRotate { job: String, expire_previous: bool },
+    /// End the grace period now: the previous version expires at once, whatever the
+    /// policy's grace or consumers say. Ignored outside grace (there is no previous
+    /// version to expire), so a job may send it to any secret it reaches.
+    ExpireNow,
     /// An operator asks to roll back the rotation in grace.
     Rollback,
     /// The effect for `step` of `rotation` finished.
@@ -450,7 +469,24 @@ impl Rules<'_> {
                 t.state.attempts = 0;
                 self.start(&mut t, trigger, now)
             }
-            (phase, Event::Rotate { .. }) => {
+            (
+                Phase::Idle { .. },
+                Event::JobRotate {
+                    job,
+                    expire_previous,
+                },
+            ) => self.start_for_job(&mut t, job, expire_previous, now),
+            (
+                Phase::Stuck { .. },
+                Event::JobRotate {
+                    job,
+                    expire_previous,
+                },
+            ) => {
+                t.state.attempts = 0;
+                self.start_for_job(&mut t, job, expire_previous, now)
+            }
+            (phase, Event::Rotate { .. } | Event::JobRotate { .. }) => {
                 return Err(Rejection::InProgress {
                     rotation: phase.run().map_or(RotationId(0), |r| r.rotation),
                     phase: phase.name(),
@@ -472,6 +508,11 @@ impl Rules<'_> {
                 t.state.phase = Phase::RolledBack { run, restored };
             }
             (_, Event::Rollback) => return Err(Rejection::NothingToRollBack),
+            (Phase::Grace { run, previous, .. }, Event::ExpireNow) => {
+                // Consumers are not waited for: ending the grace now is the point.
+                self.expire(&mut t, run, *previous, false);
+            }
+            (_, Event::ExpireNow) => {}
 
             // ---- start-up ------------------------------------------------------------
             (phase, Event::Resume) => self.resume(&mut t, phase.clone(), now),
@@ -653,6 +694,8 @@ impl Rules<'_> {
             steps: Vec::new(),
             step_failures: 0,
             retry_at: None,
+            job: None,
+            expire_previous_at_promotion: false,
         };
         t.rotation = run.rotation;
         t.effects.push(Effect::CancelTimer {
@@ -670,6 +713,22 @@ impl Rules<'_> {
             version: run.pending,
         });
         s.phase = Phase::Generating(run);
+    }
+
+    /// Starts an attempt for an emergency rotation job: [`Rules::start`] with the job's
+    /// name and its `expirePrevious` on the run.
+    fn start_for_job(
+        &self,
+        t: &mut Transition,
+        job: String,
+        expire_previous: bool,
+        now: DateTime<Utc>,
+    ) {
+        self.start(t, Trigger::Job, now);
+        if let Phase::Generating(run) = &mut t.state.phase {
+            run.job = Some(job);
+            run.expire_previous_at_promotion = expire_previous;
+        }
     }
 
     /// After a restart: re-issue the effect of the phase we were in.
@@ -813,6 +872,11 @@ impl Rules<'_> {
                         t.history = Some(record(&r, Outcome::Succeeded, None, now));
                         let due = self.due_after(&t.state, now);
                         self.go_idle(t, due, false);
+                    }
+                    Some(previous) if r.expire_previous_at_promotion => {
+                        // No grace: the previous version is revoked right after the
+                        // promotion, as if its grace had just ended.
+                        self.expire(t, &r, previous, false);
                     }
                     Some(previous) => {
                         let expires_at = now + self.grace;

@@ -95,6 +95,12 @@ pub struct ConsumerStateLabels {
     pub state: String,
 }
 
+/// A job state alone (`running`, `finished`, `cancelled`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
 /// A bounded outcome alone (consumer reports, reload permits).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -205,6 +211,12 @@ pub struct Metrics {
     /// (still reporting an older one when `max_grace_extension` ran out) or `gone` (stopped
     /// reporting during the grace).
     pub consumer_late_expiries_total: Family<KindLabels, Counter>,
+    /// Emergency rotation jobs this process knows, by state (`running`, `finished`,
+    /// `cancelled`). No job id label: the API reports each job.
+    pub jobs: Family<StateLabels, Gauge>,
+    /// Secrets handled by emergency rotation jobs, by outcome (`started`, `done`,
+    /// `failed`).
+    pub job_rotations_total: Family<OutcomeLabels, Counter>,
     /// Present only with `[metrics] per_secret = true`.
     pub per_secret: Option<PerSecret>,
 }
@@ -455,6 +467,18 @@ impl Metrics {
             "Reload permits by outcome (granted, refused, released, expired)",
             consumer_permits_total.clone(),
         );
+        let jobs = Family::<StateLabels, Gauge>::default();
+        r.register(
+            "rotor_jobs",
+            "Emergency rotation jobs (rotate-all) known to this process, by state (running, finished, cancelled)",
+            jobs.clone(),
+        );
+        let job_rotations_total = Family::<OutcomeLabels, Counter>::default();
+        r.register(
+            "rotor_job_rotations",
+            "Secrets handled by emergency rotation jobs, by outcome (started, done, failed)",
+            job_rotations_total.clone(),
+        );
         let consumer_late_expiries_total = Family::<KindLabels, Counter>::default();
         r.register(
             "rotor_consumer_late_expiries",
@@ -527,6 +551,8 @@ impl Metrics {
             consumer_reports_total,
             consumer_permits_total,
             consumer_late_expiries_total,
+            jobs,
+            job_rotations_total,
             per_secret,
         };
         m.init_known_series();

@@ -31,6 +31,9 @@ mod deploy;
 // killed agents, the per-workload reload budget, promotion-to-acknowledgement figures.
 #[path = "suite/fleet.rs"]
 mod fleet;
+// Emergency rotation jobs (rotate-all): rate, concurrency, cancel, resume, grace, routes, CLI.
+#[path = "suite/jobs.rs"]
+mod jobs;
 // The real `rotor` binary end to end, including `kill -9` in the middle of rotations.
 #[path = "suite/e2e.rs"]
 mod e2e;

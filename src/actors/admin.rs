@@ -12,9 +12,12 @@ use ractor::ActorRef;
 use ractor::rpc::CallResult;
 
 use super::consumers::{self, ConsumersMsg};
+use super::jobs::{self, JobsMsg};
 use super::metrics::{self as metrics_actor, MetricsMsg};
 use super::rotation::{self, RotationContext, RotationMsg, RotationSpec};
-use crate::api::{Admin, AdminError, ConsumerView, PermitGrant, Report, ScheduleEntry};
+use crate::api::{
+    Admin, AdminError, ConsumerView, JobRequest, JobView, PermitGrant, Report, ScheduleEntry,
+};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, Trigger, VersionMeta};
 use crate::machine::Rejection;
 
@@ -204,6 +207,18 @@ impl Admin for ActorAdmin {
         Box::pin(self.consumers_call(|reply| ConsumersMsg::Release { permit_id, reply }))
     }
 
+    fn rotate_all(&self, request: JobRequest) -> BoxFuture<'_, Result<JobView, AdminError>> {
+        Box::pin(self.jobs_call(|reply| JobsMsg::Start { request, reply }))
+    }
+
+    fn job(&self, job_id: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
+        Box::pin(self.jobs_call(|reply| JobsMsg::Get { id: job_id, reply }))
+    }
+
+    fn cancel_job(&self, job_id: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
+        Box::pin(self.jobs_call(|reply| JobsMsg::Cancel { id: job_id, reply }))
+    }
+
     fn consumers(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<ConsumerView>, AdminError>> {
         Box::pin(async move {
             self.known(&secret)?;
@@ -215,6 +230,28 @@ impl Admin for ActorAdmin {
 }
 
 impl ActorAdmin {
+    /// One call to the jobs actor.
+    async fn jobs_call<T: Send + 'static>(
+        &self,
+        msg: impl FnOnce(ractor::RpcReplyPort<Result<T, AdminError>>) -> JobsMsg,
+    ) -> Result<T, AdminError> {
+        let actor: ActorRef<JobsMsg> =
+            ractor::registry::where_is(jobs::actor_name(&self.context.namespace))
+                .map(ActorRef::from)
+                .ok_or_else(|| {
+                    AdminError::Unavailable("the jobs actor is restarting; try again".into())
+                })?;
+        match actor.call(msg, Some(CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(r)) => r,
+            Ok(CallResult::Timeout) => Err(AdminError::Unavailable(format!(
+                "the jobs actor did not answer in {CALL_TIMEOUT:?}"
+            ))),
+            Ok(CallResult::SenderError) | Err(_) => Err(AdminError::Unavailable(
+                "the jobs actor stopped while answering; try again".into(),
+            )),
+        }
+    }
+
     /// One call to the consumers actor, which answers for reports and permits.
     async fn consumers_call<T: Send + 'static>(
         &self,

@@ -18,11 +18,14 @@
 //! - [`notifier`]: the notifier actor (lifecycle events to their channels).
 //! - [`consumers`]: agents' reports (which version each workload pod holds) and the fleet's
 //!   reload permits, kept in the store as records.
+//! - [`jobs`]: emergency rotation jobs (`rotate-all`): rate, concurrency, progress in
+//!   the store, resumed after a restart.
 //! - [`admin`]: the [`crate::api::Admin`] backend, answering the HTTP API through actors.
 //! - [`vault_token`]: renews the Vault store's token (re-login on failure).
 
 pub mod admin;
 pub mod consumers;
+pub mod jobs;
 pub mod metrics;
 pub mod notifier;
 pub mod panic_hook;

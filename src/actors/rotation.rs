@@ -137,6 +137,18 @@ pub enum RotationMsg {
         trigger: Trigger,
         reply: RpcReplyPort<Result<RotationId, Rejection>>,
     },
+    /// Start a rotation for an emergency rotation job ([`super::jobs`]): trigger `job`,
+    /// the job's name on the run, and with `expire_previous` no grace after promotion.
+    /// Answers like `Rotate`; the job hears the attempt's outcome through
+    /// [`super::jobs::report_outcome`].
+    JobRotate {
+        job: String,
+        expire_previous: bool,
+        reply: RpcReplyPort<Result<RotationId, Rejection>>,
+    },
+    /// End the grace period now (a job reached the secret while it was in grace); answers
+    /// once the new state is committed. Nothing happens outside grace.
+    ExpireNow(RpcReplyPort<()>),
     /// Roll back the rotation in grace.
     Rollback(RpcReplyPort<Result<RotationId, Rejection>>),
     /// The current status.
@@ -314,6 +326,22 @@ impl Actor for RotationActor {
                 // The caller may have given up (timeout); that is fine.
                 let _ = reply.send(r);
             }
+            RotationMsg::JobRotate {
+                job,
+                expire_previous,
+                reply,
+            } => {
+                let event = Event::JobRotate {
+                    job,
+                    expire_previous,
+                };
+                let r = Box::pin(state.drive(&myself, event)).await?;
+                let _ = reply.send(r);
+            }
+            RotationMsg::ExpireNow(reply) => {
+                let _ = Box::pin(state.drive(&myself, Event::ExpireNow)).await?;
+                let _ = reply.send(());
+            }
             RotationMsg::Rollback(reply) => {
                 let r = Box::pin(state.drive(&myself, Event::Rollback)).await?;
                 let _ = reply.send(r);
@@ -489,8 +517,24 @@ impl RotationState {
                 .set(i64::from(committed.is_ok()));
             committed?;
         }
+        // The job that started the attempt hears its outcome (promoted, or ended without).
+        let job_outcome = t.outcome.and_then(|outcome| {
+            let run = [&t.state.phase, &self.machine.phase]
+                .into_iter()
+                .find_map(|p| p.run().filter(|r| r.rotation == t.rotation))?;
+            Some((run.job.clone()?, outcome))
+        });
         let was = crate::machine::labels(&self.machine);
         self.machine = t.state;
+        if let Some((job, outcome)) = job_outcome {
+            super::jobs::report_outcome(
+                &self.context.namespace,
+                job,
+                self.spec.secret.clone(),
+                t.rotation,
+                outcome,
+            );
+        }
         self.after_commit(&was, &t.effects);
         // A slot is held only while an attempt is before its promotion (or rolling back).
         if !holds_a_slot(&self.machine.phase) {

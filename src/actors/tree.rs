@@ -6,6 +6,8 @@
 //! ├── notifier           one actor: receives and delivers lifecycle events
 //! ├── consumers          one actor: agents' reports and reload permits (only with
 //! │                      `[server] consumer_token_file`)
+//! ├── jobs               one actor: emergency rotation jobs (rotate-all), their progress
+//! │                      in the store
 //! ├── watchers           supervisor: one publisher per [[publish]] directory or view, then one
 //! │                      watcher actor per [[mounts]] path (unless watching is off)
 //! └── rotations          supervisor: one rotation actor per tenant secret
@@ -24,6 +26,7 @@ use chrono::TimeDelta;
 use tokio::sync::Semaphore;
 
 use super::consumers::{self as consumers_actor, ConsumerBoard, ConsumersActor, ConsumersArgs};
+use super::jobs::{self as jobs_actor, JobsActor, JobsArgs};
 use super::metrics::{self as metrics_actor, MetricsActor};
 use super::notifier::{self, Deliveries, Notifier, Undelivered};
 use super::publisher::view::ViewPublisherActor;
@@ -491,6 +494,25 @@ pub async fn start(
             Restart::Permanent,
             Some(consumers_actor::actor_name(&ns)),
             move || (ConsumersActor, args.clone()),
+        ));
+    }
+    // Before the rotations: a rotation actor that resumes a job's attempt reports its
+    // outcome to it, and a report to an actor not yet registered would be dropped.
+    {
+        let args = JobsArgs {
+            store: context.store.clone(),
+            secrets: secrets.clone(),
+            board: board.clone(),
+            metrics: metrics.clone(),
+            clock: options.clock,
+            namespace: ns.clone(),
+        };
+        children.push(ChildSpec::actor(
+            "jobs",
+            "jobs",
+            Restart::Permanent,
+            Some(jobs_actor::actor_name(&ns)),
+            move || (JobsActor, args.clone()),
         ));
     }
     children.extend([

@@ -136,6 +136,98 @@ pub struct ScheduleEntry {
     pub grace_expires_at: Option<DateTime<Utc>>,
 }
 
+/// Rotations an emergency job starts per second unless the request says otherwise: a
+/// database or cache behind the targets sees at most this many password changes a second.
+pub const DEFAULT_JOB_RATE: u32 = 10;
+/// Rotations of one job in flight at once unless the request says otherwise.
+pub const DEFAULT_JOB_CONCURRENCY: u32 = 4;
+/// The highest `ratePerSecond` a job may ask for.
+pub const MAX_JOB_RATE: u32 = 10_000;
+/// The highest `maxConcurrent` a job may ask for.
+pub const MAX_JOB_CONCURRENCY: u32 = 1_000;
+
+/// Which managed secrets a job rotates: every one matching all the given fields.
+/// `tenant_id` or `all` is always set (the route refuses anything else).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// `*` any run of characters, `?` one, against the secret's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_glob: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl JobSelector {
+    /// Whether the secret `secret` under policy `policy` is selected.
+    pub fn matches(&self, secret: &SecretRef, policy: &str) -> bool {
+        self.tenant_id
+            .as_deref()
+            .is_none_or(|t| t == secret.tenant())
+            && self.policy.as_deref().is_none_or(|p| p == policy)
+            && self
+                .key_glob
+                .as_deref()
+                .is_none_or(|g| crate::watch::glob::Pattern::new(g).matches(secret.key()))
+    }
+
+    /// The selector in words, for messages and the log: `tenantId "t1", keyGlob "db_*"`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.all {
+            parts.push("all".to_owned());
+        }
+        if let Some(t) = &self.tenant_id {
+            parts.push(format!("tenantId {t:?}"));
+        }
+        if let Some(p) = &self.policy {
+            parts.push(format!("policy {p:?}"));
+        }
+        if let Some(g) = &self.key_glob {
+            parts.push(format!("keyGlob {g:?}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// A validated `POST /admin/secrets/rotate-all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRequest {
+    pub selector: JobSelector,
+    pub rate_per_second: u32,
+    pub max_concurrent: u32,
+    pub expire_previous: bool,
+}
+
+/// `GET /admin/jobs/{jobId}`: a job's progress. `done` counts secrets whose new version was
+/// promoted, `failed` those whose attempt ended without a promotion, `inFlight` those being
+/// rotated now and `pending` those not reached yet (never started once a job is
+/// cancelled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub job_id: String,
+    /// `running`, `finished` or `cancelled`.
+    pub state: String,
+    pub total: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub in_flight: u64,
+    pub pending: u64,
+    pub selector: JobSelector,
+    pub rate_per_second: u32,
+    pub max_concurrent: u32,
+    pub expire_previous: bool,
+    pub started_at: DateTime<Utc>,
+    /// When the last rotation of the job ended (a cancelled job's in-flight ones
+    /// included); `None` while any runs.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 /// What the admin API needs from the rest of rotor.
 pub trait Admin: Send + Sync + 'static {
     /// Starts a rotation now; returns its id.
@@ -180,11 +272,31 @@ pub trait Admin: Send + Sync + 'static {
         let _ = permit_id;
         Box::pin(async { Err(no_consumers()) })
     }
+    /// Starts an emergency rotation job; answers with its view (`jobId` among it). The
+    /// default: this backend runs no jobs.
+    fn rotate_all(&self, request: JobRequest) -> BoxFuture<'_, Result<JobView, AdminError>> {
+        let _ = request;
+        Box::pin(async { Err(no_jobs()) })
+    }
+    /// A job's progress; `NotFound` for an unknown id.
+    fn job(&self, job_id: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
+        let _ = job_id;
+        Box::pin(async { Err(no_jobs()) })
+    }
+    /// Cancels a job: nothing new starts, rotations in flight finish and count.
+    fn cancel_job(&self, job_id: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
+        let _ = job_id;
+        Box::pin(async { Err(no_jobs()) })
+    }
     /// The consumers of a secret, sorted by id.
     fn consumers(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<ConsumerView>, AdminError>> {
         let _ = secret;
         Box::pin(async { Err(no_consumers()) })
     }
+}
+
+fn no_jobs() -> AdminError {
+    AdminError::NotFound("this rotor runs no rotation jobs".into())
 }
 
 fn no_consumers() -> AdminError {

@@ -29,6 +29,19 @@
 //!   `{"tenantId","secretKey","consumers":[{"consumerId","workload","version","state",
 //!   "lastReportAt","reloaded"}]}`, `state` one of `current`, `lagging`, `gone`.
 //!
+//! - `POST /admin/secrets/rotate-all` `{"tenantId"?,"policy"?,"keyGlob"?,"all"?,"confirm"?,
+//!   "ratePerSecond"?,"maxConcurrent"?,"expirePrevious"?}`: starts an emergency rotation job
+//!   over every managed secret matching all given fields; `tenantId` or `"all": true` is
+//!   required, and `all` needs `"confirm": "rotate-all"`. Defaults: 10 per second, 4 at once,
+//!   grace kept. `202 {"jobId", ...the job's view}`; 400 naming the field for a bad body or
+//!   a selector that matches nothing; 409 while [`crate::actors::jobs::MAX_RUNNING_JOBS`]
+//!   run.
+//! - `GET /admin/jobs/{jobId}`: `{"jobId","state","total","done","failed","inFlight",
+//!   "pending","selector","ratePerSecond","maxConcurrent","expirePrevious","startedAt",
+//!   "finishedAt"}`, `state` one of `running`, `finished`, `cancelled`; 404 when unknown.
+//! - `DELETE /admin/jobs/{jobId}`: cancels: nothing new starts, rotations in flight finish
+//!   and count; `200` with the view; 409 for a finished job.
+//!
 //! Consumer routes (require `Authorization: Bearer <consumer token>`, the file named by
 //! `[server] consumer_token_file`; 404 when that is not set). The consumer token opens
 //! these three and nothing else: on every `/admin/...` route it gets 403 (no or an unknown
@@ -74,7 +87,10 @@ use serde_json::json;
 use super::auth::bearer_matches;
 pub use super::auth::{AdminToken, TokenError};
 pub use super::listener::Limits;
-use super::{Admin, AdminError, ConsumerView, PermitGrant, Report, ScheduleEntry};
+use super::{
+    Admin, AdminError, ConsumerView, DEFAULT_JOB_CONCURRENCY, DEFAULT_JOB_RATE, JobRequest,
+    JobSelector, JobView, MAX_JOB_CONCURRENCY, MAX_JOB_RATE, PermitGrant, Report, ScheduleEntry,
+};
 use crate::domain::{
     ErrorKind, HistoryRecord, Label, Outcome, SecretRef, Step, Trigger, VersionMeta, VersionNo,
 };
@@ -151,6 +167,8 @@ pub fn router_with_consumers(
         .route("/admin/secrets/history/{tenant}/{key}", get(history))
         .route("/admin/secrets/schedule", get(schedule))
         .route("/admin/secrets/consumers/{tenant}/{key}", get(consumers))
+        .route("/admin/secrets/rotate-all", post(rotate_all))
+        .route("/admin/jobs/{job}", get(job).delete(cancel_job))
         .route("/consumers/report", post(consumer_report))
         .route("/consumers/permits", post(permit_acquire))
         .route("/consumers/permits/{permit}", delete(permit_release))
@@ -575,6 +593,136 @@ async fn rollback(
     let id = state.backend.rollback(secret.clone()).await?;
     tracing::info!(secret = %secret, rotation = %id, "rollback requested through the admin API");
     Ok(Accepted::new(id, secret))
+}
+
+/// Body of `rotate-all`. Every field optional, so that each problem gets a message naming
+/// its field; unknown fields are refused (a typo in a selector must not widen it).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RotateAllBody {
+    tenant_id: Option<String>,
+    policy: Option<String>,
+    key_glob: Option<String>,
+    all: Option<bool>,
+    confirm: Option<String>,
+    rate_per_second: Option<u32>,
+    max_concurrent: Option<u32>,
+    expire_previous: Option<bool>,
+}
+
+/// The word `all` must be confirmed with.
+const CONFIRM_ALL: &str = "rotate-all";
+
+impl RotateAllBody {
+    fn request(self) -> Result<JobRequest, ApiError> {
+        let all = self.all.unwrap_or(false);
+        match (&self.tenant_id, all) {
+            (None, false) => {
+                return Err(ApiError::bad_request(
+                    "tenantId or \"all\": true is required (which secrets to rotate)",
+                ));
+            }
+            (Some(_), true) => {
+                return Err(ApiError::bad_request(
+                    "give tenantId or \"all\": true, not both",
+                ));
+            }
+            (None, true) if self.confirm.as_deref() != Some(CONFIRM_ALL) => {
+                return Err(ApiError::bad_request(format!(
+                    "\"all\": true rotates every managed secret and needs \"confirm\": \"{CONFIRM_ALL}\""
+                )));
+            }
+            _ => {}
+        }
+        if let Some(tenant) = &self.tenant_id {
+            crate::domain::validate_ident(tenant)
+                .map_err(|e| ApiError::bad_request(format!("invalid tenantId: {e}")))?;
+        }
+        if let Some(policy) = &self.policy
+            && (policy.is_empty() || policy.len() > 253 || policy.chars().any(char::is_control))
+        {
+            return Err(ApiError::bad_request(
+                "invalid policy: use the name of a configured policy",
+            ));
+        }
+        if let Some(glob) = &self.key_glob {
+            let ok = !glob.is_empty()
+                && glob.len() <= 253
+                && glob
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*?".contains(&b));
+            if !ok {
+                let shown: String = glob.chars().take(64).collect();
+                return Err(ApiError::bad_request(format!(
+                    "invalid keyGlob {shown:?}: use key characters (a-z 0-9 _ - .) with * and ?"
+                )));
+            }
+        }
+        let rate = self.rate_per_second.unwrap_or(DEFAULT_JOB_RATE);
+        if !(1..=MAX_JOB_RATE).contains(&rate) {
+            return Err(ApiError::bad_request(format!(
+                "invalid ratePerSecond {rate}: use 1 to {MAX_JOB_RATE}"
+            )));
+        }
+        let concurrent = self.max_concurrent.unwrap_or(DEFAULT_JOB_CONCURRENCY);
+        if !(1..=MAX_JOB_CONCURRENCY).contains(&concurrent) {
+            return Err(ApiError::bad_request(format!(
+                "invalid maxConcurrent {concurrent}: use 1 to {MAX_JOB_CONCURRENCY}"
+            )));
+        }
+        Ok(JobRequest {
+            selector: JobSelector {
+                tenant_id: self.tenant_id,
+                policy: self.policy,
+                key_glob: self.key_glob,
+                all,
+            },
+            rate_per_second: rate,
+            max_concurrent: concurrent,
+            expire_previous: self.expire_previous.unwrap_or(false),
+        })
+    }
+}
+
+async fn rotate_all(
+    _: Authorized,
+    State(state): State<AppState>,
+    body: Result<Json<RotateAllBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let request = body?.0.request()?;
+    let view = state.backend.rotate_all(request).await?;
+    tracing::info!(job = %view.job_id, total = view.total, "rotation job requested through the admin API");
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+/// A job id as the API takes it: the characters a job id is made of. Anything else could
+/// never name a job.
+fn job_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path?;
+    if crate::store::check_record_name("id", &id).is_err() {
+        let shown: String = id.chars().take(64).collect();
+        return Err(ApiError::bad_request(format!("invalid jobId {shown:?}")));
+    }
+    Ok(id)
+}
+
+async fn job(
+    _: Authorized,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(state.backend.job(job_id(path)?).await?))
+}
+
+async fn cancel_job(
+    _: Authorized,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = job_id(path)?;
+    let view = state.backend.cancel_job(id).await?;
+    tracing::info!(job = %view.job_id, "rotation job cancelled through the admin API");
+    Ok(Json(view))
 }
 
 /// Response shape of one version; the domain type stays free of wire naming. `rotor

@@ -76,7 +76,18 @@ pub const EVENT_KINDS: &[&str] = &[
     "watcher_health_recovered",
     "reload_succeeded",
     "reload_failed",
+    "job_started",
+    "job_finished",
 ];
+
+/// A job's id and counts in a job notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    pub id: String,
+    pub total: u64,
+    pub done: u64,
+    pub failed: u64,
+}
 
 /// One event, as every channel renders it. Only metadata: names, version numbers, bounded
 /// error kinds. Never a secret value, a file's content or a URL.
@@ -110,6 +121,9 @@ pub struct Notification {
     /// The reload action type (`http`, `signal`, `exec`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// The emergency rotation job the event is about, with its counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobCounts>,
     /// Consumers (agents' ids) the event names: those late or gone at an expiry.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<String>,
@@ -317,12 +331,54 @@ impl Notification {
             error,
             mount: None,
             action: None,
+            job: None,
             consumers: match notice {
                 Notice::ConsumersLate { late, gone, .. } => {
                     late.iter().chain(gone.iter()).cloned().collect()
                 }
                 _ => Vec::new(),
             },
+            summary,
+        }
+    }
+
+    /// An emergency rotation job started (`job_started`) or ended (`job_finished`, also
+    /// when cancelled). A job that ended with failures is a warning.
+    pub fn job(
+        event: &'static str,
+        view: &crate::api::JobView,
+        summary: String,
+        at: DateTime<Utc>,
+    ) -> Notification {
+        let outcome = match (event, view.state.as_str()) {
+            ("job_started", _) => "started",
+            (_, "cancelled") => "cancelled",
+            _ => "finished",
+        };
+        Notification {
+            event,
+            severity: if view.failed > 0 {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
+            at,
+            tenant: view.selector.tenant_id.clone(),
+            key: None,
+            rotation: None,
+            version: None,
+            previous_version: None,
+            outcome,
+            error: None,
+            mount: None,
+            action: None,
+            job: Some(JobCounts {
+                id: view.job_id.clone(),
+                total: view.total,
+                done: view.done,
+                failed: view.failed,
+            }),
+            consumers: Vec::new(),
             summary,
         }
     }
@@ -397,6 +453,7 @@ impl Notification {
             error: None,
             mount: Some(mount.to_owned()),
             action: None,
+            job: None,
             consumers: Vec::new(),
             summary,
         }

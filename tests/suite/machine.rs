@@ -72,6 +72,189 @@ fn first_version(r: &Rules) -> SecretState {
     settle(r, s, t, t0())
 }
 
+/// A job's rotation of `s` requested at `t0`, settled: every step succeeds.
+fn rotate_by_job(r: &Rules, s: &SecretState, expire_previous: bool) -> (Transition, SecretState) {
+    let t = r
+        .step(
+            s,
+            Event::JobRotate {
+                job: "job-1".into(),
+                expire_previous,
+            },
+            t0(),
+        )
+        .unwrap();
+    let settled = settle(r, t.state.clone(), t.clone(), t0());
+    (t, settled)
+}
+
+#[test]
+fn a_job_rotation_names_its_job_and_keeps_the_grace_by_default() {
+    let r = rules(ExpiryGate::Grace);
+    let s = first_version(&r);
+    let (t, s) = rotate_by_job(&r, &s, false);
+    let Phase::Generating(run) = &t.state.phase else {
+        panic!("{:?}", t.state.phase)
+    };
+    assert_eq!(run.trigger, Trigger::Job);
+    assert_eq!(run.job.as_deref(), Some("job-1"));
+    assert!(!run.expire_previous_at_promotion);
+    let Phase::Grace { previous, run, .. } = &s.phase else {
+        panic!("{:?}", s.phase)
+    };
+    assert_eq!(*previous, 1);
+    assert_eq!(run.job.as_deref(), Some("job-1"));
+    assert_eq!(labels(&s), vec![(2, Label::Current), (1, Label::Previous)]);
+}
+
+#[test]
+fn expire_previous_revokes_the_previous_version_at_promotion() {
+    let r = rules(ExpiryGate::Grace);
+    let s = first_version(&r);
+    let t = r
+        .step(
+            &s,
+            Event::JobRotate {
+                job: "job-1".into(),
+                expire_previous: true,
+            },
+            t0(),
+        )
+        .unwrap();
+    // Generate, apply, test, then the promotion goes straight to the revoke of v1.
+    let mut s = t.state;
+    for step in [Step::Generate, Step::Apply, Step::Test] {
+        s = r
+            .step(
+                &s,
+                Event::StepDone {
+                    rotation: RotationId(2),
+                    step,
+                },
+                t0(),
+            )
+            .unwrap()
+            .state;
+    }
+    let t = r
+        .step(
+            &s,
+            Event::StepDone {
+                rotation: RotationId(2),
+                step: Step::Promote,
+            },
+            t0(),
+        )
+        .unwrap();
+    assert_eq!(t.outcome, Some(Outcome::Succeeded));
+    assert_eq!(t.state.current, Some(2));
+    assert!(matches!(t.state.phase, Phase::Expired { previous: 1, .. }));
+    assert!(t.effects.contains(&Effect::Revoke {
+        rotation: RotationId(2),
+        version: 1,
+        step: Step::Expire
+    }));
+    assert!(
+        !t.effects.iter().any(|e| matches!(
+            e,
+            Effect::Notify {
+                notice: Notice::GraceEntered { .. },
+                ..
+            }
+        )),
+        "no grace is entered"
+    );
+    // No `previous` label at any point after the promotion.
+    assert_eq!(labels(&t.state), vec![(2, Label::Current)]);
+    let t = r
+        .step(
+            &t.state,
+            Event::StepDone {
+                rotation: RotationId(2),
+                step: Step::Expire,
+            },
+            t0(),
+        )
+        .unwrap();
+    let record = t.history.expect("the attempt is recorded");
+    assert_eq!(record.outcome, Outcome::Succeeded);
+    assert_eq!(record.trigger, Trigger::Job);
+    assert!(matches!(t.state.phase, Phase::Idle { .. }));
+}
+
+#[test]
+fn expire_now_ends_the_grace_at_once_and_is_ignored_elsewhere() {
+    let r = rules(ExpiryGate::GraceAndConsumers {
+        max_extension: TimeDelta::hours(1),
+    });
+    let s = first_version(&r);
+    // Outside grace: nothing happens.
+    let t = r.step(&s, Event::ExpireNow, t0()).unwrap();
+    assert_eq!(t.state, s);
+    assert!(t.effects.is_empty());
+    let t = rotate_by_api(&r, &s);
+    let s = settle(&r, t.state.clone(), t, t0());
+    let Phase::Grace { expires_at, .. } = &s.phase else {
+        panic!("{:?}", s.phase)
+    };
+    let early = *expires_at - TimeDelta::minutes(9);
+    // In grace, well before its end and without consumers having caught up: expired now.
+    let t = r.step(&s, Event::ExpireNow, early).unwrap();
+    assert!(matches!(t.state.phase, Phase::Expired { previous: 1, .. }));
+    assert!(t.effects.contains(&Effect::Revoke {
+        rotation: RotationId(2),
+        version: 1,
+        step: Step::Expire
+    }));
+    assert_eq!(labels(&t.state), vec![(2, Label::Current)]);
+    // A rotate while the revoke runs is refused; once it is done, it starts.
+    assert!(matches!(
+        r.step(
+            &t.state,
+            Event::JobRotate {
+                job: "j".into(),
+                expire_previous: false
+            },
+            early
+        ),
+        Err(Rejection::InProgress {
+            phase: "expired",
+            ..
+        })
+    ));
+    let s = settle(&r, t.state.clone(), t, early);
+    assert!(matches!(s.phase, Phase::Idle { .. }));
+    let (_, s) = rotate_by_job(&r, &s, false);
+    assert_eq!(s.current, Some(3));
+}
+
+#[test]
+fn a_job_rotation_resumes_with_its_job_after_a_restart() {
+    let r = rules(ExpiryGate::Grace);
+    let s = first_version(&r);
+    let t = r
+        .step(
+            &s,
+            Event::JobRotate {
+                job: "job-9".into(),
+                expire_previous: true,
+            },
+            t0(),
+        )
+        .unwrap();
+    // The journal round-trips the job and the flag; an old journal without them reads.
+    let bytes = serde_json::to_vec(&t.state).unwrap();
+    let back: SecretState = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(back, t.state);
+    let old = serde_json::to_vec(&s).unwrap();
+    assert!(!String::from_utf8_lossy(&old).contains("expire_previous"));
+    let resumed = r.step(&back, Event::Resume, t0()).unwrap();
+    assert!(resumed.effects.contains(&Effect::Generate {
+        rotation: RotationId(2),
+        version: 2
+    }));
+}
+
 /// An API rotation of `s` requested at `t0`.
 fn rotate_by_api(r: &Rules, s: &SecretState) -> Transition {
     r.step(
@@ -492,6 +675,10 @@ enum Action {
     ConsumerSaw,
     /// A timer message that arrives early (a stale timer from before a re-arm).
     SpuriousTimer,
+    /// An emergency rotation job's rotate: true = `expirePrevious`.
+    JobRotate(bool),
+    /// An emergency rotation job ends the grace now.
+    ExpireNow,
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -505,6 +692,8 @@ fn action() -> impl Strategy<Value = Action> {
         1 => proptest::bool::weighted(0.85).prop_map(Action::CrashBeforeSave),
         1 => Just(Action::ConsumerSaw),
         1 => Just(Action::SpuriousTimer),
+        1 => any::<bool>().prop_map(Action::JobRotate),
+        1 => Just(Action::ExpireNow),
     ]
 }
 
@@ -549,7 +738,7 @@ fn check_invariants(before: &SecretState, t: &Transition, ev: &Event, now: DateT
     {
         match ev {
             Event::Timer => assert!(now >= *expires_at, "expired early"),
-            Event::Rollback | Event::ConsumerSaw { .. } => {}
+            Event::Rollback | Event::ConsumerSaw { .. } | Event::ExpireNow => {}
             other => panic!("left grace on {other:?}"),
         }
     }
@@ -592,9 +781,14 @@ fn check_invariants(before: &SecretState, t: &Transition, ev: &Event, now: DateT
         };
         assert_eq!(t.outcome, expected, "on {ev:?}");
     } else if let Some(outcome) = t.outcome {
-        // The only result reached before the history record: a promotion into grace.
+        // The only result reached before the history record: a promotion into grace, or
+        // straight into expiry for an attempt that expires its previous at promotion.
         assert_eq!(outcome, Outcome::Succeeded, "on {ev:?}");
-        assert!(matches!(after.phase, Phase::Grace { .. }));
+        match &after.phase {
+            Phase::Grace { run, .. } => assert!(!run.expire_previous_at_promotion),
+            Phase::Expired { run, .. } => assert!(run.expire_previous_at_promotion),
+            other => panic!("success counted in {other:?}"),
+        }
     }
     // An attempt that ends has its history record in the same transition (the store writes
     // both in one commit), and a record is written only when an attempt ends; the record
@@ -797,6 +991,15 @@ proptest! {
                 }
                 Action::Rollback => {
                     m.commit(Event::Rollback, now);
+                }
+                Action::JobRotate(expire_previous) => {
+                    m.commit(
+                        Event::JobRotate { job: "j1".into(), expire_previous },
+                        now,
+                    );
+                }
+                Action::ExpireNow => {
+                    m.commit(Event::ExpireNow, now);
                 }
                 Action::ConsumerSaw => {
                     if let Some(v) = m.state.current {
