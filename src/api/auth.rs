@@ -28,31 +28,32 @@ const TOKEN_BYTES: usize = 32;
 /// wrong path (a log, a binary), and reading it whole would be pointless.
 const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
-/// Why the admin token could not be loaded. Messages name the path, never the token.
+/// Why a bearer token (the admin or the consumer token) could not be loaded. Messages name
+/// the path, never the token; the caller says which token it was.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("admin token file {path}: {source}")]
+    #[error("token file {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
     #[error(
-        "admin token file {path} has mode {mode:04o}; it must not be readable or writable by group or others (chmod 600 {path})"
+        "token file {path} has mode {mode:04o}; it must not be readable or writable by group or others (chmod 600 {path})"
     )]
     Permissions { path: PathBuf, mode: u32 },
-    #[error("admin token file {path} is not a regular file")]
+    #[error("token file {path} is not a regular file")]
     NotAFile { path: PathBuf },
-    #[error("admin token file {path} is larger than {max} bytes; is this the right file?", max = MAX_TOKEN_FILE_BYTES)]
+    #[error("token file {path} is larger than {max} bytes; is this the right file?", max = MAX_TOKEN_FILE_BYTES)]
     TooLarge { path: PathBuf },
-    #[error("admin token file {path} is empty or holds only whitespace")]
+    #[error("token file {path} is empty or holds only whitespace")]
     Empty { path: PathBuf },
-    #[error("admin token file {path} is not valid UTF-8")]
+    #[error("token file {path} is not valid UTF-8")]
     NotUtf8 { path: PathBuf },
     /// The token goes into an HTTP header, where spaces and control characters either
     /// break the header or are trimmed by the parser, so such a token could never match.
     #[error(
-        "admin token {origin} contains whitespace or a non-printable character; only printable ASCII is allowed"
+        "token {origin} contains whitespace or a non-printable character; only printable ASCII is allowed"
     )]
     BadChar { origin: String },
 }
