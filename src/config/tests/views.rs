@@ -14,7 +14,9 @@ path_prefix = "prod/tenants"
 auth = { method = "token", token_file = "/vault/token" }
 "#;
 
-const SECRETS: &str = r#"
+/// Two secrets the view tests publish: a postgres credential (fields `username`,
+/// `password`, `url`) and a plain token. Shared with the AWS view tests.
+pub(super) const SECRETS: &str = r#"
 [[secrets]]
 tenant = "team"
 key = "db"

@@ -5,18 +5,7 @@ use super::*;
 use crate::domain::SecretRef;
 use crate::publish::config::AwsValue;
 
-const SECRETS: &str = r#"
-[[secrets]]
-tenant = "team"
-key = "db"
-policy = "database_credentials"
-target = { type = "postgres", admin_url_file = "f", roles = ["app_blue", "app_green"] }
-
-[[secrets]]
-tenant = "team"
-key = "api"
-policy = "api_keys"
-"#;
+use super::views::SECRETS;
 
 fn doc(views: &str) -> String {
     format!("{SECRETS}{views}")
