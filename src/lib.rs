@@ -8,6 +8,7 @@
 //! - [`schedule`]: pure schedule maths (interval, cron, windows, jitter, next-due).
 //! - [`backoff`]: the one exponential backoff (min, max, jitter drawn by the caller).
 //! - [`machine`]: the pure rotation state machine, `step(state, event, now)`.
+//! - [`ha`]: high availability: which replica leads (the election publishes into it).
 //! - [`generator`]: CSPRNG secret generators and the zeroizing [`generator::SecretValue`].
 //! - [`store`]: the [`store::Store`] trait, the encrypted embedded (redb) backend, the Vault
 //!   KV v2 backend and the secret read cache.
@@ -45,6 +46,7 @@ pub mod config;
 pub mod domain;
 pub mod duration;
 pub mod generator;
+pub mod ha;
 pub mod hook;
 pub mod http_client;
 pub mod machine;

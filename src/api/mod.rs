@@ -43,6 +43,13 @@ pub enum AdminError {
     /// The request is well-formed but a value in it is not acceptable (400).
     #[error("{0}")]
     BadRequest(String),
+    /// No replica leads now (503 with `Retry-After`): a write cannot be taken until one
+    /// does (high availability, between two leaders' leases).
+    #[error("{message}")]
+    NoLeader {
+        message: String,
+        retry_after_ms: u64,
+    },
 }
 
 /// `POST /consumers/report`: which version of each secret one consumer (an agent in a

@@ -209,6 +209,8 @@ pub async fn serve(
 struct ApiError {
     status: StatusCode,
     message: String,
+    /// `Retry-After` in whole seconds, when the caller should come back (no leader now).
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -216,6 +218,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 
@@ -242,6 +245,10 @@ impl IntoResponse for ApiError {
             tracing::warn!(status = self.status.as_u16(), error = %self.message, "admin request failed");
         }
         let mut resp = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750 §3: a 401 names the scheme the client should use.
             resp.headers_mut()
@@ -260,6 +267,11 @@ impl From<AdminError> for ApiError {
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AdminError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::NoLeader { retry_after_ms, .. } => {
+                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+                err.retry_after_secs = Some(retry_after_ms.div_ceil(1000).max(1));
+                return err;
+            }
         };
         ApiError::new(status, e.to_string())
     }
