@@ -788,3 +788,39 @@ pub fn count_late(metrics: &Metrics, lagging: &Lagging) {
         }
     }
 }
+
+/// The consumers of `secret` as the admin route lists them, read from the stored records
+/// (namespace [`CONSUMERS_NS`]) instead of the board: what a replica that does not lead
+/// answers. `lastReportAt` is the last report that changed something (heartbeats are not
+/// stored); unreadable records are skipped, as the actor skips them at load.
+pub fn views_from_records(
+    records: &[crate::store::Record],
+    secret: &SecretRef,
+    current: Option<VersionNo>,
+) -> Vec<ConsumerView> {
+    let name = secret.to_string();
+    let mut views: Vec<ConsumerView> = records
+        .iter()
+        .filter_map(|rec| {
+            let record: ConsumerRecord = serde_json::from_slice(&rec.bytes).ok()?;
+            let seen = record.secrets.get(&name)?;
+            Some(ConsumerView {
+                consumer_id: rec.id.clone(),
+                workload: record.workload.clone(),
+                version: seen.version,
+                state: if record.gone_at.is_some() {
+                    "gone"
+                } else if current.is_some() && seen.version == current {
+                    "current"
+                } else {
+                    "lagging"
+                }
+                .to_owned(),
+                last_report_at: record.last_report_at,
+                reloaded: seen.reloaded,
+            })
+        })
+        .collect();
+    views.sort_by(|a, b| a.consumer_id.cmp(&b.consumer_id));
+    views
+}

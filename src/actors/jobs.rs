@@ -1162,3 +1162,30 @@ pub async fn look_up(
         None => Reached::NotStarted,
     }
 }
+
+/// A job's view read from its stored progress record (namespace [`JOBS_NS`]) instead of
+/// the actor: what a replica that does not lead answers. It is as fresh as the last
+/// progress write (at most about a second behind while the job runs, exact once it ended);
+/// `inFlight` counts the secrets the record holds open (in flight or still to be started
+/// again).
+pub fn view_from_record(bytes: &[u8]) -> Result<JobView, String> {
+    let record: JobRecord =
+        serde_json::from_slice(bytes).map_err(|e| format!("unreadable job record: {e}"))?;
+    let in_flight = record.open.len() as u64;
+    let reached = record.done + record.failed + in_flight;
+    Ok(JobView {
+        job_id: record.id,
+        state: record.state.as_str().to_owned(),
+        total: u64::from(record.total),
+        done: record.done,
+        failed: record.failed,
+        in_flight,
+        pending: u64::from(record.total).saturating_sub(reached),
+        selector: record.selector,
+        rate_per_second: record.rate_per_second,
+        max_concurrent: record.max_concurrent,
+        expire_previous: record.expire_previous,
+        started_at: record.created_at,
+        finished_at: record.finished_at,
+    })
+}

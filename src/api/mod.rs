@@ -5,6 +5,7 @@
 //! implements by messaging rotation actors and reading the store. Tests use a fake backend.
 
 pub mod auth;
+pub mod forward;
 pub mod listener;
 pub mod server;
 

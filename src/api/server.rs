@@ -56,6 +56,17 @@
 //! - `DELETE /consumers/permits/{permitId}`: returns a permit; `204`, also when it was
 //!   already returned or expired.
 //!
+//! # High availability
+//!
+//! Every replica serves the probes, `/metrics` and the reads from its own backend (a
+//! follower's reads the store). A write (every method but `GET`, `HEAD`, `OPTIONS` under
+//! `/admin/` or `/consumers/`) that reaches a replica that does not lead is checked against
+//! the token here, then sent to the leader and answered as the leader answers (see
+//! [`super::forward`]); a follower is never an open relay. No leader, a leader that does not
+//! answer, or a forwarded write that reaches a replica that does not lead: `503` with
+//! `Retry-After`. Built by [`router_with_leadership`]; [`router`] and
+//! [`router_with_consumers`] are a single process that always leads.
+//!
 //! # Errors
 //!
 //! Every 4xx and 5xx body is `{"error": "<message>"}`, including axum's own rejections
@@ -86,6 +97,7 @@ use serde_json::json;
 
 use super::auth::bearer_matches;
 pub use super::auth::{AdminToken, TokenError};
+use super::forward::{self, ForwardError, Forwarder, WriteRoute};
 pub use super::listener::Limits;
 use super::{
     Admin, AdminError, ConsumerView, DEFAULT_JOB_CONCURRENCY, DEFAULT_JOB_RATE, JobRequest,
@@ -94,6 +106,7 @@ use super::{
 use crate::domain::{
     ErrorKind, HistoryRecord, Label, Outcome, SecretRef, Step, Trigger, VersionMeta, VersionNo,
 };
+use crate::ha::Leadership;
 
 /// Largest request body accepted. The biggest legitimate body is two identifiers (under
 /// 200 bytes); 16 KiB leaves room for whitespace without letting a client make us buffer much.
@@ -132,7 +145,14 @@ struct AppState {
     token_digest: Arc<[u8; 32]>,
     /// The consumer token's digest; `None`: the consumer routes are off.
     consumer_digest: Option<Arc<[u8; 32]>>,
+    /// Who leads: a write reaching a replica that does not lead goes to the leader.
+    leadership: Leadership,
+    /// Sends writes to the leader; `None` for a single process, which always leads.
+    forwarder: Option<Arc<Forwarder>>,
 }
+
+/// The replica id of a process without high availability (it always leads).
+const SINGLE_ID: &str = "rotor";
 
 /// Builds the admin router: every route in the module doc, the auth check on `/admin/...`,
 /// the 16 KiB body limit, the request timeout and JSON error bodies.
@@ -151,8 +171,36 @@ pub fn router_with_consumers(
         backend,
         token_digest: Arc::new(token.digest()),
         consumer_digest: consumer_token.map(|t| Arc::new(t.digest())),
+        leadership: Leadership::single(SINGLE_ID),
+        forwarder: None,
     };
+    build(state, request_timeout)
+}
 
+/// [`router_with_consumers`] for one replica of several: while `leadership` says another
+/// replica leads, writes are forwarded to it (see the module doc). The forwarding call gives
+/// up at four fifths of `request_timeout`, so a leader that does not answer gets this
+/// replica's 503 with `Retry-After` rather than the generic timeout. Fails only when the
+/// HTTP client cannot be built.
+pub fn router_with_leadership(
+    backend: Arc<dyn Admin>,
+    token: AdminToken,
+    consumer_token: Option<AdminToken>,
+    request_timeout: Duration,
+    leadership: Leadership,
+) -> Result<Router, String> {
+    let forwarder = Forwarder::new(request_timeout.mul_f64(0.8))?;
+    let state = AppState {
+        backend,
+        token_digest: Arc::new(token.digest()),
+        consumer_digest: consumer_token.map(|t| Arc::new(t.digest())),
+        leadership,
+        forwarder: Some(Arc::new(forwarder)),
+    };
+    Ok(build(state, request_timeout))
+}
+
+fn build(state: AppState, request_timeout: Duration) -> Router {
     // Every admin handler takes an `Authorized` extractor instead of sitting behind a
     // `route_layer`: a layered route loses axum's `Allow` header on 405, and the extractor
     // runs before the body is read, so an unauthenticated client cannot make us buffer one.
@@ -173,20 +221,25 @@ pub fn router_with_consumers(
         .route("/consumers/permits", post(permit_acquire))
         .route("/consumers/permits/{permit}", delete(permit_release))
         .fallback(not_found)
-        .with_state(state);
+        .with_state(state.clone());
 
     // The cross-cutting layers wrap the finished router as one service rather than each
     // route (`Router::layer` would), again so that the routes keep their `Allow` header.
     // Layers run outside-in from the last one added: errors are rewritten to JSON last, so
     // that also covers the timeout's and the body limit's answers.
-    Router::new()
+    let mut app = Router::new()
         .fallback_service(routes)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(middleware::from_fn_with_state(
-            request_timeout,
-            enforce_timeout,
-        ))
-        .layer(middleware::map_response(json_errors))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+    // Forwarding sits inside the timeout and the JSON error layer: a forwarded answer is
+    // bounded by the same time limit, and this replica's own refusals get the same shape.
+    if state.forwarder.is_some() {
+        app = app.layer(middleware::from_fn_with_state(state, forward_writes));
+    }
+    app.layer(middleware::from_fn_with_state(
+        request_timeout,
+        enforce_timeout,
+    ))
+    .layer(middleware::map_response(json_errors))
 }
 
 /// Serves `router` on `listener` with the production [`Limits`] until `shutdown` resolves,
@@ -419,6 +472,73 @@ impl FromRequestParts<AppState> for ConsumerAuthorized {
         };
         tracing::info!(path = %parts.uri.path(), "consumer request refused: {message}");
         Err(ApiError::new(StatusCode::UNAUTHORIZED, message))
+    }
+}
+
+/// Sends a write that reached a replica that does not lead to the leader (see
+/// [`super::forward`]), after checking its token here. Everything else, and every request
+/// while this replica leads, goes on to the routes.
+async fn forward_writes(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(forwarder) = state.forwarder.clone() else {
+        return next.run(req).await;
+    };
+    let Some(route) = forward::write_route(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    if state.leadership.is_leader() {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    // The token first: a follower forwards nothing for a caller it would refuse itself.
+    let authorized = match route {
+        WriteRoute::Admin => Authorized::from_request_parts(&mut parts, &state)
+            .await
+            .map(drop),
+        WriteRoute::Consumer => ConsumerAuthorized::from_request_parts(&mut parts, &state)
+            .await
+            .map(drop),
+    };
+    if let Err(e) = authorized {
+        return e.into_response();
+    }
+    let self_id = state.leadership.self_id().to_owned();
+    if parts.headers.contains_key(forward::FORWARDED_HEADER) {
+        return ApiError::from(forward::no_leader(format!(
+            "replica {self_id} received a forwarded write but does not lead; a forwarded write is never forwarded again, try again"
+        )))
+        .into_response();
+    }
+    let info = state.leadership.current();
+    let (leader, leader_url) = match (info.leader, info.leader_url) {
+        // It became the leader meanwhile: take the write here.
+        (Some(leader), _) if leader == self_id => {
+            return next.run(Request::from_parts(parts, body)).await;
+        }
+        (Some(leader), Some(url)) => (leader, url),
+        _ => {
+            return ApiError::from(forward::no_leader(format!(
+                "no replica leads now (term {}); writes are taken again once one does",
+                info.term
+            )))
+            .into_response();
+        }
+    };
+    let Ok(bytes) = to_bytes(body, BODY_LIMIT_BYTES).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {BODY_LIMIT_BYTES} bytes"),
+        )
+        .into_response();
+    };
+    match forwarder
+        .send(&leader, &leader_url, &self_id, &parts, bytes)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(ForwardError::NoLeader(e)) => ApiError::from(e).into_response(),
+        Err(ForwardError::BadAnswer(message)) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, message).into_response()
+        }
     }
 }
 

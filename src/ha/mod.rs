@@ -12,6 +12,8 @@
 //! **Invariant:** this module decides nothing by itself; the election (a lease in the
 //! store) publishes into it, and everything else only reads it.
 
+pub mod follower;
+
 use tokio::sync::watch;
 
 /// Who leads, as this replica last learned it.
