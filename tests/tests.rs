@@ -31,6 +31,10 @@ mod deploy;
 // killed agents, the per-workload reload budget, promotion-to-acknowledgement figures.
 #[path = "suite/fleet.rs"]
 mod fleet;
+// High availability, the follower's side: writes forwarded to the leader and answered as
+// it answers, reads from the store, no leader, loop protection, the forwarding overhead.
+#[path = "suite/ha_follow.rs"]
+mod ha_follow;
 // Emergency rotation jobs (rotate-all): rate, concurrency, cancel, resume, grace, routes, CLI.
 #[path = "suite/jobs.rs"]
 mod jobs;
