@@ -3,10 +3,13 @@
 //! `.ci/validate-deploy.sh` validates the built-in kinds against the Kubernetes API schemas
 //! and runs `rotor check` on the policy TOML. This file checks the rest offline: the required
 //! fields of the custom resources (SecretProviderClass, ServiceMonitor, PrometheusRule), the
-//! promises of the Deployment (one replica, Recreate, CSI volume read-only, no secret in an
-//! environment variable, locked-down securityContext, probes), and every reference between
-//! objects: Deployment to SecretProviderClass, claim, ConfigMap TOML and image; Service,
-//! PodDisruptionBudget and NetworkPolicy to the pod; ServiceMonitor to the Service.
+//! promises of the Deployment (two replicas on two nodes, RollingUpdate, the advertised URL
+//! from the pod IP, the fingerprint key and tokens from one Secret shared by the replicas,
+//! CSI volume read-only, no secret in an environment variable, locked-down
+//! securityContext, probes), and every reference between objects: Deployment to
+//! SecretProviderClass, Secret, ConfigMap TOML and image; Service, PodDisruptionBudget and
+//! NetworkPolicy to the pod (which admits the other replica); ServiceMonitor to the
+//! Service.
 //!
 //! And that the deployment is coherent with rotor's config: every SecretProviderClass
 //! object marked rotor-managed reads a field of a view rotor writes (none reads a store
@@ -61,7 +64,15 @@ const ROTOR_ENV: &[&str] = &[
     "SECRETS_WATCH_POLL_INTERVAL",
     "ROTOR_CONFIG",
     "RUST_LOG",
+    "POD_IP",
+    "ROTOR_ADVERTISE_URL",
 ];
+
+/// The Secret every replica reads the fingerprint key and the tokens from.
+const KEYS_SECRET: &str = "rotor-keys";
+
+/// The pod IP the literal environment stands in for `$(POD_IP)` (kubelet expands it).
+const SAMPLE_POD_IP: &str = "10.0.0.7";
 
 /// The seed's variables, which the issue requires the Deployment to set.
 const REQUIRED_ENV: &[&str] = &[
@@ -225,14 +236,15 @@ fn main_container(dep: &Value) -> &Value {
     &all[0]
 }
 
-/// Literal environment values of rotor's container.
+/// Literal environment values of rotor's container, `$(POD_IP)` expanded as kubelet does
+/// (to [`SAMPLE_POD_IP`]).
 fn literal_env(dep: &Value) -> BTreeMap<String, String> {
     items(&main_container(dep)["env"])
         .iter()
         .filter_map(|e| {
             Some((
                 e["name"].as_str()?.to_owned(),
-                e["value"].as_str()?.to_owned(),
+                e["value"].as_str()?.replace("$(POD_IP)", SAMPLE_POD_IP),
             ))
         })
         .collect()
@@ -261,14 +273,35 @@ fn container_port(container: &Value, port: &Value) -> Option<u64> {
 fn deployment_problems(dep: &Value, spc_names: &BTreeSet<String>) -> Vec<String> {
     let mut p = Vec::new();
     let spec = &dep["spec"];
-    if spec["replicas"].as_u64() != Some(1) {
+    if spec["replicas"].as_u64().is_none_or(|n| n < 2) {
         p.push(format!(
-            "replicas must be 1 until leader election exists, found {}",
+            "replicas must be at least 2 (a leader and a follower that takes over), found {}",
             spec["replicas"]
         ));
     }
-    if text(spec, "/strategy/type") != Some("Recreate") {
-        p.push("strategy.type must be Recreate: two rotors must never rotate at once".into());
+    if text(spec, "/strategy/type") != Some("RollingUpdate") {
+        p.push(
+            "strategy.type must be RollingUpdate: one replica keeps running during an update"
+                .into(),
+        );
+    }
+    // With a required anti-affinity, a surge pod finds no free node when the replicas fill
+    // the nodes; one pod at a time is replaced instead.
+    if spec["strategy"]["rollingUpdate"]["maxSurge"] != json!(0) {
+        p.push("strategy.rollingUpdate.maxSurge must be 0 (required anti-affinity)".into());
+    }
+    let labels = &spec["template"]["metadata"]["labels"];
+    let across_nodes = items(
+        &pod_spec(dep)["affinity"]["podAntiAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"],
+    )
+    .iter()
+    .any(|term| {
+        term["topologyKey"] == json!("kubernetes.io/hostname")
+            && selects(&term["labelSelector"]["matchLabels"], labels)
+    });
+    if !across_nodes {
+        p.push("the pod needs a required podAntiAffinity on kubernetes.io/hostname selecting its own labels: two replicas on one node fail together".into());
     }
     if !selects(
         &spec["selector"]["matchLabels"],
@@ -297,6 +330,7 @@ fn deployment_problems(dep: &Value, spc_names: &BTreeSet<String>) -> Vec<String>
     }
 
     let c = main_container(dep);
+    p.extend(advertise_problems(c));
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         let get = &c[probe]["httpGet"];
         if get["path"].as_str() != Some(path) {
@@ -415,6 +449,39 @@ fn container_problems(c: &Value, psc: &Value, allowed_env: Option<&[&str]>) -> V
     p
 }
 
+/// `ROTOR_ADVERTISE_URL` is the pod's own address: `http://$(POD_IP):PORT` with `POD_IP`
+/// from the downward API (`status.podIP`) and `PORT` a container port.
+fn advertise_problems(c: &Value) -> Vec<String> {
+    let mut p = Vec::new();
+    let env = items(&c["env"]);
+    let pod_ip = env.iter().position(|e| {
+        e["name"] == json!("POD_IP")
+            && e["valueFrom"]["fieldRef"]["fieldPath"] == json!("status.podIP")
+    });
+    let advertise = env
+        .iter()
+        .position(|e| e["name"] == json!("ROTOR_ADVERTISE_URL"));
+    match (pod_ip, advertise) {
+        (Some(ip), Some(url)) => {
+            // kubelet expands `$(POD_IP)` only from a variable defined before it.
+            if ip > url {
+                p.push("POD_IP must come before ROTOR_ADVERTISE_URL, which refers to it".into());
+            }
+            let value = env[url]["value"].as_str().unwrap_or("");
+            let port = value
+                .strip_prefix("http://$(POD_IP):")
+                .and_then(|rest| rest.parse::<u64>().ok());
+            if port.is_none_or(|port| container_port(c, &json!(port)).is_none()) {
+                p.push(format!(
+                    "ROTOR_ADVERTISE_URL must be http://$(POD_IP):<container port>, found {value:?}"
+                ));
+            }
+        }
+        _ => p.push("ROTOR_ADVERTISE_URL must be set from POD_IP (valueFrom.fieldRef status.podIP): the other replica forwards writes there".into()),
+    }
+    p
+}
+
 /// No secret reaches the container through its environment.
 fn env_problems(container: &Value, allowed: Option<&[&str]>) -> Vec<String> {
     let mut p = Vec::new();
@@ -451,9 +518,9 @@ fn env_problems(container: &Value, allowed: Option<&[&str]>) -> Vec<String> {
 }
 
 /// The ConfigMap's TOML against the Deployment that runs it: valid with the Deployment's
-/// environment, listening on the container port, state on the claim, watching the CSI mount,
-/// draining within the grace period.
-fn config_problems(dep: &Value, toml: &Path, claims: &BTreeSet<String>) -> Vec<String> {
+/// environment, listening on the container port, the key and tokens from the shared Secret,
+/// watching the CSI mount, draining within the grace period.
+fn config_problems(dep: &Value, toml: &Path) -> Vec<String> {
     let env = literal_env(dep);
     let config = match Config::load_with_env(toml, &|name| env.get(name).cloned()) {
         Ok(config) => config,
@@ -517,22 +584,19 @@ fn config_problems(dep: &Value, toml: &Path, claims: &BTreeSet<String>) -> Vec<S
             ));
             continue;
         };
-        if mount["readOnly"] == json!(true) {
-            p.push(format!("{what} {} is on a read-only mount", file.display()));
-        }
-        let volume = items(&pod["volumes"])
-            .iter()
-            .find(|v| v["name"] == mount["name"]);
-        let claim = volume.and_then(|v| text(v, "/persistentVolumeClaim/claimName"));
-        match claim {
-            Some(claim) if claims.contains(claim) => {}
-            Some(claim) => p.push(format!("{what}: claim {claim} is not defined in deploy/")),
-            // An emptyDir (or anything else) dies with the pod: a lost master key loses
-            // every stored value.
-            None => p.push(format!(
-                "{what} {} is not on a PersistentVolumeClaim; it would not survive a restart",
+        // Every replica must hold the same key and tokens: rotor reads them, never creates
+        // them (it would create a different one in each pod).
+        if mount["readOnly"] != json!(true) {
+            p.push(format!(
+                "{what} {} is on a writable mount; with several replicas rotor must read it from the shared Secret, never create it",
                 file.display()
-            )),
+            ));
+        }
+        if let Some(why) = from_shared_secret(pod, mount, file) {
+            p.push(format!(
+                "{what} {} does not come from the Secret {KEYS_SECRET} shared by every replica: {why}",
+                file.display()
+            ));
         }
     }
 
@@ -554,6 +618,54 @@ fn config_problems(dep: &Value, toml: &Path, claims: &BTreeSet<String>) -> Vec<S
         ));
     }
     p
+}
+
+/// Why the file `file` below rotor's mount `mount` does not come from the Secret
+/// [`KEYS_SECRET`], if it does not: the mount's volume must be an in-memory emptyDir that an
+/// init container fills from a volume of that Secret holding the file's name.
+fn from_shared_secret(pod: &Value, mount: &Value, file: &Path) -> Option<String> {
+    let volumes = items(&pod["volumes"]);
+    let volume = volumes.iter().find(|v| v["name"] == mount["name"])?;
+    if volume["emptyDir"]["medium"] != json!("Memory") {
+        return Some(format!(
+            "volume {} must be an emptyDir in memory (medium: Memory), filled from the Secret",
+            volume["name"]
+        ));
+    }
+    let name = file.file_name()?.to_str()?;
+    let secret_volume = volumes.iter().find(|v| {
+        v["secret"]["secretName"] == json!(KEYS_SECRET)
+            && (v["secret"]["items"].is_null()
+                || items(&v["secret"]["items"])
+                    .iter()
+                    .any(|i| i["key"] == json!(name) && i["path"] == json!(name)))
+    });
+    let Some(secret_volume) = secret_volume else {
+        return Some(format!(
+            "no volume of the Secret {KEYS_SECRET} holds {name}"
+        ));
+    };
+    let copies = items(&pod["initContainers"]).iter().any(|c| {
+        let mounts = items(&c["volumeMounts"]);
+        let source = mounts
+            .iter()
+            .find(|m| m["name"] == secret_volume["name"] && m["readOnly"] == json!(true));
+        let target = mounts.iter().any(|m| m["name"] == volume["name"]);
+        let command: Vec<&str> = items(&c["command"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        source.is_some_and(|m| {
+            let from = format!("{}/{name}", m["mountPath"].as_str().unwrap_or(""));
+            target && command.contains(&from.as_str())
+        })
+    });
+    (!copies).then(|| {
+        format!(
+            "no init container copies {name} from the Secret's read-only mount into volume {}",
+            volume["name"]
+        )
+    })
 }
 
 /// The config the Deployment runs, loaded with the Deployment's environment.
@@ -1243,9 +1355,34 @@ fn selector_problems(ms: &[Manifest]) -> Vec<String> {
     if !selects(&pdb["spec"]["selector"]["matchLabels"], labels) {
         p.push("PodDisruptionBudget does not select the pod".into());
     }
+    if pdb["spec"]["minAvailable"] != json!(1) || !pdb["spec"]["maxUnavailable"].is_null() {
+        p.push("PodDisruptionBudget must say minAvailable: 1 (and no maxUnavailable): a drain never takes both replicas".into());
+    }
     let np = only(ms, "NetworkPolicy");
     if !selects(&np["spec"]["podSelector"]["matchLabels"], labels) {
         p.push("NetworkPolicy does not select the pod".into());
+    }
+    // A follower forwards writes to the leader's pod IP on the container port: the other
+    // replica must be let in, and out to it.
+    let from_replica = items(&np["spec"]["ingress"]).iter().any(|rule| {
+        items(&rule["from"]).iter().any(|f| {
+            f["namespaceSelector"].is_null() && selects(&f["podSelector"]["matchLabels"], labels)
+        }) && items(&rule["ports"])
+            .iter()
+            .any(|port| container_port(c, &port["port"]).is_some())
+    });
+    if !from_replica {
+        p.push("NetworkPolicy ingress must admit the other rotor replica on the API port (forwarded writes)".into());
+    }
+    let to_replica = items(&np["spec"]["egress"]).iter().any(|rule| {
+        items(&rule["to"]).iter().any(|t| {
+            t["namespaceSelector"].is_null() && selects(&t["podSelector"]["matchLabels"], labels)
+        }) && items(&rule["ports"])
+            .iter()
+            .any(|port| container_port(c, &port["port"]).is_some())
+    });
+    if !to_replica {
+        p.push("NetworkPolicy egress must reach the other rotor replica on the API port (forwarded writes)".into());
     }
     for rule in items(&np["spec"]["ingress"]) {
         for port in items(&rule["ports"]) {
@@ -1430,13 +1567,6 @@ fn spc_names(ms: &[Manifest]) -> BTreeSet<String> {
         .collect()
 }
 
-fn claim_names(ms: &[Manifest]) -> BTreeSet<String> {
-    all_of(ms, "PersistentVolumeClaim")
-        .into_iter()
-        .map(|c| name(c).to_owned())
-        .collect()
-}
-
 fn rotor_toml() -> PathBuf {
     deploy_dir().join("config/rotor.toml")
 }
@@ -1521,11 +1651,7 @@ fn deployment_keeps_its_promises() {
 #[test]
 fn configmap_toml_fits_the_deployment() {
     let ms = manifests();
-    assert_none(config_problems(
-        only(&ms, "Deployment"),
-        &rotor_toml(),
-        &claim_names(&ms),
-    ));
+    assert_none(config_problems(only(&ms, "Deployment"), &rotor_toml()));
 }
 
 #[test]
@@ -1607,13 +1733,44 @@ fn set(doc: &mut Value, pointer: &str, value: Value) {
 }
 
 #[test]
-fn catches_a_second_replica_and_a_rolling_update() {
+fn catches_one_replica_recreate_one_node_and_no_advertised_url() {
     let (mut dep, spcs) = deployment();
-    set(&mut dep, "/spec/replicas", json!(2));
-    set(&mut dep, "/spec/strategy", json!({"type": "RollingUpdate"}));
+    set(&mut dep, "/spec/replicas", json!(1));
+    set(&mut dep, "/spec/strategy", json!({"type": "Recreate"}));
+    set(&mut dep, "/spec/template/spec/affinity", json!({}));
     let problems = deployment_problems(&dep, &spcs);
-    assert_found(&problems, "replicas must be 1");
-    assert_found(&problems, "Recreate");
+    assert_found(&problems, "replicas must be at least 2");
+    assert_found(&problems, "RollingUpdate");
+    assert_found(&problems, "maxSurge must be 0");
+    assert_found(&problems, "podAntiAffinity on kubernetes.io/hostname");
+
+    let (mut dep, spcs) = deployment();
+    set(
+        &mut dep,
+        "/spec/template/spec/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution/0/topologyKey",
+        json!("topology.kubernetes.io/zone"),
+    );
+    let env = dep
+        .pointer_mut("/spec/template/spec/containers/0/env")
+        .and_then(Value::as_array_mut)
+        .expect("env");
+    for e in env.iter_mut() {
+        if e["name"] == json!("ROTOR_ADVERTISE_URL") {
+            e["value"] = json!("http://$(POD_IP):9999");
+        }
+    }
+    let problems = deployment_problems(&dep, &spcs);
+    assert_found(&problems, "podAntiAffinity on kubernetes.io/hostname");
+    assert_found(&problems, "must be http://$(POD_IP):<container port>");
+
+    let (mut dep, spcs) = deployment();
+    let env = dep
+        .pointer_mut("/spec/template/spec/containers/0/env")
+        .and_then(Value::as_array_mut)
+        .expect("env");
+    env.retain(|e| e["name"] != json!("POD_IP"));
+    let problems = deployment_problems(&dep, &spcs);
+    assert_found(&problems, "ROTOR_ADVERTISE_URL must be set from POD_IP");
 }
 
 #[test]
@@ -1702,28 +1859,58 @@ fn catches_a_loose_security_context_and_wrong_probes() {
 }
 
 #[test]
-fn catches_the_master_key_on_an_empty_dir_and_a_bad_env_value() {
-    let ms = manifests();
+fn catches_keys_not_from_the_shared_secret_and_a_bad_env_value() {
+    // The key on a volume of the pod's own (a claim, a disk emptyDir), written by rotor.
     let (mut dep, _) = deployment();
-    let volumes = dep
+    for v in dep
         .pointer_mut("/spec/template/spec/volumes")
         .and_then(Value::as_array_mut)
-        .expect("volumes");
-    for v in volumes
+        .expect("volumes")
         .iter_mut()
-        .filter(|v| !v["persistentVolumeClaim"].is_null())
+        .filter(|v| v["name"] == json!("data"))
     {
-        *v = json!({"name": v["name"].clone(), "emptyDir": {}});
+        *v = json!({"name": "data", "persistentVolumeClaim": {"claimName": "rotor-data"}});
     }
-    let problems = config_problems(&dep, &rotor_toml(), &claim_names(&ms));
+    for m in dep
+        .pointer_mut("/spec/template/spec/containers/0/volumeMounts")
+        .and_then(Value::as_array_mut)
+        .expect("volumeMounts")
+        .iter_mut()
+        .filter(|m| m["name"] == json!("data"))
+    {
+        m["readOnly"] = json!(false);
+    }
+    let problems = config_problems(&dep, &rotor_toml());
     assert_found(
         &problems,
-        "master key file /var/lib/rotor/master.key is not on a PersistentVolumeClaim",
+        "master key file /var/lib/rotor/master.key is on a writable mount",
     );
     assert_found(
         &problems,
-        "consumer token file /var/lib/rotor/consumer.token is not on a PersistentVolumeClaim",
+        "consumer token file /var/lib/rotor/consumer.token does not come from the Secret rotor-keys",
     );
+    // The Secret without the consumer token, and no init container copying.
+    let (mut dep, _) = deployment();
+    for v in dep
+        .pointer_mut("/spec/template/spec/volumes")
+        .and_then(Value::as_array_mut)
+        .expect("volumes")
+        .iter_mut()
+        .filter(|v| v["secret"]["secretName"] == json!(KEYS_SECRET))
+    {
+        v["secret"]["items"]
+            .as_array_mut()
+            .expect("items")
+            .retain(|i| i["key"] != json!("consumer.token"));
+    }
+    let problems = config_problems(&dep, &rotor_toml());
+    assert_found(
+        &problems,
+        "no volume of the Secret rotor-keys holds consumer.token",
+    );
+    set(&mut dep, "/spec/template/spec/initContainers", json!([]));
+    let problems = config_problems(&dep, &rotor_toml());
+    assert_found(&problems, "no init container copies master.key");
 
     let (mut dep, _) = deployment();
     let env = dep
@@ -1736,7 +1923,7 @@ fn catches_the_master_key_on_an_empty_dir_and_a_bad_env_value() {
     {
         e["value"] = json!("5s");
     }
-    let problems = config_problems(&dep, &rotor_toml(), &claim_names(&ms));
+    let problems = config_problems(&dep, &rotor_toml());
     assert_found(&problems, "SECRETS_WATCH_POLL_INTERVAL");
 }
 
@@ -1822,10 +2009,29 @@ fn catches_selectors_that_miss_the_pod() {
     for m in ms.iter_mut().filter(|m| kind(&m.doc) == "ServiceAccount") {
         set(&mut m.doc, "/automountServiceAccountToken", json!(true));
     }
+    for m in ms
+        .iter_mut()
+        .filter(|m| kind(&m.doc) == "PodDisruptionBudget")
+    {
+        set(&mut m.doc, "/spec/minAvailable", json!(0));
+    }
+    for m in ms.iter_mut().filter(|m| kind(&m.doc) == "NetworkPolicy") {
+        for dir in ["ingress", "egress"] {
+            let rules = m.doc["spec"][dir].as_array_mut().expect("rules");
+            rules.retain(|r| {
+                !r.to_string().contains(
+                    r#"{"podSelector":{"matchLabels":{"app.kubernetes.io/name":"rotor"}}}"#,
+                )
+            });
+        }
+    }
     let problems = selector_problems(&ms);
     assert_found(&problems, "Service rotor does not select the pod");
     assert_found(&problems, "targetPort \"metrics\"");
     assert_found(&problems, "automountServiceAccountToken: false");
+    assert_found(&problems, "minAvailable: 1");
+    assert_found(&problems, "ingress must admit the other rotor replica");
+    assert_found(&problems, "egress must reach the other rotor replica");
 }
 
 #[test]
