@@ -9,7 +9,11 @@
 # 3. the example workload with its agent sidecar (deploy/examples/, a kustomize base of its
 #    own): its files are among the source files of step 1, then its kustomize build is
 #    validated the same way, and its agent config is checked with `rotor check` once the
-#    binary has the `agent` command (said, never skipped silently, until then).
+#    binary has the `agent` command (said, never skipped silently, until then);
+# 4. high availability in the rendered build: two replicas or more, RollingUpdate without a
+#    surge, required anti-affinity across nodes, ROTOR_ADVERTISE_URL from the pod IP, the
+#    key and tokens from the Secret rotor-keys (no claim), a PodDisruptionBudget with
+#    minAvailable 1.
 #
 # Custom resources (SecretProviderClass, ServiceMonitor, PrometheusRule) have no schema
 # here; tests/suite/deploy.rs checks their fields and their references to the other objects. An
@@ -143,6 +147,50 @@ if [[ ! -s "$work/rendered.toml" ]]; then
 fi
 "$ROTOR" check "$work/rendered.toml"
 checks=$((checks + 1))
+
+# What high availability needs, in what kubectl applies (tests/suite/deploy.rs checks the
+# source files the same way, and that each check fails on a broken copy).
+echo "== deploy: high availability in the rendered build"
+python3 - "$work/rendered.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+def one(kind):
+    found = [d for d in docs if d.get("kind") == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+errors = []
+dep = one("Deployment")
+spec = dep["spec"]
+pod = spec["template"]["spec"]
+labels = spec["template"]["metadata"]["labels"]
+if spec.get("replicas", 1) < 2:
+    errors.append(f"Deployment replicas {spec.get('replicas', 1)}: at least 2")
+strategy = spec.get("strategy", {})
+if strategy.get("type") != "RollingUpdate" or strategy.get("rollingUpdate", {}).get("maxSurge") != 0:
+    errors.append("Deployment strategy must be RollingUpdate with maxSurge 0")
+terms = pod.get("affinity", {}).get("podAntiAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", [])
+if not any(t.get("topologyKey") == "kubernetes.io/hostname"
+           and t.get("labelSelector", {}).get("matchLabels", {}).items() <= labels.items()
+           for t in terms):
+    errors.append("no required podAntiAffinity on kubernetes.io/hostname selecting rotor's pods")
+env = {e["name"]: e for e in pod["containers"][0].get("env", [])}
+if env.get("POD_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "status.podIP":
+    errors.append("POD_IP must come from status.podIP")
+if env.get("ROTOR_ADVERTISE_URL", {}).get("value") != "http://$(POD_IP):8080":
+    errors.append("ROTOR_ADVERTISE_URL must be http://$(POD_IP):8080")
+if not any(v.get("secret", {}).get("secretName") == "rotor-keys" for v in pod.get("volumes", [])):
+    errors.append("no volume of the Secret rotor-keys (the key and tokens every replica shares)")
+if [d for d in docs if d.get("kind") == "PersistentVolumeClaim"]:
+    errors.append("a PersistentVolumeClaim: the replicas share no volume (the key comes from rotor-keys)")
+pdb = one("PodDisruptionBudget")
+if pdb["spec"].get("minAvailable") != 1:
+    errors.append("PodDisruptionBudget minAvailable must be 1")
+for e in errors:
+    print(f"error: {e}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+checks=$((checks + 1))
+echo "   two replicas, RollingUpdate, anti-affinity, advertised URL, shared Secret, minAvailable 1"
 
 echo "== deploy/examples: kustomize build"
 kubectl kustomize deploy/examples >"$work/examples.yaml"

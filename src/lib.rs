@@ -8,7 +8,8 @@
 //! - [`schedule`]: pure schedule maths (interval, cron, windows, jitter, next-due).
 //! - [`backoff`]: the one exponential backoff (min, max, jitter drawn by the caller).
 //! - [`machine`]: the pure rotation state machine, `step(state, event, now)`.
-//! - [`ha`]: high availability: which replica leads (the election publishes into it).
+//! - [`ha`]: high availability: which replica leads (the election publishes into it), and
+//!   what a replica that does not lead answers reads with (`ha::follower`).
 //! - [`generator`]: CSPRNG secret generators and the zeroizing [`generator::SecretValue`].
 //! - [`store`]: the [`store::Store`] trait, the encrypted embedded (redb) backend, the Vault
 //!   KV v2 backend and the secret read cache.
