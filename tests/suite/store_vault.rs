@@ -168,6 +168,7 @@ fn settings(
 ) -> VaultSettings {
     VaultSettings {
         address,
+        other_addresses: Vec::new(),
         mount: "secret".into(),
         path_prefix: prefix.into(),
         namespace: None,
