@@ -73,6 +73,15 @@
 //! [`StoreError::Unavailable`], a CAS mismatch [`StoreError::Conflict`]. Messages name the
 //! Vault path and status; values never appear in errors or logs, and [`VaultStore`]'s
 //! `Debug` shows neither token nor values.
+//!
+//! # Several nodes
+//!
+//! With `addresses`, the store talks to several nodes of one cluster, one at a time: the
+//! node that answered last. A node that gives no answer, a 5xx (sealed included) or a
+//! redirect is left for the next one, and a request tries every node before it fails
+//! (`retry_with` says how, and why redirects are not followed). A check-and-set write
+//! retried after an attempt without a clear answer may meet its own earlier attempt;
+//! `VaultStore::write_kv` tells that apart from another writer's.
 
 pub mod config;
 mod migrate;
@@ -1533,5 +1542,133 @@ mod tests {
         assert!(!Failure::Status(503, vec!["Vault is sealed".into()]).retryable());
         assert!(Failure::Status(500, vec![]).retryable());
         assert!(!Failure::Status(400, vec![]).retryable());
+    }
+
+    fn three_nodes(max_attempts: u32) -> VaultSettings {
+        VaultSettings {
+            address: "http://127.0.0.1:8200".into(),
+            other_addresses: vec!["http://127.0.0.1:8210".into(), "http://127.0.0.1:8220".into()],
+            mount: "secret".into(),
+            path_prefix: String::new(),
+            namespace: None,
+            ca_file: None,
+            master_key_file: PathBuf::new(),
+            timeout: Duration::from_secs(1),
+            max_attempts,
+            retry_backoff: Duration::from_millis(100),
+            auth: VaultAuth::Token {
+                token_file: PathBuf::new(),
+            },
+            proxy: None,
+            allow_insecure_http: false,
+        }
+    }
+
+    fn transport() -> Failure {
+        Failure::Transport {
+            message: "connection refused".into(),
+            timeout: false,
+        }
+    }
+
+    #[test]
+    fn a_node_that_is_not_the_active_one_is_left_for_the_next() {
+        assert!(transport().node_down());
+        assert!(Failure::Status(503, vec!["Vault is sealed".into()]).node_down());
+        assert!(Failure::Status(500, vec!["local node not active".into()]).node_down());
+        assert!(Failure::Status(307, vec![]).node_down());
+        // Answers about the request itself: every node would give them.
+        for code in [400, 403, 404, 412, 429] {
+            assert!(!Failure::Status(code, vec![]).node_down(), "{code}");
+        }
+        assert!(Failure::Status(400, vec![CAS_MISMATCH.into()]).is_cas_mismatch());
+        assert!(!Failure::Status(500, vec![CAS_MISMATCH.into()]).is_cas_mismatch());
+    }
+
+    /// Runs `retry_with` over three nodes whose answers `answer(node, attempt)` gives;
+    /// returns the outcome, the nodes asked in order, and the node in use afterwards.
+    async fn over_three_nodes(
+        max_attempts: u32,
+        start: usize,
+        answer: impl Fn(usize, usize) -> Result<usize, Failure>,
+    ) -> (Result<usize, Failure>, Vec<usize>, usize) {
+        let settings = three_nodes(max_attempts);
+        let node = AtomicUsize::new(start);
+        let asked = Mutex::new(Vec::new());
+        let outcome = retry_with(&settings, &node, "read", "secret/data/x", |n| {
+            let attempt = {
+                let mut asked = asked.lock().expect("asked");
+                asked.push(n);
+                asked.len()
+            };
+            let result = answer(n, attempt);
+            async move { result }
+        })
+        .await;
+        let asked = asked.into_inner().expect("asked");
+        (outcome, asked, node.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_move_to_the_next_node_and_stay_where_one_answered() {
+        // The node in use is dead, the next a standby redirecting, the third active: the
+        // request reaches it at once, and later requests start there.
+        let began = tokio::time::Instant::now();
+        let (outcome, asked, now) = over_three_nodes(4, 0, |n, _| match n {
+            0 => Err(transport()),
+            1 => Err(Failure::Status(307, vec![])),
+            _ => Ok(n),
+        })
+        .await;
+        assert_eq!(outcome.ok(), Some(2));
+        assert_eq!(asked, [0, 1, 2]);
+        assert_eq!(now, 2);
+        assert_eq!(began.elapsed(), Duration::ZERO, "no wait before a round is over");
+        // A healthy node in use is the only one asked.
+        let (outcome, asked, now) = over_three_nodes(4, 2, |n, _| Ok(n)).await;
+        assert_eq!((outcome.ok(), asked, now), (Some(2), vec![2], 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_node_gets_a_chance_and_a_full_round_waits_the_backoff() {
+        // max_attempts = 2 < 3 nodes: still every node is asked, then the last error,
+        // with the attempts counted, is the request's.
+        let began = tokio::time::Instant::now();
+        let (outcome, asked, _) = over_three_nodes(2, 1, |_, _| {
+            Err(Failure::Status(503, vec!["Vault is sealed".into()]))
+        })
+        .await;
+        assert_eq!(asked, [1, 2, 0]);
+        let err = outcome.expect_err("all sealed").into_store_error("secret/data/x");
+        assert!(err.to_string().contains("sealed"), "{err}");
+        assert_eq!(began.elapsed(), Duration::ZERO);
+        // During an election every node fails for a while: a round without waiting, the
+        // backoff (100 ms plus up to 25%), then the next round finds the new active node.
+        let began = tokio::time::Instant::now();
+        let (outcome, asked, now) = over_three_nodes(5, 0, |n, attempt| {
+            if attempt > 3 && n == 1 {
+                Ok(n)
+            } else {
+                Err(Failure::Status(500, vec![]))
+            }
+        })
+        .await;
+        assert_eq!(outcome.ok(), Some(1));
+        assert_eq!((asked, now), (vec![0, 1, 2, 0, 1], 1));
+        let waited = began.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited <= Duration::from_millis(125),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_about_the_request_itself_is_final_on_any_node() {
+        let (outcome, asked, now) = over_three_nodes(4, 0, |_, _| {
+            Err(Failure::Status(403, vec!["permission denied".into()]))
+        })
+        .await;
+        assert!(matches!(outcome, Err(Failure::Status(403, _))));
+        assert_eq!((asked, now), (vec![0], 0));
     }
 }
