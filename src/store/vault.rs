@@ -1547,7 +1547,10 @@ mod tests {
     fn three_nodes(max_attempts: u32) -> VaultSettings {
         VaultSettings {
             address: "http://127.0.0.1:8200".into(),
-            other_addresses: vec!["http://127.0.0.1:8210".into(), "http://127.0.0.1:8220".into()],
+            other_addresses: vec![
+                "http://127.0.0.1:8210".into(),
+                "http://127.0.0.1:8220".into(),
+            ],
             mount: "secret".into(),
             path_prefix: String::new(),
             namespace: None,
@@ -1623,7 +1626,11 @@ mod tests {
         assert_eq!(outcome.ok(), Some(2));
         assert_eq!(asked, [0, 1, 2]);
         assert_eq!(now, 2);
-        assert_eq!(began.elapsed(), Duration::ZERO, "no wait before a round is over");
+        assert_eq!(
+            began.elapsed(),
+            Duration::ZERO,
+            "no wait before a round is over"
+        );
         // A healthy node in use is the only one asked.
         let (outcome, asked, now) = over_three_nodes(4, 2, |n, _| Ok(n)).await;
         assert_eq!((outcome.ok(), asked, now), (Some(2), vec![2], 2));
@@ -1639,7 +1646,9 @@ mod tests {
         })
         .await;
         assert_eq!(asked, [1, 2, 0]);
-        let err = outcome.expect_err("all sealed").into_store_error("secret/data/x");
+        let err = outcome
+            .expect_err("all sealed")
+            .into_store_error("secret/data/x");
         assert!(err.to_string().contains("sealed"), "{err}");
         assert_eq!(began.elapsed(), Duration::ZERO);
         // During an election every node fails for a while: a round without waiting, the
