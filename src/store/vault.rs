@@ -412,17 +412,19 @@ impl VaultStore {
     /// Connects: reads (or creates) the fingerprint key, authenticates and looks the token
     /// up. Fails with a message naming the address and the reason.
     pub async fn open(settings: VaultSettings) -> Result<Self, StoreError> {
-        if settings.allow_insecure_http
-            && let Ok(url) = url::Url::parse(&settings.address)
-            && url.scheme() == "http"
-            && !crate::http_client::url_is_loopback(&url)
-        {
-            // The host only: an address never holds a secret (the config refuses a path and
-            // query), but the warning needs no more than where the tokens travel.
-            tracing::warn!(
-                host = url.host_str().unwrap_or_default(),
-                "the Vault store uses plain http to a host that is not loopback (allow_insecure_http = true): tokens and secret values travel unencrypted"
-            );
+        for address in settings.nodes() {
+            if settings.allow_insecure_http
+                && let Ok(url) = url::Url::parse(address)
+                && url.scheme() == "http"
+                && !crate::http_client::url_is_loopback(&url)
+            {
+                // The host only: an address never holds a secret (the config refuses a path
+                // and query), but the warning needs no more than where the tokens travel.
+                tracing::warn!(
+                    host = url.host_str().unwrap_or_default(),
+                    "the Vault store uses plain http to a host that is not loopback (allow_insecure_http = true): tokens and secret values travel unencrypted"
+                );
+            }
         }
         Self::open_with(settings, migrate::Budget::unlimited()).await
     }
