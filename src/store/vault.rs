@@ -77,7 +77,9 @@
 //! # Several nodes
 //!
 //! With `addresses`, the store talks to several nodes of one cluster, one at a time: the
-//! node that answered last. A node that gives no answer, a 5xx (sealed included) or a
+//! active node when one is found (an OpenBao standby answers reads from a raft copy that
+//! may lag, which the fence would take for another writer), else the node that answered
+//! last. A node that gives no answer, a 5xx (sealed included) or a
 //! redirect is left for the next one, and a request tries every node before it fails
 //! (`retry_with` says how, and why redirects are not followed). A check-and-set write
 //! retried after an attempt without a clear answer may meet its own earlier attempt;
@@ -90,7 +92,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -263,7 +265,24 @@ pub struct VaultSession {
     clients: RwLock<Arc<[Arc<VaultClient>]>>,
     /// The node that answered last, where every request starts (see [`retry_with`]).
     node: AtomicUsize,
+    /// Whether `node` was found to be the active node and has not failed since. OpenBao's
+    /// standby nodes answer reads from their own copy of the raft log, which may lag the
+    /// active node's: a state document read there right after a write shows the version
+    /// before it, and the store's fence then refuses every write (measured on a 3-node
+    /// raft cluster after its active node was killed: conflicts for up to two minutes
+    /// while the store stayed on a standby). So requests go to the active node whenever
+    /// one is found ([`VaultSession::find_active`]); a standby serves only while none is.
+    on_active: AtomicBool,
+    /// When `find_active` last asked the nodes, so that it asks at most every
+    /// [`ACTIVE_PROBE_EVERY`].
+    probed_at: Mutex<Option<std::time::Instant>>,
+    /// The client for `sys/health` (no token).
+    http: reqwest::Client,
 }
+
+/// How often, at most, the nodes are asked which one is active while the node in use is
+/// not known to be.
+const ACTIVE_PROBE_EVERY: Duration = Duration::from_millis(500);
 
 impl fmt::Debug for VaultSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -298,6 +317,58 @@ impl VaultSession {
         }
     }
 
+    /// With several nodes and the node in use not known to be the active one: asks each
+    /// node's `sys/health` (200 on the active node, 429 on a standby, 503 sealed), at most
+    /// every [`ACTIVE_PROBE_EVERY`], and moves to the active node if one answers.
+    async fn find_active(&self) {
+        let nodes = self.settings.node_count();
+        if nodes < 2 || self.on_active.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut last = match self.probed_at.lock() {
+                Ok(l) => l,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if last.is_some_and(|t| t.elapsed() < ACTIVE_PROBE_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        for (n, address) in self.settings.nodes().enumerate() {
+            let url = format!("{}/v1/sys/health", address.trim_end_matches('/'));
+            let active = matches!(self.http.get(&url).send().await, Ok(r) if r.status() == 200);
+            if active {
+                let was = self.node.swap(n, Ordering::AcqRel);
+                self.on_active.store(true, Ordering::Release);
+                if was != n {
+                    tracing::info!(
+                        node = %self.settings.node_shown(n),
+                        "vault store: using the active node"
+                    );
+                }
+                return;
+            }
+        }
+    }
+
+    /// [`retry_with`] on this session's nodes, starting at the active node when one is
+    /// known or found.
+    async fn retry<T, F, Fut>(&self, op: &str, path: &str, f: F) -> Result<T, Failure>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        self.find_active().await;
+        let before = self.node.load(Ordering::Acquire);
+        let result = retry_with(&self.settings, &self.node, op, path, f).await;
+        if self.node.load(Ordering::Acquire) != before {
+            // Moved on from a failing node: the next one may be a standby.
+            self.on_active.store(false, Ordering::Release);
+        }
+        result
+    }
+
     /// The node requests go to now (the one that answered last), as
     /// `scheme://host:port`.
     pub fn node_in_use(&self) -> String {
@@ -308,21 +379,16 @@ impl VaultSession {
     /// Renews the token (`renew-self`, on the node in use and the others if it fails); if
     /// that fails, logs in again (Kubernetes) or re-reads the token file (token auth).
     pub async fn renew(&self) -> Result<TokenLease, StoreError> {
-        let renewed = retry_with(
-            &self.settings,
-            &self.node,
-            "renew",
-            "auth/token/renew-self",
-            |n| {
+        let renewed = self
+            .retry("renew", "auth/token/renew-self", |n| {
                 let client = self.client(n);
                 async move {
                     vaultrs::api::auth(&*client, RenewSelf)
                         .await
                         .map_err(classify)
                 }
-            },
-        )
-        .await;
+            })
+            .await;
         match renewed {
             Ok(info) => Ok(TokenLease {
                 ttl: Duration::from_secs(info.lease_duration),
@@ -447,11 +513,23 @@ impl VaultStore {
         let key = MasterKey::load_or_create(&settings.master_key_file)?;
         let node = AtomicUsize::new(0);
         let (clients, lease) = login(&settings, &node).await?;
+        let http = crate::http_client::client(
+            settings.timeout,
+            settings.ca_file.as_deref(),
+            settings.proxy.as_ref(),
+        )
+        .map_err(|e| StoreError::Open {
+            path: settings.address.clone(),
+            source: format!("cannot build the Vault client: {e}").into(),
+        })?;
         let store = VaultStore {
             session: Arc::new(VaultSession {
                 settings,
                 clients: RwLock::new(clients),
                 node,
+                on_active: AtomicBool::new(false),
+                probed_at: Mutex::new(None),
+                http,
             }),
             key,
             lease,
@@ -791,10 +869,9 @@ impl VaultStore {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let mount = self.session.settings.mount.as_str();
-        retry_with(&self.session.settings, &self.session.node, op, shown, |n| {
-            call(self.session.client(n), mount)
-        })
-        .await
+        self.session
+            .retry(op, shown, |n| call(self.session.client(n), mount))
+            .await
     }
 }
 
