@@ -29,6 +29,7 @@ fn rotation(c: &mut Criterion) {
     let store = rt
         .block_on(VaultStore::open(VaultSettings {
             address: fake.address(),
+            other_addresses: Vec::new(),
             mount: "secret".into(),
             path_prefix: "bench/tenants".into(),
             namespace: None,

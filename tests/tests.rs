@@ -97,6 +97,10 @@ mod target_postgres;
 // The `redis` target against the machine's Redis and a private `redis-server`.
 #[path = "suite/target_redis.rs"]
 mod target_redis;
+// The Vault store on a 3-node OpenBao raft cluster: the active node killed mid-rotation,
+// rotor carries on through another node and loses nothing.
+#[path = "suite/vault_cluster.rs"]
+mod vault_cluster;
 // Vault KV views (`[[publish]] type = "vault"`) over the Vault store, on a private OpenBao.
 #[path = "suite/views.rs"]
 mod views;

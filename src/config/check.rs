@@ -75,6 +75,11 @@ impl Validator<'_, '_> {
         }
     }
 
+    /// Whether stage one already reported (and removed) the key at `path`.
+    pub(crate) fn was_pruned(&self, path: &str) -> bool {
+        self.pruned.contains(path)
+    }
+
     /// Reports a required key that is missing, unless stage one already reported (and
     /// removed) it.
     pub(crate) fn missing(

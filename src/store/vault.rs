@@ -73,6 +73,17 @@
 //! [`StoreError::Unavailable`], a CAS mismatch [`StoreError::Conflict`]. Messages name the
 //! Vault path and status; values never appear in errors or logs, and [`VaultStore`]'s
 //! `Debug` shows neither token nor values.
+//!
+//! # Several nodes
+//!
+//! With `addresses`, the store talks to several nodes of one cluster, one at a time: the
+//! active node when one is found (an OpenBao standby answers reads from a raft copy that
+//! may lag, which the fence would take for another writer), else the node that answered
+//! last. A node that gives no answer, a 5xx (sealed included) or a
+//! redirect is left for the next one, and a request tries every node before it fails
+//! (`retry_with` says how, and why redirects are not followed). A check-and-set write
+//! retried after an attempt without a clear answer may meet its own earlier attempt;
+//! `VaultStore::write_kv` tells that apart from another writer's.
 
 pub mod config;
 mod migrate;
@@ -81,6 +92,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -144,8 +156,11 @@ const CAS_MISMATCH: &str = "check-and-set parameter did not match";
 /// "vault"`) or by tests.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VaultSettings {
-    /// `https://vault.vault.svc:8200`.
+    /// `https://vault.vault.svc:8200`: the (first) node requests go to.
     pub address: String,
+    /// Further nodes of the same Vault cluster (config `addresses`), tried in this order
+    /// after `address` when a node fails; empty for a single server.
+    pub other_addresses: Vec<String>,
     /// The KV v2 mount (`secret`).
     pub mount: String,
     /// Secret path = `{path_prefix}/{tenant}/{key}`; may be empty.
@@ -170,10 +185,39 @@ pub struct VaultSettings {
     pub allow_insecure_http: bool,
 }
 
+impl VaultSettings {
+    /// Every node: `address`, then `other_addresses`.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.address.as_str())
+            .chain(self.other_addresses.iter().map(String::as_str))
+    }
+
+    fn node_count(&self) -> usize {
+        1 + self.other_addresses.len()
+    }
+
+    /// Node `n` as logs show it: scheme, host and port (never userinfo).
+    fn node_shown(&self, n: usize) -> String {
+        let address = self.nodes().nth(n).unwrap_or(&self.address);
+        match url::Url::parse(address) {
+            Ok(u) => match u.port() {
+                Some(port) => format!(
+                    "{}://{}:{port}",
+                    u.scheme(),
+                    u.host_str().unwrap_or_default()
+                ),
+                None => format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default()),
+            },
+            Err(_) => "(not a URL)".to_owned(),
+        }
+    }
+}
+
 impl fmt::Debug for VaultSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VaultSettings")
             .field("address", &self.address)
+            .field("other_addresses", &self.other_addresses)
             .field("mount", &self.mount)
             .field("path_prefix", &self.path_prefix)
             .field("namespace", &self.namespace)
@@ -213,50 +257,147 @@ impl TokenLease {
 }
 
 /// The authenticated connection, shared by the store and the token-renewal actor
-/// (`actors::vault_token`), which swaps in a new client after a re-login.
+/// (`actors::vault_token`), which swaps in new clients after a re-login.
 pub struct VaultSession {
     settings: VaultSettings,
-    client: RwLock<Arc<VaultClient>>,
+    /// One client per node ([`VaultSettings::nodes`], in that order), all holding the same
+    /// token: a Vault cluster's nodes share their token store. Replaced together.
+    clients: RwLock<Arc<[Arc<VaultClient>]>>,
+    /// The node that answered last, where every request starts (see [`retry_with`]).
+    node: AtomicUsize,
+    /// Whether `node` was found to be the active node and has not failed since. OpenBao's
+    /// standby nodes answer reads from their own copy of the raft log, which may lag the
+    /// active node's: a state document read there right after a write shows the version
+    /// before it, and the store's fence then refuses every write (measured on a 3-node
+    /// raft cluster after its active node was killed: conflicts for up to two minutes
+    /// while the store stayed on a standby). So requests go to the active node whenever
+    /// one is found ([`VaultSession::find_active`]); a standby serves only while none is.
+    on_active: AtomicBool,
+    /// When `find_active` last asked the nodes, so that it asks at most every
+    /// [`ACTIVE_PROBE_EVERY`].
+    probed_at: Mutex<Option<std::time::Instant>>,
+    /// The client for `sys/health` (no token).
+    http: reqwest::Client,
 }
+
+/// How often, at most, the nodes are asked which one is active while the node in use is
+/// not known to be.
+const ACTIVE_PROBE_EVERY: Duration = Duration::from_millis(500);
 
 impl fmt::Debug for VaultSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VaultSession")
             .field("address", &self.settings.address)
+            .field("node_in_use", &self.node_in_use())
             .finish_non_exhaustive()
     }
 }
 
 impl VaultSession {
-    fn client(&self) -> Arc<VaultClient> {
-        match self.client.read() {
+    /// The client of node `n` (the first node's if `n` is out of range).
+    fn client(&self, n: usize) -> Arc<VaultClient> {
+        let clients = match self.clients.read() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        clients
+            .get(n)
+            .or(clients.first())
+            .cloned()
+            .unwrap_or_else(|| {
+                // `login` builds one client per node and there is at least one node.
+                unreachable!("a Vault session without clients")
+            })
+    }
+
+    fn set_clients(&self, clients: Arc<[Arc<VaultClient>]>) {
+        match self.clients.write() {
+            Ok(mut c) => *c = clients,
+            Err(poisoned) => *poisoned.into_inner() = clients,
         }
     }
 
-    fn set_client(&self, client: VaultClient) {
-        let client = Arc::new(client);
-        match self.client.write() {
-            Ok(mut c) => *c = client,
-            Err(poisoned) => *poisoned.into_inner() = client,
+    /// With several nodes and the node in use not known to be the active one: asks each
+    /// node's `sys/health` (200 on the active node, 429 on a standby, 503 sealed), at most
+    /// every [`ACTIVE_PROBE_EVERY`], and moves to the active node if one answers.
+    async fn find_active(&self) {
+        let nodes = self.settings.node_count();
+        if nodes < 2 || self.on_active.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut last = match self.probed_at.lock() {
+                Ok(l) => l,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if last.is_some_and(|t| t.elapsed() < ACTIVE_PROBE_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        for (n, address) in self.settings.nodes().enumerate() {
+            let url = format!("{}/v1/sys/health", address.trim_end_matches('/'));
+            let active = matches!(self.http.get(&url).send().await, Ok(r) if r.status() == 200);
+            if active {
+                let was = self.node.swap(n, Ordering::AcqRel);
+                self.on_active.store(true, Ordering::Release);
+                if was != n {
+                    tracing::info!(
+                        node = %self.settings.node_shown(n),
+                        "vault store: using the active node"
+                    );
+                }
+                return;
+            }
         }
     }
 
-    /// Renews the token (`renew-self`); if that fails, logs in again (Kubernetes) or
-    /// re-reads the token file (token auth).
+    /// [`retry_with`] on this session's nodes, starting at the active node when one is
+    /// known or found.
+    async fn retry<T, F, Fut>(&self, op: &str, path: &str, f: F) -> Result<T, Failure>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        self.find_active().await;
+        let before = self.node.load(Ordering::Acquire);
+        let result = retry_with(&self.settings, &self.node, op, path, f).await;
+        if self.node.load(Ordering::Acquire) != before {
+            // Moved on from a failing node: the next one may be a standby.
+            self.on_active.store(false, Ordering::Release);
+        }
+        result
+    }
+
+    /// The node requests go to now (the one that answered last), as
+    /// `scheme://host:port`.
+    pub fn node_in_use(&self) -> String {
+        self.settings
+            .node_shown(self.node.load(Ordering::Relaxed) % self.settings.node_count())
+    }
+
+    /// Renews the token (`renew-self`, on the node in use and the others if it fails); if
+    /// that fails, logs in again (Kubernetes) or re-reads the token file (token auth).
     pub async fn renew(&self) -> Result<TokenLease, StoreError> {
-        let client = self.client();
-        match vaultrs::api::auth(&*client, RenewSelf).await {
+        let renewed = self
+            .retry("renew", "auth/token/renew-self", |n| {
+                let client = self.client(n);
+                async move {
+                    vaultrs::api::auth(&*client, RenewSelf)
+                        .await
+                        .map_err(classify)
+                }
+            })
+            .await;
+        match renewed {
             Ok(info) => Ok(TokenLease {
                 ttl: Duration::from_secs(info.lease_duration),
                 renewable: info.renewable,
             }),
-            Err(e) => {
-                let failure = classify(e);
+            Err(failure) => {
                 tracing::warn!(error = %failure.describe(), "vault token renewal failed; authenticating again");
-                let (client, lease) = login(&self.settings).await?;
-                self.set_client(client);
+                let (clients, lease) = login(&self.settings, &self.node).await?;
+                self.set_clients(clients);
                 Ok(lease)
             }
         }
@@ -337,17 +478,19 @@ impl VaultStore {
     /// Connects: reads (or creates) the fingerprint key, authenticates and looks the token
     /// up. Fails with a message naming the address and the reason.
     pub async fn open(settings: VaultSettings) -> Result<Self, StoreError> {
-        if settings.allow_insecure_http
-            && let Ok(url) = url::Url::parse(&settings.address)
-            && url.scheme() == "http"
-            && !crate::http_client::url_is_loopback(&url)
-        {
-            // The host only: an address never holds a secret (the config refuses a path and
-            // query), but the warning needs no more than where the tokens travel.
-            tracing::warn!(
-                host = url.host_str().unwrap_or_default(),
-                "the Vault store uses plain http to a host that is not loopback (allow_insecure_http = true): tokens and secret values travel unencrypted"
-            );
+        for address in settings.nodes() {
+            if settings.allow_insecure_http
+                && let Ok(url) = url::Url::parse(address)
+                && url.scheme() == "http"
+                && !crate::http_client::url_is_loopback(&url)
+            {
+                // The host only: an address never holds a secret (the config refuses a path
+                // and query), but the warning needs no more than where the tokens travel.
+                tracing::warn!(
+                    host = url.host_str().unwrap_or_default(),
+                    "the Vault store uses plain http to a host that is not loopback (allow_insecure_http = true): tokens and secret values travel unencrypted"
+                );
+            }
         }
         Self::open_with(settings, migrate::Budget::unlimited()).await
     }
@@ -368,11 +511,25 @@ impl VaultStore {
         mut budget: migrate::Budget,
     ) -> Result<Self, StoreError> {
         let key = MasterKey::load_or_create(&settings.master_key_file)?;
-        let (client, lease) = login(&settings).await?;
+        let node = AtomicUsize::new(0);
+        let (clients, lease) = login(&settings, &node).await?;
+        let http = crate::http_client::client(
+            settings.timeout,
+            settings.ca_file.as_deref(),
+            settings.proxy.as_ref(),
+        )
+        .map_err(|e| StoreError::Open {
+            path: settings.address.clone(),
+            source: format!("cannot build the Vault client: {e}").into(),
+        })?;
         let store = VaultStore {
             session: Arc::new(VaultSession {
                 settings,
-                client: RwLock::new(Arc::new(client)),
+                clients: RwLock::new(clients),
+                node,
+                on_active: AtomicBool::new(false),
+                probed_at: Mutex::new(None),
+                http,
             }),
             key,
             lease,
@@ -385,6 +542,11 @@ impl VaultStore {
     /// The connection, for the token-renewal actor.
     pub fn session(&self) -> Arc<VaultSession> {
         self.session.clone()
+    }
+
+    /// The node requests go to now, as `scheme://host:port` (see [`VaultSession::node_in_use`]).
+    pub fn node_in_use(&self) -> String {
+        self.session.node_in_use()
     }
 
     /// The token's lease as found at open.
@@ -624,6 +786,15 @@ impl VaultStore {
 
     /// Writes `data` as the next KV version of `path`, check-and-set on `cas`; returns the
     /// version Vault gave it.
+    ///
+    /// A write is sent again when an attempt got no clear answer (a timeout, a reset
+    /// connection, a 5xx, a node that died or stepped down mid-request), and such an attempt
+    /// may have been applied: the retry then meets a check-and-set mismatch caused by this
+    /// very write. A mismatch after an earlier attempt therefore means "maybe applied", and
+    /// is settled by reading: a write checked on `cas` can only have created version
+    /// `cas + 1`, so if that version holds exactly the data sent, the write is this one (or
+    /// one that left the same state) and succeeds; if it holds anything else or is absent,
+    /// none of the attempts applied and the mismatch is a [`StoreError::Conflict`].
     async fn write_kv<T: Serialize + Sync>(
         &self,
         path: &str,
@@ -631,20 +802,63 @@ impl VaultStore {
         cas: u32,
         shown: &str,
     ) -> Result<u64, StoreError> {
-        self.request("write", shown, |client, mount| async move {
-            vaultrs::kv2::set_with_options(
-                &*client,
-                mount,
-                path,
-                data,
-                SetSecretRequestOptions { cas },
-            )
-            .await
-            .map_err(classify)
-        })
-        .await
-        .map(|meta| meta.version)
-        .map_err(|f| f.into_store_error(shown))
+        let attempts = AtomicU32::new(0);
+        let written = self
+            .request("write", shown, |client, mount| {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    vaultrs::kv2::set_with_options(
+                        &*client,
+                        mount,
+                        path,
+                        data,
+                        SetSecretRequestOptions { cas },
+                    )
+                    .await
+                    .map_err(classify)
+                }
+            })
+            .await;
+        match written {
+            Ok(meta) => Ok(meta.version),
+            Err(f) if f.is_cas_mismatch() && attempts.load(Ordering::Relaxed) > 1 => {
+                self.settle_retried_write(path, data, cas, shown).await
+            }
+            Err(f) => Err(f.into_store_error(shown)),
+        }
+    }
+
+    /// Whether a retried check-and-set write on `cas` applied (see [`Self::write_kv`]):
+    /// its version if version `cas + 1` of `path` holds exactly `data`, else a conflict.
+    async fn settle_retried_write<T: Serialize + Sync>(
+        &self,
+        path: &str,
+        data: &T,
+        cas: u32,
+        shown: &str,
+    ) -> Result<u64, StoreError> {
+        let sent = serde_json::to_value(data)
+            .map_err(|e| StoreError::Backend(format!("encode the data for {shown}: {e}")))?;
+        let version = u64::from(cas) + 1;
+        let found = self
+            .request("read", shown, |client, mount| async move {
+                vaultrs::kv2::read_version::<serde_json::Value>(&*client, mount, path, version)
+                    .await
+                    .map_err(classify)
+            })
+            .await;
+        match found {
+            Ok(data) if data == sent => {
+                tracing::debug!(path = %shown, version, "a retried vault write had landed on an earlier attempt");
+                Ok(version)
+            }
+            Ok(_) | Err(Failure::Status(404, _)) | Err(Failure::EmptyData) => {
+                Err(StoreError::Conflict {
+                    path: shown.to_owned(),
+                })
+            }
+            Err(f) => Err(f.into_store_error(shown)),
+        }
     }
 
     /// One Vault request with the store's retries: `call` gets the current client (a
@@ -655,10 +869,9 @@ impl VaultStore {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let mount = self.session.settings.mount.as_str();
-        retry(&self.session, op, shown, || {
-            call(self.session.client(), mount)
-        })
-        .await
+        self.session
+            .retry(op, shown, |n| call(self.session.client(n), mount))
+            .await
     }
 }
 
@@ -988,49 +1201,65 @@ fn cas_index(index: u64, shown: &str) -> Result<u32, StoreError> {
     })
 }
 
-/// Authenticates per `settings.auth`; returns the client and the token's lease.
-async fn login(settings: &VaultSettings) -> Result<(VaultClient, TokenLease), StoreError> {
-    let address = settings.address.trim_end_matches('/');
-    let url = url::Url::parse(address).map_err(|e| StoreError::Open {
-        path: address.to_owned(),
-        source: format!("not a URL: {e}").into(),
-    })?;
+/// Authenticates per `settings.auth` on the node `node` names (moving on as requests do);
+/// returns one client per node, all holding the new token, and the token's lease.
+async fn login(
+    settings: &VaultSettings,
+    node: &AtomicUsize,
+) -> Result<(Arc<[Arc<VaultClient>]>, TokenLease), StoreError> {
+    let urls = settings
+        .nodes()
+        .map(|address| {
+            let address = address.trim_end_matches('/');
+            url::Url::parse(address).map_err(|e| StoreError::Open {
+                path: address.to_owned(),
+                source: format!("not a URL: {e}").into(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     // vaultrs would build its own reqwest client, which reads HTTP_PROXY and its kin from
-    // the environment; rotor's client reads none and uses only the configured `proxy`.
+    // the environment; rotor's client reads none and uses only the configured `proxy`. It
+    // follows no redirect either: a standby's redirect is answered by trying the next
+    // configured node (see `retry_with`), so the token goes to configured nodes only.
     let http = crate::http_client::client(
         settings.timeout,
         settings.ca_file.as_deref(),
         settings.proxy.as_ref(),
     )
     .map_err(|e| StoreError::Open {
-        path: address.to_owned(),
+        path: settings.address.clone(),
         source: format!("cannot build the Vault client: {e}").into(),
     })?;
-    let new_client = |token: String| {
-        VaultClient::new(VaultClientSettings {
-            address: url.clone(),
-            ca_certs: settings
-                .ca_file
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
-            identity: None,
-            timeout: Some(settings.timeout),
-            token,
-            verify: true,
-            version: 1,
-            wrapping: false,
-            namespace: settings.namespace.clone(),
-            proxy: None,
-        })
-        .map(|mut client| {
-            client.http = rustify::clients::reqwest::Client::new(url.as_str(), http.clone());
-            client
-        })
-        .map_err(|e| StoreError::Open {
-            path: address.to_owned(),
-            source: format!("cannot build the Vault client: {}", error_text(&e)).into(),
-        })
+    let new_clients = |token: &str| {
+        urls.iter()
+            .map(|url| {
+                VaultClient::new(VaultClientSettings {
+                    address: url.clone(),
+                    ca_certs: settings
+                        .ca_file
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect(),
+                    identity: None,
+                    timeout: Some(settings.timeout),
+                    token: token.to_owned(),
+                    verify: true,
+                    version: 1,
+                    wrapping: false,
+                    namespace: settings.namespace.clone(),
+                    proxy: None,
+                })
+                .map(|mut client| {
+                    client.http =
+                        rustify::clients::reqwest::Client::new(url.as_str(), http.clone());
+                    client
+                })
+                .map_err(|e| StoreError::Open {
+                    path: url.to_string(),
+                    source: format!("cannot build the Vault client: {}", error_text(&e)).into(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
     };
     let read_file = |path: &PathBuf| {
         std::fs::read_to_string(path)
@@ -1050,6 +1279,9 @@ async fn login(settings: &VaultSettings) -> Result<(VaultClient, TokenLease), St
                 }
             })
     };
+    let share = |clients: Vec<VaultClient>| -> Arc<[Arc<VaultClient>]> {
+        clients.into_iter().map(Arc::new).collect()
+    };
     match &settings.auth {
         VaultAuth::Kubernetes {
             role,
@@ -1057,16 +1289,18 @@ async fn login(settings: &VaultSettings) -> Result<(VaultClient, TokenLease), St
             mount,
         } => {
             let jwt = read_file(token_file)?;
-            let mut client = new_client(String::new())?;
+            let mut clients = new_clients("")?;
             let shown = format!("auth/{mount}/login (role {role})");
-            let session_less = client_retry(settings, "login", &shown, || {
-                vaultrs::auth::kubernetes::login(&client, mount, role, &jwt)
+            let session_less = client_retry(settings, node, "login", &shown, |n| {
+                vaultrs::auth::kubernetes::login(&clients[n], mount, role, &jwt)
             })
             .await;
             let info = session_less.map_err(|f| f.into_store_error(&shown))?;
-            vaultrs::client::Client::set_token(&mut client, &info.client_token);
+            for client in &mut clients {
+                vaultrs::client::Client::set_token(client, &info.client_token);
+            }
             Ok((
-                client,
+                share(clients),
                 TokenLease {
                     ttl: Duration::from_secs(info.lease_duration),
                     renewable: info.renewable,
@@ -1075,15 +1309,15 @@ async fn login(settings: &VaultSettings) -> Result<(VaultClient, TokenLease), St
         }
         VaultAuth::Token { token_file } => {
             let token = read_file(token_file)?;
-            let client = new_client(token)?;
+            let clients = new_clients(&token)?;
             let shown = "auth/token/lookup-self";
-            let info = client_retry(settings, "token lookup", shown, || {
-                vaultrs::token::lookup_self(&client)
+            let info = client_retry(settings, node, "token lookup", shown, |n| {
+                vaultrs::token::lookup_self(&clients[n])
             })
             .await
             .map_err(|f| f.into_store_error(shown))?;
             Ok((
-                client,
+                share(clients),
                 TokenLease {
                     ttl: Duration::from_secs(info.ttl),
                     renewable: info.renewable.unwrap_or(false),
@@ -1119,6 +1353,22 @@ impl Failure {
             Failure::Transport { .. } => true,
             Failure::EmptyData | Failure::Other(_) => false,
         }
+    }
+
+    /// Whether the node that answered is not (or no longer) the active node of a cluster,
+    /// or gave no answer: another node may serve the request. A 4xx is Vault's answer
+    /// about the request itself, which every node would give.
+    fn node_down(&self) -> bool {
+        match self {
+            Failure::Status(code, _) => (300..400).contains(code) || *code >= 500,
+            Failure::Transport { .. } => true,
+            Failure::EmptyData | Failure::Other(_) => false,
+        }
+    }
+
+    /// Vault's answer to a check-and-set write whose index is not the path's version.
+    fn is_cas_mismatch(&self) -> bool {
+        matches!(self, Failure::Status(400, errors) if errors.iter().any(|e| e.contains(CAS_MISMATCH)))
     }
 
     fn describe(&self) -> String {
@@ -1218,56 +1468,103 @@ fn error_text(e: &dyn std::error::Error) -> String {
     out
 }
 
-async fn retry<T, F, Fut>(session: &VaultSession, op: &str, path: &str, f: F) -> Result<T, Failure>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Failure>>,
-{
-    retry_with(&session.settings, op, path, f).await
-}
-
 async fn client_retry<T, F, Fut>(
     settings: &VaultSettings,
+    node: &AtomicUsize,
     op: &str,
     path: &str,
     mut f: F,
 ) -> Result<T, Failure>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(usize) -> Fut,
     Fut: Future<Output = Result<T, ClientError>>,
 {
-    retry_with(settings, op, path, || {
-        let fut = f();
+    retry_with(settings, node, op, path, |n| {
+        let fut = f(n);
         async move { fut.await.map_err(classify) }
     })
     .await
 }
 
-/// Runs `f` up to `max_attempts` times while it fails transiently, sleeping
-/// `retry_backoff * 2^n` plus up to 25% jitter, capped at 2 s, between attempts.
+/// Runs `f` on a node until it succeeds, fails for good, or has been tried
+/// `max(max_attempts, number of nodes)` times: every node gets a chance.
+///
+/// `node` is the node that answered last; `f(n)` sends the request to node `n`. When the
+/// node does not answer as an active node would (a connection error or timeout, a 5xx,
+/// a sealed node's 503, a standby's redirect) and there are other nodes, the next node
+/// takes over for this and every later request, each node once in a row without a wait,
+/// then a wait of the store's backoff before the next round. A single server's transient
+/// failures (the same, without a sealed 503 or a redirect, plus 429 and 412) are retried
+/// on it after `retry_backoff * 2^n` plus up to 25% jitter, capped at 2 s.
+///
+/// A redirect is never followed: its `Location` is the active node's `api_addr`, which
+/// may be an address rotor was not configured with, and the token must go to configured
+/// nodes only; trying the next configured node reaches the active one as well.
+///
+/// Every request rotor sends may be sent twice: reads, lists and metadata writes are
+/// idempotent, a login gets another token, and a check-and-set write cannot apply twice;
+/// what a retried check-and-set write's mismatch means is [`VaultStore::write_kv`]'s to
+/// tell.
 async fn retry_with<T, F, Fut>(
     settings: &VaultSettings,
+    node: &AtomicUsize,
     op: &str,
     path: &str,
     mut f: F,
 ) -> Result<T, Failure>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(usize) -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
-    let attempts = settings.max_attempts.max(1);
+    let nodes = settings.node_count();
+    let attempts = settings
+        .max_attempts
+        .max(1)
+        .max(u32::try_from(nodes).unwrap_or(u32::MAX));
     let cap = Duration::from_secs(2);
     // The minimum is clamped to the cap, so the constructor cannot refuse it.
     let backoff = ExponentialBackoff::new(settings.retry_backoff.min(cap), cap, 0.25).ok();
+    let delay = |n: u32| {
+        let draw = rand::thread_rng().gen_range(0.0..1.0);
+        backoff.map_or(cap, |b| b.delay(n, draw))
+    };
     let mut attempt = 1;
+    // Nodes tried in a row since the last wait, and the waits between rounds so far.
+    let mut in_row = 1;
+    let mut rounds = 0;
     loop {
-        match f().await {
+        let at = node.load(Ordering::Acquire) % nodes;
+        match f(at).await {
             Ok(v) => return Ok(v),
+            Err(e) if nodes > 1 && e.node_down() && attempt < attempts => {
+                let next = (at + 1) % nodes;
+                // Concurrent requests may all see the node fail: the first one moves on,
+                // the others follow it rather than skipping a node.
+                if node
+                    .compare_exchange(at, next, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    tracing::warn!(
+                        op,
+                        path,
+                        failed = %settings.node_shown(at),
+                        next = %settings.node_shown(next),
+                        error = %e.describe(),
+                        "vault node did not answer as the active node; moving to the next node"
+                    );
+                }
+                if in_row < nodes {
+                    in_row += 1;
+                } else {
+                    rounds += 1;
+                    in_row = 1;
+                    tokio::time::sleep(delay(rounds)).await;
+                }
+                attempt += 1;
+            }
             Err(e) if e.retryable() && attempt < attempts => {
-                let draw = rand::thread_rng().gen_range(0.0..1.0);
-                let delay = backoff.map_or(cap, |b| b.delay(attempt, draw));
                 tracing::debug!(op, path, attempt, error = %e.describe(), "vault request failed; retrying");
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(delay(attempt)).await;
                 attempt += 1;
             }
             Err(Failure::Transport { message, timeout }) if attempts > 1 => {
@@ -1324,5 +1621,142 @@ mod tests {
         assert!(!Failure::Status(503, vec!["Vault is sealed".into()]).retryable());
         assert!(Failure::Status(500, vec![]).retryable());
         assert!(!Failure::Status(400, vec![]).retryable());
+    }
+
+    fn three_nodes(max_attempts: u32) -> VaultSettings {
+        VaultSettings {
+            address: "http://127.0.0.1:8200".into(),
+            other_addresses: vec![
+                "http://127.0.0.1:8210".into(),
+                "http://127.0.0.1:8220".into(),
+            ],
+            mount: "secret".into(),
+            path_prefix: String::new(),
+            namespace: None,
+            ca_file: None,
+            master_key_file: PathBuf::new(),
+            timeout: Duration::from_secs(1),
+            max_attempts,
+            retry_backoff: Duration::from_millis(100),
+            auth: VaultAuth::Token {
+                token_file: PathBuf::new(),
+            },
+            proxy: None,
+            allow_insecure_http: false,
+        }
+    }
+
+    fn transport() -> Failure {
+        Failure::Transport {
+            message: "connection refused".into(),
+            timeout: false,
+        }
+    }
+
+    #[test]
+    fn a_node_that_is_not_the_active_one_is_left_for_the_next() {
+        assert!(transport().node_down());
+        assert!(Failure::Status(503, vec!["Vault is sealed".into()]).node_down());
+        assert!(Failure::Status(500, vec!["local node not active".into()]).node_down());
+        assert!(Failure::Status(307, vec![]).node_down());
+        // Answers about the request itself: every node would give them.
+        for code in [400, 403, 404, 412, 429] {
+            assert!(!Failure::Status(code, vec![]).node_down(), "{code}");
+        }
+        assert!(Failure::Status(400, vec![CAS_MISMATCH.into()]).is_cas_mismatch());
+        assert!(!Failure::Status(500, vec![CAS_MISMATCH.into()]).is_cas_mismatch());
+    }
+
+    /// Runs `retry_with` over three nodes whose answers `answer(node, attempt)` gives;
+    /// returns the outcome, the nodes asked in order, and the node in use afterwards.
+    async fn over_three_nodes(
+        max_attempts: u32,
+        start: usize,
+        answer: impl Fn(usize, usize) -> Result<usize, Failure>,
+    ) -> (Result<usize, Failure>, Vec<usize>, usize) {
+        let settings = three_nodes(max_attempts);
+        let node = AtomicUsize::new(start);
+        let asked = Mutex::new(Vec::new());
+        let outcome = retry_with(&settings, &node, "read", "secret/data/x", |n| {
+            let attempt = {
+                let mut asked = asked.lock().expect("asked");
+                asked.push(n);
+                asked.len()
+            };
+            let result = answer(n, attempt);
+            async move { result }
+        })
+        .await;
+        let asked = asked.into_inner().expect("asked");
+        (outcome, asked, node.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_move_to_the_next_node_and_stay_where_one_answered() {
+        // The node in use is dead, the next a standby redirecting, the third active: the
+        // request reaches it at once, and later requests start there.
+        let began = tokio::time::Instant::now();
+        let (outcome, asked, now) = over_three_nodes(4, 0, |n, _| match n {
+            0 => Err(transport()),
+            1 => Err(Failure::Status(307, vec![])),
+            _ => Ok(n),
+        })
+        .await;
+        assert_eq!(outcome.ok(), Some(2));
+        assert_eq!(asked, [0, 1, 2]);
+        assert_eq!(now, 2);
+        assert_eq!(
+            began.elapsed(),
+            Duration::ZERO,
+            "no wait before a round is over"
+        );
+        // A healthy node in use is the only one asked.
+        let (outcome, asked, now) = over_three_nodes(4, 2, |n, _| Ok(n)).await;
+        assert_eq!((outcome.ok(), asked, now), (Some(2), vec![2], 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_node_gets_a_chance_and_a_full_round_waits_the_backoff() {
+        // max_attempts = 2 < 3 nodes: still every node is asked, then the last error,
+        // with the attempts counted, is the request's.
+        let began = tokio::time::Instant::now();
+        let (outcome, asked, _) = over_three_nodes(2, 1, |_, _| {
+            Err(Failure::Status(503, vec!["Vault is sealed".into()]))
+        })
+        .await;
+        assert_eq!(asked, [1, 2, 0]);
+        let err = outcome
+            .expect_err("all sealed")
+            .into_store_error("secret/data/x");
+        assert!(err.to_string().contains("sealed"), "{err}");
+        assert_eq!(began.elapsed(), Duration::ZERO);
+        // During an election every node fails for a while: a round without waiting, the
+        // backoff (100 ms plus up to 25%), then the next round finds the new active node.
+        let began = tokio::time::Instant::now();
+        let (outcome, asked, now) = over_three_nodes(5, 0, |n, attempt| {
+            if attempt > 3 && n == 1 {
+                Ok(n)
+            } else {
+                Err(Failure::Status(500, vec![]))
+            }
+        })
+        .await;
+        assert_eq!(outcome.ok(), Some(1));
+        assert_eq!((asked, now), (vec![0, 1, 2, 0, 1], 1));
+        let waited = began.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited <= Duration::from_millis(125),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_about_the_request_itself_is_final_on_any_node() {
+        let (outcome, asked, now) = over_three_nodes(4, 0, |_, _| {
+            Err(Failure::Status(403, vec!["permission denied".into()]))
+        })
+        .await;
+        assert!(matches!(outcome, Err(Failure::Status(403, _))));
+        assert_eq!((asked, now), (vec![0], 0));
     }
 }

@@ -44,7 +44,8 @@
 //!
 //! [`VaultFake::faults`] plans failures for the next requests that need a token: HTTP 500s,
 //! a delay (to trip client timeouts), a sealed Vault (503 `Vault is sealed` on everything),
-//! and a forced CAS conflict on the next data write. [`VaultFake::requests`] counts what
+//! a forced CAS conflict on the next data write, and a data write applied whose answer is
+//! lost (500 after the write). [`VaultFake::requests`] counts what
 //! arrived, and [`VaultFake::seen_bodies`] keeps request bodies so tests can check what
 //! reached "Vault" (values do: Vault stores them) versus what reached logs and errors.
 
@@ -86,6 +87,10 @@ pub struct Faults {
     pub sealed: bool,
     /// Fail this many data writes with Vault's CAS mismatch, whatever their `cas`.
     pub cas_conflict_next: u32,
+    /// Apply this many data writes, then answer each with HTTP 500 instead of its
+    /// metadata: the answer lost after the write landed (an active node dying right after
+    /// its commit, a connection reset on the way back).
+    pub lose_answer_next: u32,
 }
 
 struct Token {
@@ -443,7 +448,17 @@ async fn handle(
             match (m, kind, list) {
                 (_, "metadata", true) => s.list(&mount, &kv_path),
                 ("GET", "data", _) => s.read(&mount, &kv_path, query),
-                ("POST" | "PUT", "data", _) => s.write(&mount, &kv_path, &json_body),
+                ("POST" | "PUT", "data", _) => {
+                    let answer = s.write(&mount, &kv_path, &json_body);
+                    if answer.status() == StatusCode::OK && s.faults.lose_answer_next > 0 {
+                        s.faults.lose_answer_next -= 1;
+                        return error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &["internal error (injected after the write was applied)"],
+                        );
+                    }
+                    answer
+                }
                 ("GET", "metadata", _) => s.read_metadata(&mount, &kv_path),
                 ("POST" | "PUT", "metadata", _) => s.write_metadata(&mount, &kv_path, &json_body),
                 _ => error(StatusCode::METHOD_NOT_ALLOWED, &["unsupported operation"]),

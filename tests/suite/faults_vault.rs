@@ -315,6 +315,7 @@ impl Rig {
     fn settings(&self) -> VaultSettings {
         VaultSettings {
             address: self.bao.address().to_owned(),
+            other_addresses: Vec::new(),
             mount: self.mount.clone(),
             path_prefix: PREFIX.into(),
             namespace: None,

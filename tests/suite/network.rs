@@ -143,6 +143,7 @@ fn vault_settings(
     std::fs::write(&token_file, ROOT).unwrap();
     VaultSettings {
         address,
+        other_addresses: Vec::new(),
         mount: "secret".into(),
         path_prefix: "network".into(),
         namespace: None,

@@ -168,6 +168,7 @@ fn settings(
 ) -> VaultSettings {
     VaultSettings {
         address,
+        other_addresses: Vec::new(),
         mount: "secret".into(),
         path_prefix: prefix.into(),
         namespace: None,
@@ -837,6 +838,100 @@ async fn timeouts_are_retried_then_reported() {
     env.fake().faults(Faults::default());
     // The timed-out write of a retried request may have landed; it is not doubled.
     assert_eq!(env.store.versions(&s).await.expect("versions").len(), 1);
+}
+
+/// A write that lands but whose answer is lost (an active node dying right after its
+/// commit, a reset connection) is sent again and meets its own check-and-set: the store
+/// reads the one version the write could have created and, finding exactly its data,
+/// succeeds, once. A retried write that did not land still reports the conflict.
+#[tokio::test]
+async fn a_retried_write_whose_answer_was_lost_succeeds_once() {
+    let env = fake_env().await;
+    let records = |n| ("consumers", format!("web-{n}"));
+    let (ns, id) = records(1);
+    env.fake().faults(Faults {
+        lose_answer_next: 1,
+        ..Faults::default()
+    });
+    let before = env.fake().requests();
+    let rev = env
+        .store
+        .record_put(ns, &id, b"one", None)
+        .await
+        .expect("the first attempt landed");
+    // The read of the absent record, the write, its retry (a CAS mismatch), the read of
+    // version 1.
+    assert_eq!(env.fake().requests() - before, 4);
+    assert_eq!(rev, 1);
+    env.fake().faults(Faults {
+        lose_answer_next: 1,
+        ..Faults::default()
+    });
+    let rev = env
+        .store
+        .record_put(ns, &id, b"two", Some(rev))
+        .await
+        .expect("the first attempt landed");
+    assert_eq!(rev, 2);
+    assert_eq!(
+        env.store.record_get(ns, &id).await.expect("get"),
+        Some((b"two".to_vec(), 2))
+    );
+    // Not landed: a 500 before the write, then a mismatch with another writer's version.
+    env.fake().faults(Faults {
+        fail_next: 1,
+        cas_conflict_next: 1,
+        ..Faults::default()
+    });
+    let err = env
+        .store
+        .record_put(ns, &id, b"three", Some(rev))
+        .await
+        .expect_err("did not land");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    // Landed, but version 2 + 1 holds other data than this write's: someone else's.
+    let (ns2, id2) = records(2);
+    env.store
+        .record_put(ns2, &id2, b"mine", None)
+        .await
+        .expect("put");
+    env.fake().faults(Faults {
+        fail_next: 1,
+        ..Faults::default()
+    });
+    let theirs = env
+        .store
+        .record_put(ns2, &id2, b"theirs", Some(1))
+        .await
+        .expect("a write after a 500");
+    assert_eq!(theirs, 2);
+    env.fake().faults(Faults {
+        fail_next: 1,
+        ..Faults::default()
+    });
+    let err = env
+        .store
+        .record_put(ns2, &id2, b"mine again", Some(1))
+        .await
+        .expect_err("version 2 is another write's");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    // The state document and the values go through the same writes: a lost answer on
+    // each leaves one version and one commit.
+    let s = secret("t", "k");
+    env.fake().faults(Faults {
+        lose_answer_next: 2,
+        ..Faults::default()
+    });
+    env.store
+        .put_version(&s, 1, RotationId(1), &value("v"), at(0))
+        .await
+        .expect("put after lost answers");
+    commit(&env.store, &s, &[(1, Label::Current)], None, at(1))
+        .await
+        .expect("commit");
+    let versions = env.store.versions(&s).await.expect("versions");
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(labels_of(&env.store, &s).await, [(1, Label::Current)]);
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ auth = { method = "kubernetes", role = "rotor", token_file = "/var/run/secrets/k
         **v,
         VaultSettings {
             address: "https://vault.vault.svc:8200".into(),
+            other_addresses: Vec::new(),
             mount: "secret".into(),
             path_prefix: "production/tenants".into(),
             namespace: None,
@@ -114,6 +115,118 @@ fn vault_store_errors_name_the_key() {
         "[store]\ntype = \"vault\"\naddress = \"https://v:8200\"\npath = \"x\"\nauth = { method = \"token\", token_file = \"/t\" }\n",
     );
     assert!(errs.to_string().contains("store.path"), "{errs}");
+}
+
+#[test]
+fn vault_store_takes_several_nodes_of_one_cluster() {
+    let auth = "auth = { method = \"token\", token_file = \"/t\" }\n";
+    let cfg = load_ok(&format!(
+        "[store]\ntype = \"vault\"\naddresses = [\"https://vault-0:8200\", \"https://vault-1:8200\", \"https://vault-2:8200/\"]\n{auth}"
+    ));
+    let StoreConfig::Vault(v) = &cfg.store else {
+        panic!("expected a vault store");
+    };
+    assert_eq!(v.address, "https://vault-0:8200");
+    assert_eq!(
+        v.other_addresses,
+        ["https://vault-1:8200", "https://vault-2:8200/"]
+    );
+    assert_eq!(
+        v.nodes().collect::<Vec<_>>(),
+        [
+            "https://vault-0:8200",
+            "https://vault-1:8200",
+            "https://vault-2:8200/"
+        ]
+    );
+    // `address` and `addresses` together: `address` is the first node.
+    let cfg = load_ok(&format!(
+        "[store]\ntype = \"vault\"\naddress = \"https://vault:8200\"\naddresses = [\"https://vault-1:8200\"]\n{auth}"
+    ));
+    let StoreConfig::Vault(v) = &cfg.store else {
+        panic!("expected a vault store");
+    };
+    assert_eq!(
+        v.nodes().collect::<Vec<_>>(),
+        ["https://vault:8200", "https://vault-1:8200"]
+    );
+    // One address alone is one node, as before.
+    let cfg = load_ok(&format!(
+        "[store]\ntype = \"vault\"\naddress = \"https://vault:8200\"\n{auth}"
+    ));
+    let StoreConfig::Vault(v) = &cfg.store else {
+        panic!("expected a vault store");
+    };
+    assert!(v.other_addresses.is_empty());
+}
+
+#[test]
+fn vault_store_nodes_are_checked_one_by_one_with_their_place() {
+    let auth = "auth = { method = \"token\", token_file = \"/t\" }\n";
+    let store = |keys: &str| format!("[store]\ntype = \"vault\"\n{keys}\n{auth}");
+    // The same node twice, however written: the second one is named, at its place.
+    let e = one_error(
+        &store("addresses = [\"https://vault-0:8200\", \"https://VAULT-0:8200/\"]"),
+        "store.addresses[1]",
+        &["same Vault node as store.addresses[0]"],
+    );
+    let at = e.location.expect("a location");
+    assert_eq!((at.line, at.column), (3, 38));
+    one_error(
+        &store("address = \"https://vault-0:8200\"\naddresses = [\"https://vault-0:8200\"]"),
+        "store.addresses[0]",
+        &["same Vault node as store.address"],
+    );
+    one_error(
+        &store("addresses = [\"https://vault-0:8200\", \"vault-1:8200\"]"),
+        "store.addresses[1]",
+        &["not a Vault address", "https://"],
+    );
+    one_error(
+        &store("addresses = [\"https://vault-0:8200/v1/secret\"]"),
+        "store.addresses[0]",
+        &["no path"],
+    );
+    one_error(
+        &store("addresses = [\"https://vault-0:8200\", 8200]"),
+        "store.addresses[1]",
+        &["expected a string"],
+    );
+    one_error(
+        &store("addresses = []"),
+        "store.addresses",
+        &["is empty", "leave the key out"],
+    );
+    // The plain-http rule holds for every node, and one cluster speaks one scheme.
+    one_error(
+        &store("addresses = [\"http://127.0.0.1:8200\", \"http://vault-1:8200\"]"),
+        "store.addresses[1]",
+        &["plain http", "allow_insecure_http = true"],
+    );
+    one_error(
+        &store("addresses = [\"https://vault-0:8200\", \"http://127.0.0.1:8200\"]"),
+        "store.addresses[1]",
+        &["same scheme", "store.addresses[0] uses https://"],
+    );
+    one_error(
+        &store(
+            "addresses = [\"http://127.0.0.1:8200\", \"http://127.0.0.2:8200\"]\nca_file = \"/ca.pem\"",
+        ),
+        "store.ca_file",
+        &["plain http"],
+    );
+    // Neither key: the one error names both.
+    one_error(
+        &store(""),
+        "store.address",
+        &["missing key `address`", "`addresses`"],
+    );
+    // Every problem at once.
+    let errs = errors(&store(
+        "addresses = [\"ftp://a\", \"https://b:8200\", \"https://b:8200\"]",
+    ));
+    let keys: Vec<&str> = errs.errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["store.addresses[0]", "store.addresses[2]"], "{errs}");
 }
 
 #[test]

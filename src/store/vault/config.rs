@@ -23,6 +23,7 @@ pub(crate) const AUTH_FIELDS: &[Field] = &[
 /// The keys a Vault store takes besides `type`.
 pub(crate) const FIELDS: &[Field] = &[
     f("address", Ty::Str),
+    f("addresses", Ty::StrList),
     f("mount", Ty::Str),
     f("path_prefix", Ty::Str),
     f("namespace", Ty::Str),
@@ -41,6 +42,8 @@ pub(crate) const FIELDS: &[Field] = &[
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawVault {
     address: Option<Spanned<String>>,
+    /// Several nodes of one Vault cluster, tried in order after `address`.
+    addresses: Option<Spanned<Vec<Spanned<String>>>>,
     mount: Option<Spanned<String>>,
     path_prefix: Option<Spanned<String>>,
     namespace: Option<Spanned<String>>,
@@ -72,36 +75,74 @@ pub(crate) fn validate(
     span: Range<usize>,
     raw: &RawVault,
 ) -> StoreConfig {
-    let address = match &raw.address {
-        None => {
-            v.missing(
-                Some(span.clone()),
-                "store.address",
-                "missing key `address`: the Vault server, e.g. \"https://vault.vault.svc:8200\"",
+    let allow_insecure_http = raw
+        .allow_insecure_http
+        .as_ref()
+        .is_some_and(|a| *a.get_ref());
+    // Every node, `address` first, with its key as errors name it: `store.address`,
+    // `store.addresses[N]`.
+    let mut named: Vec<(String, &Spanned<String>)> = Vec::new();
+    if let Some(a) = &raw.address {
+        named.push(("store.address".to_owned(), a));
+    }
+    if let Some(list) = &raw.addresses {
+        if list.get_ref().is_empty() {
+            v.diag.value(
+                list.span(),
+                "store.addresses",
+                "is empty: list the nodes of the Vault cluster, e.g. [\"https://vault-0.vault-internal:8200\", \"https://vault-1.vault-internal:8200\"], or leave the key out",
             );
-            String::new()
         }
-        Some(a) => {
-            let text = a.get_ref().trim().to_owned();
-            match url::Url::parse(&text) {
-                Ok(u)
-                    if matches!(u.scheme(), "http" | "https")
-                        && u.host_str().is_some_and(|h| !h.is_empty())
-                        && u.query().is_none()
-                        && matches!(u.path(), "" | "/") =>
-                {
-                    text
-                }
-                _ => {
-                    v.diag.value(
-                        a.span(),
-                        "store.address",
-                        "is not a Vault address such as \"https://vault.vault.svc:8200\" (http or https, a host, no path)",
-                    );
-                    String::new()
-                }
-            }
+        for (i, a) in list.get_ref().iter().enumerate() {
+            named.push((format!("store.addresses[{i}]"), a));
         }
+    }
+    // A list stage one refused (an item that is no string) was reported there.
+    if raw.address.is_none() && raw.addresses.is_none() && !v.was_pruned("store.addresses") {
+        v.missing(
+            Some(span.clone()),
+            "store.address",
+            "missing key `address`: the Vault server, e.g. \"https://vault.vault.svc:8200\" (or `addresses`, a list of the nodes of one Vault cluster)",
+        );
+    }
+    let mut nodes: Vec<(url::Url, String)> = Vec::new();
+    for (key, a) in &named {
+        let Some(url) = node_address(v, key, a, allow_insecure_http) else {
+            continue;
+        };
+        if let Some((_, first_key)) = nodes.iter().find(|(u, _)| *u == url) {
+            v.diag.value(
+                a.span(),
+                key,
+                format!("names the same Vault node as {first_key}: list each node once"),
+            );
+            continue;
+        }
+        // One cluster speaks one scheme, and `ca_file` applies to all of its nodes.
+        if let Some((first, first_key)) = nodes.first()
+            && first.scheme() != url.scheme()
+        {
+            v.diag.value(
+                a.span(),
+                key,
+                format!(
+                    "uses {}:// but {first_key} uses {}://: every node of the cluster must use the same scheme",
+                    url.scheme(),
+                    first.scheme()
+                ),
+            );
+            continue;
+        }
+        nodes.push((url, key.clone()));
+    }
+    let texts: Vec<String> = named
+        .iter()
+        .filter(|(key, _)| nodes.iter().any(|(_, k)| k == key))
+        .map(|(_, a)| a.get_ref().trim().to_owned())
+        .collect();
+    let (address, other_addresses) = match texts.split_first() {
+        Some((first, rest)) => (first.clone(), rest.to_vec()),
+        None => (String::new(), Vec::new()),
     };
     let mount = vault_path_part(v, "store.mount", raw.mount.as_ref(), "secret", false);
     let path_prefix = vault_path_part(v, "store.path_prefix", raw.path_prefix.as_ref(), "", true);
@@ -109,24 +150,7 @@ pub(crate) fn validate(
         .namespace
         .as_ref()
         .map(|n| vault_path_part(v, "store.namespace", Some(n), "", false));
-    let plain_http = url::Url::parse(&address).is_ok_and(|u| u.scheme() == "http");
-    let allow_insecure_http = raw
-        .allow_insecure_http
-        .as_ref()
-        .is_some_and(|a| *a.get_ref());
-    // Plain http is for a Vault agent or dev server on this machine; elsewhere the token and
-    // every value would cross the network unencrypted, so that takes an explicit opt-in.
-    if plain_http
-        && !allow_insecure_http
-        && let Some(a) = &raw.address
-        && url::Url::parse(&address).is_ok_and(|u| !crate::http_client::url_is_loopback(&u))
-    {
-        v.diag.value(
-            a.span(),
-            "store.address",
-            "plain http to a host that is not loopback (127.0.0.0/8, ::1, localhost) sends the Vault token and every value unencrypted: use https://, or set allow_insecure_http = true in [store] to accept that",
-        );
-    }
+    let plain_http = nodes.first().is_some_and(|(u, _)| u.scheme() == "http");
     let proxy = v.proxy("store.proxy", raw.proxy.as_ref());
     let ca_file = v.ca_file("store.ca_file", raw.ca_file.as_ref(), plain_http);
     let master_key_file = v.non_empty_path(
@@ -160,6 +184,7 @@ pub(crate) fn validate(
     let auth = vault_auth(v, raw.auth.as_ref(), span);
     StoreConfig::Vault(Box::new(VaultSettings {
         address,
+        other_addresses,
         mount,
         path_prefix,
         namespace,
@@ -172,6 +197,47 @@ pub(crate) fn validate(
         proxy,
         allow_insecure_http,
     }))
+}
+
+/// One node's address at `key`: an `http` or `https` URL with a host and no path or query;
+/// plain http only to loopback unless `allow_insecure_http`. `None` (reported) otherwise.
+fn node_address(
+    v: &mut Validator<'_, '_>,
+    key: &str,
+    a: &Spanned<String>,
+    allow_insecure_http: bool,
+) -> Option<url::Url> {
+    let text = a.get_ref().trim();
+    let url = match url::Url::parse(text) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.query().is_none()
+                && matches!(u.path(), "" | "/") =>
+        {
+            u
+        }
+        _ => {
+            v.diag.value(
+                a.span(),
+                key,
+                "is not a Vault address such as \"https://vault.vault.svc:8200\" (http or https, a host, no path)",
+            );
+            return None;
+        }
+    };
+    // Plain http is for a Vault agent or dev server on this machine; elsewhere the token and
+    // every value would cross the network unencrypted, so that takes an explicit opt-in.
+    if url.scheme() == "http" && !allow_insecure_http && !crate::http_client::url_is_loopback(&url)
+    {
+        v.diag.value(
+            a.span(),
+            key,
+            "plain http to a host that is not loopback (127.0.0.0/8, ::1, localhost) sends the Vault token and every value unencrypted: use https://, or set allow_insecure_http = true in [store] to accept that",
+        );
+        return None;
+    }
+    Some(url)
 }
 
 fn vault_auth(
