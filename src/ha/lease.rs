@@ -459,3 +459,133 @@ impl Drop for Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Duration = Duration::from_secs(3);
+
+    fn record(holder: Option<&str>, term: u64) -> LeaseRecord {
+        LeaseRecord {
+            holder: holder.map(str::to_owned),
+            holder_url: holder.map(|h| format!("http://{h}:8080")),
+            term,
+            renewed_at: Utc::now(),
+            duration_ms: 3_000,
+        }
+    }
+
+    #[test]
+    fn the_settings_derive_renewal_poll_and_margin_from_the_duration() {
+        let s = ElectionSettings {
+            id: "a".into(),
+            url: "http://a:8080".into(),
+            lease_duration: Duration::from_secs(15),
+        };
+        assert_eq!(s.renew_every(), Duration::from_secs(5));
+        assert_eq!(s.poll_every(), Duration::from_millis(2_500));
+        assert_eq!(s.safety_margin(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn nobody_ever_led_so_the_first_reader_takes_term_1() {
+        let mut seen = None;
+        let step = follower_step("a", &mut seen, None, Instant::now(), D);
+        assert_eq!(
+            step,
+            FollowerStep::Take {
+                term: 1,
+                expected: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_held_lease_is_taken_only_after_a_full_duration_unchanged_on_the_own_clock() {
+        let t0 = Instant::now();
+        let mut seen = None;
+        let held = || Some((record(Some("b"), 4), 17));
+        let follow = FollowerStep::Follow(LeaderInfo {
+            leader: Some("b".into()),
+            leader_url: Some("http://b:8080".into()),
+            term: 4,
+        });
+        assert_eq!(follower_step("a", &mut seen, held(), t0, D), follow);
+        assert_eq!(
+            follower_step("a", &mut seen, held(), t0 + D - Duration::from_millis(1), D),
+            follow
+        );
+        // A renewal (new revision) starts the count again, whatever its wall-clock time.
+        let renewed = Some((record(Some("b"), 4), 18));
+        assert_eq!(follower_step("a", &mut seen, renewed.clone(), t0 + D, D), follow);
+        assert_eq!(
+            follower_step("a", &mut seen, renewed.clone(), t0 + 2 * D - Duration::from_millis(1), D),
+            follow
+        );
+        assert_eq!(
+            follower_step("a", &mut seen, renewed, t0 + 2 * D, D),
+            FollowerStep::Take {
+                term: 5,
+                expected: Some(18)
+            }
+        );
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_at_once_with_a_higher_term() {
+        let mut seen = None;
+        assert_eq!(
+            follower_step(
+                "a",
+                &mut seen,
+                Some((record(None, 7), 30)),
+                Instant::now(),
+                D
+            ),
+            FollowerStep::Take {
+                term: 8,
+                expected: Some(30)
+            }
+        );
+    }
+
+    #[test]
+    fn a_lease_naming_this_id_is_an_earlier_incarnation_not_this_process() {
+        let t0 = Instant::now();
+        let mut seen = None;
+        let mine = || Some((record(Some("a"), 2), 5));
+        assert_eq!(
+            follower_step("a", &mut seen, mine(), t0, D),
+            FollowerStep::Follow(LeaderInfo::none(2))
+        );
+        assert_eq!(
+            follower_step("a", &mut seen, mine(), t0 + D, D),
+            FollowerStep::Take {
+                term: 3,
+                expected: Some(5)
+            }
+        );
+    }
+
+    #[test]
+    fn the_leader_stops_before_any_follower_may_take_over() {
+        // The follower's count starts no earlier than the renewal's start (it saw the
+        // revision that renewal wrote), so it takes over at `start + D` at the earliest;
+        // the leader's fence closes a margin before that.
+        let s = ElectionSettings {
+            id: "a".into(),
+            url: "http://a:8080".into(),
+            lease_duration: D,
+        };
+        let start = Instant::now();
+        let mut seen = None;
+        let _ = follower_step("b", &mut seen, Some((record(Some("a"), 1), 2)), start, D);
+        let take_at = start + D;
+        assert!(matches!(
+            follower_step("b", &mut seen, Some((record(Some("a"), 1), 2)), take_at, D),
+            FollowerStep::Take { .. }
+        ));
+        assert!(s.valid_until(start) + s.safety_margin() <= take_at);
+    }
+}
