@@ -31,6 +31,10 @@ mod deploy;
 // killed agents, the per-workload reload budget, promotion-to-acknowledgement figures.
 #[path = "suite/fleet.rs"]
 mod fleet;
+// High availability: the lease election on paused time and on Vault (fake, OpenBao), store
+// fencing by term, three real `rotor run` replicas on OpenBao (kill -9, a frozen leader).
+#[path = "suite/ha.rs"]
+mod ha;
 // Emergency rotation jobs (rotate-all): rate, concurrency, cancel, resume, grace, routes, CLI.
 #[path = "suite/jobs.rs"]
 mod jobs;

@@ -518,9 +518,18 @@ mod tests {
         );
         // A renewal (new revision) starts the count again, whatever its wall-clock time.
         let renewed = Some((record(Some("b"), 4), 18));
-        assert_eq!(follower_step("a", &mut seen, renewed.clone(), t0 + D, D), follow);
         assert_eq!(
-            follower_step("a", &mut seen, renewed.clone(), t0 + 2 * D - Duration::from_millis(1), D),
+            follower_step("a", &mut seen, renewed.clone(), t0 + D, D),
+            follow
+        );
+        assert_eq!(
+            follower_step(
+                "a",
+                &mut seen,
+                renewed.clone(),
+                t0 + 2 * D - Duration::from_millis(1),
+                D
+            ),
             follow
         );
         assert_eq!(

@@ -102,7 +102,11 @@ fn bad_values_are_refused_with_key_and_position() {
             "ha.advertise_url",
             "no credentials",
         ),
-        ("advertise_url = \"http://x:1/?a=b\"", "ha.advertise_url", "query"),
+        (
+            "advertise_url = \"http://x:1/?a=b\"",
+            "ha.advertise_url",
+            "query",
+        ),
     ] {
         let text = format!("{VAULT}[ha]\nenabled = true\n{line}\n");
         let e = one_error(&text, key, &[needle]);
