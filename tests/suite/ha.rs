@@ -565,6 +565,8 @@ struct Cluster {
     mount: String,
     shared: tempfile::TempDir,
     replicas: Vec<Option<RotorBin>>,
+    /// Replicas stopped by SIGSTOP now: they cannot answer, so nobody asks them.
+    frozen: Vec<bool>,
     dirs: Vec<tempfile::TempDir>,
 }
 
@@ -589,6 +591,7 @@ impl Cluster {
             mount,
             shared,
             replicas: Vec::new(),
+            frozen: vec![false; 3],
             dirs: Vec::new(),
         };
         for i in 0..3 {
@@ -663,13 +666,14 @@ max_attempts = 3
         ))
     }
 
-    /// Waits until every live replica names the same leader at a term above `after`;
+    /// Waits until every live replica (not killed, not frozen) names the same leader at a
+    /// term above `after`;
     /// returns its index and term.
     async fn agreed_leader(&self, after: u64, limit: Duration) -> (usize, u64) {
         eventually(limit, "one leader every replica names", async || {
             let mut seen = Vec::new();
             for i in 0..self.replicas.len() {
-                if self.replicas[i].is_some() {
+                if self.replicas[i].is_some() && !self.frozen[i] {
                     seen.push((i, self.leader_seen_by(i).await?));
                 }
             }
@@ -725,7 +729,8 @@ max_attempts = 3
         out
     }
 
-    fn signal(&self, i: usize, signal: &str) {
+    fn signal(&mut self, i: usize, signal: &str) {
+        self.frozen[i] = signal == "-STOP";
         let pid = self.replicas[i].as_ref().unwrap().child.id().to_string();
         let status = std::process::Command::new("kill")
             .args([signal, &pid])
