@@ -5,6 +5,8 @@
 //!   leader replaced within the lease duration plus one renew interval, a leader cut off
 //!   from the store stopping by its own clock before anyone takes over, a clean stop
 //!   handing over at once.
+//! - The leader's tree in-process: a fence that closes mid-step commits nothing and stops
+//!   the tree as deposed.
 //! - The election in real time on the Vault fake and a private OpenBao: one leader of two,
 //!   a dead leader replaced.
 //! - Store fencing on the Vault store (fake and OpenBao): a commit of a lower term than the
@@ -29,7 +31,11 @@ use rotor::store::vault_fake::VaultFake;
 use rotor::store::{Commit, ReadValue, Record, Rev, Store, StoreError};
 use tokio::time::Instant;
 
-use crate::common::embedded::open_store;
+use rotor::actors::root::RootExit;
+use rotor::actors::tree::{self, TreeOptions};
+use rotor::metrics::Metrics;
+
+use crate::common::embedded::{open_store, tree_config};
 use crate::common::http::request;
 use crate::common::openbao::{OpenBao, random_name};
 use crate::common::rotor_bin::{RotorBin, free_port};
@@ -329,6 +335,63 @@ async fn a_clean_stop_hands_over_at_once() {
     assert_eq!(lease_record(&*store).await.term, 2);
 }
 
+/// The leader's actor tree with a slow target: its fence closes while a step is in flight.
+/// The step's result is not committed (journal and versions stay as they were), and the
+/// tree stops itself as deposed instead of restarting its actors against a closed fence.
+#[tokio::test(start_paused = true)]
+async fn a_tree_whose_fence_closes_mid_step_commits_nothing_and_stops_as_deposed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tree_config(
+        dir.path(),
+        r#"
+[policies.slow]
+interval = "1h"
+grace = "10m"
+generator = { type = "token", bytes = 16 }
+max_attempts = 3
+
+[[secrets]]
+tenant = "tenant1"
+key = "api_keys"
+policy = "slow"
+target = { type = "none", delay = "5s" }
+"#,
+    );
+    let store = open_store(dir.path());
+    let fence = Fence::new(7, Instant::now() + Duration::from_secs(600));
+    let mut tree = tree::start(
+        &cfg,
+        store.clone(),
+        Metrics::new(),
+        TreeOptions {
+            fence: fence.clone(),
+            namespace: format!("{}/", dir.path().display()),
+            ..TreeOptions::default()
+        },
+    )
+    .await
+    .expect("the tree starts");
+    let s = secret("tenant1", "api_keys");
+    // The first version's attempt has begun: a step of 5 s is in flight.
+    eventually(Duration::from_secs(2), "a first commit", async || {
+        store.journal(&s).await.unwrap().is_some()
+    })
+    .await;
+    fence.revoke();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let journal = store.journal(&s).await.unwrap();
+    let versions = store.versions(&s).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(60), tree.wait())
+        .await
+        .expect("the tree stops by itself");
+    assert!(
+        matches!(&exit, RootExit::Stopped(Some(reason)) if reason == "deposed"),
+        "{exit}"
+    );
+    assert_eq!(store.journal(&s).await.unwrap(), journal);
+    assert_eq!(store.versions(&s).await.unwrap(), versions);
+}
+
 // ---------------------------------------------------------------------------------------
 // The Vault store: the election and store fencing, on the fake and on OpenBao.
 
@@ -611,7 +674,7 @@ impl Cluster {
         let mut secrets = String::new();
         for k in 0..SECRETS {
             secrets.push_str(&format!(
-                "[[secrets]]\ntenant = \"tenant1\"\nkey = \"k{k}\"\npolicy = \"fast\"\ntarget = {{ type = \"none\", delay = \"50ms\" }}\n"
+                "[[secrets]]\ntenant = \"tenant1\"\nkey = \"k{k}\"\npolicy = \"fast\"\ntarget = {{ type = \"none\", delay = \"800ms\" }}\n"
             ));
         }
         format!(
