@@ -54,7 +54,7 @@ struct Cuttable {
 }
 
 impl Cuttable {
-    fn new(inner: Arc<dyn Store>) -> (Arc<dyn Store>, Arc<AtomicBool>) {
+    fn wrap(inner: Arc<dyn Store>) -> (Arc<dyn Store>, Arc<AtomicBool>) {
         let cut = Arc::new(AtomicBool::new(false));
         (
             Arc::new(Cuttable {
@@ -241,7 +241,7 @@ async fn one_leader_of_three_and_a_dead_one_replaced_within_lease_plus_renewal()
 async fn a_leader_cut_off_from_the_store_fences_itself_before_anyone_takes_over() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = open_store(dir.path());
-    let (cut_store, cut) = Cuttable::new(store.clone());
+    let (cut_store, cut) = Cuttable::wrap(store.clone());
     let a = Election::start(cut_store, settings("a", D));
     let mut roles = a.roles();
     let fence = loop {
