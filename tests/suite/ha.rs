@@ -15,7 +15,8 @@
 //! - Three real `rotor run` processes with `[ha]` on one private OpenBao: exactly one
 //!   leader, `kill -9` of it and a new leader rotating within the lease plus one renew
 //!   interval (failover times printed), then a leader frozen by SIGSTOP past its lease,
-//!   replaced, and resumed: zero writes from its stale term, and it follows.
+//!   replaced, and resumed: zero writes from its stale term, and it follows; the leader
+//!   killed again and again, with the median and p99 failover times printed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -630,6 +631,8 @@ struct Cluster {
     replicas: Vec<Option<RotorBin>>,
     /// Replicas stopped by SIGSTOP now: they cannot answer, so nobody asks them.
     frozen: Vec<bool>,
+    /// Each replica's port and config, to start it again after a kill.
+    configs: Vec<(u16, String)>,
     dirs: Vec<tempfile::TempDir>,
 }
 
@@ -655,6 +658,7 @@ impl Cluster {
             shared,
             replicas: Vec::new(),
             frozen: vec![false; 3],
+            configs: Vec::new(),
             dirs: Vec::new(),
         };
         for i in 0..3 {
@@ -664,6 +668,7 @@ impl Cluster {
             cluster
                 .replicas
                 .push(Some(RotorBin::start(dir.path(), port, &config).await));
+            cluster.configs.push((port, config));
             cluster.dirs.push(dir);
         }
         Some(cluster)
@@ -790,6 +795,12 @@ max_attempts = 3
             ));
         }
         out
+    }
+
+    /// Starts replica `i` again (after a kill), on its port, with its config.
+    async fn restart(&mut self, i: usize) {
+        let (port, config) = self.configs[i].clone();
+        self.replicas[i] = Some(RotorBin::start(self.dirs[i].path(), port, &config).await);
     }
 
     fn signal(&mut self, i: usize, signal: &str) {
@@ -946,4 +957,57 @@ async fn three_replicas_one_leader_kill_9_and_a_frozen_leader() {
     for (_, t, _) in cluster.documents().await {
         assert!(t <= term4, "term {t} above the newest leader's {term4}");
     }
+}
+
+/// The p-th percentile (0..=100) of `times`, nearest rank.
+fn percentile(times: &mut [Duration], p: usize) -> Duration {
+    times.sort();
+    let rank = (p * times.len()).div_ceil(100).max(1);
+    times[rank - 1]
+}
+
+/// Failover times over repeated `kill -9` of the leader of three replicas: each time the
+/// killed replica is started again, so there are always three. Prints every failover and
+/// the median and p99 of both figures (kill to a new leader every replica names, kill to
+/// that leader's first commit); each new leader within the lease plus one renew interval
+/// (plus slack for a loaded machine). `ROTOR_HA_KILLS` sets the number of kills (3 by
+/// default; `scripts/ha-failover.sh` runs many).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_times_over_repeated_kill_9_of_the_leader() {
+    let kills: usize = std::env::var("ROTOR_HA_KILLS")
+        .map(|k| k.parse().expect("ROTOR_HA_KILLS is a number of kills"))
+        .unwrap_or(3);
+    let Some(mut cluster) = Cluster::start().await else {
+        return;
+    };
+    let (mut leader, mut term) = cluster.agreed_leader(0, Duration::from_secs(30)).await;
+    first_commit_of(&cluster, term, Duration::from_secs(30)).await;
+    let (mut elected_times, mut commit_times) = (Vec::new(), Vec::new());
+    for n in 1..=kills {
+        cluster.replicas[leader].take().unwrap().kill_group();
+        let killed = std::time::Instant::now();
+        let (next, next_term) = cluster.agreed_leader(term, Duration::from_secs(30)).await;
+        let elected = killed.elapsed();
+        first_commit_of(&cluster, next_term, Duration::from_secs(30)).await;
+        let committed = killed.elapsed();
+        println!(
+            "ha: kill {n}: r{leader} (term {term}) -> r{next} (term {next_term}): leader after {elected:?}, first commit after {committed:?}"
+        );
+        assert!(
+            elected <= D + D / 3 + Duration::from_secs(1),
+            "kill {n}: a new leader after {elected:?}"
+        );
+        elected_times.push(elected);
+        commit_times.push(committed);
+        cluster.restart(leader).await;
+        (leader, term) = (next, next_term);
+    }
+    println!(
+        "ha: failover over {kills} kills (lease {D:?}, renew {:?}): new leader p50 {:?} p99 {:?}; first commit p50 {:?} p99 {:?}",
+        D / 3,
+        percentile(&mut elected_times, 50),
+        percentile(&mut elected_times, 99),
+        percentile(&mut commit_times, 50),
+        percentile(&mut commit_times, 99),
+    );
 }
