@@ -17,6 +17,7 @@
 //!   interval (failover times printed), then a leader frozen by SIGSTOP past its lease,
 //!   replaced, and resumed: zero writes from its stale term, and it follows; the leader
 //!   killed again and again, with the median and p99 failover times printed.
+//! - `GET /admin/leader` through `HaAdmin` over real HTTP, and the follower backend.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1010,4 +1011,105 @@ async fn failover_times_over_repeated_kill_9_of_the_leader() {
         percentile(&mut commit_times, 50),
         percentile(&mut commit_times, 99),
     );
+}
+
+/// `GET /admin/leader` over real HTTP through `HaAdmin`: a process without `[ha]` leads
+/// itself at term 0; a replica names the leader it learned of (or none), and itself; the
+/// route wants the admin token. The follower backend answers a write with 503 and
+/// `Retry-After`, naming the leader, and is ready.
+#[tokio::test]
+async fn the_leader_route_and_the_follower_backend() {
+    use rotor::api::server::{self, AdminToken};
+    use rotor::ha::{HaAdmin, LeaderInfo, Leadership, follower_backend};
+
+    async fn serve(
+        admin: Arc<HaAdmin>,
+    ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let router = server::router(
+            admin,
+            AdminToken::new(TOKEN).unwrap(),
+            Duration::from_secs(10),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server::serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+    let leader = async |addr| {
+        let r = request(addr, "GET", "/admin/leader", Some(TOKEN), None).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    };
+
+    let single = Leadership::single("solo");
+    let (addr, _stop) = serve(Arc::new(HaAdmin::new(
+        single.clone(),
+        follower_backend(single, Metrics::new()),
+    )))
+    .await;
+    assert_eq!(
+        leader(addr).await,
+        serde_json::json!({"leader": "solo", "leaderUrl": null, "term": 0, "self": "solo"})
+    );
+    assert_eq!(
+        request(addr, "GET", "/admin/leader", None, None)
+            .await
+            .status,
+        401
+    );
+
+    let (tx, replica) = Leadership::channel("b");
+    let (addr, _stop2) = serve(Arc::new(HaAdmin::new(
+        replica.clone(),
+        follower_backend(replica, Metrics::new()),
+    )))
+    .await;
+    assert_eq!(
+        leader(addr).await,
+        serde_json::json!({"leader": null, "leaderUrl": null, "term": 0, "self": "b"})
+    );
+    let rotate = r#"{"tenantId":"tenant1","secretKey":"k0"}"#;
+    let r = request(
+        addr,
+        "POST",
+        "/admin/secrets/rotate",
+        Some(TOKEN),
+        Some(rotate),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("no leader now"));
+    tx.send_replace(LeaderInfo {
+        leader: Some("a".into()),
+        leader_url: Some("http://10.0.0.1:8080".into()),
+        term: 3,
+    });
+    assert_eq!(
+        leader(addr).await,
+        serde_json::json!({"leader": "a", "leaderUrl": "http://10.0.0.1:8080", "term": 3, "self": "b"})
+    );
+    let r = request(
+        addr,
+        "POST",
+        "/admin/secrets/rotate",
+        Some(TOKEN),
+        Some(rotate),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains("the leader is a at http://10.0.0.1:8080 (term 3)"),
+        "{body}"
+    );
+    assert_eq!(
+        request(addr, "GET", "/readyz", None, None).await.status,
+        200
+    );
+    let metrics = request(addr, "GET", "/metrics", None, None).await;
+    assert!(String::from_utf8_lossy(&metrics.body).contains("rotor_leader 0"));
 }
