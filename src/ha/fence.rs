@@ -186,6 +186,10 @@ impl Store for FencedStore {
         self.commit(secret, commit).await
     }
 
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.fence.check()
+    }
+
     async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.journal(secret).await
     }
@@ -270,6 +274,39 @@ mod tests {
         assert!(!fence.is_valid());
         let clone = fence.clone();
         assert!(clone.check().unwrap_err().is_deposed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_store_says_when_writes_may_no_longer_go_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> = Arc::new(
+            crate::store::embedded::EmbeddedStore::open(
+                &dir.path().join("rotor.redb"),
+                &dir.path().join("master.key"),
+            )
+            .unwrap(),
+        );
+        assert!(inner.check_writable().is_ok());
+        let fence = Fence::new(2, Instant::now() + Duration::from_secs(5));
+        let store = FencedStore::new(inner.clone(), fence.clone());
+        assert!(store.check_writable().is_ok());
+        let rev = store.record_put("jobs", "a", b"1", None).await.unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(matches!(
+            store.check_writable(),
+            Err(StoreError::Fenced { term: 2 })
+        ));
+        assert!(
+            store
+                .record_put("jobs", "a", b"2", Some(rev))
+                .await
+                .is_err()
+        );
+        assert!(store.record_delete("jobs", "a", rev).await.is_err());
+        assert_eq!(
+            inner.record_get("jobs", "a").await.unwrap(),
+            Some((b"1".to_vec(), rev))
+        );
     }
 
     #[tokio::test(start_paused = true)]

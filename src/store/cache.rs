@@ -176,6 +176,10 @@ impl Store for CachedStore {
         self.inner.commit_at_term(secret, commit, term).await
     }
 
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.inner.check_writable()
+    }
+
     async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.journal(secret).await
     }

@@ -236,6 +236,14 @@ pub trait Store: ReadValue {
         self.commit(secret, commit).await
     }
 
+    /// Whether a write through this store may go out now: `Err` ([`StoreError::Fenced`])
+    /// once the writer's leadership ended (HA self-fencing, `crate::ha::FencedStore`).
+    /// Writers of other systems on the leader's behalf (view publishers) ask it before
+    /// they write. Always `Ok` for a store that is not fenced.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The last committed journal bytes, if any.
     async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError>;
 
