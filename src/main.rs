@@ -14,9 +14,11 @@ use rotor::actors::panic_hook::install_quiet_panic_hook;
 use rotor::actors::root::RootExit;
 use rotor::actors::tree::{self, TreeOptions};
 use rotor::actors::vault_token;
+use rotor::api::Admin;
 use rotor::api::server::{self, AdminToken};
 use rotor::cli::{Cli, Command, EXIT_BAD_CONFIG, LogFormat};
 use rotor::config::{Config, StoreConfig};
+use rotor::ha::{Election, ElectionSettings, HaAdmin, Leadership, Role, follower_backend};
 use rotor::metrics::Metrics;
 use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
@@ -106,9 +108,12 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    let ha = config.ha.enabled;
 
-    // 2. The store and the admin token.
-    // A Vault store's token is renewed by its own actor, a child of the root supervisor.
+    // 2. The store and the admin token. With `[ha]` the replicas share the master key
+    // and the tokens through one Kubernetes Secret: a replica that made its own would
+    // fingerprint differently and lock the others' clients out, so nothing is created.
+    // A Vault store's token is renewed by its own actor.
     let mut extra_children = Vec::new();
     let store: Arc<dyn Store> = match &config.store {
         StoreConfig::Embedded {
@@ -122,7 +127,13 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
             }
         },
         StoreConfig::Vault(settings) => {
-            let store = match VaultStore::open((**settings).clone()).await {
+            let settings = (**settings).clone();
+            let opened = if ha {
+                VaultStore::open_shared_key(settings).await
+            } else {
+                VaultStore::open(settings).await
+            };
+            let store = match opened {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot open the Vault store");
@@ -133,18 +144,25 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
             Arc::new(store)
         }
     };
-    let token = match AdminToken::load_or_create(&config.server.admin_token_file) {
+    let load_token = |path: &std::path::Path| {
+        if ha {
+            AdminToken::load(path)
+        } else {
+            AdminToken::load_or_create(path)
+        }
+    };
+    let token = match load_token(&config.server.admin_token_file) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot load the admin token");
             return ExitCode::FAILURE;
         }
     };
-    // The consumer token is created like the admin token when missing: an operator copies
-    // it into the Secret the agents mount, and no default token exists.
+    // The consumer token is created like the admin token when missing (not with `[ha]`):
+    // an operator copies it into the Secret the agents mount, and no default token exists.
     let consumer_token = match &config.server.consumer_token_file {
         None => None,
-        Some(path) => match AdminToken::load_or_create(path) {
+        Some(path) => match load_token(path) {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::error!(error = %e, "cannot load the consumer token");
@@ -162,13 +180,39 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
     let addr = listener
         .local_addr()
         .map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
+    let self_id = config
+        .ha
+        .id
+        .clone()
+        .or_else(rotor::agent::system_hostname)
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "rotor".to_owned());
+    let metrics = Metrics::with_options(config.metrics.per_secret);
+    let api = Api {
+        listener,
+        token,
+        consumer_token,
+        max_connections: config.server.max_connections,
+    };
+
+    if ha {
+        return run_ha(
+            &config,
+            &config_path,
+            store,
+            extra_children,
+            metrics,
+            api,
+            self_id,
+        )
+        .await;
+    }
 
     // 3. The supervision tree.
-    let metrics = Metrics::with_options(config.metrics.per_secret);
     let mut tree = match tree::start(
         &config,
         store,
-        metrics,
+        metrics.clone(),
         TreeOptions {
             extra_children,
             ..TreeOptions::default()
@@ -182,6 +226,7 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    metrics.leader.set(1);
     tracing::info!(
         listen = %addr,
         secrets = config.secrets.len(),
@@ -190,31 +235,13 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
         "rotor started"
     );
 
-    // 4. The admin API, stopped by the same shutdown.
-    let backend = Arc::new(ActorAdmin {
-        context: tree.context.clone(),
-        secrets: tree.secrets.clone(),
-        ready: tree.ready_flag(),
-    });
-    let router = server::router_with_consumers(
-        backend,
-        token,
-        consumer_token,
-        std::time::Duration::from_secs(10),
-    );
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let limits = server::Limits {
-        max_connections: config.server.max_connections,
-        ..server::Limits::default()
-    };
-    let api = tokio::spawn(rotor::api::listener::serve(
-        listener,
-        router,
-        limits,
-        async move {
-            let _ = api_stopped.await;
-        },
+    // 4. The admin API, stopped by the same shutdown. Without `[ha]` this process leads
+    // for ever, at term 0.
+    let backend = Arc::new(HaAdmin::new(
+        Leadership::single(self_id),
+        actor_admin(&tree),
     ));
+    let (stop_api, api_task) = api.serve(backend);
 
     // 5. Wait for a signal or for the tree to end on its own.
     let exit = tokio::select! {
@@ -223,29 +250,249 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
             exit
         }
         signal = shutdown_signal() => {
-            tracing::info!(signal, timeout = ?config.runtime.shutdown_timeout, "shutting down");
-            // A second signal forces the exit.
-            tokio::spawn(async {
-                let s = shutdown_signal().await;
-                tracing::warn!(signal = s, "second signal: exiting now");
-                std::process::exit(130);
-            });
-            match tokio::time::timeout(config.runtime.shutdown_timeout, tree.shutdown(config.runtime.shutdown_timeout)).await {
-                Ok(exit) => exit,
-                Err(_) => {
-                    tracing::warn!("shutdown did not finish in time; exiting anyway");
-                    RootExit::Failed("shutdown timed out".into())
-                }
-            }
+            force_exit_on_second_signal(signal, &config);
+            stop_tree(&mut tree, &config).await
         }
     };
     let _ = stop_api.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api_task).await;
     let code = match &exit {
         RootExit::Stopped(_) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     };
     tracing::info!(%exit, "rotor stopped");
+    code
+}
+
+/// The admin API, bound but not serving yet.
+struct Api {
+    listener: tokio::net::TcpListener,
+    token: AdminToken,
+    consumer_token: Option<AdminToken>,
+    max_connections: usize,
+}
+
+impl Api {
+    /// Serves `backend` in a task until the returned sender fires (or is dropped).
+    fn serve(
+        self,
+        backend: Arc<HaAdmin>,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let router = server::router_with_consumers(
+            backend,
+            self.token,
+            self.consumer_token,
+            std::time::Duration::from_secs(10),
+        );
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = server::Limits {
+            max_connections: self.max_connections,
+            ..server::Limits::default()
+        };
+        let task = tokio::spawn(rotor::api::listener::serve(
+            self.listener,
+            router,
+            limits,
+            async move {
+                let _ = api_stopped.await;
+            },
+        ));
+        (stop_api, task)
+    }
+}
+
+/// The API backend of a running tree.
+fn actor_admin(tree: &tree::Tree) -> Arc<dyn Admin> {
+    Arc::new(ActorAdmin {
+        context: tree.context.clone(),
+        secrets: tree.secrets.clone(),
+        ready: tree.ready_flag(),
+    })
+}
+
+/// After the first signal, a second one forces the exit.
+fn force_exit_on_second_signal(signal: &'static str, config: &Config) {
+    tracing::info!(signal, timeout = ?config.runtime.shutdown_timeout, "shutting down");
+    tokio::spawn(async {
+        let s = shutdown_signal().await;
+        tracing::warn!(signal = s, "second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+/// Stops the tree within the configured shutdown timeout.
+async fn stop_tree(tree: &mut tree::Tree, config: &Config) -> RootExit {
+    let timeout = config.runtime.shutdown_timeout;
+    match tokio::time::timeout(timeout, tree.shutdown(timeout)).await {
+        Ok(exit) => exit,
+        Err(_) => {
+            tracing::warn!("shutdown did not finish in time; exiting anyway");
+            RootExit::Failed("shutdown timed out".into())
+        }
+    }
+}
+
+/// Why a leader's term ended.
+enum TermEnd {
+    /// The election says this replica no longer leads (lease lost, or its fence closed).
+    Lost,
+    /// The tree ended by itself.
+    TreeEnded(RootExit),
+    /// SIGTERM or SIGINT.
+    Signal(&'static str),
+}
+
+/// `rotor run` with `[ha]`: the API and the election start at once; each time this replica
+/// becomes the leader it starts the actor tree for that term (its writes fenced by the
+/// term's [`rotor::ha::Fence`]), and the moment it stops leading it stops that tree and
+/// goes back to following. The API answers from the tree while leading and from the
+/// follower backend otherwise. A signal stops the tree, then releases the lease.
+async fn run_ha(
+    config: &Config,
+    config_path: &std::path::Path,
+    store: Arc<dyn Store>,
+    extra_children: Vec<rotor::supervisor::ChildSpec>,
+    metrics: Metrics,
+    api: Api,
+    self_id: String,
+) -> ExitCode {
+    // The Vault token renewer runs on followers too (the election needs the store), so it
+    // has a root of its own instead of a place in the leader's tree.
+    let mut renewer = match rotor::actors::root::spawn_root(
+        Some("rotor.vault_token".to_owned()),
+        rotor::supervisor::SupervisorArgs::new(extra_children),
+    )
+    .await
+    {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the Vault token renewer");
+            return ExitCode::FAILURE;
+        }
+    };
+    let election = Election::start(
+        store.clone(),
+        ElectionSettings {
+            id: self_id.clone(),
+            url: config.ha.advertise_url.clone(),
+            lease_duration: config.ha.lease_duration,
+        },
+    );
+    let leadership = election.leadership();
+    let follower = follower_backend(leadership.clone(), metrics.clone());
+    let backend = Arc::new(HaAdmin::new(leadership, follower.clone()));
+    let (stop_api, api_task) = api.serve(backend.clone());
+    metrics.leader.set(0);
+    tracing::info!(
+        id = %self_id,
+        advertise_url = %config.ha.advertise_url,
+        lease_duration = ?config.ha.lease_duration,
+        secrets = config.secrets.len(),
+        config = %config_path.display(),
+        "rotor started (HA): following until elected"
+    );
+
+    let mut roles = election.roles();
+    let mut signal = std::pin::pin!(shutdown_signal());
+    let code = 'replica: loop {
+        // Following: wait to be elected, or for a signal.
+        let fence = loop {
+            if let Role::Leading(fence) = &*roles.borrow_and_update()
+                && fence.is_valid()
+            {
+                break fence.clone();
+            }
+            tokio::select! {
+                changed = roles.changed() => {
+                    if changed.is_err() {
+                        tracing::error!("the election stopped; exiting");
+                        break 'replica ExitCode::FAILURE;
+                    }
+                }
+                signal = &mut signal => {
+                    tracing::info!(signal, "shutting down");
+                    break 'replica ExitCode::SUCCESS;
+                }
+            }
+        };
+        let term = fence.term();
+        let mut tree = match tree::start(
+            config,
+            store.clone(),
+            metrics.clone(),
+            TreeOptions {
+                fence: fence.clone(),
+                ..TreeOptions::default()
+            },
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, term, "cannot start the supervision tree");
+                break 'replica ExitCode::FAILURE;
+            }
+        };
+        backend.set_backend(actor_admin(&tree));
+        metrics.leader.set(1);
+        tracing::info!(term, "leading: actor tree started");
+
+        // Leading: until the lease is lost, the tree ends, or a signal.
+        let end = loop {
+            tokio::select! {
+                changed = roles.changed() => {
+                    let still = changed.is_ok()
+                        && matches!(&*roles.borrow_and_update(), Role::Leading(f) if f.term() == term && f.is_valid());
+                    if !still {
+                        break TermEnd::Lost;
+                    }
+                }
+                exit = tree.wait() => break TermEnd::TreeEnded(exit),
+                signal = &mut signal => break TermEnd::Signal(signal),
+            }
+        };
+        backend.set_backend(follower.clone());
+        metrics.leader.set(0);
+        match end {
+            TermEnd::Lost => {
+                // The fence is closed already: whatever the stopping actors try to
+                // commit is refused. Running effects may finish.
+                let exit = stop_tree(&mut tree, config).await;
+                tracing::warn!(term, %exit, "no longer the leader: actor tree stopped; following");
+            }
+            TermEnd::TreeEnded(exit) => {
+                if fence.is_valid()
+                    && !matches!(&exit, RootExit::Stopped(Some(r)) if r == "deposed")
+                {
+                    tracing::error!(term, %exit, "supervision tree ended; exiting");
+                    break 'replica ExitCode::FAILURE;
+                }
+                // Deposed (a commit refused by the store or the fence): the election
+                // steps down at its next round; nothing is written under this term.
+                fence.revoke();
+                tracing::warn!(term, %exit, "deposed: actor tree stopped; following");
+            }
+            TermEnd::Signal(signal) => {
+                force_exit_on_second_signal(signal, config);
+                let exit = stop_tree(&mut tree, config).await;
+                tracing::info!(term, %exit, "actor tree stopped");
+                break 'replica if exit.is_success() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
+            }
+        }
+    };
+    // The tree is stopped: release the lease so that another replica leads at once.
+    election.stop().await;
+    let _ = stop_api.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api_task).await;
+    let _ = renewer.shutdown(std::time::Duration::from_secs(2)).await;
+    tracing::info!("rotor stopped");
     code
 }
 

@@ -176,6 +176,9 @@ pub struct Metrics {
     pub mounts: Gauge,
     /// 1 while the store answers, 0 after a failed store operation (until one succeeds).
     pub store_up: Gauge,
+    /// 1 on the replica that leads (runs the actor tree), 0 on the others (`[ha]`); 1
+    /// without `[ha]`.
+    pub leader: Gauge,
     // Freshness, refreshed from the status board at scrape time.
     pub secrets_in_grace: Gauge,
     pub secrets_overdue: Gauge,
@@ -370,6 +373,12 @@ impl Metrics {
             "1 while the secret store answers, 0 after a failed operation",
             store_up.clone(),
         );
+        let leader = Gauge::default();
+        r.register(
+            "rotor_leader",
+            "1 on the replica that holds the leader lease and runs rotations, 0 on the others",
+            leader.clone(),
+        );
         let secrets_in_grace = Gauge::default();
         r.register(
             "rotor_secrets_in_grace",
@@ -534,6 +543,7 @@ impl Metrics {
             mounts_healthy,
             mounts,
             store_up,
+            leader,
             secrets_in_grace,
             secrets_overdue,
             oldest_current_age_seconds,

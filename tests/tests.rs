@@ -35,6 +35,10 @@ mod fleet;
 // it answers, reads from the store, no leader, loop protection, the forwarding overhead.
 #[path = "suite/ha_follow.rs"]
 mod ha_follow;
+// High availability: the lease election on paused time and on Vault (fake, OpenBao), store
+// fencing by term, three real `rotor run` replicas on OpenBao (kill -9, a frozen leader).
+#[path = "suite/ha.rs"]
+mod ha;
 // Emergency rotation jobs (rotate-all): rate, concurrency, cancel, resume, grace, routes, CLI.
 #[path = "suite/jobs.rs"]
 mod jobs;

@@ -515,6 +515,19 @@ impl RotationState {
                 .metrics
                 .store_up
                 .set(i64::from(committed.is_ok()));
+            if let Err(e) = &committed
+                && e.is_deposed()
+            {
+                // This replica no longer leads (HA): restarting would only be refused
+                // again, so the whole tree of this term stops, and `main` goes back to
+                // following. The new leader resumes from the last committed state.
+                tracing::warn!(secret = %spec.secret, error = %e, "deposed: stopping this leader's actor tree");
+                if let Some(root) =
+                    ractor::registry::where_is(format!("{}rotor", self.context.namespace))
+                {
+                    root.stop(Some("deposed".into()));
+                }
+            }
             committed?;
         }
         // The job that started the attempt hears its outcome (promoted, or ended without).

@@ -38,6 +38,7 @@ use super::watcher::{self, WatchContext, WatcherActor};
 use crate::clock::Clock;
 use crate::config::{Config, ExpireAfter, SecretConfig};
 use crate::domain::SecretRef;
+use crate::ha::{Fence, FencedStore};
 use crate::machine::ExpiryGate;
 use crate::metrics::Metrics;
 use crate::publish::aws::AwsEnv;
@@ -79,6 +80,10 @@ pub struct TreeOptions {
     /// production; tests hand over their own (`AwsEnv::vars`, `test-util` only) instead of
     /// changing a shared process environment.
     pub aws_env: AwsEnv,
+    /// The leadership this tree runs under (HA): every write of the tree checks it first
+    /// and every commit carries its term (`crate::ha::FencedStore`). Unfenced (term 0, the
+    /// store used as is) without `[ha]`.
+    pub fence: Fence,
 }
 
 /// Builds the target of a secret in place of its configured one (a test hook).
@@ -104,6 +109,7 @@ impl Default for TreeOptions {
             mountinfo: "/proc/self/mountinfo".into(),
             extra_children: Vec::new(),
             aws_env: AwsEnv::process(),
+            fence: Fence::unfenced(),
         }
     }
 }
@@ -286,6 +292,12 @@ pub async fn start(
     let cache = CacheOptions {
         ttl: config.cache.ttl,
         capacity: config.cache.max_entries,
+    };
+    // Under the cache, so that every write of the tree, records included, is fenced.
+    let store: Arc<dyn Store> = if options.fence.term() > 0 {
+        Arc::new(FencedStore::new(store, options.fence.clone()))
+    } else {
+        store
     };
     let cached = Arc::new(CachedStore::new(store, cache, metrics.clone()));
     let reader: ValueReader = cached.clone();

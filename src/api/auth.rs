@@ -106,6 +106,17 @@ impl AdminToken {
         }
     }
 
+    /// Reads the token file, which must exist: with `[ha]`, every replica reads the same
+    /// token from a shared Kubernetes Secret, and one that made its own would lock the
+    /// others' clients out. Checks as [`AdminToken::load_or_create`] does.
+    pub fn load(path: &Path) -> Result<AdminToken, TokenError> {
+        let file = File::open(path).map_err(|source| TokenError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::read_from(path, file)
+    }
+
     /// The token itself, for clients that must send it (the `rotor` CLI). Never log it.
     pub fn expose_secret(&self) -> &str {
         &self.0

@@ -301,6 +301,24 @@ pub trait Admin: Send + Sync + 'static {
         let _ = secret;
         Box::pin(async { Err(no_consumers()) })
     }
+    /// Who leads (`GET /admin/leader`); `None` for a backend that does not know (the
+    /// route answers 404 then). `rotor run` serves every backend behind
+    /// `crate::ha::HaAdmin`, which answers from the election.
+    fn leader(&self) -> Option<LeaderView> {
+        None
+    }
+}
+
+/// `GET /admin/leader`: who leads as this replica last learned it, and who this replica
+/// is. Without `[ha]` the process leads itself at term 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderView {
+    pub leader: Option<String>,
+    pub leader_url: Option<String>,
+    pub term: u64,
+    #[serde(rename = "self")]
+    pub self_id: String,
 }
 
 fn no_jobs() -> AdminError {

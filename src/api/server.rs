@@ -41,6 +41,9 @@
 //!   "finishedAt"}`, `state` one of `running`, `finished`, `cancelled`; 404 when unknown.
 //! - `DELETE /admin/jobs/{jobId}`: cancels: nothing new starts, rotations in flight finish
 //!   and count; `200` with the view; 409 for a finished job.
+//! - `GET /admin/leader`: `{"leader": id|null, "leaderUrl": url|null, "term", "self"}`,
+//!   who leads as this replica last learned it (HA); without `[ha]` the process itself at
+//!   term 0.
 //!
 //! Consumer routes (require `Authorization: Bearer <consumer token>`, the file named by
 //! `[server] consumer_token_file`; 404 when that is not set). The consumer token opens
@@ -217,6 +220,7 @@ fn build(state: AppState, request_timeout: Duration) -> Router {
         .route("/admin/secrets/consumers/{tenant}/{key}", get(consumers))
         .route("/admin/secrets/rotate-all", post(rotate_all))
         .route("/admin/jobs/{job}", get(job).delete(cancel_job))
+        .route("/admin/leader", get(leader))
         .route("/consumers/report", post(consumer_report))
         .route("/consumers/permits", post(permit_acquire))
         .route("/consumers/permits/{permit}", delete(permit_release))
@@ -1010,6 +1014,18 @@ async fn schedule(
 ) -> Result<Json<ScheduleResponse>, ApiError> {
     let secrets = state.backend.schedule().await?;
     Ok(Json(ScheduleResponse { secrets }))
+}
+
+async fn leader(
+    _: Authorized,
+    State(state): State<AppState>,
+) -> Result<Json<crate::api::LeaderView>, ApiError> {
+    state.backend.leader().map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this backend does not report leadership",
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

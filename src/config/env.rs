@@ -6,6 +6,8 @@
 //! - `SECRETS_VOLUME_WATCH_ENABLED`: `true` or `false`, nothing else.
 //! - `SECRETS_WATCH_POLL_INTERVAL`: milliseconds, an integer above zero; sets the poll
 //!   interval of every mount (poll fallback for filesystems without inotify).
+//! - `ROTOR_ADVERTISE_URL`: `[ha] advertise_url` when the file does not set it (a pod
+//!   learns its IP from the downward API, which a shared file cannot hold).
 //!
 //! The variables are checked on their own, before the file's values are known, so that a
 //! bad variable is reported together with the file's problems.
@@ -19,6 +21,7 @@ use super::model::{Config, MountConfig};
 pub const MOUNT_PATH: &str = "SECRETS_MOUNT_PATH";
 pub const WATCH_ENABLED: &str = "SECRETS_VOLUME_WATCH_ENABLED";
 pub const POLL_INTERVAL: &str = "SECRETS_WATCH_POLL_INTERVAL";
+pub const ADVERTISE_URL: &str = "ROTOR_ADVERTISE_URL";
 
 /// Defaults of a mount that only the environment declares.
 pub(super) const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(1);
@@ -30,6 +33,7 @@ pub(super) struct EnvOverrides {
     mount_path: Option<PathBuf>,
     watch_enabled: Option<bool>,
     poll_interval: Option<Duration>,
+    advertise_url: Option<String>,
 }
 
 /// Reads and checks the variables, reporting bad ones to `diag`.
@@ -71,11 +75,24 @@ pub(super) fn read(
             ),
         }
     }
+    if let Some(value) = env(ADVERTISE_URL) {
+        match super::validate::check_advertise_url(&value) {
+            Ok(url) => out.advertise_url = Some(url),
+            Err(message) => diag.detached(&key(ADVERTISE_URL), message, Some(format!("{value:?}"))),
+        }
+    }
     out
 }
 
 /// Applies checked overrides to a valid config.
 pub(super) fn apply(config: &mut Config, overrides: EnvOverrides) {
+    // Validation leaves the advertised URL empty when the file does not set one: the
+    // environment's comes next, then one built from the listen address.
+    if config.ha.advertise_url.is_empty() {
+        config.ha.advertise_url = overrides
+            .advertise_url
+            .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    }
     if let Some(path) = overrides.mount_path {
         match config.mounts.first_mut() {
             Some(first) => first.path = path,

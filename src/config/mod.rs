@@ -47,13 +47,13 @@ use toml::de::DeTable;
 pub use agent::{AgentConfig, AgentSettings};
 pub(crate) use check::{SecretMention, Validator, join};
 pub use env::{
-    MOUNT_PATH as ENV_MOUNT_PATH, POLL_INTERVAL as ENV_POLL_INTERVAL,
-    WATCH_ENABLED as ENV_WATCH_ENABLED,
+    ADVERTISE_URL as ENV_ADVERTISE_URL, MOUNT_PATH as ENV_MOUNT_PATH,
+    POLL_INTERVAL as ENV_POLL_INTERVAL, WATCH_ENABLED as ENV_WATCH_ENABLED,
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::{
-    CacheConfig, Config, ConsumersConfig, ExpireAfter, MetricsConfig, MountConfig, Policy,
-    RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, WatchConfig,
+    CacheConfig, Config, ConsumersConfig, ExpireAfter, HaConfig, MetricsConfig, MountConfig,
+    Policy, RuntimeConfig, SecretConfig, ServerConfig, StoreConfig, WatchConfig,
 };
 pub(crate) use schema::{Field, Ty, f};
 

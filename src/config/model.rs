@@ -43,6 +43,27 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub cache: CacheConfig,
     pub consumers: ConsumersConfig,
+    pub ha: HaConfig,
+}
+
+/// `[ha]`: several replicas on one Vault store, one of them leading through a lease
+/// record in it (see `src/ha/`). Off by default: one process leads for ever at term 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    pub enabled: bool,
+    /// This replica's id in the lease; `None`: the hostname (the pod name in Kubernetes),
+    /// looked up when `rotor run` starts.
+    pub id: Option<String>,
+    /// Where the other replicas reach this one's API: the file's `advertise_url`, else
+    /// the `ROTOR_ADVERTISE_URL` environment variable, else `http://` and `[server] listen`.
+    pub advertise_url: String,
+    /// How long a lease holds without a renewal. Default 15 s; the leader renews every
+    /// third of it.
+    pub lease_duration: Duration,
+}
+
+impl HaConfig {
+    pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 }
 
 /// `[consumers]`: the workloads' agents that report which version each pod holds (see

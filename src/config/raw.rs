@@ -113,6 +113,16 @@ pub(super) struct RawConfig {
     pub metrics: Option<S<RawMetrics>>,
     pub cache: Option<S<RawCache>>,
     pub consumers: Option<S<RawConsumers>>,
+    pub ha: Option<S<RawHa>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHa {
+    pub enabled: Option<S<bool>>,
+    pub id: Option<S<String>>,
+    pub advertise_url: Option<S<String>>,
+    pub lease_duration: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -65,6 +65,13 @@ const SERVER: &[Field] = &[
     f("max_connections", Ty::Int),
 ];
 
+const HA: &[Field] = &[
+    f("enabled", Ty::Bool),
+    f("id", Ty::Str),
+    f("advertise_url", Ty::Str),
+    f("lease_duration", Ty::Duration),
+];
+
 const CONSUMERS: &[Field] = &[
     f("ttl", Ty::Duration),
     f("max_concurrent_reloads", Ty::Int),
@@ -195,6 +202,7 @@ pub(super) const ROOT: &[Field] = &[
     f("metrics", Ty::Table(METRICS)),
     f("cache", Ty::Table(CACHE)),
     f("consumers", Ty::Table(CONSUMERS)),
+    f("ha", Ty::Table(HA)),
 ];
 
 /// Checks `root` against [`ROOT`], reporting and removing what does not fit. Returns the

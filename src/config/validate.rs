@@ -15,11 +15,11 @@ use super::check::{SecretMention, Validator, join};
 use super::env::{DEFAULT_DEBOUNCE, DEFAULT_HEALTH_CHECK_INTERVAL};
 use super::error::Diagnostics;
 use super::model::{
-    CacheConfig, Config, ConsumersConfig, MetricsConfig, MountConfig, RuntimeConfig, SecretConfig,
-    ServerConfig, StoreConfig, WatchConfig,
+    CacheConfig, Config, ConsumersConfig, HaConfig, MetricsConfig, MountConfig, RuntimeConfig,
+    SecretConfig, ServerConfig, StoreConfig, WatchConfig,
 };
 use super::raw::{
-    RawCache, RawConfig, RawConsumers, RawMount, RawRuntime, RawServer, RawStore, RawWatch,
+    RawCache, RawConfig, RawConsumers, RawHa, RawMount, RawRuntime, RawServer, RawStore, RawWatch,
 };
 use crate::domain::SecretRef;
 use crate::duration::format_duration;
@@ -87,6 +87,7 @@ pub(super) fn validate(
     };
     let cache = v.cache(raw.cache.as_ref());
     let consumers = v.consumers(raw.consumers.as_ref());
+    let ha = v.ha(raw.ha.as_ref(), &store);
     Config {
         server,
         store,
@@ -102,6 +103,34 @@ pub(super) fn validate(
         metrics,
         cache,
         consumers,
+        ha,
+    }
+}
+
+/// `[ha] lease_duration`: a second is the least a renewal every third of it can keep up
+/// with over a network; past five minutes a dead leader stops rotations for too long.
+const LEASE_DURATION: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+
+/// Checks an advertised URL (`[ha] advertise_url`, `ROTOR_ADVERTISE_URL`): `http` or
+/// `https` with a host, no credentials, query or fragment. Returns it without a trailing
+/// `/`, so a route can be appended.
+pub(super) fn check_advertise_url(text: &str) -> Result<String, String> {
+    let bad = || {
+        "must be the http:// or https:// URL the other replicas reach this one's API at, \
+         e.g. http://10.0.0.7:8080 (no credentials, query or fragment)"
+            .to_owned()
+    };
+    let url = url::Url::parse(text.trim()).map_err(|_| bad())?;
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if ok {
+        Ok(url.as_str().trim_end_matches('/').to_owned())
+    } else {
+        Err(bad())
     }
 }
 
@@ -252,6 +281,59 @@ impl Validator<'_, '_> {
             ttl,
             max_concurrent_reloads,
             permit_timeout,
+        }
+    }
+
+    /// `[ha]`. Refused with the embedded store: its file lives on one replica's disk, so
+    /// replicas could not share it (and it needs no election to be safe).
+    fn ha(&mut self, raw: Option<&Spanned<RawHa>>, store: &StoreConfig) -> HaConfig {
+        let raw = raw.map(|r| r.get_ref());
+        let enabled = raw.and_then(|r| r.enabled.as_ref());
+        if let Some(flag) = enabled
+            && *flag.get_ref()
+            && matches!(store, StoreConfig::Embedded { .. })
+        {
+            self.diag.value(
+                flag.span(),
+                "ha.enabled",
+                "needs the Vault store ([store] type = \"vault\"): the embedded store is one \
+                 file on one replica's disk, which other replicas cannot share",
+            );
+        }
+        let id = raw.and_then(|r| r.id.as_ref()).and_then(|id| {
+            match crate::store::check_record_name("id", id.get_ref()) {
+                Ok(()) => Some(id.get_ref().clone()),
+                Err(_) => {
+                    self.diag.value(
+                        id.span(),
+                        "ha.id",
+                        "must be 1 to 253 characters of A-Z a-z 0-9 . _ -, not starting with . or _ (a pod name fits)",
+                    );
+                    None
+                }
+            }
+        });
+        let advertise_url = match raw.and_then(|r| r.advertise_url.as_ref()) {
+            None => String::new(),
+            Some(v) => match check_advertise_url(v.get_ref()) {
+                Ok(url) => url,
+                Err(message) => {
+                    self.diag.value(v.span(), "ha.advertise_url", message);
+                    String::new()
+                }
+            },
+        };
+        let lease_duration = self.duration_between(
+            "ha.lease_duration",
+            raw.and_then(|r| r.lease_duration.as_ref()),
+            LEASE_DURATION,
+            HaConfig::DEFAULT_LEASE_DURATION,
+        );
+        HaConfig {
+            enabled: enabled.is_some_and(|e| *e.get_ref()),
+            id,
+            advertise_url,
+            lease_duration,
         }
     }
 

@@ -9,8 +9,25 @@
 //! term) as a `tokio::sync::watch` value, and whether this replica is the leader. Without
 //! `[ha]` a process is always its own leader ([`Leadership::single`]).
 //!
-//! **Invariant:** this module decides nothing by itself; the election (a lease in the
-//! store) publishes into it, and everything else only reads it.
+//! - `lease.rs`: the election ([`Election`]): the lease record, renewals, take-overs, and
+//!   this replica's [`Role`] (leading with a [`Fence`], or following).
+//! - `fence.rs`: [`Fence`] (a term and its deadline on the monotonic clock) and
+//!   [`FencedStore`], the store a leader's actor tree writes through (self-fencing before
+//!   every write, the term on every commit).
+//! - `admin.rs`: [`HaAdmin`], the API backend that follows the role, and the follower
+//!   backend's constructor.
+//!
+//! **Invariant:** [`Leadership`] decides nothing by itself; the election (a lease in the
+//! store) publishes into it, and everything else only reads it. Nothing here knows actors:
+//! `main` starts and stops the leader's tree on the election's [`Role`].
+
+pub mod admin;
+pub mod fence;
+pub mod lease;
+
+pub use admin::{HaAdmin, follower_backend};
+pub use fence::{Fence, FencedStore};
+pub use lease::{Election, ElectionSettings, Role};
 
 pub mod follower;
 

@@ -166,6 +166,20 @@ impl Store for CachedStore {
         self.inner.commit(secret, commit).await
     }
 
+    async fn commit_at_term(
+        &self,
+        secret: &SecretRef,
+        commit: Commit<'_>,
+        term: u64,
+    ) -> Result<(), StoreError> {
+        self.invalidate(secret);
+        self.inner.commit_at_term(secret, commit, term).await
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.inner.check_writable()
+    }
+
     async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.journal(secret).await
     }

@@ -80,6 +80,23 @@ pub enum StoreError {
     /// store's own bounded retries.
     #[error("store unavailable for {path}: {reason}")]
     Unavailable { path: String, reason: String },
+    /// Self-fencing: this replica's lease is no longer valid by its own clock (it lost the
+    /// lease, or could not renew it in time), so it writes nothing more. The new leader
+    /// owns the store now.
+    #[error(
+        "refused write: this replica's leader lease of term {term} is no longer valid (deposed or not renewed in time); nothing was written"
+    )]
+    Fenced { term: u64 },
+    /// Store fencing: the document was last written by a leader of a higher term, so this
+    /// writer was deposed. Nothing was written.
+    #[error(
+        "refused commit to {path}: written at term {recorded} by a newer leader, this writer holds term {term}; nothing was written"
+    )]
+    Deposed {
+        path: String,
+        term: u64,
+        recorded: u64,
+    },
 }
 
 impl StoreError {
@@ -97,7 +114,15 @@ impl StoreError {
             StoreError::Conflict { .. } => "cas_conflict",
             StoreError::PermissionDenied { .. } => "permission_denied",
             StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Fenced { .. } => "fenced",
+            StoreError::Deposed { .. } => "deposed",
         }
+    }
+
+    /// Whether this writer is no longer the leader ([`StoreError::Fenced`] or
+    /// [`StoreError::Deposed`]): retrying cannot help, the writer must stop.
+    pub fn is_deposed(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. } | StoreError::Deposed { .. })
     }
 }
 
@@ -192,6 +217,32 @@ pub trait Store: ReadValue {
 
     /// Atomically writes journal, labels and history (see [`Commit`]).
     async fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError>;
+
+    /// [`Store::commit`] by the leader of `term` (HA, see `crate::ha`): refused with
+    /// [`StoreError::Deposed`] when the secret's state was last committed at a higher term,
+    /// otherwise committed and the term recorded with the state. Term 0 is a process
+    /// without HA: no check, nothing recorded, exactly [`Store::commit`].
+    ///
+    /// A store that is single-replica by nature (the embedded store: one file on one
+    /// disk, and the config refuses `[ha]` with it) keeps this default, which ignores the
+    /// term.
+    async fn commit_at_term(
+        &self,
+        secret: &SecretRef,
+        commit: Commit<'_>,
+        term: u64,
+    ) -> Result<(), StoreError> {
+        let _ = term;
+        self.commit(secret, commit).await
+    }
+
+    /// Whether a write through this store may go out now: `Err` ([`StoreError::Fenced`])
+    /// once the writer's leadership ended (HA self-fencing, `crate::ha::FencedStore`).
+    /// Writers of other systems on the leader's behalf (view publishers) ask it before
+    /// they write. Always `Ok` for a store that is not fenced.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// The last committed journal bytes, if any.
     async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError>;

@@ -453,6 +453,14 @@ struct StateDoc {
     /// Oldest first, at most [`HISTORY_KEEP`].
     #[serde(default)]
     history: Vec<HistoryRecord>,
+    /// The highest leader term that committed this state (HA store fencing; 0: only
+    /// processes without HA have). A commit at a lower term is refused.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    term: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The data of one value version.
@@ -493,6 +501,15 @@ impl VaultStore {
             }
         }
         Self::open_with(settings, migrate::Budget::unlimited()).await
+    }
+
+    /// [`VaultStore::open`] for one replica of several (`[ha]`): the fingerprint key must
+    /// exist already (every replica reads the same one from a shared Kubernetes Secret;
+    /// keys made by each replica would fingerprint the same value differently), so a
+    /// missing key file is an error here, never created.
+    pub async fn open_shared_key(settings: VaultSettings) -> Result<Self, StoreError> {
+        MasterKey::load(&settings.master_key_file)?;
+        Self::open(settings).await
     }
 
     /// [`VaultStore::open`] whose layout migration stops, as a crash would, before its
@@ -998,7 +1015,29 @@ impl Store for VaultStore {
     }
 
     async fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
+        self.commit_at_term(secret, commit, 0).await
+    }
+
+    async fn commit_at_term(
+        &self,
+        secret: &SecretRef,
+        commit: Commit<'_>,
+        term: u64,
+    ) -> Result<(), StoreError> {
         let (mut doc, index) = self.read_doc_for_write(secret).await?;
+        // Store fencing, on top of the check-and-set on `index`: a leader deposed while it
+        // was frozen may have re-read the document (so its CAS would pass) but never holds
+        // the newer leader's term. Term 0 (no HA) neither checks nor records.
+        if term > 0 {
+            if doc.term > term {
+                return Err(StoreError::Deposed {
+                    path: self.shown(&self.doc_path(secret)),
+                    term,
+                    recorded: doc.term,
+                });
+            }
+            doc.term = term;
+        }
         let labels_before = label_set(&doc.versions);
         apply_labels(secret, &mut doc.versions, commit.labels, commit.now)?;
         doc.format = DOC_FORMAT;

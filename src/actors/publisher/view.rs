@@ -148,6 +148,12 @@ impl Actor for ViewPublisherActor {
 impl ViewState {
     async fn reconcile(&mut self) {
         let view = self.config.name();
+        // HA self-fencing: a replica whose lease is no longer valid writes no view; the
+        // new leader's publishers keep it.
+        if let Err(e) = self.store.check_writable() {
+            tracing::warn!(view = %view, error = %e, "not writing the view: this replica no longer leads");
+            return;
+        }
         for attempt in 1..=CONFLICT_ATTEMPTS {
             match self.writer.sync(&*self.store).await {
                 Ok(Synced::Written { revision, versions }) => {

@@ -5,6 +5,7 @@
 
 mod agent;
 mod files;
+mod ha;
 mod notify;
 mod proxies;
 mod server;
