@@ -18,7 +18,8 @@ use rotor::api::Admin;
 use rotor::api::server::{self, AdminToken};
 use rotor::cli::{Cli, Command, EXIT_BAD_CONFIG, LogFormat};
 use rotor::config::{Config, StoreConfig};
-use rotor::ha::{Election, ElectionSettings, HaAdmin, Leadership, Role, follower_backend};
+use rotor::ha::follower::StoreAdmin;
+use rotor::ha::{Election, ElectionSettings, HaAdmin, Leadership, Role};
 use rotor::metrics::Metrics;
 use rotor::store::Store;
 use rotor::store::embedded::EmbeddedStore;
@@ -241,7 +242,13 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
         Leadership::single(self_id),
         actor_admin(&tree),
     ));
-    let (stop_api, api_task) = api.serve(backend);
+    let (stop_api, api_task) = match api.serve(backend, None) {
+        Ok(served) => served,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the admin API");
+            return ExitCode::FAILURE;
+        }
+    };
 
     // 5. Wait for a signal or for the tree to end on its own.
     let exit = tokio::select! {
@@ -274,19 +281,30 @@ struct Api {
 
 impl Api {
     /// Serves `backend` in a task until the returned sender fires (or is dropped).
+    /// With `leadership` (HA), a replica that does not lead forwards every write to the
+    /// leader; without it the process takes every request itself.
     fn serve(
         self,
         backend: Arc<HaAdmin>,
-    ) -> (
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<std::io::Result<()>>,
-    ) {
-        let router = server::router_with_consumers(
-            backend,
-            self.token,
-            self.consumer_token,
-            std::time::Duration::from_secs(10),
-        );
+        leadership: Option<Leadership>,
+    ) -> Result<
+        (
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<std::io::Result<()>>,
+        ),
+        String,
+    > {
+        let timeout = std::time::Duration::from_secs(10);
+        let router = match leadership {
+            None => server::router_with_consumers(backend, self.token, self.consumer_token, timeout),
+            Some(leadership) => server::router_with_leadership(
+                backend,
+                self.token,
+                self.consumer_token,
+                timeout,
+                leadership,
+            )?,
+        };
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let limits = server::Limits {
             max_connections: self.max_connections,
@@ -382,9 +400,20 @@ async fn run_ha(
         },
     );
     let leadership = election.leadership();
-    let follower = follower_backend(leadership.clone(), metrics.clone());
-    let backend = Arc::new(HaAdmin::new(leadership, follower.clone()));
-    let (stop_api, api_task) = api.serve(backend.clone());
+    let follower: Arc<dyn rotor::api::Admin> = Arc::new(StoreAdmin::new(
+        &config,
+        store.clone(),
+        metrics.clone(),
+        rotor::clock::Clock::System,
+    ));
+    let backend = Arc::new(HaAdmin::new(leadership.clone(), follower.clone()));
+    let (stop_api, api_task) = match api.serve(backend.clone(), Some(leadership)) {
+        Ok(served) => served,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the admin API");
+            return ExitCode::FAILURE;
+        }
+    };
     metrics.leader.set(0);
     tracing::info!(
         id = %self_id,

@@ -3,7 +3,8 @@
 //! [`HaAdmin`] is the one [`Admin`] the API server is built with in `rotor run`: it
 //! answers `GET /admin/leader` from the election and hands every other call to the
 //! backend of this replica's current role, which `main` swaps: the actor tree's
-//! `ActorAdmin` while leading, a follower backend ([`follower_backend`]) otherwise.
+//! `ActorAdmin` while leading, a follower backend (`ha::follower::StoreAdmin`: reads from the store, writes
+//! answered "no leader here", as the router forwards them before they get here) otherwise.
 //! Without `[ha]` the backend is the tree's for the life of the process.
 
 use std::sync::{Arc, RwLock};
@@ -16,7 +17,6 @@ use crate::api::{
     ScheduleEntry,
 };
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta};
-use crate::metrics::Metrics;
 
 /// See the module documentation.
 pub struct HaAdmin {
@@ -125,104 +125,5 @@ impl Admin for HaAdmin {
             term: info.term,
             self_id: self.leadership.self_id().to_owned(),
         })
-    }
-}
-
-/// The backend of a replica that does not lead: every call is answered "no leader here"
-/// with the leader's id and URL when known, `/metrics` from the process's registry, and
-/// ready (a follower is a healthy replica). The one constructor `main` calls, so that the
-/// follower API (reads from the store, writes forwarded to the leader) replaces it here.
-pub fn follower_backend(leadership: Leadership, metrics: Metrics) -> Arc<dyn Admin> {
-    Arc::new(NotLeader {
-        leadership,
-        metrics,
-    })
-}
-
-struct NotLeader {
-    leadership: Leadership,
-    metrics: Metrics,
-}
-
-/// How soon a client asks again: a follower learns of a new leader within a poll.
-const RETRY_AFTER_MS: u64 = 1_000;
-
-impl NotLeader {
-    fn no_leader<T: Send + 'static>(&self) -> BoxFuture<'_, Result<T, AdminError>> {
-        let info = self.leadership.current();
-        let message = match (info.leader, info.leader_url) {
-            (Some(id), Some(url)) => format!(
-                "this replica is not the leader; the leader is {id} at {url} (term {})",
-                info.term
-            ),
-            (Some(id), None) => format!(
-                "this replica is not the leader; the leader is {id} (term {})",
-                info.term
-            ),
-            _ => "no leader now: the replicas are electing one; try again".to_owned(),
-        };
-        Box::pin(async move {
-            Err(AdminError::NoLeader {
-                message,
-                retry_after_ms: RETRY_AFTER_MS,
-            })
-        })
-    }
-}
-
-impl Admin for NotLeader {
-    fn rotate(&self, _: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
-        self.no_leader()
-    }
-    fn rollback(&self, _: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
-        self.no_leader()
-    }
-    fn versions(&self, _: SecretRef) -> BoxFuture<'_, Result<Vec<VersionMeta>, AdminError>> {
-        self.no_leader()
-    }
-    fn history(
-        &self,
-        _: SecretRef,
-        _: usize,
-    ) -> BoxFuture<'_, Result<Vec<HistoryRecord>, AdminError>> {
-        self.no_leader()
-    }
-    fn schedule(&self) -> BoxFuture<'_, Result<Vec<ScheduleEntry>, AdminError>> {
-        self.no_leader()
-    }
-    fn metrics_text(&self) -> BoxFuture<'_, Result<String, AdminError>> {
-        let text = self
-            .metrics
-            .encode()
-            .map_err(|e| AdminError::Internal(format!("cannot encode the metrics: {e}")));
-        Box::pin(async move { text })
-    }
-    fn ready(&self) -> bool {
-        true
-    }
-    fn consumer_report(&self, _: Report) -> BoxFuture<'_, Result<(), AdminError>> {
-        self.no_leader()
-    }
-    fn permit_acquire(
-        &self,
-        _: String,
-        _: String,
-    ) -> BoxFuture<'_, Result<PermitGrant, AdminError>> {
-        self.no_leader()
-    }
-    fn permit_release(&self, _: String) -> BoxFuture<'_, Result<(), AdminError>> {
-        self.no_leader()
-    }
-    fn rotate_all(&self, _: JobRequest) -> BoxFuture<'_, Result<JobView, AdminError>> {
-        self.no_leader()
-    }
-    fn job(&self, _: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
-        self.no_leader()
-    }
-    fn cancel_job(&self, _: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
-        self.no_leader()
-    }
-    fn consumers(&self, _: SecretRef) -> BoxFuture<'_, Result<Vec<ConsumerView>, AdminError>> {
-        self.no_leader()
     }
 }

@@ -25,7 +25,7 @@ pub mod admin;
 pub mod fence;
 pub mod lease;
 
-pub use admin::{HaAdmin, follower_backend};
+pub use admin::HaAdmin;
 pub use fence::{Fence, FencedStore};
 pub use lease::{Election, ElectionSettings, Role};
 

