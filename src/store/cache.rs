@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{Commit, ReadValue, Record, Rev, Store, StoreError};
+use super::{Commit, NewVersion, ReadValue, Record, Rev, Store, StoreError};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
 use crate::metrics::Metrics;
@@ -164,6 +164,18 @@ impl Store for CachedStore {
     async fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
         self.invalidate(secret);
         self.inner.commit(secret, commit).await
+    }
+
+    async fn put_version_and_commit(
+        &self,
+        secret: &SecretRef,
+        version: NewVersion<'_>,
+        commit: Commit<'_>,
+    ) -> Result<(), StoreError> {
+        self.invalidate(secret);
+        self.inner
+            .put_version_and_commit(secret, version, commit)
+            .await
     }
 
     async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
