@@ -37,10 +37,19 @@
 //! promotion and its report) are looked up in the store again after [`RECHECK_AFTER`].
 //!
 //! At most [`MAX_RUNNING_JOBS`] run at once. Finished and cancelled jobs stay readable
-//! (their records stay in the store).
+//! (their records stay in the store) for [`ENDED_JOBS_KEPT`] after they ended; then a sweep
+//! (at start and every [`SWEEP_EVERY`]) deletes both of their records, so the store does
+//! not grow with every job ever run.
+//!
+//! # Reading a job
+//!
+//! `GET /admin/jobs/{id}` reads the [`JobBoard`], the views the actor publishes at the end
+//! of every message that can change them, not the actor itself: while a job runs the
+//! actor's mailbox holds every attempt's outcome, and a read behind them would wait for
+//! all of them (tens of milliseconds at a thousand rotations a second).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -94,6 +103,56 @@ const MAX_UNAVAILABLE: u32 = 30;
 /// History records read back per secret when resuming.
 const HISTORY_LOOKBACK: usize = 20;
 
+/// How long a finished or cancelled job stays readable (and its records stored) after it
+/// ended: a week, long enough for an incident review to read it back.
+pub const ENDED_JOBS_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// How often ended jobs past [`ENDED_JOBS_KEPT`] are looked for.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// The latest view of every job the jobs actor holds: what `GET /admin/jobs/{id}` answers
+/// with (see the module doc). Written only by the jobs actor; a lock held for a map
+/// look-up or insert at a time, never across an await.
+#[derive(Default)]
+pub struct JobBoard {
+    /// `None` until the actor (re)loaded the jobs from the store: until then a job that
+    /// exists may be missing, so a read is told to try again rather than 404.
+    views: RwLock<Option<BTreeMap<String, JobView>>>,
+}
+
+impl JobBoard {
+    /// The view of job `id`.
+    pub fn view(&self, id: &str) -> Result<JobView, AdminError> {
+        let views = self.views.read().unwrap_or_else(|p| p.into_inner());
+        match views.as_ref() {
+            None => Err(AdminError::Unavailable(
+                "the jobs actor is loading the jobs; try again".into(),
+            )),
+            Some(views) => views.get(id).cloned().ok_or_else(|| unknown_job(id)),
+        }
+    }
+
+    /// Replaces every view (after a load), or marks the board as loading (`None`).
+    fn replace(&self, all: Option<BTreeMap<String, JobView>>) {
+        *self.views.write().unwrap_or_else(|p| p.into_inner()) = all;
+    }
+
+    fn publish(&self, job: &Job) {
+        let view = job.view();
+        let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
+        views
+            .get_or_insert_with(BTreeMap::new)
+            .insert(view.job_id.clone(), view);
+    }
+
+    fn remove(&self, id: &str) {
+        let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(views) = views.as_mut() {
+            views.remove(id);
+        }
+    }
+}
+
 pub fn actor_name(namespace: &str) -> String {
     format!("{namespace}{NAME}")
 }
@@ -125,11 +184,6 @@ pub enum JobsMsg {
         request: JobRequest,
         reply: RpcReplyPort<Result<JobView, AdminError>>,
     },
-    /// `GET /admin/jobs/{id}`.
-    Get {
-        id: String,
-        reply: RpcReplyPort<Result<JobView, AdminError>>,
-    },
     /// `DELETE /admin/jobs/{id}`.
     Cancel {
         id: String,
@@ -150,6 +204,8 @@ pub enum JobsMsg {
     },
     /// Start what may start, write progress, look up stale attempts.
     Tick,
+    /// Delete the jobs that ended more than [`ENDED_JOBS_KEPT`] ago.
+    Sweep,
 }
 
 /// What a start task (or a look-up in the store) came to.
@@ -299,12 +355,15 @@ pub struct JobsArgs {
     pub metrics: Metrics,
     pub clock: Clock,
     pub namespace: String,
+    /// Where the views of the jobs are published for the API.
+    pub views: Arc<JobBoard>,
 }
 
 pub struct JobsState {
     args: JobsArgs,
     jobs: BTreeMap<String, Job>,
     tick: TimerGuard,
+    sweep: TimerGuard,
 }
 
 pub struct JobsActor;
@@ -319,10 +378,13 @@ impl Actor for JobsActor {
         _myself: ActorRef<Self::Msg>,
         args: JobsArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // A restarted actor loads again; reads wait for that rather than miss a job.
+        args.views.replace(None);
         Ok(JobsState {
             args,
             jobs: BTreeMap::new(),
             tick: TimerGuard::new(),
+            sweep: TimerGuard::new(),
         })
     }
 
@@ -333,8 +395,14 @@ impl Actor for JobsActor {
     ) -> Result<(), ActorProcessingErr> {
         // Registered already: outcome reports that arrive while loading wait in the mailbox.
         state.load().await?;
+        state.sweep().await;
+        let views = state.jobs.iter().map(|(id, j)| (id.clone(), j.view()));
+        state.args.views.replace(Some(views.collect()));
         state.publish_gauges();
         state.arm_tick(&myself);
+        state
+            .sweep
+            .arm(SWEEP_EVERY, myself.clone(), || JobsMsg::Sweep);
         Ok(())
     }
 
@@ -349,15 +417,6 @@ impl Actor for JobsActor {
                 let r = state.create(request).await;
                 let _ = reply.send(r);
                 state.arm_tick(&myself);
-            }
-            JobsMsg::Get { id, reply } => {
-                let _ = reply.send(
-                    state
-                        .jobs
-                        .get(&id)
-                        .map(Job::view)
-                        .ok_or_else(|| unknown_job(&id)),
-                );
             }
             JobsMsg::Cancel { id, reply } => {
                 let r = state.cancel(&myself, &id).await;
@@ -378,8 +437,20 @@ impl Actor for JobsActor {
                 state.tick(&myself).await;
                 state.arm_tick(&myself);
             }
+            JobsMsg::Sweep => {
+                state.sweep().await;
+                state
+                    .sweep
+                    .arm(SWEEP_EVERY, myself.clone(), || JobsMsg::Sweep);
+            }
         }
         state.finish_jobs().await;
+        // Only jobs not over yet change (a job's end is published by `finish_jobs`).
+        for job in state.jobs.values() {
+            if job.record.finished_at.is_none() {
+                state.args.views.publish(job);
+            }
+        }
         Ok(())
     }
 }
@@ -935,6 +1006,7 @@ impl JobsState {
             if let Some(job) = self.jobs.get_mut(&id) {
                 job.secrets = Arc::new(Vec::new());
                 job.early.clear();
+                self.args.views.publish(job);
             }
             tracing::info!(
                 job = %id,
@@ -966,6 +1038,37 @@ impl JobsState {
             );
             self.publish_gauges();
         }
+    }
+
+    /// Deletes every job that ended more than [`ENDED_JOBS_KEPT`] ago: its progress record
+    /// and its list of secrets, then its view. A job whose records cannot be deleted now
+    /// stays (and readable) until a later sweep succeeds.
+    async fn sweep(&mut self) {
+        let now = self.args.clock.now();
+        let old: Vec<(String, Option<Rev>)> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| {
+                j.record
+                    .finished_at
+                    .is_some_and(|at| at + ENDED_JOBS_KEPT <= now)
+            })
+            .map(|(id, j)| (id.clone(), j.rev))
+            .collect();
+        if old.is_empty() {
+            return;
+        }
+        let store = self.args.store.clone();
+        for (id, rev) in old {
+            if let Err(e) = delete_job(store.as_ref(), &id, rev).await {
+                tracing::warn!(job = %id, error = %e, "cannot delete an ended job's records; trying again at the next sweep");
+                continue;
+            }
+            self.jobs.remove(&id);
+            self.args.views.remove(&id);
+            tracing::info!(job = %id, kept_days = ENDED_JOBS_KEPT.num_days(), "ended rotation job deleted");
+        }
+        self.publish_gauges();
     }
 
     async fn persist_id(&mut self, id: &str) -> Result<(), StoreError> {
@@ -1008,6 +1111,19 @@ impl JobsState {
                 })
                 .set(n);
         }
+    }
+}
+
+/// Deletes job `id`'s list of secrets, then its progress record (at `rev`): in that
+/// order, so a job whose deletion is cut short still has the record that names it, and
+/// the next sweep finishes it.
+async fn delete_job(store: &dyn Store, id: &str, rev: Option<Rev>) -> Result<(), StoreError> {
+    if let Some((_, secrets_rev)) = store.record_get(SECRETS_NS, id).await? {
+        store.record_delete(SECRETS_NS, id, secrets_rev).await?;
+    }
+    match rev {
+        Some(rev) => store.record_delete(JOBS_NS, id, rev).await,
+        None => Ok(()),
     }
 }
 

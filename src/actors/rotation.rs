@@ -53,14 +53,14 @@ use super::notifier::{self, NotifierMsg};
 use super::scheduler::{Scheduler, TimerKind};
 use crate::clock::Clock;
 use crate::domain::{ErrorKind, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo};
-use crate::generator::{self, GeneratorSpec};
+use crate::generator::{self, GeneratorSpec, SecretValue};
 use crate::machine::{
     self, Effect, Event, ExpiryGate, Notice, Phase, Rejection, Rules, SecretState,
 };
 use crate::metrics::Metrics;
 use crate::schedule::{jitter_offset, secret_seed};
 use crate::status::{SecretStatus, StatusBoard};
-use crate::store::{Commit, Store, StoreError};
+use crate::store::{Commit, NewVersion, Store, StoreError};
 use crate::supervisor::AbortOnDrop;
 use crate::target::{Target, TargetError, Verified};
 
@@ -122,6 +122,9 @@ pub struct RotationContext {
     pub namespace: String,
     /// What agents reported, by secret (filled by the consumers actor).
     pub consumers: Arc<ConsumerBoard>,
+    /// The latest view of every emergency rotation job (filled by the jobs actor, read by
+    /// the API without a message to it).
+    pub jobs: Arc<super::jobs::JobBoard>,
 }
 
 /// The registry name of a secret's rotation actor in the tree `namespace` (empty in
@@ -492,23 +495,40 @@ impl RotationState {
             Err(rejection) => return Ok(Err(rejection)),
         };
         self.name_lagging_consumers(&mut t);
-        if t.state != self.machine || t.history.is_some() {
+        let mut reached: Vec<Reached> = Reached::by(&self.machine, &t).into_iter().collect();
+        // A target whose steps need no I/O: its steps run here and the machine steps on in
+        // memory, so the attempt is committed once where a crash must resume it, not once
+        // per step.
+        let generated = if spec.target.steps_in_memory() && spec.verify_interval.is_none() {
+            self.step_in_memory(&rules, &mut t, &mut reached, now).await
+        } else {
+            None
+        };
+        if t.state != self.machine || t.history.is_some() || generated.is_some() {
             // Durability rule: the new state is on disk before any of its effects run.
             let journal = serde_json::to_vec(&t.state)?;
             let labels = machine::labels(&t.state);
-            let committed = self
-                .context
-                .store
-                .commit(
-                    &spec.secret,
-                    Commit {
-                        journal: &journal,
-                        labels: &labels,
-                        history: t.history.as_ref(),
-                        now,
-                    },
-                )
-                .await;
+            let commit = Commit {
+                journal: &journal,
+                labels: &labels,
+                history: t.history.as_ref(),
+                now,
+            };
+            let store = &self.context.store;
+            let committed = match &generated {
+                // The value generated on the way lands with the state that labels it.
+                Some((version, rotation, value)) => {
+                    let version = NewVersion {
+                        version: *version,
+                        rotation: *rotation,
+                        value,
+                    };
+                    store
+                        .put_version_and_commit(&spec.secret, version, commit)
+                        .await
+                }
+                None => store.commit(&spec.secret, commit).await,
+            };
             // A failed commit fails the actor: its supervisor restarts it, and it resumes
             // from the last state that did reach the store.
             self.context
@@ -530,31 +550,27 @@ impl RotationState {
             }
             committed?;
         }
-        // The job that started the attempt hears its outcome (promoted, or ended without).
-        let job_outcome = t.outcome.and_then(|outcome| {
-            let run = [&t.state.phase, &self.machine.phase]
-                .into_iter()
-                .find_map(|p| p.run().filter(|r| r.rotation == t.rotation))?;
-            Some((run.job.clone()?, outcome))
-        });
         let was = crate::machine::labels(&self.machine);
         self.machine = t.state;
-        if let Some((job, outcome)) = job_outcome {
-            super::jobs::report_outcome(
-                &self.context.namespace,
-                job,
-                self.spec.secret.clone(),
-                t.rotation,
-                outcome,
-            );
+        // The job that started the attempt hears its outcome (promoted, or ended without).
+        for r in &reached {
+            if let Some(job) = &r.job {
+                super::jobs::report_outcome(
+                    &self.context.namespace,
+                    job.clone(),
+                    self.spec.secret.clone(),
+                    r.rotation,
+                    r.outcome,
+                );
+            }
         }
         self.after_commit(&was, &t.effects);
         // A slot is held only while an attempt is before its promotion (or rolling back).
         if !holds_a_slot(&self.machine.phase) {
             self.slot = None;
         }
-        if let Some(outcome) = t.outcome {
-            self.count_outcome(outcome, now);
+        for r in reached {
+            self.count_outcome(r.outcome, r.started_at, now);
         }
         for effect in t.effects {
             self.execute(myself, effect, now);
@@ -562,6 +578,73 @@ impl RotationState {
         self.context.board.set(&self.spec.secret, self.status());
         self.maybe_verify(myself);
         Ok(Ok(t.rotation))
+    }
+
+    /// For a target whose steps need no I/O ([`Target::steps_in_memory`]): runs the step
+    /// effects of `t` here, in line, and steps the machine on with their results, until
+    /// the attempt waits for something else (a timer, a consumer, an operator), a step
+    /// wrote a history record (committed with the state that wrote it, one per commit), or
+    /// a slot is not free at once (the attempt then waits for one the ordinary way, in a
+    /// step task). `t` becomes the last transition, carrying every effect that is not a
+    /// step (timers, notices) in order; `reached` gets each result reached on the way. The
+    /// value a generate step made is returned, to be stored in the same transaction as
+    /// the state that labels it ([`Store::put_version_and_commit`]).
+    ///
+    /// Crash safety is unchanged: nothing outside the store saw the steps run here, so a
+    /// crash before the commit resumes from the last committed state and runs them again,
+    /// and a generated value is stored exactly when the state naming it is.
+    async fn step_in_memory(
+        &mut self,
+        rules: &Rules<'_>,
+        t: &mut machine::Transition,
+        reached: &mut Vec<Reached>,
+        now: DateTime<Utc>,
+    ) -> Option<(VersionNo, RotationId, SecretValue)> {
+        let mut generated = None;
+        while t.history.is_none() {
+            let Some(i) = t.effects.iter().position(|e| effect_step(e).is_some()) else {
+                break;
+            };
+            if holds_a_slot(&t.state.phase) && self.slot.is_none() {
+                let Ok(permit) = self.context.slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                self.context.metrics.rotation_jobs_active.inc();
+                self.slot = Some(Slot {
+                    _permit: permit,
+                    jobs_active: self.context.metrics.rotation_jobs_active.clone(),
+                });
+            }
+            let effect = t.effects.remove(i);
+            let Some((rotation, step)) = effect_step(&effect) else {
+                break;
+            };
+            let event =
+                match run_step(&self.spec, &self.context, effect, Some(&mut generated)).await {
+                    Ok(()) => Event::StepDone { rotation, step },
+                    Err(e) => {
+                        self.context
+                            .metrics
+                            .rotation_error(&self.spec.policy, e.kind.as_str());
+                        Event::StepFailed {
+                            rotation,
+                            step,
+                            error: e.kind,
+                        }
+                    }
+                };
+            // A step result is never rejected (a stale one changes nothing).
+            let Ok(mut next) = rules.step(&t.state, event, now) else {
+                break;
+            };
+            self.record_lagging(&mut next);
+            reached.extend(Reached::by(&t.state, &next));
+            let mut effects = std::mem::take(&mut t.effects);
+            effects.append(&mut next.effects);
+            next.effects = effects;
+            *t = next;
+        }
+        generated
     }
 
     /// Whether the secret is in grace, waiting for consumers the actor tracks itself
@@ -647,6 +730,12 @@ impl RotationState {
                 self.lagging_at_expiry = None;
             }
         }
+        self.record_lagging(t);
+    }
+
+    /// At the step that writes the attempt's history record: puts in it the consumers
+    /// named when the previous version expired.
+    fn record_lagging(&mut self, t: &mut machine::Transition) {
         if let Some(record) = t.history.as_mut()
             && let Some(lagging) = self.lagging_at_expiry.take()
         {
@@ -881,15 +970,22 @@ impl RotationState {
         }
     }
 
-    /// Counts the result an attempt reached (the machine says which, once per result).
-    fn count_outcome(&self, outcome: Outcome, now: DateTime<Utc>) {
+    /// Counts the result an attempt reached (the machine says which, once per result);
+    /// `started_at`: when the attempt started, if the state after its promotion still
+    /// holds it.
+    fn count_outcome(
+        &self,
+        outcome: Outcome,
+        started_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) {
         let m = &self.context.metrics;
         let policy = &self.spec.policy;
         let mut duration = None;
         if outcome == Outcome::Succeeded
-            && let Some(run) = self.machine.phase.run()
+            && let Some(started_at) = started_at
         {
-            let secs = (now - run.started_at).num_milliseconds().max(0) as f64 / 1000.0;
+            let secs = (now - started_at).num_milliseconds().max(0) as f64 / 1000.0;
             m.rotation_duration_seconds
                 .get_or_create(&crate::metrics::PolicyLabels {
                     policy: policy.clone(),
@@ -923,14 +1019,8 @@ impl RotationState {
 
     /// Runs one step effect in its own task, which reports back with `StepResult`.
     fn spawn_step(&mut self, myself: &ActorRef<RotationMsg>, effect: Effect) {
-        let (rotation, step) = match &effect {
-            Effect::Generate { rotation, .. } => (*rotation, Step::Generate),
-            Effect::Apply { rotation, .. } => (*rotation, Step::Apply),
-            Effect::Test { rotation, .. } => (*rotation, Step::Test),
-            Effect::Promote { rotation, .. } => (*rotation, Step::Promote),
-            Effect::Revoke { rotation, step, .. } => (*rotation, *step),
-            Effect::Restore { rotation, .. } => (*rotation, Step::Rollback),
-            _ => return,
+        let Some((rotation, step)) = effect_step(&effect) else {
+            return;
         };
         let needs_slot = holds_a_slot(&self.machine.phase);
         let held = self.slot.take();
@@ -959,16 +1049,18 @@ impl RotationState {
                 Some(lock) => Some(lock.lock_owned().await),
                 None => None,
             };
-            let result =
-                match tokio::time::timeout(spec.step_timeout, run_step(&spec, &context, effect))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(StepError {
-                        kind: ErrorKind::Timeout,
-                        refused: false,
-                    }),
-                };
+            let result = match tokio::time::timeout(
+                spec.step_timeout,
+                run_step(&spec, &context, effect, None),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(StepError {
+                    kind: ErrorKind::Timeout,
+                    refused: false,
+                }),
+            };
             drop(target_guard);
             let (result, refused) = match result {
                 Ok(()) => (Ok(()), false),
@@ -1011,6 +1103,48 @@ impl RotationState {
             .into_iter()
             .find(|v| v.fingerprint == fingerprint)
             .map(|v| v.version))
+    }
+}
+
+/// The attempt and step a step effect is for; `None` for timers and notices.
+fn effect_step(effect: &Effect) -> Option<(RotationId, Step)> {
+    Some(match effect {
+        Effect::Generate { rotation, .. } => (*rotation, Step::Generate),
+        Effect::Apply { rotation, .. } => (*rotation, Step::Apply),
+        Effect::Test { rotation, .. } => (*rotation, Step::Test),
+        Effect::Promote { rotation, .. } => (*rotation, Step::Promote),
+        Effect::Revoke { rotation, step, .. } => (*rotation, *step),
+        Effect::Restore { rotation, .. } => (*rotation, Step::Rollback),
+        Effect::ArmTimer { .. } | Effect::CancelTimer { .. } | Effect::Notify { .. } => {
+            return None;
+        }
+    })
+}
+
+/// A result an attempt reached in one step of the machine, with what counting and
+/// reporting it need from the attempt.
+struct Reached {
+    rotation: RotationId,
+    outcome: Outcome,
+    /// The emergency rotation job that started the attempt, which hears the result.
+    job: Option<String>,
+    /// When the attempt started, if the state after the step still holds it.
+    started_at: Option<DateTime<Utc>>,
+}
+
+impl Reached {
+    /// The result `t` reached from `before`, if any.
+    fn by(before: &SecretState, t: &machine::Transition) -> Option<Reached> {
+        let outcome = t.outcome?;
+        let run = [&t.state.phase, &before.phase]
+            .into_iter()
+            .find_map(|p| p.run().filter(|r| r.rotation == t.rotation));
+        Some(Reached {
+            rotation: t.rotation,
+            outcome,
+            job: run.and_then(|r| r.job.clone()),
+            started_at: t.state.phase.run().map(|r| r.started_at),
+        })
     }
 }
 
@@ -1172,11 +1306,17 @@ async fn revoke_again(
     done
 }
 
-/// Executes one step against the store and the target.
+/// A value generated by a step run in line and not stored yet: version, attempt, value.
+type Generated = Option<(VersionNo, RotationId, SecretValue)>;
+
+/// Executes one step against the store and the target. With `generated` (steps run in
+/// line, [`RotationState::step_in_memory`]) a generate step keeps its value there instead
+/// of storing it, and an apply or test of that version uses it from there.
 async fn run_step(
     spec: &RotationSpec,
     context: &RotationContext,
     effect: Effect,
+    generated: Option<&mut Generated>,
 ) -> Result<(), StepError> {
     let secret = &spec.secret;
     let log_err = |step: &str, e: &dyn std::fmt::Display| {
@@ -1210,6 +1350,10 @@ async fn run_step(
                 .shape_value(version, generator::generate(&spec.generator))
                 .await
                 .map_err(target_failed("generate"))?;
+            if let Some(kept) = generated {
+                *kept = Some((version, rotation, value));
+                return Ok(());
+            }
             context
                 .store
                 .put_version(secret, version, rotation, &value, now)
@@ -1218,15 +1362,26 @@ async fn run_step(
         }
         Effect::Apply { version, .. } | Effect::Test { version, .. } => {
             let is_apply = matches!(effect, Effect::Apply { .. });
-            let value = context
-                .store
-                .read_value(secret, version)
-                .await
-                .map_err(store_failed("read"))?;
+            let kept = generated
+                .and_then(|g| g.as_ref())
+                .filter(|(v, _, _)| *v == version)
+                .map(|(_, _, value)| value);
+            let read;
+            let value = match kept {
+                Some(value) => value,
+                None => {
+                    read = context
+                        .store
+                        .read_value(secret, version)
+                        .await
+                        .map_err(store_failed("read"))?;
+                    &read
+                }
+            };
             let r = if is_apply {
-                spec.target.apply(version, &value).await
+                spec.target.apply(version, value).await
             } else {
-                spec.target.test(version, &value).await
+                spec.target.test(version, value).await
             };
             r.map_err(target_failed(if is_apply { "apply" } else { "test" }))
         }

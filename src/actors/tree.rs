@@ -313,6 +313,7 @@ pub async fn start(
         scheduler: Scheduler::start(options.clock, options.namespace.clone()),
         namespace: options.namespace.clone(),
         consumers: Arc::new(ConsumerBoard::default()),
+        jobs: Arc::new(jobs_actor::JobBoard::default()),
     });
     let secrets: BTreeMap<SecretRef, Arc<RotationSpec>> = config
         .secrets
@@ -518,6 +519,7 @@ pub async fn start(
             metrics: metrics.clone(),
             clock: options.clock,
             namespace: ns.clone(),
+            views: context.jobs.clone(),
         };
         children.push(ChildSpec::actor(
             "jobs",

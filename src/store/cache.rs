@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{Commit, ReadValue, Record, Rev, Store, StoreError};
+use super::{Commit, NewVersion, ReadValue, Record, Rev, Store, StoreError};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
 use crate::metrics::Metrics;
@@ -178,6 +178,18 @@ impl Store for CachedStore {
 
     fn check_writable(&self) -> Result<(), StoreError> {
         self.inner.check_writable()
+    }
+
+    async fn put_version_and_commit(
+        &self,
+        secret: &SecretRef,
+        version: NewVersion<'_>,
+        commit: Commit<'_>,
+    ) -> Result<(), StoreError> {
+        self.invalidate(secret);
+        self.inner
+            .put_version_and_commit(secret, version, commit)
+            .await
     }
 
     async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {

@@ -28,8 +28,11 @@
 //! writer waits for an fsync'd empty commit that covers it. Whichever waiting writer finds
 //! no such fsync in flight runs one for everybody who committed before it started; the
 //! others wait for it. One writer alone pays one fsync per write, as before; sixteen
-//! rotation actors writing at once share theirs. A rotation costs one `put_version` and
-//! about five `commit`s; `benches/store.rs` measures it alone and with concurrent writers.
+//! rotation actors writing at once share theirs. A rotation through a target that does
+//! I/O costs one `put_version` and five `commit`s; one through a target whose steps run in
+//! memory (`none`) costs one `put_version_and_commit`, a single transaction
+//! ([`EmbeddedStore::write_counts`] counts them); `benches/store.rs` measures writes alone
+//! and with concurrent writers.
 //! If that fsync fails, the writers it was to cover get the error although their
 //! transaction is visible: the journal they resume from may then be one step ahead of what
 //! is durable, which the state machine's idempotent steps already tolerate (it is the same
@@ -87,7 +90,7 @@ use redb::{
 
 use super::crypto::MasterKey;
 use super::labels::{apply_labels, new_version};
-use super::{Commit, ReadValue, Record, Rev, Store, StoreError, check_record_name};
+use super::{Commit, NewVersion, ReadValue, Record, Rev, Store, StoreError, check_record_name};
 use crate::backoff::ExponentialBackoff;
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
@@ -122,6 +125,15 @@ const REOPEN_BACKOFF: ExponentialBackoff =
         Ok(b) => b,
         Err(_) => panic!("invalid reopen backoff"),
     };
+
+/// What [`EmbeddedStore::write_counts`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// Write transactions committed.
+    pub commits: u64,
+    /// Fsync'd commits the group commit ran to make them durable.
+    pub fsyncs: u64,
+}
 
 /// A [`Store`] backed by one redb file.
 pub struct EmbeddedStore {
@@ -380,6 +392,22 @@ impl EmbeddedStore {
     /// the end of a bulk seeding, not for a running service.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.db.sync()
+    }
+
+    /// Write transactions committed and fsyncs run by the group commit since the store
+    /// was opened: what a rotation costs the disk (commits per rotation, and how many of
+    /// them shared an fsync), read by tests and benchmarks.
+    pub fn write_counts(&self) -> WriteCounts {
+        let st = self
+            .db
+            .group
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        WriteCounts {
+            commits: st.committed,
+            fsyncs: st.fsyncs,
+        }
     }
 
     /// Runs `call` on a blocking thread: every redb read and write blocks, and a write
@@ -768,6 +796,34 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn put_version_and_commit(
+        &self,
+        secret: &SecretRef,
+        version: NewVersion<'_>,
+        commit: Commit<'_>,
+    ) -> Result<(), StoreError> {
+        let secret = secret.clone();
+        let (number, rotation, value) = (version.version, version.rotation, version.value.clone());
+        let (journal, labels) = (commit.journal.to_vec(), commit.labels.to_vec());
+        let (history, now) = (commit.history.cloned(), commit.now);
+        self.blocking(move |db| {
+            let version = NewVersion {
+                version: number,
+                rotation,
+                value: &value,
+            };
+            let commit = Commit {
+                journal: &journal,
+                labels: &labels,
+                history: history.as_ref(),
+                now,
+            };
+            let seq = db.with_file(|f| db.put_version_and_commit(f, &secret, version, commit))?;
+            db.wait_durable(seq)
+        })
+        .await
+    }
+
     async fn journal(&self, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {
         let secret = secret.clone();
         self.blocking(move |db| db.with_file(|f| db.journal(f, &secret)))
@@ -979,9 +1035,78 @@ impl Db {
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let what = Op("put_version", secret);
-        let k = (secret.tenant(), secret.key(), version);
         let writer = self.group.enter();
         let txn = self.begin_write(db, &what)?;
+        let new = NewVersion {
+            version,
+            rotation,
+            value,
+        };
+        let existing = self.insert_version(&txn, &what, secret, new, now)?;
+        match existing {
+            Existing::Absent => self.finish(txn, &what, writer),
+            // A replay after a crash: the first value stays, nothing is written, and the
+            // version was durable before the call that wrote it returned (commit 0, which
+            // every fsync covers).
+            Existing::SameRotation => {
+                txn.abort().map_err(|e| self.backend(&what, e))?;
+                Ok(0)
+            }
+            Existing::Other(existing) => {
+                txn.abort().map_err(|e| self.backend(&what, e))?;
+                Err(StoreError::VersionConflict {
+                    secret: secret.clone(),
+                    version,
+                    existing,
+                    requested: rotation,
+                })
+            }
+        }
+    }
+
+    /// `put_version` then `commit` in one transaction: both land or neither does.
+    fn put_version_and_commit(
+        &self,
+        db: &Database,
+        secret: &SecretRef,
+        version: NewVersion<'_>,
+        commit: Commit<'_>,
+    ) -> Result<u64, StoreError> {
+        let what = Op("commit with a new version", secret);
+        let writer = self.group.enter();
+        let txn = self.begin_write(db, &what)?;
+        // Any error below drops `txn` without committing, which aborts it.
+        match self.insert_version(&txn, &what, secret, version, commit.now)? {
+            Existing::Absent | Existing::SameRotation => {}
+            Existing::Other(existing) => {
+                return Err(StoreError::VersionConflict {
+                    secret: secret.clone(),
+                    version: version.version,
+                    existing,
+                    requested: version.rotation,
+                });
+            }
+        }
+        self.write_commit(&txn, &what, secret, commit)?;
+        self.finish(txn, &what, writer)
+    }
+
+    /// Inserts `version` (metadata and sealed value) into `txn` unless it exists; says
+    /// whether it did.
+    fn insert_version(
+        &self,
+        txn: &WriteTransaction,
+        what: &Op<'_>,
+        secret: &SecretRef,
+        new: NewVersion<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Existing, StoreError> {
+        let NewVersion {
+            version,
+            rotation,
+            value,
+        } = new;
+        let k = (secret.tenant(), secret.key(), version);
         let existing = {
             let mut versions = txn
                 .open_table(VERSIONS)
@@ -1011,25 +1136,7 @@ impl Db {
                 }
             }
         };
-        match existing {
-            Existing::Absent => self.finish(txn, &what, writer),
-            // A replay after a crash: the first value stays, nothing is written, and the
-            // version was durable before the call that wrote it returned (commit 0, which
-            // every fsync covers).
-            Existing::SameRotation => {
-                txn.abort().map_err(|e| self.backend(&what, e))?;
-                Ok(0)
-            }
-            Existing::Other(existing) => {
-                txn.abort().map_err(|e| self.backend(&what, e))?;
-                Err(StoreError::VersionConflict {
-                    secret: secret.clone(),
-                    version,
-                    existing,
-                    requested: rotation,
-                })
-            }
-        }
+        Ok(existing)
     }
 
     fn commit(
@@ -1039,11 +1146,23 @@ impl Db {
         commit: Commit<'_>,
     ) -> Result<u64, StoreError> {
         let what = Op("commit", secret);
-        let (t, k) = (secret.tenant(), secret.key());
         let writer = self.group.enter();
         let txn = self.begin_write(db, &what)?;
         // Any error below drops `txn` without committing, which aborts it: journal, labels
         // and history land together or not at all.
+        self.write_commit(&txn, &what, secret, commit)?;
+        self.finish(txn, &what, writer)
+    }
+
+    /// Writes journal, labels and history of `commit` into `txn`.
+    fn write_commit(
+        &self,
+        txn: &WriteTransaction,
+        what: &Op<'_>,
+        secret: &SecretRef,
+        commit: Commit<'_>,
+    ) -> Result<(), StoreError> {
+        let (t, k) = (secret.tenant(), secret.key());
         {
             let mut versions = txn
                 .open_table(VERSIONS)
@@ -1099,7 +1218,7 @@ impl Db {
                 }
             }
         }
-        self.finish(txn, &what, writer)
+        Ok(())
     }
 
     fn journal(&self, db: &Database, secret: &SecretRef) -> Result<Option<Vec<u8>>, StoreError> {

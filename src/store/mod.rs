@@ -177,6 +177,14 @@ pub struct Commit<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// A version to store with a commit ([`Store::put_version_and_commit`]).
+#[derive(Clone, Copy)]
+pub struct NewVersion<'a> {
+    pub version: VersionNo,
+    pub rotation: RotationId,
+    pub value: &'a SecretValue,
+}
+
 /// Reading stored values, and nothing else: what a target is built with (the cached store
 /// in production), so it can read an older version's value, and learn which version is
 /// current, but never write.
@@ -242,6 +250,31 @@ pub trait Store: ReadValue {
     /// they write. Always `Ok` for a store that is not fenced.
     fn check_writable(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// [`Store::put_version`] of `version` (as it says: the same version again for the
+    /// same rotation keeps the first value) followed by [`Store::commit`], for a rotation
+    /// actor that stepped an attempt on in memory past its generate step (a target whose
+    /// steps need no I/O): the commit's labels may name `version`. A backend that can
+    /// writes both in one transaction (the embedded store does); the default writes the
+    /// version first, which a crash between the two leaves as after a crash between the
+    /// generate step and the commit that follows it: the journal resumes the same rotation,
+    /// whose `put_version` then finds its version already there.
+    async fn put_version_and_commit(
+        &self,
+        secret: &SecretRef,
+        version: NewVersion<'_>,
+        commit: Commit<'_>,
+    ) -> Result<(), StoreError> {
+        self.put_version(
+            secret,
+            version.version,
+            version.rotation,
+            version.value,
+            commit.now,
+        )
+        .await?;
+        self.commit(secret, commit).await
     }
 
     /// The last committed journal bytes, if any.

@@ -86,6 +86,16 @@ pub trait Target: Send + Sync + 'static {
     /// metrics.
     fn type_name(&self) -> &'static str;
 
+    /// Whether every step of this target is work in memory only: no system behind it, no
+    /// wait, nothing that can half-happen. The rotation actor then runs such a target's
+    /// steps in line and commits the attempt's state once where a crash must be able to
+    /// resume, instead of once per step: re-running a step of this target after a crash
+    /// changes nothing anywhere. The default is `false`; only the store-only `none` target
+    /// without a simulated delay says `true`.
+    fn steps_in_memory(&self) -> bool {
+        false
+    }
+
     /// Turns a freshly generated value into what is stored for `version` (what consumers
     /// read): e.g. `{"username","password","url"}` for PostgreSQL. Called once per version,
     /// before the value is stored, while the version that was current when the attempt

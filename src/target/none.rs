@@ -123,6 +123,12 @@ impl Target for NoneTarget {
         "none"
     }
 
+    /// A store-only target holds nothing; with a simulated delay (tests of concurrency)
+    /// its steps take time like a real target's and go the ordinary way.
+    fn steps_in_memory(&self) -> bool {
+        self.delay.is_zero()
+    }
+
     async fn apply(&self, version: VersionNo, _value: &SecretValue) -> Result<(), TargetError> {
         self.pause().await;
         self.check("apply", version)

@@ -624,3 +624,209 @@ async fn rotor_rotate_tenant_follows_a_job_with_plain_lines_and_a_summary() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("accepted: rotation"));
 }
+
+/// The job's attempts of each secret of tenant `t1` (`keys` of them), read from a store
+/// no process uses any more: history records of job attempts plus the attempt in flight.
+async fn job_attempts_in(store: &EmbeddedStore, keys: usize, job: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for i in 0..keys {
+        let s = t1(i);
+        let history = store.history(&s, 100).await.unwrap();
+        let recorded = history.iter().filter(|h| h.trigger == Trigger::Job).count();
+        let bytes = store.journal(&s).await.unwrap().expect("journal");
+        let state: SecretState = serde_json::from_slice(&bytes).unwrap();
+        let live = state.phase.run().is_some_and(|r| {
+            r.job.as_deref() == Some(job) && !recorded_has(&history, r.rotation.0)
+        });
+        out.push((s.to_string(), recorded + usize::from(live)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_job_killed_half_way_resumes_in_the_restarted_binary_and_rotates_each_secret_once() {
+    const KEYS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = rotor_bin::config(port, &config_text(KEYS));
+    let rotor = RotorBin::start(dir.path(), port, &config).await;
+    let addr = rotor.addr;
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let token = token.trim().to_owned();
+    let view = async |id: &str| {
+        let r = request(
+            addr,
+            "GET",
+            &format!("/admin/jobs/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+        (r.status, r.json())
+    };
+    // Every first version written (600 of them), so the job meets settled secrets.
+    eventually(Duration::from_secs(60), "first versions", async || {
+        let r = request(addr, "GET", "/metrics", Some(&token), None).await;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let succeeded: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("secret_rotation_total{") && l.contains("succeeded"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        succeeded >= (2 * KEYS) as f64
+    })
+    .await;
+    let r = request(
+        addr,
+        "POST",
+        "/admin/secrets/rotate-all",
+        Some(&token),
+        Some(r#"{"tenantId":"t1","ratePerSecond":100,"maxConcurrent":16}"#),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let id = r.json()["jobId"].as_str().unwrap().to_owned();
+    // Half-way: some done, most not started.
+    let done_at_kill = eventually(Duration::from_secs(30), "a third done", async || {
+        let (status, v) = view(&id).await;
+        assert_eq!(status, 200, "{v}");
+        let done = v["done"].as_u64().unwrap();
+        (done >= KEYS as u64 / 3).then_some(done)
+    })
+    .await;
+    assert!(
+        done_at_kill < KEYS as u64,
+        "the job ended before the kill: {done_at_kill}"
+    );
+    rotor.kill_group();
+
+    let mut rotor = RotorBin::start(dir.path(), port, &config).await;
+    let end = eventually(
+        Duration::from_secs(60),
+        "the resumed job to end",
+        async || {
+            let (status, v) = view(&id).await;
+            // Right after the start the jobs may still be loading (503).
+            (status == 200 && !v["finishedAt"].is_null()).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(end["state"], "finished", "{end}");
+    assert_eq!(end["total"], KEYS as u64, "{end}");
+    assert_eq!(end["done"], KEYS as u64, "{end}");
+    assert_eq!(end["failed"], 0, "{end}");
+    assert!(
+        rotor.log().contains("resuming a rotation job"),
+        "{}",
+        rotor.log()
+    );
+    assert!(rotor.terminate(Duration::from_secs(10)).success());
+
+    // Each secret of the tenant rotated once by the job (history and journal), the other
+    // tenant not at all.
+    let store = open_store(dir.path());
+    let attempts = job_attempts_in(&store, KEYS, &id).await;
+    let wrong: Vec<_> = attempts.iter().filter(|(_, n)| *n != 1).collect();
+    assert!(
+        wrong.is_empty(),
+        "secrets not rotated exactly once: {wrong:?}"
+    );
+    for i in 0..KEYS {
+        let s = t1(i);
+        let versions = store.versions(&s).await.unwrap();
+        assert_eq!(versions.len(), 2, "{s}: {versions:?}");
+        let other = SecretRef::new("t2", &format!("k{i:03}")).unwrap();
+        assert_eq!(store.versions(&other).await.unwrap().len(), 1, "{other}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ended_jobs_are_deleted_after_a_week_with_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), 3, t0(), 0).await;
+    let old = h.start_job("t1", 1000, 4, false).await;
+    h.wait_ended(&old.job_id).await;
+    // Four days later a second job; the first is still readable.
+    tokio::time::sleep(Duration::from_secs(4 * 86_400)).await;
+    let recent = h.start_job("t2", 1000, 4, false).await;
+    h.wait_ended(&recent.job_id).await;
+    assert_eq!(h.job(&old.job_id).await.state, "finished");
+    let ids = |records: Vec<rotor::store::Record>| -> Vec<String> {
+        records.into_iter().map(|r| r.id).collect()
+    };
+    for ns in [
+        rotor::actors::jobs::JOBS_NS,
+        rotor::actors::jobs::SECRETS_NS,
+    ] {
+        let stored = ids(h.store.record_list(ns).await.unwrap());
+        assert!(stored.contains(&old.job_id), "{ns}: {stored:?}");
+    }
+    // A week and a sweep after the first ended: it is gone, records and all; the second
+    // (ended three days later) stays.
+    tokio::time::sleep(Duration::from_secs(3 * 86_400) + rotor::actors::jobs::SWEEP_EVERY).await;
+    eventually(Duration::from_secs(5), "the old job deleted", async || {
+        matches!(
+            h.admin.job(old.job_id.clone()).await,
+            Err(AdminError::NotFound(_))
+        )
+    })
+    .await;
+    for ns in [
+        rotor::actors::jobs::JOBS_NS,
+        rotor::actors::jobs::SECRETS_NS,
+    ] {
+        let stored = ids(h.store.record_list(ns).await.unwrap());
+        assert_eq!(stored, vec![recent.job_id.clone()], "{ns}");
+    }
+    assert_eq!(h.job(&recent.job_id).await.state, "finished");
+    let text = h.admin.metrics_text().await.unwrap();
+    assert!(text.contains("rotor_jobs{state=\"finished\"} 1"), "{text}");
+}
+
+/// Store writes per rotation of a `rotate-all` job over store-only secrets, through the
+/// `none` target the actor steps in memory and through the same target with a 1 ms delay
+/// per step (every step committed, as for a real target): printed, and the in-memory path
+/// must cost one write transaction per rotation.
+#[tokio::test(start_paused = true)]
+async fn commits_per_rotation_of_a_job_over_store_only_secrets() {
+    const KEYS: usize = 40;
+    let mut measured = Vec::new();
+    for delay in [Duration::ZERO, Duration::from_millis(1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let target: Arc<dyn Target> = Arc::new(rotor::target::none::NoneTarget::with_delay(
+            SecretRef::new("t1", "k000").unwrap(),
+            delay,
+        ));
+        let mut h = start_with(dir.path(), KEYS, t0(), 0, Some(target)).await;
+        let before = h.store.write_counts();
+        let job = h.start_job("t1", 10_000, 16, false).await;
+        let end = h.wait_ended(&job.job_id).await;
+        assert_eq!((end.done, end.failed), (KEYS as u64, 0));
+        let after = h.store.write_counts();
+        // The job's own records: the list of secrets, the progress record at its start,
+        // its reservation and its end (and at most one a second between).
+        let commits = (after.commits - before.commits) as f64 / KEYS as f64;
+        let fsyncs = (after.fsyncs - before.fsyncs) as f64 / KEYS as f64;
+        println!(
+            "commits per rotation ({}): {commits:.2} write transactions, {fsyncs:.2} fsyncs (job records included)",
+            if delay.is_zero() {
+                "steps in memory"
+            } else {
+                "step by step"
+            }
+        );
+        measured.push(commits);
+        h.tree.shutdown(Duration::from_secs(5)).await;
+    }
+    let job_records = 6.0 / KEYS as f64;
+    assert!(
+        measured[0] <= 1.0 + job_records,
+        "in memory: {} commits per rotation",
+        measured[0]
+    );
+    assert!(
+        measured[1] >= 6.0,
+        "step by step: {} commits per rotation",
+        measured[1]
+    );
+}

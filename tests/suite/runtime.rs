@@ -364,13 +364,29 @@ async fn saved_state(store: &EmbeddedStore, s: &SecretRef) -> SecretState {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
-    // Writes of one rotation: the generating commit, put_version, then 4 commits (staged,
-    // applied, tested, grace). Fail each in turn; the actor crashes on the failed write, its
-    // supervisor restarts it, and it resumes from the last state that reached the store:
-    // that attempt (same rotation id, same pending version) is the one that finishes, and
-    // no other is started.
-    for k in 0..6u64 {
-        let mut h = start().await;
+    // Writes of one rotation through a target that takes time (1 ms a step): the generating
+    // commit, put_version, then 4 commits (staged, applied, tested, grace). Through the
+    // store-only target, whose steps the actor runs in memory: one write (the new version
+    // with the state in grace). Fail each in turn; the actor crashes on the failed write,
+    // its supervisor restarts it, and it resumes from the last state that reached the
+    // store: that attempt (same rotation id, same pending version) is the one that
+    // finishes, and no other is started.
+    let targets = [(Duration::from_millis(1), 6u64), (Duration::ZERO, 1u64)];
+    for (k, delay) in targets
+        .into_iter()
+        .flat_map(|(delay, writes)| (0..writes).map(move |k| (k, delay)))
+    {
+        let target = Arc::new(NoneTarget::with_delay(t1(), delay));
+        assert_eq!(target.steps_in_memory(), delay.is_zero());
+        let mut h = start_with(
+            tempfile::tempdir().unwrap(),
+            Intensity {
+                max_restarts: 5,
+                within: Duration::from_secs(10),
+            },
+            target,
+        )
+        .await;
         eventually(Duration::from_secs(5), "v1", async || {
             h.admin.ready() && labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
         })
