@@ -326,9 +326,13 @@ fn end_of_line(b: &[u8], pos: usize) -> Option<usize> {
     let mut p = skip_ws(b, pos);
     if b.get(p) == Some(&b'#') {
         while p < b.len() && b[p] != b'\n' {
-            // Control characters other than tab are not allowed in a comment.
-            if (b[p] < 0x20 && b[p] != b'\t' && b[p] != b'\r') || b[p] == 0x7f {
+            // Control characters other than tab are not allowed in a comment; a carriage
+            // return only ends the line.
+            if is_control(b[p]) && !(b[p] == b'\r' && b.get(p + 1) == Some(&b'\n')) {
                 return None;
+            }
+            if b[p] == b'\r' {
+                break;
             }
             p += 1;
         }

@@ -8,6 +8,10 @@
 //!    [`model`], merging the [`builtin`] policies;
 //! 3. [`env`] overrides from the environment are checked alongside and applied last.
 //!
+//! Before stage one, [`fast`] takes the `[[secrets]]` entries written in the simple form
+//! out of the text (a million of them would be gigabytes as a TOML tree); stage two reads
+//! them from the text through the same checks, with the same messages.
+//!
 //! A document with an `[agent]` table is the other kind, the configuration of `rotor
 //! agent` ([`agent`]): it shares the `[[mounts]]` and `[watch]` checks and has none of the
 //! rest. [`load_any`] tells the two apart (what `rotor check` uses).

@@ -19,8 +19,11 @@
 //! A million secrets must load in seconds and hold little afterwards, so this path avoids
 //! work per secret that a few secrets would not notice: key paths for messages are built
 //! only when there is a message, one validated target is shared (`Arc`) by every secret of
-//! a set and by consecutive `[[secrets]]` whose targets are equal, and duplicates are found
-//! through a map of 64-bit hashes to indices rather than of cloned names.
+//! a set, by consecutive `[[secrets]]` whose targets are equal and by the entries the
+//! scanner took (`super::fast`) whose inline targets are written alike under one policy,
+//! and duplicates are found through a map of 64-bit hashes to indices rather than of
+//! cloned names. A taken entry is read from the text and goes through the same checks as
+//! an entry of the parsed document, in document order.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -127,6 +127,9 @@ fn string_value() -> impl Strategy<Value = String> {
         Just("\"\"".to_owned()),
         Just("\"a/b\"".to_owned()),
         Just("\"tab\\there\"".to_owned()),
+        Just("\"raw\ttab\"".to_owned()),
+        Just("\"raw\u{1}control\"".to_owned()),
+        Just("'lit\\eral'".to_owned()),
         Just("\"\\e\"".to_owned()),
         Just("5".to_owned()),
         Just("true".to_owned()),
@@ -210,7 +213,12 @@ fn simple_entry() -> impl Strategy<Value = String> {
         prop::option::weighted(0.9, kv("key", ident_value().boxed())),
         prop::option::weighted(0.9, kv("policy", policy_value().boxed())),
         prop::option::of(kv("target", target_value().boxed())),
-        prop::option::of(Just("# trailing comment\n\n")),
+        prop::option::of(prop_oneof![
+            8 => Just("# trailing comment\n\n"),
+            1 => Just("# a bare\rcarriage return\n"),
+            1 => Just("# a control \u{1} character\n"),
+            4 => Just("\t# tab \t indented\r\n"),
+        ]),
     )
         .prop_map(|(t, k, p, g, c)| {
             let mut out = String::from("[[secrets]]\n");
