@@ -104,6 +104,16 @@ fn messages_of_taken_entries_name_the_same_place() {
 }
 
 #[test]
+fn an_agent_table_is_found_beside_many_taken_entries() {
+    use super::super::agent::is_agent_document;
+    let service = scale_doc(50);
+    assert!(!is_agent_document(&service));
+    assert!(is_agent_document(&format!(
+        "{service}[agent]\nrotor_url = \"http://127.0.0.1:8080\"\n"
+    )));
+}
+
+#[test]
 fn shipped_files_load_the_same_both_ways() {
     for name in ["config/example.toml", "config/production.toml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
