@@ -267,9 +267,7 @@ fn is_bare(c: u8) -> bool {
 fn root_key_may_be_secrets(line: &[u8]) -> bool {
     match line.first() {
         Some(b'"' | b'\'') => true,
-        _ => {
-            line.starts_with(b"secrets") && !line.get(7).is_some_and(|c| is_bare(*c))
-        }
+        _ => line.starts_with(b"secrets") && !line.get(7).is_some_and(|c| is_bare(*c)),
     }
 }
 
@@ -467,10 +465,7 @@ impl Str {
                 Some(u @ ('u' | 'U')) => {
                     let n = if u == 'u' { 4 } else { 8 };
                     let hex: String = chars.by_ref().take(n).collect();
-                    if let Some(c) = u32::from_str_radix(&hex, 16)
-                        .ok()
-                        .and_then(char::from_u32)
-                    {
+                    if let Some(c) = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
                         out.push(c);
                     }
                 }
@@ -501,7 +496,9 @@ pub(super) fn header_span(text: &str, start: usize) -> Range<usize> {
 
 /// The start of the line after the header of the section starting at `start`.
 pub(super) fn body_start(text: &str, start: usize) -> usize {
-    text[start..].find('\n').map_or(text.len(), |i| start + i + 1)
+    text[start..]
+        .find('\n')
+        .map_or(text.len(), |i| start + i + 1)
 }
 
 /// Reads the body of a `[[secrets]]` entry (`range`: from the line after its header to

@@ -232,9 +232,7 @@ fn check(
     }
     let pruned = match split {
         None => schema::check_document(&mut diag, doc.get_mut()),
-        Some(split) => {
-            schema::check_residual(&mut diag, doc.get_mut(), &split.residual_indices())
-        }
+        Some(split) => schema::check_residual(&mut diag, doc.get_mut(), &split.residual_indices()),
     };
     let raw = match raw::parse(doc) {
         Ok(raw) => raw,

@@ -243,8 +243,9 @@ pub(super) fn validate(
 enum Target {
     /// No `target` key (or one the schema walk removed): store only.
     Default,
-    /// Validated, to be shared with the entry before when equal.
-    Validated(TargetConfig),
+    /// Validated, to be shared with the entry before when equal (boxed: the variants
+    /// are large next to the other two).
+    Validated(Box<TargetConfig>),
     /// Already shared.
     Shared(Arc<TargetConfig>),
 }
@@ -285,9 +286,8 @@ impl Declarations<'_> {
         };
         self.declare(v, i, declared, |v, path, policy| match &s.target {
             None => Some(Target::Default),
-            Some(raw) => {
-                TargetConfig::validate(v, &path(), Some(raw), policy).map(Target::Validated)
-            }
+            Some(raw) => TargetConfig::validate(v, &path(), Some(raw), policy)
+                .map(|t| Target::Validated(Box::new(t))),
         });
     }
 
@@ -352,7 +352,7 @@ impl Declarations<'_> {
         );
         let target = target(v, &path, policy.as_deref()).map(|t| match t {
             Target::Default => self.default_target.clone(),
-            Target::Validated(t) => share(&mut self.last_target, t),
+            Target::Validated(t) => share(&mut self.last_target, *t),
             Target::Shared(t) => t,
         });
         let (Some(tenant), Some(key), Some(policy), Some(target)) = (tenant, key, policy, target)

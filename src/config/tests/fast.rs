@@ -31,7 +31,7 @@ const POLICY: &str = "[policies.NAME]\ninterval = \"30d\"\ngrace = \"2h\"\n\
 
 /// `n` entries in the shape `scripts/config-scale.sh` writes.
 fn scale_doc(n: usize) -> String {
-    let mut text = String::from(POLICY.replace("NAME", "tenant_db"));
+    let mut text = POLICY.replace("NAME", "tenant_db");
     for i in 0..n {
         text.push_str(&format!(
             "[[secrets]]\ntenant = \"tenant{:05}\"\nkey = \"key{:02}\"\npolicy = \"tenant_db\"\ntarget = {{ type = \"none\" }}\n",
@@ -195,7 +195,12 @@ fn spacing() -> impl Strategy<Value = &'static str> {
 
 fn line() -> impl Strategy<Value = String> {
     let kv = |key: &'static str, value: BoxedStrategy<String>| {
-        (spacing(), spacing(), value, prop::option::of(Just(" # note")))
+        (
+            spacing(),
+            spacing(),
+            value,
+            prop::option::of(Just(" # note")),
+        )
             .prop_map(move |(a, b, v, c)| format!("{a}{key}{b}={b}{v}{}", c.unwrap_or("")))
     };
     prop_oneof![
@@ -300,13 +305,15 @@ fn the_generated_documents_mostly_take_the_fast_path() {
             .expect("a document")
             .current();
         total += 1;
-        if fast::split(&text).is_some_and(|s| toml::de::DeTable::parse(&s.residual.text).is_ok())
-        {
+        if fast::split(&text).is_some_and(|s| toml::de::DeTable::parse(&s.residual.text).is_ok()) {
             taken += 1;
         }
     }
     // Otherwise the property test below would compare the slow path with itself.
-    assert!(taken * 3 > total, "only {taken} of {total} documents took the fast path");
+    assert!(
+        taken * 3 > total,
+        "only {taken} of {total} documents took the fast path"
+    );
 }
 
 proptest! {
