@@ -107,6 +107,15 @@ pub struct AgentSettings {
 /// configuration. A document that does not parse is not one (its syntax errors are reported
 /// by whichever loader reads it).
 pub(super) fn is_agent_document(text: &str) -> bool {
+    // A million `[[secrets]]` tables are gigabytes as a TOML tree: look in what the fast
+    // path's scanner leaves (every table but the `[[secrets]]` entries it takes) when that
+    // parses.
+    if let Some(split) = super::fast::split(text) {
+        let (doc, errors) = DeTable::parse_recoverable(&split.residual.text);
+        if errors.is_empty() {
+            return doc.get_ref().contains_key(AGENT_TABLE);
+        }
+    }
     let (doc, _) = DeTable::parse_recoverable(text);
     doc.get_ref().contains_key(AGENT_TABLE)
 }

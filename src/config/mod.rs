@@ -8,6 +8,10 @@
 //!    [`model`], merging the [`builtin`] policies;
 //! 3. [`env`] overrides from the environment are checked alongside and applied last.
 //!
+//! Before stage one, [`fast`] takes the `[[secrets]]` entries written in the simple form
+//! out of the text (a million of them would be gigabytes as a TOML tree); stage two reads
+//! them from the text through the same checks, with the same messages.
+//!
 //! A document with an `[agent]` table is the other kind, the configuration of `rotor
 //! agent` ([`agent`]): it shares the `[[mounts]]` and `[watch]` checks and has none of the
 //! rest. [`load_any`] tells the two apart (what `rotor check` uses).
@@ -33,6 +37,7 @@ mod builtin;
 mod check;
 mod env;
 mod error;
+mod fast;
 mod model;
 mod policy;
 mod raw;
@@ -148,7 +153,33 @@ impl Config {
 
     /// Validates configuration text whose relative `tenants_file` paths are read from
     /// `base_dir` (the configuration file's directory).
+    ///
+    /// `[[secrets]]` entries written in the simple form are read by a scanner ([`fast`])
+    /// and the rest of the document by the TOML parser; the result, messages included,
+    /// is the one [`Config::from_str_slow`] gives for the whole document.
     pub fn from_str_in(
+        text: &str,
+        origin: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        if let Some(split) = fast::split(text) {
+            let (doc, syntax_errors) = DeTable::parse_recoverable(&split.residual.text);
+            // A residual that does not parse: the whole document is checked the slow way,
+            // so the syntax errors are the parser's on the document as written.
+            if syntax_errors.is_empty() {
+                let doc = split.residual.restore_spans(doc);
+                let mut diag = Diagnostics::new(text);
+                let overrides = env::read(env, &mut diag);
+                return check(diag, doc, overrides, origin, base_dir, Some(&split));
+            }
+        }
+        Config::from_str_slow(text, origin, base_dir, env)
+    }
+
+    /// [`Config::from_str_in`] without the scanner: the whole document goes through the
+    /// TOML parser. Kept callable so that tests compare the two.
+    pub(crate) fn from_str_slow(
         text: &str,
         origin: &str,
         base_dir: &Path,
@@ -157,7 +188,7 @@ impl Config {
         let mut diag = Diagnostics::new(text);
         let overrides = env::read(env, &mut diag);
 
-        let (mut doc, syntax_errors) = DeTable::parse_recoverable(text);
+        let (doc, syntax_errors) = DeTable::parse_recoverable(text);
         if !syntax_errors.is_empty() {
             // A document that does not parse has no reliable structure to check further.
             for e in syntax_errors {
@@ -165,44 +196,59 @@ impl Config {
             }
             return Err(diag.finish(origin));
         }
-
-        // An `[agent]` table makes the file the sidecar's: say so instead of calling every
-        // table unknown.
-        if let Some((key, _)) = doc
-            .get_ref()
-            .iter()
-            .find(|(k, _)| k.get_ref() == agent::AGENT_TABLE)
-        {
-            diag.at(
-                Some(key.span()),
-                agent::AGENT_TABLE,
-                "an [agent] table makes this a `rotor agent` configuration: start it with \
-                 `rotor agent -c FILE` (`rotor check` validates both kinds)",
-            );
-            return Err(diag.finish(origin));
-        }
-        let pruned = schema::check_document(&mut diag, doc.get_mut());
-        let raw = match raw::parse(doc) {
-            Ok(raw) => raw,
-            Err(e) => {
-                // Unreachable while the schema and the raw structs agree (a test checks
-                // that); reported rather than panicking if they ever drift apart.
-                diag.at(e.span(), "document", e.message().to_owned());
-                return Err(diag.finish(origin));
-            }
-        };
-        let mut config = validate::validate(raw, &mut diag, &pruned, base_dir);
-        if !diag.is_empty() {
-            return Err(diag.finish(origin));
-        }
-        env::apply(&mut config, overrides);
-        Ok(config)
+        check(diag, doc, overrides, origin, base_dir, None)
     }
 
     /// The policy called `name`.
     pub fn policy(&self, name: &str) -> Option<&std::sync::Arc<Policy>> {
         self.policies.get(name)
     }
+}
+
+/// Checks a parsed document (the whole one, or the residual of a `split` with its spans
+/// moved back to the document's) into the model.
+fn check(
+    mut diag: Diagnostics<'_>,
+    mut doc: toml::Spanned<DeTable<'_>>,
+    overrides: env::EnvOverrides,
+    origin: &str,
+    base_dir: &Path,
+    split: Option<&fast::Split<'_>>,
+) -> Result<Config, ConfigErrors> {
+    // An `[agent]` table makes the file the sidecar's: say so instead of calling every
+    // table unknown.
+    if let Some((key, _)) = doc
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == agent::AGENT_TABLE)
+    {
+        diag.at(
+            Some(key.span()),
+            agent::AGENT_TABLE,
+            "an [agent] table makes this a `rotor agent` configuration: start it with \
+             `rotor agent -c FILE` (`rotor check` validates both kinds)",
+        );
+        return Err(diag.finish(origin));
+    }
+    let pruned = match split {
+        None => schema::check_document(&mut diag, doc.get_mut()),
+        Some(split) => schema::check_residual(&mut diag, doc.get_mut(), &split.residual_indices()),
+    };
+    let raw = match raw::parse(doc) {
+        Ok(raw) => raw,
+        Err(e) => {
+            // Unreachable while the schema and the raw structs agree (a test checks
+            // that); reported rather than panicking if they ever drift apart.
+            diag.at(e.span(), "document", e.message().to_owned());
+            return Err(diag.finish(origin));
+        }
+    };
+    let mut config = validate::validate(raw, &mut diag, &pruned, base_dir, split);
+    if !diag.is_empty() {
+        return Err(diag.finish(origin));
+    }
+    env::apply(&mut config, overrides);
+    Ok(config)
 }
 
 /// Returns the heap pages freed after a load to the operating system. glibc's allocator

@@ -50,6 +50,23 @@ pub(super) fn parse(mut doc: Spanned<DeTable<'_>>) -> Result<RawConfig, toml::de
     Ok(raw)
 }
 
+/// The raw target of a `[[secrets]]` entry the fast path took (`super::fast`), from its
+/// inline table as the schema walk left it; `None` when it has no `type` (reported).
+pub(super) fn typed_target(
+    mut value: Spanned<DeValue<'_>>,
+) -> Result<Option<S<RawTarget>>, toml::de::Error> {
+    let DeValue::Table(keys) = value.get_mut() else {
+        return Ok(None);
+    };
+    let Some(kind) = keys
+        .remove("type")
+        .and_then(|t| t.get_ref().as_str().map(str::to_owned))
+    else {
+        return Ok(None);
+    };
+    typed(value, |de| RawTarget::deserialize(&kind, de)).map(Some)
+}
+
 /// Takes the typed `target` table out of every entry of the array of tables at `list`
 /// (`secrets`, `secret_sets`), with the entry's index.
 fn take_targets<'i>(

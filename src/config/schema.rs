@@ -155,17 +155,17 @@ const POLICY: &[Field] = &[
     f("verify_interval", Ty::Duration),
 ];
 
+/// A `[[secrets]]` entry's `target`.
+const SECRET_TARGET: Ty = Ty::Tagged {
+    what: "target",
+    variants: crate::target::config::TYPES,
+};
+
 const SECRET: &[Field] = &[
     f("tenant", Ty::Str),
     f("key", Ty::Str),
     f("policy", Ty::Str),
-    f(
-        "target",
-        Ty::Tagged {
-            what: "target",
-            variants: crate::target::config::TYPES,
-        },
-    ),
+    f("target", SECRET_TARGET),
 ];
 
 const METRICS: &[Field] = &[f("per_secret", Ty::Bool)];
@@ -214,6 +214,40 @@ pub(super) fn check_document(
     check_document_with(diag, root, ROOT)
 }
 
+/// [`check_document`] for a residual document (the fast path's, `super::fast`): its k-th
+/// `[[secrets]]` entry is `secrets[secrets_index[k]]` of the whole document, in messages
+/// and in the pruned key paths.
+pub(super) fn check_residual(
+    diag: &mut Diagnostics<'_>,
+    root: &mut DeTable<'_>,
+    secrets_index: &[u32],
+) -> HashSet<String> {
+    let mut walk = Walk {
+        diag,
+        pruned: HashSet::new(),
+        secrets_index,
+    };
+    walk.table("", root, ROOT);
+    walk.pruned
+}
+
+/// Checks the `target` of the `[[secrets]]` entry whose target's key path is `path`, as
+/// the walk of a whole document does: `false` when it must be removed (and reported).
+/// Returns that and the key paths removed inside it.
+pub(super) fn check_value(
+    diag: &mut Diagnostics<'_>,
+    path: &str,
+    target: &mut Spanned<DeValue<'_>>,
+) -> (bool, HashSet<String>) {
+    let mut walk = Walk {
+        diag,
+        pruned: HashSet::new(),
+        secrets_index: &[],
+    };
+    let kept = walk.value(path, target, &SECRET_TARGET);
+    (kept, walk.pruned)
+}
+
 /// Checks `root` against `fields` (another kind of document: the agent's), reporting and
 /// removing what does not fit. Returns the key paths that were removed.
 pub(super) fn check_document_with(
@@ -224,6 +258,7 @@ pub(super) fn check_document_with(
     let mut walk = Walk {
         diag,
         pruned: HashSet::new(),
+        secrets_index: &[],
     };
     walk.table("", root, fields);
     walk.pruned
@@ -232,6 +267,9 @@ pub(super) fn check_document_with(
 struct Walk<'d, 's> {
     diag: &'d mut Diagnostics<'s>,
     pruned: HashSet<String>,
+    /// Where each `[[secrets]]` entry of the walked document is among all of them; empty
+    /// when it is the whole document.
+    secrets_index: &'d [u32],
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -321,7 +359,11 @@ impl Walk<'_, '_> {
             (Ty::TableList(fields), DeValue::Array(items)) => {
                 let mut ok = true;
                 for (i, item) in items.iter_mut().enumerate() {
-                    let item_path = format!("{path}[{i}]");
+                    let shown = match self.secrets_index.get(i) {
+                        Some(global) if path == "secrets" => *global as usize,
+                        _ => i,
+                    };
+                    let item_path = format!("{path}[{shown}]");
                     let item_span = item.span();
                     let item_found = item.get_ref().type_str();
                     match item.get_mut() {

@@ -19,8 +19,11 @@
 //! A million secrets must load in seconds and hold little afterwards, so this path avoids
 //! work per secret that a few secrets would not notice: key paths for messages are built
 //! only when there is a message, one validated target is shared (`Arc`) by every secret of
-//! a set and by consecutive `[[secrets]]` whose targets are equal, and duplicates are found
-//! through a map of 64-bit hashes to indices rather than of cloned names.
+//! a set, by consecutive `[[secrets]]` whose targets are equal and by the entries the
+//! scanner took (`super::fast`) whose inline targets are written alike under one policy,
+//! and duplicates are found through a map of 64-bit hashes to indices rather than of
+//! cloned names. A taken entry is read from the text and goes through the same checks as
+//! an entry of the parsed document, in document order.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,11 +34,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::DeValue;
 
 use super::check::{Validator, join};
+use super::fast::{self, Split};
 use super::model::{Policy, SecretConfig};
-use super::raw::RawSecret;
-use super::schema::{Field, Ty, f};
+use super::raw::{self, RawSecret};
+use super::schema::{self, Field, Ty, f};
 use crate::domain::{SecretRef, validate_ident};
 use crate::target::TargetConfig;
 use crate::target::config::RawTarget;
@@ -104,7 +109,9 @@ struct SetTenants {
 }
 
 /// Validates `[[secrets]]` and then `[[secret_sets]]` into the managed secrets, in file
-/// order within each form. `base_dir` resolves a relative `tenants_file`.
+/// order within each form. `base_dir` resolves a relative `tenants_file`. With `fast`, the
+/// `[[secrets]]` entries the scanner took are read from the text (`secrets` then holds
+/// only the others, in order) and go through the same checks in document order.
 pub(super) fn validate(
     v: &mut Validator<'_, '_>,
     secrets: &[Spanned<RawSecret>],
@@ -112,54 +119,50 @@ pub(super) fn validate(
     policies: &BTreeMap<String, Arc<Policy>>,
     broken: &HashSet<String>,
     base_dir: &Path,
+    fast: Option<&Split<'_>>,
 ) -> Vec<SecretConfig> {
-    let mut out = Vec::with_capacity(secrets.len());
-    let mut registry = Registry::default();
     let default_target = Arc::new(TargetConfig::default());
-    let mut last_target = default_target.clone();
-
-    for (i, spanned) in secrets.iter().enumerate() {
-        let s = spanned.get_ref();
-        let path = || format!("secrets[{i}]");
-        let tenant = ident(v, &path, spanned.span(), "tenant", s.tenant.as_ref());
-        let key = ident(v, &path, spanned.span(), "key", s.key.as_ref());
-        let policy = policy(
-            v,
-            &path,
-            spanned.span(),
-            s.policy.as_ref(),
-            policies,
-            broken,
-        );
-        let target = match &s.target {
-            None => Some(default_target.clone()),
-            Some(raw) => TargetConfig::validate(v, &path(), Some(raw), policy.as_deref())
-                .map(|t| share(&mut last_target, t)),
-        };
-        let (Some(tenant), Some(key), Some(policy), Some(target)) = (tenant, key, policy, target)
-        else {
-            continue;
-        };
-        // Both parts were validated above, each with its own diagnostic.
-        let Ok(secret) = SecretRef::new(tenant, key) else {
-            continue;
-        };
-        if let Err(first) = registry.insert(&out, &secret, Origin::Secret(i as u32)) {
-            let span = s.key.as_ref().map_or(spanned.span(), |k| k.span());
-            let first = describe(first, &[]);
-            v.diag.at(
-                Some(span),
-                &path(),
-                format!("duplicate secret {secret}: already declared as {first}"),
-            );
-            continue;
+    let mut declared = Declarations {
+        out: Vec::with_capacity(fast.map_or(secrets.len(), |f| f.entries.len())),
+        registry: Registry::default(),
+        last_target: default_target.clone(),
+        default_target,
+        policies,
+        broken,
+    };
+    match fast {
+        None => {
+            for (i, spanned) in secrets.iter().enumerate() {
+                declared.slow(v, i, spanned);
+            }
         }
-        out.push(SecretConfig {
-            secret,
-            policy,
-            target,
-        });
+        Some(split) => {
+            let mut slow = secrets.iter();
+            let mut targets = HashMap::new();
+            for (i, entry) in split.entries.iter().enumerate() {
+                match entry {
+                    None => {
+                        if let Some(spanned) = slow.next() {
+                            declared.slow(v, i, spanned);
+                        }
+                    }
+                    Some((start, end)) => declared.fast(
+                        v,
+                        i,
+                        split.text,
+                        *start as usize..*end as usize,
+                        &mut targets,
+                    ),
+                }
+            }
+        }
     }
+    let Declarations {
+        mut out,
+        mut registry,
+        default_target,
+        ..
+    } = declared;
 
     // The tenants file of each set seen so far, for messages about a duplicate.
     let mut files: Vec<Option<String>> = Vec::with_capacity(sets.len());
@@ -172,7 +175,7 @@ pub(super) fn validate(
             v,
             &|| path.clone(),
             spanned.span(),
-            set.policy.as_ref(),
+            set.policy.as_ref().map(spanned_str),
             policies,
             broken,
         );
@@ -236,6 +239,210 @@ pub(super) fn validate(
     out
 }
 
+/// A `[[secrets]]` entry's target, once checked.
+enum Target {
+    /// No `target` key (or one the schema walk removed): store only.
+    Default,
+    /// Validated, to be shared with the entry before when equal (boxed: the variants
+    /// are large next to the other two).
+    Validated(Box<TargetConfig>),
+    /// Already shared.
+    Shared(Arc<TargetConfig>),
+}
+
+/// The keys of one `[[secrets]]` entry, from either path: `(value, span)` each.
+struct Declared<'a> {
+    /// The entry's table (its `[[secrets]]` header).
+    span: Range<usize>,
+    tenant: Option<(&'a str, Range<usize>)>,
+    key: Option<(&'a str, Range<usize>)>,
+    policy: Option<(&'a str, Range<usize>)>,
+}
+
+/// The `[[secrets]]` entries validated so far.
+struct Declarations<'p> {
+    out: Vec<SecretConfig>,
+    registry: Registry,
+    default_target: Arc<TargetConfig>,
+    last_target: Arc<TargetConfig>,
+    policies: &'p BTreeMap<String, Arc<Policy>>,
+    broken: &'p HashSet<String>,
+}
+
+/// The validated inline targets of taken entries, by their text and the entry's policy
+/// (its address; the policies outlive the check): a million entries written alike are
+/// parsed and checked once. Only a target that drew no message is kept.
+type TargetCache<'t> = HashMap<(&'t str, usize), Arc<TargetConfig>>;
+
+impl Declarations<'_> {
+    /// An entry from the residual document.
+    fn slow(&mut self, v: &mut Validator<'_, '_>, i: usize, spanned: &Spanned<RawSecret>) {
+        let s = spanned.get_ref();
+        let declared = Declared {
+            span: spanned.span(),
+            tenant: s.tenant.as_ref().map(spanned_str),
+            key: s.key.as_ref().map(spanned_str),
+            policy: s.policy.as_ref().map(spanned_str),
+        };
+        self.declare(v, i, declared, |v, path, policy| match &s.target {
+            None => Some(Target::Default),
+            Some(raw) => TargetConfig::validate(v, &path(), Some(raw), policy)
+                .map(|t| Target::Validated(Box::new(t))),
+        });
+    }
+
+    /// An entry the scanner took, read again from `text` (`section`: from its header's
+    /// line to the next header).
+    fn fast<'t>(
+        &mut self,
+        v: &mut Validator<'_, '_>,
+        i: usize,
+        text: &'t str,
+        section: Range<usize>,
+        targets: &mut TargetCache<'t>,
+    ) {
+        let span = fast::header_span(text, section.start);
+        let body = fast::body_start(text, section.start);
+        let Some(entry) = fast::parse_entry(text, body..section.end) else {
+            // `fast::split` took the entry because this read it.
+            debug_assert!(false, "a taken entry no longer reads");
+            return;
+        };
+        let decode = |s: &fast::Str| (s.decode(text), s.span.clone());
+        let (tenant, key, policy) = (
+            entry.tenant.as_ref().map(decode),
+            entry.key.as_ref().map(decode),
+            entry.policy.as_ref().map(decode),
+        );
+        let declared = Declared {
+            span,
+            tenant: tenant.as_ref().map(|(s, r)| (&**s, r.clone())),
+            key: key.as_ref().map(|(s, r)| (&**s, r.clone())),
+            policy: policy.as_ref().map(|(s, r)| (&**s, r.clone())),
+        };
+        self.declare(v, i, declared, |v, path, policy| match entry.target {
+            None => Some(Target::Default),
+            Some(range) => fast_target(v, path, policy, text, range, targets),
+        });
+    }
+
+    /// Checks one entry and adds its secret unless something was reported; `target`
+    /// checks its target (given the entry's key path and its policy when that resolved).
+    fn declare(
+        &mut self,
+        v: &mut Validator<'_, '_>,
+        i: usize,
+        d: Declared<'_>,
+        target: impl FnOnce(
+            &mut Validator<'_, '_>,
+            &dyn Fn() -> String,
+            Option<&Policy>,
+        ) -> Option<Target>,
+    ) {
+        let path = || format!("secrets[{i}]");
+        let tenant = ident(v, &path, d.span.clone(), "tenant", d.tenant.clone());
+        let key = ident(v, &path, d.span.clone(), "key", d.key.clone());
+        let policy = policy(
+            v,
+            &path,
+            d.span.clone(),
+            d.policy.clone(),
+            self.policies,
+            self.broken,
+        );
+        let target = target(v, &path, policy.as_deref()).map(|t| match t {
+            Target::Default => self.default_target.clone(),
+            Target::Validated(t) => share(&mut self.last_target, *t),
+            Target::Shared(t) => t,
+        });
+        let (Some(tenant), Some(key), Some(policy), Some(target)) = (tenant, key, policy, target)
+        else {
+            return;
+        };
+        // Both parts were validated above, each with its own diagnostic.
+        let Ok(secret) = SecretRef::new(tenant, key) else {
+            return;
+        };
+        if let Err(first) = self
+            .registry
+            .insert(&self.out, &secret, Origin::Secret(i as u32))
+        {
+            let span = d.key.map_or(d.span, |(_, k)| k);
+            let first = describe(first, &[]);
+            v.diag.at(
+                Some(span),
+                &path(),
+                format!("duplicate secret {secret}: already declared as {first}"),
+            );
+            return;
+        }
+        self.out.push(SecretConfig {
+            secret,
+            policy,
+            target,
+        });
+    }
+}
+
+/// The target of a taken entry, written as the inline table at `range`: parsed by the
+/// TOML parser, its spans moved to `range`, checked by the schema walk and validated as
+/// the residual document's targets are.
+fn fast_target<'t>(
+    v: &mut Validator<'_, '_>,
+    path: &dyn Fn() -> String,
+    policy: Option<&Policy>,
+    text: &'t str,
+    range: Range<usize>,
+    targets: &mut TargetCache<'t>,
+) -> Option<Target> {
+    let written = &text[range.clone()];
+    let cache_key = (written, policy.map_or(0, |p| p as *const Policy as usize));
+    if let Some(target) = targets.get(&cache_key) {
+        return Some(Target::Shared(target.clone()));
+    }
+    // `fast::split` took the entry only if this parses.
+    let value = DeValue::parse(written).ok()?;
+    let offset = range.start;
+    let mut value = fast::shift_value(value, &|r| r.start + offset..r.end + offset);
+    let before = v.diag.len();
+    let target_path = join(&path(), "target");
+    let (kept, mut pruned) = schema::check_value(v.diag, &target_path, &mut value);
+    let raw = if kept {
+        match raw::typed_target(value) {
+            Ok(raw) => raw,
+            Err(e) => {
+                // Unreachable while the schema and the raw structs agree.
+                v.diag.at(e.span(), "document", e.message().to_owned());
+                return None;
+            }
+        }
+    } else {
+        pruned.insert(target_path);
+        None
+    };
+    let Some(raw) = raw else {
+        return Some(Target::Default);
+    };
+    let mut local = Validator {
+        diag: &mut *v.diag,
+        pruned: &pruned,
+    };
+    let target = Arc::new(TargetConfig::validate(
+        &mut local,
+        &path(),
+        Some(&raw),
+        policy,
+    )?);
+    if v.diag.len() == before {
+        targets.insert(cache_key, target.clone());
+    }
+    Some(Target::Shared(target))
+}
+
+fn spanned_str(s: &Spanned<String>) -> (&str, Range<usize>) {
+    (s.get_ref().as_str(), s.span())
+}
+
 /// `t` itself or, when equal, the target before it: consecutive `[[secrets]]` with the
 /// same target share one allocation.
 fn share(last: &mut Arc<TargetConfig>, t: TargetConfig) -> Arc<TargetConfig> {
@@ -251,7 +458,7 @@ fn ident<'r>(
     path: &dyn Fn() -> String,
     table: Range<usize>,
     key: &str,
-    value: Option<&'r Spanned<String>>,
+    value: Option<(&'r str, Range<usize>)>,
 ) -> Option<&'r str> {
     match value {
         None => {
@@ -262,11 +469,10 @@ fn ident<'r>(
             );
             None
         }
-        Some(text) => match validate_ident(text.get_ref()) {
-            Ok(()) => Some(text.get_ref()),
+        Some((text, span)) => match validate_ident(text) {
+            Ok(()) => Some(text),
             Err(e) => {
-                v.diag
-                    .value(text.span(), &join(&path(), key), e.to_string());
+                v.diag.value(span, &join(&path(), key), e.to_string());
                 None
             }
         },
@@ -278,7 +484,7 @@ fn policy(
     v: &mut Validator<'_, '_>,
     path: &dyn Fn() -> String,
     table: Range<usize>,
-    value: Option<&Spanned<String>>,
+    value: Option<(&str, Range<usize>)>,
     policies: &BTreeMap<String, Arc<Policy>>,
     broken: &HashSet<String>,
 ) -> Option<Arc<Policy>> {
@@ -291,13 +497,13 @@ fn policy(
             );
             None
         }
-        Some(name) => match policies.get(name.get_ref()) {
+        Some((name, span)) => match policies.get(name) {
             Some(p) => Some(p.clone()),
-            None if broken.contains(name.get_ref()) => None,
+            None if broken.contains(name) => None,
             None => {
                 let known = policies.keys().cloned().collect::<Vec<_>>().join(", ");
                 v.diag.value(
-                    name.span(),
+                    span,
                     &join(&path(), "policy"),
                     format!("no policy has this name; known policies: {known}"),
                 );

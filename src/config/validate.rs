@@ -57,6 +57,7 @@ pub(super) fn validate(
     diag: &mut Diagnostics<'_>,
     pruned: &HashSet<String>,
     base_dir: &Path,
+    fast: Option<&super::fast::Split<'_>>,
 ) -> Config {
     let mut v = Validator { diag, pruned };
     let server = v.server(raw.server.as_ref());
@@ -74,6 +75,7 @@ pub(super) fn validate(
         &policies,
         &broken,
         base_dir,
+        fast,
     );
     v.managed(&mentions, &secrets);
     crate::publish::config::check_view_fields(&mut v, &publish.json_fields, &secrets);

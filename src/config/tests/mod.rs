@@ -4,6 +4,7 @@
 //! shipped config file is loaded in [`files`].
 
 mod agent;
+mod fast;
 mod files;
 mod ha;
 mod notify;
