@@ -318,7 +318,7 @@ impl Api {
                 let _ = api_stopped.await;
             },
         ));
-        (stop_api, task)
+        Ok((stop_api, task))
     }
 }
 

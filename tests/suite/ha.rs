@@ -420,6 +420,7 @@ impl Vault {
         Vault {
             settings: VaultSettings {
                 address,
+                other_addresses: Vec::new(),
                 mount: mount.to_owned(),
                 path_prefix: "ha".into(),
                 namespace: None,

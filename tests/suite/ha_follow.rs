@@ -138,6 +138,7 @@ impl Env {
     fn settings(&self) -> VaultSettings {
         VaultSettings {
             address: self.address.clone(),
+            other_addresses: Vec::new(),
             mount: self.mount.clone(),
             path_prefix: "prod".into(),
             namespace: None,
