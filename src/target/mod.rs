@@ -86,6 +86,14 @@ pub trait Target: Send + Sync + 'static {
     /// metrics.
     fn type_name(&self) -> &'static str;
 
+    /// Whether the target has nothing to do for any step: a first start may then create
+    /// the secret's first version in bulk (`actors::bootstrap`), running the state machine's
+    /// steps in memory instead of one actor's round trips. Only `none` says so (and not
+    /// while a test makes it fail or slow); the default is `false`.
+    fn store_only(&self) -> bool {
+        false
+    }
+
     /// Turns a freshly generated value into what is stored for `version` (what consumers
     /// read): e.g. `{"username","password","url"}` for PostgreSQL. Called once per version,
     /// before the value is stored, while the version that was current when the attempt
