@@ -326,14 +326,18 @@ pub async fn start(
 
     // New store-only secrets get their first versions in bulk before their actors start,
     // which then resume from that state (see `bootstrap`).
-    let first_versions = bootstrap::run(
-        &secrets,
-        &context.store,
-        &metrics,
-        options.clock,
-        bootstrap::BATCH,
-    )
-    .await;
+    let first_versions = if config.runtime.first_versions_in_bulk {
+        bootstrap::run(
+            &secrets,
+            &context.store,
+            &metrics,
+            options.clock,
+            bootstrap::BATCH,
+        )
+        .await
+    } else {
+        bootstrap::FirstVersions::default()
+    };
 
     let observer_metrics = metrics.clone();
     let observer: Arc<dyn Fn(SupervisorEvent) + Send + Sync> = Arc::new(move |event| {
