@@ -86,10 +86,10 @@ pub trait Target: Send + Sync + 'static {
     /// metrics.
     fn type_name(&self) -> &'static str;
 
-    /// Whether the target has nothing to do for any step: a first start may then create
-    /// the secret's first version in bulk (`actors::bootstrap`), running the state machine's
-    /// steps in memory instead of one actor's round trips. Only `none` says so (and not
-    /// while a test makes it fail or slow); the default is `false`.
+    /// Whether every step of this target succeeds at once with nothing to do, so a caller
+    /// may take the steps as done without running them (a first start then creates the
+    /// first version in bulk). Only `none` says so, and not while a test makes it fail or
+    /// wait; the default is `false`.
     fn store_only(&self) -> bool {
         false
     }
