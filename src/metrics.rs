@@ -164,6 +164,9 @@ pub struct Metrics {
     pub rotation_jobs_active: Gauge,
     pub secrets_watched: Gauge,
     pub secrets_managed: Gauge,
+    /// Secrets still waiting for their first version from the bulk path of a first start
+    /// (`actors::bootstrap`); 0 once it is done.
+    pub first_versions_pending: Gauge,
     pub secrets_stuck: Gauge,
     pub actor_restarts_total: Family<KindLabels, Counter>,
     pub notifications_total: Family<KindLabels, Counter>,
@@ -316,6 +319,12 @@ impl Metrics {
             "rotor_secrets_managed",
             "Tenant secrets with a rotation actor",
             secrets_managed.clone(),
+        );
+        let first_versions_pending = Gauge::default();
+        r.register(
+            "rotor_first_versions_pending",
+            "Secrets still waiting for their first version from the bulk path of a first start",
+            first_versions_pending.clone(),
         );
         let secrets_stuck = Gauge::default();
         r.register(
@@ -533,6 +542,7 @@ impl Metrics {
             rotation_jobs_active,
             secrets_watched,
             secrets_managed,
+            first_versions_pending,
             secrets_stuck,
             actor_restarts_total,
             notifications_total,

@@ -26,6 +26,10 @@ mod consumers;
 // Structural checks of the Kubernetes manifests in `deploy/`.
 #[path = "suite/deploy.rs"]
 mod deploy;
+// The bulk path of a first start: the actor path's end state, crash and resume in whole
+// batches, the pending gauge, the trait's default write.
+#[path = "suite/first_start.rs"]
+mod first_start;
 // A fleet of pods on the real parts (OpenBao store and view, a CSI stand-in, PostgreSQL
 // consumers behind `rotor agent` processes): no failed login over rotations, frozen and
 // killed agents, the per-workload reload budget, promotion-to-acknowledgement figures.

@@ -10,6 +10,8 @@
 //!   backtrace.
 //! - [`tree`]: rotor's own tree (metrics, notifier, watchers, rotations) built from config.
 //! - [`rotation`]: one actor per tenant secret, driving the state machine.
+//! - [`bootstrap`]: the bulk path of a first start: new store-only secrets' first versions
+//!   in batched transactions, before their rotation actors start.
 //! - [`watcher`]: one actor per `[[mounts]]` path: inotify or polling, debounce, reloads.
 //! - [`publisher`]: one actor per `[[publish]]` directory, writing current values the way
 //!   kubelet does.
@@ -24,6 +26,7 @@
 //! - [`vault_token`]: renews the Vault store's token (re-login on failure).
 
 pub mod admin;
+pub mod bootstrap;
 pub mod consumers;
 pub mod jobs;
 pub mod metrics;

@@ -25,6 +25,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use tokio::sync::Semaphore;
 
+use super::bootstrap;
 use super::consumers::{self as consumers_actor, ConsumerBoard, ConsumersActor, ConsumersArgs};
 use super::jobs::{self as jobs_actor, JobsActor, JobsArgs};
 use super::metrics::{self as metrics_actor, MetricsActor};
@@ -336,6 +337,21 @@ pub async fn start(
         }
     }
 
+    // New store-only secrets get their first versions in bulk before their actors start,
+    // which then resume from that state (see `bootstrap`).
+    let first_versions = if config.runtime.first_versions_in_bulk {
+        bootstrap::run(
+            &secrets,
+            &context.store,
+            &metrics,
+            options.clock,
+            bootstrap::BATCH,
+        )
+        .await
+    } else {
+        bootstrap::FirstVersions::default()
+    };
+
     let observer_metrics = metrics.clone();
     let observer: Arc<dyn Fn(SupervisorEvent) + Send + Sync> = Arc::new(move |event| {
         if let SupervisorEvent::Restarting { kind: role, .. } = &event {
@@ -551,6 +567,8 @@ pub async fn start(
         })
         .with_observer(observer);
     let root = spawn_root(Some(format!("{ns}rotor")), root_args).await?;
+    // The notifier runs now: the notices of the first versions written in bulk go out.
+    first_versions.notify(&ns);
 
     // Ready once every rotation actor has published its state (it does after loading its
     // journal and resuming).

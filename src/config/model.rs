@@ -166,6 +166,10 @@ pub struct RuntimeConfig {
     /// First retry delay after a failed rotation; doubles up to `retry_backoff_max`.
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
+    /// New store-only secrets get their first versions through the bulk path of a first
+    /// start (`actors::bootstrap`), in batched transactions before their actors start
+    /// (default). `false` leaves each to its rotation actor, one rotation at a time.
+    pub first_versions_in_bulk: bool,
 }
 
 /// Volume watching as a whole.

@@ -201,6 +201,7 @@ pub(super) struct RawRuntime {
     pub shutdown_timeout: Option<S<String>>,
     pub retry_backoff: Option<S<String>>,
     pub retry_backoff_max: Option<S<String>>,
+    pub first_versions_in_bulk: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -83,6 +83,7 @@ const RUNTIME: &[Field] = &[
     f("shutdown_timeout", Ty::Duration),
     f("retry_backoff", Ty::Duration),
     f("retry_backoff_max", Ty::Duration),
+    f("first_versions_in_bulk", Ty::Bool),
 ];
 
 pub(super) const WATCH: &[Field] = &[

@@ -423,6 +423,9 @@ impl Validator<'_, '_> {
             shutdown_timeout,
             retry_backoff,
             retry_backoff_max,
+            first_versions_in_bulk: raw
+                .and_then(|r| r.first_versions_in_bulk.as_ref())
+                .is_none_or(|b| *b.get_ref()),
         }
     }
 

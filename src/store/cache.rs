@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{Commit, NewVersion, ReadValue, Record, Rev, Store, StoreError};
+use super::{Commit, FirstVersion, NewVersion, ReadValue, Record, Rev, Store, StoreError};
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
 use crate::metrics::Metrics;
@@ -214,6 +214,17 @@ impl Store for CachedStore {
 
     async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError> {
         self.inner.secrets().await
+    }
+
+    async fn create_first_versions(
+        &self,
+        firsts: &[FirstVersion],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        for first in firsts {
+            self.invalidate(&first.secret);
+        }
+        self.inner.create_first_versions(firsts, now).await
     }
 
     // Records hold no value: they pass straight through, uncached.

@@ -90,7 +90,9 @@ use redb::{
 
 use super::crypto::MasterKey;
 use super::labels::{apply_labels, new_version};
-use super::{Commit, NewVersion, ReadValue, Record, Rev, Store, StoreError, check_record_name};
+use super::{
+    Commit, FirstVersion, NewVersion, ReadValue, Record, Rev, Store, StoreError, check_record_name,
+};
 use crate::backoff::ExponentialBackoff;
 use crate::domain::{HistoryRecord, RotationId, SecretRef, VersionMeta, VersionNo};
 use crate::generator::SecretValue;
@@ -850,6 +852,20 @@ impl Store for EmbeddedStore {
         self.blocking(|db| db.with_file(|f| db.secrets(f))).await
     }
 
+    async fn create_first_versions(
+        &self,
+        firsts: &[FirstVersion],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let firsts = firsts.to_vec();
+        self.blocking(move |db| {
+            let (seq, written) = db.with_file(|f| db.create_first_versions(f, &firsts, now))?;
+            db.wait_durable(seq)?;
+            Ok(written)
+        })
+        .await
+    }
+
     async fn record_get(&self, ns: &str, id: &str) -> Result<Option<(Vec<u8>, Rev)>, StoreError> {
         check_record_name("namespace", ns)?;
         check_record_name("id", id)?;
@@ -1293,6 +1309,80 @@ impl Db {
             out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt(&what, e))?);
         }
         Ok(out)
+    }
+
+    /// Every secret of `firsts` without a journal gets its version (sealed), labels,
+    /// journal and history record, all in one transaction; the others are skipped. Returns
+    /// the group-commit sequence (0 when nothing was written) and which were written.
+    fn create_first_versions(
+        &self,
+        db: &Database,
+        firsts: &[FirstVersion],
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Vec<bool>), StoreError> {
+        let what = format!("create the first versions of {} secrets", firsts.len());
+        let writer = self.group.enter();
+        let txn = self.begin_write(db, &what)?;
+        let mut written = Vec::with_capacity(firsts.len());
+        // Any error below drops `txn` without committing: the batch lands whole or not at all.
+        {
+            let mut journal = txn
+                .open_table(JOURNAL)
+                .map_err(|e| self.backend(&what, e))?;
+            let mut versions = txn
+                .open_table(VERSIONS)
+                .map_err(|e| self.backend(&what, e))?;
+            let mut values = txn.open_table(VALUES).map_err(|e| self.backend(&what, e))?;
+            let mut history = txn
+                .open_table(HISTORY)
+                .map_err(|e| self.backend(&what, e))?;
+            for first in firsts {
+                let secret = &first.secret;
+                let op = Op("create the first version of", secret);
+                let (t, k) = (secret.tenant(), secret.key());
+                let started = journal
+                    .get((t, k))
+                    .map_err(|e| self.backend(&op, e))?
+                    .is_some();
+                // A version without a journal is possible only from another writer that
+                // stopped half-way; it is not overwritten (a value once stored stays).
+                let stored = versions
+                    .range((t, k, 0u64)..=(t, k, u64::MAX))
+                    .map_err(|e| self.backend(&op, e))?
+                    .next()
+                    .is_some();
+                if started || stored {
+                    written.push(false);
+                    continue;
+                }
+                let sealed = self.key.seal(secret, first.version, first.value.expose())?;
+                let fingerprint = self.key.fingerprint(first.value.expose());
+                let mut all = vec![new_version(first.version, first.rotation, now, fingerprint)];
+                apply_labels(secret, &mut all, &first.labels, now)?;
+                let json = serde_json::to_vec(&all[0]).map_err(|e| corrupt(&op, e))?;
+                versions
+                    .insert((t, k, first.version), json.as_slice())
+                    .map_err(|e| self.backend(&op, e))?;
+                values
+                    .insert((t, k, first.version), sealed.as_slice())
+                    .map_err(|e| self.backend(&op, e))?;
+                journal
+                    .insert((t, k), first.journal.as_slice())
+                    .map_err(|e| self.backend(&op, e))?;
+                if let Some(record) = &first.history {
+                    let json = serde_json::to_vec(record).map_err(|e| corrupt(&op, e))?;
+                    history
+                        .insert((t, k, 1u64), json.as_slice())
+                        .map_err(|e| self.backend(&op, e))?;
+                }
+                written.push(true);
+            }
+        }
+        if !written.contains(&true) {
+            txn.abort().map_err(|e| self.backend(&what, e))?;
+            return Ok((0, written));
+        }
+        Ok((self.finish(txn, &what, writer)?, written))
     }
 
     fn secrets(&self, db: &Database) -> Result<Vec<SecretRef>, StoreError> {

@@ -185,6 +185,27 @@ pub struct NewVersion<'a> {
     pub value: &'a SecretValue,
 }
 
+/// One secret's first version and the state its first rotation ends in, as
+/// [`Store::create_first_versions`] writes it: the version's value, then the journal, labels
+/// and history record a [`Commit`] would carry.
+#[derive(Debug, Clone)]
+pub struct FirstVersion {
+    pub secret: SecretRef,
+    pub version: VersionNo,
+    /// The attempt that created the version.
+    pub rotation: RotationId,
+    pub value: SecretValue,
+    /// Serialised state-machine state after the first rotation; opaque to the store.
+    pub journal: Vec<u8>,
+    /// Every labelled version after the first rotation (the first version, `current`).
+    pub labels: Vec<(VersionNo, Label)>,
+    pub history: Option<HistoryRecord>,
+}
+
+/// How many secrets the default [`Store::create_first_versions`] writes at once: a remote
+/// store's round trips overlap, without a burst that would look like an attack to it.
+pub const FIRST_VERSIONS_CONCURRENCY: usize = 16;
+
 /// Reading stored values, and nothing else: what a target is built with (the cached store
 /// in production), so it can read an older version's value, and learn which version is
 /// current, but never write.
@@ -292,6 +313,59 @@ pub trait Store: ReadValue {
 
     /// Every secret that has a journal.
     async fn secrets(&self) -> Result<Vec<SecretRef>, StoreError>;
+
+    /// Writes the first version of many secrets that have no journal yet, each with the
+    /// journal, labels and history record of its finished first rotation (the bulk path of
+    /// a first start). A secret that has a journal by the time it is written is left as it
+    /// is (someone else started it); the answer says, in order, which ones were written.
+    ///
+    /// The embedded store writes the whole batch in one transaction: all of it, or none.
+    /// This default, which the Vault store uses, runs up to
+    /// [`FIRST_VERSIONS_CONCURRENCY`] secrets at a time, each as `journal`, `put_version`
+    /// and `commit`: each secret's state lands in one write or not at all, and a version
+    /// written without its state (a crash in between) is written again by the same
+    /// rotation, which `put_version` accepts, keeping the first value.
+    async fn create_first_versions(
+        &self,
+        firsts: &[FirstVersion],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut written = Vec::with_capacity(firsts.len());
+        // Chunks rather than a sliding window: boxed futures keep the default method's
+        // future `Send` for every implementor.
+        for chunk in firsts.chunks(FIRST_VERSIONS_CONCURRENCY) {
+            let mut calls: Vec<futures::future::BoxFuture<'_, Result<bool, StoreError>>> =
+                Vec::with_capacity(chunk.len());
+            for first in chunk {
+                calls.push(Box::pin(async move {
+                    if self.journal(&first.secret).await?.is_some() {
+                        return Ok(false);
+                    }
+                    self.put_version(
+                        &first.secret,
+                        first.version,
+                        first.rotation,
+                        &first.value,
+                        now,
+                    )
+                    .await?;
+                    self.commit(
+                        &first.secret,
+                        Commit {
+                            journal: &first.journal,
+                            labels: &first.labels,
+                            history: first.history.as_ref(),
+                            now,
+                        },
+                    )
+                    .await?;
+                    Ok(true)
+                }));
+            }
+            written.extend(futures::future::try_join_all(calls).await?);
+        }
+        Ok(written)
+    }
 
     /// The record `ns/id` and its revision, if it exists.
     async fn record_get(&self, ns: &str, id: &str) -> Result<Option<(Vec<u8>, Rev)>, StoreError>;

@@ -96,6 +96,14 @@ pub trait Target: Send + Sync + 'static {
         false
     }
 
+    /// Whether every step of this target succeeds at once with nothing to do, so a caller
+    /// may take the steps as done without running them (a first start then creates the
+    /// first version in bulk). Only `none` says so, and not while a test makes it fail or
+    /// wait; the default is `false`.
+    fn store_only(&self) -> bool {
+        false
+    }
+
     /// Turns a freshly generated value into what is stored for `version` (what consumers
     /// read): e.g. `{"username","password","url"}` for PostgreSQL. Called once per version,
     /// before the value is stored, while the version that was current when the attempt

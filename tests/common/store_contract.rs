@@ -14,7 +14,7 @@ use rotor::domain::{
     HistoryRecord, Label, Outcome, RotationId, SecretRef, Step, Trigger, VersionNo,
 };
 use rotor::generator::SecretValue;
-use rotor::store::{Commit, Store, StoreError};
+use rotor::store::{Commit, FirstVersion, Store, StoreError};
 
 /// A store under test that can be closed and opened again on the same data, as a
 /// restarted process would: the embedded store reopens its file, the Vault store opens a
@@ -572,5 +572,88 @@ pub async fn records_list_by_namespace(store: &dyn Store) {
     assert!(
         store.secrets().await.expect("secrets").is_empty(),
         "records are no secrets"
+    );
+}
+
+/// `create_first_versions` writes each new secret's value, labels, journal and history
+/// record (with the label stamps of a commit at that time), answers which it wrote, and
+/// leaves a secret that has a journal exactly as it was; written again, it writes nothing.
+pub async fn first_versions_are_written_whole_and_skip_started_secrets(store: &dyn Store) {
+    let a = secret("tenant1", "api_keys");
+    let b = secret("tenant2", "api_keys");
+    let started = secret("tenant3", "api_keys");
+    put(store, &started, 1, "old", 0).await;
+    commit(
+        store,
+        &started,
+        &[(1, Label::Current)],
+        Some(&record(1, None, 1, 0)),
+        at(1),
+    )
+    .await
+    .expect("commit");
+    let first = |s: &SecretRef, text: &str| {
+        let mut history = record(1, None, 1, 5);
+        history.trigger = Trigger::Initial;
+        FirstVersion {
+            secret: s.clone(),
+            version: 1,
+            rotation: RotationId(1),
+            value: value(text),
+            journal: journal_for(&[(1, Label::Current)]),
+            labels: vec![(1, Label::Current)],
+            history: Some(history),
+        }
+    };
+    let firsts = [first(&a, "va"), first(&b, "vb"), first(&started, "new")];
+    let written = store
+        .create_first_versions(&firsts, at(5))
+        .await
+        .expect("create first versions");
+    assert_eq!(written, [true, true, false]);
+    for (s, text) in [(&a, "va"), (&b, "vb")] {
+        assert_eq!(
+            store.read_value(s, 1).await.expect("value").expose(),
+            text.as_bytes()
+        );
+        assert_eq!(labels_of(store, s).await, [(1, Label::Current)]);
+        let meta = store.versions(s).await.expect("versions");
+        assert_eq!(meta.len(), 1);
+        assert_eq!(meta[0].rotation, RotationId(1));
+        assert_eq!(meta[0].created_at, at(5));
+        assert_eq!(meta[0].promoted_at, Some(at(5)));
+        assert_eq!(meta[0].expired_at, None);
+        assert_eq!(meta[0].fingerprint, store.fingerprint(text.as_bytes()));
+        assert_eq!(
+            store.journal(s).await.expect("journal"),
+            Some(journal_for(&[(1, Label::Current)]))
+        );
+        assert_eq!(
+            store.history(s, 10).await.expect("history"),
+            [firsts[0].history.clone().expect("a record")]
+        );
+    }
+    assert_eq!(
+        store.read_value(&started, 1).await.expect("value").expose(),
+        b"old"
+    );
+    assert_eq!(
+        store.history(&started, 10).await.expect("history"),
+        [record(1, None, 1, 0)]
+    );
+    assert_eq!(
+        store.secrets().await.expect("secrets"),
+        [a.clone(), b, started]
+    );
+    // Again (a resumed start that finds them written): nothing changes.
+    let again = store
+        .create_first_versions(&firsts, at(9))
+        .await
+        .expect("create first versions again");
+    assert_eq!(again, [false, false, false]);
+    assert_eq!(store.history(&a, 10).await.expect("history").len(), 1);
+    assert_eq!(
+        store.read_value(&a, 1).await.expect("value").expose(),
+        b"va"
     );
 }

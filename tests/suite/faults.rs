@@ -1000,6 +1000,14 @@ files = {{ "password" = "tenant1/faulty" }}
         dir,
     };
     rig.wait_current(1).await;
+    // The first version may exist before the watcher's first look (a first start writes
+    // it in bulk): the directory appears only once the watcher has found it missing.
+    eventually(LIMIT, "the watcher to find no directory", async || {
+        rig.series(r#"rotor_watcher_events_total{kind="error"}"#)
+            .await
+            >= 1.0
+    })
+    .await;
     let v1 = rig.store.read_value(&rig.secret, 1).await.unwrap();
     kubelet::swap(&mnt, &[("password", v1.expose())]);
     rig.api.rotate(rig.secret.clone()).await.unwrap();

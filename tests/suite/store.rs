@@ -90,6 +90,7 @@ contract_cases!(
         rollback_in_grace_keeps_the_original_promotion_time,
         invalid_commits_write_nothing,
         secrets_lists_those_with_a_journal,
+        first_versions_are_written_whole_and_skip_started_secrets,
         records_are_check_and_set,
         records_list_by_namespace;
     reopen:

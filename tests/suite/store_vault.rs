@@ -333,6 +333,8 @@ core_suite!(
         |env| contract::history_is_newest_first_limited_and_not_duplicated_by_replays(env),
     secrets_lists_those_with_a_journal:
         |env| contract::secrets_lists_those_with_a_journal(&env.store),
+    first_versions_are_written_whole_and_skip_started_secrets:
+        |env| contract::first_versions_are_written_whole_and_skip_started_secrets(&env.store),
     records_are_check_and_set: |env| contract::records_are_check_and_set(&env.store),
     records_list_by_namespace: |env| contract::records_list_by_namespace(&env.store),
     // `super::`: the closure is expanded inside `fake` and `openbao`, where the test

@@ -132,6 +132,7 @@ fn contract_shape_loads() {
             shutdown_timeout: Duration::from_secs(20),
             retry_backoff: Duration::from_secs(10),
             retry_backoff_max: Duration::from_secs(1_800),
+            first_versions_in_bulk: true,
         }
     );
     assert!(c.watch.enabled);
@@ -213,6 +214,7 @@ fn empty_file_gives_defaults_and_builtins() {
             shutdown_timeout: Duration::from_secs(10),
             retry_backoff: Duration::from_secs(30),
             retry_backoff_max: HOUR,
+            first_versions_in_bulk: true,
         }
     );
     assert!(c.watch.enabled);
