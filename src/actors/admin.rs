@@ -1,8 +1,7 @@
 //! The [`Admin`] backend of the HTTP API: rotate and roll back by messaging the secret's
-//! rotation actor (looked up by name on every request, never cached), read versions and
-//! history from the store, and the schedule from the status board.
+//! rotation actor (woken on every request, see [`RotationContext::wake`], never cached),
+//! read versions and history from the store, and the schedule from the status board.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,7 +13,8 @@ use ractor::rpc::CallResult;
 use super::consumers::{self, ConsumersMsg};
 use super::jobs::{self, JobsMsg};
 use super::metrics::{self as metrics_actor, MetricsMsg};
-use super::rotation::{self, RotationContext, RotationMsg, RotationSpec};
+use super::managed::ManagedSecrets;
+use super::rotation::{RotationContext, RotationMsg, WakeError};
 use crate::api::{
     Admin, AdminError, ConsumerView, JobRequest, JobView, PermitGrant, Report, ScheduleEntry,
 };
@@ -35,32 +35,64 @@ enum AdminAction {
 
 pub struct ActorAdmin {
     pub context: Arc<RotationContext>,
-    pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
+    pub secrets: Arc<ManagedSecrets>,
     pub ready: Arc<AtomicBool>,
 }
 
 impl ActorAdmin {
     fn known(&self, secret: &SecretRef) -> Result<(), AdminError> {
-        if self.secrets.contains_key(secret) {
+        if self.secrets.contains(secret) {
             Ok(())
         } else {
             Err(AdminError::UnknownSecret(secret.to_string()))
         }
     }
 
-    fn actor(&self, secret: &SecretRef) -> Result<ActorRef<RotationMsg>, AdminError> {
-        ractor::registry::where_is(rotation::actor_name(&self.context.namespace, secret))
-            .map(ActorRef::from)
-            .ok_or_else(|| {
-                AdminError::Unavailable(format!(
-                    "the rotation actor of {secret} is restarting; try again"
-                ))
-            })
+    async fn actor(&self, secret: &SecretRef) -> Result<ActorRef<RotationMsg>, AdminError> {
+        self.context.wake(secret).await.map_err(|e| match e {
+            WakeError::Unknown(_) => AdminError::UnknownSecret(secret.to_string()),
+            WakeError::ShuttingDown | WakeError::Unavailable { .. } => {
+                AdminError::Unavailable(format!("{e}; try again"))
+            }
+        })
     }
 
     async fn call(&self, secret: SecretRef, action: AdminAction) -> Result<RotationId, AdminError> {
         self.known(&secret)?;
-        let actor = self.actor(&secret)?;
+        let mut r = self.call_once(&secret, action).await;
+        // The actor went into hibernation as the request arrived (it stops without
+        // handling what is still in its mailbox): wake it again, once.
+        if matches!(
+            r,
+            Ok(CallResult::SenderError) | Err(ActorCallError::Messaging)
+        ) {
+            r = self.call_once(&secret, action).await;
+        }
+        match r {
+            Ok(CallResult::Success(Ok(id))) => Ok(id),
+            Ok(CallResult::Success(Err(rejection))) => Err(match rejection {
+                Rejection::InProgress { .. } | Rejection::NothingToRollBack => {
+                    AdminError::Conflict(format!("{secret}: {rejection}"))
+                }
+            }),
+            Ok(CallResult::Timeout) => Err(AdminError::Unavailable(format!(
+                "the rotation actor of {secret} did not answer in {CALL_TIMEOUT:?}"
+            ))),
+            Ok(CallResult::SenderError) | Err(ActorCallError::Messaging) => {
+                Err(AdminError::Unavailable(format!(
+                    "the rotation actor of {secret} stopped while answering; try again"
+                )))
+            }
+            Err(ActorCallError::Wake(e)) => Err(e),
+        }
+    }
+
+    async fn call_once(
+        &self,
+        secret: &SecretRef,
+        action: AdminAction,
+    ) -> Result<CallResult<Result<RotationId, Rejection>>, ActorCallError> {
+        let actor = self.actor(secret).await.map_err(ActorCallError::Wake)?;
         let r = match action {
             AdminAction::Rollback => actor.call(RotationMsg::Rollback, Some(CALL_TIMEOUT)).await,
             AdminAction::Rotate => {
@@ -75,29 +107,25 @@ impl ActorAdmin {
                     .await
             }
         };
-        match r {
-            Ok(CallResult::Success(Ok(id))) => Ok(id),
-            Ok(CallResult::Success(Err(rejection))) => Err(match rejection {
-                Rejection::InProgress { .. } | Rejection::NothingToRollBack => {
-                    AdminError::Conflict(format!("{secret}: {rejection}"))
-                }
-            }),
-            Ok(CallResult::Timeout) => Err(AdminError::Unavailable(format!(
-                "the rotation actor of {secret} did not answer in {CALL_TIMEOUT:?}"
-            ))),
-            Ok(CallResult::SenderError) | Err(_) => Err(AdminError::Unavailable(format!(
-                "the rotation actor of {secret} stopped while answering; try again"
-            ))),
-        }
+        r.map_err(|_| ActorCallError::Messaging)
     }
+}
+
+/// Why a call to a rotation actor did not get an answer.
+enum ActorCallError {
+    /// The actor could not be woken (the API error to answer with).
+    Wake(AdminError),
+    /// The message could not be delivered (the actor stopped).
+    Messaging,
 }
 
 impl Admin for ActorAdmin {
     fn jwks(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<u8>, AdminError>> {
         Box::pin(async move {
+            // Built for the call: a hibernating secret has no spec in memory.
             let spec = self
                 .secrets
-                .get(&secret)
+                .spec(&secret)
                 .ok_or_else(|| AdminError::UnknownSecret(secret.to_string()))?;
             let Some(set) = spec.target.public_key_set() else {
                 return Err(AdminError::NotFound(format!(

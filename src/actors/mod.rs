@@ -9,7 +9,9 @@
 //! - [`panic_hook`]: [`panic_hook::install_quiet_panic_hook`], one log line per panic, no
 //!   backtrace.
 //! - [`tree`]: rotor's own tree (metrics, notifier, watchers, rotations) built from config.
-//! - [`rotation`]: one actor per tenant secret, driving the state machine.
+//! - [`rotation`]: one actor per tenant secret that has work, driving the state machine;
+//!   started on demand ([`rotation::RotationContext::wake`]), stopped when idle.
+//! - [`managed`]: the managed secrets by name, and their rotation specs built on wake.
 //! - [`watcher`]: one actor per `[[mounts]]` path: inotify or polling, debounce, reloads.
 //! - [`publisher`]: one actor per `[[publish]]` directory, writing current values the way
 //!   kubelet does.
@@ -26,6 +28,7 @@
 pub mod admin;
 pub mod consumers;
 pub mod jobs;
+pub mod managed;
 pub mod metrics;
 pub mod notifier;
 pub mod panic_hook;

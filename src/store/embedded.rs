@@ -794,6 +794,16 @@ impl Store for EmbeddedStore {
         self.blocking(|db| db.with_file(|f| db.secrets(f))).await
     }
 
+    async fn journals(
+        &self,
+        after: Option<&SecretRef>,
+        limit: usize,
+    ) -> Result<Vec<(SecretRef, Vec<u8>)>, StoreError> {
+        let after = after.cloned();
+        self.blocking(move |db| db.with_file(|f| db.journals(f, after.as_ref(), limit)))
+            .await
+    }
+
     async fn record_get(&self, ns: &str, id: &str) -> Result<Option<(Vec<u8>, Rev)>, StoreError> {
         check_record_name("namespace", ns)?;
         check_record_name("id", id)?;
@@ -1172,6 +1182,40 @@ impl Db {
         {
             let (_, v) = item.map_err(|e| self.backend(&what, e))?;
             out.push(serde_json::from_slice(v.value()).map_err(|e| corrupt(&what, e))?);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` journals after `after`, in key order (tenant, then key), from one
+    /// read transaction.
+    fn journals(
+        &self,
+        db: &Database,
+        after: Option<&SecretRef>,
+        limit: usize,
+    ) -> Result<Vec<(SecretRef, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let what = "read journals";
+        let txn = db.begin_read().map_err(|e| self.backend(&what, e))?;
+        let journal = txn
+            .open_table(JOURNAL)
+            .map_err(|e| self.backend(&what, e))?;
+        let start = match after {
+            Some(a) => Bound::Excluded((a.tenant(), a.key())),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in journal
+            .range::<(&str, &str)>((start, Bound::Unbounded))
+            .map_err(|e| self.backend(&what, e))?
+            .take(limit)
+        {
+            let (key, value) = item.map_err(|e| self.backend(&what, e))?;
+            let (t, k) = key.value();
+            let secret = SecretRef::new(t, k).map_err(|e| {
+                StoreError::Backend(format!("{what}: corrupt journal key {t:?}/{k:?}: {e}"))
+            })?;
+            out.push((secret, value.value().to_vec()));
         }
         Ok(out)
     }
