@@ -59,40 +59,7 @@ impl ActorAdmin {
 
     async fn call(&self, secret: SecretRef, action: AdminAction) -> Result<RotationId, AdminError> {
         self.known(&secret)?;
-        let mut r = self.call_once(&secret, action).await;
-        // The actor went into hibernation as the request arrived (it stops without
-        // handling what is still in its mailbox): wake it again, once.
-        if matches!(
-            r,
-            Ok(CallResult::SenderError) | Err(ActorCallError::Messaging)
-        ) {
-            r = self.call_once(&secret, action).await;
-        }
-        match r {
-            Ok(CallResult::Success(Ok(id))) => Ok(id),
-            Ok(CallResult::Success(Err(rejection))) => Err(match rejection {
-                Rejection::InProgress { .. } | Rejection::NothingToRollBack => {
-                    AdminError::Conflict(format!("{secret}: {rejection}"))
-                }
-            }),
-            Ok(CallResult::Timeout) => Err(AdminError::Unavailable(format!(
-                "the rotation actor of {secret} did not answer in {CALL_TIMEOUT:?}"
-            ))),
-            Ok(CallResult::SenderError) | Err(ActorCallError::Messaging) => {
-                Err(AdminError::Unavailable(format!(
-                    "the rotation actor of {secret} stopped while answering; try again"
-                )))
-            }
-            Err(ActorCallError::Wake(e)) => Err(e),
-        }
-    }
-
-    async fn call_once(
-        &self,
-        secret: &SecretRef,
-        action: AdminAction,
-    ) -> Result<CallResult<Result<RotationId, Rejection>>, ActorCallError> {
-        let actor = self.actor(secret).await.map_err(ActorCallError::Wake)?;
+        let actor = self.actor(&secret).await?;
         let r = match action {
             AdminAction::Rollback => actor.call(RotationMsg::Rollback, Some(CALL_TIMEOUT)).await,
             AdminAction::Rotate => {
@@ -107,16 +74,23 @@ impl ActorAdmin {
                     .await
             }
         };
-        r.map_err(|_| ActorCallError::Messaging)
+        match r {
+            Ok(CallResult::Success(Ok(id))) => Ok(id),
+            Ok(CallResult::Success(Err(rejection))) => Err(match rejection {
+                Rejection::InProgress { .. } | Rejection::NothingToRollBack => {
+                    AdminError::Conflict(format!("{secret}: {rejection}"))
+                }
+            }),
+            Ok(CallResult::Timeout) => Err(AdminError::Unavailable(format!(
+                "the rotation actor of {secret} did not answer in {CALL_TIMEOUT:?}"
+            ))),
+            // It failed, or it went into hibernation as the call arrived (a stopping actor
+            // drops what is still in its mailbox): either way a retry finds it again.
+            Ok(CallResult::SenderError) | Err(_) => Err(AdminError::Unavailable(format!(
+                "the rotation actor of {secret} stopped while answering; try again"
+            ))),
+        }
     }
-}
-
-/// Why a call to a rotation actor did not get an answer.
-enum ActorCallError {
-    /// The actor could not be woken (the API error to answer with).
-    Wake(AdminError),
-    /// The message could not be delivered (the actor stopped).
-    Messaging,
 }
 
 impl Admin for ActorAdmin {
