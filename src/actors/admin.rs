@@ -12,8 +12,8 @@ use ractor::rpc::CallResult;
 
 use super::consumers::{self, ConsumersMsg};
 use super::jobs::{self, JobsMsg};
-use super::metrics::{self as metrics_actor, MetricsMsg};
 use super::managed::ManagedSecrets;
+use super::metrics::{self as metrics_actor, MetricsMsg};
 use super::rotation::{RotationContext, RotationMsg, WakeError};
 use crate::api::{
     Admin, AdminError, ConsumerView, JobRequest, JobView, PermitGrant, Report, ScheduleEntry,

@@ -49,8 +49,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::notifier;
 use super::managed::ManagedSecrets;
+use super::notifier;
 use super::rotation::{RotationContext, RotationMsg};
 use crate::api::{AdminError, JobRequest, JobSelector, JobView};
 use crate::clock::Clock;

@@ -48,9 +48,8 @@ pub struct ManagedSecrets {
     /// Targets a test hook built, by secret: the hook is documented as called once per
     /// secret, and tests keep handles on what it returned.
     #[cfg(feature = "test-util")]
-    overridden: std::sync::Mutex<
-        std::collections::HashMap<SecretRef, Arc<dyn crate::target::Target>>,
-    >,
+    overridden:
+        std::sync::Mutex<std::collections::HashMap<SecretRef, Arc<dyn crate::target::Target>>>,
 }
 
 impl ManagedSecrets {

@@ -634,8 +634,8 @@ impl RotationState {
         let scheduler = &self.context.scheduler;
         match self.context.hibernate_after {
             Some(after) if self.hibernatable() => {
-                let at = self.context.clock.now()
-                    + TimeDelta::from_std(after).unwrap_or(TimeDelta::MAX);
+                let at =
+                    self.context.clock.now() + TimeDelta::from_std(after).unwrap_or(TimeDelta::MAX);
                 scheduler.arm_kind(&self.spec.secret, TimerKind::Hibernate, at);
             }
             Some(_) => scheduler.cancel_kind(&self.spec.secret, TimerKind::Hibernate),

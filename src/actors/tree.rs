@@ -49,10 +49,10 @@ use crate::domain::SecretRef;
 use crate::machine::{Effect, SecretState};
 use crate::metrics::Metrics;
 use crate::publish::aws::AwsEnv;
+use crate::schedule::jitter_offset;
 use crate::status::StatusBoard;
 use crate::store::Store;
 use crate::store::cache::{CacheOptions, CachedStore};
-use crate::schedule::jitter_offset;
 use crate::supervisor::{Backoff, ChildSpec, Intensity, Restart, SupervisorArgs, SupervisorEvent};
 use crate::target::ValueReader;
 use crate::watch::event::EventSink;
@@ -557,7 +557,12 @@ async fn fill(context: &Arc<RotationContext>) {
 
 /// Puts one secret on the board and its deadlines in the scheduler, if its actor has
 /// nothing to do now. `false`: wake it.
-fn place(context: &RotationContext, secret: &SecretRef, journal: &[u8], now: chrono::DateTime<chrono::Utc>) -> bool {
+fn place(
+    context: &RotationContext,
+    secret: &SecretRef,
+    journal: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
     let Some(after) = context.hibernate_after else {
         return false;
     };
@@ -595,7 +600,8 @@ fn place(context: &RotationContext, secret: &SecretRef, journal: &[u8], now: chr
     }
     // The first verify after start-up, at the same per-secret offset an actor would use.
     if let Some(interval) = cfg.policy.verify_interval {
-        let at = now + TimeDelta::from_std(jitter_offset(secret, interval)).unwrap_or(TimeDelta::MAX);
+        let at =
+            now + TimeDelta::from_std(jitter_offset(secret, interval)).unwrap_or(TimeDelta::MAX);
         context.scheduler.arm_kind(secret, TimerKind::Verify, at);
     }
     context

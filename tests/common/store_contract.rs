@@ -447,7 +447,10 @@ pub async fn secrets_lists_those_with_a_journal(store: &dyn Store) {
     let names: Vec<SecretRef> = all.iter().map(|(s, _)| s.clone()).collect();
     assert_eq!(names, [a, b, c]);
     for (s, bytes) in &all {
-        assert_eq!(store.journal(s).await.expect("journal").as_ref(), Some(bytes));
+        assert_eq!(
+            store.journal(s).await.expect("journal").as_ref(),
+            Some(bytes)
+        );
     }
     // A page at a time, each continuing after the last secret of the one before, until an
     // empty page: the same journals, none twice.

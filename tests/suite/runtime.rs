@@ -549,9 +549,11 @@ async fn an_idle_secret_hibernates_and_its_deadline_wakes_it() {
             .contains(&(2, vec![Label::Current]))
     })
     .await;
-    eventually(Duration::from_secs(120), "hibernated in grace", async || {
-        phase(&h, &t1()) == "grace" && !awake(&h, &t1())
-    })
+    eventually(
+        Duration::from_secs(120),
+        "hibernated in grace",
+        async || phase(&h, &t1()) == "grace" && !awake(&h, &t1()),
+    )
     .await;
     // Grace ends on the deadline of a hibernating secret too.
     tokio::time::sleep(Duration::from_secs(600)).await;
