@@ -206,7 +206,12 @@ fn watch_context(
         clock: options.clock,
         fingerprint: Arc::new(move |bytes| store.fingerprint(bytes)),
         limiter: Arc::new(ReloadLimiter::new(config.watch.max_reloads_per_minute)),
-        managed: config.secrets.iter().map(|s| s.secret.clone()).collect(),
+        // Only watchers read it: without one, a million names are not copied a third time.
+        managed: if config.watch.enabled && !config.mounts.is_empty() {
+            config.secrets.iter().map(|s| s.secret.clone()).collect()
+        } else {
+            Default::default()
+        },
         state_dir,
         sink: options.watch_sink.clone(),
         mountinfo: options.mountinfo.clone(),
