@@ -70,7 +70,8 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# Starts rotor in $1 on port $2; sets pid; waits for /readyz; prints seconds to ready.
+# Starts rotor in $1 on port $2 and waits for /readyz; sets pid and ready_s (seconds to
+# ready). Not called in a command substitution: that would set them in a subshell.
 start_rotor() {
     local dir="$1" port="$2"
     local t0
@@ -81,7 +82,7 @@ start_rotor() {
         kill -0 "$pid" 2>/dev/null || { cat "$dir/rotor.log" >&2; exit 1; }
         sleep 0.05
     done
-    echo "$(date +%s.%N) - $t0" | bc
+    ready_s="$(echo "$(date +%s.%N) - $t0" | bc)"
 }
 
 stop_rotor() {
@@ -91,7 +92,7 @@ stop_rotor() {
 }
 
 # Seeds `count` secrets in a new directory (a first run until every first version is
-# written), then measures a second start. Prints "ready_s rss_kib cpu_percent".
+# written), then measures a second start. Sets result to "ready_s rss_kib cpu_percent".
 measure() {
     local count="$1"
     local dir
@@ -100,7 +101,7 @@ measure() {
     local port
     port="$(free_port)"
     write_config "$dir" "$count" "$port"
-    start_rotor "$dir" "$port" >/dev/null
+    start_rotor "$dir" "$port"
     local url="http://127.0.0.1:$port"
     local auth="Authorization: Bearer $(cat "$dir/admin.token")"
     # Every secret has its first version once each reports a current version.
@@ -109,8 +110,8 @@ measure() {
         sleep 1
     done
     stop_rotor
-    local ready
-    ready="$(start_rotor "$dir" "$port")"
+    start_rotor "$dir" "$port"
+    local ready="$ready_s"
     local rss
     rss="$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status")"
     local tck cpu0 cpu1
@@ -121,11 +122,13 @@ measure() {
     local cpu
     cpu="$(echo "scale=2; 100 * ($cpu1 - $cpu0) / $tck / $idle_seconds" | bc)"
     stop_rotor
-    echo "$ready $rss $cpu"
+    result="$ready $rss $cpu"
 }
 
-read -r ready_small rss_small _ <<<"$(measure "$small")"
-read -r ready_n rss_n cpu_n <<<"$(measure "$n")"
+measure "$small"
+read -r ready_small rss_small _ <<<"$result"
+measure "$n"
+read -r ready_n rss_n cpu_n <<<"$result"
 echo "secrets: $n (store seeded by a first run; the second start measured)"
 echo "time to ready: ${ready_n} s"
 echo "RSS after ready: $(( rss_n / 1024 )) MiB ($small secrets: $(( rss_small / 1024 )) MiB, ready in ${ready_small} s)"
