@@ -363,6 +363,8 @@ fn restart_latency(rounds: usize) {
                     within: Duration::from_secs(1),
                 },
                 backoff: rotor::supervisor::Backoff::NONE,
+                // The actor under test must not hibernate between rounds.
+                hibernate_after: None,
                 ..TreeOptions::default()
             };
             let tree = tree::start(&cfg, store, Metrics::new(), options)

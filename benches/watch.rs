@@ -96,6 +96,7 @@ fn context(senders: Senders, metrics: Metrics) -> Arc<WatchContext> {
         max_file_size: rotor::watch::scan::DEFAULT_MAX_FILE_SIZE,
         reload_gate: None,
         notify: true,
+        rotations: None,
         sink: Some(Arc::new(move |e: &WatchEvent| {
             if e.kind == WatchEventKind::SecretChanged {
                 let at = Instant::now();

@@ -296,7 +296,9 @@ impl Api {
     > {
         let timeout = std::time::Duration::from_secs(10);
         let router = match leadership {
-            None => server::router_with_consumers(backend, self.token, self.consumer_token, timeout),
+            None => {
+                server::router_with_consumers(backend, self.token, self.consumer_token, timeout)
+            }
             Some(leadership) => server::router_with_leadership(
                 backend,
                 self.token,

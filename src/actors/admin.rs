@@ -1,8 +1,7 @@
 //! The [`Admin`] backend of the HTTP API: rotate and roll back by messaging the secret's
-//! rotation actor (looked up by name on every request, never cached), read versions and
-//! history from the store, and the schedule from the status board.
+//! rotation actor (woken on every request, see [`RotationContext::wake`], never cached),
+//! read versions and history from the store, and the schedule from the status board.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,8 +12,9 @@ use ractor::rpc::CallResult;
 
 use super::consumers::{self, ConsumersMsg};
 use super::jobs::{self, JobsMsg};
+use super::managed::ManagedSecrets;
 use super::metrics::{self as metrics_actor, MetricsMsg};
-use super::rotation::{self, RotationContext, RotationMsg, RotationSpec};
+use super::rotation::{RotationContext, RotationMsg, WakeError};
 use crate::api::{
     Admin, AdminError, ConsumerView, JobRequest, JobView, PermitGrant, Report, ScheduleEntry,
 };
@@ -35,32 +35,31 @@ enum AdminAction {
 
 pub struct ActorAdmin {
     pub context: Arc<RotationContext>,
-    pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
+    pub secrets: Arc<ManagedSecrets>,
     pub ready: Arc<AtomicBool>,
 }
 
 impl ActorAdmin {
     fn known(&self, secret: &SecretRef) -> Result<(), AdminError> {
-        if self.secrets.contains_key(secret) {
+        if self.secrets.contains(secret) {
             Ok(())
         } else {
             Err(AdminError::UnknownSecret(secret.to_string()))
         }
     }
 
-    fn actor(&self, secret: &SecretRef) -> Result<ActorRef<RotationMsg>, AdminError> {
-        ractor::registry::where_is(rotation::actor_name(&self.context.namespace, secret))
-            .map(ActorRef::from)
-            .ok_or_else(|| {
-                AdminError::Unavailable(format!(
-                    "the rotation actor of {secret} is restarting; try again"
-                ))
-            })
+    async fn actor(&self, secret: &SecretRef) -> Result<ActorRef<RotationMsg>, AdminError> {
+        self.context.wake(secret).await.map_err(|e| match e {
+            WakeError::Unknown(_) => AdminError::UnknownSecret(secret.to_string()),
+            WakeError::ShuttingDown | WakeError::Unavailable { .. } => {
+                AdminError::Unavailable(format!("{e}; try again"))
+            }
+        })
     }
 
     async fn call(&self, secret: SecretRef, action: AdminAction) -> Result<RotationId, AdminError> {
         self.known(&secret)?;
-        let actor = self.actor(&secret)?;
+        let actor = self.actor(&secret).await?;
         let r = match action {
             AdminAction::Rollback => actor.call(RotationMsg::Rollback, Some(CALL_TIMEOUT)).await,
             AdminAction::Rotate => {
@@ -85,6 +84,8 @@ impl ActorAdmin {
             Ok(CallResult::Timeout) => Err(AdminError::Unavailable(format!(
                 "the rotation actor of {secret} did not answer in {CALL_TIMEOUT:?}"
             ))),
+            // It failed, or it went into hibernation as the call arrived (a stopping actor
+            // drops what is still in its mailbox): either way a retry finds it again.
             Ok(CallResult::SenderError) | Err(_) => Err(AdminError::Unavailable(format!(
                 "the rotation actor of {secret} stopped while answering; try again"
             ))),
@@ -95,9 +96,10 @@ impl ActorAdmin {
 impl Admin for ActorAdmin {
     fn jwks(&self, secret: SecretRef) -> BoxFuture<'_, Result<Vec<u8>, AdminError>> {
         Box::pin(async move {
+            // Built for the call: a hibernating secret has no spec in memory.
             let spec = self
                 .secrets
-                .get(&secret)
+                .spec(&secret)
                 .ok_or_else(|| AdminError::UnknownSecret(secret.to_string()))?;
             let Some(set) = spec.target.public_key_set() else {
                 return Err(AdminError::NotFound(format!(

@@ -29,13 +29,14 @@
 //! secrets not written have no state, so the next start writes them (and, after an error,
 //! their actors make their first versions themselves in this run).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use super::managed::ManagedSecrets;
 use super::notifier::{self, NotifierMsg};
 use super::rotation::RotationSpec;
 use crate::clock::Clock;
@@ -291,7 +292,7 @@ fn count(metrics: &Metrics, spec: &RotationSpec, outcomes: &[Outcome], now: Date
 /// [`Store::create_first_versions`] call. Never fails: a store error stops it, is logged
 /// and returned in [`FirstVersions::failed`], and the rest is left to the rotation actors.
 pub async fn run(
-    secrets: &BTreeMap<SecretRef, Arc<RotationSpec>>,
+    secrets: &ManagedSecrets,
     store: &Arc<dyn Store>,
     metrics: &Metrics,
     clock: Clock,
@@ -306,10 +307,11 @@ pub async fn run(
             return out;
         }
     };
+    // Specs are built for the new secrets only (and dropped after the bulk path).
     let (bulk, left): (Vec<_>, Vec<_>) = secrets
-        .values()
-        .filter(|spec| !started.contains(&spec.secret))
-        .cloned()
+        .iter()
+        .filter(|(secret, _)| !started.contains(*secret))
+        .filter_map(|(secret, _)| secrets.spec(secret))
         .partition(|spec| spec.target.store_only());
     drop(started);
     out.left_to_actors = left.len();

@@ -490,6 +490,9 @@ impl ConsumersState {
                 }
             }
         }
+        // Only live actors hear it: a secret whose expiry waits for agents keeps its actor
+        // through grace, and outside grace the message changes nothing (a hibernating
+        // secret checks its gate when it wakes).
         for secret in touched {
             let name = rotation::actor_name(&self.args.namespace, &secret);
             if let Some(cell) = ractor::registry::where_is(name) {

@@ -58,8 +58,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::managed::ManagedSecrets;
 use super::notifier;
-use super::rotation::{self, RotationMsg, RotationSpec};
+use super::rotation::{RotationContext, RotationMsg};
 use crate::api::{AdminError, JobRequest, JobSelector, JobView};
 use crate::clock::Clock;
 use crate::domain::{Outcome, RotationId, SecretRef, Trigger};
@@ -350,7 +351,9 @@ impl Job {
 #[derive(Clone)]
 pub struct JobsArgs {
     pub store: Arc<dyn Store>,
-    pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
+    pub secrets: Arc<ManagedSecrets>,
+    /// Wakes a secret's rotation actor for the job's attempt.
+    pub context: Arc<RotationContext>,
     pub board: Arc<StatusBoard>,
     pub metrics: Metrics,
     pub clock: Clock,
@@ -572,7 +575,7 @@ impl JobsState {
             )));
         }
         if let Some(policy) = &request.selector.policy
-            && !self.args.secrets.values().any(|s| &s.policy == policy)
+            && !self.args.secrets.iter().any(|(_, p)| p == policy)
         {
             return Err(AdminError::BadRequest(format!(
                 "policy: no managed secret has policy {policy:?}"
@@ -582,7 +585,7 @@ impl JobsState {
             .args
             .secrets
             .iter()
-            .filter(|(secret, spec)| request.selector.matches(secret, &spec.policy))
+            .filter(|(secret, policy)| request.selector.matches(secret, policy))
             .map(|(secret, _)| secret.clone())
             .collect();
         if secrets.is_empty() {
@@ -859,7 +862,7 @@ impl JobsState {
 
     async fn tick_job(&mut self, myself: &ActorRef<JobsMsg>, id: &str) {
         let store = self.args.store.clone();
-        let namespace = self.args.namespace.clone();
+        let context = self.args.context.clone();
         let board = self.args.board.clone();
         let Some(job) = self.jobs.get_mut(id) else {
             return;
@@ -930,7 +933,7 @@ impl JobsState {
             job.open.insert(index, Open::Starting);
             spawn_start(
                 myself,
-                &namespace,
+                &context,
                 board.clone(),
                 store.clone(),
                 job,
@@ -967,7 +970,7 @@ impl JobsState {
             job.dirty = true;
             spawn_start(
                 myself,
-                &namespace,
+                &context,
                 board.clone(),
                 store.clone(),
                 job,
@@ -1148,7 +1151,7 @@ async fn persist(store: &dyn Store, job: &mut Job) -> Result<(), StoreError> {
 /// of its own, so a slow commit of one secret does not hold back the others.
 fn spawn_start(
     myself: &ActorRef<JobsMsg>,
-    namespace: &str,
+    context: &Arc<RotationContext>,
     board: Arc<StatusBoard>,
     store: Arc<dyn Store>,
     job: &Job,
@@ -1162,7 +1165,7 @@ fn spawn_start(
     let job_id = job.record.id.clone();
     let created = job.record.created_at;
     let expire_previous = job.record.expire_previous;
-    let name = rotation::actor_name(namespace, &secret);
+    let context = context.clone();
     tokio::spawn(async move {
         let reached = async {
             if check {
@@ -1171,7 +1174,7 @@ fn spawn_start(
                     other => return other,
                 }
             }
-            start(name, &board, &secret, job_id.clone(), expire_previous).await
+            start(&context, &board, &secret, job_id.clone(), expire_previous).await
         }
         .await;
         let _ = me.cast(JobsMsg::Reached {
@@ -1203,16 +1206,15 @@ fn spawn_look_up(myself: &ActorRef<JobsMsg>, store: Arc<dyn Store>, job: &Job, i
 /// Asks the secret's rotation actor for the job's attempt; a secret in grace first has its
 /// grace ended.
 async fn start(
-    name: String,
+    context: &Arc<RotationContext>,
     board: &StatusBoard,
     secret: &SecretRef,
     job: String,
     expire_previous: bool,
 ) -> Reached {
-    let Some(cell) = ractor::registry::where_is(name) else {
+    let Ok(actor) = context.wake(secret).await else {
         return Reached::Unavailable;
     };
-    let actor: ActorRef<RotationMsg> = cell.into();
     if board.get(secret).is_some_and(|s| s.phase == "grace") {
         match actor.call(RotationMsg::ExpireNow, Some(CALL_TIMEOUT)).await {
             Ok(CallResult::Success(())) => {}

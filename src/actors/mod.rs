@@ -12,6 +12,9 @@
 //! - [`rotation`]: one actor per tenant secret, driving the state machine.
 //! - [`bootstrap`]: the bulk path of a first start: new store-only secrets' first versions
 //!   in batched transactions, before their rotation actors start.
+//! - [`rotation`]: one actor per tenant secret that has work, driving the state machine;
+//!   started on demand ([`rotation::RotationContext::wake`]), stopped when idle.
+//! - [`managed`]: the managed secrets by name, and their rotation specs built on wake.
 //! - [`watcher`]: one actor per `[[mounts]]` path: inotify or polling, debounce, reloads.
 //! - [`publisher`]: one actor per `[[publish]]` directory, writing current values the way
 //!   kubelet does.
@@ -29,6 +32,7 @@ pub mod admin;
 pub mod bootstrap;
 pub mod consumers;
 pub mod jobs;
+pub mod managed;
 pub mod metrics;
 pub mod notifier;
 pub mod panic_hook;

@@ -1,5 +1,13 @@
 //! One rotation actor per tenant secret: it drives the pure state machine.
 //!
+//! The actor lives only while its secret has work. An idle secret (nothing in flight, no
+//! deadline within `hibernate_after`) has no actor: its deadlines wait in the shared
+//! [`Scheduler`] and its status on the [`StatusBoard`]. [`RotationContext::wake`] starts the
+//! actor on demand (a deadline, an API call, a job, a consumer report, a watcher), as a
+//! transient child of the rotations supervisor: it resumes from its journal exactly as after
+//! a restart, and stops itself normally once it has been idle for `hibernate_after`
+//! ([`RotationMsg::Hibernate`]). A normal stop is not restarted; a failure is.
+//!
 //! On start it loads the secret's journal from the store and sends the machine
 //! [`Event::Resume`], so an attempt that was in flight when the process died continues or
 //! rolls back where it stopped. For every event it persists the machine's new state (with
@@ -49,6 +57,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
 
 use super::consumers::{self as consumers_actor, ConsumerBoard, Lagging};
+use super::managed::ManagedSecrets;
 use super::notifier::{self, NotifierMsg};
 use super::scheduler::{Scheduler, TimerKind};
 use crate::clock::Clock;
@@ -61,7 +70,7 @@ use crate::metrics::Metrics;
 use crate::schedule::{jitter_offset, secret_seed};
 use crate::status::{SecretStatus, StatusBoard};
 use crate::store::{Commit, NewVersion, Store, StoreError};
-use crate::supervisor::AbortOnDrop;
+use crate::supervisor::{AbortOnDrop, ChildSpec, Restart, SupervisorError};
 use crate::target::{Target, TargetError, Verified};
 
 /// The schedule as the actor needs it: next due given the last rotation time and now.
@@ -125,6 +134,121 @@ pub struct RotationContext {
     /// The latest view of every emergency rotation job (filled by the jobs actor, read by
     /// the API without a message to it).
     pub jobs: Arc<super::jobs::JobBoard>,
+    /// Every managed secret; a woken actor's spec is built from it.
+    pub secrets: Arc<ManagedSecrets>,
+    /// How long an actor with nothing to do stays up before it stops (`None`: never; every
+    /// secret then keeps its actor, as before hibernation).
+    pub hibernate_after: Option<Duration>,
+}
+
+/// Why [`RotationContext::wake`] could not give an actor.
+#[derive(Debug, thiserror::Error)]
+pub enum WakeError {
+    #[error("{0} is not a managed secret")]
+    Unknown(SecretRef),
+    #[error("rotor is shutting down")]
+    ShuttingDown,
+    #[error("the rotation actor of {secret} cannot start now: {reason}")]
+    Unavailable { secret: SecretRef, reason: String },
+}
+
+/// Tries of [`RotationContext::wake`] while the secret's previous actor is still stopping
+/// (hibernating) or waits for a restart, the first after [`WAKE_RETRY`], doubling.
+const WAKE_TRIES: u32 = 8;
+const WAKE_RETRY: Duration = Duration::from_millis(5);
+
+/// The reason a hibernating actor stops with (a normal stop: not restarted).
+pub const HIBERNATE_REASON: &str = "hibernating";
+
+/// The registry name of the rotations supervisor of the tree `namespace`.
+pub fn supervisor_name(namespace: &str) -> String {
+    format!("{namespace}rotor.rotations")
+}
+
+impl RotationContext {
+    /// The actor of `secret`, started if it hibernates. Race-safe: the rotations supervisor
+    /// handles start requests one at a time and refuses a second child with the same id,
+    /// so of two callers waking the same secret one starts it and the other finds it by
+    /// name. Never keep the answer (a restarted or hibernated actor is another one).
+    pub async fn wake(
+        self: &Arc<Self>,
+        secret: &SecretRef,
+    ) -> Result<ActorRef<RotationMsg>, WakeError> {
+        let name = actor_name(&self.namespace, secret);
+        let mut spec = None;
+        let mut delay = WAKE_RETRY;
+        let mut reason = String::new();
+        for _ in 0..WAKE_TRIES {
+            if let Some(cell) = ractor::registry::where_is(name.clone()) {
+                return Ok(cell.into());
+            }
+            if self.slots.is_closed() {
+                return Err(WakeError::ShuttingDown);
+            }
+            let spec = match &spec {
+                Some(spec) => Arc::clone(spec),
+                None => {
+                    let built = self
+                        .secrets
+                        .spec(secret)
+                        .ok_or_else(|| WakeError::Unknown(secret.clone()))?;
+                    spec = Some(built.clone());
+                    built
+                }
+            };
+            match ractor::registry::where_is(supervisor_name(&self.namespace)) {
+                // Being restarted by the root: try again shortly.
+                None => reason = "the rotations supervisor is restarting".into(),
+                Some(supervisor) => {
+                    let started =
+                        crate::supervisor::start_child(&supervisor.into(), self.child_spec(spec))
+                            .await;
+                    match started {
+                        Ok(cell) => return Ok(cell.into()),
+                        // Another caller started it (found by name on the next try), or the
+                        // last incarnation is still stopping or waits for its restart.
+                        Err(e @ SupervisorError::DuplicateChild { .. }) => reason = e.to_string(),
+                        Err(e) => {
+                            return Err(WakeError::Unavailable {
+                                secret: secret.clone(),
+                                reason: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        Err(WakeError::Unavailable {
+            secret: secret.clone(),
+            reason,
+        })
+    }
+
+    /// The rotations supervisor's child for `spec`: transient, so an actor that stops
+    /// because it is idle is removed, and one that fails is restarted (with the same spec).
+    pub fn child_spec(self: &Arc<Self>, spec: Arc<RotationSpec>) -> ChildSpec {
+        let context = self.clone();
+        ChildSpec::actor(
+            spec.secret.to_string(),
+            "rotation",
+            Restart::Transient,
+            Some(actor_name(&self.namespace, &spec.secret)),
+            move || (RotationActor, (spec.clone(), context.clone())),
+        )
+    }
+}
+
+/// Whether a secret in `phase` may be left without an actor. `memory_gates`: its expiry
+/// waits for reports the actor keeps in memory (views, agents), so it keeps its actor
+/// through grace. Everything else in flight has a step running.
+pub fn may_hibernate(phase: &Phase, memory_gates: bool) -> bool {
+    match phase {
+        Phase::Idle { .. } | Phase::Stuck { .. } => true,
+        Phase::Grace { .. } => !memory_gates,
+        _ => false,
+    }
 }
 
 /// The registry name of a secret's rotation actor in the tree `namespace` (empty in
@@ -182,6 +306,9 @@ pub enum RotationMsg {
         outcome: VerifyOutcome,
         revoked: RevokedAgain,
     },
+    /// The actor has been idle for `hibernate_after`: it stops (normally) unless work came
+    /// in since or a deadline is near.
+    Hibernate,
     /// Test-only fault hook: the actor panics while handling it, so supervision can be
     /// exercised. Exists only with the `test-util` feature, never in a release build.
     #[cfg(feature = "test-util")]
@@ -264,6 +391,7 @@ pub struct RotationState {
     /// The consumers that lagged when the previous version expired, kept for the history
     /// record of the same attempt (written once its revoke is done). In memory only: after
     /// a restart in between, the record is written without them (the notice went out).
+    /// The secret keeps its actor while this is set (see `hibernatable`).
     lagging_at_expiry: Option<Lagging>,
     /// Every old version is owed a revoke again (the target lost the current version, and
     /// the revokes after it did not all happen): the next verify that finds the current
@@ -311,7 +439,16 @@ impl Actor for RotationActor {
     ) -> Result<(), ActorProcessingErr> {
         // Boxed for the same reason as `drive` in `handle`: keep idle actors small.
         Box::pin(state.load_and_resume(&myself)).await?;
-        state.arm_verify(true);
+        // A secret woken from hibernation keeps the verify deadline it had.
+        if state
+            .context
+            .scheduler
+            .armed(&state.spec.secret, TimerKind::Verify)
+            .is_none()
+        {
+            state.arm_verify(true);
+        }
+        state.arm_hibernate();
         Ok(())
     }
 
@@ -323,6 +460,13 @@ impl Actor for RotationActor {
     ) -> Result<(), ActorProcessingErr> {
         // `drive` is boxed: its future is large, and an unboxed one would be part of every
         // idle actor's task allocation (100,000 of them), not just of busy ones.
+        if let RotationMsg::Hibernate = msg {
+            if state.hibernatable() && !state.deadline_within_idle_delay() {
+                myself.stop(Some(HIBERNATE_REASON.to_owned()));
+            }
+            // A deadline is near: the message it brings re-arms the idle delay.
+            return Ok(());
+        }
         match msg {
             RotationMsg::Rotate { trigger, reply } => {
                 let r = Box::pin(state.drive(&myself, Event::Rotate { trigger })).await?;
@@ -424,6 +568,7 @@ impl Actor for RotationActor {
                 state.verified(version, outcome, revoked);
                 state.maybe_verify(&myself);
             }
+            RotationMsg::Hibernate => {}
             #[cfg(feature = "test-util")]
             RotationMsg::InjectPanic => panic!("fault injected into {}", state.spec.secret),
         }
@@ -433,6 +578,7 @@ impl Actor for RotationActor {
         if state.waits_for_consumers() {
             Box::pin(state.consumers_saw(&myself)).await?;
         }
+        state.arm_hibernate();
         Ok(())
     }
 
@@ -441,11 +587,13 @@ impl Actor for RotationActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.context.scheduler.cancel(&state.spec.secret);
+        // The secret's deadlines stay armed whatever the reason: they are what wakes it
+        // (after hibernation, or when a restarted rotations supervisor comes back). At
+        // shutdown a deadline that fires wakes nothing (`RotationContext::wake` refuses).
         state
             .context
             .scheduler
-            .cancel_kind(&state.spec.secret, TimerKind::Verify);
+            .cancel_kind(&state.spec.secret, TimerKind::Hibernate);
         state.step_task = None;
         state.verify_task = None;
         Ok(())
@@ -453,6 +601,51 @@ impl Actor for RotationActor {
 }
 
 impl RotationState {
+    /// Whether nothing is going on that needs this actor: no step or verify running or
+    /// wanted, no slot held, nothing the actor keeps in memory that matters (a view's or a
+    /// mount's report in grace, lagging consumers to record, revokes owed, a failing
+    /// verify that was notified once).
+    fn hibernatable(&self) -> bool {
+        let memory_gates = !self.spec.views.is_empty() || self.spec.gate_on_consumers;
+        self.context.hibernate_after.is_some()
+            && self.step_task.is_none()
+            && self.verify_task.is_none()
+            && self.slot.is_none()
+            && !self.verify_wanted
+            && !self.verify_failing
+            && !self.revoke_all_wanted
+            && self.lagging_at_expiry.is_none()
+            && may_hibernate(&self.machine.phase, memory_gates)
+    }
+
+    /// Whether one of the secret's deadlines comes within the idle delay: stopping now
+    /// would only start the actor again.
+    fn deadline_within_idle_delay(&self) -> bool {
+        let Some(after) = self.context.hibernate_after else {
+            return true;
+        };
+        let soon = self.context.clock.now() + TimeDelta::from_std(after).unwrap_or(TimeDelta::MAX);
+        [TimerKind::Rotation, TimerKind::Verify]
+            .into_iter()
+            .filter_map(|kind| self.context.scheduler.armed(&self.spec.secret, kind))
+            .any(|at| at <= soon)
+    }
+
+    /// After every message: (re)starts the idle delay when there is nothing to do, and
+    /// cancels it otherwise.
+    fn arm_hibernate(&self) {
+        let scheduler = &self.context.scheduler;
+        match self.context.hibernate_after {
+            Some(after) if self.hibernatable() => {
+                let at =
+                    self.context.clock.now() + TimeDelta::from_std(after).unwrap_or(TimeDelta::MAX);
+                scheduler.arm_kind(&self.spec.secret, TimerKind::Hibernate, at);
+            }
+            Some(_) => scheduler.cancel_kind(&self.spec.secret, TimerKind::Hibernate),
+            None => {}
+        }
+    }
+
     /// Loads the journal and resumes whatever was in flight.
     async fn load_and_resume(
         &mut self,
@@ -1077,21 +1270,7 @@ impl RotationState {
     }
 
     fn status(&self) -> SecretStatus {
-        let (next_due, grace_expires_at) = match &self.machine.phase {
-            Phase::Idle { next_due, .. } => (*next_due, None),
-            Phase::Grace { expires_at, .. } => (None, Some(*expires_at)),
-            _ => (None, None),
-        };
-        SecretStatus {
-            policy: self.spec.policy.clone(),
-            phase: self.machine.phase.name(),
-            current: self.machine.current,
-            rotation: self.machine.phase.run().map(|r| r.rotation),
-            next_due,
-            grace_expires_at,
-            last_rotated_at: self.machine.last_rotated_at,
-            attempts: self.machine.attempts,
-        }
+        status_of(&self.spec.policy, &self.machine)
     }
 
     async fn version_with_fingerprint(
@@ -1145,6 +1324,25 @@ impl Reached {
             job: run.and_then(|r| r.job.clone()),
             started_at: t.state.phase.run().map(|r| r.started_at),
         })
+    }
+}
+
+/// The status board's entry for a secret of `policy` in `machine`'s state.
+pub fn status_of(policy: &str, machine: &SecretState) -> SecretStatus {
+    let (next_due, grace_expires_at) = match &machine.phase {
+        Phase::Idle { next_due, .. } => (*next_due, None),
+        Phase::Grace { expires_at, .. } => (None, Some(*expires_at)),
+        _ => (None, None),
+    };
+    SecretStatus {
+        policy: policy.to_owned(),
+        phase: machine.phase.name(),
+        current: machine.current,
+        rotation: machine.phase.run().map(|r| r.rotation),
+        next_due,
+        grace_expires_at,
+        last_rotated_at: machine.last_rotated_at,
+        attempts: machine.attempts,
     }
 }
 

@@ -10,15 +10,21 @@
 //!
 //! A secret whose policy has a `verify_interval` has a second deadline, of its own kind
 //! ([`TimerKind::Verify`]), so checking the target never moves the rotation deadline.
+//!
+//! Most secrets have no actor at all (they hibernate, see [`super::rotation`]): their
+//! deadlines sit here alone. When one fires and no actor answers to the secret's name, the
+//! scheduler wakes it through the [`RotationContext`] ([`RotationContext::wake`]) and then
+//! sends the message. A third kind, [`TimerKind::Hibernate`], tells a live actor that it
+//! has been idle long enough to stop; it never wakes one.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use chrono::{DateTime, Utc};
 use ractor::ActorRef;
 use tokio::sync::Notify;
 
-use super::rotation::{self, RotationMsg};
+use super::rotation::{self, RotationContext, RotationMsg};
 use crate::clock::Clock;
 use crate::domain::SecretRef;
 
@@ -29,6 +35,9 @@ pub enum TimerKind {
     Rotation,
     /// The next check of the current version against the target: fires `Verify`.
     Verify,
+    /// The actor has been idle for `hibernate_after`: fires `Hibernate` at a live actor
+    /// only (a hibernated secret has nothing to stop).
+    Hibernate,
 }
 
 #[derive(Default)]
@@ -47,6 +56,9 @@ pub struct Scheduler {
     wake: Arc<Notify>,
     clock: Clock,
     namespace: String,
+    /// Starts the actor of a secret whose deadline fired while it hibernates. Weak: the
+    /// context owns this scheduler.
+    waker: OnceLock<Weak<RotationContext>>,
 }
 
 impl Scheduler {
@@ -58,6 +70,7 @@ impl Scheduler {
             wake: Arc::new(Notify::new()),
             clock,
             namespace,
+            waker: OnceLock::new(),
         });
         let weak = Arc::downgrade(&s);
         let notify = s.wake.clone();
@@ -82,6 +95,17 @@ impl Scheduler {
             }
         });
         s
+    }
+
+    /// Lets a fired deadline wake a hibernating secret's actor (set once, by the tree).
+    pub fn set_waker(&self, context: Weak<RotationContext>) {
+        let _ = self.waker.set(context);
+    }
+
+    /// When `secret`'s deadline of `kind` is armed, if it is.
+    pub fn armed(&self, secret: &SecretRef, kind: TimerKind) -> Option<DateTime<Utc>> {
+        let d = self.deadlines.lock().ok()?;
+        d.by_secret.get(&(secret.clone(), kind)).copied()
     }
 
     /// Arms `secret`'s rotation deadline at `at`, replacing any armed one.
@@ -151,17 +175,37 @@ impl Scheduler {
             d.queue.first().map(|(at, _, _)| *at)
         };
         for (secret, kind) in due {
+            let message = || match kind {
+                TimerKind::Rotation => RotationMsg::Timer,
+                TimerKind::Verify => RotationMsg::Verify,
+                TimerKind::Hibernate => RotationMsg::Hibernate,
+            };
             let name = rotation::actor_name(&self.namespace, &secret);
             match ractor::registry::where_is(name) {
                 Some(cell) => {
                     let actor: ActorRef<RotationMsg> = cell.into();
-                    let _ = actor.cast(match kind {
-                        TimerKind::Rotation => RotationMsg::Timer,
-                        TimerKind::Verify => RotationMsg::Verify,
-                    });
+                    let _ = actor.cast(message());
                 }
-                // Restarting: the new incarnation re-arms from its journal on resume.
-                None => tracing::debug!(%secret, "timer fired while the actor restarts"),
+                // Gone already: nothing to stop.
+                None if kind == TimerKind::Hibernate => {}
+                None => match self.waker.get().and_then(Weak::upgrade) {
+                    // Hibernating (or restarting): start it, then deliver. A restarting
+                    // one answers the wake once it is back; its journal re-arms the rest.
+                    Some(context) => {
+                        let msg = message();
+                        tokio::spawn(async move {
+                            match context.wake(&secret).await {
+                                Ok(actor) => {
+                                    let _ = actor.cast(msg);
+                                }
+                                Err(e) => {
+                                    tracing::debug!(%secret, error = %e, "timer fired while the actor cannot start")
+                                }
+                            }
+                        });
+                    }
+                    None => tracing::debug!(%secret, "timer fired while the actor restarts"),
+                },
             }
         }
         next

@@ -10,44 +10,53 @@
 //! │                      in the store
 //! ├── watchers           supervisor: one publisher per [[publish]] directory or view, then one
 //! │                      watcher actor per [[mounts]] path (unless watching is off)
-//! └── rotations          supervisor: one rotation actor per tenant secret
+//! └── rotations          supervisor: one rotation actor per tenant secret that has work
+//!                        (started on demand, stops when idle: see `rotation`)
 //! ```
+//!
+//! The rotations supervisor starts with no children. [`start`] then reads every journal
+//! from the store, a page at a time, and works out what each secret's actor would do on
+//! resume without starting it: a secret with nothing to do soon gets its deadlines in the
+//! scheduler and its status on the board; one with something in flight, due now or new
+//! is woken. The tree is ready once every secret is on the board.
 //!
 //! Every restart anywhere is logged by the supervisor and counted in
 //! `rotor_actor_restarts_total{kind}`. When the root gives up, [`Tree::wait`] says so and
 //! `rotor run` exits non-zero so Kubernetes restarts the pod.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::bootstrap;
 use super::consumers::{self as consumers_actor, ConsumerBoard, ConsumersActor, ConsumersArgs};
 use super::jobs::{self as jobs_actor, JobsActor, JobsArgs};
+use super::managed::ManagedSecrets;
 use super::metrics::{self as metrics_actor, MetricsActor};
 use super::notifier::{self, Deliveries, Notifier, Undelivered};
 use super::publisher::view::ViewPublisherActor;
 use super::publisher::{self, PublisherActor};
 use super::root::{Root, RootExit, spawn_root};
-use super::rotation::{self, RotationActor, RotationContext, RotationSpec, ViewLink};
-use super::scheduler::Scheduler;
+use super::rotation::{self, RotationContext};
+use super::scheduler::{Scheduler, TimerKind};
 use super::watcher::{self, WatchContext, WatcherActor};
 use crate::clock::Clock;
-use crate::config::{Config, ExpireAfter, SecretConfig};
+use crate::config::Config;
 use crate::domain::SecretRef;
 use crate::ha::{Fence, FencedStore};
-use crate::machine::ExpiryGate;
+use crate::machine::{Effect, SecretState};
 use crate::metrics::Metrics;
 use crate::publish::aws::AwsEnv;
+use crate::schedule::jitter_offset;
 use crate::status::StatusBoard;
 use crate::store::Store;
 use crate::store::cache::{CacheOptions, CachedStore};
 use crate::supervisor::{Backoff, ChildSpec, Intensity, Restart, SupervisorArgs, SupervisorEvent};
-use crate::target::{Target, ValueReader};
+use crate::target::ValueReader;
 use crate::watch::event::EventSink;
 use crate::watch::limiter::ReloadLimiter;
 
@@ -85,11 +94,26 @@ pub struct TreeOptions {
     /// and every commit carries its term (`crate::ha::FencedStore`). Unfenced (term 0, the
     /// store used as is) without `[ha]`.
     pub fence: Fence,
+    /// How long a rotation actor with nothing to do stays up before it stops (its secret
+    /// then costs a scheduler entry and a status board entry). `None`: never; every secret
+    /// keeps an actor from start-up on.
+    pub hibernate_after: Option<Duration>,
 }
+
+/// The default idle delay before a rotation actor hibernates: long enough that a burst of
+/// API calls or a rotation's steps reuse one actor, short enough that a mass rotation gives
+/// its memory back within a minute.
+pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(30);
+
+/// Journals read per page at start-up.
+const JOURNAL_PAGE: usize = 4_096;
+
+/// Secrets woken at once at start-up (each is a call to the rotations supervisor).
+const WAKES_AT_ONCE: usize = 64;
 
 /// Builds the target of a secret in place of its configured one (a test hook).
 #[cfg(feature = "test-util")]
-pub type TargetOverride = Arc<dyn Fn(&SecretRef) -> Arc<dyn Target> + Send + Sync>;
+pub type TargetOverride = Arc<dyn Fn(&SecretRef) -> Arc<dyn crate::target::Target> + Send + Sync>;
 
 impl Default for TreeOptions {
     fn default() -> Self {
@@ -111,22 +135,7 @@ impl Default for TreeOptions {
             extra_children: Vec::new(),
             aws_env: AwsEnv::process(),
             fence: Fence::unfenced(),
-        }
-    }
-}
-
-impl TreeOptions {
-    /// The target that replaces every secret's own, if a test set one; never in a release
-    /// build.
-    fn overridden_target(&self, secret: &SecretRef) -> Option<Arc<dyn Target>> {
-        #[cfg(feature = "test-util")]
-        {
-            self.target_override.as_ref().map(|build| build(secret))
-        }
-        #[cfg(not(feature = "test-util"))]
-        {
-            let _ = secret;
-            None
+            hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
         }
     }
 }
@@ -138,15 +147,16 @@ const DRAIN_MARGIN: Duration = Duration::from_millis(250);
 pub struct Tree {
     pub root: Root,
     pub context: Arc<RotationContext>,
-    /// Every managed secret and its spec, for 404s and the schedule.
-    pub secrets: Arc<BTreeMap<SecretRef, Arc<RotationSpec>>>,
+    /// Every managed secret, for 404s and the schedule; specs are built on wake.
+    pub secrets: Arc<ManagedSecrets>,
     ready: Arc<AtomicBool>,
     /// The notification delivery tasks, drained at shutdown.
     deliveries: Deliveries,
 }
 
 impl Tree {
-    /// Whether every rotation actor has reported its state once.
+    /// Whether every managed secret is on the status board (from its journal, or from its
+    /// woken actor).
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -179,72 +189,6 @@ impl Tree {
     }
 }
 
-/// How long the previous version of a secret that has views (or agent consumers) may
-/// outlive its grace while one lags, when its policy has no `max_grace_extension`
-/// (`expire_after = "grace"`): the same day as that key's own default.
-const DEFAULT_VIEW_GRACE_EXTENSION: Duration = Duration::from_secs(24 * 3_600);
-
-/// Builds the actor-facing spec of one secret from its configuration. `reader` is how its
-/// target reads stored values (the cached store).
-pub fn spec_for(
-    cfg: &SecretConfig,
-    config: &Config,
-    options: &TreeOptions,
-    reader: &ValueReader,
-) -> Arc<RotationSpec> {
-    let policy = cfg.policy.clone();
-    let secret = cfg.secret.clone();
-    let schedule_policy = policy.clone();
-    let schedule_secret = secret.clone();
-    let target = options
-        .overridden_target(&secret)
-        .unwrap_or_else(|| cfg.target.build(&secret, reader));
-    let to_delta = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
-    let views: Vec<ViewLink> = config
-        .all_views()
-        .iter()
-        .filter(|v| v.shows(&secret))
-        .map(|v| ViewLink {
-            name: v.name(),
-            actor: publisher::view::actor_name(&options.namespace, v),
-        })
-        .collect();
-    let gate_on_consumers = config.server.consumer_token_file.is_some();
-    Arc::new(RotationSpec {
-        secret,
-        policy: policy.name.clone(),
-        generator: policy.generator.clone(),
-        grace: to_delta(policy.grace),
-        max_attempts: policy.max_attempts,
-        retry_backoff: to_delta(config.runtime.retry_backoff),
-        retry_backoff_max: to_delta(config.runtime.retry_backoff_max),
-        expiry_gate: match policy.expire_after {
-            ExpireAfter::Grace if views.is_empty() && !gate_on_consumers => ExpiryGate::Grace,
-            // A secret with views (or agent consumers) is gated on them whatever its policy
-            // says; a policy that does not gate on consumers has no `max_grace_extension`
-            // of its own. A secret that never has agent consumers passes that gate as soon
-            // as it is promoted (see `RotationState::consumers_saw`).
-            ExpireAfter::Grace => ExpiryGate::GraceAndConsumers {
-                max_extension: to_delta(DEFAULT_VIEW_GRACE_EXTENSION),
-            },
-            ExpireAfter::GraceAndConsumers { max_extension } => ExpiryGate::GraceAndConsumers {
-                max_extension: to_delta(max_extension),
-            },
-        },
-        gate_on_mounts: matches!(policy.expire_after, ExpireAfter::GraceAndConsumers { .. }),
-        gate_on_consumers,
-        views,
-        next_due: Arc::new(move |last, now| {
-            schedule_policy
-                .schedule
-                .next_due(&schedule_secret, last, now)
-        }),
-        step_timeout: options.step_timeout,
-        target,
-        verify_interval: policy.verify_interval,
-    })
-}
-
 /// What every watcher shares: the store's fingerprint, the global reload limit, the
 /// managed secrets (for the file naming convention) and where last-seen fingerprints go
 /// (`watch/` next to the embedded store's file).
@@ -269,13 +213,19 @@ fn watch_context(
         clock: options.clock,
         fingerprint: Arc::new(move |bytes| store.fingerprint(bytes)),
         limiter: Arc::new(ReloadLimiter::new(config.watch.max_reloads_per_minute)),
-        managed: config.secrets.iter().map(|s| s.secret.clone()).collect(),
+        // Only watchers read it: without one, a million names are not copied a third time.
+        managed: if config.watch.enabled && !config.mounts.is_empty() {
+            config.secrets.iter().map(|s| s.secret.clone()).collect()
+        } else {
+            Default::default()
+        },
         state_dir,
         sink: options.watch_sink.clone(),
         mountinfo: options.mountinfo.clone(),
         max_file_size: config.watch.max_file_size,
         reload_gate: None,
         notify: true,
+        rotations: Some(context.clone()),
     })
 }
 
@@ -303,6 +253,7 @@ pub async fn start(
     let cached = Arc::new(CachedStore::new(store, cache, metrics.clone()));
     let reader: ValueReader = cached.clone();
     let store: Arc<dyn Store> = cached;
+    let secrets = Arc::new(ManagedSecrets::new(config, &options, reader));
     let context = Arc::new(RotationContext {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -315,18 +266,10 @@ pub async fn start(
         namespace: options.namespace.clone(),
         consumers: Arc::new(ConsumerBoard::default()),
         jobs: Arc::new(jobs_actor::JobBoard::default()),
+        secrets: secrets.clone(),
+        hibernate_after: options.hibernate_after.filter(|d| !d.is_zero()),
     });
-    let secrets: BTreeMap<SecretRef, Arc<RotationSpec>> = config
-        .secrets
-        .iter()
-        .map(|secret_cfg| {
-            (
-                secret_cfg.secret.clone(),
-                spec_for(secret_cfg, config, &options, &reader),
-            )
-        })
-        .collect();
-    let secrets = Arc::new(secrets);
+    context.scheduler.set_waker(Arc::downgrade(&context));
     metrics.secrets_managed.set(secrets.len() as i64);
     // The store was opened by the caller.
     metrics.store_up.set(1);
@@ -359,32 +302,22 @@ pub async fn start(
         }
     });
 
-    let rotation_children = {
-        let secrets = secrets.clone();
-        let context = context.clone();
-        move || {
-            secrets
-                .values()
-                .map(|spec| {
-                    let spec = spec.clone();
-                    let context = context.clone();
-                    ChildSpec::actor(
-                        spec.secret.to_string(),
-                        "rotation",
-                        Restart::Permanent,
-                        Some(rotation::actor_name(&context.namespace, &spec.secret)),
-                        move || (RotationActor, (spec.clone(), context.clone())),
-                    )
-                })
-                .collect::<Vec<_>>()
-        }
-    };
     let rotations_args = {
         let observer = observer.clone();
         let intensity = options.rotations_intensity;
         let backoff = options.backoff;
+        let context = context.clone();
+        let first = AtomicBool::new(true);
         move || {
-            SupervisorArgs::new(rotation_children())
+            if !first.swap(false, Ordering::AcqRel) {
+                // A restart by the root: the actors of the last incarnation are gone, and
+                // what they had in flight has no deadline to wake it. Go through the
+                // journals again, as at start-up.
+                let context = context.clone();
+                tokio::spawn(async move { fill(&context).await });
+            }
+            // No children: secrets are woken on demand (see `fill`).
+            SupervisorArgs::new(Vec::new())
                 .with_intensity(intensity)
                 .with_backoff(backoff)
                 .with_observer(observer.clone())
@@ -515,7 +448,7 @@ pub async fn start(
             metrics: metrics.clone(),
             clock: options.clock,
             namespace: ns.clone(),
-            managed: Arc::new(secrets.keys().cloned().collect()),
+            managed: Arc::new(secrets.iter().map(|(s, _)| s.clone()).collect()),
         };
         children.push(ChildSpec::actor(
             "consumers",
@@ -531,6 +464,7 @@ pub async fn start(
         let args = JobsArgs {
             store: context.store.clone(),
             secrets: secrets.clone(),
+            context: context.clone(),
             board: board.clone(),
             metrics: metrics.clone(),
             clock: options.clock,
@@ -555,7 +489,7 @@ pub async fn start(
         ChildSpec::supervisor(
             "rotations",
             "supervisor",
-            Some(format!("{ns}rotor.rotations")),
+            Some(rotation::supervisor_name(&ns)),
             rotations_args,
         ),
     ]);
@@ -570,16 +504,16 @@ pub async fn start(
     // The notifier runs now: the notices of the first versions written in bulk go out.
     first_versions.notify(&ns);
 
-    // Ready once every rotation actor has published its state (it does after loading its
-    // journal and resuming).
+    // Ready once every secret is on the board: filled from the journals, or published by
+    // its woken actor after loading its journal and resuming.
     let ready = Arc::new(AtomicBool::new(false));
     {
         let ready = ready.clone();
-        let board = board.clone();
-        let want = secrets.len();
+        let context = context.clone();
         tokio::spawn(async move {
+            fill(&context).await;
             let mut wait = Duration::from_millis(1);
-            while board.len() < want {
+            while context.board.len() < context.secrets.len() {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_millis(100));
             }
@@ -593,4 +527,122 @@ pub async fn start(
         ready,
         deliveries,
     })
+}
+
+/// Puts every managed secret on the status board and its deadlines in the scheduler from
+/// its journal, and wakes those that need their actor now: something in flight, a deadline
+/// within the idle delay, a journal the machine would change on resume (a policy changed,
+/// a due time passed), no journal yet, or every one when actors do not hibernate. Journals
+/// are read a page at a time. If the store cannot be read, every secret is woken: its
+/// actor reads its own journal and fails (and is restarted) as it would have before.
+async fn fill(context: &Arc<RotationContext>) {
+    let started = std::time::Instant::now();
+    let secrets = &context.secrets;
+    let mut seen = vec![false; secrets.len()];
+    let mut wake: Vec<SecretRef> = Vec::new();
+    let mut after: Option<SecretRef> = None;
+    let mut read_all = true;
+    loop {
+        let page = match context.store.journals(after.as_ref(), JOURNAL_PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the journals at start-up; starting every secret's actor");
+                read_all = false;
+                break;
+            }
+        };
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        let now = context.clock.now();
+        for (secret, journal) in page {
+            let Ok(index) = secrets
+                .configs()
+                .binary_search_by(|c| c.secret.cmp(&secret))
+            else {
+                // In the store, no longer in the configuration.
+                continue;
+            };
+            seen[index] = true;
+            if !place(context, &secret, &journal, now) {
+                wake.push(secret);
+            }
+        }
+    }
+    for (cfg, seen) in secrets.configs().iter().zip(&seen) {
+        if !seen || !read_all {
+            wake.push(cfg.secret.clone());
+        }
+    }
+    wake.sort_unstable();
+    wake.dedup();
+    let woken = wake.len();
+    tracing::info!(
+        secrets = secrets.len(),
+        hibernating = secrets.len().saturating_sub(woken),
+        waking = woken,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "schedule filled from the journals"
+    );
+    futures::stream::iter(wake)
+        .for_each_concurrent(WAKES_AT_ONCE, |secret| async move {
+            if let Err(e) = context.wake(&secret).await {
+                tracing::warn!(%secret, error = %e, "cannot start the rotation actor at start-up");
+            }
+        })
+        .await;
+}
+
+/// Puts one secret on the board and its deadlines in the scheduler, if its actor has
+/// nothing to do now. `false`: wake it.
+fn place(
+    context: &RotationContext,
+    secret: &SecretRef,
+    journal: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let Some(after) = context.hibernate_after else {
+        return false;
+    };
+    let secrets = &context.secrets;
+    let Some(cfg) = secrets.get(secret) else {
+        return false;
+    };
+    // An unreadable journal: the actor fails on it, loudly, as it always did.
+    let Ok(state) = serde_json::from_slice::<SecretState>(journal) else {
+        return false;
+    };
+    if !rotation::may_hibernate(&state.phase, secrets.has_memory_gates(secret)) {
+        return false;
+    }
+    let Some(Ok(t)) = secrets.resume(secret, &state, now) else {
+        return false;
+    };
+    if t.state != state || t.history.is_some() {
+        return false;
+    }
+    let mut deadline = None;
+    for effect in &t.effects {
+        match effect {
+            Effect::ArmTimer { at, .. } => deadline = Some(*at),
+            Effect::CancelTimer { .. } => deadline = None,
+            _ => return false,
+        }
+    }
+    let soon = now + TimeDelta::from_std(after).unwrap_or(TimeDelta::MAX);
+    if deadline.is_some_and(|at| at <= soon) {
+        return false;
+    }
+    if let Some(at) = deadline {
+        context.scheduler.arm(secret, at);
+    }
+    // The first verify after start-up, at the same per-secret offset an actor would use.
+    if let Some(interval) = cfg.policy.verify_interval {
+        let at =
+            now + TimeDelta::from_std(jitter_offset(secret, interval)).unwrap_or(TimeDelta::MAX);
+        context.scheduler.arm_kind(secret, TimerKind::Verify, at);
+    }
+    context
+        .board
+        .set(secret, rotation::status_of(&cfg.policy.name, &state));
+    true
 }

@@ -96,6 +96,9 @@ pub struct WatchContext {
     /// Whether events go to the notifier actor. `rotor agent` has none: its events go to
     /// the sink, which logs what matters.
     pub notify: bool,
+    /// Wakes a hibernating rotation actor that must hear what a mount shows (`rotor run`);
+    /// `None` in `rotor agent`, which has no rotation actors.
+    pub rotations: Option<Arc<super::rotation::RotationContext>>,
 }
 
 /// The registry name of the watcher of `mount` in the tree `namespace`.
@@ -676,17 +679,37 @@ impl WatcherState {
         }));
     }
 
-    /// Tells the rotation actor of the secret this file holds which value it shows.
+    /// Tells the rotation actor of the secret this file holds which value it shows. A
+    /// secret in grace whose actor hibernates is woken for it (its expiry may wait for the
+    /// mount); outside grace a live actor hears it and a hibernating one need not.
     fn consumer_saw(&self, file: &str, fingerprint: &str) {
         let Some(secret) = mapping::secret_for(file, &self.mount.files, &self.ctx.managed) else {
             return;
+        };
+        let msg = RotationMsg::ConsumerSaw {
+            fingerprint: fingerprint.to_owned(),
         };
         if let Some(cell) =
             ractor::registry::where_is(rotation::actor_name(&self.ctx.namespace, &secret))
         {
             let actor: ActorRef<RotationMsg> = cell.into();
-            let _ = actor.cast(RotationMsg::ConsumerSaw {
-                fingerprint: fingerprint.to_owned(),
+            let _ = actor.cast(msg);
+        } else if let Some(context) = &self.ctx.rotations
+            && context
+                .board
+                .get(&secret)
+                .is_some_and(|s| s.phase == "grace")
+        {
+            let context = context.clone();
+            tokio::spawn(async move {
+                match context.wake(&secret).await {
+                    Ok(actor) => {
+                        let _ = actor.cast(msg);
+                    }
+                    Err(e) => {
+                        tracing::debug!(%secret, error = %e, "cannot wake the rotation actor for a mount's report")
+                    }
+                }
             });
         }
     }

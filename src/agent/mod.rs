@@ -531,6 +531,7 @@ pub async fn run(
         max_file_size: config.watch.max_file_size,
         reload_gate: Some(Arc::new(Permits(agent.clone()))),
         notify: false,
+        rotations: None,
     });
     let mut watchers = Vec::new();
     for (mount, _) in &mounts {

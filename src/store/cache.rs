@@ -227,6 +227,14 @@ impl Store for CachedStore {
         self.inner.create_first_versions(firsts, now).await
     }
 
+    async fn journals(
+        &self,
+        after: Option<&SecretRef>,
+        limit: usize,
+    ) -> Result<Vec<(SecretRef, Vec<u8>)>, StoreError> {
+        self.inner.journals(after, limit).await
+    }
+
     // Records hold no value: they pass straight through, uncached.
     async fn record_get(&self, ns: &str, id: &str) -> Result<Option<(Vec<u8>, Rev)>, StoreError> {
         self.inner.record_get(ns, id).await

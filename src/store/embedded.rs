@@ -866,6 +866,16 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn journals(
+        &self,
+        after: Option<&SecretRef>,
+        limit: usize,
+    ) -> Result<Vec<(SecretRef, Vec<u8>)>, StoreError> {
+        let after = after.cloned();
+        self.blocking(move |db| db.with_file(|f| db.journals(f, after.as_ref(), limit)))
+            .await
+    }
+
     async fn record_get(&self, ns: &str, id: &str) -> Result<Option<(Vec<u8>, Rev)>, StoreError> {
         check_record_name("namespace", ns)?;
         check_record_name("id", id)?;
@@ -1383,6 +1393,40 @@ impl Db {
             return Ok((0, written));
         }
         Ok((self.finish(txn, &what, writer)?, written))
+    }
+
+    /// Up to `limit` journals after `after`, in key order (tenant, then key), from one
+    /// read transaction.
+    fn journals(
+        &self,
+        db: &Database,
+        after: Option<&SecretRef>,
+        limit: usize,
+    ) -> Result<Vec<(SecretRef, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let what = "read journals";
+        let txn = db.begin_read().map_err(|e| self.backend(&what, e))?;
+        let journal = txn
+            .open_table(JOURNAL)
+            .map_err(|e| self.backend(&what, e))?;
+        let start = match after {
+            Some(a) => Bound::Excluded((a.tenant(), a.key())),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in journal
+            .range::<(&str, &str)>((start, Bound::Unbounded))
+            .map_err(|e| self.backend(&what, e))?
+            .take(limit)
+        {
+            let (key, value) = item.map_err(|e| self.backend(&what, e))?;
+            let (t, k) = key.value();
+            let secret = SecretRef::new(t, k).map_err(|e| {
+                StoreError::Backend(format!("{what}: corrupt journal key {t:?}/{k:?}: {e}"))
+            })?;
+            out.push((secret, value.value().to_vec()));
+        }
+        Ok(out)
     }
 
     fn secrets(&self, db: &Database) -> Result<Vec<SecretRef>, StoreError> {

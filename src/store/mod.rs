@@ -229,6 +229,10 @@ pub trait ReadValue: Send + Sync + 'static {
 /// Methods are async and run on the caller's runtime; a backend whose I/O blocks (redb)
 /// moves it onto a blocking thread itself. [`ReadValue::read_value`] is the one way a
 /// value comes back out.
+/// How many journal reads the default [`Store::journals`] keeps in flight (round trips to
+/// a remote store overlap; a local one barely notices).
+const JOURNAL_READS_AT_ONCE: usize = 32;
+
 #[async_trait::async_trait]
 pub trait Store: ReadValue {
     /// Stores `value` as `version` of `secret`, created by `rotation`, with no label.
@@ -365,6 +369,35 @@ pub trait Store: ReadValue {
             written.extend(futures::future::try_join_all(calls).await?);
         }
         Ok(written)
+    }
+
+    /// Up to `limit` journals of the secrets after `after` (all when `None`), in the
+    /// store's order of secrets, which this order continues from (pass the last secret of
+    /// a page to get the next; an empty page is the end). What start-up reads to fill the
+    /// schedule and the status board without an actor per secret, a page at a time so a
+    /// million journals are never in memory at once. This default lists every secret and
+    /// reads the page's journals a few at a time; a store that can scan its journals in
+    /// order (the embedded one) overrides it. A secret deleted between the list and its
+    /// read is left out.
+    async fn journals(
+        &self,
+        after: Option<&SecretRef>,
+        limit: usize,
+    ) -> Result<Vec<(SecretRef, Vec<u8>)>, StoreError> {
+        use futures::StreamExt;
+        let mut secrets = self.secrets().await?;
+        secrets.sort_unstable();
+        let from = after.map_or(0, |a| secrets.partition_point(|s| s <= a));
+        let page: Vec<SecretRef> = secrets.into_iter().skip(from).take(limit).collect();
+        let read: Vec<_> = futures::stream::iter(page)
+            .map(|secret| async move {
+                let journal = self.journal(&secret).await;
+                journal.map(|j| j.map(|bytes| (secret, bytes)))
+            })
+            .buffered(JOURNAL_READS_AT_ONCE)
+            .collect()
+            .await;
+        read.into_iter().filter_map(|r| r.transpose()).collect()
     }
 
     /// The record `ns/id` and its revision, if it exists.

@@ -421,6 +421,8 @@ pub async fn history_is_newest_first_limited_and_not_duplicated_by_replays(
     assert_eq!(store.history(&s, 100).await.expect("history").len(), 6);
 }
 
+/// `secrets` lists the secrets with a journal, and `journals` reads theirs, whole or a page
+/// at a time.
 pub async fn secrets_lists_those_with_a_journal(store: &dyn Store) {
     assert!(store.secrets().await.expect("secrets").is_empty());
     let a = secret("tenant1", "api_keys");
@@ -435,8 +437,33 @@ pub async fn secrets_lists_those_with_a_journal(store: &dyn Store) {
             .await
             .expect("commit");
     }
-    assert_eq!(store.secrets().await.expect("secrets"), [a, b, c]);
+    assert_eq!(
+        store.secrets().await.expect("secrets"),
+        [a.clone(), b.clone(), c.clone()]
+    );
     assert!(store.journal(&d).await.expect("journal").is_none());
+    // Every journal at once, in order, each the one `journal` reads.
+    let all = store.journals(None, 100).await.expect("journals");
+    let names: Vec<SecretRef> = all.iter().map(|(s, _)| s.clone()).collect();
+    assert_eq!(names, [a, b, c]);
+    for (s, bytes) in &all {
+        assert_eq!(
+            store.journal(s).await.expect("journal").as_ref(),
+            Some(bytes)
+        );
+    }
+    // A page at a time, each continuing after the last secret of the one before, until an
+    // empty page: the same journals, none twice.
+    let mut paged = Vec::new();
+    let mut after: Option<SecretRef> = None;
+    loop {
+        let page = store.journals(after.as_ref(), 2).await.expect("page");
+        assert!(page.len() <= 2, "{} journals in a page of 2", page.len());
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
 }
 
 /// Records: check-and-set on the revision (absent, current, stale), revisions that move

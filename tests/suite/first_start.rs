@@ -5,14 +5,13 @@
 //! `rotor_first_versions_pending` gauge counts down batch by batch; the trait's default
 //! (what the Vault store uses) writes the same as the embedded store's one transaction.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use rotor::actors::bootstrap::{self, FirstVersions};
-use rotor::actors::rotation::RotationSpec;
+use rotor::actors::managed::ManagedSecrets;
 use rotor::actors::tree::{self, TreeOptions};
 use rotor::clock::Clock;
 use rotor::config::Config;
@@ -50,16 +49,9 @@ max_attempts = 3
     tree_config(dir, &text)
 }
 
-fn specs(
-    cfg: &Config,
-    options: &TreeOptions,
-    store: Arc<dyn Store>,
-) -> BTreeMap<SecretRef, Arc<RotationSpec>> {
+fn specs(cfg: &Config, options: &TreeOptions, store: Arc<dyn Store>) -> ManagedSecrets {
     let reader: ValueReader = store;
-    cfg.secrets
-        .iter()
-        .map(|s| (s.secret.clone(), tree::spec_for(s, cfg, options, &reader)))
-        .collect()
+    ManagedSecrets::new(cfg, options, reader)
 }
 
 fn secret(i: usize) -> SecretRef {
@@ -242,7 +234,11 @@ async fn a_failed_batch_leaves_whole_batches_and_the_next_start_finishes() {
     assert_eq!(metrics.first_versions_pending.get(), 0);
     let written = with_state(store.as_ref()).await;
     assert_eq!(written.len(), 10);
-    for s in specs.keys().filter(|s| !written.contains(s)) {
+    for s in specs
+        .iter()
+        .map(|(s, _)| s)
+        .filter(|s| !written.contains(s))
+    {
         assert!(
             store.versions(s).await.unwrap().is_empty(),
             "{s} has a version"
@@ -260,7 +256,7 @@ async fn a_failed_batch_leaves_whole_batches_and_the_next_start_finishes() {
     assert_eq!((done.created, done.left_to_actors), (15, 0));
     assert_eq!(with_state(store.as_ref()).await.len(), 25);
     let first = end_state(store.as_ref(), &secret(0)).await;
-    for s in specs.keys() {
+    for s in specs.iter().map(|(s, _)| s) {
         assert_eq!(end_state(store.as_ref(), s).await, first, "{s}");
     }
     assert_eq!(succeeded(&metrics), 25);
@@ -396,7 +392,7 @@ async fn the_pending_gauge_counts_down_and_the_default_writes_the_same() {
     seen.dedup();
     assert_eq!(seen, [25, 15, 5], "the gauge before each batch of ten");
     assert_eq!(metrics.first_versions_pending.get(), 0);
-    for s in specs.keys() {
+    for s in specs.iter().map(|(s, _)| s) {
         assert_eq!(
             end_state(store.as_ref(), s).await,
             end_state(reference.as_ref(), s).await,

@@ -1,15 +1,16 @@
 //! The supervision tree and rotation actors in-process, on paused tokio time: scheduled
 //! rotations, API rotations, grace and expiry, rollback, failures and retries, restarts
-//! after injected panics with state intact, and escalation.
+//! after injected panics with state intact, and escalation; hibernation (idle secrets
+//! without an actor, woken by their deadline, the API or a second start).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use ractor::ActorRef;
 use rotor::actors::admin::ActorAdmin;
-use rotor::actors::rotation::{self, RotationMsg};
+use rotor::actors::rotation::{self, RotationMsg, WakeError};
+use rotor::actors::scheduler::TimerKind;
 use rotor::actors::tree::{self, Tree, TreeOptions};
 use rotor::api::{Admin, AdminError};
 use rotor::clock::Clock;
@@ -19,7 +20,7 @@ use rotor::machine::SecretState;
 use rotor::metrics::Metrics;
 use rotor::store::embedded::EmbeddedStore;
 use rotor::store::{ReadValue as _, Store};
-use rotor::supervisor::{Backoff, Intensity};
+use rotor::supervisor::{Backoff, Intensity, which_children};
 use rotor::target::Target;
 use rotor::target::none::NoneTarget;
 
@@ -271,10 +272,8 @@ async fn a_panicking_rotation_actor_is_restarted_with_its_state() {
     })
     .await;
     let before = h.tree.context.board.get(&t1()).unwrap();
-    let old: ActorRef<RotationMsg> =
-        ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
-            .unwrap()
-            .into();
+    // Woken, in case it hibernates in grace already.
+    let old = h.tree.context.wake(&t1()).await.unwrap();
     old.cast(RotationMsg::InjectPanic).unwrap();
     eventually(Duration::from_secs(5), "a new incarnation", async || {
         ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
@@ -314,11 +313,10 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
     .await;
     eventually(Duration::from_secs(5), "ready", async || h.admin.ready()).await;
     for _ in 0..3 {
-        let cell = eventually(Duration::from_secs(5), "the rotation actor", async || {
-            ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1()))
+        let actor = eventually(Duration::from_secs(5), "the rotation actor", async || {
+            h.tree.context.wake(&t1()).await.ok()
         })
         .await;
-        let actor: ActorRef<RotationMsg> = cell.into();
         let _ = actor.cast(RotationMsg::InjectPanic);
         eventually(
             Duration::from_secs(5),
@@ -345,8 +343,9 @@ async fn repeated_panics_beyond_the_intensity_escalate_to_the_root() {
         text.contains(r#"rotor_actor_restarts_total{kind="rotation"} 2"#),
         "{text}"
     );
+    // The new rotations supervisor starts actors again (each on demand).
     eventually(Duration::from_secs(5), "actors back", async || {
-        ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, &t1())).is_some()
+        h.tree.context.wake(&t1()).await.is_ok()
     })
     .await;
     h.tree.shutdown(Duration::from_secs(5)).await;
@@ -513,4 +512,155 @@ async fn a_store_write_failing_at_any_step_is_resumed_after_the_restart() {
         );
         h.tree.shutdown(Duration::from_secs(5)).await;
     }
+}
+
+// Hibernation: a secret with nothing to do has no actor, only its deadline in the scheduler
+// and its status on the board; a deadline, an API call or a wake starts it again.
+
+/// Whether `s` has a live rotation actor.
+fn awake(h: &Harness, s: &SecretRef) -> bool {
+    ractor::registry::where_is(rotation::actor_name(&h.tree.context.namespace, s)).is_some()
+}
+
+/// The children of the rotations supervisor: one per awake secret.
+async fn rotation_children(tree: &Tree) -> usize {
+    let sup = ractor::registry::where_is(rotation::supervisor_name(&tree.context.namespace))
+        .expect("the rotations supervisor");
+    which_children(&sup.into()).await.expect("children").len()
+}
+
+/// The value of `rotor_actor_restarts_total{kind="rotation"}`, 0 when absent.
+async fn rotation_restarts(h: &Harness) -> u64 {
+    let text = h.admin.metrics_text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"rotor_actor_restarts_total{kind="rotation"} "#))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_secret_hibernates_and_its_deadline_wakes_it() {
+    let h = start().await;
+    eventually(Duration::from_secs(5), "v1", async || {
+        h.admin.ready() && labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
+    })
+    .await;
+    // The next rotation is an hour away: after the idle delay the actor is gone, and the
+    // secret is a board entry and a deadline.
+    eventually(Duration::from_secs(120), "hibernated", async || {
+        !awake(&h, &t1()) && rotation_children(&h.tree).await == 0
+    })
+    .await;
+    assert_eq!(phase(&h, &t1()), "idle");
+    let due = h.tree.context.board.get(&t1()).unwrap().next_due.unwrap();
+    assert_eq!(
+        h.tree.context.scheduler.armed(&t1(), TimerKind::Rotation),
+        Some(due)
+    );
+    // The deadline wakes it: the scheduled rotation happens, and after it the actor
+    // hibernates again.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    eventually(Duration::from_secs(5), "v2 current", async || {
+        labels_of(&h.store, &t1())
+            .await
+            .contains(&(2, vec![Label::Current]))
+    })
+    .await;
+    eventually(
+        Duration::from_secs(120),
+        "hibernated in grace",
+        async || phase(&h, &t1()) == "grace" && !awake(&h, &t1()),
+    )
+    .await;
+    // Grace ends on the deadline of a hibernating secret too.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    eventually(Duration::from_secs(5), "v1 expired", async || {
+        phase(&h, &t1()) == "idle" && labels_of(&h.store, &t1()).await.len() == 2
+    })
+    .await;
+    // Stopping when idle is a normal exit: never counted (or done) as a restart.
+    assert_eq!(rotation_restarts(&h).await, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wakes_start_one_actor_and_an_api_call_wakes_a_hibernating_secret() {
+    let h = start().await;
+    eventually(Duration::from_secs(5), "v1", async || {
+        h.admin.ready() && labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
+    })
+    .await;
+    eventually(Duration::from_secs(120), "hibernated", async || {
+        !awake(&h, &t1())
+    })
+    .await;
+    // Two callers at once: one starts it, the other finds it.
+    let ctx = &h.tree.context;
+    let secret = t1();
+    let (a, b) = tokio::join!(ctx.wake(&secret), ctx.wake(&secret));
+    assert_eq!(a.unwrap().get_id(), b.unwrap().get_id());
+    assert_eq!(rotation_children(&h.tree).await, 1);
+    eventually(Duration::from_secs(120), "hibernated again", async || {
+        !awake(&h, &t1())
+    })
+    .await;
+    // The API wakes it: the rotation runs as it would have with a live actor.
+    h.admin.rotate(t1()).await.unwrap();
+    eventually(Duration::from_secs(5), "grace", async || {
+        phase(&h, &t1()) == "grace"
+    })
+    .await;
+    // A secret that is not managed is refused, and no actor is started for it.
+    let unknown = SecretRef::new("nobody", "api_keys").unwrap();
+    assert!(matches!(
+        ctx.wake(&unknown).await,
+        Err(WakeError::Unknown(s)) if s == unknown
+    ));
+    assert!(matches!(
+        h.admin.rotate(unknown.clone()).await,
+        Err(AdminError::UnknownSecret(_))
+    ));
+    assert!(!awake(&h, &unknown));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_start_fills_the_board_from_the_journals_without_an_actor() {
+    let h = start().await;
+    let t2 = SecretRef::new("tenant2", "api_keys").unwrap();
+    eventually(Duration::from_secs(5), "v1 of both", async || {
+        h.admin.ready() && phase(&h, &t1()) == "idle" && phase(&h, &t2) == "idle"
+    })
+    .await;
+    let before = h.tree.context.board.snapshot();
+    let Harness {
+        mut tree,
+        admin,
+        store,
+        _dir: dir,
+        ..
+    } = h;
+    drop(admin);
+    tree.shutdown(Duration::from_secs(5)).await;
+    drop(tree);
+    // The process again, on the same store (a new registry namespace: the old names may
+    // still be releasing).
+    let options = TreeOptions {
+        clock: Clock::tokio(Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap()),
+        namespace: format!("{}/second/", dir.path().display()),
+        ..TreeOptions::default()
+    };
+    let cfg = config(dir.path(), "");
+    let tree = tree::start(&cfg, store.clone(), Metrics::new(), options)
+        .await
+        .expect("tree starts");
+    eventually(Duration::from_secs(5), "ready", async || tree.ready()).await;
+    // Every secret on the board as it was, its deadline armed, and not one actor.
+    assert_eq!(tree.context.board.snapshot(), before);
+    for (secret, status) in &before {
+        assert_eq!(
+            tree.context.scheduler.armed(secret, TimerKind::Rotation),
+            status.next_due
+        );
+        let name = rotation::actor_name(&tree.context.namespace, secret);
+        assert!(ractor::registry::where_is(name).is_none(), "{secret} awake");
+    }
+    assert_eq!(rotation_children(&tree).await, 0);
 }

@@ -115,6 +115,7 @@ impl Watch {
             max_file_size: opts.max_file_size,
             reload_gate: None,
             notify: true,
+            rotations: None,
         });
         let (actor, handle) = Actor::spawn(None, WatcherActor, (Arc::new(cfg), ctx))
             .await

@@ -185,7 +185,10 @@ impl ViewState {
     }
 
     /// Tells the rotation actor of each secret of the view which version the document
-    /// shows (looked up by registry name every time: a restarted actor is a new one).
+    /// shows (looked up by registry name every time: a restarted actor is a new one). Only
+    /// live actors hear it: a secret with views keeps its actor through grace, the one
+    /// phase where this matters, and waking every secret of the view at every tick would
+    /// undo hibernation.
     fn report(&self, view: &str, versions: &BTreeMap<String, VersionNo>) {
         let fields = &self.fields;
         let shown: BTreeMap<&SecretRef, VersionNo> = versions
