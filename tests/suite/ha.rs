@@ -1345,8 +1345,8 @@ fn currents(versions: &serde_json::Value) -> usize {
 /// only the newest records of each secret, so a record may leave the history later).
 #[derive(Default)]
 struct Finished {
-    /// Rotation id → its secret and the version it made.
-    rotations: std::collections::HashMap<String, (usize, u64)>,
+    /// A rotation (secret, rotation id; ids count per secret) → the version it made.
+    rotations: std::collections::HashMap<(usize, String), u64>,
     /// A promoted version (secret, version) → the rotation that promoted it.
     promotions: std::collections::HashMap<(usize, u64), String>,
 }
@@ -1387,13 +1387,10 @@ fn check_invariants(
                     "{when}: version {to} of k{k} promoted by rotation {by} and again by {id}"
                 );
             }
-            let made = finished.rotations.entry(id.clone()).or_insert((k, to));
+            let made = finished.rotations.entry((k, id.clone())).or_insert(to);
             assert_eq!(
-                *made,
-                (k, to),
-                "{when}: rotation {id} recorded for k{k} v{to}, earlier for k{} v{}",
-                made.0,
-                made.1
+                *made, to,
+                "{when}: rotation {id} of k{k} recorded for v{to}, earlier for v{made}"
             );
         }
     }
@@ -1524,7 +1521,7 @@ async fn kill_9_campaign_loses_no_rotation_and_promotes_nothing_twice() {
             let lost: Vec<_> = log
                 .accepted
                 .iter()
-                .filter(|(k, id)| finished.rotations.get(id).is_none_or(|(s, _)| s != k))
+                .filter(|(k, id)| !finished.rotations.contains_key(&(*k, id.clone())))
                 .cloned()
                 .collect();
             let done = lost.is_empty();
