@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HA kill campaign: three `rotor run` replicas with `[ha]` (lease 3 s) on a private OpenBao,
-# 100 secrets rotating every 5 s and API rotations through random replicas, the leader
+# 100 secrets rotating every 30 s and API rotations through random replicas, the leader
 # killed with `kill -9` at random instants again and again (each killed replica started
 # again). After every kill the test checks a new leader within the lease plus one renew
 # interval, exactly one current version per secret, no version promoted twice and no
