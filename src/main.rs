@@ -403,7 +403,7 @@ async fn run_ha(
     );
     let leadership = election.leadership();
     let follower: Arc<dyn rotor::api::Admin> = Arc::new(StoreAdmin::new(
-        &config,
+        config,
         store.clone(),
         metrics.clone(),
         rotor::clock::Clock::System,
