@@ -17,6 +17,10 @@
 //!   interval (failover times printed), then a leader frozen by SIGSTOP past its lease,
 //!   replaced, and resumed: zero writes from its stale term, and it follows; the leader
 //!   killed again and again, with the median and p99 failover times printed.
+//! - The kill campaign: the leader of three `kill -9`ed at random instants many times under
+//!   API rotations through random replicas; after each kill a new leader in time and, over
+//!   100 secrets, one current version, nothing promoted or finished twice; at the end every
+//!   accepted rotation in its history.
 //! - `GET /admin/leader` through `HaAdmin` over real HTTP, and the follower backend.
 
 use std::sync::Arc;
@@ -42,7 +46,7 @@ use crate::common::http::request;
 use crate::common::openbao::{OpenBao, random_name};
 use crate::common::rotor_bin::{RotorBin, free_port};
 use crate::common::store_contract::{at, secret, value};
-use crate::common::wait::eventually;
+use crate::common::wait::{eventually, eventually_every};
 
 const D: Duration = Duration::from_secs(3);
 
@@ -623,10 +627,28 @@ async fn openbao_election_one_leader_and_a_dead_one_replaced() {
 // Three real `rotor run` processes on one OpenBao.
 
 const PREFIX: &str = "prod";
-const SECRETS: usize = 6;
 const TOKEN: &str = "ha-admin-token-0123456789";
 
+/// What every replica of a [`Cluster`] manages: `secrets` secrets `tenant1/k{n}`, each with
+/// the policy `fast` (its `interval` and `grace`) and the target `target`.
+#[derive(Clone, Copy)]
+struct Workload {
+    secrets: usize,
+    interval: &'static str,
+    grace: &'static str,
+    target: &'static str,
+}
+
+/// The failover tests' few secrets, rotating every second, so that a new leader commits soon.
+const FAILOVER: Workload = Workload {
+    secrets: 6,
+    interval: "1s",
+    grace: "300ms",
+    target: r#"{ type = "none", delay = "800ms" }"#,
+};
+
 struct Cluster {
+    workload: Workload,
     bao: OpenBao,
     mount: String,
     shared: tempfile::TempDir,
@@ -646,6 +668,10 @@ fn write_0600(path: &std::path::Path, text: &str) {
 
 impl Cluster {
     async fn start() -> Option<Cluster> {
+        Cluster::start_with(FAILOVER).await
+    }
+
+    async fn start_with(workload: Workload) -> Option<Cluster> {
         let bao = OpenBao::start().await?;
         let mount = format!("kv-{}", random_name(8));
         bao.enable_kv2(&mount).await;
@@ -655,6 +681,7 @@ impl Cluster {
         write_0600(&shared.path().join("master.key"), &"ab".repeat(32));
         write_0600(&shared.path().join("vault.token"), bao.token());
         let mut cluster = Cluster {
+            workload,
             bao,
             mount,
             shared,
@@ -679,9 +706,10 @@ impl Cluster {
     fn config(&self, i: usize, port: u16) -> String {
         let shared = self.shared.path().display();
         let mut secrets = String::new();
-        for k in 0..SECRETS {
+        for k in 0..self.workload.secrets {
             secrets.push_str(&format!(
-                "[[secrets]]\ntenant = \"tenant1\"\nkey = \"k{k}\"\npolicy = \"fast\"\ntarget = {{ type = \"none\", delay = \"800ms\" }}\n"
+                "[[secrets]]\ntenant = \"tenant1\"\nkey = \"k{k}\"\npolicy = \"fast\"\ntarget = {}\n",
+                self.workload.target
             ));
         }
         format!(
@@ -709,8 +737,8 @@ retry_backoff = "500ms"
 retry_backoff_max = "1s"
 
 [policies.fast]
-interval = "1s"
-grace = "300ms"
+interval = "{interval}"
+grace = "{grace}"
 generator = {{ type = "token", bytes = 16 }}
 max_attempts = 3
 
@@ -718,6 +746,8 @@ max_attempts = 3
             address = self.bao.address(),
             mount = self.mount,
             lease = D.as_secs(),
+            interval = self.workload.interval,
+            grace = self.workload.grace,
         )
     }
 
@@ -775,7 +805,7 @@ max_attempts = 3
     /// Every secret's state document: `(KV version, recorded term, history length)`.
     async fn documents(&self) -> Vec<(u64, u64, usize)> {
         let mut out = Vec::new();
-        for k in 0..SECRETS {
+        for k in 0..self.workload.secrets {
             let (status, body) = self
                 .bao
                 .call(
@@ -801,8 +831,14 @@ max_attempts = 3
 
     /// Starts replica `i` again (after a kill), on its port, with its config.
     async fn restart(&mut self, i: usize) {
+        self.respawn(i);
+        self.replicas[i].as_mut().unwrap().wait_ready().await;
+    }
+
+    /// [`Cluster::restart`] without waiting until the replica is ready.
+    fn respawn(&mut self, i: usize) {
         let (port, config) = self.configs[i].clone();
-        self.replicas[i] = Some(RotorBin::start(self.dirs[i].path(), port, &config).await);
+        self.replicas[i] = Some(RotorBin::spawn(self.dirs[i].path(), port, &config, "info"));
     }
 
     fn signal(&mut self, i: usize, signal: &str) {
@@ -1130,4 +1166,405 @@ async fn the_leader_route_and_the_follower_backend() {
     );
     let metrics = request(addr, "GET", "/metrics", None, None).await;
     assert!(String::from_utf8_lossy(&metrics.body).contains("rotor_leader 0"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The kill campaign: the leader killed again and again under API rotations.
+
+/// Many secrets rotating every half minute through a store-only target that takes a
+/// moment, so that kills land in the middle of steps. Every 5 s was tried: three debug
+/// replicas on two cores finish about 3.5 rotations a second, so nearly every secret was
+/// always in progress and nearly every API rotation answered 409.
+const CAMPAIGN: Workload = Workload {
+    secrets: 100,
+    interval: "30s",
+    grace: "1s",
+    target: r#"{ type = "none", delay = "300ms" }"#,
+};
+
+/// The replicas the campaign's client may send to: each one's address while it runs, and a
+/// generation bumped at every kill, so that a request cut off by a kill is told apart from
+/// a replica failing to answer.
+type Live = Arc<std::sync::Mutex<Vec<(Option<std::net::SocketAddr>, u64)>>>;
+
+fn live_addrs(live: &Live) -> Vec<std::net::SocketAddr> {
+    live.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(a, _)| *a)
+        .collect()
+}
+
+/// What the campaign's client saw.
+#[derive(Default)]
+struct ClientLog {
+    /// Every 202's rotation id, with the index of its secret.
+    accepted: Vec<(usize, String)>,
+    conflicts: usize,
+    unavailable: usize,
+    /// Requests whose replica was killed before it answered.
+    cut_off: usize,
+    /// The first few 409 and 503 answers' bodies, to show why they came.
+    samples: Vec<String>,
+    /// Answers the API must never give (anything but 202, 409 and 503).
+    failures: Vec<String>,
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Sends `POST /admin/secrets/rotate` for a random secret to a random live replica every
+/// 250 ms until `stop` is set, and records every answer in `log`.
+fn spawn_client(
+    live: Live,
+    secrets: usize,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    log: Arc<std::sync::Mutex<ClientLog>>,
+) -> tokio::task::JoinHandle<()> {
+    use rand::{Rng as _, SeedableRng as _};
+    tokio::spawn(async move {
+        let http = http_client();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut pace = tokio::time::interval(Duration::from_millis(250));
+        while !stop.load(Ordering::SeqCst) {
+            pace.tick().await;
+            let up: Vec<_> = {
+                let live = live.lock().unwrap();
+                live.iter()
+                    .enumerate()
+                    .filter_map(|(i, (a, generation))| a.map(|a| (i, a, *generation)))
+                    .collect()
+            };
+            if up.is_empty() {
+                continue;
+            }
+            let (i, addr, generation) = up[rng.gen_range(0..up.len())];
+            let k = rng.gen_range(0..secrets);
+            let answer = async {
+                let r = http
+                    .post(format!("http://{addr}/admin/secrets/rotate"))
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(format!(r#"{{"tenantId":"tenant1","secretKey":"k{k}"}}"#))
+                    .send()
+                    .await?;
+                let status = r.status().as_u16();
+                Ok::<_, reqwest::Error>((status, r.bytes().await?))
+            }
+            .await;
+            let killed = live.lock().unwrap()[i].1 != generation;
+            let mut log = log.lock().unwrap();
+            match answer {
+                Ok((202, body)) => {
+                    let id = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["rotationId"].as_str().map(str::to_owned));
+                    match id {
+                        Some(id) => log.accepted.push((k, id)),
+                        None => log.failures.push(format!(
+                            "rotate k{k} on r{i}: a 202 without a rotationId: {}",
+                            String::from_utf8_lossy(&body)
+                        )),
+                    }
+                }
+                Ok((status @ (409 | 503), body)) => {
+                    if status == 409 {
+                        log.conflicts += 1;
+                    } else {
+                        log.unavailable += 1;
+                    }
+                    if log.samples.len() < 12 {
+                        let sample =
+                            format!("{status} from r{i}: {}", String::from_utf8_lossy(&body));
+                        log.samples.push(sample);
+                    }
+                }
+                Ok((status, body)) => log.failures.push(format!(
+                    "rotate k{k} on r{i}: {status} {}",
+                    String::from_utf8_lossy(&body)
+                )),
+                Err(_) if killed => log.cut_off += 1,
+                Err(e) => log
+                    .failures
+                    .push(format!("rotate k{k} on r{i} (not killed): {e}")),
+            }
+        }
+    })
+}
+
+/// `GET path` on `addr` with the admin token; anything but 200 with JSON fails the test.
+async fn get_json(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> serde_json::Value {
+    let r = http
+        .get(format!("http://{addr}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"));
+    let status = r.status().as_u16();
+    let body = r
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"));
+    assert_eq!(
+        status,
+        200,
+        "GET {path} on {addr}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"))
+}
+
+/// Every secret's `(versions, history)` as the API answers them, each secret read from one
+/// of `addrs` in turn (followers read the store, the leader its own view of it).
+async fn read_all(
+    http: &reqwest::Client,
+    addrs: &[std::net::SocketAddr],
+    secrets: usize,
+) -> Vec<(serde_json::Value, serde_json::Value)> {
+    use futures::StreamExt as _;
+    futures::stream::iter(0..secrets)
+        .map(|k| {
+            let addr = addrs[k % addrs.len()];
+            async move {
+                let versions =
+                    get_json(http, addr, &format!("/admin/secrets/versions/tenant1/k{k}")).await;
+                let history = get_json(
+                    http,
+                    addr,
+                    &format!("/admin/secrets/history/tenant1/k{k}?limit=1000"),
+                )
+                .await;
+                (versions, history)
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await
+}
+
+/// How many of a versions answer's versions carry the label `current`.
+fn currents(versions: &serde_json::Value) -> usize {
+    versions["versions"].as_array().map_or(0, |vs| {
+        vs.iter()
+            .filter(|v| {
+                v["labels"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|l| l == "current"))
+            })
+            .count()
+    })
+}
+
+/// What the campaign's checks have seen in the histories, across kills (the store keeps
+/// only the newest records of each secret, so a record may leave the history later).
+#[derive(Default)]
+struct Finished {
+    /// A rotation (secret, rotation id; ids count per secret) → the version it made.
+    rotations: std::collections::HashMap<(usize, String), u64>,
+    /// A promoted version (secret, version) → the rotation that promoted it.
+    promotions: std::collections::HashMap<(usize, u64), String>,
+}
+
+/// Checks the campaign's invariants on one reading of every secret, `when` naming the
+/// moment in a failure: exactly one version labelled current; no rotation id twice in a
+/// history, nor a rotation id recorded for two different versions across readings; no
+/// version promoted (a `succeeded` or `rolled_back` record) by two records.
+fn check_invariants(
+    reading: &[(serde_json::Value, serde_json::Value)],
+    finished: &mut Finished,
+    when: &str,
+) {
+    for (k, (versions, history)) in reading.iter().enumerate() {
+        let n = currents(versions);
+        assert_eq!(n, 1, "{when}: k{k} has {n} current versions: {versions}");
+        let records = history["rotations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{when}: k{k}'s history: {history}"));
+        let mut ids = std::collections::HashSet::new();
+        let mut promoted = std::collections::HashSet::new();
+        for r in records {
+            let id = r["rotationId"].as_str().expect("a rotationId").to_owned();
+            let to = r["toVersion"].as_u64().expect("a toVersion");
+            assert!(
+                ids.insert(id.clone()),
+                "{when}: rotation {id} finished twice in k{k}'s history: {history}"
+            );
+            let outcome = r["outcome"].as_str().expect("an outcome");
+            if matches!(outcome, "succeeded" | "rolled_back") {
+                assert!(
+                    promoted.insert(to),
+                    "{when}: version {to} of k{k} promoted twice: {history}"
+                );
+                let by = finished.promotions.entry((k, to)).or_insert(id.clone());
+                assert_eq!(
+                    *by, id,
+                    "{when}: version {to} of k{k} promoted by rotation {by} and again by {id}"
+                );
+            }
+            let made = finished.rotations.entry((k, id.clone())).or_insert(to);
+            assert_eq!(
+                *made, to,
+                "{when}: rotation {id} of k{k} recorded for v{to}, earlier for v{made}"
+            );
+        }
+    }
+}
+
+/// The leader of three replicas `kill -9`ed `ROTOR_HA_CAMPAIGN_KILLS` times (50 by default;
+/// `scripts/ha-kill-campaign.sh` runs 1,000), each time at a random instant 0..=4 s after
+/// the previous new leader was agreed, while 100 secrets rotate every 30 s and a client
+/// sends API rotations for random secrets through random live replicas (202, 409 and 503
+/// are the only answers allowed). After each kill: a new leader every live replica names
+/// within the lease plus one renew interval (plus slack for a loaded machine), the killed
+/// replica started again, and over every secret exactly one current version, no version
+/// promoted twice, no rotation finished twice. At the end every accepted rotation (each
+/// 202's id) is in its secret's history. `ROTOR_HA_CAMPAIGN_SEED` replays a run's random
+/// choices (the seed is printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_campaign_loses_no_rotation_and_promotes_nothing_twice() {
+    use rand::{Rng as _, SeedableRng as _};
+    let kills: usize = std::env::var("ROTOR_HA_CAMPAIGN_KILLS")
+        .map(|k| {
+            k.parse()
+                .expect("ROTOR_HA_CAMPAIGN_KILLS is a number of kills")
+        })
+        .unwrap_or(50);
+    let seed: u64 = std::env::var("ROTOR_HA_CAMPAIGN_SEED")
+        .map(|s| s.parse().expect("ROTOR_HA_CAMPAIGN_SEED is a number"))
+        .unwrap_or_else(|_| rand::random());
+    println!("ha campaign: {kills} kills, seed {seed}");
+    let Some(mut cluster) = Cluster::start_with(CAMPAIGN).await else {
+        return;
+    };
+    let began = std::time::Instant::now();
+    let secrets = CAMPAIGN.secrets;
+    let http = http_client();
+    let live: Live = Arc::new(std::sync::Mutex::new(
+        cluster
+            .replicas
+            .iter()
+            .map(|r| (r.as_ref().map(|r| r.addr), 0))
+            .collect(),
+    ));
+    let (mut leader, mut term) = cluster.agreed_leader(0, Duration::from_secs(30)).await;
+    eventually_every(
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        "a current version of every secret",
+        async || {
+            read_all(&http, &live_addrs(&live), secrets)
+                .await
+                .iter()
+                .all(|(versions, _)| currents(versions) == 1)
+        },
+    )
+    .await;
+
+    let log = Arc::new(std::sync::Mutex::new(ClientLog::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = spawn_client(
+        live.clone(),
+        secrets,
+        seed.wrapping_add(1),
+        stop.clone(),
+        log.clone(),
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut finished = Finished::default();
+    let mut failovers = Vec::new();
+    let mut next_kill = Instant::now() + Duration::from_millis(rng.gen_range(0..=4_000));
+    for n in 1..=kills {
+        tokio::time::sleep_until(next_kill).await;
+        {
+            let mut live = live.lock().unwrap();
+            live[leader] = (None, live[leader].1 + 1);
+        }
+        cluster.replicas[leader].take().unwrap().kill_group();
+        let killed = std::time::Instant::now();
+        let (next, next_term) = cluster.agreed_leader(term, Duration::from_secs(30)).await;
+        let elected = killed.elapsed();
+        next_kill = Instant::now() + Duration::from_millis(rng.gen_range(0..=4_000));
+        println!(
+            "ha campaign: kill {n}: r{leader} (term {term}) -> r{next} (term {next_term}) after {elected:?}"
+        );
+        assert!(
+            elected <= D + D / 3 + Duration::from_secs(1),
+            "kill {n}: a new leader after {elected:?}"
+        );
+        failovers.push(elected);
+        // The killed replica starts again while the invariants are read.
+        cluster.respawn(leader);
+        let reading = read_all(&http, &live_addrs(&live), secrets).await;
+        check_invariants(&reading, &mut finished, &format!("after kill {n}"));
+        cluster.replicas[leader]
+            .as_mut()
+            .unwrap()
+            .wait_ready()
+            .await;
+        live.lock().unwrap()[leader].0 = Some(cluster.replicas[leader].as_ref().unwrap().addr);
+        let failures = log.lock().unwrap().failures.clone();
+        assert!(
+            failures.is_empty(),
+            "kill {n}: the client got {failures:#?}"
+        );
+        (leader, term) = (next, next_term);
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    client.await.expect("the client task");
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    assert!(
+        log.failures.is_empty(),
+        "the client got {:#?}",
+        log.failures
+    );
+    let missing = std::sync::Mutex::new(Vec::new());
+    eventually_every(
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        std::fmt::from_fn(|f| {
+            write!(
+                f,
+                "every accepted rotation in its secret's history; missing (secret, rotation): {:?}",
+                missing.lock().unwrap()
+            )
+        }),
+        async || {
+            let reading = read_all(&http, &live_addrs(&live), secrets).await;
+            check_invariants(&reading, &mut finished, "at the end");
+            let lost: Vec<_> = log
+                .accepted
+                .iter()
+                .filter(|(k, id)| !finished.rotations.contains_key(&(*k, id.clone())))
+                .cloned()
+                .collect();
+            let done = lost.is_empty();
+            *missing.lock().unwrap() = lost;
+            done
+        },
+    )
+    .await;
+    println!(
+        "ha campaign: {kills} kills in {:?} (lease {D:?}, renew {:?}): new leader p50 {:?} p99 {:?}; {} rotations accepted (202), {} answered 409, {} answered 503, {} cut off by a kill; {} rotations finished in the histories read",
+        began.elapsed(),
+        D / 3,
+        percentile(&mut failovers, 50),
+        percentile(&mut failovers, 99),
+        log.accepted.len(),
+        log.conflicts,
+        log.unavailable,
+        log.cut_off,
+        finished.rotations.len(),
+    );
+    println!("ha campaign: first 409/503 answers: {:#?}", log.samples);
 }
