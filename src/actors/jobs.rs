@@ -668,6 +668,9 @@ impl JobsState {
                 now,
             ),
         );
+        // On the board before the 202 goes out: a client that reads the job right after
+        // starting it must not be told it does not exist.
+        self.args.views.publish(&job);
         self.jobs.insert(id, job);
         self.publish_gauges();
         Ok(view)
@@ -722,6 +725,10 @@ impl JobsState {
         let _ = self.persist_id(id).await;
         tracing::info!(job = %id, "rotation job cancelled");
         self.publish_gauges();
+        // As at the start: the board says "cancelled" before the answer does.
+        if let Some(job) = self.jobs.get(id) {
+            self.args.views.publish(job);
+        }
         self.jobs
             .get(id)
             .map(Job::view)
