@@ -211,3 +211,46 @@ impl Scheduler {
         next
     }
 }
+
+impl Drop for Scheduler {
+    /// Wakes the timer task so that it sees the scheduler gone and ends: a task waiting
+    /// with no deadline armed would otherwise wait for ever (one leaked task per stopped
+    /// tree, e.g. per lost leader term).
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timer task ends with the scheduler, whether or not a deadline is armed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_timer_task_ends_when_the_scheduler_is_dropped() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        for armed in [false, true] {
+            let before = metrics.num_alive_tasks();
+            let s = Scheduler::start(Clock::System, "sched-test-".into());
+            if armed {
+                let secret = SecretRef::new("t1", "k1").unwrap();
+                s.arm(&secret, Utc::now() + chrono::TimeDelta::days(1));
+            }
+            tokio::task::yield_now().await;
+            assert_eq!(metrics.num_alive_tasks(), before + 1, "armed: {armed}");
+            drop(s);
+            let mut ended = false;
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+                if metrics.num_alive_tasks() == before {
+                    ended = true;
+                    break;
+                }
+            }
+            assert!(
+                ended,
+                "the timer task outlived its scheduler (armed: {armed})"
+            );
+        }
+    }
+}
