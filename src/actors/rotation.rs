@@ -724,10 +724,16 @@ impl RotationState {
             };
             // A failed commit fails the actor: its supervisor restarts it, and it resumes
             // from the last state that did reach the store.
-            self.context
-                .metrics
-                .store_up
-                .set(i64::from(committed.is_ok()));
+            // A refusal for a lost lease says nothing about the store's health.
+            match &committed {
+                Ok(_) => {
+                    self.context.metrics.store_up.set(1);
+                }
+                Err(e) if !e.is_deposed() => {
+                    self.context.metrics.store_up.set(0);
+                }
+                Err(_) => {}
+            }
             if let Err(e) = &committed
                 && e.is_deposed()
             {

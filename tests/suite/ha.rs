@@ -793,11 +793,17 @@ max_attempts = 3
     }
 
     async fn rotor_leader_gauge(&self, i: usize) -> Option<u64> {
+        self.gauge(i, "rotor_leader").await
+    }
+
+    /// Replica `i`'s unlabelled gauge `name`.
+    async fn gauge(&self, i: usize, name: &str) -> Option<u64> {
         let r = self.replicas[i].as_ref()?;
         let resp = request(r.addr, "GET", "/metrics", None, None).await;
         let text = String::from_utf8_lossy(&resp.body).into_owned();
+        let prefix = format!("{name} ");
         text.lines()
-            .find_map(|l| l.strip_prefix("rotor_leader "))
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|v| v as u64)
     }
@@ -982,6 +988,8 @@ async fn three_replicas_one_leader_kill_9_and_a_frozen_leader() {
     );
     let log = cluster.replicas[leader2].as_ref().unwrap().log();
     assert!(log.contains("no longer the leader"), "{log}");
+    // Its refused commits (if any) were a lost lease, not a store outage.
+    assert_eq!(cluster.gauge(leader2, "rotor_store_up").await, Some(1));
 
     // Both replicas agree on a leader again (the resumed one only at a new term: it
     // never leads again at its stale one), and rotations go on.
