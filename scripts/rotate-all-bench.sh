@@ -98,9 +98,7 @@ while :; do
     view="$(curl -sf -H "$auth" "$url/admin/jobs/$job")"
     rss="$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")"
     [[ "$rss" -gt "$peak" ]] && peak="$rss"
-    if cpu1="$(cpu_ticks)"
-tck="$(getconf CLK_TCK)"
-echo "$view" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["finishedAt"] else 1)'; then
+    if echo "$view" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["finishedAt"] else 1)'; then
         break
     fi
     sleep 0.5

@@ -43,10 +43,11 @@
 //!
 //! # Reading a job
 //!
-//! `GET /admin/jobs/{id}` reads the [`JobBoard`], the views the actor publishes at the end
-//! of every message that can change them, not the actor itself: while a job runs the
-//! actor's mailbox holds every attempt's outcome, and a read behind them would wait for
-//! all of them (tens of milliseconds at a thousand rotations a second).
+//! `GET /admin/jobs/{id}` reads the [`JobBoard`], not the actor itself: while a job runs
+//! the actor's mailbox holds every attempt's outcome, and a read behind them would wait for
+//! all of them (tens of milliseconds at a thousand rotations a second). The actor publishes
+//! a job's view when it starts and when it is cancelled (before the answer), at its end,
+//! and while it runs once a tick (20 ms): a read is at most a tick behind.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -447,13 +448,9 @@ impl Actor for JobsActor {
                     .arm(SWEEP_EVERY, myself.clone(), || JobsMsg::Sweep);
             }
         }
+        // A job's end is published here, its start and its cancel before their answers;
+        // the progress in between on each tick (see `tick`), not after every outcome.
         state.finish_jobs().await;
-        // Only jobs not over yet change (a job's end is published by `finish_jobs`).
-        for job in state.jobs.values() {
-            if job.record.finished_at.is_none() {
-                state.args.views.publish(job);
-            }
-        }
         Ok(())
     }
 }
@@ -857,6 +854,14 @@ impl JobsState {
             .collect();
         for id in ids {
             self.tick_job(myself, &id).await;
+            // Progress reaches the board once a tick (every 20 ms), not after every one of
+            // the thousands of outcomes and answers a second: a write lock and a view
+            // built per message was work the readers never saw.
+            if let Some(job) = self.jobs.get(&id)
+                && job.record.finished_at.is_none()
+            {
+                self.args.views.publish(job);
+            }
             let due = self
                 .jobs
                 .get(&id)
