@@ -17,6 +17,12 @@
 //! Bodies are bounded both ways (the request by the router's body limit, the answer by
 //! [`MAX_ANSWER_BYTES`]) and never logged, nor is the token: a log line names the method,
 //! the path, the leader and the status.
+//!
+//! Every write that needed forwarding and passed the token check is counted once in
+//! `rotor_forwarded_requests_total{outcome}` ([`ForwardOutcome`]): `forwarded` (the leader
+//! answered, whatever its status), `no_leader`, `error`. A write refused on the follower
+//! (its token, a body over the limit) was never going to be forwarded and is not counted.
+//! The labels carry nothing else: no path, secret, token or replica id.
 
 use std::time::Duration;
 
@@ -24,8 +30,11 @@ use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::Response;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use super::AdminError;
+use crate::metrics::OutcomeLabels;
 
 /// The marker of a forwarded request; its value is the id of the replica that forwarded it.
 pub const FORWARDED_HEADER: &str = "x-rotor-forwarded";
@@ -106,25 +115,81 @@ pub fn no_leader(message: impl Into<String>) -> AdminError {
     }
 }
 
+/// What became of a write that needed forwarding (the `outcome` label of
+/// `rotor_forwarded_requests_total`, [`crate::metrics::FORWARD_OUTCOMES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForwardOutcome {
+    /// The leader answered; its answer, whatever the status, was returned.
+    Forwarded,
+    /// No replica led, or this one received a write another replica had forwarded: 503.
+    NoLeader,
+    /// A leader was named but could not be used: unreachable, no answer in time, a broken
+    /// or oversized answer, or an unusable URL.
+    Error,
+}
+
+impl ForwardOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            ForwardOutcome::Forwarded => "forwarded",
+            ForwardOutcome::NoLeader => "no_leader",
+            ForwardOutcome::Error => "error",
+        }
+    }
+}
+
 /// Sends writes on to the leader: one HTTP client (rotor's builder: no proxy from the
-/// environment, no redirects) with a timeout.
+/// environment, no redirects) with a timeout, and the counter of what became of them.
 pub(crate) struct Forwarder {
     client: reqwest::Client,
     timeout: Duration,
+    counted: Family<OutcomeLabels, Counter>,
 }
 
 impl Forwarder {
-    /// A forwarder whose calls give up after `timeout` (connect, send and the whole answer).
-    pub(crate) fn new(timeout: Duration) -> Result<Forwarder, String> {
+    /// A forwarder whose calls give up after `timeout` (connect, send and the whole answer),
+    /// counting into `counted` (`rotor_forwarded_requests_total` of the replica's registry).
+    pub(crate) fn new(
+        timeout: Duration,
+        counted: Family<OutcomeLabels, Counter>,
+    ) -> Result<Forwarder, String> {
         Ok(Forwarder {
             client: crate::http_client::client(timeout, None, None)?,
             timeout,
+            counted,
         })
+    }
+
+    /// Counts one write that needed forwarding.
+    pub(crate) fn count(&self, outcome: ForwardOutcome) {
+        self.counted
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label().to_owned(),
+            })
+            .inc();
+    }
+
+    /// [`Forwarder::forward`], counted: `forwarded` when the leader answered, `error`
+    /// otherwise.
+    pub(crate) async fn send(
+        &self,
+        leader: &str,
+        leader_url: &str,
+        self_id: &str,
+        parts: &Parts,
+        body: Bytes,
+    ) -> Result<Response, ForwardError> {
+        let result = self.forward(leader, leader_url, self_id, parts, body).await;
+        self.count(match result {
+            Ok(_) => ForwardOutcome::Forwarded,
+            Err(_) => ForwardOutcome::Error,
+        });
+        result
     }
 
     /// Sends the request (`parts`, `body`) to the leader `leader` at `leader_url` as replica
     /// `self_id`, and returns the leader's answer as this replica's.
-    pub(crate) async fn send(
+    async fn forward(
         &self,
         leader: &str,
         leader_url: &str,

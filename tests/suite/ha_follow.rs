@@ -5,8 +5,9 @@
 //! the leader answers (status, body, `Retry-After`); reads on the follower come from the
 //! store and equal the leader's; without a leader a write gets 503 with `Retry-After`; a
 //! forwarded write is never forwarded again; a token the follower would refuse is refused
-//! there, with nothing sent on. The forwarded-write overhead (median of direct against
-//! forwarded rotate calls) is printed.
+//! there, with nothing sent on; every write the follower had to forward is counted in its
+//! `rotor_forwarded_requests_total{outcome}`. The forwarded-write overhead (median of direct
+//! against forwarded rotate calls) is printed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,15 +75,37 @@ impl Replica {
     }
 }
 
-fn router(backend: Arc<dyn Admin>, leadership: Leadership, timeout: Duration) -> axum::Router {
+fn router(
+    backend: Arc<dyn Admin>,
+    leadership: Leadership,
+    timeout: Duration,
+    metrics: &Metrics,
+) -> axum::Router {
     server::router_with_leadership(
         backend,
         AdminToken::new(ADMIN).unwrap(),
         Some(AdminToken::new(CONSUMER).unwrap()),
         timeout,
         leadership,
+        metrics,
     )
     .expect("router")
+}
+
+/// The `rotor_forwarded_requests_total` series of an exposition: `(forwarded, no_leader,
+/// error)`; a missing series is a failure (they exist at zero from the start).
+fn forward_counts(exposition: &str) -> (u64, u64, u64) {
+    let count = |outcome: &str| {
+        let prefix = format!("rotor_forwarded_requests_total{{outcome=\"{outcome}\"}} ");
+        exposition
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix:?} series in:\n{exposition}"))
+            .trim()
+            .parse::<u64>()
+            .expect("a count")
+    };
+    (count("forwarded"), count("no_leader"), count("error"))
 }
 
 fn led_by(leader: &str, url: &str, term: u64) -> LeaderInfo {
@@ -228,14 +251,26 @@ async fn a_follower_answers_every_write_as_the_leader_and_reads_what_the_leader_
     tell_b.send_replace(led_by("rotor-a", &url_a, 1));
     let a = Replica::serve(
         listener_a,
-        router(leader_admin.clone(), lead_a, Duration::from_secs(10)),
+        router(
+            leader_admin.clone(),
+            lead_a,
+            Duration::from_secs(10),
+            &Metrics::new(),
+        ),
     )
     .await;
     let store_b: Arc<dyn Store> = Arc::new(VaultStore::open(env.settings()).await.expect("open"));
-    let follower = StoreAdmin::new(&cfg, store_b, Metrics::new(), Clock::System);
+    // One registry for the follower's backend and its router, as `rotor run` has.
+    let metrics_b = Metrics::new();
+    let follower = StoreAdmin::new(&cfg, store_b, metrics_b.clone(), Clock::System);
     let b = Replica::serve(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        router(Arc::new(follower), lead_b, Duration::from_secs(10)),
+        router(
+            Arc::new(follower),
+            lead_b,
+            Duration::from_secs(10),
+            &metrics_b,
+        ),
     )
     .await;
 
@@ -316,6 +351,10 @@ async fn a_follower_answers_every_write_as_the_leader_and_reads_what_the_leader_
         )
         .await;
     assert_eq!(r.status, 202, "{}", text(&r));
+    // The seven writes above and this one went to the leader, as the follower's own
+    // /metrics says.
+    let exposition = b.call("GET", "/metrics", None, None).await;
+    assert_eq!(forward_counts(&text(&exposition)), (8, 0, 0));
     let accepted = r.json();
     assert_eq!(
         (
@@ -583,11 +622,14 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
     let (silent_url, accepted, _silent) = silent_leader().await;
     let backend = Arc::new(Counting::default());
     let (tell, lead) = Leadership::channel("rotor-b");
+    let metrics = Metrics::new();
     let b = Replica::serve(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        router(backend.clone(), lead, Duration::from_secs(1)),
+        router(backend.clone(), lead, Duration::from_secs(1), &metrics),
     )
     .await;
+    let counts = || forward_counts(&metrics.encode().unwrap());
+    assert_eq!(counts(), (0, 0, 0));
     let rotate = secret_body("s00");
     let report = r#"{"consumerId":"web-1","secrets":[]}"#;
 
@@ -621,6 +663,7 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
             text(&r)
         );
     }
+    assert_eq!(counts(), (0, 5, 0), "five writes with no leader");
     let r = b
         .call("GET", "/admin/secrets/schedule", Some(ADMIN), None)
         .await;
@@ -673,6 +716,8 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
     assert_eq!(r.status, 503, "{}", text(&r));
     assert_eq!(r.header("retry-after"), Some("2"));
     assert!(text(&r).contains("never forwarded again"), "{}", text(&r));
+    // Refused for its token (above) or its size (below): never forwarded, not counted.
+    assert_eq!(counts(), (0, 6, 0));
     // A body over the limit is refused before anything is sent.
     let big = format!(
         r#"{{"tenantId":"tenant1","secretKey":"{}"}}"#,
@@ -687,6 +732,7 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
         0,
         "nothing reached the leader"
     );
+    assert_eq!(counts(), (0, 6, 0));
 
     // A leader that does not answer: 503 with Retry-After once the forwarding times out
     // (four fifths of the one-second request limit).
@@ -714,6 +760,46 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
         .await;
     assert_eq!(r.status, 503, "{}", text(&r));
     assert!(text(&r).contains("cannot be reached"), "{}", text(&r));
+    assert_eq!(counts(), (0, 6, 2), "a silent and an unreachable leader");
+
+    // A leader that answers: its answers, whatever their status, count as forwarded.
+    let leader_backend = Arc::new(Counting::default());
+    let (tell_a, lead_a) = Leadership::channel("rotor-a");
+    let listener_a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url_a = format!("http://{}", listener_a.local_addr().unwrap());
+    tell_a.send_replace(led_by("rotor-a", &url_a, 2));
+    let leader_metrics = Metrics::new();
+    let _a = Replica::serve(
+        listener_a,
+        router(
+            leader_backend.clone(),
+            lead_a,
+            Duration::from_secs(1),
+            &leader_metrics,
+        ),
+    )
+    .await;
+    tell.send_replace(led_by("rotor-a", &url_a, 2));
+    let r = b
+        .call("POST", "/admin/secrets/rotate", Some(ADMIN), Some(&rotate))
+        .await;
+    assert_eq!(r.status, 202, "{}", text(&r));
+    let r = b
+        .call(
+            "POST",
+            "/admin/secrets/rollback",
+            Some(ADMIN),
+            Some(&rotate),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", text(&r));
+    assert_eq!(leader_backend.rotations.load(Ordering::SeqCst), 1);
+    assert_eq!(counts(), (2, 6, 2));
+    assert_eq!(
+        forward_counts(&leader_metrics.encode().unwrap()),
+        (0, 0, 0),
+        "the leader forwards nothing"
+    );
 
     // This replica leads now: the write is its own.
     assert_eq!(backend.rotations.load(Ordering::SeqCst), 0);
