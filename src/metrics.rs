@@ -228,7 +228,8 @@ pub struct Metrics {
     /// Secrets handled by emergency rotation jobs, by outcome (`started`, `done`,
     /// `failed`).
     pub job_rotations_total: Family<OutcomeLabels, Counter>,
-    /// Writes a replica that does not lead sent on to the leader (`[ha]`), by outcome
+    /// Requests (every write, and JWKS reads) a replica that does not lead sent on to the
+    /// leader (`[ha]`), by outcome
     /// ([`FORWARD_OUTCOMES`]: `forwarded`, `no_leader`, `error`). Counted by
     /// `api::forward`; no path, secret or replica id in the labels.
     pub forwarded_requests_total: Family<OutcomeLabels, Counter>,
@@ -509,7 +510,7 @@ impl Metrics {
         let forwarded_requests_total = Family::<OutcomeLabels, Counter>::default();
         r.register(
             "rotor_forwarded_requests",
-            "Writes a follower sent on to the leader (HA), by outcome (forwarded, no_leader, error)",
+            "Requests (writes, JWKS reads) a follower sent on to the leader (HA), by outcome (forwarded, no_leader, error)",
             forwarded_requests_total.clone(),
         );
         let consumer_late_expiries_total = Family::<KindLabels, Counter>::default();

@@ -5,7 +5,8 @@
 //! the leader's advertised URL with the same method, path, query, body and
 //! `Authorization` header, and the leader's answer (status, the headers in
 //! [`ANSWER_HEADERS`], body) is returned as it is: a client cannot tell which replica it
-//! reached. The router decides *what* is forwarded and checks the token first (see
+//! reached. The public `GET /jwks/{tenant}/{key}` goes the same way (with `If-None-Match`,
+//! so a 304 is the leader's too): the key set is read from the leader's `jwks` targets. The router decides *what* is forwarded and checks the token first (see
 //! `server.rs`); this module only sends and copies.
 //!
 //! A forwarded request carries [`FORWARDED_HEADER`] (the sending replica's id). A replica
@@ -18,7 +19,7 @@
 //! [`MAX_ANSWER_BYTES`]) and never logged, nor is the token: a log line names the method,
 //! the path, the leader and the status.
 //!
-//! Every write that needed forwarding and passed the token check is counted once in
+//! Every request that needed forwarding and passed the token check is counted once in
 //! `rotor_forwarded_requests_total{outcome}` ([`ForwardOutcome`]): `forwarded` (the leader
 //! answered, whatever its status), `no_leader`, `error`. A write refused on the follower
 //! (its token, a body over the limit) was never going to be forwarded and is not counted.
@@ -76,15 +77,23 @@ pub(crate) enum WriteRoute {
     Admin,
     /// `/consumers/...`: the consumer token.
     Consumer,
+    /// `GET`/`HEAD /jwks/...`: no token (the route is public). Not a write, but only the
+    /// leader can answer it: the key set is what its `jwks` targets hold (a file in the
+    /// leader's pod), which a follower cannot read.
+    Jwks,
 }
 
-/// Whether a request is a write that only the leader may take, and which token it needs.
+/// Whether a request is one that only the leader may take, and which token it needs.
 /// Every method but `GET`, `HEAD` and `OPTIONS` under `/admin/` or `/consumers/` is one:
 /// that covers every write route today (rotate, rollback, rotate-all, cancelling a job,
 /// reports, permits) and any added later, and a method a route does not take is answered
-/// by the leader's 405 as the leader would. Reads are served by every replica.
+/// by the leader's 405 as the leader would. So is a read of `/jwks/` (see
+/// [`WriteRoute::Jwks`]). Other reads are served by every replica.
 pub(crate) fn write_route(method: &axum::http::Method, path: &str) -> Option<WriteRoute> {
     use axum::http::Method;
+    if matches!(*method, Method::GET | Method::HEAD) && path.starts_with("/jwks/") {
+        return Some(WriteRoute::Jwks);
+    }
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return None;
     }
@@ -315,6 +324,9 @@ mod tests {
             (Method::POST, "/healthz", None),
             (Method::POST, "/adminx", None),
             (Method::POST, "/jwks/t/k", None),
+            (Method::GET, "/jwks/t/k", Some(WriteRoute::Jwks)),
+            (Method::HEAD, "/jwks/t/k", Some(WriteRoute::Jwks)),
+            (Method::OPTIONS, "/jwks/t/k", None),
         ] {
             assert_eq!(write_route(&method, path), want, "{method} {path}");
         }

@@ -65,9 +65,10 @@
 //! follower's reads the store). A write (every method but `GET`, `HEAD`, `OPTIONS` under
 //! `/admin/` or `/consumers/`) that reaches a replica that does not lead is checked against
 //! the token here, then sent to the leader and answered as the leader answers (see
-//! [`super::forward`]); a follower is never an open relay. No leader, a leader that does not
-//! answer, or a forwarded write that reaches a replica that does not lead: `503` with
-//! `Retry-After`. Built by [`router_with_leadership`]; [`router`] and
+//! [`super::forward`]); a follower is never an open relay. `GET /jwks/...` on a follower is
+//! the leader's answer too (the key set lives in the leader's targets). No leader, a leader
+//! that does not answer, or a forwarded request that reaches a replica that does not lead:
+//! `503` with `Retry-After`. Built by [`router_with_leadership`]; [`router`] and
 //! [`router_with_consumers`] are a single process that always leads.
 //!
 //! # Errors
@@ -507,6 +508,7 @@ async fn forward_writes(State(state): State<AppState>, req: Request, next: Next)
         WriteRoute::Consumer => ConsumerAuthorized::from_request_parts(&mut parts, &state)
             .await
             .map(drop),
+        WriteRoute::Jwks => Ok(()),
     };
     if let Err(e) = authorized {
         return e.into_response();

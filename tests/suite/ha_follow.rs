@@ -215,6 +215,38 @@ generator = {{ type = "token", bytes = 32 }}
         }
         Config::from_str_with_env(&text, "ha.toml", &|_| None).expect("valid config")
     }
+
+    /// One secret `tenant1/jwt` whose `jwks` target (ed25519) writes its key set into
+    /// this environment's directory, on the Vault store.
+    fn jwks_config(&self) -> Config {
+        let text = format!(
+            r#"
+[store]
+type = "vault"
+address = "{address}"
+mount = "{mount}"
+path_prefix = "jwks"
+master_key_file = "{dir}/master.key"
+auth = {{ method = "token", token_file = "{token}" }}
+
+[policies.signing]
+interval = "1h"
+grace = "10m"
+generator = {{ type = "ed25519" }}
+
+[[secrets]]
+tenant = "tenant1"
+key = "jwt"
+policy = "signing"
+target = {{ type = "jwks", path = "{dir}/jwks.json", algorithm = "ed25519" }}
+"#,
+            address = self.address,
+            mount = self.mount,
+            dir = self.dir.path().display(),
+            token = self.token_file.display(),
+        );
+        Config::from_str_with_env(&text, "ha-jwks.toml", &|_| None).expect("valid config")
+    }
 }
 
 fn secret_body(key: &str) -> String {
@@ -813,4 +845,93 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
         .await;
     assert_eq!(r.status, 202, "{}", text(&r));
     assert_eq!(backend.rotations.load(Ordering::SeqCst), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The public key set: only the leader's targets hold it
+
+/// `GET /jwks/{tenant}/{key}` on a follower is the leader's answer (body, `ETag`,
+/// `Cache-Control`, content type), a conditional GET with the leader's `ETag` is the
+/// leader's 304, an unknown secret the leader's 404; without a leader it is 503 with
+/// `Retry-After`. Each forwarded GET is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_the_leaders_public_key_set() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let cfg = env.jwks_config();
+    let store_a: Arc<dyn Store> = Arc::new(VaultStore::open(env.settings()).await.expect("open"));
+    let options = TreeOptions {
+        namespace: format!("{}/{}/", env.dir.path().display(), random_name(6)),
+        ..TreeOptions::default()
+    };
+    let mut tree = tree::start(&cfg, store_a, Metrics::new(), options)
+        .await
+        .expect("tree starts");
+    let leader_admin = Arc::new(admin(&tree));
+    let listener_a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url_a = format!("http://{}", listener_a.local_addr().unwrap());
+    let (tell_a, lead_a) = Leadership::channel("rotor-a");
+    let (tell_b, lead_b) = Leadership::channel("rotor-b");
+    tell_a.send_replace(led_by("rotor-a", &url_a, 1));
+    tell_b.send_replace(led_by("rotor-a", &url_a, 1));
+    let a = Replica::serve(
+        listener_a,
+        router(
+            leader_admin.clone(),
+            lead_a,
+            Duration::from_secs(10),
+            &Metrics::new(),
+        ),
+    )
+    .await;
+    let store_b: Arc<dyn Store> = Arc::new(VaultStore::open(env.settings()).await.expect("open"));
+    let metrics_b = Metrics::new();
+    let follower = StoreAdmin::new(&cfg, store_b, metrics_b.clone(), Clock::System);
+    let b = Replica::serve(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        router(
+            Arc::new(follower),
+            lead_b,
+            Duration::from_secs(10),
+            &metrics_b,
+        ),
+    )
+    .await;
+
+    let path = "/jwks/tenant1/jwt";
+    let direct = eventually(LIMIT, "the leader serves the first key", async || {
+        let r = a.call("GET", path, None, None).await;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    let set: Value = serde_json::from_slice(&direct.body).expect("a JWK set");
+    assert_eq!(set["keys"][0]["kid"], "tenant1.jwt.v1", "{}", text(&direct));
+    let etag = direct.header("etag").expect("an ETag").to_owned();
+
+    let forwarded = b.call("GET", path, None, None).await;
+    assert_eq!(seen(&forwarded), seen(&direct));
+    for name in ["etag", "cache-control"] {
+        assert_eq!(forwarded.header(name), direct.header(name), "{name}");
+    }
+    let conditional = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+    );
+    let r = send_raw(b.addr, conditional.as_bytes()).await;
+    assert_eq!(r.status, 304, "{}", text(&r));
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    let unknown = "/jwks/tenant1/nope";
+    assert_eq!(
+        seen(&b.call("GET", unknown, None, None).await),
+        seen(&a.call("GET", unknown, None, None).await)
+    );
+    assert_eq!(forward_counts(&metrics_b.encode().unwrap()), (3, 0, 0));
+
+    // No leader: the follower cannot answer for the leader's targets.
+    tell_b.send_replace(LeaderInfo::none(1));
+    let r = b.call("GET", path, None, None).await;
+    assert_eq!(r.status, 503, "{}", text(&r));
+    assert_eq!(r.header("retry-after"), Some("2"));
+    assert_eq!(forward_counts(&metrics_b.encode().unwrap()), (3, 1, 0));
+    tree.shutdown(Duration::from_secs(5)).await;
 }
