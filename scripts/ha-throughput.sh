@@ -21,7 +21,8 @@
 #
 # Usage: scripts/ha-throughput.sh [N]          (N secrets, default 2000)
 # Also: ROTOR_BIN=path (skips the build; default: cargo build --release), RATE (5000),
-# CONCURRENCY (64), API_N (1000), CLIENTS (16), LEASE (15s), KEEP=1 keeps the directory.
+# CONCURRENCY (64), API_N (1000), CLIENTS (16), LEASE (15s), KEEP=1 keeps the directory,
+# STALL (60: a job that makes no progress for that many seconds fails the script).
 # Needs `bao` (`bash .ci/setup-openbao.sh`; ROTOR_BAO=path overrides), curl, python3.
 set -euo pipefail
 
@@ -31,6 +32,7 @@ concurrency="${CONCURRENCY:-64}"
 api_n="${API_N:-1000}"
 clients="${CLIENTS:-16}"
 lease="${LEASE:-15s}"
+stall="${STALL:-60}"
 [[ "$n" =~ ^[0-9]+$ && "$n" -ge 1 ]] || { echo "usage: $0 [N]  (N: a positive number of secrets)" >&2; exit 2; }
 [[ "$api_n" -le "$n" ]] || api_n="$n"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -141,9 +143,19 @@ job() {
         "$entry/admin/secrets/rotate-all")"
     id="$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobId"])')" \
         || { echo "rotate-all refused: $answer" >&2; exit 1; }
+    local progress="" last="" since
+    since="$(now)"
     while :; do
         view="$(curl -sf -H "$auth" "$leader/admin/jobs/$id")"
-        echo "$view" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["finishedAt"] else 1)' && break
+        progress="$(echo "$view" | python3 -c 'import json,sys; v = json.load(sys.stdin); print("finished" if v["finishedAt"] else v["done"] + v["failed"])')"
+        [[ "$progress" == finished ]] && break
+        if [[ "$progress" != "$last" ]]; then
+            last="$progress"
+            since="$(now)"
+        elif awk -v a="$since" -v b="$(now)" -v s="$stall" 'BEGIN { exit !(b - a > s) }'; then
+            echo "job $id made no progress for $stall s: $view" >&2
+            exit 1
+        fi
         sleep 0.2
     done
     local cpu="" p
@@ -205,7 +217,11 @@ print(codes.get(202, 0), "%.3f" % secs, " ".join("%s:%d" % kv for kv in sorted(c
 PY
 )"
     read -r accepted sent_s codes <<<"$res"
-    until [[ "$(succeeded "$leader")" -ge $((base + accepted)) ]]; do sleep 0.1; done
+    local deadline=$((SECONDS + stall + api_n / 10))
+    until [[ "$(succeeded "$leader")" -ge $((base + accepted)) ]]; do
+        [[ "$SECONDS" -lt "$deadline" ]] || { echo "the accepted API rotations did not all succeed in time" >&2; exit 1; }
+        sleep 0.1
+    done
     t_done="$(now)"
     printf -v "$2" '%s' "$(awk -v a="$accepted" -v s="$sent_s" 'BEGIN { printf "%.1f", a / s }')"
     printf -v "$3" '%s' "$(awk -v a="$accepted" -v t0="$t0" -v t1="$t_done" 'BEGIN { printf "%.1f", a / (t1 - t0) }')"
@@ -250,6 +266,8 @@ run() {
     echo "run $name: $count replica(s), leader $name-r$leader_idx; $n first versions written $(awk -v a="$t0" -v b="$t_ready" 'BEGIN { printf "%.1f", b - a }') s after start"
     echo "  job 1 sent to $([[ "$entry" == "$leader_url" ]] && echo "the leader (no follower)" || echo "a follower (forwarded)"):"
     job "$entry" "$leader_url" "${name}_job1"
+    # Nothing of job 1 in flight any more (its last expiries) before job 2 starts.
+    until curl -sf "$leader_url/metrics" | grep -qx 'secret_rotation_jobs_active 0'; do sleep 0.2; done
     echo "  job 2 sent to the leader:"
     job "$leader_url" "$leader_url" "${name}_job2"
     api_rotations "$leader_url" "${name}_api" "${name}_e2e"
