@@ -286,7 +286,7 @@ impl Api {
     fn serve(
         self,
         backend: Arc<HaAdmin>,
-        leadership: Option<Leadership>,
+        leadership: Option<(Leadership, &Metrics)>,
     ) -> Result<
         (
             tokio::sync::oneshot::Sender<()>,
@@ -299,12 +299,13 @@ impl Api {
             None => {
                 server::router_with_consumers(backend, self.token, self.consumer_token, timeout)
             }
-            Some(leadership) => server::router_with_leadership(
+            Some((leadership, metrics)) => server::router_with_leadership(
                 backend,
                 self.token,
                 self.consumer_token,
                 timeout,
                 leadership,
+                metrics,
             )?,
         };
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -409,7 +410,7 @@ async fn run_ha(
         rotor::clock::Clock::System,
     ));
     let backend = Arc::new(HaAdmin::new(leadership.clone(), follower.clone()));
-    let (stop_api, api_task) = match api.serve(backend.clone(), Some(leadership)) {
+    let (stop_api, api_task) = match api.serve(backend.clone(), Some((leadership, &metrics))) {
         Ok(served) => served,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the admin API");

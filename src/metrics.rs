@@ -107,6 +107,11 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// The outcomes of `rotor_forwarded_requests_total`: the leader answered (whatever its
+/// status), no replica led (or this one got a write another had forwarded already), or
+/// the leader could not be used (unreachable, timed out, an unusable URL or answer).
+pub const FORWARD_OUTCOMES: [&str; 3] = ["forwarded", "no_leader", "error"];
+
 /// The states of [`ConsumerStateLabels`].
 pub const CONSUMER_STATES: [&str; 3] = ["current", "lagging", "gone"];
 
@@ -223,6 +228,11 @@ pub struct Metrics {
     /// Secrets handled by emergency rotation jobs, by outcome (`started`, `done`,
     /// `failed`).
     pub job_rotations_total: Family<OutcomeLabels, Counter>,
+    /// Requests (every write, and JWKS reads) a replica that does not lead sent on to the
+    /// leader (`[ha]`), by outcome
+    /// ([`FORWARD_OUTCOMES`]: `forwarded`, `no_leader`, `error`). Counted by
+    /// `api::forward`; no path, secret or replica id in the labels.
+    pub forwarded_requests_total: Family<OutcomeLabels, Counter>,
     /// Present only with `[metrics] per_secret = true`.
     pub per_secret: Option<PerSecret>,
 }
@@ -497,6 +507,12 @@ impl Metrics {
             "Secrets handled by emergency rotation jobs, by outcome (started, done, failed)",
             job_rotations_total.clone(),
         );
+        let forwarded_requests_total = Family::<OutcomeLabels, Counter>::default();
+        r.register(
+            "rotor_forwarded_requests",
+            "Requests (writes, JWKS reads) a follower sent on to the leader (HA), by outcome (forwarded, no_leader, error)",
+            forwarded_requests_total.clone(),
+        );
         let consumer_late_expiries_total = Family::<KindLabels, Counter>::default();
         r.register(
             "rotor_consumer_late_expiries",
@@ -573,6 +589,7 @@ impl Metrics {
             consumer_late_expiries_total,
             jobs,
             job_rotations_total,
+            forwarded_requests_total,
             per_secret,
         };
         m.init_known_series();
@@ -631,6 +648,11 @@ impl Metrics {
         }
         for outcome in ["granted", "refused", "released", "expired"] {
             let _ = self.consumer_permits_total.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
+        for outcome in FORWARD_OUTCOMES {
+            let _ = self.forwarded_requests_total.get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
             });
         }

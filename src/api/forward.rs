@@ -5,7 +5,8 @@
 //! the leader's advertised URL with the same method, path, query, body and
 //! `Authorization` header, and the leader's answer (status, the headers in
 //! [`ANSWER_HEADERS`], body) is returned as it is: a client cannot tell which replica it
-//! reached. The router decides *what* is forwarded and checks the token first (see
+//! reached. The public `GET /jwks/{tenant}/{key}` goes the same way (with `If-None-Match`,
+//! so a 304 is the leader's too): the key set is read from the leader's `jwks` targets. The router decides *what* is forwarded and checks the token first (see
 //! `server.rs`); this module only sends and copies.
 //!
 //! A forwarded request carries [`FORWARDED_HEADER`] (the sending replica's id). A replica
@@ -17,6 +18,12 @@
 //! Bodies are bounded both ways (the request by the router's body limit, the answer by
 //! [`MAX_ANSWER_BYTES`]) and never logged, nor is the token: a log line names the method,
 //! the path, the leader and the status.
+//!
+//! Every request that needed forwarding and passed the token check is counted once in
+//! `rotor_forwarded_requests_total{outcome}` ([`ForwardOutcome`]): `forwarded` (the leader
+//! answered, whatever its status), `no_leader`, `error`. A write refused on the follower
+//! (its token, a body over the limit) was never going to be forwarded and is not counted.
+//! The labels carry nothing else: no path, secret, token or replica id.
 
 use std::time::Duration;
 
@@ -24,8 +31,11 @@ use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::Response;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use super::AdminError;
+use crate::metrics::OutcomeLabels;
 
 /// The marker of a forwarded request; its value is the id of the replica that forwarded it.
 pub const FORWARDED_HEADER: &str = "x-rotor-forwarded";
@@ -67,15 +77,23 @@ pub(crate) enum WriteRoute {
     Admin,
     /// `/consumers/...`: the consumer token.
     Consumer,
+    /// `GET`/`HEAD /jwks/...`: no token (the route is public). Not a write, but only the
+    /// leader can answer it: the key set is what its `jwks` targets hold (a file in the
+    /// leader's pod), which a follower cannot read.
+    Jwks,
 }
 
-/// Whether a request is a write that only the leader may take, and which token it needs.
+/// Whether a request is one that only the leader may take, and which token it needs.
 /// Every method but `GET`, `HEAD` and `OPTIONS` under `/admin/` or `/consumers/` is one:
 /// that covers every write route today (rotate, rollback, rotate-all, cancelling a job,
 /// reports, permits) and any added later, and a method a route does not take is answered
-/// by the leader's 405 as the leader would. Reads are served by every replica.
+/// by the leader's 405 as the leader would. So is a read of `/jwks/` (see
+/// [`WriteRoute::Jwks`]). Other reads are served by every replica.
 pub(crate) fn write_route(method: &axum::http::Method, path: &str) -> Option<WriteRoute> {
     use axum::http::Method;
+    if matches!(*method, Method::GET | Method::HEAD) && path.starts_with("/jwks/") {
+        return Some(WriteRoute::Jwks);
+    }
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return None;
     }
@@ -106,25 +124,81 @@ pub fn no_leader(message: impl Into<String>) -> AdminError {
     }
 }
 
+/// What became of a write that needed forwarding (the `outcome` label of
+/// `rotor_forwarded_requests_total`, [`crate::metrics::FORWARD_OUTCOMES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForwardOutcome {
+    /// The leader answered; its answer, whatever the status, was returned.
+    Forwarded,
+    /// No replica led, or this one received a write another replica had forwarded: 503.
+    NoLeader,
+    /// A leader was named but could not be used: unreachable, no answer in time, a broken
+    /// or oversized answer, or an unusable URL.
+    Error,
+}
+
+impl ForwardOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            ForwardOutcome::Forwarded => "forwarded",
+            ForwardOutcome::NoLeader => "no_leader",
+            ForwardOutcome::Error => "error",
+        }
+    }
+}
+
 /// Sends writes on to the leader: one HTTP client (rotor's builder: no proxy from the
-/// environment, no redirects) with a timeout.
+/// environment, no redirects) with a timeout, and the counter of what became of them.
 pub(crate) struct Forwarder {
     client: reqwest::Client,
     timeout: Duration,
+    counted: Family<OutcomeLabels, Counter>,
 }
 
 impl Forwarder {
-    /// A forwarder whose calls give up after `timeout` (connect, send and the whole answer).
-    pub(crate) fn new(timeout: Duration) -> Result<Forwarder, String> {
+    /// A forwarder whose calls give up after `timeout` (connect, send and the whole answer),
+    /// counting into `counted` (`rotor_forwarded_requests_total` of the replica's registry).
+    pub(crate) fn new(
+        timeout: Duration,
+        counted: Family<OutcomeLabels, Counter>,
+    ) -> Result<Forwarder, String> {
         Ok(Forwarder {
             client: crate::http_client::client(timeout, None, None)?,
             timeout,
+            counted,
         })
+    }
+
+    /// Counts one write that needed forwarding.
+    pub(crate) fn count(&self, outcome: ForwardOutcome) {
+        self.counted
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label().to_owned(),
+            })
+            .inc();
+    }
+
+    /// [`Forwarder::forward`], counted: `forwarded` when the leader answered, `error`
+    /// otherwise.
+    pub(crate) async fn send(
+        &self,
+        leader: &str,
+        leader_url: &str,
+        self_id: &str,
+        parts: &Parts,
+        body: Bytes,
+    ) -> Result<Response, ForwardError> {
+        let result = self.forward(leader, leader_url, self_id, parts, body).await;
+        self.count(match result {
+            Ok(_) => ForwardOutcome::Forwarded,
+            Err(_) => ForwardOutcome::Error,
+        });
+        result
     }
 
     /// Sends the request (`parts`, `body`) to the leader `leader` at `leader_url` as replica
     /// `self_id`, and returns the leader's answer as this replica's.
-    pub(crate) async fn send(
+    async fn forward(
         &self,
         leader: &str,
         leader_url: &str,
@@ -250,6 +324,9 @@ mod tests {
             (Method::POST, "/healthz", None),
             (Method::POST, "/adminx", None),
             (Method::POST, "/jwks/t/k", None),
+            (Method::GET, "/jwks/t/k", Some(WriteRoute::Jwks)),
+            (Method::HEAD, "/jwks/t/k", Some(WriteRoute::Jwks)),
+            (Method::OPTIONS, "/jwks/t/k", None),
         ] {
             assert_eq!(write_route(&method, path), want, "{method} {path}");
         }

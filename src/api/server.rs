@@ -65,9 +65,10 @@
 //! follower's reads the store). A write (every method but `GET`, `HEAD`, `OPTIONS` under
 //! `/admin/` or `/consumers/`) that reaches a replica that does not lead is checked against
 //! the token here, then sent to the leader and answered as the leader answers (see
-//! [`super::forward`]); a follower is never an open relay. No leader, a leader that does not
-//! answer, or a forwarded write that reaches a replica that does not lead: `503` with
-//! `Retry-After`. Built by [`router_with_leadership`]; [`router`] and
+//! [`super::forward`]); a follower is never an open relay. `GET /jwks/...` on a follower is
+//! the leader's answer too (the key set lives in the leader's targets). No leader, a leader
+//! that does not answer, or a forwarded request that reaches a replica that does not lead:
+//! `503` with `Retry-After`. Built by [`router_with_leadership`]; [`router`] and
 //! [`router_with_consumers`] are a single process that always leads.
 //!
 //! # Errors
@@ -100,7 +101,7 @@ use serde_json::json;
 
 use super::auth::bearer_matches;
 pub use super::auth::{AdminToken, TokenError};
-use super::forward::{self, ForwardError, Forwarder, WriteRoute};
+use super::forward::{self, ForwardError, ForwardOutcome, Forwarder, WriteRoute};
 pub use super::listener::Limits;
 use super::{
     Admin, AdminError, ConsumerView, DEFAULT_JOB_CONCURRENCY, DEFAULT_JOB_RATE, JobRequest,
@@ -110,6 +111,7 @@ use crate::domain::{
     ErrorKind, HistoryRecord, Label, Outcome, SecretRef, Step, Trigger, VersionMeta, VersionNo,
 };
 use crate::ha::Leadership;
+use crate::metrics::Metrics;
 
 /// Largest request body accepted. The biggest legitimate body is two identifiers (under
 /// 200 bytes); 16 KiB leaves room for whitespace without letting a client make us buffer much.
@@ -183,16 +185,21 @@ pub fn router_with_consumers(
 /// [`router_with_consumers`] for one replica of several: while `leadership` says another
 /// replica leads, writes are forwarded to it (see the module doc). The forwarding call gives
 /// up at four fifths of `request_timeout`, so a leader that does not answer gets this
-/// replica's 503 with `Retry-After` rather than the generic timeout. Fails only when the
-/// HTTP client cannot be built.
+/// replica's 503 with `Retry-After` rather than the generic timeout. Every write that
+/// needed forwarding is counted in `metrics`' `rotor_forwarded_requests_total{outcome}`.
+/// Fails only when the HTTP client cannot be built.
 pub fn router_with_leadership(
     backend: Arc<dyn Admin>,
     token: AdminToken,
     consumer_token: Option<AdminToken>,
     request_timeout: Duration,
     leadership: Leadership,
+    metrics: &Metrics,
 ) -> Result<Router, String> {
-    let forwarder = Forwarder::new(request_timeout.mul_f64(0.8))?;
+    let forwarder = Forwarder::new(
+        request_timeout.mul_f64(0.8),
+        metrics.forwarded_requests_total.clone(),
+    )?;
     let state = AppState {
         backend,
         token_digest: Arc::new(token.digest()),
@@ -501,12 +508,14 @@ async fn forward_writes(State(state): State<AppState>, req: Request, next: Next)
         WriteRoute::Consumer => ConsumerAuthorized::from_request_parts(&mut parts, &state)
             .await
             .map(drop),
+        WriteRoute::Jwks => Ok(()),
     };
     if let Err(e) = authorized {
         return e.into_response();
     }
     let self_id = state.leadership.self_id().to_owned();
     if parts.headers.contains_key(forward::FORWARDED_HEADER) {
+        forwarder.count(ForwardOutcome::NoLeader);
         return ApiError::from(forward::no_leader(format!(
             "replica {self_id} received a forwarded write but does not lead; a forwarded write is never forwarded again, try again"
         )))
@@ -520,6 +529,7 @@ async fn forward_writes(State(state): State<AppState>, req: Request, next: Next)
         }
         (Some(leader), Some(url)) => (leader, url),
         _ => {
+            forwarder.count(ForwardOutcome::NoLeader);
             return ApiError::from(forward::no_leader(format!(
                 "no replica leads now (term {}); writes are taken again once one does",
                 info.term

@@ -5,8 +5,9 @@
 //! the leader answers (status, body, `Retry-After`); reads on the follower come from the
 //! store and equal the leader's; without a leader a write gets 503 with `Retry-After`; a
 //! forwarded write is never forwarded again; a token the follower would refuse is refused
-//! there, with nothing sent on. The forwarded-write overhead (median of direct against
-//! forwarded rotate calls) is printed.
+//! there, with nothing sent on; every write the follower had to forward is counted in its
+//! `rotor_forwarded_requests_total{outcome}`. The forwarded-write overhead (median of direct
+//! against forwarded rotate calls) is printed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,15 +75,37 @@ impl Replica {
     }
 }
 
-fn router(backend: Arc<dyn Admin>, leadership: Leadership, timeout: Duration) -> axum::Router {
+fn router(
+    backend: Arc<dyn Admin>,
+    leadership: Leadership,
+    timeout: Duration,
+    metrics: &Metrics,
+) -> axum::Router {
     server::router_with_leadership(
         backend,
         AdminToken::new(ADMIN).unwrap(),
         Some(AdminToken::new(CONSUMER).unwrap()),
         timeout,
         leadership,
+        metrics,
     )
     .expect("router")
+}
+
+/// The `rotor_forwarded_requests_total` series of an exposition: `(forwarded, no_leader,
+/// error)`; a missing series is a failure (they exist at zero from the start).
+fn forward_counts(exposition: &str) -> (u64, u64, u64) {
+    let count = |outcome: &str| {
+        let prefix = format!("rotor_forwarded_requests_total{{outcome=\"{outcome}\"}} ");
+        exposition
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix:?} series in:\n{exposition}"))
+            .trim()
+            .parse::<u64>()
+            .expect("a count")
+    };
+    (count("forwarded"), count("no_leader"), count("error"))
 }
 
 fn led_by(leader: &str, url: &str, term: u64) -> LeaderInfo {
@@ -192,6 +215,38 @@ generator = {{ type = "token", bytes = 32 }}
         }
         Config::from_str_with_env(&text, "ha.toml", &|_| None).expect("valid config")
     }
+
+    /// One secret `tenant1/jwt` whose `jwks` target (ed25519) writes its key set into
+    /// this environment's directory, on the Vault store.
+    fn jwks_config(&self) -> Config {
+        let text = format!(
+            r#"
+[store]
+type = "vault"
+address = "{address}"
+mount = "{mount}"
+path_prefix = "jwks"
+master_key_file = "{dir}/master.key"
+auth = {{ method = "token", token_file = "{token}" }}
+
+[policies.signing]
+interval = "1h"
+grace = "10m"
+generator = {{ type = "ed25519" }}
+
+[[secrets]]
+tenant = "tenant1"
+key = "jwt"
+policy = "signing"
+target = {{ type = "jwks", path = "{dir}/jwks.json", algorithm = "ed25519" }}
+"#,
+            address = self.address,
+            mount = self.mount,
+            dir = self.dir.path().display(),
+            token = self.token_file.display(),
+        );
+        Config::from_str_with_env(&text, "ha-jwks.toml", &|_| None).expect("valid config")
+    }
 }
 
 fn secret_body(key: &str) -> String {
@@ -228,14 +283,26 @@ async fn a_follower_answers_every_write_as_the_leader_and_reads_what_the_leader_
     tell_b.send_replace(led_by("rotor-a", &url_a, 1));
     let a = Replica::serve(
         listener_a,
-        router(leader_admin.clone(), lead_a, Duration::from_secs(10)),
+        router(
+            leader_admin.clone(),
+            lead_a,
+            Duration::from_secs(10),
+            &Metrics::new(),
+        ),
     )
     .await;
     let store_b: Arc<dyn Store> = Arc::new(VaultStore::open(env.settings()).await.expect("open"));
-    let follower = StoreAdmin::new(&cfg, store_b, Metrics::new(), Clock::System);
+    // One registry for the follower's backend and its router, as `rotor run` has.
+    let metrics_b = Metrics::new();
+    let follower = StoreAdmin::new(&cfg, store_b, metrics_b.clone(), Clock::System);
     let b = Replica::serve(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        router(Arc::new(follower), lead_b, Duration::from_secs(10)),
+        router(
+            Arc::new(follower),
+            lead_b,
+            Duration::from_secs(10),
+            &metrics_b,
+        ),
     )
     .await;
 
@@ -316,6 +383,10 @@ async fn a_follower_answers_every_write_as_the_leader_and_reads_what_the_leader_
         )
         .await;
     assert_eq!(r.status, 202, "{}", text(&r));
+    // The seven writes above and this one went to the leader, as the follower's own
+    // /metrics says.
+    let exposition = b.call("GET", "/metrics", None, None).await;
+    assert_eq!(forward_counts(&text(&exposition)), (8, 0, 0));
     let accepted = r.json();
     assert_eq!(
         (
@@ -583,11 +654,14 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
     let (silent_url, accepted, _silent) = silent_leader().await;
     let backend = Arc::new(Counting::default());
     let (tell, lead) = Leadership::channel("rotor-b");
+    let metrics = Metrics::new();
     let b = Replica::serve(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        router(backend.clone(), lead, Duration::from_secs(1)),
+        router(backend.clone(), lead, Duration::from_secs(1), &metrics),
     )
     .await;
+    let counts = || forward_counts(&metrics.encode().unwrap());
+    assert_eq!(counts(), (0, 0, 0));
     let rotate = secret_body("s00");
     let report = r#"{"consumerId":"web-1","secrets":[]}"#;
 
@@ -621,6 +695,7 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
             text(&r)
         );
     }
+    assert_eq!(counts(), (0, 5, 0), "five writes with no leader");
     let r = b
         .call("GET", "/admin/secrets/schedule", Some(ADMIN), None)
         .await;
@@ -673,6 +748,8 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
     assert_eq!(r.status, 503, "{}", text(&r));
     assert_eq!(r.header("retry-after"), Some("2"));
     assert!(text(&r).contains("never forwarded again"), "{}", text(&r));
+    // Refused for its token (above) or its size (below): never forwarded, not counted.
+    assert_eq!(counts(), (0, 6, 0));
     // A body over the limit is refused before anything is sent.
     let big = format!(
         r#"{{"tenantId":"tenant1","secretKey":"{}"}}"#,
@@ -687,6 +764,7 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
         0,
         "nothing reached the leader"
     );
+    assert_eq!(counts(), (0, 6, 0));
 
     // A leader that does not answer: 503 with Retry-After once the forwarding times out
     // (four fifths of the one-second request limit).
@@ -714,6 +792,46 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
         .await;
     assert_eq!(r.status, 503, "{}", text(&r));
     assert!(text(&r).contains("cannot be reached"), "{}", text(&r));
+    assert_eq!(counts(), (0, 6, 2), "a silent and an unreachable leader");
+
+    // A leader that answers: its answers, whatever their status, count as forwarded.
+    let leader_backend = Arc::new(Counting::default());
+    let (tell_a, lead_a) = Leadership::channel("rotor-a");
+    let listener_a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url_a = format!("http://{}", listener_a.local_addr().unwrap());
+    tell_a.send_replace(led_by("rotor-a", &url_a, 2));
+    let leader_metrics = Metrics::new();
+    let _a = Replica::serve(
+        listener_a,
+        router(
+            leader_backend.clone(),
+            lead_a,
+            Duration::from_secs(1),
+            &leader_metrics,
+        ),
+    )
+    .await;
+    tell.send_replace(led_by("rotor-a", &url_a, 2));
+    let r = b
+        .call("POST", "/admin/secrets/rotate", Some(ADMIN), Some(&rotate))
+        .await;
+    assert_eq!(r.status, 202, "{}", text(&r));
+    let r = b
+        .call(
+            "POST",
+            "/admin/secrets/rollback",
+            Some(ADMIN),
+            Some(&rotate),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", text(&r));
+    assert_eq!(leader_backend.rotations.load(Ordering::SeqCst), 1);
+    assert_eq!(counts(), (2, 6, 2));
+    assert_eq!(
+        forward_counts(&leader_metrics.encode().unwrap()),
+        (0, 0, 0),
+        "the leader forwards nothing"
+    );
 
     // This replica leads now: the write is its own.
     assert_eq!(backend.rotations.load(Ordering::SeqCst), 0);
@@ -727,4 +845,93 @@ async fn without_a_leader_writes_get_503_and_a_follower_sends_on_nothing_it_woul
         .await;
     assert_eq!(r.status, 202, "{}", text(&r));
     assert_eq!(backend.rotations.load(Ordering::SeqCst), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The public key set: only the leader's targets hold it
+
+/// `GET /jwks/{tenant}/{key}` on a follower is the leader's answer (body, `ETag`,
+/// `Cache-Control`, content type), a conditional GET with the leader's `ETag` is the
+/// leader's 304, an unknown secret the leader's 404; without a leader it is 503 with
+/// `Retry-After`. Each forwarded GET is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_the_leaders_public_key_set() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let cfg = env.jwks_config();
+    let store_a: Arc<dyn Store> = Arc::new(VaultStore::open(env.settings()).await.expect("open"));
+    let options = TreeOptions {
+        namespace: format!("{}/{}/", env.dir.path().display(), random_name(6)),
+        ..TreeOptions::default()
+    };
+    let mut tree = tree::start(&cfg, store_a, Metrics::new(), options)
+        .await
+        .expect("tree starts");
+    let leader_admin = Arc::new(admin(&tree));
+    let listener_a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url_a = format!("http://{}", listener_a.local_addr().unwrap());
+    let (tell_a, lead_a) = Leadership::channel("rotor-a");
+    let (tell_b, lead_b) = Leadership::channel("rotor-b");
+    tell_a.send_replace(led_by("rotor-a", &url_a, 1));
+    tell_b.send_replace(led_by("rotor-a", &url_a, 1));
+    let a = Replica::serve(
+        listener_a,
+        router(
+            leader_admin.clone(),
+            lead_a,
+            Duration::from_secs(10),
+            &Metrics::new(),
+        ),
+    )
+    .await;
+    let store_b: Arc<dyn Store> = Arc::new(VaultStore::open(env.settings()).await.expect("open"));
+    let metrics_b = Metrics::new();
+    let follower = StoreAdmin::new(&cfg, store_b, metrics_b.clone(), Clock::System);
+    let b = Replica::serve(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        router(
+            Arc::new(follower),
+            lead_b,
+            Duration::from_secs(10),
+            &metrics_b,
+        ),
+    )
+    .await;
+
+    let path = "/jwks/tenant1/jwt";
+    let direct = eventually(LIMIT, "the leader serves the first key", async || {
+        let r = a.call("GET", path, None, None).await;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    let set: Value = serde_json::from_slice(&direct.body).expect("a JWK set");
+    assert_eq!(set["keys"][0]["kid"], "tenant1.jwt.v1", "{}", text(&direct));
+    let etag = direct.header("etag").expect("an ETag").to_owned();
+
+    let forwarded = b.call("GET", path, None, None).await;
+    assert_eq!(seen(&forwarded), seen(&direct));
+    for name in ["etag", "cache-control"] {
+        assert_eq!(forwarded.header(name), direct.header(name), "{name}");
+    }
+    let conditional = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+    );
+    let r = send_raw(b.addr, conditional.as_bytes()).await;
+    assert_eq!(r.status, 304, "{}", text(&r));
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    let unknown = "/jwks/tenant1/nope";
+    assert_eq!(
+        seen(&b.call("GET", unknown, None, None).await),
+        seen(&a.call("GET", unknown, None, None).await)
+    );
+    assert_eq!(forward_counts(&metrics_b.encode().unwrap()), (3, 0, 0));
+
+    // No leader: the follower cannot answer for the leader's targets.
+    tell_b.send_replace(LeaderInfo::none(1));
+    let r = b.call("GET", path, None, None).await;
+    assert_eq!(r.status, 503, "{}", text(&r));
+    assert_eq!(r.header("retry-after"), Some("2"));
+    assert_eq!(forward_counts(&metrics_b.encode().unwrap()), (3, 1, 0));
+    tree.shutdown(Duration::from_secs(5)).await;
 }

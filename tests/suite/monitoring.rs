@@ -143,6 +143,8 @@ fn alerts_are_the_contracted_ones() {
         ("SecretWatcherHealthFailing", "warning"),
         ("ViewLagExpiry", "warning"),
         ("ConsumersLaggingPastGrace", "warning"),
+        ("RotorNoLeader", "critical"),
+        ("RotorMoreThanOneLeader", "critical"),
     ] {
         assert_eq!(
             severity.get(name).map(String::as_str),
@@ -185,6 +187,7 @@ fn dashboard_is_importable_with_the_seed_panels() {
         "Secret cache size",
         "Oldest current version age",
         "Actor restarts",
+        "Leader (per pod)",
     ] {
         assert!(titles.contains(t), "no panel {t:?} in {titles:?}");
     }
