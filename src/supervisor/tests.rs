@@ -746,6 +746,39 @@ async fn timer_guard_delivers_when_kept_and_cancels_when_dropped_or_rearmed() {
     assert_eq!(received.load(Ordering::SeqCst), 11);
 }
 
+/// By the time a guard's message exists (it is built just before the send), the guard no
+/// longer says it is armed. An actor that re-arms only when nothing is armed relies on it:
+/// the sending task ends a moment after the send, and a handler on another worker thread
+/// that ran first took the firing timer for a pending one and never re-armed (a jobs
+/// actor stopped ticking for good that way).
+#[tokio::test(start_paused = true)]
+async fn a_guard_is_not_armed_once_its_message_is_on_its_way() {
+    let received = Arc::new(AtomicU32::new(0));
+    let (counter, _join) = Actor::spawn(None, Counter, received.clone()).await.unwrap();
+    let guard = Arc::new(Mutex::new(TimerGuard::new()));
+    let seen = Arc::new(Mutex::new(None));
+    let (g, s) = (guard.clone(), seen.clone());
+    guard
+        .lock()
+        .unwrap()
+        .arm(Duration::from_secs(1), counter.clone(), move || {
+            *s.lock().unwrap() = Some(g.lock().unwrap().is_armed());
+            1
+        });
+    assert!(guard.lock().unwrap().is_armed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(WAIT, "the timer fired", || async {
+        received.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(false),
+        "armed while its message was built"
+    );
+    counter.stop(None);
+}
+
 #[tokio::test(start_paused = true)]
 async fn abort_on_drop_ends_the_task_with_its_holder() {
     let token = Arc::new(());

@@ -7,6 +7,8 @@
 //! drop and on re-arm. An actor keeps its guards in its state, so when the actor
 //! stops, fails or panics, ractor drops the state and every pending timer goes with it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ractor::{ActorRef, Message};
@@ -29,8 +31,9 @@ use super::task::AbortOnDrop;
 /// ```
 #[derive(Debug, Default)]
 pub struct TimerGuard {
-    /// The delayed-send task, aborted when replaced or dropped.
-    task: Option<AbortOnDrop>,
+    /// The delayed-send task, aborted when replaced or dropped, and the flag it sets just
+    /// before it sends.
+    task: Option<(AbortOnDrop, Arc<AtomicBool>)>,
 }
 
 impl TimerGuard {
@@ -58,11 +61,17 @@ impl TimerGuard {
         M: Message,
         F: FnOnce() -> M + Send + 'static,
     {
-        self.task = Some(AbortOnDrop::spawn(async move {
+        let sent = Arc::new(AtomicBool::new(false));
+        let flag = sent.clone();
+        let task = AbortOnDrop::spawn(async move {
             tokio::time::sleep_until(deadline).await;
+            // Set before the send, so the actor handling the message sees it: the task
+            // itself finishes a moment later, possibly after the handler ran.
+            flag.store(true, Ordering::Release);
             // The target may have stopped meanwhile; there is nobody left to tell.
             let _ = actor.send_message(msg());
-        }));
+        });
+        self.task = Some((task, sent));
     }
 
     /// Cancels the pending send, if any. Cancelling twice, or after the send, is harmless.
@@ -70,8 +79,13 @@ impl TimerGuard {
         self.task = None;
     }
 
-    /// Whether a send is still pending (armed, not yet fired, not cancelled).
+    /// Whether a send is still pending (armed, not yet fired, not cancelled). False in the
+    /// handler of the message this guard sent: an actor that re-arms only when nothing is
+    /// armed must not take its own firing timer for a pending one (its timer then stopped
+    /// for good when the handler won the race against the sending task's end).
     pub fn is_armed(&self) -> bool {
-        self.task.as_ref().is_some_and(|task| !task.is_finished())
+        self.task
+            .as_ref()
+            .is_some_and(|(_, sent)| !sent.load(Ordering::Acquire))
     }
 }
