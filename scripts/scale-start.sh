@@ -7,14 +7,20 @@
 # measurement of SMALL secrets (default 1,000). Prints one line per figure; run it once per
 # N (10000, 100000, 1000000).
 #
+# Seeding runs in steps of at most SEED_STEP secrets (default 250,000): each first run
+# adds the next tenants to tenants.txt and writes only their first versions, so the
+# first-start peak is bounded by the step, not by N (a single first run of 1,000,000 would
+# peak far above 10 GB). The peak RSS (VmHWM) of the seeding runs is printed too.
+#
 # Usage: scripts/scale-start.sh N      (ROTOR_BIN=path skips the build)
-# Also: SMALL (default 1000), IDLE_SECONDS (default 30), KEEP=1 keeps the working
-# directories.
+# Also: SMALL (default 1000), IDLE_SECONDS (default 30), SEED_STEP (default 250000),
+# KEEP=1 keeps the working directories.
 set -euo pipefail
 
 n="${1:?usage: scale-start.sh N}"
 small="${SMALL:-1000}"
 idle_seconds="${IDLE_SECONDS:-30}"
+seed_step="${SEED_STEP:-250000}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${ROTOR_BIN:-}"
 if [[ -z "$bin" ]]; then
@@ -31,13 +37,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Writes rotor.toml for `count` secrets into directory $1.
-write_config() {
-    local dir="$1" count="$2" port="$3"
+# Writes tenants.txt for the first `count` secrets (100 keys per tenant) into $1.
+write_tenants() {
+    local dir="$1" count="$2"
     local keys=100
     (( count < keys )) && keys="$count"
     local tenants=$(( (count + keys - 1) / keys ))
     seq -f 't%07g' 1 "$tenants" >"$dir/tenants.txt"
+}
+
+# Writes rotor.toml (and tenants.txt) for `count` secrets into directory $1.
+write_config() {
+    local dir="$1" count="$2" port="$3"
+    local keys=100
+    (( count < keys )) && keys="$count"
+    write_tenants "$dir" "$count"
     {
         cat <<EOF
 [server]
@@ -101,15 +115,27 @@ measure() {
     local port
     port="$(free_port)"
     write_config "$dir" "$count" "$port"
-    start_rotor "$dir" "$port"
-    local url="http://127.0.0.1:$port"
-    local auth="Authorization: Bearer $(cat "$dir/admin.token")"
-    # Every secret has its first version once each reports a current version.
-    until [[ "$(curl -sf -H "$auth" "$url/metrics" | awk '/^secret_rotation_total\{/ && /outcome="succeeded"/ { s += $2 } END { print s + 0 }')" -ge "$count" ]]; do
-        kill -0 "$pid" 2>/dev/null || { cat "$dir/rotor.log" >&2; exit 1; }
-        sleep 1
+    local seeded=0 step hwm=0 seed_t0
+    seed_t0=$(date +%s.%N)
+    while (( seeded < count )); do
+        step=$(( count - seeded < seed_step ? count - seeded : seed_step ))
+        write_tenants "$dir" $(( seeded + step ))
+        start_rotor "$dir" "$port"
+        local url="http://127.0.0.1:$port"
+        local auth="Authorization: Bearer $(cat "$dir/admin.token")"
+        # The new secrets have their first versions once each counts a success.
+        until [[ "$(curl -sf -H "$auth" "$url/metrics" | awk '/^secret_rotation_total\{/ && /outcome="succeeded"/ { s += $2 } END { print s + 0 }')" -ge "$step" ]]; do
+            kill -0 "$pid" 2>/dev/null || { cat "$dir/rotor.log" >&2; exit 1; }
+            sleep 1
+        done
+        local h
+        h="$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")"
+        (( h > hwm )) && hwm="$h"
+        stop_rotor
+        seeded=$(( seeded + step ))
     done
-    stop_rotor
+    seed_s="$(echo "$(date +%s.%N) - $seed_t0" | bc)"
+    seed_hwm_kib="$hwm"
     start_rotor "$dir" "$port"
     local ready="$ready_s"
     local rss
@@ -129,7 +155,8 @@ measure "$small"
 read -r ready_small rss_small _ <<<"$result"
 measure "$n"
 read -r ready_n rss_n cpu_n <<<"$result"
-echo "secrets: $n (store seeded by a first run; the second start measured)"
+echo "secrets: $n (store seeded by first runs of at most $seed_step new secrets; the next start measured)"
+echo "seeding: ${seed_s} s, peak RSS $(( seed_hwm_kib / 1024 )) MiB"
 echo "time to ready: ${ready_n} s"
 echo "RSS after ready: $(( rss_n / 1024 )) MiB ($small secrets: $(( rss_small / 1024 )) MiB, ready in ${ready_small} s)"
 echo "idle CPU over ${idle_seconds} s: ${cpu_n}% of one core"

@@ -52,11 +52,18 @@ pub fn validate_ident(s: &str) -> Result<(), IdentError> {
 
 /// A tenant secret: `(tenant, key)`. Both parts are validated identifiers: the fields are
 /// private, so [`SecretRef::new`] is the only way to build one, deserialising included.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// One shared allocation holds `tenant/key`: a clone is a reference count, so the
+/// configuration, the managed set, the status board and the scheduler, which each keep
+/// every secret's name, share one copy of it (24 bytes a reference). Ordered by tenant,
+/// then key; serialised as `{"tenant", "key"}`.
+#[derive(Clone, Deserialize)]
 #[serde(try_from = "UncheckedSecretRef")]
 pub struct SecretRef {
-    tenant: String,
-    key: String,
+    /// `tenant/key`; identifiers hold no `/`, so the split is unambiguous.
+    name: std::sync::Arc<str>,
+    /// Length of the tenant part (at most [`MAX_IDENT_LEN`]).
+    tenant_len: u8,
 }
 
 /// The serialised form of a [`SecretRef`], before its parts are validated.
@@ -79,9 +86,14 @@ impl SecretRef {
     pub fn new(tenant: &str, key: &str) -> Result<Self, IdentError> {
         validate_ident(tenant)?;
         validate_ident(key)?;
+        let mut name = String::with_capacity(tenant.len() + 1 + key.len());
+        name.push_str(tenant);
+        name.push('/');
+        name.push_str(key);
         Ok(SecretRef {
-            tenant: tenant.to_owned(),
-            key: key.to_owned(),
+            name: name.into(),
+            // validate_ident bounds it by MAX_IDENT_LEN (63).
+            tenant_len: tenant.len() as u8,
         })
     }
 
@@ -93,18 +105,67 @@ impl SecretRef {
 
     /// The tenant identifier.
     pub fn tenant(&self) -> &str {
-        &self.tenant
+        &self.name[..usize::from(self.tenant_len)]
     }
 
     /// The key identifier, unique within the tenant.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.name[usize::from(self.tenant_len) + 1..]
+    }
+}
+
+impl PartialEq for SecretRef {
+    fn eq(&self, other: &Self) -> bool {
+        // `tenant/key` determines both parts: no identifier holds a `/`.
+        self.name == other.name
+    }
+}
+
+impl Eq for SecretRef {}
+
+impl std::hash::Hash for SecretRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl PartialOrd for SecretRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SecretRef {
+    /// By tenant, then key (not by the joined text: `-` sorts before `/`).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.tenant()
+            .cmp(other.tenant())
+            .then_with(|| self.key().cmp(other.key()))
+    }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretRef")
+            .field("tenant", &self.tenant())
+            .field("key", &self.key())
+            .finish()
+    }
+}
+
+impl Serialize for SecretRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("SecretRef", 2)?;
+        s.serialize_field("tenant", self.tenant())?;
+        s.serialize_field("key", self.key())?;
+        s.end()
     }
 }
 
 impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.tenant, self.key)
+        f.write_str(&self.name)
     }
 }
 
@@ -353,5 +414,25 @@ mod tests {
         assert_eq!(r.to_string(), "tenant1/api_keys");
         assert!(SecretRef::parse("tenant1").is_none());
         assert!(SecretRef::parse("tenant1/../x").is_none());
+    }
+
+    #[test]
+    fn secret_ref_orders_by_tenant_then_key_and_serialises_both_parts() {
+        let a = SecretRef::new("a", "z").expect("valid");
+        let b = SecretRef::new("a-b", "a").expect("valid");
+        // By tenant first: "a" < "a-b", although "a/z" > "a-b/a" as text.
+        assert!(a < b);
+        assert_eq!(a.tenant(), "a");
+        assert_eq!(a.key(), "z");
+        assert_eq!(
+            serde_json::to_string(&b).expect("serialise"),
+            r#"{"tenant":"a-b","key":"a"}"#
+        );
+        let back: SecretRef = serde_json::from_str(r#"{"tenant":"a-b","key":"a"}"#).expect("read");
+        assert_eq!(back, b);
+        assert_eq!(format!("{b:?}"), r#"SecretRef { tenant: "a-b", key: "a" }"#);
+        // A clone shares the name: no copy per structure that keeps it.
+        let c = b.clone();
+        assert!(std::ptr::eq(c.tenant().as_ptr(), b.tenant().as_ptr()));
     }
 }

@@ -216,6 +216,7 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
         metrics.clone(),
         TreeOptions {
             extra_children,
+            hibernate_after: Some(config.runtime.hibernate_after),
             ..TreeOptions::default()
         },
     )
@@ -457,6 +458,7 @@ async fn run_ha(
             metrics.clone(),
             TreeOptions {
                 fence: fence.clone(),
+                hibernate_after: Some(config.runtime.hibernate_after),
                 ..TreeOptions::default()
             },
         )

@@ -254,6 +254,9 @@ pub async fn start(
     let reader: ValueReader = cached.clone();
     let store: Arc<dyn Store> = cached;
     let secrets = Arc::new(ManagedSecrets::new(config, &options, reader));
+    // Board entries of the managed secrets take a slot each (no map entry), keyed by the
+    // managed set's own names (shared, not copied).
+    board.declare(secrets.configs().iter().map(|c| c.secret.clone()).collect());
     let context = Arc::new(RotationContext {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -518,6 +521,9 @@ pub async fn start(
                 wait = (wait * 2).min(Duration::from_millis(100));
             }
             ready.store(true, Ordering::Release);
+            // The journal pages and wake lists of the fill are freed: give their pages back,
+            // so what `rotor run` holds once ready is the idle secrets' cost, not the peak.
+            crate::config::release_freed_memory();
         });
     }
     Ok(Tree {
@@ -563,8 +569,11 @@ async fn fill(context: &Arc<RotationContext>) {
                 continue;
             };
             seen[index] = true;
-            if !place(context, &secret, &journal, now) {
-                wake.push(secret);
+            // The managed set's name, not the page's copy: the board and the scheduler
+            // then share one allocation of it.
+            let secret = &secrets.configs()[index].secret;
+            if !place(context, secret, &journal, now) {
+                wake.push(secret.clone());
             }
         }
     }

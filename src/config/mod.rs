@@ -256,7 +256,7 @@ fn check(
 /// raw tables are many times the size of the validated model: without this, `rotor run`
 /// would keep the peak of loading for its whole life. Other allocators return it by
 /// themselves, so this does nothing there.
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no

@@ -170,6 +170,10 @@ pub struct RuntimeConfig {
     /// start (`actors::bootstrap`), in batched transactions before their actors start
     /// (default). `false` leaves each to its rotation actor, one rotation at a time.
     pub first_versions_in_bulk: bool,
+    /// How long a rotation actor with nothing to do stays up before it stops, leaving its
+    /// secret a scheduler deadline and a status board entry (`[runtime] hibernate_after`,
+    /// default 30 s, longer than zero).
+    pub hibernate_after: Duration,
 }
 
 /// Volume watching as a whole.

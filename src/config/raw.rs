@@ -202,6 +202,7 @@ pub(super) struct RawRuntime {
     pub retry_backoff: Option<S<String>>,
     pub retry_backoff_max: Option<S<String>>,
     pub first_versions_in_bulk: Option<S<bool>>,
+    pub hibernate_after: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

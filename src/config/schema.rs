@@ -84,6 +84,7 @@ const RUNTIME: &[Field] = &[
     f("retry_backoff", Ty::Duration),
     f("retry_backoff_max", Ty::Duration),
     f("first_versions_in_bulk", Ty::Bool),
+    f("hibernate_after", Ty::Duration),
 ];
 
 pub(super) const WATCH: &[Field] = &[

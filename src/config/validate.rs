@@ -33,6 +33,9 @@ pub(super) const DEFAULT_ADMIN_TOKEN_FILE: &str = "data/admin.token";
 const DEFAULT_MAX_CONCURRENT_ROTATIONS: usize = 16;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+/// `[runtime] hibernate_after`: long enough that a burst of API calls or a rotation's steps
+/// reuse one actor, short enough that a mass rotation gives its memory back within a minute.
+pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(30);
 const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
 
 const MAX_CONCURRENT_ROTATIONS: (i64, i64) = (1, 100_000);
@@ -426,6 +429,12 @@ impl Validator<'_, '_> {
             first_versions_in_bulk: raw
                 .and_then(|r| r.first_versions_in_bulk.as_ref())
                 .is_none_or(|b| *b.get_ref()),
+            // Zero is refused by the duration parser ("must be longer than zero").
+            hibernate_after: self.duration_or(
+                "runtime.hibernate_after",
+                raw.and_then(|r| r.hibernate_after.as_ref()),
+                DEFAULT_HIBERNATE_AFTER,
+            ),
         }
     }
 

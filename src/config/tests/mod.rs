@@ -74,6 +74,7 @@ max_concurrent_rotations = 8
 shutdown_timeout = "20s"
 retry_backoff = "10s"
 retry_backoff_max = "30m"
+hibernate_after = "45s"
 [[mounts]]
 path = "/mnt/secrets"
 debounce = "1s"
@@ -133,6 +134,7 @@ fn contract_shape_loads() {
             retry_backoff: Duration::from_secs(10),
             retry_backoff_max: Duration::from_secs(1_800),
             first_versions_in_bulk: true,
+            hibernate_after: Duration::from_secs(45),
         }
     );
     assert!(c.watch.enabled);
@@ -215,6 +217,7 @@ fn empty_file_gives_defaults_and_builtins() {
             retry_backoff: Duration::from_secs(30),
             retry_backoff_max: HOUR,
             first_versions_in_bulk: true,
+            hibernate_after: Duration::from_secs(30),
         }
     );
     assert!(c.watch.enabled);
@@ -692,6 +695,16 @@ fn other_value_checks() {
         "[runtime]\nretry_backoff = \"2h\"\n",
         "runtime.retry_backoff",
         &["retry_backoff_max (1h, the default)"],
+    );
+    one_error(
+        "[runtime]\nhibernate_after = \"0s\"\n",
+        "runtime.hibernate_after",
+        &["longer than zero"],
+    );
+    one_error(
+        "[runtime]\nhibernate_after = \"soon\"\n",
+        "runtime.hibernate_after",
+        &["soon"],
     );
     one_error(
         "[runtime]\nmax_concurrent_rotations = 0\n",
