@@ -18,6 +18,8 @@ if [[ -z "$bin" ]]; then
     (cd "$root" && cargo build --release --locked --bin rotor >&2)
     bin="$root/target/release/rotor"
 fi
+# Absolute: the runs below change directory.
+bin="$(realpath "$bin")"
 work="$(mktemp -d)"
 pid=""
 cleanup() {

