@@ -258,53 +258,89 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// A leader "rotor-a" (`cfg`'s actor tree on the Vault store) and a follower "rotor-b"
+/// (a `StoreAdmin` on a store client of its own, one registry for its backend and its
+/// router, as `rotor run` has), both told by the test that rotor-a leads at term 1.
+struct LeaderAndFollower {
+    tree: tree::Tree,
+    leader_admin: Arc<rotor::actors::admin::ActorAdmin>,
+    a: Replica,
+    b: Replica,
+    metrics_b: Metrics,
+    /// What each replica believes of the leader (kept: dropping a sender ends it).
+    tell_a: tokio::sync::watch::Sender<LeaderInfo>,
+    tell_b: tokio::sync::watch::Sender<LeaderInfo>,
+}
+
+impl LeaderAndFollower {
+    async fn start(env: &Env, cfg: &Config) -> Self {
+        let store_a: Arc<dyn Store> =
+            Arc::new(VaultStore::open(env.settings()).await.expect("open"));
+        let options = TreeOptions {
+            namespace: format!("{}/{}/", env.dir.path().display(), random_name(6)),
+            ..TreeOptions::default()
+        };
+        let tree = tree::start(cfg, store_a, Metrics::new(), options)
+            .await
+            .expect("tree starts");
+        let leader_admin = Arc::new(admin(&tree));
+        let listener_a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url_a = format!("http://{}", listener_a.local_addr().unwrap());
+        let (tell_a, lead_a) = Leadership::channel("rotor-a");
+        let (tell_b, lead_b) = Leadership::channel("rotor-b");
+        tell_a.send_replace(led_by("rotor-a", &url_a, 1));
+        tell_b.send_replace(led_by("rotor-a", &url_a, 1));
+        let a = Replica::serve(
+            listener_a,
+            router(
+                leader_admin.clone(),
+                lead_a,
+                Duration::from_secs(10),
+                &Metrics::new(),
+            ),
+        )
+        .await;
+        let store_b: Arc<dyn Store> =
+            Arc::new(VaultStore::open(env.settings()).await.expect("open"));
+        let metrics_b = Metrics::new();
+        let follower = StoreAdmin::new(cfg, store_b, metrics_b.clone(), Clock::System);
+        let b = Replica::serve(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            router(
+                Arc::new(follower),
+                lead_b,
+                Duration::from_secs(10),
+                &metrics_b,
+            ),
+        )
+        .await;
+        LeaderAndFollower {
+            tree,
+            leader_admin,
+            a,
+            b,
+            metrics_b,
+            tell_a,
+            tell_b,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_answers_every_write_as_the_leader_and_reads_what_the_leader_reads() {
     let Some(env) = Env::start().await else {
         return;
     };
     let cfg = env.config();
-    let store_a: Arc<dyn Store> = Arc::new(VaultStore::open(env.settings()).await.expect("open"));
-    let options = TreeOptions {
-        namespace: format!("{}/{}/", env.dir.path().display(), random_name(6)),
-        ..TreeOptions::default()
-    };
-    let mut tree = tree::start(&cfg, store_a, Metrics::new(), options)
-        .await
-        .expect("tree starts");
-    let leader_admin = Arc::new(admin(&tree));
-
-    // The leader "rotor-a" and the follower "rotor-b", both told by the test who leads.
-    let listener_a = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url_a = format!("http://{}", listener_a.local_addr().unwrap());
-    let (tell_a, lead_a) = Leadership::channel("rotor-a");
-    let (tell_b, lead_b) = Leadership::channel("rotor-b");
-    tell_a.send_replace(led_by("rotor-a", &url_a, 1));
-    tell_b.send_replace(led_by("rotor-a", &url_a, 1));
-    let a = Replica::serve(
-        listener_a,
-        router(
-            leader_admin.clone(),
-            lead_a,
-            Duration::from_secs(10),
-            &Metrics::new(),
-        ),
-    )
-    .await;
-    let store_b: Arc<dyn Store> = Arc::new(VaultStore::open(env.settings()).await.expect("open"));
-    // One registry for the follower's backend and its router, as `rotor run` has.
-    let metrics_b = Metrics::new();
-    let follower = StoreAdmin::new(&cfg, store_b, metrics_b.clone(), Clock::System);
-    let b = Replica::serve(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        router(
-            Arc::new(follower),
-            lead_b,
-            Duration::from_secs(10),
-            &metrics_b,
-        ),
-    )
-    .await;
+    let LeaderAndFollower {
+        mut tree,
+        leader_admin,
+        a,
+        b,
+        tell_b: _tell_b,
+        tell_a: _tell_a,
+        ..
+    } = LeaderAndFollower::start(&env, &cfg).await;
 
     eventually(LIMIT, "every secret's first version", async || {
         leader_admin.ready()
@@ -860,44 +896,15 @@ async fn a_follower_serves_the_leaders_public_key_set() {
         return;
     };
     let cfg = env.jwks_config();
-    let store_a: Arc<dyn Store> = Arc::new(VaultStore::open(env.settings()).await.expect("open"));
-    let options = TreeOptions {
-        namespace: format!("{}/{}/", env.dir.path().display(), random_name(6)),
-        ..TreeOptions::default()
-    };
-    let mut tree = tree::start(&cfg, store_a, Metrics::new(), options)
-        .await
-        .expect("tree starts");
-    let leader_admin = Arc::new(admin(&tree));
-    let listener_a = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url_a = format!("http://{}", listener_a.local_addr().unwrap());
-    let (tell_a, lead_a) = Leadership::channel("rotor-a");
-    let (tell_b, lead_b) = Leadership::channel("rotor-b");
-    tell_a.send_replace(led_by("rotor-a", &url_a, 1));
-    tell_b.send_replace(led_by("rotor-a", &url_a, 1));
-    let a = Replica::serve(
-        listener_a,
-        router(
-            leader_admin.clone(),
-            lead_a,
-            Duration::from_secs(10),
-            &Metrics::new(),
-        ),
-    )
-    .await;
-    let store_b: Arc<dyn Store> = Arc::new(VaultStore::open(env.settings()).await.expect("open"));
-    let metrics_b = Metrics::new();
-    let follower = StoreAdmin::new(&cfg, store_b, metrics_b.clone(), Clock::System);
-    let b = Replica::serve(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        router(
-            Arc::new(follower),
-            lead_b,
-            Duration::from_secs(10),
-            &metrics_b,
-        ),
-    )
-    .await;
+    let LeaderAndFollower {
+        mut tree,
+        a,
+        b,
+        metrics_b,
+        tell_b,
+        tell_a: _tell_a,
+        ..
+    } = LeaderAndFollower::start(&env, &cfg).await;
 
     let path = "/jwks/tenant1/jwt";
     let direct = eventually(LIMIT, "the leader serves the first key", async || {

@@ -541,26 +541,13 @@ async fn the_routes_check_bodies_and_tokens() {
     let resp = post(r#"{"tenantId":"t1","keyGlob":"k00?","ratePerSecond":50}"#).await;
     assert_eq!(resp.status, 202, "{}", resp.json());
     let id = resp.json()["jobId"].as_str().unwrap().to_owned();
+    let job_path = format!("/admin/jobs/{id}");
+    let get_job = async || request(addr, "GET", &job_path, Some(&admin_token), None).await;
     // The job is readable the moment its 202 is: the board has it before the answer.
-    let first = request(
-        addr,
-        "GET",
-        &format!("/admin/jobs/{id}"),
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let first = get_job().await;
     assert_eq!(first.status, 200, "{}", first.json());
     eventually(Duration::from_secs(30), "finished over HTTP", async || {
-        let r = request(
-            addr,
-            "GET",
-            &format!("/admin/jobs/{id}"),
-            Some(&admin_token),
-            None,
-        )
-        .await;
-        let j = r.json();
+        let j = get_job().await.json();
         for field in ["jobId", "state", "total", "done", "failed", "inFlight"] {
             assert!(!j[field].is_null(), "{field} in {j}");
         }
