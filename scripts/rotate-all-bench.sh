@@ -18,13 +18,8 @@ rate="${RATE:-10000}"
 concurrency="${CONCURRENCY:-256}"
 wrk_seconds="${WRK_SECONDS:-10}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="${ROTOR_BIN:-}"
-if [[ -z "$bin" ]]; then
-    (cd "$root" && cargo build --release --locked --bin rotor >&2)
-    bin="$root/target/release/rotor"
-fi
-# Absolute: the runs below change directory.
-bin="$(realpath "$bin")"
+. "$root/scripts/lib.sh"
+rotor_bin "$root"
 work="$(mktemp -d)"
 pid=""
 cleanup() {
@@ -33,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 {
     cat <<EOF
 [server]
@@ -48,19 +43,8 @@ master_key_file = "master.key"
 [runtime]
 max_concurrent_rotations = $concurrency
 
-[policies.monthly]
-interval = "30d"
-grace = "1h"
-generator = { type = "token", bytes = 32 }
-
-[[secret_sets]]
-tenants = ["t1"]
-policy = "monthly"
-target = { type = "none" }
 EOF
-    printf 'keys = ['
-    awk -v n="$n" 'BEGIN { for (k = 0; k < n; k++) printf "%s\"k%06d\"", (k ? ", " : ""), k }'
-    printf ']\n'
+    monthly_t1_secrets "$n"
 } >"$work/rotor.toml"
 
 cd "$work"

@@ -22,13 +22,8 @@ small="${SMALL:-1000}"
 idle_seconds="${IDLE_SECONDS:-30}"
 seed_step="${SEED_STEP:-250000}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="${ROTOR_BIN:-}"
-if [[ -z "$bin" ]]; then
-    (cd "$root" && cargo build --release --locked --bin rotor >&2)
-    bin="$root/target/release/rotor"
-fi
-# Absolute: the runs below change directory.
-bin="$(realpath "$bin")"
+. "$root/scripts/lib.sh"
+rotor_bin "$root"
 works=()
 pid=""
 cleanup() {
@@ -80,10 +75,6 @@ EOF
         awk -v n="$keys" 'BEGIN { for (k = 0; k < n; k++) printf "%s\"k%03d\"", (k ? ", " : ""), k }'
         printf ']\n'
     } >"$dir/rotor.toml"
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 # Starts rotor in $1 on port $2 and waits for /readyz; sets pid and ready_s (seconds to
