@@ -172,6 +172,8 @@ pub struct Metrics {
     /// Secrets still waiting for their first version from the bulk path of a first start
     /// (`actors::bootstrap`); 0 once it is done.
     pub first_versions_pending: Gauge,
+    /// Rotation actors alive now: the secrets with work (the others hibernate).
+    pub rotation_actors_awake: Gauge,
     pub secrets_stuck: Gauge,
     pub actor_restarts_total: Family<KindLabels, Counter>,
     pub notifications_total: Family<KindLabels, Counter>,
@@ -335,6 +337,12 @@ impl Metrics {
             "rotor_first_versions_pending",
             "Secrets still waiting for their first version from the bulk path of a first start",
             first_versions_pending.clone(),
+        );
+        let rotation_actors_awake = Gauge::default();
+        r.register(
+            "rotor_rotation_actors_awake",
+            "Rotation actors alive now (secrets with work; the others hibernate)",
+            rotation_actors_awake.clone(),
         );
         let secrets_stuck = Gauge::default();
         r.register(
@@ -559,6 +567,7 @@ impl Metrics {
             secrets_watched,
             secrets_managed,
             first_versions_pending,
+            rotation_actors_awake,
             secrets_stuck,
             actor_restarts_total,
             notifications_total,

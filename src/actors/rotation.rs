@@ -361,7 +361,26 @@ impl Drop for Slot {
     }
 }
 
+/// Counts a live rotation actor in `rotor_rotation_actors_awake` while it is held: kept in
+/// the actor's state, so it is released however the actor ends (a hibernation, a failure,
+/// a panic), where `post_stop` runs only on a normal stop.
+struct Awake(prometheus_client::metrics::gauge::Gauge);
+
+impl Awake {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Awake(gauge.clone())
+    }
+}
+
+impl Drop for Awake {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub struct RotationState {
+    _awake: Awake,
     spec: Arc<RotationSpec>,
     context: Arc<RotationContext>,
     machine: SecretState,
@@ -415,6 +434,7 @@ impl Actor for RotationActor {
         // pre_start, and 100,000 store reads in a row there would serialise start-up.
         let target_lock = spec.verify_interval.map(|_| Arc::new(AsyncMutex::new(())));
         Ok(RotationState {
+            _awake: Awake::new(&context.metrics.rotation_actors_awake),
             spec,
             context,
             machine: SecretState::default(),

@@ -827,3 +827,50 @@ async fn commits_per_rotation_of_a_job_over_store_only_secrets() {
         measured[1]
     );
 }
+
+/// `[runtime] hibernate_after` reaches the binary's tree: a secret woken by an API rotation
+/// goes back to hibernation (`rotor_rotation_actors_awake` back to 0) that long after its
+/// work is done, well before the default 30 s.
+#[tokio::test]
+async fn the_configured_hibernation_delay_reaches_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = rotor_bin::config(port, &config_text(2)).replacen(
+        "[runtime]\n",
+        "[runtime]\nhibernate_after = \"1s\"\n",
+        1,
+    );
+    assert!(config.contains("hibernate_after = \"1s\""));
+    let rotor = RotorBin::start(dir.path(), port, &config).await;
+    let addr = rotor.addr;
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let token = token.trim().to_owned();
+    let awake = async || -> Option<u64> {
+        let r = request(addr, "GET", "/metrics", Some(&token), None).await;
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .find_map(|l| l.strip_prefix("rotor_rotation_actors_awake "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    eventually(Duration::from_secs(20), "every secret asleep", async || {
+        awake().await == Some(0)
+    })
+    .await;
+    let r = request(
+        addr,
+        "POST",
+        "/admin/secrets/rotate",
+        Some(&token),
+        Some(r#"{"tenantId":"t1","secretKey":"k000"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    // It answered, so it is awake, and it stays so for at least the second it waits.
+    assert_eq!(awake().await, Some(1));
+    eventually(Duration::from_secs(15), "asleep again", async || {
+        awake().await == Some(0)
+    })
+    .await;
+    drop(rotor);
+}
