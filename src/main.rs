@@ -16,6 +16,7 @@ use rotor::actors::tree::{self, TreeOptions};
 use rotor::actors::vault_token;
 use rotor::api::Admin;
 use rotor::api::server::{self, AdminToken};
+use rotor::api::thread::{ApiThread, OnWorkRuntime};
 use rotor::cli::{Cli, Command, EXIT_BAD_CONFIG, LogFormat};
 use rotor::config::{Config, StoreConfig};
 use rotor::ha::follower::StoreAdmin;
@@ -243,7 +244,7 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
         Leadership::single(self_id),
         actor_admin(&tree),
     ));
-    let (stop_api, api_task) = match api.serve(backend, None) {
+    let api = match api.serve(backend, None) {
         Ok(served) => served,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the admin API");
@@ -262,8 +263,7 @@ async fn run(config_path: std::path::PathBuf) -> ExitCode {
             stop_tree(&mut tree, &config).await
         }
     };
-    let _ = stop_api.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api_task).await;
+    stop_api(api).await;
     let code = match &exit {
         RootExit::Stopped(_) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
@@ -281,21 +281,20 @@ struct Api {
 }
 
 impl Api {
-    /// Serves `backend` in a task until the returned sender fires (or is dropped).
-    /// With `leadership` (HA), a replica that does not lead forwards every write to the
-    /// leader; without it the process takes every request itself.
+    /// Serves `backend` on the API's own thread until [`ApiThread::stop`]; its calls that
+    /// may start an actor run on this (the work) runtime. With `leadership` (HA), a replica
+    /// that does not lead forwards every write to the leader; without it the process takes
+    /// every request itself.
     fn serve(
         self,
         backend: Arc<HaAdmin>,
         leadership: Option<(Leadership, &Metrics)>,
-    ) -> Result<
-        (
-            tokio::sync::oneshot::Sender<()>,
-            tokio::task::JoinHandle<std::io::Result<()>>,
-        ),
-        String,
-    > {
+    ) -> Result<ApiThread, String> {
         let timeout = std::time::Duration::from_secs(10);
+        let backend: Arc<dyn Admin> = Arc::new(OnWorkRuntime::new(
+            backend,
+            tokio::runtime::Handle::current(),
+        ));
         let router = match leadership {
             None => {
                 server::router_with_consumers(backend, self.token, self.consumer_token, timeout)
@@ -309,21 +308,18 @@ impl Api {
                 metrics,
             )?,
         };
-        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let limits = server::Limits {
             max_connections: self.max_connections,
             ..server::Limits::default()
         };
-        let task = tokio::spawn(rotor::api::listener::serve(
-            self.listener,
-            router,
-            limits,
-            async move {
-                let _ = api_stopped.await;
-            },
-        ));
-        Ok((stop_api, task))
+        let listener = self.listener.into_std().map_err(|e| e.to_string())?;
+        rotor::api::thread::spawn(listener, router, limits).map_err(|e| e.to_string())
     }
+}
+
+/// Stops the API and waits (2 s at most) for its connections to finish their requests.
+async fn stop_api(api: ApiThread) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api.stop()).await;
 }
 
 /// The API backend of a running tree.
@@ -411,7 +407,7 @@ async fn run_ha(
         rotor::clock::Clock::System,
     ));
     let backend = Arc::new(HaAdmin::new(leadership.clone(), follower.clone()));
-    let (stop_api, api_task) = match api.serve(backend.clone(), Some((leadership, &metrics))) {
+    let api = match api.serve(backend.clone(), Some((leadership, &metrics))) {
         Ok(served) => served,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the admin API");
@@ -523,8 +519,7 @@ async fn run_ha(
     };
     // The tree is stopped: release the lease so that another replica leads at once.
     election.stop().await;
-    let _ = stop_api.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api_task).await;
+    stop_api(api).await;
     let _ = renewer.shutdown(std::time::Duration::from_secs(2)).await;
     tracing::info!("rotor stopped");
     code

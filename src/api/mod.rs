@@ -8,6 +8,7 @@ pub mod auth;
 pub mod forward;
 pub mod listener;
 pub mod server;
+pub mod thread;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
