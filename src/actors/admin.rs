@@ -1,6 +1,8 @@
 //! The [`Admin`] backend of the HTTP API: rotate and roll back by messaging the secret's
-//! rotation actor (woken on every request, see [`RotationContext::wake`], never cached),
-//! read versions and history from the store, and the schedule from the status board.
+//! rotation actor (woken on every request, see [`RotationContext::wake`], never cached;
+//! a request that an actor stopping for hibernation dropped unread, see [`Receipt`], goes
+//! to the next incarnation), read versions and history from the store, and the schedule
+//! from the status board.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +16,7 @@ use super::consumers::{self, ConsumersMsg};
 use super::jobs::{self, JobsMsg};
 use super::managed::ManagedSecrets;
 use super::metrics::{self as metrics_actor, MetricsMsg};
-use super::rotation::{RotationContext, RotationMsg, WakeError};
+use super::rotation::{Receipt, RotationContext, RotationMsg, WakeError};
 use crate::api::{
     Admin, AdminError, ConsumerView, JobRequest, JobView, PermitGrant, Report, ScheduleEntry,
 };
@@ -23,6 +25,11 @@ use crate::machine::Rejection;
 
 /// How long an API call waits for an actor before answering 503.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Times a request dropped unread by a stopping actor is sent again (to the next
+/// incarnation), the first after [`UNREAD_RETRY`], doubling.
+const UNREAD_TRIES: u32 = 4;
+const UNREAD_RETRY: Duration = Duration::from_millis(5);
 
 /// What an operator asks a secret's rotation actor to do through the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,37 +66,63 @@ impl ActorAdmin {
 
     async fn call(&self, secret: SecretRef, action: AdminAction) -> Result<RotationId, AdminError> {
         self.known(&secret)?;
-        let actor = self.actor(&secret).await?;
-        let r = match action {
-            AdminAction::Rollback => actor.call(RotationMsg::Rollback, Some(CALL_TIMEOUT)).await,
-            AdminAction::Rotate => {
-                actor
-                    .call(
-                        |reply| RotationMsg::Rotate {
-                            trigger: Trigger::Api,
-                            reply,
-                        },
-                        Some(CALL_TIMEOUT),
-                    )
-                    .await
-            }
-        };
-        match r {
-            Ok(CallResult::Success(Ok(id))) => Ok(id),
-            Ok(CallResult::Success(Err(rejection))) => Err(match rejection {
-                Rejection::InProgress { .. } | Rejection::NothingToRollBack => {
-                    AdminError::Conflict(format!("{secret}: {rejection}"))
+        let mut delay = UNREAD_RETRY;
+        for _ in 0..UNREAD_TRIES {
+            let actor = self.actor(&secret).await?;
+            let receipt = Receipt::default();
+            let r = match action {
+                AdminAction::Rollback => {
+                    actor
+                        .call(
+                            |reply| RotationMsg::Rollback {
+                                reply,
+                                receipt: receipt.clone(),
+                            },
+                            Some(CALL_TIMEOUT),
+                        )
+                        .await
                 }
-            }),
-            Ok(CallResult::Timeout) => Err(AdminError::Unavailable(format!(
-                "the rotation actor of {secret} did not answer in {CALL_TIMEOUT:?}"
-            ))),
-            // It failed, or it went into hibernation as the call arrived (a stopping actor
-            // drops what is still in its mailbox): either way a retry finds it again.
-            Ok(CallResult::SenderError) | Err(_) => Err(AdminError::Unavailable(format!(
-                "the rotation actor of {secret} stopped while answering; try again"
-            ))),
+                AdminAction::Rotate => {
+                    actor
+                        .call(
+                            |reply| RotationMsg::Rotate {
+                                trigger: Trigger::Api,
+                                reply,
+                                receipt: receipt.clone(),
+                            },
+                            Some(CALL_TIMEOUT),
+                        )
+                        .await
+                }
+            };
+            return match r {
+                Ok(CallResult::Success(Ok(id))) => Ok(id),
+                Ok(CallResult::Success(Err(rejection))) => Err(match rejection {
+                    Rejection::InProgress { .. } | Rejection::NothingToRollBack => {
+                        AdminError::Conflict(format!("{secret}: {rejection}"))
+                    }
+                }),
+                Ok(CallResult::Timeout) => Err(AdminError::Unavailable(format!(
+                    "the rotation actor of {secret} did not answer in {CALL_TIMEOUT:?}"
+                ))),
+                // Dropped unread: the actor stopped before it reached the request (it went
+                // into hibernation as the request arrived, or failed on an earlier message).
+                // Nothing happened; the next incarnation is asked.
+                Ok(CallResult::SenderError) | Err(_) if !receipt.taken() => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    continue;
+                }
+                // It failed on this request: asking again could fail it again.
+                Ok(CallResult::SenderError) | Err(_) => Err(AdminError::Unavailable(format!(
+                    "the rotation actor of {secret} stopped while answering; try again"
+                ))),
+            };
         }
+        Err(AdminError::Unavailable(format!(
+            "the rotation actor of {secret} stopped {UNREAD_TRIES} times before it took the \
+             request; try again"
+        )))
     }
 }
 

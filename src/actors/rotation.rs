@@ -49,6 +49,7 @@
 //! the last grace still has. Counted in `rotor_target_revoked_again_total`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -258,11 +259,31 @@ pub fn actor_name(namespace: &str, secret: &SecretRef) -> String {
     format!("{namespace}rotation:{secret}")
 }
 
+/// Marked by the rotation actor as it takes an operator's request out of its mailbox. A
+/// caller whose reply port was dropped learns from it whether the request was taken (the
+/// actor failed on it: asking again could fail it again) or dropped unread: the actor
+/// stopped first, to hibernate or failing on an earlier message, and the next incarnation
+/// may be asked.
+#[derive(Debug, Clone, Default)]
+pub struct Receipt(Arc<AtomicBool>);
+
+impl Receipt {
+    fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether the actor took the request.
+    pub fn taken(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 pub enum RotationMsg {
     /// Start a rotation now; answers with its id or why not.
     Rotate {
         trigger: Trigger,
         reply: RpcReplyPort<Result<RotationId, Rejection>>,
+        receipt: Receipt,
     },
     /// Start a rotation for an emergency rotation job ([`super::jobs`]): trigger `job`,
     /// the job's name on the run, and with `expire_previous` no grace after promotion.
@@ -277,7 +298,10 @@ pub enum RotationMsg {
     /// once the new state is committed. Nothing happens outside grace.
     ExpireNow(RpcReplyPort<()>),
     /// Roll back the rotation in grace.
-    Rollback(RpcReplyPort<Result<RotationId, Rejection>>),
+    Rollback {
+        reply: RpcReplyPort<Result<RotationId, Rejection>>,
+        receipt: Receipt,
+    },
     /// The current status.
     Status(RpcReplyPort<SecretStatus>),
     /// A watched mount shows the value with this fingerprint.
@@ -488,7 +512,12 @@ impl Actor for RotationActor {
             return Ok(());
         }
         match msg {
-            RotationMsg::Rotate { trigger, reply } => {
+            RotationMsg::Rotate {
+                trigger,
+                reply,
+                receipt,
+            } => {
+                receipt.mark();
                 let r = Box::pin(state.drive(&myself, Event::Rotate { trigger })).await?;
                 // The caller may have given up (timeout); that is fine.
                 let _ = reply.send(r);
@@ -509,7 +538,8 @@ impl Actor for RotationActor {
                 let _ = Box::pin(state.drive(&myself, Event::ExpireNow)).await?;
                 let _ = reply.send(());
             }
-            RotationMsg::Rollback(reply) => {
+            RotationMsg::Rollback { reply, receipt } => {
+                receipt.mark();
                 let r = Box::pin(state.drive(&myself, Event::Rollback)).await?;
                 let _ = reply.send(r);
             }

@@ -621,6 +621,49 @@ async fn wakes_start_one_actor_and_an_api_call_wakes_a_hibernating_secret() {
     assert!(!awake(&h, &unknown));
 }
 
+/// An API request that reaches a rotation actor as it goes into hibernation is queued
+/// behind the idle tick and dropped unread when the actor stops: the next incarnation
+/// answers it, and the rotation happens once (it was a 503 "try again" before).
+#[tokio::test(start_paused = true)]
+async fn a_request_that_meets_an_actor_going_into_hibernation_is_answered_by_the_next() {
+    let h = start().await;
+    eventually(Duration::from_secs(5), "v1", async || {
+        h.admin.ready() && labels_of(&h.store, &t1()).await == vec![(1, vec![Label::Current])]
+    })
+    .await;
+    let ctx = &h.tree.context;
+    for action in ["rotate", "rollback"] {
+        let actor = ctx.wake(&t1()).await.unwrap();
+        let first = actor.get_id();
+        // Both messages are queued before the actor runs (one thread, no await between):
+        // it takes the idle tick first and stops, leaving the request in its mailbox.
+        actor.cast(RotationMsg::Hibernate).unwrap();
+        let answer = match action {
+            "rotate" => h.admin.rotate(t1()).await,
+            _ => h.admin.rollback(t1()).await,
+        };
+        answer.unwrap_or_else(|e| panic!("{action}: {e}"));
+        let now = ctx.wake(&t1()).await.unwrap();
+        assert_ne!(
+            now.get_id(),
+            first,
+            "{action}: answered by a new incarnation"
+        );
+        let (after, current) = if action == "rotate" {
+            ("v2 current", 2)
+        } else {
+            ("v1 current again", 1)
+        };
+        eventually(Duration::from_secs(5), after, async || {
+            let labels = labels_of(&h.store, &t1()).await;
+            labels.contains(&(current, vec![Label::Current])) && labels.len() == 2
+        })
+        .await;
+    }
+    // Stopping to hibernate is no failure: nothing restarted.
+    assert_eq!(rotation_restarts(&h).await, 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_second_start_fills_the_board_from_the_journals_without_an_actor() {
     let h = start().await;
