@@ -15,7 +15,9 @@
 //! backend the thread serves: it runs every [`Admin`] call that may start an actor (a
 //! rotation actor asleep in the status board, a job) or do work beyond a read as a task on
 //! the work runtime, and answers the reads that touch only memory or one store record
-//! ([`Admin::job`], [`Admin::ready`], [`Admin::leader`]) where they are asked.
+//! ([`Admin::job`], [`Admin::ready`], [`Admin::leader`]) where they are asked. A request
+//! that gives up (the request timeout, a client gone) stops waiting; its call on the work
+//! runtime runs to its end, never cut between an actor's answer and the caller.
 //!
 //! Invariants:
 //! - no actor, and no task that outlives a request, is ever spawned on the API runtime;
