@@ -40,7 +40,7 @@ fn board() -> Arc<StatusBoard> {
         board.set(
             &secret,
             SecretStatus {
-                policy: format!("policy{}", i % POLICIES),
+                policy: format!("policy{}", i % POLICIES).into(),
                 phase: if i % 7 == 0 { "grace" } else { "idle" },
                 current: Some(3),
                 rotation: None,

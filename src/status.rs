@@ -12,26 +12,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::domain::{RotationId, SecretRef, VersionNo};
 
-/// A secret's status as its rotation actor last reported it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SecretStatus {
-    pub policy: String,
-    pub phase: &'static str,
-    pub current: Option<VersionNo>,
-    pub rotation: Option<RotationId>,
-    pub next_due: Option<DateTime<Utc>>,
-    pub grace_expires_at: Option<DateTime<Utc>>,
-    pub last_rotated_at: Option<DateTime<Utc>>,
-    pub attempts: u32,
-}
-
-/// What the board keeps of a [`SecretStatus`]: the same, with the policy's name shared.
+/// A secret's status as its rotation actor last reported it. The board keeps it as it is,
+/// with the policy's name interned: one shared `Arc<str>` per policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BoardEntry {
+pub struct SecretStatus {
     pub policy: Arc<str>,
     pub phase: &'static str,
     pub current: Option<VersionNo>,
@@ -42,30 +29,15 @@ pub struct BoardEntry {
     pub attempts: u32,
 }
 
-impl BoardEntry {
-    fn status(&self) -> SecretStatus {
-        SecretStatus {
-            policy: self.policy.to_string(),
-            phase: self.phase,
-            current: self.current,
-            rotation: self.rotation,
-            next_due: self.next_due,
-            grace_expires_at: self.grace_expires_at,
-            last_rotated_at: self.last_rotated_at,
-            attempts: self.attempts,
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Entries {
     /// The declared secrets, sorted; `slots[i]` is the entry of `names[i]`.
     names: Vec<SecretRef>,
-    slots: Vec<Option<BoardEntry>>,
+    slots: Vec<Option<SecretStatus>>,
     /// Slots that hold an entry.
     filled: usize,
     /// Entries of secrets that were not declared.
-    others: HashMap<SecretRef, BoardEntry>,
+    others: HashMap<SecretRef, SecretStatus>,
     /// One name per policy, shared by its entries (policies are few).
     policies: Vec<Arc<str>>,
 }
@@ -84,7 +56,7 @@ impl Entries {
         self.names.binary_search(secret).ok()
     }
 
-    fn get(&self, secret: &SecretRef) -> Option<&BoardEntry> {
+    fn get(&self, secret: &SecretRef) -> Option<&SecretStatus> {
         match self.slot(secret) {
             Some(i) => self.slots[i].as_ref(),
             None => self.others.get(secret),
@@ -130,15 +102,9 @@ impl StatusBoard {
         let Ok(mut e) = self.entries.lock() else {
             return;
         };
-        let entry = BoardEntry {
+        let entry = SecretStatus {
             policy: e.policy(&status.policy),
-            phase: status.phase,
-            current: status.current,
-            rotation: status.rotation,
-            next_due: status.next_due,
-            grace_expires_at: status.grace_expires_at,
-            last_rotated_at: status.last_rotated_at,
-            attempts: status.attempts,
+            ..status
         };
         match e.slot(secret) {
             Some(i) => {
@@ -156,18 +122,14 @@ impl StatusBoard {
     }
 
     pub fn get(&self, secret: &SecretRef) -> Option<SecretStatus> {
-        self.entries
-            .lock()
-            .ok()?
-            .get(secret)
-            .map(BoardEntry::status)
+        self.entries.lock().ok()?.get(secret).cloned()
     }
 
     /// Every secret, sorted by the next thing that happens to it (grace expiry or due
     /// time), secrets with nothing scheduled last, then by name.
     pub fn snapshot(&self) -> Vec<(SecretRef, SecretStatus)> {
         let mut v: Vec<(SecretRef, SecretStatus)> = Vec::new();
-        self.for_each(|k, s| v.push((k.clone(), s.status())));
+        self.for_each(|k, s| v.push((k.clone(), s.clone())));
         v.sort_by(|(ka, a), (kb, b)| {
             let ta = a.grace_expires_at.or(a.next_due);
             let tb = b.grace_expires_at.or(b.next_due);
@@ -185,7 +147,7 @@ impl StatusBoard {
     /// Calls `f` for every secret under the lock, in no order: a pass without the copy and
     /// sort of [`StatusBoard::snapshot`] (the metrics actor folds 100,000 entries per
     /// scrape). `f` must be quick; rotation actors wait to publish meanwhile.
-    pub fn for_each(&self, mut f: impl FnMut(&SecretRef, &BoardEntry)) {
+    pub fn for_each(&self, mut f: impl FnMut(&SecretRef, &SecretStatus)) {
         if let Ok(e) = self.entries.lock() {
             for (k, s) in e.names.iter().zip(&e.slots) {
                 if let Some(s) = s {

@@ -189,7 +189,7 @@ impl Admin for ActorAdmin {
                 .map(|(secret, s)| ScheduleEntry {
                     tenant_id: secret.tenant().to_owned(),
                     secret_key: secret.key().to_owned(),
-                    policy: s.policy,
+                    policy: s.policy.to_string(),
                     phase: s.phase.to_owned(),
                     current_version: s.current,
                     next_rotation_at: s.next_due,

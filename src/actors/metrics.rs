@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::metrics::Metrics;
-use crate::status::{BoardEntry, StatusBoard};
+use crate::status::{SecretStatus, StatusBoard};
 
 /// Registry name of the metrics actor.
 pub const NAME: &str = "rotor.metrics";
@@ -76,7 +76,7 @@ pub fn refresh(m: &Metrics, board: &StatusBoard, now: DateTime<Utc>) {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, y) => x.or(y),
     };
-    board.for_each(|_, s: &BoardEntry| {
+    board.for_each(|_, s: &SecretStatus| {
         managed += 1;
         stuck += i64::from(s.phase == "stuck");
         grace += i64::from(s.phase == "grace");

@@ -1391,7 +1391,7 @@ pub fn status_of(policy: &str, machine: &SecretState) -> SecretStatus {
         _ => (None, None),
     };
     SecretStatus {
-        policy: policy.to_owned(),
+        policy: policy.into(),
         phase: machine.phase.name(),
         current: machine.current,
         rotation: machine.phase.run().map(|r| r.rotation),

@@ -103,7 +103,7 @@ fn status(policy: &str, state: &SecretState, stored: bool, clock: &Clock) -> Sec
         _ => (None, None),
     };
     SecretStatus {
-        policy: policy.to_owned(),
+        policy: policy.into(),
         phase: state.phase.name(),
         current: state.current,
         rotation: state.phase.run().map(|r| r.rotation),
@@ -191,7 +191,7 @@ impl Admin for StoreAdmin {
                 .map(|(secret, s)| ScheduleEntry {
                     tenant_id: secret.tenant().to_owned(),
                     secret_key: secret.key().to_owned(),
-                    policy: s.policy,
+                    policy: s.policy.to_string(),
                     phase: s.phase.to_owned(),
                     current_version: s.current,
                     next_rotation_at: s.next_due,
@@ -298,6 +298,6 @@ mod tests {
             (s.phase, s.current, s.next_due, s.grace_expires_at),
             ("idle", Some(3), Some(due), None)
         );
-        assert_eq!(s.policy, "fast");
+        assert_eq!(&*s.policy, "fast");
     }
 }
