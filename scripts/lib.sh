@@ -17,6 +17,22 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# The `[server]` and `[store]` TOML of a rotor listening on 127.0.0.1:$1 with an embedded
+# store, its files (admin.token, rotor.redb, master.key) in the directory it is started in.
+embedded_rotor() {
+    cat <<TOML
+[server]
+listen = "127.0.0.1:$1"
+admin_token_file = "admin.token"
+
+[store]
+type = "embedded"
+path = "rotor.redb"
+master_key_file = "master.key"
+
+TOML
+}
+
 # The TOML of a monthly store-only policy and one secret set of tenant `t1` with the keys
 # k000000 to k(N-1), N = $1.
 monthly_t1_secrets() {

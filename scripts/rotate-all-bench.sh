@@ -30,16 +30,8 @@ trap cleanup EXIT
 
 port="$(free_port)"
 {
+    embedded_rotor "$port"
     cat <<EOF
-[server]
-listen = "127.0.0.1:$port"
-admin_token_file = "admin.token"
-
-[store]
-type = "embedded"
-path = "rotor.redb"
-master_key_file = "master.key"
-
 [runtime]
 max_concurrent_rotations = $concurrency
 

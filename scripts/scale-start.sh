@@ -50,16 +50,8 @@ write_config() {
     (( count < keys )) && keys="$count"
     write_tenants "$dir" "$count"
     {
+        embedded_rotor "$port"
         cat <<EOF
-[server]
-listen = "127.0.0.1:$port"
-admin_token_file = "admin.token"
-
-[store]
-type = "embedded"
-path = "rotor.redb"
-master_key_file = "master.key"
-
 [policies.daily]
 interval = "1d"
 jitter = "1d"
