@@ -23,7 +23,10 @@
 //!   (default 2 minutes): after it, rotor unreachable or still answering 429, the reload runs
 //!   **without** a permit and a WARN says why. A stale credential breaks the pod for sure,
 //!   while one reload over the budget costs only capacity for a moment; and rotor itself
-//!   releases a permit an agent never returned after its `permit_timeout`.
+//!   releases a permit an agent never returned after its `permit_timeout`. A permit still
+//!   held when the agent is told to stop (SIGTERM in the middle of a reload) is released
+//!   on the way out, within [`RELEASE_AT_EXIT`], so the workload's other pods need not
+//!   wait for that timeout.
 //!
 //! An agent never holds the master key, the store or a value other than the files its pod
 //! already mounts, and it never sends one or an unkeyed hash of one: the watcher's
@@ -36,7 +39,7 @@
 
 pub mod client;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,6 +72,8 @@ const MAX_MARKER_BYTES: u64 = 64;
 const RETRY_MIN: Duration = Duration::from_millis(200);
 /// Attempts at releasing a permit before leaving it to rotor's `permit_timeout`.
 const RELEASE_ATTEMPTS: u32 = 3;
+/// How long a stopping agent tries to release the permits it still holds.
+pub const RELEASE_AT_EXIT: Duration = Duration::from_secs(2);
 
 /// Why the agent cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +160,8 @@ struct Shared {
     held: BTreeMap<PathBuf, BTreeMap<String, Option<u64>>>,
     /// Per mount, the markers when the latest reload attempt began.
     attempt: BTreeMap<PathBuf, BTreeMap<String, Option<u64>>>,
+    /// Permits granted and not yet released: what a stopping agent gives back.
+    permits: BTreeSet<String>,
 }
 
 /// Everything the agent's tasks share.
@@ -354,16 +361,19 @@ impl ReloadGate for Permits {
                 match agent.client.release(&permit).await {
                     Ok(()) => {
                         tracing::debug!(mount = %mount.display(), "reload permit released");
-                        return;
+                        break;
                     }
                     Err(e) if attempt < RELEASE_ATTEMPTS && e.is_transient() => {
                         tokio::time::sleep(RETRY_MIN * 2u32.pow(attempt)).await;
                     }
                     Err(e) => {
                         tracing::warn!(mount = %mount.display(), error = %e, "cannot release the reload permit; rotor releases it after its permit_timeout");
-                        return;
+                        break;
                     }
                 }
+            }
+            if let Ok(mut shared) = agent.shared.lock() {
+                shared.permits.remove(&permit);
             }
         })
     }
@@ -391,6 +401,9 @@ async fn acquire_permit(agent: &Agent, workload: &str, mount: &Path) -> Option<S
         let (wait, why) = match agent.client.permit(&agent.consumer_id, workload).await {
             Ok(PermitAnswer::Granted { permit_id }) => {
                 tracing::info!(mount = %mount.display(), workload, waited_ms = started.elapsed().as_millis() as u64, "reload permit granted");
+                if let Ok(mut shared) = agent.shared.lock() {
+                    shared.permits.insert(permit_id.clone());
+                }
                 return Some(permit_id);
             }
             Ok(PermitAnswer::Busy { retry_after }) => {
@@ -567,7 +580,45 @@ pub async fn run(
     for (_, actor, _) in &watchers {
         actor.stop(None);
     }
+    agent.release_held_permits().await;
     result
+}
+
+impl Agent {
+    /// Gives back, once each and all at once, the permits still held (a reload the stop
+    /// interrupted), within [`RELEASE_AT_EXIT`]; what is left then expires at rotor. A
+    /// release already under way may overlap: releasing twice is no error.
+    async fn release_held_permits(&self) {
+        let held = match self.shared.lock() {
+            Ok(mut shared) => std::mem::take(&mut shared.permits),
+            Err(_) => return,
+        };
+        if held.is_empty() {
+            return;
+        }
+        let releases = futures::future::join_all(held.iter().map(|p| self.client.release(p)));
+        match tokio::time::timeout(RELEASE_AT_EXIT, releases).await {
+            Ok(results) => {
+                let failed = results.iter().filter(|r| r.is_err()).count();
+                if failed == 0 {
+                    tracing::info!(
+                        permits = held.len(),
+                        "reload permits still held released on the way out"
+                    );
+                } else {
+                    tracing::warn!(
+                        permits = held.len(),
+                        failed,
+                        "cannot release every reload permit on the way out; rotor releases them after its permit_timeout"
+                    );
+                }
+            }
+            Err(_) => tracing::warn!(
+                permits = held.len(),
+                "rotor did not answer the releases in time; it releases the permits after its permit_timeout"
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,18 @@ impl AgentBin {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
+    /// SIGTERM, then waits for the exit; panics if it takes longer than `limit`.
+    pub fn terminate(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        super::wait::eventually_blocking(limit, "rotor agent to exit after SIGTERM", || {
+            self.child.try_wait().unwrap()
+        })
+    }
+
     #[track_caller]
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {

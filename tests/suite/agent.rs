@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +53,8 @@ struct FakeState {
     retry_after_ms: AtomicUsize,
     granted: AtomicUsize,
     unauthorized: AtomicUsize,
+    /// Whether the reload endpoint holds its answer (a reload that takes its time).
+    hold_reload: AtomicBool,
 }
 
 impl FakeState {
@@ -150,6 +152,9 @@ async fn release(
 
 async fn reload(State(s): State<Arc<FakeState>>) -> StatusCode {
     s.record("reload", Value::Null);
+    if s.hold_reload.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     StatusCode::OK
 }
 
@@ -340,6 +345,50 @@ async fn a_swap_is_reported_and_reloaded_once_inside_a_permit() {
     let log = agent.log();
     assert_logged_at_trace(&log);
     assert_no_secret("the agent's log", &log);
+}
+
+/// SIGTERM in the middle of a reload: the agent gives its permit back on the way out, so
+/// the workload's other pods do not wait for rotor's `permit_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_held_when_the_agent_is_stopped_is_released_on_the_way_out() {
+    let d = tempfile::tempdir().unwrap();
+    let fake = FakeRotor::start().await;
+    swap(d.path(), VALUE_1, 1);
+    let mut agent = AgentBin::start(
+        d.path(),
+        &config(d.path(), &fake, "workload = \"web\""),
+        &[],
+        &[],
+    );
+    eventually(Duration::from_secs(20), "the first report", async || {
+        agent.assert_running();
+        fake.reported("database_credentials", json!(1), Value::Null)
+    })
+    .await;
+    fake.state.hold_reload.store(true, Ordering::SeqCst);
+    swap(d.path(), VALUE_2, 2);
+    eventually(
+        Duration::from_secs(20),
+        "the reload under way",
+        async || fake.count("reload") == 1,
+    )
+    .await;
+    assert_eq!(
+        fake.count("permit-granted permit-0"),
+        1,
+        "{:?}",
+        fake.seen()
+    );
+    assert_eq!(fake.count("permit-released"), 0, "the reload has not ended");
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}; log:\n{}", agent.log());
+    assert_eq!(
+        fake.count("permit-released permit-0"),
+        1,
+        "{:?}\nlog:\n{}",
+        fake.seen(),
+        agent.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
