@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use rotor::actors::admin::ActorAdmin;
+use rotor::actors::rotation;
 use rotor::actors::tree::{self, Tree, TreeOptions};
 use rotor::api::server::{self, AdminToken};
 use rotor::api::{Admin, AdminError, JobRequest, JobSelector, JobView};
@@ -735,6 +736,44 @@ async fn a_job_killed_half_way_resumes_in_the_restarted_binary_and_rotates_each_
         let other = SecretRef::new("t2", &format!("k{i:03}")).unwrap();
         assert_eq!(store.versions(&other).await.unwrap().len(), 1, "{other}");
     }
+}
+
+/// A job wakes each secret once: the actors it woke go back to sleep about a second after
+/// their attempt ([`rotation::HIBERNATE_AFTER_JOB`]), not after the configured idle delay
+/// (30 s here), which an operator's request keeps.
+#[tokio::test(start_paused = true)]
+async fn the_actors_a_job_woke_sleep_again_a_second_after_their_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), 12, t0(), 0).await;
+    let namespace = h.tree.context.namespace.clone();
+    let awake =
+        |s: &SecretRef| ractor::registry::where_is(rotation::actor_name(&namespace, s)).is_some();
+    let job = h.start_job("t1", 1000, 8, false).await;
+    h.wait_ended(&job.job_id).await;
+    eventually(
+        Duration::from_secs(3),
+        "the job's actors asleep",
+        async || !(0..12).any(|i| awake(&t1(i))),
+    )
+    .await;
+    // Asleep in grace, each with its new version.
+    for i in 0..12 {
+        let status = h.tree.context.board.get(&t1(i)).expect("on the board");
+        assert_eq!(
+            (status.phase, status.current),
+            ("grace", Some(2)),
+            "{}",
+            t1(i)
+        );
+    }
+    // An operator's rotation keeps the configured delay.
+    let other = SecretRef::new("t2", "k000").unwrap();
+    h.admin
+        .rotate(other.clone())
+        .await
+        .expect("rotation started");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(awake(&other), "{other} asleep 5 s after an API rotation");
 }
 
 #[tokio::test(start_paused = true)]
