@@ -208,29 +208,34 @@ mod tests {
         }
     }
 
+    /// What the calls these tests never make answer.
+    fn not_asked<T: Send + 'static>() -> BoxFuture<'static, Result<T, AdminError>> {
+        Box::pin(async { Err(AdminError::Internal("not asked in these tests".into())) })
+    }
+
     impl Admin for Where {
         fn rotate(&self, _: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
             self.note("rotate");
             Box::pin(async { Err(AdminError::Conflict("busy".into())) })
         }
         fn rollback(&self, _: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
-            unimplemented!()
+            not_asked()
         }
         fn versions(&self, _: SecretRef) -> BoxFuture<'_, Result<Vec<VersionMeta>, AdminError>> {
-            unimplemented!()
+            not_asked()
         }
         fn history(
             &self,
             _: SecretRef,
             _: usize,
         ) -> BoxFuture<'_, Result<Vec<HistoryRecord>, AdminError>> {
-            unimplemented!()
+            not_asked()
         }
         fn schedule(&self) -> BoxFuture<'_, Result<Vec<ScheduleEntry>, AdminError>> {
-            unimplemented!()
+            not_asked()
         }
         fn metrics_text(&self) -> BoxFuture<'_, Result<String, AdminError>> {
-            unimplemented!()
+            not_asked()
         }
         fn ready(&self) -> bool {
             self.note("ready");

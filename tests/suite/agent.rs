@@ -276,6 +276,25 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
+/// The agent started on a mount at version 1 with `agent_extra` in `[agent]` (and `env`
+/// set, `remove` unset), once it has reported that version.
+async fn agent_at_v1(
+    dir: &Path,
+    fake: &FakeRotor,
+    agent_extra: &str,
+    env: &[(&str, &str)],
+    remove: &[&str],
+) -> AgentBin {
+    swap(dir, VALUE_1, 1);
+    let mut agent = AgentBin::start(dir, &config(dir, fake, agent_extra), env, remove);
+    eventually(Duration::from_secs(20), "the first report", async || {
+        agent.assert_running();
+        fake.reported("database_credentials", json!(1), Value::Null)
+    })
+    .await;
+    agent
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_is_reported_and_reloaded_once_inside_a_permit() {
     let d = tempfile::tempdir().unwrap();
@@ -353,18 +372,7 @@ async fn a_swap_is_reported_and_reloaded_once_inside_a_permit() {
 async fn a_permit_held_when_the_agent_is_stopped_is_released_on_the_way_out() {
     let d = tempfile::tempdir().unwrap();
     let fake = FakeRotor::start().await;
-    swap(d.path(), VALUE_1, 1);
-    let mut agent = AgentBin::start(
-        d.path(),
-        &config(d.path(), &fake, "workload = \"web\""),
-        &[],
-        &[],
-    );
-    eventually(Duration::from_secs(20), "the first report", async || {
-        agent.assert_running();
-        fake.reported("database_credentials", json!(1), Value::Null)
-    })
-    .await;
+    let mut agent = agent_at_v1(d.path(), &fake, "workload = \"web\"", &[], &[]).await;
     fake.state.hold_reload.store(true, Ordering::SeqCst);
     swap(d.path(), VALUE_2, 2);
     eventually(
@@ -397,23 +405,19 @@ async fn a_429_makes_the_reload_wait_for_its_permit() {
     let fake = FakeRotor::start().await;
     fake.state.deny.store(2, Ordering::SeqCst);
     fake.state.retry_after_ms.store(400, Ordering::SeqCst);
-    swap(d.path(), VALUE_1, 1);
     // Proxies from the environment are ignored (they lead nowhere here): the consumer
     // token goes to rotor_url only.
-    let mut agent = AgentBin::start(
+    let _agent = agent_at_v1(
         d.path(),
-        &config(d.path(), &fake, "workload = \"web\""),
+        &fake,
+        "workload = \"web\"",
         &[
             ("HTTP_PROXY", "http://127.0.0.1:9"),
             ("http_proxy", "http://127.0.0.1:9"),
             ("ALL_PROXY", "http://127.0.0.1:9"),
         ],
         &["NO_PROXY", "no_proxy"],
-    );
-    eventually(Duration::from_secs(20), "the first report", async || {
-        agent.assert_running();
-        fake.reported("database_credentials", json!(1), Value::Null)
-    })
+    )
     .await;
     swap(d.path(), VALUE_2, 2);
     eventually(Duration::from_secs(20), "the reload", async || {
@@ -442,17 +446,13 @@ async fn a_429_makes_the_reload_wait_for_its_permit() {
 async fn reports_resume_when_rotor_is_back_and_a_down_rotor_cannot_block_a_reload() {
     let d = tempfile::tempdir().unwrap();
     let fake = FakeRotor::start().await;
-    swap(d.path(), VALUE_1, 1);
-    let mut agent = AgentBin::start(
+    let mut agent = agent_at_v1(
         d.path(),
-        &config(d.path(), &fake, "workload = \"web\"\npermit_wait = \"1s\""),
+        &fake,
+        "workload = \"web\"\npermit_wait = \"1s\"",
         &[],
         &[],
-    );
-    eventually(Duration::from_secs(20), "the first report", async || {
-        agent.assert_running();
-        fake.reported("database_credentials", json!(1), Value::Null)
-    })
+    )
     .await;
 
     // rotor goes away; the mount changes meanwhile. The reload does not wait for rotor
