@@ -313,13 +313,22 @@ impl Api {
             ..server::Limits::default()
         };
         let listener = self.listener.into_std().map_err(|e| e.to_string())?;
-        rotor::api::thread::spawn(listener, router, limits).map_err(|e| e.to_string())
+        rotor::api::thread::spawn(listener, router, limits, API_DRAIN).map_err(|e| e.to_string())
     }
 }
 
-/// Stops the API and waits (2 s at most) for its connections to finish their requests.
+/// How long the API's connections have to finish their requests once rotor stops.
+const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Stops the API and waits for its connections to finish their requests: [`API_DRAIN`],
+/// after which the API's thread cuts what is left (and drops what its router holds, the
+/// store among it, before the process ends). The extra second covers a thread that does
+/// not answer at all.
 async fn stop_api(api: ApiThread) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api.stop()).await;
+    let bound = API_DRAIN + std::time::Duration::from_secs(1);
+    if tokio::time::timeout(bound, api.stop()).await.is_err() {
+        tracing::warn!("the admin API did not stop in time; exiting anyway");
+    }
 }
 
 /// The API backend of a running tree.

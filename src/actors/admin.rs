@@ -247,10 +247,14 @@ impl Admin for ActorAdmin {
     }
 
     fn job(&self, job_id: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
+        Box::pin(std::future::ready(self.context.jobs.view(&job_id)))
+    }
+
+    fn job_in_memory(&self, job_id: &str) -> Option<Result<JobView, AdminError>> {
         // From the jobs actor's published views, not through its mailbox: while a job
         // runs that mailbox holds every attempt's outcome, and a read must not queue
         // behind them.
-        Box::pin(std::future::ready(self.context.jobs.view(&job_id)))
+        Some(self.context.jobs.view(job_id))
     }
 
     fn cancel_job(&self, job_id: String) -> BoxFuture<'_, Result<JobView, AdminError>> {

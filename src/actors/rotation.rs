@@ -827,8 +827,8 @@ impl RotationState {
         self.machine = t.state;
         // The job that started the attempt hears its outcome (promoted, or ended without).
         for r in &reached {
+            self.job_done = r.job.is_some();
             if let Some(job) = &r.job {
-                self.job_done = true;
                 super::jobs::report_outcome(
                     &self.context.namespace,
                     job.clone(),

@@ -162,6 +162,8 @@ struct Shared {
     attempt: BTreeMap<PathBuf, BTreeMap<String, Option<u64>>>,
     /// Permits granted and not yet released: what a stopping agent gives back.
     permits: BTreeSet<String>,
+    /// The agent is stopping: a permit granted from now on is given back at once.
+    stopping: bool,
 }
 
 /// Everything the agent's tasks share.
@@ -401,8 +403,17 @@ async fn acquire_permit(agent: &Agent, workload: &str, mount: &Path) -> Option<S
         let (wait, why) = match agent.client.permit(&agent.consumer_id, workload).await {
             Ok(PermitAnswer::Granted { permit_id }) => {
                 tracing::info!(mount = %mount.display(), workload, waited_ms = started.elapsed().as_millis() as u64, "reload permit granted");
-                if let Ok(mut shared) = agent.shared.lock() {
-                    shared.permits.insert(permit_id.clone());
+                let stopping = match agent.shared.lock() {
+                    Ok(mut shared) if !shared.stopping => {
+                        shared.permits.insert(permit_id.clone());
+                        false
+                    }
+                    _ => true,
+                };
+                if stopping {
+                    // Asked before the stop, granted after the held ones were given back.
+                    let _ = agent.client.release(&permit_id).await;
+                    return None;
                 }
                 return Some(permit_id);
             }
@@ -590,7 +601,10 @@ impl Agent {
     /// release already under way may overlap: releasing twice is no error.
     async fn release_held_permits(&self) {
         let held = match self.shared.lock() {
-            Ok(mut shared) => std::mem::take(&mut shared.permits),
+            Ok(mut shared) => {
+                shared.stopping = true;
+                std::mem::take(&mut shared.permits)
+            }
             Err(_) => return,
         };
         if held.is_empty() {

@@ -21,7 +21,8 @@
 //! close at once), and [`serve`] returns when the last connection has ended. The caller
 //! bounds that wait.
 //!
-//! One task per connection, ending with it: the only tasks the API spawns.
+//! One task per connection, ending with it: the only tasks the listener spawns (the HA
+//! forwarder's HTTP client keeps its own connection tasks beside them).
 
 use std::future::Future;
 use std::io;

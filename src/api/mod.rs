@@ -292,6 +292,13 @@ pub trait Admin: Send + Sync + 'static {
         let _ = job_id;
         Box::pin(async { Err(no_jobs()) })
     }
+    /// [`Admin::job`] when this backend can answer it from memory alone (no store read, no
+    /// actor call, no wait), else `None`. The API's own thread answers such reads in place
+    /// (see [`thread`]). The default: `None`.
+    fn job_in_memory(&self, job_id: &str) -> Option<Result<JobView, AdminError>> {
+        let _ = job_id;
+        None
+    }
     /// Cancels a job: nothing new starts, rotations in flight finish and count.
     fn cancel_job(&self, job_id: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
         let _ = job_id;

@@ -14,24 +14,29 @@
 //! a handler would live on this runtime, and stop with it. [`OnWorkRuntime`] is the
 //! backend the thread serves: it runs every [`Admin`] call that may start an actor (a
 //! rotation actor asleep in the status board, a job) or do work beyond a read as a task on
-//! the work runtime, and answers the reads that touch only memory or one store record
-//! ([`Admin::job`], [`Admin::ready`], [`Admin::leader`]) where they are asked. A request
-//! that gives up (the request timeout, a client gone) stops waiting; its call on the work
-//! runtime runs to its end, never cut between an actor's answer and the caller.
+//! the work runtime, and answers the reads that touch only memory where they are asked:
+//! [`Admin::ready`], [`Admin::leader`] and a leader's [`Admin::job`]
+//! ([`Admin::job_in_memory`]; a follower reads the job from the store, which goes to the
+//! work runtime like every store call: a store's pooled connections belong to the runtime
+//! that opened them). A request that gives up (the request timeout, a client gone) aborts
+//! its call on the work runtime, as it would have run in the request's own task.
 //!
 //! Invariants:
-//! - no actor, and no task that outlives a request, is ever spawned on the API runtime;
-//! - the listener, its connections and their tasks belong to the API runtime alone; the
-//!   thread ends when [`ApiThread::stop`] has been sent and the last connection has ended
-//!   (or with the process).
+//! - no actor, no store call and no task that outlives a request runs on the API runtime
+//!   (the connection tasks of the HA forwarder's client live there, and end with it);
+//! - the listener, its connections and their tasks belong to the API runtime alone; after
+//!   [`ApiThread::stop`] the connections have the drain bound to finish their requests,
+//!   then the runtime is dropped with whatever is left, so nothing the router holds (the
+//!   store among it) outlives the stop.
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use futures::future::BoxFuture;
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::listener::{self, Limits};
 use super::{
@@ -57,7 +62,8 @@ impl OnWorkRuntime {
     }
 
     /// Runs `call` on the work runtime and waits for its answer from wherever this is
-    /// awaited. A work runtime that is shutting down answers 503.
+    /// awaited; dropping the wait aborts the call. A work runtime that is shutting down
+    /// answers 503.
     fn hop<T, F>(
         &self,
         call: impl FnOnce(Arc<dyn Admin>) -> F,
@@ -66,9 +72,9 @@ impl OnWorkRuntime {
         T: Send + 'static,
         F: std::future::Future<Output = Result<T, AdminError>> + Send + 'static,
     {
-        let task = self.work.spawn(call(self.inner.clone()));
+        let mut task = AbortOnDrop(self.work.spawn(call(self.inner.clone())));
         Box::pin(async move {
-            task.await.unwrap_or_else(|e| {
+            (&mut task.0).await.unwrap_or_else(|e| {
                 Err(AdminError::Unavailable(if e.is_panic() {
                     "the admin call failed".to_owned()
                 } else {
@@ -76,6 +82,15 @@ impl OnWorkRuntime {
                 }))
             })
         })
+    }
+}
+
+/// A task aborted when its handle is dropped (aborting a finished task does nothing).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -125,10 +140,15 @@ impl Admin for OnWorkRuntime {
         self.hop(|b| async move { b.rotate_all(request).await })
     }
     fn job(&self, job_id: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
-        // The leader answers from the jobs actor's published views (memory), a follower
-        // from one store record: neither starts anything, and this is the read a dashboard
-        // polls while a job keeps the work runtime busy.
-        self.inner.job(job_id)
+        // The read a dashboard polls while a job keeps the work runtime busy: in place when
+        // it is memory (the leader's published views), on the work runtime otherwise.
+        match self.inner.job_in_memory(&job_id) {
+            Some(answer) => Box::pin(std::future::ready(answer)),
+            None => self.hop(|b| async move { b.job(job_id).await }),
+        }
+    }
+    fn job_in_memory(&self, job_id: &str) -> Option<Result<JobView, AdminError>> {
+        self.inner.job_in_memory(job_id)
     }
     fn cancel_job(&self, job_id: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
         self.hop(|b| async move { b.cancel_job(job_id).await })
@@ -143,44 +163,59 @@ impl Admin for OnWorkRuntime {
 
 /// The API's thread, serving until [`ApiThread::stop`].
 pub struct ApiThread {
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
     stopped: oneshot::Receiver<io::Result<()>>,
 }
 
 impl ApiThread {
     /// Stops accepting; the returned receiver answers once every connection has finished
-    /// its request (the caller bounds that wait), or with an error when the thread ended
-    /// without saying.
+    /// its request, or the drain bound given to [`spawn`] has passed and the rest were cut
+    /// (the API's runtime dropped with them); an error when the thread ended without
+    /// saying.
     pub fn stop(self) -> oneshot::Receiver<io::Result<()>> {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         self.stopped
     }
 }
 
 /// Serves `router` on `listener` within `limits` (see [`listener::serve`]) from a
-/// current-thread runtime on a thread named [`THREAD_NAME`]. `listener` is handed over as a
-/// std socket: a tokio listener belongs to the runtime that made it.
+/// current-thread runtime on a thread named [`THREAD_NAME`], until [`ApiThread::stop`] (or
+/// until the `ApiThread` is dropped); connections then get `drain` to finish their
+/// requests. `listener` is handed over as a std socket: a tokio listener belongs to the
+/// runtime that made it.
 pub fn spawn(
     listener: std::net::TcpListener,
     router: Router,
     limits: Limits,
+    drain: Duration,
 ) -> io::Result<ApiThread> {
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (stop, stopping) = oneshot::channel::<()>();
+    let (stop, stopping) = watch::channel(false);
     let (done, stopped) = oneshot::channel();
     std::thread::Builder::new()
         .name(THREAD_NAME.to_owned())
         .spawn(move || {
             let served = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                listener::serve(listener, router, limits, async move {
-                    let _ = stopping.await;
-                })
-                .await
+                let mut asked = stopping.clone();
+                let mut stopping = stopping;
+                let serving = listener::serve(listener, router, limits, async move {
+                    // A dropped `ApiThread` stops the API too.
+                    let _ = stopping.wait_for(|s| *s).await;
+                });
+                tokio::select! {
+                    served = serving => served,
+                    () = async {
+                        let _ = asked.wait_for(|s| *s).await;
+                        tokio::time::sleep(drain).await;
+                    } => Ok(()),
+                }
             });
+            // Connections still open after the drain end here, with what they hold.
+            drop(runtime);
             let _ = done.send(served);
         })?;
     Ok(ApiThread { stop, stopped })
@@ -189,7 +224,6 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-    use std::time::Duration;
 
     use super::*;
     use crate::api::server::{self, AdminToken};
@@ -218,8 +252,10 @@ mod tests {
             self.note("rotate");
             Box::pin(async { Err(AdminError::Conflict("busy".into())) })
         }
+        /// Never answers.
         fn rollback(&self, _: SecretRef) -> BoxFuture<'_, Result<RotationId, AdminError>> {
-            not_asked()
+            self.note("rollback");
+            Box::pin(std::future::pending())
         }
         fn versions(&self, _: SecretRef) -> BoxFuture<'_, Result<Vec<VersionMeta>, AdminError>> {
             not_asked()
@@ -245,6 +281,11 @@ mod tests {
             self.note("job");
             Box::pin(async move { Err(AdminError::NotFound(format!("unknown job {job_id:?}"))) })
         }
+        /// Job `in-memory` is answered from memory, every other one by `job`.
+        fn job_in_memory(&self, job_id: &str) -> Option<Result<JobView, AdminError>> {
+            self.note("job_in_memory");
+            (job_id == "in-memory").then(|| Err(AdminError::NotFound("unknown job".into())))
+        }
     }
 
     /// One HTTP/1.1 request on a fresh connection; the status line's code.
@@ -263,7 +304,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_are_answered_on_the_api_thread_and_actor_calls_run_on_the_work_runtime() {
+    fn reads_from_memory_are_answered_on_the_api_thread_and_every_other_call_on_the_work_runtime() {
         let work = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("work")
@@ -280,7 +321,7 @@ mod tests {
         );
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let api = spawn(listener, router, Limits::default()).unwrap();
+        let api = spawn(listener, router, Limits::default(), Duration::from_secs(2)).unwrap();
 
         work.block_on(async {
             let auth = format!("Authorization: Bearer {token}\r\nConnection: close\r\n");
@@ -291,8 +332,10 @@ mod tests {
                 body.len()
             );
             assert_eq!(status(addr, &rotate).await, 409);
-            let job = format!("GET /admin/jobs/j1 HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
-            assert_eq!(status(addr, &job).await, 404);
+            for job in ["in-memory", "stored"] {
+                let get = format!("GET /admin/jobs/{job} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+                assert_eq!(status(addr, &get).await, 404);
+            }
             let ready = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
             assert_eq!(status(addr, ready).await, 200);
             tokio::time::timeout(Duration::from_secs(5), api.stop())
@@ -305,7 +348,9 @@ mod tests {
             calls.calls(),
             [
                 ("rotate", "work".to_owned()),
-                ("job", THREAD_NAME.to_owned()),
+                ("job_in_memory", THREAD_NAME.to_owned()),
+                ("job_in_memory", THREAD_NAME.to_owned()),
+                ("job", "work".to_owned()),
                 ("ready", THREAD_NAME.to_owned()),
             ]
         );
@@ -327,5 +372,64 @@ mod tests {
             answer,
             Err(AdminError::Unavailable("rotor is shutting down".into()))
         );
+    }
+
+    /// A request still open when the drain bound has passed is cut: the stop completes, and
+    /// neither the router nor the call on the work runtime keeps the backend (in `rotor
+    /// run`, what holds the store) alive.
+    #[test]
+    fn a_request_still_open_after_the_drain_is_cut_and_the_backend_let_go() {
+        let work = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("work")
+            .enable_all()
+            .build()
+            .unwrap();
+        let calls = Arc::new(Where::default());
+        let backend = Arc::new(OnWorkRuntime::new(calls.clone(), work.handle().clone()));
+        let token = "t".repeat(32);
+        let router = server::router(
+            backend,
+            AdminToken::new(token.clone()).unwrap(),
+            Duration::from_secs(600),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let api = spawn(
+            listener,
+            router,
+            Limits::default(),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+
+        work.block_on(async {
+            use tokio::io::AsyncWriteExt as _;
+            let body = r#"{"tenantId":"t1","secretKey":"k1"}"#;
+            let rollback = format!(
+                "POST /admin/secrets/rollback HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            conn.write_all(rollback.as_bytes()).await.unwrap();
+            crate::testing::eventually(
+                Duration::from_secs(10),
+                "the rollback under way",
+                async || calls.calls().iter().any(|(call, _)| *call == "rollback"),
+            )
+            .await;
+            tokio::time::timeout(Duration::from_secs(10), api.stop())
+                .await
+                .expect("the stop completes although the rollback never answers")
+                .expect("it says how it ended")
+                .expect("it ended cleanly");
+            crate::testing::eventually(Duration::from_secs(10), "the backend let go", async || {
+                Arc::strong_count(&calls) == 1
+            })
+            .await;
+            drop(conn);
+        });
     }
 }

@@ -109,6 +109,9 @@ impl Admin for HaAdmin {
         let b = self.current();
         Box::pin(async move { b.job(job_id).await })
     }
+    fn job_in_memory(&self, job_id: &str) -> Option<Result<JobView, AdminError>> {
+        self.current().job_in_memory(job_id)
+    }
     fn cancel_job(&self, job_id: String) -> BoxFuture<'_, Result<JobView, AdminError>> {
         let b = self.current();
         Box::pin(async move { b.cancel_job(job_id).await })

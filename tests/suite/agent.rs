@@ -276,17 +276,17 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
-/// The agent started on a mount at version 1 with `agent_extra` in `[agent]` (and `env`
-/// set, `remove` unset), once it has reported that version.
+/// The agent started with `config` on a mount at version 1 (and `env` set, `remove`
+/// unset), once it has reported that version.
 async fn agent_at_v1(
     dir: &Path,
     fake: &FakeRotor,
-    agent_extra: &str,
+    config: &str,
     env: &[(&str, &str)],
     remove: &[&str],
 ) -> AgentBin {
     swap(dir, VALUE_1, 1);
-    let mut agent = AgentBin::start(dir, &config(dir, fake, agent_extra), env, remove);
+    let mut agent = AgentBin::start(dir, config, env, remove);
     eventually(Duration::from_secs(20), "the first report", async || {
         agent.assert_running();
         fake.reported("database_credentials", json!(1), Value::Null)
@@ -372,7 +372,10 @@ async fn a_swap_is_reported_and_reloaded_once_inside_a_permit() {
 async fn a_permit_held_when_the_agent_is_stopped_is_released_on_the_way_out() {
     let d = tempfile::tempdir().unwrap();
     let fake = FakeRotor::start().await;
-    let mut agent = agent_at_v1(d.path(), &fake, "workload = \"web\"", &[], &[]).await;
+    // The reload's own timeout (5 s) must not end it first, however slow the machine.
+    let config = config(d.path(), &fake, "workload = \"web\"")
+        .replace("timeout = \"5s\"", "timeout = \"5m\"");
+    let mut agent = agent_at_v1(d.path(), &fake, &config, &[], &[]).await;
     fake.state.hold_reload.store(true, Ordering::SeqCst);
     swap(d.path(), VALUE_2, 2);
     eventually(
@@ -410,7 +413,7 @@ async fn a_429_makes_the_reload_wait_for_its_permit() {
     let _agent = agent_at_v1(
         d.path(),
         &fake,
-        "workload = \"web\"",
+        &config(d.path(), &fake, "workload = \"web\""),
         &[
             ("HTTP_PROXY", "http://127.0.0.1:9"),
             ("http_proxy", "http://127.0.0.1:9"),
@@ -449,7 +452,7 @@ async fn reports_resume_when_rotor_is_back_and_a_down_rotor_cannot_block_a_reloa
     let mut agent = agent_at_v1(
         d.path(),
         &fake,
-        "workload = \"web\"\npermit_wait = \"1s\"",
+        &config(d.path(), &fake, "workload = \"web\"\npermit_wait = \"1s\""),
         &[],
         &[],
     )
