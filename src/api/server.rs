@@ -556,10 +556,10 @@ async fn forward_writes(State(state): State<AppState>, req: Request, next: Next)
     }
 }
 
-/// Answers 503 when a request takes longer than `limit`. The handler's future is dropped:
-/// the request stops waiting for its backend call (which `rotor run` runs to its end on the
-/// work runtime, see [`super::thread::OnWorkRuntime`]); for rotate/rollback the message says
-/// the operation may still have started.
+/// Answers 503 when a request takes longer than `limit`. The handler's future is dropped, so
+/// a backend call in progress is abandoned (in `rotor run` its task on the work runtime is
+/// aborted, see [`super::thread::OnWorkRuntime`]); for rotate/rollback the message says the
+/// operation may still have started.
 async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
