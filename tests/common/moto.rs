@@ -127,34 +127,58 @@ pub struct MotoClient {
 
 impl MotoClient {
     /// One Secrets Manager JSON API call (`X-Amz-Target: secretsmanager.{action}`):
-    /// `(status, JSON body)`.
+    /// `(status, JSON body)`. moto's threaded server now and then answers a request that
+    /// races a write to the same secret with a bare 500 page (a Python exception inside
+    /// moto, not an AWS error): such an answer, or a connection it dropped, is asked again,
+    /// [`MOTO_TRIES`] times at most.
     pub async fn secrets_manager(&self, action: &str, body: &Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(&self.endpoint)
-            .header("X-Amz-Target", format!("secretsmanager.{action}"))
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .header(
-                "Authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/secretsmanager/aws4_request, SignedHeaders=host;x-amz-date, Signature=0"
+        let mut last = String::new();
+        for _ in 0..MOTO_TRIES {
+            let sent = self
+                .http
+                .post(&self.endpoint)
+                .header("X-Amz-Target", format!("secretsmanager.{action}"))
+                .header("Content-Type", "application/x-amz-json-1.1")
+                .header(
+                    "Authorization",
+                    format!(
+                        "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/secretsmanager/aws4_request, SignedHeaders=host;x-amz-date, Signature=0"
+                    ),
+                )
+                .body(body.to_string())
+                .send()
+                .await;
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.expect("response body");
+            match serde_json::from_slice(&bytes) {
+                Ok(json) => return (status, json),
+                Err(e) if status >= 500 => {
+                    last = format!(
+                        "{status} with no JSON ({e}): {}",
+                        String::from_utf8_lossy(&bytes)
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!(
+                    "moto secretsmanager.{action} answered {status} with no JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
                 ),
-            )
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("moto secretsmanager.{action}: {e}"));
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.expect("response body");
-        let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!(
-                "moto secretsmanager.{action} answered {status} with no JSON ({e}): {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
-        (status, json)
+            }
+        }
+        panic!("moto secretsmanager.{action}, {MOTO_TRIES} tries: {last}")
     }
 }
+
+/// How often [`MotoClient::secrets_manager`] asks moto before it gives up.
+const MOTO_TRIES: u32 = 5;
 
 impl Drop for Moto {
     fn drop(&mut self) {
