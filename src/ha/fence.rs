@@ -135,6 +135,19 @@ impl FencedStore {
     pub fn new(inner: Arc<dyn Store>, fence: Fence) -> Self {
         FencedStore { inner, fence }
     }
+
+    /// What a write that went out says once it returns: a failure after the fence closed
+    /// is [`StoreError::Fenced`], whatever the store answered. The replica no longer leads,
+    /// so the answer is moot, and it is often an artefact of that: a request in flight when
+    /// the process was frozen times out the moment it runs again, which is no store outage.
+    fn settled<T>(&self, written: Result<T, StoreError>) -> Result<T, StoreError> {
+        match written {
+            Err(e) if !e.is_deposed() && !self.fence.is_valid() => Err(StoreError::Fenced {
+                term: self.fence.term,
+            }),
+            other => other,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -163,16 +176,20 @@ impl Store for FencedStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.fence.check()?;
-        self.inner
+        let written = self
+            .inner
             .put_version(secret, version, rotation, value, now)
-            .await
+            .await;
+        self.settled(written)
     }
 
     async fn commit(&self, secret: &SecretRef, commit: Commit<'_>) -> Result<(), StoreError> {
         self.fence.check()?;
-        self.inner
+        let written = self
+            .inner
             .commit_at_term(secret, commit, self.fence.term)
-            .await
+            .await;
+        self.settled(written)
     }
 
     async fn commit_at_term(
@@ -225,12 +242,14 @@ impl Store for FencedStore {
         expected: Option<Rev>,
     ) -> Result<Rev, StoreError> {
         self.fence.check()?;
-        self.inner.record_put(ns, id, bytes, expected).await
+        let written = self.inner.record_put(ns, id, bytes, expected).await;
+        self.settled(written)
     }
 
     async fn record_delete(&self, ns: &str, id: &str, expected: Rev) -> Result<(), StoreError> {
         self.fence.check()?;
-        self.inner.record_delete(ns, id, expected).await
+        let written = self.inner.record_delete(ns, id, expected).await;
+        self.settled(written)
     }
 
     async fn record_list(&self, ns: &str) -> Result<Vec<Record>, StoreError> {
@@ -274,6 +293,37 @@ mod tests {
         assert!(!fence.is_valid());
         let clone = fence.clone();
         assert!(clone.check().unwrap_err().is_deposed());
+    }
+
+    /// A write that fails once the fence has closed (a frozen leader's request timing out
+    /// as it resumes) is reported as fenced, not as the store's failure; before the close,
+    /// the store's own error stands.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_failing_after_the_fence_closed_is_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = Arc::new(
+            crate::store::embedded::EmbeddedStore::open(
+                &dir.path().join("rotor.redb"),
+                &dir.path().join("master.key"),
+            )
+            .unwrap(),
+        );
+        let fence = Fence::new(4, Instant::now() + Duration::from_secs(5));
+        let store = FencedStore::new(inner.clone(), fence.clone());
+        inner.fail_writes_after(0);
+        let failed = store.record_put("jobs", "a", b"1", None).await;
+        assert!(matches!(failed, Err(StoreError::Injected)), "{failed:?}");
+        // The write went out while the fence was open; it comes back after the close.
+        let lost: Result<(), StoreError> = Err(StoreError::Unavailable {
+            path: "kv/_rotor/t1/k1".into(),
+            reason: "timed out".into(),
+        });
+        fence.revoke();
+        assert!(matches!(
+            store.settled(lost),
+            Err(StoreError::Fenced { term: 4 })
+        ));
+        assert!(matches!(store.settled(Ok(7)), Ok(7)));
     }
 
     #[tokio::test(start_paused = true)]
