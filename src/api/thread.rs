@@ -303,8 +303,17 @@ mod tests {
             .unwrap_or_else(|| panic!("no status line in {answer:?}"))
     }
 
-    #[test]
-    fn reads_from_memory_are_answered_on_the_api_thread_and_every_other_call_on_the_work_runtime() {
+    /// A [`Where`] backend behind [`OnWorkRuntime`] on a one-worker runtime of threads named
+    /// `work`, served by [`spawn`] on a loopback port.
+    struct Served {
+        work: tokio::runtime::Runtime,
+        calls: Arc<Where>,
+        token: String,
+        addr: std::net::SocketAddr,
+        api: ApiThread,
+    }
+
+    fn served(request_timeout: Duration, drain: Duration) -> Served {
         let work = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("work")
@@ -317,11 +326,29 @@ mod tests {
         let router = server::router(
             backend,
             AdminToken::new(token.clone()).unwrap(),
-            Duration::from_secs(5),
+            request_timeout,
         );
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let api = spawn(listener, router, Limits::default(), Duration::from_secs(2)).unwrap();
+        let api = spawn(listener, router, Limits::default(), drain).unwrap();
+        Served {
+            work,
+            calls,
+            token,
+            addr,
+            api,
+        }
+    }
+
+    #[test]
+    fn reads_from_memory_are_answered_on_the_api_thread_and_every_other_call_on_the_work_runtime() {
+        let Served {
+            work,
+            calls,
+            token,
+            addr,
+            api,
+        } = served(Duration::from_secs(5), Duration::from_secs(2));
 
         work.block_on(async {
             let auth = format!("Authorization: Bearer {token}\r\nConnection: close\r\n");
@@ -379,29 +406,13 @@ mod tests {
     /// run`, what holds the store) alive.
     #[test]
     fn a_request_still_open_after_the_drain_is_cut_and_the_backend_let_go() {
-        let work = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("work")
-            .enable_all()
-            .build()
-            .unwrap();
-        let calls = Arc::new(Where::default());
-        let backend = Arc::new(OnWorkRuntime::new(calls.clone(), work.handle().clone()));
-        let token = "t".repeat(32);
-        let router = server::router(
-            backend,
-            AdminToken::new(token.clone()).unwrap(),
-            Duration::from_secs(600),
-        );
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let api = spawn(
-            listener,
-            router,
-            Limits::default(),
-            Duration::from_millis(200),
-        )
-        .unwrap();
+        let Served {
+            work,
+            calls,
+            token,
+            addr,
+            api,
+        } = served(Duration::from_secs(600), Duration::from_millis(200));
 
         work.block_on(async {
             use tokio::io::AsyncWriteExt as _;
